@@ -1,0 +1,155 @@
+//! `arborist bench`: forward throughput and achieved FLOP/s against a GEMM of matching
+//! shape timed in the same run, so the ratio survives machine drift.
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+use clap::Args;
+use serde::Serialize;
+use std::time::Instant;
+
+use crate::model::{random::random_decoder, Decoder, ModelConfig};
+use crate::runtime::{parse_device, parse_dtype};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Tokens per window.
+    #[arg(long, default_value_t = 256)]
+    pub seqlen: usize,
+    /// Windows per forward pass.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Timed repetitions (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A Qwen3-shaped model of about 7.3M parameters (6.3M in the blocks' linear layers).
+pub fn bench_config() -> ModelConfig {
+    ModelConfig::from_json(
+        r#"{"model_type":"qwen3","vocab_size":4096,"hidden_size":256,"intermediate_size":768,
+            "num_hidden_layers":8,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":64,
+            "rms_norm_eps":1e-6,"rope_theta":1000000.0,"tie_word_embeddings":true,
+            "max_position_embeddings":4096}"#,
+    )
+    .expect("bench config parses")
+}
+
+#[derive(Debug, Serialize)]
+pub struct ForwardBench {
+    pub params: usize,
+    pub tokens_per_forward: usize,
+    pub forward_seconds: f64,
+    pub tokens_per_second: f64,
+    pub forward_gflops: f64,
+    pub gemm_gflops: f64,
+    pub fraction_of_gemm: f64,
+    pub threads: usize,
+    pub dtype: String,
+}
+
+/// FLOPs of one forward over `b` windows of `t` tokens (matmuls only; 2 per multiply-add).
+pub fn forward_flops(cfg: &ModelConfig, b: usize, t: usize) -> f64 {
+    let n = (b * t) as f64;
+    let linear = cfg.num_layers as f64 * cfg.linear_params_per_block() as f64;
+    let head = (cfg.hidden_size * cfg.vocab_size) as f64;
+    // QKᵀ and PV over the full T×T score matrix, per head.
+    let attn =
+        cfg.num_layers as f64 * 4.0 * (b * t * t) as f64 * (cfg.head_dim * cfg.num_heads) as f64;
+    2.0 * n * (linear + head) + attn
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn time<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Result<f64> {
+    f()?; // warm-up
+    let mut ts = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let s = Instant::now();
+        f()?;
+        ts.push(s.elapsed().as_secs_f64());
+    }
+    Ok(median(ts))
+}
+
+/// GFLOP/s of [m, k] × [k, n] with the weight transposed as the decoder stores it.
+pub fn gemm_gflops(
+    m: usize,
+    k: usize,
+    n: usize,
+    iters: usize,
+    dtype: DType,
+    dev: &Device,
+) -> Result<f64> {
+    let a = Tensor::randn(0f32, 1.0, (m, k), dev)?.to_dtype(dtype)?;
+    let w = Tensor::randn(0f32, 1.0, (n, k), dev)?.to_dtype(dtype)?;
+    let s = time(iters, || {
+        let y = a.matmul(&w.t()?)?;
+        dev.synchronize()?;
+        drop(y);
+        Ok(())
+    })?;
+    Ok(2.0 * (m * k * n) as f64 / s / 1e9)
+}
+
+pub fn forward_bench(model: &Decoder, b: usize, t: usize, iters: usize) -> Result<ForwardBench> {
+    let cfg = &model.cfg;
+    let dev = &model.device;
+    let ids: Vec<u32> = (0..b * t)
+        .map(|i| (i * 7919 % cfg.vocab_size) as u32)
+        .collect();
+    let ids = Tensor::from_vec(ids, (b, t), dev)?;
+    let secs = time(iters, || {
+        let y = model.forward(&ids, None)?;
+        dev.synchronize()?;
+        drop(y);
+        Ok(())
+    })?;
+    let flops = forward_flops(cfg, b, t);
+    let gemm = gemm_gflops(
+        b * t,
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        iters,
+        model.dtype,
+        dev,
+    )?;
+    let gflops = flops / secs / 1e9;
+    Ok(ForwardBench {
+        params: cfg.num_layers * cfg.linear_params_per_block() + cfg.vocab_size * cfg.hidden_size,
+        tokens_per_forward: b * t,
+        forward_seconds: secs,
+        tokens_per_second: (b * t) as f64 / secs,
+        forward_gflops: gflops,
+        gemm_gflops: gemm,
+        fraction_of_gemm: gflops / gemm,
+        threads: candle_core::utils::get_num_threads(),
+        dtype: crate::runtime::dtype_name(model.dtype).to_string(),
+    })
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    let dev = parse_device(&a.device)?;
+    let dtype = parse_dtype(&a.dtype)?;
+    let model = random_decoder(&bench_config(), 0, dtype, &dev)?;
+    let r = forward_bench(&model, a.batch, a.seqlen, a.iters)?;
+    if a.json {
+        println!("{}", serde_json::json!({ "forward": r }));
+    } else {
+        println!(
+            "forward: {} params, {} tokens/pass, {:.0} tokens/s, {:.1} GFLOP/s = {:.0}% of a {}x{}x{} GEMM at {:.1} GFLOP/s ({} threads, {})",
+            r.params, r.tokens_per_forward, r.tokens_per_second, r.forward_gflops,
+            100.0 * r.fraction_of_gemm, r.tokens_per_forward, model.cfg.hidden_size,
+            model.cfg.intermediate_size, r.gemm_gflops, r.threads, r.dtype
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! The command line: argument definitions and dispatch. Handlers stay thin.
+
+mod eval;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "arborist",
+    version,
+    about = "Agent-guided pruning workbench for LLMs"
+)]
+pub struct Cli {
+    /// Compute threads for candle and gemm (1 measured fastest on 2-vCPU machines).
+    #[arg(long, global = true, default_value_t = crate::runtime::DEFAULT_THREADS)]
+    pub threads: usize,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Evaluate a model: perplexity on a text file.
+    Eval(eval::EvalArgs),
+    /// Measure forward throughput against a GEMM of matching shape.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Where and how a model runs.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A local model directory or a Hugging Face id (owner/name).
+    #[arg(long)]
+    pub model: String,
+    /// cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => crate::bench::run(a),
+    }
+}
+
+/// Progress on stderr, overwritten in place on a terminal.
+pub fn progress(label: &str, done: usize, total: usize) {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{label} {done}/{total}");
+        if done == total {
+            eprintln!();
+        }
+    } else if done == total {
+        eprintln!("{label} {done}/{total}");
+    }
+}

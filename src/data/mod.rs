@@ -1,0 +1,4 @@
+//! Text corpora and token windows.
+
+pub mod text;
+pub use text::{read_text, Windows};

@@ -1,0 +1,78 @@
+//! Reading evaluation text and cutting it into token windows.
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+
+/// Read a UTF-8 text file; any other encoding is refused with the byte offset.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    match String::from_utf8(bytes) {
+        Ok(s) => Ok(s),
+        Err(e) => bail!(
+            "{} is not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ),
+    }
+}
+
+/// Non-overlapping windows of `seqlen` tokens, as in the Wanda/SparseGPT protocol.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    pub seqlen: usize,
+    pub tokens: usize,
+    pub windows: Vec<Vec<u32>>,
+}
+
+impl Windows {
+    /// The first `limit` (all when None) of `tokens.len() / seqlen` windows.
+    pub fn sequential(
+        ids: &[u32],
+        seqlen: usize,
+        limit: Option<usize>,
+        source: &str,
+    ) -> Result<Self> {
+        if seqlen < 2 {
+            bail!("--seqlen {seqlen}: a window needs at least 2 tokens");
+        }
+        let n = ids.len() / seqlen;
+        if n == 0 {
+            bail!(
+                "{source} has {} tokens, too short for one window of {seqlen} tokens",
+                ids.len()
+            );
+        }
+        let n = limit.map_or(n, |l| l.min(n));
+        Ok(Windows {
+            seqlen,
+            tokens: ids.len(),
+            windows: (0..n)
+                .map(|i| ids[i * seqlen..(i + 1) * seqlen].to_vec())
+                .collect(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_floor_of_numel_over_seqlen() {
+        let ids: Vec<u32> = (0..103).collect();
+        let w = Windows::sequential(&ids, 10, None, "t").unwrap();
+        assert_eq!(w.len(), 10);
+        assert_eq!(w.windows[3][0], 30);
+        let w = Windows::sequential(&ids, 10, Some(4), "t").unwrap();
+        assert_eq!(w.len(), 4);
+        let err = Windows::sequential(&ids[..5], 10, None, "short.txt").unwrap_err();
+        assert!(err.to_string().contains("short.txt"));
+    }
+}

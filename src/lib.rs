@@ -1,0 +1,10 @@
+//! Arborist: a terminal workbench for agent-guided pruning of large language models.
+//!
+//! Data flow: `model` (weights, decoder) → `data` (token windows) → `eval` (metrics).
+
+pub mod bench;
+pub mod cli;
+pub mod data;
+pub mod eval;
+pub mod model;
+pub mod runtime;

@@ -1,0 +1,283 @@
+//! Hugging Face `config.json` for the Llama family, reduced to what the decoder needs.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+pub const SUPPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Llama,
+    Mistral,
+    Qwen2,
+    Qwen3,
+}
+
+/// How rotary frequencies are derived from `rope_theta`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    None,
+    Linear {
+        factor: f64,
+    },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: RopeScaling,
+    pub tie_word_embeddings: bool,
+    /// Bias on q/k/v projections (always for Qwen2, `attention_bias` elsewhere).
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    /// Qwen3's per-head RMSNorm on q and k.
+    pub qk_norm: bool,
+    /// Sliding attention window per layer (None = full causal attention).
+    pub sliding_window: Vec<Option<usize>>,
+    pub max_position_embeddings: usize,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    model_type: Option<String>,
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<serde_json::Value>,
+    /// transformers >= 5 moves rope_theta and the scaling here.
+    rope_parameters: Option<serde_json::Value>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
+    max_window_layers: Option<usize>,
+    layer_types: Option<Vec<String>>,
+    max_position_embeddings: Option<usize>,
+}
+
+impl ModelConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::from_json(&text).with_context(|| format!("{}", path.display()))
+    }
+
+    pub fn from_json(text: &str) -> Result<Self> {
+        let raw: RawConfig = serde_json::from_str(text).context("invalid config JSON")?;
+        let model_type = raw
+            .model_type
+            .clone()
+            .context("field `model_type` is missing")?;
+        let arch = match model_type.as_str() {
+            "llama" => Arch::Llama,
+            "mistral" => Arch::Mistral,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            other => bail!(
+                "unsupported model_type `{other}` (supported: {})",
+                SUPPORTED.join(", ")
+            ),
+        };
+        fn req(v: Option<usize>, field: &str) -> Result<usize> {
+            match v {
+                Some(0) => bail!("field `{field}` must be positive"),
+                Some(x) => Ok(x),
+                None => bail!("field `{field}` is missing"),
+            }
+        }
+        let hidden_size = req(raw.hidden_size, "hidden_size")?;
+        let num_heads = req(raw.num_attention_heads, "num_attention_heads")?;
+        let num_kv_heads = raw.num_key_value_heads.unwrap_or(num_heads);
+        if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            bail!("field `num_key_value_heads` ({num_kv_heads}) must divide num_attention_heads ({num_heads})");
+        }
+        let head_dim = match raw.head_dim {
+            Some(d) => d,
+            None if hidden_size % num_heads == 0 => hidden_size / num_heads,
+            None => bail!(
+                "hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}"
+            ),
+        };
+        let num_layers = req(raw.num_hidden_layers, "num_hidden_layers")?;
+        let (rope_theta, rope_scaling) = parse_rope(&raw)?;
+        let window_for_layer = |i: usize| -> Option<usize> {
+            match arch {
+                Arch::Mistral => raw.sliding_window,
+                Arch::Qwen2 | Arch::Qwen3 => {
+                    let sliding = match &raw.layer_types {
+                        Some(types) => types.get(i).is_some_and(|t| t == "sliding_attention"),
+                        None => {
+                            raw.use_sliding_window.unwrap_or(false)
+                                && i >= raw.max_window_layers.unwrap_or(num_layers)
+                        }
+                    };
+                    if sliding {
+                        raw.sliding_window
+                    } else {
+                        None
+                    }
+                }
+                Arch::Llama => None,
+            }
+        };
+        let attention_bias = raw.attention_bias.unwrap_or(false);
+        Ok(ModelConfig {
+            arch,
+            vocab_size: req(raw.vocab_size, "vocab_size")?,
+            hidden_size,
+            intermediate_size: req(raw.intermediate_size, "intermediate_size")?,
+            num_layers,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta,
+            rope_scaling,
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            qkv_bias: arch == Arch::Qwen2 || attention_bias,
+            o_bias: attention_bias && arch != Arch::Qwen2,
+            mlp_bias: raw.mlp_bias.unwrap_or(false),
+            qk_norm: arch == Arch::Qwen3,
+            sliding_window: (0..num_layers).map(window_for_layer).collect(),
+            max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
+            model_type,
+        })
+    }
+
+    /// Number of parameters in the linear layers of the blocks (the prunable ones).
+    pub fn linear_params_per_block(&self) -> usize {
+        let (h, i) = (self.hidden_size, self.intermediate_size);
+        let q = self.num_heads * self.head_dim;
+        let kv = self.num_kv_heads * self.head_dim;
+        h * q + 2 * h * kv + q * h + 3 * h * i
+    }
+}
+
+fn parse_rope(raw: &RawConfig) -> Result<(f64, RopeScaling)> {
+    // transformers 5 writes {"rope_type": .., "rope_theta": ..} into rope_parameters;
+    // older versions use top-level rope_theta and an optional rope_scaling object.
+    let params = raw
+        .rope_parameters
+        .as_ref()
+        .filter(|v| v.is_object())
+        .or(raw.rope_scaling.as_ref().filter(|v| v.is_object()));
+    let theta = raw
+        .rope_theta
+        .or_else(|| {
+            params
+                .and_then(|p| p.get("rope_theta"))
+                .and_then(|v| v.as_f64())
+        })
+        .unwrap_or(10000.0);
+    let Some(p) = params else {
+        return Ok((theta, RopeScaling::None));
+    };
+    let kind = p
+        .get("rope_type")
+        .or_else(|| p.get("type"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("default");
+    let num = |key: &str| -> Result<f64> {
+        p.get(key)
+            .and_then(|v| v.as_f64())
+            .with_context(|| format!("rope scaling `{kind}` needs field `{key}`"))
+    };
+    let scaling = match kind {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear {
+            factor: num("factor")?,
+        },
+        "llama3" => RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position_embeddings: num("original_max_position_embeddings")?,
+        },
+        other => {
+            bail!("unsupported rope scaling type `{other}` (supported: default, linear, llama3)")
+        }
+    };
+    Ok((theta, scaling))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(model_type: &str) -> serde_json::Value {
+        serde_json::json!({
+            "model_type": model_type, "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1
+        })
+    }
+
+    #[test]
+    fn unsupported_model_type_is_named() {
+        let err = ModelConfig::from_json(&base("gpt2").to_string()).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("`gpt2`") && msg.contains("llama, mistral, qwen2, qwen3"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn qwen2_has_qkv_bias_and_qwen3_has_qk_norm() {
+        let q2 = ModelConfig::from_json(&base("qwen2").to_string()).unwrap();
+        assert!(q2.qkv_bias && !q2.o_bias && !q2.qk_norm);
+        let q3 = ModelConfig::from_json(&base("qwen3").to_string()).unwrap();
+        assert!(!q3.qkv_bias && q3.qk_norm);
+        assert_eq!(q3.head_dim, 4);
+    }
+
+    #[test]
+    fn llama3_rope_scaling_from_either_field() {
+        let mut v = base("llama");
+        v["rope_theta"] = 500000.0.into();
+        v["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let c = ModelConfig::from_json(&v.to_string()).unwrap();
+        assert_eq!(c.rope_theta, 500000.0);
+        assert!(matches!(c.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0));
+        let mut v5 = base("llama");
+        v5["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "rope_theta": 1000.0, "factor": 2.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
+        let c5 = ModelConfig::from_json(&v5.to_string()).unwrap();
+        assert_eq!(c5.rope_theta, 1000.0);
+        assert!(matches!(c5.rope_scaling, RopeScaling::Llama3 { .. }));
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let mut v = base("llama");
+        v.as_object_mut().unwrap().remove("hidden_size");
+        let msg = format!("{:#}", ModelConfig::from_json(&v.to_string()).unwrap_err());
+        assert!(msg.contains("hidden_size"), "{msg}");
+    }
+}

@@ -1,0 +1,365 @@
+//! Our own Llama-family decoder on candle tensors: stateless full-sequence forward,
+//! Wanda input statistics, differentiable end to end, and per-linear masks.
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::config::{ModelConfig, RopeScaling};
+use super::linear::{Linear, LinearId, LinearKind};
+use super::mask::Mask;
+use super::stats::BlockStats;
+
+#[derive(Clone)]
+pub struct Block {
+    pub input_norm: Tensor,
+    pub post_norm: Tensor,
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+    /// Indexed by `LinearKind as usize`.
+    pub linears: Vec<Linear>,
+    pub window: Option<usize>,
+}
+
+#[derive(Clone)]
+pub struct Decoder {
+    pub cfg: ModelConfig,
+    pub embed: Tensor,
+    pub blocks: Vec<Block>,
+    pub norm: Tensor,
+    pub lm_head: Tensor,
+    pub dtype: DType,
+    pub device: Device,
+    /// Use only ops that carry gradients (candle's fused CPU ops drop them silently).
+    differentiable: bool,
+}
+
+impl Decoder {
+    /// Build from a name → tensor map with Hugging Face names (see `weights::expected_tensors`).
+    pub fn from_tensors(cfg: ModelConfig, mut t: HashMap<String, Tensor>) -> Result<Self> {
+        let mut take = |n: &str| {
+            t.remove(n)
+                .with_context(|| format!("tensor `{n}` is missing"))
+        };
+        let embed = take("model.embed_tokens.weight")?;
+        let dtype = embed.dtype();
+        let device = embed.device().clone();
+        let mut blocks = Vec::with_capacity(cfg.num_layers);
+        for b in 0..cfg.num_layers {
+            let p = format!("model.layers.{b}");
+            let mut linears = Vec::with_capacity(7);
+            for kind in LinearKind::ALL {
+                let name = format!("{p}.{}", kind.path());
+                let weight = take(&format!("{name}.weight"))?;
+                let bias = if kind.has_bias(&cfg) {
+                    Some(take(&format!("{name}.bias"))?)
+                } else {
+                    None
+                };
+                linears.push(Linear::new(name, weight, bias));
+            }
+            let (q_norm, k_norm) = if cfg.qk_norm {
+                (
+                    Some(take(&format!("{p}.self_attn.q_norm.weight"))?),
+                    Some(take(&format!("{p}.self_attn.k_norm.weight"))?),
+                )
+            } else {
+                (None, None)
+            };
+            blocks.push(Block {
+                input_norm: take(&format!("{p}.input_layernorm.weight"))?,
+                post_norm: take(&format!("{p}.post_attention_layernorm.weight"))?,
+                q_norm,
+                k_norm,
+                linears,
+                window: cfg.sliding_window[b],
+            });
+        }
+        let norm = take("model.norm.weight")?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            take("lm_head.weight")?
+        };
+        Ok(Decoder {
+            cfg,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            dtype,
+            device,
+            differentiable: false,
+        })
+    }
+
+    pub fn linear(&self, id: LinearId) -> &Linear {
+        &self.blocks[id.block].linears[id.kind as usize]
+    }
+
+    pub fn linear_ids(&self) -> impl Iterator<Item = LinearId> + '_ {
+        (0..self.blocks.len()).flat_map(|block| {
+            LinearKind::ALL
+                .into_iter()
+                .map(move |kind| LinearId { block, kind })
+        })
+    }
+
+    pub fn find_linear(&self, name: &str) -> Option<LinearId> {
+        self.linear_ids().find(|id| self.linear(*id).name == name)
+    }
+
+    /// Replace one layer's mask; only that layer's effective weight is rebuilt.
+    pub fn set_mask(&mut self, id: LinearId, mask: Option<Arc<Mask>>) -> Result<()> {
+        self.blocks[id.block].linears[id.kind as usize].set_mask(mask)
+    }
+
+    /// A copy whose linear weights are fresh gradient variables (the current masked
+    /// weights); everything else is shared. Returns the variables in `linear_ids` order.
+    pub fn with_grad_vars(&self) -> Result<(Decoder, Vec<Var>)> {
+        let mut d = self.clone();
+        d.differentiable = true;
+        let mut vars = Vec::new();
+        for block in d.blocks.iter_mut() {
+            for lin in block.linears.iter_mut() {
+                let v = Var::from_tensor(lin.active())?;
+                lin.replace_active(v.as_tensor().clone());
+                vars.push(v);
+            }
+        }
+        Ok((d, vars))
+    }
+
+    /// Token embeddings for `ids` of shape [batch, seq].
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        Ok(self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.cfg.hidden_size,
+        ))?)
+    }
+
+    /// One decoder block over hidden states [batch, seq, hidden], positions from 0.
+    pub fn block_forward(
+        &self,
+        i: usize,
+        x: &Tensor,
+        rec: Option<&mut BlockStats>,
+    ) -> Result<Tensor> {
+        let (_, t, _) = x.dims3()?;
+        let rope = self.rope_tables(t)?;
+        let mask = causal_mask(
+            t,
+            self.blocks[i].window,
+            wide_dtype(self.dtype),
+            &self.device,
+        )?;
+        self.block_forward_with(i, x, &rope, &mask, rec)
+    }
+
+    fn block_forward_with(
+        &self,
+        i: usize,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        mask: &Tensor,
+        mut rec: Option<&mut BlockStats>,
+    ) -> Result<Tensor> {
+        let blk = &self.blocks[i];
+        let cfg = &self.cfg;
+        let (b, t, h) = x.dims3()?;
+        let lin = |k: LinearKind| &blk.linears[k as usize];
+
+        let xn = self.rms(x, &blk.input_norm)?.reshape((b * t, h))?;
+        if let Some(r) = rec.as_deref_mut() {
+            r.record_shared(&[LinearKind::Q, LinearKind::K, LinearKind::V], &xn)?;
+        }
+        let hd = cfg.head_dim;
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let mut q = heads(lin(LinearKind::Q).forward(&xn)?, cfg.num_heads)?;
+        let mut k = heads(lin(LinearKind::K).forward(&xn)?, cfg.num_kv_heads)?;
+        let v = heads(lin(LinearKind::V).forward(&xn)?, cfg.num_kv_heads)?;
+        if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
+            q = self.rms(&q, qn)?;
+            k = self.rms(&k, kn)?;
+        }
+        let (cos, sin) = rope;
+        let (q, k) = if self.differentiable {
+            (
+                candle_nn::rotary_emb::rope_slow(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope_slow(&k, cos, sin)?,
+            )
+        } else {
+            (
+                candle_nn::rotary_emb::rope(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope(&k, cos, sin)?,
+            )
+        };
+        let groups = cfg.num_heads / cfg.num_kv_heads;
+        let k = candle_transformers::utils::repeat_kv(k, groups)?;
+        let v = candle_transformers::utils::repeat_kv(v, groups)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let wide = wide_dtype(self.dtype);
+        let scores = scores.to_dtype(wide)?.broadcast_add(mask)?;
+        let probs = if self.differentiable {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let ctx = probs.to_dtype(self.dtype)?.matmul(&v)?;
+        let ctx = ctx.transpose(1, 2)?.reshape((b * t, cfg.num_heads * hd))?;
+        if let Some(r) = rec.as_deref_mut() {
+            r.record_shared(&[LinearKind::O], &ctx)?;
+        }
+        let attn = lin(LinearKind::O).forward(&ctx)?.reshape((b, t, h))?;
+        let x = (x + attn)?;
+
+        let xn = self.rms(&x, &blk.post_norm)?.reshape((b * t, h))?;
+        if let Some(r) = rec.as_deref_mut() {
+            r.record_shared(&[LinearKind::Gate, LinearKind::Up], &xn)?;
+        }
+        let gate = lin(LinearKind::Gate).forward(&xn)?.silu()?;
+        let up = lin(LinearKind::Up).forward(&xn)?;
+        let act = (gate * up)?;
+        if let Some(r) = rec {
+            r.record_shared(&[LinearKind::Down], &act)?;
+        }
+        let mlp = lin(LinearKind::Down).forward(&act)?.reshape((b, t, h))?;
+        Ok((x + mlp)?)
+    }
+
+    /// Final norm and LM head: hidden [batch, seq, hidden] → logits [batch, seq, vocab].
+    pub fn head(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let xn = self.rms(x, &self.norm)?.reshape((b * t, h))?;
+        Ok(xn
+            .matmul(&self.lm_head.t()?)?
+            .reshape((b, t, self.cfg.vocab_size))?)
+    }
+
+    /// Clean full-sequence forward: logits for every position, no state kept.
+    /// With `rec`, the Wanda statistics of every linear input are accumulated.
+    pub fn forward(&self, ids: &Tensor, mut rec: Option<&mut [BlockStats]>) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        let rope = self.rope_tables(t)?;
+        let mut masks: HashMap<Option<usize>, Tensor> = HashMap::new();
+        let mut x = self.embed(ids)?;
+        for i in 0..self.blocks.len() {
+            let w = self.blocks[i].window;
+            let mask = match masks.entry(w) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(causal_mask(t, w, wide_dtype(self.dtype), &self.device)?)
+                }
+            };
+            let r = rec.as_deref_mut().map(|s| &mut s[i]);
+            x = self.block_forward_with(i, &x, &rope, mask, r)?;
+        }
+        self.head(&x)
+    }
+
+    /// RMSNorm as Hugging Face computes it: in f32 (or wider), cast back, then scale.
+    fn rms(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let wide = wide_dtype(x.dtype());
+        let xf = x.to_dtype(wide)?;
+        let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
+        let y = xf.broadcast_div(&(var + self.cfg.rms_norm_eps)?.sqrt()?)?;
+        Ok(y.to_dtype(x.dtype())?.broadcast_mul(w)?)
+    }
+
+    /// cos/sin tables [seq, head_dim/2] in the compute dtype, computed in f32 as HF does.
+    pub fn rope_tables(&self, seq: usize) -> Result<(Tensor, Tensor)> {
+        let inv = inv_freq(&self.cfg);
+        let half = inv.len();
+        let mut cos = Vec::with_capacity(seq * half);
+        let mut sin = Vec::with_capacity(seq * half);
+        for p in 0..seq {
+            for f in &inv {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        // HF computes the tables in f32 and casts them to the activation dtype.
+        let mk = |v: Vec<f32>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(v, (seq, half), &self.device)?.to_dtype(self.dtype)?)
+        };
+        Ok((mk(cos)?, mk(sin)?))
+    }
+}
+
+/// The dtype softmax and norms run in: f32 for half types, the dtype itself otherwise.
+pub fn wide_dtype(dt: DType) -> DType {
+    match dt {
+        DType::F16 | DType::BF16 => DType::F32,
+        d => d,
+    }
+}
+
+/// Inverse rotary frequencies, following transformers' rope initialisers in f32.
+pub fn inv_freq(cfg: &ModelConfig) -> Vec<f32> {
+    let dim = cfg.head_dim;
+    let base = cfg.rope_theta as f32;
+    let plain: Vec<f32> = (0..dim / 2)
+        .map(|i| 1.0 / base.powf((2 * i) as f32 / dim as f32))
+        .collect();
+    match &cfg.rope_scaling {
+        RopeScaling::None => plain,
+        RopeScaling::Linear { factor } => plain.iter().map(|f| f / *factor as f32).collect(),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => {
+            let (factor, lo, hi, old) = (
+                *factor as f32,
+                *low_freq_factor as f32,
+                *high_freq_factor as f32,
+                *original_max_position_embeddings as f32,
+            );
+            let low_wavelen = old / lo;
+            let high_wavelen = old / hi;
+            plain
+                .iter()
+                .map(|&f| {
+                    let wavelen = 2.0 * std::f32::consts::PI / f;
+                    let scaled = if wavelen > low_wavelen { f / factor } else { f };
+                    // HF: neither short (< high_wavelen) nor long (> low_wavelen).
+                    let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
+                    if medium {
+                        let smooth = (old / wavelen - lo) / (hi - lo);
+                        (1.0 - smooth) * scaled / factor + smooth * scaled
+                    } else {
+                        scaled
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// Additive attention mask [seq, seq]: 0 where allowed, -inf elsewhere.
+pub fn causal_mask(
+    seq: usize,
+    window: Option<usize>,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    let mut m = vec![0f32; seq * seq];
+    for q in 0..seq {
+        for k in 0..seq {
+            let future = k > q;
+            let too_far = window.is_some_and(|w| q >= k + w);
+            if future || too_far {
+                m[q * seq + k] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(m, (seq, seq), device)?.to_dtype(dtype)?)
+}

@@ -1,0 +1,58 @@
+//! A model ready to run: files, config, tokenizer and decoder on a device.
+
+use anyhow::{anyhow, Context, Result};
+use candle_core::{DType, Device};
+use tokenizers::Tokenizer;
+
+use super::{weights, Decoder, ModelConfig, ModelFiles};
+
+pub struct LoadedModel {
+    pub files: ModelFiles,
+    pub cfg: ModelConfig,
+    pub tokenizer: Tokenizer,
+    pub decoder: Decoder,
+}
+
+impl LoadedModel {
+    pub fn load(spec: &str, device: &Device, dtype: DType) -> Result<Self> {
+        let files = ModelFiles::resolve(spec)?;
+        Self::from_files(files, device, dtype)
+    }
+
+    pub fn from_files(files: ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
+        let cfg = ModelConfig::from_file(&files.config)?;
+        let tokenizer = load_tokenizer(&files.tokenizer)?;
+        let wf = weights::WeightFiles::open(&files.weights)?;
+        let tensors = weights::load_all(&wf, &cfg, dtype, device)?;
+        let decoder = Decoder::from_tensors(cfg.clone(), tensors)?;
+        Ok(LoadedModel {
+            files,
+            cfg,
+            tokenizer,
+            decoder,
+        })
+    }
+
+    /// Tokenize without special tokens (the perplexity protocol of Wanda and SparseGPT).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| anyhow!("tokenizer {} failed: {e}", self.files.tokenizer.display()))?;
+        let ids = enc.get_ids().to_vec();
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
+            anyhow::bail!(
+                "tokenizer {} produced token id {bad}, outside the model's vocab_size {}",
+                self.files.tokenizer.display(),
+                self.cfg.vocab_size
+            );
+        }
+        Ok(ids)
+    }
+}
+
+pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
+    Tokenizer::from_file(path)
+        .map_err(|e| anyhow!("{e}"))
+        .with_context(|| format!("cannot load tokenizer {}", path.display()))
+}

@@ -1,0 +1,165 @@
+//! A pruning mask stored as bits: one bit per weight, set when the weight is pruned.
+
+use anyhow::{ensure, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mask {
+    rows: usize,
+    cols: usize,
+    bits: Vec<u64>,
+}
+
+impl Mask {
+    pub fn empty(rows: usize, cols: usize) -> Self {
+        Mask {
+            rows,
+            cols,
+            bits: vec![0; (rows * cols).div_ceil(64)],
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    pub fn is_pruned(&self, row: usize, col: usize) -> bool {
+        let i = row * self.cols + col;
+        self.bits[i / 64] >> (i % 64) & 1 == 1
+    }
+
+    #[inline]
+    pub fn prune(&mut self, row: usize, col: usize) {
+        let i = row * self.cols + col;
+        self.bits[i / 64] |= 1 << (i % 64);
+    }
+
+    pub fn pruned_count(&self) -> usize {
+        self.bits.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    pub fn pruned_in_row(&self, row: usize) -> usize {
+        (0..self.cols).filter(|&c| self.is_pruned(row, c)).count()
+    }
+
+    pub fn sparsity(&self) -> f64 {
+        if self.is_empty() {
+            0.0
+        } else {
+            self.pruned_count() as f64 / self.len() as f64
+        }
+    }
+
+    /// True when every weight pruned here is pruned in `later` too (masks only grow).
+    pub fn is_subset_of(&self, later: &Mask) -> bool {
+        self.rows == later.rows
+            && self.cols == later.cols
+            && self.bits.iter().zip(&later.bits).all(|(a, b)| a & !b == 0)
+    }
+
+    pub fn union(&self, other: &Mask) -> Result<Mask> {
+        ensure!(
+            self.rows == other.rows && self.cols == other.cols,
+            "mask shapes differ: {}x{} vs {}x{}",
+            self.rows,
+            self.cols,
+            other.rows,
+            other.cols
+        );
+        Ok(Mask {
+            rows: self.rows,
+            cols: self.cols,
+            bits: self
+                .bits
+                .iter()
+                .zip(&other.bits)
+                .map(|(a, b)| a | b)
+                .collect(),
+        })
+    }
+
+    /// Row-major keep factors (1.0 kept, 0.0 pruned), the form the decoder multiplies in.
+    pub fn keep_factors(&self) -> Vec<f32> {
+        (0..self.len())
+            .map(|i| {
+                if self.bits[i / 64] >> (i % 64) & 1 == 1 {
+                    0.0
+                } else {
+                    1.0
+                }
+            })
+            .collect()
+    }
+
+    /// Flat row-major indices of pruned weights.
+    pub fn pruned_indices(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| self.bits[i / 64] >> (i % 64) & 1 == 1)
+            .collect()
+    }
+
+    pub fn from_pruned_indices(rows: usize, cols: usize, idx: &[usize]) -> Result<Mask> {
+        let mut m = Mask::empty(rows, cols);
+        for &i in idx {
+            ensure!(
+                i < rows * cols,
+                "pruned index {i} outside a {rows}x{cols} mask"
+            );
+            m.bits[i / 64] |= 1 << (i % 64);
+        }
+        Ok(m)
+    }
+
+    pub fn words(&self) -> &[u64] {
+        &self.bits
+    }
+
+    pub fn from_words(rows: usize, cols: usize, bits: Vec<u64>) -> Result<Mask> {
+        ensure!(
+            bits.len() == (rows * cols).div_ceil(64),
+            "mask of {rows}x{cols} needs {} words, got {}",
+            (rows * cols).div_ceil(64),
+            bits.len()
+        );
+        Ok(Mask { rows, cols, bits })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_round_trip_and_count() {
+        let mut m = Mask::empty(3, 70);
+        m.prune(0, 0);
+        m.prune(2, 69);
+        m.prune(1, 5);
+        assert_eq!(m.pruned_count(), 3);
+        assert!(m.is_pruned(2, 69) && !m.is_pruned(2, 68));
+        let back = Mask::from_pruned_indices(3, 70, &m.pruned_indices()).unwrap();
+        assert_eq!(back, m);
+        let f = m.keep_factors();
+        assert_eq!(f.iter().filter(|&&x| x == 0.0).count(), 3);
+        assert_eq!(f[70 + 5], 0.0);
+    }
+
+    #[test]
+    fn subset_detects_unpruned_weight() {
+        let mut a = Mask::empty(2, 2);
+        a.prune(0, 1);
+        let mut b = a.clone();
+        b.prune(1, 1);
+        assert!(a.is_subset_of(&b));
+        assert!(!b.is_subset_of(&a));
+    }
+}

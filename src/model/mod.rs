@@ -1,0 +1,19 @@
+//! Models: configuration, files, weights, the instrumented decoder, masks and tokenizer.
+
+pub mod config;
+pub mod decoder;
+pub mod linear;
+pub mod loaded;
+pub mod mask;
+pub mod random;
+pub mod source;
+pub mod stats;
+pub mod weights;
+
+pub use config::{Arch, ModelConfig};
+pub use decoder::Decoder;
+pub use linear::{Linear, LinearId, LinearKind};
+pub use loaded::LoadedModel;
+pub use mask::Mask;
+pub use source::ModelFiles;
+pub use stats::{BlockStats, InputStats};

@@ -1,0 +1,194 @@
+//! Where a model's files come from: a local directory or the Hugging Face cache (via hf-hub).
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The files of one model, all known to exist.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// What the user named: a directory or a hub id.
+    pub id: String,
+    pub config: PathBuf,
+    pub tokenizer: PathBuf,
+    /// One file, or the shards listed by `model.safetensors.index.json` in index order.
+    pub weights: Vec<PathBuf>,
+}
+
+const INDEX: &str = "model.safetensors.index.json";
+const SINGLE: &str = "model.safetensors";
+
+impl ModelFiles {
+    /// Resolve `spec`: an existing directory is used as is; `owner/name` is looked up
+    /// in the Hugging Face cache first and downloaded only when allowed.
+    pub fn resolve(spec: &str) -> Result<Self> {
+        let path = Path::new(spec);
+        if path.is_dir() {
+            return Self::from_dir(path);
+        }
+        if path.exists() {
+            bail!("model {spec} is a file, expected a directory with config.json");
+        }
+        if looks_like_hub_id(spec) {
+            return from_hub(spec);
+        }
+        bail!("model directory {spec} does not exist")
+    }
+
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let need = |name: &str, what: &str| -> Result<PathBuf> {
+            let p = dir.join(name);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                bail!("{what} {} is missing", p.display())
+            }
+        };
+        let config = need("config.json", "model config")?;
+        let tokenizer = need("tokenizer.json", "tokenizer")?;
+        let weights = if dir.join(INDEX).is_file() {
+            let index = dir.join(INDEX);
+            shard_names(&index)?
+                .into_iter()
+                .map(|s| need(&s, "weight shard"))
+                .collect::<Result<Vec<_>>>()?
+        } else if dir.join(SINGLE).is_file() {
+            vec![dir.join(SINGLE)]
+        } else {
+            bail!(
+                "weights are missing in {}: expected {SINGLE} or {INDEX}",
+                dir.display()
+            )
+        };
+        Ok(ModelFiles {
+            id: dir.display().to_string(),
+            config,
+            tokenizer,
+            weights,
+        })
+    }
+}
+
+fn looks_like_hub_id(spec: &str) -> bool {
+    let parts: Vec<&str> = spec.split('/').collect();
+    parts.len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && !p.starts_with('.')
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
+}
+
+/// Shard file names in the order they first appear in the index's weight map.
+fn shard_names(index: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(index)
+        .with_context(|| format!("cannot read {}", index.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", index.display()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .with_context(|| format!("{} has no `weight_map` object", index.display()))?;
+    let mut names: Vec<String> = Vec::new();
+    for v in map.values() {
+        let s = v.as_str().with_context(|| {
+            format!("{}: weight_map values must be file names", index.display())
+        })?;
+        if !names.iter().any(|n| n == s) {
+            names.push(s.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+pub fn hub_offline() -> bool {
+    matches!(
+        std::env::var("HF_HUB_OFFLINE").as_deref(),
+        Ok("1") | Ok("true") | Ok("TRUE") | Ok("yes") | Ok("ON") | Ok("on")
+    )
+}
+
+fn from_hub(id: &str) -> Result<ModelFiles> {
+    let cache = hf_hub::Cache::from_env();
+    let repo = cache.model(id.to_string());
+    let cached = |f: &str| repo.get(f);
+    // A complete cached snapshot needs no network at all.
+    if let (Some(config), Some(tokenizer)) = (cached("config.json"), cached("tokenizer.json")) {
+        if let Some(index) = cached(INDEX) {
+            let shards: Option<Vec<PathBuf>> =
+                shard_names(&index)?.iter().map(|s| cached(s)).collect();
+            if let Some(weights) = shards {
+                return Ok(files(id, config, tokenizer, weights));
+            }
+        } else if let Some(w) = cached(SINGLE) {
+            return Ok(files(id, config, tokenizer, vec![w]));
+        }
+    }
+    if hub_offline() {
+        bail!(
+            "model {id} is not a local directory and is not complete in the Hugging Face cache at {} (HF_HUB_OFFLINE=1 forbids downloading)",
+            cache.path().display()
+        );
+    }
+    download(id)
+}
+
+fn files(id: &str, config: PathBuf, tokenizer: PathBuf, weights: Vec<PathBuf>) -> ModelFiles {
+    ModelFiles {
+        id: id.to_string(),
+        config,
+        tokenizer,
+        weights,
+    }
+}
+
+fn download(id: &str) -> Result<ModelFiles> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let api = hf_hub::api::tokio::ApiBuilder::from_env()
+            .build()
+            .context("cannot set up the Hugging Face client")?;
+        let repo = api.model(id.to_string());
+        let get = |f: &'static str| {
+            let repo = &repo;
+            async move {
+                repo.get(f)
+                    .await
+                    .with_context(|| format!("cannot fetch {f} of {id} from the Hugging Face hub"))
+            }
+        };
+        let config = get("config.json").await?;
+        let tokenizer = get("tokenizer.json").await?;
+        let weights = match repo.get(INDEX).await {
+            Ok(index) => {
+                let mut out = Vec::new();
+                for s in shard_names(&index)? {
+                    out.push(repo.get(&s).await.with_context(|| {
+                        format!("cannot fetch {s} of {id} from the Hugging Face hub")
+                    })?);
+                }
+                out
+            }
+            Err(_) => vec![get(SINGLE).await?],
+        };
+        Ok(files(id, config, tokenizer, weights))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids_and_paths_are_told_apart() {
+        assert!(looks_like_hub_id("Qwen/Qwen3-4B"));
+        assert!(looks_like_hub_id("meta-llama/Llama-3.1-8B"));
+        assert!(!looks_like_hub_id("./models/x"));
+        assert!(!looks_like_hub_id("/abs/path"));
+        assert!(!looks_like_hub_id("a/b/c"));
+        assert!(!looks_like_hub_id("plain"));
+    }
+}

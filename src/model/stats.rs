@@ -1,0 +1,55 @@
+//! Wanda input statistics: per linear layer, the sum over tokens of each input feature squared.
+
+use anyhow::Result;
+use candle_core::{DType, Tensor};
+
+use super::linear::LinearKind;
+
+#[derive(Debug, Clone, Default)]
+pub struct InputStats {
+    /// Σ over tokens of x_j², per input feature j, accumulated in f64.
+    pub sumsq: Vec<f64>,
+    pub tokens: u64,
+}
+
+impl InputStats {
+    /// ‖X_j‖₂ per input feature: the column norms Wanda multiplies |W| by.
+    pub fn norms(&self) -> Vec<f64> {
+        self.sumsq.iter().map(|s| s.sqrt()).collect()
+    }
+}
+
+/// Statistics of the seven linear layers of one block, indexed by `LinearKind as usize`.
+#[derive(Debug, Clone, Default)]
+pub struct BlockStats {
+    pub linears: [InputStats; 7],
+}
+
+impl BlockStats {
+    /// Add the statistics of `x` ([tokens, in]) to every layer in `kinds` (they share the input).
+    pub fn record_shared(&mut self, kinds: &[LinearKind], x: &Tensor) -> Result<()> {
+        let (n, _) = x.dims2()?;
+        // Computed in f32 as Wanda does (its hook casts the input to float32).
+        let xf = if x.dtype() == DType::F64 {
+            x.clone()
+        } else {
+            x.to_dtype(DType::F32)?
+        };
+        let col: Vec<f64> = xf.sqr()?.sum(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        for k in kinds {
+            let s = &mut self.linears[*k as usize];
+            if s.sumsq.is_empty() {
+                s.sumsq = vec![0.0; col.len()];
+            }
+            for (a, c) in s.sumsq.iter_mut().zip(&col) {
+                *a += c;
+            }
+            s.tokens += n as u64;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, kind: LinearKind) -> &InputStats {
+        &self.linears[kind as usize]
+    }
+}

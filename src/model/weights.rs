@@ -1,0 +1,144 @@
+//! Reading safetensors weights (single file or shards) with shape checks against the config.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{safetensors::MmapedSafetensors, DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::config::ModelConfig;
+
+/// Memory-mapped weight files with a name → shard routing.
+pub struct WeightFiles {
+    files: Vec<PathBuf>,
+    st: MmapedSafetensors,
+    owner: HashMap<String, PathBuf>,
+}
+
+impl WeightFiles {
+    pub fn open(files: &[PathBuf]) -> Result<Self> {
+        let mut owner = HashMap::new();
+        for f in files {
+            // Map each file on its own first, so a corrupt or truncated shard is named.
+            // SAFETY: read-only mapping; like every mmap reader we assume the file is not
+            // modified while Arborist runs.
+            let st = unsafe { MmapedSafetensors::new(f) }.map_err(|e| {
+                anyhow::anyhow!("{}: not a valid safetensors file ({e})", f.display())
+            })?;
+            for (name, _) in st.tensors() {
+                owner.insert(name, f.clone());
+            }
+        }
+        // SAFETY: as above.
+        let st = unsafe { MmapedSafetensors::multi(files) }
+            .with_context(|| format!("cannot map weights {}", files[0].display()))?;
+        Ok(WeightFiles {
+            files: files.to_vec(),
+            st,
+            owner,
+        })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.owner.contains_key(name)
+    }
+
+    fn where_(&self, name: &str) -> String {
+        match self.owner.get(name) {
+            Some(p) => p.display().to_string(),
+            None => self.files[0].display().to_string(),
+        }
+    }
+
+    /// Load one tensor, check its shape, convert to `dtype` on `device`.
+    pub fn load(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        if !self.contains(name) {
+            bail!(
+                "tensor `{name}` is missing from the weights ({})",
+                self.files[0].display()
+            );
+        }
+        let view = self
+            .st
+            .get(name)
+            .with_context(|| format!("tensor `{name}`"))?;
+        if view.shape() != shape {
+            bail!(
+                "tensor `{name}` in {} has shape {:?} but the config implies {:?}",
+                self.where_(name),
+                view.shape(),
+                shape
+            );
+        }
+        use safetensors::Dtype as S;
+        if !matches!(view.dtype(), S::F32 | S::F16 | S::BF16) {
+            bail!(
+                "tensor `{name}` in {} is stored as {:?}; only f32, f16 and bf16 are supported",
+                self.where_(name),
+                view.dtype()
+            );
+        }
+        let t = self
+            .st
+            .load(name, &Device::Cpu)
+            .with_context(|| format!("tensor `{name}` in {}", self.where_(name)))?;
+        Ok(t.to_dtype(dtype)?.to_device(device)?)
+    }
+}
+
+/// Expected tensor names and shapes of a model, in load order.
+pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let q = cfg.num_heads * cfg.head_dim;
+    let kv = cfg.num_kv_heads * cfg.head_dim;
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
+    for b in 0..cfg.num_layers {
+        let p = format!("model.layers.{b}");
+        let mut push = |n: &str, s: Vec<usize>| out.push((format!("{p}.{n}"), s));
+        push("input_layernorm.weight", vec![h]);
+        push("post_attention_layernorm.weight", vec![h]);
+        for (name, out_dim, in_dim, bias) in [
+            ("self_attn.q_proj", q, h, cfg.qkv_bias),
+            ("self_attn.k_proj", kv, h, cfg.qkv_bias),
+            ("self_attn.v_proj", kv, h, cfg.qkv_bias),
+            ("self_attn.o_proj", h, q, cfg.o_bias),
+            ("mlp.gate_proj", i, h, cfg.mlp_bias),
+            ("mlp.up_proj", i, h, cfg.mlp_bias),
+            ("mlp.down_proj", h, i, cfg.mlp_bias),
+        ] {
+            push(&format!("{name}.weight"), vec![out_dim, in_dim]);
+            if bias {
+                push(&format!("{name}.bias"), vec![out_dim]);
+            }
+        }
+        if cfg.qk_norm {
+            push("self_attn.q_norm.weight", vec![cfg.head_dim]);
+            push("self_attn.k_norm.weight", vec![cfg.head_dim]);
+        }
+    }
+    out.push(("model.norm.weight".to_string(), vec![h]));
+    if !cfg.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![v, h]));
+    }
+    out
+}
+
+/// Load every tensor the config implies.
+pub fn load_all(
+    files: &WeightFiles,
+    cfg: &ModelConfig,
+    dtype: DType,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    let mut map = HashMap::new();
+    for (name, shape) in expected_tensors(cfg) {
+        let t = files.load(&name, &shape, dtype, device)?;
+        map.insert(name, t);
+    }
+    Ok(map)
+}
