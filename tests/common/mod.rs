@@ -1,0 +1,88 @@
+//! Helpers that build small model directories on disk, in real Hugging Face formats.
+#![allow(dead_code)]
+
+use arborist::model::{random::random_tensors, ModelConfig};
+use candle_core::{DType, Device};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const TINY_QWEN3: &str = r#"{"model_type":"qwen3","vocab_size":260,"hidden_size":32,
+  "intermediate_size":64,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+  "head_dim":8,"max_position_embeddings":256,"tie_word_embeddings":true,"rope_theta":10000.0,
+  "rms_norm_eps":1e-6}"#;
+
+/// A byte-level BPE tokenizer.json with the 256 byte tokens and no merges.
+pub fn write_byte_tokenizer(path: &Path) {
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
+    alphabet.sort();
+    let vocab: serde_json::Map<String, serde_json::Value> = alphabet
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), serde_json::Value::from(i)))
+        .collect();
+    let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false,
+        "trim_offsets": true, "use_regex": true});
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": byte_level, "post_processor": null,
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+            "continuing_subword_prefix": null, "end_of_word_suffix": null,
+            "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []}
+    });
+    std::fs::write(path, serde_json::to_string(&tok).unwrap()).unwrap();
+    tokenizers::Tokenizer::from_file(path).expect("written tokenizer loads");
+}
+
+/// A complete model directory with random weights stored as `dtype`.
+pub fn write_model_dir(dir: &Path, config_json: &str, seed: u64, dtype: DType) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), config_json).unwrap();
+    write_byte_tokenizer(&dir.join("tokenizer.json"));
+    let cfg = ModelConfig::from_json(config_json).unwrap();
+    let t = random_tensors(&cfg, seed, 0.2, dtype, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
+}
+
+/// Some English text of about `n` bytes.
+pub fn text(n: usize) -> String {
+    let words = ["the", "river", "keeps", "its", "stones", "while", "a", "heron", "waits", "and",
+        "watches", "light", "fall", "on", "water", "near", "old", "mill"];
+    let mut s = String::new();
+    let mut i = 7usize;
+    while s.len() < n {
+        i = (i * 31 + 17) % 1009;
+        s.push_str(words[i % words.len()]);
+        s.push(if i % 11 == 0 { '.' } else { ' ' });
+        if i % 11 == 0 {
+            s.push(' ');
+        }
+    }
+    s
+}
+
+pub fn arborist(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_arborist"));
+    c.args(args);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+pub fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+pub fn join(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
