@@ -1,0 +1,1 @@
+//! SparseGPT (OBS weight update with a damped Hessian). Being written.
