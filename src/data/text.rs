@@ -52,6 +52,25 @@ impl Windows {
         })
     }
 
+    /// `k` windows at seeded random start positions, as Wanda samples calibration data.
+    pub fn random(ids: &[u32], seqlen: usize, k: usize, seed: u64, source: &str) -> Result<Self> {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        Self::sequential(ids, seqlen, Some(1), source)?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let last = ids.len() - seqlen;
+        let windows = (0..k)
+            .map(|_| {
+                let s = rng.gen_range(0..=last);
+                ids[s..s + seqlen].to_vec()
+            })
+            .collect();
+        Ok(Windows {
+            seqlen,
+            tokens: ids.len(),
+            windows,
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.windows.len()
     }

@@ -363,3 +363,70 @@ pub fn causal_mask(
     }
     Ok(Tensor::from_vec(m, (seq, seq), device)?.to_dtype(dtype)?)
 }
+
+impl Decoder {
+    /// Every tensor with its Hugging Face name, linear layers as masked (effective) weights.
+    /// Blocks are numbered by position, so a model with removed blocks exports densely.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
+        for (b, blk) in self.blocks.iter().enumerate() {
+            let p = format!("model.layers.{b}");
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                blk.input_norm.clone(),
+            ));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                blk.post_norm.clone(),
+            ));
+            if let (Some(q), Some(k)) = (&blk.q_norm, &blk.k_norm) {
+                out.push((format!("{p}.self_attn.q_norm.weight"), q.clone()));
+                out.push((format!("{p}.self_attn.k_norm.weight"), k.clone()));
+            }
+            for (kind, lin) in LinearKind::ALL.iter().zip(&blk.linears) {
+                out.push((format!("{p}.{}.weight", kind.path()), lin.active().clone()));
+                if let Some(bias) = lin.bias() {
+                    out.push((format!("{p}.{}.bias", kind.path()), bias.clone()));
+                }
+            }
+        }
+        out.push(("model.norm.weight".to_string(), self.norm.clone()));
+        if !self.cfg.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), self.lm_head.clone()));
+        }
+        out
+    }
+
+    /// Drop whole blocks (depth pruning); the rest keep their order.
+    pub fn remove_blocks(&mut self, remove: &[usize]) {
+        let mut i = 0;
+        self.blocks.retain(|_| {
+            let keep = !remove.contains(&i);
+            i += 1;
+            keep
+        });
+        self.cfg.sliding_window = self.blocks.iter().map(|b| b.window).collect();
+        self.cfg.num_layers = self.blocks.len();
+        for (b, blk) in self.blocks.iter_mut().enumerate() {
+            for (kind, lin) in LinearKind::ALL.iter().zip(blk.linears.iter_mut()) {
+                lin.name = format!("model.layers.{b}.{}", kind.path());
+            }
+        }
+    }
+
+    pub fn linear_mut(&mut self, id: LinearId) -> &mut Linear {
+        &mut self.blocks[id.block].linears[id.kind as usize]
+    }
+
+    /// Fraction of pruned weights over all linear layers of the blocks.
+    pub fn global_sparsity(&self) -> f64 {
+        let (mut pruned, mut total) = (0usize, 0usize);
+        for id in self.linear_ids() {
+            let l = self.linear(id);
+            let n = l.out_features() * l.in_features();
+            total += n;
+            pruned += l.mask().map_or(0, |m| m.pruned_count());
+        }
+        pruned as f64 / total.max(1) as f64
+    }
+}

@@ -152,6 +152,20 @@ impl Linear {
         Ok(())
     }
 
+    /// Replace the weight values and the mask together (SparseGPT updates kept weights).
+    /// The new values become the layer's weight; the mask still records what was pruned.
+    pub fn set_weight_and_mask(&mut self, weight: Tensor, mask: Arc<Mask>) -> Result<()> {
+        ensure!(
+            weight.dims() == self.weight.dims(),
+            "new weight for {} has shape {:?}, expected {:?}",
+            self.name,
+            weight.dims(),
+            self.weight.dims()
+        );
+        self.weight = weight.to_dtype(self.weight.dtype())?;
+        self.set_mask(Some(mask))
+    }
+
     /// Swap the effective weight (used to make it a gradient variable).
     pub(crate) fn replace_active(&mut self, t: Tensor) {
         self.active = t;

@@ -23,6 +23,9 @@ impl InputStats {
 #[derive(Debug, Clone, Default)]
 pub struct BlockStats {
     pub linears: [InputStats; 7],
+    /// When set, also accumulate Σ x xᵀ per layer (SparseGPT's Hessian), on the device.
+    pub want_gram: bool,
+    pub grams: [Option<Tensor>; 7],
 }
 
 impl BlockStats {
@@ -36,7 +39,19 @@ impl BlockStats {
             x.to_dtype(DType::F32)?
         };
         let col: Vec<f64> = xf.sqr()?.sum(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let gram = if self.want_gram {
+            Some(xf.t()?.matmul(&xf)?)
+        } else {
+            None
+        };
         for k in kinds {
+            if let Some(g) = &gram {
+                let slot = &mut self.grams[*k as usize];
+                *slot = Some(match slot.take() {
+                    Some(acc) => (acc + g)?,
+                    None => g.clone(),
+                });
+            }
             let s = &mut self.linears[*k as usize];
             if s.sumsq.is_empty() {
                 s.sumsq = vec![0.0; col.len()];
@@ -47,6 +62,13 @@ impl BlockStats {
             s.tokens += n as u64;
         }
         Ok(())
+    }
+
+    pub fn with_gram() -> Self {
+        BlockStats {
+            want_gram: true,
+            ..Default::default()
+        }
     }
 
     pub fn get(&self, kind: LinearKind) -> &InputStats {

@@ -1,0 +1,92 @@
+//! How a global target is spread over layers: uniform, OWL, or an explicit YAML map.
+
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::select::Pattern;
+use crate::model::{Decoder, LinearId};
+
+/// Target pattern per linear layer.
+pub type Plan = BTreeMap<LinearId, Pattern>;
+
+pub fn uniform(d: &Decoder, p: Pattern) -> Plan {
+    d.linear_ids().map(|id| (id, p)).collect()
+}
+
+/// Read `layer name: sparsity` pairs; layers not named stay dense.
+pub fn from_yaml(path: &Path, d: &Decoder) -> Result<Plan> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let map: BTreeMap<String, f64> = serde_yaml::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected a map of layer name to sparsity",
+            path.display()
+        )
+    })?;
+    let mut plan = Plan::new();
+    for (name, s) in map {
+        let Some(id) = d.find_linear(&name) else {
+            bail!(
+                "{}: unknown layer `{name}` (layers are named like model.layers.0.mlp.down_proj)",
+                path.display()
+            );
+        };
+        ensure!(
+            (0.0..1.0).contains(&s),
+            "{}: sparsity {s} for `{name}` is outside [0, 1)",
+            path.display()
+        );
+        plan.insert(id, Pattern::Unstructured(s));
+    }
+    Ok(plan)
+}
+
+/// Share (in %) of scores above `m` times the mean: OWL's layer outlier ratio.
+pub fn outlier_ratio(scores: &[f32], m: f64) -> f64 {
+    let mean = scores.iter().map(|x| *x as f64).sum::<f64>() / scores.len().max(1) as f64;
+    let n = scores.iter().filter(|x| **x as f64 > m * mean).count();
+    100.0 * n as f64 / scores.len().max(1) as f64
+}
+
+/// OWL per-block sparsities from per-block outlier ratios: ratios are scaled to [0, 2λ],
+/// centred so the mean density is 1 − s, and more outliers get more density.
+pub fn owl_sparsities(ratios: &[f64], s: f64, lambda: f64) -> Vec<f64> {
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), r| (a.min(*r), b.max(*r)));
+    if hi - lo <= 0.0 {
+        return vec![s; ratios.len()];
+    }
+    let scaled: Vec<f64> = ratios
+        .iter()
+        .map(|r| (r - lo) / (hi - lo) * lambda * 2.0)
+        .collect();
+    let mean = scaled.iter().sum::<f64>() / scaled.len() as f64;
+    scaled
+        .iter()
+        .map(|x| 1.0 - (x - mean + (1.0 - s)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owl_keeps_the_mean_and_favours_outliers() {
+        let s = owl_sparsities(&[1.0, 3.0, 2.0, 6.0], 0.5, 0.08);
+        let mean = s.iter().sum::<f64>() / 4.0;
+        assert!((mean - 0.5).abs() < 1e-12);
+        assert!(s[3] < s[2] && s[2] < s[1] || s[3] < s[1]);
+        assert!((s[0] - s[3] - 0.16).abs() < 1e-12, "{s:?}");
+        assert_eq!(owl_sparsities(&[2.0, 2.0], 0.4, 0.08), vec![0.4, 0.4]);
+    }
+
+    #[test]
+    fn outlier_ratio_counts_above_m_times_mean() {
+        let mut v = vec![1.0f32; 99];
+        v.push(1000.0);
+        assert!((outlier_ratio(&v, 5.0) - 1.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,188 @@
+//! One-shot pruning with sequential calibration, as Wanda's and SparseGPT's code do:
+//! each block's calibration inputs are the outputs of the blocks before it, already pruned.
+
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use serde::Serialize;
+use std::sync::Arc;
+
+use super::alloc::Plan;
+use super::scores::{magnitude, wanda, weight_f32};
+use super::select::{select, select_layerwide, Pattern};
+use super::sparsegpt::{sparsegpt, Target};
+use crate::data::Windows;
+use crate::model::{BlockStats, Decoder, LinearId, LinearKind, Mask};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Magnitude,
+    Wanda,
+    Sparsegpt,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OneShotOptions {
+    pub method: Method,
+    /// Calibrate every block on the dense model's activations instead of the pruned ones.
+    pub dense_activations: bool,
+    /// Magnitude only: one threshold per layer (the Wanda repository's baseline) instead of per row.
+    pub magnitude_layerwide: bool,
+    /// Windows per forward pass during calibration.
+    pub batch: usize,
+    pub percdamp: f64,
+    pub blocksize: usize,
+}
+
+impl OneShotOptions {
+    pub fn new(method: Method) -> Self {
+        OneShotOptions {
+            method,
+            dense_activations: false,
+            magnitude_layerwide: false,
+            batch: 8,
+            percdamp: 0.01,
+            blocksize: 128,
+        }
+    }
+}
+
+/// Token batches of the calibration windows, embedded.
+pub fn embed_batches(d: &Decoder, calib: &Windows, batch: usize) -> Result<Vec<Tensor>> {
+    calib
+        .windows
+        .chunks(batch.max(1))
+        .map(|c| {
+            let flat: Vec<u32> = c.iter().flatten().copied().collect();
+            let ids = Tensor::from_vec(flat, (c.len(), calib.seqlen), &d.device)?;
+            d.embed(&ids)
+        })
+        .collect()
+}
+
+/// Prune one layer in place to `pattern`, growing its current mask.
+pub fn prune_layer(
+    d: &mut Decoder,
+    id: LinearId,
+    pattern: Pattern,
+    opts: &OneShotOptions,
+    stats: Option<&BlockStats>,
+) -> Result<()> {
+    let lin = d.linear(id);
+    let (rows, cols) = (lin.out_features(), lin.in_features());
+    let prior = lin.mask().cloned();
+    let w = weight_f32(lin.weight())?;
+    let need_stats = || -> Result<&BlockStats> {
+        match stats {
+            Some(s) => Ok(s),
+            None => bail!(
+                "{}: {:?} needs calibration statistics",
+                id.name(),
+                opts.method
+            ),
+        }
+    };
+    let mask = match opts.method {
+        Method::Magnitude if opts.magnitude_layerwide => {
+            let Pattern::Unstructured(s) = pattern else {
+                bail!("layer-wide magnitude pruning supports only unstructured sparsity");
+            };
+            select_layerwide(&magnitude(&w), rows, cols, s, prior.as_deref())?
+        }
+        Method::Magnitude => select(&magnitude(&w), rows, cols, pattern, prior.as_deref())?,
+        Method::Wanda => {
+            let st = need_stats()?.get(id.kind);
+            select(&wanda(&w, cols, st), rows, cols, pattern, prior.as_deref())?
+        }
+        Method::Sparsegpt => {
+            let st = need_stats()?;
+            let Some(gram) = &st.grams[id.kind as usize] else {
+                bail!("{}: SparseGPT needs the input Gram matrix", id.name());
+            };
+            let gram: Vec<f64> = gram
+                .to_dtype(candle_core::DType::F64)?
+                .flatten_all()?
+                .to_vec1::<f64>()?;
+            let target = match pattern {
+                Pattern::Unstructured(s) => Target::Sparsity(s),
+                Pattern::NM { n, m } => Target::NM { n, m },
+            };
+            let r = sparsegpt(
+                &w,
+                rows,
+                cols,
+                &gram,
+                &target,
+                prior.as_deref(),
+                opts.percdamp,
+                opts.blocksize,
+            )?;
+            let dev = d.device.clone();
+            let t = Tensor::from_vec(r.weight, (rows, cols), &dev)?;
+            return d.linear_mut(id).set_weight_and_mask(t, Arc::new(r.mask));
+        }
+    };
+    d.set_mask(id, Some(Arc::new(mask)))
+}
+
+/// Prune every layer in `plan`, block by block with sequential calibration.
+pub fn prune_sequential(
+    d: &mut Decoder,
+    calib: Option<&Windows>,
+    plan: &Plan,
+    opts: &OneShotOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<()> {
+    let nblocks = d.blocks.len();
+    if opts.method == Method::Magnitude {
+        for (id, p) in plan {
+            prune_layer(d, *id, *p, opts, None)?;
+        }
+        progress(nblocks, nblocks);
+        return Ok(());
+    }
+    let Some(calib) = calib else {
+        bail!("{:?} needs calibration data (--calib FILE)", opts.method);
+    };
+    let mut xs = embed_batches(d, calib, opts.batch)?;
+    for b in 0..nblocks {
+        let mut stats = if opts.method == Method::Sparsegpt {
+            BlockStats::with_gram()
+        } else {
+            BlockStats::default()
+        };
+        let mut dense_out = Vec::with_capacity(xs.len());
+        for x in &xs {
+            dense_out.push(d.block_forward(b, x, Some(&mut stats))?);
+        }
+        for kind in LinearKind::ALL {
+            let id = LinearId { block: b, kind };
+            if let Some(p) = plan.get(&id) {
+                prune_layer(d, id, *p, opts, Some(&stats))?;
+            }
+        }
+        xs = if opts.dense_activations {
+            dense_out
+        } else {
+            xs.iter()
+                .map(|x| d.block_forward(b, x, None))
+                .collect::<Result<_>>()?
+        };
+        progress(b + 1, nblocks);
+    }
+    Ok(())
+}
+
+/// Per-layer sparsity after pruning, by HF name.
+pub fn layer_sparsities(d: &Decoder) -> Vec<(String, f64)> {
+    d.linear_ids()
+        .map(|id| {
+            (
+                id.name(),
+                d.linear(id)
+                    .mask()
+                    .map_or(0.0, |m: &Arc<Mask>| m.sparsity()),
+            )
+        })
+        .collect()
+}
