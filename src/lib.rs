@@ -7,5 +7,6 @@ pub mod cli;
 pub mod data;
 pub mod eval;
 pub mod model;
+pub mod profile;
 pub mod prune;
 pub mod runtime;

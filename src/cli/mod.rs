@@ -1,6 +1,9 @@
 //! The command line: argument definitions and dispatch. Handlers stay thin.
 
+mod calib;
 mod eval;
+mod profile;
+mod prune;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -23,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Evaluate a model: perplexity on a text file.
     Eval(eval::EvalArgs),
+    /// Per-layer sensitivity profile (Wanda score, gradient importance, z-scores).
+    Profile(profile::ProfileArgs),
+    /// One-shot pruning (magnitude, Wanda, SparseGPT) and export as a Hugging Face directory.
+    Prune(prune::PruneArgs),
     /// Measure forward throughput against a GEMM of matching shape.
     Bench(crate::bench::BenchArgs),
 }
@@ -41,9 +48,20 @@ pub struct ModelArgs {
     pub dtype: String,
 }
 
+impl ModelArgs {
+    pub fn device(&self) -> Result<candle_core::Device> {
+        crate::runtime::parse_device(&self.device)
+    }
+    pub fn dtype(&self) -> Result<candle_core::DType> {
+        crate::runtime::parse_dtype(&self.dtype)
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Eval(a) => eval::run(a),
+        Command::Profile(a) => profile::run(a),
+        Command::Prune(a) => prune::run(a),
         Command::Bench(a) => crate::bench::run(a),
     }
 }

@@ -1,3 +1,8 @@
 //! Pruning: scores, masks within a layer, allocations across layers, one-shot methods.
 
+pub mod alloc;
+pub mod export;
+pub mod oneshot;
+pub mod scores;
+pub mod select;
 pub mod sparsegpt;

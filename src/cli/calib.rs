@@ -1,0 +1,64 @@
+//! Calibration flags shared by every subcommand that calibrates.
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+use crate::data::{read_text, Windows};
+use crate::model::LoadedModel;
+
+#[derive(Debug, Clone, Copy, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sample {
+    /// The first K non-overlapping windows (deterministic).
+    Sequential,
+    /// K windows at seeded random offsets, as Wanda samples.
+    Random,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CalibArgs {
+    /// Calibration text (UTF-8).
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
+    /// Tokens per window (default: 2048, capped at the model's max_position_embeddings).
+    #[arg(long)]
+    pub seqlen: Option<usize>,
+    /// Calibration windows.
+    #[arg(long, default_value_t = 128)]
+    pub calib_windows: usize,
+    #[arg(long, value_enum, default_value = "sequential")]
+    pub calib_sample: Sample,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl CalibArgs {
+    pub fn seqlen(&self, m: &LoadedModel) -> usize {
+        self.seqlen
+            .unwrap_or(2048.min(m.cfg.max_position_embeddings))
+    }
+
+    /// The calibration windows, or None when no --calib was given.
+    pub fn windows(&self, m: &LoadedModel) -> Result<Option<Windows>> {
+        let Some(path) = &self.calib else {
+            return Ok(None);
+        };
+        let ids = m.encode(&read_text(path)?)?;
+        let name = path.display().to_string();
+        let seqlen = self.seqlen(m);
+        Ok(Some(match self.calib_sample {
+            Sample::Sequential => {
+                Windows::sequential(&ids, seqlen, Some(self.calib_windows), &name)?
+            }
+            Sample::Random => Windows::random(&ids, seqlen, self.calib_windows, self.seed, &name)?,
+        }))
+    }
+
+    pub fn protocol(&self, w: &Windows) -> serde_json::Value {
+        serde_json::json!({
+            "calib": self.calib.as_ref().map(|p| p.display().to_string()),
+            "seqlen": w.seqlen, "windows": w.len(), "sample": self.calib_sample, "seed": self.seed,
+        })
+    }
+}

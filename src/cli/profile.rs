@@ -1,0 +1,55 @@
+//! `arborist profile`: the per-layer sensitivity profile.
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use super::{calib::CalibArgs, ModelArgs};
+use crate::model::LoadedModel;
+
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub calib: CalibArgs,
+    /// Windows (the first ones of the calibration set) for the gradient score.
+    #[arg(long, default_value_t = 4)]
+    pub grad_windows: usize,
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: ProfileArgs) -> Result<()> {
+    if a.calib.calib.is_none() {
+        bail!("profile needs calibration text: pass --calib FILE");
+    }
+    let m = LoadedModel::load(&a.model.model, &a.model.device()?, a.model.dtype()?)?;
+    let w = a.calib.windows(&m)?.expect("checked above");
+    let name = a.calib.calib.as_ref().unwrap().display().to_string();
+    let p = crate::profile::compute(&m.decoder, &w, a.grad_windows, a.batch, &name)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&p)?);
+        return Ok(());
+    }
+    println!(
+        "{:<36} {:>6} {:>11} {:>11} {:>11} {:>11} {:>7} {:>7}",
+        "layer", "sparse", "s (p10)", "s mean", "g", "mean|G|", "z_s", "z_g"
+    );
+    for l in &p.layers {
+        println!(
+            "{:<36} {:>6.3} {:>11.4e} {:>11.4e} {:>11.4e} {:>11.4e} {:>7.2} {:>7.2}",
+            l.name, l.sparsity, l.s, l.s_mean, l.g, l.g_mean_abs, l.z_s, l.z_g
+        );
+    }
+    eprintln!(
+        "protocol: {} windows of {} tokens from {} ({} for gradients), {}",
+        p.protocol.calib_windows,
+        p.protocol.seqlen,
+        p.protocol.calib,
+        p.protocol.grad_windows,
+        p.protocol.dtype
+    );
+    Ok(())
+}

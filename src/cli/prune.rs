@@ -1,0 +1,190 @@
+//! `arborist prune`: one-shot pruning (the peers' job and our baselines) and export.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+use super::{calib::CalibArgs, ModelArgs};
+use crate::data::{read_text, Windows};
+use crate::eval::perplexity;
+use crate::model::LoadedModel;
+use crate::prune::alloc::{self, Plan};
+use crate::prune::export::{check_out_dir, export};
+use crate::prune::oneshot::{layer_sparsities, prune_sequential, Method, OneShotOptions};
+use crate::prune::select::{parse_nm, Pattern};
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Target sparsity in [0, 1).
+    #[arg(long, conflicts_with = "nm")]
+    pub sparsity: Option<f64>,
+    /// Semi-structured N:M pattern, e.g. 2:4 (keep 2 of every 4 inputs).
+    #[arg(long)]
+    pub nm: Option<String>,
+    #[command(flatten)]
+    pub calib: CalibArgs,
+    /// uniform, owl, or a YAML file mapping layer names to sparsities.
+    #[arg(long, default_value = "uniform")]
+    pub allocation: String,
+    #[arg(long, default_value_t = 0.08)]
+    pub owl_lambda: f64,
+    #[arg(long, default_value_t = 5.0)]
+    pub owl_m: f64,
+    /// Calibrate each block on the dense model's activations instead of the pruned ones.
+    #[arg(long)]
+    pub dense_activations: bool,
+    /// Magnitude only: one threshold per layer, as the Wanda repository's baseline.
+    #[arg(long)]
+    pub magnitude_layerwide: bool,
+    /// Perplexity of the pruned model on this text (same protocol as `eval`).
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    #[arg(long)]
+    pub eval_windows: Option<usize>,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace a non-empty --out directory.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn pattern(a: &PruneArgs) -> Result<Pattern> {
+    match (a.sparsity, &a.nm) {
+        (Some(s), None) => {
+            if !(0.0..1.0).contains(&s) {
+                bail!("--sparsity {s} is outside [0, 1)");
+            }
+            Ok(Pattern::Unstructured(s))
+        }
+        (None, Some(nm)) => parse_nm(nm),
+        _ => bail!("pass exactly one of --sparsity S or --nm N:M"),
+    }
+}
+
+pub fn run(a: PruneArgs) -> Result<()> {
+    let pat = pattern(&a)?;
+    check_out_dir(&a.out, a.force)?;
+    let mut m = LoadedModel::load(&a.model.model, &a.model.device()?, a.model.dtype()?)?;
+    let calib = a.calib.windows(&m)?;
+    if a.method != Method::Magnitude && calib.is_none() {
+        bail!(
+            "--method {:?} needs calibration text: pass --calib FILE",
+            a.method
+        );
+    }
+    let eval_text = a.eval.as_ref().map(|p| read_text(p)).transpose()?;
+    let plan: Plan = match a.allocation.as_str() {
+        "uniform" => alloc::uniform(&m.decoder, pat),
+        "owl" => owl_plan(&m, calib.as_ref(), pat, &a)?,
+        file => {
+            if a.nm.is_some() {
+                bail!("--allocation {file}: an allocation file gives sparsities; it cannot combine with --nm");
+            }
+            alloc::from_yaml(std::path::Path::new(file), &m.decoder)?
+        }
+    };
+    let mut opts = OneShotOptions::new(a.method);
+    opts.dense_activations = a.dense_activations;
+    opts.magnitude_layerwide = a.magnitude_layerwide;
+    opts.batch = a.batch;
+    prune_sequential(&mut m.decoder, calib.as_ref(), &plan, &opts, |d, t| {
+        super::progress("pruning blocks", d, t)
+    })?;
+    let ppl = match (&a.eval, &eval_text) {
+        (Some(p), Some(text)) => {
+            let ids = m.encode(text)?;
+            let w = Windows::sequential(
+                &ids,
+                a.calib.seqlen(&m),
+                a.eval_windows,
+                &p.display().to_string(),
+            )?;
+            Some(perplexity(
+                &m.decoder,
+                &w,
+                a.batch,
+                &p.display().to_string(),
+                |d, t| super::progress("evaluating windows", d, t),
+            )?)
+        }
+        _ => None,
+    };
+    let layers = layer_sparsities(&m.decoder);
+    let meta = serde_json::json!({
+        "arborist_version": env!("CARGO_PKG_VERSION"),
+        "source_model": m.files.id,
+        "method": a.method,
+        "pattern": pat,
+        "allocation": a.allocation,
+        "options": opts,
+        "calibration": calib.as_ref().map(|w| a.calib.protocol(w)),
+        "global_sparsity": m.decoder.global_sparsity(),
+        "layers": layers.iter().map(|(n, s)| serde_json::json!({"name": n, "sparsity": s})).collect::<Vec<_>>(),
+        "ppl": ppl.as_ref().map(|p| serde_json::json!({"value": p.value, "seqlen": p.seqlen, "windows": p.windows, "tokens": p.tokens, "dataset": p.dataset, "dtype": p.dtype})),
+    });
+    export(&m.decoder, &m.files, &a.out, a.force, &meta)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "out": a.out.display().to_string(), "result": meta })
+        );
+    } else {
+        println!(
+            "pruned {} with {:?} to global sparsity {:.4}; wrote {}",
+            m.files.id,
+            a.method,
+            m.decoder.global_sparsity(),
+            a.out.display()
+        );
+        if let Some(p) = ppl {
+            println!(
+                "perplexity {:.4}  ({}, seqlen {}, {} windows, {})",
+                p.value, p.dataset, p.seqlen, p.windows, p.dtype
+            );
+        }
+    }
+    Ok(())
+}
+
+/// OWL: per-block sparsity from the share of outlier Wanda scores on the dense model.
+fn owl_plan(m: &LoadedModel, calib: Option<&Windows>, pat: Pattern, a: &PruneArgs) -> Result<Plan> {
+    let Pattern::Unstructured(s) = pat else {
+        bail!("--allocation owl needs --sparsity, not --nm");
+    };
+    let Some(calib) = calib else {
+        bail!("--allocation owl needs calibration text: pass --calib FILE");
+    };
+    let stats = crate::profile::input_stats(&m.decoder, calib, a.batch)?;
+    let d = &m.decoder;
+    let mut ratios = Vec::with_capacity(d.blocks.len());
+    for (b, st) in stats.iter().enumerate() {
+        let mut all = Vec::new();
+        for id in d.linear_ids().filter(|id| id.block == b) {
+            let lin = d.linear(id);
+            let w = crate::prune::scores::weight_f32(lin.active())?;
+            all.extend(crate::prune::scores::wanda(
+                &w,
+                lin.in_features(),
+                st.get(id.kind),
+            ));
+        }
+        ratios.push(alloc::outlier_ratio(&all, a.owl_m));
+    }
+    let per_block = alloc::owl_sparsities(&ratios, s, a.owl_lambda);
+    Ok(d.linear_ids()
+        .map(|id| {
+            (
+                id,
+                Pattern::Unstructured(per_block[id.block].clamp(0.0, 0.99)),
+            )
+        })
+        .collect())
+}

@@ -1,0 +1,202 @@
+//! The per-layer sensitivity profile the agent reads: Wanda score statistics over active
+//! weights, a gradient (Taylor) importance, the layer's sparsity, and z-scores of both.
+
+use anyhow::{ensure, Result};
+use candle_core::{DType, Tensor};
+use serde::Serialize;
+
+use crate::data::Windows;
+use crate::eval::ppl::window_loss;
+use crate::model::{BlockStats, Decoder, LinearId};
+use crate::prune::scores::weight_f32;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerProfile {
+    /// Hugging Face module path, e.g. model.layers.3.mlp.down_proj.
+    pub name: String,
+    pub block: usize,
+    pub kind: String,
+    pub sparsity: f64,
+    /// 10th percentile of S = |W|·‖X‖₂ over active weights (the paper's s_l).
+    pub s: f64,
+    pub s_mean: f64,
+    pub s_median: f64,
+    /// Mean over active weights of |W · G| (first-order Taylor importance; the paper's g_l).
+    pub g: f64,
+    /// Mean over active weights of |G|.
+    pub g_mean_abs: f64,
+    pub z_s: f64,
+    pub z_g: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileProtocol {
+    pub calib: String,
+    pub seqlen: usize,
+    pub calib_windows: usize,
+    pub grad_windows: usize,
+    pub dtype: String,
+    pub z_eps: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub protocol: ProfileProtocol,
+    pub layers: Vec<LayerProfile>,
+}
+
+pub const Z_EPS: f64 = 1e-8;
+
+/// Quantile with linear interpolation between order statistics (numpy's default).
+pub fn quantile(sorted: &[f32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    let f = pos - lo as f64;
+    sorted[lo] as f64 + f * (sorted[hi] as f64 - sorted[lo] as f64)
+}
+
+/// (x − mean) / (std + eps) with the population standard deviation.
+pub fn zscores(x: &[f64]) -> Vec<f64> {
+    let n = x.len().max(1) as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    let std = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    x.iter().map(|v| (v - mean) / (std + Z_EPS)).collect()
+}
+
+/// Wanda statistics of every linear input over the calibration windows (current masks).
+pub fn input_stats(d: &Decoder, calib: &Windows, batch: usize) -> Result<Vec<BlockStats>> {
+    let mut stats = vec![BlockStats::default(); d.blocks.len()];
+    for chunk in calib.windows.chunks(batch.max(1)) {
+        let ids = ids_tensor(d, chunk)?;
+        d.forward(&ids, Some(&mut stats))?;
+    }
+    Ok(stats)
+}
+
+fn ids_tensor(d: &Decoder, windows: &[Vec<u32>]) -> Result<Tensor> {
+    let flat: Vec<u32> = windows.iter().flatten().copied().collect();
+    Ok(Tensor::from_vec(
+        flat,
+        (windows.len(), windows[0].len()),
+        &d.device,
+    )?)
+}
+
+/// G = mean over the windows of d(window loss)/dW for every linear, in `linear_ids` order.
+pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>], batch: usize) -> Result<Vec<Tensor>> {
+    ensure!(
+        !windows.is_empty(),
+        "the gradient pass needs at least one window"
+    );
+    let (gd, vars) = d.with_grad_vars()?;
+    let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
+    let m = windows.len() as f64;
+    for chunk in windows.chunks(batch.max(1)) {
+        let ids = ids_tensor(d, chunk)?;
+        let loss = (window_loss(&gd.forward(&ids, None)?, &ids)?.sum_all()? / m)?;
+        let grads = loss.backward()?;
+        for (a, v) in acc.iter_mut().zip(&vars) {
+            let g = grads
+                .get(v.as_tensor())
+                .cloned()
+                .unwrap_or(v.as_tensor().zeros_like()?);
+            *a = Some(match a.take() {
+                Some(prev) => (prev + g)?,
+                None => g,
+            });
+        }
+    }
+    Ok(acc
+        .into_iter()
+        .map(|a| a.expect("one batch at least"))
+        .collect())
+}
+
+/// Profile every linear layer of `d`.
+pub fn compute(
+    d: &Decoder,
+    calib: &Windows,
+    grad_windows: usize,
+    batch: usize,
+    calib_name: &str,
+) -> Result<Profile> {
+    let stats = input_stats(d, calib, batch)?;
+    let gw = grad_windows.min(calib.len());
+    let grads = mean_gradients(d, &calib.windows[..gw.max(1)], batch)?;
+    let ids: Vec<LinearId> = d.linear_ids().collect();
+    let mut layers = Vec::with_capacity(ids.len());
+    for (id, g) in ids.iter().zip(&grads) {
+        let lin = d.linear(*id);
+        let cols = lin.in_features();
+        let w = weight_f32(lin.active())?;
+        let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let norms = stats[id.block].get(id.kind).norms();
+        let mask = lin.mask();
+        let active = |i: usize| mask.is_none_or(|m| !m.is_pruned(i / cols, i % cols));
+        let mut s: Vec<f32> = Vec::with_capacity(w.len());
+        let (mut taylor, mut gabs, mut n) = (0f64, 0f64, 0usize);
+        for i in (0..w.len()).filter(|&i| active(i)) {
+            s.push(w[i].abs() * norms[i % cols] as f32);
+            taylor += (w[i] as f64 * g[i] as f64).abs();
+            gabs += (g[i] as f64).abs();
+            n += 1;
+        }
+        s.sort_by(|a, b| a.total_cmp(b));
+        let nf = n.max(1) as f64;
+        layers.push(LayerProfile {
+            name: id.name(),
+            block: id.block,
+            kind: id.kind.short().to_string(),
+            sparsity: lin.sparsity(),
+            s: quantile(&s, 0.1),
+            s_mean: s.iter().map(|v| *v as f64).sum::<f64>() / nf,
+            s_median: quantile(&s, 0.5),
+            g: taylor / nf,
+            g_mean_abs: gabs / nf,
+            z_s: 0.0,
+            z_g: 0.0,
+        });
+    }
+    let zs = zscores(&layers.iter().map(|l| l.s).collect::<Vec<_>>());
+    let zg = zscores(&layers.iter().map(|l| l.g).collect::<Vec<_>>());
+    for (l, (a, b)) in layers.iter_mut().zip(zs.into_iter().zip(zg)) {
+        l.z_s = a;
+        l.z_g = b;
+    }
+    Ok(Profile {
+        protocol: ProfileProtocol {
+            calib: calib_name.to_string(),
+            seqlen: calib.seqlen,
+            calib_windows: calib.len(),
+            grad_windows: gw.max(1),
+            dtype: crate::runtime::dtype_name(d.dtype).to_string(),
+            z_eps: Z_EPS,
+        },
+        layers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_like_numpy() {
+        let v = [1.0f32, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(quantile(&v, 0.5), 3.0);
+        assert!((quantile(&v, 0.1) - 1.4).abs() < 1e-12);
+        assert_eq!(quantile(&[7.0], 0.1), 7.0);
+    }
+
+    #[test]
+    fn zscores_have_zero_mean_unit_std() {
+        let z = zscores(&[1.0, 2.0, 3.0, 4.0]);
+        assert!(z.iter().sum::<f64>().abs() < 1e-9);
+        let var = z.iter().map(|v| v * v).sum::<f64>() / 4.0;
+        assert!((var - 1.0).abs() < 1e-6);
+    }
+}

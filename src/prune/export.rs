@@ -1,0 +1,137 @@
+//! Writing a pruned model as a Hugging Face directory, atomically: everything goes to a
+//! temporary sibling directory that is renamed into place only when complete.
+
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::model::{Decoder, ModelFiles};
+
+/// Tokenizer and generation files copied next to the weights when the source has them.
+const SIDE_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// Refuse a non-empty `out` unless `force`; returns whether it must be replaced.
+pub fn check_out_dir(out: &Path, force: bool) -> Result<bool> {
+    if !out.exists() {
+        return Ok(false);
+    }
+    if !out.is_dir() {
+        bail!("--out {} exists and is not a directory", out.display());
+    }
+    let empty = std::fs::read_dir(out)
+        .with_context(|| format!("cannot read {}", out.display()))?
+        .next()
+        .is_none();
+    if !empty && !force {
+        bail!(
+            "--out {} is not empty (pass --force to replace it)",
+            out.display()
+        );
+    }
+    Ok(true)
+}
+
+fn temp_sibling(out: &Path) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("--out {} has no directory name", out.display()))?
+        .to_string_lossy();
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    Ok(parent.join(format!(".{name}.partial-{}", std::process::id())))
+}
+
+/// Write `d` with its source's config (adjusted) and tokenizer files, plus `metadata` as
+/// arborist.json. Nothing appears at `out` unless every file was written.
+pub fn export(
+    d: &Decoder,
+    src: &ModelFiles,
+    out: &Path,
+    force: bool,
+    metadata: &serde_json::Value,
+) -> Result<()> {
+    let replace = check_out_dir(out, force)?;
+    let tmp = temp_sibling(out)?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    let res = write_all(d, src, &tmp, metadata);
+    if let Err(e) = res {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if replace {
+        std::fs::remove_dir_all(out)
+            .with_context(|| format!("cannot replace {}", out.display()))?;
+    }
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("cannot move the export into {}", out.display()))?;
+    Ok(())
+}
+
+fn write_all(
+    d: &Decoder,
+    src: &ModelFiles,
+    dir: &Path,
+    metadata: &serde_json::Value,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let text = std::fs::read_to_string(&src.config)
+        .with_context(|| format!("cannot read {}", src.config.display()))?;
+    let mut cfg: serde_json::Value = serde_json::from_str(&text)?;
+    let dtype = crate::runtime::dtype_name(d.dtype);
+    let torch = match dtype {
+        "f16" => "float16",
+        "bf16" => "bfloat16",
+        _ => "float32",
+    };
+    cfg["num_hidden_layers"] = d.blocks.len().into();
+    if cfg.get("layer_types").is_some() {
+        cfg["layer_types"] = d
+            .blocks
+            .iter()
+            .map(|b| {
+                if b.window.is_some() {
+                    "sliding_attention"
+                } else {
+                    "full_attention"
+                }
+            })
+            .collect::<Vec<_>>()
+            .into();
+    }
+    cfg["torch_dtype"] = torch.into();
+    if cfg.get("dtype").is_some() {
+        cfg["dtype"] = torch.into();
+    }
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
+    let src_dir = src.config.parent().unwrap_or(Path::new("."));
+    for f in SIDE_FILES {
+        let p = if *f == "tokenizer.json" {
+            src.tokenizer.clone()
+        } else {
+            src_dir.join(f)
+        };
+        if p.is_file() {
+            std::fs::copy(&p, dir.join(f))
+                .with_context(|| format!("cannot copy {}", p.display()))?;
+        }
+    }
+    let tensors: HashMap<String, candle_core::Tensor> = d.named_tensors().into_iter().collect();
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))
+        .with_context(|| format!("cannot write {}", dir.join("model.safetensors").display()))?;
+    std::fs::write(
+        dir.join("arborist.json"),
+        serde_json::to_string_pretty(metadata)?,
+    )?;
+    Ok(())
+}

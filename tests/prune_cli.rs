@@ -1,0 +1,397 @@
+//! `arborist prune` and `arborist profile` end to end: export round trip, atomic output,
+//! refusals, sequential calibration, gradients against finite differences.
+
+mod common;
+use arborist::data::{read_text, Windows};
+use arborist::eval::ppl::window_loss;
+use arborist::model::{LinearId, LinearKind, LoadedModel};
+use arborist::profile::mean_gradients;
+use arborist::prune::alloc::uniform;
+use arborist::prune::oneshot::{prune_layer, prune_sequential, Method, OneShotOptions};
+use arborist::prune::select::Pattern;
+use candle_core::{DType, Device, Tensor};
+use common::*;
+use std::path::PathBuf;
+
+fn fx(rel: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+fn one_line_error(o: &std::process::Output, needle: &str) {
+    let e = stderr(o);
+    assert!(!o.status.success(), "{e}");
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{e}");
+    assert!(lines[0].contains(needle), "`{needle}` not in {e}");
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn exported_model_evaluates_to_exactly_the_reported_perplexity() {
+    let d = tmp();
+    let out = d.path().join("pruned");
+    let o = arborist(
+        &[
+            "prune",
+            "--model",
+            &fx("llama"),
+            "--method",
+            "wanda",
+            "--sparsity",
+            "0.5",
+            "--calib",
+            &fx("eval.txt"),
+            "--seqlen",
+            "32",
+            "--calib-windows",
+            "4",
+            "--eval",
+            &fx("eval.txt"),
+            "--out",
+            &p(&out),
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let reported = v["result"]["ppl"]["value"].as_f64().unwrap();
+    assert_eq!(v["result"]["global_sparsity"].as_f64().unwrap(), 0.5);
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "arborist.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let o = arborist(
+        &[
+            "eval",
+            "--model",
+            &p(&out),
+            "--ppl",
+            &fx("eval.txt"),
+            "--seqlen",
+            "32",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["ppl"]["value"].as_f64().unwrap(), reported);
+    // Pruned weights are stored as zeros: half of every linear layer.
+    let t = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    let w = t["model.layers.1.mlp.down_proj.weight"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(w.iter().filter(|x| **x == 0.0).count(), w.len() / 2);
+}
+
+#[test]
+fn a_failed_run_leaves_nothing_behind() {
+    let d = tmp();
+    let out = d.path().join("never");
+    let short = d.path().join("short.txt");
+    std::fs::write(&short, "too short").unwrap();
+    let o = arborist(
+        &[
+            "prune",
+            "--model",
+            &fx("qwen3"),
+            "--method",
+            "wanda",
+            "--sparsity",
+            "0.5",
+            "--calib",
+            &p(&short),
+            "--seqlen",
+            "32",
+            "--out",
+            &p(&out),
+        ],
+        &[],
+    );
+    one_line_error(&o, "too short for one window");
+    assert_eq!(
+        std::fs::read_dir(d.path()).unwrap().count(),
+        1,
+        "only short.txt may remain"
+    );
+}
+
+#[test]
+fn refusals_are_one_line() {
+    let d = tmp();
+    let out = d.path().join("o");
+    let base = |extra: &[&str]| {
+        let mut v = vec![
+            "prune",
+            "--model",
+            &fx("qwen3").leak()[..],
+            "--method",
+            "wanda",
+            "--calib",
+        ];
+        let e = fx("eval.txt");
+        v.push(e.leak());
+        v.extend_from_slice(&["--seqlen", "32", "--calib-windows", "2"]);
+        v.extend_from_slice(extra);
+        v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |extra: &[&str]| {
+        let args = base(extra);
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        arborist(&refs, &[])
+    };
+    let o_s = p(&out);
+    one_line_error(
+        &run(&["--sparsity", "1.0", "--out", &o_s]),
+        "--sparsity 1 is outside [0, 1)",
+    );
+    one_line_error(&run(&["--sparsity=-0.2", "--out", &o_s]), "outside [0, 1)");
+    one_line_error(&run(&["--nm", "4:2", "--out", &o_s]), "--nm 4:2");
+    one_line_error(&run(&["--nm", "two:four", "--out", &o_s]), "--nm two:four");
+    let yaml = d.path().join("alloc.yaml");
+    std::fs::write(&yaml, "model.layers.7.mlp.up_proj: 0.3\n").unwrap();
+    one_line_error(
+        &run(&[
+            "--sparsity",
+            "0.5",
+            "--allocation",
+            &p(&yaml),
+            "--out",
+            &o_s,
+        ]),
+        "unknown layer `model.layers.7.mlp.up_proj`",
+    );
+    std::fs::write(&yaml, "model.layers.0.mlp.up_proj: 1.5\n").unwrap();
+    one_line_error(
+        &run(&[
+            "--sparsity",
+            "0.5",
+            "--allocation",
+            &p(&yaml),
+            "--out",
+            &o_s,
+        ]),
+        "outside [0, 1)",
+    );
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "x").unwrap();
+    one_line_error(
+        &run(&["--sparsity", "0.5", "--out", &o_s]),
+        "is not empty (pass --force",
+    );
+    assert!(
+        out.join("keep.txt").exists(),
+        "a refused run must not touch --out"
+    );
+    let o = run(&["--sparsity", "0.5", "--out", &o_s, "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.join("keep.txt").exists() && out.join("model.safetensors").exists());
+}
+
+#[test]
+fn allocation_file_prunes_only_the_named_layers() {
+    let d = tmp();
+    let yaml = d.path().join("alloc.yaml");
+    std::fs::write(
+        &yaml,
+        "model.layers.1.mlp.up_proj: 0.3\nmodel.layers.0.self_attn.q_proj: 0.6\n",
+    )
+    .unwrap();
+    let out = d.path().join("o");
+    let o = arborist(
+        &[
+            "prune",
+            "--model",
+            &fx("qwen3"),
+            "--method",
+            "wanda",
+            "--sparsity",
+            "0.5",
+            "--calib",
+            &fx("eval.txt"),
+            "--seqlen",
+            "32",
+            "--calib-windows",
+            "2",
+            "--allocation",
+            &p(&yaml),
+            "--out",
+            &p(&out),
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for l in v["result"]["layers"].as_array().unwrap() {
+        let want = match l["name"].as_str().unwrap() {
+            "model.layers.1.mlp.up_proj" => 0.3,
+            "model.layers.0.self_attn.q_proj" => 0.6,
+            _ => 0.0,
+        };
+        assert!((l["sparsity"].as_f64().unwrap() - want).abs() < 0.01, "{l}");
+    }
+}
+
+fn load(name: &str) -> (LoadedModel, Windows) {
+    let m = LoadedModel::load(&fx(name), &Device::Cpu, DType::F32).unwrap();
+    let ids = m
+        .encode(&read_text(std::path::Path::new(&fx("eval.txt"))).unwrap())
+        .unwrap();
+    let w = Windows::sequential(&ids, 32, Some(4), "eval.txt").unwrap();
+    (m, w)
+}
+
+#[test]
+fn calibration_is_sequential_unless_dense_activations_is_asked() {
+    let (mut seq, w) = load("qwen3");
+    let (mut dense, _) = load("qwen3");
+    let plan = uniform(&seq.decoder, Pattern::Unstructured(0.5));
+    let mut opts = OneShotOptions::new(Method::Wanda);
+    prune_sequential(&mut seq.decoder, Some(&w), &plan, &opts, |_, _| {}).unwrap();
+    opts.dense_activations = true;
+    prune_sequential(&mut dense.decoder, Some(&w), &plan, &opts, |_, _| {}).unwrap();
+    let differ = |b: usize| {
+        LinearKind::ALL.iter().any(|&kind| {
+            let id = LinearId { block: b, kind };
+            seq.decoder.linear(id).mask() != dense.decoder.linear(id).mask()
+        })
+    };
+    // Block 0 sees the same inputs either way; later blocks see pruned vs dense activations.
+    assert!(!differ(0));
+    assert!(differ(1) && differ(2));
+}
+
+#[test]
+fn masks_only_grow_across_steps() {
+    let (mut m, w) = load("qwen3");
+    let opts = OneShotOptions::new(Method::Wanda);
+    let stats = arborist::profile::input_stats(&m.decoder, &w, 4).unwrap();
+    let id = LinearId {
+        block: 1,
+        kind: LinearKind::Gate,
+    };
+    prune_layer(
+        &mut m.decoder,
+        id,
+        Pattern::Unstructured(0.2),
+        &opts,
+        Some(&stats[1]),
+    )
+    .unwrap();
+    let first = m.decoder.linear(id).mask().unwrap().clone();
+    // Statistics change after pruning elsewhere; the earlier choice must survive.
+    prune_layer(
+        &mut m.decoder,
+        LinearId {
+            block: 0,
+            kind: LinearKind::Up,
+        },
+        Pattern::Unstructured(0.5),
+        &opts,
+        Some(&stats[0]),
+    )
+    .unwrap();
+    let stats2 = arborist::profile::input_stats(&m.decoder, &w, 4).unwrap();
+    prune_layer(
+        &mut m.decoder,
+        id,
+        Pattern::Unstructured(0.45),
+        &opts,
+        Some(&stats2[1]),
+    )
+    .unwrap();
+    let second = m.decoder.linear(id).mask().unwrap();
+    assert!(first.is_subset_of(second));
+    let k = (second.cols() as f64 * 0.45) as usize;
+    assert!((0..second.rows()).all(|r| second.pruned_in_row(r) == k));
+}
+
+#[test]
+fn gradient_scores_match_finite_differences() {
+    let cfg = arborist::model::ModelConfig::from_json(TINY_QWEN3).unwrap();
+    let t =
+        arborist::model::random::random_tensors(&cfg, 11, 0.3, DType::F64, &Device::Cpu).unwrap();
+    let d = arborist::model::Decoder::from_tensors(cfg.clone(), t.clone()).unwrap();
+    let windows: Vec<Vec<u32>> = (0..3)
+        .map(|k| (0..10).map(|i| ((i * 13 + k * 7) % 250) as u32).collect())
+        .collect();
+    let grads = mean_gradients(&d, &windows, 2).unwrap();
+    let mean_loss = |dd: &arborist::model::Decoder| -> f64 {
+        let flat: Vec<u32> = windows.iter().flatten().copied().collect();
+        let ids = Tensor::from_vec(flat, (3, 10), &Device::Cpu).unwrap();
+        window_loss(&dd.forward(&ids, None).unwrap(), &ids)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let ids: Vec<LinearId> = d.linear_ids().collect();
+    for (k, id) in ids.iter().enumerate().step_by(4) {
+        let name = format!("{}.weight", id.name());
+        let w = t[&name].flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let g = grads[k].flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let j = (k * 97 + 3) % w.len();
+        let at = |delta: f64| {
+            let mut w2 = w.clone();
+            w2[j] += delta;
+            let mut t2 = t.clone();
+            t2.insert(
+                name.clone(),
+                Tensor::from_vec(w2, t[&name].dims(), &Device::Cpu).unwrap(),
+            );
+            mean_loss(&arborist::model::Decoder::from_tensors(cfg.clone(), t2).unwrap())
+        };
+        let fd = (at(1e-5) - at(-1e-5)) / 2e-5;
+        assert!(
+            (fd - g[j]).abs() <= 1e-5 * fd.abs().max(1e-3),
+            "{name}[{j}]: {fd} vs {}",
+            g[j]
+        );
+    }
+}
+
+#[test]
+fn profile_reports_every_layer_with_z_scores() {
+    let o = arborist(
+        &[
+            "profile",
+            "--model",
+            &fx("qwen3"),
+            "--calib",
+            &fx("eval.txt"),
+            "--seqlen",
+            "32",
+            "--calib-windows",
+            "4",
+            "--grad-windows",
+            "2",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3 * 7);
+    assert_eq!(layers[6]["name"], "model.layers.0.mlp.down_proj");
+    let zs: Vec<f64> = layers.iter().map(|l| l["z_s"].as_f64().unwrap()).collect();
+    assert!(zs.iter().sum::<f64>().abs() < 1e-6);
+    assert!(layers
+        .iter()
+        .all(|l| l["g"].as_f64().unwrap() > 0.0 && l["s"].as_f64().unwrap() > 0.0));
+    assert_eq!(v["protocol"]["seqlen"], 32);
+    assert_eq!(v["protocol"]["grad_windows"], 2);
+}
