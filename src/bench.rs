@@ -25,6 +25,13 @@ pub struct BenchArgs {
     pub device: String,
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// forward, profile (sensitivity profile) or prune (one-shot Wanda 50%). Run one suite
+    /// per process so the peak RSS belongs to it.
+    #[arg(long, default_value = "forward")]
+    pub suite: String,
+    /// Calibration windows for the profile and prune suites.
+    #[arg(long, default_value_t = 32)]
+    pub calib_windows: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -136,10 +143,70 @@ pub fn forward_bench(model: &Decoder, b: usize, t: usize, iters: usize) -> Resul
     })
 }
 
+/// Peak resident set size of this process so far, in bytes (Linux; 0 elsewhere).
+pub fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn weight_bytes(d: &Decoder) -> usize {
+    d.named_tensors()
+        .iter()
+        .map(|(_, t)| t.elem_count() * t.dtype().size_in_bytes())
+        .sum()
+}
+
+/// Wall time and peak RSS of the profile or of one-shot Wanda on the bench model.
+fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
+    let cfg = model.cfg.clone();
+    let ids: Vec<u32> = (0..a.calib_windows * a.seqlen)
+        .map(|i| ((i * 2654435761usize) >> 7) as u32 % cfg.vocab_size as u32)
+        .collect();
+    let w = crate::data::Windows::sequential(&ids, a.seqlen, None, "synthetic")?;
+    let start = Instant::now();
+    match a.suite.as_str() {
+        "profile" => {
+            crate::profile::compute(&model, &w, 4, a.batch, "synthetic")?;
+        }
+        "prune" => {
+            use crate::prune::{alloc, oneshot, select::Pattern};
+            let plan = alloc::uniform(&model, Pattern::Unstructured(0.5));
+            let mut opts = oneshot::OneShotOptions::new(oneshot::Method::Wanda);
+            opts.batch = a.batch;
+            oneshot::prune_sequential(&mut model, Some(&w), &plan, &opts, |_, _| {})?;
+        }
+        other => anyhow::bail!("--suite {other}: expected forward, profile or prune"),
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let out = serde_json::json!({
+        "suite": a.suite, "seconds": secs, "peak_rss_bytes": peak_rss_bytes(),
+        "weight_bytes": weight_bytes(&model), "calib_windows": w.len(), "seqlen": a.seqlen,
+        "threads": candle_core::utils::get_num_threads(),
+    });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!(
+            "{}: {:.2} s for {} windows of {} tokens; peak RSS {:.1} MiB with {:.1} MiB of weights ({} threads)",
+            a.suite, secs, w.len(), a.seqlen,
+            peak_rss_bytes() as f64 / 1048576.0, weight_bytes(&model) as f64 / 1048576.0,
+            candle_core::utils::get_num_threads()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(a: BenchArgs) -> Result<()> {
     let dev = parse_device(&a.device)?;
     let dtype = parse_dtype(&a.dtype)?;
     let model = random_decoder(&bench_config(), 0, dtype, &dev)?;
+    if a.suite != "forward" {
+        return calib_suite(&a, model);
+    }
     let r = forward_bench(&model, a.batch, a.seqlen, a.iters)?;
     if a.json {
         println!("{}", serde_json::json!({ "forward": r }));
