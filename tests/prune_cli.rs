@@ -395,3 +395,56 @@ fn profile_reports_every_layer_with_z_scores() {
     assert_eq!(v["protocol"]["seqlen"], 32);
     assert_eq!(v["protocol"]["grad_windows"], 2);
 }
+
+#[test]
+fn structured_baselines_export_loadable_models() {
+    for (method, layers) in [("shortgpt", 2), ("width", 3)] {
+        let d = tmp();
+        let out = d.path().join(method);
+        let o = arborist(
+            &[
+                "prune",
+                "--model",
+                &fx("llama"),
+                "--method",
+                method,
+                "--sparsity",
+                "0.3",
+                "--calib",
+                &fx("eval.txt"),
+                "--seqlen",
+                "32",
+                "--calib-windows",
+                "4",
+                "--eval",
+                &fx("eval.txt"),
+                "--out",
+                &p(&out),
+                "--json",
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{method}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(cfg["num_hidden_layers"], layers, "{method}");
+        let o = arborist(
+            &[
+                "eval",
+                "--model",
+                &p(&out),
+                "--ppl",
+                &fx("eval.txt"),
+                "--seqlen",
+                "32",
+                "--json",
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(e["ppl"]["value"], v["result"]["ppl"]["value"], "{method}");
+    }
+}

@@ -91,13 +91,30 @@ pub fn run(a: PruneArgs) -> Result<()> {
             alloc::from_yaml(std::path::Path::new(file), &m.decoder)?
         }
     };
+    let structured = match a.method {
+        Method::Shortgpt | Method::Width => {
+            let Pattern::Unstructured(frac) = pat else {
+                bail!("--method {:?} takes --sparsity (the fraction of block parameters to remove), not --nm", a.method);
+            };
+            Some(structured(
+                &mut m,
+                calib.as_ref().expect("checked above"),
+                a.method,
+                frac,
+                a.batch,
+            )?)
+        }
+        _ => None,
+    };
     let mut opts = OneShotOptions::new(a.method);
     opts.dense_activations = a.dense_activations;
     opts.magnitude_layerwide = a.magnitude_layerwide;
     opts.batch = a.batch;
-    prune_sequential(&mut m.decoder, calib.as_ref(), &plan, &opts, |d, t| {
-        super::progress("pruning blocks", d, t)
-    })?;
+    if structured.is_none() {
+        prune_sequential(&mut m.decoder, calib.as_ref(), &plan, &opts, |d, t| {
+            super::progress("pruning blocks", d, t)
+        })?;
+    }
     let ppl = match (&a.eval, &eval_text) {
         (Some(p), Some(text)) => {
             let ids = m.encode(text)?;
@@ -127,6 +144,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
         "options": opts,
         "calibration": calib.as_ref().map(|w| a.calib.protocol(w)),
         "global_sparsity": m.decoder.global_sparsity(),
+        "structured": structured,
         "layers": layers.iter().map(|(n, s)| serde_json::json!({"name": n, "sparsity": s})).collect::<Vec<_>>(),
         "ppl": ppl.as_ref().map(|p| serde_json::json!({"value": p.value, "seqlen": p.seqlen, "windows": p.windows, "tokens": p.tokens, "dataset": p.dataset, "dtype": p.dtype})),
     });
@@ -152,6 +170,32 @@ pub fn run(a: PruneArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// ShortGPT or width pruning; returns what was removed.
+fn structured(
+    m: &mut LoadedModel,
+    calib: &Windows,
+    method: Method,
+    frac: f64,
+    batch: usize,
+) -> Result<serde_json::Value> {
+    use crate::prune::structured as st;
+    let batches = crate::prune::oneshot::embed_batches(&m.decoder, calib, batch)?;
+    Ok(match method {
+        Method::Shortgpt => {
+            let bi = st::block_influence(&m.decoder, &batches)?;
+            let remove = st::shortgpt_plan(&bi, frac)?;
+            m.decoder.remove_blocks(&remove);
+            serde_json::json!({"block_influence": bi, "removed_blocks": remove})
+        }
+        _ => {
+            let stats = st::dense_stats(&m.decoder, &batches)?;
+            let plan = st::width_plan(&m.decoder, &stats, frac)?;
+            st::apply_width(&mut m.decoder, &plan)?;
+            serde_json::to_value(&plan)?
+        }
+    })
 }
 
 /// OWL: per-block sparsity from the share of outlier Wanda scores on the dense model.

@@ -6,3 +6,4 @@ pub mod oneshot;
 pub mod scores;
 pub mod select;
 pub mod sparsegpt;
+pub mod structured;

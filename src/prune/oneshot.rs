@@ -19,6 +19,10 @@ pub enum Method {
     Magnitude,
     Wanda,
     Sparsegpt,
+    /// Depth pruning: drop whole blocks with the lowest Block Influence.
+    Shortgpt,
+    /// Width pruning: attention heads (KV groups) and MLP channels.
+    Width,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,6 +97,12 @@ pub fn prune_layer(
         Method::Wanda => {
             let st = need_stats()?.get(id.kind);
             select(&wanda(&w, cols, st), rows, cols, pattern, prior.as_deref())?
+        }
+        Method::Shortgpt | Method::Width => {
+            bail!(
+                "{:?} is structured; it prunes whole blocks or units, not single layers",
+                opts.method
+            )
         }
         Method::Sparsegpt => {
             let st = need_stats()?;

@@ -47,8 +47,10 @@ pub fn write_model_dir(dir: &Path, config_json: &str, seed: u64, dtype: DType) {
 
 /// Some English text of about `n` bytes.
 pub fn text(n: usize) -> String {
-    let words = ["the", "river", "keeps", "its", "stones", "while", "a", "heron", "waits", "and",
-        "watches", "light", "fall", "on", "water", "near", "old", "mill"];
+    let words = [
+        "the", "river", "keeps", "its", "stones", "while", "a", "heron", "waits", "and", "watches",
+        "light", "fall", "on", "water", "near", "old", "mill",
+    ];
     let mut s = String::new();
     let mut i = 7usize;
     while s.len() < n {
