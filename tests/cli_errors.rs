@@ -2,14 +2,18 @@
 //! a non-zero exit, no panic and nothing on stdout.
 
 mod common;
-use common::*;
 use candle_core::DType;
+use common::*;
 
 fn assert_one_line_error(o: &std::process::Output, needles: &[&str]) {
     let err = stderr(o);
     assert!(!o.status.success(), "expected failure, got success: {err}");
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(o.stdout.is_empty(), "stdout not empty: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.stdout.is_empty(),
+        "stdout not empty: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     assert!(!err.contains("panicked"), "{err}");
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {err}");
@@ -30,19 +34,30 @@ fn setup() -> (tempfile::TempDir, String, String) {
 }
 
 fn eval(model: &str, txt: &str) -> std::process::Output {
-    arborist(&["eval", "--model", model, "--ppl", txt, "--seqlen", "64"], &[])
+    arborist(
+        &["eval", "--model", model, "--ppl", txt, "--seqlen", "64"],
+        &[],
+    )
 }
 
 #[test]
 fn a_good_model_evaluates() {
     let (_d, m, t) = setup();
-    let o = arborist(&["eval", "--model", &m, "--ppl", &t, "--seqlen", "64", "--json"], &[]);
+    let o = arborist(
+        &[
+            "eval", "--model", &m, "--ppl", &t, "--seqlen", "64", "--json",
+        ],
+        &[],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let ppl = v["ppl"]["value"].as_f64().unwrap();
     assert!(ppl.is_finite() && ppl > 1.0, "{v}");
     assert_eq!(v["ppl"]["seqlen"], 64);
-    assert_eq!(v["ppl"]["windows"].as_u64().unwrap(), v["ppl"]["tokens"].as_u64().unwrap() / 64);
+    assert_eq!(
+        v["ppl"]["windows"].as_u64().unwrap(),
+        v["ppl"]["tokens"].as_u64().unwrap() / 64
+    );
 }
 
 #[test]
@@ -71,7 +86,10 @@ fn truncated_or_corrupt_safetensors() {
     let w = std::path::Path::new(&m).join("model.safetensors");
     let bytes = std::fs::read(&w).unwrap();
     std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
-    assert_one_line_error(&eval(&m, &t), &["model.safetensors", "not a valid safetensors"]);
+    assert_one_line_error(
+        &eval(&m, &t),
+        &["model.safetensors", "not a valid safetensors"],
+    );
     // A header length that points past the end of the file.
     let mut bad = bytes.clone();
     bad[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
@@ -88,11 +106,17 @@ fn truncated_or_corrupt_safetensors() {
 fn tensor_shape_disagrees_with_config() {
     let (_d, m, t) = setup();
     let cfg = std::path::Path::new(&m).join("config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"intermediate_size\":64", "\"intermediate_size\":80");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"intermediate_size\":64", "\"intermediate_size\":80");
     std::fs::write(&cfg, text).unwrap();
     assert_one_line_error(
         &eval(&m, &t),
-        &["model.layers.0.mlp.gate_proj.weight", "shape [64, 32]", "[80, 32]"],
+        &[
+            "model.layers.0.mlp.gate_proj.weight",
+            "shape [64, 32]",
+            "[80, 32]",
+        ],
     );
 }
 
@@ -100,9 +124,14 @@ fn tensor_shape_disagrees_with_config() {
 fn unsupported_architecture() {
     let (_d, m, t) = setup();
     let cfg = std::path::Path::new(&m).join("config.json");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"qwen3\"", "\"gpt_neox\"");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"qwen3\"", "\"gpt_neox\"");
     std::fs::write(&cfg, text).unwrap();
-    assert_one_line_error(&eval(&m, &t), &["gpt_neox", "llama, mistral, qwen2, qwen3", "config.json"]);
+    assert_one_line_error(
+        &eval(&m, &t),
+        &["gpt_neox", "llama, mistral, qwen2, qwen3", "config.json"],
+    );
 }
 
 #[test]
@@ -110,7 +139,10 @@ fn text_too_short_for_one_window() {
     let (d, m, _t) = setup();
     let short = d.path().join("short.txt");
     std::fs::write(&short, "only a few words").unwrap();
-    assert_one_line_error(&eval(&m, &p(&short)), &["short.txt", "too short for one window of 64 tokens"]);
+    assert_one_line_error(
+        &eval(&m, &p(&short)),
+        &["short.txt", "too short for one window of 64 tokens"],
+    );
 }
 
 #[test]
@@ -118,7 +150,10 @@ fn non_utf8_text() {
     let (d, m, _t) = setup();
     let bin = d.path().join("latin1.txt");
     std::fs::write(&bin, b"caf\xe9 au lait and more words here").unwrap();
-    assert_one_line_error(&eval(&m, &p(&bin)), &["latin1.txt", "not UTF-8", "offset 3"]);
+    assert_one_line_error(
+        &eval(&m, &p(&bin)),
+        &["latin1.txt", "not UTF-8", "offset 3"],
+    );
 }
 
 #[test]
@@ -126,6 +161,9 @@ fn bad_device_and_dtype_flags() {
     let (_d, m, t) = setup();
     let o = arborist(&["eval", "--model", &m, "--ppl", &t, "--dtype", "f8"], &[]);
     assert_one_line_error(&o, &["--dtype f8"]);
-    let o = arborist(&["eval", "--model", &m, "--ppl", &t, "--device", "tpu"], &[]);
+    let o = arborist(
+        &["eval", "--model", &m, "--ppl", &t, "--device", "tpu"],
+        &[],
+    );
     assert_one_line_error(&o, &["--device tpu"]);
 }

@@ -15,7 +15,8 @@ fn fixtures() -> PathBuf {
 fn check(name: &str) {
     let dir = fixtures().join(name);
     let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
     let model = LoadedModel::load(dir.to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
 
     // Logits for every position.
@@ -27,9 +28,26 @@ fn check(name: &str) {
     let ids = Tensor::from_vec(flat, (tokens.len(), tokens[0].len()), &Device::Cpu).unwrap();
     let got = model.decoder.forward(&ids, None).unwrap();
     assert_eq!(got.dims(), shape.as_slice());
-    let diff = (&got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    assert!(diff / scale < 1e-4, "{name}: logits relative error {}", diff / scale);
+    let diff = (&got - &want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        diff / scale < 1e-4,
+        "{name}: logits relative error {}",
+        diff / scale
+    );
 
     // Perplexity, same protocol and tokenization.
     let text = read_text(&fixtures().join("eval.txt")).unwrap();
@@ -37,15 +55,26 @@ fn check(name: &str) {
     for r in reference["ppl"].as_array().unwrap() {
         let seqlen = r["seqlen"].as_u64().unwrap() as usize;
         let w = Windows::sequential(&ids, seqlen, None, "eval.txt").unwrap();
-        assert_eq!(w.tokens as u64, r["tokens"].as_u64().unwrap(), "{name}: token count");
+        assert_eq!(
+            w.tokens as u64,
+            r["tokens"].as_u64().unwrap(),
+            "{name}: token count"
+        );
         assert_eq!(w.len() as u64, r["windows"].as_u64().unwrap());
         let p = perplexity(&model.decoder, &w, 8, "eval.txt", |_, _| {}).unwrap();
         let hf = r["value"].as_f64().unwrap();
         let rel = (p.value - hf).abs() / hf;
-        assert!(rel < 1e-3, "{name} seqlen {seqlen}: ppl {} vs HF {hf}", p.value);
+        assert!(
+            rel < 1e-3,
+            "{name} seqlen {seqlen}: ppl {} vs HF {hf}",
+            p.value
+        );
         let hf_losses: Vec<f64> = serde_json::from_value(r["per_window_loss"].clone()).unwrap();
         for (i, (a, b)) in p.window_loss.iter().zip(&hf_losses).enumerate() {
-            assert!((a - b).abs() < 1e-4, "{name} seqlen {seqlen} window {i}: {a} vs {b}");
+            assert!(
+                (a - b).abs() < 1e-4,
+                "{name} seqlen {seqlen} window {i}: {a} vs {b}"
+            );
         }
     }
 }
@@ -95,7 +124,11 @@ fn half_precision_compute_stays_close() {
         let m = LoadedModel::load(dir.to_str().unwrap(), &Device::Cpu, dt).unwrap();
         let ids = m.encode(&text).unwrap();
         let w = Windows::sequential(&ids, 64, Some(8), "eval.txt").unwrap();
-        ppl.push(perplexity(&m.decoder, &w, 8, "eval.txt", |_, _| {}).unwrap().value);
+        ppl.push(
+            perplexity(&m.decoder, &w, 8, "eval.txt", |_, _| {})
+                .unwrap()
+                .value,
+        );
     }
     assert!((ppl[1] - ppl[0]).abs() / ppl[0] < 0.01, "{ppl:?}");
     assert!((ppl[2] - ppl[0]).abs() / ppl[0] < 0.03, "{ppl:?}");

@@ -12,7 +12,9 @@ const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
 
 fn fill_cache(hf_home: &Path, repo: &str, model_dir: &Path) {
-    let root = hf_home.join("hub").join(format!("models--{}", repo.replace('/', "--")));
+    let root = hf_home
+        .join("hub")
+        .join(format!("models--{}", repo.replace('/', "--")));
     std::fs::create_dir_all(root.join("refs")).unwrap();
     std::fs::write(root.join("refs/main"), COMMIT).unwrap();
     let snap = root.join("snapshots").join(COMMIT);
@@ -23,13 +25,21 @@ fn fill_cache(hf_home: &Path, repo: &str, model_dir: &Path) {
         let name = entry.file_name().into_string().unwrap();
         let blob = root.join("blobs").join(format!("blob-{name}"));
         std::fs::copy(entry.path(), &blob).unwrap();
-        std::os::unix::fs::symlink(Path::new("../../blobs").join(format!("blob-{name}")), snap.join(&name))
-            .unwrap();
+        std::os::unix::fs::symlink(
+            Path::new("../../blobs").join(format!("blob-{name}")),
+            snap.join(&name),
+        )
+        .unwrap();
     }
 }
 
 fn ppl(args_model: &str, txt: &str, envs: &[(&str, &str)]) -> (bool, f64, String) {
-    let o = arborist(&["eval", "--model", args_model, "--ppl", txt, "--seqlen", "64", "--json"], envs);
+    let o = arborist(
+        &[
+            "eval", "--model", args_model, "--ppl", txt, "--seqlen", "64", "--json",
+        ],
+        envs,
+    );
     let err = stderr(&o);
     if !o.status.success() {
         return (false, f64::NAN, err);
@@ -69,13 +79,23 @@ fn offline_miss_is_one_clear_line_and_no_network() {
     std::fs::write(&txt, text(500)).unwrap();
     let o = arborist(
         &["eval", "--model", "acme/absent", "--ppl", &p(&txt)],
-        &[("HF_HOME", &p(&home)), ("HF_HUB_OFFLINE", "1"), ("HF_ENDPOINT", DEAD_ENDPOINT)],
+        &[
+            ("HF_HOME", &p(&home)),
+            ("HF_HUB_OFFLINE", "1"),
+            ("HF_ENDPOINT", DEAD_ENDPOINT),
+        ],
     );
     let err = stderr(&o);
     assert!(!o.status.success());
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("acme/absent") && err.contains("HF_HUB_OFFLINE=1"), "{err}");
-    assert!(!err.contains("127.0.0.1"), "offline mode must not try the endpoint: {err}");
+    assert!(
+        err.contains("acme/absent") && err.contains("HF_HUB_OFFLINE=1"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("127.0.0.1"),
+        "offline mode must not try the endpoint: {err}"
+    );
 }
 
 #[test]
@@ -91,9 +111,16 @@ fn incomplete_cache_is_not_used_offline() {
     std::fs::write(&txt, text(500)).unwrap();
     let o = arborist(
         &["eval", "--model", "acme/partial", "--ppl", &p(&txt)],
-        &[("HF_HOME", &p(&home)), ("HF_HUB_OFFLINE", "1"), ("HF_ENDPOINT", DEAD_ENDPOINT)],
+        &[
+            ("HF_HOME", &p(&home)),
+            ("HF_HUB_OFFLINE", "1"),
+            ("HF_ENDPOINT", DEAD_ENDPOINT),
+        ],
     );
     let err = stderr(&o);
     assert!(!o.status.success());
-    assert!(err.contains("not complete in the Hugging Face cache"), "{err}");
+    assert!(
+        err.contains("not complete in the Hugging Face cache"),
+        "{err}"
+    );
 }

@@ -454,12 +454,39 @@ fn sparsegpt_prunes_to_target_and_updates_kept_weights() {
     let (mut m, w) = load("llama");
     let dense = m.decoder.clone();
     let plan = uniform(&m.decoder, Pattern::Unstructured(0.5));
-    prune_sequential(&mut m.decoder, Some(&w), &plan, &OneShotOptions::new(Method::Sparsegpt), |_, _| {}).unwrap();
-    assert!((m.decoder.global_sparsity() - 0.5).abs() < 1e-3, "{}", m.decoder.global_sparsity());
+    prune_sequential(
+        &mut m.decoder,
+        Some(&w),
+        &plan,
+        &OneShotOptions::new(Method::Sparsegpt),
+        |_, _| {},
+    )
+    .unwrap();
+    assert!(
+        (m.decoder.global_sparsity() - 0.5).abs() < 1e-3,
+        "{}",
+        m.decoder.global_sparsity()
+    );
     // Kept weights change (the OBS update); pruned ones are exactly zero.
-    let id = LinearId { block: 1, kind: LinearKind::Down };
-    let before = dense.linear(id).weight().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let after = m.decoder.linear(id).active().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let id = LinearId {
+        block: 1,
+        kind: LinearKind::Down,
+    };
+    let before = dense
+        .linear(id)
+        .weight()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let after = m
+        .decoder
+        .linear(id)
+        .active()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let mask = m.decoder.linear(id).mask().unwrap();
     let cols = m.decoder.linear(id).in_features();
     let mut changed = 0;
@@ -470,5 +497,8 @@ fn sparsegpt_prunes_to_target_and_updates_kept_weights() {
             changed += 1;
         }
     }
-    assert!(changed > before.len() / 4, "only {changed} kept weights were updated");
+    assert!(
+        changed > before.len() / 4,
+        "only {changed} kept weights were updated"
+    );
 }
