@@ -26,7 +26,7 @@ impl Pattern {
             Pattern::NM { n, m } => {
                 ensure!(n >= 1 && n < m, "N:M pattern {n}:{m} must have 1 <= N < M");
                 ensure!(
-                    cols % m == 0,
+                    cols.is_multiple_of(m),
                     "N:M pattern {n}:{m} needs the input size {cols} to be a multiple of {m}"
                 );
             }

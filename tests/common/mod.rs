@@ -56,8 +56,8 @@ pub fn text(n: usize) -> String {
     while s.len() < n {
         i = (i * 31 + 17) % 1009;
         s.push_str(words[i % words.len()]);
-        s.push(if i % 11 == 0 { '.' } else { ' ' });
-        if i % 11 == 0 {
+        s.push(if i.is_multiple_of(11) { '.' } else { ' ' });
+        if i.is_multiple_of(11) {
             s.push(' ');
         }
     }
