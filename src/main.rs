@@ -1,6 +1,23 @@
 use clap::Parser;
 
+#[cfg(unix)]
+fn default_sigpipe() {
+    // Rust ignores SIGPIPE, so `arborist profile | head` would panic in println!;
+    // restore the default so a closed pipe ends the process quietly, as for other CLI tools.
+    unsafe extern "C" {
+        fn signal(sig: i32, handler: usize) -> usize;
+    }
+    const SIGPIPE: i32 = 13;
+    const SIG_DFL: usize = 0;
+    // SAFETY: called first thing in main, before any thread exists.
+    unsafe {
+        signal(SIGPIPE, SIG_DFL);
+    }
+}
+
 fn main() {
+    #[cfg(unix)]
+    default_sigpipe();
     let cli = arborist::cli::Cli::parse();
     arborist::runtime::set_compute_threads(cli.threads);
     if let Err(e) = arborist::cli::run(cli) {
