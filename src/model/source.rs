@@ -10,7 +10,7 @@ pub struct ModelFiles {
     pub id: String,
     pub config: PathBuf,
     pub tokenizer: PathBuf,
-    /// One file, or the shards listed by `model.safetensors.index.json` in index order.
+    /// One file, or the shards listed by `model.safetensors.index.json`, sorted by name.
     pub weights: Vec<PathBuf>,
 }
 
@@ -79,7 +79,7 @@ fn looks_like_hub_id(spec: &str) -> bool {
         })
 }
 
-/// Shard file names in the order they first appear in the index's weight map.
+/// Distinct shard file names of the index's weight map, sorted.
 fn shard_names(index: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(index)
         .with_context(|| format!("cannot read {}", index.display()))?;
