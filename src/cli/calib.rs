@@ -36,7 +36,7 @@ pub struct CalibArgs {
 impl CalibArgs {
     pub fn seqlen(&self, m: &LoadedModel) -> usize {
         self.seqlen
-            .unwrap_or(2048.min(m.cfg.max_position_embeddings))
+            .unwrap_or(crate::data::default_seqlen(m.cfg.max_position_embeddings))
     }
 
     /// The calibration windows, or None when no --calib was given.

@@ -40,9 +40,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     // Read the text before loading weights so a bad file fails fast.
     let text = read_text(ppl_path)?;
     let model = LoadedModel::load(&a.model.model, &device, dtype)?;
-    let seqlen = a
-        .seqlen
-        .unwrap_or(2048.min(model.cfg.max_position_embeddings));
+    let seqlen = a.seqlen.unwrap_or(crate::data::default_seqlen(
+        model.cfg.max_position_embeddings,
+    ));
     let ids = model.encode(&text)?;
     let windows =
         Windows::sequential(&ids, seqlen, a.max_windows, &ppl_path.display().to_string())?;

@@ -1,4 +1,4 @@
 //! Text corpora and token windows.
 
 pub mod text;
-pub use text::{read_text, Windows};
+pub use text::{default_seqlen, ids_tensor, read_text, Windows};

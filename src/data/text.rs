@@ -16,6 +16,24 @@ pub fn read_text(path: &Path) -> Result<String> {
     }
 }
 
+/// A batch of equal-length windows as a [batch, seq] id tensor.
+pub fn ids_tensor(
+    windows: &[Vec<u32>],
+    device: &candle_core::Device,
+) -> Result<candle_core::Tensor> {
+    let flat: Vec<u32> = windows.iter().flatten().copied().collect();
+    Ok(candle_core::Tensor::from_vec(
+        flat,
+        (windows.len(), windows[0].len()),
+        device,
+    )?)
+}
+
+/// The default window length: 2048 tokens, capped at the model's context.
+pub fn default_seqlen(max_position_embeddings: usize) -> usize {
+    2048.min(max_position_embeddings)
+}
+
 /// Non-overlapping windows of `seqlen` tokens, as in the Wanda/SparseGPT protocol.
 #[derive(Debug, Clone)]
 pub struct Windows {

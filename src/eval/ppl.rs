@@ -33,9 +33,7 @@ pub fn window_loss(logits: &Tensor, ids: &Tensor) -> Result<Tensor> {
 
 /// Losses of a batch of windows, as f64.
 pub fn batch_losses(model: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<f64>> {
-    let t = windows[0].len();
-    let flat: Vec<u32> = windows.iter().flatten().copied().collect();
-    let ids = Tensor::from_vec(flat, (windows.len(), t), &model.device)?;
+    let ids = crate::data::ids_tensor(windows, &model.device)?;
     let logits = model.forward(&ids, None)?;
     Ok(window_loss(&logits, &ids)?
         .to_dtype(DType::F64)?

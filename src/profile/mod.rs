@@ -71,19 +71,10 @@ pub fn zscores(x: &[f64]) -> Vec<f64> {
 pub fn input_stats(d: &Decoder, calib: &Windows, batch: usize) -> Result<Vec<BlockStats>> {
     let mut stats = vec![BlockStats::default(); d.blocks.len()];
     for chunk in calib.windows.chunks(batch.max(1)) {
-        let ids = ids_tensor(d, chunk)?;
+        let ids = crate::data::ids_tensor(chunk, &d.device)?;
         d.forward(&ids, Some(&mut stats))?;
     }
     Ok(stats)
-}
-
-fn ids_tensor(d: &Decoder, windows: &[Vec<u32>]) -> Result<Tensor> {
-    let flat: Vec<u32> = windows.iter().flatten().copied().collect();
-    Ok(Tensor::from_vec(
-        flat,
-        (windows.len(), windows[0].len()),
-        &d.device,
-    )?)
 }
 
 /// G = mean over the windows of d(window loss)/dW for every linear, in `linear_ids` order.
@@ -96,7 +87,7 @@ pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>], batch: usize) -> Result
     let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
     let m = windows.len() as f64;
     for chunk in windows.chunks(batch.max(1)) {
-        let ids = ids_tensor(d, chunk)?;
+        let ids = crate::data::ids_tensor(chunk, &d.device)?;
         let loss = (window_loss(&gd.forward(&ids, None)?, &ids)?.sum_all()? / m)?;
         let grads = loss.backward()?;
         for (a, v) in acc.iter_mut().zip(&vars) {

@@ -56,11 +56,7 @@ pub fn embed_batches(d: &Decoder, calib: &Windows, batch: usize) -> Result<Vec<T
     calib
         .windows
         .chunks(batch.max(1))
-        .map(|c| {
-            let flat: Vec<u32> = c.iter().flatten().copied().collect();
-            let ids = Tensor::from_vec(flat, (c.len(), calib.seqlen), &d.device)?;
-            d.embed(&ids)
-        })
+        .map(|c| d.embed(&crate::data::ids_tensor(c, &d.device)?))
         .collect()
 }
 
