@@ -1,69 +1,208 @@
-//! `arborist eval`: perplexity under the Wanda/SparseGPT protocol.
+//! `arborist eval`: perplexity (Wanda/SparseGPT), MMLU (Hendrycks) and FreebaseQA (LLM-KICK).
 
 use anyhow::{bail, Result};
 use clap::Args;
-use std::path::PathBuf;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
 
 use super::ModelArgs;
+use crate::data::freebaseqa::{read_freebaseqa, FreebaseItem};
+use crate::data::mmlu::{read_mmlu, MmluData};
+use crate::data::parquet_text::{is_parquet, read_parquet_text};
 use crate::data::{read_text, Windows};
-use crate::eval::perplexity;
+use crate::eval::freebaseqa::{evaluate_freebaseqa, FreebaseOptions, FreebaseResult};
+use crate::eval::mmlu::{evaluate_mmlu, MmluOptions, MmluResult};
+use crate::eval::{perplexity, Perplexity};
 use crate::model::LoadedModel;
-use crate::runtime::{parse_device, parse_dtype};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Text file for perplexity (UTF-8).
+    /// Text file (UTF-8) or parquet file with a `text` column (rows joined by "\n\n").
     #[arg(long)]
     pub ppl: Option<PathBuf>,
+    /// MMLU: the Hendrycks CSV directory, a directory of parquet files, or a parquet file.
+    #[arg(long)]
+    pub mmlu: Option<PathBuf>,
+    /// FreebaseQA JSON file (kelvin-jiang format).
+    #[arg(long)]
+    pub freebaseqa: Option<PathBuf>,
+    /// MMLU few-shot examples taken from the dev split.
+    #[arg(long, default_value_t = 5)]
+    pub shots: usize,
+    /// Evaluate only the first N items (of each MMLU subject; of the FreebaseQA file).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// FreebaseQA: most tokens generated per answer.
+    #[arg(long, default_value_t = 24)]
+    pub max_new_tokens: usize,
     /// Tokens per window (default: 2048, capped at the model's max_position_embeddings).
     #[arg(long)]
     pub seqlen: Option<usize>,
     /// Use only the first K windows.
     #[arg(long)]
     pub max_windows: Option<usize>,
-    /// Windows per forward pass.
+    /// Windows (perplexity) or prompts (MMLU) per forward pass.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// With --json, include per-item MMLU predictions and FreebaseQA generations.
+    #[arg(long)]
+    pub per_item: bool,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    let Some(ppl_path) = &a.ppl else {
-        bail!("nothing to evaluate: pass --ppl FILE");
-    };
-    let device = parse_device(&a.model.device)?;
-    let dtype = parse_dtype(&a.model.dtype)?;
-    // Read the text before loading weights so a bad file fails fast.
-    let text = read_text(ppl_path)?;
+    if a.ppl.is_none() && a.mmlu.is_none() && a.freebaseqa.is_none() {
+        bail!("nothing to evaluate: pass --ppl FILE, --mmlu PATH or --freebaseqa FILE");
+    }
+    let device = a.model.device()?;
+    let dtype = a.model.dtype()?;
+    // Read every data set before loading weights so bad input fails fast.
+    let text = a.ppl.as_deref().map(read_ppl_text).transpose()?;
+    let mmlu = a
+        .mmlu
+        .as_deref()
+        .map(|p| read_mmlu(p, a.shots))
+        .transpose()?;
+    let fbqa = a.freebaseqa.as_deref().map(read_freebaseqa).transpose()?;
     let model = LoadedModel::load(&a.model.model, &device, dtype)?;
+
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model.files.id));
+    if let (Some(path), Some(text)) = (&a.ppl, &text) {
+        let res = run_ppl(&a, &model, path, text)?;
+        report_ppl(&a, &res, &mut out);
+    }
+    if let (Some(path), Some(data)) = (&a.mmlu, &mmlu) {
+        let res = run_mmlu(&a, &model, path, data)?;
+        report_mmlu(&a, &res, &mut out)?;
+    }
+    if let (Some(path), Some(items)) = (&a.freebaseqa, &fbqa) {
+        let res = run_fbqa(&a, &model, path, items)?;
+        report_fbqa(&a, &res, &mut out)?;
+    }
+    if a.json {
+        println!("{}", Value::Object(out));
+    }
+    Ok(())
+}
+
+fn read_ppl_text(path: &Path) -> Result<String> {
+    if is_parquet(path) {
+        read_parquet_text(path)
+    } else {
+        read_text(path)
+    }
+}
+
+fn run_ppl(a: &EvalArgs, model: &LoadedModel, path: &Path, text: &str) -> Result<Perplexity> {
     let seqlen = a.seqlen.unwrap_or(crate::data::default_seqlen(
         model.cfg.max_position_embeddings,
     ));
-    let ids = model.encode(&text)?;
-    let windows =
-        Windows::sequential(&ids, seqlen, a.max_windows, &ppl_path.display().to_string())?;
-    let dataset = ppl_path.display().to_string();
-    let res = perplexity(&model.decoder, &windows, a.batch, &dataset, |d, t| {
+    let dataset = path.display().to_string();
+    let ids = model.encode(text)?;
+    let windows = Windows::sequential(&ids, seqlen, a.max_windows, &dataset)?;
+    perplexity(&model.decoder, &windows, a.batch, &dataset, |d, t| {
         super::progress("evaluating windows", d, t)
-    })?;
+    })
+}
+
+fn report_ppl(a: &EvalArgs, res: &Perplexity, out: &mut Map<String, Value>) {
     if a.json {
-        let out = serde_json::json!({
-            "model": model.files.id,
-            "ppl": {
+        out.insert(
+            "ppl".into(),
+            json!({
                 "value": res.value, "seqlen": res.seqlen, "windows": res.windows,
                 "tokens": res.tokens, "dataset": res.dataset, "dtype": res.dtype,
-            }
-        });
-        println!("{out}");
+            }),
+        );
     } else {
         println!(
             "perplexity {:.4}  ({}, seqlen {}, {} windows of {} tokens, {})",
             res.value, res.dataset, res.seqlen, res.windows, res.tokens, res.dtype
         );
     }
+}
+
+fn run_mmlu(a: &EvalArgs, model: &LoadedModel, path: &Path, data: &MmluData) -> Result<MmluResult> {
+    let opts = MmluOptions {
+        shots: a.shots,
+        limit: a.limit,
+        batch: a.batch,
+    };
+    evaluate_mmlu(model, data, &opts, &path.display().to_string(), |d, t| {
+        super::progress("MMLU items", d, t)
+    })
+}
+
+fn report_mmlu(a: &EvalArgs, res: &MmluResult, out: &mut Map<String, Value>) -> Result<()> {
+    if a.json {
+        let mut v = serde_json::to_value(res)?;
+        if !a.per_item {
+            v.as_object_mut().expect("a struct").remove("predictions");
+        }
+        out.insert("mmlu".into(), v);
+        return Ok(());
+    }
+    println!(
+        "mmlu accuracy {:.4}  ({}/{} items, {} subjects, {}-shot, {} split, {}{}{})",
+        res.accuracy,
+        res.correct,
+        res.items,
+        res.subjects.len(),
+        res.shots,
+        res.split,
+        res.dtype,
+        res.limit
+            .map_or(String::new(), |l| format!(", limit {l} per subject")),
+        if res.reduced_shots > 0 {
+            format!(
+                ", {} prompts cut to fewer shots to fit {} tokens",
+                res.reduced_shots, res.max_context
+            )
+        } else {
+            String::new()
+        }
+    );
+    for s in &res.subjects {
+        println!(
+            "  {:<40} {:.4}  ({}/{})",
+            s.subject, s.accuracy, s.correct, s.items
+        );
+    }
+    Ok(())
+}
+
+fn run_fbqa(
+    a: &EvalArgs,
+    model: &LoadedModel,
+    path: &Path,
+    items: &[FreebaseItem],
+) -> Result<FreebaseResult> {
+    let opts = FreebaseOptions {
+        limit: a.limit,
+        max_new_tokens: a.max_new_tokens,
+    };
+    evaluate_freebaseqa(model, items, &opts, &path.display().to_string(), |d, t| {
+        super::progress("FreebaseQA questions", d, t)
+    })
+}
+
+fn report_fbqa(a: &EvalArgs, res: &FreebaseResult, out: &mut Map<String, Value>) -> Result<()> {
+    if a.json {
+        let mut v = serde_json::to_value(res)?;
+        if !a.per_item {
+            v.as_object_mut().expect("a struct").remove("records");
+        }
+        out.insert("freebaseqa".into(), v);
+        return Ok(());
+    }
+    println!(
+        "freebaseqa accuracy {:.4}  ({}/{} questions, greedy, at most {} new tokens, {})",
+        res.accuracy, res.correct, res.items, res.max_new_tokens, res.dtype
+    );
     Ok(())
 }

@@ -1,4 +1,7 @@
 //! Text corpora and token windows.
 
+pub mod freebaseqa;
+pub mod mmlu;
+pub mod parquet_text;
 pub mod text;
 pub use text::{default_seqlen, ids_tensor, read_text, Windows};

@@ -1,4 +1,6 @@
 //! Evaluations; every result carries its protocol.
 
+pub mod freebaseqa;
+pub mod mmlu;
 pub mod ppl;
 pub use ppl::{perplexity, Perplexity};

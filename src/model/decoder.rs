@@ -156,7 +156,22 @@ impl Decoder {
             wide_dtype(self.dtype),
             &self.device,
         )?;
-        self.block_forward_with(i, x, &rope, &mask, rec)
+        self.block_forward_with(i, x, &rope, &mask, rec, None)
+    }
+
+    /// One block over new positions that attend to earlier ones through `kv`: the keys
+    /// (after rotary embedding) and values [batch, kv_heads, past, head_dim] of the past
+    /// positions, extended in place. `rope` holds the new positions' rows and `mask` is
+    /// [new, past + new]; `generate::forward_cached` builds both.
+    pub fn block_forward_cached(
+        &self,
+        i: usize,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        mask: &Tensor,
+        kv: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        self.block_forward_with(i, x, rope, mask, None, Some(kv))
     }
 
     fn block_forward_with(
@@ -166,6 +181,7 @@ impl Decoder {
         rope: &(Tensor, Tensor),
         mask: &Tensor,
         mut rec: Option<&mut BlockStats>,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let blk = &self.blocks[i];
         let cfg = &self.cfg;
@@ -198,6 +214,17 @@ impl Decoder {
                 candle_nn::rotary_emb::rope(&q, cos, sin)?,
                 candle_nn::rotary_emb::rope(&k, cos, sin)?,
             )
+        };
+        let (k, v) = match kv {
+            Some(cache) => {
+                let (k, v) = match cache.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                    None => (k, v),
+                };
+                *cache = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+            None => (k, v),
         };
         let groups = cfg.num_heads / cfg.num_kv_heads;
         let k = candle_transformers::utils::repeat_kv(k, groups)?;
@@ -258,7 +285,7 @@ impl Decoder {
                 }
             };
             let r = rec.as_deref_mut().map(|s| &mut s[i]);
-            x = self.block_forward_with(i, &x, &rope, mask, r)?;
+            x = self.block_forward_with(i, &x, &rope, mask, r, None)?;
         }
         self.head(&x)
     }

@@ -1,0 +1,94 @@
+//! Reading Hugging Face dataset parquet files through parquet's record API (no arrow):
+//! a projected row reader shared by the evaluators, and wikitext's `text` column.
+
+use anyhow::{anyhow, bail, Context, Result};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::Field;
+use parquet::schema::types::Type;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Calls `f(row, fields)` for every row, rows counted from 1, with the `columns` fields
+/// in the order asked. A missing column is an error naming the file and its columns.
+pub fn for_each_row(
+    path: &Path,
+    columns: &[&str],
+    mut f: impl FnMut(usize, &[&Field]) -> Result<()>,
+) -> Result<()> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| anyhow!("{} is not a readable parquet file: {e}", path.display()))?;
+    let root = reader.metadata().file_metadata().schema().clone();
+    let have: Vec<&str> = root.get_fields().iter().map(|t| t.name()).collect();
+    for c in columns {
+        if !have.contains(c) {
+            bail!(
+                "{} has no column `{c}` (columns: {})",
+                path.display(),
+                have.join(", ")
+            );
+        }
+    }
+    // Project onto the wanted columns, in file order as the projection requires.
+    let fields: Vec<Arc<Type>> = root
+        .get_fields()
+        .iter()
+        .filter(|t| columns.contains(&t.name()))
+        .cloned()
+        .collect();
+    let proj = Type::group_type_builder(root.name())
+        .with_fields(fields)
+        .build()?;
+    let rows = reader
+        .get_row_iter(Some(proj))
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    for (i, row) in rows.enumerate() {
+        let row = row.map_err(|e| anyhow!("{}: row {}: {e}", path.display(), i + 1))?;
+        let cols = row.into_columns();
+        let picked: Vec<&Field> = columns
+            .iter()
+            .map(|c| &cols.iter().find(|(n, _)| n == c).expect("projected").1)
+            .collect();
+        f(i + 1, &picked)?;
+    }
+    Ok(())
+}
+
+/// A string field: UTF8-annotated, or plain bytes that are valid UTF-8. None for null.
+pub fn field_str(f: &Field) -> Option<&str> {
+    match f {
+        Field::Str(s) => Some(s),
+        Field::Bytes(b) => std::str::from_utf8(b.data()).ok(),
+        _ => None,
+    }
+}
+
+/// The `text` column with rows joined by "\n\n", as Wanda and SparseGPT join the rows of
+/// wikitext-2-raw-v1's test split before tokenizing. Null rows count as empty.
+pub fn read_parquet_text(path: &Path) -> Result<String> {
+    let mut rows: Vec<String> = Vec::new();
+    for_each_row(path, &["text"], |row, f| {
+        match f[0] {
+            Field::Null => rows.push(String::new()),
+            other => match field_str(other) {
+                Some(s) => rows.push(s.to_string()),
+                None => bail!(
+                    "{}: row {row}: column `text` is not a string",
+                    path.display()
+                ),
+            },
+        }
+        Ok(())
+    })?;
+    if rows.is_empty() {
+        bail!("{} has no rows", path.display());
+    }
+    Ok(rows.join("\n\n"))
+}
+
+/// Is this path a parquet file (by extension)?
+pub fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}

@@ -1,0 +1,153 @@
+//! FreebaseQA under the LLM-KICK protocol: greedy answer after "Please give answer to this
+//! question: {q}\nThe answer is ", correct when a gold alias occurs in the continuation.
+
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+use std::path::Path;
+
+use crate::data::freebaseqa::FreebaseItem;
+use crate::model::generate::generate_greedy_until;
+use crate::model::LoadedModel;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FreebaseResult {
+    pub accuracy: f64,
+    pub correct: usize,
+    pub items: usize,
+    /// The first `limit` questions of the file.
+    pub limit: Option<usize>,
+    pub max_new_tokens: usize,
+    pub dataset: String,
+    pub dtype: String,
+    /// Token ids that end generation (EOS from the model's config files).
+    pub stop_ids: Vec<u32>,
+    pub records: Vec<FreebaseRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FreebaseRecord {
+    pub id: String,
+    pub question: String,
+    /// The generated continuation, cut at its first newline.
+    pub generated: String,
+    pub correct: bool,
+}
+
+pub fn prompt(question: &str) -> String {
+    format!("Please give answer to this question: {question}\nThe answer is ")
+}
+
+/// Lowercase with every whitespace character removed.
+pub fn normalize(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Is any alias (normalized, non-empty) a substring of the normalized continuation?
+/// Only the continuation is scored: an alias that appears in the question earns nothing.
+pub fn is_correct(continuation: &str, aliases: &[String]) -> bool {
+    let text = normalize(continuation);
+    aliases
+        .iter()
+        .map(|a| normalize(a))
+        .any(|a| !a.is_empty() && text.contains(&a))
+}
+
+/// EOS ids from `config.json` and, when present beside it, `generation_config.json`
+/// (`eos_token_id` may be a number or a list).
+pub fn eos_ids(config: &Path) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let files = [
+        config.to_path_buf(),
+        config.with_file_name("generation_config.json"),
+    ];
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let found: Vec<u32> = match &v["eos_token_id"] {
+            serde_json::Value::Number(n) => n.as_u64().into_iter().map(|x| x as u32).collect(),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect(),
+            _ => Vec::new(),
+        };
+        for id in found {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    ids
+}
+
+pub struct FreebaseOptions {
+    pub limit: Option<usize>,
+    pub max_new_tokens: usize,
+}
+
+pub fn evaluate_freebaseqa(
+    model: &LoadedModel,
+    items: &[FreebaseItem],
+    opts: &FreebaseOptions,
+    dataset: &str,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<FreebaseResult> {
+    let items = &items[..opts.limit.map_or(items.len(), |l| l.min(items.len()))];
+    let stop_ids = eos_ids(&model.files.config);
+    let decode = |ids: &[u32]| {
+        model
+            .tokenizer
+            .decode(ids, true)
+            .map_err(|e| anyhow!("decoding generated tokens: {e}"))
+    };
+    let mut records = Vec::with_capacity(items.len());
+    for (i, it) in items.iter().enumerate() {
+        let ids = model.encode(&prompt(&it.question))?;
+        let max = model.cfg.max_position_embeddings;
+        if ids.len() > max {
+            bail!(
+                "{dataset}: question {i} ({}): the prompt is {} tokens, more than max_position_embeddings {max}",
+                it.id,
+                ids.len()
+            );
+        }
+        // Generation ends at EOS or at the first newline of the decoded continuation.
+        let newline = |out: &[u32]| decode(out).is_ok_and(|t| t.contains('\n'));
+        let out = generate_greedy_until(
+            &model.decoder,
+            &ids,
+            opts.max_new_tokens,
+            &stop_ids,
+            newline,
+        )?;
+        let text = decode(&out)?;
+        let generated = text.split('\n').next().unwrap_or("").to_string();
+        records.push(FreebaseRecord {
+            id: it.id.clone(),
+            question: it.question.clone(),
+            correct: is_correct(&generated, &it.aliases),
+            generated,
+        });
+        progress(records.len(), items.len());
+    }
+    let correct = records.iter().filter(|r| r.correct).count();
+    Ok(FreebaseResult {
+        accuracy: correct as f64 / records.len().max(1) as f64,
+        correct,
+        items: records.len(),
+        limit: opts.limit,
+        max_new_tokens: opts.max_new_tokens,
+        dataset: dataset.to_string(),
+        dtype: crate::runtime::dtype_name(model.decoder.dtype).to_string(),
+        stop_ids,
+        records,
+    })
+}

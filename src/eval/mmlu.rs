@@ -1,0 +1,263 @@
+//! MMLU under the Hendrycks protocol: k dev examples, then the question ending in
+//! "Answer:"; the prediction is the letter whose continuation " A".." D" is most likely.
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use crate::data::mmlu::{MmluData, MmluItem, LETTERS};
+use crate::model::generate::{continuation_logprobs, next_token_logprobs_batch};
+use crate::model::LoadedModel;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MmluResult {
+    /// Micro average: correct / items over all subjects.
+    pub accuracy: f64,
+    pub correct: usize,
+    pub items: usize,
+    pub shots: usize,
+    /// At most this many items of each subject (the first ones in file order).
+    pub limit: Option<usize>,
+    pub split: String,
+    pub dataset: String,
+    pub dtype: String,
+    /// Prompts and continuations fit in this many tokens (max_position_embeddings).
+    pub max_context: usize,
+    /// Items whose prompt kept fewer than `shots` examples to fit `max_context`.
+    pub reduced_shots: usize,
+    pub subjects: Vec<SubjectScore>,
+    pub predictions: Vec<MmluPrediction>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubjectScore {
+    pub subject: String,
+    pub items: usize,
+    pub correct: usize,
+    pub accuracy: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MmluPrediction {
+    pub subject: String,
+    pub source: String,
+    pub row: usize,
+    pub answer: String,
+    pub predicted: String,
+    /// log p(" A") .. log p(" D") after the prompt.
+    pub logprobs: [f64; 4],
+    pub shots: usize,
+}
+
+/// "The following are multiple choice questions (with answers) about abstract algebra.\n\n"
+pub fn header(subject: &str) -> String {
+    format!(
+        "The following are multiple choice questions (with answers) about {}.\n\n",
+        subject.replace('_', " ")
+    )
+}
+
+/// The question, "A. .." to "D. ..", and "Answer:" (plus " X\n\n" for a solved example).
+pub fn format_example(item: &MmluItem, with_answer: bool) -> String {
+    let mut s = item.question.clone();
+    for (l, c) in LETTERS.iter().zip(&item.choices) {
+        s.push_str(&format!("\n{l}. {c}"));
+    }
+    s.push_str("\nAnswer:");
+    if with_answer {
+        s.push_str(&format!(" {}\n\n", LETTERS[item.answer]));
+    }
+    s
+}
+
+/// The Hendrycks prompt with the first `k` dev examples.
+pub fn prompt(item: &MmluItem, dev: &[MmluItem], k: usize) -> String {
+    let mut s = header(&item.subject);
+    for d in &dev[..k] {
+        s.push_str(&format_example(d, true));
+    }
+    s + &format_example(item, false)
+}
+
+/// A prompt's tokens and the tokens of its four continuations.
+struct Prepared {
+    prompt: Vec<u32>,
+    conts: Vec<Vec<u32>>,
+    shots: usize,
+}
+
+/// Tokens of " X" after `prompt_ids`: those of the joint encoding past the prompt when
+/// the prompt's tokens are a prefix of it (as lm-eval splits), else " X" encoded alone.
+fn continuation(
+    model: &LoadedModel,
+    text: &str,
+    prompt_ids: &[u32],
+    letter: &str,
+) -> Result<Vec<u32>> {
+    let cont = format!(" {letter}");
+    let joint = model.encode(&format!("{text}{cont}"))?;
+    if joint.len() > prompt_ids.len() && joint.starts_with(prompt_ids) {
+        return Ok(joint[prompt_ids.len()..].to_vec());
+    }
+    model.encode(&cont)
+}
+
+/// The longest prompt with at most `shots` examples that fits the context. As in
+/// Hendrycks' code, examples are dropped from the end until it fits.
+fn prepare(
+    model: &LoadedModel,
+    item: &MmluItem,
+    dev: &[MmluItem],
+    shots: usize,
+) -> Result<Prepared> {
+    let max = model.cfg.max_position_embeddings;
+    let mut k = shots;
+    loop {
+        let text = prompt(item, dev, k);
+        let ids = model.encode(&text)?;
+        let conts = LETTERS
+            .iter()
+            .map(|l| continuation(model, &text, &ids, l))
+            .collect::<Result<Vec<_>>>()?;
+        let longest = conts.iter().map(Vec::len).max().unwrap_or(1);
+        // Scoring feeds the prompt and all but the last continuation token.
+        let need = ids.len() + longest - 1;
+        if need <= max {
+            return Ok(Prepared {
+                prompt: ids,
+                conts,
+                shots: k,
+            });
+        }
+        if k == 0 {
+            bail!(
+                "{}: row {}: the 0-shot prompt needs {need} tokens, more than max_position_embeddings {max}",
+                item.source,
+                item.row
+            );
+        }
+        k -= 1;
+    }
+}
+
+pub struct MmluOptions {
+    pub shots: usize,
+    pub limit: Option<usize>,
+    /// Prompts per forward pass (right-padded).
+    pub batch: usize,
+}
+
+pub fn evaluate_mmlu(
+    model: &LoadedModel,
+    data: &MmluData,
+    opts: &MmluOptions,
+    dataset: &str,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<MmluResult> {
+    let items: Vec<&MmluItem> = data
+        .test
+        .values()
+        .flat_map(|v| v.iter().take(opts.limit.unwrap_or(usize::MAX)))
+        .collect();
+    let empty = Vec::new();
+    let mut predictions = Vec::with_capacity(items.len());
+    for chunk in items.chunks(opts.batch.max(1)) {
+        let prepared = chunk
+            .iter()
+            .map(|it| {
+                prepare(
+                    model,
+                    it,
+                    data.dev.get(&it.subject).unwrap_or(&empty),
+                    opts.shots,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (it, (p, lp)) in chunk
+            .iter()
+            .zip(prepared.iter().zip(score(model, &prepared)?))
+        {
+            let best = (0..4).fold(0, |b, j| if lp[j] > lp[b] { j } else { b });
+            predictions.push(MmluPrediction {
+                subject: it.subject.clone(),
+                source: it.source.clone(),
+                row: it.row,
+                answer: LETTERS[it.answer].to_string(),
+                predicted: LETTERS[best].to_string(),
+                logprobs: lp,
+                shots: p.shots,
+            });
+        }
+        progress(predictions.len(), items.len());
+    }
+    Ok(summarize(model, data, opts, dataset, predictions))
+}
+
+/// Log-probabilities of the four continuations of each prompt. Prompts whose
+/// continuations are single tokens share one batched forward.
+fn score(model: &LoadedModel, prepared: &[Prepared]) -> Result<Vec<[f64; 4]>> {
+    let single = |p: &Prepared| p.conts.iter().all(|c| c.len() == 1);
+    let batch: Vec<Vec<u32>> = prepared
+        .iter()
+        .filter(|p| single(p))
+        .map(|p| p.prompt.clone())
+        .collect();
+    let mut rows = if batch.is_empty() {
+        Vec::new()
+    } else {
+        next_token_logprobs_batch(&model.decoder, &batch)?.to_vec2::<f32>()?
+    }
+    .into_iter();
+    prepared
+        .iter()
+        .map(|p| {
+            let lp: Vec<f64> = if single(p) {
+                let row = rows.next().expect("one row per single-token prompt");
+                p.conts.iter().map(|c| row[c[0] as usize] as f64).collect()
+            } else {
+                continuation_logprobs(&model.decoder, &p.prompt, &p.conts)?
+            };
+            Ok([lp[0], lp[1], lp[2], lp[3]])
+        })
+        .collect()
+}
+
+fn summarize(
+    model: &LoadedModel,
+    data: &MmluData,
+    opts: &MmluOptions,
+    dataset: &str,
+    predictions: Vec<MmluPrediction>,
+) -> MmluResult {
+    let mut subjects: Vec<SubjectScore> = Vec::new();
+    for p in &predictions {
+        if subjects.last().is_none_or(|s| s.subject != p.subject) {
+            subjects.push(SubjectScore {
+                subject: p.subject.clone(),
+                items: 0,
+                correct: 0,
+                accuracy: 0.0,
+            });
+        }
+        let s = subjects.last_mut().expect("just pushed");
+        s.items += 1;
+        s.correct += usize::from(p.answer == p.predicted);
+    }
+    for s in &mut subjects {
+        s.accuracy = s.correct as f64 / s.items as f64;
+    }
+    let correct: usize = subjects.iter().map(|s| s.correct).sum();
+    MmluResult {
+        accuracy: correct as f64 / predictions.len().max(1) as f64,
+        correct,
+        items: predictions.len(),
+        shots: opts.shots,
+        limit: opts.limit,
+        split: data.split.clone(),
+        dataset: dataset.to_string(),
+        dtype: crate::runtime::dtype_name(model.decoder.dtype).to_string(),
+        max_context: model.cfg.max_position_embeddings,
+        reduced_shots: predictions.iter().filter(|p| p.shots < opts.shots).count(),
+        subjects,
+        predictions,
+    }
+}

@@ -1,0 +1,809 @@
+//! MMLU, FreebaseQA and wikitext-parquet evaluation on data files built here, in the
+//! formats published upstream, checked against computations from `Decoder::forward`.
+
+mod common;
+use arborist::data::mmlu::read_mmlu;
+use arborist::eval::freebaseqa::is_correct;
+use arborist::eval::mmlu::{evaluate_mmlu, MmluOptions};
+use arborist::model::LoadedModel;
+use candle_core::{DType, Device, Tensor, D};
+use common::*;
+use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+// ---------------------------------------------------------------- data builders
+
+#[derive(Clone)]
+struct Item {
+    subject: &'static str,
+    question: String,
+    choices: [String; 4],
+    answer: usize,
+}
+
+fn item(subject: &'static str, q: &str, c: [&str; 4], answer: usize) -> Item {
+    Item {
+        subject,
+        question: q.to_string(),
+        choices: c.map(str::to_string),
+        answer,
+    }
+}
+
+/// (test, dev) items. World religions' dev examples are long, so 5 shots overflow the
+/// fixture's 512 positions and the prompt must drop examples.
+fn mmlu_items() -> (Vec<Item>, Vec<Item>) {
+    let alg = "abstract_algebra";
+    let rel = "world_religions";
+    let long = |i: usize| {
+        format!(
+            "In the tradition described by the old river texts, number {i}, which of the \
+             following stones is kept by the heron while the light falls on the water near the mill?"
+        )
+    };
+    let test = vec![
+        item(
+            rel,
+            "Which river, \"old\" or new,\nkeeps the stones?",
+            ["old", "new", "both", "neither"],
+            0,
+        ),
+        item(alg, "1+1=?", ["0", "1", "2", "3"], 2),
+        item(
+            alg,
+            "Which, of these \"numbers\"\nis even?",
+            ["3", "5", "8", "9"],
+            2,
+        ),
+        item(
+            rel,
+            "The heron waits where?",
+            ["mill", "river", "stone", "light"],
+            1,
+        ),
+        item(alg, "2*3=?", ["6", "5", "4", "1"], 0),
+        item(
+            rel,
+            "What falls on water?",
+            ["stones", "light", "heron", "mill"],
+            1,
+        ),
+        item(alg, "0-0=?", ["1", "2", "3", "0"], 3),
+    ];
+    let mut dev: Vec<Item> = (0..5)
+        .map(|i| item(alg, &format!("{i}+0=?"), ["0", "1", "2", "3"], i % 4))
+        .collect();
+    dev.extend((0..5).map(|i| {
+        item(
+            rel,
+            &long(i),
+            ["the first", "the second", "the third", "none"],
+            (i + 1) % 4,
+        )
+    }));
+    (test, dev)
+}
+
+/// Quote every field, doubling inner quotes, as pandas' to_csv(quoting=ALL) does.
+fn csv_row(fields: &[&str]) -> String {
+    let q: Vec<String> = fields
+        .iter()
+        .map(|f| format!("\"{}\"", f.replace('"', "\"\"")))
+        .collect();
+    q.join(",") + "\n"
+}
+
+fn item_row(it: &Item) -> String {
+    let c = &it.choices;
+    csv_row(&[
+        &it.question,
+        &c[0],
+        &c[1],
+        &c[2],
+        &c[3],
+        ["A", "B", "C", "D"][it.answer],
+    ])
+}
+
+/// The Hendrycks layout: test/SUBJECT_test.csv and dev/SUBJECT_dev.csv.
+fn write_csv_tree(root: &Path, test: &[Item], dev: &[Item]) {
+    for (split, items) in [("test", test), ("dev", dev)] {
+        std::fs::create_dir_all(root.join(split)).unwrap();
+        for subject in ["abstract_algebra", "world_religions"] {
+            let body: String = items
+                .iter()
+                .filter(|i| i.subject == subject)
+                .map(item_row)
+                .collect();
+            std::fs::write(
+                root.join(split).join(format!("{subject}_{split}.csv")),
+                body,
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// cais/mmlu's schema as pyarrow writes it, snappy-compressed, one row group.
+fn write_mmlu_parquet(path: &Path, items: &[Item], answers: &[i64]) {
+    let schema = "message schema {
+        optional binary question (STRING);
+        optional binary subject (STRING);
+        optional group choices (LIST) { repeated group list { optional binary element (STRING); } }
+        optional int64 answer;
+    }";
+    let choices: Vec<Vec<&str>> = items
+        .iter()
+        .map(|i| i.choices.iter().map(String::as_str).collect())
+        .collect();
+    let questions: Vec<&str> = items.iter().map(|i| i.question.as_str()).collect();
+    let subjects: Vec<&str> = items.iter().map(|i| i.subject).collect();
+    write_parquet(
+        path,
+        schema,
+        &[
+            Col::Str(&questions),
+            Col::Str(&subjects),
+            Col::List(&choices),
+            Col::Int(answers),
+        ],
+    );
+}
+
+enum Col<'a> {
+    Str(&'a [&'a str]),
+    List(&'a [Vec<&'a str>]),
+    Int(&'a [i64]),
+}
+
+fn write_parquet(path: &Path, schema: &str, cols: &[Col]) {
+    let schema = Arc::new(parquet::schema::parser::parse_message_type(schema).unwrap());
+    let props = WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = SerializedFileWriter::new(file, schema, Arc::new(props)).unwrap();
+    let mut rg = w.next_row_group().unwrap();
+    for col in cols {
+        let mut c = rg.next_column().unwrap().unwrap();
+        match col {
+            Col::Str(v) => {
+                let vals: Vec<ByteArray> = v.iter().map(|s| ByteArray::from(*s)).collect();
+                let def = vec![1i16; v.len()];
+                c.typed::<ByteArrayType>()
+                    .write_batch(&vals, Some(&def), None)
+                    .unwrap();
+            }
+            Col::List(rows) => {
+                // Levels: definition 3 = element present; repetition 0 starts a row.
+                let vals: Vec<ByteArray> =
+                    rows.iter().flatten().map(|s| ByteArray::from(*s)).collect();
+                let def = vec![3i16; vals.len()];
+                let rep: Vec<i16> = rows
+                    .iter()
+                    .flat_map(|r| (0..r.len()).map(|j| i16::from(j > 0)))
+                    .collect();
+                c.typed::<ByteArrayType>()
+                    .write_batch(&vals, Some(&def), Some(&rep))
+                    .unwrap();
+            }
+            Col::Int(v) => {
+                let def = vec![1i16; v.len()];
+                c.typed::<Int64Type>()
+                    .write_batch(v, Some(&def), None)
+                    .unwrap();
+            }
+        }
+        c.close().unwrap();
+    }
+    rg.close().unwrap();
+    w.close().unwrap();
+}
+
+/// Hugging Face's `all/` config: test rows with the subjects interleaved, and dev rows.
+fn write_parquet_tree(root: &Path, test: &[Item], dev: &[Item]) -> PathBuf {
+    let all = root.join("all");
+    std::fs::create_dir_all(&all).unwrap();
+    let answers = |v: &[Item]| v.iter().map(|i| i.answer as i64).collect::<Vec<_>>();
+    let test_file = all.join("test-00000-of-00001.parquet");
+    write_mmlu_parquet(&test_file, test, &answers(test));
+    write_mmlu_parquet(&all.join("dev-00000-of-00001.parquet"), dev, &answers(dev));
+    test_file
+}
+
+fn write_text_parquet(path: &Path, rows: &[&str]) {
+    write_parquet(
+        path,
+        "message schema { optional binary text (STRING); }",
+        &[Col::Str(rows)],
+    );
+}
+
+fn freebase_question(id: &str, q: &str, aliases: &[&str]) -> Value {
+    json!({"Question-ID": id, "RawQuestion": q, "ProcessedQuestion": q.to_lowercase(),
+        "Parses": [{"Parse-Id": format!("{id}.P0"), "PotentialTopicEntityMention": "x",
+            "TopicEntityName": "x", "TopicEntityMid": "m.0x", "InferentialChain": "a.b.c",
+            "Answers": [{"AnswersMid": "m.0y", "AnswersName": aliases}]}]})
+}
+
+fn write_freebaseqa(path: &Path, questions: Vec<Value>) {
+    let doc = json!({"Dataset": "FreebaseQA-eval", "Version": "1.0", "Questions": questions});
+    std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+}
+
+// ---------------------------------------------------------------- model helpers
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(name)
+}
+
+fn load(dir: &Path) -> LoadedModel {
+    LoadedModel::load(dir.to_str().unwrap(), &Device::Cpu, DType::F32).unwrap()
+}
+
+/// The qwen3 fixture with its last four merges replaced by "Ġ A".."Ġ D" (same vocab
+/// size), so that " A".." D" are single tokens and MMLU takes the batched path.
+fn qwen3_single_letter_tokens(dir: &Path) -> PathBuf {
+    let src = fixture("qwen3");
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["config.json", "generation_config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let mut tok: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer.json")).unwrap())
+            .unwrap();
+    let model = &mut tok["model"];
+    let vocab = model["vocab"].as_object_mut().unwrap();
+    let last: Vec<(String, u64)> = {
+        let mut v: Vec<(String, u64)> = vocab
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect();
+        v.sort_by_key(|x| x.1);
+        v[v.len() - 4..].to_vec()
+    };
+    for ((old, id), l) in last.iter().zip(["A", "B", "C", "D"]) {
+        vocab.remove(old);
+        vocab.insert(format!("Ġ{l}"), json!(id));
+    }
+    let merges = model["merges"].as_array_mut().unwrap();
+    let n = merges.len();
+    for (j, l) in ["A", "B", "C", "D"].iter().enumerate() {
+        merges[n - 4 + j] = json!(["Ġ", l]);
+    }
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
+    dir.to_path_buf()
+}
+
+fn log_softmax_rows(model: &LoadedModel, ids: &[u32]) -> Vec<Vec<f32>> {
+    let t = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let logits = model.decoder.forward(&t, None).unwrap();
+    candle_nn::ops::log_softmax(&logits, D::Minus1)
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
+}
+
+fn hendrycks_example(it: &Item, answer: bool) -> String {
+    let c = &it.choices;
+    let mut s = format!(
+        "{}\nA. {}\nB. {}\nC. {}\nD. {}\nAnswer:",
+        it.question, c[0], c[1], c[2], c[3]
+    );
+    if answer {
+        s += &format!(" {}\n\n", ["A", "B", "C", "D"][it.answer]);
+    }
+    s
+}
+
+/// (predicted letter, log-probs, shots) from full forwards of prompt + continuation,
+/// dropping the last examples until the prompt fits 512 positions.
+fn reference_prediction(
+    model: &LoadedModel,
+    it: &Item,
+    dev: &[&Item],
+) -> (String, [f64; 4], usize) {
+    for k in (0..=5).rev() {
+        let mut prompt = format!(
+            "The following are multiple choice questions (with answers) about {}.\n\n",
+            it.subject.replace('_', " ")
+        );
+        for d in &dev[..k] {
+            prompt += &hendrycks_example(d, true);
+        }
+        prompt += &hendrycks_example(it, false);
+        let ids = model.encode(&prompt).unwrap();
+        let conts: Vec<Vec<u32>> = ["A", "B", "C", "D"]
+            .iter()
+            .map(|l| {
+                let joint = model.encode(&format!("{prompt} {l}")).unwrap();
+                assert!(joint.starts_with(&ids));
+                joint[ids.len()..].to_vec()
+            })
+            .collect();
+        let longest = conts.iter().map(Vec::len).max().unwrap();
+        if ids.len() + longest - 1 > model.cfg.max_position_embeddings {
+            continue;
+        }
+        let lp: Vec<f64> = conts
+            .iter()
+            .map(|c| {
+                let seq: Vec<u32> = ids.iter().chain(c).copied().collect();
+                let rows = log_softmax_rows(model, &seq);
+                c.iter()
+                    .enumerate()
+                    .map(|(j, &t)| rows[ids.len() - 1 + j][t as usize] as f64)
+                    .sum()
+            })
+            .collect();
+        let best = (0..4).fold(0, |b, j| if lp[j] > lp[b] { j } else { b });
+        return (
+            ["A", "B", "C", "D"][best].to_string(),
+            [lp[0], lp[1], lp[2], lp[3]],
+            k,
+        );
+    }
+    panic!("0-shot prompt does not fit");
+}
+
+// ---------------------------------------------------------------- MMLU
+
+#[test]
+fn mmlu_predictions_equal_full_forward_reference() {
+    let d = tmp();
+    let (test, dev) = mmlu_items();
+    write_csv_tree(&d.path().join("csv"), &test, &dev);
+    let variant = qwen3_single_letter_tokens(&d.path().join("qwen3_letters"));
+    for (dir, batch) in [(fixture("qwen3"), 1), (variant, 3)] {
+        let model = load(&dir);
+        let data = read_mmlu(&d.path().join("csv"), 5).unwrap();
+        let opts = MmluOptions {
+            shots: 5,
+            limit: None,
+            batch,
+        };
+        let res = evaluate_mmlu(&model, &data, &opts, "csv", |_, _| {}).unwrap();
+        // Subjects sorted, file order within a subject.
+        let mut order: Vec<&Item> = test.iter().collect();
+        order.sort_by_key(|i| i.subject);
+        assert_eq!(res.items, order.len());
+        let mut correct = 0;
+        for (it, p) in order.iter().zip(&res.predictions) {
+            let devs: Vec<&Item> = dev.iter().filter(|x| x.subject == it.subject).collect();
+            let (pred, lp, k) = reference_prediction(&model, it, &devs);
+            assert_eq!(p.subject, it.subject);
+            assert_eq!(
+                p.predicted, pred,
+                "{}: {:?} vs {:?}",
+                it.question, p.logprobs, lp
+            );
+            assert_eq!(p.shots, k, "{}", it.question);
+            for j in 0..4 {
+                assert!(
+                    (p.logprobs[j] - lp[j]).abs() < 1e-4,
+                    "{:?} vs {lp:?}",
+                    p.logprobs
+                );
+            }
+            correct += usize::from(pred == ["A", "B", "C", "D"][it.answer]);
+        }
+        assert_eq!(res.correct, correct);
+        assert!((res.accuracy - correct as f64 / order.len() as f64).abs() < 1e-12);
+        // The long world_religions examples force fewer shots; short algebra ones do not.
+        let cut: Vec<&str> = res
+            .predictions
+            .iter()
+            .filter(|p| p.shots < 5)
+            .map(|p| p.subject.as_str())
+            .collect();
+        assert_eq!(res.reduced_shots, cut.len());
+        assert!(
+            !cut.is_empty() && cut.iter().all(|s| *s == "world_religions"),
+            "{cut:?}"
+        );
+    }
+}
+
+fn eval_json(args: &[&str]) -> Value {
+    let o = arborist(args, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn mmlu_csv_and_parquet_give_identical_results() {
+    let d = tmp();
+    let (test, dev) = mmlu_items();
+    // Parquet rows interleave the subjects (as `test` lists them); CSV files are per subject.
+    write_csv_tree(&d.path().join("csv"), &test, &dev);
+    let test_file = write_parquet_tree(&d.path().join("pq"), &test, &dev);
+    let m = p(&fixture("qwen3"));
+    let run = |path: &Path, shots: &str| {
+        eval_json(&[
+            "eval",
+            "--model",
+            &m,
+            "--mmlu",
+            &p(path),
+            "--shots",
+            shots,
+            "--json",
+            "--per-item",
+        ])
+    };
+    let key = |v: &Value| -> Vec<(Value, Value, Value, Value)> {
+        v["mmlu"]["predictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x["subject"].clone(),
+                    x["answer"].clone(),
+                    x["predicted"].clone(),
+                    x["logprobs"].clone(),
+                )
+            })
+            .collect()
+    };
+    for shots in ["0", "5"] {
+        let csv = run(&d.path().join("csv"), shots);
+        for pq in [run(&d.path().join("pq"), shots), run(&test_file, shots)] {
+            assert_eq!(csv["mmlu"]["accuracy"], pq["mmlu"]["accuracy"]);
+            assert_eq!(csv["mmlu"]["subjects"], pq["mmlu"]["subjects"]);
+            assert_eq!(key(&csv), key(&pq));
+        }
+        let r = &csv["mmlu"];
+        assert_eq!(r["shots"].as_u64().unwrap().to_string(), shots);
+        assert_eq!(r["items"], 7);
+        assert_eq!(r["split"], "test");
+        assert_eq!(r["dtype"], "f32");
+        assert_eq!(r["subjects"].as_array().unwrap().len(), 2);
+    }
+    // --limit takes the first N items of each subject; without --per-item no predictions.
+    let v = eval_json(&[
+        "eval",
+        "--model",
+        &m,
+        "--mmlu",
+        &p(&d.path().join("csv")),
+        "--limit",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(v["mmlu"]["items"], 4);
+    assert_eq!(v["mmlu"]["limit"], 2);
+    assert!(v["mmlu"].get("predictions").is_none());
+}
+
+// ---------------------------------------------------------------- FreebaseQA
+
+#[test]
+fn freebaseqa_scoring_rules() {
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(is_correct(" It is New York City.", &a(&["new york"])));
+    assert!(is_correct("NEWYORK", &a(&["New  York"])));
+    assert!(is_correct(
+        "the answer: new\tyork",
+        &a(&["Boston", "NEW YORK"])
+    ));
+    assert!(!is_correct("Boston", &a(&["New York"])));
+    assert!(
+        !is_correct("anything", &a(&["", "  "])),
+        "an empty alias matches nothing"
+    );
+}
+
+/// Greedy continuation by full forwards: stop at EOS (id 0) or a newline, cut there.
+fn reference_continuation(model: &LoadedModel, question: &str, max_new: usize) -> String {
+    let prompt = format!("Please give answer to this question: {question}\nThe answer is ");
+    let mut seq = model.encode(&prompt).unwrap();
+    let start = seq.len();
+    for _ in 0..max_new {
+        let rows = log_softmax_rows(model, &seq);
+        let last = rows.last().unwrap();
+        let next = (0..last.len()).fold(0, |b, j| if last[j] > last[b] { j } else { b }) as u32;
+        if next == 0 {
+            break;
+        }
+        seq.push(next);
+        if model
+            .tokenizer
+            .decode(&seq[start..], true)
+            .unwrap()
+            .contains('\n')
+        {
+            break;
+        }
+    }
+    let text = model.tokenizer.decode(&seq[start..], true).unwrap();
+    text.split('\n').next().unwrap().to_string()
+}
+
+fn squash(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+#[test]
+fn freebaseqa_scores_the_continuation_only() {
+    let model = load(&fixture("qwen3"));
+    let candidates = [
+        "who keeps the stones",
+        "where does the heron wait",
+        "what falls on the water",
+        "which mill is old",
+    ];
+    let (q1, c1) = candidates
+        .iter()
+        .map(|q| (q.to_string(), reference_continuation(&model, q, 24)))
+        .find(|(_, c)| squash(c).chars().count() >= 3)
+        .expect("a question with a non-trivial continuation");
+    // An alias taken from the continuation, upper-cased and spaced out: right.
+    let alias: String = squash(&c1)
+        .chars()
+        .take(3)
+        .map(|c| format!("{} ", c.to_ascii_uppercase()))
+        .collect();
+    // An alias that is in the question (so in the prompt) but not in the answer: wrong.
+    let q2 = "which zebra drinks at the river".to_string();
+    let c2 = reference_continuation(&model, &q2, 24);
+    assert!(!squash(&c2).contains("zebra"), "{c2}");
+    let d = tmp();
+    let f = d.path().join("FreebaseQA-eval.json");
+    write_freebaseqa(
+        &f,
+        vec![
+            freebase_question("FreebaseQA-eval-0", &q1, &["no such thing", &alias]),
+            freebase_question("FreebaseQA-eval-1", &q2, &["zebra"]),
+        ],
+    );
+    let m = p(&fixture("qwen3"));
+    let v = eval_json(&[
+        "eval",
+        "--model",
+        &m,
+        "--freebaseqa",
+        &p(&f),
+        "--json",
+        "--per-item",
+    ]);
+    let r = &v["freebaseqa"];
+    assert_eq!(r["items"], 2);
+    assert_eq!(r["max_new_tokens"], 24);
+    assert_eq!(r["stop_ids"], json!([0]));
+    let rec = r["records"].as_array().unwrap();
+    assert_eq!(rec[0]["generated"], c1);
+    assert_eq!(rec[1]["generated"], c2);
+    assert_eq!(rec[0]["correct"], true, "alias `{alias}` vs `{c1}`");
+    assert_eq!(rec[1]["correct"], false);
+    assert_eq!(r["accuracy"], 0.5);
+    let v = eval_json(&[
+        "eval",
+        "--model",
+        &m,
+        "--freebaseqa",
+        &p(&f),
+        "--limit",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(v["freebaseqa"]["items"], 1);
+    assert_eq!(v["freebaseqa"]["limit"], 1);
+}
+
+// ---------------------------------------------------------------- wikitext parquet
+
+#[test]
+fn ppl_on_parquet_equals_ppl_on_rows_joined_by_blank_lines() {
+    let d = tmp();
+    let text = std::fs::read_to_string(fixture("eval.txt")).unwrap();
+    // Wikitext-like rows: headings, paragraphs and empty rows.
+    let lines: Vec<&str> = text.lines().collect();
+    let mut rows: Vec<&str> = vec!["", " = Heading = ", ""];
+    rows.extend(lines.iter().copied());
+    let pq = d.path().join("test-00000-of-00001.parquet");
+    write_text_parquet(&pq, &rows);
+    let txt = d.path().join("joined.txt");
+    std::fs::write(&txt, rows.join("\n\n")).unwrap();
+    let m = p(&fixture("qwen3"));
+    let a = eval_json(&[
+        "eval",
+        "--model",
+        &m,
+        "--ppl",
+        &p(&pq),
+        "--seqlen",
+        "64",
+        "--json",
+    ]);
+    let b = eval_json(&[
+        "eval",
+        "--model",
+        &m,
+        "--ppl",
+        &p(&txt),
+        "--seqlen",
+        "64",
+        "--json",
+    ]);
+    assert_eq!(a["ppl"]["value"], b["ppl"]["value"]);
+    assert_eq!(a["ppl"]["tokens"], b["ppl"]["tokens"]);
+    // Joining with single newlines would give other tokens.
+    std::fs::write(&txt, rows.join("\n")).unwrap();
+    let c = eval_json(&[
+        "eval",
+        "--model",
+        &m,
+        "--ppl",
+        &p(&txt),
+        "--seqlen",
+        "64",
+        "--json",
+    ]);
+    assert_ne!(a["ppl"]["tokens"], c["ppl"]["tokens"]);
+}
+
+// ---------------------------------------------------------------- bad input
+
+fn assert_one_line_error(args: &[&str], needles: &[&str]) {
+    let o = arborist(args, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "`{n}` not in: {err}");
+    }
+}
+
+fn mmlu_err(path: &Path, shots: &str, needles: &[&str]) {
+    let m = p(&fixture("qwen3"));
+    assert_one_line_error(
+        &["eval", "--model", &m, "--mmlu", &p(path), "--shots", shots],
+        needles,
+    );
+}
+
+#[test]
+fn bad_mmlu_csv_gives_one_line_naming_file_and_row() {
+    let (test, dev) = mmlu_items();
+    let fresh = || {
+        let d = tmp();
+        write_csv_tree(d.path(), &test, &dev);
+        d
+    };
+    let alg = |d: &Path| d.join("test/abstract_algebra_test.csv");
+    let append = |f: &Path, row: &str| {
+        let mut s = std::fs::read_to_string(f).unwrap();
+        s.push_str(row);
+        std::fs::write(f, s).unwrap();
+    };
+    // Row 5 of the algebra file (4 good rows before it).
+    let d = fresh();
+    append(&alg(d.path()), &csv_row(&["q", "a", "b", "c", "d"]));
+    mmlu_err(
+        d.path(),
+        "0",
+        &[&p(&alg(d.path())), "row 5", "5 columns, expected 6"],
+    );
+    let d = fresh();
+    append(&alg(d.path()), &csv_row(&["q", "a", "b", "c", "d", "E"]));
+    mmlu_err(d.path(), "0", &[&p(&alg(d.path())), "row 5", "`E`"]);
+    // No items at all.
+    let d = tmp();
+    std::fs::create_dir_all(d.path().join("test")).unwrap();
+    mmlu_err(d.path(), "0", &[&p(d.path()), "no MMLU items"]);
+    // Shots without a dev split, and more shots than dev examples.
+    let d = fresh();
+    std::fs::remove_dir_all(d.path().join("dev")).unwrap();
+    mmlu_err(d.path(), "5", &[&p(&d.path().join("dev")), "--shots 5"]);
+    let d = fresh();
+    let dev_file = d.path().join("dev/abstract_algebra_dev.csv");
+    mmlu_err(
+        d.path(),
+        "6",
+        &[
+            &p(&dev_file),
+            "abstract_algebra",
+            "5 dev examples",
+            "--shots 6",
+        ],
+    );
+    // A missing dev file for one subject.
+    std::fs::remove_file(&dev_file).unwrap();
+    mmlu_err(d.path(), "1", &[&p(&dev_file), "missing"]);
+}
+
+#[test]
+fn bad_mmlu_parquet_gives_one_line_naming_file_and_row() {
+    let (test, dev) = mmlu_items();
+    let d = tmp();
+    let mut answers: Vec<i64> = test.iter().map(|i| i.answer as i64).collect();
+    answers[2] = 7;
+    let f = d.path().join("test-00000-of-00001.parquet");
+    write_mmlu_parquet(&f, &test, &answers);
+    mmlu_err(&f, "0", &[&p(&f), "row 3", "answer 7"]);
+    // A valid test file with no dev file beside it.
+    let answers: Vec<i64> = test.iter().map(|i| i.answer as i64).collect();
+    write_mmlu_parquet(&f, &test, &answers);
+    mmlu_err(&f, "5", &[&p(d.path()), "--shots 5", "dev"]);
+    // Dev rows of one subject only: the other subject lacks examples.
+    let alg: Vec<Item> = dev
+        .iter()
+        .filter(|i| i.subject == "abstract_algebra")
+        .cloned()
+        .collect();
+    let dev_file = d.path().join("dev-00000-of-00001.parquet");
+    write_mmlu_parquet(&dev_file, &alg, &[0, 1, 2, 3, 0]);
+    mmlu_err(
+        &f,
+        "5",
+        &[&p(&dev_file), "world_religions", "0 dev examples"],
+    );
+    // A parquet file without the MMLU columns.
+    let t = d.path().join("test-text.parquet");
+    write_text_parquet(&t, &["a"]);
+    mmlu_err(&t, "0", &[&p(&t), "no column `question`"]);
+}
+
+#[test]
+fn bad_freebaseqa_and_text_parquet_give_one_line() {
+    let d = tmp();
+    let m = p(&fixture("qwen3"));
+    let f = d.path().join("fb.json");
+    let good = freebase_question("Q-0", "who?", &["me"]);
+    let mut no_raw = freebase_question("Q-1", "what?", &["it"]);
+    no_raw.as_object_mut().unwrap().remove("RawQuestion");
+    write_freebaseqa(&f, vec![good.clone(), no_raw]);
+    let fb = |needles: &[&str]| {
+        assert_one_line_error(&["eval", "--model", &m, "--freebaseqa", &p(&f)], needles)
+    };
+    fb(&[&p(&f), "question 1", "Q-1", "RawQuestion"]);
+    let mut no_names = freebase_question("Q-2", "what?", &["it"]);
+    no_names["Parses"][0]["Answers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("AnswersName");
+    write_freebaseqa(&f, vec![good.clone(), good.clone(), no_names]);
+    fb(&[&p(&f), "question 2", "Q-2", "AnswersName"]);
+    let mut no_parses = freebase_question("Q-3", "what?", &["it"]);
+    no_parses["Parses"] = json!([]);
+    write_freebaseqa(&f, vec![no_parses]);
+    fb(&[&p(&f), "question 0", "Parses[0]"]);
+    std::fs::write(&f, "{\"Questions\": [").unwrap();
+    fb(&[&p(&f), "not valid JSON"]);
+    write_freebaseqa(&f, vec![]);
+    fb(&[&p(&f), "empty"]);
+    // Perplexity on a parquet file without a `text` column.
+    let pq = d.path().join("x.parquet");
+    write_mmlu_parquet(&pq, &mmlu_items().0, &[0; 7]);
+    assert_one_line_error(
+        &["eval", "--model", &m, "--ppl", &p(&pq)],
+        &[&p(&pq), "no column `text`"],
+    );
+    // Nothing to evaluate.
+    assert_one_line_error(
+        &["eval", "--model", &m],
+        &["--ppl", "--mmlu", "--freebaseqa"],
+    );
+}
