@@ -2,6 +2,7 @@
 //!
 //! Data flow: `model` (weights, decoder) → `data` (token windows) → `eval` (metrics).
 
+pub mod agent;
 pub mod bench;
 pub mod cli;
 pub mod data;
@@ -10,3 +11,7 @@ pub mod model;
 pub mod profile;
 pub mod prune;
 pub mod runtime;
+pub mod session;
+pub mod train;
+pub mod world;
+pub mod worker;

@@ -1,0 +1,187 @@
+//! The built-in policy: offline and deterministic. It prunes the layers the profile calls
+//! least sensitive, shrinks its step after rollbacks and avoids the layers that caused them.
+//! Its reasoning and reflections are generated from the numbers it used.
+
+use anyhow::{bail, Result};
+
+use super::{
+    parse::frac, Agent, AgentContext, AgentReply, LayerRow, LayerTarget, Proposal, StepOutcome,
+    Usage,
+};
+
+/// How many recent iterations a rollback keeps shrinking the step and blocking its layers.
+const MEMORY: usize = 3;
+const MIN_STEP: f64 = 0.0125;
+
+#[derive(Debug, Default, Clone)]
+pub struct BuiltinAgent;
+
+fn combined(r: &LayerRow) -> f64 {
+    r.z_s + r.z_g
+}
+
+/// Round down to 4 decimals so the proposal reads well and never exceeds its bound.
+fn floor4(x: f64) -> f64 {
+    (x * 1e4 + 1e-9).floor() / 1e4
+}
+
+struct Plan {
+    step: f64,
+    recent_rollbacks: usize,
+    avoided: Vec<String>,
+}
+
+fn plan(ctx: &AgentContext) -> Plan {
+    let recent: Vec<&StepOutcome> = ctx
+        .history
+        .iter()
+        .filter(|o| !o.accepted && o.iteration + MEMORY > ctx.iteration)
+        .collect();
+    let step = (ctx.bounds.max_step * 0.5f64.powi(recent.len() as i32)).max(MIN_STEP);
+    let mut avoided: Vec<String> = recent
+        .iter()
+        .flat_map(|o| o.changes.iter().map(|c| c.name.clone()))
+        .collect();
+    avoided.sort();
+    avoided.dedup();
+    Plan {
+        step: step.min(ctx.bounds.max_step),
+        recent_rollbacks: recent.len(),
+        avoided,
+    }
+}
+
+impl BuiltinAgent {
+    pub fn decide(ctx: &AgentContext) -> Result<Proposal> {
+        let p = plan(ctx);
+        let b = &ctx.bounds;
+        let total: f64 = ctx.layers.iter().map(|l| l.params as f64).sum();
+        let mut need = (ctx.target - ctx.global_sparsity).max(0.0) * total;
+        let mut rows: Vec<&LayerRow> = ctx
+            .layers
+            .iter()
+            .filter(|l| l.sparsity + 0.005 < b.max_layer_sparsity && !p.avoided.contains(&l.name))
+            .collect();
+        rows.sort_by(|a, b| {
+            combined(a)
+                .total_cmp(&combined(b))
+                .then(a.name.cmp(&b.name))
+        });
+        let mut layers = Vec::new();
+        let mut used = Vec::new();
+        for r in rows {
+            if layers.len() >= b.max_layers || need <= 0.0 {
+                break;
+            }
+            let room = (b.max_layer_sparsity - r.sparsity).min(p.step);
+            // Do not overshoot the target by more than the layer's rounding.
+            let inc = room.min(need / r.params as f64 + 1e-4);
+            let to = floor4(r.sparsity + inc);
+            if to <= r.sparsity + 1e-6 {
+                continue;
+            }
+            need -= (to - r.sparsity) * r.params as f64;
+            used.push((r, to));
+            layers.push(LayerTarget {
+                name: r.name.clone(),
+                sparsity: to,
+            });
+        }
+        if layers.is_empty() {
+            bail!(
+                "builtin: no layer has headroom left below {}",
+                frac(b.max_layer_sparsity)
+            );
+        }
+        let after = ctx.global_sparsity
+            + used
+                .iter()
+                .map(|(r, to)| (to - r.sparsity) * r.params as f64)
+                .sum::<f64>()
+                / total.max(1.0);
+        let zs: Vec<f64> = used.iter().map(|(r, _)| combined(r)).collect();
+        let mut reasoning = format!(
+            "Chose the {} layers with the lowest combined sensitivity z_s + z_g (from {:.2} to {:.2}) \
+             that have headroom below {}; step up to +{} per layer",
+            layers.len(),
+            zs.first().copied().unwrap_or(0.0),
+            zs.last().copied().unwrap_or(0.0),
+            frac(b.max_layer_sparsity),
+            frac(floor4(p.step)),
+        );
+        if p.recent_rollbacks > 0 {
+            reasoning += &format!(
+                " (halved {} time(s) after rollbacks in the last {MEMORY} iterations; avoiding {})",
+                p.recent_rollbacks,
+                p.avoided.join(", ")
+            );
+        }
+        reasoning += &format!(
+            ". Expected global sparsity {} -> {} of target {}.",
+            frac(floor4(ctx.global_sparsity)),
+            frac(floor4(after)),
+            frac(ctx.target)
+        );
+        if let Some(f) = &ctx.feedback {
+            reasoning += &format!(
+                " Reviewer feedback noted: \"{f}\" (the built-in policy cannot act on free text)."
+            );
+        }
+        Ok(Proposal { layers, reasoning })
+    }
+
+    pub fn reflection(ctx: &AgentContext, proposal: &Proposal, o: &StepOutcome) -> String {
+        let n = o.changes.len().max(1) as f64;
+        let mean_inc = o.changes.iter().map(|c| c.to - c.from).sum::<f64>() / n;
+        let delta = o.ppl_after / o.ppl_before - 1.0;
+        let mut s = format!(
+            "Iteration {}: pruned {} layer(s) by +{:.3} on average; perplexity {:.3} -> {:.3} ({:+.2}%), {}. Global sparsity {:.3} of target {}.",
+            o.iteration,
+            proposal.layers.len(),
+            mean_inc,
+            o.ppl_before,
+            o.ppl_after,
+            delta * 100.0,
+            if o.accepted { "accepted" } else { "rolled back" },
+            o.global_sparsity_after,
+            frac(ctx.target),
+        );
+        if !o.accepted {
+            s += " Next I halve the step and leave these layers alone for a few iterations.";
+        } else if delta > ctx.threshold / 2.0 {
+            s += " The cost used more than half the threshold, so the next steps stay cautious.";
+        } else {
+            s += " The cost was well inside the threshold; the low-sensitivity layers still have headroom.";
+        }
+        s
+    }
+}
+
+impl Agent for BuiltinAgent {
+    fn propose(&mut self, ctx: &AgentContext) -> Result<AgentReply<Proposal>> {
+        Ok(AgentReply {
+            value: BuiltinAgent::decide(ctx)?,
+            prompt: None,
+            raw: None,
+            usage: Usage::default(),
+        })
+    }
+
+    fn reflect(
+        &mut self,
+        ctx: &AgentContext,
+        proposal: &Proposal,
+        outcome: &StepOutcome,
+    ) -> Result<AgentReply<String>> {
+        Ok(AgentReply {
+            value: BuiltinAgent::reflection(ctx, proposal, outcome),
+            prompt: None,
+            raw: None,
+            usage: Usage::default(),
+        })
+    }
+
+    fn name(&self) -> String {
+        "builtin".into()
+    }
+}

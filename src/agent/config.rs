@@ -1,0 +1,170 @@
+//! Configuration of the LLM clients: back end, key, retry policy, timeouts.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    OpenAi,
+    Anthropic,
+}
+
+impl Backend {
+    pub fn env_key(self) -> &'static str {
+        match self {
+            Backend::OpenAi => "OPENAI_API_KEY",
+            Backend::Anthropic => "ANTHROPIC_API_KEY",
+        }
+    }
+
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            Backend::OpenAi => "https://api.openai.com",
+            Backend::Anthropic => "https://api.anthropic.com",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::OpenAi => "openai",
+            Backend::Anthropic => "anthropic",
+        })
+    }
+}
+
+impl FromStr for Backend {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Backend> {
+        match s {
+            "openai" => Ok(Backend::OpenAi),
+            "anthropic" => Ok(Backend::Anthropic),
+            _ => bail!("--agent {s}: expected openai or anthropic for an LLM agent"),
+        }
+    }
+}
+
+/// An API key. Its Debug output is redacted so it cannot leak through `{:?}` of a config.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> ApiKey {
+        ApiKey(key.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Replaces the key in text that came from outside (a server may echo it back).
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        if self.0.len() >= 6 {
+            text.replace(&self.0, "<redacted>")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Retries on 429, 5xx and connection failures, waiting base, 2·base, 4·base ... or the
+/// server's Retry-After (seconds form), capped at `max_retry_after`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Total attempts including the first.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_secs(1),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Wait before the next attempt after `failures` failed ones (1-based).
+    pub fn backoff(&self, failures: u32) -> Duration {
+        self.base_delay * 2u32.saturating_pow(failures.saturating_sub(1).min(16))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    pub backend: Backend,
+    pub model: String,
+    /// None: the backend's public API. A trailing `/v1` is accepted and dropped.
+    pub base_url: Option<String>,
+    pub api_key: Option<ApiKey>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Sent as max_tokens; Anthropic requires one (default 4096), OpenAI gets none unless set.
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+}
+
+impl LlmConfig {
+    pub fn new(backend: Backend, model: impl Into<String>) -> LlmConfig {
+        LlmConfig {
+            backend,
+            model: model.into(),
+            base_url: None,
+            api_key: None,
+            timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(120),
+            retry: RetryPolicy::default(),
+            max_tokens: None,
+            temperature: None,
+        }
+    }
+
+    /// The CLI's view: `--agent`, `--agent-model`, `--base-url`, key from the environment.
+    pub fn from_env(backend: Backend, model: &str, base_url: Option<&str>) -> LlmConfig {
+        let mut c = LlmConfig::new(backend, model);
+        c.base_url = base_url.map(str::to_string);
+        c.api_key = std::env::var(backend.env_key())
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| ApiKey::new(k.trim()));
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_key_debug_is_redacted() {
+        let p = RetryPolicy::default();
+        let secs: Vec<u64> = (1..=4).map(|n| p.backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8]);
+        let k = ApiKey::new("sk-very-secret");
+        assert_eq!(format!("{k:?}"), "ApiKey(<redacted>)");
+        assert_eq!(k.scrub("echo sk-very-secret!"), "echo <redacted>!");
+        assert!("gemini"
+            .parse::<Backend>()
+            .unwrap_err()
+            .to_string()
+            .contains("openai or anthropic"));
+        assert_eq!("anthropic".parse::<Backend>().unwrap(), Backend::Anthropic);
+    }
+}

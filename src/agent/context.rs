@@ -1,0 +1,189 @@
+//! What an agent sees each iteration and what it answers with. Plain data: the session
+//! state machine builds these, the prompts render them, the session file records them.
+
+use serde::{Deserialize, Serialize};
+
+/// One linear layer of the sensitivity profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerRow {
+    /// Hugging Face module path, e.g. `model.layers.3.mlp.down_proj`.
+    pub name: String,
+    pub block: usize,
+    /// q, k, v, o, gate, up or down.
+    pub kind: String,
+    pub s: f64,
+    pub g: f64,
+    pub z_s: f64,
+    pub z_g: f64,
+    pub sparsity: f64,
+    pub params: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerChange {
+    pub name: String,
+    pub from: f64,
+    pub to: f64,
+}
+
+/// What happened to one applied proposal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepOutcome {
+    pub iteration: usize,
+    pub changes: Vec<LayerChange>,
+    pub ppl_before: f64,
+    pub ppl_after: f64,
+    pub accepted: bool,
+    pub global_sparsity_after: f64,
+    /// e.g. "rolled back: +7.1% > 5.0%".
+    pub note: String,
+}
+
+/// Limits on one step; proposals outside them are rejected, not clamped, so the agent
+/// learns the rule from the repair message instead of having its answer silently changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Bounds {
+    /// Largest sparsity increase of one layer in one step.
+    pub max_step: f64,
+    /// Most layers changed in one step.
+    pub max_layers: usize,
+    /// Highest sparsity any layer may reach.
+    pub max_layer_sparsity: f64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            max_step: 0.10,
+            max_layers: 8,
+            max_layer_sparsity: 0.9,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentContext {
+    pub model: String,
+    pub iteration: usize,
+    pub target: f64,
+    pub global_sparsity: f64,
+    /// Relative perplexity increase per step that triggers a rollback (0.05 = 5%).
+    pub threshold: f64,
+    pub dense_ppl: f64,
+    pub current_ppl: f64,
+    pub layers: Vec<LayerRow>,
+    pub history: Vec<StepOutcome>,
+    pub reflections: Vec<String>,
+    /// Human feedback from a rejected proposal.
+    pub feedback: Option<String>,
+    pub bounds: Bounds,
+}
+
+impl AgentContext {
+    pub fn layer(&self, name: &str) -> Option<&LayerRow> {
+        self.layers.iter().find(|l| l.name == name)
+    }
+
+    /// A small made-up context (2 blocks, one earlier rollback) for tests and examples.
+    pub fn example() -> AgentContext {
+        let kinds = [
+            ("q", "self_attn.q_proj"),
+            ("k", "self_attn.k_proj"),
+            ("v", "self_attn.v_proj"),
+            ("o", "self_attn.o_proj"),
+            ("gate", "mlp.gate_proj"),
+            ("up", "mlp.up_proj"),
+            ("down", "mlp.down_proj"),
+        ];
+        let mut layers = Vec::new();
+        // Block 1 first so the prompt's ordering is exercised.
+        for block in [1usize, 0] {
+            for (i, (kind, path)) in kinds.iter().enumerate() {
+                let x = (block * 7 + i) as f64;
+                layers.push(LayerRow {
+                    name: format!("model.layers.{block}.{path}"),
+                    block,
+                    kind: kind.to_string(),
+                    s: 0.01 * (x + 1.0),
+                    g: 0.002 * (14.0 - x),
+                    z_s: (x - 6.5) / 4.0,
+                    z_g: (6.5 - x) / 8.0,
+                    sparsity: if block == 0 { 0.3 } else { 0.2 },
+                    params: 4096,
+                });
+            }
+        }
+        let change = |name: &str, from: f64, to: f64| LayerChange {
+            name: name.into(),
+            from,
+            to,
+        };
+        AgentContext {
+            model: "tiny-llama".into(),
+            iteration: 3,
+            target: 0.45,
+            global_sparsity: 0.25,
+            threshold: 0.05,
+            dense_ppl: 10.0,
+            current_ppl: 10.8,
+            layers,
+            history: vec![
+                StepOutcome {
+                    iteration: 1,
+                    changes: vec![change("model.layers.0.mlp.up_proj", 0.2, 0.3)],
+                    ppl_before: 10.5,
+                    ppl_after: 10.8,
+                    accepted: true,
+                    global_sparsity_after: 0.25,
+                    note: "accepted: +2.9% <= 5.0%".into(),
+                },
+                StepOutcome {
+                    iteration: 2,
+                    changes: vec![change("model.layers.1.self_attn.q_proj", 0.2, 0.3)],
+                    ppl_before: 10.8,
+                    ppl_after: 11.6,
+                    accepted: false,
+                    global_sparsity_after: 0.25,
+                    note: "rolled back: +7.4% > 5.0%".into(),
+                },
+            ],
+            reflections: vec!["Attention projections in block 1 are fragile.".into()],
+            feedback: Some("Leave the q projections alone for now.".into()),
+            bounds: Bounds::default(),
+        }
+    }
+}
+
+/// Target sparsity of one layer (absolute, not an increment).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerTarget {
+    pub name: String,
+    pub sparsity: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub layers: Vec<LayerTarget>,
+    pub reasoning: String,
+}
+
+/// Token counts as the server reported them (0 when it did not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, o: Usage) {
+        self.prompt_tokens += o.prompt_tokens;
+        self.completion_tokens += o.completion_tokens;
+    }
+}
+
+/// Position of a kind inside a block, for a stable table order (q k v o gate up down).
+pub fn kind_order(kind: &str) -> usize {
+    const ORDER: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
+    ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len())
+}

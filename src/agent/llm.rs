@@ -1,0 +1,174 @@
+//! The chat client over the OpenAI-compatible and Anthropic APIs. Errors are one line and
+//! never carry the API key.
+
+use std::fmt;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{bail, Result};
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use super::config::{ApiKey, Backend, LlmConfig, RetryPolicy};
+use super::context::Usage;
+use super::http::HttpError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn user(content: impl Into<String>) -> Message {
+        Message {
+            role: Role::User,
+            content: content.into(),
+        }
+    }
+
+    pub fn assistant(content: impl Into<String>) -> Message {
+        Message {
+            role: Role::Assistant,
+            content: content.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatReply {
+    pub text: String,
+    pub usage: Usage,
+    /// The model the server says answered (falls back to the configured one).
+    pub model: String,
+}
+
+pub struct LlmClient {
+    pub(crate) cfg: LlmConfig,
+    /// Base URL without trailing slash or `/v1`.
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+    /// Set once an OpenAI-compatible server has rejected `response_format`.
+    pub(crate) schema_off: AtomicBool,
+}
+
+impl fmt::Debug for LlmClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmClient")
+            .field("backend", &self.cfg.backend)
+            .field("model", &self.cfg.model)
+            .field("base_url", &self.base)
+            .field("api_key", &self.cfg.api_key.as_ref().map(|_| "<redacted>"))
+            .field("retry", &self.cfg.retry)
+            .finish()
+    }
+}
+
+impl LlmClient {
+    pub fn new(cfg: LlmConfig) -> Result<LlmClient> {
+        let b = cfg.backend;
+        if cfg.model.trim().is_empty() {
+            bail!("{b}: no model given; pass --agent-model NAME");
+        }
+        if cfg.api_key.is_none() && cfg.base_url.is_none() {
+            bail!(
+                "{b}: {} is not set (needed for {}; a local server given with --base-url needs no key)",
+                b.env_key(),
+                b.default_base_url()
+            );
+        }
+        let raw = cfg.base_url.as_deref().unwrap_or(b.default_base_url());
+        let base = raw.trim().trim_end_matches('/');
+        let base = base.strip_suffix("/v1").unwrap_or(base).to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!("--base-url {raw}: expected an http:// or https:// URL");
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.timeout)
+            .user_agent(concat!("arborist/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| anyhow::anyhow!("{b}: cannot build the HTTP client: {e}"))?;
+        Ok(LlmClient {
+            cfg,
+            base,
+            http,
+            schema_off: AtomicBool::new(false),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.cfg.backend
+    }
+
+    pub fn model(&self) -> &str {
+        &self.cfg.model
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// One system prompt and one user message.
+    pub async fn chat(
+        &self,
+        system: &str,
+        user: &str,
+        schema: Option<&Value>,
+    ) -> Result<ChatReply> {
+        self.chat_messages(system, &[Message::user(user)], schema)
+            .await
+    }
+
+    /// A conversation (user and assistant turns) after one system prompt.
+    pub async fn chat_messages(
+        &self,
+        system: &str,
+        messages: &[Message],
+        schema: Option<&Value>,
+    ) -> Result<ChatReply> {
+        match self.cfg.backend {
+            Backend::OpenAi => super::openai::chat(self, system, messages, schema).await,
+            // Anthropic has no portable response_format; the prompt and tolerant parsing suffice.
+            Backend::Anthropic => super::anthropic::chat(self, system, messages).await,
+        }
+    }
+
+    /// A header holding the key, marked sensitive so reqwest never prints it.
+    pub(crate) fn secret_header(&self, prefix: &str) -> Option<HeaderValue> {
+        let key = self.cfg.api_key.as_ref()?;
+        let mut v = HeaderValue::from_str(&format!("{prefix}{}", key.expose())).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
+
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+        body: &Value,
+    ) -> Result<Value, HttpError> {
+        super::http::post_with_retry(self, path, headers, body).await
+    }
+
+    /// A failed call as the one-line error users see.
+    pub(crate) fn fail(&self, path: &str, e: HttpError) -> anyhow::Error {
+        let text = e.describe(self.cfg.backend, &format!("{}{path}", self.base));
+        anyhow::anyhow!(self.scrub(&text))
+    }
+
+    /// Server text with any echo of the key removed, fit for errors and logs.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        match &self.cfg.api_key {
+            Some(k) => k.scrub(text),
+            None => text.to_string(),
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Agents that propose pruning steps and reflect on their outcomes.
+//!
+//! `Agent` is synchronous: the session calls it from a worker thread. `LlmAgent` drives the
+//! async HTTP client on its own runtime (or a handle it is given) with `block_on`.
+
+mod anthropic;
+pub mod builtin;
+pub mod config;
+pub mod context;
+mod http;
+pub mod llm;
+mod openai;
+pub mod parse;
+pub mod prompt;
+
+use std::future::Future;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use context::{
+    AgentContext, Bounds, LayerChange, LayerRow, LayerTarget, Proposal, StepOutcome, Usage,
+};
+pub use llm::{ApiKey, Backend, ChatReply, LlmClient, LlmConfig, Message, RetryPolicy, Role};
+pub use prompt::Templates;
+
+/// Marks where a repair message and its answer follow in `AgentReply::prompt` and `raw`.
+pub const REPAIR_SEPARATOR: &str = "\n\n----- repair -----\n\n";
+
+/// An agent's answer with what is needed to log it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentReply<T> {
+    pub value: T,
+    /// Rendered user prompt(s), for the session log.
+    pub prompt: Option<String>,
+    /// Raw reply text(s).
+    pub raw: Option<String>,
+    pub usage: Usage,
+}
+
+pub trait Agent {
+    fn propose(&mut self, ctx: &AgentContext) -> Result<AgentReply<Proposal>>;
+    fn reflect(
+        &mut self,
+        ctx: &AgentContext,
+        proposal: &Proposal,
+        outcome: &StepOutcome,
+    ) -> Result<AgentReply<String>>;
+    fn name(&self) -> String;
+}
+
+/// A proposal that was still invalid after the one repair round. Downcast the
+/// `anyhow::Error` to this to log what was sent and received.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("agent proposal still invalid after one repair: {}", problems.join("; "))]
+pub struct ProposalError {
+    pub problems: Vec<String>,
+    pub prompt: String,
+    pub raw: String,
+    pub usage: Usage,
+}
+
+enum Exec {
+    Own(tokio::runtime::Runtime),
+    Handle(tokio::runtime::Handle),
+}
+
+pub struct LlmAgent {
+    client: LlmClient,
+    templates: Templates,
+    exec: Exec,
+    schema: Value,
+}
+
+impl LlmAgent {
+    /// Builds its own current-thread runtime. Create and drop it outside async code.
+    pub fn new(client: LlmClient, templates: Templates) -> Result<LlmAgent> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("agent: cannot start a tokio runtime")?;
+        Ok(LlmAgent {
+            client,
+            templates,
+            exec: Exec::Own(rt),
+            schema: parse::proposal_schema(),
+        })
+    }
+
+    /// Runs requests on an existing multi-thread runtime; call the agent off that runtime.
+    pub fn with_handle(
+        client: LlmClient,
+        templates: Templates,
+        handle: tokio::runtime::Handle,
+    ) -> LlmAgent {
+        LlmAgent {
+            client,
+            templates,
+            exec: Exec::Handle(handle),
+            schema: parse::proposal_schema(),
+        }
+    }
+
+    /// From CLI options: `--agent`, `--agent-model`, `--base-url`, a prompts dir; key from env.
+    pub fn from_options(
+        backend: &str,
+        model: &str,
+        base_url: Option<&str>,
+        prompts: Option<&Path>,
+    ) -> Result<LlmAgent> {
+        let backend: Backend = backend.parse()?;
+        let client = LlmClient::new(LlmConfig::from_env(backend, model, base_url))?;
+        LlmAgent::new(client, Templates::load(prompts)?)
+    }
+
+    pub fn client(&self) -> &LlmClient {
+        &self.client
+    }
+
+    pub fn templates(&self) -> &Templates {
+        &self.templates
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        match &self.exec {
+            Exec::Own(rt) => rt.block_on(f),
+            Exec::Handle(h) => h.block_on(f),
+        }
+    }
+}
+
+// The session moves the agent onto its worker thread.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<LlmAgent>();
+};
+
+impl std::fmt::Debug for LlmAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmAgent")
+            .field("client", &self.client)
+            .field("templates", &self.templates)
+            .finish()
+    }
+}
+
+impl Agent for LlmAgent {
+    fn propose(&mut self, ctx: &AgentContext) -> Result<AgentReply<Proposal>> {
+        let system = self.templates.system(ctx)?;
+        let user = self.templates.step(ctx)?;
+        let schema = Some(&self.schema);
+        let first = self.block_on(self.client.chat(&system, &user, schema))?;
+        let problems = match parse::parse_and_validate(&first.text, ctx) {
+            Ok(value) => {
+                return Ok(AgentReply {
+                    value,
+                    prompt: Some(user),
+                    raw: Some(first.text),
+                    usage: first.usage,
+                })
+            }
+            Err(problems) => problems,
+        };
+        tracing::warn!(
+            "{}: proposal invalid ({} problem(s)); asking once for a repair",
+            self.name(),
+            problems.len()
+        );
+        let repair = self.templates.repair(ctx, &problems)?;
+        // Some APIs reject an empty assistant turn.
+        let said = if first.text.trim().is_empty() {
+            "(empty reply)"
+        } else {
+            first.text.as_str()
+        };
+        let turns = [
+            Message::user(user.as_str()),
+            Message::assistant(said),
+            Message::user(repair.as_str()),
+        ];
+        let second = self.block_on(self.client.chat_messages(&system, &turns, schema))?;
+        let mut usage = first.usage;
+        usage += second.usage;
+        let prompt = format!("{user}{REPAIR_SEPARATOR}{repair}");
+        let raw = format!("{}{REPAIR_SEPARATOR}{}", first.text, second.text);
+        match parse::parse_and_validate(&second.text, ctx) {
+            Ok(value) => Ok(AgentReply {
+                value,
+                prompt: Some(prompt),
+                raw: Some(raw),
+                usage,
+            }),
+            Err(problems) => Err(ProposalError {
+                problems,
+                prompt,
+                raw,
+                usage,
+            }
+            .into()),
+        }
+    }
+
+    fn reflect(
+        &mut self,
+        ctx: &AgentContext,
+        proposal: &Proposal,
+        outcome: &StepOutcome,
+    ) -> Result<AgentReply<String>> {
+        let system = self.templates.system(ctx)?;
+        let user = self.templates.reflection(ctx, proposal, outcome)?;
+        let reply = self.block_on(self.client.chat(&system, &user, None))?;
+        let value = reply.text.trim().to_string();
+        if value.is_empty() {
+            bail!("{}: empty reflection", self.name());
+        }
+        Ok(AgentReply {
+            value,
+            prompt: Some(user),
+            raw: Some(reply.text),
+            usage: reply.usage,
+        })
+    }
+
+    fn name(&self) -> String {
+        format!("{}:{}", self.client.backend(), self.client.model())
+    }
+}

@@ -1,0 +1,105 @@
+//! OpenAI-compatible `/v1/chat/completions` (OpenAI, vLLM, SGLang, llama.cpp, Ollama, LM Studio).
+
+use std::sync::atomic::Ordering;
+
+use anyhow::{bail, Result};
+use reqwest::header::{HeaderMap, AUTHORIZATION};
+use serde_json::{json, Value};
+
+use super::context::Usage;
+use super::http::HttpError;
+use super::llm::{ChatReply, LlmClient, Message};
+
+const PATH: &str = "/v1/chat/completions";
+
+pub(super) async fn chat(
+    c: &LlmClient,
+    system: &str,
+    messages: &[Message],
+    schema: Option<&Value>,
+) -> Result<ChatReply> {
+    let schema = schema.filter(|_| !c.schema_off.load(Ordering::Relaxed));
+    let first = c
+        .post(PATH, headers(c), &body(c, system, messages, schema))
+        .await;
+    let v = match first {
+        Ok(v) => v,
+        // Many local servers do not know json_schema; tolerant parsing handles plain text.
+        Err(HttpError::Status {
+            status, message, ..
+        }) if schema.is_some() && matches!(status.as_u16(), 400 | 422) => {
+            let named = ["response_format", "json_schema", "schema", "structured"]
+                .iter()
+                .any(|w| message.to_lowercase().contains(w));
+            if named {
+                c.schema_off.store(true, Ordering::Relaxed);
+            }
+            tracing::warn!(
+                "openai: server rejected the request with response_format (HTTP {status}: {}); retrying without it",
+                c.scrub(&message)
+            );
+            let v = c
+                .post(PATH, headers(c), &body(c, system, messages, None))
+                .await
+                .map_err(|e| c.fail(PATH, e))?;
+            c.schema_off.store(true, Ordering::Relaxed);
+            v
+        }
+        Err(e) => return Err(c.fail(PATH, e)),
+    };
+    reply(c, &v)
+}
+
+fn headers(c: &LlmClient) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Some(v) = c.secret_header("Bearer ") {
+        h.insert(AUTHORIZATION, v);
+    }
+    h
+}
+
+fn body(c: &LlmClient, system: &str, messages: &[Message], schema: Option<&Value>) -> Value {
+    let mut msgs = vec![json!({"role": "system", "content": system})];
+    msgs.extend(
+        messages
+            .iter()
+            .map(|m| json!({"role": m.role, "content": m.content})),
+    );
+    let mut b = json!({"model": c.cfg.model, "messages": msgs});
+    if let Some(s) = schema {
+        b["response_format"] = json!({
+            "type": "json_schema",
+            "json_schema": {"name": "proposal", "schema": s, "strict": true}
+        });
+    }
+    if let Some(n) = c.cfg.max_tokens {
+        b["max_tokens"] = json!(n);
+    }
+    if let Some(t) = c.cfg.temperature {
+        b["temperature"] = json!(t);
+    }
+    b
+}
+
+fn reply(c: &LlmClient, v: &Value) -> Result<ChatReply> {
+    let msg = &v["choices"][0]["message"];
+    let text = match msg["content"].as_str() {
+        Some(t) => t.to_string(),
+        None => match msg["refusal"].as_str() {
+            Some(r) => bail!("openai: the model refused: {}", r.trim()),
+            None => bail!(
+                "openai: reply from {} has no choices[0].message.content",
+                c.base_url()
+            ),
+        },
+    };
+    let u = &v["usage"];
+    Ok(ChatReply {
+        text,
+        usage: Usage {
+            prompt_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
+            completion_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+        },
+        model: v["model"].as_str().unwrap_or(&c.cfg.model).to_string(),
+    })
+}

@@ -1,0 +1,146 @@
+use super::*;
+use crate::agent::context::AgentContext;
+
+const UP0: &str = "model.layers.0.mlp.up_proj";
+const DOWN1: &str = "model.layers.1.mlp.down_proj";
+
+fn good_json() -> String {
+    format!(
+        r#"{{"layers": [{{"name": "{UP0}", "sparsity": 0.35}}, {{"name": "{DOWN1}", "sparsity": 0.3}}], "reasoning": "low z {{braces}} \"quoted\""}}"#
+    )
+}
+
+fn ok(text: &str) -> Proposal {
+    parse_and_validate(text, &AgentContext::example()).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+fn problems(p: Proposal) -> Vec<String> {
+    validate(&p, &AgentContext::example()).unwrap_err()
+}
+
+fn prop(items: &[(&str, f64)]) -> Proposal {
+    Proposal {
+        layers: items
+            .iter()
+            .map(|(n, s)| LayerTarget {
+                name: n.to_string(),
+                sparsity: *s,
+            })
+            .collect(),
+        reasoning: String::new(),
+    }
+}
+
+#[test]
+fn bare_fenced_and_prose() {
+    let j = good_json();
+    for text in [
+        j.clone(),
+        format!("```json\n{j}\n```"),
+        format!("```\n{j}\n```"),
+        format!("I think {{this}} is right. Here it is:\n\n{j}\n\nLet me know {{}}."),
+    ] {
+        let p = ok(&text);
+        assert_eq!(p.layers.len(), 2, "{text}");
+        assert_eq!(p.layers[0].name, UP0);
+        assert_eq!(p.layers[0].sparsity, 0.35);
+        assert_eq!(p.reasoning, "low z {braces} \"quoted\"");
+    }
+}
+
+#[test]
+fn first_matching_object_wins_and_wrappers_are_seen_through() {
+    let text = format!(
+        r#"Options: {{"note": "not it"}} then {{"proposal": {}}} and {{"layers": []}}"#,
+        good_json()
+    );
+    assert_eq!(ok(&text).layers.len(), 2);
+}
+
+#[test]
+fn tolerant_shapes() {
+    let p = ok(&format!(
+        r#"{{"layers": {{"{UP0}": 0.4}}, "reasoning": "map form"}}"#
+    ));
+    assert_eq!(p.layers[0].sparsity, 0.4);
+    let p = ok(&format!(
+        r#"{{"layers": [{{"layer": "{UP0}", "sparsity": "0.4"}}]}}"#
+    ));
+    assert_eq!(p.layers[0].name, UP0);
+    assert_eq!(p.reasoning, "");
+}
+
+#[test]
+fn no_json_and_bad_fields() {
+    let e = parse_proposal("I would prune the MLPs.").unwrap_err();
+    assert!(e[0].contains("no JSON object"), "{e:?}");
+    let e = parse_proposal(r#"{"layers": [{"sparsity": 0.3}, {"name": "x", "sparsity": "high"}]}"#)
+        .unwrap_err();
+    assert_eq!(e.len(), 2);
+    assert!(e[0].starts_with("layers[0]: missing"), "{e:?}");
+    assert!(e[1].starts_with("x: sparsity must be a number"), "{e:?}");
+    let e = parse_proposal(r#"{"layers": "all of them"}"#).unwrap_err();
+    assert!(e[0].starts_with("layers: must be a list"), "{e:?}");
+}
+
+#[test]
+fn every_problem_is_listed_once_with_its_layer() {
+    let ghost = "model.layers.9.mlp.up_proj";
+    let q1 = "model.layers.1.self_attn.q_proj";
+    let k1 = "model.layers.1.self_attn.k_proj";
+    let v1 = "model.layers.1.self_attn.v_proj";
+    let o1 = "model.layers.1.self_attn.o_proj";
+    let e = problems(prop(&[
+        (ghost, 0.3),
+        (UP0, 0.2),   // below current 0.3
+        (DOWN1, 0.5), // +0.3 > max_step
+        (q1, 1.5),    // out of range
+        (k1, 0.2),    // no change
+        (v1, 0.25),
+        (v1, 0.25),
+        (o1, f64::NAN),
+    ]));
+    let expect = [
+        (ghost, "unknown layer"),
+        (UP0, "below its current sparsity 0.3"),
+        (DOWN1, "more than max_step 0.1 (at most 0.3)"),
+        (q1, "not a fraction in [0, 1)"),
+        (k1, "no change"),
+        (v1, "listed 2 times"),
+        (o1, "not a fraction"),
+    ];
+    assert_eq!(e.len(), expect.len(), "{e:#?}");
+    for (line, (name, what)) in e.iter().zip(expect) {
+        assert!(line.starts_with(name) && line.contains(what), "{line}");
+        assert!(!line.contains('\n'));
+    }
+}
+
+#[test]
+fn count_and_ceiling_bounds() {
+    let e = problems(prop(&[]));
+    assert_eq!(e, vec!["layers: empty; propose at least one layer"]);
+    let mut ctx = AgentContext::example();
+    ctx.bounds.max_layers = 1;
+    ctx.bounds.max_layer_sparsity = 0.32;
+    let e = validate(&prop(&[(UP0, 0.35), (DOWN1, 0.25)]), &ctx).unwrap_err();
+    assert!(e[0].contains("2 entries, more than max_layers 1"), "{e:?}");
+    assert!(e[1].contains("above max_layer_sparsity 0.32"), "{e:?}");
+    assert_eq!(e.len(), 2);
+}
+
+#[test]
+fn step_at_the_bound_passes() {
+    // 0.2 + 0.1 in binary is 0.30000000000000004; the bound must still allow it.
+    ok(&format!(
+        r#"{{"layers":[{{"name":"{DOWN1}","sparsity":0.30000000000000004}}],"reasoning":""}}"#
+    ));
+}
+
+#[test]
+fn frac_is_short() {
+    assert_eq!(frac(0.35000000000000003), "0.35");
+    assert_eq!(frac(0.1), "0.1");
+    assert_eq!(frac(0.0), "0");
+    assert_eq!(frac(1.5), "1.5");
+}

@@ -1,0 +1,273 @@
+//! Prompt rendering with minijinja. Built-in templates are embedded; a user directory may
+//! override any of them by file name. Undefined variables are errors (strict), so a typo in
+//! a user template fails loudly instead of sending the model a silently blank prompt.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{Environment, UndefinedBehavior, Value};
+use serde::Serialize;
+
+use super::context::{kind_order, AgentContext, LayerChange, LayerRow, Proposal, StepOutcome};
+use super::parse::frac;
+
+pub const SYSTEM: &str = "system.j2";
+pub const STEP: &str = "step.j2";
+pub const REFLECTION: &str = "reflection.j2";
+pub const REPAIR: &str = "repair.j2";
+
+const BUILTIN: [(&str, &str); 4] = [
+    (SYSTEM, include_str!("../../prompts/system.j2")),
+    (STEP, include_str!("../../prompts/step.j2")),
+    (REFLECTION, include_str!("../../prompts/reflection.j2")),
+    (REPAIR, include_str!("../../prompts/repair.j2")),
+];
+
+pub struct Templates {
+    env: Environment<'static>,
+    /// Where each template came from, for error messages and the session header.
+    origins: Vec<(&'static str, String)>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("origins", &self.origins)
+            .finish()
+    }
+}
+
+impl Templates {
+    pub fn builtin() -> Templates {
+        Templates::load(None).expect("built-in prompt templates compile")
+    }
+
+    /// Built-ins, with any `system.j2`, `step.j2`, `reflection.j2` or `repair.j2` found in
+    /// `dir` taking their place.
+    pub fn load(dir: Option<&Path>) -> Result<Templates> {
+        if let Some(d) = dir {
+            if !d.is_dir() {
+                bail!("prompts dir {}: not a directory", d.display());
+            }
+        }
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        let syntax = SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .expect("default delimiters");
+        env.set_syntax(syntax);
+        env.add_filter("fixed", |v: f64, digits: Option<usize>| {
+            format!("{v:.*}", digits.unwrap_or(3))
+        });
+        env.add_filter("sci", |v: f64| format!("{v:.3e}"));
+        env.add_filter("pct", |v: f64| format!("{:.1}%", v * 100.0));
+        env.add_filter("signed_pct", |v: f64| format!("{:+.1}%", v * 100.0));
+        env.add_filter("frac", frac);
+        let mut origins = Vec::new();
+        for (name, builtin) in BUILTIN {
+            let user = dir.map(|d| d.join(name)).filter(|p| p.is_file());
+            let (origin, source) = match user {
+                Some(p) => {
+                    let s = std::fs::read_to_string(&p)
+                        .with_context(|| format!("prompt template {}", p.display()))?;
+                    (p.display().to_string(), s)
+                }
+                None => (format!("built-in prompts/{name}"), builtin.to_string()),
+            };
+            if let Err(e) = env.add_template_owned(name, source) {
+                bail!("prompt template {origin}: {}", one_line(&e));
+            }
+            origins.push((name, origin));
+        }
+        Ok(Templates { env, origins })
+    }
+
+    /// (template name, origin) for every template, origin being a path or "built-in ...".
+    pub fn origins(&self) -> &[(&'static str, String)] {
+        &self.origins
+    }
+
+    pub fn system(&self, ctx: &AgentContext) -> Result<String> {
+        self.render(SYSTEM, val(StepView::new(ctx)))
+    }
+
+    pub fn step(&self, ctx: &AgentContext) -> Result<String> {
+        self.render(STEP, val(StepView::new(ctx)))
+    }
+
+    /// `ctx` is the context the proposal was made in; `outcome.changes` are what was
+    /// applied, which differ from the proposal when the human edited it.
+    pub fn reflection(
+        &self,
+        ctx: &AgentContext,
+        proposal: &Proposal,
+        outcome: &StepOutcome,
+    ) -> Result<String> {
+        let proposed: Vec<LayerChange> = proposal
+            .layers
+            .iter()
+            .map(|t| LayerChange {
+                name: t.name.clone(),
+                from: ctx.layer(&t.name).map_or(f64::NAN, |l| l.sparsity),
+                to: t.sparsity,
+            })
+            .collect();
+        let same =
+            |a: &LayerChange, b: &LayerChange| a.name == b.name && (a.to - b.to).abs() < 1e-9;
+        let edited = !outcome.changes.is_empty()
+            && (outcome.changes.len() != proposed.len()
+                || !outcome
+                    .changes
+                    .iter()
+                    .zip(&proposed)
+                    .all(|(a, b)| same(a, b)));
+        let view = ReflectionView {
+            step: StepView::new(ctx),
+            proposal_reasoning: proposal.reasoning.clone(),
+            proposal_changes: proposed,
+            edited,
+            outcome: OutcomeView::new(outcome),
+        };
+        self.render(REFLECTION, val(view))
+    }
+
+    /// The follow-up message asking the model to fix an invalid proposal.
+    pub fn repair(&self, ctx: &AgentContext, problems: &[String]) -> Result<String> {
+        let view = RepairView {
+            step: StepView::new(ctx),
+            problems: problems.to_vec(),
+        };
+        self.render(REPAIR, val(view))
+    }
+
+    fn render(&self, name: &str, ctx: Value) -> Result<String> {
+        let origin = self.origins.iter().find(|(n, _)| *n == name);
+        let origin = origin.map_or(name, |(_, o)| o.as_str());
+        let t = self
+            .env
+            .get_template(name)
+            .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", one_line(&e)))?;
+        t.render(ctx)
+            .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", one_line(&e)))
+    }
+}
+
+fn val<T: Serialize>(x: T) -> Value {
+    Value::from(minijinja::value::Serde(x))
+}
+
+fn one_line(e: &minijinja::Error) -> String {
+    e.to_string().replace('\n', " ")
+}
+
+#[derive(Serialize)]
+struct RowView {
+    #[serde(flatten)]
+    row: LayerRow,
+    /// Combined sensitivity z_s + z_g; lower means safer to prune.
+    z: f64,
+}
+
+#[derive(Serialize)]
+struct OutcomeView {
+    #[serde(flatten)]
+    outcome: StepOutcome,
+    /// Relative perplexity change of the step (ppl_after / ppl_before - 1).
+    change: f64,
+}
+
+impl OutcomeView {
+    fn new(o: &StepOutcome) -> OutcomeView {
+        OutcomeView {
+            outcome: o.clone(),
+            change: rel(o.ppl_after, o.ppl_before),
+        }
+    }
+}
+
+/// Everything the system and step templates can use.
+#[derive(Serialize)]
+struct StepView {
+    #[serde(flatten)]
+    ctx: AgentContext,
+    rows: Vec<RowView>,
+    history: Vec<OutcomeView>,
+    remaining: f64,
+    degradation: f64,
+    rollbacks: usize,
+    example_name: String,
+    example_sparsity: String,
+}
+
+impl StepView {
+    fn new(ctx: &AgentContext) -> StepView {
+        let mut rows: Vec<RowView> = ctx
+            .layers
+            .iter()
+            .map(|r| RowView {
+                row: r.clone(),
+                z: r.z_s + r.z_g,
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            let key = |r: &RowView| (r.row.block, kind_order(&r.row.kind));
+            key(a)
+                .cmp(&key(b))
+                .then_with(|| a.row.name.cmp(&b.row.name))
+        });
+        let (example_name, example_sparsity) = match rows.first() {
+            Some(r) => {
+                let b = &ctx.bounds;
+                let to = (r.row.sparsity + b.max_step / 2.0).min(b.max_layer_sparsity);
+                (r.row.name.clone(), frac((to * 100.0).round() / 100.0))
+            }
+            None => ("model.layers.0.mlp.up_proj".into(), "0.1".into()),
+        };
+        let mut ctx = ctx.clone();
+        // History goes through OutcomeView; keep one copy of it in the view.
+        let history = std::mem::take(&mut ctx.history);
+        StepView {
+            remaining: (ctx.target - ctx.global_sparsity).max(0.0),
+            degradation: rel(ctx.current_ppl, ctx.dense_ppl),
+            rollbacks: history.iter().filter(|h| !h.accepted).count(),
+            history: history.iter().map(OutcomeView::new).collect(),
+            rows,
+            ctx,
+            example_name,
+            example_sparsity,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ReflectionView {
+    #[serde(flatten)]
+    step: StepView,
+    proposal_reasoning: String,
+    proposal_changes: Vec<LayerChange>,
+    /// The applied changes (outcome.changes) differ from the proposal.
+    edited: bool,
+    outcome: OutcomeView,
+}
+
+#[derive(Serialize)]
+struct RepairView {
+    #[serde(flatten)]
+    step: StepView,
+    problems: Vec<String>,
+}
+
+fn rel(after: f64, before: f64) -> f64 {
+    if before > 0.0 {
+        after / before - 1.0
+    } else {
+        f64::NAN
+    }
+}
+
+#[cfg(test)]
+#[path = "prompt_tests.rs"]
+mod tests;

@@ -1,0 +1,123 @@
+use super::*;
+use crate::agent::context::{LayerTarget, Proposal};
+
+fn ctx() -> AgentContext {
+    AgentContext::example()
+}
+
+#[test]
+fn step_prompt_shows_everything_the_agent_needs() {
+    let t = Templates::builtin();
+    let s = t.step(&ctx()).unwrap();
+    for needle in [
+        "Iteration 3 on tiny-llama",
+        "Global sparsity: 25.0%",
+        "target 45.0%",
+        "(+8.0%)",
+        "| layer | sparsity | s | g | z_s | z_g | z |",
+        "| model.layers.0.self_attn.q_proj | 0.300 | 1.000e-2 |",
+        "at most 8 layers, each raised by at most 0.1, none above 0.9",
+        "Iteration 2: model.layers.1.self_attn.q_proj 0.20 -> 0.30",
+        "ROLLED BACK (rolled back: +7.4% > 5.0%)",
+        "(2, 1 rolled back)",
+        "- Attention projections in block 1 are fragile.",
+        "Leave the q projections alone for now.",
+        r#"{"layers": [{"name": "model.layers.0.self_attn.q_proj", "sparsity": 0.35}]"#,
+    ] {
+        assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
+    }
+    // Rows sorted by block then kind, though the context lists block 1 first.
+    let order: Vec<&str> = s
+        .lines()
+        .filter(|l| l.starts_with("| model."))
+        .map(|l| l.split(" | ").next().unwrap().trim_start_matches("| "))
+        .collect();
+    assert_eq!(order.len(), 14);
+    assert_eq!(order[0], "model.layers.0.self_attn.q_proj");
+    assert_eq!(order[6], "model.layers.0.mlp.down_proj");
+    assert_eq!(order[7], "model.layers.1.self_attn.q_proj");
+    assert!(!s.contains("\n\n\n"), "{s}");
+}
+
+#[test]
+fn first_step_without_history_reflections_or_feedback() {
+    let mut c = ctx();
+    c.history.clear();
+    c.reflections.clear();
+    c.feedback = None;
+    let s = Templates::builtin().step(&c).unwrap();
+    assert!(s.contains("None yet: this is the first step."), "{s}");
+    assert!(!s.contains("reflections"), "{s}");
+    assert!(!s.contains("human reviewer"), "{s}");
+}
+
+#[test]
+fn system_reflection_and_repair_render() {
+    let t = Templates::builtin();
+    let c = ctx();
+    let sys = t.system(&c).unwrap();
+    assert!(
+        sys.contains("at most 0.1 (absolute)") && sys.contains("45.0%"),
+        "{sys}"
+    );
+    let p = Proposal {
+        layers: vec![LayerTarget {
+            name: "model.layers.1.mlp.up_proj".into(),
+            sparsity: 0.3,
+        }],
+        reasoning: "lowest z".into(),
+    };
+    let mut o = c.history[1].clone();
+    o.changes = vec![];
+    let r = t.reflection(&c, &p, &o).unwrap();
+    for needle in [
+        "model.layers.1.mlp.up_proj: 0.20 -> 0.30",
+        "Your reasoning: lowest z",
+        "10.800 -> 11.600 (+7.4%",
+        "ROLLED BACK (rolled back: +7.4% > 5.0%)",
+        "short reflection",
+    ] {
+        assert!(r.contains(needle), "missing {needle:?} in:\n{r}");
+    }
+    assert!(!r.contains("human reviewer changed"), "{r}");
+    o.changes = c.history[0].changes.clone();
+    let r = t.reflection(&c, &p, &o).unwrap();
+    assert!(
+        r.contains("changed it; what was applied:\n- model.layers.0.mlp.up_proj: 0.20 -> 0.30"),
+        "{r}"
+    );
+    let rep = t.repair(&c, &["x: unknown layer name".into()]).unwrap();
+    assert!(rep.contains("- x: unknown layer name"), "{rep}");
+}
+
+#[test]
+fn user_dir_overrides_and_strict_undefined_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("system.j2"),
+        "Custom system for {{ model }}.",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("step.j2"), "Step {{ itertion }}").unwrap();
+    let t = Templates::load(Some(dir.path())).unwrap();
+    assert_eq!(t.system(&ctx()).unwrap(), "Custom system for tiny-llama.");
+    let e = t.step(&ctx()).unwrap_err().to_string();
+    assert!(e.contains("step.j2") && e.contains("undefined"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+    // Reflection still comes from the built-ins.
+    assert!(t.origins()[2].1.starts_with("built-in"));
+}
+
+#[test]
+fn syntax_error_is_one_line_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("reflection.j2"), "{% for x in %}\noops").unwrap();
+    let e = Templates::load(Some(dir.path())).unwrap_err().to_string();
+    assert!(
+        e.contains("reflection.j2") && e.contains("syntax error"),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "{e}");
+    let e = Templates::load(Some(&dir.path().join("missing"))).unwrap_err();
+    assert!(e.to_string().contains("not a directory"));
+}

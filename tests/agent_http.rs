@@ -1,0 +1,303 @@
+//! The LLM agents against a scripted OpenAI/Anthropic-compatible server on 127.0.0.1.
+
+#[path = "common/scripted_server.rs"]
+mod scripted_server;
+
+use std::time::Duration;
+
+use arborist::agent::parse::proposal_schema;
+use arborist::agent::{
+    Agent, AgentContext, ApiKey, Backend, LlmAgent, LlmClient, LlmConfig, ProposalError,
+    RetryPolicy, Templates, REPAIR_SEPARATOR,
+};
+use scripted_server::{Scripted, ScriptedServer};
+
+const KEY: &str = "sk-test-SECRET-0123456789";
+const UP0: &str = "model.layers.0.mlp.up_proj";
+
+fn config(backend: Backend, url: &str) -> LlmConfig {
+    let mut c = LlmConfig::new(backend, "test-model");
+    c.base_url = Some(url.to_string());
+    c.api_key = Some(ApiKey::new(KEY));
+    c.timeout = Duration::from_secs(20);
+    c.retry = RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(10),
+        max_retry_after: Duration::from_secs(5),
+    };
+    c
+}
+
+fn agent_for(backend: Backend, server: &ScriptedServer) -> LlmAgent {
+    let client = LlmClient::new(config(backend, &server.url())).unwrap();
+    LlmAgent::new(client, Templates::builtin()).unwrap()
+}
+
+fn agent(server: &ScriptedServer) -> LlmAgent {
+    agent_for(Backend::OpenAi, server)
+}
+
+fn good(sparsity: f64) -> String {
+    format!(
+        r#"{{"layers": [{{"name": "{UP0}", "sparsity": {sparsity}}}], "reasoning": "lowest z"}}"#
+    )
+}
+
+#[test]
+fn proposals_bare_fenced_and_in_prose() {
+    let server = ScriptedServer::start(vec![
+        Scripted::openai(&good(0.35), 10, 5),
+        Scripted::openai(&format!("```json\n{}\n```", good(0.36)), 10, 5),
+        Scripted::openai(&format!("Sure {{ok}}! Here:\n{}\nDone.", good(0.37)), 10, 5),
+    ]);
+    let mut a = agent(&server);
+    let ctx = AgentContext::example();
+    for want in [0.35, 0.36, 0.37] {
+        let r = a.propose(&ctx).unwrap();
+        assert_eq!(r.value.layers[0].name, UP0);
+        assert_eq!(r.value.layers[0].sparsity, want);
+        assert_eq!(r.value.reasoning, "lowest z");
+        assert!(r.prompt.unwrap().contains("| layer | sparsity |"));
+        assert!(r.raw.unwrap().contains(UP0));
+    }
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs[0].path, "/v1/chat/completions");
+    assert_eq!(reqs[0].method, "POST");
+    let auth = format!("Bearer {KEY}");
+    assert_eq!(reqs[0].header("authorization"), Some(auth.as_str()));
+    let msgs = reqs[0].body["messages"].as_array().unwrap();
+    assert_eq!(msgs[0]["role"], "system");
+    assert_eq!(msgs[1]["role"], "user");
+    assert_eq!(reqs[0].body["model"], "test-model");
+}
+
+#[test]
+fn response_format_is_sent_then_dropped_after_a_400() {
+    let server = ScriptedServer::start(vec![
+        Scripted::error(
+            400,
+            "response_format json_schema is not supported by this server",
+        ),
+        Scripted::openai(&good(0.35), 1, 1),
+        Scripted::openai(&good(0.35), 1, 1),
+    ]);
+    let mut a = agent(&server);
+    let ctx = AgentContext::example();
+    a.propose(&ctx).unwrap();
+    a.propose(&ctx).unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3);
+    let rf = &reqs[0].body["response_format"];
+    assert_eq!(rf["type"], "json_schema");
+    assert_eq!(rf["json_schema"]["name"], "proposal");
+    assert_eq!(rf["json_schema"]["strict"], true);
+    assert_eq!(rf["json_schema"]["schema"], proposal_schema());
+    // The retry and every later call go without it.
+    assert!(reqs[1].body.get("response_format").is_none());
+    assert!(reqs[2].body.get("response_format").is_none());
+}
+
+#[test]
+fn base_url_with_v1_is_accepted_and_usage_recorded() {
+    let server = ScriptedServer::start(vec![Scripted::openai("hello", 1234, 56)]);
+    let client = LlmClient::new(config(Backend::OpenAi, &format!("{}/v1/", server.url()))).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reply = rt.block_on(client.chat("sys", "hi", None)).unwrap();
+    assert_eq!(reply.text, "hello");
+    assert_eq!(reply.model, "scripted-model");
+    let u = reply.usage;
+    assert_eq!((u.prompt_tokens, u.completion_tokens), (1234, 56));
+    assert_eq!(server.requests()[0].path, "/v1/chat/completions");
+}
+
+#[test]
+fn retry_after_is_honoured_on_429() {
+    let server = ScriptedServer::start(vec![
+        Scripted::error(429, "slow down").header("Retry-After", "1"),
+        Scripted::openai(&good(0.35), 1, 1),
+    ]);
+    agent(&server).propose(&AgentContext::example()).unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    let gap = reqs[1].at - reqs[0].at;
+    // The backoff alone would be 10 ms; Retry-After says 1 s.
+    assert!(gap >= Duration::from_secs(1), "retried after {gap:?}");
+}
+
+#[test]
+fn two_503s_then_success_and_a_dropped_connection_is_retried() {
+    let server = ScriptedServer::start(vec![
+        Scripted::error(503, "overloaded"),
+        Scripted::error(503, "overloaded"),
+        Scripted::openai(&good(0.35), 1, 1),
+        Scripted::drop_connection(),
+        Scripted::openai(&good(0.35), 1, 1),
+    ]);
+    let mut a = agent(&server);
+    a.propose(&AgentContext::example()).unwrap();
+    assert_eq!(server.requests().len(), 3);
+    a.propose(&AgentContext::example()).unwrap();
+    assert_eq!(server.requests().len(), 5);
+}
+
+#[test]
+fn persistent_5xx_gives_up_after_max_attempts() {
+    let server = ScriptedServer::start(vec![Scripted::error(502, "bad gateway"); 5]);
+    let e = agent(&server)
+        .propose(&AgentContext::example())
+        .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("502") && msg.contains("after 4 attempts"),
+        "{msg}"
+    );
+    assert_eq!(server.requests().len(), 4);
+}
+
+#[test]
+fn unauthorized_is_one_line_not_retried_and_hides_the_key() {
+    let echo = format!("Incorrect API key provided: {KEY}. You can find your key at ...");
+    let server = ScriptedServer::start(vec![Scripted::error(401, &echo)]);
+    let e = agent(&server)
+        .propose(&AgentContext::example())
+        .unwrap_err();
+    let msg = format!("{e:#}");
+    assert_eq!(server.requests().len(), 1, "401 must not be retried");
+    assert!(
+        msg.contains("401") && msg.contains("Incorrect API key"),
+        "{msg}"
+    );
+    assert!(msg.contains("OPENAI_API_KEY"), "hint missing: {msg}");
+    assert!(
+        !msg.contains(KEY) && !format!("{e:?}").contains(KEY),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'), "{msg}");
+}
+
+#[test]
+fn anthropic_request_shape_and_reply() {
+    let server = ScriptedServer::start(vec![Scripted::anthropic(&good(0.35), 321, 12)]);
+    let mut a = agent_for(Backend::Anthropic, &server);
+    assert_eq!(a.name(), "anthropic:test-model");
+    let r = a.propose(&AgentContext::example()).unwrap();
+    assert_eq!(r.value.layers[0].sparsity, 0.35);
+    assert_eq!(
+        (r.usage.prompt_tokens, r.usage.completion_tokens),
+        (321, 12)
+    );
+    let req = &server.requests()[0];
+    assert_eq!(req.path, "/v1/messages");
+    assert_eq!(req.header("x-api-key"), Some(KEY));
+    assert_eq!(req.header("anthropic-version"), Some("2023-06-01"));
+    assert!(req.header("authorization").is_none());
+    assert!(req.body["system"]
+        .as_str()
+        .unwrap()
+        .contains("pruning agent"));
+    assert_eq!(req.body["max_tokens"], 4096);
+    let msgs = req.body["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["role"], "user");
+    assert!(req.body.get("response_format").is_none());
+}
+
+#[test]
+fn invalid_proposal_gets_exactly_one_repair() {
+    let bad = r#"{"layers": [{"name": "model.layers.7.mlp.up_proj", "sparsity": 0.3}], "reasoning": "x"}"#;
+    let server = ScriptedServer::start(vec![
+        Scripted::openai(bad, 100, 10),
+        Scripted::openai(&good(0.35), 200, 20),
+    ]);
+    let r = agent(&server).propose(&AgentContext::example()).unwrap();
+    assert_eq!(r.value.layers[0].name, UP0);
+    assert_eq!(
+        (r.usage.prompt_tokens, r.usage.completion_tokens),
+        (300, 30)
+    );
+    assert!(r.prompt.unwrap().contains(REPAIR_SEPARATOR));
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    let msgs = reqs[1].body["messages"].as_array().unwrap();
+    let roles: Vec<&str> = msgs.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(msgs[2]["content"], bad);
+    let repair = msgs[3]["content"].as_str().unwrap();
+    assert!(
+        repair.contains("model.layers.7.mlp.up_proj: unknown layer name"),
+        "{repair}"
+    );
+}
+
+#[test]
+fn still_invalid_after_repair_fails_with_the_problems() {
+    let server = ScriptedServer::start(vec![
+        Scripted::openai("I would prune the MLPs.", 1, 1),
+        Scripted::openai(&good(0.9), 1, 1),
+        Scripted::openai(&good(0.35), 1, 1),
+    ]);
+    let e = agent(&server)
+        .propose(&AgentContext::example())
+        .unwrap_err();
+    let pe = e.downcast_ref::<ProposalError>().expect("a ProposalError");
+    assert!(
+        pe.problems[0].contains("more than max_step"),
+        "{:?}",
+        pe.problems
+    );
+    assert!(pe.raw.contains("I would prune"));
+    assert_eq!(server.requests().len(), 2, "exactly one repair");
+    assert_eq!(server.remaining(), 1);
+}
+
+#[test]
+fn reflection_is_plain_text_without_schema() {
+    let server = ScriptedServer::start(vec![Scripted::openai(
+        "  Block 1 attention is fragile.\n",
+        5,
+        6,
+    )]);
+    let mut a = agent(&server);
+    let ctx = AgentContext::example();
+    let p = arborist::agent::parse::parse_proposal(&good(0.35)).unwrap();
+    let r = a.reflect(&ctx, &p, &ctx.history[1]).unwrap();
+    assert_eq!(r.value, "Block 1 attention is fragile.");
+    assert_eq!(r.usage.completion_tokens, 6);
+    let req = &server.requests()[0];
+    assert!(req.body.get("response_format").is_none());
+    let user = req.body["messages"][1]["content"].as_str().unwrap();
+    assert!(user.contains("ROLLED BACK"), "{user}");
+}
+
+#[test]
+fn debug_output_never_shows_the_key() {
+    let cfg = config(Backend::OpenAi, "http://127.0.0.1:9");
+    let client = LlmClient::new(cfg.clone()).unwrap();
+    let agent = LlmAgent::new(LlmClient::new(cfg.clone()).unwrap(), Templates::builtin()).unwrap();
+    for text in [
+        format!("{cfg:?}"),
+        format!("{client:?}"),
+        format!("{agent:?}"),
+    ] {
+        assert!(!text.contains(KEY), "{text}");
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("redacted"), "{text}");
+    }
+}
+
+#[test]
+fn missing_key_for_the_public_api_is_a_clear_error() {
+    let e = LlmClient::new(LlmConfig::new(Backend::Anthropic, "claude")).unwrap_err();
+    assert!(
+        e.to_string().contains("ANTHROPIC_API_KEY is not set"),
+        "{e}"
+    );
+    // Local servers need no key.
+    let mut cfg = LlmConfig::new(Backend::OpenAi, "llama");
+    cfg.base_url = Some("http://127.0.0.1:8080/v1".into());
+    assert!(LlmClient::new(cfg).is_ok());
+}
