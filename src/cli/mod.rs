@@ -4,6 +4,7 @@ mod calib;
 mod eval;
 mod profile;
 mod prune;
+mod train;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -32,6 +33,8 @@ pub enum Command {
     Prune(prune::PruneArgs),
     /// Measure forward throughput against a GEMM of matching shape.
     Bench(crate::bench::BenchArgs),
+    /// Train the bundled fact-world model from scratch (reproduces assets/bundled).
+    TrainTiny(train::TrainArgs),
 }
 
 /// Where and how a model runs.
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Profile(a) => profile::run(a),
         Command::Prune(a) => prune::run(a),
         Command::Bench(a) => crate::bench::run(a),
+        Command::TrainTiny(a) => train::run(a),
     }
 }
 

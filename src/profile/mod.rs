@@ -115,6 +115,17 @@ pub fn compute(
     batch: usize,
     calib_name: &str,
 ) -> Result<Profile> {
+    Ok(compute_with_stats(d, calib, grad_windows, batch, calib_name)?.0)
+}
+
+/// The profile and the Wanda input statistics it was computed from (reused for masks).
+pub fn compute_with_stats(
+    d: &Decoder,
+    calib: &Windows,
+    grad_windows: usize,
+    batch: usize,
+    calib_name: &str,
+) -> Result<(Profile, Vec<BlockStats>)> {
     let stats = input_stats(d, calib, batch)?;
     let gw = grad_windows.min(calib.len());
     let grads = mean_gradients(d, &calib.windows[..gw.max(1)], batch)?;
@@ -158,7 +169,7 @@ pub fn compute(
         l.z_s = a;
         l.z_g = b;
     }
-    Ok(Profile {
+    let profile = Profile {
         protocol: ProfileProtocol {
             calib: calib_name.to_string(),
             seqlen: calib.seqlen,
@@ -168,7 +179,8 @@ pub fn compute(
             z_eps: Z_EPS,
         },
         layers,
-    })
+    };
+    Ok((profile, stats))
 }
 
 #[cfg(test)]

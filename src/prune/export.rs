@@ -61,11 +61,19 @@ pub fn export(
     force: bool,
     metadata: &serde_json::Value,
 ) -> Result<()> {
+    write_dir_atomically(out, force, |tmp| write_all(d, src, tmp, metadata))
+}
+
+/// Run `fill` on a temporary sibling of `out` and rename it into place only if it succeeds.
+pub fn write_dir_atomically(
+    out: &Path,
+    force: bool,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let replace = check_out_dir(out, force)?;
     let tmp = temp_sibling(out)?;
     let _ = std::fs::remove_dir_all(&tmp);
-    let res = write_all(d, src, &tmp, metadata);
-    if let Err(e) = res {
+    if let Err(e) = fill(&tmp) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
@@ -74,7 +82,7 @@ pub fn export(
             .with_context(|| format!("cannot replace {}", out.display()))?;
     }
     std::fs::rename(&tmp, out)
-        .with_context(|| format!("cannot move the export into {}", out.display()))?;
+        .with_context(|| format!("cannot move the result into {}", out.display()))?;
     Ok(())
 }
 

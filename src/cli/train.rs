@@ -1,0 +1,63 @@
+//! `arborist train-tiny`: reproduce the bundled fact-world model from scratch.
+
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+use crate::train::{self, TrainOptions};
+use crate::world::{sets, World, WorldSize};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Output directory (model files, data/, CARD.md, train_log.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace a non-empty --out.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long, default_value_t = TrainOptions::default().steps)]
+    pub steps: usize,
+    #[arg(long, default_value_t = TrainOptions::default().lr)]
+    pub lr: f64,
+    #[arg(long, default_value_t = TrainOptions::default().batch)]
+    pub batch: usize,
+    #[arg(long, default_value_t = TrainOptions::default().world_seed)]
+    pub world_seed: u64,
+    #[arg(long, default_value_t = TrainOptions::default().probe_every)]
+    pub probe_every: usize,
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    crate::prune::export::check_out_dir(&a.out, a.force)?;
+    let o = TrainOptions {
+        steps: a.steps,
+        lr: a.lr,
+        batch: a.batch,
+        world_seed: a.world_seed,
+        probe_every: a.probe_every,
+        ..TrainOptions::default()
+    };
+    let t = train::train(&o, |p| {
+        let probe = match (p.probe_mc, p.probe_qa) {
+            (Some(mc), Some(qa)) => format!("  probe mc {:.1}% qa {:.1}%", mc * 100.0, qa * 100.0),
+            _ => String::new(),
+        };
+        eprintln!(
+            "step {:>5}/{}  loss {:.4}  lr {:.2e}  {:.0} tok/s{probe}",
+            p.step, o.steps, p.loss, p.lr, p.tokens_per_second
+        );
+    })?;
+    let world = World::generate(o.world_seed, &WorldSize::default());
+    crate::prune::export::write_dir_atomically(&a.out, a.force, |dir| {
+        train::save_model(&t, dir)?;
+        sets::write_datasets(&world, dir)?;
+        std::fs::write(dir.join("train_log.json"), serde_json::to_string(&t.log)?)?;
+        std::fs::write(
+            dir.join("CARD.md"),
+            train::card(&o, &t, world.facts().len()),
+        )?;
+        Ok(())
+    })?;
+    eprintln!("trained in {:.0} s; wrote {}", t.seconds, a.out.display());
+    Ok(())
+}
