@@ -1,0 +1,165 @@
+//! Everything that happens in a session, as plain data. Inputs drive the state machine;
+//! derived events (guard verdicts, the finish) are what it concluded. The session file is
+//! this stream, so replaying the inputs rebuilds every state exactly.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::agent::{AgentReply, LayerRow, LayerTarget, Proposal};
+
+/// A linear layer as the session sees it: HF module path, weight count, current sparsity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub name: String,
+    pub params: u64,
+    pub sparsity: f64,
+}
+
+/// Accuracy on the optional knowledge probe (a small FreebaseQA or MMLU set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeScore {
+    pub kind: String,
+    pub accuracy: f64,
+    pub items: usize,
+}
+
+/// One perplexity pass with its protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub ppl: f64,
+    pub dataset: String,
+    pub seqlen: usize,
+    pub windows: usize,
+    pub dtype: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeScore>,
+    /// Wall time; informative only, never compared on verify.
+    pub seconds: f64,
+}
+
+/// What the reviewer (human, script or auto-approve) decided about a proposal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    /// The agent's proposal with the human's changes: the full new layer list.
+    Edit {
+        layers: Vec<LayerTarget>,
+    },
+    /// A proposal written from scratch by the human.
+    Override {
+        layers: Vec<LayerTarget>,
+        reasoning: String,
+    },
+    /// Sent back to the agent with feedback for its next prompt.
+    Reject {
+        feedback: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    TargetReached,
+    MaxIterations,
+    UserStop,
+    AgentFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    // ---- inputs ----
+    /// The dense (or starting) model: its layers and evaluation.
+    Baseline {
+        layers: Vec<LayerInfo>,
+        eval: Evaluation,
+    },
+    /// A fresh sensitivity profile of the current checkpoint.
+    Profiled {
+        iteration: usize,
+        rows: Vec<LayerRow>,
+        seconds: f64,
+    },
+    Proposed {
+        iteration: usize,
+        agent: String,
+        reply: AgentReply<Proposal>,
+    },
+    AgentFailed {
+        iteration: usize,
+        error: String,
+    },
+    Decided {
+        iteration: usize,
+        /// human, script or auto.
+        by: String,
+        decision: Decision,
+    },
+    /// Masks applied (actual per-layer sparsities) and the model evaluated.
+    Evaluated {
+        iteration: usize,
+        applied: BTreeMap<String, f64>,
+        eval: Evaluation,
+    },
+    Reflected {
+        iteration: usize,
+        reply: AgentReply<String>,
+    },
+    /// The user asked to stop (takes effect at the next safe point).
+    StopRequested {
+        by: String,
+    },
+    /// The user restored an earlier checkpoint.
+    RollbackTo {
+        checkpoint: usize,
+        by: String,
+    },
+    // ---- derived ----
+    Guard {
+        iteration: usize,
+        ppl_before: f64,
+        ppl_after: f64,
+        delta: f64,
+        accepted: bool,
+        global_sparsity: f64,
+        note: String,
+    },
+    Finished {
+        reason: StopReason,
+        iteration: usize,
+        global_sparsity: f64,
+        ppl: f64,
+    },
+}
+
+impl Event {
+    /// Inputs are replayed; derived events are recomputed and compared.
+    pub fn is_input(&self) -> bool {
+        !matches!(self, Event::Guard { .. } | Event::Finished { .. })
+    }
+
+    /// Inputs that come from compute (re-executed by `replay --verify`).
+    pub fn is_compute(&self) -> bool {
+        matches!(
+            self,
+            Event::Baseline { .. } | Event::Profiled { .. } | Event::Evaluated { .. }
+        )
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Baseline { .. } => "baseline",
+            Event::Profiled { .. } => "profiled",
+            Event::Proposed { .. } => "proposed",
+            Event::AgentFailed { .. } => "agent_failed",
+            Event::Decided { .. } => "decided",
+            Event::Evaluated { .. } => "evaluated",
+            Event::Reflected { .. } => "reflected",
+            Event::StopRequested { .. } => "stop_requested",
+            Event::RollbackTo { .. } => "rollback_to",
+            Event::Guard { .. } => "guard",
+            Event::Finished { .. } => "finished",
+        }
+    }
+}

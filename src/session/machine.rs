@@ -1,0 +1,293 @@
+//! The pruning loop as one pure state machine: events in, effects out, no IO. The TUI, the
+//! headless runner and the replayer all drive this same machine.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::events::{Decision, Evaluation, Event, LayerInfo, StopReason};
+use crate::agent::{
+    parse, AgentContext, Bounds, LayerChange, LayerRow, LayerTarget, Proposal, StepOutcome, Usage,
+};
+
+/// The loop's rules; recorded in every session header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoopOptions {
+    /// Stop when the global sparsity of the blocks' linear layers reaches this.
+    pub target: f64,
+    /// Roll back a step whose perplexity rises more than this (relative) over the checkpoint.
+    pub threshold: f64,
+    /// Optional ceiling on total degradation versus the dense model (relative).
+    pub ceiling: Option<f64>,
+    pub max_iters: usize,
+    pub bounds: Bounds,
+    /// Recompute the profile after this many accepted steps.
+    pub profile_every: usize,
+}
+
+impl Default for LoopOptions {
+    fn default() -> Self {
+        LoopOptions {
+            target: 0.45,
+            threshold: 0.05,
+            ceiling: None,
+            max_iters: 60,
+            bounds: Bounds::default(),
+            profile_every: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Phase {
+    Idle,
+    Baseline,
+    Profiling,
+    Proposing,
+    Reviewing,
+    Applying,
+    Reflecting,
+    Done(StopReason),
+}
+
+/// Masks of one applied step: the targets, pruned Wanda-style with the input statistics of
+/// profile number `profile` (so masks can be rebuilt exactly).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskStep {
+    pub profile: usize,
+    pub targets: Vec<LayerTarget>,
+}
+
+/// An accepted state: sparsities and metrics, never weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub index: usize,
+    pub iteration: usize,
+    pub sparsity: BTreeMap<String, f64>,
+    pub eval: Evaluation,
+    pub steps: Vec<MaskStep>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Baseline,
+    Profile,
+    Propose(Box<AgentContext>),
+    Review(Proposal),
+    /// Grow the masks of `targets` with the latest profile's statistics, then evaluate.
+    Apply(MaskStep),
+    /// The current masks become checkpoint `index`.
+    Commit {
+        index: usize,
+    },
+    /// Restore the masks of checkpoint `index`, dropping later ones.
+    Restore {
+        index: usize,
+    },
+    Reflect(Box<(AgentContext, Proposal, StepOutcome)>),
+    /// A derived event to record.
+    Log(Event),
+    Finished(StopReason),
+}
+
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub opts: LoopOptions,
+    pub model: String,
+    pub phase: Phase,
+    pub iteration: usize,
+    pub layers: Vec<LayerInfo>,
+    pub dense: Option<Evaluation>,
+    pub checkpoints: Vec<Checkpoint>,
+    pub profile: Vec<LayerRow>,
+    /// Number of profiles received; masks use the statistics of the latest.
+    pub profiles: usize,
+    accepted_since_profile: usize,
+    pub proposal: Option<Proposal>,
+    pub applying: Option<Proposal>,
+    pub history: Vec<StepOutcome>,
+    pub reflections: Vec<String>,
+    pub feedback: Option<String>,
+    pub rollbacks: usize,
+    pub usage: Usage,
+    agent_failures: usize,
+    pub stop_requested: bool,
+}
+
+impl Machine {
+    pub fn new(model: &str, opts: LoopOptions) -> Machine {
+        Machine {
+            opts,
+            model: model.to_string(),
+            phase: Phase::Idle,
+            iteration: 0,
+            layers: Vec::new(),
+            dense: None,
+            checkpoints: Vec::new(),
+            profile: Vec::new(),
+            profiles: 0,
+            accepted_since_profile: 0,
+            proposal: None,
+            applying: None,
+            history: Vec::new(),
+            reflections: Vec::new(),
+            feedback: None,
+            rollbacks: 0,
+            usage: Usage::default(),
+            agent_failures: 0,
+            stop_requested: false,
+        }
+    }
+
+    pub fn start(&mut self) -> Vec<Effect> {
+        self.phase = Phase::Baseline;
+        vec![Effect::Baseline]
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done(_))
+    }
+
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoints.last()
+    }
+
+    /// Parameter-weighted sparsity of the current checkpoint.
+    pub fn global_sparsity(&self) -> f64 {
+        let Some(c) = self.checkpoint() else {
+            return 0.0;
+        };
+        let (mut pruned, mut total) = (0.0, 0.0);
+        for l in &self.layers {
+            pruned += c.sparsity.get(&l.name).copied().unwrap_or(0.0) * l.params as f64;
+            total += l.params as f64;
+        }
+        pruned / total.max(1.0)
+    }
+
+    /// What the agent sees now.
+    pub fn context(&self) -> AgentContext {
+        let c = self.checkpoint();
+        let layers = self
+            .profile
+            .iter()
+            .map(|r| LayerRow {
+                sparsity: c
+                    .and_then(|c| c.sparsity.get(&r.name).copied())
+                    .unwrap_or(r.sparsity),
+                ..r.clone()
+            })
+            .collect();
+        AgentContext {
+            model: self.model.clone(),
+            iteration: self.iteration,
+            target: self.opts.target,
+            global_sparsity: self.global_sparsity(),
+            threshold: self.opts.threshold,
+            dense_ppl: self.dense.as_ref().map_or(f64::NAN, |e| e.ppl),
+            current_ppl: c.map_or(f64::NAN, |c| c.eval.ppl),
+            layers,
+            history: self.history.clone(),
+            reflections: self.reflections.clone(),
+            feedback: self.feedback.clone(),
+            bounds: self.opts.bounds.clone(),
+        }
+    }
+
+    /// Checks a human's edit or override against the same rules as an agent's proposal.
+    pub fn check_decision(&self, d: &Decision) -> Result<(), Vec<String>> {
+        match d {
+            Decision::Edit { layers } | Decision::Override { layers, .. } => parse::validate(
+                &Proposal {
+                    layers: layers.clone(),
+                    reasoning: String::new(),
+                },
+                &self.context(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// The effects to issue again after the machine was rebuilt from a session file.
+    pub fn resume_effects(&self) -> Vec<Effect> {
+        match &self.phase {
+            Phase::Idle | Phase::Baseline => vec![Effect::Baseline],
+            Phase::Profiling => vec![Effect::Profile],
+            Phase::Proposing => vec![self.propose()],
+            Phase::Reviewing => vec![Effect::Review(self.proposal.clone().expect("reviewing"))],
+            Phase::Applying => vec![Effect::Apply(self.mask_step())],
+            Phase::Reflecting => {
+                let outcome = self.history.last().expect("an outcome").clone();
+                let p = self.applying.clone().expect("a proposal");
+                vec![Effect::Reflect(Box::new((self.context(), p, outcome)))]
+            }
+            Phase::Done(_) => vec![],
+        }
+    }
+
+    fn propose(&self) -> Effect {
+        Effect::Propose(Box::new(self.context()))
+    }
+
+    fn mask_step(&self) -> MaskStep {
+        MaskStep {
+            profile: self.profiles,
+            targets: self.applying.as_ref().map_or(vec![], |p| p.layers.clone()),
+        }
+    }
+
+    fn finish(&mut self, reason: StopReason) -> Vec<Effect> {
+        self.phase = Phase::Done(reason.clone());
+        let ppl = self.checkpoint().map_or(f64::NAN, |c| c.eval.ppl);
+        vec![
+            Effect::Log(Event::Finished {
+                reason: reason.clone(),
+                iteration: self.iteration,
+                global_sparsity: self.global_sparsity(),
+                ppl,
+            }),
+            Effect::Finished(reason),
+        ]
+    }
+
+    /// Stop conditions checked before asking the agent; otherwise profile or propose.
+    fn next_step(&mut self, need_profile: bool) -> Vec<Effect> {
+        if self.stop_requested {
+            return self.finish(StopReason::UserStop);
+        }
+        if self.global_sparsity() >= self.opts.target - 1e-9 {
+            return self.finish(StopReason::TargetReached);
+        }
+        if self.iteration > self.opts.max_iters {
+            return self.finish(StopReason::MaxIterations);
+        }
+        if need_profile {
+            self.phase = Phase::Profiling;
+            return vec![Effect::Profile];
+        }
+        self.phase = Phase::Proposing;
+        vec![self.propose()]
+    }
+
+    fn expect(&self, phase: Phase, ev: &Event, iteration: Option<usize>) -> Result<(), String> {
+        if self.phase != phase {
+            return Err(format!(
+                "event `{}` arrived in phase {:?}, expected {:?}",
+                ev.kind(),
+                self.phase,
+                phase
+            ));
+        }
+        match iteration {
+            Some(i) if i != self.iteration => Err(format!(
+                "event `{}` is for iteration {i} but the session is at iteration {}",
+                ev.kind(),
+                self.iteration
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[path = "transitions.rs"]
+mod transitions;

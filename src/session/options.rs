@@ -1,0 +1,72 @@
+//! Every option of a run, as recorded in the session header (never an API key).
+
+use serde::{Deserialize, Serialize};
+
+use super::machine::LoopOptions;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentSpec {
+    /// builtin, openai or anthropic.
+    pub backend: String,
+    pub model: Option<String>,
+    pub base_url: Option<String>,
+    /// Directory whose templates override the built-in prompts.
+    pub prompts: Option<String>,
+}
+
+impl Default for AgentSpec {
+    fn default() -> Self {
+        AgentSpec {
+            backend: "builtin".into(),
+            model: None,
+            base_url: None,
+            prompts: None,
+        }
+    }
+}
+
+/// Options of a run. `--config FILE` takes the same keys; flags win over the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunOptions {
+    pub model: String,
+    pub device: String,
+    pub dtype: String,
+    pub agent: AgentSpec,
+    /// Calibration text (profile statistics and Wanda masks).
+    pub calib: Option<String>,
+    /// Evaluation text (the guard's perplexity).
+    pub eval: Option<String>,
+    pub seqlen: Option<usize>,
+    pub calib_windows: usize,
+    pub eval_windows: usize,
+    /// sequential or random.
+    pub calib_sample: String,
+    pub seed: u64,
+    pub grad_windows: usize,
+    pub batch: usize,
+    #[serde(rename = "loop")]
+    pub loop_opts: LoopOptions,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            model: "bundled".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            agent: AgentSpec::default(),
+            calib: None,
+            eval: None,
+            seqlen: None,
+            calib_windows: 16,
+            eval_windows: 16,
+            calib_sample: "sequential".into(),
+            seed: 0,
+            grad_windows: 4,
+            batch: 4,
+            loop_opts: LoopOptions::default(),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Headless review: approve everything, or follow a scripted decisions file so that
+//! human-in-the-loop runs are reproducible and testable.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use super::events::Decision;
+use crate::agent::LayerTarget;
+
+/// One line of a decisions file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scripted {
+    pub iteration: usize,
+    /// approve, edit, override, reject or stop.
+    pub action: String,
+    #[serde(default)]
+    pub layers: Vec<LayerTarget>,
+    #[serde(default)]
+    pub reasoning: String,
+    #[serde(default)]
+    pub feedback: String,
+}
+
+/// What the headless reviewer does with a proposal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Decide(Decision),
+    Stop,
+}
+
+pub struct HeadlessReviewer {
+    script: VecDeque<Scripted>,
+    path: Option<PathBuf>,
+    auto_approve: bool,
+}
+
+impl HeadlessReviewer {
+    pub fn new(decisions: Option<&Path>, auto_approve: bool) -> Result<HeadlessReviewer> {
+        let script = match decisions {
+            Some(p) => load(p)?,
+            None if auto_approve => VecDeque::new(),
+            None => bail!("a headless run needs --auto-approve or --decisions FILE"),
+        };
+        Ok(HeadlessReviewer {
+            script,
+            path: decisions.map(Path::to_path_buf),
+            auto_approve,
+        })
+    }
+
+    /// "script" when the decision came from the file, "auto" otherwise.
+    pub fn review(&mut self, iteration: usize) -> Result<(String, Verdict)> {
+        let name = self
+            .path
+            .as_ref()
+            .map_or(String::new(), |p| p.display().to_string());
+        match self.script.front() {
+            Some(s) if s.iteration < iteration => bail!(
+                "{name}: decision for iteration {} was never used (the session is at iteration {iteration})",
+                s.iteration
+            ),
+            Some(s) if s.iteration == iteration => {
+                let s = self.script.pop_front().expect("front exists");
+                Ok(("script".into(), verdict(&s, &name)?))
+            }
+            _ if self.auto_approve => Ok(("auto".into(), Verdict::Decide(Decision::Approve))),
+            _ => bail!("{name}: no decision for iteration {iteration} (add one or pass --auto-approve)"),
+        }
+    }
+}
+
+fn verdict(s: &Scripted, file: &str) -> Result<Verdict> {
+    let it = s.iteration;
+    Ok(Verdict::Decide(match s.action.as_str() {
+        "approve" => Decision::Approve,
+        "edit" | "override" if s.layers.is_empty() => {
+            bail!("{file}: iteration {it}: `{}` needs a non-empty `layers` list", s.action)
+        }
+        "edit" => Decision::Edit {
+            layers: s.layers.clone(),
+        },
+        "override" => Decision::Override {
+            layers: s.layers.clone(),
+            reasoning: s.reasoning.clone(),
+        },
+        "reject" if s.feedback.trim().is_empty() => {
+            bail!("{file}: iteration {it}: `reject` needs `feedback` text for the agent")
+        }
+        "reject" => Decision::Reject {
+            feedback: s.feedback.clone(),
+        },
+        "stop" => return Ok(Verdict::Stop),
+        other => bail!(
+            "{file}: iteration {it}: unknown action `{other}` (approve, edit, override, reject or stop)"
+        ),
+    }))
+}
+
+fn load(path: &Path) -> Result<VecDeque<Scripted>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read decisions file {}", path.display()))?;
+    let list: Vec<Scripted> = serde_yaml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for w in list.windows(2) {
+        if w[1].iteration < w[0].iteration {
+            bail!(
+                "{}: decisions must be in iteration order ({} after {})",
+                path.display(),
+                w[1].iteration,
+                w[0].iteration
+            );
+        }
+    }
+    Ok(list.into())
+}

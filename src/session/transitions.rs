@@ -1,0 +1,211 @@
+//! `Machine::handle`: one arm per event.
+
+use super::*;
+
+impl Machine {
+    /// Apply one input event. A derived event (guard, finished) is accepted and ignored, so a
+    /// whole session file can be fed back. An event that does not fit is an error.
+    pub fn handle(&mut self, ev: &Event) -> Result<Vec<Effect>, String> {
+        match ev {
+            Event::Baseline { layers, eval } => {
+                self.expect(Phase::Baseline, ev, None)?;
+                self.layers = layers.clone();
+                self.dense = Some(eval.clone());
+                self.checkpoints = vec![Checkpoint {
+                    index: 0,
+                    iteration: 0,
+                    sparsity: layers
+                        .iter()
+                        .map(|l| (l.name.clone(), l.sparsity))
+                        .collect(),
+                    eval: eval.clone(),
+                    steps: vec![],
+                }];
+                self.iteration = 1;
+                Ok(self.next_step(true))
+            }
+            Event::Profiled {
+                iteration, rows, ..
+            } => {
+                self.expect(Phase::Profiling, ev, Some(*iteration))?;
+                self.profile = rows.clone();
+                self.profiles += 1;
+                self.accepted_since_profile = 0;
+                Ok(self.next_step(false))
+            }
+            Event::Proposed {
+                iteration, reply, ..
+            } => {
+                self.expect(Phase::Proposing, ev, Some(*iteration))?;
+                self.usage += reply.usage;
+                self.agent_failures = 0;
+                self.proposal = Some(reply.value.clone());
+                self.phase = Phase::Reviewing;
+                Ok(vec![Effect::Review(reply.value.clone())])
+            }
+            Event::AgentFailed { iteration, .. } => {
+                self.expect(Phase::Proposing, ev, Some(*iteration))?;
+                self.agent_failures += 1;
+                if self.agent_failures >= 2 {
+                    return Ok(self.finish(StopReason::AgentFailed));
+                }
+                Ok(vec![self.propose()])
+            }
+            Event::Decided {
+                iteration,
+                decision,
+                ..
+            } => {
+                self.expect(Phase::Reviewing, ev, Some(*iteration))?;
+                self.check_decision(decision)
+                    .map_err(|p| format!("invalid decision: {}", p.join("; ")))?;
+                let agent = self.proposal.take().expect("reviewing has a proposal");
+                let approved = match decision {
+                    Decision::Reject { feedback } => {
+                        self.feedback = Some(feedback.clone());
+                        self.phase = Phase::Proposing;
+                        return Ok(vec![self.propose()]);
+                    }
+                    Decision::Approve => agent,
+                    Decision::Edit { layers } => Proposal {
+                        layers: layers.clone(),
+                        reasoning: format!("{} [edited by the reviewer]", agent.reasoning),
+                    },
+                    Decision::Override { layers, reasoning } => Proposal {
+                        layers: layers.clone(),
+                        reasoning: format!("[override by the reviewer] {reasoning}"),
+                    },
+                };
+                self.applying = Some(approved);
+                self.phase = Phase::Applying;
+                Ok(vec![Effect::Apply(self.mask_step())])
+            }
+            Event::Evaluated {
+                iteration,
+                applied,
+                eval,
+            } => {
+                self.expect(Phase::Applying, ev, Some(*iteration))?;
+                Ok(self.guard(applied, eval))
+            }
+            Event::Reflected { iteration, reply } => {
+                self.expect(Phase::Reflecting, ev, Some(*iteration))?;
+                self.usage += reply.usage;
+                self.reflections.push(reply.value.clone());
+                let accepted = self.history.last().is_some_and(|o| o.accepted);
+                self.iteration += 1;
+                let need_profile =
+                    accepted && self.accepted_since_profile >= self.opts.profile_every.max(1);
+                Ok(self.next_step(need_profile))
+            }
+            Event::StopRequested { .. } => match self.phase {
+                Phase::Proposing | Phase::Reviewing => Ok(self.finish(StopReason::UserStop)),
+                Phase::Done(_) => Ok(vec![]),
+                _ => {
+                    self.stop_requested = true;
+                    Ok(vec![])
+                }
+            },
+            Event::RollbackTo { checkpoint, .. } => {
+                if !matches!(self.phase, Phase::Proposing | Phase::Reviewing) {
+                    return Err(format!(
+                        "a rollback to a checkpoint needs an idle session, not phase {:?}",
+                        self.phase
+                    ));
+                }
+                if *checkpoint + 1 >= self.checkpoints.len() {
+                    return Err(format!(
+                        "checkpoint {checkpoint} is not an earlier checkpoint (latest is {})",
+                        self.checkpoints.len().saturating_sub(1)
+                    ));
+                }
+                self.checkpoints.truncate(checkpoint + 1);
+                self.proposal = None;
+                self.phase = Phase::Profiling;
+                Ok(vec![
+                    Effect::Restore { index: *checkpoint },
+                    Effect::Profile,
+                ])
+            }
+            Event::Guard { .. } | Event::Finished { .. } => Ok(vec![]),
+        }
+    }
+
+    fn guard(&mut self, applied: &BTreeMap<String, f64>, eval: &Evaluation) -> Vec<Effect> {
+        let ckpt = self.checkpoint().expect("a checkpoint").clone();
+        let delta = eval.ppl / ckpt.eval.ppl - 1.0;
+        let total = self.dense.as_ref().map_or(0.0, |d| eval.ppl / d.ppl - 1.0);
+        let th = self.opts.threshold;
+        let over_ceiling = self.opts.ceiling.is_some_and(|c| total > c);
+        let accepted = eval.ppl.is_finite() && delta <= th && !over_ceiling;
+        let note = if !eval.ppl.is_finite() {
+            "rolled back: perplexity is not finite".to_string()
+        } else if over_ceiling {
+            format!(
+                "rolled back: {:+.1}% over dense > ceiling {:.1}%",
+                total * 100.0,
+                self.opts.ceiling.unwrap_or(0.0) * 100.0
+            )
+        } else if accepted {
+            format!("accepted: {:+.1}% <= {:.1}%", delta * 100.0, th * 100.0)
+        } else {
+            format!("rolled back: {:+.1}% > {:.1}%", delta * 100.0, th * 100.0)
+        };
+        let changes: Vec<LayerChange> = applied
+            .iter()
+            .map(|(name, to)| LayerChange {
+                name: name.clone(),
+                from: ckpt.sparsity.get(name).copied().unwrap_or(0.0),
+                to: *to,
+            })
+            .collect();
+        let mut effects = Vec::new();
+        if accepted {
+            let mut sparsity = ckpt.sparsity.clone();
+            sparsity.extend(applied.iter().map(|(k, v)| (k.clone(), *v)));
+            let mut steps = ckpt.steps.clone();
+            steps.push(self.mask_step());
+            let index = self.checkpoints.len();
+            self.checkpoints.push(Checkpoint {
+                index,
+                iteration: self.iteration,
+                sparsity,
+                eval: eval.clone(),
+                steps,
+            });
+            self.accepted_since_profile += 1;
+            effects.push(Effect::Commit { index });
+        } else {
+            self.rollbacks += 1;
+            effects.push(Effect::Restore { index: ckpt.index });
+        }
+        let outcome = StepOutcome {
+            iteration: self.iteration,
+            changes,
+            ppl_before: ckpt.eval.ppl,
+            ppl_after: eval.ppl,
+            accepted,
+            global_sparsity_after: self.global_sparsity(),
+            note: note.clone(),
+        };
+        effects.push(Effect::Log(Event::Guard {
+            iteration: self.iteration,
+            ppl_before: ckpt.eval.ppl,
+            ppl_after: eval.ppl,
+            delta,
+            accepted,
+            global_sparsity: self.global_sparsity(),
+            note,
+        }));
+        self.history.push(outcome.clone());
+        self.feedback = None;
+        self.phase = Phase::Reflecting;
+        let proposal = self.applying.clone().expect("applying has a proposal");
+        effects.push(Effect::Reflect(Box::new((
+            self.context(),
+            proposal,
+            outcome,
+        ))));
+        effects
+    }
+}

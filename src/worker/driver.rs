@@ -1,0 +1,141 @@
+//! Connects the state machine to the workers and the session file: every event is recorded
+//! before the machine sees it, and every effect becomes a job, a review request or a record.
+
+use anyhow::{anyhow, Result};
+use std::time::Duration;
+
+use super::{AgentJob, Job, Msg, Workers};
+use crate::agent::Proposal;
+use crate::session::file::SessionWriter;
+use crate::session::{Effect, Event, Machine, StopReason};
+
+pub struct Driver {
+    pub machine: Machine,
+    writer: Option<SessionWriter>,
+    pub workers: Workers,
+    /// A proposal waiting for the reviewer.
+    pub pending_review: Option<Proposal>,
+    pub finished: Option<StopReason>,
+    /// The latest progress report of the compute thread.
+    pub progress: Option<(String, usize, usize)>,
+    /// Events recorded so far in this process (for front ends that show a log).
+    pub recent: Vec<Event>,
+}
+
+impl Driver {
+    pub fn new(machine: Machine, writer: Option<SessionWriter>, workers: Workers) -> Driver {
+        Driver {
+            machine,
+            writer,
+            workers,
+            pending_review: None,
+            finished: None,
+            progress: None,
+            recent: Vec::new(),
+        }
+    }
+
+    pub fn start(&mut self) -> Result<()> {
+        let effects = self.machine.start();
+        self.dispatch(effects)
+    }
+
+    /// After rebuilding the machine from a file: restore the masks, then re-issue the effects
+    /// of the phase the session was in.
+    pub fn resume(&mut self) -> Result<()> {
+        let steps = self
+            .machine
+            .checkpoints
+            .iter()
+            .skip(1)
+            .map(|c| c.steps.last().cloned().expect("a checkpoint after 0 has a step"))
+            .collect();
+        self.send(Job::Rebuild {
+            steps,
+            profiles: self.machine.profiles,
+        })?;
+        let effects = self.machine.resume_effects();
+        self.dispatch(effects)
+    }
+
+    fn record(&mut self, ev: &Event) -> Result<()> {
+        if let Some(w) = &mut self.writer {
+            w.append(ev)?;
+        }
+        self.recent.push(ev.clone());
+        Ok(())
+    }
+
+    /// Record an input event and let the machine act on it.
+    pub fn feed(&mut self, ev: Event) -> Result<()> {
+        if self.machine.is_done() && !matches!(ev, Event::StopRequested { .. }) {
+            return Ok(()); // a late reply after the session ended
+        }
+        let effects = self.machine.handle(&ev).map_err(|e| anyhow!(e))?;
+        self.record(&ev)?;
+        self.dispatch(effects)
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        self.workers
+            .compute
+            .send(job)
+            .map_err(|_| anyhow!("the compute worker has stopped"))
+    }
+
+    fn ask(&self, job: AgentJob) -> Result<()> {
+        self.workers
+            .agent
+            .send(job)
+            .map_err(|_| anyhow!("the agent worker has stopped"))
+    }
+
+    fn dispatch(&mut self, effects: Vec<Effect>) -> Result<()> {
+        for e in effects {
+            match e {
+                Effect::Baseline => self.send(Job::Baseline)?,
+                Effect::Profile => self.send(Job::Profile {
+                    iteration: self.machine.iteration,
+                })?,
+                Effect::Propose(ctx) => self.ask(AgentJob::Propose(ctx))?,
+                Effect::Review(p) => self.pending_review = Some(p),
+                Effect::Apply(step) => self.send(Job::Apply {
+                    iteration: self.machine.iteration,
+                    step,
+                })?,
+                Effect::Commit { index } => self.send(Job::Commit { index })?,
+                Effect::Restore { index } => self.send(Job::Restore { index })?,
+                Effect::Reflect(b) => self.ask(AgentJob::Reflect(b))?,
+                Effect::Log(ev) => self.record(&ev)?,
+                Effect::Finished(r) => {
+                    self.pending_review = None;
+                    self.finished = Some(r)
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait up to `timeout` for one worker message and act on it. Returns the message for
+    /// front ends that display it; a failed job is an error.
+    pub fn poll(&mut self, timeout: Duration) -> Result<Option<Msg>> {
+        let msg = match self.workers.rx.recv_timeout(timeout) {
+            Ok(m) => m,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Ok(None),
+            Err(_) => return Err(anyhow!("the workers have stopped")),
+        };
+        match &msg {
+            Msg::Event(ev) => {
+                self.progress = None;
+                self.feed(ev.clone())?
+            }
+            Msg::Progress { label, done, total } => {
+                self.progress = Some((label.clone(), *done, *total))
+            }
+            Msg::Failed(e) => return Err(anyhow!("compute failed: {e}")),
+            Msg::Ready(Err(e)) => return Err(anyhow!("{e}")),
+            Msg::Ready(Ok(_)) | Msg::Done(_) => {}
+        }
+        Ok(Some(msg))
+    }
+}

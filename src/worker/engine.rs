@@ -1,0 +1,219 @@
+//! The compute side of a session: owns the decoder, the calibration and evaluation windows
+//! and the masks of every checkpoint. Synchronous; `worker` runs it on its own thread.
+
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::agent::LayerRow;
+use crate::data::Windows;
+use crate::model::{BlockStats, Decoder, LinearId, Mask};
+use crate::prune::oneshot::{prune_layer, Method, OneShotOptions};
+use crate::prune::select::Pattern;
+use crate::session::{Evaluation, Event, LayerInfo, MaskStep};
+
+pub struct EngineConfig {
+    pub calib: Windows,
+    pub calib_name: String,
+    pub eval: Windows,
+    pub eval_name: String,
+    pub grad_windows: usize,
+    pub batch: usize,
+}
+
+type Masks = Vec<Option<Arc<Mask>>>;
+
+pub struct Engine {
+    pub decoder: Decoder,
+    cfg: EngineConfig,
+    ids: Vec<LinearId>,
+    /// Wanda statistics of the latest profile, and that profile's number.
+    stats: Option<(usize, Vec<BlockStats>)>,
+    profiles: usize,
+    checkpoints: Vec<Masks>,
+}
+
+impl Engine {
+    pub fn new(decoder: Decoder, cfg: EngineConfig) -> Engine {
+        let ids: Vec<LinearId> = decoder.linear_ids().collect();
+        let masks = ids.iter().map(|&i| decoder.linear(i).mask().cloned()).collect();
+        Engine {
+            decoder,
+            cfg,
+            ids,
+            stats: None,
+            profiles: 0,
+            checkpoints: vec![masks],
+        }
+    }
+
+    fn current_masks(&self) -> Masks {
+        self.ids
+            .iter()
+            .map(|&i| self.decoder.linear(i).mask().cloned())
+            .collect()
+    }
+
+    pub fn evaluate(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Evaluation> {
+        let t = Instant::now();
+        let p = crate::eval::perplexity(
+            &self.decoder,
+            &self.cfg.eval,
+            self.cfg.batch,
+            &self.cfg.eval_name,
+            progress,
+        )?;
+        Ok(Evaluation {
+            ppl: p.value,
+            dataset: p.dataset,
+            seqlen: p.seqlen,
+            windows: p.windows,
+            dtype: p.dtype,
+            probe: None,
+            seconds: t.elapsed().as_secs_f64(),
+        })
+    }
+
+    pub fn baseline(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Event> {
+        let layers = self
+            .ids
+            .iter()
+            .map(|&i| {
+                let l = self.decoder.linear(i);
+                LayerInfo {
+                    name: l.name.clone(),
+                    params: (l.out_features() * l.in_features()) as u64,
+                    sparsity: l.sparsity(),
+                }
+            })
+            .collect();
+        Ok(Event::Baseline {
+            layers,
+            eval: self.evaluate(progress)?,
+        })
+    }
+
+    pub fn profile(&mut self, iteration: usize) -> Result<Event> {
+        let t = Instant::now();
+        let (p, stats) = crate::profile::compute_with_stats(
+            &self.decoder,
+            &self.cfg.calib,
+            self.cfg.grad_windows,
+            self.cfg.batch,
+            &self.cfg.calib_name,
+        )?;
+        self.profiles += 1;
+        self.stats = Some((self.profiles, stats));
+        let rows = p
+            .layers
+            .into_iter()
+            .zip(&self.ids)
+            .map(|(l, &id)| {
+                let lin = self.decoder.linear(id);
+                LayerRow {
+                    name: l.name,
+                    block: l.block,
+                    kind: l.kind,
+                    s: l.s,
+                    g: l.g,
+                    z_s: l.z_s,
+                    z_g: l.z_g,
+                    sparsity: l.sparsity,
+                    params: (lin.out_features() * lin.in_features()) as u64,
+                }
+            })
+            .collect();
+        Ok(Event::Profiled {
+            iteration,
+            rows,
+            seconds: t.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Grow the masks of the step's layers with the statistics of its profile.
+    fn grow(&mut self, step: &MaskStep) -> Result<BTreeMap<String, f64>> {
+        if self.stats.as_ref().map(|s| s.0) != Some(step.profile) {
+            // Rebuilding: the profile's statistics are those of the current state.
+            let st = crate::profile::input_stats(&self.decoder, &self.cfg.calib, self.cfg.batch)?;
+            self.stats = Some((step.profile, st));
+            self.profiles = self.profiles.max(step.profile);
+        }
+        let stats = &self.stats.as_ref().expect("set above").1;
+        let opts = OneShotOptions::new(Method::Wanda);
+        let mut applied = BTreeMap::new();
+        for t in &step.targets {
+            let id = self
+                .decoder
+                .find_linear(&t.name)
+                .with_context(|| format!("unknown layer `{}`", t.name))?;
+            let blk = &stats[id.block];
+            prune_layer(
+                &mut self.decoder,
+                id,
+                Pattern::Unstructured(t.sparsity),
+                &opts,
+                Some(blk),
+            )
+            .with_context(|| format!("pruning {}", t.name))?;
+            applied.insert(t.name.clone(), self.decoder.linear(id).sparsity());
+        }
+        Ok(applied)
+    }
+
+    pub fn apply(
+        &mut self,
+        iteration: usize,
+        step: &MaskStep,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Event> {
+        let applied = self.grow(step)?;
+        Ok(Event::Evaluated {
+            iteration,
+            applied,
+            eval: self.evaluate(progress)?,
+        })
+    }
+
+    pub fn commit(&mut self, index: usize) {
+        self.checkpoints.truncate(index);
+        self.checkpoints.push(self.current_masks());
+    }
+
+    /// Restore checkpoint `index`; only layers whose mask differs are rebuilt.
+    pub fn restore(&mut self, index: usize) -> Result<()> {
+        let target = self
+            .checkpoints
+            .get(index)
+            .with_context(|| format!("no checkpoint {index}"))?
+            .clone();
+        for (k, &id) in self.ids.clone().iter().enumerate() {
+            let same = match (self.decoder.linear(id).mask(), &target[k]) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            if !same {
+                self.decoder.set_mask(id, target[k].clone())?;
+            }
+        }
+        self.checkpoints.truncate(index + 1);
+        Ok(())
+    }
+
+    /// Rebuild checkpoints 1.. from their steps (one per checkpoint), then make sure the
+    /// statistics of profile `profiles` are loaded. Used to resume and to export.
+    pub fn rebuild(&mut self, steps: &[MaskStep], profiles: usize) -> Result<()> {
+        self.restore(0)?;
+        for (i, s) in steps.iter().enumerate() {
+            self.grow(s)?;
+            self.commit(i + 1);
+        }
+        if profiles > 0 && self.stats.as_ref().map(|s| s.0) != Some(profiles) {
+            let st = crate::profile::input_stats(&self.decoder, &self.cfg.calib, self.cfg.batch)?;
+            self.stats = Some((profiles, st));
+        }
+        self.profiles = self.profiles.max(profiles);
+        Ok(())
+    }
+}

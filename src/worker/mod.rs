@@ -1,0 +1,186 @@
+//! Background execution: the compute engine and the agent each run on their own thread and
+//! report back on one channel, so a front end never blocks on candle or the network.
+
+pub mod driver;
+pub mod engine;
+
+use anyhow::Result;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::thread::JoinHandle;
+
+use crate::agent::{Agent, AgentContext, Proposal, StepOutcome};
+use crate::session::{Event, MaskStep};
+pub use engine::{Engine, EngineConfig};
+
+#[derive(Debug, Clone)]
+pub enum Job {
+    Baseline,
+    Profile { iteration: usize },
+    Apply { iteration: usize, step: MaskStep },
+    Commit { index: usize },
+    Restore { index: usize },
+    Rebuild { steps: Vec<MaskStep>, profiles: usize },
+}
+
+#[derive(Debug, Clone)]
+pub enum AgentJob {
+    Propose(Box<AgentContext>),
+    Reflect(Box<(AgentContext, Proposal, StepOutcome)>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Msg {
+    /// The engine finished loading (model name, or the error).
+    Ready(Result<String, String>),
+    Event(Event),
+    Progress {
+        label: String,
+        done: usize,
+        total: usize,
+    },
+    /// A job failed; the session file holds everything before it, so it can be resumed.
+    Failed(String),
+    /// The compute thread finished a job that produces no event (commit, restore, rebuild).
+    Done(String),
+}
+
+pub struct Workers {
+    pub compute: Sender<Job>,
+    pub agent: Sender<AgentJob>,
+    pub rx: Receiver<Msg>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Start both threads. `load` builds the engine on the compute thread.
+pub fn spawn(
+    load: impl FnOnce() -> Result<Engine> + Send + 'static,
+    mut agent: Box<dyn Agent + Send>,
+) -> Workers {
+    let (tx, rx) = channel::<Msg>();
+    let (ctx_tx, ctx_rx) = channel::<Job>();
+    let (atx, arx) = channel::<AgentJob>();
+    let out = tx.clone();
+    let compute = std::thread::spawn(move || {
+        let mut engine = match load() {
+            Ok(e) => {
+                let _ = out.send(Msg::Ready(Ok(e.decoder.cfg.model_type.clone())));
+                e
+            }
+            Err(e) => {
+                let _ = out.send(Msg::Ready(Err(format!("{e:#}"))));
+                return;
+            }
+        };
+        for job in ctx_rx {
+            let res = run_job(&mut engine, &job, &out);
+            if let Err(e) = res {
+                let _ = out.send(Msg::Failed(format!("{e:#}")));
+            }
+        }
+    });
+    let out = tx;
+    let agent_thread = std::thread::spawn(move || {
+        for job in arx {
+            let ev = match job {
+                AgentJob::Propose(ctx) => match agent.propose(&ctx) {
+                    Ok(reply) => Event::Proposed {
+                        iteration: ctx.iteration,
+                        agent: agent.name(),
+                        reply,
+                    },
+                    Err(e) => Event::AgentFailed {
+                        iteration: ctx.iteration,
+                        error: format!("{e:#}"),
+                    },
+                },
+                AgentJob::Reflect(b) => {
+                    let (ctx, p, o) = *b;
+                    match agent.reflect(&ctx, &p, &o) {
+                        Ok(reply) => Event::Reflected {
+                            iteration: o.iteration,
+                            reply,
+                        },
+                        Err(e) => Event::Reflected {
+                            iteration: o.iteration,
+                            reply: crate::agent::AgentReply {
+                                value: format!("(no reflection: {e:#})"),
+                                prompt: None,
+                                raw: None,
+                                usage: Default::default(),
+                            },
+                        },
+                    }
+                }
+            };
+            if out.send(Msg::Event(ev)).is_err() {
+                break;
+            }
+        }
+    });
+    Workers {
+        compute: ctx_tx,
+        agent: atx,
+        rx,
+        threads: vec![compute, agent_thread],
+    }
+}
+
+fn run_job(engine: &mut Engine, job: &Job, out: &Sender<Msg>) -> Result<()> {
+    let label = match job {
+        Job::Baseline => "evaluating baseline",
+        Job::Apply { .. } => "evaluating",
+        _ => "",
+    };
+    let mut progress = |done: usize, total: usize| {
+        let _ = out.send(Msg::Progress {
+            label: label.to_string(),
+            done,
+            total,
+        });
+    };
+    let ev = match job {
+        Job::Baseline => engine.baseline(&mut progress)?,
+        Job::Profile { iteration } => {
+            progress_msg(out, "profiling");
+            engine.profile(*iteration)?
+        }
+        Job::Apply { iteration, step } => engine.apply(*iteration, step, &mut progress)?,
+        Job::Commit { index } => {
+            engine.commit(*index);
+            let _ = out.send(Msg::Done(format!("checkpoint {index}")));
+            return Ok(());
+        }
+        Job::Restore { index } => {
+            engine.restore(*index)?;
+            let _ = out.send(Msg::Done(format!("restored checkpoint {index}")));
+            return Ok(());
+        }
+        Job::Rebuild { steps, profiles } => {
+            progress_msg(out, "rebuilding masks");
+            engine.rebuild(steps, *profiles)?;
+            let _ = out.send(Msg::Done(format!("rebuilt {} checkpoint(s)", steps.len())));
+            return Ok(());
+        }
+    };
+    let _ = out.send(Msg::Event(ev));
+    Ok(())
+}
+
+fn progress_msg(out: &Sender<Msg>, label: &str) {
+    let _ = out.send(Msg::Progress {
+        label: label.to_string(),
+        done: 0,
+        total: 1,
+    });
+}
+
+impl Workers {
+    /// Close the job channels and wait for the threads (a running job finishes first).
+    pub fn shutdown(self) {
+        drop(self.compute);
+        drop(self.agent);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
