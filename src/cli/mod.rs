@@ -2,8 +2,11 @@
 
 mod calib;
 mod eval;
+mod headless;
 mod profile;
 mod prune;
+mod replay;
+mod run;
 mod train;
 
 use anyhow::Result;
@@ -33,8 +36,27 @@ pub enum Command {
     Prune(prune::PruneArgs),
     /// Measure forward throughput against a GEMM of matching shape.
     Bench(crate::bench::BenchArgs),
+    /// An agent-guided pruning session (TUI, or --headless).
+    Run(run::RunArgs),
+    /// `run` on the bundled model with the built-in agent.
+    Demo(run::RunArgs),
+    /// Show a saved session; --verify re-executes it.
+    Replay(replay::ReplayArgs),
+    /// Export a session's last checkpoint as a Hugging Face model directory.
+    Export(replay::ExportArgs),
+    /// Write the bundled model and its evaluation sets to a directory.
+    Bundled(BundledArgs),
     /// Train the bundled fact-world model from scratch (reproduces assets/bundled).
     TrainTiny(train::TrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BundledArgs {
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// Replace a non-empty --out.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Where and how a model runs.
@@ -67,6 +89,20 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Prune(a) => prune::run(a),
         Command::Bench(a) => crate::bench::run(a),
         Command::TrainTiny(a) => train::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Replay(a) => replay::replay(a),
+        Command::Export(a) => replay::export(a),
+        Command::Demo(a) => run::run(a),
+        Command::Bundled(a) => {
+            crate::prune::export::write_dir_atomically(&a.out, a.force, |d| {
+                crate::model::bundled::write_files(d)
+            })?;
+            eprintln!(
+                "wrote the bundled model and its data to {}",
+                a.out.display()
+            );
+            Ok(())
+        }
     }
 }
 

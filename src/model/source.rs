@@ -21,6 +21,9 @@ impl ModelFiles {
     /// Resolve `spec`: an existing directory is used as is; `owner/name` is looked up
     /// in the Hugging Face cache first and downloaded only when allowed.
     pub fn resolve(spec: &str) -> Result<Self> {
+        if spec == super::bundled::NAME {
+            return Self::from_dir(&super::bundled::dir()?);
+        }
         let path = Path::new(spec);
         if path.is_dir() {
             return Self::from_dir(path);

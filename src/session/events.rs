@@ -163,3 +163,83 @@ impl Event {
         }
     }
 }
+
+impl Event {
+    /// One line for logs and the headless runner.
+    pub fn summary(&self) -> String {
+        match self {
+            Event::Baseline { layers, eval } => format!(
+                "baseline: {} linear layers, ppl {:.4} ({}, seqlen {}, {} windows, {})",
+                layers.len(),
+                eval.ppl,
+                eval.dataset,
+                eval.seqlen,
+                eval.windows,
+                eval.dtype
+            ),
+            Event::Profiled {
+                iteration, seconds, ..
+            } => format!("iter {iteration}: profiled in {seconds:.1} s"),
+            Event::Proposed {
+                iteration,
+                agent,
+                reply,
+            } => format!(
+                "iter {iteration}: {agent} proposes {} layer(s): {}",
+                reply.value.layers.len(),
+                reply
+                    .value
+                    .layers
+                    .iter()
+                    .map(|l| format!("{}→{}", l.name, crate::agent::parse::frac(l.sparsity)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Event::AgentFailed { iteration, error } => {
+                format!("iter {iteration}: agent failed: {error}")
+            }
+            Event::Decided {
+                iteration,
+                by,
+                decision,
+            } => {
+                let what = match decision {
+                    Decision::Approve => "approved".to_string(),
+                    Decision::Edit { layers } => format!("edited ({} layers)", layers.len()),
+                    Decision::Override { layers, .. } => {
+                        format!("overridden ({} layers)", layers.len())
+                    }
+                    Decision::Reject { feedback } => format!("rejected: \"{feedback}\""),
+                };
+                format!("iter {iteration}: {what} by {by}")
+            }
+            Event::Evaluated {
+                iteration, eval, ..
+            } => format!(
+                "iter {iteration}: evaluated ppl {:.4} in {:.1} s",
+                eval.ppl, eval.seconds
+            ),
+            Event::Reflected { iteration, reply } => {
+                format!("iter {iteration}: reflection: {}", reply.value)
+            }
+            Event::StopRequested { by } => format!("stop requested by {by}"),
+            Event::RollbackTo { checkpoint, by } => {
+                format!("rolled back to checkpoint {checkpoint} by {by}")
+            }
+            Event::Guard {
+                iteration,
+                global_sparsity,
+                note,
+                ..
+            } => format!("iter {iteration}: {note}; global sparsity {global_sparsity:.4}"),
+            Event::Finished {
+                reason,
+                global_sparsity,
+                ppl,
+                ..
+            } => {
+                format!("finished ({reason:?}): global sparsity {global_sparsity:.4}, ppl {ppl:.4}")
+            }
+        }
+    }
+}

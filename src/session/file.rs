@@ -119,10 +119,17 @@ pub struct SessionLog {
 pub fn read(path: &Path) -> Result<SessionLog> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read session {}", path.display()))?;
-    let mut starts: Vec<usize> = text.match_indices("---\n").filter(|(i, _)| *i == 0 || text.as_bytes()[i - 1] == b'\n').map(|(i, _)| i).collect();
+    let mut starts: Vec<usize> = text
+        .match_indices("---\n")
+        .filter(|(i, _)| *i == 0 || text.as_bytes()[i - 1] == b'\n')
+        .map(|(i, _)| i)
+        .collect();
     starts.push(text.len());
     if starts.len() < 2 {
-        bail!("{}: not a session file (no header document)", path.display());
+        bail!(
+            "{}: not a session file (no header document)",
+            path.display()
+        );
     }
     let header: Header = serde_yaml::from_str(&text[starts[0]..starts[1]])
         .with_context(|| format!("{}: the header document is invalid", path.display()))?;

@@ -102,8 +102,8 @@ fn verdict(s: &Scripted, file: &str) -> Result<Verdict> {
 fn load(path: &Path) -> Result<VecDeque<Scripted>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read decisions file {}", path.display()))?;
-    let list: Vec<Scripted> = serde_yaml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let list: Vec<Scripted> =
+        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     for w in list.windows(2) {
         if w[1].iteration < w[0].iteration {
             bail!(

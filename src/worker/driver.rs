@@ -48,7 +48,12 @@ impl Driver {
             .checkpoints
             .iter()
             .skip(1)
-            .map(|c| c.steps.last().cloned().expect("a checkpoint after 0 has a step"))
+            .map(|c| {
+                c.steps
+                    .last()
+                    .cloned()
+                    .expect("a checkpoint after 0 has a step")
+            })
             .collect();
         self.send(Job::Rebuild {
             steps,
@@ -137,5 +142,12 @@ impl Driver {
             Msg::Ready(Ok(_)) | Msg::Done(_) => {}
         }
         Ok(Some(msg))
+    }
+}
+
+impl Driver {
+    /// Stop the workers (a running job finishes first).
+    pub fn shutdown(self) {
+        self.workers.shutdown();
     }
 }

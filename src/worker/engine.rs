@@ -37,7 +37,10 @@ pub struct Engine {
 impl Engine {
     pub fn new(decoder: Decoder, cfg: EngineConfig) -> Engine {
         let ids: Vec<LinearId> = decoder.linear_ids().collect();
-        let masks = ids.iter().map(|&i| decoder.linear(i).mask().cloned()).collect();
+        let masks = ids
+            .iter()
+            .map(|&i| decoder.linear(i).mask().cloned())
+            .collect();
         Engine {
             decoder,
             cfg,

@@ -3,6 +3,8 @@
 
 pub mod driver;
 pub mod engine;
+pub mod launch;
+pub mod verify;
 
 use anyhow::Result;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -15,11 +17,23 @@ pub use engine::{Engine, EngineConfig};
 #[derive(Debug, Clone)]
 pub enum Job {
     Baseline,
-    Profile { iteration: usize },
-    Apply { iteration: usize, step: MaskStep },
-    Commit { index: usize },
-    Restore { index: usize },
-    Rebuild { steps: Vec<MaskStep>, profiles: usize },
+    Profile {
+        iteration: usize,
+    },
+    Apply {
+        iteration: usize,
+        step: MaskStep,
+    },
+    Commit {
+        index: usize,
+    },
+    Restore {
+        index: usize,
+    },
+    Rebuild {
+        steps: Vec<MaskStep>,
+        profiles: usize,
+    },
 }
 
 #[derive(Debug, Clone)]

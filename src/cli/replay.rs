@@ -1,0 +1,148 @@
+//! `arborist replay SESSION [--verify]` and `arborist export SESSION --out DIR`.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+use super::headless::replay_inputs;
+use crate::model::ModelFiles;
+use crate::session::file;
+use crate::worker::{launch, verify};
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    pub session: PathBuf,
+    /// Re-execute every compute step and compare with the recorded numbers.
+    #[arg(long)]
+    pub verify: bool,
+    /// Largest relative difference accepted by --verify.
+    #[arg(long, default_value_t = 1e-6)]
+    pub tolerance: f64,
+    /// Print the timeline instead of opening the TUI.
+    #[arg(long)]
+    pub headless: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    pub session: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn load_checked(path: &std::path::Path) -> Result<(file::SessionLog, ModelFiles)> {
+    let log = file::read(path)?;
+    let files = ModelFiles::resolve(&log.header.options.model)?;
+    let fp = file::fingerprint(&files.config, &files.weights)?;
+    if fp != log.header.fingerprint {
+        bail!(
+            "{}: model {} has fingerprint {fp}, the session was recorded on {}",
+            path.display(),
+            log.header.options.model,
+            log.header.fingerprint
+        );
+    }
+    Ok((log, files))
+}
+
+pub fn replay(a: ReplayArgs) -> Result<()> {
+    if !a.verify {
+        let log = file::read(&a.session)?;
+        let m = replay_inputs(&log, &a.session)?;
+        if a.json {
+            let events: Vec<_> = log.entries.iter().map(|e| &e.event).collect();
+            println!("{}", serde_json::to_string(&events)?);
+        } else {
+            for e in &log.entries {
+                println!("{:>4}  {}", e.seq, e.event.summary());
+            }
+            println!(
+                "phase {:?}, iteration {}, global sparsity {:.4}, {} rollback(s)",
+                m.phase,
+                m.iteration,
+                m.global_sparsity(),
+                m.rollbacks
+            );
+        }
+        return Ok(());
+    }
+    let (log, files) = load_checked(&a.session)?;
+    let mut engine = launch::load_engine(files, &log.header.options)?;
+    let r = verify::verify(&log, &mut engine, a.tolerance, &a.session)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{:>4}  {:<36} {:>14} {:>14} {:>10}",
+            "seq", "check", "recorded", "recomputed", "rel diff"
+        );
+        for c in &r.checks {
+            println!(
+                "{:>4}  {:<36} {:>14.6} {:>14.6} {:>10.2e} {}",
+                c.seq,
+                c.what,
+                c.recorded,
+                c.recomputed,
+                c.max_rel_diff,
+                if c.ok { "ok" } else { "MISMATCH" }
+            );
+        }
+        for d in &r.derived_mismatches {
+            println!("derived mismatch: {d}");
+        }
+        println!(
+            "{} compute checks, {} derived events; {}{}",
+            r.checks.len(),
+            r.derived_checked,
+            if r.ok { "verified" } else { "NOT verified" },
+            if r.bit_exact { " (bit-exact)" } else { "" }
+        );
+    }
+    if !r.ok {
+        bail!(
+            "{}: re-execution does not match the recording",
+            a.session.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn export(a: ExportArgs) -> Result<()> {
+    let (log, files) = load_checked(&a.session)?;
+    crate::prune::export::check_out_dir(&a.out, a.force)?;
+    let m = replay_inputs(&log, &a.session)?;
+    let Some(ckpt) = m.checkpoint() else {
+        bail!("{}: the session has no checkpoint yet", a.session.display());
+    };
+    let mut engine = launch::load_engine(files.clone(), &log.header.options)?;
+    let steps: Vec<_> = m
+        .checkpoints
+        .iter()
+        .skip(1)
+        .filter_map(|c| c.steps.last().cloned())
+        .collect();
+    engine.rebuild(&steps, 0)?;
+    let meta = serde_json::json!({
+        "method": "arborist-session",
+        "session": a.session.display().to_string(),
+        "checkpoint": ckpt.index,
+        "iteration": ckpt.iteration,
+        "global_sparsity": m.global_sparsity(),
+        "layer_sparsity": ckpt.sparsity,
+        "eval": ckpt.eval,
+        "options": log.header.options,
+    });
+    crate::prune::export::export(&engine.decoder, &files, &a.out, a.force, &meta)?;
+    eprintln!(
+        "exported checkpoint {} (global sparsity {:.4}, ppl {:.4}) to {}",
+        ckpt.index,
+        m.global_sparsity(),
+        ckpt.eval.ppl,
+        a.out.display()
+    );
+    Ok(())
+}

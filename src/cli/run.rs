@@ -1,0 +1,212 @@
+//! `arborist run` (and `demo`): an agent-guided session, headless or in the TUI.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+use crate::session::{file, RunOptions};
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// A local model directory, a Hugging Face id, or `bundled`.
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// builtin, openai or anthropic.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Model name for the openai/anthropic agent.
+    #[arg(long)]
+    pub agent_model: Option<String>,
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Directory with prompt templates that override the built-in ones.
+    #[arg(long)]
+    pub prompts: Option<String>,
+    /// Target global sparsity over the blocks' linear layers.
+    #[arg(long)]
+    pub target: Option<f64>,
+    /// Relative perplexity increase per step that triggers a rollback.
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Optional ceiling on total perplexity increase over the dense model (relative).
+    #[arg(long)]
+    pub ceiling: Option<f64>,
+    #[arg(long)]
+    pub max_iters: Option<usize>,
+    /// Largest sparsity increase of one layer per step.
+    #[arg(long)]
+    pub max_step: Option<f64>,
+    /// Most layers changed per step.
+    #[arg(long)]
+    pub max_layers: Option<usize>,
+    #[arg(long)]
+    pub profile_every: Option<usize>,
+    #[arg(long)]
+    pub calib: Option<String>,
+    #[arg(long)]
+    pub eval: Option<String>,
+    #[arg(long)]
+    pub seqlen: Option<usize>,
+    #[arg(long)]
+    pub calib_windows: Option<usize>,
+    #[arg(long)]
+    pub eval_windows: Option<usize>,
+    /// sequential or random.
+    #[arg(long)]
+    pub calib_sample: Option<String>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub grad_windows: Option<usize>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Session file (default sessions/<time>-<model>.yaml).
+    #[arg(long)]
+    pub session: Option<PathBuf>,
+    /// Continue the session in --session where it stopped.
+    #[arg(long)]
+    pub resume: bool,
+    /// No TUI: review with --auto-approve or --decisions.
+    #[arg(long)]
+    pub headless: bool,
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Scripted review decisions (YAML list of {iteration, action, layers, feedback}).
+    #[arg(long)]
+    pub decisions: Option<PathBuf>,
+    /// Print one JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// YAML file with run options (the keys of the session header's `options`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// Flags win over the config file, which wins over the defaults.
+    pub fn options(&self) -> Result<RunOptions> {
+        let mut o = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config {}", p.display()))?;
+                serde_yaml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?
+            }
+            None => RunOptions::default(),
+        };
+        macro_rules! set {
+            ($flag:expr, $field:expr) => {
+                if let Some(v) = $flag.clone() {
+                    $field = v;
+                }
+            };
+        }
+        set!(self.model, o.model);
+        set!(self.device, o.device);
+        set!(self.dtype, o.dtype);
+        set!(self.agent, o.agent.backend);
+        if self.agent_model.is_some() {
+            o.agent.model = self.agent_model.clone();
+        }
+        if self.base_url.is_some() {
+            o.agent.base_url = self.base_url.clone();
+        }
+        if self.prompts.is_some() {
+            o.agent.prompts = self.prompts.clone();
+        }
+        set!(self.target, o.loop_opts.target);
+        set!(self.threshold, o.loop_opts.threshold);
+        if self.ceiling.is_some() {
+            o.loop_opts.ceiling = self.ceiling;
+        }
+        set!(self.max_iters, o.loop_opts.max_iters);
+        set!(self.max_step, o.loop_opts.bounds.max_step);
+        set!(self.max_layers, o.loop_opts.bounds.max_layers);
+        set!(self.profile_every, o.loop_opts.profile_every);
+        if self.calib.is_some() {
+            o.calib = self.calib.clone();
+        }
+        if self.eval.is_some() {
+            o.eval = self.eval.clone();
+        }
+        if self.seqlen.is_some() {
+            o.seqlen = self.seqlen;
+        }
+        set!(self.calib_windows, o.calib_windows);
+        set!(self.eval_windows, o.eval_windows);
+        set!(self.calib_sample, o.calib_sample);
+        set!(self.seed, o.seed);
+        set!(self.grad_windows, o.grad_windows);
+        set!(self.batch, o.batch);
+        check(&o)?;
+        Ok(o)
+    }
+}
+
+fn check(o: &RunOptions) -> Result<()> {
+    let l = &o.loop_opts;
+    let frac = |name: &str, v: f64| {
+        if !(0.0..1.0).contains(&v) || !v.is_finite() {
+            bail!("--{name} {v} is outside [0, 1)");
+        }
+        Ok(())
+    };
+    frac("target", l.target)?;
+    frac("max-step", l.bounds.max_step)?;
+    if !(l.threshold.is_finite() && l.threshold >= 0.0) {
+        bail!(
+            "--threshold {} must be a non-negative fraction (0.05 = 5%)",
+            l.threshold
+        );
+    }
+    if l.bounds.max_step <= 0.0 {
+        bail!("--max-step must be above 0");
+    }
+    if l.bounds.max_layers == 0 || l.max_iters == 0 || o.calib_windows == 0 || o.eval_windows == 0 {
+        bail!("--max-layers, --max-iters, --calib-windows and --eval-windows must be at least 1");
+    }
+    if !matches!(o.agent.backend.as_str(), "builtin" | "openai" | "anthropic") {
+        bail!(
+            "--agent {} is unknown (builtin, openai or anthropic)",
+            o.agent.backend
+        );
+    }
+    if !matches!(o.calib_sample.as_str(), "sequential" | "random") {
+        bail!(
+            "--calib-sample {} is unknown (sequential or random)",
+            o.calib_sample
+        );
+    }
+    crate::runtime::parse_device(&o.device)?;
+    crate::runtime::parse_dtype(&o.dtype)?;
+    Ok(())
+}
+
+/// The default session path: sessions/<unix seconds>-<model name>.yaml.
+pub fn default_session_path(model: &str) -> PathBuf {
+    let name: String = model
+        .rsplit(['/', '\\'])
+        .find(|s| !s.is_empty())
+        .unwrap_or("model")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    PathBuf::from("sessions").join(format!("{}-{name}.yaml", file::now_ms() / 1000))
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    if !a.headless {
+        bail!("the TUI is not built yet: pass --headless with --auto-approve or --decisions FILE");
+    }
+    super::headless::run(&a)
+}

@@ -1,0 +1,109 @@
+//! From run options to running workers: model files, windows, engine and agent.
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{spawn, Engine, EngineConfig, Msg, Workers};
+use crate::agent::{builtin::BuiltinAgent, Agent, LlmAgent};
+use crate::data::{read_text, Windows};
+use crate::model::{LoadedModel, ModelFiles};
+use crate::session::RunOptions;
+
+/// The calibration or evaluation text: the flag, or the bundled model's own file.
+pub fn text_path(spec: &Option<String>, flag: &str, opts: &RunOptions) -> Result<PathBuf> {
+    match spec {
+        Some(p) => Ok(PathBuf::from(p)),
+        None if opts.model == crate::model::bundled::NAME => {
+            Ok(crate::model::bundled::data_dir()?.join(format!("{flag}.txt")))
+        }
+        None => bail!("--{flag} FILE is required for a model other than `bundled`"),
+    }
+}
+
+fn windows(
+    m: &LoadedModel,
+    path: &std::path::Path,
+    count: usize,
+    opts: &RunOptions,
+    random: bool,
+) -> Result<Windows> {
+    let ids = m.encode(&read_text(path)?)?;
+    let seqlen = opts
+        .seqlen
+        .unwrap_or(crate::data::default_seqlen(m.cfg.max_position_embeddings));
+    let name = path.display().to_string();
+    if random {
+        Windows::random(&ids, seqlen, count, opts.seed, &name)
+    } else {
+        Windows::sequential(&ids, seqlen, Some(count), &name)
+    }
+}
+
+/// Load the model and windows (runs on the compute thread).
+pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
+    let device = crate::runtime::parse_device(&opts.device)?;
+    let dtype = crate::runtime::parse_dtype(&opts.dtype)?;
+    let m = LoadedModel::from_files(files, &device, dtype)?;
+    let calib_path = text_path(&opts.calib, "calib", opts)?;
+    let eval_path = text_path(&opts.eval, "eval", opts)?;
+    let calib = windows(
+        &m,
+        &calib_path,
+        opts.calib_windows,
+        opts,
+        opts.calib_sample == "random",
+    )?;
+    let eval = windows(&m, &eval_path, opts.eval_windows, opts, false)?;
+    Ok(Engine::new(
+        m.decoder,
+        EngineConfig {
+            calib,
+            calib_name: calib_path.display().to_string(),
+            eval,
+            eval_name: eval_path.display().to_string(),
+            grad_windows: opts.grad_windows,
+            batch: opts.batch,
+        },
+    ))
+}
+
+pub fn make_agent(opts: &RunOptions) -> Result<Box<dyn Agent + Send>> {
+    let a = &opts.agent;
+    Ok(match a.backend.as_str() {
+        "builtin" => Box::new(BuiltinAgent),
+        backend => {
+            let model = a
+                .model
+                .as_deref()
+                .with_context(|| format!("--agent {backend} needs --agent-model NAME"))?;
+            Box::new(LlmAgent::from_options(
+                backend,
+                model,
+                a.base_url.as_deref(),
+                a.prompts.as_deref().map(std::path::Path::new),
+            )?)
+        }
+    })
+}
+
+/// Resolve the model files (fast, here) and start the workers; the model loads on the
+/// compute thread.
+pub fn start(opts: &RunOptions) -> Result<(Workers, ModelFiles)> {
+    let files = ModelFiles::resolve(&opts.model)?;
+    let agent = make_agent(opts)?;
+    let (f, o) = (files.clone(), opts.clone());
+    Ok((spawn(move || load_engine(f, &o), agent), files))
+}
+
+/// Block until the engine has loaded (or failed to).
+pub fn wait_ready(w: &Workers) -> Result<()> {
+    loop {
+        match w.rx.recv_timeout(Duration::from_secs(3600)) {
+            Ok(Msg::Ready(Ok(_))) => return Ok(()),
+            Ok(Msg::Ready(Err(e))) => bail!("{e}"),
+            Ok(_) => continue,
+            Err(_) => bail!("the compute worker stopped while loading"),
+        }
+    }
+}

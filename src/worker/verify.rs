@@ -1,0 +1,207 @@
+//! `replay --verify`: re-execute every compute step of a session file on the recorded
+//! agent and human inputs, and compare with what was recorded.
+
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::path::Path;
+
+use super::Engine;
+use crate::session::file::SessionLog;
+use crate::session::{Effect, Event, Machine};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub seq: u64,
+    pub what: String,
+    pub recorded: f64,
+    pub recomputed: f64,
+    /// Largest relative difference over every number compared for this event.
+    pub max_rel_diff: f64,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub checks: Vec<Check>,
+    /// Guard verdicts and the finish, recomputed from the recorded inputs.
+    pub derived_checked: usize,
+    pub derived_mismatches: Vec<String>,
+    pub bit_exact: bool,
+    pub ok: bool,
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    if a == b {
+        0.0
+    } else {
+        (a - b).abs() / a.abs().max(b.abs()).max(1e-300)
+    }
+}
+
+/// Re-execute `log` on `engine` (loaded from the same model and options).
+pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> Result<Report> {
+    let o = &log.header.options;
+    let mut m = Machine::new(&o.model, o.loop_opts.clone());
+    let mut pending: VecDeque<Effect> = m.start().into();
+    let mut derived: VecDeque<Event> = VecDeque::new();
+    let mut checks = Vec::new();
+    let (mut derived_checked, mut derived_mismatches) = (0, Vec::new());
+    let mut none = |_: usize, _: usize| {};
+    for e in &log.entries {
+        let ev = &e.event;
+        if !ev.is_input() {
+            derived_checked += 1;
+            match derived.pop_front() {
+                Some(d) if d == *ev => {}
+                Some(d) => derived_mismatches.push(format!(
+                    "event {}: recorded `{}`, recomputed `{}`",
+                    e.seq,
+                    ev.summary(),
+                    d.summary()
+                )),
+                None => derived_mismatches.push(format!(
+                    "event {}: recorded `{}` was not produced on replay",
+                    e.seq,
+                    ev.summary()
+                )),
+            }
+            continue;
+        }
+        if ev.is_compute() {
+            let fresh = loop {
+                let Some(eff) = pending.pop_front() else {
+                    bail!(
+                        "{}: event {} ({}) was not requested by the loop",
+                        path.display(),
+                        e.seq,
+                        ev.kind()
+                    );
+                };
+                match eff {
+                    Effect::Baseline => break engine.baseline(&mut none)?,
+                    Effect::Profile => break engine.profile(m.iteration)?,
+                    Effect::Apply(step) => break engine.apply(m.iteration, &step, &mut none)?,
+                    Effect::Commit { index } => engine.commit(index),
+                    Effect::Restore { index } => engine.restore(index)?,
+                    _ => {}
+                }
+            };
+            checks.push(compare(e.seq, ev, &fresh, tol)?);
+        }
+        let effects = m
+            .handle(ev)
+            .map_err(|msg| anyhow!("{}: event {}: {msg}", path.display(), e.seq))?;
+        for eff in effects {
+            match eff {
+                Effect::Log(d) => derived.push_back(d),
+                other => pending.push_back(other),
+            }
+        }
+    }
+    let bit_exact = checks.iter().all(|c| c.max_rel_diff == 0.0);
+    let ok = checks.iter().all(|c| c.ok) && derived_mismatches.is_empty();
+    Ok(Report {
+        checks,
+        derived_checked,
+        derived_mismatches,
+        bit_exact,
+        ok,
+    })
+}
+
+fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check> {
+    let (what, a, b, worst) = match (recorded, fresh) {
+        (
+            Event::Baseline {
+                layers: la,
+                eval: ea,
+            },
+            Event::Baseline {
+                layers: lb,
+                eval: eb,
+            },
+        ) => {
+            let same_layers = la.len() == lb.len()
+                && la
+                    .iter()
+                    .zip(lb)
+                    .all(|(x, y)| x.name == y.name && x.params == y.params);
+            let w = if same_layers {
+                rel(ea.ppl, eb.ppl)
+            } else {
+                f64::INFINITY
+            };
+            ("baseline ppl".to_string(), ea.ppl, eb.ppl, w)
+        }
+        (
+            Event::Profiled {
+                iteration,
+                rows: ra,
+                ..
+            },
+            Event::Profiled { rows: rb, .. },
+        ) => {
+            let mut w: f64 = if ra.len() == rb.len() {
+                0.0
+            } else {
+                f64::INFINITY
+            };
+            for (x, y) in ra.iter().zip(rb) {
+                for (p, q) in [
+                    (x.s, y.s),
+                    (x.g, y.g),
+                    (x.z_s, y.z_s),
+                    (x.z_g, y.z_g),
+                    (x.sparsity, y.sparsity),
+                ] {
+                    w = w.max(rel(p, q));
+                }
+                if x.name != y.name {
+                    w = f64::INFINITY;
+                }
+            }
+            let s = |r: &[crate::agent::LayerRow]| r.iter().map(|l| l.s).sum::<f64>();
+            (
+                format!("iter {iteration} profile (sum of s)"),
+                s(ra),
+                s(rb),
+                w,
+            )
+        }
+        (
+            Event::Evaluated {
+                iteration,
+                applied: pa,
+                eval: ea,
+            },
+            Event::Evaluated {
+                applied: pb,
+                eval: eb,
+                ..
+            },
+        ) => {
+            let mut w = rel(ea.ppl, eb.ppl);
+            if pa.len() != pb.len() {
+                w = f64::INFINITY;
+            }
+            for (k, v) in pa {
+                w = w.max(pb.get(k).map_or(f64::INFINITY, |u| rel(*v, *u)));
+            }
+            (format!("iter {iteration} ppl"), ea.ppl, eb.ppl, w)
+        }
+        _ => bail!(
+            "event {seq}: recomputed a `{}` for a recorded `{}`",
+            fresh.kind(),
+            recorded.kind()
+        ),
+    };
+    Ok(Check {
+        seq,
+        what,
+        recorded: a,
+        recomputed: b,
+        max_rel_diff: worst,
+        ok: worst <= tol,
+    })
+}
