@@ -4,9 +4,9 @@ use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 
-use super::headless::replay_inputs;
 use crate::model::ModelFiles;
 use crate::session::file;
+use crate::worker::setup::replay_inputs;
 use crate::worker::{launch, verify};
 
 #[derive(Args, Debug)]

@@ -4,6 +4,7 @@
 pub mod driver;
 pub mod engine;
 pub mod launch;
+pub mod setup;
 pub mod verify;
 
 use anyhow::Result;

@@ -1,0 +1,97 @@
+//! Opening a session (new or resumed) and attaching a driver once the engine is ready.
+//! Shared by the headless runner and the TUI.
+
+use anyhow::{anyhow, bail, Result};
+use std::path::{Path, PathBuf};
+
+use super::{driver::Driver, Workers};
+use crate::model::ModelFiles;
+use crate::session::file::{self, Header, SessionLog, SessionWriter};
+use crate::session::{Machine, RunOptions};
+
+pub struct Opened {
+    pub opts: RunOptions,
+    pub path: PathBuf,
+    /// The existing file when resuming.
+    pub log: Option<SessionLog>,
+}
+
+/// Rebuild the machine from a session file's inputs.
+pub fn replay_inputs(log: &SessionLog, path: &Path) -> Result<Machine> {
+    let o = &log.header.options;
+    let mut m = Machine::new(&o.model, o.loop_opts.clone());
+    m.start();
+    for e in &log.entries {
+        if e.event.is_input() {
+            m.handle(&e.event)
+                .map_err(|msg| anyhow!("{}: event {}: {msg}", path.display(), e.seq))?;
+        }
+    }
+    Ok(m)
+}
+
+/// A new session at `path` (which must not exist), or the existing one when `resume`.
+pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
+    if resume {
+        let log = file::read(&path)?;
+        if log.torn_tail {
+            tracing::warn!("{}: dropping a torn last event", path.display());
+        }
+        return Ok(Opened {
+            opts: log.header.options.clone(),
+            path,
+            log: Some(log),
+        });
+    }
+    if path.exists() {
+        bail!(
+            "session {} already exists (pass --resume to continue it)",
+            path.display()
+        );
+    }
+    Ok(Opened {
+        opts,
+        path,
+        log: None,
+    })
+}
+
+/// After the engine reported ready: write the header (or reopen the file), rebuild the
+/// machine, and start or resume the loop. Nothing is written before this point.
+pub fn attach(o: &Opened, workers: Workers, files: &ModelFiles) -> Result<Driver> {
+    let fingerprint = file::fingerprint(&files.config, &files.weights)?;
+    let (machine, writer) = match &o.log {
+        None => {
+            let header = Header {
+                format: file::FORMAT.into(),
+                arborist: env!("CARGO_PKG_VERSION").into(),
+                created_unix: file::now_ms() / 1000,
+                model: o.opts.model.clone(),
+                fingerprint,
+                options: o.opts.clone(),
+            };
+            let m = Machine::new(&o.opts.model, o.opts.loop_opts.clone());
+            (m, SessionWriter::create(&o.path, &header)?)
+        }
+        Some(log) => {
+            if log.header.fingerprint != fingerprint {
+                bail!(
+                    "{}: model {} has fingerprint {fingerprint}, the session was recorded on {}",
+                    o.path.display(),
+                    o.opts.model,
+                    log.header.fingerprint
+                );
+            }
+            let m = replay_inputs(log, &o.path)?;
+            let seq = log.entries.last().map_or(0, |e| e.seq);
+            (m, SessionWriter::append_to(&o.path, log.valid_len, seq)?)
+        }
+    };
+    let mut d = Driver::new(machine, Some(writer), workers);
+    if o.log.is_some() {
+        d.resume()?;
+    } else {
+        d.start()?;
+    }
+    Ok(d)
+}
