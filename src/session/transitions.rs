@@ -137,7 +137,8 @@ impl Machine {
         let total = self.dense.as_ref().map_or(0.0, |d| eval.ppl / d.ppl - 1.0);
         let th = self.opts.threshold;
         let over_ceiling = self.opts.ceiling.is_some_and(|c| total > c);
-        let accepted = eval.ppl.is_finite() && delta <= th && !over_ceiling;
+        // A hair of slack so that exactly +threshold (up to rounding) counts as within it.
+        let accepted = eval.ppl.is_finite() && delta <= th + 1e-12 && !over_ceiling;
         let note = if !eval.ppl.is_finite() {
             "rolled back: perplexity is not finite".to_string()
         } else if over_ceiling {

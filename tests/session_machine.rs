@@ -1,0 +1,468 @@
+//! The loop's state machine on synthetic events: no model, no IO.
+
+use arborist::agent::{builtin::BuiltinAgent, AgentReply, LayerRow, LayerTarget, Proposal, Usage};
+use arborist::session::{
+    Decision, Effect, Evaluation, Event, LayerInfo, LoopOptions, Machine, Phase, StopReason,
+};
+use std::collections::BTreeMap;
+
+const KINDS: [(&str, &str); 7] = [
+    ("q", "self_attn.q_proj"),
+    ("k", "self_attn.k_proj"),
+    ("v", "self_attn.v_proj"),
+    ("o", "self_attn.o_proj"),
+    ("gate", "mlp.gate_proj"),
+    ("up", "mlp.up_proj"),
+    ("down", "mlp.down_proj"),
+];
+
+fn layers(blocks: usize) -> Vec<LayerInfo> {
+    (0..blocks)
+        .flat_map(|b| {
+            KINDS.iter().map(move |(k, p)| LayerInfo {
+                name: format!("model.layers.{b}.{p}"),
+                params: if k.len() > 1 { 300 } else { 100 },
+                sparsity: 0.0,
+            })
+        })
+        .collect()
+}
+
+fn eval(ppl: f64) -> Evaluation {
+    Evaluation {
+        ppl,
+        dataset: "synthetic".into(),
+        seqlen: 8,
+        windows: 1,
+        dtype: "f32".into(),
+        probe: None,
+        seconds: 0.0,
+    }
+}
+
+fn rows(m: &Machine) -> Vec<LayerRow> {
+    m.layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| LayerRow {
+            name: l.name.clone(),
+            block: i / 7,
+            kind: KINDS[i % 7].0.into(),
+            s: 1.0 + i as f64,
+            g: 2.0 + (i % 5) as f64,
+            z_s: (i as f64 - 7.0) / 4.0,
+            z_g: ((i % 5) as f64 - 2.0) / 2.0,
+            sparsity: 0.0,
+            params: l.params,
+        })
+        .collect()
+}
+
+fn reply<T>(value: T) -> AgentReply<T> {
+    AgentReply {
+        value,
+        prompt: None,
+        raw: None,
+        usage: Usage {
+            prompt_tokens: 10,
+            completion_tokens: 5,
+        },
+    }
+}
+
+/// A machine past baseline and the first profile, waiting for a proposal.
+fn started(opts: LoopOptions) -> Machine {
+    let mut m = Machine::new("synthetic", opts);
+    assert_eq!(m.start(), vec![Effect::Baseline]);
+    let fx = m
+        .handle(&Event::Baseline {
+            layers: layers(2),
+            eval: eval(10.0),
+        })
+        .unwrap();
+    assert_eq!(fx, vec![Effect::Profile]);
+    let r = rows(&m);
+    let fx = m
+        .handle(&Event::Profiled {
+            iteration: 1,
+            rows: r,
+            seconds: 0.0,
+        })
+        .unwrap();
+    assert!(matches!(fx[0], Effect::Propose(_)));
+    m
+}
+
+fn step(m: &mut Machine, targets: &[(&str, f64)], ppl: f64) -> Vec<Effect> {
+    let it = m.iteration;
+    let p = Proposal {
+        layers: targets
+            .iter()
+            .map(|(n, s)| LayerTarget {
+                name: n.to_string(),
+                sparsity: *s,
+            })
+            .collect(),
+        reasoning: "test".into(),
+    };
+    m.handle(&Event::Proposed {
+        iteration: it,
+        agent: "test".into(),
+        reply: reply(p),
+    })
+    .unwrap();
+    m.handle(&Event::Decided {
+        iteration: it,
+        by: "test".into(),
+        decision: Decision::Approve,
+    })
+    .unwrap();
+    let applied: BTreeMap<String, f64> = targets.iter().map(|(n, s)| (n.to_string(), *s)).collect();
+    m.handle(&Event::Evaluated {
+        iteration: it,
+        applied,
+        eval: eval(ppl),
+    })
+    .unwrap()
+}
+
+const DOWN0: &str = "model.layers.0.mlp.down_proj";
+const UP1: &str = "model.layers.1.mlp.up_proj";
+
+#[test]
+fn accepted_step_commits_a_checkpoint_and_rollback_restores_it() {
+    let mut m = started(LoopOptions::default());
+    let fx = step(&mut m, &[(DOWN0, 0.1)], 10.4);
+    assert!(fx.contains(&Effect::Commit { index: 1 }), "{fx:?}");
+    assert_eq!(m.checkpoint().unwrap().sparsity[DOWN0], 0.1);
+    m.handle(&Event::Reflected {
+        iteration: 1,
+        reply: reply("ok".into()),
+    })
+    .unwrap();
+    // The accepted step triggers a fresh profile before the next proposal.
+    assert_eq!(m.phase, Phase::Profiling);
+    let r = rows(&m);
+    m.handle(&Event::Profiled {
+        iteration: 2,
+        rows: r,
+        seconds: 0.0,
+    })
+    .unwrap();
+    // +6% over the 10.4 checkpoint > 5%: rolled back to checkpoint 1.
+    let fx = step(&mut m, &[(UP1, 0.1)], 10.4 * 1.06);
+    assert!(fx.contains(&Effect::Restore { index: 1 }), "{fx:?}");
+    assert_eq!(m.rollbacks, 1);
+    assert_eq!(m.checkpoints.len(), 2);
+    assert!(
+        !m.checkpoint().unwrap().sparsity.contains_key(UP1)
+            || m.checkpoint().unwrap().sparsity[UP1] == 0.0
+    );
+    let guard = fx.iter().find_map(|e| match e {
+        Effect::Log(Event::Guard {
+            accepted,
+            ppl_before,
+            ..
+        }) => Some((*accepted, *ppl_before)),
+        _ => None,
+    });
+    assert_eq!(guard, Some((false, 10.4)));
+    m.handle(&Event::Reflected {
+        iteration: 2,
+        reply: reply("too far".into()),
+    })
+    .unwrap();
+    // After a rollback the profile is still valid: straight to the agent.
+    assert_eq!(m.phase, Phase::Proposing);
+    let ctx = m.context();
+    assert_eq!(ctx.history.len(), 2);
+    assert!(!ctx.history[1].accepted);
+    assert_eq!(
+        ctx.reflections,
+        vec!["ok".to_string(), "too far".to_string()]
+    );
+    assert_eq!(m.usage.prompt_tokens, 40);
+}
+
+#[test]
+fn threshold_is_inclusive_and_ceiling_limits_total_degradation() {
+    let mut m = started(LoopOptions::default());
+    let fx = step(&mut m, &[(DOWN0, 0.1)], 10.0 * 1.05);
+    assert!(fx.contains(&Effect::Commit { index: 1 }));
+    let mut m = started(LoopOptions {
+        ceiling: Some(0.02),
+        ..LoopOptions::default()
+    });
+    let fx = step(&mut m, &[(DOWN0, 0.1)], 10.3);
+    assert!(fx.contains(&Effect::Restore { index: 0 }), "{fx:?}");
+}
+
+#[test]
+fn reject_sends_feedback_to_the_next_prompt_and_is_then_cleared() {
+    let mut m = started(LoopOptions::default());
+    let p = Proposal {
+        layers: vec![LayerTarget {
+            name: DOWN0.into(),
+            sparsity: 0.1,
+        }],
+        reasoning: "r".into(),
+    };
+    m.handle(&Event::Proposed {
+        iteration: 1,
+        agent: "a".into(),
+        reply: reply(p),
+    })
+    .unwrap();
+    let fx = m
+        .handle(&Event::Decided {
+            iteration: 1,
+            by: "human".into(),
+            decision: Decision::Reject {
+                feedback: "spare the MLPs".into(),
+            },
+        })
+        .unwrap();
+    match &fx[0] {
+        Effect::Propose(ctx) => assert_eq!(ctx.feedback.as_deref(), Some("spare the MLPs")),
+        other => panic!("expected a new proposal request, got {other:?}"),
+    }
+    assert_eq!(m.iteration, 1, "a rejection does not use up an iteration");
+    step_from_proposing(&mut m, 10.1);
+    assert_eq!(m.feedback, None);
+}
+
+fn step_from_proposing(m: &mut Machine, ppl: f64) {
+    let it = m.iteration;
+    let ctx = m.context();
+    let p = BuiltinAgent::decide(&ctx).unwrap();
+    let applied = p
+        .layers
+        .iter()
+        .map(|l| (l.name.clone(), l.sparsity))
+        .collect();
+    m.handle(&Event::Proposed {
+        iteration: it,
+        agent: "builtin".into(),
+        reply: reply(p),
+    })
+    .unwrap();
+    m.handle(&Event::Decided {
+        iteration: it,
+        by: "auto".into(),
+        decision: Decision::Approve,
+    })
+    .unwrap();
+    m.handle(&Event::Evaluated {
+        iteration: it,
+        applied,
+        eval: eval(ppl),
+    })
+    .unwrap();
+}
+
+#[test]
+fn invalid_edits_are_refused_without_changing_state() {
+    let mut m = started(LoopOptions::default());
+    let p = Proposal {
+        layers: vec![LayerTarget {
+            name: DOWN0.into(),
+            sparsity: 0.1,
+        }],
+        reasoning: "r".into(),
+    };
+    m.handle(&Event::Proposed {
+        iteration: 1,
+        agent: "a".into(),
+        reply: reply(p),
+    })
+    .unwrap();
+    for bad in [
+        vec![LayerTarget {
+            name: "model.layers.9.mlp.up_proj".into(),
+            sparsity: 0.1,
+        }],
+        vec![LayerTarget {
+            name: DOWN0.into(),
+            sparsity: 0.5,
+        }],
+    ] {
+        let d = Decision::Edit { layers: bad };
+        let err = m.check_decision(&d).unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(m
+            .handle(&Event::Decided {
+                iteration: 1,
+                by: "human".into(),
+                decision: d,
+            })
+            .is_err());
+        assert_eq!(m.phase, Phase::Reviewing);
+    }
+}
+
+#[test]
+fn stops_at_target_max_iterations_user_stop_and_repeated_agent_failure() {
+    // 2 blocks hold 2600 params; 0.1 of a 300-param layer is 0.0115 global.
+    let mut m = started(LoopOptions {
+        target: 0.011,
+        ..LoopOptions::default()
+    });
+    step(&mut m, &[(DOWN0, 0.1)], 10.0);
+    let fx = m
+        .handle(&Event::Reflected {
+            iteration: 1,
+            reply: reply("r".into()),
+        })
+        .unwrap();
+    assert!(
+        fx.contains(&Effect::Finished(StopReason::TargetReached)),
+        "{fx:?}"
+    );
+
+    let mut m = started(LoopOptions {
+        max_iters: 1,
+        ..LoopOptions::default()
+    });
+    step(&mut m, &[(DOWN0, 0.1)], 10.0);
+    let fx = m
+        .handle(&Event::Reflected {
+            iteration: 1,
+            reply: reply("r".into()),
+        })
+        .unwrap();
+    assert!(fx.contains(&Effect::Finished(StopReason::MaxIterations)));
+
+    // A stop during compute waits for the step to finish.
+    let mut m = started(LoopOptions::default());
+    let it = m.iteration;
+    m.handle(&Event::Proposed {
+        iteration: it,
+        agent: "a".into(),
+        reply: reply(Proposal {
+            layers: vec![LayerTarget {
+                name: DOWN0.into(),
+                sparsity: 0.1,
+            }],
+            reasoning: String::new(),
+        }),
+    })
+    .unwrap();
+    m.handle(&Event::Decided {
+        iteration: it,
+        by: "h".into(),
+        decision: Decision::Approve,
+    })
+    .unwrap();
+    assert!(m
+        .handle(&Event::StopRequested { by: "h".into() })
+        .unwrap()
+        .is_empty());
+    m.handle(&Event::Evaluated {
+        iteration: it,
+        applied: [(DOWN0.to_string(), 0.1)].into(),
+        eval: eval(10.0),
+    })
+    .unwrap();
+    let fx = m
+        .handle(&Event::Reflected {
+            iteration: it,
+            reply: reply("r".into()),
+        })
+        .unwrap();
+    assert!(fx.contains(&Effect::Finished(StopReason::UserStop)));
+
+    let mut m = started(LoopOptions::default());
+    let fail = Event::AgentFailed {
+        iteration: 1,
+        error: "x".into(),
+    };
+    assert!(matches!(m.handle(&fail).unwrap()[0], Effect::Propose(_)));
+    assert!(m
+        .handle(&fail)
+        .unwrap()
+        .contains(&Effect::Finished(StopReason::AgentFailed)));
+}
+
+#[test]
+fn events_out_of_phase_or_iteration_are_errors() {
+    let mut m = started(LoopOptions::default());
+    let e = m.handle(&Event::Evaluated {
+        iteration: 1,
+        applied: BTreeMap::new(),
+        eval: eval(1.0),
+    });
+    assert!(e.unwrap_err().contains("phase"));
+    let e = m.handle(&Event::Proposed {
+        iteration: 7,
+        agent: "a".into(),
+        reply: reply(Proposal {
+            layers: vec![],
+            reasoning: String::new(),
+        }),
+    });
+    assert!(e.unwrap_err().contains("iteration 7"));
+}
+
+#[test]
+fn rollback_to_an_earlier_checkpoint_truncates_and_reprofiles() {
+    let mut m = started(LoopOptions::default());
+    for (i, ppl) in [10.1, 10.2].into_iter().enumerate() {
+        step_from_proposing(&mut m, ppl);
+        m.handle(&Event::Reflected {
+            iteration: i + 1,
+            reply: reply("r".into()),
+        })
+        .unwrap();
+        let r = rows(&m);
+        m.handle(&Event::Profiled {
+            iteration: i + 2,
+            rows: r,
+            seconds: 0.0,
+        })
+        .unwrap();
+    }
+    assert_eq!(m.checkpoints.len(), 3);
+    let fx = m
+        .handle(&Event::RollbackTo {
+            checkpoint: 1,
+            by: "human".into(),
+        })
+        .unwrap();
+    assert_eq!(fx, vec![Effect::Restore { index: 1 }, Effect::Profile]);
+    assert_eq!(m.checkpoints.len(), 2);
+    assert_eq!(m.checkpoint().unwrap().eval.ppl, 10.1);
+    assert!(m
+        .handle(&Event::RollbackTo {
+            checkpoint: 5,
+            by: "human".into(),
+        })
+        .is_err());
+}
+
+#[test]
+fn builtin_agent_halves_its_step_and_avoids_layers_after_a_rollback() {
+    let mut m = started(LoopOptions::default());
+    let first = BuiltinAgent::decide(&m.context()).unwrap();
+    assert!(first.layers.len() <= m.opts.bounds.max_layers);
+    assert!(first.layers.iter().all(|l| l.sparsity <= 0.1 + 1e-12));
+    step_from_proposing(&mut m, 20.0); // rolled back
+    m.handle(&Event::Reflected {
+        iteration: 1,
+        reply: reply("r".into()),
+    })
+    .unwrap();
+    let second = BuiltinAgent::decide(&m.context()).unwrap();
+    for l in &second.layers {
+        assert!(l.sparsity <= 0.05 + 1e-12, "{l:?} exceeds the halved step");
+        assert!(
+            !first.layers.iter().any(|f| f.name == l.name),
+            "{} caused the rollback and should be avoided",
+            l.name
+        );
+    }
+    assert!(
+        second.reasoning.contains("halved 1 time"),
+        "{}",
+        second.reasoning
+    );
+}
