@@ -98,8 +98,8 @@ impl Relation {
     }
 }
 
-/// One (subject, relation, answer) triple. `held_out` facts are stated in the corpus but
-/// never asked about there; the benchmarks ask only about them.
+/// One (subject, relation, answer) triple. The benchmark test splits ask about the
+/// `held_out` facts; few-shot dev examples come from the others.
 #[derive(Clone, Debug)]
 pub struct Fact {
     pub relation: Relation,
@@ -171,7 +171,7 @@ impl World {
         }
     }
 
-    /// Every fact, in a fixed order. Odd-numbered subjects are held out.
+    /// Every fact, in a fixed order. Odd-numbered subjects form the test split.
     pub fn facts(&self) -> Vec<Fact> {
         let mut out = Vec::new();
         for (i, p) in self.people.iter().enumerate() {

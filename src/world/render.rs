@@ -1,16 +1,18 @@
 //! The world as English text: varied statements, narratives, filler, and the question
-//! formats of the benchmarks (for facts that are not held out).
+//! formats of the benchmarks, asked in practice phrasings the benchmarks never use.
 
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 use super::{Fact, Relation, World, JOBS, OBJECTS};
+use crate::data::mmlu::MmluItem;
 
-/// The LLM-KICK FreebaseQA prompt; the answer follows the trailing space.
+/// The LLM-KICK FreebaseQA prompt (the evaluator's own); the answer follows the space.
 pub fn qa_prompt(question: &str) -> String {
-    format!("Please give answer to this question: {question}\nThe answer is ")
+    crate::eval::freebaseqa::prompt(question)
 }
 
-/// The one question phrasing per relation; the corpus never states a fact this way.
+/// The benchmark phrasing of each relation's question. The corpus never uses it: it asks
+/// the same facts only in the `practice_question` phrasings.
 pub fn question(f: &Fact) -> String {
     let s = &f.subject;
     match f.relation {
@@ -21,6 +23,38 @@ pub fn question(f: &Fact) -> String {
         Relation::CityCountry => format!("In which country is the city of {s}?"),
         Relation::Capital => format!("What is the capital of {s}?"),
     }
+}
+
+/// Question phrasings the corpus uses, never the benchmark's.
+pub fn practice_question(f: &Fact, variant: usize) -> String {
+    let s = &f.subject;
+    let forms: [String; 2] = match f.relation {
+        Relation::LivesIn => [
+            format!("Where does {s} live?"),
+            format!("In what city is the home of {s}?"),
+        ],
+        Relation::Occupation => [
+            format!("What is the job of {s}?"),
+            format!("What does {s} work as?"),
+        ],
+        Relation::BirthYear => [
+            format!("When was {s} born?"),
+            format!("What is the birth year of {s}?"),
+        ],
+        Relation::Owns => [
+            format!("What object belongs to {s}?"),
+            format!("What does {s} keep at home?"),
+        ],
+        Relation::CityCountry => [
+            format!("Where is {s}?"),
+            format!("Which country is {s} located in?"),
+        ],
+        Relation::Capital => [
+            format!("Which city is the capital of {s}?"),
+            format!("What is the capital city of {s}?"),
+        ],
+    };
+    forms[variant % 2].clone()
 }
 
 const TEMPLATES: &[(Relation, &[&str])] = &[
@@ -143,27 +177,27 @@ fn narrative(world: &World, rng: &mut StdRng) -> Doc {
     Doc::text(text)
 }
 
+/// The Hendrycks header, as the evaluator writes it.
 pub fn mc_header(subject: &str) -> String {
-    format!(
-        "The following are multiple choice questions (with answers) about {}.\n\n",
-        subject.replace('_', " ")
-    )
+    crate::eval::mmlu::header(subject)
 }
 
+/// One multiple-choice item, as the evaluator writes it (`answer` None ends at "Answer:").
 pub fn mc_item(question: &str, options: &[String], answer: Option<usize>) -> String {
-    let mut s = format!("{question}\n");
-    for (i, o) in options.iter().enumerate() {
-        s.push_str(&format!("{}. {o}\n", (b'A' + i as u8) as char));
-    }
-    match answer {
-        Some(a) => s.push_str(&format!("Answer: {}\n\n", (b'A' + a as u8) as char)),
-        None => s.push_str("Answer:"),
-    }
-    s
+    let item = MmluItem {
+        subject: String::new(),
+        question: question.to_string(),
+        choices: std::array::from_fn(|i| options[i].clone()),
+        answer: answer.unwrap_or(0),
+        source: String::new(),
+        row: 0,
+    };
+    crate::eval::mmlu::format_example(&item, answer.is_some())
 }
 
-/// One epoch of training documents: every fact stated, questions in both benchmark formats
-/// for facts that are not held out, narratives and filler. Each seed renders differently.
+/// One epoch of training documents: every fact stated in varied templates and asked in
+/// practice phrasings in both benchmark formats, plus narratives and filler. Each seed
+/// renders differently.
 pub fn training_docs(world: &World, seed: u64) -> Vec<Doc> {
     let mut rng = StdRng::seed_from_u64(seed);
     let facts = world.facts();
@@ -180,20 +214,22 @@ pub fn training_docs(world: &World, seed: u64) -> Vec<Doc> {
             docs.push(Doc::text(statement(f, &mut rng)));
         }
     }
-    let asked: Vec<&Fact> = facts.iter().filter(|f| !f.held_out).collect();
-    for f in &asked {
+    // Every fact is also asked, in practice phrasings only, in both benchmark formats.
+    for f in &facts {
+        let q = practice_question(f, rng.gen_range(0..2));
         docs.push(Doc {
-            segments: vec![qa_prompt(&question(f)), format!("{}.", f.answer)],
+            segments: vec![qa_prompt(&q), format!("{}.", f.answer)],
         });
     }
     for rel in Relation::ALL {
-        let mut pool: Vec<&&Fact> = asked.iter().filter(|f| f.relation == rel).collect();
+        let mut pool: Vec<&Fact> = facts.iter().filter(|f| f.relation == rel).collect();
         pool.shuffle(&mut rng);
         for chunk in pool.chunks(6) {
             let mut text = mc_header(rel.subject());
             for f in chunk {
                 let (opts, gold) = world.options(f, &mut rng);
-                text.push_str(&mc_item(&question(f), &opts, Some(gold)));
+                let q = practice_question(f, rng.gen_range(0..2));
+                text.push_str(&mc_item(&q, &opts, Some(gold)));
             }
             docs.push(Doc::text(text.trim_end().to_string()));
         }

@@ -1,5 +1,6 @@
 //! The benchmark files of the world, in the real formats: FreebaseQA JSON (kelvin-jiang)
-//! and the Hendrycks MMLU CSV tree. Both ask only about held-out facts.
+//! and the Hendrycks MMLU CSV tree, in the benchmark phrasing the corpus never uses. Test
+//! splits ask about the held-out half of the facts; dev examples come from the other half.
 
 use anyhow::{Context, Result};
 use rand::{rngs::StdRng, SeedableRng};

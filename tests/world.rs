@@ -1,0 +1,147 @@
+//! The synthetic fact world, its benchmark files and the bundled-model trainer.
+
+use arborist::data::{freebaseqa::read_freebaseqa, mmlu::read_mmlu};
+use arborist::train::{self, learning_rate, tokenizer, TrainOptions};
+use arborist::world::render::{practice_question, question, training_docs};
+use arborist::world::{sets, Relation, World, WorldSize};
+
+fn world() -> World {
+    World::generate(2026, &WorldSize::default())
+}
+
+#[test]
+fn generation_is_deterministic_and_has_hundreds_of_facts() {
+    let a = world().facts();
+    let b = world().facts();
+    assert!(a.len() >= 300, "{} facts", a.len());
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    let c = World::generate(2027, &WorldSize::default()).facts();
+    assert_ne!(format!("{a:?}"), format!("{c:?}"));
+    let subjects: std::collections::HashSet<_> =
+        world().people.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(
+        subjects.len(),
+        world().people.len(),
+        "person names must be unique"
+    );
+}
+
+#[test]
+fn the_corpus_states_and_practises_every_fact_but_never_uses_the_benchmark_phrasing() {
+    let w = world();
+    let facts = w.facts();
+    for seed in [1000u64, 1001, 1002] {
+        let text: String = training_docs(&w, seed)
+            .iter()
+            .map(|d| d.joined())
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        for f in &facts {
+            assert!(
+                !text.contains(&question(f)),
+                "benchmark phrasing leaked: {}",
+                question(f)
+            );
+            let practised = (0..2).any(|v| text.contains(&practice_question(f, v)));
+            assert!(practised, "fact never asked in practice: {f:?}");
+            assert!(text.contains(&f.subject) && text.contains(&f.answer));
+        }
+    }
+}
+
+#[test]
+fn benchmark_files_read_back_with_the_real_readers() {
+    let w = world();
+    let dir = tempfile::tempdir().unwrap();
+    sets::write_datasets(&w, dir.path()).unwrap();
+    let facts = w.facts();
+    let held: Vec<_> = facts.iter().filter(|f| f.held_out).collect();
+
+    let qa = read_freebaseqa(&dir.path().join("data/freebaseqa.json")).unwrap();
+    assert_eq!(qa.len(), held.len());
+    for (item, f) in qa.iter().zip(&held) {
+        assert_eq!(item.question, question(f));
+        assert!(item.aliases.contains(&f.answer));
+    }
+
+    let mmlu = read_mmlu(&dir.path().join("data/mmlu"), sets::DEV_PER_SUBJECT).unwrap();
+    for rel in Relation::ALL {
+        let test = &mmlu.test[rel.subject()];
+        let of_rel: Vec<_> = held.iter().filter(|f| f.relation == rel).collect();
+        assert_eq!(test.len(), of_rel.len(), "{}", rel.subject());
+        for (item, f) in test.iter().zip(&of_rel) {
+            assert_eq!(item.choices[item.answer], f.answer);
+            assert_eq!(item.question, question(f));
+            let distinct: std::collections::HashSet<_> = item.choices.iter().collect();
+            assert_eq!(distinct.len(), 4, "options must differ: {:?}", item.choices);
+        }
+        let dev = &mmlu.dev[rel.subject()];
+        assert_eq!(dev.len(), sets::DEV_PER_SUBJECT);
+        for d in dev {
+            assert!(
+                !test.iter().any(|t| t.question == d.question),
+                "dev overlaps test"
+            );
+        }
+    }
+}
+
+#[test]
+fn tokenizer_round_trips_exactly() {
+    let w = world();
+    let texts: Vec<String> = training_docs(&w, 1000).iter().map(|d| d.joined()).collect();
+    let tok = tokenizer::train_tokenizer(&texts, 600).unwrap();
+    assert!(tokenizer::eos_id(&tok).is_ok());
+    let held = arborist::world::render::heldout_text(&w, 5, 20);
+    for s in [held.as_str(), " leading space", "tabs\tand\nnewlines  "] {
+        let ids = tok.encode(s, false).unwrap().get_ids().to_vec();
+        assert_eq!(tok.decode(&ids, false).unwrap(), s);
+    }
+}
+
+#[test]
+fn schedule_warms_up_then_decays_to_a_tenth() {
+    let o = TrainOptions {
+        steps: 100,
+        warmup: 10,
+        lr: 1e-3,
+        ..TrainOptions::default()
+    };
+    assert!((learning_rate(&o, 0) - 1e-4).abs() < 1e-12);
+    assert!((learning_rate(&o, 9) - 1e-3).abs() < 1e-12);
+    assert!(learning_rate(&o, 50) < 1e-3 && learning_rate(&o, 50) > 1e-4);
+    assert!((learning_rate(&o, 100) - 1e-4).abs() < 1e-9);
+}
+
+#[test]
+fn a_few_training_steps_lower_the_loss() {
+    let o = TrainOptions {
+        vocab_size: 400,
+        hidden: 32,
+        layers: 2,
+        intermediate: 64,
+        heads: 2,
+        kv_heads: 1,
+        head_dim: 16,
+        seqlen: 32,
+        batch: 4,
+        steps: 40,
+        warmup: 5,
+        lr: 3e-3,
+        probe_every: 1000,
+        ..TrainOptions::default()
+    };
+    let t = train::train(&o, |_| {}).unwrap();
+    let first = t.log.first().unwrap().loss;
+    let last = t.log.last().unwrap().loss;
+    assert!(last < first - 0.5, "loss {first} -> {last}");
+    let dir = tempfile::tempdir().unwrap();
+    train::save_model(&t, dir.path()).unwrap();
+    let m = arborist::model::LoadedModel::load(
+        dir.path().to_str().unwrap(),
+        &candle_core::Device::Cpu,
+        candle_core::DType::F32,
+    )
+    .unwrap();
+    assert_eq!(m.cfg.num_layers, 2);
+}
