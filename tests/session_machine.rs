@@ -466,3 +466,64 @@ fn builtin_agent_halves_its_step_and_avoids_layers_after_a_rollback() {
         second.reasoning
     );
 }
+
+#[test]
+fn knowledge_probe_guard_rolls_back_on_an_accuracy_drop() {
+    let with_probe = |ppl: f64, acc: f64| Evaluation {
+        probe: Some(arborist::session::ProbeScore {
+            kind: "freebaseqa".into(),
+            accuracy: acc,
+            items: 20,
+        }),
+        ..eval(ppl)
+    };
+    let mut m = Machine::new(
+        "synthetic",
+        LoopOptions {
+            probe_max_drop: Some(0.05),
+            ..LoopOptions::default()
+        },
+    );
+    m.start();
+    m.handle(&Event::Baseline {
+        layers: layers(2),
+        eval: with_probe(10.0, 0.80),
+    })
+    .unwrap();
+    let r = rows(&m);
+    m.handle(&Event::Profiled {
+        iteration: 1,
+        rows: r,
+        seconds: 0.0,
+    })
+    .unwrap();
+    let p = Proposal {
+        layers: vec![LayerTarget {
+            name: DOWN0.into(),
+            sparsity: 0.1,
+        }],
+        reasoning: String::new(),
+    };
+    m.handle(&Event::Proposed {
+        iteration: 1,
+        agent: "a".into(),
+        reply: reply(p),
+    })
+    .unwrap();
+    m.handle(&Event::Decided {
+        iteration: 1,
+        by: "h".into(),
+        decision: Decision::Approve,
+    })
+    .unwrap();
+    // Perplexity is fine (+1%) but the probe loses 10 points > 5.
+    let fx = m
+        .handle(&Event::Evaluated {
+            iteration: 1,
+            applied: [(DOWN0.to_string(), 0.1)].into(),
+            eval: with_probe(10.1, 0.70),
+        })
+        .unwrap();
+    assert!(fx.contains(&Effect::Restore { index: 0 }), "{fx:?}");
+    assert!(m.history[0].note.contains("probe"), "{}", m.history[0].note);
+}

@@ -50,6 +50,9 @@ fn load_checked(path: &std::path::Path) -> Result<(file::SessionLog, ModelFiles)
 }
 
 pub fn replay(a: ReplayArgs) -> Result<()> {
+    if !a.verify && !a.headless && !a.json && crate::tui::is_interactive() {
+        return crate::tui::run_replay(&a.session);
+    }
     if !a.verify {
         let log = file::read(&a.session)?;
         let m = replay_inputs(&log, &a.session)?;
@@ -136,7 +139,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
         "eval": ckpt.eval,
         "options": log.header.options,
     });
-    crate::prune::export::export(&engine.decoder, &files, &a.out, a.force, &meta)?;
+    crate::prune::export::export(&engine.model.decoder, &files, &a.out, a.force, &meta)?;
     eprintln!(
         "exported checkpoint {} (global sparsity {:.4}, ppl {:.4}) to {}",
         ckpt.index,

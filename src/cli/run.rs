@@ -45,6 +45,18 @@ pub struct RunArgs {
     pub max_layers: Option<usize>,
     #[arg(long)]
     pub profile_every: Option<usize>,
+    /// Knowledge probe after every step: freebaseqa or mmlu.
+    #[arg(long)]
+    pub probe: Option<String>,
+    /// The probe's benchmark file (default: the bundled model's set).
+    #[arg(long)]
+    pub probe_file: Option<String>,
+    /// Probe items (FreebaseQA: first N; MMLU: first N per subject).
+    #[arg(long)]
+    pub probe_limit: Option<usize>,
+    /// Roll back when probe accuracy drops more than this (absolute, 0.05 = 5 points).
+    #[arg(long)]
+    pub probe_max_drop: Option<f64>,
     #[arg(long)]
     pub calib: Option<String>,
     #[arg(long)]
@@ -142,6 +154,22 @@ impl RunArgs {
         set!(self.seed, o.seed);
         set!(self.grad_windows, o.grad_windows);
         set!(self.batch, o.batch);
+        if let Some(kind) = &self.probe {
+            let p = o.probe.get_or_insert_with(Default::default);
+            p.kind = kind.clone();
+        }
+        if let Some(p) = o.probe.as_mut() {
+            if self.probe_file.is_some() {
+                p.file = self.probe_file.clone();
+            }
+            set!(self.probe_limit, p.limit);
+        }
+        if self.probe_max_drop.is_some() {
+            o.loop_opts.probe_max_drop = self.probe_max_drop;
+        }
+        if (self.probe_file.is_some() || self.probe_limit.is_some()) && o.probe.is_none() {
+            bail!("--probe-file and --probe-limit need --probe freebaseqa|mmlu");
+        }
         check(&o)?;
         Ok(o)
     }
@@ -205,8 +233,17 @@ pub fn default_session_path(model: &str) -> PathBuf {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    if !a.headless {
-        bail!("the TUI is not built yet: pass --headless with --auto-approve or --decisions FILE");
+    if a.headless {
+        return super::headless::run(&a);
     }
-    super::headless::run(&a)
+    if !crate::tui::is_interactive() {
+        bail!("the TUI needs a terminal: pass --headless with --auto-approve or --decisions FILE");
+    }
+    let opened = super::headless::open(&a)?;
+    // Runs on the TUI's loader thread: resolving (maybe downloading) and loading the model.
+    crate::tui::run_live(opened, a.auto_approve, |s| {
+        let (workers, files) = crate::worker::launch::start(&s.opts)?;
+        crate::worker::launch::wait_ready(&workers)?;
+        crate::worker::setup::attach(&s, workers, &files)
+    })
 }

@@ -23,6 +23,9 @@ pub struct LoopOptions {
     pub bounds: Bounds,
     /// Recompute the profile after this many accepted steps.
     pub profile_every: usize,
+    /// Roll back when the knowledge probe's accuracy drops more than this (absolute) below
+    /// the checkpoint's. Beyond the paper, which guards perplexity only.
+    pub probe_max_drop: Option<f64>,
 }
 
 impl Default for LoopOptions {
@@ -34,6 +37,7 @@ impl Default for LoopOptions {
             max_iters: 60,
             bounds: Bounds::default(),
             profile_every: 1,
+            probe_max_drop: None,
         }
     }
 }

@@ -10,4 +10,4 @@ pub mod file;
 pub mod options;
 pub mod review;
 
-pub use options::{AgentSpec, RunOptions};
+pub use options::{AgentSpec, ProbeSpec, RunOptions};

@@ -26,6 +26,31 @@ impl Default for AgentSpec {
     }
 }
 
+/// The optional knowledge probe evaluated after every step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbeSpec {
+    /// freebaseqa or mmlu.
+    pub kind: String,
+    /// The benchmark file (MMLU: a CSV root or parquet); default: the bundled model's set.
+    pub file: Option<String>,
+    /// FreebaseQA: the first N questions; MMLU: the first N per subject.
+    pub limit: usize,
+    /// MMLU few-shot examples.
+    pub shots: usize,
+}
+
+impl Default for ProbeSpec {
+    fn default() -> Self {
+        ProbeSpec {
+            kind: "freebaseqa".into(),
+            file: None,
+            limit: 40,
+            shots: 0,
+        }
+    }
+}
+
 /// Options of a run. `--config FILE` takes the same keys; flags win over the file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -48,6 +73,7 @@ pub struct RunOptions {
     pub batch: usize,
     #[serde(rename = "loop")]
     pub loop_opts: LoopOptions,
+    pub probe: Option<ProbeSpec>,
 }
 
 impl Default for RunOptions {
@@ -67,6 +93,7 @@ impl Default for RunOptions {
             grad_windows: 4,
             batch: 4,
             loop_opts: LoopOptions::default(),
+            probe: None,
         }
     }
 }

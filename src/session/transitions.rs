@@ -137,10 +137,25 @@ impl Machine {
         let total = self.dense.as_ref().map_or(0.0, |d| eval.ppl / d.ppl - 1.0);
         let th = self.opts.threshold;
         let over_ceiling = self.opts.ceiling.is_some_and(|c| total > c);
+        let probe_drop = match (&ckpt.eval.probe, &eval.probe) {
+            (Some(a), Some(b)) => a.accuracy - b.accuracy,
+            _ => 0.0,
+        };
+        let probe_failed = self
+            .opts
+            .probe_max_drop
+            .is_some_and(|m| probe_drop > m + 1e-12);
         // A hair of slack so that exactly +threshold (up to rounding) counts as within it.
-        let accepted = eval.ppl.is_finite() && delta <= th + 1e-12 && !over_ceiling;
+        let accepted =
+            eval.ppl.is_finite() && delta <= th + 1e-12 && !over_ceiling && !probe_failed;
         let note = if !eval.ppl.is_finite() {
             "rolled back: perplexity is not finite".to_string()
+        } else if probe_failed {
+            format!(
+                "rolled back: probe accuracy fell {:.1} points > {:.1}",
+                probe_drop * 100.0,
+                self.opts.probe_max_drop.unwrap_or(0.0) * 100.0
+            )
         } else if over_ceiling {
             format!(
                 "rolled back: {:+.1}% over dense > ceiling {:.1}%",

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use crate::agent::LayerRow;
 use crate::data::Windows;
-use crate::model::{BlockStats, Decoder, LinearId, Mask};
+use crate::model::{BlockStats, LinearId, LoadedModel, Mask};
 use crate::prune::oneshot::{prune_layer, Method, OneShotOptions};
 use crate::prune::select::Pattern;
-use crate::session::{Evaluation, Event, LayerInfo, MaskStep};
+use crate::session::{Evaluation, Event, LayerInfo, MaskStep, ProbeScore};
 
 pub struct EngineConfig {
     pub calib: Windows,
@@ -24,8 +24,61 @@ pub struct EngineConfig {
 
 type Masks = Vec<Option<Arc<Mask>>>;
 
+/// The optional knowledge probe: a small FreebaseQA or MMLU set run after each perplexity.
+pub enum Probe {
+    FreebaseQa {
+        items: Vec<crate::data::freebaseqa::FreebaseItem>,
+        name: String,
+    },
+    Mmlu {
+        data: crate::data::mmlu::MmluData,
+        shots: usize,
+        limit: usize,
+        name: String,
+    },
+}
+
+impl Probe {
+    fn run(&self, m: &LoadedModel) -> Result<ProbeScore> {
+        let none = |_: usize, _: usize| {};
+        Ok(match self {
+            Probe::FreebaseQa { items, name } => {
+                let o = crate::eval::freebaseqa::FreebaseOptions {
+                    limit: None,
+                    max_new_tokens: 16,
+                };
+                let r = crate::eval::freebaseqa::evaluate_freebaseqa(m, items, &o, name, none)?;
+                ProbeScore {
+                    kind: "freebaseqa".into(),
+                    accuracy: r.accuracy,
+                    items: r.items,
+                }
+            }
+            Probe::Mmlu {
+                data,
+                shots,
+                limit,
+                name,
+            } => {
+                let o = crate::eval::mmlu::MmluOptions {
+                    shots: *shots,
+                    limit: Some(*limit),
+                    batch: 8,
+                };
+                let r = crate::eval::mmlu::evaluate_mmlu(m, data, &o, name, none)?;
+                ProbeScore {
+                    kind: format!("mmlu-{shots}shot"),
+                    accuracy: r.accuracy,
+                    items: r.items,
+                }
+            }
+        })
+    }
+}
+
 pub struct Engine {
-    pub decoder: Decoder,
+    pub model: LoadedModel,
+    probe: Option<Probe>,
     cfg: EngineConfig,
     ids: Vec<LinearId>,
     /// Wanda statistics of the latest profile, and that profile's number.
@@ -35,14 +88,16 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(decoder: Decoder, cfg: EngineConfig) -> Engine {
+    pub fn new(model: LoadedModel, cfg: EngineConfig, probe: Option<Probe>) -> Engine {
+        let decoder = &model.decoder;
         let ids: Vec<LinearId> = decoder.linear_ids().collect();
         let masks = ids
             .iter()
             .map(|&i| decoder.linear(i).mask().cloned())
             .collect();
         Engine {
-            decoder,
+            model,
+            probe,
             cfg,
             ids,
             stats: None,
@@ -54,26 +109,30 @@ impl Engine {
     fn current_masks(&self) -> Masks {
         self.ids
             .iter()
-            .map(|&i| self.decoder.linear(i).mask().cloned())
+            .map(|&i| self.model.decoder.linear(i).mask().cloned())
             .collect()
     }
 
     pub fn evaluate(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Evaluation> {
         let t = Instant::now();
         let p = crate::eval::perplexity(
-            &self.decoder,
+            &self.model.decoder,
             &self.cfg.eval,
             self.cfg.batch,
             &self.cfg.eval_name,
             progress,
         )?;
+        let probe = match &self.probe {
+            Some(pr) => Some(pr.run(&self.model)?),
+            None => None,
+        };
         Ok(Evaluation {
             ppl: p.value,
             dataset: p.dataset,
             seqlen: p.seqlen,
             windows: p.windows,
             dtype: p.dtype,
-            probe: None,
+            probe,
             seconds: t.elapsed().as_secs_f64(),
         })
     }
@@ -83,7 +142,7 @@ impl Engine {
             .ids
             .iter()
             .map(|&i| {
-                let l = self.decoder.linear(i);
+                let l = self.model.decoder.linear(i);
                 LayerInfo {
                     name: l.name.clone(),
                     params: (l.out_features() * l.in_features()) as u64,
@@ -100,7 +159,7 @@ impl Engine {
     pub fn profile(&mut self, iteration: usize) -> Result<Event> {
         let t = Instant::now();
         let (p, stats) = crate::profile::compute_with_stats(
-            &self.decoder,
+            &self.model.decoder,
             &self.cfg.calib,
             self.cfg.grad_windows,
             self.cfg.batch,
@@ -113,7 +172,7 @@ impl Engine {
             .into_iter()
             .zip(&self.ids)
             .map(|(l, &id)| {
-                let lin = self.decoder.linear(id);
+                let lin = self.model.decoder.linear(id);
                 LayerRow {
                     name: l.name,
                     block: l.block,
@@ -138,7 +197,8 @@ impl Engine {
     fn grow(&mut self, step: &MaskStep) -> Result<BTreeMap<String, f64>> {
         if self.stats.as_ref().map(|s| s.0) != Some(step.profile) {
             // Rebuilding: the profile's statistics are those of the current state.
-            let st = crate::profile::input_stats(&self.decoder, &self.cfg.calib, self.cfg.batch)?;
+            let st =
+                crate::profile::input_stats(&self.model.decoder, &self.cfg.calib, self.cfg.batch)?;
             self.stats = Some((step.profile, st));
             self.profiles = self.profiles.max(step.profile);
         }
@@ -147,19 +207,20 @@ impl Engine {
         let mut applied = BTreeMap::new();
         for t in &step.targets {
             let id = self
+                .model
                 .decoder
                 .find_linear(&t.name)
                 .with_context(|| format!("unknown layer `{}`", t.name))?;
             let blk = &stats[id.block];
             prune_layer(
-                &mut self.decoder,
+                &mut self.model.decoder,
                 id,
                 Pattern::Unstructured(t.sparsity),
                 &opts,
                 Some(blk),
             )
             .with_context(|| format!("pruning {}", t.name))?;
-            applied.insert(t.name.clone(), self.decoder.linear(id).sparsity());
+            applied.insert(t.name.clone(), self.model.decoder.linear(id).sparsity());
         }
         Ok(applied)
     }
@@ -191,13 +252,13 @@ impl Engine {
             .with_context(|| format!("no checkpoint {index}"))?
             .clone();
         for (k, &id) in self.ids.clone().iter().enumerate() {
-            let same = match (self.decoder.linear(id).mask(), &target[k]) {
+            let same = match (self.model.decoder.linear(id).mask(), &target[k]) {
                 (None, None) => true,
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 _ => false,
             };
             if !same {
-                self.decoder.set_mask(id, target[k].clone())?;
+                self.model.decoder.set_mask(id, target[k].clone())?;
             }
         }
         self.checkpoints.truncate(index + 1);
@@ -213,7 +274,8 @@ impl Engine {
             self.commit(i + 1);
         }
         if profiles > 0 && self.stats.as_ref().map(|s| s.0) != Some(profiles) {
-            let st = crate::profile::input_stats(&self.decoder, &self.cfg.calib, self.cfg.batch)?;
+            let st =
+                crate::profile::input_stats(&self.model.decoder, &self.cfg.calib, self.cfg.batch)?;
             self.stats = Some((profiles, st));
         }
         self.profiles = self.profiles.max(profiles);

@@ -4,11 +4,12 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::engine::Probe;
 use super::{spawn, Engine, EngineConfig, Msg, Workers};
 use crate::agent::{builtin::BuiltinAgent, Agent, LlmAgent};
 use crate::data::{read_text, Windows};
 use crate::model::{LoadedModel, ModelFiles};
-use crate::session::RunOptions;
+use crate::session::{ProbeSpec, RunOptions};
 
 /// The calibration or evaluation text: the flag, or the bundled model's own file.
 pub fn text_path(spec: &Option<String>, flag: &str, opts: &RunOptions) -> Result<PathBuf> {
@@ -55,8 +56,12 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
         opts.calib_sample == "random",
     )?;
     let eval = windows(&m, &eval_path, opts.eval_windows, opts, false)?;
+    let probe = match &opts.probe {
+        Some(p) => Some(load_probe(p, opts)?),
+        None => None,
+    };
     Ok(Engine::new(
-        m.decoder,
+        m,
         EngineConfig {
             calib,
             calib_name: calib_path.display().to_string(),
@@ -65,7 +70,45 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
             grad_windows: opts.grad_windows,
             batch: opts.batch,
         },
+        probe,
     ))
+}
+
+fn load_probe(p: &ProbeSpec, opts: &RunOptions) -> Result<Probe> {
+    let bundled = |rel: &str| -> Result<PathBuf> {
+        if opts.model == crate::model::bundled::NAME {
+            Ok(crate::model::bundled::data_dir()?.join(rel))
+        } else {
+            bail!("--probe-file is required for a model other than `bundled`")
+        }
+    };
+    Ok(match p.kind.as_str() {
+        "freebaseqa" => {
+            let path = p
+                .file
+                .as_ref()
+                .map_or_else(|| bundled("freebaseqa.json"), |f| Ok(PathBuf::from(f)))?;
+            let mut items = crate::data::freebaseqa::read_freebaseqa(&path)?;
+            items.truncate(p.limit);
+            Probe::FreebaseQa {
+                items,
+                name: path.display().to_string(),
+            }
+        }
+        "mmlu" => {
+            let path = p
+                .file
+                .as_ref()
+                .map_or_else(|| bundled("mmlu"), |f| Ok(PathBuf::from(f)))?;
+            Probe::Mmlu {
+                data: crate::data::mmlu::read_mmlu(&path, p.shots)?,
+                shots: p.shots,
+                limit: p.limit,
+                name: path.display().to_string(),
+            }
+        }
+        other => bail!("--probe {other} is unknown (freebaseqa or mmlu)"),
+    })
 }
 
 pub fn make_agent(opts: &RunOptions) -> Result<Box<dyn Agent + Send>> {

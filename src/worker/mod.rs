@@ -78,7 +78,7 @@ pub fn spawn(
     let compute = std::thread::spawn(move || {
         let mut engine = match load() {
             Ok(e) => {
-                let _ = out.send(Msg::Ready(Ok(e.decoder.cfg.model_type.clone())));
+                let _ = out.send(Msg::Ready(Ok(e.model.cfg.model_type.clone())));
                 e
             }
             Err(e) => {

@@ -31,6 +31,15 @@ pub struct Report {
     pub ok: bool,
 }
 
+/// Probe accuracies must agree too (both absent, or equal within `rel`).
+fn probe_diff(a: &crate::session::Evaluation, b: &crate::session::Evaluation) -> f64 {
+    match (&a.probe, &b.probe) {
+        (None, None) => 0.0,
+        (Some(x), Some(y)) if x.items == y.items => rel(x.accuracy, y.accuracy),
+        _ => f64::INFINITY,
+    }
+}
+
 fn rel(a: f64, b: f64) -> f64 {
     if a == b {
         0.0
@@ -128,7 +137,7 @@ fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check>
                     .zip(lb)
                     .all(|(x, y)| x.name == y.name && x.params == y.params);
             let w = if same_layers {
-                rel(ea.ppl, eb.ppl)
+                rel(ea.ppl, eb.ppl).max(probe_diff(ea, eb))
             } else {
                 f64::INFINITY
             };
@@ -181,7 +190,7 @@ fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check>
                 ..
             },
         ) => {
-            let mut w = rel(ea.ppl, eb.ppl);
+            let mut w = rel(ea.ppl, eb.ppl).max(probe_diff(ea, eb));
             if pa.len() != pb.len() {
                 w = f64::INFINITY;
             }
