@@ -3,6 +3,7 @@
 
 pub mod driver;
 pub mod engine;
+pub mod inline;
 pub mod launch;
 pub mod setup;
 pub mod verify;

@@ -1,6 +1,8 @@
 //! `arborist bench`: forward throughput and achieved FLOP/s against a GEMM of matching
 //! shape timed in the same run, so the ratio survives machine drift.
 
+pub mod knowledge;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
@@ -25,8 +27,9 @@ pub struct BenchArgs {
     pub device: String,
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// forward, profile (sensitivity profile) or prune (one-shot Wanda 50%). Run one suite
-    /// per process so the peak RSS belongs to it.
+    /// forward, profile (sensitivity profile), prune (one-shot Wanda 50%), knowledge
+    /// (bundled model: dense vs uniform Wanda) or agent (built-in session vs uniform Wanda).
+    /// Run one suite per process so the peak RSS belongs to it.
     #[arg(long, default_value = "forward")]
     pub suite: String,
     /// Calibration windows for the profile and prune suites.
@@ -203,6 +206,11 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
 pub fn run(a: BenchArgs) -> Result<()> {
     let dev = parse_device(&a.device)?;
     let dtype = parse_dtype(&a.dtype)?;
+    match a.suite.as_str() {
+        "knowledge" => return knowledge::knowledge_suite(a.json),
+        "agent" => return knowledge::agent_suite(a.json),
+        _ => {}
+    }
     let model = random_decoder(&bench_config(), 0, dtype, &dev)?;
     if a.suite != "forward" {
         return calib_suite(&a, model);

@@ -1,0 +1,143 @@
+//! Knowledge benchmarks on the bundled model: dense vs uniform Wanda (`--suite knowledge`)
+//! and the built-in agent's session vs uniform Wanda at the same global sparsity
+//! (`--suite agent`). Every number carries its protocol.
+
+use anyhow::Result;
+use candle_core::{DType, Device};
+use serde::Serialize;
+use std::time::Instant;
+
+use crate::agent::builtin::BuiltinAgent;
+use crate::data::{freebaseqa::read_freebaseqa, mmlu::read_mmlu, read_text, Windows};
+use crate::eval::{freebaseqa, mmlu, perplexity};
+use crate::model::{bundled, LoadedModel};
+use crate::prune::alloc::uniform;
+use crate::prune::oneshot::{prune_sequential, Method, OneShotOptions};
+use crate::prune::select::Pattern;
+use crate::session::{Event, Machine, RunOptions};
+use crate::worker::{inline::run_inline, launch};
+
+pub const SEQLEN: usize = 256;
+pub const CALIB_WINDOWS: usize = 32;
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub label: String,
+    pub global_sparsity: f64,
+    pub ppl: f64,
+    pub freebaseqa: f64,
+    pub mmlu_5shot: f64,
+    pub mmlu_0shot: f64,
+}
+
+/// Perplexity on every `SEQLEN` window of eval.txt, all FreebaseQA questions, all MMLU
+/// test items at 5 and 0 shots.
+pub fn evaluate(m: &LoadedModel, label: &str) -> Result<Row> {
+    let data = bundled::data_dir()?;
+    let ids = m.encode(&read_text(&data.join("eval.txt"))?)?;
+    let w = Windows::sequential(&ids, SEQLEN, None, "eval.txt")?;
+    let ppl = perplexity(&m.decoder, &w, 4, "eval.txt", |_, _| {})?.value;
+    let items = read_freebaseqa(&data.join("freebaseqa.json"))?;
+    let fo = freebaseqa::FreebaseOptions {
+        limit: None,
+        max_new_tokens: 16,
+    };
+    let fb = freebaseqa::evaluate_freebaseqa(m, &items, &fo, "freebaseqa.json", |_, _| {})?;
+    let mm = read_mmlu(&data.join("mmlu"), 5)?;
+    let acc = |shots| -> Result<f64> {
+        let o = mmlu::MmluOptions {
+            shots,
+            limit: None,
+            batch: 8,
+        };
+        Ok(mmlu::evaluate_mmlu(m, &mm, &o, "mmlu", |_, _| {})?.accuracy)
+    };
+    Ok(Row {
+        label: label.into(),
+        global_sparsity: m.decoder.global_sparsity(),
+        ppl,
+        freebaseqa: fb.accuracy,
+        mmlu_5shot: acc(5)?,
+        mmlu_0shot: acc(0)?,
+    })
+}
+
+fn wanda_uniform(base: &LoadedModel, sparsity: f64) -> Result<LoadedModel> {
+    let data = bundled::data_dir()?;
+    let ids = base.encode(&read_text(&data.join("calib.txt"))?)?;
+    let calib = Windows::sequential(&ids, SEQLEN, Some(CALIB_WINDOWS), "calib.txt")?;
+    let mut d = base.decoder.clone();
+    let plan = uniform(&d, Pattern::Unstructured(sparsity));
+    prune_sequential(
+        &mut d,
+        Some(&calib),
+        &plan,
+        &OneShotOptions::new(Method::Wanda),
+        |_, _| {},
+    )?;
+    Ok(LoadedModel {
+        files: base.files.clone(),
+        cfg: base.cfg.clone(),
+        tokenizer: base.tokenizer.clone(),
+        decoder: d,
+    })
+}
+
+fn print(rows: &[Row], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(rows)?);
+        return Ok(());
+    }
+    println!("| model | global sparsity | ppl (eval.txt, seqlen {SEQLEN}) | FreebaseQA | MMLU 5-shot | MMLU 0-shot |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {:.3} | {:.3} | {:.1}% | {:.1}% | {:.1}% |",
+            r.label,
+            r.global_sparsity,
+            r.ppl,
+            r.freebaseqa * 100.0,
+            r.mmlu_5shot * 100.0,
+            r.mmlu_0shot * 100.0
+        );
+    }
+    Ok(())
+}
+
+pub fn knowledge_suite(json: bool) -> Result<()> {
+    let m = LoadedModel::load(bundled::NAME, &Device::Cpu, DType::F32)?;
+    let mut rows = vec![evaluate(&m, "dense")?];
+    for s in [0.3, 0.5, 0.7] {
+        let p = wanda_uniform(&m, s)?;
+        rows.push(evaluate(&p, &format!("Wanda uniform {:.0}%", s * 100.0))?);
+    }
+    print(&rows, json)
+}
+
+/// The built-in agent's session with default run options, then uniform Wanda at the
+/// global sparsity the session reached.
+pub fn agent_suite(json: bool) -> Result<()> {
+    let opts = RunOptions::default();
+    let files = crate::model::ModelFiles::resolve(bundled::NAME)?;
+    let mut engine = launch::load_engine(files, &opts)?;
+    let mut machine = Machine::new(&opts.model, opts.loop_opts.clone());
+    let t = Instant::now();
+    let log = run_inline(&mut machine, &mut engine, &mut BuiltinAgent)?;
+    let secs = t.elapsed().as_secs_f64();
+    let iters = log
+        .iter()
+        .filter(|e| matches!(e, Event::Guard { .. }))
+        .count();
+    eprintln!(
+        "session: {iters} iterations, {} rollbacks, {:.0} s, global sparsity {:.4}",
+        machine.rollbacks,
+        secs,
+        machine.global_sparsity()
+    );
+    let agent = evaluate(&engine.model, "built-in agent session")?;
+    let base = LoadedModel::load(bundled::NAME, &Device::Cpu, DType::F32)?;
+    let uni = wanda_uniform(&base, agent.global_sparsity)?;
+    let uniform = evaluate(&uni, "Wanda uniform, same global sparsity")?;
+    let dense = evaluate(&base, "dense")?;
+    print(&[dense, uniform, agent], json)
+}

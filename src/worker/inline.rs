@@ -1,0 +1,66 @@
+//! Run a whole session on the calling thread, with auto-approval: the same machine and
+//! engine as the threaded workers, for benchmarks and tests.
+
+use anyhow::{anyhow, Result};
+use std::collections::VecDeque;
+
+use super::Engine;
+use crate::agent::Agent;
+use crate::session::{Decision, Effect, Event, Machine};
+
+/// Every event of the session, derived ones included, in order.
+pub fn run_inline(
+    m: &mut Machine,
+    engine: &mut Engine,
+    agent: &mut dyn Agent,
+) -> Result<Vec<Event>> {
+    let mut log = Vec::new();
+    let mut queue: VecDeque<Effect> = m.start().into();
+    let mut none = |_: usize, _: usize| {};
+    while let Some(effect) = queue.pop_front() {
+        let ev = match effect {
+            Effect::Baseline => engine.baseline(&mut none)?,
+            Effect::Profile => engine.profile(m.iteration)?,
+            Effect::Propose(ctx) => match agent.propose(&ctx) {
+                Ok(reply) => Event::Proposed {
+                    iteration: ctx.iteration,
+                    agent: agent.name(),
+                    reply,
+                },
+                Err(e) => Event::AgentFailed {
+                    iteration: ctx.iteration,
+                    error: format!("{e:#}"),
+                },
+            },
+            Effect::Review(_) => Event::Decided {
+                iteration: m.iteration,
+                by: "auto".into(),
+                decision: Decision::Approve,
+            },
+            Effect::Apply(step) => engine.apply(m.iteration, &step, &mut none)?,
+            Effect::Commit { index } => {
+                engine.commit(index);
+                continue;
+            }
+            Effect::Restore { index } => {
+                engine.restore(index)?;
+                continue;
+            }
+            Effect::Reflect(b) => {
+                let (ctx, p, o) = *b;
+                Event::Reflected {
+                    iteration: o.iteration,
+                    reply: agent.reflect(&ctx, &p, &o)?,
+                }
+            }
+            Effect::Log(ev) => {
+                log.push(ev);
+                continue;
+            }
+            Effect::Finished(_) => break,
+        };
+        queue.extend(m.handle(&ev).map_err(|e| anyhow!(e))?);
+        log.push(ev);
+    }
+    Ok(log)
+}
