@@ -371,14 +371,40 @@ fn stops_at_target_max_iterations_user_stop_and_repeated_agent_failure() {
         .unwrap();
     assert!(fx.contains(&Effect::Finished(StopReason::UserStop)));
 
+    // A failed agent goes to the reviewer with an empty proposal; skipping moves on to
+    // the next iteration; three failures in a row end the session.
     let mut m = started(LoopOptions::default());
-    let fail = Event::AgentFailed {
-        iteration: 1,
+    let fail = |it| Event::AgentFailed {
+        iteration: it,
         error: "x".into(),
+        prompt: None,
+        raw: None,
+        usage: Usage::default(),
     };
-    assert!(matches!(m.handle(&fail).unwrap()[0], Effect::Propose(_)));
+    let fx = m.handle(&fail(1)).unwrap();
+    assert!(
+        matches!(&fx[0], Effect::Review(p) if p.layers.is_empty()),
+        "{fx:?}"
+    );
+    let fx = m
+        .handle(&Event::Decided {
+            iteration: 1,
+            by: "auto".into(),
+            decision: Decision::Skip,
+        })
+        .unwrap();
+    assert_eq!(m.iteration, 2);
+    assert!(matches!(fx[0], Effect::Propose(_)), "{fx:?}");
+    m.handle(&fail(2)).unwrap();
+    m.handle(&Event::Decided {
+        iteration: 2,
+        by: "auto".into(),
+        decision: Decision::Approve, // approving nothing is a skip
+    })
+    .unwrap();
+    assert_eq!(m.iteration, 3);
     assert!(m
-        .handle(&fail)
+        .handle(&fail(3))
         .unwrap()
         .contains(&Effect::Finished(StopReason::AgentFailed)));
 }

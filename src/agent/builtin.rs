@@ -12,6 +12,9 @@ use super::{
 /// How many recent iterations a rollback keeps shrinking the step and blocking its layers.
 const MEMORY: usize = 3;
 const MIN_STEP: f64 = 0.0125;
+/// Smallest increase when trimming towards the target: masks move in whole weights per
+/// row, so a smaller one could change nothing and stall the session below its target.
+const MIN_TRIM: f64 = 0.02;
 
 #[derive(Debug, Default, Clone)]
 pub struct BuiltinAgent;
@@ -27,6 +30,8 @@ fn floor4(x: f64) -> f64 {
 
 struct Plan {
     step: f64,
+    /// The last accepted step changed no sparsity (increase too small for whole weights).
+    stalled: bool,
     recent_rollbacks: usize,
     avoided: Vec<String>,
 }
@@ -44,7 +49,12 @@ fn plan(ctx: &AgentContext) -> Plan {
         .collect();
     avoided.sort();
     avoided.dedup();
+    let stalled = ctx
+        .history
+        .last()
+        .is_some_and(|o| o.accepted && o.changes.iter().all(|c| c.to <= c.from + 1e-12));
     Plan {
+        stalled,
         step: step.min(ctx.bounds.max_step),
         recent_rollbacks: recent.len(),
         avoided,
@@ -75,7 +85,8 @@ impl BuiltinAgent {
             }
             let room = (b.max_layer_sparsity - r.sparsity).min(p.step);
             // Do not overshoot the target by more than the layer's rounding.
-            let inc = room.min(need / r.params as f64 + 1e-4);
+            let trimmed = (need / r.params as f64 + 1e-4).max(MIN_TRIM);
+            let inc = if p.stalled { room } else { room.min(trimmed) };
             let to = floor4(r.sparsity + inc);
             if to <= r.sparsity + 1e-6 {
                 continue;

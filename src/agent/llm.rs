@@ -134,11 +134,14 @@ impl LlmClient {
         messages: &[Message],
         schema: Option<&Value>,
     ) -> Result<ChatReply> {
-        match self.cfg.backend {
+        let mut reply = match self.cfg.backend {
             Backend::OpenAi => super::openai::chat(self, system, messages, schema).await,
             // Anthropic has no portable response_format; the prompt and tolerant parsing suffice.
             Backend::Anthropic => super::anthropic::chat(self, system, messages).await,
-        }
+        }?;
+        // A server that echoes the key must not get it into the session file.
+        reply.text = self.scrub(&reply.text);
+        Ok(reply)
     }
 
     /// A header holding the key, marked sensitive so reqwest never prints it.

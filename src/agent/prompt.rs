@@ -271,3 +271,23 @@ fn rel(after: f64, before: f64) -> f64 {
 #[cfg(test)]
 #[path = "prompt_tests.rs"]
 mod tests;
+
+/// FNV-1a hash of every template's text (built-in, or the override in `dir`), recorded in
+/// the session header so a replay can tell which prompts produced the replies.
+pub fn source_hashes(dir: Option<&Path>) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, builtin) in BUILTIN {
+        let text = match dir.map(|d| d.join(name)).filter(|p| p.is_file()) {
+            Some(p) => std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read prompt template {}", p.display()))?,
+            None => builtin.to_string(),
+        };
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        out.insert(name.to_string(), format!("fnv1a64:{h:016x}"));
+    }
+    Ok(out)
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::run::{default_session_path, RunArgs};
 use crate::session::review::{HeadlessReviewer, Verdict};
-use crate::session::Event;
+use crate::session::{Decision, Event};
 use crate::worker::{driver::Driver, launch, setup};
 
 /// Options and session path from the flags (or from the file when resuming).
@@ -27,6 +27,9 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
 pub fn run(a: &RunArgs) -> Result<()> {
     let s = open(a)?;
     let mut reviewer = HeadlessReviewer::new(a.decisions.as_deref(), a.auto_approve)?;
+    if let Some(log) = &s.log {
+        reviewer.skip_recorded(log.entries.iter().map(|e| &e.event));
+    }
     let (workers, files) = launch::start(&s.opts)?;
     launch::wait_ready(&workers)?;
     let mut d = setup::attach(&s, workers, &files)?;
@@ -64,8 +67,17 @@ fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
         if d.finished.is_some() {
             return Ok(());
         }
-        if d.pending_review.take().is_some() {
+        if let Some(p) = d.pending_review.take() {
             let it = d.machine.iteration;
+            if p.layers.is_empty() {
+                // No valid proposal: headless, the iteration is recorded as skipped.
+                d.feed(Event::Decided {
+                    iteration: it,
+                    by: "auto".into(),
+                    decision: Decision::Skip,
+                })?;
+                continue;
+            }
             let ev = match reviewer.review(it)? {
                 (by, Verdict::Decide(decision)) => Event::Decided {
                     iteration: it,
@@ -77,7 +89,29 @@ fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
             d.feed(ev)?;
             continue;
         }
-        d.poll(Duration::from_millis(200))?;
+        if let Some(crate::worker::Msg::Progress { label, done, total }) =
+            d.poll(Duration::from_millis(200))?
+        {
+            bar(&label, done, total);
+        }
+    }
+}
+
+/// A progress bar per phase on a terminal; nothing when stderr is a file.
+fn bar(label: &str, done: usize, total: usize) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() || total == 0 {
+        return;
+    }
+    let width = 30;
+    let fill = width * done.min(total) / total;
+    eprint!(
+        "\r{label:<20} [{}{}] {done}/{total}\x1b[K",
+        "#".repeat(fill),
+        " ".repeat(width - fill)
+    );
+    if done >= total {
+        eprint!("\r\x1b[K");
     }
 }
 
@@ -95,6 +129,8 @@ pub fn summary(d: &Driver, path: &Path) -> serde_json::Value {
         "ppl": m.checkpoint().map(|c| c.eval.ppl),
         "eval": m.dense.as_ref().map(|e| serde_json::json!({
             "dataset": e.dataset, "seqlen": e.seqlen, "windows": e.windows, "dtype": e.dtype})),
+        "probe_dense": m.dense.as_ref().and_then(|e| e.probe.clone()),
+        "probe_final": m.checkpoint().and_then(|c| c.eval.probe.clone()),
         "agent_tokens": m.usage,
     })
 }

@@ -32,6 +32,10 @@ pub struct ExportArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub force: bool,
+    /// Export the model as it stood after iteration N (its latest checkpoint at or before
+    /// N; 0 is the starting model) instead of the final checkpoint.
+    #[arg(long)]
+    pub step: Option<usize>,
 }
 
 fn load_checked(path: &std::path::Path) -> Result<(file::SessionLog, ModelFiles)> {
@@ -118,23 +122,22 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let (log, files) = load_checked(&a.session)?;
     crate::prune::export::check_out_dir(&a.out, a.force)?;
     let m = replay_inputs(&log, &a.session)?;
-    let Some(ckpt) = m.checkpoint() else {
+    let ckpt = match a.step {
+        None => m.checkpoint(),
+        Some(n) => m.checkpoints.iter().rev().find(|c| c.iteration <= n),
+    };
+    let Some(ckpt) = ckpt else {
         bail!("{}: the session has no checkpoint yet", a.session.display());
     };
     let mut engine = launch::load_engine(files.clone(), &log.header.options)?;
-    let steps: Vec<_> = m
-        .checkpoints
-        .iter()
-        .skip(1)
-        .filter_map(|c| c.steps.last().cloned())
-        .collect();
+    let steps = ckpt.steps.clone();
     engine.rebuild(&steps, 0)?;
     let meta = serde_json::json!({
         "method": "arborist-session",
         "session": a.session.display().to_string(),
         "checkpoint": ckpt.index,
         "iteration": ckpt.iteration,
-        "global_sparsity": m.global_sparsity(),
+        "global_sparsity": m.sparsity_of(ckpt),
         "layer_sparsity": ckpt.sparsity,
         "eval": ckpt.eval,
         "options": log.header.options,
@@ -143,7 +146,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     eprintln!(
         "exported checkpoint {} (global sparsity {:.4}, ppl {:.4}) to {}",
         ckpt.index,
-        m.global_sparsity(),
+        m.sparsity_of(ckpt),
         ckpt.eval.ppl,
         a.out.display()
     );

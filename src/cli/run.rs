@@ -26,19 +26,22 @@ pub struct RunArgs {
     /// Directory with prompt templates that override the built-in ones.
     #[arg(long)]
     pub prompts: Option<String>,
-    /// Target global sparsity over the blocks' linear layers.
+    /// Seconds per agent request before it times out (default 120).
     #[arg(long)]
+    pub agent_timeout: Option<u64>,
+    /// Target global sparsity over the blocks' linear layers.
+    #[arg(long, allow_negative_numbers = true)]
     pub target: Option<f64>,
     /// Relative perplexity increase per step that triggers a rollback.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub threshold: Option<f64>,
     /// Optional ceiling on total perplexity increase over the dense model (relative).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub ceiling: Option<f64>,
     #[arg(long)]
     pub max_iters: Option<usize>,
     /// Largest sparsity increase of one layer per step.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_step: Option<f64>,
     /// Most layers changed per step.
     #[arg(long)]
@@ -55,7 +58,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub probe_limit: Option<usize>,
     /// Roll back when probe accuracy drops more than this (absolute, 0.05 = 5 points).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub probe_max_drop: Option<f64>,
     #[arg(long)]
     pub calib: Option<String>,
@@ -129,6 +132,9 @@ impl RunArgs {
         }
         if self.prompts.is_some() {
             o.agent.prompts = self.prompts.clone();
+        }
+        if self.agent_timeout.is_some() {
+            o.agent.timeout_s = self.agent_timeout;
         }
         set!(self.target, o.loop_opts.target);
         set!(self.threshold, o.loop_opts.threshold);

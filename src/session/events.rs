@@ -55,6 +55,8 @@ pub enum Decision {
     Reject {
         feedback: String,
     },
+    /// Nothing is pruned this iteration (e.g. the agent failed and nobody overrode it).
+    Skip,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,9 +88,16 @@ pub enum Event {
         agent: String,
         reply: AgentReply<Proposal>,
     },
+    /// The agent gave no valid proposal (after its repair round) or could not be reached.
     AgentFailed {
         iteration: usize,
         error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        raw: Option<String>,
+        #[serde(default)]
+        usage: crate::agent::Usage,
     },
     Decided {
         iteration: usize,
@@ -107,14 +116,9 @@ pub enum Event {
         reply: AgentReply<String>,
     },
     /// The user asked to stop (takes effect at the next safe point).
-    StopRequested {
-        by: String,
-    },
+    StopRequested { by: String },
     /// The user restored an earlier checkpoint.
-    RollbackTo {
-        checkpoint: usize,
-        by: String,
-    },
+    RollbackTo { checkpoint: usize, by: String },
     // ---- derived ----
     Guard {
         iteration: usize,
@@ -195,7 +199,9 @@ impl Event {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Event::AgentFailed { iteration, error } => {
+            Event::AgentFailed {
+                iteration, error, ..
+            } => {
                 format!("iter {iteration}: agent failed: {error}")
             }
             Event::Decided {
@@ -210,6 +216,7 @@ impl Event {
                         format!("overridden ({} layers)", layers.len())
                     }
                     Decision::Reject { feedback } => format!("rejected: \"{feedback}\""),
+                    Decision::Skip => "skipped".to_string(),
                 };
                 format!("iter {iteration}: {what} by {by}")
             }

@@ -21,6 +21,9 @@ pub struct Header {
     /// Sampled hash of config.json and the weight files (see `fingerprint`).
     pub fingerprint: String,
     pub options: RunOptions,
+    /// Hash of each prompt template in use (agent runs), by file name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub prompt_hashes: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

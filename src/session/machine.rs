@@ -158,9 +158,11 @@ impl Machine {
 
     /// Parameter-weighted sparsity of the current checkpoint.
     pub fn global_sparsity(&self) -> f64 {
-        let Some(c) = self.checkpoint() else {
-            return 0.0;
-        };
+        self.checkpoint().map_or(0.0, |c| self.sparsity_of(c))
+    }
+
+    /// Parameter-weighted sparsity of any checkpoint over the blocks' linear layers.
+    pub fn sparsity_of(&self, c: &Checkpoint) -> f64 {
         let (mut pruned, mut total) = (0.0, 0.0);
         for l in &self.layers {
             pruned += c.sparsity.get(&l.name).copied().unwrap_or(0.0) * l.params as f64;

@@ -13,6 +13,8 @@ pub struct AgentSpec {
     pub base_url: Option<String>,
     /// Directory whose templates override the built-in prompts.
     pub prompts: Option<String>,
+    /// Seconds per agent request (and to connect); default 120.
+    pub timeout_s: Option<u64>,
 }
 
 impl Default for AgentSpec {
@@ -22,6 +24,7 @@ impl Default for AgentSpec {
             model: None,
             base_url: None,
             prompts: None,
+            timeout_s: None,
         }
     }
 }

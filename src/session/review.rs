@@ -6,7 +6,7 @@ use serde::Deserialize;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
-use super::events::Decision;
+use super::events::{Decision, Event};
 use crate::agent::LayerTarget;
 
 /// One line of a decisions file.
@@ -51,6 +51,19 @@ impl HeadlessReviewer {
         })
     }
 
+    /// On resume: drop the scripted decisions the session file already recorded.
+    pub fn skip_recorded<'a>(&mut self, recorded: impl IntoIterator<Item = &'a Event>) {
+        for ev in recorded {
+            let scripted = match ev {
+                Event::Decided { by, .. } | Event::StopRequested { by } => by == "script",
+                _ => false,
+            };
+            if scripted {
+                self.script.pop_front();
+            }
+        }
+    }
+
     /// "script" when the decision came from the file, "auto" otherwise.
     pub fn review(&mut self, iteration: usize) -> Result<(String, Verdict)> {
         let name = self
@@ -92,9 +105,10 @@ fn verdict(s: &Scripted, file: &str) -> Result<Verdict> {
         "reject" => Decision::Reject {
             feedback: s.feedback.clone(),
         },
+        "skip" => Decision::Skip,
         "stop" => return Ok(Verdict::Stop),
         other => bail!(
-            "{file}: iteration {it}: unknown action `{other}` (approve, edit, override, reject or stop)"
+            "{file}: iteration {it}: unknown action `{other}` (approve, edit, override, reject, skip or stop)"
         ),
     }))
 }

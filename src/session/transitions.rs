@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Consecutive agent failures (across iterations) that end the session.
+pub const MAX_AGENT_FAILURES: usize = 3;
+
 impl Machine {
     /// Apply one input event. A derived event (guard, finished) is accepted and ignored, so a
     /// whole session file can be fed back. An event that does not fit is an error.
@@ -43,13 +46,26 @@ impl Machine {
                 self.phase = Phase::Reviewing;
                 Ok(vec![Effect::Review(reply.value.clone())])
             }
-            Event::AgentFailed { iteration, .. } => {
+            Event::AgentFailed {
+                iteration,
+                error,
+                usage,
+                ..
+            } => {
                 self.expect(Phase::Proposing, ev, Some(*iteration))?;
+                self.usage += *usage;
                 self.agent_failures += 1;
-                if self.agent_failures >= 2 {
+                if self.agent_failures >= MAX_AGENT_FAILURES {
                     return Ok(self.finish(StopReason::AgentFailed));
                 }
-                Ok(vec![self.propose()])
+                // The reviewer decides: override, reject (ask again) or skip the iteration.
+                let empty = Proposal {
+                    layers: vec![],
+                    reasoning: format!("(no valid proposal: {error})"),
+                };
+                self.proposal = Some(empty.clone());
+                self.phase = Phase::Reviewing;
+                Ok(vec![Effect::Review(empty)])
             }
             Event::Decided {
                 iteration,
@@ -61,6 +77,8 @@ impl Machine {
                     .map_err(|p| format!("invalid decision: {}", p.join("; ")))?;
                 let agent = self.proposal.take().expect("reviewing has a proposal");
                 let approved = match decision {
+                    Decision::Skip => return Ok(self.skip()),
+                    Decision::Approve if agent.layers.is_empty() => return Ok(self.skip()),
                     Decision::Reject { feedback } => {
                         self.feedback = Some(feedback.clone());
                         self.phase = Phase::Proposing;
@@ -129,6 +147,11 @@ impl Machine {
             }
             Event::Guard { .. } | Event::Finished { .. } => Ok(vec![]),
         }
+    }
+
+    fn skip(&mut self) -> Vec<Effect> {
+        self.iteration += 1;
+        self.next_step(false)
     }
 
     fn guard(&mut self, applied: &BTreeMap<String, f64>, eval: &Evaluation) -> Vec<Effect> {

@@ -43,6 +43,10 @@ impl Driver {
     /// After rebuilding the machine from a file: restore the masks, then re-issue the effects
     /// of the phase the session was in.
     pub fn resume(&mut self) -> Result<()> {
+        if let crate::session::Phase::Done(r) = &self.machine.phase {
+            self.finished = Some(r.clone());
+            return Ok(());
+        }
         let steps = self
             .machine
             .checkpoints

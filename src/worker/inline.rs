@@ -27,15 +27,16 @@ pub fn run_inline(
                     agent: agent.name(),
                     reply,
                 },
-                Err(e) => Event::AgentFailed {
-                    iteration: ctx.iteration,
-                    error: format!("{e:#}"),
-                },
+                Err(e) => super::failed(ctx.iteration, &e),
             },
-            Effect::Review(_) => Event::Decided {
+            Effect::Review(p) => Event::Decided {
                 iteration: m.iteration,
                 by: "auto".into(),
-                decision: Decision::Approve,
+                decision: if p.layers.is_empty() {
+                    Decision::Skip
+                } else {
+                    Decision::Approve
+                },
             },
             Effect::Apply(step) => engine.apply(m.iteration, &step, &mut none)?,
             Effect::Commit { index } => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::engine::Probe;
 use super::{spawn, Engine, EngineConfig, Msg, Workers};
-use crate::agent::{builtin::BuiltinAgent, Agent, LlmAgent};
+use crate::agent::{builtin::BuiltinAgent, Agent, LlmAgent, LlmClient, LlmConfig, Templates};
 use crate::data::{read_text, Windows};
 use crate::model::{LoadedModel, ModelFiles};
 use crate::session::{ProbeSpec, RunOptions};
@@ -120,12 +120,13 @@ pub fn make_agent(opts: &RunOptions) -> Result<Box<dyn Agent + Send>> {
                 .model
                 .as_deref()
                 .with_context(|| format!("--agent {backend} needs --agent-model NAME"))?;
-            Box::new(LlmAgent::from_options(
-                backend,
-                model,
-                a.base_url.as_deref(),
-                a.prompts.as_deref().map(std::path::Path::new),
-            )?)
+            let mut cfg = LlmConfig::from_env(backend.parse()?, model, a.base_url.as_deref());
+            if let Some(t) = a.timeout_s {
+                cfg.timeout = std::time::Duration::from_secs(t);
+                cfg.connect_timeout = cfg.timeout;
+            }
+            let templates = Templates::load(a.prompts.as_deref().map(std::path::Path::new))?;
+            Box::new(LlmAgent::new(LlmClient::new(cfg)?, templates)?)
         }
     })
 }

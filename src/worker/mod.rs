@@ -104,10 +104,7 @@ pub fn spawn(
                         agent: agent.name(),
                         reply,
                     },
-                    Err(e) => Event::AgentFailed {
-                        iteration: ctx.iteration,
-                        error: format!("{e:#}"),
-                    },
+                    Err(e) => failed(ctx.iteration, &e),
                 },
                 AgentJob::Reflect(b) => {
                     let (ctx, p, o) = *b;
@@ -138,6 +135,18 @@ pub fn spawn(
         agent: atx,
         rx,
         threads: vec![compute, agent_thread],
+    }
+}
+
+/// An agent failure with whatever was sent and received (an invalid proposal keeps both).
+pub fn failed(iteration: usize, e: &anyhow::Error) -> Event {
+    let detail = e.downcast_ref::<crate::agent::ProposalError>();
+    Event::AgentFailed {
+        iteration,
+        error: format!("{e:#}"),
+        prompt: detail.map(|d| d.prompt.clone()),
+        raw: detail.map(|d| d.raw.clone()),
+        usage: detail.map(|d| d.usage).unwrap_or_default(),
     }
 }
 

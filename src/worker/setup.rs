@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{driver::Driver, Workers};
 use crate::model::ModelFiles;
 use crate::session::file::{self, Header, SessionLog, SessionWriter};
-use crate::session::{Machine, RunOptions};
+use crate::session::{Effect, Event, Machine, RunOptions};
 
 pub struct Opened {
     pub opts: RunOptions,
@@ -18,16 +18,30 @@ pub struct Opened {
 
 /// Rebuild the machine from a session file's inputs.
 pub fn replay_inputs(log: &SessionLog, path: &Path) -> Result<Machine> {
+    Ok(replay_log(log, path)?.0)
+}
+
+/// The machine, and the derived events (guard verdicts, the finish) that its inputs imply
+/// but the file lacks because the process died before writing them.
+pub fn replay_log(log: &SessionLog, path: &Path) -> Result<(Machine, Vec<Event>)> {
     let o = &log.header.options;
     let mut m = Machine::new(&o.model, o.loop_opts.clone());
     m.start();
+    let mut produced = Vec::new();
     for e in &log.entries {
         if e.event.is_input() {
-            m.handle(&e.event)
+            let effects = m
+                .handle(&e.event)
                 .map_err(|msg| anyhow!("{}: event {}: {msg}", path.display(), e.seq))?;
+            produced.extend(effects.into_iter().filter_map(|f| match f {
+                Effect::Log(ev) => Some(ev),
+                _ => None,
+            }));
         }
     }
-    Ok(m)
+    let recorded = log.entries.iter().filter(|e| !e.event.is_input()).count();
+    let missing = produced.split_off(recorded.min(produced.len()));
+    Ok((m, missing))
 }
 
 /// A new session at `path` (which must not exist), or the existing one when `resume`.
@@ -69,6 +83,13 @@ pub fn attach(o: &Opened, workers: Workers, files: &ModelFiles) -> Result<Driver
                 model: o.opts.model.clone(),
                 fingerprint,
                 options: o.opts.clone(),
+                prompt_hashes: if o.opts.agent.backend == "builtin" {
+                    Default::default()
+                } else {
+                    crate::agent::prompt::source_hashes(
+                        o.opts.agent.prompts.as_deref().map(Path::new),
+                    )?
+                },
             };
             let m = Machine::new(&o.opts.model, o.opts.loop_opts.clone());
             (m, SessionWriter::create(&o.path, &header)?)
@@ -82,9 +103,13 @@ pub fn attach(o: &Opened, workers: Workers, files: &ModelFiles) -> Result<Driver
                     log.header.fingerprint
                 );
             }
-            let m = replay_inputs(log, &o.path)?;
+            let (m, missing) = replay_log(log, &o.path)?;
             let seq = log.entries.last().map_or(0, |e| e.seq);
-            (m, SessionWriter::append_to(&o.path, log.valid_len, seq)?)
+            let mut w = SessionWriter::append_to(&o.path, log.valid_len, seq)?;
+            for ev in &missing {
+                w.append(ev)?;
+            }
+            (m, w)
         }
     };
     let mut d = Driver::new(machine, Some(writer), workers);

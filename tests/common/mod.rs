@@ -88,3 +88,114 @@ pub fn p(path: &Path) -> String {
 pub fn join(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+// ---- Session helpers (tests/session_cli.rs, tests/session_agents.rs) ----
+
+/// A finished (or killed) child process.
+pub struct Ran {
+    /// None when the child was killed at the deadline.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+    pub seconds: f64,
+}
+
+impl Ran {
+    /// Lines of stderr that start with `error:`.
+    pub fn error_lines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect()
+    }
+}
+
+/// Run the binary in `cwd` with a deadline: a hung child is killed and reported, never
+/// waited on.
+pub fn arborist_timed(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    cwd: &Path,
+    limit: std::time::Duration,
+) -> Ran {
+    use std::io::Read;
+    use std::process::Stdio;
+    let start = std::time::Instant::now();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_arborist"));
+    c.args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().expect("spawn arborist");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            timed_out = true;
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Ran {
+        code: status.and_then(|s| s.code()),
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+        timed_out,
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}
+
+/// Byte offsets where the YAML documents of a session file start (`---` lines).
+pub fn doc_starts(text: &str) -> Vec<usize> {
+    let mut v: Vec<usize> = text
+        .match_indices("---\n")
+        .filter(|(i, _)| *i == 0 || text.as_bytes()[i - 1] == b'\n')
+        .map(|(i, _)| i)
+        .collect();
+    v.dedup();
+    v
+}
+
+/// A session file read as a YAML multi-document stream with an independent parser
+/// (serde_yaml's document iterator): the header, then every entry (`seq`, `unix_ms`, `event`).
+pub fn session_docs(path: &Path) -> (serde_json::Value, Vec<serde_json::Value>) {
+    use serde::Deserialize;
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut docs = Vec::new();
+    for d in serde_yaml::Deserializer::from_str(&text) {
+        let v = serde_json::Value::deserialize(d)
+            .unwrap_or_else(|e| panic!("{}: a document is not YAML: {e}", path.display()));
+        docs.push(v);
+    }
+    assert!(!docs.is_empty(), "{}: empty session file", path.display());
+    let header = docs.remove(0);
+    (header, docs)
+}
+
+/// Parse JSON with correctly rounded floats. serde_json without its `float_roundtrip`
+/// feature may be one ulp off (934.1955622086625 reads as ...624), which breaks exact
+/// comparisons; YAML is a superset of JSON and serde_yaml parses floats exactly.
+pub fn json_exact(text: &str) -> serde_json::Value {
+    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

@@ -1,0 +1,445 @@
+//! Full headless sessions driven by an LLM agent: `--agent openai` against the scripted
+//! OpenAI-compatible server on 127.0.0.1. What the server received is compared with what
+//! the session file recorded, and the API key must never reach the file or the terminal.
+
+mod common;
+#[path = "common/scripted_server.rs"]
+mod scripted_server;
+
+use common::*;
+use scripted_server::{Scripted, ScriptedServer};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const KEY: &str = "sk-test-SECRET-123";
+const SEP: &str = "\n\n----- repair -----\n\n";
+const SMALL: [&str; 8] = [
+    "--seqlen",
+    "64",
+    "--calib-windows",
+    "4",
+    "--eval-windows",
+    "4",
+    "--grad-windows",
+    "1",
+];
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// Layer names of the bundled model (checked against its baseline event in every test).
+fn down(b: usize) -> String {
+    format!("model.layers.{b}.mlp.down_proj")
+}
+fn q(b: usize) -> String {
+    format!("model.layers.{b}.self_attn.q_proj")
+}
+
+fn proposal(layers: &[(String, f64)], reasoning: &str) -> String {
+    let l: Vec<Value> = layers
+        .iter()
+        .map(|(n, s)| serde_json::json!({"name": n, "sparsity": s}))
+        .collect();
+    serde_json::json!({"layers": l, "reasoning": reasoning}).to_string()
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    cache: String,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tmp();
+        std::fs::create_dir_all(dir.path().join("cache")).unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        let cache = p(&dir.path().join("cache"));
+        Env { dir, cache }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join("work").join(name)
+    }
+
+    fn run(&self, args: &[&str], key: &str) -> Ran {
+        arborist_timed(
+            args,
+            &[
+                ("ARBORIST_CACHE", &self.cache),
+                ("OPENAI_API_KEY", key),
+                ("ANTHROPIC_API_KEY", ""),
+            ],
+            &self.dir.path().join("work"),
+            LIMIT,
+        )
+    }
+
+    /// A headless openai session against `server`, auto-approved.
+    fn session(&self, server: &ScriptedServer, s: &Path, iters: &str) -> Ran {
+        let (url, sp) = (server.url(), p(s));
+        let mut a = vec![
+            "run",
+            "--headless",
+            "--auto-approve",
+            "--session",
+            &sp,
+            "--agent",
+            "openai",
+            "--agent-model",
+            "test",
+            "--base-url",
+            &url,
+            "--max-iters",
+            iters,
+            "--json",
+        ];
+        a.extend(SMALL);
+        self.run(&a, KEY)
+    }
+}
+
+fn ok_json(r: &Ran) -> Value {
+    assert!(!r.timed_out, "timed out: {}", r.stderr);
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    json_exact(r.stdout.lines().last().unwrap_or(""))
+}
+
+fn kind(e: &Value) -> &str {
+    e["event"]["event"].as_str().unwrap()
+}
+
+fn events<'a>(entries: &'a [Value], k: &str) -> Vec<&'a Value> {
+    entries
+        .iter()
+        .filter(|e| kind(e) == k)
+        .map(|e| &e["event"])
+        .collect()
+}
+
+fn usage(v: &Value) -> (u64, u64) {
+    (
+        v["prompt_tokens"].as_u64().unwrap(),
+        v["completion_tokens"].as_u64().unwrap(),
+    )
+}
+
+fn user_message(body: &Value) -> &str {
+    let msgs = body["messages"].as_array().unwrap();
+    assert_eq!(msgs[0]["role"], "system");
+    msgs[1]["content"].as_str().unwrap()
+}
+
+/// The key appears nowhere: session file, stdout, stderr, any file left in the temp dir.
+fn assert_no_key(env: &Env, r: &Ran) {
+    for (what, text) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
+        assert!(!text.contains(KEY), "{what} shows the key: {text}");
+        assert!(
+            !text.contains("SECRET"),
+            "{what} shows part of the key: {text}"
+        );
+    }
+    let mut stack = vec![env.dir.path().join("work")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap().path();
+            if e.is_dir() {
+                stack.push(e);
+            } else {
+                let bytes = std::fs::read(&e).unwrap();
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(!text.contains(KEY), "{} holds the key", e.display());
+                assert!(
+                    !text.contains("SECRET"),
+                    "{} holds part of the key",
+                    e.display()
+                );
+            }
+        }
+    }
+}
+
+fn assert_layers_exist(entries: &[Value], names: &[String]) {
+    let known: BTreeSet<&str> = events(entries, "baseline")[0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    for n in names {
+        assert!(
+            known.contains(n.as_str()),
+            "{n} is not a layer of the model"
+        );
+    }
+}
+
+#[test]
+fn openai_session_records_prompts_replies_tokens_and_never_the_key() {
+    let env = Env::new();
+    let p1 = proposal(&[(down(0), 0.05), (q(1), 0.06)], "R-ONE: lowest z first");
+    let fenced1 = format!("Here you go:\n```json\n{p1}\n```\n");
+    let r1 = "REFLECT-ONE: the down projections took it well.";
+    let bad2 = proposal(&[(down(99), 0.05)], "R-BAD");
+    let p2 = proposal(&[(down(2), 0.05)], "R-TWO: fixed the name");
+    let r2 = "REFLECT-TWO: still cheap.";
+    let server = ScriptedServer::start(vec![
+        Scripted::openai(&fenced1, 1000, 100),
+        Scripted::openai(r1, 500, 50),
+        Scripted::openai(&bad2, 300, 30),
+        Scripted::openai(&p2, 400, 40),
+        Scripted::openai(r2, 200, 20),
+    ]);
+    let s = env.path("s.yaml");
+    let r = env.session(&server, &s, "2");
+    let sum = ok_json(&r);
+    assert_eq!(sum["finished"], "max_iterations", "{sum}");
+    assert_eq!(
+        usage(&sum["agent_tokens"]),
+        (1000 + 500 + 300 + 400 + 200, 100 + 50 + 30 + 40 + 20),
+        "{sum}"
+    );
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 5, "one repair, nothing else");
+    assert_eq!(server.remaining(), 0);
+    let bearer = format!("Bearer {KEY}");
+    for (i, q) in reqs.iter().enumerate() {
+        assert_eq!(q.path, "/v1/chat/completions");
+        assert_eq!(
+            q.header("authorization"),
+            Some(bearer.as_str()),
+            "request {i}"
+        );
+        assert_eq!(q.body["model"], "test");
+        // Proposals ask for the JSON schema, reflections do not.
+        let wants_schema = matches!(i, 0 | 2 | 3);
+        assert_eq!(
+            q.body.get("response_format").is_some(),
+            wants_schema,
+            "request {i}"
+        );
+    }
+
+    let (h, entries) = session_docs(&s);
+    assert_layers_exist(&entries, &[down(0), q(1), down(2)]);
+    assert_eq!(h["options"]["agent"]["backend"], "openai");
+    assert_eq!(h["options"]["agent"]["model"], "test");
+    assert_eq!(h["options"]["agent"]["base_url"], server.url().as_str());
+    let props = events(&entries, "proposed");
+    assert_eq!(props.len(), 2);
+    // Iteration 1: the prompt sent is the one recorded, with the whole profile table.
+    let sent = user_message(&reqs[0].body);
+    let rec = &props[0]["reply"];
+    assert_eq!(props[0]["agent"], "openai:test");
+    assert_eq!(rec["prompt"].as_str().unwrap(), sent);
+    assert!(sent.contains("| layer | sparsity |"), "{sent}");
+    let layers = events(&entries, "baseline")[0]["layers"]
+        .as_array()
+        .unwrap();
+    for l in layers {
+        let row = format!("| {} |", l["name"].as_str().unwrap());
+        assert!(
+            sent.contains(&row),
+            "profile row {row} missing from the prompt"
+        );
+    }
+    assert_eq!(rec["raw"].as_str().unwrap(), fenced1);
+    assert_eq!(usage(&rec["usage"]), (1000, 100));
+    assert_eq!(rec["value"]["reasoning"], "R-ONE: lowest z first");
+    let applied: BTreeSet<String> = events(&entries, "evaluated")[0]["applied"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(applied, [down(0), q(1)].into_iter().collect());
+    // Reflection 1: prompt and reply recorded; the next step prompt carries it.
+    let refl = events(&entries, "reflected");
+    assert_eq!(refl[0]["reply"]["value"], r1);
+    assert_eq!(
+        refl[0]["reply"]["prompt"].as_str().unwrap(),
+        user_message(&reqs[1].body)
+    );
+    assert_eq!(usage(&refl[0]["reply"]["usage"]), (500, 50));
+    assert!(user_message(&reqs[2].body).contains(r1));
+    // Iteration 2: one repair round, both exchanges on disk.
+    let rec = &props[1]["reply"];
+    let repair_msgs = reqs[3].body["messages"].as_array().unwrap();
+    let roles: Vec<&str> = repair_msgs
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(repair_msgs[2]["content"], bad2.as_str());
+    let repair = repair_msgs[3]["content"].as_str().unwrap();
+    assert!(
+        repair.contains(&format!("{}: unknown layer name", down(99))),
+        "{repair}"
+    );
+    assert_eq!(
+        rec["prompt"].as_str().unwrap(),
+        format!("{}{SEP}{repair}", user_message(&reqs[2].body))
+    );
+    assert_eq!(rec["raw"].as_str().unwrap(), format!("{bad2}{SEP}{p2}"));
+    assert_eq!(usage(&rec["usage"]), (700, 70));
+    assert_eq!(rec["value"]["layers"][0]["name"], down(2).as_str());
+    assert_eq!(refl[1]["reply"]["value"], r2);
+    assert_no_key(&env, &r);
+
+    // Replay needs no agent: no server, no key.
+    drop(server);
+    let v = json_exact(
+        env.run(&["replay", &p(&s), "--verify", "--json"], "")
+            .stdout
+            .trim(),
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["bit_exact"], true, "{v}");
+}
+
+#[test]
+fn session_survives_429_500_and_a_broken_body() {
+    let env = Env::new();
+    let p1 = proposal(&[(down(3), 0.05)], "one");
+    let p2 = proposal(&[(down(4), 0.05)], "two");
+    let broken = Scripted {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: "{\"choices\": [{\"message\": ".into(),
+        drop_connection: false,
+    };
+    let server = ScriptedServer::start(vec![
+        Scripted::error(429, "slow down").header("Retry-After", "0"),
+        Scripted::openai(&p1, 10, 1),
+        Scripted::openai("fine", 10, 1),
+        Scripted::error(500, "oops").header("Retry-After", "0"),
+        broken,
+        Scripted::openai(&p2, 10, 1),
+        Scripted::openai("fine again", 10, 1),
+    ]);
+    let s = env.path("s.yaml");
+    let r = env.session(&server, &s, "3");
+    let sum = ok_json(&r);
+    assert_eq!(sum["finished"], "max_iterations", "{sum}");
+    assert_eq!(server.requests().len(), 7);
+    let (_, entries) = session_docs(&s);
+    assert_layers_exist(&entries, &[down(3), down(4)]);
+    let failed = events(&entries, "agent_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["iteration"], 2);
+    let err = failed[0]["error"].as_str().unwrap();
+    assert!(err.contains("unexpected response"), "{err}");
+    let evs = events(&entries, "evaluated");
+    assert_eq!(evs.len(), 2);
+    assert!(evs[1]["applied"].get(down(4)).is_some(), "{}", evs[1]);
+    // The failure is on disk; headless, that iteration is recorded as skipped and the
+    // session carries on with the next one.
+    let kinds: Vec<&str> = entries.iter().map(kind).collect();
+    let at = kinds.iter().position(|k| *k == "agent_failed").unwrap();
+    assert_eq!(kinds[at + 1], "decided");
+    assert_eq!(entries[at + 1]["event"]["decision"]["action"], "skip");
+    assert_eq!(kinds[at + 2], "proposed");
+    assert_eq!(entries[at + 2]["event"]["iteration"], 3);
+    assert_no_key(&env, &r);
+}
+
+#[test]
+fn a_server_that_keeps_failing_ends_the_session_as_agent_failed() {
+    // Retry-After: 0 keeps the 4-attempt retry policy fast. The server echoes the key.
+    // Each failure skips its iteration; three in a row end the session.
+    let env = Env::new();
+    let echo = format!("upstream exploded while checking key {KEY}");
+    let server = ScriptedServer::start(vec![
+        Scripted::error(500, &echo).header("Retry-After", "0");
+        12
+    ]);
+    let s = env.path("s.yaml");
+    let r = env.session(&server, &s, "3");
+    let sum = ok_json(&r);
+    assert_eq!(sum["finished"], "agent_failed", "{sum}");
+    assert_eq!(
+        server.requests().len(),
+        12,
+        "three proposals of four attempts each"
+    );
+    let (_, entries) = session_docs(&s);
+    let failed = events(&entries, "agent_failed");
+    assert_eq!(failed.len(), 3);
+    for (i, f) in failed.iter().enumerate() {
+        assert_eq!(f["iteration"], i + 1);
+        let e = f["error"].as_str().unwrap();
+        assert!(e.contains("500") && e.contains("after 4 attempts"), "{e}");
+        assert!(e.contains("upstream exploded"), "{e}");
+    }
+    assert!(events(&entries, "evaluated").is_empty());
+    let fin = events(&entries, "finished");
+    assert_eq!(fin.len(), 1);
+    assert_eq!(fin[0]["reason"], "agent_failed");
+    assert_eq!(fin[0]["global_sparsity"].as_f64(), Some(0.0));
+    assert_no_key(&env, &r);
+}
+
+#[test]
+fn proposals_still_invalid_after_the_repair_end_the_session_cleanly() {
+    let env = Env::new();
+    let bad = |i: usize| proposal(&[(down(90 + i), 0.05)], "bad");
+    let server = ScriptedServer::start((0..6).map(|i| Scripted::openai(&bad(i), 7, 3)).collect());
+    let s = env.path("s.yaml");
+    let r = env.session(&server, &s, "3");
+    let sum = ok_json(&r);
+    assert_eq!(sum["finished"], "agent_failed", "{sum}");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 6, "each proposal gets exactly one repair");
+    for k in [1, 3, 5] {
+        let roles: Vec<&str> = reqs[k].body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            roles,
+            ["system", "user", "assistant", "user"],
+            "request {k}"
+        );
+    }
+    let (_, entries) = session_docs(&s);
+    let failed = events(&entries, "agent_failed");
+    assert_eq!(failed.len(), 3);
+    for (k, f) in failed.iter().enumerate() {
+        let e = f["error"].as_str().unwrap();
+        let name = down(90 + 2 * k + 1);
+        assert!(e.contains(&format!("{name}: unknown layer name")), "{e}");
+    }
+}
+
+#[test]
+fn replies_and_tokens_of_an_unrepairable_proposal_are_recorded() {
+    let env = Env::new();
+    let bad = |i: usize| proposal(&[(down(90 + i), 0.05)], &format!("BAD-REPLY-{i}"));
+    let server = ScriptedServer::start((0..6).map(|i| Scripted::openai(&bad(i), 7, 3)).collect());
+    let s = env.path("s.yaml");
+    let sum = ok_json(&env.session(&server, &s, "3"));
+    assert_eq!(usage(&sum["agent_tokens"]), (42, 18), "{sum}");
+    let text = std::fs::read_to_string(&s).unwrap();
+    for i in 0..6 {
+        assert!(
+            text.contains(&format!("BAD-REPLY-{i}")),
+            "reply {i} not recorded"
+        );
+    }
+}
+
+#[test]
+fn a_key_echoed_in_a_reply_never_reaches_the_session_file() {
+    let env = Env::new();
+    let p1 = proposal(&[(down(0), 0.05)], "ok");
+    let server = ScriptedServer::start(vec![
+        Scripted::openai(&p1, 1, 1),
+        Scripted::openai(&format!("Your header said Bearer {KEY}."), 1, 1),
+    ]);
+    let s = env.path("s.yaml");
+    let r = env.session(&server, &s, "1");
+    ok_json(&r);
+    assert_no_key(&env, &r);
+}
