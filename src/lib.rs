@@ -13,5 +13,6 @@ pub mod prune;
 pub mod runtime;
 pub mod session;
 pub mod train;
-pub mod world;
+pub mod tui;
 pub mod worker;
+pub mod world;

@@ -22,8 +22,9 @@ pub struct Cli {
     /// Compute threads for candle and gemm (1 measured fastest on 2-vCPU machines).
     #[arg(long, global = true, default_value_t = crate::runtime::DEFAULT_THREADS)]
     pub threads: usize,
+    /// Without a subcommand: the demo (a TUI session on the bundled model).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,7 +84,10 @@ impl ModelArgs {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return run::run(run::RunArgs::default());
+    };
+    match command {
         Command::Eval(a) => eval::run(a),
         Command::Profile(a) => profile::run(a),
         Command::Prune(a) => prune::run(a),

@@ -1,0 +1,283 @@
+//! What each action does to the front end's state, and which actions make sense right now
+//! (the status bar lists only those).
+
+use super::app::{App, Confirm, Level, Overlay, Panel, Request, Seek};
+use super::editor::{EditKind, Editor};
+use super::grid::{Grid, KINDS};
+use super::keymap::{Action, Binding, Key};
+use super::view::View;
+use crate::session::{Decision, Event};
+use crossterm::event::{KeyEvent, KeyModifiers};
+
+fn decided(view: &View, decision: Decision) -> Request {
+    Request::Feed(Event::Decided {
+        iteration: view.machine.iteration,
+        by: "human".into(),
+        decision,
+    })
+}
+
+impl App {
+    pub fn on_action(&mut self, a: Action, view: &View) -> Vec<Request> {
+        use Action::*;
+        match a {
+            Quit if view.busy() => {
+                self.overlay = Overlay::Confirm {
+                    what: Confirm::Quit,
+                    ok: false,
+                }
+            }
+            Quit => return vec![Request::Quit],
+            Help => self.overlay = Overlay::Help { scroll: 0 },
+            Approve | Edit | Override | Reject | Skip if !view.can_review() => {
+                self.say(Level::Warn, "no proposal is waiting for review")
+            }
+            Approve => return vec![decided(view, Decision::Approve)],
+            Skip => return vec![decided(view, Decision::Skip)],
+            Edit => {
+                self.editor = view.pending.map(Editor::edit);
+                self.focus_panel(Panel::Proposal);
+            }
+            Override => {
+                self.editor = Some(Editor::new_override());
+                self.focus_panel(Panel::Proposal);
+                self.revalidate(view);
+            }
+            Reject => self.overlay = Overlay::Feedback(String::new()),
+            ToggleAuto if view.live() => {
+                self.auto_approve = !self.auto_approve;
+                let on = if self.auto_approve { "on" } else { "off" };
+                self.say(Level::Info, format!("auto-approve {on}"));
+            }
+            TogglePause if view.live() => {
+                self.paused = !self.paused;
+                let msg = if self.paused {
+                    "paused: the next proposal waits for you"
+                } else {
+                    "resumed"
+                };
+                self.say(Level::Info, msg);
+            }
+            Rollback if view.can_rollback() => {
+                let selected = view.machine.checkpoints.len() - 2;
+                self.overlay = Overlay::Picker { selected };
+            }
+            Rollback => self.say(
+                Level::Warn,
+                "roll back while a proposal waits for review, after at least one accepted step",
+            ),
+            Stop if view.can_stop() => {
+                self.overlay = Overlay::Confirm {
+                    what: Confirm::Stop,
+                    ok: false,
+                }
+            }
+            Left | Right | Up | Down => self.move_or_scroll(a, view),
+            NextMetric => self.metric = self.metric.step(1),
+            PrevMetric => self.metric = self.metric.step(-1),
+            NextPanel => self.focus_panel(self.focus.step(1)),
+            PrevPanel => self.focus_panel(self.focus.step(-1)),
+            PageUp => self.scroll_by(self.focus, -10),
+            PageDown => self.scroll_by(self.focus, 10),
+            Theme => {
+                self.themes.next();
+                let name = self.theme().name.clone();
+                self.say(Level::Info, format!("theme {name}"));
+            }
+            Mouse => {
+                self.mouse = !self.mouse;
+                return vec![Request::SetMouse(self.mouse)];
+            }
+            StepBack => return vec![Request::Seek(Seek::Back)],
+            StepForward => return vec![Request::Seek(Seek::Forward)],
+            First => return vec![Request::Seek(Seek::First)],
+            Last => return vec![Request::Seek(Seek::Last)],
+            PrevIteration => return vec![Request::Seek(Seek::PrevIteration)],
+            NextIteration => return vec![Request::Seek(Seek::NextIteration)],
+            Goto => self.overlay = Overlay::Goto(String::new()),
+            Verify => return vec![Request::Verify],
+            RowUp | RowDown => {
+                let by = if a == RowUp { -1 } else { 1 };
+                if let Overlay::Picker { selected } = &mut self.overlay {
+                    let last = view.machine.checkpoints.len().saturating_sub(2) as isize;
+                    *selected = (*selected as isize + by).clamp(0, last.max(0)) as usize;
+                } else if let Some(ed) = self.editor.as_mut() {
+                    ed.select(by);
+                }
+            }
+            AddLayer => self.add_focused_layer(view),
+            RemoveLayer => {
+                if let Some(ed) = self.editor.as_mut() {
+                    ed.remove();
+                }
+                self.revalidate(view);
+            }
+            SwitchField => {
+                if let Some(ed) = self.editor.as_mut() {
+                    ed.switch_field();
+                }
+            }
+            ToggleChoice => {
+                if let Overlay::Confirm { ok, .. } = &mut self.overlay {
+                    *ok = !*ok;
+                }
+            }
+            Submit => return self.submit(view),
+            Cancel => {
+                if self.overlay != Overlay::None {
+                    self.overlay = Overlay::None;
+                } else {
+                    self.editor = None;
+                }
+            }
+            ToggleAuto | TogglePause | Stop => {}
+        }
+        vec![]
+    }
+
+    fn move_or_scroll(&mut self, a: Action, view: &View) {
+        let vertical = matches!(a, Action::Up | Action::Down);
+        if vertical && self.focus != Panel::Heatmap && self.editor.is_none() {
+            self.scroll_by(self.focus, if a == Action::Up { -1 } else { 1 });
+            return;
+        }
+        let blocks = Grid::build(view.machine, &[]).blocks.max(1);
+        let (b, k) = &mut self.cursor;
+        match a {
+            Action::Left => *b = b.saturating_sub(1),
+            Action::Right => *b = (*b + 1).min(blocks - 1),
+            Action::Up => *k = k.saturating_sub(1),
+            _ => *k = (*k + 1).min(KINDS.len() - 1),
+        }
+    }
+
+    fn add_focused_layer(&mut self, view: &View) {
+        let grid = Grid::build(view.machine, &[]);
+        let Some(cell) = grid.cell(self.cursor.0, self.cursor.1) else {
+            return self.say(
+                Level::Warn,
+                "move the heatmap cursor (hjkl) onto a layer first",
+            );
+        };
+        let b = &view.machine.opts.bounds;
+        let start = (cell.sparsity + b.max_step).min(b.max_layer_sparsity);
+        let name = cell.name.to_string();
+        if let Some(ed) = self.editor.as_mut() {
+            ed.add(&name, start);
+        }
+        self.revalidate(view);
+    }
+
+    fn submit(&mut self, view: &View) -> Vec<Request> {
+        match std::mem::replace(&mut self.overlay, Overlay::None) {
+            Overlay::Feedback(text) if text.trim().is_empty() => {
+                self.overlay = Overlay::Feedback(text);
+                self.say(
+                    Level::Warn,
+                    "type the feedback for the agent, or esc to cancel",
+                );
+            }
+            Overlay::Feedback(_) if !view.can_review() => {
+                self.say(Level::Warn, "the proposal is no longer waiting for review")
+            }
+            Overlay::Feedback(text) => {
+                let feedback = text.trim().to_string();
+                return vec![decided(view, Decision::Reject { feedback })];
+            }
+            Overlay::Goto(text) => match text.trim().parse::<usize>() {
+                Ok(n) => return vec![Request::Seek(Seek::Iteration(n))],
+                Err(_) => self.say(Level::Warn, format!("`{text}` is not an iteration number")),
+            },
+            Overlay::Picker { selected } => {
+                self.overlay = Overlay::Confirm {
+                    what: Confirm::Rollback(selected),
+                    ok: false,
+                }
+            }
+            Overlay::Confirm { ok: false, .. } => {}
+            Overlay::Confirm { what, ok: true } => {
+                return vec![match what {
+                    Confirm::Quit => Request::Quit,
+                    Confirm::Stop => Request::Feed(Event::StopRequested { by: "human".into() }),
+                    Confirm::Rollback(checkpoint) => Request::Feed(Event::RollbackTo {
+                        checkpoint,
+                        by: "human".into(),
+                    }),
+                }]
+            }
+            Overlay::None | Overlay::Help { .. } => return self.submit_editor(view),
+        }
+        vec![]
+    }
+
+    fn submit_editor(&mut self, view: &View) -> Vec<Request> {
+        if self.editor.is_none() {
+            return vec![];
+        }
+        if !view.can_review() {
+            self.editor = None;
+            self.say(Level::Warn, "the proposal is no longer waiting for review");
+            return vec![];
+        }
+        self.revalidate(view);
+        let ed = self.editor.as_ref().expect("checked above");
+        if !ed.problems.is_empty() {
+            let n = ed.problems.len();
+            self.say(
+                Level::Error,
+                format!("not sent: {n} problem(s), see the table"),
+            );
+            return vec![];
+        }
+        let d = ed.decision().expect("validated");
+        self.editor = None;
+        vec![decided(view, d)]
+    }
+
+    /// Whether an action would do something now (for the status bar).
+    pub fn valid(&self, a: Action, view: &View) -> bool {
+        use Action::*;
+        let ed = self.editor.as_ref();
+        match a {
+            Approve | Edit | Override | Reject | Skip => view.can_review(),
+            Rollback => view.can_rollback(),
+            Stop => view.can_stop(),
+            ToggleAuto | TogglePause => view.can_stop(),
+            SwitchField => ed.is_some_and(|e| e.kind == EditKind::Override),
+            RemoveLayer => ed.is_some_and(|e| !e.rows.is_empty()),
+            RowUp | RowDown => {
+                matches!(self.overlay, Overlay::Picker { .. })
+                    || ed.is_some_and(|e| e.rows.len() > 1)
+            }
+            ToggleChoice => matches!(self.overlay, Overlay::Confirm { .. }),
+            _ => true,
+        }
+    }
+
+    /// The keys of a binding that reach it now (an earlier binding may take a key first,
+    /// as ← steps back in replay instead of moving in the heatmap).
+    pub fn live_keys(&self, b: &Binding, view: &View) -> Vec<Key> {
+        let mode = self.mode();
+        b.keys
+            .iter()
+            .filter(|k| {
+                let mut mods = KeyModifiers::NONE;
+                mods.set(KeyModifiers::CONTROL, k.ctrl);
+                mods.set(KeyModifiers::ALT, k.alt);
+                let ev = KeyEvent::new(k.code, mods);
+                self.keymap.lookup(&ev, mode, !view.live()) == Some(b.action)
+            })
+            .copied()
+            .collect()
+    }
+
+    /// Bindings usable in the current mode and state, in table order.
+    pub fn valid_now<'k>(&'k self, view: &View) -> Vec<&'k Binding> {
+        let mode = self.mode();
+        self.keymap
+            .bindings
+            .iter()
+            .filter(|b| b.action.allowed(mode, !view.live()) && self.valid(b.action, view))
+            .collect()
+    }
+}

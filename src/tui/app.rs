@@ -1,0 +1,272 @@
+//! The front end's own state (focus, cursor, dialogs, editor, toggles) and the pure step
+//! from a key or mouse event to requests. The loop executes requests; every human decision
+//! leaves here as an `Event` to feed the driver.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::layout::Rect;
+
+use super::editor::Editor;
+use super::grid::Metric;
+use super::keymap::{Action, Keymap, Mode};
+use super::theme::{Theme, Themes};
+use super::view::View;
+use crate::session::Event;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Panel {
+    Heatmap,
+    Proposal,
+    Reflection,
+    Trends,
+    Log,
+}
+
+impl Panel {
+    pub const ALL: [Panel; 5] = [
+        Panel::Heatmap,
+        Panel::Proposal,
+        Panel::Reflection,
+        Panel::Trends,
+        Panel::Log,
+    ];
+
+    pub fn step(self, by: isize) -> Panel {
+        let i = Panel::ALL.iter().position(|p| *p == self).unwrap_or(0) as isize;
+        Panel::ALL[(i + by).rem_euclid(Panel::ALL.len() as isize) as usize]
+    }
+
+    fn index(self) -> usize {
+        Panel::ALL.iter().position(|p| *p == self).unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    Quit,
+    Stop,
+    Rollback(usize),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Overlay {
+    None,
+    Help {
+        scroll: u16,
+    },
+    /// Feedback text for a rejection.
+    Feedback(String),
+    /// Replay: the iteration to jump to.
+    Goto(String),
+    /// Choosing the checkpoint to roll back to.
+    Picker {
+        selected: usize,
+    },
+    /// A destructive action; `ok` false means the focus is on Cancel.
+    Confirm {
+        what: Confirm,
+        ok: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub level: Level,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seek {
+    Back,
+    Forward,
+    First,
+    Last,
+    PrevIteration,
+    NextIteration,
+    Iteration(usize),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Feed(Event),
+    Quit,
+    Seek(Seek),
+    SetMouse(bool),
+    Verify,
+}
+
+/// Where the last frame put things, for mouse clicks.
+#[derive(Debug, Clone, Default)]
+pub struct Areas {
+    pub panels: Vec<(Panel, Rect)>,
+    /// Heatmap grid: left, top, cell width, first block shown, blocks shown.
+    pub heat: Option<(u16, u16, u16, usize, usize)>,
+    /// Proposal table: the first row's screen line and the row index shown there.
+    pub rows: Option<(u16, usize, usize)>,
+}
+
+pub struct App {
+    pub keymap: Keymap,
+    pub themes: Themes,
+    pub focus: Panel,
+    /// In compact layouts: the one panel shown under the heatmap.
+    pub tab: Panel,
+    /// Heatmap cursor: (block, kind index).
+    pub cursor: (usize, usize),
+    pub metric: Metric,
+    scroll: [u16; 5],
+    pub editor: Option<Editor>,
+    pub overlay: Overlay,
+    pub auto_approve: bool,
+    pub paused: bool,
+    pub notice: Option<Notice>,
+    /// A failure that stays on screen (a compute job failed, the workers stopped).
+    pub failure: Option<String>,
+    pub mouse: bool,
+    pub areas: Areas,
+}
+
+impl App {
+    pub fn new(keymap: Keymap, themes: Themes) -> App {
+        App {
+            keymap,
+            themes,
+            focus: Panel::Heatmap,
+            tab: Panel::Proposal,
+            cursor: (0, 0),
+            metric: Metric::Combined,
+            scroll: [0; 5],
+            editor: None,
+            overlay: Overlay::None,
+            auto_approve: false,
+            paused: false,
+            notice: None,
+            failure: None,
+            mouse: true,
+            areas: Areas::default(),
+        }
+    }
+
+    pub fn theme(&self) -> &Theme {
+        self.themes.theme()
+    }
+
+    pub fn scroll(&self, p: Panel) -> u16 {
+        self.scroll[p.index()]
+    }
+
+    /// Positive scrolls towards later text; the log counts back from its newest line.
+    pub fn scroll_by(&mut self, p: Panel, by: i32) {
+        let by = if p == Panel::Log { -by } else { by };
+        let s = &mut self.scroll[p.index()];
+        *s = (*s as i32 + by).clamp(0, u16::MAX as i32) as u16;
+    }
+
+    pub fn mode(&self) -> Mode {
+        match &self.overlay {
+            Overlay::Picker { .. } | Overlay::Confirm { .. } => Mode::Dialog,
+            Overlay::Feedback(_) | Overlay::Goto(_) => Mode::Text,
+            _ if self.editor.is_some() => Mode::Edit,
+            _ => Mode::Normal,
+        }
+    }
+
+    pub fn say(&mut self, level: Level, text: impl Into<String>) {
+        self.notice = Some(Notice {
+            level,
+            text: text.into(),
+        });
+    }
+
+    /// One key press to requests. Text goes to the open field first, then the keymap.
+    pub fn on_key(&mut self, key: KeyEvent, view: &View) -> Vec<Request> {
+        if key.kind == KeyEventKind::Release {
+            return vec![];
+        }
+        self.notice = None;
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        // ctrl-c always reaches quit, whatever the keymap or the open field says.
+        if ctrl && key.code == KeyCode::Char('c') {
+            self.overlay = Overlay::None;
+            return self.on_action(Action::Quit, view);
+        }
+        if let Overlay::Help { scroll } = &mut self.overlay {
+            match key.code {
+                KeyCode::Up | KeyCode::Char('k') => *scroll = scroll.saturating_sub(1),
+                KeyCode::Down | KeyCode::Char('j') => *scroll += 1,
+                KeyCode::PageUp => *scroll = scroll.saturating_sub(10),
+                KeyCode::PageDown => *scroll += 10,
+                _ => self.overlay = Overlay::None,
+            }
+            return vec![];
+        }
+        let plain = !ctrl && !key.modifiers.contains(KeyModifiers::ALT);
+        match (&mut self.overlay, key.code) {
+            (Overlay::Feedback(t) | Overlay::Goto(t), KeyCode::Char(c)) if plain => {
+                t.push(c);
+                return vec![];
+            }
+            (Overlay::Feedback(t) | Overlay::Goto(t), KeyCode::Backspace) => {
+                t.pop();
+                return vec![];
+            }
+            _ => {}
+        }
+        if self.mode() == Mode::Edit {
+            let ed = self.editor.as_mut().expect("edit mode has an editor");
+            let typed = match key.code {
+                KeyCode::Char(c) if plain => ed.type_char(c),
+                KeyCode::Backspace => {
+                    ed.backspace();
+                    true
+                }
+                _ => false,
+            };
+            if typed {
+                self.revalidate(view);
+                return vec![];
+            }
+        }
+        match self.keymap.lookup(&key, self.mode(), !view.live()) {
+            Some(a) => self.on_action(a, view),
+            None => vec![],
+        }
+    }
+
+    pub fn focus_panel(&mut self, p: Panel) {
+        self.focus = p;
+        if p != Panel::Heatmap {
+            self.tab = p;
+        }
+    }
+
+    /// Re-check the editor's table against the machine's rules (shown inline, live).
+    pub fn revalidate(&mut self, view: &View) {
+        if let Some(ed) = self.editor.as_mut() {
+            let (draft, mut problems) = ed.draft();
+            problems.extend(
+                view.machine
+                    .check_decision(&draft)
+                    .err()
+                    .unwrap_or_default(),
+            );
+            ed.problems = problems;
+        }
+    }
+
+    /// With auto-approve on and not paused: the approval to feed for a waiting proposal.
+    pub fn auto_decision(&self, view: &View) -> Option<Event> {
+        let idle = self.editor.is_none() && self.overlay == Overlay::None;
+        (self.auto_approve && !self.paused && idle && view.can_review()).then(|| Event::Decided {
+            iteration: view.machine.iteration,
+            by: "auto".into(),
+            decision: crate::session::Decision::Approve,
+        })
+    }
+}

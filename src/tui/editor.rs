@@ -1,0 +1,206 @@
+//! The proposal editor: the agent's table pre-filled (edit) or empty (override), changed in
+//! place. It only produces a `Decision`; the machine's own rules judge it before it is sent.
+
+use crate::agent::{parse::frac, LayerTarget, Proposal};
+use crate::session::Decision;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EditKind {
+    Edit,
+    Override,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Table,
+    Reasoning,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub name: String,
+    /// The proposed sparsity as typed.
+    pub value: String,
+    /// Added by the reviewer (not in the agent's proposal).
+    pub added: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Editor {
+    pub kind: EditKind,
+    pub rows: Vec<Row>,
+    pub selected: usize,
+    pub reasoning: String,
+    pub field: Field,
+    /// Why the current table cannot be sent; shown under it.
+    pub problems: Vec<String>,
+    /// The next digit replaces the value instead of extending it (just selected).
+    fresh: bool,
+}
+
+/// "0.35", ".35" or "35%" as a fraction.
+pub fn parse_value(text: &str) -> Result<f64, String> {
+    let t = text.trim();
+    let (num, scale) = match t.strip_suffix('%') {
+        Some(n) => (n, 0.01),
+        None => (t, 1.0),
+    };
+    num.parse::<f64>()
+        .map(|v| v * scale)
+        .map_err(|_| format!("`{t}` is not a number (type 0.35 or 35%)"))
+}
+
+impl Editor {
+    pub fn edit(p: &Proposal) -> Editor {
+        let rows = p
+            .layers
+            .iter()
+            .map(|l| Row {
+                name: l.name.clone(),
+                value: frac(l.sparsity),
+                added: false,
+            })
+            .collect();
+        Editor {
+            kind: EditKind::Edit,
+            rows,
+            selected: 0,
+            reasoning: String::new(),
+            field: Field::Table,
+            problems: Vec::new(),
+            fresh: true,
+        }
+    }
+
+    pub fn new_override() -> Editor {
+        Editor {
+            kind: EditKind::Override,
+            rows: Vec::new(),
+            selected: 0,
+            reasoning: String::new(),
+            field: Field::Table,
+            problems: Vec::new(),
+            fresh: true,
+        }
+    }
+
+    /// A printable character: to the reasoning, or to the selected value (digits, '.', '%').
+    /// Returns false when the character is not text here (so it may be a command key).
+    pub fn type_char(&mut self, c: char) -> bool {
+        if self.field == Field::Reasoning {
+            self.reasoning.push(c);
+            return true;
+        }
+        if !(c.is_ascii_digit() || c == '.' || c == '%') {
+            return false;
+        }
+        let Some(row) = self.rows.get_mut(self.selected) else {
+            return false;
+        };
+        if self.fresh {
+            row.value.clear();
+            self.fresh = false;
+        }
+        row.value.push(c);
+        true
+    }
+
+    pub fn backspace(&mut self) {
+        if self.field == Field::Reasoning {
+            self.reasoning.pop();
+        } else if let Some(row) = self.rows.get_mut(self.selected) {
+            row.value.pop();
+            self.fresh = false;
+        }
+    }
+
+    pub fn select(&mut self, by: isize) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let n = self.rows.len() as isize;
+        self.selected = (self.selected as isize + by).clamp(0, n - 1) as usize;
+        self.fresh = true;
+    }
+
+    /// Add a layer (or select it when it is already listed) with a starting value.
+    pub fn add(&mut self, name: &str, start: f64) {
+        if let Some(i) = self.rows.iter().position(|r| r.name == name) {
+            self.selected = i;
+        } else {
+            self.rows.push(Row {
+                name: name.to_string(),
+                value: frac(start),
+                added: true,
+            });
+            self.selected = self.rows.len() - 1;
+        }
+        self.field = Field::Table;
+        self.fresh = true;
+    }
+
+    pub fn remove(&mut self) {
+        if self.selected < self.rows.len() {
+            self.rows.remove(self.selected);
+            self.selected = self.selected.min(self.rows.len().saturating_sub(1));
+            self.fresh = true;
+        }
+    }
+
+    pub fn switch_field(&mut self) {
+        if self.kind == EditKind::Override {
+            self.field = match self.field {
+                Field::Table => Field::Reasoning,
+                Field::Reasoning => Field::Table,
+            };
+        }
+    }
+
+    /// The rows that parse, for the heatmap's live preview.
+    pub fn preview(&self) -> Vec<LayerTarget> {
+        self.rows
+            .iter()
+            .filter_map(|r| {
+                parse_value(&r.value).ok().map(|s| LayerTarget {
+                    name: r.name.clone(),
+                    sparsity: s,
+                })
+            })
+            .collect()
+    }
+
+    /// The decision as far as it parses, and what does not parse (the machine's rules are
+    /// checked on the draft by the caller, so every problem shows at once).
+    pub fn draft(&self) -> (Decision, Vec<String>) {
+        let mut problems = Vec::new();
+        let mut layers = Vec::new();
+        for r in &self.rows {
+            match parse_value(&r.value) {
+                Ok(s) => layers.push(LayerTarget {
+                    name: r.name.clone(),
+                    sparsity: s,
+                }),
+                Err(e) => problems.push(format!("{}: {e}", r.name)),
+            }
+        }
+        if self.kind == EditKind::Override && self.reasoning.trim().is_empty() {
+            problems.push("override: write why in the reasoning field (tab)".to_string());
+        }
+        let d = match self.kind {
+            EditKind::Edit => Decision::Edit { layers },
+            EditKind::Override => Decision::Override {
+                layers,
+                reasoning: self.reasoning.trim().to_string(),
+            },
+        };
+        (d, problems)
+    }
+
+    /// The decision, or what keeps the table from being one (before the machine's rules).
+    pub fn decision(&self) -> Result<Decision, Vec<String>> {
+        match self.draft() {
+            (d, p) if p.is_empty() => Ok(d),
+            (_, p) => Err(p),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! A live session: the model loads on a background thread (the loading screen stays
+//! responsive), then the driver's messages are drained every tick and human actions are fed
+//! to it as events. The session file is written event by event by the driver.
+
+use anyhow::{anyhow, bail, Result};
+use std::sync::mpsc::{channel, Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use super::app::{App, Level, Request};
+use super::runloop::{self, Exit, Source};
+use super::view::View;
+use super::{keymap::Keymap, terminal, theme::Themes};
+use crate::session::{Event, Machine, Phase};
+use crate::worker::driver::Driver;
+use crate::worker::setup::Opened;
+
+struct Live {
+    driver: Option<Driver>,
+    loader: Option<Receiver<Result<Driver>>>,
+    /// Stands in for the machine until the driver exists.
+    placeholder: Machine,
+    /// Events of a resumed file, then everything the driver records.
+    events: Vec<Event>,
+    seen: usize,
+    session: String,
+    started: Instant,
+    loading: String,
+    workers_gone: bool,
+}
+
+impl Live {
+    fn take_events(&mut self) {
+        if let Some(d) = &self.driver {
+            self.events.extend(d.recent[self.seen..].iter().cloned());
+            self.seen = d.recent.len();
+        }
+    }
+
+    fn feed(&mut self, ev: Event, app: &mut App) {
+        let Some(d) = self.driver.as_mut() else {
+            return;
+        };
+        if matches!(ev, Event::Decided { .. }) {
+            d.pending_review = None;
+        }
+        if let Err(e) = d.feed(ev) {
+            app.say(Level::Error, format!("{e:#}"));
+            // The machine refused it, so the proposal still waits for review.
+            if d.machine.phase == Phase::Reviewing {
+                d.pending_review = d.machine.proposal.clone();
+            }
+        }
+        self.take_events();
+    }
+}
+
+impl Source for Live {
+    fn view(&self) -> View<'_> {
+        let (machine, pending, progress) = match &self.driver {
+            Some(d) => (&d.machine, d.pending_review.as_ref(), d.progress.as_ref()),
+            None => (&self.placeholder, None, None),
+        };
+        View {
+            machine,
+            events: &self.events,
+            pending,
+            progress,
+            replay: None,
+            session: &self.session,
+            loading: self.driver.is_none().then_some(self.loading.as_str()),
+        }
+    }
+
+    fn tick(&mut self, app: &mut App) -> Result<bool> {
+        if let Some(rx) = &self.loader {
+            match rx.try_recv() {
+                Ok(Ok(d)) => {
+                    self.driver = Some(d);
+                    self.loader = None;
+                    self.take_events();
+                    return Ok(true);
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(TryRecvError::Disconnected) => bail!("the model loader stopped"),
+                Err(TryRecvError::Empty) => {
+                    let secs = self.started.elapsed().as_secs();
+                    self.loading = format!("loading the model and its data… {secs} s");
+                    return Ok(false);
+                }
+            }
+        }
+        let Some(d) = self.driver.as_mut() else {
+            return Ok(false);
+        };
+        let mut changed = false;
+        while !self.workers_gone {
+            match d.poll(Duration::ZERO) {
+                Ok(Some(_)) => changed = true,
+                Ok(None) => break,
+                Err(e) => {
+                    let text = format!("{e:#}");
+                    tracing::error!("{text}");
+                    self.workers_gone = text.contains("workers have stopped");
+                    app.failure = Some(format!("{text} (the session file is saved)"));
+                    changed = true;
+                    break;
+                }
+            }
+        }
+        self.take_events();
+        let auto = app.auto_decision(&self.view());
+        if let Some(ev) = auto {
+            self.feed(ev, app);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    fn apply(&mut self, req: Request, app: &mut App) -> Result<()> {
+        if let Request::Feed(ev) = req {
+            tracing::info!("human: {}", ev.summary());
+            self.feed(ev, app);
+        }
+        Ok(())
+    }
+}
+
+/// Open the TUI on a session; `load` resolves and loads the model and attaches the driver
+/// (on a background thread, so a slow download or load never freezes the screen).
+pub fn run_live<F>(opened: Opened, auto_approve: bool, load: F) -> Result<()>
+where
+    F: FnOnce(Opened) -> Result<Driver> + Send + 'static,
+{
+    let path = opened.path.clone();
+    let log = terminal::init_logging(&path);
+    let events: Vec<Event> = opened.log.as_ref().map_or(vec![], |l| {
+        l.entries.iter().map(|e| e.event.clone()).collect()
+    });
+    let placeholder = Machine::new(&opened.opts.model, opened.opts.loop_opts.clone());
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(load(opened));
+    });
+    let (keymap, key_warning) = Keymap::load();
+    let (themes, warnings) = Themes::load();
+    let mut app = App::new(keymap, themes);
+    app.auto_approve = auto_approve;
+    app.mouse = std::env::var("ARBORIST_MOUSE").map_or(true, |v| v != "0");
+    if let Some(w) = key_warning.into_iter().chain(warnings).next() {
+        app.say(Level::Warn, w);
+    }
+    let mut live = Live {
+        driver: None,
+        loader: Some(rx),
+        placeholder,
+        events,
+        seen: 0,
+        session: path.display().to_string(),
+        started: Instant::now(),
+        loading: "loading the model and its data…".into(),
+        workers_gone: false,
+    };
+    tracing::info!("tui: live session {} (log {:?})", path.display(), log);
+    let mut guard = terminal::enter(app.mouse)?;
+    let exit = runloop::run(&mut guard, &mut app, &mut live);
+    drop(guard);
+    let busy = live.view().busy();
+    let events = live.events.len();
+    // An idle driver is stopped cleanly; a running job is simply abandoned (the file is
+    // consistent after every event, and --resume re-issues the step).
+    if let (Some(d), false) = (live.driver, busy) {
+        d.shutdown();
+    }
+    let exit = exit?;
+    eprintln!(
+        "session {} ({events} events); continue with --session {} --resume, or view it with `arborist replay {}`",
+        path.display(),
+        path.display(),
+        path.display()
+    );
+    match exit {
+        Exit::Quit => Ok(()),
+        Exit::Signal => Err(anyhow!("stopped by a signal")),
+    }
+}

@@ -1,0 +1,236 @@
+//! Replay, read-only: the machine state at any event of a session file, rebuilt by feeding
+//! the file's inputs into a fresh machine, with the same panels as a live session.
+
+use anyhow::{anyhow, Result};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver};
+
+use super::app::{App, Level, Request, Seek};
+use super::runloop::{self, Exit, Source};
+use super::view::{iteration_of, ReplayPos, View};
+use super::{keymap::Keymap, terminal, theme::Themes};
+use crate::session::file::{self, SessionLog};
+use crate::session::{Event, LoopOptions, Machine};
+
+/// The session's events and the machine after the first `index` of them.
+pub struct Timeline {
+    events: Vec<Event>,
+    model: String,
+    opts: LoopOptions,
+    index: usize,
+    machine: Machine,
+    /// The first event the machine refused (a damaged file); replay stops before it.
+    pub error: Option<String>,
+}
+
+impl Timeline {
+    pub fn new(log: &SessionLog) -> Timeline {
+        let o = &log.header.options;
+        let mut t = Timeline {
+            events: log.entries.iter().map(|e| e.event.clone()).collect(),
+            model: o.model.clone(),
+            opts: o.loop_opts.clone(),
+            index: 0,
+            machine: Machine::new(&o.model, o.loop_opts.clone()),
+            error: None,
+        };
+        t.machine.start();
+        t.seek_to(t.events.len());
+        t
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    pub fn events(&self) -> &[Event] {
+        &self.events[..self.index]
+    }
+
+    /// Move to position `to` (0..=len): forward by feeding, backward by rebuilding.
+    pub fn seek_to(&mut self, to: usize) {
+        let to = to.min(self.events.len());
+        if to < self.index {
+            self.machine = Machine::new(&self.model, self.opts.clone());
+            self.machine.start();
+            self.index = 0;
+        }
+        while self.index < to {
+            let ev = &self.events[self.index];
+            if ev.is_input() {
+                if let Err(e) = self.machine.handle(ev) {
+                    self.error = Some(format!("event {}: {e}", self.index + 1));
+                    self.events.truncate(self.index);
+                    break;
+                }
+            }
+            self.index += 1;
+        }
+    }
+
+    /// Where iteration `n` is best seen: just after its (last) decision, else after its
+    /// last event.
+    pub fn position_of(&self, n: usize) -> Option<usize> {
+        let of_n = |e: &Event| iteration_of(e) == Some(n);
+        let decided = self
+            .events
+            .iter()
+            .rposition(|e| of_n(e) && matches!(e, Event::Decided { .. }));
+        decided
+            .or_else(|| self.events.iter().rposition(of_n))
+            .map(|i| i + 1)
+    }
+
+    pub fn seek(&mut self, s: Seek) {
+        let here = self.events()[..]
+            .iter()
+            .rev()
+            .find_map(iteration_of)
+            .unwrap_or(0);
+        let to = match s {
+            Seek::Back => self.index.saturating_sub(1),
+            Seek::Forward => self.index + 1,
+            Seek::First => 0,
+            Seek::Last => self.events.len(),
+            Seek::Iteration(n) => self.position_of(n).unwrap_or(self.index),
+            Seek::PrevIteration => here
+                .checked_sub(1)
+                .and_then(|n| self.position_of(n))
+                .unwrap_or(0),
+            Seek::NextIteration => self.position_of(here + 1).unwrap_or(self.index),
+        };
+        self.seek_to(to);
+    }
+}
+
+struct Replay {
+    timeline: Timeline,
+    path: PathBuf,
+    session: String,
+    verify: Option<Receiver<(Level, String)>>,
+}
+
+impl Source for Replay {
+    fn view(&self) -> View<'_> {
+        let m = self.timeline.machine();
+        View {
+            machine: m,
+            events: self.timeline.events(),
+            pending: m.proposal.as_ref(),
+            progress: None,
+            replay: Some(ReplayPos {
+                index: self.timeline.index(),
+                total: self.timeline.len(),
+            }),
+            session: &self.session,
+            loading: None,
+        }
+    }
+
+    fn tick(&mut self, app: &mut App) -> Result<bool> {
+        let Some(rx) = &self.verify else {
+            return Ok(false);
+        };
+        match rx.try_recv() {
+            Ok((level, text)) => {
+                app.say(level, text);
+                self.verify = None;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn apply(&mut self, req: Request, app: &mut App) -> Result<()> {
+        match req {
+            Request::Seek(s) => self.timeline.seek(s),
+            Request::Verify if self.verify.is_some() => app.say(Level::Info, "verify is running…"),
+            Request::Verify => {
+                self.verify = Some(spawn_verify(&self.path));
+                app.say(
+                    Level::Info,
+                    "verifying in the background (replay --verify)…",
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Runs `arborist replay --verify --json` as a child process, so candle stays out of the
+/// UI process's front end and the screen stays responsive.
+fn spawn_verify(path: &Path) -> Receiver<(Level, String)> {
+    let (tx, rx) = channel();
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let out = std::env::current_exe().and_then(|exe| {
+            std::process::Command::new(exe)
+                .args(["replay", "--verify", "--json"])
+                .arg(&path)
+                .stdin(std::process::Stdio::null())
+                .output()
+        });
+        let msg = match out {
+            Err(e) => (Level::Error, format!("verify could not start: {e}")),
+            Ok(o) => match serde_json::from_slice::<serde_json::Value>(&o.stdout) {
+                Ok(v) if v["ok"] == true => {
+                    let exact = if v["bit_exact"] == true {
+                        ", bit-exact"
+                    } else {
+                        ""
+                    };
+                    let n = v["checks"].as_array().map_or(0, Vec::len);
+                    (Level::Info, format!("verified: {n} compute checks{exact}"))
+                }
+                _ => {
+                    let err = String::from_utf8_lossy(&o.stderr);
+                    let last = err.lines().last().unwrap_or("no output").to_string();
+                    (Level::Error, format!("NOT verified: {last}"))
+                }
+            },
+        };
+        let _ = tx.send(msg);
+    });
+    rx
+}
+
+/// Open a saved session read-only at its last event.
+pub fn run_replay(path: &Path) -> Result<()> {
+    let log = file::read(path)?;
+    terminal::init_logging(path);
+    let timeline = Timeline::new(&log);
+    let (keymap, key_warning) = Keymap::load();
+    let (themes, warnings) = Themes::load();
+    let mut app = App::new(keymap, themes);
+    app.mouse = std::env::var("ARBORIST_MOUSE").map_or(true, |v| v != "0");
+    let first_warning = key_warning.into_iter().chain(warnings).next();
+    if let Some(e) = timeline.error.clone().or(first_warning) {
+        app.say(Level::Warn, e);
+    }
+    let mut src = Replay {
+        timeline,
+        path: path.to_path_buf(),
+        session: path.display().to_string(),
+        verify: None,
+    };
+    let mut guard = terminal::enter(app.mouse)?;
+    let exit = runloop::run(&mut guard, &mut app, &mut src);
+    drop(guard);
+    match exit? {
+        Exit::Quit => Ok(()),
+        Exit::Signal => Err(anyhow!("stopped by a signal")),
+    }
+}

@@ -1,0 +1,77 @@
+//! The one UI loop, shared by live sessions and replay: drain background work, draw when
+//! something changed, wait at most one tick for input. Nothing in here blocks on compute.
+
+use anyhow::Result;
+use crossterm::event::{self, Event as TermEvent};
+use std::time::{Duration, Instant};
+
+use super::app::{App, Request};
+use super::terminal::TerminalGuard;
+use super::ui;
+use super::view::View;
+
+/// How long one wait for input may take; also the worst key-to-frame latency.
+const TICK: Duration = Duration::from_millis(50);
+/// Redraw this often even when idle (spinners, elapsed times).
+const IDLE_REDRAW: Duration = Duration::from_millis(500);
+
+/// What the loop drives: a live driver or a replay timeline.
+pub trait Source {
+    fn view(&self) -> View<'_>;
+    /// Take in background results without blocking; true when the screen should change.
+    fn tick(&mut self, app: &mut App) -> Result<bool>;
+    /// Carry out a request from the app (feed an event, seek, verify).
+    fn apply(&mut self, req: Request, app: &mut App) -> Result<()>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Quit,
+    Signal,
+}
+
+pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> Result<Exit> {
+    let mut dirty = true;
+    let mut drawn = Instant::now();
+    loop {
+        if guard.signalled() {
+            return Ok(Exit::Signal);
+        }
+        dirty |= src.tick(app)?;
+        if dirty || drawn.elapsed() >= IDLE_REDRAW {
+            let mut areas = None;
+            guard.term.draw(|f| {
+                let v = src.view();
+                areas = Some(ui::draw(f, app, &v));
+            })?;
+            app.areas = areas.unwrap_or_default();
+            drawn = Instant::now();
+            dirty = false;
+        }
+        if !event::poll(TICK)? {
+            continue;
+        }
+        // Take every queued input before the next frame, so held keys never lag.
+        loop {
+            let requests = {
+                let v = src.view();
+                match event::read()? {
+                    TermEvent::Key(k) => app.on_key(k, &v),
+                    TermEvent::Mouse(m) if app.mouse => app.on_mouse(m),
+                    _ => vec![],
+                }
+            };
+            for r in requests {
+                match r {
+                    Request::Quit => return Ok(Exit::Quit),
+                    Request::SetMouse(on) => guard.set_mouse(on)?,
+                    other => src.apply(other, app)?,
+                }
+            }
+            dirty = true;
+            if !event::poll(Duration::ZERO)? {
+                break;
+            }
+        }
+    }
+}

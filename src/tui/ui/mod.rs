@@ -1,0 +1,160 @@
+//! Drawing one frame from the app state and a view. Layout adapts to the terminal: side by
+//! side panels when there is room, one tabbed panel under the heatmap when there is not.
+
+mod heatmap;
+mod overlay;
+mod panels;
+mod proposal;
+mod status;
+mod trends;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders};
+use ratatui::Frame;
+
+use super::app::{App, Areas, Panel};
+use super::grid::Grid;
+use super::view::View;
+use crate::agent::LayerTarget;
+use crate::session::Phase;
+
+pub use overlay::help_lines;
+
+/// Heatmap height: borders, block numbers, seven kinds, legend, two lines for the focus.
+const HEAT_HEIGHT: u16 = 13;
+
+/// Below this the panels collapse into tabs.
+pub fn compact(area: Rect) -> bool {
+    area.width < 100 || area.height < 30
+}
+
+/// The layers the heatmap marks: the editor's table, the proposal under review, or the
+/// one being applied.
+fn marked(app: &App, view: &View) -> Vec<LayerTarget> {
+    if let Some(ed) = &app.editor {
+        return ed.preview();
+    }
+    if let Some(p) = view.pending {
+        return p.layers.clone();
+    }
+    match (&view.machine.phase, &view.machine.applying) {
+        (Phase::Applying, Some(p)) => p.layers.clone(),
+        _ => vec![],
+    }
+}
+
+pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
+    let area = f.area();
+    let t = app.theme();
+    f.render_widget(Block::default().style(t.base()), area);
+    if view.loading.is_some() {
+        overlay::loading(f, area, app, view);
+        return Areas::default();
+    }
+    let mut areas = Areas::default();
+    let [body, bar] = Layout::vertical([Constraint::Min(0), Constraint::Length(2)]).areas(area);
+    let targets = marked(app, view);
+    let grid = Grid::build(view.machine, &targets);
+    let heat_h = HEAT_HEIGHT.min(body.height);
+    let [top, rest] =
+        Layout::vertical([Constraint::Length(heat_h), Constraint::Min(0)]).areas(body);
+    let natural = (8 + 4 * grid.blocks as u16).max(84);
+    let trends_on_top = !compact(area) && top.width >= natural + 40;
+    let heat_area = if trends_on_top {
+        let [h, tr] =
+            Layout::horizontal([Constraint::Length(natural), Constraint::Min(0)]).areas(top);
+        trends::render(f, tr, app, view, app.focus == Panel::Trends, false);
+        areas.panels.push((Panel::Trends, tr));
+        h
+    } else {
+        top
+    };
+    areas.heat = heatmap::render(f, heat_area, app, &grid);
+    areas.panels.push((Panel::Heatmap, heat_area));
+    if compact(area) {
+        let shown = app.tab;
+        draw_panel(f, rest, shown, app, view, &mut areas, true);
+        areas.panels.push((shown, rest));
+    } else {
+        let log_h = (rest.height / 4).clamp(4, 12);
+        let [middle, log] =
+            Layout::vertical([Constraint::Min(0), Constraint::Length(log_h)]).areas(rest);
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+                .areas(middle);
+        let mut place = |p: Panel, r: Rect, areas: &mut Areas| {
+            draw_panel(f, r, p, app, view, areas, false);
+            areas.panels.push((p, r));
+        };
+        place(Panel::Proposal, left, &mut areas);
+        if trends_on_top {
+            place(Panel::Reflection, right, &mut areas);
+        } else {
+            let [tr, refl] =
+                Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
+                    .areas(right);
+            place(Panel::Trends, tr, &mut areas);
+            place(Panel::Reflection, refl, &mut areas);
+        }
+        place(Panel::Log, log, &mut areas);
+    }
+    status::render(f, bar, app, view);
+    overlay::render(f, area, app, view);
+    areas
+}
+
+fn draw_panel(
+    f: &mut Frame,
+    r: Rect,
+    p: Panel,
+    app: &App,
+    view: &View,
+    areas: &mut Areas,
+    tabbed: bool,
+) {
+    let focused = app.focus == p || (tabbed && app.focus != Panel::Heatmap);
+    match p {
+        Panel::Proposal => areas.rows = proposal::render(f, r, app, view, focused, tabbed),
+        Panel::Reflection => panels::reflection(f, r, app, view, focused, tabbed),
+        Panel::Trends => trends::render(f, r, app, view, focused, tabbed),
+        Panel::Log => panels::log(f, r, app, view, focused, tabbed),
+        Panel::Heatmap => {}
+    }
+}
+
+/// A bordered panel with its title; a tabbed panel lists the tabs first, the shown one lit.
+pub(crate) fn panel_block<'a>(app: &App, title: String, focused: bool, tabbed: bool) -> Block<'a> {
+    let t = app.theme();
+    let mut spans = vec![Span::raw(" ")];
+    if tabbed {
+        for p in [
+            Panel::Proposal,
+            Panel::Reflection,
+            Panel::Trends,
+            Panel::Log,
+        ] {
+            let style = if p == app.tab { t.title() } else { t.muted() };
+            spans.push(Span::styled(format!("{} ", panel_name(p)), style));
+        }
+        spans.push(Span::styled("(tab) · ", t.muted()));
+        let rest = title.split_once(" · ").map_or("", |(_, r)| r);
+        spans.push(Span::styled(format!("{rest} "), t.text()));
+    } else {
+        spans.push(Span::styled(format!("{title} "), t.title()));
+    }
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(t.border(focused))
+        .title(Line::from(spans))
+}
+
+pub fn panel_name(p: Panel) -> &'static str {
+    match p {
+        Panel::Heatmap => "Heatmap",
+        Panel::Proposal => "Proposal",
+        Panel::Reflection => "Reflection",
+        Panel::Trends => "Trends",
+        Panel::Log => "Log",
+    }
+}

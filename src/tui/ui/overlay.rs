@@ -1,0 +1,226 @@
+//! Everything drawn over the main screen: help (generated from the keymap), confirmations
+//! with the focus on Cancel, the checkpoint picker, text fields, and the loading screen.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+use ratatui::Frame;
+
+use crate::agent::parse::frac;
+use crate::tui::app::{App, Confirm, Overlay};
+use crate::tui::view::View;
+
+const SECTIONS: [&str; 4] = [
+    "Main screen",
+    "Editing a proposal",
+    "Replay",
+    "Dialogs and text fields",
+];
+
+/// The help text: every binding of the keymap, by section.
+pub fn help_lines(app: &App) -> Vec<Line<'static>> {
+    let t = app.theme();
+    let mut lines = Vec::new();
+    for section in SECTIONS {
+        lines.push(Line::styled(section.to_string(), t.title()));
+        for b in app
+            .keymap
+            .bindings
+            .iter()
+            .filter(|b| b.action.section() == section)
+        {
+            lines.push(Line::from(vec![
+                Span::styled(format!("{:>12}  ", b.key_labels()), t.accent()),
+                Span::styled(b.help.clone(), t.text()),
+            ]));
+        }
+        if section == "Editing a proposal" {
+            lines.push(Line::from(vec![
+                Span::styled(format!("{:>12}  ", "0-9 . %"), t.accent()),
+                Span::styled("type the selected value", t.text()),
+            ]));
+        }
+        lines.push(Line::default());
+    }
+    lines.push(Line::styled(
+        "mouse: click a cell or panel to focus it, wheel scrolls",
+        t.muted(),
+    ));
+    lines
+}
+
+fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+fn dialog<'a>(app: &App, title: &str) -> Block<'a> {
+    let t = app.theme();
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(t.border(true))
+        .title(Span::styled(format!(" {title} "), t.title()))
+        .style(t.base())
+}
+
+pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
+    match &app.overlay {
+        Overlay::None => {}
+        Overlay::Help { scroll } => help(f, area, app, *scroll),
+        Overlay::Feedback(text) => field(f, area, app, "Reject: feedback for the agent", text),
+        Overlay::Goto(text) => field(f, area, app, "Go to iteration", text),
+        Overlay::Picker { selected } => picker(f, area, app, view, *selected),
+        Overlay::Confirm { what, ok } => confirm(f, area, app, view, *what, *ok),
+    }
+}
+
+fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) {
+    let r = centered(area, 118, area.height.saturating_sub(2));
+    let block = dialog(app, "Keys · any other key closes");
+    let inner = block.inner(r);
+    f.render_widget(Clear, r);
+    f.render_widget(block, r);
+    let lines = help_lines(app);
+    let rows = inner.height.max(1) as usize;
+    let cols = if inner.width >= 100 { 2 } else { 1 };
+    if cols == 2 && lines.len() <= 2 * rows {
+        let split = lines.len().div_ceil(2);
+        let (a, b) = lines.split_at(split);
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
+                .areas(inner);
+        f.render_widget(Paragraph::new(a.to_vec()), left);
+        f.render_widget(Paragraph::new(b.to_vec()), right);
+    } else {
+        f.render_widget(Paragraph::new(lines).scroll((scroll, 0)), inner);
+    }
+}
+
+fn field(f: &mut Frame, area: Rect, app: &App, title: &str, text: &str) {
+    let t = app.theme();
+    let r = centered(area, 72, 6);
+    f.render_widget(Clear, r);
+    let lines = vec![
+        Line::styled(format!("{text}▏"), t.text()),
+        Line::default(),
+        Line::styled("⏎ send · esc cancel", t.muted()),
+    ];
+    let p = Paragraph::new(lines)
+        .block(dialog(app, title))
+        .wrap(Wrap { trim: false });
+    f.render_widget(p, r);
+}
+
+fn picker(f: &mut Frame, area: Rect, app: &App, view: &View, selected: usize) {
+    let t = app.theme();
+    let m = view.machine;
+    let earlier = m.checkpoints.len().saturating_sub(1);
+    let r = centered(area, 72, earlier as u16 + 5);
+    f.render_widget(Clear, r);
+    let mut lines = vec![Line::styled(
+        "checkpoint  iteration  sparsity       ppl   (later ones are dropped)",
+        t.muted(),
+    )];
+    for c in &m.checkpoints[..earlier] {
+        let mut sum = 0.0;
+        let mut total = 0.0;
+        for l in &m.layers {
+            sum += c.sparsity.get(&l.name).copied().unwrap_or(0.0) * l.params as f64;
+            total += l.params as f64;
+        }
+        let text = format!(
+            "{:>10}  {:>9}  {:>8.4}  {:>8.4}",
+            c.index,
+            c.iteration,
+            sum / total.max(1.0),
+            c.eval.ppl
+        );
+        let style = if c.index == selected {
+            t.selected()
+        } else {
+            t.text()
+        };
+        lines.push(Line::styled(text, style));
+    }
+    lines.push(Line::styled("↑↓ choose · ⏎ next · esc cancel", t.muted()));
+    let p = Paragraph::new(lines).block(dialog(app, "Roll back to a checkpoint"));
+    f.render_widget(p, r);
+}
+
+fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok: bool) {
+    let t = app.theme();
+    let m = view.machine;
+    let (title, text) = match what {
+        Confirm::Quit => (
+            "Quit while a step runs?",
+            format!(
+                "The worker is busy ({}). The session file already holds every event; \
+                 continue later with --resume.",
+                view.worker_state()
+            ),
+        ),
+        Confirm::Stop => (
+            "Stop the session?",
+            "It ends at the next safe point; the file stays resumable.".to_string(),
+        ),
+        Confirm::Rollback(i) => {
+            let c = &m.checkpoints[i.min(m.checkpoints.len().saturating_sub(1))];
+            (
+                "Roll back?",
+                format!(
+                    "Restore checkpoint {} (iteration {}, ppl {}) and drop the {} later one(s).",
+                    c.index,
+                    c.iteration,
+                    frac(c.eval.ppl),
+                    m.checkpoints.len().saturating_sub(i + 1)
+                ),
+            )
+        }
+    };
+    let r = centered(area, 64, 8);
+    f.render_widget(Clear, r);
+    let button = |label: &str, on: bool| {
+        let style = if on { t.selected() } else { t.muted() };
+        Span::styled(format!("[ {label} ]"), style)
+    };
+    let lines = vec![
+        Line::styled(text, t.text()),
+        Line::default(),
+        Line::from(vec![
+            button("Cancel", !ok),
+            Span::raw("   "),
+            button("OK", ok),
+        ]),
+        Line::styled("←→ switch · ⏎ choose · esc cancel", t.muted()),
+    ];
+    let p = Paragraph::new(lines)
+        .block(dialog(app, title))
+        .wrap(Wrap { trim: true });
+    f.render_widget(p, r);
+}
+
+pub fn loading(f: &mut Frame, area: Rect, app: &App, view: &View) {
+    let t = app.theme();
+    let r = centered(area, 72, 9);
+    let lines = vec![
+        Line::styled(view.loading.unwrap_or("loading").to_string(), t.accent()),
+        Line::default(),
+        Line::styled(format!("model   {}", view.machine.model), t.text()),
+        Line::styled(format!("session {}", view.session), t.text()),
+        Line::default(),
+        Line::styled(
+            "q quits (nothing is written before the model is ready)",
+            t.muted(),
+        ),
+    ];
+    let p = Paragraph::new(lines)
+        .block(dialog(app, "Arborist"))
+        .wrap(Wrap { trim: true });
+    f.render_widget(p, r);
+}

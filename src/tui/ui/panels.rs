@@ -1,0 +1,101 @@
+//! The text panels: the agent's reflections (newest first) and the event log (one line per
+//! event, newest at the bottom, following the end unless scrolled).
+
+use ratatui::layout::Rect;
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::panel_block;
+use crate::session::Event;
+use crate::tui::app::{App, Panel};
+use crate::tui::theme::Theme;
+use crate::tui::view::View;
+
+pub fn reflection(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tabbed: bool) {
+    let t = app.theme();
+    let m = view.machine;
+    let mut lines = Vec::new();
+    for (i, text) in m.reflections.iter().enumerate().rev() {
+        let outcome = m.history.get(i);
+        let (head, style) = match outcome {
+            Some(o) if o.accepted => (format!("iter {} · accepted", o.iteration), t.good()),
+            Some(o) => (format!("iter {} · rolled back", o.iteration), t.danger()),
+            None => ("reflection".to_string(), t.muted()),
+        };
+        lines.push(Line::styled(head, style));
+        if let Some(o) = outcome {
+            lines.push(Line::styled(o.note.clone(), t.muted()));
+        }
+        lines.push(Line::styled(text.clone(), t.text()));
+        lines.push(Line::default());
+    }
+    if lines.is_empty() {
+        lines.push(Line::styled("no reflections yet", t.muted()));
+    }
+    let title = format!("Reflection · {} (newest first)", m.reflections.len());
+    let block = panel_block(app, title, focused, tabbed);
+    let p = Paragraph::new(lines)
+        .block(block)
+        .wrap(Wrap { trim: true })
+        .scroll((app.scroll(Panel::Reflection), 0));
+    f.render_widget(p, area);
+}
+
+fn event_style(t: &Theme, ev: &Event) -> Style {
+    match ev {
+        Event::Decided { .. } | Event::RollbackTo { .. } | Event::StopRequested { .. } => {
+            t.accent()
+        }
+        Event::Guard {
+            accepted: false, ..
+        }
+        | Event::AgentFailed { .. } => t.danger(),
+        Event::Guard { accepted: true, .. } => t.good(),
+        Event::Finished { .. } => t.warn(),
+        _ => t.text(),
+    }
+}
+
+pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tabbed: bool) {
+    let t = app.theme();
+    let height = area.height.saturating_sub(2) as usize;
+    let total = view.events.len();
+    // Scrolling counts back from the newest line.
+    let back = (app.scroll(Panel::Log) as usize).min(total.saturating_sub(height));
+    let end = total - back;
+    let start = end.saturating_sub(height);
+    let width = area.width.saturating_sub(2) as usize;
+    let lines: Vec<Line> = view.events[start..end]
+        .iter()
+        .enumerate()
+        .map(|(i, ev)| {
+            let n = start + i + 1;
+            let mut text = ev.summary();
+            if text.chars().count() > width.saturating_sub(6) {
+                text = text
+                    .chars()
+                    .take(width.saturating_sub(7))
+                    .collect::<String>()
+                    + "…";
+            }
+            let current = view.replay.is_some() && n == total;
+            let style = if current {
+                t.selected()
+            } else {
+                event_style(t, ev)
+            };
+            Line::from(vec![
+                Span::styled(format!("{n:>4} "), t.muted()),
+                Span::styled(text, style),
+            ])
+        })
+        .collect();
+    let mut title = format!("Log · {total} events");
+    if back > 0 {
+        title += &format!(" · {back} newer below");
+    }
+    let block = panel_block(app, title, focused, tabbed);
+    f.render_widget(Paragraph::new(lines).block(block), area);
+}

@@ -1,0 +1,277 @@
+//! The proposal panel: layer → current → proposed → delta, the reasoning, and while editing
+//! the table in place with every problem explained under it.
+
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::panel_block;
+use crate::agent::parse::frac;
+use crate::agent::{LayerTarget, StepOutcome};
+use crate::session::{Decision, Event, Phase};
+use crate::tui::app::App;
+use crate::tui::editor::{parse_value, EditKind, Editor, Field};
+use crate::tui::grid::short_name;
+use crate::tui::theme::Theme;
+use crate::tui::view::View;
+
+/// One table row: layer, its sparsity before the step, the proposed value as text, added
+/// by the reviewer, selected in the editor.
+struct RowText<'a> {
+    name: &'a str,
+    before: f64,
+    text: String,
+    added: bool,
+    selected: bool,
+}
+
+/// Draws the panel; returns the first table row's line, its index and the row count.
+pub fn render(
+    f: &mut Frame,
+    area: Rect,
+    app: &App,
+    view: &View,
+    focused: bool,
+    tabbed: bool,
+) -> Option<(u16, usize, usize)> {
+    let t = app.theme();
+    let m = view.machine;
+    let current = |name: &str| {
+        m.checkpoint()
+            .and_then(|c| c.sparsity.get(name).copied())
+            .unwrap_or(0.0)
+    };
+    let targets = |layers| target_rows(layers, &current);
+    let agent_reasoning = view.pending.map(|p| p.reasoning.as_str());
+    let (state, rows, reasoning) = match (&app.editor, view.pending) {
+        (Some(ed), _) => (
+            editing_title(ed),
+            editor_rows(ed, &current),
+            agent_reasoning,
+        ),
+        (None, Some(p)) => (
+            format!(
+                "iter {} · {} · waiting for review",
+                m.iteration,
+                agent(view)
+            ),
+            targets(&p.layers),
+            agent_reasoning,
+        ),
+        (None, None) => match (&m.phase, &m.applying, m.history.last()) {
+            (Phase::Applying, Some(p), _) => (
+                format!("iter {} · applying and evaluating", m.iteration),
+                targets(&p.layers),
+                Some(p.reasoning.as_str()),
+            ),
+            // After the guard: what was actually applied, from the sparsity it had before.
+            (_, Some(p), Some(o)) => (
+                format!("iter {} · {}", o.iteration, o.note),
+                applied_rows(o),
+                Some(p.reasoning.as_str()),
+            ),
+            _ => ("none yet".to_string(), vec![], None),
+        },
+    };
+    // After the guard the table shows what was applied, from the sparsity before it.
+    let (before, after) = match (&app.editor, view.pending, &m.phase) {
+        (None, None, Phase::Reflecting | Phase::Profiling | Phase::Proposing | Phase::Done(_)) => {
+            ("before", "applied")
+        }
+        _ => ("current", "proposed"),
+    };
+    let mut lines = vec![Line::from(vec![
+        Span::styled(format!("{:<26}", "layer"), t.muted()),
+        Span::styled(format!("{before:>9}{after:>11}{:>9}", "delta"), t.muted()),
+    ])];
+    for r in &rows {
+        lines.push(row_line(t, r));
+    }
+    let table_top: i32 = 1;
+    if rows.is_empty() {
+        let msg = match m.phase {
+            Phase::Proposing => "the agent is working on a proposal…",
+            _ if app.editor.is_some() => "empty: move in the heatmap (hjkl) and press + to add",
+            _ if view.pending.is_some() => {
+                "no valid proposal from the agent: o override, r ask again, x skip"
+            }
+            _ => "no proposal",
+        };
+        lines.push(Line::styled(msg, t.muted()));
+    }
+    if let Some(ed) = &app.editor {
+        for p in &ed.problems {
+            lines.push(Line::styled(format!("✗ {p}"), t.danger()));
+        }
+        if ed.problems.is_empty() {
+            lines.push(Line::styled("✓ valid: ⏎ sends it", t.good()));
+        }
+        if ed.kind == EditKind::Override {
+            let style = if ed.field == Field::Reasoning {
+                t.accent()
+            } else {
+                t.muted()
+            };
+            let cursor = if ed.field == Field::Reasoning {
+                "▏"
+            } else {
+                ""
+            };
+            lines.push(Line::from(vec![
+                Span::styled("reasoning (tab): ", style),
+                Span::styled(format!("{}{cursor}", ed.reasoning), t.text()),
+            ]));
+        }
+    }
+    if let Some(fb) = &m.feedback {
+        lines.push(Line::styled(
+            format!("your feedback to the agent: {fb}"),
+            t.warn(),
+        ));
+    }
+    if let Some(d) = decision_line(view) {
+        lines.push(Line::styled(d, t.accent()));
+    }
+    if let Some(r) = reasoning {
+        lines.push(Line::from(vec![
+            Span::styled("reasoning: ", t.muted()),
+            Span::styled(r.to_string(), t.text()),
+        ]));
+    }
+    let block = panel_block(app, format!("Proposal · {state}"), focused, tabbed);
+    let inner = block.inner(area);
+    let scroll = app.scroll(crate::tui::app::Panel::Proposal);
+    f.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false })
+            .scroll((scroll, 0)),
+        area,
+    );
+    let top = table_top - scroll as i32;
+    let first = (-top).max(0) as usize;
+    Some((inner.y + top.max(0) as u16, first, rows.len()))
+}
+
+fn editing_title(ed: &Editor) -> String {
+    match ed.kind {
+        EditKind::Edit => "editing: digits change a value".into(),
+        EditKind::Override => "override: your own proposal".into(),
+    }
+}
+
+fn editor_rows<'a>(ed: &'a Editor, current: &impl Fn(&str) -> f64) -> Vec<RowText<'a>> {
+    ed.rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let selected = i == ed.selected && ed.field == Field::Table;
+            RowText {
+                name: &r.name,
+                before: current(&r.name),
+                text: if selected {
+                    format!("{}▏", r.value)
+                } else {
+                    r.value.clone()
+                },
+                added: r.added,
+                selected,
+            }
+        })
+        .collect()
+}
+
+fn target_rows<'a>(layers: &'a [LayerTarget], current: &impl Fn(&str) -> f64) -> Vec<RowText<'a>> {
+    layers
+        .iter()
+        .map(|l| RowText {
+            name: &l.name,
+            before: current(&l.name),
+            text: frac(l.sparsity),
+            added: false,
+            selected: false,
+        })
+        .collect()
+}
+
+fn applied_rows(o: &StepOutcome) -> Vec<RowText<'_>> {
+    o.changes
+        .iter()
+        .map(|c| RowText {
+            name: &c.name,
+            before: c.from,
+            text: frac(c.to),
+            added: false,
+            selected: false,
+        })
+        .collect()
+}
+
+fn row_line(t: &Theme, r: &RowText) -> Line<'static> {
+    let value = parse_value(r.text.trim_end_matches('▏')).ok();
+    let delta = value.map_or("?".to_string(), |v| format!("{:+.3}", v - r.before));
+    let mark = if r.added { "+" } else { " " };
+    let base = if r.selected {
+        t.selected()
+    } else {
+        Style::default()
+    };
+    let delta_style = match value {
+        None => t.danger(),
+        Some(v) if v > r.before => t.warn(),
+        Some(_) => t.muted(),
+    };
+    let underline = if r.selected {
+        Modifier::UNDERLINED
+    } else {
+        Modifier::empty()
+    };
+    Line::from(vec![
+        Span::styled(
+            format!("{mark}{:<25}", short_name(r.name)),
+            base.patch(t.text()),
+        ),
+        Span::styled(format!("{:>9}", frac(r.before)), base.patch(t.muted())),
+        Span::styled(
+            format!("{:>11}", r.text),
+            base.patch(t.accent()).add_modifier(underline),
+        ),
+        Span::styled(format!("{delta:>9}"), base.patch(delta_style)),
+    ])
+}
+
+/// The agent that made the latest proposal.
+fn agent(view: &View) -> String {
+    view.events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Proposed { agent, .. } => Some(agent.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "agent".into())
+}
+
+/// In replay: the latest decision so far, so an auditor sees it beside the table.
+fn decision_line(view: &View) -> Option<String> {
+    view.replay?;
+    view.events.iter().rev().find_map(|e| match e {
+        Event::Decided {
+            iteration,
+            by,
+            decision,
+        } => Some(format!(
+            "iter {iteration} decided by {by}: {}",
+            match decision {
+                Decision::Approve => "approved as proposed".to_string(),
+                Decision::Edit { layers } => format!("edited ({} layers)", layers.len()),
+                Decision::Override { reasoning, .. } => format!("overridden: {reasoning}"),
+                Decision::Reject { feedback } => format!("rejected: {feedback}"),
+                Decision::Skip => "skipped (nothing pruned)".to_string(),
+            }
+        )),
+        _ => None,
+    })
+}

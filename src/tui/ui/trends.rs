@@ -1,0 +1,155 @@
+//! Perplexity per iteration against the dense baseline and the guard's threshold band,
+//! rollbacks marked; the knowledge-probe accuracy underneath when probes are on.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
+
+use super::panel_block;
+use ratatui::Frame;
+
+use crate::session::Event;
+use crate::tui::app::App;
+use crate::tui::view::View;
+
+pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tabbed: bool) {
+    let t = app.theme();
+    let m = view.machine;
+    let block = panel_block(app, "Trends · ppl per iteration".into(), focused, tabbed);
+    let [legend, inner] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(block.inner(area));
+    f.render_widget(block, area);
+    let Some(dense) = m.dense.as_ref().map(|d| d.ppl) else {
+        f.render_widget(Paragraph::new("no baseline yet").style(t.muted()), inner);
+        return;
+    };
+    let probes = probe_line(view);
+    let [chart_area, probe_area] = Layout::vertical([
+        Constraint::Min(0),
+        Constraint::Length(u16::from(probes.is_some())),
+    ])
+    .areas(inner);
+    let th = m.opts.threshold;
+    let last = m.history.last().map_or(m.iteration, |o| o.iteration).max(1) as f64;
+    let dense_line = vec![(0.0, dense), (last, dense)];
+    let checkpoints: Vec<(f64, f64)> = m
+        .checkpoints
+        .iter()
+        .map(|c| (c.iteration as f64, c.eval.ppl))
+        .collect();
+    let limit: Vec<(f64, f64)> = m
+        .history
+        .iter()
+        .map(|o| (o.iteration as f64, o.ppl_before * (1.0 + th)))
+        .collect();
+    let pick = |accepted: bool| -> Vec<(f64, f64)> {
+        m.history
+            .iter()
+            .filter(|o| o.accepted == accepted && o.ppl_after.is_finite())
+            .map(|o| (o.iteration as f64, o.ppl_after))
+            .collect()
+    };
+    let (tried, rolled) = (pick(true), pick(false));
+    // Scale to the perplexities; the limit line joins only when it is near them, so small
+    // changes stay visible (the legend says when it is off the scale).
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for (_, y) in [&dense_line, &checkpoints, &tried, &rolled]
+        .iter()
+        .flat_map(|v| v.iter())
+    {
+        lo = lo.min(*y);
+        hi = hi.max(*y);
+    }
+    let span = (hi - lo).max(lo.abs() * 1e-3);
+    let limit_low = limit.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let limit_shown = limit_low <= hi + span;
+    if limit_shown {
+        hi = limit.iter().map(|p| p.1).fold(hi, f64::max);
+    }
+    let pad = ((hi - lo) * 0.05).max(lo.abs() * 1e-4).max(1e-6);
+    let (lo, hi) = (lo - pad, hi + pad);
+    let limit_label = if limit_shown || limit.is_empty() {
+        "━ limit ".to_string()
+    } else {
+        format!("limit +{:.1}% off scale ", th * 100.0)
+    };
+    let key = Line::from(vec![
+        Span::styled("━ kept ", t.good()),
+        Span::styled("━ dense ", t.muted()),
+        Span::styled(limit_label, t.warn()),
+        Span::styled("• step ", t.accent()),
+        Span::styled("■ rolled back", t.danger()),
+    ]);
+    f.render_widget(Paragraph::new(key), legend);
+    let datasets = vec![
+        line(&dense_line, t.muted()),
+        line(&limit, t.warn()),
+        line(&checkpoints, t.good()),
+        Dataset::default()
+            .marker(Marker::Dot)
+            .graph_type(GraphType::Scatter)
+            .style(t.accent())
+            .data(&tried),
+        Dataset::default()
+            .marker(Marker::Block)
+            .graph_type(GraphType::Scatter)
+            .style(t.danger())
+            .data(&rolled),
+    ];
+    let digits = if hi - lo < 0.1 {
+        4
+    } else if hi - lo < 10.0 {
+        2
+    } else {
+        0
+    };
+    let num = |v: f64| format!("{v:.digits$}");
+    let chart = Chart::new(datasets)
+        .legend_position(None)
+        .x_axis(
+            Axis::default()
+                .bounds([0.0, last])
+                .style(t.muted())
+                .labels(["0".to_string(), format!("iter {}", last as usize)]),
+        )
+        .y_axis(Axis::default().bounds([lo, hi]).style(t.muted()).labels([
+            num(lo),
+            num((lo + hi) / 2.0),
+            num(hi),
+        ]));
+    f.render_widget(chart, chart_area);
+    if let Some(p) = probes {
+        f.render_widget(Paragraph::new(p).style(t.text()), probe_area);
+    }
+}
+
+fn line<'a>(data: &'a [(f64, f64)], style: ratatui::style::Style) -> Dataset<'a> {
+    Dataset::default()
+        .marker(Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(style)
+        .data(data)
+}
+
+/// "probe freebaseqa: dense 0.62 · 1: 0.61 · 2: 0.58", newest kept when it is long.
+fn probe_line(view: &View) -> Option<String> {
+    let mut kind = None;
+    let mut parts = Vec::new();
+    for ev in view.events {
+        let (label, probe) = match ev {
+            Event::Baseline { eval, .. } => ("dense".to_string(), &eval.probe),
+            Event::Evaluated {
+                iteration, eval, ..
+            } => (iteration.to_string(), &eval.probe),
+            _ => continue,
+        };
+        if let Some(p) = probe {
+            kind = Some(p.kind.clone());
+            parts.push(format!("{label}: {:.3}", p.accuracy));
+        }
+    }
+    let kind = kind?;
+    let keep = parts.len().saturating_sub(8);
+    Some(format!("probe {kind}: {}", parts[keep..].join(" · ")))
+}

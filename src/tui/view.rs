@@ -1,0 +1,114 @@
+//! What one frame is drawn from: references into the machine state and the event log,
+//! whether the session is live or replayed. Nothing here computes.
+
+use crate::agent::Proposal;
+use crate::session::{Event, Machine, Phase, StopReason};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayPos {
+    /// Events applied so far (0 = before the first).
+    pub index: usize,
+    pub total: usize,
+}
+
+pub struct View<'a> {
+    pub machine: &'a Machine,
+    /// Events up to now (live) or up to the replay position.
+    pub events: &'a [Event],
+    /// A proposal waiting for the reviewer.
+    pub pending: Option<&'a Proposal>,
+    /// The compute thread's latest report: label, done, total.
+    pub progress: Option<&'a (String, usize, usize)>,
+    pub replay: Option<ReplayPos>,
+    /// Session file path, for titles.
+    pub session: &'a str,
+    /// Set while the model loads; the loading screen shows it.
+    pub loading: Option<&'a str>,
+}
+
+impl View<'_> {
+    pub fn live(&self) -> bool {
+        self.replay.is_none()
+    }
+
+    /// A job runs on a worker (compute or agent): quitting now abandons it.
+    pub fn busy(&self) -> bool {
+        self.live()
+            && self.loading.is_none()
+            && matches!(
+                self.machine.phase,
+                Phase::Baseline
+                    | Phase::Profiling
+                    | Phase::Proposing
+                    | Phase::Applying
+                    | Phase::Reflecting
+            )
+    }
+
+    pub fn can_review(&self) -> bool {
+        self.live() && self.pending.is_some() && self.machine.phase == Phase::Reviewing
+    }
+
+    /// Rolling back while the agent is still working would race its late reply, so only
+    /// while a proposal waits for review (the agent is idle then).
+    pub fn can_rollback(&self) -> bool {
+        self.live() && self.machine.phase == Phase::Reviewing && self.machine.checkpoints.len() >= 2
+    }
+
+    pub fn can_stop(&self) -> bool {
+        self.live() && self.loading.is_none() && !self.machine.is_done()
+    }
+
+    /// The worker's state in a few words, with progress when there is some.
+    pub fn worker_state(&self) -> String {
+        if let Some(msg) = self.loading {
+            return msg.to_string();
+        }
+        if let Some(r) = self.replay {
+            return format!("replay: event {}/{} (read-only)", r.index, r.total);
+        }
+        let progress = self.progress.map(|(label, done, total)| {
+            if *total > 1 {
+                format!("{label} {done}/{total} windows")
+            } else {
+                label.clone()
+            }
+        });
+        let m = self.machine;
+        match &m.phase {
+            Phase::Idle => "starting".into(),
+            Phase::Baseline => progress.unwrap_or_else(|| "evaluating the dense model".into()),
+            Phase::Profiling => progress.unwrap_or_else(|| "profiling".into()),
+            Phase::Proposing => "agent is proposing".into(),
+            Phase::Reviewing => "waiting for your review".into(),
+            Phase::Applying => progress.unwrap_or_else(|| "applying masks".into()),
+            Phase::Reflecting => "agent is reflecting".into(),
+            Phase::Done(r) => format!("finished: {}", reason(r)),
+        }
+    }
+}
+
+pub fn reason(r: &StopReason) -> &'static str {
+    match r {
+        StopReason::TargetReached => "target reached",
+        StopReason::MaxIterations => "max iterations",
+        StopReason::UserStop => "stopped by you",
+        StopReason::AgentFailed => "the agent failed twice",
+    }
+}
+
+/// The iteration an event belongs to, if it names one.
+pub fn iteration_of(ev: &Event) -> Option<usize> {
+    match ev {
+        Event::Profiled { iteration, .. }
+        | Event::Proposed { iteration, .. }
+        | Event::AgentFailed { iteration, .. }
+        | Event::Decided { iteration, .. }
+        | Event::Evaluated { iteration, .. }
+        | Event::Reflected { iteration, .. }
+        | Event::Guard { iteration, .. }
+        | Event::Finished { iteration, .. } => Some(*iteration),
+        Event::Baseline { .. } => Some(0),
+        Event::StopRequested { .. } | Event::RollbackTo { .. } => None,
+    }
+}

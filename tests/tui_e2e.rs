@@ -1,0 +1,204 @@
+//! The real binary in a real terminal: `arborist demo` in tmux on the bundled model.
+//! Approve one step, edit the next, quit (confirming if a step still runs), then check the
+//! terminal is restored, the session file holds the human decisions, and replay shows them.
+//! Skipped with a message when tmux is not installed.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use arborist::session::{file, Decision, Event};
+
+struct Tmux {
+    socket: String,
+    target: String,
+}
+
+impl Tmux {
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn start(socket: &str, command: &str) -> Tmux {
+        let t = Tmux {
+            socket: socket.to_string(),
+            target: "e2e".to_string(),
+        };
+        let size = ["-x", "120", "-y", "40"];
+        let mut args = vec!["new-session", "-d", "-s", "e2e"];
+        args.extend(size);
+        args.push(command);
+        t.tmux(&args);
+        t
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", &self.target])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            self.tmux(&["send-keys", "-t", &self.target, k]);
+            std::thread::sleep(Duration::from_millis(60));
+        }
+    }
+
+    /// Wait until the screen satisfies `ok`; panics with the screen after `secs`.
+    fn wait(&self, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            if start.elapsed() > Duration::from_secs(secs) {
+                panic!("timed out waiting for {what}; the screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.tmux(&["kill-server"]);
+    }
+}
+
+fn tmux_installed() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn shell(bin: &str, dir: &Path, args: &str) -> String {
+    format!(
+        "env ARBORIST_CACHE={cache} ARBORIST_LOG={log} {bin} {args}; echo ARBORIST-EXIT=$?; sleep 60",
+        cache = dir.join("cache").display(),
+        log = dir.join("arborist.log").display(),
+    )
+}
+
+#[test]
+fn demo_in_tmux_approve_edit_quit_and_replay() {
+    if !tmux_installed() {
+        eprintln!("SKIPPED tui_e2e: tmux is not installed (apt-get install -y tmux)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.yaml");
+    let bin = env!("CARGO_BIN_EXE_arborist");
+    let socket = format!("arborist-e2e-{}", std::process::id());
+    let args = format!(
+        "--threads 1 demo --session {} --max-iters 2 --seqlen 128",
+        session.display()
+    );
+    let t = Tmux::start(&socket, &shell(bin, dir.path(), &args));
+    let review = |it: usize| {
+        move |s: &str| s.contains(&format!("iter {it} ")) && s.contains("waiting for your review")
+    };
+    t.wait("the first proposal", 180, review(1));
+    t.keys(&["Enter"]);
+    t.wait("the second proposal", 120, review(2));
+    // Edit: drop the first row of the agent's table, send it.
+    t.keys(&["e"]);
+    t.wait("the editor", 10, |s| s.contains("editing"));
+    t.keys(&["DC", "Enter"]);
+    t.keys(&["q"]);
+    let s = t.wait("the confirmation or the exit", 60, |s| {
+        s.contains("Quit while a step runs?") || s.contains("ARBORIST-EXIT=")
+    });
+    if s.contains("Quit while a step runs?") {
+        eprintln!("quit during a step: confirming");
+        assert!(s.contains("[ Cancel ]"), "{s}");
+        t.keys(&["Right", "Enter"]);
+    }
+    let s = t.wait("the exit", 60, |s| s.contains("ARBORIST-EXIT="));
+    assert!(s.contains("ARBORIST-EXIT=0"), "exit status 0:\n{s}");
+    assert!(!s.contains("Heatmap"), "the alternate screen is gone:\n{s}");
+    let alt = t.tmux(&["display-message", "-p", "-t", &t.target, "#{alternate_on}"]);
+    assert_eq!(alt.trim(), "0", "terminal restored");
+
+    let log = file::read(&session).unwrap();
+    let human: Vec<&Decision> = log
+        .entries
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Decided { by, decision, .. } if by == "human" => Some(decision),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(human.first(), Some(Decision::Approve)),
+        "{human:?}"
+    );
+    assert!(
+        matches!(human.get(1), Some(Decision::Edit { .. })),
+        "the edit is recorded: {human:?}"
+    );
+    drop(t);
+
+    // Replay shows the human's decisions.
+    let args = format!("replay {}", session.display());
+    let t = Tmux::start(&format!("{socket}-replay"), &shell(bin, dir.path(), &args));
+    let s = t.wait("the replay", 30, |s| s.contains("read-only"));
+    assert!(s.contains("by human"), "{s}");
+    t.keys(&["Home", "]"]);
+    let s = t.wait("iteration 1", 10, |s| s.contains("approved by human"));
+    assert!(s.contains("replay: event"), "{s}");
+    t.keys(&["q"]);
+    t.wait("the replay exit", 10, |s| s.contains("ARBORIST-EXIT=0"));
+}
+
+/// The child processes of `pid` (Linux /proc).
+fn children(pid: &str) -> Vec<String> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn sigterm_restores_the_terminal() {
+    if !tmux_installed() || !Path::new("/proc/self/task").exists() {
+        eprintln!("SKIPPED tui_e2e: needs tmux and /proc");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.yaml");
+    let bin = env!("CARGO_BIN_EXE_arborist");
+    let socket = format!("arborist-e2e-term-{}", std::process::id());
+    let args = format!(
+        "--threads 1 demo --session {} --seqlen 128",
+        session.display()
+    );
+    let t = Tmux::start(&socket, &shell(bin, dir.path(), &args));
+    t.wait("the first proposal", 180, |s| {
+        s.contains("waiting for your review")
+    });
+    let shell_pid = t.tmux(&["display-message", "-p", "-t", &t.target, "#{pane_pid}"]);
+    let pids = children(shell_pid.trim());
+    assert_eq!(pids.len(), 1, "one child of the pane's shell: {pids:?}");
+    let status = Command::new("kill")
+        .args(["-TERM", &pids[0]])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let s = t.wait("the exit", 30, |s| s.contains("ARBORIST-EXIT="));
+    assert!(s.contains("stopped by a signal"), "{s}");
+    assert!(!s.contains("Heatmap"), "{s}");
+    let alt = t.tmux(&["display-message", "-p", "-t", &t.target, "#{alternate_on}"]);
+    assert_eq!(alt.trim(), "0", "terminal restored");
+    assert!(
+        file::read(&session).unwrap().entries.len() >= 3,
+        "the session is saved"
+    );
+}

@@ -1,0 +1,520 @@
+//! The TUI drawn into ratatui's TestBackend from synthetic machine states, and driven by
+//! real key events through the app's pure key → request step.
+
+use arborist::session::{Decision, Event, Machine, Phase};
+use arborist::tui::app::{App, Confirm, Overlay, Request};
+use arborist::tui::fixtures;
+use arborist::tui::keymap::{Action, Keymap, Mode};
+use arborist::tui::theme::Themes;
+use arborist::tui::ui;
+use arborist::tui::view::View;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::Color;
+use ratatui::Terminal;
+
+fn app() -> App {
+    App::new(Keymap::builtin(), Themes::builtin(false))
+}
+
+fn view<'a>(m: &'a Machine, events: &'a [Event]) -> View<'a> {
+    View {
+        machine: m,
+        events,
+        pending: m.proposal.as_ref().filter(|_| m.phase == Phase::Reviewing),
+        progress: None,
+        replay: None,
+        session: "sessions/test.yaml",
+        loading: None,
+    }
+}
+
+fn ch(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+}
+
+fn code(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+/// Press keys in order; the requests of all of them.
+fn press(app: &mut App, v: &View, keys: &[KeyEvent]) -> Vec<Request> {
+    keys.iter().flat_map(|k| app.on_key(*k, v)).collect()
+}
+
+fn typed(text: &str) -> Vec<KeyEvent> {
+    text.chars().map(ch).collect()
+}
+
+fn draw(app: &mut App, v: &View, w: u16, h: u16) -> Buffer {
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+    let mut areas = None;
+    term.draw(|f| areas = Some(ui::draw(f, app, v))).unwrap();
+    app.areas = areas.unwrap();
+    term.backend().buffer().clone()
+}
+
+fn text(b: &Buffer) -> String {
+    let mut s = String::new();
+    for y in 0..b.area.height {
+        for x in 0..b.area.width {
+            s.push_str(b[(x, y)].symbol());
+        }
+        s.push('\n');
+    }
+    s
+}
+
+#[test]
+fn heatmap_fits_36_blocks_at_120x40_and_shows_the_focused_cell() {
+    let (m, events) = fixtures::reviewing(36);
+    let mut a = app();
+    let v = view(&m, &events);
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    assert!(
+        !screen.contains("of 36"),
+        "all 36 blocks visible:\n{screen}"
+    );
+    let header = screen.lines().nth(1).unwrap();
+    for b in [0, 10, 20, 35] {
+        assert!(
+            header.contains(&b.to_string()),
+            "block {b} labelled: {header}"
+        );
+    }
+    for kind in ["q", "gate", "up", "down"] {
+        assert!(screen.contains(&format!("{kind:>5} ")), "row {kind}");
+    }
+    let (zs, zg) = fixtures::z(0, 0);
+    assert!(screen.contains("layers.0.self_attn.q_proj"), "{screen}");
+    assert!(
+        screen.contains(&format!("z_s {zs:+.3}  z_g {zg:+.3}")),
+        "{screen}"
+    );
+    // Move to the last block's down projection with the keys.
+    let mut keys = vec![ch('l'); 35];
+    keys.extend(vec![ch('j'); 6]);
+    press(&mut a, &v, &keys);
+    assert_eq!(a.cursor, (35, 6));
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    let (zs, zg) = fixtures::z(35, 6);
+    assert!(screen.contains("layers.35.mlp.down_proj"), "{screen}");
+    assert!(
+        screen.contains(&format!("z_s {zs:+.3}  z_g {zg:+.3}")),
+        "{screen}"
+    );
+}
+
+#[test]
+fn heatmap_marks_the_proposed_layers() {
+    let (m, events) = fixtures::reviewing(36);
+    let mut a = app();
+    let screen = text(&draw(&mut a, &view(&m, &events), 120, 40));
+    let down = screen.lines().find(|l| l.contains(" down ")).unwrap();
+    assert_eq!(down.matches('•').count(), 4, "four proposed layers: {down}");
+    let up = screen.lines().find(|l| l.contains("   up ")).unwrap();
+    assert_eq!(up.matches('•').count(), 0, "{up}");
+}
+
+#[test]
+fn invalid_edit_is_explained_and_never_sent() {
+    let (m, events) = fixtures::reviewing(8);
+    let mut a = app();
+    let v = view(&m, &events);
+    assert!(press(&mut a, &v, &[ch('e')]).is_empty());
+    assert_eq!(a.mode(), Mode::Edit);
+    // 0.9 is far above max_step (0.1) for a dense layer.
+    let mut keys = typed("0.9");
+    keys.push(code(KeyCode::Enter));
+    assert!(press(&mut a, &v, &keys).is_empty(), "nothing fed");
+    assert_eq!(a.mode(), Mode::Edit, "still editing");
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    assert!(screen.contains("✗"), "{screen}");
+    assert!(screen.contains("max_step"), "{screen}");
+    // Fix it: backspace, a valid value, Enter sends an edit by the human.
+    let mut keys = vec![code(KeyCode::Backspace); 3];
+    keys.extend(typed("0.05"));
+    keys.push(code(KeyCode::Enter));
+    let reqs = press(&mut a, &v, &keys);
+    let Some(Request::Feed(Event::Decided {
+        by,
+        decision: Decision::Edit { layers },
+        ..
+    })) = reqs.first()
+    else {
+        panic!("an edit: {reqs:?}");
+    };
+    assert_eq!(by, "human");
+    assert_eq!(layers[0].sparsity, 0.05);
+    assert_eq!(layers.len(), 4);
+}
+
+#[test]
+fn override_needs_a_layer_and_a_reasoning() {
+    let (m, events) = fixtures::reviewing(8);
+    let mut a = app();
+    let v = view(&m, &events);
+    press(&mut a, &v, &[ch('o'), code(KeyCode::Enter)]);
+    assert!(a
+        .editor
+        .as_ref()
+        .unwrap()
+        .problems
+        .iter()
+        .any(|p| p.contains("empty")));
+    // The heatmap cursor picks the layer (block 2, up), + adds it, tab goes to the reasoning.
+    let mut keys = vec![
+        ch('l'),
+        ch('l'),
+        ch('j'),
+        ch('j'),
+        ch('j'),
+        ch('j'),
+        ch('j'),
+    ];
+    keys.extend([ch('+'), code(KeyCode::Tab)]);
+    keys.extend(typed("keep attention, thin the MLP"));
+    keys.push(code(KeyCode::Enter));
+    let reqs = press(&mut a, &v, &keys);
+    let Some(Request::Feed(Event::Decided {
+        decision: Decision::Override { layers, reasoning },
+        ..
+    })) = reqs.first()
+    else {
+        panic!("an override: {reqs:?}");
+    };
+    assert_eq!(layers[0].name, "model.layers.2.mlp.up_proj");
+    assert!((layers[0].sparsity - 0.1).abs() < 1e-12);
+    assert_eq!(reasoning, "keep attention, thin the MLP");
+}
+
+#[test]
+fn reject_sends_the_feedback_and_approve_is_one_key() {
+    let (m, events) = fixtures::reviewing(8);
+    let mut a = app();
+    let v = view(&m, &events);
+    assert!(press(&mut a, &v, &[ch('r'), code(KeyCode::Enter)]).is_empty());
+    let mut keys = typed("spare block 0");
+    keys.push(code(KeyCode::Enter));
+    let reqs = press(&mut a, &v, &keys);
+    assert!(matches!(&reqs[..], [Request::Feed(Event::Decided {
+        decision: Decision::Reject { feedback }, .. })] if feedback == "spare block 0"));
+    let reqs = press(&mut a, &v, &[code(KeyCode::Enter)]);
+    assert!(matches!(&reqs[..], [Request::Feed(Event::Decided {
+        decision: Decision::Approve, by, .. })] if by == "human"));
+}
+
+#[test]
+fn help_overlay_lists_every_binding_of_the_keymap() {
+    let (m, events) = fixtures::reviewing(36);
+    let mut a = app();
+    let v = view(&m, &events);
+    press(&mut a, &v, &[ch('?')]);
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    for b in &Keymap::builtin().bindings {
+        let line = format!("{}  {}", b.key_labels(), b.help);
+        assert!(screen.contains(&line), "help shows `{line}`:\n{screen}");
+    }
+    press(&mut a, &v, &[code(KeyCode::Esc)]);
+    assert_eq!(a.overlay, Overlay::None);
+}
+
+fn colours(b: &Buffer) -> Vec<Color> {
+    b.content()
+        .iter()
+        .flat_map(|c| [c.fg, c.bg])
+        .filter(|c| *c != Color::Reset)
+        .collect()
+}
+
+#[test]
+fn no_color_draws_without_any_colour() {
+    let (m, events) = fixtures::reviewing(36);
+    let v = view(&m, &events);
+    let mut coloured = app();
+    assert!(!colours(&draw(&mut coloured, &v, 120, 40)).is_empty());
+    let mut plain = App::new(Keymap::builtin(), Themes::builtin(true));
+    let buf = draw(&mut plain, &v, 120, 40);
+    assert_eq!(colours(&buf), vec![], "NO_COLOR");
+    // The heatmap stays readable with shade glyphs.
+    assert!(text(&buf).contains('█') || text(&buf).contains('▓'));
+}
+
+#[test]
+fn every_theme_renders_at_80x24_and_200x60() {
+    let (mut m, mut events) = fixtures::reviewing(36);
+    fixtures::step(&mut m, &mut events, 10.2);
+    fixtures::next_proposal(&mut m, &mut events);
+    let mut a = app();
+    for _ in 0..a.themes.list.len() {
+        for (w, h) in [(80, 24), (120, 40), (200, 60)] {
+            let v = view(&m, &events);
+            let screen = text(&draw(&mut a, &v, w, h));
+            assert!(screen.contains("Heatmap"), "{w}x{h} {}", a.theme().name);
+            assert!(screen.contains("Proposal"), "{w}x{h}:\n{screen}");
+        }
+        a.themes.next();
+    }
+    assert_eq!(a.themes.list.len(), 3);
+}
+
+#[test]
+fn keymap_resolves_by_mode_and_replay() {
+    let k = Keymap::builtin();
+    let enter = code(KeyCode::Enter);
+    assert_eq!(k.lookup(&enter, Mode::Normal, false), Some(Action::Approve));
+    assert_eq!(k.lookup(&enter, Mode::Edit, false), Some(Action::Submit));
+    let left = code(KeyCode::Left);
+    assert_eq!(k.lookup(&left, Mode::Normal, false), Some(Action::Left));
+    assert_eq!(k.lookup(&left, Mode::Normal, true), Some(Action::StepBack));
+    assert_eq!(
+        k.lookup(&left, Mode::Dialog, false),
+        Some(Action::ToggleChoice)
+    );
+    let shift_a = KeyEvent::new(KeyCode::Char('A'), KeyModifiers::SHIFT);
+    assert_eq!(
+        k.lookup(&shift_a, Mode::Normal, false),
+        Some(Action::ToggleAuto)
+    );
+    let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert_eq!(k.lookup(&ctrl_c, Mode::Normal, false), Some(Action::Quit));
+    assert_eq!(k.lookup(&ch('c'), Mode::Normal, false), Some(Action::Mouse));
+    // A user file rebinds one action and leaves the rest.
+    let mut user = k.clone();
+    user.overlay("- { action: approve, keys: [y] }", "test")
+        .unwrap();
+    assert_eq!(
+        user.lookup(&ch('y'), Mode::Normal, false),
+        Some(Action::Approve)
+    );
+    assert_eq!(user.lookup(&enter, Mode::Normal, false), None);
+    assert!(user
+        .overlay("- { action: approve, keys: [nokey] }", "t")
+        .is_err());
+}
+
+#[test]
+fn quitting_during_a_step_asks_with_the_focus_on_cancel() {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    let idle = view(&m, &events);
+    assert_eq!(app().on_key(ch('q'), &idle), vec![Request::Quit]);
+    let iteration = m.iteration;
+    fixtures::feed(
+        &mut m,
+        &mut events,
+        Event::Decided {
+            iteration,
+            by: "human".into(),
+            decision: Decision::Approve,
+        },
+    );
+    let busy = view(&m, &events);
+    assert!(busy.busy());
+    let mut a = app();
+    assert!(press(&mut a, &busy, &[ch('q')]).is_empty());
+    assert_eq!(
+        a.overlay,
+        Overlay::Confirm {
+            what: Confirm::Quit,
+            ok: false
+        }
+    );
+    assert!(
+        press(&mut a, &busy, &[code(KeyCode::Enter)]).is_empty(),
+        "Enter on Cancel"
+    );
+    assert_eq!(a.overlay, Overlay::None);
+    let reqs = press(
+        &mut a,
+        &busy,
+        &[ch('q'), code(KeyCode::Right), code(KeyCode::Enter)],
+    );
+    assert_eq!(reqs, vec![Request::Quit]);
+}
+
+#[test]
+fn rollback_picks_a_checkpoint_and_confirms() {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    let mut a = app();
+    assert!(press(&mut a, &view(&m, &events), &[ch('b')]).is_empty());
+    assert_eq!(a.overlay, Overlay::None, "no earlier checkpoint yet");
+    fixtures::step(&mut m, &mut events, 10.1);
+    fixtures::next_proposal(&mut m, &mut events);
+    let v = view(&m, &events);
+    assert!(v.can_rollback());
+    let keys = [ch('b'), code(KeyCode::Enter), code(KeyCode::Enter)];
+    assert!(press(&mut a, &v, &keys).is_empty(), "cancel is the default");
+    let keys = [
+        ch('b'),
+        code(KeyCode::Enter),
+        code(KeyCode::Left),
+        code(KeyCode::Enter),
+    ];
+    let reqs = press(&mut a, &v, &keys);
+    assert_eq!(
+        reqs,
+        vec![Request::Feed(Event::RollbackTo {
+            checkpoint: 0,
+            by: "human".into()
+        })]
+    );
+    m.handle(&Event::RollbackTo {
+        checkpoint: 0,
+        by: "human".into(),
+    })
+    .unwrap();
+}
+
+#[test]
+fn auto_approve_and_pause() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    assert_eq!(a.auto_decision(&v), None);
+    press(
+        &mut a,
+        &v,
+        &[KeyEvent::new(KeyCode::Char('A'), KeyModifiers::SHIFT)],
+    );
+    let Some(Event::Decided {
+        by,
+        decision: Decision::Approve,
+        ..
+    }) = a.auto_decision(&v)
+    else {
+        panic!("auto approves");
+    };
+    assert_eq!(by, "auto");
+    press(&mut a, &v, &[ch('p')]);
+    assert_eq!(a.auto_decision(&v), None, "paused");
+    press(&mut a, &v, &[ch('p'), ch('e')]);
+    assert_eq!(a.auto_decision(&v), None, "never while the human edits");
+}
+
+#[test]
+fn a_whole_iteration_with_a_rollback_shows_in_trends_reflection_and_log() {
+    let (mut m, mut events) = fixtures::reviewing(36);
+    fixtures::step(&mut m, &mut events, 10.1);
+    fixtures::next_proposal(&mut m, &mut events);
+    fixtures::step(&mut m, &mut events, 12.0); // +19% > 5%: rolled back
+    assert_eq!(m.rollbacks, 1);
+    fixtures::next_proposal(&mut m, &mut events);
+    let mut a = app();
+    let screen = text(&draw(&mut a, &view(&m, &events), 120, 40));
+    assert!(screen.contains("rollbacks 1"), "{screen}");
+    assert!(screen.contains("iter 2 · rolled back"), "{screen}");
+    assert!(screen.contains("Trends"), "{screen}");
+    assert!(screen.contains("tokens 6000 in / 1500 out"), "{screen}");
+    assert!(screen.contains("waiting for your review"), "{screen}");
+}
+
+#[test]
+fn replay_timeline_steps_and_jumps_to_iterations() {
+    use arborist::session::file::{Entry, Header, SessionLog};
+    use arborist::tui::{app::Seek, replay::Timeline};
+    let (mut m, mut events) = fixtures::reviewing(8);
+    fixtures::step(&mut m, &mut events, 10.1);
+    fixtures::next_proposal(&mut m, &mut events);
+    let header: Header = serde_yaml::from_str(
+        "{format: arborist-session/1, arborist: test, created_unix: 0, model: synthetic, \
+         fingerprint: x, options: {}}",
+    )
+    .unwrap();
+    let entries = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Entry {
+            seq: i as u64 + 1,
+            unix_ms: 0,
+            event: e.clone(),
+        })
+        .collect();
+    let log = SessionLog {
+        header,
+        entries,
+        valid_len: 0,
+        torn_tail: false,
+    };
+    let mut t = Timeline::new(&log);
+    assert_eq!(
+        (t.index(), t.machine().phase.clone()),
+        (events.len(), Phase::Reviewing)
+    );
+    t.seek(Seek::First);
+    assert_eq!((t.index(), t.machine().phase.clone()), (0, Phase::Baseline));
+    t.seek(Seek::Iteration(1));
+    assert!(matches!(
+        t.events().last(),
+        Some(Event::Decided { iteration: 1, .. })
+    ));
+    assert_eq!(t.machine().phase, Phase::Applying);
+    t.seek(Seek::Back);
+    assert_eq!(t.machine().phase, Phase::Reviewing);
+    t.seek(Seek::Last);
+    assert_eq!(t.index(), events.len());
+    assert!(t.error.is_none());
+}
+
+#[test]
+fn a_failed_agent_leaves_override_reject_or_skip_to_the_human() {
+    let (mut m, mut events) = fixtures::profiled(8);
+    let failed: Event =
+        serde_yaml::from_str("{event: agent_failed, iteration: 1, error: server timed out}")
+            .unwrap();
+    fixtures::feed(&mut m, &mut events, failed);
+    let v = view(&m, &events);
+    let mut a = app();
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    assert!(
+        screen.contains("no valid proposal from the agent"),
+        "{screen}"
+    );
+    let reqs = press(&mut a, &v, &[ch('x')]);
+    assert!(matches!(&reqs[..], [Request::Feed(Event::Decided {
+        decision: Decision::Skip, by, .. })] if by == "human"));
+}
+
+#[test]
+fn a_click_focuses_the_heatmap_cell_under_the_mouse() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let (m, events) = fixtures::reviewing(36);
+    let mut a = app();
+    let v = view(&m, &events);
+    draw(&mut a, &v, 120, 40);
+    let (x0, y0, cw, first, _) = a.areas.heat.expect("the grid was drawn");
+    let click = MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: x0 + 20 * cw,
+        row: y0 + 5,
+        modifiers: KeyModifiers::NONE,
+    };
+    a.on_mouse(click);
+    assert_eq!(a.cursor, (first + 20, 5));
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    assert!(screen.contains("layers.20.mlp.up_proj"), "{screen}");
+}
+
+/// The issue's goal is 2 ms per 200x60 frame (release); this only reports the time and
+/// catches gross regressions, as the test build and a shared CI machine are slower.
+#[test]
+fn frame_time_at_200x60_with_36_blocks() {
+    let (mut m, mut events) = fixtures::reviewing(36);
+    fixtures::step(&mut m, &mut events, 10.2);
+    fixtures::next_proposal(&mut m, &mut events);
+    let v = view(&m, &events);
+    let mut a = app();
+    let mut term = Terminal::new(TestBackend::new(200, 60)).unwrap();
+    let start = std::time::Instant::now();
+    let n = 50;
+    for i in 0..n {
+        a.cursor = (i % 36, i % 7);
+        term.draw(|f| {
+            ui::draw(f, &a, &v);
+        })
+        .unwrap();
+    }
+    let per = start.elapsed() / n as u32;
+    eprintln!("frame at 200x60: {per:?}");
+    assert!(per.as_millis() < 100, "{per:?} per frame");
+}
