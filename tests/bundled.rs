@@ -111,3 +111,18 @@ fn the_bundled_model_knows_its_facts_and_heavy_pruning_costs_them() {
     assert!(acc70 < acc - 0.1, "Wanda 70%: accuracy {acc} -> {acc70}");
     assert!(ppl70 > ppl * 1.02, "Wanda 70%: ppl {ppl} -> {ppl70}");
 }
+
+/// The committed example session replays and re-executes on a fresh clone.
+#[test]
+fn the_example_session_verifies() {
+    let t = tmp();
+    let cache = p(&t.path().join("cache"));
+    let o = arborist(
+        &["replay", "sessions/example.yaml", "--verify", "--json"],
+        &[("ARBORIST_CACHE", &cache)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json_exact(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(r["checks"].as_array().unwrap().len() >= 5, "{r}");
+}
