@@ -76,6 +76,10 @@ impl Env {
 
     /// A headless openai session against `server`, auto-approved.
     fn session(&self, server: &ScriptedServer, s: &Path, iters: &str) -> Ran {
+        self.session_with(server, s, iters, &[])
+    }
+
+    fn session_with(&self, server: &ScriptedServer, s: &Path, iters: &str, extra: &[&str]) -> Ran {
         let (url, sp) = (server.url(), p(s));
         let mut a = vec![
             "run",
@@ -94,6 +98,7 @@ impl Env {
             "--json",
         ];
         a.extend(SMALL);
+        a.extend(extra);
         self.run(&a, KEY)
     }
 }
@@ -307,6 +312,7 @@ fn session_survives_429_500_and_a_broken_body() {
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: "{\"choices\": [{\"message\": ".into(),
         drop_connection: false,
+        hang: None,
     };
     let server = ScriptedServer::start(vec![
         Scripted::error(429, "slow down").header("Retry-After", "0"),
@@ -441,5 +447,31 @@ fn a_key_echoed_in_a_reply_never_reaches_the_session_file() {
     let s = env.path("s.yaml");
     let r = env.session(&server, &s, "1");
     ok_json(&r);
+    assert_no_key(&env, &r);
+}
+
+#[test]
+fn a_server_that_hangs_past_the_timeout_costs_one_skipped_iteration() {
+    let env = Env::new();
+    let p1 = proposal(&[(down(2), 0.05)], "after the hang");
+    let server = ScriptedServer::start(vec![
+        Scripted::hang(std::time::Duration::from_secs(8)),
+        Scripted::openai(&p1, 5, 2),
+        Scripted::openai("fine", 5, 2),
+    ]);
+    let s = env.path("s.yaml");
+    let r = env.session_with(&server, &s, "2", &["--agent-timeout", "1"]);
+    let sum = ok_json(&r);
+    assert_eq!(sum["finished"], "max_iterations", "{sum}");
+    let (_, entries) = session_docs(&s);
+    let failed = events(&entries, "agent_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["iteration"], 1);
+    let e = failed[0]["error"].as_str().unwrap().to_lowercase();
+    assert!(e.contains("timed out") || e.contains("timeout"), "{e}");
+    let evs = events(&entries, "evaluated");
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0]["iteration"], 2);
+    assert!(evs[0]["applied"].get(down(2)).is_some(), "{}", evs[0]);
     assert_no_key(&env, &r);
 }

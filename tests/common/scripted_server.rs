@@ -20,6 +20,8 @@ pub struct Scripted {
     pub body: String,
     /// Close the connection without answering (a transport failure for the client).
     pub drop_connection: bool,
+    /// Hold the connection this long without answering, then close it (a hung server).
+    pub hang: Option<Duration>,
 }
 
 impl Scripted {
@@ -29,6 +31,7 @@ impl Scripted {
             headers: vec![("Content-Type".into(), "application/json".into())],
             body: body.to_string(),
             drop_connection: false,
+            hang: None,
         }
     }
 
@@ -43,6 +46,16 @@ impl Scripted {
             headers: vec![],
             body: String::new(),
             drop_connection: true,
+            hang: None,
+        }
+    }
+
+    /// Accept the request, then say nothing for `d` (on its own thread, so the server keeps
+    /// answering other connections).
+    pub fn hang(d: Duration) -> Scripted {
+        Scripted {
+            hang: Some(d),
+            ..Scripted::drop_connection()
         }
     }
 
@@ -181,6 +194,13 @@ fn serve(mut stream: TcpStream, queue: &Mutex<VecDeque<Scripted>>, log: &Mutex<V
     // An exhausted script answers a non-retryable status so a test fails fast.
     let next = queue.lock().unwrap().pop_front();
     let resp = next.unwrap_or_else(|| Scripted::error(418, "script exhausted"));
+    if let Some(d) = resp.hang {
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            let _ = stream.shutdown(Shutdown::Both);
+        });
+        return;
+    }
     if resp.drop_connection {
         let _ = stream.shutdown(Shutdown::Both);
         return;
