@@ -52,3 +52,31 @@ pub fn set_compute_threads(n: usize) {
     std::env::set_var("RAYON_NUM_THREADS", &n);
     std::env::set_var("CANDLE_NUM_THREADS", &n);
 }
+
+/// FNV-1a (64-bit): a stable, dependency-free hash for fingerprints and cache names
+/// (std's hasher may change between Rust versions).
+#[derive(Clone, Copy)]
+pub struct Fnv1a(u64);
+
+impl Fnv1a {
+    pub fn new() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub fn eat(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub fn value(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a::new()
+    }
+}

@@ -282,12 +282,9 @@ pub fn source_hashes(dir: Option<&Path>) -> Result<std::collections::BTreeMap<St
                 .with_context(|| format!("cannot read prompt template {}", p.display()))?,
             None => builtin.to_string(),
         };
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in text.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        out.insert(name.to_string(), format!("fnv1a64:{h:016x}"));
+        let mut h = crate::runtime::Fnv1a::new();
+        h.eat(text.as_bytes());
+        out.insert(name.to_string(), format!("fnv1a64:{:016x}", h.value()));
     }
     Ok(out)
 }

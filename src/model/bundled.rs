@@ -42,14 +42,12 @@ pub const FILES: &[(&str, &[u8])] = &[
 /// FNV-1a of every embedded byte: names the extracted copy, so a new build never reuses a
 /// stale one.
 fn content_hash() -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = crate::runtime::Fnv1a::new();
     for (name, bytes) in FILES {
-        for b in name.as_bytes().iter().chain(bytes.iter()) {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        h.eat(name.as_bytes());
+        h.eat(bytes);
     }
-    h
+    h.value()
 }
 
 fn cache_root() -> PathBuf {

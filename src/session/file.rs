@@ -174,25 +174,19 @@ pub fn read(path: &Path) -> Result<SessionLog> {
 /// enough to tell models apart without reading 16 GB.
 pub fn fingerprint(config: &Path, weights: &[PathBuf]) -> Result<String> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    eat(&std::fs::read(config).with_context(|| format!("cannot read {}", config.display()))?);
+    let mut h = crate::runtime::Fnv1a::new();
+    h.eat(&std::fs::read(config).with_context(|| format!("cannot read {}", config.display()))?);
     let mut buf = vec![0u8; 65536];
     for w in weights {
         let mut f = File::open(w).with_context(|| format!("cannot open {}", w.display()))?;
         let len = f.metadata()?.len();
-        eat(&len.to_le_bytes());
+        h.eat(&len.to_le_bytes());
         for k in 0..16u64 {
             let at = len.saturating_sub(buf.len() as u64) * k / 15;
             f.seek(SeekFrom::Start(at))?;
             let n = f.read(&mut buf)?;
-            eat(&buf[..n]);
+            h.eat(&buf[..n]);
         }
     }
-    Ok(format!("fnv1a64-sampled:{h:016x}"))
+    Ok(format!("fnv1a64-sampled:{:016x}", h.value()))
 }
