@@ -53,16 +53,9 @@ pub fn probe(model: &Decoder, tok: &Tokenizer, world: &World, limit: usize) -> R
         let lg = last_logits(model, &enc(&prompt)?)?;
         let scores: Vec<f32> = letters.iter().map(|&i| lg[i]).collect();
         mc += usize::from(argmax(&scores) == gold);
-        let mut ids = enc(&qa_prompt(&question(f)))?;
-        let start = ids.len();
-        for _ in 0..8 {
-            let next = argmax(&last_logits(model, &ids)?) as u32;
-            if newline.contains(&next) {
-                break;
-            }
-            ids.push(next);
-        }
-        let text = tok.decode(&ids[start..], true).unwrap_or_default();
+        let ids = enc(&qa_prompt(&question(f)))?;
+        let out = crate::model::generate::generate_greedy(model, &ids, 8, &newline)?;
+        let text = tok.decode(&out, true).unwrap_or_default();
         qa += usize::from(text.to_lowercase().contains(&f.answer.to_lowercase()));
     }
     Ok(ProbeResult {

@@ -47,18 +47,11 @@ impl Driver {
             self.finished = Some(r.clone());
             return Ok(());
         }
+        // The latest checkpoint's steps are cumulative: every accepted step, in order.
         let steps = self
             .machine
-            .checkpoints
-            .iter()
-            .skip(1)
-            .map(|c| {
-                c.steps
-                    .last()
-                    .cloned()
-                    .expect("a checkpoint after 0 has a step")
-            })
-            .collect();
+            .checkpoint()
+            .map_or(vec![], |c| c.steps.clone());
         self.send(Job::Rebuild {
             steps,
             profiles: self.machine.profiles,

@@ -4,7 +4,7 @@
 use anyhow::{anyhow, Result};
 use std::collections::VecDeque;
 
-use super::Engine;
+use super::{AgentJob, Engine};
 use crate::agent::Agent;
 use crate::session::{Decision, Effect, Event, Machine};
 
@@ -21,14 +21,7 @@ pub fn run_inline(
         let ev = match effect {
             Effect::Baseline => engine.baseline(&mut none)?,
             Effect::Profile => engine.profile(m.iteration)?,
-            Effect::Propose(ctx) => match agent.propose(&ctx) {
-                Ok(reply) => Event::Proposed {
-                    iteration: ctx.iteration,
-                    agent: agent.name(),
-                    reply,
-                },
-                Err(e) => super::failed(ctx.iteration, &e),
-            },
+            Effect::Propose(ctx) => super::agent_event(agent, AgentJob::Propose(ctx)),
             Effect::Review(p) => Event::Decided {
                 iteration: m.iteration,
                 by: "auto".into(),
@@ -47,13 +40,7 @@ pub fn run_inline(
                 engine.restore(index)?;
                 continue;
             }
-            Effect::Reflect(b) => {
-                let (ctx, p, o) = *b;
-                Event::Reflected {
-                    iteration: o.iteration,
-                    reply: agent.reflect(&ctx, &p, &o)?,
-                }
-            }
+            Effect::Reflect(b) => super::agent_event(agent, AgentJob::Reflect(b)),
             Effect::Log(ev) => {
                 log.push(ev);
                 continue;

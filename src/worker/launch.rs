@@ -11,15 +11,21 @@ use crate::data::{read_text, Windows};
 use crate::model::{LoadedModel, ModelFiles};
 use crate::session::{ProbeSpec, RunOptions};
 
-/// The calibration or evaluation text: the flag, or the bundled model's own file.
-pub fn text_path(spec: &Option<String>, flag: &str, opts: &RunOptions) -> Result<PathBuf> {
+/// A data file: the flag's path, or `rel` inside the bundled model's data when the model
+/// is `bundled`; otherwise the flag is required.
+fn data_path(spec: &Option<String>, rel: &str, flag: &str, opts: &RunOptions) -> Result<PathBuf> {
     match spec {
         Some(p) => Ok(PathBuf::from(p)),
         None if opts.model == crate::model::bundled::NAME => {
-            Ok(crate::model::bundled::data_dir()?.join(format!("{flag}.txt")))
+            Ok(crate::model::bundled::data_dir()?.join(rel))
         }
-        None => bail!("--{flag} FILE is required for a model other than `bundled`"),
+        None => bail!("--{flag} is required for a model other than `bundled`"),
     }
+}
+
+/// The calibration or evaluation text: the flag, or the bundled model's own file.
+pub fn text_path(spec: &Option<String>, flag: &str, opts: &RunOptions) -> Result<PathBuf> {
+    data_path(spec, &format!("{flag}.txt"), &format!("{flag} FILE"), opts)
 }
 
 fn windows(
@@ -75,19 +81,9 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
 }
 
 fn load_probe(p: &ProbeSpec, opts: &RunOptions) -> Result<Probe> {
-    let bundled = |rel: &str| -> Result<PathBuf> {
-        if opts.model == crate::model::bundled::NAME {
-            Ok(crate::model::bundled::data_dir()?.join(rel))
-        } else {
-            bail!("--probe-file is required for a model other than `bundled`")
-        }
-    };
     Ok(match p.kind.as_str() {
         "freebaseqa" => {
-            let path = p
-                .file
-                .as_ref()
-                .map_or_else(|| bundled("freebaseqa.json"), |f| Ok(PathBuf::from(f)))?;
+            let path = data_path(&p.file, "freebaseqa.json", "probe-file", opts)?;
             let mut items = crate::data::freebaseqa::read_freebaseqa(&path)?;
             items.truncate(p.limit);
             Probe::FreebaseQa {
@@ -96,10 +92,7 @@ fn load_probe(p: &ProbeSpec, opts: &RunOptions) -> Result<Probe> {
             }
         }
         "mmlu" => {
-            let path = p
-                .file
-                .as_ref()
-                .map_or_else(|| bundled("mmlu"), |f| Ok(PathBuf::from(f)))?;
+            let path = data_path(&p.file, "mmlu", "probe-file", opts)?;
             Probe::Mmlu {
                 data: crate::data::mmlu::read_mmlu(&path, p.shots)?,
                 shots: p.shots,

@@ -12,7 +12,7 @@ use anyhow::Result;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
-use crate::agent::{Agent, AgentContext, Proposal, StepOutcome};
+use crate::agent::{Agent, AgentContext, AgentReply, Proposal, StepOutcome};
 use crate::session::{Event, MaskStep};
 pub use engine::{Engine, EngineConfig};
 
@@ -97,34 +97,7 @@ pub fn spawn(
     let out = tx;
     let agent_thread = std::thread::spawn(move || {
         for job in arx {
-            let ev = match job {
-                AgentJob::Propose(ctx) => match agent.propose(&ctx) {
-                    Ok(reply) => Event::Proposed {
-                        iteration: ctx.iteration,
-                        agent: agent.name(),
-                        reply,
-                    },
-                    Err(e) => failed(ctx.iteration, &e),
-                },
-                AgentJob::Reflect(b) => {
-                    let (ctx, p, o) = *b;
-                    match agent.reflect(&ctx, &p, &o) {
-                        Ok(reply) => Event::Reflected {
-                            iteration: o.iteration,
-                            reply,
-                        },
-                        Err(e) => Event::Reflected {
-                            iteration: o.iteration,
-                            reply: crate::agent::AgentReply {
-                                value: format!("(no reflection: {e:#})"),
-                                prompt: None,
-                                raw: None,
-                                usage: Default::default(),
-                            },
-                        },
-                    }
-                }
-            };
+            let ev = agent_event(agent.as_mut(), job);
             if out.send(Msg::Event(ev)).is_err() {
                 break;
             }
@@ -135,6 +108,33 @@ pub fn spawn(
         agent: atx,
         rx,
         threads: vec![compute, agent_thread],
+    }
+}
+
+/// Run one agent job; failures become events too, so the loop never stalls on an agent.
+pub fn agent_event(agent: &mut dyn Agent, job: AgentJob) -> Event {
+    match job {
+        AgentJob::Propose(ctx) => match agent.propose(&ctx) {
+            Ok(reply) => Event::Proposed {
+                iteration: ctx.iteration,
+                agent: agent.name(),
+                reply,
+            },
+            Err(e) => failed(ctx.iteration, &e),
+        },
+        AgentJob::Reflect(b) => {
+            let (ctx, p, o) = *b;
+            let reply = agent.reflect(&ctx, &p, &o).unwrap_or_else(|e| AgentReply {
+                value: format!("(no reflection: {e:#})"),
+                prompt: None,
+                raw: None,
+                usage: Default::default(),
+            });
+            Event::Reflected {
+                iteration: o.iteration,
+                reply,
+            }
+        }
     }
 }
 
