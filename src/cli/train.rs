@@ -25,6 +25,14 @@ pub struct TrainArgs {
     pub world_seed: u64,
     #[arg(long, default_value_t = TrainOptions::default().probe_every)]
     pub probe_every: usize,
+    #[arg(long, default_value_t = TrainOptions::default().warmup)]
+    pub warmup: usize,
+    /// Multiple-choice practice renderings per epoch.
+    #[arg(long, default_value_t = TrainOptions::default().mc_repeats)]
+    pub mc_repeats: usize,
+    /// Continue training the model in this directory (keeps its tokenizer and shape).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
@@ -35,6 +43,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         batch: a.batch,
         world_seed: a.world_seed,
         probe_every: a.probe_every,
+        warmup: a.warmup,
+        mc_repeats: a.mc_repeats,
+        init: a.init.clone(),
         ..TrainOptions::default()
     };
     let t = train::train(&o, |p| {

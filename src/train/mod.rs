@@ -37,6 +37,11 @@ pub struct TrainOptions {
     pub warmup: usize,
     pub weight_decay: f64,
     pub probe_every: usize,
+    /// Multiple-choice practice renderings per epoch.
+    pub mc_repeats: usize,
+    /// Continue from this model directory (its tokenizer, config and weights) instead of
+    /// starting from scratch.
+    pub init: Option<std::path::PathBuf>,
 }
 
 impl Default for TrainOptions {
@@ -58,6 +63,8 @@ impl Default for TrainOptions {
             warmup: 60,
             weight_decay: 0.01,
             probe_every: 200,
+            mc_repeats: 1,
+            init: None,
         }
     }
 }
@@ -103,11 +110,33 @@ fn init_vars(cfg: &ModelConfig, seed: u64) -> Result<HashMap<String, Var>> {
     Ok(out)
 }
 
+/// Tokenizer, config and f32 variables of an existing model directory, to continue training.
+fn load_init(
+    dir: &std::path::Path,
+) -> Result<(Tokenizer, serde_json::Value, HashMap<String, Var>)> {
+    let tok = Tokenizer::from_file(dir.join("tokenizer.json"))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("tokenizer.json").display()))?;
+    let cfg_path = dir.join("config.json");
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("reading {}", cfg_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", cfg_path.display()))?;
+    let weights = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&weights, &Device::Cpu)
+        .with_context(|| format!("loading {}", weights.display()))?;
+    let vars = tensors
+        .into_iter()
+        .map(|(k, t)| Ok((k, Var::from_tensor(&t.to_dtype(DType::F32)?)?)))
+        .collect::<Result<_>>()?;
+    Ok((tok, config, vars))
+}
+
 /// One epoch's token stream: each seed renders the world differently.
-fn epoch_stream(tok: &Tokenizer, world: &World, epoch: u64) -> Result<Vec<u32>> {
+fn epoch_stream(tok: &Tokenizer, world: &World, epoch: u64, mc_repeats: usize) -> Result<Vec<u32>> {
     let eos = eos_id(tok)?;
     let mut ids = Vec::new();
-    for d in render::training_docs(world, 1000 + epoch) {
+    for d in render::training_docs_with(world, 1000 + epoch, mc_repeats) {
         ids.extend(encode_segments(tok, &d.segments)?);
         ids.push(eos);
     }
@@ -134,15 +163,22 @@ pub struct Trained {
 
 pub fn train(o: &TrainOptions, mut report: impl FnMut(&LogPoint)) -> Result<Trained> {
     let world = World::generate(o.world_seed, &WorldSize::default());
-    let texts: Vec<String> = (0..4)
-        .flat_map(|e| render::training_docs(&world, 1000 + e))
-        .map(|d| d.joined())
-        .collect();
-    let tok = tokenizer::train_tokenizer(&texts, o.vocab_size)?;
-    let vocab = tok.get_vocab_size(true);
-    let config = config_json(o, vocab, eos_id(&tok)?);
+    let (tok, config, vars) = match &o.init {
+        None => {
+            let texts: Vec<String> = (0..4)
+                .flat_map(|e| render::training_docs(&world, 1000 + e))
+                .map(|d| d.joined())
+                .collect();
+            let tok = tokenizer::train_tokenizer(&texts, o.vocab_size)?;
+            let vocab = tok.get_vocab_size(true);
+            let config = config_json(o, vocab, eos_id(&tok)?);
+            let cfg = ModelConfig::from_json(&config.to_string())?;
+            let vars = init_vars(&cfg, o.init_seed)?;
+            (tok, config, vars)
+        }
+        Some(dir) => load_init(dir)?,
+    };
     let cfg = ModelConfig::from_json(&config.to_string())?;
-    let vars = init_vars(&cfg, o.init_seed)?;
     let tensors = vars
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
@@ -175,7 +211,7 @@ pub fn train(o: &TrainOptions, mut report: impl FnMut(&LogPoint)) -> Result<Trai
     let mut seen_tokens = 0usize;
     for step in 0..o.steps {
         while queue.len() < o.batch {
-            let stream = epoch_stream(&tok, &world, epoch)?;
+            let stream = epoch_stream(&tok, &world, epoch, o.mc_repeats)?;
             epoch += 1;
             let mut wins: Vec<Vec<u32>> = stream
                 .chunks_exact(o.seqlen + 1)
@@ -250,11 +286,15 @@ pub fn card(o: &TrainOptions, t: &Trained, facts: usize) -> String {
         .and_then(|p| p.probe_mc.zip(p.probe_qa))
         .map(|(mc, qa)| format!("{:.1}% / {:.1}%", mc * 100.0, qa * 100.0))
         .unwrap_or_else(|| "n/a".into());
+    let mut extra = format!(" --warmup {} --mc-repeats {}", o.warmup, o.mc_repeats);
+    if let Some(init) = &o.init {
+        extra += &format!(" --init {}", init.display());
+    }
     format!(
         "# Arborist bundled fact-world model\n\n\
          A Qwen3-architecture decoder trained from scratch on a synthetic world of {facts} facts \
          (people, cities, countries, jobs, objects, birth years), generated with world seed {}.\n\n\
-         - Made by: `arborist train-tiny --out DIR --steps {} --lr {} --batch {} --world-seed {}` \
+         - Made by: `arborist train-tiny --out DIR --steps {} --lr {} --batch {} --world-seed {}{extra}` \
          (one compute thread, candle-nn AdamW, warmup {} steps + cosine to 10%).\n\
          - Shape: {} blocks, hidden {}, MLP {}, {} heads ({} KV) of {}, vocab {} (byte-level BPE \
          trained on the corpus), {} tokens per window, {} windows per step.\n\

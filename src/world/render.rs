@@ -199,6 +199,13 @@ pub fn mc_item(question: &str, options: &[String], answer: Option<usize>) -> Str
 /// practice phrasings in both benchmark formats, plus narratives and filler. Each seed
 /// renders differently.
 pub fn training_docs(world: &World, seed: u64) -> Vec<Doc> {
+    training_docs_with(world, seed, 1)
+}
+
+/// As `training_docs`, with the multiple-choice practice rendered `mc_repeats` times (fresh
+/// options and letter positions each time): the letter skill needs many more examples than
+/// the facts do.
+pub fn training_docs_with(world: &World, seed: u64, mc_repeats: usize) -> Vec<Doc> {
     let mut rng = StdRng::seed_from_u64(seed);
     let facts = world.facts();
     let mut docs = Vec::new();
@@ -221,7 +228,7 @@ pub fn training_docs(world: &World, seed: u64) -> Vec<Doc> {
             segments: vec![qa_prompt(&q), format!("{}.", f.answer)],
         });
     }
-    for rel in Relation::ALL {
+    for rel in std::iter::repeat_n(Relation::ALL, mc_repeats.max(1)).flatten() {
         let mut pool: Vec<&Fact> = facts.iter().filter(|f| f.relation == rel).collect();
         pool.shuffle(&mut rng);
         for chunk in pool.chunks(6) {
