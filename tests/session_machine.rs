@@ -37,6 +37,7 @@ fn eval(ppl: f64) -> Evaluation {
         dtype: "f32".into(),
         probe: None,
         seconds: 0.0,
+        from_block: None,
     }
 }
 

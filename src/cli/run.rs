@@ -79,6 +79,9 @@ pub struct RunArgs {
     pub grad_windows: Option<usize>,
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Memory for the evaluation's cached block-boundary states, in MiB (0: full passes).
+    #[arg(long)]
+    pub eval_cache_mb: Option<usize>,
     /// Session file (default sessions/<time>-<model>.yaml).
     #[arg(long)]
     pub session: Option<PathBuf>,
@@ -160,6 +163,7 @@ impl RunArgs {
         set!(self.seed, o.seed);
         set!(self.grad_windows, o.grad_windows);
         set!(self.batch, o.batch);
+        set!(self.eval_cache_mb, o.eval_cache_mb);
         if let Some(kind) = &self.probe {
             let p = o.probe.get_or_insert_with(Default::default);
             p.kind = kind.clone();

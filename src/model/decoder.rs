@@ -22,6 +22,24 @@ pub struct Block {
     pub window: Option<usize>,
 }
 
+/// See `Decoder::block_signature`. Holding the masks keeps their addresses from being reused.
+#[derive(Clone)]
+pub struct BlockSignature(Vec<(candle_core::TensorId, Option<Arc<Mask>>)>);
+
+impl PartialEq for BlockSignature {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(&other.0).all(|(a, b)| {
+                a.0 == b.0
+                    && match (&a.1, &b.1) {
+                        (None, None) => true,
+                        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                        _ => false,
+                    }
+            })
+    }
+}
+
 #[derive(Clone)]
 pub struct Decoder {
     pub cfg: ModelConfig,
@@ -288,6 +306,44 @@ impl Decoder {
             x = self.block_forward_with(i, &x, &rope, mask, r, None)?;
         }
         self.head(&x)
+    }
+
+    /// Blocks `from..to` over hidden states `x` (the state entering block `from`), exactly as
+    /// `forward` runs them. `at(b, x)` sees the state entering each block b in from+1..=to.
+    pub fn blocks_forward(
+        &self,
+        mut x: Tensor,
+        from: usize,
+        to: usize,
+        mut at: impl FnMut(usize, &Tensor),
+    ) -> Result<Tensor> {
+        let (_, t, _) = x.dims3()?;
+        let rope = self.rope_tables(t)?;
+        let mut masks: HashMap<Option<usize>, Tensor> = HashMap::new();
+        for i in from..to {
+            let w = self.blocks[i].window;
+            let mask = match masks.entry(w) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(causal_mask(t, w, wide_dtype(self.dtype), &self.device)?)
+                }
+            };
+            x = self.block_forward_with(i, &x, &rope, mask, None, None)?;
+            at(i + 1, &x);
+        }
+        Ok(x)
+    }
+
+    /// What block `i` computes with: each linear's weight tensor and mask. Two equal
+    /// signatures compute the same function (norms never change after loading).
+    pub fn block_signature(&self, i: usize) -> BlockSignature {
+        BlockSignature(
+            self.blocks[i]
+                .linears
+                .iter()
+                .map(|l| (l.origin(), l.mask().cloned()))
+                .collect(),
+        )
     }
 
     /// RMSNorm as Hugging Face computes it: in f32 (or wider), cast back, then scale.

@@ -35,6 +35,10 @@ pub struct Evaluation {
     pub probe: Option<ProbeScore>,
     /// Wall time; informative only, never compared on verify.
     pub seconds: f64,
+    /// The block the perplexity pass started from (earlier blocks came from the cache);
+    /// informative only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_block: Option<usize>,
 }
 
 /// What the reviewer (human, script or auto-approve) decided about a proposal.

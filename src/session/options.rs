@@ -74,6 +74,8 @@ pub struct RunOptions {
     pub seed: u64,
     pub grad_windows: usize,
     pub batch: usize,
+    /// MiB for the incremental evaluation's cached block-boundary states (0: full passes).
+    pub eval_cache_mb: usize,
     #[serde(rename = "loop")]
     pub loop_opts: LoopOptions,
     pub probe: Option<ProbeSpec>,
@@ -95,6 +97,7 @@ impl Default for RunOptions {
             seed: 0,
             grad_windows: 4,
             batch: 4,
+            eval_cache_mb: 1024,
             loop_opts: LoopOptions::default(),
             probe: None,
         }

@@ -29,6 +29,7 @@ pub fn eval(ppl: f64) -> Evaluation {
         dtype: "f32".into(),
         probe: None,
         seconds: 0.1,
+        from_block: None,
     }
 }
 

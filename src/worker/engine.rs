@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::agent::LayerRow;
 use crate::data::Windows;
+use crate::eval::incremental::IncrementalPpl;
 use crate::model::{BlockStats, LinearId, LoadedModel, Mask};
 use crate::prune::oneshot::{prune_layer, Method, OneShotOptions};
 use crate::prune::select::Pattern;
@@ -20,6 +21,7 @@ pub struct EngineConfig {
     pub eval_name: String,
     pub grad_windows: usize,
     pub batch: usize,
+    pub eval_cache_bytes: usize,
 }
 
 type Masks = Vec<Option<Arc<Mask>>>;
@@ -85,6 +87,8 @@ pub struct Engine {
     stats: Option<(usize, Vec<BlockStats>)>,
     profiles: usize,
     checkpoints: Vec<Masks>,
+    /// Perplexity recomputed from the first changed block; its base is the last checkpoint.
+    ppl: IncrementalPpl,
 }
 
 impl Engine {
@@ -95,7 +99,14 @@ impl Engine {
             .iter()
             .map(|&i| decoder.linear(i).mask().cloned())
             .collect();
+        let ppl = IncrementalPpl::new(
+            cfg.eval.clone(),
+            cfg.batch,
+            &cfg.eval_name,
+            cfg.eval_cache_bytes,
+        );
         Engine {
+            ppl,
             model,
             probe,
             cfg,
@@ -106,6 +117,16 @@ impl Engine {
         }
     }
 
+    /// The evaluation windows and batch size (benchmarks time full passes over them).
+    pub fn eval_windows(&self) -> (&Windows, usize) {
+        (&self.cfg.eval, self.cfg.batch)
+    }
+
+    /// Bytes of the evaluation's cached block-boundary states.
+    pub fn eval_cache_bytes(&self) -> usize {
+        self.ppl.cached_bytes()
+    }
+
     fn current_masks(&self) -> Masks {
         self.ids
             .iter()
@@ -113,15 +134,9 @@ impl Engine {
             .collect()
     }
 
-    pub fn evaluate(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Evaluation> {
+    pub fn evaluate(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<Evaluation> {
         let t = Instant::now();
-        let p = crate::eval::perplexity(
-            &self.model.decoder,
-            &self.cfg.eval,
-            self.cfg.batch,
-            &self.cfg.eval_name,
-            progress,
-        )?;
+        let (p, reuse) = self.ppl.evaluate(&self.model.decoder, progress)?;
         let probe = match &self.probe {
             Some(pr) => Some(pr.run(&self.model)?),
             None => None,
@@ -134,10 +149,11 @@ impl Engine {
             dtype: p.dtype,
             probe,
             seconds: t.elapsed().as_secs_f64(),
+            from_block: Some(reuse.start_block),
         })
     }
 
-    pub fn baseline(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<Event> {
+    pub fn baseline(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<Event> {
         let layers = self
             .ids
             .iter()
@@ -150,10 +166,9 @@ impl Engine {
                 }
             })
             .collect();
-        Ok(Event::Baseline {
-            layers,
-            eval: self.evaluate(progress)?,
-        })
+        let eval = self.evaluate(progress)?;
+        self.ppl.commit();
+        Ok(Event::Baseline { layers, eval })
     }
 
     pub fn profile(&mut self, iteration: usize) -> Result<Event> {
@@ -242,6 +257,7 @@ impl Engine {
     pub fn commit(&mut self, index: usize) {
         self.checkpoints.truncate(index);
         self.checkpoints.push(self.current_masks());
+        self.ppl.commit();
     }
 
     /// Restore checkpoint `index`; only layers whose mask differs are rebuilt.
@@ -251,6 +267,7 @@ impl Engine {
             .get(index)
             .with_context(|| format!("no checkpoint {index}"))?
             .clone();
+        self.ppl.discard();
         for (k, &id) in self.ids.clone().iter().enumerate() {
             let same = match (self.model.decoder.linear(id).mask(), &target[k]) {
                 (None, None) => true,

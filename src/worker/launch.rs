@@ -75,6 +75,7 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
             eval_name: eval_path.display().to_string(),
             grad_windows: opts.grad_windows,
             batch: opts.batch,
+            eval_cache_bytes: opts.eval_cache_mb << 20,
         },
         probe,
     ))

@@ -1,0 +1,147 @@
+//! Incremental perplexity (recompute from the first changed block, cached block-boundary
+//! states) must equal a full pass bit for bit, through accepts, rollbacks and any budget.
+
+use arborist::data::Windows;
+use arborist::eval::incremental::IncrementalPpl;
+use arborist::eval::perplexity;
+use arborist::model::{Decoder, LinearId, LinearKind, LoadedModel, Mask};
+use candle_core::{DType, Device};
+use std::sync::Arc;
+
+fn setup(dtype: DType) -> (LoadedModel, Windows) {
+    let m = LoadedModel::load("bundled", &Device::Cpu, dtype).unwrap();
+    let dir = arborist::model::bundled::data_dir().unwrap();
+    let text = std::fs::read_to_string(dir.join("eval.txt")).unwrap();
+    let ids = m.encode(&text).unwrap();
+    let w = Windows::sequential(&ids, 128, Some(6), "eval.txt").unwrap();
+    (m, w)
+}
+
+/// A mask pruning every `stride`-th weight, offset by `phase`.
+fn mask(d: &Decoder, block: usize, kind: LinearKind, stride: usize, phase: usize) -> Arc<Mask> {
+    let l = d.linear(LinearId { block, kind });
+    let mut m = Mask::empty(l.out_features(), l.in_features());
+    for r in 0..m.rows() {
+        for c in 0..m.cols() {
+            if (r * m.cols() + c + phase).is_multiple_of(stride) {
+                m.prune(r, c);
+            }
+        }
+    }
+    Arc::new(m)
+}
+
+fn full(d: &Decoder, w: &Windows) -> Vec<u64> {
+    bits(
+        &perplexity(d, w, 4, "eval.txt", |_, _| {})
+            .unwrap()
+            .window_loss,
+    )
+}
+
+fn bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn check_session(dtype: DType, budget: usize) {
+    let (mut m, w) = setup(dtype);
+    let blocks = m.decoder.blocks.len();
+    let mut inc = IncrementalPpl::new(w.clone(), 4, "eval.txt", budget);
+    let set = |m: &mut LoadedModel, b: usize, k: LinearKind, s: usize, p: usize| {
+        let mk = mask(&m.decoder, b, k, s, p);
+        m.decoder
+            .set_mask(LinearId { block: b, kind: k }, Some(mk))
+            .unwrap();
+    };
+
+    // Baseline: a full pass, committed.
+    let (p, r) = inc.evaluate(&m.decoder, |_, _| {}).unwrap();
+    assert_eq!(r.start_block, 0);
+    assert_eq!(bits(&p.window_loss), full(&m.decoder, &w));
+    inc.commit();
+
+    // Accepted step in block 5: starts after block 0, equals a full pass.
+    set(&mut m, 5, LinearKind::Down, 3, 0);
+    set(&mut m, 6, LinearKind::Q, 2, 1);
+    let (p, r) = inc.evaluate(&m.decoder, |_, _| {}).unwrap();
+    assert_eq!(r.first_changed, 5);
+    assert!(r.start_block <= 5);
+    assert_eq!(bits(&p.window_loss), full(&m.decoder, &w));
+    inc.commit();
+    let accepted = m
+        .decoder
+        .linear(LinearId {
+            block: 5,
+            kind: LinearKind::Down,
+        })
+        .mask()
+        .cloned();
+
+    // Rejected step in block 2, rolled back: the committed cache stays valid.
+    set(&mut m, 2, LinearKind::Gate, 2, 0);
+    let (p, r) = inc.evaluate(&m.decoder, |_, _| {}).unwrap();
+    assert_eq!(r.first_changed, 2);
+    assert_eq!(bits(&p.window_loss), full(&m.decoder, &w));
+    inc.discard();
+    m.decoder
+        .set_mask(
+            LinearId {
+                block: 2,
+                kind: LinearKind::Gate,
+            },
+            None,
+        )
+        .unwrap();
+
+    // Next step grows block 5 further: only blocks from 5 on (or the nearest kept boundary).
+    set(&mut m, 7, LinearKind::Up, 2, 0);
+    assert!(accepted.is_some());
+    let (p, r) = inc.evaluate(&m.decoder, |_, _| {}).unwrap();
+    assert_eq!(r.first_changed, 7);
+    assert_eq!(bits(&p.window_loss), full(&m.decoder, &w));
+    inc.commit();
+
+    // Nothing changed: nothing recomputed, same numbers.
+    let (p, r) = inc.evaluate(&m.decoder, |_, _| {}).unwrap();
+    assert_eq!(r.start_block, blocks);
+    assert_eq!(bits(&p.window_loss), full(&m.decoder, &w));
+}
+
+#[test]
+fn incremental_equals_full_pass_with_every_boundary_cached() {
+    check_session(DType::F32, usize::MAX / 4);
+}
+
+#[test]
+fn incremental_equals_full_pass_in_bf16() {
+    check_session(DType::BF16, usize::MAX / 4);
+}
+
+#[test]
+fn incremental_equals_full_pass_with_a_one_boundary_budget() {
+    let (m, w) = setup(DType::F32);
+    let per = w.len() * w.seqlen * m.decoder.cfg.hidden_size * 4;
+    check_session(DType::F32, 2 * per);
+    check_session(DType::F32, 0);
+}
+
+#[test]
+fn budget_bounds_the_cache_and_reuse_skips_blocks() {
+    let (mut m, w) = setup(DType::F32);
+    let per = w.len() * w.seqlen * m.decoder.cfg.hidden_size * 4;
+    let mut inc = IncrementalPpl::new(w.clone(), 4, "eval.txt", 2 * 3 * per);
+    inc.evaluate(&m.decoder, |_, _| {}).unwrap();
+    inc.commit();
+    assert!(inc.cached_bytes() <= 2 * 3 * per);
+    assert!(inc.cached_bytes() >= per);
+    let id = LinearId {
+        block: 7,
+        kind: LinearKind::O,
+    };
+    let mk = mask(&m.decoder, 7, LinearKind::O, 2, 0);
+    m.decoder.set_mask(id, Some(mk)).unwrap();
+    let (_, r) = inc.evaluate(&m.decoder, |_, _| {}).unwrap();
+    assert_eq!(r.first_changed, 7);
+    assert!(r.start_block >= 4, "started at {}", r.start_block);
+    assert!(inc.cached_bytes() <= 2 * 3 * per);
+}
