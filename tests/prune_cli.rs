@@ -327,7 +327,7 @@ fn gradient_scores_match_finite_differences() {
     let windows: Vec<Vec<u32>> = (0..3)
         .map(|k| (0..10).map(|i| ((i * 13 + k * 7) % 250) as u32).collect())
         .collect();
-    let grads = mean_gradients(&d, &windows, 2).unwrap();
+    let grads = mean_gradients(&d, &windows).unwrap();
     let mean_loss = |dd: &arborist::model::Decoder| -> f64 {
         let flat: Vec<u32> = windows.iter().flatten().copied().collect();
         let ids = Tensor::from_vec(flat, (3, 10), &Device::Cpu).unwrap();
@@ -474,7 +474,7 @@ fn sparsegpt_prunes_to_target_and_updates_kept_weights() {
     };
     let before = dense
         .linear(id)
-        .weight()
+        .active()
         .flatten_all()
         .unwrap()
         .to_vec1::<f32>()

@@ -76,11 +76,22 @@ impl LinearId {
     }
 }
 
+/// Re-reads a layer's unmasked weight (from its memory-mapped file) when a mask shrinks,
+/// so the unmasked copy need not stay resident next to the masked one.
+pub trait DenseSource: Send + Sync {
+    fn load(&self, name: &str) -> Result<Tensor>;
+}
+
 #[derive(Clone)]
 pub struct Linear {
     pub name: String,
-    weight: Tensor,
+    /// The unmasked weight, resident only while it cannot be re-read from a source.
+    dense: Option<Tensor>,
+    source: Option<Arc<dyn DenseSource>>,
+    /// Identifies the unmasked values (changes only when new values are set).
+    origin: candle_core::TensorId,
     bias: Option<Tensor>,
+    /// The weight the forward uses: the unmasked weight with the mask applied.
     active: Tensor,
     mask: Option<Arc<Mask>>,
 }
@@ -89,8 +100,10 @@ impl Linear {
     pub fn new(name: String, weight: Tensor, bias: Option<Tensor>) -> Self {
         Linear {
             name,
+            origin: weight.id(),
             active: weight.clone(),
-            weight,
+            dense: Some(weight),
+            source: None,
             bias,
             mask: None,
         }
@@ -105,13 +118,13 @@ impl Linear {
         })
     }
 
-    /// The dense weight as loaded, [out, in].
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-    /// The weight the forward uses: dense weight with the mask applied.
+    /// The weight the forward uses: the unmasked weight with the mask applied.
     pub fn active(&self) -> &Tensor {
         &self.active
+    }
+    /// Identifies the unmasked values: equal origins and masks compute the same function.
+    pub fn origin(&self) -> candle_core::TensorId {
+        self.origin
     }
     pub fn bias(&self) -> Option<&Tensor> {
         self.bias.as_ref()
@@ -120,32 +133,63 @@ impl Linear {
         self.mask.as_ref()
     }
     pub fn out_features(&self) -> usize {
-        self.weight.dims()[0]
+        self.active.dims()[0]
     }
     pub fn in_features(&self) -> usize {
-        self.weight.dims()[1]
+        self.active.dims()[1]
     }
     pub fn sparsity(&self) -> f64 {
         self.mask.as_ref().map_or(0.0, |m| m.sparsity())
     }
+    /// Whether the unmasked weight is held in memory (false: re-read from its source).
+    pub fn dense_resident(&self) -> bool {
+        self.dense.is_some()
+    }
 
+    /// Re-read the unmasked weight from `source` when needed, instead of keeping it.
+    pub fn attach_source(&mut self, source: Arc<dyn DenseSource>) {
+        self.source = Some(source);
+        self.dense = None;
+    }
+
+    fn dense(&self) -> Result<Tensor> {
+        match (&self.dense, &self.source) {
+            (Some(d), _) => Ok(d.clone()),
+            (None, Some(s)) => s.load(&self.name),
+            (None, None) => anyhow::bail!("{}: the unmasked weight is gone", self.name),
+        }
+    }
+
+    /// A growing mask only zeroes more of the active weight (bit-identical to masking the
+    /// unmasked weight); any other change starts from the unmasked weight.
     pub fn set_mask(&mut self, mask: Option<Arc<Mask>>) -> Result<()> {
+        if let Some(m) = &mask {
+            ensure!(
+                m.rows() == self.out_features() && m.cols() == self.in_features(),
+                "mask {}x{} does not fit {} ({}x{})",
+                m.rows(),
+                m.cols(),
+                self.name,
+                self.out_features(),
+                self.in_features()
+            );
+        }
+        let grows = match (&self.mask, &mask) {
+            (None, _) => true,
+            (Some(old), Some(new)) => old.is_subset_of(new),
+            (Some(_), None) => false,
+        };
+        let base = if grows {
+            self.active.clone()
+        } else {
+            self.dense()?
+        };
         self.active = match &mask {
-            None => self.weight.clone(),
+            None => base,
             Some(m) => {
-                ensure!(
-                    m.rows() == self.out_features() && m.cols() == self.in_features(),
-                    "mask {}x{} does not fit {} ({}x{})",
-                    m.rows(),
-                    m.cols(),
-                    self.name,
-                    self.out_features(),
-                    self.in_features()
-                );
-                let keep =
-                    Tensor::from_vec(m.keep_factors(), (m.rows(), m.cols()), self.weight.device())?
-                        .to_dtype(self.weight.dtype())?;
-                (&self.weight * keep)?
+                let keep = Tensor::from_vec(m.keep_factors(), (m.rows(), m.cols()), base.device())?
+                    .to_dtype(base.dtype())?;
+                (&base * keep)?
             }
         };
         self.mask = mask;
@@ -153,16 +197,21 @@ impl Linear {
     }
 
     /// Replace the weight values and the mask together (SparseGPT updates kept weights).
-    /// The new values become the layer's weight; the mask still records what was pruned.
+    /// The new values become the layer's unmasked weight, held in memory from now on.
     pub fn set_weight_and_mask(&mut self, weight: Tensor, mask: Arc<Mask>) -> Result<()> {
         ensure!(
-            weight.dims() == self.weight.dims(),
+            weight.dims() == self.active.dims(),
             "new weight for {} has shape {:?}, expected {:?}",
             self.name,
             weight.dims(),
-            self.weight.dims()
+            self.active.dims()
         );
-        self.weight = weight.to_dtype(self.weight.dtype())?;
+        let weight = weight.to_dtype(self.active.dtype())?;
+        self.origin = weight.id();
+        self.active = weight.clone();
+        self.dense = Some(weight);
+        self.source = None;
+        self.mask = None;
         self.set_mask(Some(mask))
     }
 

@@ -24,7 +24,13 @@ impl LoadedModel {
         let tokenizer = load_tokenizer(&files.tokenizer)?;
         let wf = weights::WeightFiles::open(&files.weights)?;
         let tensors = weights::load_all(&wf, &cfg, dtype, device)?;
-        let decoder = Decoder::from_tensors(cfg.clone(), tensors)?;
+        let mut decoder = Decoder::from_tensors(cfg.clone(), tensors)?;
+        // Masked layers keep only their masked weight; rollbacks re-read from the files.
+        let source: std::sync::Arc<dyn super::linear::DenseSource> =
+            std::sync::Arc::new(weights::FileSource::new(&files.weights, dtype, device));
+        for id in decoder.linear_ids().collect::<Vec<_>>() {
+            decoder.linear_mut(id).attach_source(source.clone());
+        }
         Ok(LoadedModel {
             files,
             cfg,

@@ -92,6 +92,51 @@ impl WeightFiles {
 }
 
 /// Expected tensor names and shapes of a model, in load order.
+/// Re-reads unmasked linear weights from the model's files, mapping them only for the read
+/// (a mapping kept open would count the whole file in the resident set once touched).
+pub struct FileSource {
+    files: Vec<PathBuf>,
+    stamps: Vec<Option<(u64, std::time::SystemTime)>>,
+    dtype: DType,
+    device: Device,
+}
+
+fn stamp(p: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+impl FileSource {
+    pub fn new(files: &[PathBuf], dtype: DType, device: &Device) -> Self {
+        FileSource {
+            files: files.to_vec(),
+            stamps: files.iter().map(|f| stamp(f)).collect(),
+            dtype,
+            device: device.clone(),
+        }
+    }
+}
+
+impl super::linear::DenseSource for FileSource {
+    fn load(&self, name: &str) -> Result<Tensor> {
+        for (f, s) in self.files.iter().zip(&self.stamps) {
+            if stamp(f) != *s {
+                bail!(
+                    "{} changed on disk since the model was loaded; cannot restore `{name}`",
+                    f.display()
+                );
+            }
+        }
+        let wf = WeightFiles::open(&self.files)?;
+        let w = format!("{name}.weight");
+        let t = wf
+            .st
+            .load(&w, &Device::Cpu)
+            .with_context(|| format!("re-reading `{w}` from {}", wf.where_(&w)))?;
+        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+    }
+}
+
 pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let q = cfg.num_heads * cfg.head_dim;

@@ -71,7 +71,8 @@ pub fn prune_layer(
     let lin = d.linear(id);
     let (rows, cols) = (lin.out_features(), lin.in_features());
     let prior = lin.mask().cloned();
-    let w = weight_f32(lin.weight())?;
+    // The active weight: zero where pruned earlier, which the prior mask keeps pruned.
+    let w = weight_f32(lin.active())?;
     let need_stats = || -> Result<&BlockStats> {
         match stats {
             Some(s) => Ok(s),
