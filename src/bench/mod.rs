@@ -2,6 +2,7 @@
 //! shape timed in the same run, so the ratio survives machine drift.
 
 pub mod knowledge;
+pub mod session;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
@@ -28,7 +29,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// forward, profile (sensitivity profile), prune (one-shot Wanda 50%), knowledge
-    /// (bundled model: dense vs uniform Wanda) or agent (built-in session vs uniform Wanda).
+    /// (bundled model: dense vs uniform Wanda), agent (built-in session vs uniform Wanda) or
+    /// session (iteration cost: full vs incremental evaluation, profile time, memory).
     /// Run one suite per process so the peak RSS belongs to it.
     #[arg(long, default_value = "forward")]
     pub suite: String,
@@ -37,6 +39,12 @@ pub struct BenchArgs {
     pub calib_windows: usize,
     #[arg(long)]
     pub json: bool,
+    /// The session suite's model.
+    #[arg(long, default_value = "bundled")]
+    pub model: String,
+    /// The session suite's iterations per session.
+    #[arg(long, default_value_t = 12)]
+    pub session_iters: usize,
 }
 
 /// A Qwen3-shaped model of about 7.3M parameters (6.3M in the blocks' linear layers).
@@ -182,7 +190,9 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
             opts.batch = a.batch;
             oneshot::prune_sequential(&mut model, Some(&w), &plan, &opts, |_, _| {})?;
         }
-        other => anyhow::bail!("--suite {other}: expected forward, profile or prune"),
+        other => anyhow::bail!(
+            "--suite {other}: expected forward, profile, prune, knowledge, agent or session"
+        ),
     }
     let secs = start.elapsed().as_secs_f64();
     let out = serde_json::json!({
@@ -209,6 +219,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     match a.suite.as_str() {
         "knowledge" => return knowledge::knowledge_suite(a.json),
         "agent" => return knowledge::agent_suite(a.json),
+        "session" => return session::session_suite(&a),
         _ => {}
     }
     let model = random_decoder(&bench_config(), 0, dtype, &dev)?;

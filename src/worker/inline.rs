@@ -14,6 +14,16 @@ pub fn run_inline(
     engine: &mut Engine,
     agent: &mut dyn Agent,
 ) -> Result<Vec<Event>> {
+    run_inline_observed(m, engine, agent, &mut |_| {})
+}
+
+/// As `run_inline`, calling `seen` with each event as it happens (benchmarks time them).
+pub fn run_inline_observed(
+    m: &mut Machine,
+    engine: &mut Engine,
+    agent: &mut dyn Agent,
+    seen: &mut dyn FnMut(&Event),
+) -> Result<Vec<Event>> {
     let mut log = Vec::new();
     let mut queue: VecDeque<Effect> = m.start().into();
     let mut none = |_: usize, _: usize| {};
@@ -42,12 +52,14 @@ pub fn run_inline(
             }
             Effect::Reflect(b) => super::agent_event(agent, AgentJob::Reflect(b)),
             Effect::Log(ev) => {
+                seen(&ev);
                 log.push(ev);
                 continue;
             }
             Effect::Finished(_) => break,
         };
         queue.extend(m.handle(&ev).map_err(|e| anyhow!(e))?);
+        seen(&ev);
         log.push(ev);
     }
     Ok(log)

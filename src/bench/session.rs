@@ -1,0 +1,252 @@
+//! `bench --suite session`: what a session iteration costs, in one run. The same built-in
+//! session runs twice, with full perplexity passes and with the incremental evaluation;
+//! both must produce the same perplexities bit for bit.
+
+use anyhow::{ensure, Result};
+use serde::Serialize;
+use std::time::Instant;
+
+use super::{forward_flops, gemm_gflops, median, peak_rss_bytes, BenchArgs};
+use crate::agent::builtin::BuiltinAgent;
+use crate::session::{Event, Machine, RunOptions};
+use crate::worker::{inline::run_inline_observed, launch, Engine};
+
+/// Resident set size now, in bytes (Linux; 0 elsewhere).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct Iteration {
+    pub iteration: usize,
+    pub seconds: f64,
+    pub profile_seconds: f64,
+    pub eval_seconds: f64,
+    pub from_block: Option<usize>,
+    pub ppl: f64,
+    pub accepted: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionRun {
+    pub eval_cache_mb: usize,
+    pub iterations: Vec<Iteration>,
+    pub seconds: f64,
+    pub peak_eval_cache_bytes: usize,
+}
+
+fn session(opts: &RunOptions, engine: &mut Engine) -> Result<SessionRun> {
+    let mut machine = Machine::new(&opts.model, opts.loop_opts.clone());
+    let start = Instant::now();
+    let mut last = Instant::now();
+    let mut its: Vec<Iteration> = Vec::new();
+    let (mut prof, mut eval, mut from, mut ppl) = (0.0, 0.0, None, f64::NAN);
+    run_inline_observed(
+        &mut machine,
+        engine,
+        &mut BuiltinAgent,
+        &mut |ev| match ev {
+            Event::Baseline { .. } => last = Instant::now(),
+            Event::Profiled { seconds, .. } => prof = *seconds,
+            Event::Evaluated { eval: e, .. } => {
+                eval = e.seconds;
+                from = e.from_block;
+                ppl = e.ppl;
+            }
+            Event::Guard {
+                iteration,
+                accepted,
+                ..
+            } => {
+                its.push(Iteration {
+                    iteration: *iteration,
+                    seconds: last.elapsed().as_secs_f64(),
+                    profile_seconds: std::mem::take(&mut prof),
+                    eval_seconds: eval,
+                    from_block: from,
+                    ppl,
+                    accepted: *accepted,
+                });
+                last = Instant::now();
+            }
+            _ => {}
+        },
+    )?;
+    Ok(SessionRun {
+        eval_cache_mb: opts.eval_cache_mb,
+        iterations: its,
+        seconds: start.elapsed().as_secs_f64(),
+        peak_eval_cache_bytes: engine.eval_cache_bytes(),
+    })
+}
+
+fn quartiles(v: &[f64]) -> [f64; 3] {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let q = |p: f64| s[((s.len() - 1) as f64 * p).round() as usize];
+    if s.is_empty() {
+        [f64::NAN; 3]
+    } else {
+        [q(0.25), q(0.5), q(0.75)]
+    }
+}
+
+pub fn session_suite(a: &BenchArgs) -> Result<()> {
+    let rss_start = rss_bytes();
+    let mut opts = RunOptions {
+        model: a.model.clone(),
+        ..RunOptions::default()
+    };
+    opts.loop_opts.max_iters = a.session_iters;
+    let files = crate::model::ModelFiles::resolve(&opts.model)?;
+
+    // Dense evaluation throughput against a GEMM timed in this run.
+    let mut engine = launch::load_engine(files.clone(), &opts)?;
+    let rss_loaded = rss_bytes();
+    let d = &engine.model.decoder;
+    let weight_bytes = super::weight_bytes(d);
+    let (w, batch) = engine.eval_windows();
+    let (w, batch) = (w.clone(), batch);
+    let mut full = Vec::new();
+    for _ in 0..a.iters.max(1) {
+        let t = Instant::now();
+        crate::eval::perplexity(d, &w, batch, "eval", |_, _| {})?;
+        full.push(t.elapsed().as_secs_f64());
+    }
+    let full_s = median(full);
+    let tokens = w.len() * w.seqlen;
+    let gflops = forward_flops(&d.cfg, w.len(), w.seqlen) / full_s / 1e9;
+    let gemm = gemm_gflops(
+        batch * w.seqlen,
+        d.cfg.hidden_size,
+        d.cfg.intermediate_size,
+        a.iters.max(1),
+        d.dtype,
+        &d.device,
+    )?;
+
+    let (hidden, inter, blocks) = (d.cfg.hidden_size, d.cfg.intermediate_size, d.blocks.len());
+    let dt = crate::runtime::dtype_name(d.dtype);
+    let incremental = session(&opts, &mut engine)?;
+    let resident: usize = engine
+        .model
+        .decoder
+        .linear_ids()
+        .filter(|&i| engine.model.decoder.linear(i).dense_resident())
+        .count();
+    let peak_rss = peak_rss_bytes();
+    let full_opts = RunOptions {
+        eval_cache_mb: 0,
+        ..opts.clone()
+    };
+    let mut engine_full = launch::load_engine(files, &full_opts)?;
+    let full_run = session(&full_opts, &mut engine_full)?;
+    let same: Vec<bool> = incremental
+        .iterations
+        .iter()
+        .zip(&full_run.iterations)
+        .map(|(x, y)| x.ppl.to_bits() == y.ppl.to_bits())
+        .collect();
+    ensure!(
+        same.iter().all(|&s| s) && same.len() == incremental.iterations.len(),
+        "incremental and full sessions diverged: {same:?}"
+    );
+
+    let ratio: Vec<f64> = incremental
+        .iterations
+        .iter()
+        .map(|i| i.eval_seconds / full_s)
+        .collect();
+    let it_ratio: Vec<f64> = incremental
+        .iterations
+        .iter()
+        .zip(&full_run.iterations)
+        .map(|(x, y)| x.seconds / y.seconds)
+        .collect();
+    let eval_q = quartiles(&ratio);
+    let it_q = quartiles(&it_ratio);
+    let prof_q = quartiles(
+        &incremental
+            .iterations
+            .iter()
+            .map(|i| i.profile_seconds)
+            .filter(|&s| s > 0.0)
+            .collect::<Vec<_>>(),
+    );
+    let iter_q = quartiles(
+        &incremental
+            .iterations
+            .iter()
+            .map(|i| i.seconds)
+            .collect::<Vec<_>>(),
+    );
+    let full_iter_q = quartiles(
+        &full_run
+            .iterations
+            .iter()
+            .map(|i| i.seconds)
+            .collect::<Vec<_>>(),
+    );
+    let froms: Vec<String> = incremental
+        .iterations
+        .iter()
+        .map(|i| i.from_block.map_or("-".into(), |b| b.to_string()))
+        .collect();
+    let out = serde_json::json!({
+        "model": opts.model, "dtype": dt,
+        "eval_windows": w.len(), "seqlen": w.seqlen, "eval_tokens": tokens,
+        "full_eval_seconds": full_s, "eval_tokens_per_second": tokens as f64 / full_s,
+        "eval_gflops": gflops, "gemm_gflops": gemm, "fraction_of_gemm": gflops / gemm,
+        "iterations": incremental.iterations.len(),
+        "incremental_eval_over_full_quartiles": eval_q,
+        "iteration_incremental_over_full_quartiles": it_q,
+        "iteration_seconds_quartiles": iter_q,
+        "iteration_seconds_full_quartiles": full_iter_q,
+        "profile_seconds_quartiles": prof_q,
+        "from_block": froms, "blocks": blocks,
+        "identical_perplexities": true,
+        "eval_cache_bytes": incremental.peak_eval_cache_bytes,
+        "weight_bytes": weight_bytes, "dense_copies_resident": resident,
+        "rss_start_bytes": rss_start, "rss_loaded_bytes": rss_loaded,
+        "peak_rss_bytes": peak_rss,
+        "threads": candle_core::utils::get_num_threads(),
+        "incremental": incremental, "full": full_run,
+    });
+    if a.json {
+        println!("{out}");
+        return Ok(());
+    }
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!(
+        "dense eval: {} windows x {} tokens in {:.3} s = {:.0} tokens/s, {:.2} GFLOP/s = {:.0}% of a {}x{}x{} GEMM at {:.2} GFLOP/s ({dt}, {} threads)",
+        w.len(), w.seqlen, full_s, tokens as f64 / full_s, gflops, 100.0 * gflops / gemm,
+        batch * w.seqlen, hidden, inter, gemm, candle_core::utils::get_num_threads()
+    );
+    println!(
+        "session ({} iterations, built-in agent, same perplexities bit for bit with and without the cache):",
+        incremental.iterations.len()
+    );
+    println!(
+        "  incremental eval / full eval: q1 {:.2}  median {:.2}  q3 {:.2}  (started at block {} of {})",
+        eval_q[0], eval_q[1], eval_q[2], froms.join(","), blocks
+    );
+    println!(
+        "  iteration, incremental / full session: q1 {:.2}  median {:.2}  q3 {:.2}  (median {:.2} s vs {:.2} s)",
+        it_q[0], it_q[1], it_q[2], iter_q[1], full_iter_q[1]
+    );
+    println!(
+        "  profile: median {:.2} s (q1 {:.2}, q3 {:.2})",
+        prof_q[1], prof_q[0], prof_q[2]
+    );
+    println!(
+        "memory: weights {:.1} MiB, unmasked copies resident {resident}, eval cache {:.1} MiB; RSS {:.1} MiB before loading, {:.1} MiB loaded, peak {:.1} MiB",
+        mib(weight_bytes as u64), mib(incremental.peak_eval_cache_bytes as u64),
+        mib(rss_start), mib(rss_loaded), mib(peak_rss)
+    );
+    Ok(())
+}
