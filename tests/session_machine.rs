@@ -67,6 +67,7 @@ fn reply<T>(value: T) -> AgentReply<T> {
         usage: Usage {
             prompt_tokens: 10,
             completion_tokens: 5,
+            cost: None,
         },
     }
 }

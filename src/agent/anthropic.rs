@@ -51,6 +51,7 @@ pub(super) async fn chat(c: &LlmClient, system: &str, messages: &[Message]) -> R
         usage: Usage {
             prompt_tokens: u["input_tokens"].as_u64().unwrap_or(0),
             completion_tokens: u["output_tokens"].as_u64().unwrap_or(0),
+            cost: None,
         },
         model: v["model"].as_str().unwrap_or(&c.cfg.model).to_string(),
     })

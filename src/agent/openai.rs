@@ -93,13 +93,38 @@ fn reply(c: &LlmClient, v: &Value) -> Result<ChatReply> {
             ),
         },
     };
-    let u = &v["usage"];
     Ok(ChatReply {
         text,
-        usage: Usage {
-            prompt_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
-            completion_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
-        },
+        usage: usage(&v["usage"]),
         model: v["model"].as_str().unwrap_or(&c.cfg.model).to_string(),
     })
+}
+
+/// Token counts, and `usage.cost` (USD) where the server reports it (OpenRouter does).
+fn usage(u: &Value) -> Usage {
+    Usage {
+        prompt_tokens: u["prompt_tokens"].as_u64().unwrap_or(0),
+        completion_tokens: u["completion_tokens"].as_u64().unwrap_or(0),
+        cost: u["cost"].as_f64().filter(|c| c.is_finite() && *c >= 0.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_reads_the_cost_when_the_server_reports_one() {
+        let v: Value = serde_json::from_str(
+            r#"{"prompt_tokens": 1200, "completion_tokens": 300, "cost": 0.0123}"#,
+        )
+        .unwrap();
+        let u = usage(&v);
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (1200, 300));
+        assert_eq!(u.cost, Some(0.0123));
+        let plain: Value =
+            serde_json::from_str(r#"{"prompt_tokens": 5, "completion_tokens": 2}"#).unwrap();
+        assert_eq!(usage(&plain).cost, None);
+        assert_eq!(usage(&Value::Null), Usage::default());
+    }
 }
