@@ -76,8 +76,16 @@ pub fn reply<T>(value: T) -> AgentReply<T> {
         usage: Usage {
             prompt_tokens: 1200,
             completion_tokens: 300,
+            cost: None,
         },
     }
+}
+
+/// A reply whose usage carries a cost in USD, as OpenRouter reports it.
+pub fn reply_costing<T>(value: T, cost: f64) -> AgentReply<T> {
+    let mut r = reply(value);
+    r.usage.cost = Some(cost);
+    r
 }
 
 /// Feed an event, panicking with the machine's message when it does not fit.

@@ -1,5 +1,6 @@
-//! The status bar: iteration, sparsity against the target, rollbacks, agent tokens, what the
-//! worker is doing; underneath, only the keys that do something right now.
+//! The status bar: iteration, sparsity against the target, rollbacks, agent tokens and cost,
+//! what the worker is doing; underneath, only the keys that do something right now. On a
+//! narrow terminal the first line shortens or drops its least important items first.
 
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -18,7 +19,39 @@ fn tokens(n: u64) -> String {
     }
 }
 
-pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
+/// USD with enough digits that small costs do not read as zero.
+pub fn cost(usd: f64) -> String {
+    if usd < 0.01 {
+        format!("${usd:.4}")
+    } else if usd < 100.0 {
+        format!("${usd:.3}")
+    } else {
+        format!("${usd:.2}")
+    }
+}
+
+/// How much the first line gives up to fit: each level shortens or drops the least
+/// important item. Iteration, worker state, sparsity against the target and rollbacks stay.
+const LEVELS: usize = 6;
+
+fn width(spans: &[Span]) -> usize {
+    spans.iter().map(|s| s.width()).sum()
+}
+
+/// Cut `text` to `max` columns, marking the cut with `…`.
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+    if max > 0 {
+        s.push('…');
+    }
+    s
+}
+
+/// The first line at `level`, with the worker's state cut to `state_max` columns if given.
+fn top_spans(app: &App, view: &View, level: usize, state_max: Option<usize>) -> Vec<Span<'static>> {
     let t = app.theme();
     let m = view.machine;
     let sep = || Span::styled(" │ ", t.muted());
@@ -28,17 +61,18 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
     } else {
         1.0
     };
-    // Narrow terminals get a shorter gauge; the worker's state comes early so it stays.
-    let cells = if area.width < 100 { 8 } else { 16 };
-    let filled = (frac * cells as f64).round() as usize;
-    let gauge_style = if s >= target { t.good() } else { t.accent() };
+    let (state, state_style) = match &app.failure {
+        Some(e) => (e.clone(), t.danger()),
+        None => (view.worker_state(), t.accent()),
+    };
+    let state = match state_max {
+        Some(max) => cut(&state, max),
+        None => state,
+    };
     let mut top = vec![
         Span::styled(format!(" iter {}", m.iteration), t.title()),
         sep(),
-        match &app.failure {
-            Some(e) => Span::styled(e.clone(), t.danger()),
-            None => Span::styled(view.worker_state(), t.accent()),
-        },
+        Span::styled(state, state_style),
     ];
     if view.live() && app.auto_approve {
         top.push(sep());
@@ -48,27 +82,68 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
         top.push(sep());
         top.push(Span::styled("PAUSED", t.warn()));
     }
-    top.extend([
-        sep(),
-        Span::styled("sparsity ", t.muted()),
-        Span::styled("█".repeat(filled), gauge_style),
-        Span::styled("░".repeat(cells - filled), t.muted()),
-        Span::styled(format!(" {s:.3}/{target:.2}"), t.text()),
-        sep(),
-        Span::styled(
-            format!("rollbacks {}", m.rollbacks),
-            if m.rollbacks > 0 { t.warn() } else { t.text() },
-        ),
-        sep(),
-        Span::styled(
-            format!(
-                "tokens {} in / {} out",
-                tokens(m.usage.prompt_tokens),
-                tokens(m.usage.completion_tokens)
-            ),
-            t.text(),
-        ),
-    ]);
+    top.push(sep());
+    let cells = match level {
+        0 => 16,
+        1 | 2 => 8,
+        _ => 0,
+    };
+    if level >= LEVELS {
+        top.push(Span::styled("sp", t.muted()));
+    } else {
+        top.push(Span::styled("sparsity", t.muted()));
+    }
+    if cells > 0 {
+        let filled = (frac * cells as f64).round() as usize;
+        let gauge_style = if s >= target { t.good() } else { t.accent() };
+        top.push(Span::raw(" "));
+        top.push(Span::styled("█".repeat(filled), gauge_style));
+        top.push(Span::styled("░".repeat(cells - filled), t.muted()));
+    }
+    top.push(Span::styled(format!(" {s:.3}/{target:.2}"), t.text()));
+    top.push(sep());
+    let rb = if level >= LEVELS { "rb" } else { "rollbacks" };
+    top.push(Span::styled(
+        format!("{rb} {}", m.rollbacks),
+        if m.rollbacks > 0 { t.warn() } else { t.text() },
+    ));
+    let (inp, out) = (m.usage.prompt_tokens, m.usage.completion_tokens);
+    let usd = m.usage.cost.map(cost);
+    let agent = match level {
+        0 | 1 => Some(format!("tokens {} in / {} out", tokens(inp), tokens(out))),
+        2 | 3 => Some(format!("{}/{} tok", tokens(inp), tokens(out))),
+        _ => None,
+    };
+    let agent = match (agent, usd) {
+        (Some(a), Some(c)) if level < 2 => Some(format!("{a} · {c}")),
+        (Some(a), Some(c)) => Some(format!("{a} {c}")),
+        (None, Some(c)) if level < 5 => Some(c),
+        (a, _) => a,
+    };
+    if let Some(a) = agent {
+        top.push(sep());
+        top.push(Span::styled(a, t.text()));
+    }
+    top
+}
+
+/// The first line fitted to `max` columns: the first level that fits, else the shortest
+/// with the worker's state cut to the room left.
+fn top_line(app: &App, view: &View, max: usize) -> Vec<Span<'static>> {
+    for level in 0..=LEVELS {
+        let spans = top_spans(app, view, level, None);
+        if width(&spans) <= max {
+            return spans;
+        }
+    }
+    let rest = width(&top_spans(app, view, LEVELS, Some(0)));
+    top_spans(app, view, LEVELS, Some(max.saturating_sub(rest).max(8)))
+}
+
+pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
+    let t = app.theme();
+    let sep = || Span::styled(" │ ", t.muted());
+    let top = top_line(app, view, area.width as usize);
     // A notice leads the key line until the next key press, so it is never cut off.
     let mut keys = Vec::new();
     if let Some(n) = &app.notice {
