@@ -6,20 +6,10 @@ use anyhow::{ensure, Result};
 use serde::Serialize;
 use std::time::Instant;
 
-use super::{forward_flops, gemm_gflops, median, peak_rss_bytes, BenchArgs};
+use super::{forward_flops, gemm_gflops, median, peak_rss_bytes, rss_bytes, BenchArgs};
 use crate::agent::builtin::BuiltinAgent;
 use crate::session::{Event, Machine, RunOptions};
 use crate::worker::{inline::run_inline_observed, launch, Engine};
-
-/// Resident set size now, in bytes (Linux; 0 elsewhere).
-pub fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 #[derive(Debug, Serialize, Clone)]
 pub struct Iteration {
