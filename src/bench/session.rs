@@ -30,6 +30,12 @@ pub struct SessionRun {
     pub peak_eval_cache_bytes: usize,
 }
 
+impl SessionRun {
+    fn column(&self, f: impl Fn(&Iteration) -> f64) -> Vec<f64> {
+        self.iterations.iter().map(f).collect()
+    }
+}
+
 fn session(opts: &RunOptions, engine: &mut Engine) -> Result<SessionRun> {
     let mut machine = Machine::new(&opts.model, opts.loop_opts.clone());
     let start = Instant::now();
@@ -101,7 +107,7 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
     let d = &engine.model.decoder;
     let weight_bytes = super::weight_bytes(d);
     let (w, batch) = engine.eval_windows();
-    let (w, batch) = (w.clone(), batch);
+    let w = w.clone();
     let mut full = Vec::new();
     for _ in 0..a.iters.max(1) {
         let t = Instant::now();
@@ -136,52 +142,31 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
     };
     let mut engine_full = launch::load_engine(files, &full_opts)?;
     let full_run = session(&full_opts, &mut engine_full)?;
-    let same: Vec<bool> = incremental
-        .iterations
-        .iter()
-        .zip(&full_run.iterations)
-        .map(|(x, y)| x.ppl.to_bits() == y.ppl.to_bits())
-        .collect();
+    let bits =
+        |r: &SessionRun| -> Vec<u64> { r.iterations.iter().map(|i| i.ppl.to_bits()).collect() };
     ensure!(
-        same.iter().all(|&s| s) && same.len() == incremental.iterations.len(),
-        "incremental and full sessions diverged: {same:?}"
+        bits(&incremental) == bits(&full_run),
+        "incremental and full sessions diverged: {:?} vs {:?}",
+        incremental.column(|i| i.ppl),
+        full_run.column(|i| i.ppl)
     );
 
-    let ratio: Vec<f64> = incremental
-        .iterations
-        .iter()
-        .map(|i| i.eval_seconds / full_s)
-        .collect();
+    let eval_q = quartiles(&incremental.column(|i| i.eval_seconds / full_s));
     let it_ratio: Vec<f64> = incremental
         .iterations
         .iter()
         .zip(&full_run.iterations)
         .map(|(x, y)| x.seconds / y.seconds)
         .collect();
-    let eval_q = quartiles(&ratio);
     let it_q = quartiles(&it_ratio);
-    let prof_q = quartiles(
-        &incremental
-            .iterations
-            .iter()
-            .map(|i| i.profile_seconds)
-            .filter(|&s| s > 0.0)
-            .collect::<Vec<_>>(),
-    );
-    let iter_q = quartiles(
-        &incremental
-            .iterations
-            .iter()
-            .map(|i| i.seconds)
-            .collect::<Vec<_>>(),
-    );
-    let full_iter_q = quartiles(
-        &full_run
-            .iterations
-            .iter()
-            .map(|i| i.seconds)
-            .collect::<Vec<_>>(),
-    );
+    let profiled: Vec<f64> = incremental
+        .column(|i| i.profile_seconds)
+        .into_iter()
+        .filter(|&s| s > 0.0)
+        .collect();
+    let prof_q = quartiles(&profiled);
+    let iter_q = quartiles(&incremental.column(|i| i.seconds));
+    let full_iter_q = quartiles(&full_run.column(|i| i.seconds));
     let froms: Vec<String> = incremental
         .iterations
         .iter()

@@ -22,12 +22,6 @@ pub struct Reuse {
     pub blocks: usize,
 }
 
-impl Reuse {
-    pub fn recomputed_blocks(&self) -> usize {
-        self.blocks - self.start_block
-    }
-}
-
 #[derive(Clone)]
 struct State {
     sigs: Vec<BlockSignature>,
@@ -125,7 +119,8 @@ impl IncrementalPpl {
                         (s, Some(c)) => c.states[s].as_ref().expect("kept")[k].clone(),
                     };
                     let x = model.blocks_forward(x, start_block, blocks, |b, x| {
-                        if b > first_changed || base.is_none() {
+                        // Boundaries up to the first change are the committed ones.
+                        if b > first_changed {
                             if let Some(v) = states[b].as_mut() {
                                 v.push(x.clone());
                             }

@@ -289,22 +289,8 @@ impl Decoder {
 
     /// Clean full-sequence forward: logits for every position, no state kept.
     /// With `rec`, the Wanda statistics of every linear input are accumulated.
-    pub fn forward(&self, ids: &Tensor, mut rec: Option<&mut [BlockStats]>) -> Result<Tensor> {
-        let (_, t) = ids.dims2()?;
-        let rope = self.rope_tables(t)?;
-        let mut masks: HashMap<Option<usize>, Tensor> = HashMap::new();
-        let mut x = self.embed(ids)?;
-        for i in 0..self.blocks.len() {
-            let w = self.blocks[i].window;
-            let mask = match masks.entry(w) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(causal_mask(t, w, wide_dtype(self.dtype), &self.device)?)
-                }
-            };
-            let r = rec.as_deref_mut().map(|s| &mut s[i]);
-            x = self.block_forward_with(i, &x, &rope, mask, r, None)?;
-        }
+    pub fn forward(&self, ids: &Tensor, rec: Option<&mut [BlockStats]>) -> Result<Tensor> {
+        let x = self.run_blocks(self.embed(ids)?, 0, self.blocks.len(), rec, |_, _| {})?;
         self.head(&x)
     }
 
@@ -312,9 +298,22 @@ impl Decoder {
     /// `forward` runs them. `at(b, x)` sees the state entering each block b in from+1..=to.
     pub fn blocks_forward(
         &self,
+        x: Tensor,
+        from: usize,
+        to: usize,
+        at: impl FnMut(usize, &Tensor),
+    ) -> Result<Tensor> {
+        self.run_blocks(x, from, to, None, at)
+    }
+
+    /// The one block loop: rotary tables and causal masks (one per attention window) are
+    /// built once per call and shared by the blocks.
+    fn run_blocks(
+        &self,
         mut x: Tensor,
         from: usize,
         to: usize,
+        mut rec: Option<&mut [BlockStats]>,
         mut at: impl FnMut(usize, &Tensor),
     ) -> Result<Tensor> {
         let (_, t, _) = x.dims3()?;
@@ -328,7 +327,8 @@ impl Decoder {
                     e.insert(causal_mask(t, w, wide_dtype(self.dtype), &self.device)?)
                 }
             };
-            x = self.block_forward_with(i, &x, &rope, mask, None, None)?;
+            let r = rec.as_deref_mut().map(|s| &mut s[i]);
+            x = self.block_forward_with(i, &x, &rope, mask, r, None)?;
             at(i + 1, &x);
         }
         Ok(x)

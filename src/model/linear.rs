@@ -79,7 +79,8 @@ impl LinearId {
 /// Re-reads a layer's unmasked weight (from its memory-mapped file) when a mask shrinks,
 /// so the unmasked copy need not stay resident next to the masked one.
 pub trait DenseSource: Send + Sync {
-    fn load(&self, name: &str) -> Result<Tensor>;
+    /// The unmasked weight of layer `name` (its module path), of shape `shape`.
+    fn load(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
 }
 
 #[derive(Clone)]
@@ -155,7 +156,7 @@ impl Linear {
     fn dense(&self) -> Result<Tensor> {
         match (&self.dense, &self.source) {
             (Some(d), _) => Ok(d.clone()),
-            (None, Some(s)) => s.load(&self.name),
+            (None, Some(s)) => s.load(&self.name, self.active.dims()),
             (None, None) => anyhow::bail!("{}: the unmasked weight is gone", self.name),
         }
     }

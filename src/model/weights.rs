@@ -91,7 +91,6 @@ impl WeightFiles {
     }
 }
 
-/// Expected tensor names and shapes of a model, in load order.
 /// Re-reads unmasked linear weights from the model's files, mapping them only for the read
 /// (a mapping kept open would count the whole file in the resident set once touched).
 pub struct FileSource {
@@ -118,7 +117,7 @@ impl FileSource {
 }
 
 impl super::linear::DenseSource for FileSource {
-    fn load(&self, name: &str) -> Result<Tensor> {
+    fn load(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         for (f, s) in self.files.iter().zip(&self.stamps) {
             if stamp(f) != *s {
                 bail!(
@@ -127,16 +126,16 @@ impl super::linear::DenseSource for FileSource {
                 );
             }
         }
-        let wf = WeightFiles::open(&self.files)?;
-        let w = format!("{name}.weight");
-        let t = wf
-            .st
-            .load(&w, &Device::Cpu)
-            .with_context(|| format!("re-reading `{w}` from {}", wf.where_(&w)))?;
-        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+        WeightFiles::open(&self.files)?.load(
+            &format!("{name}.weight"),
+            shape,
+            self.dtype,
+            &self.device,
+        )
     }
 }
 
+/// Expected tensor names and shapes of a model, in load order.
 pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let q = cfg.num_heads * cfg.head_dim;

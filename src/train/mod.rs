@@ -114,8 +114,7 @@ fn init_vars(cfg: &ModelConfig, seed: u64) -> Result<HashMap<String, Var>> {
 fn load_init(
     dir: &std::path::Path,
 ) -> Result<(Tokenizer, serde_json::Value, HashMap<String, Var>)> {
-    let tok = Tokenizer::from_file(dir.join("tokenizer.json"))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("tokenizer.json").display()))?;
+    let tok = crate::model::loaded::load_tokenizer(&dir.join("tokenizer.json"))?;
     let cfg_path = dir.join("config.json");
     let config: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&cfg_path)
