@@ -13,13 +13,12 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use arborist::session::{Event, Machine, Phase};
+use arborist::session::{Event, Machine};
 use arborist::tui::app::App;
-use arborist::tui::fixtures;
+use arborist::tui::fixtures::{self, view};
 use arborist::tui::keymap::Keymap;
 use arborist::tui::theme::Themes;
 use arborist::tui::ui;
-use arborist::tui::view::View;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -28,18 +27,6 @@ const FRAME_GOAL_MS: f64 = 2.0;
 const LATENCY_GOAL_MS: f64 = 50.0;
 /// The run loop's longest wait for input.
 const TICK: Duration = Duration::from_millis(50);
-
-fn view<'a>(m: &'a Machine, events: &'a [Event]) -> View<'a> {
-    View {
-        machine: m,
-        events,
-        pending: m.proposal.as_ref().filter(|_| m.phase == Phase::Reviewing),
-        progress: None,
-        replay: None,
-        session: "sessions/bench.yaml",
-        loading: None,
-    }
-}
 
 /// A 36-block session with history: two steps (one rolled back), a proposal waiting.
 fn session() -> (Machine, Vec<Event>) {

@@ -11,21 +11,9 @@ use scripted_server::{Scripted, ScriptedServer};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 const KEY: &str = "sk-test-SECRET-123";
 const SEP: &str = "\n\n----- repair -----\n\n";
-const SMALL: [&str; 8] = [
-    "--seqlen",
-    "64",
-    "--calib-windows",
-    "4",
-    "--eval-windows",
-    "4",
-    "--grad-windows",
-    "1",
-];
-const LIMIT: Duration = Duration::from_secs(300);
 
 /// Layer names of the bundled model (checked against its baseline event in every test).
 fn down(b: usize) -> String {
@@ -101,13 +89,6 @@ impl Env {
         a.extend(extra);
         self.run(&a, KEY)
     }
-}
-
-fn ok_json(r: &Ran) -> Value {
-    assert!(!r.timed_out, "timed out: {}", r.stderr);
-    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
-    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
-    json_exact(r.stdout.lines().last().unwrap_or(""))
 }
 
 fn kind(e: &Value) -> &str {

@@ -13,18 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A small protocol so that one iteration takes a fraction of a second on the bundled model.
-const SMALL: [&str; 8] = [
-    "--seqlen",
-    "64",
-    "--calib-windows",
-    "4",
-    "--eval-windows",
-    "4",
-    "--grad-windows",
-    "1",
-];
-const LIMIT: Duration = Duration::from_secs(300);
 const KEYS: [&str; 5] = ["proposed", "decided", "evaluated", "guard", "reflected"];
 
 fn fx(rel: &str) -> String {
@@ -122,28 +110,6 @@ impl Env {
 }
 
 /// Success, no hang, and the `--json` summary on stdout.
-fn ok_json(r: &Ran) -> Value {
-    assert!(
-        !r.timed_out,
-        "timed out after {:.0} s: {}",
-        r.seconds, r.stderr
-    );
-    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
-    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
-    let line = r.stdout.lines().last().unwrap_or("");
-    json_exact(line)
-}
-
-fn ok(r: &Ran) {
-    assert!(
-        !r.timed_out,
-        "timed out after {:.0} s: {}",
-        r.seconds, r.stderr
-    );
-    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
-    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
-}
-
 /// Exit 1, one `error:` line holding every needle, no panic, nothing on stdout.
 fn one_error_line(r: &Ran, needles: &[&str]) -> String {
     assert!(!r.timed_out, "timed out: {}", r.stderr);

@@ -1,27 +1,18 @@
 //! The loop's state machine on synthetic events: no model, no IO.
 
 use arborist::agent::{builtin::BuiltinAgent, AgentReply, LayerRow, LayerTarget, Proposal, Usage};
+use arborist::model::LinearKind;
 use arborist::session::{
     Decision, Effect, Evaluation, Event, LayerInfo, LoopOptions, Machine, Phase, StopReason,
 };
 use std::collections::BTreeMap;
 
-const KINDS: [(&str, &str); 7] = [
-    ("q", "self_attn.q_proj"),
-    ("k", "self_attn.k_proj"),
-    ("v", "self_attn.v_proj"),
-    ("o", "self_attn.o_proj"),
-    ("gate", "mlp.gate_proj"),
-    ("up", "mlp.up_proj"),
-    ("down", "mlp.down_proj"),
-];
-
 fn layers(blocks: usize) -> Vec<LayerInfo> {
     (0..blocks)
         .flat_map(|b| {
-            KINDS.iter().map(move |(k, p)| LayerInfo {
-                name: format!("model.layers.{b}.{p}"),
-                params: if k.len() > 1 { 300 } else { 100 },
+            LinearKind::ALL.iter().map(move |k| LayerInfo {
+                name: format!("model.layers.{b}.{}", k.path()),
+                params: if k.short().len() > 1 { 300 } else { 100 },
                 sparsity: 0.0,
             })
         })
@@ -48,7 +39,7 @@ fn rows(m: &Machine) -> Vec<LayerRow> {
         .map(|(i, l)| LayerRow {
             name: l.name.clone(),
             block: i / 7,
-            kind: KINDS[i % 7].0.into(),
+            kind: LinearKind::ALL[i % 7].short().into(),
             s: 1.0 + i as f64,
             g: 2.0 + (i % 5) as f64,
             z_s: (i as f64 - 7.0) / 4.0,

@@ -1,59 +1,17 @@
 //! The TUI drawn into ratatui's TestBackend from synthetic machine states, and driven by
 //! real key events through the app's pure key → request step.
 
-use arborist::session::{Decision, Event, Machine, Phase};
+use arborist::session::{Decision, Event, Phase};
 use arborist::tui::app::{App, Confirm, Overlay, Request};
-use arborist::tui::fixtures;
+use arborist::tui::fixtures::{self, app, ch, code, draw, press, typed, view};
 use arborist::tui::keymap::{Action, Keymap, Mode};
 use arborist::tui::theme::Themes;
 use arborist::tui::ui;
-use arborist::tui::view::View;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::style::Color;
 use ratatui::Terminal;
-
-fn app() -> App {
-    App::new(Keymap::builtin(), Themes::builtin(false))
-}
-
-fn view<'a>(m: &'a Machine, events: &'a [Event]) -> View<'a> {
-    View {
-        machine: m,
-        events,
-        pending: m.proposal.as_ref().filter(|_| m.phase == Phase::Reviewing),
-        progress: None,
-        replay: None,
-        session: "sessions/test.yaml",
-        loading: None,
-    }
-}
-
-fn ch(c: char) -> KeyEvent {
-    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
-}
-
-fn code(c: KeyCode) -> KeyEvent {
-    KeyEvent::new(c, KeyModifiers::NONE)
-}
-
-/// Press keys in order; the requests of all of them.
-fn press(app: &mut App, v: &View, keys: &[KeyEvent]) -> Vec<Request> {
-    keys.iter().flat_map(|k| app.on_key(*k, v)).collect()
-}
-
-fn typed(text: &str) -> Vec<KeyEvent> {
-    text.chars().map(ch).collect()
-}
-
-fn draw(app: &mut App, v: &View, w: u16, h: u16) -> Buffer {
-    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
-    let mut areas = None;
-    term.draw(|f| areas = Some(ui::draw(f, app, v))).unwrap();
-    app.areas = areas.unwrap();
-    term.backend().buffer().clone()
-}
 
 fn text(b: &Buffer) -> String {
     let mut s = String::new();

@@ -9,22 +9,12 @@ use std::fmt::Write;
 
 use arborist::session::{Decision, Event, Machine, Phase};
 use arborist::tui::app::{App, Panel, Request};
-use arborist::tui::fixtures;
-use arborist::tui::keymap::Keymap;
-use arborist::tui::theme::Themes;
-use arborist::tui::ui;
-use arborist::tui::view::View;
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use arborist::tui::fixtures::{self, app, ch, code, draw, press, typed, view};
+use crossterm::event::KeyCode;
 use insta::assert_snapshot;
-use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
 use ratatui::style::Color;
-use ratatui::Terminal;
-
-fn app() -> App {
-    App::new(Keymap::builtin(), Themes::builtin(false))
-}
 
 /// An app on the built-in theme called `name`.
 fn themed(name: &str) -> App {
@@ -36,42 +26,6 @@ fn themed(name: &str) -> App {
         a.themes.next();
     }
     panic!("no built-in theme {name}");
-}
-
-fn view<'a>(m: &'a Machine, events: &'a [Event]) -> View<'a> {
-    View {
-        machine: m,
-        events,
-        pending: m.proposal.as_ref().filter(|_| m.phase == Phase::Reviewing),
-        progress: None,
-        replay: None,
-        session: "sessions/test.yaml",
-        loading: None,
-    }
-}
-
-fn ch(c: char) -> KeyEvent {
-    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
-}
-
-fn code(c: KeyCode) -> KeyEvent {
-    KeyEvent::new(c, KeyModifiers::NONE)
-}
-
-fn press(app: &mut App, v: &View, keys: &[KeyEvent]) -> Vec<Request> {
-    keys.iter().flat_map(|k| app.on_key(*k, v)).collect()
-}
-
-fn typed(text: &str) -> Vec<KeyEvent> {
-    text.chars().map(ch).collect()
-}
-
-fn draw(app: &mut App, v: &View, w: u16, h: u16) -> Buffer {
-    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
-    let mut areas = None;
-    term.draw(|f| areas = Some(ui::draw(f, app, v))).unwrap();
-    app.areas = areas.unwrap();
-    term.backend().buffer().clone()
 }
 
 /// The text of `r`, one line per row, trailing blanks trimmed.

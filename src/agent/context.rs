@@ -87,24 +87,15 @@ impl AgentContext {
 
     /// A small made-up context (2 blocks, one earlier rollback) for tests and examples.
     pub fn example() -> AgentContext {
-        let kinds = [
-            ("q", "self_attn.q_proj"),
-            ("k", "self_attn.k_proj"),
-            ("v", "self_attn.v_proj"),
-            ("o", "self_attn.o_proj"),
-            ("gate", "mlp.gate_proj"),
-            ("up", "mlp.up_proj"),
-            ("down", "mlp.down_proj"),
-        ];
         let mut layers = Vec::new();
         // Block 1 first so the prompt's ordering is exercised.
         for block in [1usize, 0] {
-            for (i, (kind, path)) in kinds.iter().enumerate() {
+            for (i, kind) in crate::model::LinearKind::ALL.into_iter().enumerate() {
                 let x = (block * 7 + i) as f64;
                 layers.push(LayerRow {
-                    name: format!("model.layers.{block}.{path}"),
+                    name: format!("model.layers.{block}.{}", kind.path()),
                     block,
-                    kind: kind.to_string(),
+                    kind: kind.short().to_string(),
                     s: 0.01 * (x + 1.0),
                     g: 0.002 * (14.0 - x),
                     z_s: (x - 6.5) / 4.0,

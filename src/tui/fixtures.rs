@@ -1,8 +1,18 @@
 //! Synthetic sessions for rendering tests and benchmarks: a machine fed made-up events
 //! (Qwen3-8B has 36 blocks of q/k/v/o/gate/up/down), no model involved.
 
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::Terminal;
+
 use crate::agent::{AgentReply, LayerRow, LayerTarget, Proposal, Usage};
-use crate::session::{Evaluation, Event, LayerInfo, LoopOptions, Machine};
+use crate::session::{Evaluation, Event, LayerInfo, LoopOptions, Machine, Phase};
+
+use super::app::{App, Request};
+use super::keymap::Keymap;
+use super::theme::Themes;
+use super::view::View;
 
 use super::grid::KINDS;
 
@@ -228,4 +238,49 @@ pub fn next_proposal(m: &mut Machine, events: &mut Vec<Event>) {
             reply: reply(p),
         },
     );
+}
+
+/// An app with the built-in keymap and themes, colours on.
+pub fn app() -> App {
+    App::new(Keymap::builtin(), Themes::builtin(false))
+}
+
+/// A live view of `m`: its proposal pending while it is reviewing, no worker progress.
+pub fn view<'a>(m: &'a Machine, events: &'a [Event]) -> View<'a> {
+    View {
+        machine: m,
+        events,
+        pending: m.proposal.as_ref().filter(|_| m.phase == Phase::Reviewing),
+        progress: None,
+        replay: None,
+        session: "sessions/test.yaml",
+        loading: None,
+    }
+}
+
+pub fn ch(c: char) -> KeyEvent {
+    KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)
+}
+
+pub fn code(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+/// Press keys in order; the requests of all of them.
+pub fn press(app: &mut App, v: &View, keys: &[KeyEvent]) -> Vec<Request> {
+    keys.iter().flat_map(|k| app.on_key(*k, v)).collect()
+}
+
+pub fn typed(text: &str) -> Vec<KeyEvent> {
+    text.chars().map(ch).collect()
+}
+
+/// One frame at `w`×`h` into a test backend; the app learns the panel areas as it would.
+pub fn draw(app: &mut App, v: &View, w: u16, h: u16) -> Buffer {
+    let mut term = Terminal::new(TestBackend::new(w, h)).expect("test backend");
+    let mut areas = None;
+    term.draw(|f| areas = Some(super::ui::draw(f, app, v)))
+        .expect("drawing into a test backend");
+    app.areas = areas.expect("drawn");
+    term.backend().buffer().clone()
 }

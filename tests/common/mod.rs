@@ -111,6 +111,37 @@ impl Ran {
     }
 }
 
+/// A small session protocol: one iteration takes a fraction of a second on the bundled model.
+pub const SMALL: [&str; 8] = [
+    "--seqlen",
+    "64",
+    "--calib-windows",
+    "4",
+    "--eval-windows",
+    "4",
+    "--grad-windows",
+    "1",
+];
+/// Deadline of one child run in the session tests.
+pub const LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The child exited 0 in time without a panic.
+pub fn ok(r: &Ran) {
+    assert!(
+        !r.timed_out,
+        "timed out after {:.0} s: {}",
+        r.seconds, r.stderr
+    );
+    assert_eq!(r.code, Some(0), "stderr: {}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+}
+
+/// As `ok`, and the last stdout line is exactly one JSON document.
+pub fn ok_json(r: &Ran) -> serde_json::Value {
+    ok(r);
+    json_exact(r.stdout.lines().last().unwrap_or(""))
+}
+
 /// Run the binary in `cwd` with a deadline: a hung child is killed and reported, never
 /// waited on.
 pub fn arborist_timed(
