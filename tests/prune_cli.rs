@@ -11,15 +11,6 @@ use arborist::prune::oneshot::{prune_layer, prune_sequential, Method, OneShotOpt
 use arborist::prune::select::Pattern;
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use std::path::PathBuf;
-
-fn fx(rel: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
-        .join(rel)
-        .display()
-        .to_string()
-}
 
 fn one_line_error(o: &std::process::Output, needle: &str) {
     let e = stderr(o);

@@ -15,14 +15,6 @@ use std::time::Duration;
 
 const KEYS: [&str; 5] = ["proposed", "decided", "evaluated", "guard", "reflected"];
 
-fn fx(rel: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
-        .join(rel)
-        .display()
-        .to_string()
-}
-
 /// A temp dir with its own ARBORIST_CACHE (`cache/`), a working directory for the child
 /// (`work/`, where sessions go) and a place for inputs (`in/`).
 struct Env {
@@ -681,20 +673,17 @@ fn load_f32(path: &Path) -> std::collections::HashMap<String, Vec<f32>> {
         .collect()
 }
 
-#[test]
-fn export_evaluates_to_the_final_checkpoint_and_stores_the_masks_as_zeros() {
-    let env = Env::new();
-    let (model, text) = (fx("qwen3"), fx("eval.txt"));
-    let s = env.path("s.yaml");
-    let sum = ok_json(&env.session(
-        &s,
+/// Three auto-approved iterations on a Hugging Face fixture; the summary line.
+fn fixture_session(env: &Env, s: &Path, model: &str, text: &str) -> Value {
+    ok_json(&env.session(
+        s,
         &[
             "--model",
-            &model,
+            model,
             "--calib",
-            &text,
+            text,
             "--eval",
-            &text,
+            text,
             "--batch",
             "2",
             "--auto-approve",
@@ -702,7 +691,15 @@ fn export_evaluates_to_the_final_checkpoint_and_stores_the_masks_as_zeros() {
             "3",
             "--json",
         ],
-    ));
+    ))
+}
+
+#[test]
+fn export_evaluates_to_the_final_checkpoint_and_stores_the_masks_as_zeros() {
+    let env = Env::new();
+    let (model, text) = (fx("qwen3"), fx("eval.txt"));
+    let s = env.path("s.yaml");
+    let sum = fixture_session(&env, &s, &model, &text);
     let (h, entries) = session_docs(&s);
     let fo = fold(&h, &entries);
     assert_summary_matches(&sum, &fo);
@@ -759,23 +756,7 @@ fn export_step_n_writes_an_earlier_checkpoint() {
     let env = Env::new();
     let (model, text) = (fx("qwen3"), fx("eval.txt"));
     let s = env.path("s.yaml");
-    ok_json(&env.session(
-        &s,
-        &[
-            "--model",
-            &model,
-            "--calib",
-            &text,
-            "--eval",
-            &text,
-            "--batch",
-            "2",
-            "--auto-approve",
-            "--max-iters",
-            "3",
-            "--json",
-        ],
-    ));
+    fixture_session(&env, &s, &model, &text);
     let (h, entries) = session_docs(&s);
     let fo = fold(&h, &entries);
     assert!(fo.checkpoints.len() > 2, "needs two accepted steps");

@@ -111,6 +111,15 @@ impl Ran {
     }
 }
 
+/// A path under tests/fixtures/hf (the Hugging Face reference checkpoints), as a string.
+pub fn fx(rel: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
 /// A small session protocol: one iteration takes a fraction of a second on the bundled model.
 pub const SMALL: [&str; 8] = [
     "--seqlen",
