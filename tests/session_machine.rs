@@ -64,6 +64,23 @@ fn reply<T>(value: T) -> AgentReply<T> {
 }
 
 /// A machine past baseline and the first profile, waiting for a proposal.
+/// The agent proposes model.layers.0.mlp.down_proj at 0.1 in iteration 1.
+fn propose_down0(m: &mut Machine, reasoning: &str) {
+    let p = Proposal {
+        layers: vec![LayerTarget {
+            name: DOWN0.into(),
+            sparsity: 0.1,
+        }],
+        reasoning: reasoning.into(),
+    };
+    m.handle(&Event::Proposed {
+        iteration: 1,
+        agent: "a".into(),
+        reply: reply(p),
+    })
+    .unwrap();
+}
+
 fn started(opts: LoopOptions) -> Machine {
     let mut m = Machine::new("synthetic", opts);
     assert_eq!(m.start(), vec![Effect::Baseline]);
@@ -193,19 +210,7 @@ fn threshold_is_inclusive_and_ceiling_limits_total_degradation() {
 #[test]
 fn reject_sends_feedback_to_the_next_prompt_and_is_then_cleared() {
     let mut m = started(LoopOptions::default());
-    let p = Proposal {
-        layers: vec![LayerTarget {
-            name: DOWN0.into(),
-            sparsity: 0.1,
-        }],
-        reasoning: "r".into(),
-    };
-    m.handle(&Event::Proposed {
-        iteration: 1,
-        agent: "a".into(),
-        reply: reply(p),
-    })
-    .unwrap();
+    propose_down0(&mut m, "r");
     let fx = m
         .handle(&Event::Decided {
             iteration: 1,
@@ -256,19 +261,7 @@ fn step_from_proposing(m: &mut Machine, ppl: f64) {
 #[test]
 fn invalid_edits_are_refused_without_changing_state() {
     let mut m = started(LoopOptions::default());
-    let p = Proposal {
-        layers: vec![LayerTarget {
-            name: DOWN0.into(),
-            sparsity: 0.1,
-        }],
-        reasoning: "r".into(),
-    };
-    m.handle(&Event::Proposed {
-        iteration: 1,
-        agent: "a".into(),
-        reply: reply(p),
-    })
-    .unwrap();
+    propose_down0(&mut m, "r");
     for bad in [
         vec![LayerTarget {
             name: "model.layers.9.mlp.up_proj".into(),
@@ -516,19 +509,7 @@ fn knowledge_probe_guard_rolls_back_on_an_accuracy_drop() {
         seconds: 0.0,
     })
     .unwrap();
-    let p = Proposal {
-        layers: vec![LayerTarget {
-            name: DOWN0.into(),
-            sparsity: 0.1,
-        }],
-        reasoning: String::new(),
-    };
-    m.handle(&Event::Proposed {
-        iteration: 1,
-        agent: "a".into(),
-        reply: reply(p),
-    })
-    .unwrap();
+    propose_down0(&mut m, "");
     m.handle(&Event::Decided {
         iteration: 1,
         by: "h".into(),
