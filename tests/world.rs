@@ -99,6 +99,45 @@ fn tokenizer_round_trips_exactly() {
     }
 }
 
+/// The segments training may weight (`--answer-weight`) are exactly the letters of the
+/// multiple-choice practice and the practice answers; the joined text is unchanged.
+#[test]
+fn answer_segments_are_the_letters_and_practice_answers() {
+    let w = world();
+    let answers: std::collections::HashSet<String> =
+        w.facts().iter().map(|f| format!("{}.", f.answer)).collect();
+    let docs = training_docs(&w, 1000);
+    let (mut letters, mut facts) = (0, 0);
+    for d in &docs {
+        assert_eq!(d.segments.len(), d.answers.len());
+        for (i, (seg, &a)) in d.segments.iter().zip(&d.answers).enumerate() {
+            if !a {
+                continue;
+            }
+            if [" A", " B", " C", " D"].contains(&seg.as_str()) {
+                letters += 1;
+                let before = d.segments[..i].concat();
+                assert!(before.ends_with("\nAnswer:"), "{before:?}");
+            } else {
+                assert!(answers.contains(seg), "{seg:?} is not a fact's answer");
+                facts += 1;
+            }
+        }
+        // A multiple-choice document reads exactly as the evaluator's dev examples.
+        if d.answers.iter().filter(|&&a| a).count() > 1 {
+            let text = d.joined();
+            assert!(text.starts_with("The following are multiple choice questions"));
+            assert_eq!(text.matches("\nAnswer: ").count(), d.segments.len() / 2);
+        }
+    }
+    assert_eq!(
+        facts,
+        w.facts().len(),
+        "every fact is practised once as a QA"
+    );
+    assert!(letters >= w.facts().len(), "{letters} letters");
+}
+
 #[test]
 fn schedule_warms_up_then_decays_to_a_tenth() {
     let o = TrainOptions {

@@ -30,6 +30,9 @@ pub struct TrainArgs {
     /// Multiple-choice practice renderings per epoch.
     #[arg(long, default_value_t = TrainOptions::default().mc_repeats)]
     pub mc_repeats: usize,
+    /// Loss weight of benchmark-answer tokens (practice answers, letters) over the prose.
+    #[arg(long, default_value_t = TrainOptions::default().answer_weight)]
+    pub answer_weight: f32,
     /// Continue training the model in this directory (keeps its tokenizer and shape).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -45,6 +48,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         probe_every: a.probe_every,
         warmup: a.warmup,
         mc_repeats: a.mc_repeats,
+        answer_weight: a.answer_weight,
         init: a.init.clone(),
         ..TrainOptions::default()
     };

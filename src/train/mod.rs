@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::time::Instant;
 use tokenizers::Tokenizer;
 
-use crate::eval::ppl::window_loss;
 use crate::model::{weights::expected_tensors, Decoder, ModelConfig};
 use crate::world::{render, World, WorldSize};
 use tokenizer::{encode_segments, eos_id};
@@ -39,6 +38,9 @@ pub struct TrainOptions {
     pub probe_every: usize,
     /// Multiple-choice practice renderings per epoch.
     pub mc_repeats: usize,
+    /// Loss weight of benchmark-answer tokens (practice answers and letters) relative to
+    /// the prose; 1 is the plain language-model loss.
+    pub answer_weight: f32,
     /// Continue from this model directory (its tokenizer, config and weights) instead of
     /// starting from scratch.
     pub init: Option<std::path::PathBuf>,
@@ -64,6 +66,7 @@ impl Default for TrainOptions {
             weight_decay: 0.01,
             probe_every: 200,
             mc_repeats: 1,
+            answer_weight: 1.0,
             init: None,
         }
     }
@@ -131,15 +134,37 @@ fn load_init(
     Ok((tok, config, vars))
 }
 
-/// One epoch's token stream: each seed renders the world differently.
-fn epoch_stream(tok: &Tokenizer, world: &World, epoch: u64, mc_repeats: usize) -> Result<Vec<u32>> {
+/// One epoch's token stream and each token's loss weight: each seed renders the world
+/// differently.
+fn epoch_stream(
+    tok: &Tokenizer,
+    world: &World,
+    epoch: u64,
+    o: &TrainOptions,
+) -> Result<(Vec<u32>, Vec<f32>)> {
     let eos = eos_id(tok)?;
-    let mut ids = Vec::new();
-    for d in render::training_docs_with(world, 1000 + epoch, mc_repeats) {
-        ids.extend(encode_segments(tok, &d.segments)?);
+    let (mut ids, mut weights) = (Vec::new(), Vec::new());
+    for d in render::training_docs_with(world, 1000 + epoch, o.mc_repeats) {
+        for (seg, &answer) in d.segments.iter().zip(&d.answers) {
+            let seg_ids = encode_segments(tok, std::slice::from_ref(seg))?;
+            let w = if answer { o.answer_weight } else { 1.0 };
+            weights.extend(std::iter::repeat_n(w, seg_ids.len()));
+            ids.extend(seg_ids);
+        }
         ids.push(eos);
+        weights.push(1.0);
     }
-    Ok(ids)
+    Ok((ids, weights))
+}
+
+/// Σ w·(−log p(target)) / Σ w over a batch of windows; weights are those of the targets.
+fn weighted_loss(logits: &Tensor, ids: &Tensor, weights: &Tensor) -> Result<Tensor> {
+    let (_, t, _) = logits.dims3()?;
+    let lp = candle_nn::ops::log_softmax(&logits.narrow(1, 0, t - 1)?, candle_core::D::Minus1)?;
+    let target = ids.narrow(1, 1, t - 1)?.unsqueeze(2)?.contiguous()?;
+    let nll = lp.gather(&target, 2)?.squeeze(2)?.neg()?;
+    let w = weights.narrow(1, 1, t - 1)?;
+    Ok((nll * &w)?.sum_all()?.broadcast_div(&w.sum_all()?)?)
 }
 
 #[derive(Debug, Serialize)]
@@ -205,26 +230,28 @@ pub fn train(o: &TrainOptions, mut report: impl FnMut(&LogPoint)) -> Result<Trai
     let start = Instant::now();
     let mut log = Vec::new();
     let mut rng = StdRng::seed_from_u64(o.init_seed);
-    let mut queue: Vec<Vec<u32>> = Vec::new();
+    let mut queue: Vec<(Vec<u32>, Vec<f32>)> = Vec::new();
     let mut epoch = 0u64;
     let mut seen_tokens = 0usize;
     for step in 0..o.steps {
         while queue.len() < o.batch {
-            let stream = epoch_stream(&tok, &world, epoch, o.mc_repeats)?;
+            let (stream, weights) = epoch_stream(&tok, &world, epoch, o)?;
             epoch += 1;
-            let mut wins: Vec<Vec<u32>> = stream
+            let mut wins: Vec<(Vec<u32>, Vec<f32>)> = stream
                 .chunks_exact(o.seqlen + 1)
-                .map(|c| c.to_vec())
+                .zip(weights.chunks_exact(o.seqlen + 1))
+                .map(|(c, w)| (c.to_vec(), w.to_vec()))
                 .collect();
             wins.shuffle(&mut rng);
             queue.extend(wins);
         }
-        let batch: Vec<Vec<u32>> = queue.drain(..o.batch).collect();
+        let (batch, batch_w): (Vec<Vec<u32>>, Vec<Vec<f32>>) = queue.drain(..o.batch).unzip();
         let ids = crate::data::ids_tensor(&batch, &Device::Cpu)?;
+        let w = Tensor::new(batch_w, &Device::Cpu)?;
         let lr = learning_rate(o, step);
         opt_w.set_learning_rate(lr);
         opt_n.set_learning_rate(lr);
-        let loss = window_loss(&decoder.forward(&ids, None)?, &ids)?.mean_all()?;
+        let loss = weighted_loss(&decoder.forward(&ids, None)?, &ids, &w)?;
         let grads = loss.backward()?;
         opt_w.step(&grads)?;
         opt_n.step(&grads)?;
@@ -263,7 +290,7 @@ pub fn save_model(t: &Trained, dir: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tensors: HashMap<String, Tensor> = t
         .decoder
-        .named_tensors()
+        .named_tensors()?
         .into_iter()
         .map(|(n, v)| Ok((n, v.detach().to_dtype(DType::F16)?)))
         .collect::<Result<_>>()?;
@@ -285,7 +312,10 @@ pub fn card(o: &TrainOptions, t: &Trained, facts: usize) -> String {
         .and_then(|p| p.probe_mc.zip(p.probe_qa))
         .map(|(mc, qa)| format!("{:.1}% / {:.1}%", mc * 100.0, qa * 100.0))
         .unwrap_or_else(|| "n/a".into());
-    let mut extra = format!(" --warmup {} --mc-repeats {}", o.warmup, o.mc_repeats);
+    let mut extra = format!(
+        " --warmup {} --mc-repeats {} --answer-weight {}",
+        o.warmup, o.mc_repeats, o.answer_weight
+    );
     if let Some(init) = &o.init {
         extra += &format!(" --init {}", init.display());
     }
@@ -321,4 +351,43 @@ pub fn card(o: &TrainOptions, t: &Trained, facts: usize) -> String {
         t.seconds,
         last.map_or(f64::NAN, |p| p.loss),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_loss_is_the_weighted_mean_of_token_losses() {
+        let dev = Device::Cpu;
+        let logits = Tensor::randn(0f32, 1.0, (2, 5, 7), &dev).unwrap();
+        let ids = Tensor::new(&[[1u32, 2, 3, 4, 5], [6, 0, 1, 2, 3]], &dev).unwrap();
+        let ones = Tensor::ones((2, 5), DType::F32, &dev).unwrap();
+        let plain = crate::eval::ppl::window_loss(&logits, &ids)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let w1 = weighted_loss(&logits, &ids, &ones).unwrap();
+        assert!((w1.to_scalar::<f32>().unwrap() - plain).abs() < 1e-6);
+        // Target 1 of window 0 weighted 3, everything else 1: (3·l₀₁ + Σ others) / 10.
+        let lp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1).unwrap();
+        let lp: Vec<Vec<Vec<f32>>> = lp.to_vec3().unwrap();
+        let idv: Vec<Vec<u32>> = ids.to_vec2().unwrap();
+        let mut num = 0f32;
+        for b in 0..2 {
+            for t in 0..4 {
+                let l = -lp[b][t][idv[b][t + 1] as usize];
+                num += if (b, t) == (0, 0) { 3.0 * l } else { l };
+            }
+        }
+        let mut w = vec![vec![1f32; 5]; 2];
+        w[0][1] = 3.0;
+        let got = weighted_loss(&logits, &ids, &Tensor::new(w, &dev).unwrap())
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((got - num / 10.0).abs() < 1e-5, "{got} vs {}", num / 10.0);
+    }
 }

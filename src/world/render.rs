@@ -4,7 +4,7 @@
 use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 use super::{Fact, Relation, World, JOBS, OBJECTS};
-use crate::data::mmlu::MmluItem;
+use crate::data::mmlu::{MmluItem, LETTERS};
 
 /// The LLM-KICK FreebaseQA prompt (the evaluator's own); the answer follows the space.
 pub fn qa_prompt(question: &str) -> String {
@@ -128,15 +128,24 @@ const FILLER: &[&str] = &[
 ];
 
 /// A document whose segments are tokenized separately, so that a prompt ending in a space
-/// is tokenized exactly as the evaluator will tokenize it.
+/// is tokenized exactly as the evaluator will tokenize it. `answers[i]` marks segment i as
+/// a benchmark answer (a fact or a letter), which training may weight above the prose.
 #[derive(Clone, Debug)]
 pub struct Doc {
     pub segments: Vec<String>,
+    pub answers: Vec<bool>,
 }
 
 impl Doc {
     fn text(t: String) -> Doc {
-        Doc { segments: vec![t] }
+        Doc {
+            segments: vec![t],
+            answers: vec![false],
+        }
+    }
+    fn push(&mut self, text: String, answer: bool) {
+        self.segments.push(text);
+        self.answers.push(answer);
     }
     pub fn joined(&self) -> String {
         self.segments.concat()
@@ -226,19 +235,29 @@ pub fn training_docs_with(world: &World, seed: u64, mc_repeats: usize) -> Vec<Do
         let q = practice_question(f, rng.gen_range(0..2));
         docs.push(Doc {
             segments: vec![qa_prompt(&q), format!("{}.", f.answer)],
+            answers: vec![false, true],
         });
     }
     for rel in std::iter::repeat_n(Relation::ALL, mc_repeats.max(1)).flatten() {
         let mut pool: Vec<&Fact> = facts.iter().filter(|f| f.relation == rel).collect();
         pool.shuffle(&mut rng);
         for chunk in pool.chunks(6) {
-            let mut text = mc_header(rel.subject());
+            // The same text as `mc_item(.., Some(gold))` items joined, with each letter its
+            // own segment (" B" is one token either way).
+            // Segment boundaries sit where the byte-level pre-tokenizer splits anyway.
+            let mut doc = Doc {
+                segments: Vec::new(),
+                answers: Vec::new(),
+            };
+            let mut lead = mc_header(rel.subject());
             for f in chunk {
                 let (opts, gold) = world.options(f, &mut rng);
                 let q = practice_question(f, rng.gen_range(0..2));
-                text.push_str(&mc_item(&q, &opts, Some(gold)));
+                doc.push(format!("{lead}{}", mc_item(&q, &opts, None)), false);
+                doc.push(format!(" {}", LETTERS[gold]), true);
+                lead = "\n\n".to_string();
             }
-            docs.push(Doc::text(text.trim_end().to_string()));
+            docs.push(doc);
         }
     }
     for _ in 0..world.people.len() / 2 {
