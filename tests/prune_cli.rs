@@ -465,7 +465,8 @@ fn sparsegpt_prunes_to_target_and_updates_kept_weights() {
     };
     let before = dense
         .linear(id)
-        .active()
+        .weight()
+        .unwrap()
         .flatten_all()
         .unwrap()
         .to_vec1::<f32>()
@@ -473,7 +474,8 @@ fn sparsegpt_prunes_to_target_and_updates_kept_weights() {
     let after = m
         .decoder
         .linear(id)
-        .active()
+        .weight()
+        .unwrap()
         .flatten_all()
         .unwrap()
         .to_vec1::<f32>()

@@ -175,10 +175,7 @@ fn proc_status_bytes(field: &str) -> u64 {
 }
 
 fn weight_bytes(d: &Decoder) -> usize {
-    d.named_tensors()
-        .iter()
-        .map(|(_, t)| t.elem_count() * t.dtype().size_in_bytes())
-        .sum()
+    d.weight_bytes()
 }
 
 /// Wall time and peak RSS of the profile or of one-shot Wanda on the bench model.

@@ -58,8 +58,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if a.ppl.is_none() && a.mmlu.is_none() && a.freebaseqa.is_none() {
         bail!("nothing to evaluate: pass --ppl FILE, --mmlu PATH or --freebaseqa FILE");
     }
-    let device = a.model.device()?;
-    let dtype = a.model.dtype()?;
+    // A bad --device or --dtype fails before anything is read.
+    a.model.device()?;
+    a.model.dtype()?;
     // Read every data set before loading weights so bad input fails fast.
     let text = a.ppl.as_deref().map(read_ppl_text).transpose()?;
     let mmlu = a
@@ -68,7 +69,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .map(|p| read_mmlu(p, a.shots))
         .transpose()?;
     let fbqa = a.freebaseqa.as_deref().map(read_freebaseqa).transpose()?;
-    let model = LoadedModel::load(&a.model.model, &device, dtype)?;
+    let model = a.model.load()?;
 
     let mut out = Map::new();
     out.insert("model".into(), json!(model.files.id));

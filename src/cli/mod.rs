@@ -72,9 +72,21 @@ pub struct ModelArgs {
     /// f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Keep no linear weight resident: each block reads its weights from the memory-mapped
+    /// files when it computes (for models larger than memory; slower).
+    #[arg(long)]
+    pub stream_layers: bool,
 }
 
 impl ModelArgs {
+    pub fn load(&self) -> Result<crate::model::LoadedModel> {
+        crate::model::LoadedModel::load_with(
+            &self.model,
+            &self.device()?,
+            self.dtype()?,
+            self.stream_layers,
+        )
+    }
     pub fn device(&self) -> Result<candle_core::Device> {
         crate::runtime::parse_device(&self.device)
     }

@@ -4,7 +4,6 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::{calib::CalibArgs, ModelArgs};
-use crate::model::LoadedModel;
 
 #[derive(Args, Debug)]
 pub struct ProfileArgs {
@@ -25,7 +24,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
     if a.calib.calib.is_none() {
         bail!("profile needs calibration text: pass --calib FILE");
     }
-    let m = LoadedModel::load(&a.model.model, &a.model.device()?, a.model.dtype()?)?;
+    let m = a.model.load()?;
     let w = a.calib.windows(&m)?.expect("checked above");
     let name = a.calib.calib.as_ref().unwrap().display().to_string();
     let p = crate::profile::compute(&m.decoder, &w, a.grad_windows, a.batch, &name)?;

@@ -72,7 +72,7 @@ fn pattern(a: &PruneArgs) -> Result<Pattern> {
 pub fn run(a: PruneArgs) -> Result<()> {
     let pat = pattern(&a)?;
     check_out_dir(&a.out, a.force)?;
-    let mut m = LoadedModel::load(&a.model.model, &a.model.device()?, a.model.dtype()?)?;
+    let mut m = a.model.load()?;
     let calib = a.calib.windows(&m)?;
     if a.method != Method::Magnitude && calib.is_none() {
         bail!(
@@ -213,7 +213,7 @@ fn owl_plan(m: &LoadedModel, calib: Option<&Windows>, pat: Pattern, a: &PruneArg
         let mut all = Vec::new();
         for id in d.linear_ids().filter(|id| id.block == b) {
             let lin = d.linear(id);
-            let w = crate::prune::scores::weight_f32(lin.active())?;
+            let w = crate::prune::scores::weight_f32(&lin.weight()?)?;
             all.extend(crate::prune::scores::wanda(
                 &w,
                 lin.in_features(),

@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// Memory for the evaluation's cached block-boundary states, in MiB (0: full passes).
     #[arg(long)]
     pub eval_cache_mb: Option<usize>,
+    /// Keep no linear weight resident: each block reads its weights from the memory-mapped
+    /// files when it computes (models larger than memory; slower).
+    #[arg(long)]
+    pub stream_layers: bool,
     /// Session file (default sessions/<time>-<model>.yaml).
     #[arg(long)]
     pub session: Option<PathBuf>,
@@ -126,6 +130,9 @@ impl RunArgs {
         set!(self.model, o.model);
         set!(self.device, o.device);
         set!(self.dtype, o.dtype);
+        if self.stream_layers {
+            o.stream_layers = true;
+        }
         set!(self.agent, o.agent.backend);
         if self.agent_model.is_some() {
             o.agent.model = self.agent_model.clone();

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::config::{ModelConfig, RopeScaling};
-use super::linear::{Linear, LinearId, LinearKind};
+use super::linear::{DenseSource, Linear, LinearId, LinearKind};
 use super::mask::Mask;
 use super::stats::BlockStats;
 
@@ -24,7 +24,7 @@ pub struct Block {
 
 /// See `Decoder::block_signature`. Holding the masks keeps their addresses from being reused.
 #[derive(Clone)]
-pub struct BlockSignature(Vec<(candle_core::TensorId, Option<Arc<Mask>>)>);
+pub struct BlockSignature(Vec<(super::linear::Origin, Option<Arc<Mask>>)>);
 
 impl PartialEq for BlockSignature {
     fn eq(&self, other: &Self) -> bool {
@@ -55,7 +55,25 @@ pub struct Decoder {
 
 impl Decoder {
     /// Build from a name → tensor map with Hugging Face names (see `weights::expected_tensors`).
-    pub fn from_tensors(cfg: ModelConfig, mut t: HashMap<String, Tensor>) -> Result<Self> {
+    pub fn from_tensors(cfg: ModelConfig, t: HashMap<String, Tensor>) -> Result<Self> {
+        Self::build(cfg, t, None)
+    }
+
+    /// A decoder whose linear weights stay in `source` (`t` holds everything else): each
+    /// block reads its weights when it computes and drops them after (`--stream-layers`).
+    pub fn streamed(
+        cfg: ModelConfig,
+        t: HashMap<String, Tensor>,
+        source: Arc<dyn DenseSource>,
+    ) -> Result<Self> {
+        Self::build(cfg, t, Some(source))
+    }
+
+    fn build(
+        cfg: ModelConfig,
+        mut t: HashMap<String, Tensor>,
+        source: Option<Arc<dyn DenseSource>>,
+    ) -> Result<Self> {
         let mut take = |n: &str| {
             t.remove(n)
                 .with_context(|| format!("tensor `{n}` is missing"))
@@ -69,13 +87,18 @@ impl Decoder {
             let mut linears = Vec::with_capacity(7);
             for kind in LinearKind::ALL {
                 let name = format!("{p}.{}", kind.path());
-                let weight = take(&format!("{name}.weight"))?;
                 let bias = if kind.has_bias(&cfg) {
                     Some(take(&format!("{name}.bias"))?)
                 } else {
                     None
                 };
-                linears.push(Linear::new(name, weight, bias));
+                linears.push(match &source {
+                    None => Linear::new(name.clone(), take(&format!("{name}.weight"))?, bias),
+                    Some(src) => {
+                        let shape = kind.shape(&cfg);
+                        Linear::streamed(name, shape, dtype, bias, src.clone())
+                    }
+                });
             }
             let (q_norm, k_norm) = if cfg.qk_norm {
                 (
@@ -141,7 +164,7 @@ impl Decoder {
         let mut vars = Vec::new();
         for block in d.blocks.iter_mut() {
             for lin in block.linears.iter_mut() {
-                let v = Var::from_tensor(lin.active())?;
+                let v = Var::from_tensor(&lin.weight()?)?;
                 lin.replace_active(v.as_tensor().clone());
                 vars.push(v);
             }
@@ -450,7 +473,7 @@ pub fn causal_mask(
 impl Decoder {
     /// Every tensor with its Hugging Face name, linear layers as masked (effective) weights.
     /// Blocks are numbered by position, so a model with removed blocks exports densely.
-    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+    pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
         for (b, blk) in self.blocks.iter().enumerate() {
             let p = format!("model.layers.{b}");
@@ -467,7 +490,7 @@ impl Decoder {
                 out.push((format!("{p}.self_attn.k_norm.weight"), k.clone()));
             }
             for (kind, lin) in LinearKind::ALL.iter().zip(&blk.linears) {
-                out.push((format!("{p}.{}.weight", kind.path()), lin.active().clone()));
+                out.push((format!("{p}.{}.weight", kind.path()), lin.weight()?));
                 if let Some(bias) = lin.bias() {
                     out.push((format!("{p}.{}.bias", kind.path()), bias.clone()));
                 }
@@ -477,7 +500,30 @@ impl Decoder {
         if !self.cfg.tie_word_embeddings {
             out.push(("lm_head.weight".to_string(), self.lm_head.clone()));
         }
-        out
+        Ok(out)
+    }
+
+    /// Bytes of every weight in the compute dtype, resident or streamed.
+    pub fn weight_bytes(&self) -> usize {
+        let bytes = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let mut n = bytes(&self.embed) + bytes(&self.norm);
+        if !self.cfg.tie_word_embeddings {
+            n += bytes(&self.lm_head);
+        }
+        for blk in &self.blocks {
+            n += bytes(&blk.input_norm) + bytes(&blk.post_norm);
+            n += blk
+                .q_norm
+                .iter()
+                .chain(&blk.k_norm)
+                .map(bytes)
+                .sum::<usize>();
+            for lin in &blk.linears {
+                n += lin.out_features() * lin.in_features() * self.dtype.size_in_bytes();
+                n += lin.bias().map_or(0, bytes);
+            }
+        }
+        n
     }
 
     /// Drop whole blocks (depth pruning); the rest keep their order.

@@ -54,6 +54,22 @@ impl LinearKind {
         }
     }
 
+    /// [out, in] of the weight, as the config implies.
+    pub fn shape(self, cfg: &ModelConfig) -> [usize; 2] {
+        let h = cfg.hidden_size;
+        let (q, kv) = (
+            cfg.num_heads * cfg.head_dim,
+            cfg.num_kv_heads * cfg.head_dim,
+        );
+        match self {
+            LinearKind::Q => [q, h],
+            LinearKind::K | LinearKind::V => [kv, h],
+            LinearKind::O => [h, q],
+            LinearKind::Gate | LinearKind::Up => [cfg.intermediate_size, h],
+            LinearKind::Down => [h, cfg.intermediate_size],
+        }
+    }
+
     pub fn has_bias(self, cfg: &ModelConfig) -> bool {
         match self {
             LinearKind::Q | LinearKind::K | LinearKind::V => cfg.qkv_bias,
@@ -83,26 +99,43 @@ pub trait DenseSource: Send + Sync {
     fn load(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
 }
 
+/// Identifies a layer's unmasked values; a new id whenever new values are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Origin(u64);
+
+impl Origin {
+    fn fresh() -> Origin {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Origin(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 #[derive(Clone)]
 pub struct Linear {
     pub name: String,
+    /// [out, in].
+    shape: [usize; 2],
+    dtype: candle_core::DType,
     /// The unmasked weight, resident only while it cannot be re-read from a source.
     dense: Option<Tensor>,
     source: Option<Arc<dyn DenseSource>>,
-    /// Identifies the unmasked values (changes only when new values are set).
-    origin: candle_core::TensorId,
+    origin: Origin,
     bias: Option<Tensor>,
-    /// The weight the forward uses: the unmasked weight with the mask applied.
-    active: Tensor,
+    /// The weight the forward uses: the unmasked weight with the mask applied. None when
+    /// streamed: every use re-reads the unmasked weight from the source and masks it.
+    active: Option<Tensor>,
     mask: Option<Arc<Mask>>,
 }
 
 impl Linear {
     pub fn new(name: String, weight: Tensor, bias: Option<Tensor>) -> Self {
+        let (o, i) = weight.dims2().expect("a linear weight is a matrix");
         Linear {
             name,
-            origin: weight.id(),
-            active: weight.clone(),
+            shape: [o, i],
+            dtype: weight.dtype(),
+            origin: Origin::fresh(),
+            active: Some(weight.clone()),
             dense: Some(weight),
             source: None,
             bias,
@@ -110,21 +143,46 @@ impl Linear {
         }
     }
 
+    /// A layer with no weight in memory: read from `source` (and masked) at each use.
+    pub fn streamed(
+        name: String,
+        shape: [usize; 2],
+        dtype: candle_core::DType,
+        bias: Option<Tensor>,
+        source: Arc<dyn DenseSource>,
+    ) -> Self {
+        Linear {
+            name,
+            shape,
+            dtype,
+            origin: Origin::fresh(),
+            active: None,
+            dense: None,
+            source: Some(source),
+            bias,
+            mask: None,
+        }
+    }
+
     /// y = x Wᵀ + b for x of shape [tokens, in].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.active.t()?)?;
+        let y = x.matmul(&self.weight()?.t()?)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
     }
 
-    /// The weight the forward uses: the unmasked weight with the mask applied.
-    pub fn active(&self) -> &Tensor {
-        &self.active
+    /// The weight the forward uses: the unmasked weight with the mask applied (read from
+    /// the source when the layer is streamed).
+    pub fn weight(&self) -> Result<Tensor> {
+        match &self.active {
+            Some(a) => Ok(a.clone()),
+            None => masked(self.dense()?, self.mask.as_deref()),
+        }
     }
     /// Identifies the unmasked values: equal origins and masks compute the same function.
-    pub fn origin(&self) -> candle_core::TensorId {
+    pub fn origin(&self) -> Origin {
         self.origin
     }
     pub fn bias(&self) -> Option<&Tensor> {
@@ -134,10 +192,10 @@ impl Linear {
         self.mask.as_ref()
     }
     pub fn out_features(&self) -> usize {
-        self.active.dims()[0]
+        self.shape[0]
     }
     pub fn in_features(&self) -> usize {
-        self.active.dims()[1]
+        self.shape[1]
     }
     pub fn sparsity(&self) -> f64 {
         self.mask.as_ref().map_or(0.0, |m| m.sparsity())
@@ -145,6 +203,10 @@ impl Linear {
     /// Whether the unmasked weight is held in memory (false: re-read from its source).
     pub fn dense_resident(&self) -> bool {
         self.dense.is_some()
+    }
+    /// Whether the weight the forward uses is held in memory (false: streamed).
+    pub fn weight_resident(&self) -> bool {
+        self.active.is_some()
     }
 
     /// Re-read the unmasked weight from `source` when needed, instead of keeping it.
@@ -156,13 +218,14 @@ impl Linear {
     fn dense(&self) -> Result<Tensor> {
         match (&self.dense, &self.source) {
             (Some(d), _) => Ok(d.clone()),
-            (None, Some(s)) => s.load(&self.name, self.active.dims()),
+            (None, Some(s)) => s.load(&self.name, &self.shape),
             (None, None) => anyhow::bail!("{}: the unmasked weight is gone", self.name),
         }
     }
 
     /// A growing mask only zeroes more of the active weight (bit-identical to masking the
-    /// unmasked weight); any other change starts from the unmasked weight.
+    /// unmasked weight); any other change starts from the unmasked weight. A streamed
+    /// layer only records the mask.
     pub fn set_mask(&mut self, mask: Option<Arc<Mask>>) -> Result<()> {
         if let Some(m) = &mask {
             ensure!(
@@ -175,24 +238,15 @@ impl Linear {
                 self.in_features()
             );
         }
-        let grows = match (&self.mask, &mask) {
-            (None, _) => true,
-            (Some(old), Some(new)) => old.is_subset_of(new),
-            (Some(_), None) => false,
-        };
-        let base = if grows {
-            self.active.clone()
-        } else {
-            self.dense()?
-        };
-        self.active = match &mask {
-            None => base,
-            Some(m) => {
-                let keep = Tensor::from_vec(m.keep_factors(), (m.rows(), m.cols()), base.device())?
-                    .to_dtype(base.dtype())?;
-                (&base * keep)?
-            }
-        };
+        if let Some(active) = &self.active {
+            let grows = match (&self.mask, &mask) {
+                (None, _) => true,
+                (Some(old), Some(new)) => old.is_subset_of(new),
+                (Some(_), None) => false,
+            };
+            let base = if grows { active.clone() } else { self.dense()? };
+            self.active = Some(masked(base, mask.as_deref())?);
+        }
         self.mask = mask;
         Ok(())
     }
@@ -201,15 +255,15 @@ impl Linear {
     /// The new values become the layer's unmasked weight, held in memory from now on.
     pub fn set_weight_and_mask(&mut self, weight: Tensor, mask: Arc<Mask>) -> Result<()> {
         ensure!(
-            weight.dims() == self.active.dims(),
+            weight.dims() == self.shape,
             "new weight for {} has shape {:?}, expected {:?}",
             self.name,
             weight.dims(),
-            self.active.dims()
+            self.shape
         );
-        let weight = weight.to_dtype(self.active.dtype())?;
-        self.origin = weight.id();
-        self.active = weight.clone();
+        let weight = weight.to_dtype(self.dtype)?;
+        self.origin = Origin::fresh();
+        self.active = Some(weight.clone());
         self.dense = Some(weight);
         self.source = None;
         self.mask = None;
@@ -218,6 +272,18 @@ impl Linear {
 
     /// Swap the effective weight (used to make it a gradient variable).
     pub(crate) fn replace_active(&mut self, t: Tensor) {
-        self.active = t;
+        self.active = Some(t);
     }
+}
+
+/// `w` with the weights the mask prunes set to zero.
+fn masked(w: Tensor, mask: Option<&Mask>) -> Result<Tensor> {
+    Ok(match mask {
+        None => w,
+        Some(m) => {
+            let keep = Tensor::from_vec(m.keep_factors(), (m.rows(), m.cols()), w.device())?
+                .to_dtype(w.dtype())?;
+            (&w * keep)?
+        }
+    })
 }

@@ -15,22 +15,39 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     pub fn load(spec: &str, device: &Device, dtype: DType) -> Result<Self> {
-        let files = ModelFiles::resolve(spec)?;
-        Self::from_files(files, device, dtype)
+        Self::load_with(spec, device, dtype, false)
     }
 
-    pub fn from_files(files: ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
+    /// `stream`: keep no linear weight in memory; each block reads its own from the files
+    /// when it computes (`--stream-layers`).
+    pub fn load_with(spec: &str, device: &Device, dtype: DType, stream: bool) -> Result<Self> {
+        let files = ModelFiles::resolve(spec)?;
+        Self::from_files(files, device, dtype, stream)
+    }
+
+    pub fn from_files(
+        files: ModelFiles,
+        device: &Device,
+        dtype: DType,
+        stream: bool,
+    ) -> Result<Self> {
         let cfg = ModelConfig::from_file(&files.config)?;
         let tokenizer = load_tokenizer(&files.tokenizer)?;
         let wf = weights::WeightFiles::open(&files.weights)?;
-        let tensors = weights::load_all(&wf, &cfg, dtype, device)?;
-        let mut decoder = Decoder::from_tensors(cfg.clone(), tensors)?;
-        // Masked layers keep only their masked weight; rollbacks re-read from the files.
+        let tensors = weights::load_all(&wf, &cfg, dtype, device, stream)?;
+        drop(wf);
         let source: std::sync::Arc<dyn super::linear::DenseSource> =
             std::sync::Arc::new(weights::FileSource::new(&files.weights, dtype, device));
-        for id in decoder.linear_ids().collect::<Vec<_>>() {
-            decoder.linear_mut(id).attach_source(source.clone());
-        }
+        let decoder = if stream {
+            Decoder::streamed(cfg.clone(), tensors, source)?
+        } else {
+            // Masked layers keep only their masked weight; rollbacks re-read from the files.
+            let mut d = Decoder::from_tensors(cfg.clone(), tensors)?;
+            for id in d.linear_ids().collect::<Vec<_>>() {
+                d.linear_mut(id).attach_source(source.clone());
+            }
+            d
+        };
         Ok(LoadedModel {
             files,
             cfg,

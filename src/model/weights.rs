@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::config::ModelConfig;
+use super::linear::LinearKind;
 
 /// Memory-mapped weight files with a name → shard routing.
 pub struct WeightFiles {
@@ -57,6 +58,16 @@ impl WeightFiles {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
+        self.check(name, shape)?;
+        let t = self
+            .st
+            .load(name, &Device::Cpu)
+            .with_context(|| format!("tensor `{name}` in {}", self.where_(name)))?;
+        Ok(t.to_dtype(dtype)?.to_device(device)?)
+    }
+
+    /// That tensor `name` exists with `shape` and a supported dtype, reading only the header.
+    pub fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
         if !self.contains(name) {
             bail!(
                 "tensor `{name}` is missing from the weights ({})",
@@ -83,11 +94,7 @@ impl WeightFiles {
                 view.dtype()
             );
         }
-        let t = self
-            .st
-            .load(name, &Device::Cpu)
-            .with_context(|| format!("tensor `{name}` in {}", self.where_(name)))?;
-        Ok(t.to_dtype(dtype)?.to_device(device)?)
+        Ok(())
     }
 }
 
@@ -137,27 +144,18 @@ impl super::linear::DenseSource for FileSource {
 
 /// Expected tensor names and shapes of a model, in load order.
 pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-    let q = cfg.num_heads * cfg.head_dim;
-    let kv = cfg.num_kv_heads * cfg.head_dim;
+    let (h, v) = (cfg.hidden_size, cfg.vocab_size);
     let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
     for b in 0..cfg.num_layers {
         let p = format!("model.layers.{b}");
         let mut push = |n: &str, s: Vec<usize>| out.push((format!("{p}.{n}"), s));
         push("input_layernorm.weight", vec![h]);
         push("post_attention_layernorm.weight", vec![h]);
-        for (name, out_dim, in_dim, bias) in [
-            ("self_attn.q_proj", q, h, cfg.qkv_bias),
-            ("self_attn.k_proj", kv, h, cfg.qkv_bias),
-            ("self_attn.v_proj", kv, h, cfg.qkv_bias),
-            ("self_attn.o_proj", h, q, cfg.o_bias),
-            ("mlp.gate_proj", i, h, cfg.mlp_bias),
-            ("mlp.up_proj", i, h, cfg.mlp_bias),
-            ("mlp.down_proj", h, i, cfg.mlp_bias),
-        ] {
-            push(&format!("{name}.weight"), vec![out_dim, in_dim]);
-            if bias {
-                push(&format!("{name}.bias"), vec![out_dim]);
+        for kind in LinearKind::ALL {
+            let shape = kind.shape(cfg);
+            push(&format!("{}.weight", kind.path()), shape.to_vec());
+            if kind.has_bias(cfg) {
+                push(&format!("{}.bias", kind.path()), vec![shape[0]]);
             }
         }
         if cfg.qk_norm {
@@ -172,15 +170,26 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
-/// Load every tensor the config implies.
+/// Load every tensor the config implies; with `skip_linears` the linear weights are only
+/// checked (they are streamed from the files).
 pub fn load_all(
     files: &WeightFiles,
     cfg: &ModelConfig,
     dtype: DType,
     device: &Device,
+    skip_linears: bool,
 ) -> Result<HashMap<String, Tensor>> {
+    let linear = |n: &str| {
+        LinearKind::ALL
+            .iter()
+            .any(|k| n.ends_with(&format!("{}.weight", k.path())))
+    };
     let mut map = HashMap::new();
     for (name, shape) in expected_tensors(cfg) {
+        if skip_linears && linear(&name) {
+            files.check(&name, &shape)?;
+            continue;
+        }
         let t = files.load(&name, &shape, dtype, device)?;
         map.insert(name, t);
     }

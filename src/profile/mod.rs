@@ -136,7 +136,7 @@ pub fn compute_with_stats(
     for (id, g) in ids.iter().zip(&grads) {
         let lin = d.linear(*id);
         let cols = lin.in_features();
-        let w = weight_f32(lin.active())?;
+        let w = weight_f32(&lin.weight()?)?;
         let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let norms = stats[id.block].get(id.kind).norms();
         let mask = lin.mask();

@@ -134,7 +134,7 @@ fn write_all(
                 .with_context(|| format!("cannot copy {}", p.display()))?;
         }
     }
-    let tensors: HashMap<String, candle_core::Tensor> = d.named_tensors().into_iter().collect();
+    let tensors: HashMap<String, candle_core::Tensor> = d.named_tensors()?.into_iter().collect();
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))
         .with_context(|| format!("cannot write {}", dir.join("model.safetensors").display()))?;
     std::fs::write(

@@ -72,7 +72,7 @@ pub fn prune_layer(
     let (rows, cols) = (lin.out_features(), lin.in_features());
     let prior = lin.mask().cloned();
     // The active weight: zero where pruned earlier, which the prior mask keeps pruned.
-    let w = weight_f32(lin.active())?;
+    let w = weight_f32(&lin.weight()?)?;
     let need_stats = || -> Result<&BlockStats> {
         match stats {
             Some(s) => Ok(s),

@@ -113,7 +113,7 @@ impl Scored {
         let (ok, k) = (norms.len() == lin.in_features(), kind.short());
         ensure!(ok, "block {block}: no calibration statistics for {k}");
         // Effective weights, so weights pruned earlier no longer count.
-        let w = weight_f32(lin.active())?;
+        let w = weight_f32(&lin.weight()?)?;
         let cols = lin.in_features();
         Ok(Scored { w, cols, norms })
     }

@@ -76,6 +76,8 @@ pub struct RunOptions {
     pub batch: usize,
     /// MiB for the incremental evaluation's cached block-boundary states (0: full passes).
     pub eval_cache_mb: usize,
+    /// Linear weights read from the files block by block instead of held in memory.
+    pub stream_layers: bool,
     #[serde(rename = "loop")]
     pub loop_opts: LoopOptions,
     pub probe: Option<ProbeSpec>,
@@ -98,6 +100,7 @@ impl Default for RunOptions {
             grad_windows: 4,
             batch: 4,
             eval_cache_mb: 1024,
+            stream_layers: false,
             loop_opts: LoopOptions::default(),
             probe: None,
         }

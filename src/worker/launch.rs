@@ -51,7 +51,7 @@ fn windows(
 pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
     let device = crate::runtime::parse_device(&opts.device)?;
     let dtype = crate::runtime::parse_dtype(&opts.dtype)?;
-    let m = LoadedModel::from_files(files, &device, dtype)?;
+    let m = LoadedModel::from_files(files, &device, dtype, opts.stream_layers)?;
     let calib_path = text_path(&opts.calib, "calib", opts)?;
     let eval_path = text_path(&opts.eval, "eval", opts)?;
     let calib = windows(

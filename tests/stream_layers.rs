@@ -1,0 +1,167 @@
+//! `--stream-layers`: no linear weight stays resident; each block reads its weights from the
+//! memory-mapped files when it computes. Every result must equal the resident run bit for bit.
+
+mod common;
+
+use arborist::data::Windows;
+use arborist::eval::perplexity;
+use arborist::model::{LinearId, LinearKind, LoadedModel, Mask};
+use arborist::profile;
+use candle_core::{DType, Device};
+use common::{arborist_timed, ok_json, tmp, LIMIT, SMALL};
+use std::sync::Arc;
+
+fn load(dtype: DType, stream: bool) -> LoadedModel {
+    LoadedModel::load_with("bundled", &Device::Cpu, dtype, stream).unwrap()
+}
+
+fn windows(m: &LoadedModel) -> Windows {
+    let dir = arborist::model::bundled::data_dir().unwrap();
+    let text = std::fs::read_to_string(dir.join("eval.txt")).unwrap();
+    Windows::sequential(&m.encode(&text).unwrap(), 128, Some(4), "eval.txt").unwrap()
+}
+
+fn loss_bits(m: &LoadedModel, w: &Windows) -> Vec<u64> {
+    perplexity(&m.decoder, w, 2, "eval.txt", |_, _| {})
+        .unwrap()
+        .window_loss
+        .iter()
+        .map(|x| x.to_bits())
+        .collect()
+}
+
+/// A mask pruning the flat indices `i` where `pick(i)`.
+fn mask(m: &LoadedModel, id: LinearId, pick: impl Fn(usize) -> bool) -> Arc<Mask> {
+    let l = m.decoder.linear(id);
+    let mut k = Mask::empty(l.out_features(), l.in_features());
+    for r in 0..k.rows() {
+        for c in 0..k.cols() {
+            if pick(r * k.cols() + c) {
+                k.prune(r, c);
+            }
+        }
+    }
+    Arc::new(k)
+}
+
+fn check_equal_through_masks(dtype: DType) {
+    let resident = &mut load(dtype, false);
+    let streamed = &mut load(dtype, true);
+    assert!(streamed
+        .decoder
+        .linear_ids()
+        .all(|i| !streamed.decoder.linear(i).weight_resident()));
+    assert!(resident
+        .decoder
+        .linear_ids()
+        .all(|i| resident.decoder.linear(i).weight_resident()));
+    assert_eq!(
+        streamed.decoder.weight_bytes(),
+        resident.decoder.weight_bytes()
+    );
+    let w = windows(resident);
+    let dense = loss_bits(resident, &w);
+    assert_eq!(loss_bits(streamed, &w), dense, "dense {dtype:?}");
+
+    let ids = [
+        LinearId {
+            block: 0,
+            kind: LinearKind::Q,
+        },
+        LinearId {
+            block: 3,
+            kind: LinearKind::Down,
+        },
+        LinearId {
+            block: 7,
+            kind: LinearKind::Gate,
+        },
+    ];
+    // A mask, then a larger one (a growing mask multiplies the resident weight), then none
+    // (a rollback re-reads the file).
+    let steps: [&dyn Fn(usize) -> bool; 2] = [&|i| i % 4 == 0, &|i| i % 4 == 0 || i % 3 == 0];
+    for (n, pick) in steps.iter().enumerate() {
+        for &id in &ids {
+            let k = mask(resident, id, pick);
+            resident.decoder.set_mask(id, Some(k.clone())).unwrap();
+            streamed.decoder.set_mask(id, Some(k)).unwrap();
+        }
+        let r = loss_bits(resident, &w);
+        assert_ne!(r, dense, "step {n} changes the model");
+        assert_eq!(loss_bits(streamed, &w), r, "step {n} {dtype:?}");
+    }
+    for &id in &ids {
+        resident.decoder.set_mask(id, None).unwrap();
+        streamed.decoder.set_mask(id, None).unwrap();
+    }
+    assert_eq!(loss_bits(resident, &w), dense);
+    assert_eq!(loss_bits(streamed, &w), dense, "rolled back {dtype:?}");
+    assert!(streamed
+        .decoder
+        .linear_ids()
+        .all(|i| !streamed.decoder.linear(i).weight_resident()));
+}
+
+#[test]
+fn streamed_perplexity_equals_resident_through_masks_and_rollback_f32() {
+    check_equal_through_masks(DType::F32);
+}
+
+#[test]
+fn streamed_perplexity_equals_resident_through_masks_and_rollback_bf16() {
+    check_equal_through_masks(DType::BF16);
+}
+
+#[test]
+fn streamed_profile_equals_resident() {
+    let resident = load(DType::F32, false);
+    let streamed = load(DType::F32, true);
+    let w = windows(&resident);
+    let a = profile::compute(&resident.decoder, &w, 1, 2, "eval.txt").unwrap();
+    let b = profile::compute(&streamed.decoder, &w, 1, 2, "eval.txt").unwrap();
+    assert_eq!(a.layers.len(), 56);
+    for (x, y) in a.layers.iter().zip(&b.layers) {
+        assert_eq!(
+            (x.s.to_bits(), x.g.to_bits(), x.z_s.to_bits()),
+            (y.s.to_bits(), y.g.to_bits(), y.z_s.to_bits()),
+            "{}",
+            x.name
+        );
+    }
+}
+
+/// A whole headless session over the bundled model: same perplexities, steps and sparsity.
+#[test]
+fn streamed_session_equals_resident_session() {
+    let dir = tmp();
+    let run = |name: &str, extra: &[&str]| {
+        let s = dir.path().join(name);
+        let mut args = vec![
+            "run",
+            "--headless",
+            "--auto-approve",
+            "--max-iters",
+            "3",
+            "--json",
+            "--session",
+            s.to_str().unwrap(),
+        ];
+        args.extend(SMALL);
+        args.extend(extra);
+        ok_json(&arborist_timed(&args, &[], dir.path(), LIMIT))
+    };
+    let a = run("resident.yaml", &[]);
+    let b = run("streamed.yaml", &["--stream-layers"]);
+    assert_eq!(a["iterations"], 3, "{a}");
+    for k in [
+        "dense_ppl",
+        "ppl",
+        "iterations",
+        "rollbacks",
+        "global_sparsity",
+    ] {
+        assert_eq!(a[k], b[k], "{k}: {a} vs {b}");
+    }
+    let header = std::fs::read_to_string(dir.path().join("streamed.yaml")).unwrap();
+    assert!(header.contains("stream_layers: true"), "{header}");
+}
