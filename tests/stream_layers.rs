@@ -165,3 +165,32 @@ fn streamed_session_equals_resident_session() {
     let header = std::fs::read_to_string(dir.path().join("streamed.yaml")).unwrap();
     assert!(header.contains("stream_layers: true"), "{header}");
 }
+
+/// `eval --stream-layers` reports exactly the resident numbers.
+#[test]
+fn eval_cli_streamed_equals_resident() {
+    let dir = tmp();
+    let text = arborist::model::bundled::data_dir()
+        .unwrap()
+        .join("eval.txt");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--model",
+            "bundled",
+            "--ppl",
+            text.to_str().unwrap(),
+            "--seqlen",
+            "128",
+            "--limit",
+            "4",
+            "--json",
+        ];
+        args.extend(extra);
+        ok_json(&arborist_timed(&args, &[], dir.path(), LIMIT))
+    };
+    let a = run(&[]);
+    let b = run(&["--stream-layers"]);
+    assert!(a["ppl"]["value"].as_f64().unwrap() > 1.0, "{a}");
+    assert_eq!(a["ppl"], b["ppl"]);
+}

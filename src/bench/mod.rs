@@ -3,6 +3,7 @@
 
 pub mod knowledge;
 pub mod session;
+pub mod stream;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
@@ -30,7 +31,8 @@ pub struct BenchArgs {
     pub dtype: String,
     /// forward, profile (sensitivity profile), prune (one-shot Wanda 50%), knowledge
     /// (bundled model: dense vs uniform Wanda), agent (built-in session vs uniform Wanda) or
-    /// session (iteration cost: full vs incremental evaluation, profile time, memory).
+    /// session (iteration cost: full vs incremental evaluation, profile time, memory) or
+    /// stream (perplexity with resident weights vs --stream-layers: time and memory).
     /// Run one suite per process so the peak RSS belongs to it.
     #[arg(long, default_value = "forward")]
     pub suite: String,
@@ -39,7 +41,7 @@ pub struct BenchArgs {
     pub calib_windows: usize,
     #[arg(long)]
     pub json: bool,
-    /// The session suite's model.
+    /// The session suite's model (stream suite: a random 29M-parameter model unless given).
     #[arg(long, default_value = "bundled")]
     pub model: String,
     /// The session suite's iterations per session.
@@ -198,7 +200,7 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
             oneshot::prune_sequential(&mut model, Some(&w), &plan, &opts, |_, _| {})?;
         }
         other => anyhow::bail!(
-            "--suite {other}: expected forward, profile, prune, knowledge, agent or session"
+            "--suite {other}: expected forward, profile, prune, knowledge, agent, session or stream"
         ),
     }
     let secs = start.elapsed().as_secs_f64();
@@ -227,6 +229,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "knowledge" => return knowledge::knowledge_suite(a.json),
         "agent" => return knowledge::agent_suite(a.json),
         "session" => return session::session_suite(&a),
+        "stream" => return stream::stream_suite(&a),
         _ => {}
     }
     let model = random_decoder(&bench_config(), 0, dtype, &dev)?;

@@ -1,0 +1,151 @@
+//! `bench --suite stream`: perplexity with every weight resident against `--stream-layers`,
+//! on a random Qwen3-shaped model written to disk (about 30M parameters) or `--model M`.
+//! Reports time, resident set and peak for each, and fails unless the losses are identical.
+
+use anyhow::{ensure, Result};
+use candle_core::{DType, Device};
+use std::time::Instant;
+
+use super::{peak_rss_bytes, rss_bytes, BenchArgs};
+use crate::data::Windows;
+use crate::model::{LoadedModel, ModelConfig, ModelFiles};
+
+/// About 29M parameters (27M in the blocks' linear layers): big enough that weights, not
+/// the runtime, dominate the resident set.
+const STREAM_CONFIG: &str = r#"{"model_type":"qwen3","vocab_size":4096,"hidden_size":512,
+  "intermediate_size":1536,"num_hidden_layers":8,"num_attention_heads":8,"num_key_value_heads":4,
+  "head_dim":64,"max_position_embeddings":1024,"tie_word_embeddings":true,"rope_theta":10000.0,
+  "rms_norm_eps":1e-6}"#;
+
+/// Give freed heap back to the system and forget the peak resident set so far, so that a
+/// phase's numbers are its own (Linux 4.0+ with glibc; elsewhere the peak is cumulative).
+fn reset_peak_rss() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim only releases free memory; it takes no pointers.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A model directory with seeded random f32 weights and the bundled tokenizer.
+fn write_random_model(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let cfg = ModelConfig::from_json(STREAM_CONFIG)?;
+    std::fs::write(dir.join("config.json"), STREAM_CONFIG)?;
+    std::fs::copy(
+        crate::model::bundled::dir()?.join("tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )?;
+    let t = crate::model::random::random_tensors(&cfg, 0, 0.05, DType::F32, &Device::Cpu)?;
+    candle_core::safetensors::save(&t, dir.join("model.safetensors"))?;
+    Ok(())
+}
+
+/// Removed on drop, error paths included.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Phase {
+    seconds: f64,
+    rss_loaded: u64,
+    peak: u64,
+    losses: Vec<u64>,
+    weight_bytes: usize,
+}
+
+fn phase(files: &ModelFiles, a: &BenchArgs, ids: &[u32], stream: bool) -> Result<Phase> {
+    reset_peak_rss();
+    let dtype = crate::runtime::parse_dtype(&a.dtype)?;
+    let device = crate::runtime::parse_device(&a.device)?;
+    let m = LoadedModel::from_files(files.clone(), &device, dtype, stream)?;
+    let rss_loaded = rss_bytes();
+    let w = Windows::sequential(ids, a.seqlen, Some(a.calib_windows), "synthetic")?;
+    let mut times = Vec::new();
+    let mut losses = Vec::new();
+    for _ in 0..a.iters.max(1) {
+        let t = Instant::now();
+        let p = crate::eval::perplexity(&m.decoder, &w, a.batch, "synthetic", |_, _| {})?;
+        times.push(t.elapsed().as_secs_f64());
+        losses = p.window_loss.iter().map(|x| x.to_bits()).collect();
+    }
+    Ok(Phase {
+        seconds: super::median(times),
+        rss_loaded,
+        peak: peak_rss_bytes(),
+        losses,
+        weight_bytes: m.decoder.weight_bytes(),
+    })
+}
+
+pub fn stream_suite(a: &BenchArgs) -> Result<()> {
+    let tmp =
+        TempDir(std::env::temp_dir().join(format!("arborist-stream-bench-{}", std::process::id())));
+    let files = if a.model == "bundled" {
+        let dir = tmp.0.join("model");
+        write_random_model(&dir)?;
+        ModelFiles::from_dir(&dir)?
+    } else {
+        ModelFiles::resolve(&a.model)?
+    };
+    let cfg = ModelConfig::from_file(&files.config)?;
+    let ids: Vec<u32> = (0..a.calib_windows * a.seqlen)
+        .map(|i| ((i * 2654435761usize) >> 7) as u32 % cfg.vocab_size as u32)
+        .collect();
+    reset_peak_rss();
+    let rss_start = rss_bytes();
+    // Streamed first: memory a phase frees may stay with the allocator and count for the next.
+    let s = phase(&files, a, &ids, true)?;
+    let r = phase(&files, a, &ids, false)?;
+    ensure!(
+        s.losses == r.losses,
+        "streamed and resident perplexities differ"
+    );
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let out = serde_json::json!({
+        "suite": "stream", "model": files.id, "dtype": a.dtype, "device": a.device,
+        "windows": a.calib_windows, "seqlen": a.seqlen, "batch": a.batch,
+        "weight_bytes": r.weight_bytes, "identical_losses": true, "rss_start_bytes": rss_start,
+        "resident": {"seconds": r.seconds, "rss_loaded_bytes": r.rss_loaded, "peak_rss_bytes": r.peak},
+        "streamed": {"seconds": s.seconds, "rss_loaded_bytes": s.rss_loaded, "peak_rss_bytes": s.peak},
+        "streamed_over_resident_time": s.seconds / r.seconds,
+        "threads": candle_core::utils::get_num_threads(),
+    });
+    if a.json {
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "{}: {} windows x {} tokens, {} ({} threads); weights {:.1} MiB; RSS {:.1} MiB at start",
+        files.id,
+        a.calib_windows,
+        a.seqlen,
+        a.dtype,
+        candle_core::utils::get_num_threads(),
+        mib(r.weight_bytes as u64),
+        mib(rss_start)
+    );
+    for (name, p) in [("resident", &r), ("streamed", &s)] {
+        println!(
+            "  {name:<8}: perplexity pass {:.3} s; RSS loaded {:.1} MiB, peak {:.1} MiB",
+            p.seconds,
+            mib(p.rss_loaded),
+            mib(p.peak)
+        );
+    }
+    println!(
+        "  streamed / resident time {:.2}; losses identical bit for bit",
+        s.seconds / r.seconds
+    );
+    Ok(())
+}
