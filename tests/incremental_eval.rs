@@ -145,3 +145,67 @@ fn budget_bounds_the_cache_and_reuse_skips_blocks() {
     assert!(r.start_block >= 4, "started at {}", r.start_block);
     assert!(inc.cached_bytes() <= 2 * 3 * per);
 }
+
+// ---- The profile's calibration statistics ----
+
+use arborist::model::BlockStats;
+use arborist::profile::incremental::IncrementalStats;
+
+/// The statistics as one full forward per chunk gathers them (the reference).
+fn full_stats(d: &Decoder, w: &Windows, batch: usize) -> Vec<BlockStats> {
+    let mut stats = vec![BlockStats::default(); d.blocks.len()];
+    for chunk in w.windows.chunks(batch) {
+        let ids = arborist::data::ids_tensor(chunk, &d.device).unwrap();
+        d.forward(&ids, Some(&mut stats)).unwrap();
+    }
+    stats
+}
+
+fn stats_bits(s: &[BlockStats]) -> Vec<(u64, Vec<u64>)> {
+    s.iter()
+        .flat_map(|b| b.linears.iter())
+        .map(|l| (l.tokens, bits(&l.sumsq)))
+        .collect()
+}
+
+fn check_stats(dtype: DType, budget: usize) {
+    let (mut m, w) = setup(dtype);
+    let blocks = m.decoder.blocks.len();
+    let mut inc = IncrementalStats::new(w.clone(), 4, budget);
+    let mut step = |m: &LoadedModel, first: usize| {
+        let (s, r) = inc.input_stats(&m.decoder).unwrap();
+        assert_eq!(r.first_changed, first);
+        assert!(r.start_block <= first);
+        assert_eq!(stats_bits(&s), stats_bits(&full_stats(&m.decoder, &w, 4)));
+        r
+    };
+    assert_eq!(step(&m, 0).start_block, 0);
+    let id = |block, kind| LinearId { block, kind };
+    let mk = mask(&m.decoder, 5, LinearKind::Down, 3, 0);
+    m.decoder
+        .set_mask(id(5, LinearKind::Down), Some(mk))
+        .unwrap();
+    step(&m, 5);
+    // A step in block 2, then its rollback: back to the state profiled before it.
+    let mk = mask(&m.decoder, 2, LinearKind::Gate, 2, 0);
+    m.decoder
+        .set_mask(id(2, LinearKind::Gate), Some(mk))
+        .unwrap();
+    step(&m, 2);
+    m.decoder.set_mask(id(2, LinearKind::Gate), None).unwrap();
+    step(&m, 2);
+    let mk = mask(&m.decoder, 7, LinearKind::Up, 2, 0);
+    m.decoder.set_mask(id(7, LinearKind::Up), Some(mk)).unwrap();
+    let r = step(&m, 7);
+    if budget > 0 {
+        assert!(r.start_block > 0, "a cached boundary was used");
+    }
+    assert_eq!(step(&m, blocks).start_block, blocks);
+}
+
+#[test]
+fn incremental_calibration_statistics_equal_a_full_pass() {
+    check_stats(DType::F32, usize::MAX / 4);
+    check_stats(DType::BF16, usize::MAX / 4);
+    check_stats(DType::F32, 0);
+}

@@ -97,6 +97,7 @@ fn started(opts: LoopOptions) -> Machine {
             iteration: 1,
             rows: r,
             seconds: 0.0,
+            calib_from_block: None,
         })
         .unwrap();
     assert!(matches!(fx[0], Effect::Propose(_)));
@@ -157,6 +158,7 @@ fn accepted_step_commits_a_checkpoint_and_rollback_restores_it() {
         iteration: 2,
         rows: r,
         seconds: 0.0,
+        calib_from_block: None,
     })
     .unwrap();
     // +6% over the 10.4 checkpoint > 5%: rolled back to checkpoint 1.
@@ -430,6 +432,7 @@ fn rollback_to_an_earlier_checkpoint_truncates_and_reprofiles() {
             iteration: i + 2,
             rows: r,
             seconds: 0.0,
+            calib_from_block: None,
         })
         .unwrap();
     }
@@ -507,6 +510,7 @@ fn knowledge_probe_guard_rolls_back_on_an_accuracy_drop() {
         iteration: 1,
         rows: r,
         seconds: 0.0,
+        calib_from_block: None,
     })
     .unwrap();
     propose_down0(&mut m, "");

@@ -18,6 +18,7 @@ pub struct Iteration {
     pub profile_seconds: f64,
     pub eval_seconds: f64,
     pub from_block: Option<usize>,
+    pub calib_from_block: Option<usize>,
     pub ppl: f64,
     pub accepted: bool,
 }
@@ -42,13 +43,21 @@ fn session(opts: &RunOptions, engine: &mut Engine) -> Result<SessionRun> {
     let mut last = Instant::now();
     let mut its: Vec<Iteration> = Vec::new();
     let (mut prof, mut eval, mut from, mut ppl) = (0.0, 0.0, None, f64::NAN);
+    let mut calib_from = None;
     run_inline_observed(
         &mut machine,
         engine,
         &mut BuiltinAgent,
         &mut |ev| match ev {
             Event::Baseline { .. } => last = Instant::now(),
-            Event::Profiled { seconds, .. } => prof = *seconds,
+            Event::Profiled {
+                seconds,
+                calib_from_block,
+                ..
+            } => {
+                prof = *seconds;
+                calib_from = *calib_from_block;
+            }
             Event::Evaluated { eval: e, .. } => {
                 eval = e.seconds;
                 from = e.from_block;
@@ -65,6 +74,7 @@ fn session(opts: &RunOptions, engine: &mut Engine) -> Result<SessionRun> {
                     profile_seconds: std::mem::take(&mut prof),
                     eval_seconds: eval,
                     from_block: from,
+                    calib_from_block: calib_from.take(),
                     ppl,
                     accepted: *accepted,
                 });
@@ -172,6 +182,11 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         .iter()
         .map(|i| i.from_block.map_or("-".into(), |b| b.to_string()))
         .collect();
+    let calib_froms: Vec<String> = incremental
+        .iterations
+        .iter()
+        .map(|i| i.calib_from_block.map_or("-".into(), |b| b.to_string()))
+        .collect();
     let out = serde_json::json!({
         "model": opts.model, "dtype": dt,
         "eval_windows": w.len(), "seqlen": w.seqlen, "eval_tokens": tokens,
@@ -183,7 +198,7 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         "iteration_seconds_quartiles": iter_q,
         "iteration_seconds_full_quartiles": full_iter_q,
         "profile_seconds_quartiles": prof_q,
-        "from_block": froms, "blocks": blocks,
+        "from_block": froms, "calib_from_block": calib_froms, "blocks": blocks,
         "identical_perplexities": true,
         "eval_cache_bytes": incremental.peak_eval_cache_bytes,
         "weight_bytes": weight_bytes, "dense_copies_resident": resident,
@@ -215,8 +230,11 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         it_q[0], it_q[1], it_q[2], iter_q[1], full_iter_q[1]
     );
     println!(
-        "  profile: median {:.2} s (q1 {:.2}, q3 {:.2})",
-        prof_q[1], prof_q[0], prof_q[2]
+        "  profile: median {:.2} s (q1 {:.2}, q3 {:.2}); calibration pass started at block {}",
+        prof_q[1],
+        prof_q[0],
+        prof_q[2],
+        calib_froms.join(",")
     );
     println!(
         "memory: weights {:.1} MiB, unmasked copies resident {resident}, eval cache {:.1} MiB; RSS {:.1} MiB before loading, {:.1} MiB loaded, peak {:.1} MiB",

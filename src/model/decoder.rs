@@ -319,14 +319,16 @@ impl Decoder {
 
     /// Blocks `from..to` over hidden states `x` (the state entering block `from`), exactly as
     /// `forward` runs them. `at(b, x)` sees the state entering each block b in from+1..=to.
+    /// `rec` accumulates the Wanda statistics of blocks from..to (indexed by block).
     pub fn blocks_forward(
         &self,
         x: Tensor,
         from: usize,
         to: usize,
+        rec: Option<&mut [BlockStats]>,
         at: impl FnMut(usize, &Tensor),
     ) -> Result<Tensor> {
-        self.run_blocks(x, from, to, None, at)
+        self.run_blocks(x, from, to, rec, at)
     }
 
     /// The one block loop: rotary tables and causal masks (one per attention window) are

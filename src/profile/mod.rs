@@ -10,6 +10,8 @@ use crate::eval::ppl::window_loss;
 use crate::model::{BlockStats, Decoder, LinearId};
 use crate::prune::scores::weight_f32;
 
+pub mod incremental;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerProfile {
     /// Hugging Face module path, e.g. model.layers.3.mlp.down_proj.
@@ -69,12 +71,9 @@ pub fn zscores(x: &[f64]) -> Vec<f64> {
 
 /// Wanda statistics of every linear input over the calibration windows (current masks).
 pub fn input_stats(d: &Decoder, calib: &Windows, batch: usize) -> Result<Vec<BlockStats>> {
-    let mut stats = vec![BlockStats::default(); d.blocks.len()];
-    for chunk in calib.windows.chunks(batch.max(1)) {
-        let ids = crate::data::ids_tensor(chunk, &d.device)?;
-        d.forward(&ids, Some(&mut stats))?;
-    }
-    Ok(stats)
+    Ok(incremental::IncrementalStats::new(calib.clone(), batch, 0)
+        .input_stats(d)?
+        .0)
 }
 
 /// G = mean over the windows of d(window loss)/dW for every linear, in `linear_ids` order.
@@ -129,6 +128,20 @@ pub fn compute_with_stats(
     calib_name: &str,
 ) -> Result<(Profile, Vec<BlockStats>)> {
     let stats = input_stats(d, calib, batch)?;
+    Ok((
+        compute_from(d, &stats, calib, grad_windows, calib_name)?,
+        stats,
+    ))
+}
+
+/// The profile from Wanda statistics already gathered over `calib` for the model as it is.
+pub fn compute_from(
+    d: &Decoder,
+    stats: &[BlockStats],
+    calib: &Windows,
+    grad_windows: usize,
+    calib_name: &str,
+) -> Result<Profile> {
     let gw = grad_windows.min(calib.len());
     let grads = mean_gradients(d, &calib.windows[..gw.max(1)])?;
     let ids: Vec<LinearId> = d.linear_ids().collect();
@@ -182,7 +195,7 @@ pub fn compute_with_stats(
         },
         layers,
     };
-    Ok((profile, stats))
+    Ok(profile)
 }
 
 #[cfg(test)]

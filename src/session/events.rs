@@ -86,6 +86,10 @@ pub enum Event {
         iteration: usize,
         rows: Vec<LayerRow>,
         seconds: f64,
+        /// The block the calibration statistics were recomputed from (0: all; older
+        /// sessions: absent); informative only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        calib_from_block: Option<usize>,
     },
     Proposed {
         iteration: usize,

@@ -135,6 +135,7 @@ pub fn profiled(blocks: usize) -> (Machine, Vec<Event>) {
             iteration,
             rows,
             seconds: 1.0,
+            calib_from_block: None,
         },
     );
     (m, events)
@@ -225,6 +226,7 @@ pub fn next_proposal(m: &mut Machine, events: &mut Vec<Event>) {
                 iteration,
                 rows,
                 seconds: 1.0,
+                calib_from_block: None,
             },
         );
     }

@@ -10,6 +10,7 @@ use crate::agent::LayerRow;
 use crate::data::Windows;
 use crate::eval::incremental::IncrementalPpl;
 use crate::model::{BlockStats, LinearId, LoadedModel, Mask};
+use crate::profile::incremental::IncrementalStats;
 use crate::prune::oneshot::{prune_layer, Method, OneShotOptions};
 use crate::prune::select::Pattern;
 use crate::session::{Evaluation, Event, LayerInfo, MaskStep, ProbeScore};
@@ -89,6 +90,8 @@ pub struct Engine {
     checkpoints: Vec<Masks>,
     /// Perplexity recomputed from the first changed block; its base is the last checkpoint.
     ppl: IncrementalPpl,
+    /// Calibration statistics recomputed from the first block changed since the last profile.
+    calib_stats: IncrementalStats,
 }
 
 impl Engine {
@@ -105,8 +108,10 @@ impl Engine {
             &cfg.eval_name,
             cfg.eval_cache_bytes,
         );
+        let calib_stats = IncrementalStats::new(cfg.calib.clone(), cfg.batch, cfg.eval_cache_bytes);
         Engine {
             ppl,
+            calib_stats,
             model,
             probe,
             cfg,
@@ -125,6 +130,11 @@ impl Engine {
     /// Bytes of the evaluation's cached block-boundary states.
     pub fn eval_cache_bytes(&self) -> usize {
         self.ppl.cached_bytes()
+    }
+
+    /// Bytes of the calibration pass's cached block-boundary states.
+    pub fn calib_cache_bytes(&self) -> usize {
+        self.calib_stats.cached_bytes()
     }
 
     fn current_masks(&self) -> Masks {
@@ -173,11 +183,12 @@ impl Engine {
 
     pub fn profile(&mut self, iteration: usize) -> Result<Event> {
         let t = Instant::now();
-        let (p, stats) = crate::profile::compute_with_stats(
+        let (stats, reuse) = self.calib_stats.input_stats(&self.model.decoder)?;
+        let p = crate::profile::compute_from(
             &self.model.decoder,
+            &stats,
             &self.cfg.calib,
             self.cfg.grad_windows,
-            self.cfg.batch,
             &self.cfg.calib_name,
         )?;
         self.profiles += 1;
@@ -205,6 +216,7 @@ impl Engine {
             iteration,
             rows,
             seconds: t.elapsed().as_secs_f64(),
+            calib_from_block: Some(reuse.start_block),
         })
     }
 
@@ -212,8 +224,7 @@ impl Engine {
     fn grow(&mut self, step: &MaskStep) -> Result<BTreeMap<String, f64>> {
         if self.stats.as_ref().map(|s| s.0) != Some(step.profile) {
             // Rebuilding: the profile's statistics are those of the current state.
-            let st =
-                crate::profile::input_stats(&self.model.decoder, &self.cfg.calib, self.cfg.batch)?;
+            let st = self.calib_stats.input_stats(&self.model.decoder)?.0;
             self.stats = Some((step.profile, st));
             self.profiles = self.profiles.max(step.profile);
         }
@@ -291,8 +302,7 @@ impl Engine {
             self.commit(i + 1);
         }
         if profiles > 0 && self.stats.as_ref().map(|s| s.0) != Some(profiles) {
-            let st =
-                crate::profile::input_stats(&self.model.decoder, &self.cfg.calib, self.cfg.batch)?;
+            let st = self.calib_stats.input_stats(&self.model.decoder)?.0;
             self.stats = Some((profiles, st));
         }
         self.profiles = self.profiles.max(profiles);
