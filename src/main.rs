@@ -21,8 +21,13 @@ fn main() {
     let cli = arborist::cli::Cli::parse();
     arborist::runtime::set_compute_threads(cli.threads);
     if let Err(e) = arborist::cli::run(cli) {
-        // One line: the context chain joined with ": ", newlines folded.
-        let msg = format!("{e:#}").replace('\n', " ");
+        // One line: the context chain joined with ": ", each cause's first line only
+        // (candle appends a backtrace to its errors when RUST_BACKTRACE is set).
+        let msg = e
+            .chain()
+            .map(|c| c.to_string().lines().next().unwrap_or("").trim().to_string())
+            .collect::<Vec<_>>()
+            .join(": ");
         eprintln!("error: {msg}");
         std::process::exit(1);
     }
