@@ -25,7 +25,14 @@ fn main() {
         // (candle appends a backtrace to its errors when RUST_BACKTRACE is set).
         let msg = e
             .chain()
-            .map(|c| c.to_string().lines().next().unwrap_or("").trim().to_string())
+            .map(|c| {
+                c.to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
             .collect::<Vec<_>>()
             .join(": ");
         eprintln!("error: {msg}");

@@ -48,6 +48,11 @@ pub fn perplexity(
     dataset: &str,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Perplexity> {
+    if model.is_streamed() {
+        // Block-major, so each streamed block is read once (same numbers, bit for bit).
+        let mut inc = super::incremental::IncrementalPpl::new(w.clone(), batch, dataset, 0);
+        return Ok(inc.evaluate(model, progress)?.0);
+    }
     let mut losses = Vec::with_capacity(w.len());
     for chunk in w.windows.chunks(batch.max(1)) {
         losses.extend(batch_losses(model, chunk)?);

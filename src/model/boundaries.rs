@@ -84,7 +84,35 @@ pub fn pass(
             _ => None,
         })
         .collect();
-    if start_block < blocks {
+    if start_block < blocks && model.is_streamed() {
+        // Block by block over all chunks, so a streamed block is read once per pass.
+        let ids: Vec<Tensor> = chunks
+            .iter()
+            .map(|c| crate::data::ids_tensor(c, &model.device))
+            .collect::<Result<_>>()?;
+        let mut xs: Vec<Tensor> = Vec::with_capacity(chunks.len());
+        for (k, id) in ids.iter().enumerate() {
+            xs.push(match (start_block, base) {
+                (0, _) | (_, None) => model.embed(id)?,
+                (s, Some(c)) => c.states[s].as_ref().expect("kept")[k].clone(),
+            });
+        }
+        for b in start_block..blocks {
+            let held = model.with_resident_block(b)?;
+            for x in xs.iter_mut() {
+                *x = held.blocks_forward(x.clone(), b, b + 1, rec.as_deref_mut(), |b, x| {
+                    if b > first_changed {
+                        if let Some(v) = states[b].as_mut() {
+                            v.push(x.clone());
+                        }
+                    }
+                })?;
+            }
+        }
+        for (k, (x, id)) in xs.iter().zip(&ids).enumerate() {
+            out(k, x, id)?;
+        }
+    } else if start_block < blocks {
         for (k, chunk) in chunks.iter().enumerate() {
             let ids = crate::data::ids_tensor(chunk, &model.device)?;
             let x = match (start_block, base) {

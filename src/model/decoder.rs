@@ -151,6 +151,24 @@ impl Decoder {
         self.linear_ids().find(|id| self.linear(*id).name == name)
     }
 
+    /// Whether any linear weight is streamed from the files rather than held.
+    pub fn is_streamed(&self) -> bool {
+        self.blocks
+            .iter()
+            .flat_map(|b| &b.linears)
+            .any(|l| !l.weight_resident())
+    }
+
+    /// A copy in which block `b`'s weights are read once and held (everything else shared),
+    /// so that many chunks of windows can pass through that block with one read.
+    pub fn with_resident_block(&self, b: usize) -> Result<Decoder> {
+        let mut d = self.clone();
+        for lin in d.blocks[b].linears.iter_mut() {
+            lin.make_resident()?;
+        }
+        Ok(d)
+    }
+
     /// Replace one layer's mask; only that layer's effective weight is rebuilt.
     pub fn set_mask(&mut self, id: LinearId, mask: Option<Arc<Mask>>) -> Result<()> {
         self.blocks[id.block].linears[id.kind as usize].set_mask(mask)

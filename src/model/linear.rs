@@ -209,6 +209,14 @@ impl Linear {
         self.active.is_some()
     }
 
+    /// Hold the weight the forward uses in memory (a streamed layer reads it once here).
+    pub fn make_resident(&mut self) -> Result<()> {
+        if self.active.is_none() {
+            self.active = Some(self.weight()?);
+        }
+        Ok(())
+    }
+
     /// Re-read the unmasked weight from `source` when needed, instead of keeping it.
     pub fn attach_source(&mut self, source: Arc<dyn DenseSource>) {
         self.source = Some(source);
