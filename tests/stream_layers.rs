@@ -194,3 +194,44 @@ fn eval_cli_streamed_equals_resident() {
     assert!(a["ppl"]["value"].as_f64().unwrap() > 1.0, "{a}");
     assert_eq!(a["ppl"], b["ppl"]);
 }
+
+/// `prune --stream-layers` writes the same model, byte for byte (Wanda and SparseGPT).
+#[test]
+fn prune_cli_streamed_writes_the_same_model() {
+    let dir = tmp();
+    let calib = arborist::model::bundled::data_dir()
+        .unwrap()
+        .join("calib.txt");
+    for method in ["wanda", "sparsegpt"] {
+        let run = |out: &str, extra: &[&str]| {
+            let out = dir.path().join(out);
+            let mut args = vec![
+                "prune",
+                "--model",
+                "bundled",
+                "--method",
+                method,
+                "--sparsity",
+                "0.5",
+                "--calib",
+                calib.to_str().unwrap(),
+                "--seqlen",
+                "128",
+                "--calib-windows",
+                "4",
+                "--out",
+                out.to_str().unwrap(),
+                "--json",
+            ];
+            args.extend(extra);
+            ok_json(&arborist_timed(&args, &[], dir.path(), LIMIT));
+            std::fs::read(out.join("model.safetensors")).unwrap()
+        };
+        let a = run(&format!("{method}-resident"), &[]);
+        let b = run(&format!("{method}-streamed"), &["--stream-layers"]);
+        assert!(
+            a == b,
+            "{method}: the streamed prune wrote different weights"
+        );
+    }
+}
