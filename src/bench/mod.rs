@@ -176,10 +176,6 @@ fn proc_status_bytes(field: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn weight_bytes(d: &Decoder) -> usize {
-    d.weight_bytes()
-}
-
 /// Wall time and peak RSS of the profile or of one-shot Wanda on the bench model.
 fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
     let cfg = model.cfg.clone();
@@ -206,7 +202,7 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     let out = serde_json::json!({
         "suite": a.suite, "seconds": secs, "peak_rss_bytes": peak_rss_bytes(),
-        "weight_bytes": weight_bytes(&model), "calib_windows": w.len(), "seqlen": a.seqlen,
+        "weight_bytes": model.weight_bytes(), "calib_windows": w.len(), "seqlen": a.seqlen,
         "threads": candle_core::utils::get_num_threads(),
     });
     if a.json {
@@ -215,7 +211,7 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
         println!(
             "{}: {:.2} s for {} windows of {} tokens; peak RSS {:.1} MiB with {:.1} MiB of weights ({} threads)",
             a.suite, secs, w.len(), a.seqlen,
-            peak_rss_bytes() as f64 / 1048576.0, weight_bytes(&model) as f64 / 1048576.0,
+            peak_rss_bytes() as f64 / 1048576.0, model.weight_bytes() as f64 / 1048576.0,
             candle_core::utils::get_num_threads()
         );
     }

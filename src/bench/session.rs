@@ -115,7 +115,7 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
     let mut engine = launch::load_engine(files.clone(), &opts)?;
     let rss_loaded = rss_bytes();
     let d = &engine.model.decoder;
-    let weight_bytes = super::weight_bytes(d);
+    let weight_bytes = d.weight_bytes();
     let (w, batch) = engine.eval_windows();
     let w = w.clone();
     let mut full = Vec::new();

@@ -84,6 +84,21 @@ pub fn pass(
             _ => None,
         })
         .collect();
+    // The state entering the start block for chunk k, and the record of later boundaries
+    // (those up to the first change are the cached ones).
+    let start = |k: usize, ids: &Tensor| -> Result<Tensor> {
+        Ok(match (start_block, base) {
+            (0, _) | (_, None) => model.embed(ids)?,
+            (s, Some(c)) => c.states[s].as_ref().expect("kept")[k].clone(),
+        })
+    };
+    let record = |states: &mut [Option<Vec<Tensor>>], b: usize, x: &Tensor| {
+        if b > first_changed {
+            if let Some(v) = states[b].as_mut() {
+                v.push(x.clone());
+            }
+        }
+    };
     if start_block < blocks && model.is_streamed() {
         // Block by block over all chunks, so a streamed block is read once per pass.
         let ids: Vec<Tensor> = chunks
@@ -92,20 +107,13 @@ pub fn pass(
             .collect::<Result<_>>()?;
         let mut xs: Vec<Tensor> = Vec::with_capacity(chunks.len());
         for (k, id) in ids.iter().enumerate() {
-            xs.push(match (start_block, base) {
-                (0, _) | (_, None) => model.embed(id)?,
-                (s, Some(c)) => c.states[s].as_ref().expect("kept")[k].clone(),
-            });
+            xs.push(start(k, id)?);
         }
         for b in start_block..blocks {
             let held = model.with_resident_block(b)?;
             for x in xs.iter_mut() {
                 *x = held.blocks_forward(x.clone(), b, b + 1, rec.as_deref_mut(), |b, x| {
-                    if b > first_changed {
-                        if let Some(v) = states[b].as_mut() {
-                            v.push(x.clone());
-                        }
-                    }
+                    record(&mut states, b, x)
                 })?;
             }
         }
@@ -115,17 +123,9 @@ pub fn pass(
     } else if start_block < blocks {
         for (k, chunk) in chunks.iter().enumerate() {
             let ids = crate::data::ids_tensor(chunk, &model.device)?;
-            let x = match (start_block, base) {
-                (0, _) | (_, None) => model.embed(&ids)?,
-                (s, Some(c)) => c.states[s].as_ref().expect("kept")[k].clone(),
-            };
+            let x = start(k, &ids)?;
             let x = model.blocks_forward(x, start_block, blocks, rec.as_deref_mut(), |b, x| {
-                // Boundaries up to the first change are the cached ones.
-                if b > first_changed {
-                    if let Some(v) = states[b].as_mut() {
-                        v.push(x.clone());
-                    }
-                }
+                record(&mut states, b, x)
             })?;
             out(k, &x, &ids)?;
         }

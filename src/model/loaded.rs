@@ -35,9 +35,9 @@ impl LoadedModel {
         let tokenizer = load_tokenizer(&files.tokenizer)?;
         let wf = weights::WeightFiles::open(&files.weights)?;
         let tensors = weights::load_all(&wf, &cfg, dtype, device, stream)?;
-        drop(wf);
         let source: std::sync::Arc<dyn super::linear::DenseSource> =
-            std::sync::Arc::new(weights::FileSource::new(&files.weights, dtype, device));
+            std::sync::Arc::new(weights::FileSource::new(&wf, dtype, device));
+        drop(wf);
         let decoder = if stream {
             Decoder::streamed(cfg.clone(), tensors, source)?
         } else {

@@ -98,11 +98,13 @@ impl WeightFiles {
     }
 }
 
-/// Re-reads unmasked linear weights from the model's files, mapping them only for the read
-/// (a mapping kept open would count the whole file in the resident set once touched).
+/// Re-reads unmasked linear weights from the model's files, mapping only the shard that
+/// holds the tensor and only for the read (a mapping kept open would count the whole file
+/// in the resident set once touched).
 pub struct FileSource {
-    files: Vec<PathBuf>,
-    stamps: Vec<Option<(u64, std::time::SystemTime)>>,
+    /// Each tensor's shard and that shard's size and modification time at load.
+    owner: HashMap<String, PathBuf>,
+    stamps: HashMap<PathBuf, Option<(u64, std::time::SystemTime)>>,
     dtype: DType,
     device: Device,
 }
@@ -113,10 +115,10 @@ fn stamp(p: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
 }
 
 impl FileSource {
-    pub fn new(files: &[PathBuf], dtype: DType, device: &Device) -> Self {
+    pub fn new(files: &WeightFiles, dtype: DType, device: &Device) -> Self {
         FileSource {
-            files: files.to_vec(),
-            stamps: files.iter().map(|f| stamp(f)).collect(),
+            owner: files.owner.clone(),
+            stamps: files.files.iter().map(|f| (f.clone(), stamp(f))).collect(),
             dtype,
             device: device.clone(),
         }
@@ -125,16 +127,18 @@ impl FileSource {
 
 impl super::linear::DenseSource for FileSource {
     fn load(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        for (f, s) in self.files.iter().zip(&self.stamps) {
-            if stamp(f) != *s {
-                bail!(
-                    "{} changed on disk since the model was loaded; cannot restore `{name}`",
-                    f.display()
-                );
-            }
+        let tensor = format!("{name}.weight");
+        let Some(file) = self.owner.get(&tensor) else {
+            bail!("tensor `{tensor}` is missing from the weights; cannot read `{name}`");
+        };
+        if stamp(file) != self.stamps[file] {
+            bail!(
+                "{} changed on disk since the model was loaded; cannot restore `{name}`",
+                file.display()
+            );
         }
-        WeightFiles::open(&self.files)?.load(
-            &format!("{name}.weight"),
+        WeightFiles::open(std::slice::from_ref(file))?.load(
+            &tensor,
             shape,
             self.dtype,
             &self.device,

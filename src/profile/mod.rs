@@ -71,9 +71,11 @@ pub fn zscores(x: &[f64]) -> Vec<f64> {
 
 /// Wanda statistics of every linear input over the calibration windows (current masks).
 pub fn input_stats(d: &Decoder, calib: &Windows, batch: usize) -> Result<Vec<BlockStats>> {
-    Ok(incremental::IncrementalStats::new(calib.clone(), batch, 0)
-        .input_stats(d)?
-        .0)
+    let mut stats = vec![BlockStats::default(); d.blocks.len()];
+    let chunks: Vec<&[Vec<u32>]> = calib.windows.chunks(batch.max(1)).collect();
+    let keep = vec![false; d.blocks.len() + 1];
+    crate::model::boundaries::pass(d, None, &chunks, &keep, Some(&mut stats), |_, _, _| Ok(()))?;
+    Ok(stats)
 }
 
 /// G = mean over the windows of d(window loss)/dW for every linear, in `linear_ids` order.
