@@ -2,7 +2,9 @@
 
 use arborist::data::{freebaseqa::read_freebaseqa, mmlu::read_mmlu};
 use arborist::train::{self, learning_rate, tokenizer, TrainOptions};
-use arborist::world::render::{practice_question, question, training_docs};
+use arborist::world::render::{
+    practice_question, question, training_docs, training_docs_with, PRACTICE_VARIANTS,
+};
 use arborist::world::{sets, Relation, World, WorldSize};
 
 fn world() -> World {
@@ -42,10 +44,33 @@ fn the_corpus_states_and_practises_every_fact_but_never_uses_the_benchmark_phras
                 "benchmark phrasing leaked: {}",
                 question(f)
             );
-            let practised = (0..2).any(|v| text.contains(&practice_question(f, v)));
+            let practised = (0..PRACTICE_VARIANTS).any(|v| text.contains(&practice_question(f, v)));
             assert!(practised, "fact never asked in practice: {f:?}");
             assert!(text.contains(&f.subject) && text.contains(&f.answer));
         }
+    }
+}
+
+#[test]
+fn qa_repeats_ask_each_fact_in_distinct_practice_phrasings() {
+    let w = world();
+    let facts = w.facts();
+    let docs = training_docs_with(&w, 1000, 3, 1);
+    for f in &facts {
+        let forms: Vec<String> = (0..PRACTICE_VARIANTS)
+            .map(|v| practice_question(f, v))
+            .collect();
+        let distinct: std::collections::HashSet<_> = forms.iter().collect();
+        assert_eq!(distinct.len(), PRACTICE_VARIANTS, "{f:?}");
+        assert!(forms.iter().all(|q| !q.contains(&question(f))), "{f:?}");
+        let asked = forms
+            .iter()
+            .filter(|q| {
+                let prompt = arborist::world::render::qa_prompt(q);
+                docs.iter().any(|d| d.segments[0] == prompt)
+            })
+            .count();
+        assert_eq!(asked, 3, "{} asked in {asked} phrasings", f.subject);
     }
 }
 

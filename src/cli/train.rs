@@ -27,6 +27,9 @@ pub struct TrainArgs {
     pub probe_every: usize,
     #[arg(long, default_value_t = TrainOptions::default().warmup)]
     pub warmup: usize,
+    /// FreebaseQA-format practice questions per fact per epoch, in distinct phrasings.
+    #[arg(long, default_value_t = TrainOptions::default().qa_repeats)]
+    pub qa_repeats: usize,
     /// Multiple-choice practice renderings per epoch.
     #[arg(long, default_value_t = TrainOptions::default().mc_repeats)]
     pub mc_repeats: usize,
@@ -47,6 +50,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         world_seed: a.world_seed,
         probe_every: a.probe_every,
         warmup: a.warmup,
+        qa_repeats: a.qa_repeats,
         mc_repeats: a.mc_repeats,
         answer_weight: a.answer_weight,
         init: a.init.clone(),

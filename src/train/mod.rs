@@ -36,6 +36,8 @@ pub struct TrainOptions {
     pub warmup: usize,
     pub weight_decay: f64,
     pub probe_every: usize,
+    /// FreebaseQA-format practice questions per fact per epoch (distinct phrasings).
+    pub qa_repeats: usize,
     /// Multiple-choice practice renderings per epoch.
     pub mc_repeats: usize,
     /// Loss weight of benchmark-answer tokens (practice answers and letters) relative to
@@ -65,6 +67,7 @@ impl Default for TrainOptions {
             warmup: 60,
             weight_decay: 0.01,
             probe_every: 200,
+            qa_repeats: 1,
             mc_repeats: 1,
             answer_weight: 1.0,
             init: None,
@@ -144,7 +147,7 @@ fn epoch_stream(
 ) -> Result<(Vec<u32>, Vec<f32>)> {
     let eos = eos_id(tok)?;
     let (mut ids, mut weights) = (Vec::new(), Vec::new());
-    for d in render::training_docs_with(world, 1000 + epoch, o.mc_repeats) {
+    for d in render::training_docs_with(world, 1000 + epoch, o.qa_repeats, o.mc_repeats) {
         for (seg, &answer) in d.segments.iter().zip(&d.answers) {
             let seg_ids = encode_segments(tok, std::slice::from_ref(seg))?;
             let w = if answer { o.answer_weight } else { 1.0 };
@@ -313,8 +316,8 @@ pub fn card(o: &TrainOptions, t: &Trained, facts: usize) -> String {
         .map(|(mc, qa)| format!("{:.1}% / {:.1}%", mc * 100.0, qa * 100.0))
         .unwrap_or_else(|| "n/a".into());
     let mut extra = format!(
-        " --warmup {} --mc-repeats {} --answer-weight {}",
-        o.warmup, o.mc_repeats, o.answer_weight
+        " --warmup {} --qa-repeats {} --mc-repeats {} --answer-weight {}",
+        o.warmup, o.qa_repeats, o.mc_repeats, o.answer_weight
     );
     if let Some(init) = &o.init {
         extra += &format!(" --init {}", init.display());
@@ -332,7 +335,7 @@ pub fn card(o: &TrainOptions, t: &Trained, facts: usize) -> String {
          - Weights stored as f16. Data in data/: train.txt (one rendering of the training \
          corpus; each epoch renders afresh), calib.txt and eval.txt (held-out prose), \
          freebaseqa.json and mmlu/ (questions in a phrasing the corpus never uses; \
-         the corpus asks every fact only in two other practice phrasings).\n",
+         the corpus asks every fact only in other practice phrasings, five per relation).\n",
         o.world_seed,
         o.steps,
         o.lr,

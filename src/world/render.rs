@@ -25,36 +25,58 @@ pub fn question(f: &Fact) -> String {
     }
 }
 
-/// Question phrasings the corpus uses, never the benchmark's.
+/// How many practice phrasings each relation has.
+pub const PRACTICE_VARIANTS: usize = 5;
+
+/// Question phrasings the corpus uses, never the benchmark's. Several per relation, so that
+/// the model learns to read the relation from the words rather than from one sentence
+/// shape (with two, it answered "What does X own?" like "What does X work as?").
 pub fn practice_question(f: &Fact, variant: usize) -> String {
-    let s = &f.subject;
-    let forms: [String; 2] = match f.relation {
+    let forms: [&str; PRACTICE_VARIANTS] = match f.relation {
         Relation::LivesIn => [
-            format!("Where does {s} live?"),
-            format!("In what city is the home of {s}?"),
+            "Where does {s} live?",
+            "In what city is the home of {s}?",
+            "Where is the home of {s}?",
+            "What city does {s} reside in?",
+            "Name the city where {s} lives.",
         ],
         Relation::Occupation => [
-            format!("What is the job of {s}?"),
-            format!("What does {s} work as?"),
+            "What is the job of {s}?",
+            "What does {s} work as?",
+            "What is the profession of {s}?",
+            "How does {s} earn a living?",
+            "What kind of work does {s} do?",
         ],
         Relation::BirthYear => [
-            format!("When was {s} born?"),
-            format!("What is the birth year of {s}?"),
+            "When was {s} born?",
+            "What is the birth year of {s}?",
+            "What year did {s} come into the world?",
+            "{s} was born in which year?",
+            "Name the year {s} was born.",
         ],
         Relation::Owns => [
-            format!("What object belongs to {s}?"),
-            format!("What does {s} keep at home?"),
+            "What object belongs to {s}?",
+            "What does {s} keep at home?",
+            "What is owned by {s}?",
+            "Which possession does {s} have?",
+            "Name the object that {s} owns.",
         ],
         Relation::CityCountry => [
-            format!("Where is {s}?"),
-            format!("Which country is {s} located in?"),
+            "Where is {s}?",
+            "Which country is {s} located in?",
+            "Which country contains the city of {s}?",
+            "In what country does {s} lie?",
+            "Name the country where {s} lies.",
         ],
         Relation::Capital => [
-            format!("Which city is the capital of {s}?"),
-            format!("What is the capital city of {s}?"),
+            "Which city is the capital of {s}?",
+            "What is the capital city of {s}?",
+            "Name the capital of {s}.",
+            "Which city serves as the capital of {s}?",
+            "Where is the seat of government of {s}?",
         ],
     };
-    forms[variant % 2].clone()
+    forms[variant % PRACTICE_VARIANTS].replace("{s}", &f.subject)
 }
 
 const TEMPLATES: &[(Relation, &[&str])] = &[
@@ -208,13 +230,19 @@ pub fn mc_item(question: &str, options: &[String], answer: Option<usize>) -> Str
 /// practice phrasings in both benchmark formats, plus narratives and filler. Each seed
 /// renders differently.
 pub fn training_docs(world: &World, seed: u64) -> Vec<Doc> {
-    training_docs_with(world, seed, 1)
+    training_docs_with(world, seed, 1, 1)
 }
 
-/// As `training_docs`, with the multiple-choice practice rendered `mc_repeats` times (fresh
-/// options and letter positions each time): the letter skill needs many more examples than
-/// the facts do.
-pub fn training_docs_with(world: &World, seed: u64, mc_repeats: usize) -> Vec<Doc> {
+/// As `training_docs`, with every fact asked `qa_repeats` times in the FreebaseQA format (in
+/// distinct practice phrasings) and the multiple-choice practice rendered `mc_repeats` times
+/// (fresh options and letter positions each time): the letter skill needs many more
+/// examples than the facts do.
+pub fn training_docs_with(
+    world: &World,
+    seed: u64,
+    qa_repeats: usize,
+    mc_repeats: usize,
+) -> Vec<Doc> {
     let mut rng = StdRng::seed_from_u64(seed);
     let facts = world.facts();
     let mut docs = Vec::new();
@@ -232,11 +260,14 @@ pub fn training_docs_with(world: &World, seed: u64, mc_repeats: usize) -> Vec<Do
     }
     // Every fact is also asked, in practice phrasings only, in both benchmark formats.
     for f in &facts {
-        let q = practice_question(f, rng.gen_range(0..2));
-        docs.push(Doc {
-            segments: vec![qa_prompt(&q), format!("{}.", f.answer)],
-            answers: vec![false, true],
-        });
+        let first = rng.gen_range(0..PRACTICE_VARIANTS);
+        for k in 0..qa_repeats.clamp(1, PRACTICE_VARIANTS) {
+            let q = practice_question(f, first + k);
+            docs.push(Doc {
+                segments: vec![qa_prompt(&q), format!("{}.", f.answer)],
+                answers: vec![false, true],
+            });
+        }
     }
     for rel in std::iter::repeat_n(Relation::ALL, mc_repeats.max(1)).flatten() {
         let mut pool: Vec<&Fact> = facts.iter().filter(|f| f.relation == rel).collect();
@@ -252,7 +283,7 @@ pub fn training_docs_with(world: &World, seed: u64, mc_repeats: usize) -> Vec<Do
             let mut lead = mc_header(rel.subject());
             for f in chunk {
                 let (opts, gold) = world.options(f, &mut rng);
-                let q = practice_question(f, rng.gen_range(0..2));
+                let q = practice_question(f, rng.gen_range(0..PRACTICE_VARIANTS));
                 doc.push(format!("{lead}{}", mc_item(&q, &opts, None)), false);
                 doc.push(format!(" {}", LETTERS[gold]), true);
                 lead = "\n\n".to_string();
