@@ -354,6 +354,53 @@ fn gradient_scores_match_finite_differences() {
     }
 }
 
+/// The block-at-a-time gradient pass against back-propagation through the whole model's
+/// graph at once, in f32 with a pruned layer: the same gradients up to float rounding.
+#[test]
+fn blockwise_gradients_equal_the_whole_graph_backward() {
+    let cfg = arborist::model::ModelConfig::from_json(TINY_QWEN3).unwrap();
+    let t =
+        arborist::model::random::random_tensors(&cfg, 5, 0.3, DType::F32, &Device::Cpu).unwrap();
+    let mut d = arborist::model::Decoder::from_tensors(cfg.clone(), t).unwrap();
+    let windows: Vec<Vec<u32>> = (0..3)
+        .map(|k| (0..16).map(|i| ((i * 29 + k * 11) % 250) as u32).collect())
+        .collect();
+    let flat: Vec<u32> = windows.iter().flatten().copied().collect();
+    let calib = Windows::sequential(&flat, 16, None, "synthetic").unwrap();
+    let stats = arborist::profile::input_stats(&d, &calib, 3).unwrap();
+    let id = LinearId {
+        block: 1,
+        kind: LinearKind::Down,
+    };
+    prune_layer(
+        &mut d,
+        id,
+        Pattern::Unstructured(0.5),
+        &OneShotOptions::new(Method::Wanda),
+        Some(&stats[1]),
+    )
+    .unwrap();
+    let blockwise = mean_gradients(&d, &windows).unwrap();
+
+    let (gd, vars) = d.with_grad_vars().unwrap();
+    let ids = Tensor::from_vec(flat, (3, 16), &Device::Cpu).unwrap();
+    let loss = window_loss(&gd.forward(&ids, None).unwrap(), &ids)
+        .unwrap()
+        .mean_all()
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    assert_eq!(blockwise.len(), vars.len());
+    for (k, (b, v)) in blockwise.iter().zip(&vars).enumerate() {
+        let whole = grads.get(v.as_tensor()).unwrap();
+        let x = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = whole.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0, "layer {k}: zero gradient");
+        let worst = x.iter().zip(&y).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 2e-5 * scale, "layer {k}: max diff {worst} of {scale}");
+    }
+}
+
 #[test]
 fn profile_reports_every_layer_with_z_scores() {
     let o = arborist(

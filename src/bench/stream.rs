@@ -6,7 +6,7 @@ use anyhow::{ensure, Result};
 use candle_core::{DType, Device};
 use std::time::Instant;
 
-use super::{peak_rss_bytes, rss_bytes, BenchArgs};
+use super::{peak_rss_bytes, reset_peak_rss, rss_bytes, BenchArgs};
 use crate::data::Windows;
 use crate::model::{LoadedModel, ModelConfig, ModelFiles};
 
@@ -16,22 +16,6 @@ const STREAM_CONFIG: &str = r#"{"model_type":"qwen3","vocab_size":4096,"hidden_s
   "intermediate_size":1536,"num_hidden_layers":8,"num_attention_heads":8,"num_key_value_heads":4,
   "head_dim":64,"max_position_embeddings":1024,"tie_word_embeddings":true,"rope_theta":10000.0,
   "rms_norm_eps":1e-6}"#;
-
-/// Give freed heap back to the system and forget the peak resident set so far, so that a
-/// phase's numbers are its own (Linux 4.0+ with glibc; elsewhere the peak is cumulative).
-fn reset_peak_rss() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: glibc's malloc_trim only releases free memory; it takes no pointers.
-        unsafe {
-            malloc_trim(0);
-        }
-    }
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
 
 /// A model directory with seeded random f32 weights and the bundled tokenizer.
 fn write_random_model(dir: &std::path::Path) -> Result<()> {

@@ -190,6 +190,27 @@ impl Decoder {
         Ok((d, vars))
     }
 
+    /// A copy that computes with the differentiable ops only. Nothing in it is a variable,
+    /// so its passes keep no graph.
+    pub fn differentiable(&self) -> Decoder {
+        let mut d = self.clone();
+        d.differentiable = true;
+        d
+    }
+
+    /// A differentiable copy whose block `b` linears are fresh gradient variables (the
+    /// current masked weights), in `LinearKind::ALL` order; no other weight is copied.
+    pub fn with_block_grad_vars(&self, b: usize) -> Result<(Decoder, Vec<Var>)> {
+        let mut d = self.differentiable();
+        let mut vars = Vec::with_capacity(d.blocks[b].linears.len());
+        for lin in d.blocks[b].linears.iter_mut() {
+            let v = Var::from_tensor(&lin.weight()?)?;
+            lin.replace_active(v.as_tensor().clone());
+            vars.push(v);
+        }
+        Ok((d, vars))
+    }
+
     /// Token embeddings for `ids` of shape [batch, seq].
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
