@@ -396,8 +396,14 @@ fn blockwise_gradients_equal_the_whole_graph_backward() {
         let y = whole.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let scale = y.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(scale > 0.0, "layer {k}: zero gradient");
-        let worst = x.iter().zip(&y).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(worst <= 2e-5 * scale, "layer {k}: max diff {worst} of {scale}");
+        let worst = x
+            .iter()
+            .zip(&y)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 2e-5 * scale,
+            "layer {k}: max diff {worst} of {scale}"
+        );
     }
 }
 

@@ -6,7 +6,9 @@ use anyhow::{ensure, Result};
 use serde::Serialize;
 use std::time::Instant;
 
-use super::{forward_flops, gemm_gflops, median, peak_rss_bytes, rss_bytes, BenchArgs};
+use super::{
+    forward_flops, gemm_gflops, median, peak_rss_bytes, reset_peak_rss, rss_bytes, BenchArgs,
+};
 use crate::agent::builtin::BuiltinAgent;
 use crate::session::{Event, Machine, RunOptions};
 use crate::worker::{inline::run_inline_observed, launch, Engine};
@@ -102,6 +104,19 @@ fn quartiles(v: &[f64]) -> [f64; 3] {
     }
 }
 
+/// Bytes the session's phases add to the resident set on their own, on a fresh engine
+/// with the session's cache budget: the baseline evaluation (a full pass, filling the
+/// evaluation cache) and one full profile (calibration statistics, filling their cache,
+/// and the gradient pass), measured from the resident set after loading.
+fn activation_working_set(files: &crate::model::ModelFiles, opts: &RunOptions) -> Result<u64> {
+    let mut engine = launch::load_engine(files.clone(), opts)?;
+    reset_peak_rss();
+    let before = rss_bytes();
+    engine.baseline(&mut |_, _| {})?;
+    engine.profile(1)?;
+    Ok(peak_rss_bytes().saturating_sub(before))
+}
+
 pub fn session_suite(a: &BenchArgs) -> Result<()> {
     let rss_start = rss_bytes();
     let mut opts = RunOptions {
@@ -150,6 +165,7 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         eval_cache_mb: 0,
         ..opts.clone()
     };
+    let working_set = activation_working_set(&files, &opts)?;
     let mut engine_full = launch::load_engine(files, &full_opts)?;
     let full_run = session(&full_opts, &mut engine_full)?;
     let bits =
@@ -161,6 +177,7 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         full_run.column(|i| i.ppl)
     );
 
+    let bound = (weight_bytes as u64 + working_set) as f64;
     let eval_q = quartiles(&incremental.column(|i| i.eval_seconds / full_s));
     let it_ratio: Vec<f64> = incremental
         .iterations
@@ -203,7 +220,9 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         "eval_cache_bytes": incremental.peak_eval_cache_bytes,
         "weight_bytes": weight_bytes, "dense_copies_resident": resident,
         "rss_start_bytes": rss_start, "rss_loaded_bytes": rss_loaded,
-        "peak_rss_bytes": peak_rss,
+        "peak_rss_bytes": peak_rss, "activation_working_set_bytes": working_set,
+        "peak_rss_over_weights_plus_working_set": peak_rss as f64 / bound,
+        "session_rss_growth_over_weights_plus_working_set": (peak_rss - rss_start) as f64 / bound,
         "threads": candle_core::utils::get_num_threads(),
         "incremental": incremental, "full": full_run,
     });
@@ -240,6 +259,10 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         "memory: weights {:.1} MiB, unmasked copies resident {resident}, eval cache {:.1} MiB; RSS {:.1} MiB before loading, {:.1} MiB loaded, peak {:.1} MiB",
         mib(weight_bytes as u64), mib(incremental.peak_eval_cache_bytes as u64),
         mib(rss_start), mib(rss_loaded), mib(peak_rss)
+    );
+    println!(
+        "  activation working set (baseline eval + one full profile on a fresh engine, caches included) {:.1} MiB; session peak / (weights + working set) {:.2}; counting only what the session added to the start RSS {:.2}",
+        mib(working_set), peak_rss as f64 / bound, (peak_rss - rss_start) as f64 / bound
     );
     Ok(())
 }
