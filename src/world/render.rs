@@ -58,7 +58,7 @@ pub fn practice_question(f: &Fact, variant: usize) -> String {
             "What object belongs to {s}?",
             "What does {s} keep at home?",
             "What is owned by {s}?",
-            "Which possession does {s} have?",
+            "What object does {s} own?",
             "Name the object that {s} owns.",
         ],
         Relation::CityCountry => [
@@ -112,6 +112,7 @@ const TEMPLATES: &[(Relation, &[&str])] = &[
             "{s} owns a {a}.",
             "{s} keeps a {a} at home.",
             "Among the belongings of {s} is a {a}.",
+            "{s} is the owner of a {a}.",
         ],
     ),
     (
