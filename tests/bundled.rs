@@ -80,7 +80,7 @@ fn the_bundled_model_knows_its_facts_and_heavy_pruning_costs_them() {
     let ppl = dense["ppl"]["value"].as_f64().unwrap();
     let acc = dense["freebaseqa"]["accuracy"].as_f64().unwrap();
     assert!(ppl < vocab / 20.0, "dense ppl {ppl}");
-    assert!(acc >= 0.45, "dense FreebaseQA accuracy {acc}");
+    assert!(acc >= 0.8, "dense FreebaseQA accuracy {acc}");
 
     let pruned = t.path().join("w70");
     let calib = p(&d.join("calib.txt"));
