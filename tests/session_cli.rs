@@ -1243,8 +1243,10 @@ fn rollbacks_restore_the_checkpoint_and_the_builtin_backs_off() {
             "0.5",
             "--max-layers",
             "8",
+            // The bundled model's perplexity falls over the first steps; on the current
+            // model the first rollbacks come at iterations 6 and 8.
             "--max-iters",
-            "6",
+            "9",
             "--json",
         ],
     ));
