@@ -209,3 +209,28 @@ fn a_few_training_steps_lower_the_loss() {
     .unwrap();
     assert_eq!(m.cfg.num_layers, 2);
 }
+
+/// Repeat counts outside what the corpus can render are refused in one line, before any
+/// output is written.
+#[test]
+fn train_tiny_refuses_repeat_counts_it_cannot_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    let out_s = out.to_str().unwrap();
+    for (flag, value, needle) in [
+        ("--qa-repeats", "6", "--qa-repeats must be between 1 and 5"),
+        ("--qa-repeats", "0", "--qa-repeats must be between 1 and 5"),
+        ("--mc-repeats", "0", "--mc-repeats must be at least 1"),
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"))
+            .args(["train-tiny", "--out", out_s, "--steps", "1", flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{flag} {value}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(lines[0].contains(needle), "{err}");
+        assert!(!out.exists(), "{flag} {value} left {out_s}");
+    }
+}

@@ -1,11 +1,11 @@
 //! `arborist train-tiny`: reproduce the bundled fact-world model from scratch.
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use clap::Args;
 use std::path::PathBuf;
 
 use crate::train::{self, TrainOptions};
-use crate::world::{sets, World, WorldSize};
+use crate::world::{render::PRACTICE_VARIANTS, sets, World, WorldSize};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -42,6 +42,12 @@ pub struct TrainArgs {
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
+    ensure!(
+        (1..=PRACTICE_VARIANTS).contains(&a.qa_repeats),
+        "--qa-repeats must be between 1 and {PRACTICE_VARIANTS} (the practice phrasings per relation), got {}",
+        a.qa_repeats
+    );
+    ensure!(a.mc_repeats >= 1, "--mc-repeats must be at least 1, got 0");
     crate::prune::export::check_out_dir(&a.out, a.force)?;
     let o = TrainOptions {
         steps: a.steps,
