@@ -177,15 +177,10 @@ impl Decoder {
     /// A copy whose linear weights are fresh gradient variables (the current masked
     /// weights); everything else is shared. Returns the variables in `linear_ids` order.
     pub fn with_grad_vars(&self) -> Result<(Decoder, Vec<Var>)> {
-        let mut d = self.clone();
-        d.differentiable = true;
+        let mut d = self.differentiable();
         let mut vars = Vec::new();
-        for block in d.blocks.iter_mut() {
-            for lin in block.linears.iter_mut() {
-                let v = Var::from_tensor(&lin.weight()?)?;
-                lin.replace_active(v.as_tensor().clone());
-                vars.push(v);
-            }
+        for b in 0..d.blocks.len() {
+            vars.extend(d.make_block_vars(b)?);
         }
         Ok((d, vars))
     }
@@ -202,13 +197,21 @@ impl Decoder {
     /// current masked weights), in `LinearKind::ALL` order; no other weight is copied.
     pub fn with_block_grad_vars(&self, b: usize) -> Result<(Decoder, Vec<Var>)> {
         let mut d = self.differentiable();
-        let mut vars = Vec::with_capacity(d.blocks[b].linears.len());
-        for lin in d.blocks[b].linears.iter_mut() {
-            let v = Var::from_tensor(&lin.weight()?)?;
-            lin.replace_active(v.as_tensor().clone());
-            vars.push(v);
-        }
+        let vars = d.make_block_vars(b)?;
         Ok((d, vars))
+    }
+
+    /// Turn block `b`'s linear weights into gradient variables, in `LinearKind::ALL` order.
+    fn make_block_vars(&mut self, b: usize) -> Result<Vec<Var>> {
+        self.blocks[b]
+            .linears
+            .iter_mut()
+            .map(|lin| {
+                let v = Var::from_tensor(&lin.weight()?)?;
+                lin.replace_active(v.as_tensor().clone());
+                Ok(v)
+            })
+            .collect()
     }
 
     /// Token embeddings for `ids` of shape [batch, seq].

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::data::Windows;
 use crate::eval::ppl::window_loss;
-use crate::model::{BlockStats, Decoder, LinearId, LinearKind};
+use crate::model::{BlockStats, Decoder, LinearId};
 use crate::prune::scores::weight_f32;
 
 pub mod incremental;
@@ -80,10 +80,11 @@ pub fn input_stats(d: &Decoder, calib: &Windows, batch: usize) -> Result<Vec<Blo
 
 /// G = mean over the windows of d(window loss)/dW for every linear, in `linear_ids` order.
 ///
-/// One window and one block's graph at a time: a forward pass without a graph keeps the
-/// state entering each block; then, from the top, each block is recomputed with its
-/// linears as variables and back-propagated from the gradient of its output. The peak is
-/// one block's graph rather than the model's, and no weight is copied beyond one block's,
+/// One block's graph at a time: a forward pass without a graph keeps the state entering
+/// each block for every window; then, from the top, each block is recomputed with its
+/// linears as variables and back-propagated, window by window, from the gradient of its
+/// output. The peak is one block's graph rather than the model's, and only one block's
+/// weights are copied into variables at a time (a streamed block is read once per pass),
 /// for the price of one more forward pass. (The whole-model graph of one 512-token window
 /// took 440 MiB on the 1.7M-parameter bundled model; a batch was not faster.)
 pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> {
@@ -93,49 +94,66 @@ pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> 
     );
     let dd = d.differentiable();
     let n = d.blocks.len();
-    let kinds = LinearKind::ALL.len();
-    let mut acc: Vec<Option<Tensor>> = vec![None; n * kinds];
     let m = windows.len() as f64;
-    for w in windows {
-        let ids = crate::data::ids_tensor(std::slice::from_ref(w), &d.device)?;
-        let x0 = dd.embed(&ids)?;
-        let mut states = vec![x0.clone()];
-        let top = dd.blocks_forward(x0, 0, n, None, |_, x| states.push(x.clone()))?;
-        let h = Var::from_tensor(&top)?;
-        let loss = (window_loss(&dd.head(h.as_tensor())?, &ids)?.sum_all()? / m)?;
-        let mut upstream = loss
-            .backward()?
-            .get(h.as_tensor())
-            .cloned()
-            .context("no gradient reached the last hidden state")?;
-        for b in (0..n).rev() {
-            let (bd, vars) = dd.with_block_grad_vars(b)?;
-            let x = Var::from_tensor(&states[b])?;
+    let ids: Vec<Tensor> = windows
+        .iter()
+        .map(|w| crate::data::ids_tensor(std::slice::from_ref(w), &d.device))
+        .collect::<Result<_>>()?;
+    // states[b][w]: the state entering block b (b == n: the last hidden state) of window w.
+    let mut states: Vec<Vec<Tensor>> =
+        vec![ids.iter().map(|i| dd.embed(i)).collect::<Result<_>>()?];
+    for b in 0..n {
+        let held = dd.with_resident_block(b)?;
+        let next = states[b]
+            .iter()
+            .map(|x| held.block_forward(b, x, None))
+            .collect::<Result<_>>()?;
+        states.push(next);
+    }
+    let mut upstream: Vec<Tensor> = Vec::with_capacity(windows.len());
+    for (x, id) in states[n].iter().zip(&ids) {
+        let h = Var::from_tensor(x)?;
+        let loss = (window_loss(&dd.head(h.as_tensor())?, id)?.sum_all()? / m)?;
+        upstream.push(
+            loss.backward()?
+                .get(h.as_tensor())
+                .cloned()
+                .context("no gradient reached the last hidden state")?,
+        );
+    }
+    let mut per_block: Vec<Vec<Tensor>> = Vec::with_capacity(n);
+    for b in (0..n).rev() {
+        let (bd, vars) = dd.with_block_grad_vars(b)?;
+        let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
+        for (x, up) in states[b].iter().zip(upstream.iter_mut()) {
+            let x = Var::from_tensor(x)?;
             let out = bd.block_forward(b, x.as_tensor(), None)?;
-            let grads = (out * &upstream)?.sum_all()?.backward()?;
-            for (k, v) in vars.iter().enumerate() {
+            let grads = (out * &*up)?.sum_all()?.backward()?;
+            for (a, v) in acc.iter_mut().zip(&vars) {
                 let g = grads
                     .get(v.as_tensor())
                     .cloned()
                     .unwrap_or(v.as_tensor().zeros_like()?);
-                let a = &mut acc[b * kinds + k];
                 *a = Some(match a.take() {
                     Some(prev) => (prev + g)?,
                     None => g,
                 });
             }
             if b > 0 {
-                upstream = grads
+                *up = grads
                     .get(x.as_tensor())
                     .cloned()
                     .with_context(|| format!("no gradient reached the input of block {b}"))?;
             }
         }
+        states.truncate(b);
+        per_block.push(
+            acc.into_iter()
+                .map(|a| a.expect("one window at least"))
+                .collect(),
+        );
     }
-    Ok(acc
-        .into_iter()
-        .map(|a| a.expect("every block has a gradient"))
-        .collect())
+    Ok(per_block.into_iter().rev().flatten().collect())
 }
 
 /// Profile every linear layer of `d`.
