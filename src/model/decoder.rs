@@ -242,6 +242,22 @@ impl Decoder {
         self.block_forward_with(i, x, &rope, &mask, rec, None)
     }
 
+    /// Only the Wanda statistics of block `i` over `x`: the block runs up to the input of
+    /// its down projection, whose output nobody needs (one-shot pruning recomputes the
+    /// block once its layers are pruned).
+    pub fn block_stats(&self, i: usize, x: &Tensor, rec: &mut BlockStats) -> Result<()> {
+        let (_, t, _) = x.dims3()?;
+        let rope = self.rope_tables(t)?;
+        let mask = causal_mask(
+            t,
+            self.blocks[i].window,
+            wide_dtype(self.dtype),
+            &self.device,
+        )?;
+        self.block_pass(i, x, &rope, &mask, Some(rec), None, true)?;
+        Ok(())
+    }
+
     /// One block over new positions that attend to earlier ones through `kv`: the keys
     /// (after rotary embedding) and values [batch, kv_heads, past, head_dim] of the past
     /// positions, extended in place. `rope` holds the new positions' rows and `mask` is
@@ -263,9 +279,28 @@ impl Decoder {
         x: &Tensor,
         rope: &(Tensor, Tensor),
         mask: &Tensor,
-        mut rec: Option<&mut BlockStats>,
+        rec: Option<&mut BlockStats>,
         kv: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
+        match self.block_pass(i, x, rope, mask, rec, kv, false)? {
+            Some(y) => Ok(y),
+            None => anyhow::bail!("block {i}: a full pass returned no output"),
+        }
+    }
+
+    /// The block; with `stats_only` it stops once the last statistics are recorded and
+    /// returns None.
+    #[allow(clippy::too_many_arguments)]
+    fn block_pass(
+        &self,
+        i: usize,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        mask: &Tensor,
+        mut rec: Option<&mut BlockStats>,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+        stats_only: bool,
+    ) -> Result<Option<Tensor>> {
         let blk = &self.blocks[i];
         let cfg = &self.cfg;
         let (b, t, h) = x.dims3()?;
@@ -313,13 +348,17 @@ impl Decoder {
         let k = candle_transformers::utils::repeat_kv(k, groups)?;
         let v = candle_transformers::utils::repeat_kv(v, groups)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?;
+        let raw = q.matmul(&k.t()?)?;
         let wide = wide_dtype(self.dtype);
-        let scores = scores.to_dtype(wide)?.broadcast_add(mask)?;
-        let probs = if self.differentiable {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+        let probs = if !self.differentiable && wide == self.dtype {
+            super::kernels::masked_softmax(&raw, scale, mask)?
         } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
+            let scores = (raw * scale)?.to_dtype(wide)?.broadcast_add(mask)?;
+            if self.differentiable {
+                candle_nn::ops::softmax(&scores, D::Minus1)?
+            } else {
+                candle_nn::ops::softmax_last_dim(&scores)?
+            }
         };
         let ctx = probs.to_dtype(self.dtype)?.matmul(&v)?;
         let ctx = ctx.transpose(1, 2)?.reshape((b * t, cfg.num_heads * hd))?;
@@ -333,14 +372,21 @@ impl Decoder {
         if let Some(r) = rec.as_deref_mut() {
             r.record_shared(&[LinearKind::Gate, LinearKind::Up], &xn)?;
         }
-        let gate = lin(LinearKind::Gate).forward(&xn)?.silu()?;
+        let gate = lin(LinearKind::Gate).forward(&xn)?;
         let up = lin(LinearKind::Up).forward(&xn)?;
-        let act = (gate * up)?;
+        let act = if self.differentiable {
+            (gate.silu()? * up)?
+        } else {
+            super::kernels::silu_mul(&gate, &up)?
+        };
         if let Some(r) = rec {
             r.record_shared(&[LinearKind::Down], &act)?;
         }
+        if stats_only {
+            return Ok(None);
+        }
         let mlp = lin(LinearKind::Down).forward(&act)?.reshape((b, t, h))?;
-        Ok((x + mlp)?)
+        Ok(Some((x + mlp)?))
     }
 
     /// Final norm and LM head: hidden [batch, seq, hidden] → logits [batch, seq, vocab].

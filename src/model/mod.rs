@@ -5,6 +5,7 @@ pub mod bundled;
 pub mod config;
 pub mod decoder;
 pub mod generate;
+pub mod kernels;
 pub mod linear;
 pub mod loaded;
 pub mod mask;

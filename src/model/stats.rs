@@ -32,14 +32,13 @@ impl BlockStats {
     /// Add the statistics of `x` ([tokens, in]) to every layer in `kinds` (they share the input).
     pub fn record_shared(&mut self, kinds: &[LinearKind], x: &Tensor) -> Result<()> {
         let (n, _) = x.dims2()?;
-        // Computed in f32 as Wanda does (its hook casts the input to float32).
-        let xf = if x.dtype() == DType::F64 {
-            x.clone()
-        } else {
-            x.to_dtype(DType::F32)?
-        };
-        let col: Vec<f64> = xf.sqr()?.sum(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let col = super::kernels::column_sumsq(x)?;
         let gram = if self.want_gram {
+            let xf = if x.dtype() == DType::F64 {
+                x.clone()
+            } else {
+                x.to_dtype(DType::F32)?
+            };
             Some(xf.t()?.matmul(&xf)?)
         } else {
             None
