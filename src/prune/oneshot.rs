@@ -158,9 +158,14 @@ pub fn prune_sequential(
         } else {
             BlockStats::default()
         };
+        let last = b + 1 == nblocks;
         let mut dense_out = Vec::with_capacity(xs.len());
         for x in &xs {
-            dense_out.push(d.block_forward(b, x, Some(&mut stats))?);
+            if opts.dense_activations && !last {
+                dense_out.push(d.block_forward(b, x, Some(&mut stats))?);
+            } else {
+                d.block_stats(b, x, &mut stats)?;
+            }
         }
         for kind in LinearKind::ALL {
             let id = LinearId { block: b, kind };
@@ -168,7 +173,10 @@ pub fn prune_sequential(
                 prune_layer(d, id, *p, opts, Some(&stats))?;
             }
         }
-        xs = if opts.dense_activations {
+        // The last block's outputs feed nothing.
+        xs = if last {
+            Vec::new()
+        } else if opts.dense_activations {
             dense_out
         } else {
             xs.iter()

@@ -62,6 +62,21 @@ fn sort_by_score(idx: &mut [usize], score: &[f32]) {
     idx.sort_by(|&a, &b| score[a].total_cmp(&score[b]).then(a.cmp(&b)));
 }
 
+/// An unsigned key ordered as `f32::total_cmp` orders the floats.
+fn total_order_key(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b >> 31 == 1 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// Score then position, packed so that plain integer order is the stable sort's order.
+fn packed_key(score: f32, col: usize) -> u64 {
+    (u64::from(total_order_key(score)) << 32) | col as u64
+}
+
 /// The mask for `pattern` over a [rows, cols] score matrix, grown from `prior`.
 pub fn select(
     score: &[f32],
@@ -91,18 +106,27 @@ pub fn select(
     match pattern {
         Pattern::Unstructured(s) => {
             let k = (cols as f64 * s) as usize;
-            let mut idx: Vec<usize> = Vec::with_capacity(cols);
+            let mut keys: Vec<u64> = Vec::with_capacity(cols);
             for r in 0..rows {
                 let row = &score[r * cols..(r + 1) * cols];
                 let already = mask.pruned_in_row(r);
                 if already >= k {
                     continue;
                 }
-                idx.clear();
-                idx.extend((0..cols).filter(|&c| !mask.is_pruned(r, c)));
-                sort_by_score(&mut idx, row);
-                for &c in idx.iter().take(k - already) {
-                    mask.prune(r, c);
+                // The first k - already of the active weights in stable-sort order: a
+                // selection, not a sort (the keys are distinct, so the set is the same).
+                keys.clear();
+                keys.extend(
+                    (0..cols)
+                        .filter(|&c| !mask.is_pruned(r, c))
+                        .map(|c| packed_key(row[c], c)),
+                );
+                let take = k - already;
+                if take < keys.len() {
+                    keys.select_nth_unstable(take);
+                }
+                for &key in &keys[..take] {
+                    mask.prune(r, (key & 0xFFFF_FFFF) as usize);
                 }
             }
         }
@@ -211,6 +235,21 @@ mod tests {
         // Asking for less than is already pruned keeps the prior.
         let c = select(&s2, 4, 50, Pattern::Unstructured(0.1), Some(&b)).unwrap();
         assert_eq!(c, b);
+    }
+
+    #[test]
+    fn packed_keys_order_as_total_cmp_then_position() {
+        let xs = [-2.5f32, -0.0, 0.0, 1e-30, 0.5, 0.5, 3.0, f32::INFINITY];
+        for (i, a) in xs.iter().enumerate() {
+            for (j, b) in xs.iter().enumerate() {
+                let want = a.total_cmp(b).then(i.cmp(&j));
+                assert_eq!(
+                    packed_key(*a, i).cmp(&packed_key(*b, j)),
+                    want,
+                    "{a} vs {b}"
+                );
+            }
+        }
     }
 
     #[test]
