@@ -22,22 +22,6 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core:
     }
 }
 
-/// e^x for every lane of a slice, eight at a time.
-fn exp_in_place(v: &mut [f32]) {
-    let mut chunks = v.chunks_exact_mut(8);
-    for c in &mut chunks {
-        let x = f32x8::from(<[f32; 8]>::try_from(&*c).expect("chunk of 8"));
-        c.copy_from_slice(&x.exp().to_array());
-    }
-    let rest = chunks.into_remainder();
-    if !rest.is_empty() {
-        let mut buf = [f32::NEG_INFINITY; 8];
-        buf[..rest.len()].copy_from_slice(rest);
-        let y = f32x8::from(buf).exp().to_array();
-        rest.copy_from_slice(&y[..rest.len()]);
-    }
-}
-
 /// Eight lanes from `v` (shorter at a row's end), the rest set to `fill`.
 #[inline(always)]
 fn load8(v: &[f32], fill: f32) -> f32x8 {
@@ -58,6 +42,13 @@ fn store8(d: &mut [f32], v: f32x8) {
     match <&mut [f32; 8]>::try_from(&mut *d) {
         Ok(full) => *full = a,
         Err(_) => d.copy_from_slice(&a[..d.len()]),
+    }
+}
+
+/// e^x for every element of a slice, eight at a time.
+fn exp_in_place(v: &mut [f32]) {
+    for c in v.chunks_mut(8) {
+        store8(c, load8(c, 0.0).exp());
     }
 }
 
