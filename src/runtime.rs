@@ -40,9 +40,11 @@ pub fn dtype_name(d: DType) -> &'static str {
     }
 }
 
-/// Default compute threads: one. On the 2-vCPU machines this was measured as fast as two
-/// for candle's matmuls, and it leaves a core for the UI.
-pub const DEFAULT_THREADS: usize = 1;
+/// Default compute threads: every core but one, which stays free for the interface and
+/// the agent (one thread on a 2-core machine).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
 
 /// Fix the number of compute threads for candle and gemm. Must run before any compute,
 /// because both read the environment when their pools start.

@@ -19,8 +19,8 @@ use clap::{Args, Parser, Subcommand};
     about = "Agent-guided pruning workbench for LLMs"
 )]
 pub struct Cli {
-    /// Compute threads for candle and gemm (1 measured fastest on 2-vCPU machines).
-    #[arg(long, global = true, default_value_t = crate::runtime::DEFAULT_THREADS)]
+    /// Compute threads for candle and gemm (default: every core but one).
+    #[arg(long, global = true, default_value_t = crate::runtime::default_threads())]
     pub threads: usize,
     /// Without a subcommand: the demo (a TUI session on the bundled model).
     #[command(subcommand)]
