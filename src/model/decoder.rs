@@ -231,29 +231,27 @@ impl Decoder {
         x: &Tensor,
         rec: Option<&mut BlockStats>,
     ) -> Result<Tensor> {
+        let (rope, mask) = self.block_tables(i, x)?;
+        self.block_forward_with(i, x, &rope, &mask, rec, None)
+    }
+
+    /// Rotary tables and causal mask for block `i` over hidden states x, positions from 0.
+    fn block_tables(&self, i: usize, x: &Tensor) -> Result<((Tensor, Tensor), Tensor)> {
         let (_, t, _) = x.dims3()?;
-        let rope = self.rope_tables(t)?;
         let mask = causal_mask(
             t,
             self.blocks[i].window,
             wide_dtype(self.dtype),
             &self.device,
         )?;
-        self.block_forward_with(i, x, &rope, &mask, rec, None)
+        Ok((self.rope_tables(t)?, mask))
     }
 
     /// Only the Wanda statistics of block `i` over `x`: the block runs up to the input of
     /// its down projection, whose output nobody needs (one-shot pruning recomputes the
     /// block once its layers are pruned).
     pub fn block_stats(&self, i: usize, x: &Tensor, rec: &mut BlockStats) -> Result<()> {
-        let (_, t, _) = x.dims3()?;
-        let rope = self.rope_tables(t)?;
-        let mask = causal_mask(
-            t,
-            self.blocks[i].window,
-            wide_dtype(self.dtype),
-            &self.device,
-        )?;
+        let (rope, mask) = self.block_tables(i, x)?;
         self.block_pass(i, x, &rope, &mask, Some(rec), None, true)?;
         Ok(())
     }
