@@ -110,8 +110,20 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         );
     }
     if !r.ok {
+        let worst = r.checks.iter().map(|c| c.max_rel_diff).fold(0.0, f64::max);
+        // Small differences with the same decisions are last-bit drift from another build
+        // or CPU (kernels, gemm's dispatch), not a different session.
+        let hint = if r.derived_mismatches.is_empty() && worst < 5e-4 {
+            format!(
+                " (largest relative difference {worst:.1e}, tolerance {:.0e}; if it was recorded by another build or CPU, that is last-bit drift and --tolerance {:.0e} accepts it)",
+                a.tolerance,
+                10f64.powf(worst.log10().ceil())
+            )
+        } else {
+            String::new()
+        };
         bail!(
-            "{}: re-execution does not match the recording",
+            "{}: re-execution does not match the recording{hint}",
             a.session.display()
         );
     }
