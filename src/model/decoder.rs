@@ -348,15 +348,11 @@ impl Decoder {
         let scale = 1.0 / (hd as f64).sqrt();
         let raw = q.matmul(&k.t()?)?;
         let wide = wide_dtype(self.dtype);
-        let probs = if !self.differentiable && wide == self.dtype {
-            super::kernels::masked_softmax(&raw, scale, mask)?
-        } else {
+        let probs = if self.differentiable {
             let scores = (raw * scale)?.to_dtype(wide)?.broadcast_add(mask)?;
-            if self.differentiable {
-                candle_nn::ops::softmax(&scores, D::Minus1)?
-            } else {
-                candle_nn::ops::softmax_last_dim(&scores)?
-            }
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            super::kernels::masked_softmax(&raw, scale, mask, wide)?
         };
         let ctx = probs.to_dtype(self.dtype)?.matmul(&v)?;
         let ctx = ctx.transpose(1, 2)?.reshape((b * t, cfg.num_heads * hd))?;

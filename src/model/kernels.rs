@@ -130,9 +130,10 @@ impl CustomOp2 for MaskedSoftmax {
 }
 
 /// softmax(scores · scale + mask) over the last dimension, the mask broadcast over leading
-/// dimensions; computed in the scores' dtype, which the caller widens for half types.
-pub fn masked_softmax(scores: &Tensor, scale: f64, mask: &Tensor) -> Result<Tensor> {
-    if fused(scores) && mask.dtype() == DType::F32 && mask.rank() == 2 {
+/// dimensions: scaled in the scores' dtype, then widened to `wide` (the mask's dtype) for
+/// the sum and softmax, as Hugging Face's eager attention does.
+pub fn masked_softmax(scores: &Tensor, scale: f64, mask: &Tensor, wide: DType) -> Result<Tensor> {
+    if fused(scores) && wide == DType::F32 && mask.dtype() == DType::F32 && mask.rank() == 2 {
         let op = MaskedSoftmax {
             scale: scale as f32,
         };
@@ -140,8 +141,18 @@ pub fn masked_softmax(scores: &Tensor, scale: f64, mask: &Tensor) -> Result<Tens
             .contiguous()?
             .apply_op2_no_bwd(&mask.contiguous()?, &op)?);
     }
-    let scores = (scores * scale)?.broadcast_add(mask)?;
+    let scores = (scores * scale)?.to_dtype(wide)?.broadcast_add(mask)?;
     Ok(candle_nn::ops::softmax_last_dim(&scores)?)
+}
+
+/// The dtype Wanda's statistics are taken in: f32 (its hook casts the input to float32),
+/// or f64 when the activations already are.
+pub fn stats_dtype(x: &Tensor) -> Result<Tensor> {
+    Ok(if x.dtype() == DType::F64 {
+        x.clone()
+    } else {
+        x.to_dtype(DType::F32)?
+    })
 }
 
 /// silu(gate) · up, elementwise.
@@ -208,12 +219,7 @@ pub fn column_sumsq(x: &Tensor) -> Result<Vec<f64>> {
         }
         return Ok(acc);
     }
-    // Computed in f32 as Wanda does (its hook casts the input to float32), f64 kept.
-    let xf = if x.dtype() == DType::F64 {
-        x.clone()
-    } else {
-        x.to_dtype(DType::F32)?
-    };
+    let xf = stats_dtype(x)?;
     Ok(xf.sqr()?.sum(0)?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
 }
 
@@ -252,7 +258,7 @@ mod tests {
         for window in [None, Some(4)] {
             let mask =
                 crate::model::decoder::causal_mask(t, window, DType::F32, &Device::Cpu).unwrap();
-            let fast = masked_softmax(&scores, 0.125, &mask).unwrap();
+            let fast = masked_softmax(&scores, 0.125, &mask, DType::F32).unwrap();
             let plain = candle_nn::ops::softmax_last_dim(
                 &(&scores * 0.125).unwrap().broadcast_add(&mask).unwrap(),
             )

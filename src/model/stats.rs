@@ -1,7 +1,7 @@
 //! Wanda input statistics: per linear layer, the sum over tokens of each input feature squared.
 
 use anyhow::Result;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use super::linear::LinearKind;
 
@@ -34,11 +34,7 @@ impl BlockStats {
         let (n, _) = x.dims2()?;
         let col = super::kernels::column_sumsq(x)?;
         let gram = if self.want_gram {
-            let xf = if x.dtype() == DType::F64 {
-                x.clone()
-            } else {
-                x.to_dtype(DType::F32)?
-            };
+            let xf = super::kernels::stats_dtype(x)?;
             Some(xf.t()?.matmul(&xf)?)
         } else {
             None
