@@ -19,7 +19,7 @@ fn main() {
     #[cfg(unix)]
     default_sigpipe();
     let cli = arborist::cli::Cli::parse();
-    arborist::runtime::set_compute_threads(cli.threads);
+    arborist::runtime::set_compute_threads(cli.compute_threads());
     if let Err(e) = arborist::cli::run(cli) {
         // One line: the context chain joined with ": ", each cause's first line only
         // (candle appends a backtrace to its errors when RUST_BACKTRACE is set).

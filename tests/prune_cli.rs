@@ -548,3 +548,62 @@ fn sparsegpt_prunes_to_target_and_updates_kept_weights() {
         "only {changed} kept weights were updated"
     );
 }
+
+// On CPU, batches of windows run on several threads at once (calibration, evaluation, the
+// gradient pass); every sum is taken in batch order, so the thread count changes no bit.
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let d = tmp();
+    let (model, text) = (fx("llama"), fx("eval.txt"));
+    let run = |threads: &str, args: &[&str]| -> Vec<u8> {
+        let mut all = vec!["--threads", threads];
+        all.extend_from_slice(args);
+        let o = arborist(&all, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o.stdout
+    };
+    let common = [
+        "--model",
+        &model,
+        "--calib",
+        &text,
+        "--seqlen",
+        "32",
+        "--calib-windows",
+        "7",
+        "--batch",
+        "2",
+        "--json",
+    ];
+    let mut profile = vec!["profile", "--grad-windows", "3"];
+    profile.extend_from_slice(&common);
+    let one = run("1", &profile);
+    assert!(String::from_utf8_lossy(&one).contains("down_proj"));
+    assert_eq!(one, run("3", &profile), "profile --json differs");
+
+    let mut weights = Vec::new();
+    for (threads, dir) in [("1", "t1"), ("3", "t3")] {
+        let out = p(&d.path().join(dir));
+        let mut prune = vec![
+            "prune",
+            "--method",
+            "wanda",
+            "--sparsity",
+            "0.5",
+            "--eval",
+            &text,
+            "--eval-windows",
+            "5",
+            "--out",
+            &out,
+        ];
+        prune.extend_from_slice(&common);
+        let v: serde_json::Value = serde_json::from_slice(&run(threads, &prune)).unwrap();
+        weights.push((
+            v["result"]["ppl"]["value"].as_f64().unwrap(),
+            std::fs::read(d.path().join(dir).join("model.safetensors")).unwrap(),
+        ));
+    }
+    assert_eq!(weights[0].0, weights[1].0, "perplexity differs");
+    assert!(weights[0].1 == weights[1].1, "pruned weights differ");
+}

@@ -19,9 +19,10 @@ use clap::{Args, Parser, Subcommand};
     about = "Agent-guided pruning workbench for LLMs"
 )]
 pub struct Cli {
-    /// Compute threads for candle and gemm (default: every core but one).
-    #[arg(long, global = true, default_value_t = crate::runtime::default_threads())]
-    pub threads: usize,
+    /// Compute threads for candle and gemm (default: every core; every core but one under
+    /// the terminal interface).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
     /// Without a subcommand: the demo (a TUI session on the bundled model).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -92,6 +93,24 @@ impl ModelArgs {
     }
     pub fn dtype(&self) -> Result<candle_core::DType> {
         crate::runtime::parse_dtype(&self.dtype)
+    }
+}
+
+impl Cli {
+    /// Whether this invocation draws the terminal interface (and so leaves a core to it).
+    pub fn interactive(&self) -> bool {
+        match &self.command {
+            None => true,
+            Some(Command::Run(a) | Command::Demo(a)) => !a.headless,
+            Some(Command::Replay(a)) => !a.verify && !a.headless,
+            Some(_) => false,
+        }
+    }
+
+    /// The compute threads this invocation uses: `--threads`, or the default for its mode.
+    pub fn compute_threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| crate::runtime::default_threads(self.interactive()))
     }
 }
 

@@ -59,9 +59,12 @@ impl IncrementalPpl {
             &chunks,
             &keep,
             None,
-            |_, x, ids| {
+            |x, ids| {
                 let l = window_loss(&model.head(x)?, ids)?;
-                losses.extend(l.to_dtype(DType::F64)?.to_vec1::<f64>()?);
+                Ok(l.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+            },
+            |_, l| {
+                losses.extend(l);
                 progress(losses.len(), n);
                 Ok(())
             },

@@ -40,7 +40,9 @@ pub fn batch_losses(model: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<f64>> {
         .to_vec1::<f64>()?)
 }
 
-/// ppl = exp(Σ loss_i · L / (n · L)) over the windows, `batch` windows per forward.
+/// ppl = exp(Σ loss_i · L / (n · L)) over the windows, `batch` windows per forward (on CPU,
+/// several forwards at once; each window's loss is its own, so the thread count changes
+/// nothing).
 pub fn perplexity(
     model: &Decoder,
     w: &Windows,
@@ -54,10 +56,17 @@ pub fn perplexity(
         return Ok(inc.evaluate(model, progress)?.0);
     }
     let mut losses = Vec::with_capacity(w.len());
-    for chunk in w.windows.chunks(batch.max(1)) {
-        losses.extend(batch_losses(model, chunk)?);
-        progress(losses.len(), w.len());
-    }
+    let chunks: Vec<&[Vec<u32>]> = w.windows.chunks(batch.max(1)).collect();
+    crate::runtime::map_in_order(
+        &chunks,
+        crate::runtime::batch_parallelism(&model.device),
+        |_, chunk| batch_losses(model, chunk),
+        |_, l| {
+            losses.extend(l);
+            progress(losses.len(), w.len());
+            Ok(())
+        },
+    )?;
     Ok(Perplexity {
         value: ppl_from_losses(&losses, w.seqlen),
         seqlen: w.seqlen,

@@ -50,16 +50,22 @@ pub fn kept(
 }
 
 /// One pass over `chunks` of windows from the cached `base` (if it matches this model's
-/// depth) to the last block. `rec` accumulates Wanda statistics of blocks start..; `out(k,
-/// x, ids)` sees the last hidden states of chunk k. Returns the new boundaries (reused ones
+/// depth) to the last block. `rec` accumulates Wanda statistics of blocks start..;
+/// `finish(x, ids)` maps chunk k's last hidden states (on the compute threads) and
+/// `out(k, r)` receives its result, in chunk order. Returns the new boundaries (reused ones
 /// shared, later ones kept where `keep` says) and what was reused.
-pub fn pass(
+///
+/// On CPU several chunks run at once (`runtime::batch_parallelism`); each keeps its own
+/// statistics and boundary states, merged in chunk order, so every number is the one a
+/// chunk-after-chunk pass gives.
+pub fn pass<R: Send>(
     model: &Decoder,
     base: Option<&Boundaries>,
     chunks: &[&[Vec<u32>]],
     keep: &[bool],
     mut rec: Option<&mut [BlockStats]>,
-    mut out: impl FnMut(usize, &Tensor, &Tensor) -> Result<()>,
+    finish: impl Fn(&Tensor, &Tensor) -> Result<R> + Sync,
+    mut out: impl FnMut(usize, R) -> Result<()>,
 ) -> Result<(Boundaries, Reuse)> {
     let blocks = model.blocks.len();
     let sigs: Vec<BlockSignature> = (0..blocks).map(|i| model.block_signature(i)).collect();
@@ -84,58 +90,107 @@ pub fn pass(
             _ => None,
         })
         .collect();
-    // The state entering the start block for chunk k, and the record of later boundaries
-    // (those up to the first change are the cached ones).
+    let reuse = Reuse {
+        first_changed,
+        start_block,
+        blocks,
+    };
+    if start_block == blocks {
+        return Ok((Boundaries { sigs, states }, reuse));
+    }
+    // The state entering the start block for chunk k.
     let start = |k: usize, ids: &Tensor| -> Result<Tensor> {
         Ok(match (start_block, base) {
             (0, _) | (_, None) => model.embed(ids)?,
             (s, Some(c)) => c.states[s].as_ref().expect("kept")[k].clone(),
         })
     };
-    let record = |states: &mut [Option<Vec<Tensor>>], b: usize, x: &Tensor| {
-        if b > first_changed {
-            if let Some(v) = states[b].as_mut() {
-                v.push(x.clone());
+    // Boundaries after the first change that are kept (those up to it are the cached ones).
+    let recorded = |b: usize| b > first_changed && keep[b];
+    let want_stats = rec.is_some();
+    // Blocks from..to of one chunk, with its own statistics and kept boundary states.
+    type Run = (Tensor, Option<Vec<BlockStats>>, Vec<(usize, Tensor)>);
+    let run = |dec: &Decoder, x: Tensor, from: usize, to: usize| -> Result<Run> {
+        let mut st = want_stats.then(|| vec![BlockStats::default(); blocks]);
+        let mut seen = Vec::new();
+        let y = dec.blocks_forward(x, from, to, st.as_deref_mut(), |b, x| {
+            if recorded(b) {
+                seen.push((b, x.clone()));
+            }
+        })?;
+        Ok((y, st, seen))
+    };
+    let width = crate::runtime::batch_parallelism(&model.device);
+    let ids: Vec<Tensor> = chunks
+        .iter()
+        .map(|c| crate::data::ids_tensor(c, &model.device))
+        .collect::<Result<_>>()?;
+    let mut merge = |st: Option<Vec<BlockStats>>, seen: Vec<(usize, Tensor)>| -> Result<()> {
+        if let (Some(rec), Some(st)) = (rec.as_deref_mut(), st) {
+            for (b, s) in st.into_iter().enumerate().skip(start_block) {
+                rec[b].absorb(s)?;
             }
         }
+        for (b, x) in seen {
+            states[b].as_mut().expect("kept").push(x);
+        }
+        Ok(())
     };
-    if start_block < blocks && model.is_streamed() {
+    if model.is_streamed() {
         // Block by block over all chunks, so a streamed block is read once per pass.
-        let ids: Vec<Tensor> = chunks
-            .iter()
-            .map(|c| crate::data::ids_tensor(c, &model.device))
-            .collect::<Result<_>>()?;
         let mut xs: Vec<Tensor> = Vec::with_capacity(chunks.len());
         for (k, id) in ids.iter().enumerate() {
             xs.push(start(k, id)?);
         }
         for b in start_block..blocks {
             let held = model.with_resident_block(b)?;
-            for x in xs.iter_mut() {
-                *x = held.blocks_forward(x.clone(), b, b + 1, rec.as_deref_mut(), |b, x| {
-                    record(&mut states, b, x)
-                })?;
-            }
+            let mut next = Vec::with_capacity(xs.len());
+            crate::runtime::map_in_order(
+                &xs,
+                width,
+                |_, x| run(&held, x.clone(), b, b + 1),
+                |_, (y, st, seen)| {
+                    next.push(y);
+                    merge(st, seen)
+                },
+            )?;
+            xs = next;
         }
-        for (k, (x, id)) in xs.iter().zip(&ids).enumerate() {
-            out(k, x, id)?;
-        }
-    } else if start_block < blocks {
-        for (k, chunk) in chunks.iter().enumerate() {
-            let ids = crate::data::ids_tensor(chunk, &model.device)?;
-            let x = start(k, &ids)?;
-            let x = model.blocks_forward(x, start_block, blocks, rec.as_deref_mut(), |b, x| {
-                record(&mut states, b, x)
-            })?;
-            out(k, &x, &ids)?;
-        }
+        crate::runtime::map_in_order(&xs, width, |k, x| finish(x, &ids[k]), &mut out)?;
+    } else {
+        crate::runtime::map_in_order(
+            &ids,
+            width,
+            |k, id| {
+                let (x, st, seen) = run(model, start(k, id)?, start_block, blocks)?;
+                Ok((finish(&x, id)?, st, seen))
+            },
+            |k, (r, st, seen)| {
+                merge(st, seen)?;
+                out(k, r)
+            },
+        )?;
     }
-    let reuse = Reuse {
-        first_changed,
-        start_block,
-        blocks,
-    };
     Ok((Boundaries { sigs, states }, reuse))
+}
+
+/// `pass` for the Wanda statistics alone (the profile's calibration pass).
+pub fn stats_pass(
+    model: &Decoder,
+    base: Option<&Boundaries>,
+    chunks: &[&[Vec<u32>]],
+    keep: &[bool],
+    rec: &mut [BlockStats],
+) -> Result<(Boundaries, Reuse)> {
+    pass(
+        model,
+        base,
+        chunks,
+        keep,
+        Some(rec),
+        |_, _| Ok(()),
+        |_, _| Ok(()),
+    )
 }
 
 /// Bytes held by the states of several boundary sets, tensors shared between them once.

@@ -59,6 +59,29 @@ impl BlockStats {
         Ok(())
     }
 
+    /// Add `other`'s sums to these. Merging per-batch statistics in batch order gives the
+    /// same bits as recording the batches one after another into one accumulator.
+    pub fn absorb(&mut self, other: BlockStats) -> Result<()> {
+        for (mine, theirs) in self.linears.iter_mut().zip(other.linears) {
+            if mine.sumsq.is_empty() {
+                mine.sumsq = vec![0.0; theirs.sumsq.len()];
+            }
+            for (a, c) in mine.sumsq.iter_mut().zip(&theirs.sumsq) {
+                *a += c;
+            }
+            mine.tokens += theirs.tokens;
+        }
+        for (mine, theirs) in self.grams.iter_mut().zip(other.grams) {
+            if let Some(g) = theirs {
+                *mine = Some(match mine.take() {
+                    Some(acc) => (acc + g)?,
+                    None => g,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn with_gram() -> Self {
         BlockStats {
             want_gram: true,

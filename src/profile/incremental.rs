@@ -36,14 +36,8 @@ impl IncrementalStats {
         let chunks: Vec<&[Vec<u32>]> = w.windows.chunks(self.batch).collect();
         let base = self.last.as_ref();
         let mut stats = vec![BlockStats::default(); model.blocks.len()];
-        let (b, reuse) = boundaries::pass(
-            model,
-            base.map(|l| &l.0),
-            &chunks,
-            &keep,
-            Some(&mut stats),
-            |_, _, _| Ok(()),
-        )?;
+        let (b, reuse) =
+            boundaries::stats_pass(model, base.map(|l| &l.0), &chunks, &keep, &mut stats)?;
         if let Some((_, old)) = base {
             stats[..reuse.start_block].clone_from_slice(&old[..reuse.start_block]);
         }

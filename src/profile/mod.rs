@@ -74,7 +74,7 @@ pub fn input_stats(d: &Decoder, calib: &Windows, batch: usize) -> Result<Vec<Blo
     let mut stats = vec![BlockStats::default(); d.blocks.len()];
     let chunks: Vec<&[Vec<u32>]> = calib.windows.chunks(batch.max(1)).collect();
     let keep = vec![false; d.blocks.len() + 1];
-    crate::model::boundaries::pass(d, None, &chunks, &keep, Some(&mut stats), |_, _, _| Ok(()))?;
+    crate::model::boundaries::stats_pass(d, None, &chunks, &keep, &mut stats)?;
     Ok(stats)
 }
 
@@ -102,49 +102,83 @@ pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> 
     // states[b][w]: the state entering block b (b == n: the last hidden state) of window w.
     let mut states: Vec<Vec<Tensor>> =
         vec![ids.iter().map(|i| dd.embed(i)).collect::<Result<_>>()?];
+    // Windows are independent until their gradients are summed, which happens in window
+    // order: on CPU several run at once and the sums do not depend on the thread count.
+    let width = crate::runtime::batch_parallelism(&d.device);
     for b in 0..n {
         let held = dd.with_resident_block(b)?;
-        let next = states[b]
-            .iter()
-            .map(|x| held.block_forward(b, x, None))
-            .collect::<Result<_>>()?;
+        let mut next = Vec::with_capacity(windows.len());
+        crate::runtime::map_in_order(
+            &states[b],
+            width,
+            |_, x| held.block_forward(b, x, None),
+            |_, y| {
+                next.push(y);
+                Ok(())
+            },
+        )?;
         states.push(next);
     }
     let mut upstream: Vec<Tensor> = Vec::with_capacity(windows.len());
-    for (x, id) in states[n].iter().zip(&ids) {
-        let h = Var::from_tensor(x)?;
-        let loss = (window_loss(&dd.head(h.as_tensor())?, id)?.sum_all()? / m)?;
-        upstream.push(
+    crate::runtime::map_in_order(
+        &states[n],
+        width,
+        |w, x| {
+            let h = Var::from_tensor(x)?;
+            let loss = (window_loss(&dd.head(h.as_tensor())?, &ids[w])?.sum_all()? / m)?;
             loss.backward()?
                 .get(h.as_tensor())
                 .cloned()
-                .context("no gradient reached the last hidden state")?,
-        );
-    }
+                .context("no gradient reached the last hidden state")
+        },
+        |_, g| {
+            upstream.push(g);
+            Ok(())
+        },
+    )?;
     let mut per_block: Vec<Vec<Tensor>> = Vec::with_capacity(n);
     for b in (0..n).rev() {
         let (bd, vars) = dd.with_block_grad_vars(b)?;
         let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
-        for (x, up) in states[b].iter().zip(upstream.iter_mut()) {
-            let x = Var::from_tensor(x)?;
-            let out = bd.block_forward(b, x.as_tensor(), None)?;
-            let grads = (out * &*up)?.sum_all()?.backward()?;
-            for (a, v) in acc.iter_mut().zip(&vars) {
-                let g = grads
-                    .get(v.as_tensor())
-                    .cloned()
-                    .unwrap_or(v.as_tensor().zeros_like()?);
-                *a = Some(match a.take() {
-                    Some(prev) => (prev + g)?,
-                    None => g,
-                });
-            }
-            if b > 0 {
-                *up = grads
-                    .get(x.as_tensor())
-                    .cloned()
-                    .with_context(|| format!("no gradient reached the input of block {b}"))?;
-            }
+        let pairs: Vec<(&Tensor, &Tensor)> = states[b].iter().zip(&upstream).collect();
+        let mut next_up = Vec::with_capacity(pairs.len());
+        crate::runtime::map_in_order(
+            &pairs,
+            width,
+            |_, (x, up)| {
+                let x = Var::from_tensor(x)?;
+                let out = bd.block_forward(b, x.as_tensor(), None)?;
+                let grads = (out * *up)?.sum_all()?.backward()?;
+                let gw: Vec<Tensor> = vars
+                    .iter()
+                    .map(|v| match grads.get(v.as_tensor()) {
+                        Some(g) => Ok(g.clone()),
+                        None => v.as_tensor().zeros_like(),
+                    })
+                    .collect::<candle_core::Result<_>>()?;
+                let gx =
+                    if b > 0 {
+                        Some(grads.get(x.as_tensor()).cloned().with_context(|| {
+                            format!("no gradient reached the input of block {b}")
+                        })?)
+                    } else {
+                        None
+                    };
+                Ok((gw, gx))
+            },
+            |_, (gw, gx)| {
+                for (a, g) in acc.iter_mut().zip(gw) {
+                    *a = Some(match a.take() {
+                        Some(prev) => (prev + g)?,
+                        None => g,
+                    });
+                }
+                next_up.extend(gx);
+                Ok(())
+            },
+        )?;
+        if b > 0 {
+            upstream = next_up;
         }
         states.truncate(b);
         per_block.push(
@@ -154,6 +188,45 @@ pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> 
         );
     }
     Ok(per_block.into_iter().rev().flatten().collect())
+}
+
+/// One layer's row of the profile, z-scores still 0.
+fn layer_profile(
+    d: &Decoder,
+    id: LinearId,
+    g: &Tensor,
+    stats: &[BlockStats],
+) -> Result<LayerProfile> {
+    let lin = d.linear(id);
+    let cols = lin.in_features();
+    let w = weight_f32(&lin.weight()?)?;
+    let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let norms = stats[id.block].get(id.kind).norms();
+    let mask = lin.mask();
+    let active = |i: usize| mask.is_none_or(|m| !m.is_pruned(i / cols, i % cols));
+    let mut s: Vec<f32> = Vec::with_capacity(w.len());
+    let (mut taylor, mut gabs, mut n) = (0f64, 0f64, 0usize);
+    for i in (0..w.len()).filter(|&i| active(i)) {
+        s.push(w[i].abs() * norms[i % cols] as f32);
+        taylor += (w[i] as f64 * g[i] as f64).abs();
+        gabs += (g[i] as f64).abs();
+        n += 1;
+    }
+    s.sort_by(|a, b| a.total_cmp(b));
+    let nf = n.max(1) as f64;
+    Ok(LayerProfile {
+        name: id.name(),
+        block: id.block,
+        kind: id.kind.short().to_string(),
+        sparsity: lin.sparsity(),
+        s: quantile(&s, 0.1),
+        s_mean: s.iter().map(|v| *v as f64).sum::<f64>() / nf,
+        s_median: quantile(&s, 0.5),
+        g: taylor / nf,
+        g_mean_abs: gabs / nf,
+        z_s: 0.0,
+        z_g: 0.0,
+    })
 }
 
 /// Profile every linear layer of `d`.
@@ -192,39 +265,10 @@ pub fn compute_from(
 ) -> Result<Profile> {
     let gw = grad_windows.min(calib.len());
     let grads = mean_gradients(d, &calib.windows[..gw.max(1)])?;
-    let ids: Vec<LinearId> = d.linear_ids().collect();
+    let ids: Vec<(LinearId, &Tensor)> = d.linear_ids().zip(&grads).collect();
     let mut layers = Vec::with_capacity(ids.len());
-    for (id, g) in ids.iter().zip(&grads) {
-        let lin = d.linear(*id);
-        let cols = lin.in_features();
-        let w = weight_f32(&lin.weight()?)?;
-        let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let norms = stats[id.block].get(id.kind).norms();
-        let mask = lin.mask();
-        let active = |i: usize| mask.is_none_or(|m| !m.is_pruned(i / cols, i % cols));
-        let mut s: Vec<f32> = Vec::with_capacity(w.len());
-        let (mut taylor, mut gabs, mut n) = (0f64, 0f64, 0usize);
-        for i in (0..w.len()).filter(|&i| active(i)) {
-            s.push(w[i].abs() * norms[i % cols] as f32);
-            taylor += (w[i] as f64 * g[i] as f64).abs();
-            gabs += (g[i] as f64).abs();
-            n += 1;
-        }
-        s.sort_by(|a, b| a.total_cmp(b));
-        let nf = n.max(1) as f64;
-        layers.push(LayerProfile {
-            name: id.name(),
-            block: id.block,
-            kind: id.kind.short().to_string(),
-            sparsity: lin.sparsity(),
-            s: quantile(&s, 0.1),
-            s_mean: s.iter().map(|v| *v as f64).sum::<f64>() / nf,
-            s_median: quantile(&s, 0.5),
-            g: taylor / nf,
-            g_mean_abs: gabs / nf,
-            z_s: 0.0,
-            z_g: 0.0,
-        });
+    for (id, g) in ids {
+        layers.push(layer_profile(d, id, g, stats)?);
     }
     let zs = zscores(&layers.iter().map(|l| l.s).collect::<Vec<_>>());
     let zg = zscores(&layers.iter().map(|l| l.g).collect::<Vec<_>>());

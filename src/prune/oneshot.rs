@@ -153,20 +153,8 @@ pub fn prune_sequential(
     };
     let mut xs = embed_batches(d, calib, opts.batch)?;
     for b in 0..nblocks {
-        let mut stats = if opts.method == Method::Sparsegpt {
-            BlockStats::with_gram()
-        } else {
-            BlockStats::default()
-        };
         let last = b + 1 == nblocks;
-        let mut dense_out = Vec::with_capacity(xs.len());
-        for x in &xs {
-            if opts.dense_activations && !last {
-                dense_out.push(d.block_forward(b, x, Some(&mut stats))?);
-            } else {
-                d.block_stats(b, x, &mut stats)?;
-            }
-        }
+        let (stats, dense_out) = calibrate_block(d, b, &xs, opts, !last)?;
         for kind in LinearKind::ALL {
             let id = LinearId { block: b, kind };
             if let Some(p) = plan.get(&id) {
@@ -179,13 +167,68 @@ pub fn prune_sequential(
         } else if opts.dense_activations {
             dense_out
         } else {
-            xs.iter()
-                .map(|x| d.block_forward(b, x, None))
-                .collect::<Result<_>>()?
+            let mut next = Vec::with_capacity(xs.len());
+            let dec = &*d;
+            crate::runtime::map_in_order(
+                &xs,
+                crate::runtime::batch_parallelism(&dec.device),
+                |_, x| dec.block_forward(b, x, None),
+                |_, y| {
+                    next.push(y);
+                    Ok(())
+                },
+            )?;
+            next
         };
         progress(b + 1, nblocks);
     }
     Ok(())
+}
+
+/// Block `b`'s input statistics over every batch, and its dense outputs when calibrating on
+/// dense activations. Batches run in parallel on the compute threads; their statistics are
+/// merged in batch order, so the result does not depend on the thread count.
+fn calibrate_block(
+    d: &Decoder,
+    b: usize,
+    xs: &[Tensor],
+    opts: &OneShotOptions,
+    want_out: bool,
+) -> Result<(BlockStats, Vec<Tensor>)> {
+    let dense = opts.dense_activations && want_out;
+    let one = |x: &Tensor, st: &mut BlockStats| -> Result<Option<Tensor>> {
+        if dense {
+            Ok(Some(d.block_forward(b, x, Some(st))?))
+        } else {
+            d.block_stats(b, x, st)?;
+            Ok(None)
+        }
+    };
+    // SparseGPT's Gram matrices (in² per layer) are summed into one accumulator instead.
+    if opts.method == Method::Sparsegpt {
+        let mut stats = BlockStats::with_gram();
+        let mut outs = Vec::new();
+        for x in xs {
+            outs.extend(one(x, &mut stats)?);
+        }
+        return Ok((stats, outs));
+    }
+    let mut stats = BlockStats::default();
+    let mut outs = Vec::new();
+    crate::runtime::map_in_order(
+        xs,
+        crate::runtime::batch_parallelism(&d.device),
+        |_, x| {
+            let mut st = BlockStats::default();
+            let out = one(x, &mut st)?;
+            Ok((st, out))
+        },
+        |_, (st, out)| {
+            outs.extend(out);
+            stats.absorb(st)
+        },
+    )?;
+    Ok((stats, outs))
 }
 
 /// Per-layer sparsity after pruning, by HF name.
@@ -200,4 +243,55 @@ pub fn layer_sparsities(d: &Decoder) -> Vec<(String, f64)> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{random::random_decoder, ModelConfig};
+    use candle_core::{DType, Device};
+
+    const CFG: &str = r#"{"model_type":"qwen3","vocab_size":61,"hidden_size":32,
+      "intermediate_size":24,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+      "head_dim":8,"attention_bias":false,"max_position_embeddings":64,"sliding_window":null,
+      "max_window_layers":2,"tie_word_embeddings":true,"rope_theta":10000.0,"rms_norm_eps":1e-6,
+      "use_sliding_window":false,"hidden_act":"silu"}"#;
+
+    // Batches calibrated in parallel and merged give the bits of one accumulator fed batch
+    // after batch, so the thread count cannot change a mask.
+    #[test]
+    fn parallel_calibration_equals_sequential_bits() {
+        let cfg = ModelConfig::from_json(CFG).unwrap();
+        let d = random_decoder(&cfg, 3, DType::F32, &Device::Cpu).unwrap();
+        let xs: Vec<Tensor> = (0..5u32)
+            .map(|k| {
+                let v: Vec<u32> = (0..24).map(|i| (i * 37 + k * 13 + 11) % 61).collect();
+                d.embed(&Tensor::from_vec(v, (2, 12), &Device::Cpu).unwrap())
+                    .unwrap()
+            })
+            .collect();
+        for dense in [false, true] {
+            let mut opts = OneShotOptions::new(Method::Wanda);
+            opts.dense_activations = dense;
+            let (par, outs) = calibrate_block(&d, 0, &xs, &opts, true).unwrap();
+            let mut seq = BlockStats::default();
+            for x in &xs {
+                d.block_stats(0, x, &mut seq).unwrap();
+            }
+            for kind in LinearKind::ALL {
+                let (p, s) = (par.get(kind), seq.get(kind));
+                assert_eq!(p.tokens, 5 * 24, "{kind:?}");
+                assert_eq!(p.tokens, s.tokens, "{kind:?}");
+                assert!(!p.sumsq.is_empty(), "{kind:?}");
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&p.sumsq), bits(&s.sumsq), "{kind:?}");
+            }
+            assert_eq!(outs.len(), if dense { xs.len() } else { 0 });
+            for (o, x) in outs.iter().zip(&xs) {
+                let want = d.block_forward(0, x, None).unwrap();
+                let diff = (o - &want).unwrap().abs().unwrap().max_all().unwrap();
+                assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+            }
+        }
+    }
 }
