@@ -1,13 +1,13 @@
 //! Fused CPU kernels for the graph-free forward. On CPU, f32, the attention softmax and
 //! the SwiGLU product spend most of their time in scalar `expf`; these compute the same
-//! formulas in one pass with a vectorised exp (the `wide` crate) and skip the masked
+//! formulas in one pass with a vectorised exp (`vexp`, AVX2 where the CPU has it) and skip the masked
 //! (−∞) tail of causal rows. Anything else (another device or dtype, a graph that needs
 //! gradients) takes the plain candle ops, so results depend only on device and dtype.
 
+use super::vexp::{exp, with_best_simd};
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
-use wide::f32x8;
 
 /// True where the fused kernels apply.
 fn fused(t: &Tensor) -> bool {
@@ -22,60 +22,48 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core:
     }
 }
 
-/// Eight lanes from `v` (shorter at a row's end), the rest set to `fill`.
-#[inline(always)]
-fn load8(v: &[f32], fill: f32) -> f32x8 {
-    match <[f32; 8]>::try_from(v) {
-        Ok(a) => f32x8::from(a),
-        Err(_) => {
-            let mut buf = [fill; 8];
-            buf[..v.len()].copy_from_slice(v);
-            f32x8::from(buf)
-        }
-    }
-}
-
-/// Writes the first `d.len()` lanes of `v` into `d`.
-#[inline(always)]
-fn store8(d: &mut [f32], v: f32x8) {
-    let a = v.to_array();
-    match <&mut [f32; 8]>::try_from(&mut *d) {
-        Ok(full) => *full = a,
-        Err(_) => d.copy_from_slice(&a[..d.len()]),
-    }
-}
-
-/// e^x for every element of a slice, eight at a time.
-fn exp_in_place(v: &mut [f32]) {
-    for c in v.chunks_mut(8) {
-        store8(c, load8(c, 0.0).exp());
-    }
-}
-
-/// dst = softmax(src · scale + mask) for one row, eight lanes at a time.
+/// dst = softmax(src · scale + mask) for one row. The sum is taken in eight interleaved
+/// partial sums, then those in order (the lanes of the 8-wide version this replaced).
 fn softmax_row(src: &[f32], mask: &[f32], scale: f32, dst: &mut [f32]) {
-    let sc = f32x8::splat(scale);
-    let mut maxv = f32x8::splat(f32::NEG_INFINITY);
-    for ((d, x), m) in dst.chunks_mut(8).zip(src.chunks(8)).zip(mask.chunks(8)) {
-        let v = load8(x, 0.0) * sc + load8(m, f32::NEG_INFINITY);
-        maxv = maxv.max(v);
-        store8(d, v);
-    }
-    let max = f32x8::splat(
-        maxv.to_array()
-            .into_iter()
-            .fold(f32::NEG_INFINITY, f32::max),
-    );
-    let mut sumv = f32x8::ZERO;
-    for d in dst.chunks_mut(8) {
-        let e = (load8(d, f32::NEG_INFINITY) - max).exp();
-        sumv += e;
-        store8(d, e);
-    }
-    let sum: f32 = sumv.to_array().iter().sum();
-    for d in dst.iter_mut() {
-        *d /= sum;
-    }
+    with_best_simd!(
+        softmax_row_simd,
+        (src: &[f32], mask: &[f32], scale: f32, dst: &mut [f32]),
+        {
+            // Eight running maxima, so the loop vectorises (a max is exact in any order).
+            let mut lanes = [f32::NEG_INFINITY; 8];
+            for ((d, x), m) in dst.chunks_mut(8).zip(src.chunks(8)).zip(mask.chunks(8)) {
+                for (((l, d), x), m) in lanes.iter_mut().zip(d).zip(x).zip(m) {
+                    *d = *x * scale + *m;
+                    *l = l.max(*d);
+                }
+            }
+            let max = lanes.into_iter().fold(f32::NEG_INFINITY, f32::max);
+            let mut acc = [0f32; 8];
+            for c in dst.chunks_mut(8) {
+                for (a, d) in acc.iter_mut().zip(c) {
+                    *d = exp(*d - max);
+                    *a += *d;
+                }
+            }
+            let sum: f32 = acc.iter().sum();
+            for d in dst.iter_mut() {
+                *d /= sum;
+            }
+        }
+    )
+}
+
+/// out = silu(gate) · up = gate / (1 + e^−gate) · up.
+fn silu_mul_slice(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    with_best_simd!(
+        silu_mul_simd,
+        (gate: &[f32], up: &[f32], out: &mut [f32]),
+        {
+            for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+                *o = *g / (1.0 + exp(-*g)) * *u;
+            }
+        }
+    )
 }
 
 /// softmax(scores · scale + mask) over the last dimension: scores [.., t, s], mask [t, s].
@@ -175,16 +163,11 @@ impl CustomOp2 for SiluMul {
         if l1.shape() != l2.shape() {
             candle_core::bail!("gate {:?} and up {:?} differ", l1.shape(), l2.shape());
         }
-        let mut out: Vec<f32> = gate.iter().map(|g| -g).collect();
+        let mut out = vec![0f32; gate.len()];
         const CHUNK: usize = 4096;
         out.par_chunks_mut(CHUNK)
             .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-            .for_each(|(o, (g, u))| {
-                exp_in_place(o);
-                for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
-                    *o = *g / (1.0 + *o) * *u;
-                }
-            });
+            .for_each(|(o, (g, u))| silu_mul_slice(g, u, o));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

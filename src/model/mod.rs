@@ -12,6 +12,7 @@ pub mod mask;
 pub mod random;
 pub mod source;
 pub mod stats;
+mod vexp;
 pub mod weights;
 
 pub use config::{Arch, ModelConfig};
