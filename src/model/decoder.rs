@@ -346,7 +346,7 @@ impl Decoder {
         let k = candle_transformers::utils::repeat_kv(k, groups)?;
         let v = candle_transformers::utils::repeat_kv(v, groups)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let raw = q.matmul(&k.t()?)?;
+        let raw = super::matmul::matmul(&q, &k.t()?)?;
         let wide = wide_dtype(self.dtype);
         let probs = if self.differentiable {
             let scores = (raw * scale)?.to_dtype(wide)?.broadcast_add(mask)?;
@@ -354,7 +354,7 @@ impl Decoder {
         } else {
             super::kernels::masked_softmax(&raw, scale, mask, wide)?
         };
-        let ctx = probs.to_dtype(self.dtype)?.matmul(&v)?;
+        let ctx = super::matmul::matmul(&probs.to_dtype(self.dtype)?, &v)?;
         let ctx = ctx.transpose(1, 2)?.reshape((b * t, cfg.num_heads * hd))?;
         if let Some(r) = rec.as_deref_mut() {
             r.record_shared(&[LinearKind::O], &ctx)?;
@@ -387,9 +387,7 @@ impl Decoder {
     pub fn head(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let xn = self.rms(x, &self.norm)?.reshape((b * t, h))?;
-        Ok(xn
-            .matmul(&self.lm_head.t()?)?
-            .reshape((b, t, self.cfg.vocab_size))?)
+        Ok(super::matmul::matmul(&xn, &self.lm_head.t()?)?.reshape((b, t, self.cfg.vocab_size))?)
     }
 
     /// Clean full-sequence forward: logits for every position, no state kept.

@@ -166,7 +166,7 @@ impl Linear {
 
     /// y = x Wᵀ + b for x of shape [tokens, in].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.matmul(&self.weight()?.t()?)?;
+        let y = super::matmul::matmul(x, &self.weight()?.t()?)?;
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,

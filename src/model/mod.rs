@@ -9,6 +9,7 @@ pub mod kernels;
 pub mod linear;
 pub mod loaded;
 pub mod mask;
+pub mod matmul;
 pub mod random;
 pub mod source;
 pub mod stats;
