@@ -19,6 +19,10 @@ fn main() {
     #[cfg(unix)]
     default_sigpipe();
     let cli = arborist::cli::Cli::parse();
+    if cli.threads == Some(0) {
+        eprintln!("error: --threads 0: expected at least one compute thread");
+        std::process::exit(1);
+    }
     arborist::runtime::set_compute_threads(cli.compute_threads());
     if let Err(e) = arborist::cli::run(cli) {
         // One line: the context chain joined with ": ", each cause's first line only

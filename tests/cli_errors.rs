@@ -167,3 +167,10 @@ fn bad_device_and_dtype_flags() {
     );
     assert_one_line_error(&o, &["--device tpu"]);
 }
+
+#[test]
+fn zero_threads_is_refused() {
+    let (_d, m, t) = setup();
+    let o = arborist(&["eval", "--model", &m, "--ppl", &t, "--threads", "0"], &[]);
+    assert_one_line_error(&o, &["--threads 0"]);
+}
