@@ -67,15 +67,33 @@ pub fn set_compute_threads(n: usize) {
     }
 }
 
-/// How many independent pieces of work (batches of windows) to run at once on `dev`: the
-/// compute threads on CPU, where one batch's small matmuls leave cores idle; one elsewhere
-/// (a GPU queue is already parallel, and candle's device is not shared across threads here).
-pub fn batch_parallelism(dev: &Device) -> usize {
-    if dev.is_cpu() {
-        rayon::current_num_threads().max(1)
-    } else {
-        1
+/// How many batches of windows to run at once on `dev` when each needs about `bytes` of
+/// working memory: the compute threads on CPU, where one batch's small matmuls leave cores
+/// idle, but no more than fit in half the memory available now (a large model's batch can
+/// take gigabytes); one elsewhere (a GPU queue is already parallel).
+pub fn batch_parallelism(dev: &Device, bytes: usize) -> usize {
+    if !dev.is_cpu() {
+        return 1;
     }
+    let threads = rayon::current_num_threads().max(1);
+    match available_memory_bytes() {
+        Some(avail) => threads.min(avail / 2 / bytes.max(1)).max(1),
+        None => threads,
+    }
+}
+
+/// MemAvailable from /proc/meminfo (Linux); None elsewhere.
+fn available_memory_bytes() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<usize>()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// `f` over `items`, up to `width` at a time on rayon's threads, with each result handed to
@@ -133,5 +151,55 @@ impl Fnv1a {
 impl Default for Fnv1a {
     fn default() -> Self {
         Fnv1a::new()
+    }
+}
+
+#[cfg(test)]
+mod parallelism_tests {
+    use super::*;
+
+    #[test]
+    fn batches_at_once_are_bounded_by_threads_and_memory() {
+        let threads = rayon::current_num_threads();
+        assert_eq!(batch_parallelism(&Device::Cpu, 1), threads);
+        if let Some(avail) = available_memory_bytes() {
+            assert!(avail > 0);
+            // A batch bigger than half the free memory runs alone.
+            assert_eq!(batch_parallelism(&Device::Cpu, avail), 1);
+            assert_eq!(batch_parallelism(&Device::Cpu, usize::MAX), 1);
+        }
+    }
+
+    #[test]
+    fn map_in_order_hands_results_over_in_order_at_any_width() {
+        let items: Vec<u64> = (0..11).collect();
+        for width in [1, 2, 3, 16] {
+            let mut seen = Vec::new();
+            map_in_order(
+                &items,
+                width,
+                |i, x| Ok((i, x * x)),
+                |i, r| {
+                    seen.push((i, r));
+                    Ok(())
+                },
+            )
+            .unwrap();
+            let want: Vec<(usize, (usize, u64))> = items
+                .iter()
+                .map(|&x| (x as usize, (x as usize, x * x)))
+                .collect();
+            assert_eq!(seen, want, "width {width}");
+        }
+        let err = map_in_order(
+            &items,
+            4,
+            |i, _| {
+                anyhow::ensure!(i != 5, "item 5");
+                Ok(())
+            },
+            |_, ()| Ok(()),
+        );
+        assert!(err.unwrap_err().to_string().contains("item 5"));
     }
 }

@@ -59,7 +59,7 @@ pub fn perplexity(
     let chunks: Vec<&[Vec<u32>]> = w.windows.chunks(batch.max(1)).collect();
     crate::runtime::map_in_order(
         &chunks,
-        crate::runtime::batch_parallelism(&model.device),
+        crate::runtime::batch_parallelism(&model.device, model.batch_bytes(batch.max(1), w.seqlen)),
         |_, chunk| batch_losses(model, chunk),
         |_, l| {
             losses.extend(l);

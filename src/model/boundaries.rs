@@ -120,7 +120,12 @@ pub fn pass<R: Send>(
         })?;
         Ok((y, st, seen))
     };
-    let width = crate::runtime::batch_parallelism(&model.device);
+    let width = crate::runtime::batch_parallelism(
+        &model.device,
+        chunks.first().map_or(0, |c| {
+            model.batch_bytes(c.len(), c.first().map_or(0, |w| w.len()))
+        }),
+    );
     let ids: Vec<Tensor> = chunks
         .iter()
         .map(|c| crate::data::ids_tensor(c, &model.device))

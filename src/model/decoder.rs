@@ -383,6 +383,20 @@ impl Decoder {
         Ok(Some((x + mlp)?))
     }
 
+    /// Rough peak working memory of `windows` windows of `seqlen` tokens through one block
+    /// and the head (scores and probabilities, MLP activations, hidden states, logits): what
+    /// bounds how many batches run at once.
+    pub fn batch_bytes(&self, windows: usize, seqlen: usize) -> usize {
+        let c = &self.cfg;
+        let el = self.dtype.size_in_bytes();
+        let tokens = windows * seqlen;
+        let attn = windows * c.num_heads * seqlen * seqlen * (el + 4) * 2;
+        let mlp = tokens * c.intermediate_size * el * 3;
+        let hidden = tokens * c.hidden_size * el * 4;
+        let logits = tokens * c.vocab_size * 4 * 2;
+        attn + mlp + hidden + logits
+    }
+
     /// Final norm and LM head: hidden [batch, seq, hidden] → logits [batch, seq, vocab].
     pub fn head(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;

@@ -104,7 +104,9 @@ pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> 
         vec![ids.iter().map(|i| dd.embed(i)).collect::<Result<_>>()?];
     // Windows are independent until their gradients are summed, which happens in window
     // order: on CPU several run at once and the sums do not depend on the thread count.
-    let width = crate::runtime::batch_parallelism(&d.device);
+    // A window's graph holds its activations and their gradients: about four forwards.
+    let seqlen = windows[0].len();
+    let width = crate::runtime::batch_parallelism(&d.device, 4 * d.batch_bytes(1, seqlen));
     for b in 0..n {
         let held = dd.with_resident_block(b)?;
         let mut next = Vec::with_capacity(windows.len());

@@ -171,7 +171,7 @@ pub fn prune_sequential(
             let dec = &*d;
             crate::runtime::map_in_order(
                 &xs,
-                crate::runtime::batch_parallelism(&dec.device),
+                calib_parallelism(dec, &xs),
                 |_, x| dec.block_forward(b, x, None),
                 |_, y| {
                     next.push(y);
@@ -183,6 +183,14 @@ pub fn prune_sequential(
         progress(b + 1, nblocks);
     }
     Ok(())
+}
+
+/// How many calibration batches (hidden states [windows, seqlen, hidden]) run at once.
+fn calib_parallelism(d: &Decoder, xs: &[Tensor]) -> usize {
+    let (w, t) = xs
+        .first()
+        .map_or((1, 1), |x| (x.dim(0).unwrap_or(1), x.dim(1).unwrap_or(1)));
+    crate::runtime::batch_parallelism(&d.device, d.batch_bytes(w, t))
 }
 
 /// Block `b`'s input statistics over every batch, and its dense outputs when calibrating on
@@ -217,7 +225,7 @@ fn calibrate_block(
     let mut outs = Vec::new();
     crate::runtime::map_in_order(
         xs,
-        crate::runtime::batch_parallelism(&d.device),
+        calib_parallelism(d, xs),
         |_, x| {
             let mut st = BlockStats::default();
             let out = one(x, &mut st)?;
