@@ -84,14 +84,19 @@ pub fn batch_parallelism(dev: &Device, bytes: usize) -> usize {
 
 /// MemAvailable from /proc/meminfo (Linux); None elsewhere.
 fn available_memory_bytes() -> Option<usize> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb = info
+    proc_kb_field("/proc/meminfo", "MemAvailable:").map(|b| b as usize)
+}
+
+/// A "Name:   123 kB" field of a /proc file, in bytes (Linux; None elsewhere).
+pub fn proc_kb_field(path: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let kb = text
         .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
-        .parse::<usize>()
+        .parse::<u64>()
         .ok()?;
     Some(kb * 1024)
 }
@@ -124,6 +129,20 @@ pub fn map_in_order<T: Sync, R: Send>(
         }
     }
     Ok(())
+}
+
+/// `map_in_order` collecting the results, in item order.
+pub fn map_collect<T: Sync, R: Send>(
+    items: &[T],
+    width: usize,
+    f: impl Fn(usize, &T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let mut out = Vec::with_capacity(items.len());
+    map_in_order(items, width, f, |_, r| {
+        out.push(r);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// FNV-1a (64-bit): a stable, dependency-free hash for fingerprints and cache names

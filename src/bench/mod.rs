@@ -184,12 +184,7 @@ pub fn reset_peak_rss() {
 
 /// A kB field of /proc/self/status, in bytes.
 fn proc_status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    crate::runtime::proc_kb_field("/proc/self/status", field).unwrap_or(0)
 }
 
 /// Wall time and peak RSS of the profile or of one-shot Wanda on the bench model.

@@ -9,8 +9,8 @@ use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-/// True where the fused kernels apply.
-fn fused(t: &Tensor) -> bool {
+/// True where the fused kernels apply: a CPU tensor in f32.
+pub(super) fn fused(t: &Tensor) -> bool {
     matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32
 }
 

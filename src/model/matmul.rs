@@ -5,7 +5,7 @@
 //! dtype, an input that carries a gradient graph, an unusual layout) takes candle's matmul.
 
 use anyhow::Result;
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use std::mem::{ManuallyDrop, MaybeUninit};
 
 /// Elements between consecutive matrices of a batched operand, as candle's CPU matmul
@@ -108,10 +108,8 @@ impl CustomOp2 for MatMulF32 {
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (ad, bd) = (a.dims(), b.dims());
     let rank = ad.len();
-    let fast = matches!(a.device(), Device::Cpu)
-        && matches!(b.device(), Device::Cpu)
-        && a.dtype() == DType::F32
-        && b.dtype() == DType::F32
+    let fast = super::kernels::fused(a)
+        && super::kernels::fused(b)
         && !a.track_op()
         && !b.track_op()
         && rank >= 2
@@ -131,6 +129,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     fn t(shape: &[usize], seed: u32) -> Tensor {
         let n: usize = shape.iter().product();

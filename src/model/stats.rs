@@ -13,6 +13,17 @@ pub struct InputStats {
 }
 
 impl InputStats {
+    /// Add per-feature sums of squares over `tokens` more tokens.
+    fn add(&mut self, sumsq: &[f64], tokens: u64) {
+        if self.sumsq.is_empty() {
+            self.sumsq = vec![0.0; sumsq.len()];
+        }
+        for (a, c) in self.sumsq.iter_mut().zip(sumsq) {
+            *a += c;
+        }
+        self.tokens += tokens;
+    }
+
     /// ‖X_j‖₂ per input feature: the column norms Wanda multiplies |W| by.
     pub fn norms(&self) -> Vec<f64> {
         self.sumsq.iter().map(|s| s.sqrt()).collect()
@@ -41,20 +52,9 @@ impl BlockStats {
         };
         for k in kinds {
             if let Some(g) = &gram {
-                let slot = &mut self.grams[*k as usize];
-                *slot = Some(match slot.take() {
-                    Some(acc) => (acc + g)?,
-                    None => g.clone(),
-                });
+                add_gram(&mut self.grams[*k as usize], g.clone())?;
             }
-            let s = &mut self.linears[*k as usize];
-            if s.sumsq.is_empty() {
-                s.sumsq = vec![0.0; col.len()];
-            }
-            for (a, c) in s.sumsq.iter_mut().zip(&col) {
-                *a += c;
-            }
-            s.tokens += n as u64;
+            self.linears[*k as usize].add(&col, n as u64);
         }
         Ok(())
     }
@@ -63,20 +63,11 @@ impl BlockStats {
     /// same bits as recording the batches one after another into one accumulator.
     pub fn absorb(&mut self, other: BlockStats) -> Result<()> {
         for (mine, theirs) in self.linears.iter_mut().zip(other.linears) {
-            if mine.sumsq.is_empty() {
-                mine.sumsq = vec![0.0; theirs.sumsq.len()];
-            }
-            for (a, c) in mine.sumsq.iter_mut().zip(&theirs.sumsq) {
-                *a += c;
-            }
-            mine.tokens += theirs.tokens;
+            mine.add(&theirs.sumsq, theirs.tokens);
         }
         for (mine, theirs) in self.grams.iter_mut().zip(other.grams) {
             if let Some(g) = theirs {
-                *mine = Some(match mine.take() {
-                    Some(acc) => (acc + g)?,
-                    None => g,
-                });
+                add_gram(mine, g)?;
             }
         }
         Ok(())
@@ -92,4 +83,13 @@ impl BlockStats {
     pub fn get(&self, kind: LinearKind) -> &InputStats {
         &self.linears[kind as usize]
     }
+}
+
+/// acc += g, where an empty accumulator takes g as it is.
+fn add_gram(acc: &mut Option<Tensor>, g: Tensor) -> Result<()> {
+    *acc = Some(match acc.take() {
+        Some(a) => (a + g)?,
+        None => g,
+    });
+    Ok(())
 }

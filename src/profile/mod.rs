@@ -109,35 +109,18 @@ pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> 
     let width = crate::runtime::batch_parallelism(&d.device, 4 * d.batch_bytes(1, seqlen));
     for b in 0..n {
         let held = dd.with_resident_block(b)?;
-        let mut next = Vec::with_capacity(windows.len());
-        crate::runtime::map_in_order(
-            &states[b],
-            width,
-            |_, x| held.block_forward(b, x, None),
-            |_, y| {
-                next.push(y);
-                Ok(())
-            },
-        )?;
+        let next =
+            crate::runtime::map_collect(&states[b], width, |_, x| held.block_forward(b, x, None))?;
         states.push(next);
     }
-    let mut upstream: Vec<Tensor> = Vec::with_capacity(windows.len());
-    crate::runtime::map_in_order(
-        &states[n],
-        width,
-        |w, x| {
-            let h = Var::from_tensor(x)?;
-            let loss = (window_loss(&dd.head(h.as_tensor())?, &ids[w])?.sum_all()? / m)?;
-            loss.backward()?
-                .get(h.as_tensor())
-                .cloned()
-                .context("no gradient reached the last hidden state")
-        },
-        |_, g| {
-            upstream.push(g);
-            Ok(())
-        },
-    )?;
+    let mut upstream = crate::runtime::map_collect(&states[n], width, |w, x| {
+        let h = Var::from_tensor(x)?;
+        let loss = (window_loss(&dd.head(h.as_tensor())?, &ids[w])?.sum_all()? / m)?;
+        loss.backward()?
+            .get(h.as_tensor())
+            .cloned()
+            .context("no gradient reached the last hidden state")
+    })?;
     let mut per_block: Vec<Vec<Tensor>> = Vec::with_capacity(n);
     for b in (0..n).rev() {
         let (bd, vars) = dd.with_block_grad_vars(b)?;
@@ -158,14 +141,14 @@ pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> 
                         None => v.as_tensor().zeros_like(),
                     })
                     .collect::<candle_core::Result<_>>()?;
-                let gx =
-                    if b > 0 {
-                        Some(grads.get(x.as_tensor()).cloned().with_context(|| {
-                            format!("no gradient reached the input of block {b}")
-                        })?)
-                    } else {
-                        None
-                    };
+                let gx = (b > 0)
+                    .then(|| {
+                        grads
+                            .get(x.as_tensor())
+                            .cloned()
+                            .with_context(|| format!("no gradient reached the input of block {b}"))
+                    })
+                    .transpose()?;
                 Ok((gw, gx))
             },
             |_, (gw, gx)| {

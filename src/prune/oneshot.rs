@@ -167,18 +167,10 @@ pub fn prune_sequential(
         } else if opts.dense_activations {
             dense_out
         } else {
-            let mut next = Vec::with_capacity(xs.len());
             let dec = &*d;
-            crate::runtime::map_in_order(
-                &xs,
-                calib_parallelism(dec, &xs),
-                |_, x| dec.block_forward(b, x, None),
-                |_, y| {
-                    next.push(y);
-                    Ok(())
-                },
-            )?;
-            next
+            crate::runtime::map_collect(&xs, calib_parallelism(dec, &xs), |_, x| {
+                dec.block_forward(b, x, None)
+            })?
         };
         progress(b + 1, nblocks);
     }
