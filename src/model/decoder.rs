@@ -236,7 +236,7 @@ impl Decoder {
     }
 
     /// Rotary tables and causal mask for block `i` over hidden states x, positions from 0.
-    fn block_tables(&self, i: usize, x: &Tensor) -> Result<((Tensor, Tensor), Tensor)> {
+    pub fn block_tables(&self, i: usize, x: &Tensor) -> Result<((Tensor, Tensor), Tensor)> {
         let (_, t, _) = x.dims3()?;
         let mask = causal_mask(
             t,

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::data::Windows;
 use crate::eval::ppl::window_loss;
-use crate::model::{BlockStats, Decoder, LinearId};
+use crate::model::{BlockStats, Decoder, LinearId, LinearKind};
 use crate::prune::scores::weight_f32;
 
 pub mod incremental;
@@ -80,19 +80,26 @@ pub fn input_stats(d: &Decoder, calib: &Windows, batch: usize) -> Result<Vec<Blo
 
 /// G = mean over the windows of d(window loss)/dW for every linear, in `linear_ids` order.
 ///
-/// One block's graph at a time: a forward pass without a graph keeps the state entering
-/// each block for every window; then, from the top, each block is recomputed with its
-/// linears as variables and back-propagated, window by window, from the gradient of its
-/// output. The peak is one block's graph rather than the model's, and only one block's
-/// weights are copied into variables at a time (a streamed block is read once per pass),
-/// for the price of one more forward pass. (The whole-model graph of one 512-token window
-/// took 440 MiB on the 1.7M-parameter bundled model; a batch was not faster.)
+/// One block at a time: a forward pass keeps the state entering each block for every
+/// window; then, from the top, each block is recomputed and back-propagated, window by
+/// window, from the gradient of its output. The peak is one block's activations rather
+/// than the model's, and only one block's weights are held at a time (a streamed block is
+/// read once per pass), for the price of one more forward pass. (The whole-model graph of
+/// one 512-token window took 440 MiB on the 1.7M-parameter bundled model; a batch was not
+/// faster.)
 pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> {
     ensure!(
         !windows.is_empty(),
         "the gradient pass needs at least one window"
     );
-    let dd = d.differentiable();
+    // f32/f64: the hand-written block backward (`Decoder::block_grads`) on the plain
+    // decoder; half types: candle's autograd over the differentiable one.
+    let manual = d.manual_grads();
+    let dd = if manual {
+        d.clone()
+    } else {
+        d.differentiable()
+    };
     let n = d.blocks.len();
     let m = windows.len() as f64;
     let ids: Vec<Tensor> = windows
@@ -114,6 +121,9 @@ pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> 
         states.push(next);
     }
     let mut upstream = crate::runtime::map_collect(&states[n], width, |w, x| {
+        if manual {
+            return dd.head_grad(x, &ids[w], 1.0 / m);
+        }
         let h = Var::from_tensor(x)?;
         let loss = (window_loss(&dd.head(h.as_tensor())?, &ids[w])?.sum_all()? / m)?;
         loss.backward()?
@@ -123,45 +133,37 @@ pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> 
     })?;
     let mut per_block: Vec<Vec<Tensor>> = Vec::with_capacity(n);
     for b in (0..n).rev() {
-        let (bd, vars) = dd.with_block_grad_vars(b)?;
-        let mut acc: Vec<Option<Tensor>> = vec![None; vars.len()];
+        let mut acc: Vec<Option<Tensor>> = vec![None; LinearKind::ALL.len()];
         let pairs: Vec<(&Tensor, &Tensor)> = states[b].iter().zip(&upstream).collect();
         let mut next_up = Vec::with_capacity(pairs.len());
-        crate::runtime::map_in_order(
-            &pairs,
-            width,
-            |_, (x, up)| {
-                let x = Var::from_tensor(x)?;
-                let out = bd.block_forward(b, x.as_tensor(), None)?;
-                let grads = (out * *up)?.sum_all()?.backward()?;
-                let gw: Vec<Tensor> = vars
-                    .iter()
-                    .map(|v| match grads.get(v.as_tensor()) {
-                        Some(g) => Ok(g.clone()),
-                        None => v.as_tensor().zeros_like(),
-                    })
-                    .collect::<candle_core::Result<_>>()?;
-                let gx = (b > 0)
-                    .then(|| {
-                        grads
-                            .get(x.as_tensor())
-                            .cloned()
-                            .with_context(|| format!("no gradient reached the input of block {b}"))
-                    })
-                    .transpose()?;
-                Ok((gw, gx))
-            },
-            |_, (gw, gx)| {
-                for (a, g) in acc.iter_mut().zip(gw) {
-                    *a = Some(match a.take() {
-                        Some(prev) => (prev + g)?,
-                        None => g,
-                    });
-                }
-                next_up.extend(gx);
-                Ok(())
-            },
-        )?;
+        let mut sink = |(gw, gx): (Vec<Tensor>, Option<Tensor>)| -> Result<()> {
+            for (a, g) in acc.iter_mut().zip(gw) {
+                *a = Some(match a.take() {
+                    Some(prev) => (prev + g)?,
+                    None => g,
+                });
+            }
+            next_up.extend(gx);
+            Ok(())
+        };
+        if manual {
+            let held = d.with_resident_block(b)?;
+            let tables = held.block_tables(b, pairs[0].0)?;
+            crate::runtime::map_in_order(
+                &pairs,
+                width,
+                |_, (x, up)| held.block_grads(b, x, up, &tables, b > 0),
+                |_, r| sink(r),
+            )?;
+        } else {
+            let (bd, vars) = dd.with_block_grad_vars(b)?;
+            crate::runtime::map_in_order(
+                &pairs,
+                width,
+                |_, (x, up)| bd.block_grads_autograd(&vars, b, x, up, b > 0),
+                |_, r| sink(r),
+            )?;
+        }
         if b > 0 {
             upstream = next_up;
         }
@@ -197,7 +199,7 @@ fn layer_profile(
         gabs += (g[i] as f64).abs();
         n += 1;
     }
-    s.sort_by(|a, b| a.total_cmp(b));
+    s.sort_unstable_by(f32::total_cmp);
     let nf = n.max(1) as f64;
     Ok(LayerProfile {
         name: id.name(),
