@@ -17,10 +17,9 @@ struct Norm {
 }
 
 impl Norm {
-    /// The same ops as `Decoder::rms` (f32/f64 only, so no widening).
+    /// `Decoder::rms` (f32/f64 only, so no widening), keeping x̂ and 1 / rms(x).
     fn forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Norm)> {
-        let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
-        let xhat = x.broadcast_div(&rms)?;
+        let (xhat, rms) = super::decoder::normalized(x, eps)?;
         let y = xhat.broadcast_mul(w)?;
         Ok((
             y,

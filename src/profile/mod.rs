@@ -95,10 +95,12 @@ pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> 
     // f32/f64: the hand-written block backward (`Decoder::block_grads`) on the plain
     // decoder; half types: candle's autograd over the differentiable one.
     let manual = d.manual_grads();
+    let differentiable;
     let dd = if manual {
-        d.clone()
+        d
     } else {
-        d.differentiable()
+        differentiable = d.differentiable();
+        &differentiable
     };
     let n = d.blocks.len();
     let m = windows.len() as f64;
