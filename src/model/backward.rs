@@ -19,7 +19,7 @@ struct Norm {
 impl Norm {
     /// `Decoder::rms` (f32/f64 only, so no widening), keeping x̂ and 1 / rms(x).
     fn forward(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Norm)> {
-        let (xhat, rms) = super::decoder::normalized(x, eps)?;
+        let (xhat, rms) = super::norm::normalized(x, eps, false)?;
         let y = xhat.broadcast_mul(w)?;
         Ok((
             y,
@@ -283,7 +283,8 @@ mod tests {
             .unwrap();
             let fast = d.head_grad(&x, &ids, 0.25).unwrap();
             let v = Var::from_tensor(&x).unwrap();
-            let loss = crate::eval::ppl::window_loss(&d.head(v.as_tensor()).unwrap(), &ids)
+            let dd = d.differentiable();
+            let loss = crate::eval::ppl::window_loss(&dd.head(v.as_tensor()).unwrap(), &ids)
                 .unwrap()
                 .sum_all()
                 .unwrap();

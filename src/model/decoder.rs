@@ -468,7 +468,10 @@ impl Decoder {
     /// RMSNorm as Hugging Face computes it: in f32 (or wider), cast back, then scale.
     fn rms(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         let xf = x.to_dtype(wide_dtype(x.dtype()))?;
-        let (y, _) = normalized(&xf, self.cfg.rms_norm_eps)?;
+        if xf.dtype() == x.dtype() {
+            return super::norm::rms_norm(&xf, w, self.cfg.rms_norm_eps, self.differentiable);
+        }
+        let (y, _) = super::norm::normalized(&xf, self.cfg.rms_norm_eps, self.differentiable)?;
         Ok(y.to_dtype(x.dtype())?.broadcast_mul(w)?)
     }
 
@@ -491,13 +494,6 @@ impl Decoder {
         };
         Ok((mk(cos)?, mk(sin)?))
     }
-}
-
-/// x / rms(x) over the last dimension, and rms(x) = sqrt(mean(x²) + eps): the unscaled
-/// half of RMSNorm (the block backward keeps rms(x) for its derivative).
-pub(super) fn normalized(x: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
-    let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
-    Ok((x.broadcast_div(&rms)?, rms))
 }
 
 /// The dtype softmax and norms run in: f32 for half types, the dtype itself otherwise.

@@ -288,6 +288,22 @@ impl Linear {
 fn masked(w: Tensor, mask: Option<&Mask>) -> Result<Tensor> {
     Ok(match mask {
         None => w,
+        Some(m) if super::kernels::fused(&w) => {
+            let w = w.contiguous()?;
+            let (storage, layout) = w.storage_and_layout();
+            let candle_core::Storage::Cpu(cpu) = &*storage else {
+                anyhow::bail!("masking: expected a CPU weight");
+            };
+            let v = super::kernels::contiguous_f32(cpu, layout, "weight")?;
+            ensure!(
+                v.len() == m.len(),
+                "mask of {} weights for {}",
+                m.len(),
+                v.len()
+            );
+            let out = m.apply(v);
+            Tensor::from_vec(out, (m.rows(), m.cols()), w.device())?
+        }
         Some(m) => {
             let keep = Tensor::from_vec(m.keep_factors(), (m.rows(), m.cols()), w.device())?
                 .to_dtype(w.dtype())?;

@@ -100,6 +100,19 @@ impl Mask {
             .collect()
     }
 
+    /// `w · keep_factors()` in one pass: the same products, so the same bits (a pruned
+    /// negative weight becomes −0.0, as the tensor product makes it).
+    pub fn apply(&self, w: &[f32]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(w.len());
+        for (chunk, word) in w.chunks(64).zip(&self.bits) {
+            out.extend(chunk.iter().enumerate().map(|(j, x)| {
+                let keep = if word >> j & 1 == 1 { 0.0 } else { 1.0 };
+                x * keep
+            }));
+        }
+        out
+    }
+
     /// Flat row-major indices of pruned weights.
     pub fn pruned_indices(&self) -> Vec<usize> {
         (0..self.len())
@@ -151,6 +164,38 @@ mod tests {
         let f = m.keep_factors();
         assert_eq!(f.iter().filter(|&&x| x == 0.0).count(), 3);
         assert_eq!(f[70 + 5], 0.0);
+    }
+
+    // The one-pass apply must give the tensor product's bits (−0.0 for a pruned negative
+    // weight, NaN kept as NaN), across word boundaries and a partial last word.
+    #[test]
+    fn apply_equals_the_keep_factor_product_bit_for_bit() {
+        let (rows, cols) = (3, 70);
+        let mut m = Mask::empty(rows, cols);
+        for i in (0..rows * cols).filter(|i| i % 3 == 0 || i % 7 == 1) {
+            m.prune(i / cols, i % cols);
+        }
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| match i {
+                5 => f32::NAN,
+                _ => (i as f32 * 0.37).sin() * 3.0,
+            })
+            .collect();
+        let dev = candle_core::Device::Cpu;
+        let keep = candle_core::Tensor::from_vec(m.keep_factors(), (rows, cols), &dev).unwrap();
+        let wt = candle_core::Tensor::from_vec(w.clone(), (rows, cols), &dev).unwrap();
+        let want: Vec<u32> = (wt * keep)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        let got: Vec<u32> = m.apply(&w).iter().map(|x| x.to_bits()).collect();
+        assert_eq!(got, want);
+        assert!(got.iter().any(|b| *b == (-0.0f32).to_bits()));
     }
 
     #[test]

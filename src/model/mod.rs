@@ -11,6 +11,7 @@ pub mod linear;
 pub mod loaded;
 pub mod mask;
 pub mod matmul;
+mod norm;
 pub mod random;
 pub mod source;
 pub mod stats;

@@ -1,0 +1,154 @@
+//! RMS normalisation. On CPU in f32 it runs as one pass per row that repeats candle's
+//! operations bit for bit (the row sum goes through candle's own `vec_reduce_sum`, then
+//! the same roundings as `mean_keepdim`, `+ eps`, `sqrt`, `/` and `* w`); the op chain it
+//! replaces read and wrote the activations five times. Elsewhere the candle ops run.
+
+use anyhow::Result;
+use candle_core::cpu::kernels::VecOps;
+use candle_core::{DType, Tensor, D};
+use rayon::prelude::*;
+
+use super::kernels::{contiguous_f32, fused};
+
+/// x / rms(x) over the last dimension, and rms(x) = sqrt(mean(x²) + eps): the unscaled
+/// half of RMSNorm (the block backward keeps rms(x) for its derivative). `graph` keeps
+/// to candle's ops so that autograd can follow them.
+pub fn normalized(x: &Tensor, eps: f64, graph: bool) -> Result<(Tensor, Tensor)> {
+    if fused(x) && !graph {
+        let (y, r) = fused_rows(x, None, eps)?;
+        return Ok((y, r));
+    }
+    let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    Ok((x.broadcast_div(&rms)?, rms))
+}
+
+/// x / rms(x) · w: RMSNorm with weight `w` over the last dimension, in x's dtype.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, graph: bool) -> Result<Tensor> {
+    if fused(x) && !graph && w.dtype() == DType::F32 && w.rank() == 1 {
+        return Ok(fused_rows(x, Some(w), eps)?.0);
+    }
+    Ok(normalized(x, eps, graph)?.0.broadcast_mul(w)?)
+}
+
+/// Rows of a CPU f32 tensor normalised (and scaled by `w`), with each row's rms.
+fn fused_rows(x: &Tensor, w: Option<&Tensor>, eps: f64) -> Result<(Tensor, Tensor)> {
+    let h = x.dim(D::Minus1)?;
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        anyhow::bail!("rms norm: expected a CPU tensor");
+    };
+    let xs = contiguous_f32(cpu, layout, "norm input")?;
+    let w = match w {
+        Some(w) => {
+            anyhow::ensure!(
+                w.dim(0)? == h,
+                "norm weight {:?} does not fit rows of {h}",
+                w.dims()
+            );
+            Some(w.to_vec1::<f32>()?)
+        }
+        None => None,
+    };
+    // The roundings of `mean_keepdim` (sum · (1/n as f32) + 0) and of `+ eps` (· 1 + eps).
+    let inv_n = (1f64 / h as f64) as f32;
+    let eps = eps as f32;
+    let mut out = vec![0f32; xs.len()];
+    let mut rms = vec![0f32; xs.len() / h.max(1)];
+    out.par_chunks_mut(h)
+        .zip(xs.par_chunks(h))
+        .zip(rms.par_iter_mut())
+        .for_each_init(
+            || vec![0f32; h],
+            |sq, ((o, x), r)| {
+                for (s, v) in sq.iter_mut().zip(x) {
+                    *s = v * v;
+                }
+                let mut sum = 0f32;
+                // SAFETY: `sq` holds h initialised values and `sum` is a valid destination.
+                unsafe { f32::vec_reduce_sum(sq.as_ptr(), &mut sum, h) };
+                let mean = sum * inv_n + 0.0;
+                *r = (mean * 1.0 + eps).sqrt();
+                match &w {
+                    Some(w) => {
+                        for ((o, v), g) in o.iter_mut().zip(x).zip(w) {
+                            *o = (v / *r) * g;
+                        }
+                    }
+                    None => {
+                        for (o, v) in o.iter_mut().zip(x) {
+                            *o = v / *r;
+                        }
+                    }
+                }
+            },
+        );
+    let mut rshape = x.dims().to_vec();
+    if let Some(last) = rshape.last_mut() {
+        *last = 1;
+    }
+    Ok((
+        Tensor::from_vec(out, x.shape(), x.device())?,
+        Tensor::from_vec(rms, rshape, x.device())?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn rand(shape: &[usize], seed: u64, scale: f32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| {
+                let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
+                (((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect()
+    }
+
+    // The fused rows must give the candle op chain's exact bits, so that switching paths
+    // (a half model, another device, a recorded session) never moves a number. Widths
+    // cover candle's 32-wide sum body, its scalar tail and a row shorter than one step.
+    #[test]
+    fn fused_rows_equal_the_candle_ops_bit_for_bit() {
+        for (k, h) in [256usize, 37, 64, 5, 128].into_iter().enumerate() {
+            for scale in [1.0f32, 3e-3, 40.0] {
+                let x = rand(&[3, 7, h], k as u64 + 11, scale);
+                let w = rand(&[h], k as u64 + 99, 2.0);
+                let want = (x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-6)
+                    .unwrap()
+                    .sqrt()
+                    .unwrap();
+                let want_y = x.broadcast_div(&want).unwrap();
+                let (y, r) = normalized(&x, 1e-6, false).unwrap();
+                assert_eq!(r.dims(), want.dims());
+                assert_eq!(bits(&r), bits(&want), "rms, width {h}, scale {scale}");
+                assert_eq!(bits(&y), bits(&want_y), "x/rms, width {h}, scale {scale}");
+                let scaled = rms_norm(&x, &w, 1e-6, false).unwrap();
+                let want_s = want_y.broadcast_mul(&w).unwrap();
+                assert_eq!(bits(&scaled), bits(&want_s), "x/rms*w, width {h}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_weight_of_the_wrong_width_is_refused() {
+        let x = rand(&[2, 8], 1, 1.0);
+        let w = rand(&[7], 2, 1.0);
+        let e = rms_norm(&x, &w, 1e-6, false).unwrap_err().to_string();
+        assert!(e.contains("does not fit rows of 8"), "{e}");
+    }
+}
