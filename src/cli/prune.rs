@@ -45,7 +45,8 @@ pub struct PruneArgs {
     pub eval: Option<PathBuf>,
     #[arg(long)]
     pub eval_windows: Option<usize>,
-    #[arg(long, default_value_t = 8)]
+    /// Calibration windows per forward pass (more windows hold more activations at once).
+    #[arg(long, default_value_t = 4)]
     pub batch: usize,
     #[arg(long)]
     pub out: PathBuf,

@@ -44,7 +44,7 @@ impl OneShotOptions {
             method,
             dense_activations: false,
             magnitude_layerwide: false,
-            batch: 8,
+            batch: 4,
             percdamp: 0.01,
             blocksize: 128,
         }
