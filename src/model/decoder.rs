@@ -342,20 +342,14 @@ impl Decoder {
             }
             None => (k, v),
         };
-        let groups = cfg.num_heads / cfg.num_kv_heads;
-        let k = candle_transformers::utils::repeat_kv(k, groups)?;
-        let v = candle_transformers::utils::repeat_kv(v, groups)?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let raw = super::matmul::matmul(&q, &k.t()?)?;
-        let wide = wide_dtype(self.dtype);
-        let probs = if self.differentiable {
-            let scores = (raw * scale)?.to_dtype(wide)?.broadcast_add(mask)?;
-            candle_nn::ops::softmax(&scores, D::Minus1)?
-        } else {
-            super::kernels::masked_softmax(&raw, scale, mask, wide)?
+        let tiled = match self.differentiable || wide_dtype(self.dtype) != self.dtype {
+            true => None,
+            false => super::attention::tiled(&q, &k, &v, mask, 1.0 / (hd as f64).sqrt())?,
         };
-        let ctx = super::matmul::matmul(&probs.to_dtype(self.dtype)?, &v)?;
-        let ctx = ctx.transpose(1, 2)?.reshape((b * t, cfg.num_heads * hd))?;
+        let ctx = match tiled {
+            Some(ctx) => ctx.reshape((b * t, cfg.num_heads * hd))?,
+            None => self.attention(q, k, v, mask)?,
+        };
         if let Some(r) = rec.as_deref_mut() {
             r.record_shared(&[LinearKind::O], &ctx)?;
         }
@@ -381,6 +375,28 @@ impl Decoder {
         }
         let mlp = lin(LinearKind::Down).forward(&act)?.reshape((b, t, h))?;
         Ok(Some((x + mlp)?))
+    }
+
+    /// Attention with repeated kv heads and full [t, s] scores, through candle's ops where
+    /// a gradient graph or a half dtype needs them: q [b, heads, t, d], k and v [b, kv, s,
+    /// d] → [b·t, heads·d].
+    fn attention(&self, q: Tensor, k: Tensor, v: Tensor, mask: &Tensor) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, _, t, hd) = q.dims4()?;
+        let groups = cfg.num_heads / cfg.num_kv_heads;
+        let k = candle_transformers::utils::repeat_kv(k, groups)?;
+        let v = candle_transformers::utils::repeat_kv(v, groups)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let raw = super::matmul::matmul(&q, &k.t()?)?;
+        let wide = wide_dtype(self.dtype);
+        let probs = if self.differentiable {
+            let scores = (raw * scale)?.to_dtype(wide)?.broadcast_add(mask)?;
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            super::kernels::masked_softmax(&raw, scale, mask, wide)?
+        };
+        let ctx = super::matmul::matmul(&probs.to_dtype(self.dtype)?, &v)?;
+        Ok(ctx.transpose(1, 2)?.reshape((b * t, cfg.num_heads * hd))?)
     }
 
     /// Rough peak working memory of `windows` windows of `seqlen` tokens through one block

@@ -28,7 +28,7 @@ pub(super) fn contiguous_f32<'a>(
 
 /// dst = softmax(src · scale + mask) for one row. The sum is taken in eight interleaved
 /// partial sums, then those in order (the lanes of the 8-wide version this replaced).
-fn softmax_row(src: &[f32], mask: &[f32], scale: f32, dst: &mut [f32]) {
+pub(super) fn softmax_row(src: &[f32], mask: &[f32], scale: f32, dst: &mut [f32]) {
     with_best_simd!(
         softmax_row_simd,
         (src: &[f32], mask: &[f32], scale: f32, dst: &mut [f32]),

@@ -1,5 +1,6 @@
 //! Models: configuration, files, weights, the instrumented decoder, masks and tokenizer.
 
+mod attention;
 mod backward;
 pub mod boundaries;
 pub mod bundled;
