@@ -78,9 +78,11 @@ pub fn forward_flops(cfg: &ModelConfig, b: usize, t: usize) -> f64 {
     let n = (b * t) as f64;
     let linear = cfg.num_layers as f64 * cfg.linear_params_per_block() as f64;
     let head = (cfg.hidden_size * cfg.vocab_size) as f64;
-    // QKᵀ and PV over the full T×T score matrix, per head.
-    let attn =
-        cfg.num_layers as f64 * 4.0 * (b * t * t) as f64 * (cfg.head_dim * cfg.num_heads) as f64;
+    // QKᵀ and PV over the causal half of the score matrix (t(t+1)/2 query-key pairs per
+    // head): what the model needs, not the full T×T that an untiled kernel multiplies (the
+    // tiled attention computes about 62% of T×T at 256 tokens, so this undercounts it).
+    let pairs = (b * t * (t + 1) / 2) as f64;
+    let attn = cfg.num_layers as f64 * 4.0 * pairs * (cfg.head_dim * cfg.num_heads) as f64;
     2.0 * n * (linear + head) + attn
 }
 
