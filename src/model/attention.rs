@@ -16,7 +16,53 @@ use rayon::prelude::*;
 use super::kernels::{contiguous_f32, fused, softmax_row};
 
 /// Query rows per tile.
-const TILE: usize = 64;
+pub(super) const TILE: usize = 64;
+
+/// dst (m×n) = lhs (m×k) · rhs (k×n), or dst += it with `accumulate`; each operand is
+/// (pointer, row stride, column stride) in elements, one thread.
+///
+/// # Safety
+/// Every operand must cover its extent with those strides, and dst must not overlap them.
+pub(super) unsafe fn gemm_f32(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, usize, usize),
+    accumulate: bool,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.0,
+        dst.2 as isize,
+        dst.1 as isize,
+        accumulate,
+        lhs.0,
+        lhs.2 as isize,
+        lhs.1 as isize,
+        rhs.0,
+        rhs.2 as isize,
+        rhs.1 as isize,
+        if accumulate { 1.0 } else { 0.0 },
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+/// Per mask row, one past its last allowed key (past it every term is exp(−∞) = 0).
+pub(super) fn row_ends(mask: &[f32], s: usize) -> Vec<usize> {
+    mask.chunks(s)
+        .map(|m| {
+            m.iter()
+                .rposition(|x| *x != f32::NEG_INFINITY)
+                .map_or(0, |i| i + 1)
+        })
+        .collect()
+}
 
 /// softmax(q·kᵀ · scale + mask) · v with q [b, heads, t, d], k and v [b, kv, s, d] (query
 /// head h reads kv head h / (heads / kv), as `repeat_kv` maps them) and mask [t, s],
@@ -61,15 +107,7 @@ pub(super) fn tiled(
     let kvv = contiguous_f32(ks, kl, "keys")?;
     let vv = contiguous_f32(vs, vl, "values")?;
     let mv = contiguous_f32(ms, ml, "attention mask")?;
-    // Past the last allowed key of a mask row every term is exp(−∞) = 0.
-    let ends: Vec<usize> = mv
-        .chunks(s)
-        .map(|m| {
-            m.iter()
-                .rposition(|x| *x != f32::NEG_INFINITY)
-                .map_or(0, |i| i + 1)
-        })
-        .collect();
+    let ends = row_ends(mv, s);
     let group = heads / kv;
     let scale = scale as f32;
     let row = heads * d;
@@ -100,26 +138,12 @@ pub(super) fn tiled(
                 // SAFETY: the operands cover rows·d, keys·d and rows·keys elements of
                 // live slices with the strides given; gemm writes only `sc`.
                 unsafe {
-                    gemm::gemm(
-                        rows,
-                        keys,
-                        d,
-                        sc.as_mut_ptr(),
-                        1,
-                        keys as isize,
+                    gemm_f32(
+                        (rows, keys, d),
+                        (sc.as_mut_ptr(), keys, 1),
                         false,
-                        qp.as_ptr(),
-                        1,
-                        d as isize,
-                        kp.as_ptr(),
-                        d as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        (qp.as_ptr(), d, 1),
+                        (kp.as_ptr(), 1, d),
                     )
                 };
                 for (i, srow) in sc.chunks_mut(keys).enumerate() {
@@ -132,26 +156,12 @@ pub(super) fn tiled(
                 }
                 // SAFETY: as above; the destination is this tile's rows of head h.
                 unsafe {
-                    gemm::gemm(
-                        rows,
-                        d,
-                        keys,
-                        o.as_mut_ptr().add(h * d),
-                        1,
-                        row as isize,
+                    gemm_f32(
+                        (rows, d, keys),
+                        (o.as_mut_ptr().add(h * d), row, 1),
                         false,
-                        sc.as_ptr(),
-                        1,
-                        keys as isize,
-                        vp.as_ptr(),
-                        1,
-                        d as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        (sc.as_ptr(), keys, 1),
+                        (vp.as_ptr(), d, 1),
                     )
                 };
             }

@@ -116,11 +116,26 @@ impl Decoder {
         };
         let q = candle_nn::rotary_emb::rope(&q1.contiguous()?, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k1.contiguous()?, cos, sin)?;
-        let k = candle_transformers::utils::repeat_kv(k, groups)?;
-        let v = candle_transformers::utils::repeat_kv(v, groups)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let p = super::kernels::masked_softmax(&matmul(&q, &k.t()?)?, scale, mask, self.dtype)?;
-        let ctx = matmul(&p, &v)?.transpose(1, 2)?.reshape((b * t, nh * hd))?;
+        // CPU f32: the tiled attention, whose backward recomputes its probabilities tile by
+        // tile; otherwise repeated kv heads and the full probabilities, kept for the backward.
+        let (ctx, untiled) = match super::attention::tiled(&q, &k, &v, mask, scale)? {
+            Some(ctx) => (ctx.reshape((b * t, nh * hd))?, None),
+            None => {
+                let kr = candle_transformers::utils::repeat_kv(k.clone(), groups)?;
+                let vr = candle_transformers::utils::repeat_kv(v.clone(), groups)?;
+                let p = super::kernels::masked_softmax(
+                    &matmul(&q, &kr.t()?)?,
+                    scale,
+                    mask,
+                    self.dtype,
+                )?;
+                let ctx = matmul(&p, &vr)?
+                    .transpose(1, 2)?
+                    .reshape((b * t, nh * hd))?;
+                (ctx, Some((p, kr, vr)))
+            }
+        };
         let x2 = (x + lin(LinearKind::O).forward(&ctx)?.reshape((b, t, h))?)?;
         let (xn2, n2) = Norm::forward(&x2, &blk.post_norm, eps)?;
         let xn2 = xn2.reshape((b * t, h))?;
@@ -146,17 +161,27 @@ impl Decoder {
 
         let dattn = dx2.reshape((b * t, h))?;
         let d_o = dw(&dattn, &ctx)?;
-        let dctx = matmul(&dattn, wk(LinearKind::O))?
-            .reshape((b, t, nh, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let dp = matmul(&dctx, &v.t()?)?;
-        let dv = sum_groups(&matmul(&p.t()?, &dctx)?, groups)?;
-        // softmax: ds = p · (dp − Σ dp · p), then through the scale.
-        let dot = (&dp * &p)?.sum_keepdim(D::Minus1)?;
-        let ds = ((dp.broadcast_sub(&dot)? * &p)? * scale)?;
-        let dq = rope_back(&matmul(&ds, &k)?, cos, &neg_sin)?;
-        let dk = rope_back(&sum_groups(&matmul(&ds.t()?, &q)?, groups)?, cos, &neg_sin)?;
+        let dctx = matmul(&dattn, wk(LinearKind::O))?;
+        let (dq, dk, dv) = match &untiled {
+            None => super::attention_grad::tiled_backward(&q, &k, &v, mask, scale, &dctx)?
+                .context("the tiled attention's backward needs CPU f32 tensors")?,
+            Some((p, kr, vr)) => {
+                let dctx = dctx
+                    .reshape((b, t, nh, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?;
+                let dp = matmul(&dctx, &vr.t()?)?;
+                let dv = sum_groups(&matmul(&p.t()?, &dctx)?, groups)?;
+                // softmax: ds = p · (dp − Σ dp · p), then through the scale.
+                let dot = (&dp * p)?.sum_keepdim(D::Minus1)?;
+                let ds = ((dp.broadcast_sub(&dot)? * p)? * scale)?;
+                let dq = matmul(&ds, kr)?;
+                let dk = sum_groups(&matmul(&ds.t()?, &q)?, groups)?;
+                (dq, dk, dv)
+            }
+        };
+        let dq = rope_back(&dq, cos, &neg_sin)?;
+        let dk = rope_back(&dk, cos, &neg_sin)?;
         let (dq, dk) = match (norms, qk_norm) {
             (Some((nq, nk)), Some((qn, kn))) => (nq.backward(&dq, qn)?, nk.backward(&dk, kn)?),
             _ => (dq, dk),

@@ -1,6 +1,7 @@
 //! Models: configuration, files, weights, the instrumented decoder, masks and tokenizer.
 
 mod attention;
+mod attention_grad;
 mod backward;
 pub mod boundaries;
 pub mod bundled;
