@@ -174,18 +174,8 @@ pub(super) fn tiled(
 mod tests {
     use super::*;
     use crate::model::decoder::causal_mask;
+    use crate::model::testing::{hashed, max_abs_diff};
     use candle_core::{DType, Device, D};
-
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|i| {
-                let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
-                ((h >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
 
     /// Hugging Face's eager attention in candle's ops, in f64: repeated kv heads, full
     /// scores, softmax, context transposed to [b, t, heads · d].
@@ -222,23 +212,16 @@ mod tests {
             (1, 2, 1, 512, 512, 64, None),
         ];
         for (n, &(b, heads, kv, t, s, d, window)) in cases.iter().enumerate() {
-            let q = rand(&[b, heads, t, d], 3 * n as u64);
-            let k = rand(&[b, kv, s, d], 3 * n as u64 + 1);
-            let v = rand(&[b, kv, s, d], 3 * n as u64 + 2);
+            let q = hashed(&[b, heads, t, d], 3 * n as u64, -2.0, 2.0);
+            let k = hashed(&[b, kv, s, d], 3 * n as u64 + 1, -2.0, 2.0);
+            let v = hashed(&[b, kv, s, d], 3 * n as u64 + 2, -2.0, 2.0);
             let full = causal_mask(s, window, DType::F32, &Device::Cpu).unwrap();
             let mask = full.narrow(0, s - t, t).unwrap().contiguous().unwrap();
             let scale = 1.0 / (d as f64).sqrt();
             let got = tiled(&q, &k, &v, &mask, scale).unwrap().unwrap();
             let want = reference(&q, &k, &v, &mask, scale);
             assert_eq!(got.dims(), want.dims(), "case {n}");
-            let err = (got.to_dtype(DType::F64).unwrap() - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
+            let err = max_abs_diff(&got, &want);
             // The untiled f32 path (full scores, repeated kv heads) against the same reference.
             let g = heads / kv;
             let kr = candle_transformers::utils::repeat_kv(k.clone(), g).unwrap();
@@ -251,14 +234,7 @@ mod tests {
                 .unwrap()
                 .reshape((b, t, heads * d))
                 .unwrap();
-            let old_err = (old.to_dtype(DType::F64).unwrap() - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
+            let old_err = max_abs_diff(&old, &want);
             // No less accurate than the path it replaces (often the same bits).
             assert!(
                 err <= old_err * 1.5,
@@ -270,8 +246,8 @@ mod tests {
 
     #[test]
     fn other_dtypes_and_bad_shapes_are_not_taken() {
-        let q = rand(&[1, 2, 4, 8], 1);
-        let k = rand(&[1, 1, 4, 8], 2);
+        let q = hashed(&[1, 2, 4, 8], 1, -2.0, 2.0);
+        let k = hashed(&[1, 1, 4, 8], 2, -2.0, 2.0);
         let mask = causal_mask(4, None, DType::F32, &Device::Cpu).unwrap();
         let q64 = q.to_dtype(DType::F64).unwrap();
         assert!(tiled(&q64, &k, &k, &mask, 1.0).unwrap().is_none());

@@ -159,18 +159,8 @@ pub(super) fn tiled_backward(
 mod tests {
     use super::*;
     use crate::model::decoder::causal_mask;
+    use crate::model::testing::{bits, hashed, max_abs_diff};
     use candle_core::{DType, Device, Var, D};
-
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|i| {
-                let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
-                ((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
 
     /// Eager attention in f64 candle ops, differentiated by candle's autograd.
     fn reference(
@@ -219,10 +209,10 @@ mod tests {
         ];
         for (n, &(b, heads, kv, t, d, window)) in cases.iter().enumerate() {
             let sd = 5 * n as u64;
-            let q = rand(&[b, heads, t, d], sd);
-            let k = rand(&[b, kv, t, d], sd + 1);
-            let v = rand(&[b, kv, t, d], sd + 2);
-            let dctx = rand(&[b, t, heads * d], sd + 3);
+            let q = hashed(&[b, heads, t, d], sd, -1.0, 1.0);
+            let k = hashed(&[b, kv, t, d], sd + 1, -1.0, 1.0);
+            let v = hashed(&[b, kv, t, d], sd + 2, -1.0, 1.0);
+            let dctx = hashed(&[b, t, heads * d], sd + 3, -1.0, 1.0);
             let mask = causal_mask(t, window, DType::F32, &Device::Cpu).unwrap();
             let scale = 1.0 / (d as f64).sqrt();
             let (dq, dk, dv) = tiled_backward(&q, &k, &v, &mask, scale, &dctx)
@@ -235,14 +225,7 @@ mod tests {
                 ("dv", dv, &want[2]),
             ] {
                 assert_eq!(got.dims(), want.dims(), "case {n} {name}");
-                let err = (got.to_dtype(DType::F64).unwrap() - want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap();
+                let err = max_abs_diff(&got, want);
                 let size = want
                     .abs()
                     .unwrap()
@@ -261,11 +244,11 @@ mod tests {
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
         let (q, k, v) = (
-            rand(&[2, 4, 100, 8], 1),
-            rand(&[2, 2, 100, 8], 2),
-            rand(&[2, 2, 100, 8], 3),
+            hashed(&[2, 4, 100, 8], 1, -1.0, 1.0),
+            hashed(&[2, 2, 100, 8], 2, -1.0, 1.0),
+            hashed(&[2, 2, 100, 8], 3, -1.0, 1.0),
         );
-        let dctx = rand(&[2, 100, 32], 4);
+        let dctx = hashed(&[2, 100, 32], 4, -1.0, 1.0);
         let mask = causal_mask(100, None, DType::F32, &Device::Cpu).unwrap();
         let run = |threads| {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -277,15 +260,6 @@ mod tests {
                     .unwrap()
                     .unwrap()
             })
-        };
-        let bits = |t: &Tensor| -> Vec<u32> {
-            t.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|x| x.to_bits())
-                .collect()
         };
         let (a, b) = (run(1), run(3));
         assert_eq!(bits(&a.0), bits(&b.0));

@@ -213,35 +213,12 @@ pub fn column_sumsq(x: &Tensor) -> Result<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|i| {
-                let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
-                ((h >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
+    use crate::model::testing::{hashed, max_abs_diff};
 
     #[test]
     fn masked_softmax_matches_the_unfused_ops() {
         let t = 13;
-        let scores = rand(&[2, 3, t, t], 1);
+        let scores = hashed(&[2, 3, t, t], 1, -4.0, 4.0);
         for window in [None, Some(4)] {
             let mask =
                 crate::model::decoder::causal_mask(t, window, DType::F32, &Device::Cpu).unwrap();
@@ -263,8 +240,8 @@ mod tests {
 
     #[test]
     fn silu_mul_matches_the_unfused_ops() {
-        let g = rand(&[5, 37], 2);
-        let u = rand(&[5, 37], 3);
+        let g = hashed(&[5, 37], 2, -4.0, 4.0);
+        let u = hashed(&[5, 37], 3, -4.0, 4.0);
         let fast = silu_mul(&g, &u).unwrap();
         let plain = (g.silu().unwrap() * &u).unwrap();
         assert!(max_abs_diff(&fast, &plain) < 1e-5);
@@ -272,7 +249,7 @@ mod tests {
 
     #[test]
     fn column_sumsq_matches_the_tensor_reduction() {
-        let x = rand(&[9, 6], 4);
+        let x = hashed(&[9, 6], 4, -4.0, 4.0);
         let fast = column_sumsq(&x).unwrap();
         let plain: Vec<f64> = x
             .sqr()

@@ -129,6 +129,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::testing::bits;
     use candle_core::Device;
 
     fn t(shape: &[usize], seed: u32) -> Tensor {
@@ -137,16 +138,6 @@ mod tests {
             .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 250.0 - 2.0)
             .collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn bits(x: &Tensor) -> Vec<u32> {
-        x.flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect()
     }
 
     // The shapes the decoder multiplies: a linear (x · Wᵀ), attention scores (q · kᵀ) and

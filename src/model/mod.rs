@@ -17,6 +17,8 @@ mod norm;
 pub mod random;
 pub mod source;
 pub mod stats;
+#[cfg(test)]
+mod testing;
 mod vexp;
 pub mod weights;
 

@@ -96,28 +96,7 @@ fn fused_rows(x: &Tensor, w: Option<&Tensor>, eps: f64) -> Result<(Tensor, Tenso
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
-
-    fn rand(shape: &[usize], seed: u64, scale: f32) -> Tensor {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|i| {
-                let h = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
-                (((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
-            })
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn bits(t: &Tensor) -> Vec<u32> {
-        t.flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect()
-    }
+    use crate::model::testing::{bits, hashed};
 
     // The fused rows must give the candle op chain's exact bits, so that switching paths
     // (a half model, another device, a recorded session) never moves a number. Widths
@@ -126,8 +105,8 @@ mod tests {
     fn fused_rows_equal_the_candle_ops_bit_for_bit() {
         for (k, h) in [256usize, 37, 64, 5, 128].into_iter().enumerate() {
             for scale in [1.0f32, 3e-3, 40.0] {
-                let x = rand(&[3, 7, h], k as u64 + 11, scale);
-                let w = rand(&[h], k as u64 + 99, 2.0);
+                let x = hashed(&[3, 7, h], k as u64 + 11, -scale, scale);
+                let w = hashed(&[h], k as u64 + 99, -2.0, 2.0);
                 let want = (x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-6)
                     .unwrap()
                     .sqrt()
@@ -146,8 +125,8 @@ mod tests {
 
     #[test]
     fn a_weight_of_the_wrong_width_is_refused() {
-        let x = rand(&[2, 8], 1, 1.0);
-        let w = rand(&[7], 2, 1.0);
+        let x = hashed(&[2, 8], 1, -1.0, 1.0);
+        let w = hashed(&[7], 2, -1.0, 1.0);
         let e = rms_norm(&x, &w, 1e-6, false).unwrap_err().to_string();
         assert!(e.contains("does not fit rows of 8"), "{e}");
     }
