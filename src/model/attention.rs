@@ -10,10 +10,10 @@
 //! are ever materialised.
 
 use anyhow::{bail, Result};
-use candle_core::{Storage, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 
-use super::kernels::{contiguous_f32, fused, softmax_row};
+use super::kernels::{fused, softmax_row, storage_f32};
 
 /// Query rows per tile.
 pub(super) const TILE: usize = 64;
@@ -98,15 +98,10 @@ pub(super) fn tiled(
     let (ks, kl) = k.storage_and_layout();
     let (vs, vl) = v.storage_and_layout();
     let (ms, ml) = mask.storage_and_layout();
-    let (Storage::Cpu(qs), Storage::Cpu(ks), Storage::Cpu(vs), Storage::Cpu(ms)) =
-        (&*qs, &*ks, &*vs, &*ms)
-    else {
-        bail!("attention: expected CPU tensors");
-    };
-    let qv = contiguous_f32(qs, ql, "queries")?;
-    let kvv = contiguous_f32(ks, kl, "keys")?;
-    let vv = contiguous_f32(vs, vl, "values")?;
-    let mv = contiguous_f32(ms, ml, "attention mask")?;
+    let qv = storage_f32(&qs, ql, "queries")?;
+    let kvv = storage_f32(&ks, kl, "keys")?;
+    let vv = storage_f32(&vs, vl, "values")?;
+    let mv = storage_f32(&ms, ml, "attention mask")?;
     let ends = row_ends(mv, s);
     let group = heads / kv;
     let scale = scale as f32;

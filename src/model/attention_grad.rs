@@ -7,11 +7,11 @@
 //! thread count.
 
 use anyhow::{bail, Result};
-use candle_core::{Storage, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 
 use super::attention::{gemm_f32, row_ends, TILE};
-use super::kernels::{contiguous_f32, fused, softmax_row};
+use super::kernels::{fused, softmax_row, storage_f32};
 
 /// Gradients of q [b, heads, t, d], k and v [b, kv, s, d] for the forward
 /// `attention::tiled(q, k, v, mask, scale)`, given `dctx`, the gradient of its output
@@ -44,21 +44,18 @@ pub(super) fn tiled_backward(
             dctx.dims()
         );
     }
-    let ts = [q, k, v, mask, dctx].map(|t| t.contiguous());
-    let [q, k, v, mask, dctx] = ts;
-    let (q, k, v, mask, dctx) = (q?, k?, v?, mask?, dctx?);
-    let guards = [&q, &k, &v, &mask, &dctx].map(|t| t.storage_and_layout());
-    let mut slices = Vec::with_capacity(5);
-    for (what, (st, l)) in ["queries", "keys", "values", "attention mask", "dctx"]
-        .iter()
-        .zip(&guards)
-    {
-        let Storage::Cpu(c) = &**st else {
-            bail!("attention backward: expected CPU tensors");
-        };
-        slices.push(contiguous_f32(c, l, what)?);
-    }
-    let [qv, kvv, vv, mv, dov] = [slices[0], slices[1], slices[2], slices[3], slices[4]];
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let (mask, dctx) = (mask.contiguous()?, dctx.contiguous()?);
+    let (qs, ql) = q.storage_and_layout();
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (ms, ml) = mask.storage_and_layout();
+    let (ds, dl) = dctx.storage_and_layout();
+    let qv = storage_f32(&qs, ql, "queries")?;
+    let kvv = storage_f32(&ks, kl, "keys")?;
+    let vv = storage_f32(&vs, vl, "values")?;
+    let mv = storage_f32(&ms, ml, "attention mask")?;
+    let dov = storage_f32(&ds, dl, "context gradient")?;
     let ends = row_ends(mv, s);
     let g = heads / kv;
     let row = heads * d;

@@ -342,9 +342,11 @@ impl Decoder {
             }
             None => (k, v),
         };
-        let tiled = match self.differentiable || wide_dtype(self.dtype) != self.dtype {
-            true => None,
-            false => super::attention::tiled(&q, &k, &v, mask, 1.0 / (hd as f64).sqrt())?,
+        // `tiled` takes CPU f32 only; a gradient graph needs candle's ops.
+        let tiled = if self.differentiable {
+            None
+        } else {
+            super::attention::tiled(&q, &k, &v, mask, 1.0 / (hd as f64).sqrt())?
         };
         let ctx = match tiled {
             Some(ctx) => ctx.reshape((b * t, cfg.num_heads * hd))?,

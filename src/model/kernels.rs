@@ -14,16 +14,24 @@ pub(super) fn fused(t: &Tensor) -> bool {
     matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32
 }
 
-pub(super) fn contiguous_f32<'a>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [f32]> {
+fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
     let s = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s[a..b]),
         None => candle_core::bail!("{what} must be contiguous"),
     }
+}
+
+/// The f32 values of a contiguous CPU tensor, from its `Tensor::storage_and_layout`.
+pub(super) fn storage_f32<'a>(
+    s: &'a candle_core::Storage,
+    l: &Layout,
+    what: &str,
+) -> Result<&'a [f32]> {
+    let candle_core::Storage::Cpu(c) = s else {
+        anyhow::bail!("{what}: expected a CPU tensor");
+    };
+    Ok(contiguous_f32(c, l, what)?)
 }
 
 /// dst = softmax(src · scale + mask) for one row. The sum is taken in eight interleaved
@@ -193,10 +201,7 @@ pub fn column_sumsq(x: &Tensor) -> Result<Vec<f64>> {
     if fused(x) {
         let x = x.contiguous()?;
         let (storage, layout) = x.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            anyhow::bail!("column_sumsq: expected a CPU tensor");
-        };
-        let v = contiguous_f32(cpu, layout, "activations")?;
+        let v = storage_f32(&storage, layout, "activations")?;
         let mut acc = vec![0f64; cols];
         for row in v.chunks(cols) {
             for (a, x) in acc.iter_mut().zip(row) {

@@ -291,10 +291,7 @@ fn masked(w: Tensor, mask: Option<&Mask>) -> Result<Tensor> {
         Some(m) if super::kernels::fused(&w) => {
             let w = w.contiguous()?;
             let (storage, layout) = w.storage_and_layout();
-            let candle_core::Storage::Cpu(cpu) = &*storage else {
-                anyhow::bail!("masking: expected a CPU weight");
-            };
-            let v = super::kernels::contiguous_f32(cpu, layout, "weight")?;
+            let v = super::kernels::storage_f32(&storage, layout, "weight")?;
             ensure!(
                 v.len() == m.len(),
                 "mask of {} weights for {}",

@@ -8,15 +8,14 @@ use candle_core::cpu::kernels::VecOps;
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 
-use super::kernels::{contiguous_f32, fused};
+use super::kernels::{fused, storage_f32};
 
 /// x / rms(x) over the last dimension, and rms(x) = sqrt(mean(x²) + eps): the unscaled
 /// half of RMSNorm (the block backward keeps rms(x) for its derivative). `graph` keeps
 /// to candle's ops so that autograd can follow them.
 pub fn normalized(x: &Tensor, eps: f64, graph: bool) -> Result<(Tensor, Tensor)> {
     if fused(x) && !graph {
-        let (y, r) = fused_rows(x, None, eps)?;
-        return Ok((y, r));
+        return fused_rows(x, None, eps);
     }
     let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
     Ok((x.broadcast_div(&rms)?, rms))
@@ -35,10 +34,7 @@ fn fused_rows(x: &Tensor, w: Option<&Tensor>, eps: f64) -> Result<(Tensor, Tenso
     let h = x.dim(D::Minus1)?;
     let x = x.contiguous()?;
     let (storage, layout) = x.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        anyhow::bail!("rms norm: expected a CPU tensor");
-    };
-    let xs = contiguous_f32(cpu, layout, "norm input")?;
+    let xs = storage_f32(&storage, layout, "norm input")?;
     let w = match w {
         Some(w) => {
             anyhow::ensure!(

@@ -41,20 +41,21 @@ fn probe_diff(a: &crate::session::Evaluation, b: &crate::session::Evaluation) ->
 }
 
 fn rel(a: f64, b: f64) -> f64 {
-    if a == b {
-        0.0
-    } else {
-        (a - b).abs() / a.abs().max(b.abs()).max(1e-300)
-    }
+    diff_over(a, b, 1e-300)
 }
 
 /// A z-score's difference on the scale of 1: z-scores are standardised, and one near zero
 /// would turn last-bit drift of the scores behind it into a large relative difference.
 fn rel_z(a: f64, b: f64) -> f64 {
+    diff_over(a, b, 1.0)
+}
+
+/// |a − b| / max(|a|, |b|, floor), and 0 when equal (infinities included).
+fn diff_over(a: f64, b: f64, floor: f64) -> f64 {
     if a == b {
         0.0
     } else {
-        (a - b).abs() / a.abs().max(b.abs()).max(1.0)
+        (a - b).abs() / a.abs().max(b.abs()).max(floor)
     }
 }
 
