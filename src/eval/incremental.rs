@@ -5,9 +5,8 @@
 //! dtype on the same device; a cached state is the very tensor the full pass produced.
 
 use anyhow::Result;
-use candle_core::DType;
 
-use super::ppl::{ppl_from_losses, window_loss, Perplexity};
+use super::ppl::{hidden_losses, ppl_from_losses, Perplexity};
 use crate::data::Windows;
 pub use crate::model::boundaries::Reuse;
 use crate::model::boundaries::{self, Boundaries};
@@ -59,10 +58,7 @@ impl IncrementalPpl {
             &chunks,
             &keep,
             None,
-            |x, ids| {
-                let l = window_loss(&model.head(x)?, ids)?;
-                Ok(l.to_dtype(DType::F64)?.to_vec1::<f64>()?)
-            },
+            |x, ids| hidden_losses(model, x, ids),
             |_, l| {
                 losses.extend(l);
                 progress(losses.len(), n);

@@ -31,13 +31,54 @@ pub fn window_loss(logits: &Tensor, ids: &Tensor) -> Result<Tensor> {
     Ok(picked.neg()?.mean(1)?)
 }
 
+/// Logits held at once by `hidden_losses`, per thread (the log-softmax holds a few copies).
+const HEAD_BYTES: usize = 16 << 20;
+const MIN_ROWS: usize = 8;
+
+/// `window_loss(head(x), ids)` as f64 for the last block's states x [B, T, H], one window and
+/// at most `HEAD_BYTES` of logits at a time: a batch's logits at Qwen3's vocabulary are
+/// 1.2 GB per 2048-token window in f32, and the log-softmax makes several copies. The bits
+/// are `window_loss`'s: each row's log-probabilities depend on that row alone, the head's
+/// product on the row and the weights, and the mean runs over the same contiguous values.
+pub fn hidden_losses(model: &Decoder, x: &Tensor, ids: &Tensor) -> Result<Vec<f64>> {
+    let width =
+        model.cfg.vocab_size * crate::model::decoder::wide_dtype(model.dtype).size_in_bytes();
+    losses_in_rows(model, x, ids, (HEAD_BYTES / width.max(1)).max(1))
+}
+
+/// `hidden_losses` with the logits of at most `rows` positions at a time (at least
+/// `MIN_ROWS`), in slices of nearly equal size: gemm takes other paths, with other roundings,
+/// for a product of one row or of very few elements.
+fn losses_in_rows(model: &Decoder, x: &Tensor, ids: &Tensor, rows: usize) -> Result<Vec<f64>> {
+    let (b, t, _) = x.dims3()?;
+    anyhow::ensure!(
+        t >= 2,
+        "perplexity: windows of {t} tokens have no next token to predict"
+    );
+    let wide = crate::model::decoder::wide_dtype(model.dtype);
+    let parts = (t - 1).div_ceil(rows.max(MIN_ROWS));
+    let mut out = Vec::with_capacity(b);
+    for w in 0..b {
+        let (xw, idw) = (x.narrow(0, w, 1)?, ids.narrow(0, w, 1)?);
+        let mut picked = Vec::with_capacity(parts);
+        for p in 0..parts {
+            let (r, end) = (p * (t - 1) / parts, (p + 1) * (t - 1) / parts);
+            let logits = model.head(&xw.narrow(1, r, end - r)?)?.to_dtype(wide)?;
+            let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+            let target = idw.narrow(1, r + 1, end - r)?.unsqueeze(2)?;
+            picked.push(lp.gather(&target.contiguous()?, 2)?.squeeze(2)?);
+        }
+        let loss = Tensor::cat(&picked, 1)?.neg()?.mean(1)?;
+        out.extend(loss.to_dtype(DType::F64)?.to_vec1::<f64>()?);
+    }
+    Ok(out)
+}
+
 /// Losses of a batch of windows, as f64.
 pub fn batch_losses(model: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<f64>> {
     let ids = crate::data::ids_tensor(windows, &model.device)?;
-    let logits = model.forward(&ids, None)?;
-    Ok(window_loss(&logits, &ids)?
-        .to_dtype(DType::F64)?
-        .to_vec1::<f64>()?)
+    let x = model.blocks_forward(model.embed(&ids)?, 0, model.blocks.len(), None, |_, _| {})?;
+    hidden_losses(model, &x, &ids)
 }
 
 /// ppl = exp(Σ loss_i · L / (n · L)) over the windows, `batch` windows per forward (on CPU,
@@ -81,4 +122,57 @@ pub fn perplexity(
 pub fn ppl_from_losses(losses: &[f64], seqlen: usize) -> f64 {
     let nll: f64 = losses.iter().map(|l| l * seqlen as f64).sum();
     (nll / (losses.len() * seqlen) as f64).exp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{random::random_decoder, ModelConfig};
+    use candle_core::Device;
+
+    const CFG: &str = r#"{"model_type":"qwen3","vocab_size":97,"hidden_size":32,
+      "intermediate_size":48,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+      "head_dim":8,"max_position_embeddings":64,"tie_word_embeddings":false,"rope_theta":10000.0,
+      "rms_norm_eps":1e-6}"#;
+
+    // Whatever slices of rows the head runs over, each window's loss has the bits of the
+    // loss over the whole batch's logits.
+    #[test]
+    fn losses_in_row_slices_equal_the_whole_batch_bits() {
+        let cfg = ModelConfig::from_json(CFG).unwrap();
+        for dtype in [DType::F32, DType::BF16] {
+            let d = random_decoder(&cfg, 5, dtype, &Device::Cpu).unwrap();
+            let v: Vec<u32> = (0..3 * 23u32).map(|i| (i * 31 + 7) % 97).collect();
+            let ids = Tensor::from_vec(v, (3, 23), &Device::Cpu).unwrap();
+            let x = d
+                .blocks_forward(d.embed(&ids).unwrap(), 0, 2, None, |_, _| {})
+                .unwrap();
+            let whole = window_loss(&d.head(&x).unwrap(), &ids).unwrap();
+            let whole = whole
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for rows in 1..30 {
+                let got = losses_in_rows(&d, &x, &ids, rows).unwrap();
+                assert_eq!(bits(&got), bits(&whole), "{dtype:?}, {rows} rows");
+            }
+            assert_eq!(bits(&hidden_losses(&d, &x, &ids).unwrap()), bits(&whole));
+            assert_eq!(
+                bits(&batch_losses(&d, &[ids.get(1).unwrap().to_vec1().unwrap()]).unwrap()),
+                bits(&whole[1..2])
+            );
+        }
+    }
+
+    #[test]
+    fn a_window_without_a_next_token_is_refused() {
+        let cfg = ModelConfig::from_json(CFG).unwrap();
+        let d = random_decoder(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
+        let ids = Tensor::from_vec(vec![3u32, 4], (2, 1), &Device::Cpu).unwrap();
+        let x = d.embed(&ids).unwrap();
+        let e = hidden_losses(&d, &x, &ids).unwrap_err().to_string();
+        assert!(e.contains("windows of 1 tokens"), "{e}");
+    }
 }
