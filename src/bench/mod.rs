@@ -2,6 +2,7 @@
 //! shape timed in the same run, so the ratio survives machine drift.
 
 pub mod knowledge;
+mod memory;
 pub mod session;
 pub mod stream;
 
@@ -47,6 +48,10 @@ pub struct BenchArgs {
     /// The session suite's iterations per session.
     #[arg(long, default_value_t = 12)]
     pub session_iters: usize,
+    /// The session suite's memory measurement: pairs of fresh processes (one iteration, then
+    /// the whole session) whose medians are reported; 0 skips it.
+    #[arg(long, default_value_t = 3)]
+    pub memory_runs: usize,
 }
 
 /// A Qwen3-shaped model of about 7.3M parameters (6.3M in the blocks' linear layers).
@@ -243,6 +248,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "knowledge" => return knowledge::knowledge_suite(a.json),
         "agent" => return knowledge::agent_suite(a.json),
         "session" => return session::session_suite(&a),
+        "session-memory" => return memory::child(&a),
         "stream" => return stream::stream_suite(&a),
         _ => {}
     }

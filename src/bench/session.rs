@@ -6,9 +6,7 @@ use anyhow::{ensure, Result};
 use serde::Serialize;
 use std::time::Instant;
 
-use super::{
-    forward_flops, gemm_gflops, median, peak_rss_bytes, reset_peak_rss, rss_bytes, BenchArgs,
-};
+use super::{forward_flops, gemm_gflops, median, BenchArgs};
 use crate::agent::builtin::BuiltinAgent;
 use crate::session::{Event, Machine, RunOptions};
 use crate::worker::{inline::run_inline_observed, launch, Engine};
@@ -49,7 +47,7 @@ impl SessionRun {
     }
 }
 
-fn session(opts: &RunOptions, engine: &mut Engine) -> Result<SessionRun> {
+pub(super) fn session(opts: &RunOptions, engine: &mut Engine) -> Result<SessionRun> {
     let mut machine = Machine::new(&opts.model, opts.loop_opts.clone());
     let start = Instant::now();
     let mut last = Instant::now();
@@ -114,36 +112,20 @@ fn quartiles(v: &[f64]) -> [f64; 3] {
     }
 }
 
-/// Bytes one iteration adds to the resident set on its own: the same session stopped after
-/// its first iteration (baseline evaluation, profile, step, evaluation, with the caches
-/// holding committed and pending states as they do in every iteration), on a fresh
-/// engine, from the resident set after loading. Measured first, while the heap is fresh:
-/// later, memory the allocator kept from earlier phases would serve part of it and hide
-/// it from the resident set. The peak counter is reset here, so the session's peak covers
-/// this phase and everything after it.
-fn activation_working_set(files: &crate::model::ModelFiles, opts: &RunOptions) -> Result<u64> {
-    let mut one = opts.clone();
-    one.loop_opts.max_iters = 1;
-    let mut engine = launch::load_engine(files.clone(), &one)?;
-    reset_peak_rss();
-    let before = rss_bytes();
-    session(&one, &mut engine)?;
-    Ok(peak_rss_bytes().saturating_sub(before))
-}
-
 pub fn session_suite(a: &BenchArgs) -> Result<()> {
-    let rss_start = rss_bytes();
     let mut opts = RunOptions {
         model: a.model.clone(),
         ..RunOptions::default()
     };
     opts.loop_opts.max_iters = a.session_iters;
     let files = crate::model::ModelFiles::resolve(&opts.model)?;
-    let working_set = activation_working_set(&files, &opts)?;
+    // Fresh processes first, while this one holds nothing.
+    let memory = (a.memory_runs > 0)
+        .then(|| super::memory::measure(a, a.memory_runs))
+        .transpose()?;
 
     // Dense evaluation throughput against a GEMM timed in this run.
     let mut engine = launch::load_engine(files.clone(), &opts)?;
-    let rss_loaded = rss_bytes();
     let d = &engine.model.decoder;
     let weight_bytes = d.weight_bytes();
     let (w, batch) = engine.eval_windows();
@@ -178,7 +160,6 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         .linear_ids()
         .filter(|&i| engine.model.decoder.linear(i).dense_resident())
         .count();
-    let peak_rss = peak_rss_bytes();
     let full_opts = RunOptions {
         eval_cache_mb: 0,
         ..opts.clone()
@@ -194,7 +175,6 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         full_run.column(|i| i.ppl)
     );
 
-    let bound = (weight_bytes as u64 + working_set) as f64;
     // Each incremental evaluation against the full pass over the same model state in the
     // session run without the cache (the same iteration: the perplexities are equal).
     let eval_q = quartiles(&incremental.over(&full_run, |i| i.eval_seconds));
@@ -232,10 +212,7 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         "identical_perplexities": true,
         "eval_cache_bytes": incremental.peak_eval_cache_bytes,
         "weight_bytes": weight_bytes, "dense_copies_resident": resident,
-        "rss_start_bytes": rss_start, "rss_loaded_bytes": rss_loaded,
-        "peak_rss_bytes": peak_rss, "activation_working_set_bytes": working_set,
-        "peak_rss_over_weights_plus_working_set": peak_rss as f64 / bound,
-        "session_rss_growth_over_weights_plus_working_set": (peak_rss - rss_start) as f64 / bound,
+        "memory": memory,
         "threads": candle_core::utils::get_num_threads(),
         "incremental": incremental, "full": full_run,
     });
@@ -269,13 +246,18 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         calib_froms.join(",")
     );
     println!(
-        "memory: weights {:.1} MiB, unmasked copies resident {resident}, eval cache {:.1} MiB; RSS {:.1} MiB before loading, {:.1} MiB loaded, peak {:.1} MiB",
-        mib(weight_bytes as u64), mib(incremental.peak_eval_cache_bytes as u64),
-        mib(rss_start), mib(rss_loaded), mib(peak_rss)
+        "memory: weights {:.1} MiB, unmasked copies resident {resident}, eval cache {:.1} MiB",
+        mib(weight_bytes as u64),
+        mib(incremental.peak_eval_cache_bytes as u64),
     );
-    println!(
-        "  activation working set (one iteration of the same session on a fresh engine, caches included) {:.1} MiB; session peak / (weights + working set) {:.2}; counting only what the session added to the start RSS {:.2}",
-        mib(working_set), peak_rss as f64 / bound, (peak_rss - rss_start) as f64 / bound
-    );
+    if let Some(m) = &memory {
+        let ratios: Vec<String> = m.per_run.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "  fresh processes, median of {}: RSS {:.1} MiB at start, {:.1} MiB loaded; one iteration adds {:.1} MiB after loading (its working set); {} iterations peak at {:.1} MiB RSS = {:.2} x (weights + working set) (per run {}); they add {:.2} x what one iteration adds",
+            m.runs, mib(m.rss_start_bytes), mib(m.rss_loaded_bytes), mib(m.working_set_bytes),
+            a.session_iters, mib(m.peak_rss_bytes), m.peak_over_weights_plus_working_set,
+            ratios.join(", "), m.added_over_working_set
+        );
+    }
     Ok(())
 }
