@@ -1,0 +1,55 @@
+//! `bench --suite session`: its memory figures come from child processes of the same binary.
+
+mod common;
+use common::*;
+
+#[test]
+fn session_bench_measures_memory_in_fresh_child_processes() {
+    let t = tmp();
+    let cache = p(&t.path().join("cache"));
+    let o = arborist(
+        &[
+            "bench",
+            "--suite",
+            "session",
+            "--session-iters",
+            "2",
+            "--iters",
+            "1",
+            "--memory-runs",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+        ],
+        &[("ARBORIST_CACHE", &cache)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["identical_perplexities"], true);
+    let m = &v["memory"];
+    assert_eq!(m["runs"], 1);
+    let (one, whole) = (&m["one_iteration"][0], &m["session"][0]);
+    assert_eq!(one["iterations"], 1, "{m}");
+    assert_eq!(whole["iterations"], 2, "{m}");
+    let u = |x: &serde_json::Value, k: &str| x[k].as_u64().unwrap_or_else(|| panic!("{k}: {x}"));
+    for s in [one, whole] {
+        let (start, loaded, peak) = (
+            u(s, "rss_start_bytes"),
+            u(s, "rss_loaded_bytes"),
+            u(s, "peak_rss_bytes"),
+        );
+        assert!(start > 0 && start < loaded && loaded < peak, "{s}");
+        assert!(
+            loaded - start >= u(s, "weight_bytes"),
+            "loading holds the weights: {s}"
+        );
+    }
+    // The summary is built from these samples.
+    let ws = u(one, "peak_rss_bytes") - u(one, "rss_loaded_bytes");
+    assert_eq!(u(m, "working_set_bytes"), ws);
+    assert_eq!(u(m, "peak_rss_bytes"), u(whole, "peak_rss_bytes"));
+    let ratio = u(whole, "peak_rss_bytes") as f64 / (u(one, "weight_bytes") + ws) as f64;
+    let got = m["peak_over_weights_plus_working_set"].as_f64().unwrap();
+    assert!((got - ratio).abs() < 1e-12, "{got} vs {ratio}");
+}
