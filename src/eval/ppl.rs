@@ -32,7 +32,7 @@ pub fn window_loss(logits: &Tensor, ids: &Tensor) -> Result<Tensor> {
 }
 
 /// Logits held at once by `hidden_losses`, per thread (the log-softmax holds a few copies).
-const HEAD_BYTES: usize = 16 << 20;
+pub(crate) const HEAD_BYTES: usize = 16 << 20;
 const MIN_ROWS: usize = 8;
 
 /// `window_loss(head(x), ids)` as f64 for the last block's states x [B, T, H], one window and

@@ -211,24 +211,51 @@ impl Decoder {
     /// d(scale · Σ window losses)/dx for the last hidden states `x` [b, t, h] of windows
     /// `ids` [b, t], the loss being `eval::window_loss` of `head(x)`: the mean next-token
     /// cross-entropy over the t − 1 shifted targets. Its logits gradient is
-    /// (softmax − one-hot) · scale / (t − 1), zero at the last position.
+    /// (softmax − one-hot) · scale / (t − 1), zero at the last position. Computed over
+    /// slices of positions, as the perplexity is (`eval::ppl::HEAD_BYTES`): one 2048-token
+    /// window's logits at Qwen3's vocabulary are 1.2 GB, and this held four such buffers.
     pub fn head_grad(&self, x: &Tensor, ids: &Tensor, scale: f64) -> Result<Tensor> {
+        let width = self.cfg.vocab_size * self.dtype.size_in_bytes();
+        self.head_grad_in_rows(x, ids, scale, crate::eval::ppl::HEAD_BYTES / width.max(1))
+    }
+
+    /// `head_grad` with the logits of at most `rows` positions at a time (at least 16, in
+    /// slices of nearly equal size, so that gemm never takes its one-row or tiny-product
+    /// paths, which round differently). Each row's gradient depends on that row alone.
+    fn head_grad_in_rows(
+        &self,
+        x: &Tensor,
+        ids: &Tensor,
+        scale: f64,
+        rows: usize,
+    ) -> Result<Tensor> {
         ensure!(self.manual_grads(), "head_grad runs in f32 or f64");
         let x = x.detach();
         let (b, t, h) = x.dims3()?;
         ensure!(t > 1, "a window needs two tokens for a next-token loss");
         let (xn, norm) = Norm::forward(&x, &self.norm, self.cfg.rms_norm_eps)?;
-        let xn = xn.narrow(1, 0, t - 1)?.contiguous()?;
-        let logits = matmul(&xn.reshape((b * (t - 1), h))?, &self.lm_head.t()?)?;
-        let p = candle_nn::ops::softmax_last_dim(&logits)?;
+        let xn = xn
+            .narrow(1, 0, t - 1)?
+            .contiguous()?
+            .reshape((b * (t - 1), h))?;
         let target = ids
             .narrow(1, 1, t - 1)?
             .flatten_all()?
             .unsqueeze(1)?
             .contiguous()?;
-        let minus_one = Tensor::full(-1f64, (b * (t - 1), 1), &self.device)?.to_dtype(p.dtype())?;
-        let dlogits = (p.scatter_add(&target, &minus_one, 1)? * (scale / (t - 1) as f64))?;
-        let dxn = matmul(&dlogits, &self.lm_head)?.reshape((b, t - 1, h))?;
+        let n = b * (t - 1);
+        let parts = n.div_ceil(rows.max(16));
+        let mut dxn = Vec::with_capacity(parts);
+        for k in 0..parts {
+            let (r, end) = (k * n / parts, (k + 1) * n / parts);
+            let logits = matmul(&xn.narrow(0, r, end - r)?, &self.lm_head.t()?)?;
+            let p = candle_nn::ops::softmax_last_dim(&logits)?;
+            let minus_one = Tensor::full(-1f64, (end - r, 1), &self.device)?.to_dtype(p.dtype())?;
+            let at = target.narrow(0, r, end - r)?;
+            let dlogits = (p.scatter_add(&at, &minus_one, 1)? * (scale / (t - 1) as f64))?;
+            dxn.push(matmul(&dlogits, &self.lm_head)?);
+        }
+        let dxn = Tensor::cat(&dxn, 0)?.reshape((b, t - 1, h))?;
         let last = Tensor::zeros((b, 1, h), dxn.dtype(), &self.device)?;
         norm.backward(&Tensor::cat(&[&dxn, &last], 1)?, &self.norm)
     }
@@ -316,6 +343,38 @@ mod tests {
             let g = (loss * 0.25).unwrap().backward().unwrap();
             let e = max_rel(&fast, g.get(v.as_tensor()).unwrap());
             assert!(e < tol, "{dtype:?}: {e:e}");
+        }
+    }
+
+    // Slices of positions give the bits of one product over all of them.
+    #[test]
+    fn head_gradient_in_slices_keeps_the_bits() {
+        for dtype in [DType::F64, DType::F32] {
+            let c = cfg("qwen3", serde_json::json!({"head_dim": 8}));
+            let d = random_decoder(&c, 3, dtype, &Device::Cpu).unwrap();
+            let x = Tensor::randn(0f64, 1.0, (2, 40, c.hidden_size), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let v: Vec<u32> = (0..80u32)
+                .map(|i| (i * 7 + 3) % c.vocab_size as u32)
+                .collect();
+            let ids = Tensor::from_vec(v, (2, 40), &Device::Cpu).unwrap();
+            let bits = |t: &Tensor| -> Vec<u64> {
+                let v = t.flatten_all().unwrap().to_dtype(DType::F64).unwrap();
+                v.to_vec1::<f64>()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect()
+            };
+            let whole = d.head_grad_in_rows(&x, &ids, 0.25, usize::MAX).unwrap();
+            // 78 positions: 5, 4, 3 and 2 slices.
+            for rows in [1, 20, 26, 39] {
+                let sliced = d.head_grad_in_rows(&x, &ids, 0.25, rows).unwrap();
+                assert_eq!(bits(&sliced), bits(&whole), "{dtype:?}, {rows} rows");
+            }
+            assert_eq!(bits(&d.head_grad(&x, &ids, 0.25).unwrap()), bits(&whole));
         }
     }
 
