@@ -31,24 +31,19 @@ pub fn window_loss(logits: &Tensor, ids: &Tensor) -> Result<Tensor> {
     Ok(picked.neg()?.mean(1)?)
 }
 
-/// Logits held at once by `hidden_losses`, per thread (the log-softmax holds a few copies).
-pub(crate) const HEAD_BYTES: usize = 16 << 20;
-const MIN_ROWS: usize = 8;
-
 /// `window_loss(head(x), ids)` as f64 for the last block's states x [B, T, H], one window and
-/// at most `HEAD_BYTES` of logits at a time: a batch's logits at Qwen3's vocabulary are
-/// 1.2 GB per 2048-token window in f32, and the log-softmax makes several copies. The bits
+/// one slice of positions (`Decoder::head_slice_rows`) at a time: a batch's logits at
+/// Qwen3's vocabulary are 1.2 GB per 2048-token window in f32, and the log-softmax makes
+/// several copies. The bits
 /// are `window_loss`'s: each row's log-probabilities depend on that row alone, the head's
 /// product on the row and the weights, and the mean runs over the same contiguous values.
 pub fn hidden_losses(model: &Decoder, x: &Tensor, ids: &Tensor) -> Result<Vec<f64>> {
-    let width =
-        model.cfg.vocab_size * crate::model::decoder::wide_dtype(model.dtype).size_in_bytes();
-    losses_in_rows(model, x, ids, (HEAD_BYTES / width.max(1)).max(1))
+    let rows = model.head_slice_rows(crate::model::decoder::wide_dtype(model.dtype));
+    losses_in_rows(model, x, ids, rows)
 }
 
 /// `hidden_losses` with the logits of at most `rows` positions at a time (at least
-/// `MIN_ROWS`), in slices of nearly equal size: gemm takes other paths, with other roundings,
-/// for a product of one row or of very few elements.
+/// `HEAD_SLICE_MIN_ROWS`), in slices of nearly equal size.
 fn losses_in_rows(model: &Decoder, x: &Tensor, ids: &Tensor, rows: usize) -> Result<Vec<f64>> {
     let (b, t, _) = x.dims3()?;
     anyhow::ensure!(
@@ -56,7 +51,7 @@ fn losses_in_rows(model: &Decoder, x: &Tensor, ids: &Tensor, rows: usize) -> Res
         "perplexity: windows of {t} tokens have no next token to predict"
     );
     let wide = crate::model::decoder::wide_dtype(model.dtype);
-    let parts = (t - 1).div_ceil(rows.max(MIN_ROWS));
+    let parts = (t - 1).div_ceil(rows.max(crate::model::decoder::HEAD_SLICE_MIN_ROWS));
     let mut out = Vec::with_capacity(b);
     for w in 0..b {
         let (xw, idw) = (x.narrow(0, w, 1)?, ids.narrow(0, w, 1)?);
@@ -142,8 +137,8 @@ mod tests {
         let cfg = ModelConfig::from_json(CFG).unwrap();
         for dtype in [DType::F32, DType::BF16] {
             let d = random_decoder(&cfg, 5, dtype, &Device::Cpu).unwrap();
-            let v: Vec<u32> = (0..3 * 23u32).map(|i| (i * 31 + 7) % 97).collect();
-            let ids = Tensor::from_vec(v, (3, 23), &Device::Cpu).unwrap();
+            let v: Vec<u32> = (0..3 * 50u32).map(|i| (i * 31 + 7) % 97).collect();
+            let ids = Tensor::from_vec(v, (3, 50), &Device::Cpu).unwrap();
             let x = d
                 .blocks_forward(d.embed(&ids).unwrap(), 0, 2, None, |_, _| {})
                 .unwrap();
@@ -154,7 +149,8 @@ mod tests {
                 .to_vec1::<f64>()
                 .unwrap();
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            for rows in 1..30 {
+            // 49 positions a window: 4, 3, 2 and 1 slices.
+            for rows in 1..50 {
                 let got = losses_in_rows(&d, &x, &ids, rows).unwrap();
                 assert_eq!(bits(&got), bits(&whole), "{dtype:?}, {rows} rows");
             }

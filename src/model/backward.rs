@@ -212,16 +212,15 @@ impl Decoder {
     /// `ids` [b, t], the loss being `eval::window_loss` of `head(x)`: the mean next-token
     /// cross-entropy over the t − 1 shifted targets. Its logits gradient is
     /// (softmax − one-hot) · scale / (t − 1), zero at the last position. Computed over
-    /// slices of positions, as the perplexity is (`eval::ppl::HEAD_BYTES`): one 2048-token
+    /// slices of positions (`Decoder::head_slice_rows`), as the perplexity is: one 2048-token
     /// window's logits at Qwen3's vocabulary are 1.2 GB, and this held four such buffers.
     pub fn head_grad(&self, x: &Tensor, ids: &Tensor, scale: f64) -> Result<Tensor> {
-        let width = self.cfg.vocab_size * self.dtype.size_in_bytes();
-        self.head_grad_in_rows(x, ids, scale, crate::eval::ppl::HEAD_BYTES / width.max(1))
+        self.head_grad_in_rows(x, ids, scale, self.head_slice_rows(self.dtype))
     }
 
-    /// `head_grad` with the logits of at most `rows` positions at a time (at least 16, in
-    /// slices of nearly equal size, so that gemm never takes its one-row or tiny-product
-    /// paths, which round differently). Each row's gradient depends on that row alone.
+    /// `head_grad` with the logits of at most `rows` positions at a time (at least
+    /// `HEAD_SLICE_MIN_ROWS`, in slices of nearly equal size). Each row's gradient depends
+    /// on that row alone.
     fn head_grad_in_rows(
         &self,
         x: &Tensor,
@@ -244,7 +243,7 @@ impl Decoder {
             .unsqueeze(1)?
             .contiguous()?;
         let n = b * (t - 1);
-        let parts = n.div_ceil(rows.max(16));
+        let parts = n.div_ceil(rows.max(super::decoder::HEAD_SLICE_MIN_ROWS));
         let mut dxn = Vec::with_capacity(parts);
         for k in 0..parts {
             let (r, end) = (k * n / parts, (k + 1) * n / parts);

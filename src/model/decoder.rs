@@ -22,6 +22,13 @@ pub struct Block {
     pub window: Option<usize>,
 }
 
+/// Logits held at once (per thread) where the head runs a slice of positions at a time: a
+/// window's logits at Qwen3's vocabulary are 1.2 GB at 2048 tokens in f32.
+pub const HEAD_SLICE_BYTES: usize = 16 << 20;
+/// Fewest positions in a slice: gemm rounds a one-row product (gemv) or a product of at most
+/// 256 elements differently, and a slice must give the bits of the whole product.
+pub const HEAD_SLICE_MIN_ROWS: usize = 16;
+
 /// See `Decoder::block_signature`. Holding the masks keeps their addresses from being reused.
 #[derive(Clone)]
 pub struct BlockSignature(Vec<(super::linear::Origin, Option<Arc<Mask>>)>);
@@ -402,8 +409,8 @@ impl Decoder {
     }
 
     /// Rough peak working memory of `windows` windows of `seqlen` tokens through one block
-    /// and the head (scores and probabilities, MLP activations, hidden states, logits): what
-    /// bounds how many batches run at once.
+    /// and the head (scores and probabilities, MLP activations, hidden states, one slice of
+    /// logits with the log-softmax's copies): what bounds how many batches run at once.
     pub fn batch_bytes(&self, windows: usize, seqlen: usize) -> usize {
         let c = &self.cfg;
         let el = self.dtype.size_in_bytes();
@@ -411,8 +418,18 @@ impl Decoder {
         let attn = windows * c.num_heads * seqlen * seqlen * (el + 4) * 2;
         let mlp = tokens * c.intermediate_size * el * 3;
         let hidden = tokens * c.hidden_size * el * 4;
-        let logits = tokens * c.vocab_size * 4 * 2;
+        let wide = wide_dtype(self.dtype);
+        let logits =
+            self.head_slice_rows(wide).min(seqlen) * c.vocab_size * wide.size_in_bytes() * 4;
         attn + mlp + hidden + logits
+    }
+
+    /// Positions per slice when the head's logits are computed a slice at a time (the
+    /// perplexity's losses, the gradient pass's head): `HEAD_SLICE_BYTES` of logits in
+    /// `dtype`, at least `HEAD_SLICE_MIN_ROWS`.
+    pub fn head_slice_rows(&self, dtype: DType) -> usize {
+        let width = self.cfg.vocab_size * dtype.size_in_bytes();
+        (HEAD_SLICE_BYTES / width.max(1)).max(HEAD_SLICE_MIN_ROWS)
     }
 
     /// Final norm and LM head: hidden [batch, seq, hidden] → logits [batch, seq, vocab].
