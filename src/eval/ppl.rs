@@ -34,9 +34,9 @@ pub fn window_loss(logits: &Tensor, ids: &Tensor) -> Result<Tensor> {
 /// `window_loss(head(x), ids)` as f64 for the last block's states x [B, T, H], one window and
 /// one slice of positions (`Decoder::head_slice_rows`) at a time: a batch's logits at
 /// Qwen3's vocabulary are 1.2 GB per 2048-token window in f32, and the log-softmax makes
-/// several copies. The bits
-/// are `window_loss`'s: each row's log-probabilities depend on that row alone, the head's
-/// product on the row and the weights, and the mean runs over the same contiguous values.
+/// several copies. The bits are `window_loss`'s: each row's log-probabilities depend on
+/// that row alone, the head's product on the row and the weights, and the mean runs over
+/// the same contiguous values.
 pub fn hidden_losses(model: &Decoder, x: &Tensor, ids: &Tensor) -> Result<Vec<f64>> {
     let rows = model.head_slice_rows(crate::model::decoder::wide_dtype(model.dtype));
     losses_in_rows(model, x, ids, rows)
