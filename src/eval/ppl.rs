@@ -5,6 +5,7 @@ use candle_core::{DType, Tensor, D};
 use serde::Serialize;
 
 use crate::data::Windows;
+use crate::model::decoder::head_slices;
 use crate::model::Decoder;
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,16 +52,14 @@ fn losses_in_rows(model: &Decoder, x: &Tensor, ids: &Tensor, rows: usize) -> Res
         "perplexity: windows of {t} tokens have no next token to predict"
     );
     let wide = crate::model::decoder::wide_dtype(model.dtype);
-    let parts = (t - 1).div_ceil(rows.max(crate::model::decoder::HEAD_SLICE_MIN_ROWS));
     let mut out = Vec::with_capacity(b);
     for w in 0..b {
         let (xw, idw) = (x.narrow(0, w, 1)?, ids.narrow(0, w, 1)?);
-        let mut picked = Vec::with_capacity(parts);
-        for p in 0..parts {
-            let (r, end) = (p * (t - 1) / parts, (p + 1) * (t - 1) / parts);
-            let logits = model.head(&xw.narrow(1, r, end - r)?)?.to_dtype(wide)?;
+        let mut picked = Vec::new();
+        for (r, n) in head_slices(t - 1, rows) {
+            let logits = model.head(&xw.narrow(1, r, n)?)?.to_dtype(wide)?;
             let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-            let target = idw.narrow(1, r + 1, end - r)?.unsqueeze(2)?;
+            let target = idw.narrow(1, r + 1, n)?.unsqueeze(2)?;
             picked.push(lp.gather(&target.contiguous()?, 2)?.squeeze(2)?);
         }
         let loss = Tensor::cat(&picked, 1)?.neg()?.mean(1)?;

@@ -242,15 +242,12 @@ impl Decoder {
             .flatten_all()?
             .unsqueeze(1)?
             .contiguous()?;
-        let n = b * (t - 1);
-        let parts = n.div_ceil(rows.max(super::decoder::HEAD_SLICE_MIN_ROWS));
-        let mut dxn = Vec::with_capacity(parts);
-        for k in 0..parts {
-            let (r, end) = (k * n / parts, (k + 1) * n / parts);
-            let logits = matmul(&xn.narrow(0, r, end - r)?, &self.lm_head.t()?)?;
+        let mut dxn = Vec::new();
+        for (r, n) in super::decoder::head_slices(b * (t - 1), rows) {
+            let logits = matmul(&xn.narrow(0, r, n)?, &self.lm_head.t()?)?;
             let p = candle_nn::ops::softmax_last_dim(&logits)?;
-            let minus_one = Tensor::full(-1f64, (end - r, 1), &self.device)?.to_dtype(p.dtype())?;
-            let at = target.narrow(0, r, end - r)?;
+            let minus_one = Tensor::full(-1f64, (n, 1), &self.device)?.to_dtype(p.dtype())?;
+            let at = target.narrow(0, r, n)?;
             let dlogits = (p.scatter_add(&at, &minus_one, 1)? * (scale / (t - 1) as f64))?;
             dxn.push(matmul(&dlogits, &self.lm_head)?);
         }

@@ -29,6 +29,13 @@ pub const HEAD_SLICE_BYTES: usize = 16 << 20;
 /// 256 elements differently, and a slice must give the bits of the whole product.
 pub const HEAD_SLICE_MIN_ROWS: usize = 16;
 
+/// `n` positions cut into slices of at most `rows` (at least `HEAD_SLICE_MIN_ROWS`) and of
+/// nearly equal size, as (start, length).
+pub fn head_slices(n: usize, rows: usize) -> impl Iterator<Item = (usize, usize)> {
+    let parts = n.div_ceil(rows.max(HEAD_SLICE_MIN_ROWS));
+    (0..parts).map(move |k| (k * n / parts, (k + 1) * n / parts - k * n / parts))
+}
+
 /// See `Decoder::block_signature`. Holding the masks keeps their addresses from being reused.
 #[derive(Clone)]
 pub struct BlockSignature(Vec<(super::linear::Origin, Option<Arc<Mask>>)>);
