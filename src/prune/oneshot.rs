@@ -1,9 +1,10 @@
 //! One-shot pruning with sequential calibration, as Wanda's and SparseGPT's code do:
 //! each block's calibration inputs are the outputs of the blocks before it, already pruned.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::alloc::Plan;
@@ -60,6 +61,12 @@ pub fn embed_batches(d: &Decoder, calib: &Windows, batch: usize) -> Result<Vec<T
         .collect()
 }
 
+/// What pruning one layer changes: its mask, and for SparseGPT the kept weights too.
+pub enum LayerUpdate {
+    Mask(Mask),
+    WeightAndMask(Tensor, Mask),
+}
+
 /// Prune one layer in place to `pattern`, growing its current mask.
 pub fn prune_layer(
     d: &mut Decoder,
@@ -68,6 +75,27 @@ pub fn prune_layer(
     opts: &OneShotOptions,
     stats: Option<&BlockStats>,
 ) -> Result<()> {
+    let update = layer_update(d, id, pattern, opts, stats)?;
+    apply_update(d, id, update)
+}
+
+/// Install an update computed by `layer_update`.
+pub fn apply_update(d: &mut Decoder, id: LinearId, update: LayerUpdate) -> Result<()> {
+    match update {
+        LayerUpdate::Mask(m) => d.set_mask(id, Some(Arc::new(m))),
+        LayerUpdate::WeightAndMask(w, m) => d.linear_mut(id).set_weight_and_mask(w, Arc::new(m)),
+    }
+}
+
+/// The new mask (and weights) of one layer pruned to `pattern`; the model is only read, so
+/// the layers of a block can be computed at once.
+pub fn layer_update(
+    d: &Decoder,
+    id: LinearId,
+    pattern: Pattern,
+    opts: &OneShotOptions,
+    stats: Option<&BlockStats>,
+) -> Result<LayerUpdate> {
     let lin = d.linear(id);
     let (rows, cols) = (lin.out_features(), lin.in_features());
     let prior = lin.mask().cloned();
@@ -124,12 +152,47 @@ pub fn prune_layer(
                 opts.percdamp,
                 opts.blocksize,
             )?;
-            let dev = d.device.clone();
-            let t = Tensor::from_vec(r.weight, (rows, cols), &dev)?;
-            return d.linear_mut(id).set_weight_and_mask(t, Arc::new(r.mask));
+            let t = Tensor::from_vec(r.weight, (rows, cols), &d.device)?;
+            return Ok(LayerUpdate::WeightAndMask(t, r.mask));
         }
     };
-    d.set_mask(id, Some(Arc::new(mask)))
+    Ok(LayerUpdate::Mask(mask))
+}
+
+/// Prune the given layers, computing their masks in parallel on the compute threads
+/// (each mask depends only on its own layer and the statistics, so the result does not
+/// depend on the thread count). SparseGPT runs one layer at a time (each holds an in×in
+/// Hessian), and so does a list naming a layer twice (the second grows the first's mask).
+/// `stats` gives a block's statistics. Errors name the layer.
+pub fn prune_layers<'s>(
+    d: &mut Decoder,
+    layers: &[(LinearId, Pattern)],
+    opts: &OneShotOptions,
+    stats: &(dyn Fn(usize) -> Option<&'s BlockStats> + Sync),
+) -> Result<()> {
+    let named = |id: LinearId| move || format!("pruning {}", id.name());
+    let distinct = layers
+        .iter()
+        .map(|(id, _)| id)
+        .collect::<BTreeSet<_>>()
+        .len()
+        == layers.len();
+    if opts.method == Method::Sparsegpt || !distinct {
+        for &(id, p) in layers {
+            prune_layer(d, id, p, opts, stats(id.block)).with_context(named(id))?;
+        }
+        return Ok(());
+    }
+    use rayon::prelude::*;
+    let dec = &*d;
+    let updates: Vec<LayerUpdate> = layers
+        .par_iter()
+        .map(|&(id, p)| layer_update(dec, id, p, opts, stats(id.block)).with_context(named(id)))
+        .collect::<Result<_>>()?;
+    for (&(id, _), u) in layers.iter().zip(updates) {
+        apply_update(d, id, u)?;
+    }
+    Ok(())
 }
 
 /// Prune every layer in `plan`, block by block with sequential calibration.
@@ -142,9 +205,8 @@ pub fn prune_sequential(
 ) -> Result<()> {
     let nblocks = d.blocks.len();
     if opts.method == Method::Magnitude {
-        for (id, p) in plan {
-            prune_layer(d, *id, *p, opts, None)?;
-        }
+        let layers: Vec<(LinearId, Pattern)> = plan.iter().map(|(id, p)| (*id, *p)).collect();
+        prune_layers(d, &layers, opts, &|_| None)?;
         progress(nblocks, nblocks);
         return Ok(());
     }
@@ -155,12 +217,12 @@ pub fn prune_sequential(
     for b in 0..nblocks {
         let last = b + 1 == nblocks;
         let (stats, dense_out) = calibrate_block(d, b, &xs, opts, !last)?;
-        for kind in LinearKind::ALL {
-            let id = LinearId { block: b, kind };
-            if let Some(p) = plan.get(&id) {
-                prune_layer(d, id, *p, opts, Some(&stats))?;
-            }
-        }
+        let layers: Vec<(LinearId, Pattern)> = LinearKind::ALL
+            .into_iter()
+            .map(|kind| LinearId { block: b, kind })
+            .filter_map(|id| plan.get(&id).map(|p| (id, *p)))
+            .collect();
+        prune_layers(d, &layers, opts, &|_| Some(&stats))?;
         // The last block's outputs feed nothing.
         xs = if last {
             Vec::new()
@@ -256,6 +318,47 @@ mod tests {
       "head_dim":8,"attention_bias":false,"max_position_embeddings":64,"sliding_window":null,
       "max_window_layers":2,"tie_word_embeddings":true,"rope_theta":10000.0,"rms_norm_eps":1e-6,
       "use_sliding_window":false,"hidden_act":"silu"}"#;
+
+    // Masks computed together on the compute threads are the ones computed one layer at a
+    // time, for each per-layer method, pruning twice so that prior masks are grown.
+    #[test]
+    fn parallel_layer_masks_equal_one_at_a_time() {
+        let cfg = ModelConfig::from_json(CFG).unwrap();
+        let base = random_decoder(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
+        let x = base
+            .embed(
+                &Tensor::from_vec((0..24u32).collect::<Vec<_>>(), (2, 12), &Device::Cpu).unwrap(),
+            )
+            .unwrap();
+        let mut stats = BlockStats::default();
+        base.block_stats(1, &x, &mut stats).unwrap();
+        let layers: Vec<(LinearId, Pattern)> = LinearKind::ALL
+            .into_iter()
+            .map(|kind| (LinearId { block: 1, kind }, Pattern::Unstructured(0.3)))
+            .collect();
+        for method in [Method::Magnitude, Method::Wanda] {
+            let opts = OneShotOptions::new(method);
+            let (mut par, mut seq) = (base.clone(), base.clone());
+            for s in [0.3, 0.6] {
+                let step: Vec<_> = layers
+                    .iter()
+                    .map(|(id, _)| (*id, Pattern::Unstructured(s)))
+                    .collect();
+                prune_layers(&mut par, &step, &opts, &|_| Some(&stats)).unwrap();
+                for (id, p) in &step {
+                    prune_layer(&mut seq, *id, *p, &opts, Some(&stats)).unwrap();
+                }
+            }
+            for (id, _) in &layers {
+                let (p, q) = (
+                    par.linear(*id).mask().unwrap(),
+                    seq.linear(*id).mask().unwrap(),
+                );
+                assert!(p.sparsity() > 0.5, "{method:?} {}", id.name());
+                assert_eq!(p.words(), q.words(), "{method:?} {}", id.name());
+            }
+        }
+    }
 
     // Batches calibrated in parallel and merged give the bits of one accumulator fed batch
     // after batch, so the thread count cannot change a mask.

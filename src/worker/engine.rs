@@ -11,7 +11,7 @@ use crate::data::Windows;
 use crate::eval::incremental::IncrementalPpl;
 use crate::model::{BlockStats, LinearId, LoadedModel, Mask};
 use crate::profile::incremental::IncrementalStats;
-use crate::prune::oneshot::{prune_layer, Method, OneShotOptions};
+use crate::prune::oneshot::{prune_layers, Method, OneShotOptions};
 use crate::prune::select::Pattern;
 use crate::session::{Evaluation, Event, LayerInfo, MaskStep, ProbeScore};
 
@@ -230,23 +230,19 @@ impl Engine {
         }
         let stats = &self.stats.as_ref().expect("set above").1;
         let opts = OneShotOptions::new(Method::Wanda);
-        let mut applied = BTreeMap::new();
+        let mut layers = Vec::with_capacity(step.targets.len());
         for t in &step.targets {
             let id = self
                 .model
                 .decoder
                 .find_linear(&t.name)
                 .with_context(|| format!("unknown layer `{}`", t.name))?;
-            let blk = &stats[id.block];
-            prune_layer(
-                &mut self.model.decoder,
-                id,
-                Pattern::Unstructured(t.sparsity),
-                &opts,
-                Some(blk),
-            )
-            .with_context(|| format!("pruning {}", t.name))?;
-            applied.insert(t.name.clone(), self.model.decoder.linear(id).sparsity());
+            layers.push((id, Pattern::Unstructured(t.sparsity)));
+        }
+        prune_layers(&mut self.model.decoder, &layers, &opts, &|b| stats.get(b))?;
+        let mut applied = BTreeMap::new();
+        for (t, (id, _)) in step.targets.iter().zip(&layers) {
+            applied.insert(t.name.clone(), self.model.decoder.linear(*id).sparsity());
         }
         Ok(applied)
     }
