@@ -4,7 +4,9 @@
 //! (−∞) tail of causal rows. Anything else (another device or dtype, a graph that needs
 //! gradients) takes the plain candle ops, so results depend only on device and dtype.
 
-use super::vexp::{exp, with_best_simd};
+#[cfg(target_arch = "x86_64")]
+use super::vexp::avx2::exp8;
+use super::vexp::exp;
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -36,46 +38,131 @@ pub(super) fn storage_f32<'a>(
 
 /// dst = softmax(src · scale + mask) for one row. The sum is taken in eight interleaved
 /// partial sums, then those in order (the lanes of the 8-wide version this replaced).
+/// AVX2 intrinsics where the CPU has them, the same operations lane by lane elsewhere:
+/// the same bits either way (a test compares them).
 pub(super) fn softmax_row(src: &[f32], mask: &[f32], scale: f32, dst: &mut [f32]) {
-    with_best_simd!(
-        softmax_row_simd,
-        (src: &[f32], mask: &[f32], scale: f32, dst: &mut [f32]),
-        {
-            // Eight running maxima, so the loop vectorises (a max is exact in any order).
-            let mut lanes = [f32::NEG_INFINITY; 8];
-            for ((d, x), m) in dst.chunks_mut(8).zip(src.chunks(8)).zip(mask.chunks(8)) {
-                for (((l, d), x), m) in lanes.iter_mut().zip(d).zip(x).zip(m) {
-                    *d = *x * scale + *m;
-                    *l = l.max(*d);
-                }
-            }
-            let max = lanes.into_iter().fold(f32::NEG_INFINITY, f32::max);
-            let mut acc = [0f32; 8];
-            for c in dst.chunks_mut(8) {
-                for (a, d) in acc.iter_mut().zip(c) {
-                    *d = exp(*d - max);
-                    *a += *d;
-                }
-            }
-            let sum: f32 = acc.iter().sum();
-            for d in dst.iter_mut() {
-                *d /= sum;
-            }
+    assert!(src.len() == dst.len() && mask.len() == dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, the only feature the function enables.
+        return unsafe { softmax_row_avx2(src, mask, scale, dst) };
+    }
+    softmax_row_lanes(src, mask, scale, dst)
+}
+
+fn softmax_row_lanes(src: &[f32], mask: &[f32], scale: f32, dst: &mut [f32]) {
+    // Eight running maxima (a max is exact in any order).
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    for ((d, x), m) in dst.chunks_mut(8).zip(src.chunks(8)).zip(mask.chunks(8)) {
+        for (((l, d), x), m) in lanes.iter_mut().zip(d).zip(x).zip(m) {
+            *d = *x * scale + *m;
+            *l = l.max(*d);
         }
-    )
+    }
+    let max = lanes.into_iter().fold(f32::NEG_INFINITY, f32::max);
+    let mut acc = [0f32; 8];
+    for c in dst.chunks_mut(8) {
+        for (a, d) in acc.iter_mut().zip(c) {
+            *d = exp(*d - max);
+            *a += *d;
+        }
+    }
+    let sum: f32 = acc.iter().sum();
+    for d in dst.iter_mut() {
+        *d /= sum;
+    }
+}
+
+/// `softmax_row_lanes` with whole chunks of eight in AVX2 registers; the tail chunk runs
+/// the scalar steps into the same lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn softmax_row_avx2(src: &[f32], mask: &[f32], scale: f32, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = dst.len();
+    let full = n / 8 * 8;
+    let load = |v: &[f32], i: usize| -> __m256 {
+        // SAFETY: i + 8 <= full <= v.len().
+        unsafe { _mm256_loadu_ps(v.as_ptr().add(i)) }
+    };
+    let store = |v: &mut [f32], i: usize, x: __m256| {
+        // SAFETY: i + 8 <= full <= v.len().
+        unsafe { _mm256_storeu_ps(v.as_mut_ptr().add(i), x) }
+    };
+    let vscale = _mm256_set1_ps(scale);
+    let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
+    for i in (0..full).step_by(8) {
+        let d = _mm256_add_ps(_mm256_mul_ps(load(src, i), vscale), load(mask, i));
+        store(dst, i, d);
+        // Returns the second operand when d is NaN, as f32::max(lane, d) keeps the lane.
+        vmax = _mm256_max_ps(d, vmax);
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: lanes holds eight f32.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), vmax) };
+    for j in full..n {
+        dst[j] = src[j] * scale + mask[j];
+        lanes[j - full] = lanes[j - full].max(dst[j]);
+    }
+    let max = lanes.into_iter().fold(f32::NEG_INFINITY, f32::max);
+    let bmax = _mm256_set1_ps(max);
+    let mut vacc = _mm256_setzero_ps();
+    for i in (0..full).step_by(8) {
+        let e = exp8(_mm256_sub_ps(load(dst, i), bmax));
+        store(dst, i, e);
+        vacc = _mm256_add_ps(vacc, e);
+    }
+    let mut acc = [0f32; 8];
+    // SAFETY: acc holds eight f32.
+    unsafe { _mm256_storeu_ps(acc.as_mut_ptr(), vacc) };
+    for j in full..n {
+        dst[j] = exp(dst[j] - max);
+        acc[j - full] += dst[j];
+    }
+    let sum: f32 = acc.iter().sum();
+    let vsum = _mm256_set1_ps(sum);
+    for i in (0..full).step_by(8) {
+        store(dst, i, _mm256_div_ps(load(dst, i), vsum));
+    }
+    for d in &mut dst[full..] {
+        *d /= sum;
+    }
 }
 
 /// out = silu(gate) · up = gate / (1 + e^−gate) · up.
 fn silu_mul_slice(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    with_best_simd!(
-        silu_mul_simd,
-        (gate: &[f32], up: &[f32], out: &mut [f32]),
-        {
-            for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
-                *o = *g / (1.0 + exp(-*g)) * *u;
-            }
+    assert!(gate.len() == out.len() && up.len() == out.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, the only feature the function enables.
+        return unsafe { silu_mul_avx2(gate, up, out) };
+    }
+    silu_mul_lanes(gate, up, out)
+}
+
+fn silu_mul_lanes(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+        *o = *g / (1.0 + exp(-*g)) * *u;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn silu_mul_avx2(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let full = out.len() / 8 * 8;
+    let (one, sign) = (_mm256_set1_ps(1.0), _mm256_set1_ps(-0.0));
+    for i in (0..full).step_by(8) {
+        // SAFETY: i + 8 <= full <= the length of all three slices.
+        unsafe {
+            let g = _mm256_loadu_ps(gate.as_ptr().add(i));
+            let u = _mm256_loadu_ps(up.as_ptr().add(i));
+            let e = exp8(_mm256_xor_ps(g, sign));
+            let o = _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), u);
+            _mm256_storeu_ps(out.as_mut_ptr().add(i), o);
         }
-    )
+    }
+    silu_mul_lanes(&gate[full..], &up[full..], &mut out[full..]);
 }
 
 /// softmax(scores · scale + mask) over the last dimension: scores [.., t, s], mask [t, s].
@@ -239,6 +326,45 @@ mod tests {
                 let q = r % t;
                 assert_eq!(row[q + 1..].iter().filter(|x| **x != 0.0).count(), 0);
                 assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            }
+        }
+    }
+
+    // The AVX2 paths must give the lane-by-lane paths' bits (which non-AVX2 CPUs run), at
+    // every length mod 8, with masked (−∞) entries, large and tiny scores.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_softmax_and_silu_equal_the_lane_paths_bit_for_bit() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 on this CPU: the lane paths are the only ones");
+            return;
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for n in (1..40).chain([64, 255, 256, 513]) {
+            for (k, spread) in [0.5f32, 8.0, 120.0].into_iter().enumerate() {
+                let src = hashed(&[n], (n * 3 + k) as u64, -spread, spread)
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let mut mask = hashed(&[n], n as u64 + 77, -1.0, 0.0)
+                    .to_vec1::<f32>()
+                    .unwrap();
+                for (i, m) in mask.iter_mut().enumerate() {
+                    if i % 5 == 3 {
+                        *m = f32::NEG_INFINITY;
+                    }
+                }
+                let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                // SAFETY: the CPU has AVX2.
+                unsafe { softmax_row_avx2(&src, &mask, 0.17, &mut a) };
+                softmax_row_lanes(&src, &mask, 0.17, &mut b);
+                assert_eq!(bits(&a), bits(&b), "softmax, n {n}, spread {spread}");
+                let up = hashed(&[n], n as u64 + 5, -3.0, 3.0)
+                    .to_vec1::<f32>()
+                    .unwrap();
+                // SAFETY: the CPU has AVX2.
+                unsafe { silu_mul_avx2(&src, &up, &mut a) };
+                silu_mul_lanes(&src, &up, &mut b);
+                assert_eq!(bits(&a), bits(&b), "silu, n {n}, spread {spread}");
             }
         }
     }

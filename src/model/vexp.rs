@@ -1,8 +1,8 @@
-//! e^x in f32, lane by lane, so that the compiler vectorises the loops that call it for
-//! the CPU it runs on. The steps are those of the `wide` crate's `f32x8::exp` on a
-//! build without FMA (each multiply and add rounded on its own), which the fused kernels
-//! used before: same bits, and the same bits on every instruction set (a test sweeps it
-//! against `wide`). Only plain IEEE operations, so AVX2 and SSE2 code agree exactly.
+//! e^x in f32: lane by lane (`exp`), and eight lanes in AVX2 registers (`avx2::exp8`).
+//! The steps are those of the `wide` crate's `f32x8::exp` on a build without FMA (each
+//! multiply and add rounded on its own), which the fused kernels used before: same bits,
+//! and the same bits on every instruction set (tests sweep `exp` against `wide` and `exp8`
+//! against `exp`). Only plain IEEE operations, so AVX2 and SSE2 code agree exactly.
 
 const P0: f32 = 1.0 / 2.0;
 const P1: f32 = 1.0 / 6.0;
@@ -59,25 +59,67 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
-/// Calls `$body` compiled for AVX2 when the CPU has it (checked once, then cached by std),
-/// and as built otherwise. Both give the same bits: the body uses plain IEEE operations.
-macro_rules! with_best_simd {
-    ($name:ident, ($($arg:ident: $ty:ty),*), $body:expr) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2")]
-            unsafe fn $name($($arg: $ty),*) {
-                $body
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, the only feature the function enables.
-                return unsafe { $name($($arg),*) };
-            }
-        }
-        $body
-    }};
+/// `exp` on eight lanes with AVX2 intrinsics: the same operations in the same order (each
+/// multiply and add rounded on its own, no FMA), so the same bits as the scalar `exp`. The
+/// loops that call the scalar one vectorise, but with the constants reloaded and spilled
+/// each step; this keeps them in registers.
+#[cfg(target_arch = "x86_64")]
+pub mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// 2^n for integral lanes n, subnormals included (`pow2n`).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn pow2n8(n: __m256) -> __m256 {
+        let normal = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(
+            _mm256_add_ps(n, _mm256_set1_ps(127.0 + 8388608.0)),
+        )));
+        // n + 149 is integral; below 0 (n < -149) or NaN the shift count reads as >= 32
+        // unsigned, which gives 0, as the scalar code does.
+        let shift = _mm256_cvttps_epi32(_mm256_add_ps(n, _mm256_set1_ps(149.0)));
+        let sub = _mm256_castsi256_ps(_mm256_sllv_epi32(_mm256_set1_epi32(1), shift));
+        let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(n, _mm256_set1_ps(-126.0));
+        _mm256_blendv_ps(normal, sub, tiny)
+    }
+
+    /// a · y + b, rounded twice.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn lin(a: f32, y: __m256, b: f32) -> __m256 {
+        _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(a), y), _mm256_set1_ps(b))
+    }
+
+    /// e^x on eight lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub fn exp8(x: __m256) -> __m256 {
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let c127 = _mm256_set1_ps(127.0);
+        let big = _mm256_cmp_ps::<_CMP_GT_OQ>(r, c127);
+        let r_safe = _mm256_blendv_ps(r, c127, big);
+        let scale = pow2n8(_mm256_and_ps(_mm256_sub_ps(r, c127), big));
+        let y = _mm256_sub_ps(x, _mm256_mul_ps(r, _mm256_set1_ps(LN2_HI)));
+        let y = _mm256_sub_ps(y, _mm256_mul_ps(r, _mm256_set1_ps(LN2_LO)));
+        let y2 = _mm256_mul_ps(y, y);
+        let y4 = _mm256_mul_ps(y2, y2);
+        let z = _mm256_add_ps(
+            _mm256_mul_ps(lin(P3, y, P2), y2),
+            _mm256_add_ps(_mm256_mul_ps(lin(P5, y, P4), y4), lin(P1, y, P0)),
+        );
+        let z = _mm256_add_ps(_mm256_mul_ps(z, y2), y);
+        let z = _mm256_mul_ps(
+            _mm256_mul_ps(_mm256_add_ps(z, _mm256_set1_ps(1.0)), scale),
+            pow2n8(r_safe),
+        );
+        let over = _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(MAX_X));
+        let z = _mm256_blendv_ps(z, _mm256_set1_ps(f32::INFINITY), over);
+        let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(MIN_X));
+        _mm256_andnot_ps(under, z)
+    }
 }
-pub(crate) use with_best_simd;
 
 #[cfg(test)]
 mod tests {
@@ -88,8 +130,9 @@ mod tests {
         f32x8::splat(x).exp().to_array()[0]
     }
 
-    #[test]
-    fn bits_match_wide_f32x8_exp() {
+    /// The inputs the sweeps use: edge values, a fine sweep of the useful range, then
+    /// random bit patterns.
+    fn sweep() -> Vec<f32> {
         let mut xs = vec![
             0.0,
             -0.0,
@@ -126,6 +169,12 @@ mod tests {
             h ^= h << 17;
             xs.push(f32::from_bits((h >> 32) as u32));
         }
+        xs
+    }
+
+    #[test]
+    fn bits_match_wide_f32x8_exp() {
+        let xs = sweep();
         let mut checked = 0;
         for &x in &xs {
             let (a, b) = (exp(x), wide_exp(x));
@@ -139,5 +188,33 @@ mod tests {
         assert!(checked > 400_000);
         assert_eq!(exp(0.0), 1.0);
         assert!((exp(1.0) - std::f32::consts::E).abs() < 1e-6);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_lanes_match_the_scalar_exp() {
+        use std::arch::x86_64::*;
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("no AVX2 on this CPU: the scalar exp is the only path");
+            return;
+        }
+        let xs = sweep();
+        for c in xs.chunks_exact(8) {
+            let mut out = [0f32; 8];
+            // SAFETY: the CPU has AVX2; c and out hold eight f32.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), avx2::exp8(_mm256_loadu_ps(c.as_ptr()))) };
+            for (x, y) in c.iter().zip(out) {
+                let want = exp(*x);
+                if x.is_nan() {
+                    assert!(y.is_nan(), "{x}");
+                } else {
+                    assert_eq!(
+                        y.to_bits(),
+                        want.to_bits(),
+                        "exp8({x:e}) = {y:e}, exp {want:e}"
+                    );
+                }
+            }
+        }
     }
 }
