@@ -49,16 +49,21 @@ pub struct Profile {
 
 pub const Z_EPS: f64 = 1e-8;
 
-/// Quantile with linear interpolation between order statistics (numpy's default).
-pub fn quantile(sorted: &[f32], q: f64) -> f64 {
-    if sorted.is_empty() {
+/// Quantile with linear interpolation between order statistics (numpy's default), found
+/// by selection (linear time; a layer of an 8B model holds tens of millions of scores, which
+/// a sort took seconds over). `v` is reordered.
+pub fn quantile(v: &mut [f32], q: f64) -> f64 {
+    if v.is_empty() {
         return 0.0;
     }
-    let pos = q * (sorted.len() - 1) as f64;
+    let pos = q * (v.len() - 1) as f64;
     let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
+    let (_, at, above) = v.select_nth_unstable_by(lo, f32::total_cmp);
+    let a = *at;
+    // The next order statistic is the least of those above position lo.
+    let b = above.iter().copied().min_by(f32::total_cmp).unwrap_or(a);
     let f = pos - lo as f64;
-    sorted[lo] as f64 + f * (sorted[hi] as f64 - sorted[lo] as f64)
+    a as f64 + f * (b as f64 - a as f64)
 }
 
 /// (x − mean) / (std + eps) with the population standard deviation.
@@ -201,16 +206,16 @@ fn layer_profile(
         gabs += (g[i] as f64).abs();
         n += 1;
     }
-    s.sort_unstable_by(f32::total_cmp);
     let nf = n.max(1) as f64;
+    let s_mean = s.iter().map(|v| *v as f64).sum::<f64>() / nf;
     Ok(LayerProfile {
         name: id.name(),
         block: id.block,
         kind: id.kind.short().to_string(),
         sparsity: lin.sparsity(),
-        s: quantile(&s, 0.1),
-        s_mean: s.iter().map(|v| *v as f64).sum::<f64>() / nf,
-        s_median: quantile(&s, 0.5),
+        s: quantile(&mut s, 0.1),
+        s_mean,
+        s_median: quantile(&mut s, 0.5),
         g: taylor / nf,
         g_mean_abs: gabs / nf,
         z_s: 0.0,
@@ -285,10 +290,38 @@ mod tests {
 
     #[test]
     fn quantiles_interpolate_like_numpy() {
-        let v = [1.0f32, 2.0, 3.0, 4.0, 5.0];
-        assert_eq!(quantile(&v, 0.5), 3.0);
-        assert!((quantile(&v, 0.1) - 1.4).abs() < 1e-12);
-        assert_eq!(quantile(&[7.0], 0.1), 7.0);
+        let mut v = [4.0f32, 1.0, 5.0, 3.0, 2.0];
+        assert_eq!(quantile(&mut v, 0.5), 3.0);
+        assert!((quantile(&mut v, 0.1) - 1.4).abs() < 1e-12);
+        assert_eq!(quantile(&mut [7.0], 0.1), 7.0);
+        assert_eq!(quantile(&mut [], 0.1), 0.0);
+    }
+
+    // Selection gives the bits interpolating in the sorted array gives, ties and repeated
+    // values included.
+    #[test]
+    fn selected_quantiles_equal_sorted_ones() {
+        let mut h = 0x2545_F491_4F6C_DD1Du64;
+        for n in [2usize, 3, 10, 11, 257, 1000] {
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    h ^= h << 13;
+                    h ^= h >> 7;
+                    h ^= h << 17;
+                    ((h >> 40) % 97) as f32 * 0.37
+                })
+                .collect();
+            let mut sorted = v.clone();
+            sorted.sort_unstable_by(f32::total_cmp);
+            for q in [0.0, 0.1, 0.5, 0.9, 1.0] {
+                let pos = q * (n - 1) as f64;
+                let (lo, f) = (pos.floor() as usize, pos - pos.floor());
+                let hi = (lo + 1).min(n - 1);
+                let want = sorted[lo] as f64 + f * (sorted[hi] as f64 - sorted[lo] as f64);
+                let got = quantile(&mut v.clone(), q);
+                assert_eq!(got.to_bits(), want.to_bits(), "n {n}, q {q}");
+            }
+        }
     }
 
     #[test]
