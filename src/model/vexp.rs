@@ -72,9 +72,7 @@ pub mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2")]
     fn pow2n8(n: __m256) -> __m256 {
-        let normal = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(
-            _mm256_add_ps(n, _mm256_set1_ps(127.0 + 8388608.0)),
-        )));
+        let normal = pow2n8_normal(n);
         // n + 149 is integral; below 0 (n < -149) or NaN the shift count reads as >= 32
         // unsigned, which gives 0, as the scalar code does.
         let shift = _mm256_cvttps_epi32(_mm256_add_ps(n, _mm256_set1_ps(149.0)));
@@ -90,6 +88,16 @@ pub mod avx2 {
         _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(a), y), _mm256_set1_ps(b))
     }
 
+    /// 2^n for integral lanes n in [-126, 127] (the normal half of `pow2n8`).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn pow2n8_normal(n: __m256) -> __m256 {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(_mm256_add_ps(
+            n,
+            _mm256_set1_ps(127.0 + 8388608.0),
+        ))))
+    }
+
     /// e^x on eight lanes.
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -99,8 +107,7 @@ pub mod avx2 {
         );
         let c127 = _mm256_set1_ps(127.0);
         let big = _mm256_cmp_ps::<_CMP_GT_OQ>(r, c127);
-        let r_safe = _mm256_blendv_ps(r, c127, big);
-        let scale = pow2n8(_mm256_and_ps(_mm256_sub_ps(r, c127), big));
+        let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(r, _mm256_set1_ps(-126.0));
         let y = _mm256_sub_ps(x, _mm256_mul_ps(r, _mm256_set1_ps(LN2_HI)));
         let y = _mm256_sub_ps(y, _mm256_mul_ps(r, _mm256_set1_ps(LN2_LO)));
         let y2 = _mm256_mul_ps(y, y);
@@ -109,11 +116,16 @@ pub mod avx2 {
             _mm256_mul_ps(lin(P3, y, P2), y2),
             _mm256_add_ps(_mm256_mul_ps(lin(P5, y, P4), y4), lin(P1, y, P0)),
         );
-        let z = _mm256_add_ps(_mm256_mul_ps(z, y2), y);
-        let z = _mm256_mul_ps(
-            _mm256_mul_ps(_mm256_add_ps(z, _mm256_set1_ps(1.0)), scale),
-            pow2n8(r_safe),
-        );
+        let z = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(z, y2), y), _mm256_set1_ps(1.0));
+        let z = if _mm256_movemask_ps(_mm256_or_ps(big, tiny)) == 0 {
+            // No lane overflows or goes subnormal (softmax scores, most activations): the
+            // extra scale is 2^0 = 1, a product that changes no bit, and 2^r is normal.
+            _mm256_mul_ps(z, pow2n8_normal(r))
+        } else {
+            let r_safe = _mm256_blendv_ps(r, c127, big);
+            let scale = pow2n8(_mm256_and_ps(_mm256_sub_ps(r, c127), big));
+            _mm256_mul_ps(_mm256_mul_ps(z, scale), pow2n8(r_safe))
+        };
         let over = _mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_set1_ps(MAX_X));
         let z = _mm256_blendv_ps(z, _mm256_set1_ps(f32::INFINITY), over);
         let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(MIN_X));
