@@ -159,10 +159,11 @@ pub fn layer_update(
     Ok(LayerUpdate::Mask(mask))
 }
 
-/// Prune the given layers, computing their masks in parallel on the compute threads
-/// (each mask depends only on its own layer and the statistics, so the result does not
-/// depend on the thread count). SparseGPT runs one layer at a time (each holds an in×in
-/// Hessian), and so does a list naming a layer twice (the second grows the first's mask).
+/// Prune the given layers, computing their masks in parallel on the compute threads, as
+/// many at once as memory allows (each mask depends only on its own layer and the
+/// statistics, so the result does not depend on the thread count). SparseGPT runs one
+/// layer at a time (each holds an in×in Hessian), and so does a list naming a layer twice
+/// (the second grows the first's mask).
 /// `stats` gives a block's statistics. Errors name the layer.
 pub fn prune_layers<'s>(
     d: &mut Decoder,
@@ -170,7 +171,6 @@ pub fn prune_layers<'s>(
     opts: &OneShotOptions,
     stats: &(dyn Fn(usize) -> Option<&'s BlockStats> + Sync),
 ) -> Result<()> {
-    let named = |id: LinearId| move || format!("pruning {}", id.name());
     let distinct = layers
         .iter()
         .map(|(id, _)| id)
@@ -179,16 +179,43 @@ pub fn prune_layers<'s>(
         == layers.len();
     if opts.method == Method::Sparsegpt || !distinct {
         for &(id, p) in layers {
-            prune_layer(d, id, p, opts, stats(id.block)).with_context(named(id))?;
+            prune_layer(d, id, p, opts, stats(id.block))
+                .with_context(|| format!("pruning {}", id.name()))?;
         }
         return Ok(());
     }
-    use rayon::prelude::*;
+    // Each layer in flight holds its weight in f32 and a score per weight (on host memory,
+    // whatever the device): hundreds of MB for one layer of an 8B model, so no more run at
+    // once than half the available memory holds.
+    let largest = layers
+        .iter()
+        .map(|(id, _)| 9 * d.linear(*id).out_features() * d.linear(*id).in_features())
+        .max()
+        .unwrap_or(0);
+    let width = crate::runtime::batch_parallelism(&candle_core::Device::Cpu, largest);
+    prune_layers_at(d, layers, opts, stats, width)
+}
+
+/// `prune_layers` with at most `width` masks computed at once.
+fn prune_layers_at<'s>(
+    d: &mut Decoder,
+    layers: &[(LinearId, Pattern)],
+    opts: &OneShotOptions,
+    stats: &(dyn Fn(usize) -> Option<&'s BlockStats> + Sync),
+    width: usize,
+) -> Result<()> {
     let dec = &*d;
-    let updates: Vec<LayerUpdate> = layers
-        .par_iter()
-        .map(|&(id, p)| layer_update(dec, id, p, opts, stats(id.block)).with_context(named(id)))
-        .collect::<Result<_>>()?;
+    let one = |&(id, p): &(LinearId, Pattern)| {
+        layer_update(dec, id, p, opts, stats(id.block))
+            .with_context(|| format!("pruning {}", id.name()))
+    };
+    let updates: Vec<LayerUpdate> = if width >= rayon::current_num_threads() {
+        // rayon runs at most one layer per thread and balances them as they finish.
+        use rayon::prelude::*;
+        layers.par_iter().map(one).collect::<Result<_>>()?
+    } else {
+        crate::runtime::map_collect(layers, width, |_, l| one(l))?
+    };
     for (&(id, _), u) in layers.iter().zip(updates) {
         apply_update(d, id, u)?;
     }
@@ -338,13 +365,15 @@ mod tests {
             .collect();
         for method in [Method::Magnitude, Method::Wanda] {
             let opts = OneShotOptions::new(method);
-            let (mut par, mut seq) = (base.clone(), base.clone());
+            let (mut par, mut seq, mut one) = (base.clone(), base.clone(), base.clone());
             for s in [0.3, 0.6] {
                 let step: Vec<_> = layers
                     .iter()
                     .map(|(id, _)| (*id, Pattern::Unstructured(s)))
                     .collect();
                 prune_layers(&mut par, &step, &opts, &|_| Some(&stats)).unwrap();
+                // One at a time in groups: the path taken when memory is short.
+                prune_layers_at(&mut one, &step, &opts, &|_| Some(&stats), 1).unwrap();
                 for (id, p) in &step {
                     prune_layer(&mut seq, *id, *p, &opts, Some(&stats)).unwrap();
                 }
@@ -356,6 +385,8 @@ mod tests {
                 );
                 assert!(p.sparsity() > 0.5, "{method:?} {}", id.name());
                 assert_eq!(p.words(), q.words(), "{method:?} {}", id.name());
+                let o = one.linear(*id).mask().unwrap();
+                assert_eq!(o.words(), q.words(), "{method:?} {}, width 1", id.name());
             }
         }
     }
