@@ -242,9 +242,10 @@ impl Decoder {
             .flatten_all()?
             .unsqueeze(1)?
             .contiguous()?;
+        let head_t = self.lm_head.t()?;
         let mut dxn = Vec::new();
         for (r, n) in super::decoder::head_slices(b * (t - 1), rows) {
-            let logits = matmul(&xn.narrow(0, r, n)?, &self.lm_head.t()?)?;
+            let logits = matmul(&xn.narrow(0, r, n)?, &head_t)?;
             let p = candle_nn::ops::softmax_last_dim(&logits)?;
             let minus_one = Tensor::full(-1f64, (n, 1), &self.device)?.to_dtype(p.dtype())?;
             let at = target.narrow(0, r, n)?;
@@ -291,7 +292,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{random::random_decoder, ModelConfig};
+    use crate::model::{random::random_decoder, testing::bits, ModelConfig};
     use candle_core::Device;
 
     fn cfg(model_type: &str, extra: serde_json::Value) -> ModelConfig {
@@ -356,14 +357,6 @@ mod tests {
                 .map(|i| (i * 7 + 3) % c.vocab_size as u32)
                 .collect();
             let ids = Tensor::from_vec(v, (2, 40), &Device::Cpu).unwrap();
-            let bits = |t: &Tensor| -> Vec<u64> {
-                let v = t.flatten_all().unwrap().to_dtype(DType::F64).unwrap();
-                v.to_vec1::<f64>()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect()
-            };
             let whole = d.head_grad_in_rows(&x, &ids, 0.25, usize::MAX).unwrap();
             // 78 positions: 5, 4, 3 and 2 slices.
             for rows in [1, 20, 26, 39] {

@@ -14,11 +14,14 @@ pub fn hashed(shape: &[usize], seed: u64, lo: f32, hi: f32) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
-/// The bit patterns of an f32 tensor's values, in order.
-pub fn bits(t: &Tensor) -> Vec<u32> {
+/// The bit patterns of a float tensor's values, in order, widened to f64 (exact for every
+/// narrower float, so equal patterns mean equal values in the tensor's own dtype).
+pub fn bits(t: &Tensor) -> Vec<u64> {
     t.flatten_all()
         .unwrap()
-        .to_vec1::<f32>()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
         .unwrap()
         .iter()
         .map(|x| x.to_bits())

@@ -189,7 +189,8 @@ pub fn prune_layers<'s>(
     // once than half the available memory holds.
     let largest = layers
         .iter()
-        .map(|(id, _)| 9 * d.linear(*id).out_features() * d.linear(*id).in_features())
+        .map(|(id, _)| d.linear(*id))
+        .map(|l| 9 * l.out_features() * l.in_features())
         .max()
         .unwrap_or(0);
     let width = crate::runtime::batch_parallelism(&candle_core::Device::Cpu, largest);
