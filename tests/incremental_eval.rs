@@ -209,3 +209,66 @@ fn incremental_calibration_statistics_equal_a_full_pass() {
     check_stats(DType::BF16, usize::MAX / 4);
     check_stats(DType::F32, 0);
 }
+
+use arborist::model::boundaries;
+use arborist::profile::{mean_gradients, mean_gradients_from};
+
+fn tensor_bits(ts: &[candle_core::Tensor]) -> Vec<Vec<u32>> {
+    ts.iter()
+        .map(|t| {
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
+        })
+        .collect()
+}
+
+/// The gradient pass may start from the calibration pass's cached states (windows taken
+/// four at a time there, one at a time here): the gradients must be the recomputed ones.
+fn check_grads_from_cache(budget: usize, kept: usize) {
+    let (mut m, w) = setup(DType::F32);
+    let d = &m.decoder;
+    let blocks = d.blocks.len();
+    let chunks: Vec<&[Vec<u32>]> = w.windows.chunks(4).collect();
+    let keep = boundaries::kept(d, w.len(), w.seqlen, budget, 1);
+    let mut stats = vec![BlockStats::default(); blocks];
+    let (b, _) = boundaries::stats_pass(d, None, &chunks, &keep, &mut stats).unwrap();
+    // Six windows: a whole chunk of four and a partial one of two.
+    let known = b.window_states(d, 4, w.len()).unwrap();
+    assert_eq!(known.iter().flatten().count(), kept);
+    let reference = tensor_bits(&mean_gradients(d, &w.windows).unwrap());
+    let from_cache = tensor_bits(&mean_gradients_from(d, &w.windows, &known).unwrap());
+    assert_eq!(from_cache, reference);
+
+    // The profile of a session engine takes the same path.
+    let mut inc = IncrementalStats::new(w.clone(), 4, budget);
+    let (p, _, _) = inc.profile(d, w.len(), "eval.txt").unwrap();
+    let full = arborist::profile::compute(d, &w, w.len(), 4, "eval.txt").unwrap();
+    let g = |p: &arborist::profile::Profile| -> Vec<u64> {
+        p.layers.iter().map(|l| l.g.to_bits()).collect()
+    };
+    assert_eq!(g(&p), g(&full));
+
+    // After a change in block 3, states past it are stale and not offered.
+    let mk = mask(&m.decoder, 3, LinearKind::Q, 2, 0);
+    let id = LinearId {
+        block: 3,
+        kind: LinearKind::Q,
+    };
+    m.decoder.set_mask(id, Some(mk)).unwrap();
+    let stale = b.window_states(&m.decoder, 4, w.len()).unwrap();
+    for (i, s) in stale.iter().enumerate() {
+        assert_eq!(s.is_some(), i <= 3 && keep[i], "boundary {i}");
+    }
+}
+
+#[test]
+fn gradient_pass_from_cached_states_equals_a_recomputed_one() {
+    check_grads_from_cache(usize::MAX / 4, 7);
+    // A budget of one boundary of six windows keeps the middle one.
+    check_grads_from_cache(6 * 128 * 128 * 4, 1);
+}

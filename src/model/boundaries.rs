@@ -29,6 +29,45 @@ pub struct Boundaries {
     pub states: Vec<Option<Vec<Tensor>>>,
 }
 
+impl Boundaries {
+    /// Per boundary b (0..=blocks), the states entering block b of the first `count`
+    /// windows, each [1, seqlen, hidden], for a pass that took its windows in chunks of
+    /// `batch`; None where b was not kept or a block before it differs in `model`.
+    pub fn window_states(
+        &self,
+        model: &Decoder,
+        batch: usize,
+        count: usize,
+    ) -> Result<Vec<Option<Vec<Tensor>>>> {
+        let blocks = model.blocks.len();
+        let mut out = vec![None; blocks + 1];
+        if self.sigs.len() != blocks || batch == 0 || count == 0 {
+            return Ok(out);
+        }
+        for (b, slot) in out.iter_mut().enumerate().skip(1) {
+            if self.sigs[b - 1] != model.block_signature(b - 1) {
+                break;
+            }
+            let Some(chunks) = &self.states[b] else {
+                continue;
+            };
+            let mut per_window = Vec::with_capacity(count);
+            for w in 0..count {
+                match chunks.get(w / batch) {
+                    Some(c) if w % batch < c.dim(0)? => {
+                        per_window.push(c.narrow(0, w % batch, 1)?)
+                    }
+                    _ => break,
+                }
+            }
+            if per_window.len() == count {
+                *slot = Some(per_window);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Boundaries (1..blocks) worth keeping for `windows` windows of `seqlen` tokens when
 /// `copies` sets of states share `budget_bytes`, spread evenly over the depth.
 pub fn kept(

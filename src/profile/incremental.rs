@@ -7,6 +7,7 @@
 
 use anyhow::Result;
 
+use super::Profile;
 use crate::data::Windows;
 use crate::model::boundaries::{self, Boundaries, Reuse};
 use crate::model::{BlockStats, Decoder};
@@ -43,6 +44,26 @@ impl IncrementalStats {
         }
         self.last = Some((b, stats.clone()));
         Ok((stats, reuse))
+    }
+
+    /// The profile of the model as it is now: the calibration statistics as `input_stats`
+    /// gives them, then the gradient pass over the first `grad_windows` calibration windows,
+    /// which takes the states entering each block from this pass's cache where it kept them
+    /// (bit for bit what it would recompute; `tests/incremental_eval.rs`).
+    pub fn profile(
+        &mut self,
+        model: &Decoder,
+        grad_windows: usize,
+        calib_name: &str,
+    ) -> Result<(Profile, Vec<BlockStats>, Reuse)> {
+        let (stats, reuse) = self.input_stats(model)?;
+        let gw = super::grad_window_count(&self.windows, grad_windows);
+        let known = match &self.last {
+            Some((b, _)) => b.window_states(model, self.batch, gw)?,
+            None => Vec::new(),
+        };
+        let p = super::compute_from(model, &stats, &self.windows, gw, calib_name, &known)?;
+        Ok((p, stats, reuse))
     }
 
     /// Bytes held in cached hidden states.

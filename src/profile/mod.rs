@@ -93,6 +93,18 @@ pub fn input_stats(d: &Decoder, calib: &Windows, batch: usize) -> Result<Vec<Blo
 /// one 512-token window took 440 MiB on the 1.7M-parameter bundled model; a batch was not
 /// faster.)
 pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> {
+    mean_gradients_from(d, windows, &[])
+}
+
+/// `mean_gradients`, where `known[b]` (if Some) already holds the state entering block b of
+/// each window as this model's graph-free forward computes it (the profile's cached
+/// calibration states): the first forward takes those instead of recomputing them. Only on
+/// the f32/f64 path, whose first forward is that same graph-free one.
+pub fn mean_gradients_from(
+    d: &Decoder,
+    windows: &[Vec<u32>],
+    known: &[Option<Vec<Tensor>>],
+) -> Result<Vec<Tensor>> {
     ensure!(
         !windows.is_empty(),
         "the gradient pass needs at least one window"
@@ -122,6 +134,16 @@ pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> 
     let seqlen = windows[0].len();
     let width = crate::runtime::batch_parallelism(&d.device, 4 * d.batch_bytes(1, seqlen));
     for b in 0..n {
+        if let (true, Some(Some(k))) = (manual, known.get(b + 1)) {
+            ensure!(
+                k.len() == ids.len(),
+                "the gradient pass got {} cached states for {} windows",
+                k.len(),
+                ids.len()
+            );
+            states.push(k.clone());
+            continue;
+        }
         let held = dd.with_resident_block(b)?;
         let next =
             crate::runtime::map_collect(&states[b], width, |_, x| held.block_forward(b, x, None))?;
@@ -244,21 +266,28 @@ pub fn compute_with_stats(
 ) -> Result<(Profile, Vec<BlockStats>)> {
     let stats = input_stats(d, calib, batch)?;
     Ok((
-        compute_from(d, &stats, calib, grad_windows, calib_name)?,
+        compute_from(d, &stats, calib, grad_windows, calib_name, &[])?,
         stats,
     ))
 }
 
-/// The profile from Wanda statistics already gathered over `calib` for the model as it is.
+/// The number of windows the gradient pass takes from `calib`.
+pub fn grad_window_count(calib: &Windows, grad_windows: usize) -> usize {
+    grad_windows.min(calib.len()).max(1)
+}
+
+/// The profile from Wanda statistics already gathered over `calib` for the model as it is;
+/// `known` as in `mean_gradients_from` (empty: none).
 pub fn compute_from(
     d: &Decoder,
     stats: &[BlockStats],
     calib: &Windows,
     grad_windows: usize,
     calib_name: &str,
+    known: &[Option<Vec<Tensor>>],
 ) -> Result<Profile> {
-    let gw = grad_windows.min(calib.len());
-    let grads = mean_gradients(d, &calib.windows[..gw.max(1)])?;
+    let gw = grad_window_count(calib, grad_windows);
+    let grads = mean_gradients_from(d, &calib.windows[..gw], known)?;
     let ids: Vec<(LinearId, &Tensor)> = d.linear_ids().zip(&grads).collect();
     let mut layers = Vec::with_capacity(ids.len());
     for (id, g) in ids {
@@ -275,7 +304,7 @@ pub fn compute_from(
             calib: calib_name.to_string(),
             seqlen: calib.seqlen,
             calib_windows: calib.len(),
-            grad_windows: gw.max(1),
+            grad_windows: gw,
             dtype: crate::runtime::dtype_name(d.dtype).to_string(),
             z_eps: Z_EPS,
         },

@@ -183,11 +183,8 @@ impl Engine {
 
     pub fn profile(&mut self, iteration: usize) -> Result<Event> {
         let t = Instant::now();
-        let (stats, reuse) = self.calib_stats.input_stats(&self.model.decoder)?;
-        let p = crate::profile::compute_from(
+        let (p, stats, reuse) = self.calib_stats.profile(
             &self.model.decoder,
-            &stats,
-            &self.cfg.calib,
             self.cfg.grad_windows,
             &self.cfg.calib_name,
         )?;
