@@ -244,14 +244,18 @@ fn check_grads_from_cache(budget: usize, kept: usize) {
     let from_cache = tensor_bits(&mean_gradients_from(d, &w.windows, &known).unwrap());
     assert_eq!(from_cache, reference);
 
-    // The profile of a session engine takes the same path.
+    // The session engine's profile takes that path; the reference recomputes every state.
     let mut inc = IncrementalStats::new(w.clone(), 4, budget);
-    let (p, _, _) = inc.profile(d, w.len(), "eval.txt").unwrap();
-    let full = arborist::profile::compute(d, &w, w.len(), 4, "eval.txt").unwrap();
-    let g = |p: &arborist::profile::Profile| -> Vec<u64> {
-        p.layers.iter().map(|l| l.g.to_bits()).collect()
+    let (session, _, _) = inc.profile(d, w.len(), "eval.txt").unwrap();
+    let st = arborist::profile::input_stats(d, &w, 4).unwrap();
+    let reference = arborist::profile::compute_from(d, &st, &w, w.len(), "eval.txt", &[]).unwrap();
+    let rows = |p: &arborist::profile::Profile| -> Vec<[u64; 4]> {
+        p.layers
+            .iter()
+            .map(|l| [l.s, l.s_mean, l.g, l.g_mean_abs].map(f64::to_bits))
+            .collect()
     };
-    assert_eq!(g(&p), g(&full));
+    assert_eq!(rows(&session), rows(&reference));
 
     // After a change in block 3, states past it are stale and not offered.
     let mk = mask(&m.decoder, 3, LinearKind::Q, 2, 0);

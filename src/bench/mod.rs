@@ -1,6 +1,7 @@
 //! `arborist bench`: forward throughput and achieved FLOP/s against a GEMM of matching
 //! shape timed in the same run, so the ratio survives machine drift.
 
+mod depth;
 pub mod knowledge;
 mod memory;
 pub mod session;

@@ -153,6 +153,13 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
 
     let (hidden, inter, blocks) = (d.cfg.hidden_size, d.cfg.intermediate_size, d.blocks.len());
     let dt = crate::runtime::dtype_name(d.dtype);
+    let depth = super::depth::by_block(
+        &mut engine.model.decoder,
+        &w,
+        batch,
+        opts.eval_cache_mb << 20,
+        a.iters,
+    )?;
     let incremental = session(&opts, &mut engine)?;
     let resident: usize = engine
         .model
@@ -209,6 +216,7 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         "iteration_seconds_full_quartiles": full_iter_q,
         "profile_seconds_quartiles": prof_q,
         "from_block": froms, "calib_from_block": calib_froms, "blocks": blocks,
+        "incremental_eval_over_full_by_first_changed_block": depth,
         "identical_perplexities": true,
         "eval_cache_bytes": incremental.peak_eval_cache_bytes,
         "weight_bytes": weight_bytes, "dense_copies_resident": resident,
@@ -233,6 +241,14 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
     println!(
         "  incremental eval / full eval of the same state: q1 {:.2}  median {:.2}  q3 {:.2}  (started at block {} of {})",
         eval_q[0], eval_q[1], eval_q[2], froms.join(","), blocks
+    );
+    let by_depth: Vec<String> = depth
+        .iter()
+        .map(|x| format!("{}: {:.2}", x.block, x.ratio))
+        .collect();
+    println!(
+        "  incremental eval / full eval by the block of the first change (one layer, same bits): {}",
+        by_depth.join(", ")
     );
     println!(
         "  iteration, incremental / full session: q1 {:.2}  median {:.2}  q3 {:.2}  (median {:.2} s vs {:.2} s)",
