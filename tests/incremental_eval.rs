@@ -213,24 +213,20 @@ fn incremental_calibration_statistics_equal_a_full_pass() {
 use arborist::model::boundaries;
 use arborist::profile::{mean_gradients, mean_gradients_from};
 
-fn tensor_bits(ts: &[candle_core::Tensor]) -> Vec<Vec<u32>> {
+/// Widened to f64 (exact), so equal bits mean equal values in either dtype.
+fn tensor_bits(ts: &[candle_core::Tensor]) -> Vec<Vec<u64>> {
     ts.iter()
         .map(|t| {
-            t.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|x| x.to_bits())
-                .collect()
+            let v = t.flatten_all().unwrap().to_dtype(DType::F64).unwrap();
+            bits(&v.to_vec1::<f64>().unwrap())
         })
         .collect()
 }
 
 /// The gradient pass may start from the calibration pass's cached states (windows taken
 /// four at a time there, one at a time here): the gradients must be the recomputed ones.
-fn check_grads_from_cache(budget: usize, kept: usize) {
-    let (mut m, w) = setup(DType::F32);
+fn check_grads_from_cache(dtype: DType, budget: usize, kept: usize) {
+    let (mut m, w) = setup(dtype);
     let d = &m.decoder;
     let blocks = d.blocks.len();
     let chunks: Vec<&[Vec<u32>]> = w.windows.chunks(4).collect();
@@ -272,7 +268,8 @@ fn check_grads_from_cache(budget: usize, kept: usize) {
 
 #[test]
 fn gradient_pass_from_cached_states_equals_a_recomputed_one() {
-    check_grads_from_cache(usize::MAX / 4, 7);
+    check_grads_from_cache(DType::F32, usize::MAX / 4, 7);
+    check_grads_from_cache(DType::F64, usize::MAX / 4, 7);
     // A budget of one boundary of six windows keeps the middle one.
-    check_grads_from_cache(6 * 128 * 128 * 4, 1);
+    check_grads_from_cache(DType::F32, 6 * 128 * 128 * 4, 1);
 }
