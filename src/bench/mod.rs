@@ -4,6 +4,7 @@
 mod depth;
 pub mod knowledge;
 mod memory;
+mod ppl;
 pub mod session;
 pub mod stream;
 
@@ -31,16 +32,21 @@ pub struct BenchArgs {
     pub device: String,
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// forward, profile (sensitivity profile), prune (one-shot Wanda 50%), knowledge
+    /// forward, ppl (perplexity of a random model: throughput against a GEMM in the same
+    /// dtype on the same device), profile (sensitivity profile), prune (one-shot Wanda 50%), knowledge
     /// (bundled model: dense vs uniform Wanda), agent (built-in session vs uniform Wanda) or
     /// session (iteration cost: full vs incremental evaluation, profile time, memory) or
     /// stream (perplexity with resident weights vs --stream-layers: time and memory).
     /// Run one suite per process so the peak RSS belongs to it.
     #[arg(long, default_value = "forward")]
     pub suite: String,
-    /// Calibration windows for the profile and prune suites.
+    /// Calibration windows for the profile and prune suites (ppl: evaluation windows).
     #[arg(long, default_value_t = 32)]
     pub calib_windows: usize,
+    /// A Hugging Face config.json for the random model of the forward, ppl, profile and
+    /// prune suites (default: the 7.3M-parameter bench shape), e.g. benches/qwen3-4b.json.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     #[arg(long)]
     pub json: bool,
     /// The session suite's model (stream suite: a random 29M-parameter model unless given).
@@ -220,7 +226,7 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
             oneshot::prune_sequential(&mut model, Some(&w), &plan, &opts, |_, _| {})?;
         }
         other => anyhow::bail!(
-            "--suite {other}: expected forward, profile, prune, knowledge, agent, session or stream"
+            "--suite {other}: expected forward, ppl, profile, prune, knowledge, agent, session or stream"
         ),
     }
     let secs = start.elapsed().as_secs_f64();
@@ -253,7 +259,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "stream" => return stream::stream_suite(&a),
         _ => {}
     }
-    let model = random_decoder(&bench_config(), 0, dtype, &dev)?;
+    let cfg = match &a.config {
+        Some(path) => ModelConfig::from_file(path)?,
+        None => bench_config(),
+    };
+    let model = random_decoder(&cfg, 0, dtype, &dev)?;
+    if a.suite == "ppl" {
+        return ppl::ppl_suite(&a, &model);
+    }
     if a.suite != "forward" {
         return calib_suite(&a, model);
     }

@@ -16,6 +16,9 @@ pub fn random_tensors(
     dtype: DType,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
+    if !device.is_cpu() {
+        return device_random_tensors(cfg, seed, std, dtype, device);
+    }
     let mut rng = StdRng::seed_from_u64(seed);
     let normal = Normal::new(0.0f32, 1.0).expect("valid normal");
     let mut out = HashMap::new();
@@ -34,6 +37,29 @@ pub fn random_tensors(
             .collect();
         let t = Tensor::from_vec(v, shape, device)?.to_dtype(dtype)?;
         out.insert(name, t);
+    }
+    Ok(out)
+}
+
+/// The same distributions drawn by the device's own generator: a 4B-shaped model is
+/// billions of draws, minutes on one host thread and seconds on a GPU. (Seeded, but not the
+/// host's numbers.)
+fn device_random_tensors(
+    cfg: &ModelConfig,
+    seed: u64,
+    std: f32,
+    dtype: DType,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    device.set_seed(seed)?;
+    let mut out = HashMap::new();
+    for (name, shape) in expected_tensors(cfg) {
+        let t = if name.ends_with("norm.weight") {
+            Tensor::randn(1.0f32, 0.1, shape, device)?
+        } else {
+            Tensor::randn(0.0f32, std, shape, device)?
+        };
+        out.insert(name, t.to_dtype(dtype)?);
     }
     Ok(out)
 }
