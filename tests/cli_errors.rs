@@ -1,5 +1,5 @@
-//! Every bad input of `arborist eval` gets one line on stderr that names the culprit,
-//! a non-zero exit, no panic and nothing on stdout.
+//! Every bad input of `arborist eval` (and of a few other commands' flags) gets one line
+//! on stderr that names the culprit, a non-zero exit, no panic and nothing on stdout.
 
 mod common;
 use candle_core::DType;
@@ -173,4 +173,14 @@ fn zero_threads_is_refused() {
     let (_d, m, t) = setup();
     let o = arborist(&["eval", "--model", &m, "--ppl", &t, "--threads", "0"], &[]);
     assert_one_line_error(&o, &["--threads 0"]);
+}
+
+#[test]
+fn bench_flags_are_checked() {
+    let d = tmp();
+    let o = arborist(&["bench", "--suite", "ppl", "--batch", "0"], &[]);
+    assert_one_line_error(&o, &["--batch 0"]);
+    let missing = d.path().join("none.json");
+    let o = arborist(&["bench", "--suite", "ppl", "--config", &p(&missing)], &[]);
+    assert_one_line_error(&o, &["none.json"]);
 }

@@ -249,6 +249,10 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.batch > 0,
+        "--batch 0: a forward pass needs at least one window"
+    );
     let dev = parse_device(&a.device)?;
     let dtype = parse_dtype(&a.dtype)?;
     match a.suite.as_str() {
