@@ -6,6 +6,8 @@
 //! `benches/gpu_check.sh` runs them. `ARBORIST_TEST_DEVICE=cpu` runs them against the CPU
 //! itself, which checks the tests, not a device.
 
+mod common;
+
 use arborist::data::Windows;
 use arborist::eval::incremental::IncrementalPpl;
 use arborist::eval::perplexity;
@@ -34,24 +36,15 @@ fn rel(a: f64, b: f64) -> f64 {
 }
 
 fn loss_bits(m: &LoadedModel, w: &Windows) -> Vec<u64> {
-    perplexity(&m.decoder, w, 4, "eval.txt", |_, _| {})
-        .unwrap()
-        .window_loss
-        .iter()
-        .map(|x| x.to_bits())
-        .collect()
+    common::loss_bits(&m.decoder, w, 4)
 }
 
-/// Every `stride`-th weight of a layer pruned.
+/// Every `stride`-th weight of each row pruned, starting at the row's index mod `stride`.
 fn mask(m: &LoadedModel, id: LinearId, stride: usize) -> Arc<Mask> {
-    let l = m.decoder.linear(id);
-    let mut k = Mask::empty(l.out_features(), l.in_features());
-    for r in 0..k.rows() {
-        for c in (r % stride..k.cols()).step_by(stride) {
-            k.prune(r, c);
-        }
-    }
-    Arc::new(k)
+    let cols = m.decoder.linear(id).in_features();
+    common::mask_where(&m.decoder, id, |i| {
+        (i / cols) % stride == (i % cols) % stride
+    })
 }
 
 #[test]

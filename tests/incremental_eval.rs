@@ -1,9 +1,10 @@
 //! Incremental perplexity (recompute from the first changed block, cached block-boundary
 //! states) must equal a full pass bit for bit, through accepts, rollbacks and any budget.
 
+mod common;
+
 use arborist::data::Windows;
 use arborist::eval::incremental::IncrementalPpl;
-use arborist::eval::perplexity;
 use arborist::model::{Decoder, LinearId, LinearKind, LoadedModel, Mask};
 use candle_core::{DType, Device};
 use std::sync::Arc;
@@ -19,24 +20,13 @@ fn setup(dtype: DType) -> (LoadedModel, Windows) {
 
 /// A mask pruning every `stride`-th weight, offset by `phase`.
 fn mask(d: &Decoder, block: usize, kind: LinearKind, stride: usize, phase: usize) -> Arc<Mask> {
-    let l = d.linear(LinearId { block, kind });
-    let mut m = Mask::empty(l.out_features(), l.in_features());
-    for r in 0..m.rows() {
-        for c in 0..m.cols() {
-            if (r * m.cols() + c + phase).is_multiple_of(stride) {
-                m.prune(r, c);
-            }
-        }
-    }
-    Arc::new(m)
+    common::mask_where(d, LinearId { block, kind }, |i| {
+        (i + phase).is_multiple_of(stride)
+    })
 }
 
 fn full(d: &Decoder, w: &Windows) -> Vec<u64> {
-    bits(
-        &perplexity(d, w, 4, "eval.txt", |_, _| {})
-            .unwrap()
-            .window_loss,
-    )
+    common::loss_bits(d, w, 4)
 }
 
 fn bits(v: &[f64]) -> Vec<u64> {

@@ -4,12 +4,10 @@
 mod common;
 
 use arborist::data::Windows;
-use arborist::eval::perplexity;
-use arborist::model::{LinearId, LinearKind, LoadedModel, Mask};
+use arborist::model::{LinearId, LinearKind, LoadedModel};
 use arborist::profile;
 use candle_core::{DType, Device};
 use common::{arborist_timed, ok_json, tmp, LIMIT, SMALL};
-use std::sync::Arc;
 
 fn load(dtype: DType, stream: bool) -> LoadedModel {
     LoadedModel::load_with("bundled", &Device::Cpu, dtype, stream).unwrap()
@@ -22,26 +20,7 @@ fn windows(m: &LoadedModel) -> Windows {
 }
 
 fn loss_bits(m: &LoadedModel, w: &Windows) -> Vec<u64> {
-    perplexity(&m.decoder, w, 2, "eval.txt", |_, _| {})
-        .unwrap()
-        .window_loss
-        .iter()
-        .map(|x| x.to_bits())
-        .collect()
-}
-
-/// A mask pruning the flat indices `i` where `pick(i)`.
-fn mask(m: &LoadedModel, id: LinearId, pick: impl Fn(usize) -> bool) -> Arc<Mask> {
-    let l = m.decoder.linear(id);
-    let mut k = Mask::empty(l.out_features(), l.in_features());
-    for r in 0..k.rows() {
-        for c in 0..k.cols() {
-            if pick(r * k.cols() + c) {
-                k.prune(r, c);
-            }
-        }
-    }
-    Arc::new(k)
+    common::loss_bits(&m.decoder, w, 2)
 }
 
 fn check_equal_through_masks(dtype: DType) {
@@ -82,7 +61,7 @@ fn check_equal_through_masks(dtype: DType) {
     let steps: [&dyn Fn(usize) -> bool; 2] = [&|i| i % 4 == 0, &|i| i % 4 == 0 || i % 3 == 0];
     for (n, pick) in steps.iter().enumerate() {
         for &id in &ids {
-            let k = mask(resident, id, pick);
+            let k = common::mask_where(&resident.decoder, id, pick);
             resident.decoder.set_mask(id, Some(k.clone())).unwrap();
             streamed.decoder.set_mask(id, Some(k)).unwrap();
         }

@@ -85,6 +85,19 @@ pub struct ForwardBench {
     pub dtype: String,
 }
 
+/// `n` token ids spread over the vocabulary by a multiplicative hash (the same tokens in
+/// every suite and every run).
+fn synthetic_ids(vocab: usize, n: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((i * 2654435761usize) >> 7) as u32 % vocab as u32)
+        .collect()
+}
+
+/// Parameters of the blocks' linear layers and the embedding.
+fn params(cfg: &ModelConfig) -> usize {
+    cfg.num_layers * cfg.linear_params_per_block() + cfg.vocab_size * cfg.hidden_size
+}
+
 /// FLOPs of one forward over `b` windows of `t` tokens (matmuls only; 2 per multiply-add).
 pub fn forward_flops(cfg: &ModelConfig, b: usize, t: usize) -> f64 {
     let n = (b * t) as f64;
@@ -163,7 +176,7 @@ pub fn forward_bench(model: &Decoder, b: usize, t: usize, iters: usize) -> Resul
     )?;
     let gflops = flops / secs / 1e9;
     Ok(ForwardBench {
-        params: cfg.num_layers * cfg.linear_params_per_block() + cfg.vocab_size * cfg.hidden_size,
+        params: params(cfg),
         tokens_per_forward: b * t,
         forward_seconds: secs,
         tokens_per_second: (b * t) as f64 / secs,
@@ -208,10 +221,7 @@ fn proc_status_bytes(field: &str) -> u64 {
 
 /// Wall time and peak RSS of the profile or of one-shot Wanda on the bench model.
 fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
-    let cfg = model.cfg.clone();
-    let ids: Vec<u32> = (0..a.calib_windows * a.seqlen)
-        .map(|i| ((i * 2654435761usize) >> 7) as u32 % cfg.vocab_size as u32)
-        .collect();
+    let ids = synthetic_ids(model.cfg.vocab_size, a.calib_windows * a.seqlen);
     let w = crate::data::Windows::sequential(&ids, a.seqlen, None, "synthetic")?;
     let start = Instant::now();
     match a.suite.as_str() {

@@ -5,16 +5,13 @@
 use anyhow::Result;
 use std::time::Instant;
 
-use super::{forward_flops, gemm_gflops, median, BenchArgs};
+use super::{forward_flops, gemm_gflops, median, params, synthetic_ids, BenchArgs};
 use crate::data::Windows;
 use crate::model::Decoder;
 
 pub fn ppl_suite(a: &BenchArgs, model: &Decoder) -> Result<()> {
     let cfg = &model.cfg;
-    let n = a.calib_windows.max(1) * a.seqlen;
-    let ids: Vec<u32> = (0..n)
-        .map(|i| ((i * 2654435761usize) >> 7) as u32 % cfg.vocab_size as u32)
-        .collect();
+    let ids = synthetic_ids(cfg.vocab_size, a.calib_windows.max(1) * a.seqlen);
     let w = Windows::sequential(&ids, a.seqlen, None, "synthetic")?;
     let run = || crate::eval::perplexity(model, &w, a.batch, "synthetic", |_, _| {});
     let first = run()?; // warm-up: kernels loaded, allocator primed
@@ -41,7 +38,7 @@ pub fn ppl_suite(a: &BenchArgs, model: &Decoder) -> Result<()> {
         model.dtype,
         &model.device,
     )?;
-    let params = cfg.num_layers * cfg.linear_params_per_block() + cfg.vocab_size * cfg.hidden_size;
+    let params = params(cfg);
     let dtype = crate::runtime::dtype_name(model.dtype);
     let device = format!("{:?}", model.device.location());
     if a.json {

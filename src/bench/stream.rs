@@ -91,9 +91,7 @@ pub fn stream_suite(a: &BenchArgs) -> Result<()> {
         ModelFiles::resolve(&a.model)?
     };
     let cfg = ModelConfig::from_file(&files.config)?;
-    let ids: Vec<u32> = (0..a.calib_windows * a.seqlen)
-        .map(|i| ((i * 2654435761usize) >> 7) as u32 % cfg.vocab_size as u32)
-        .collect();
+    let ids = super::synthetic_ids(cfg.vocab_size, a.calib_windows * a.seqlen);
     reset_peak_rss();
     let rss_start = rss_bytes();
     // Streamed first: memory a phase frees may stay with the allocator and count for the next.

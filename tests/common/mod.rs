@@ -239,3 +239,35 @@ pub fn session_docs(path: &Path) -> (serde_json::Value, Vec<serde_json::Value>) 
 pub fn json_exact(text: &str) -> serde_json::Value {
     serde_yaml::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// The bits of each window's loss in a perplexity pass, `batch` windows per forward.
+pub fn loss_bits(
+    d: &arborist::model::Decoder,
+    w: &arborist::data::Windows,
+    batch: usize,
+) -> Vec<u64> {
+    arborist::eval::perplexity(d, w, batch, "eval.txt", |_, _| {})
+        .unwrap()
+        .window_loss
+        .iter()
+        .map(|x| x.to_bits())
+        .collect()
+}
+
+/// A mask of layer `id` pruning the flat indices `i` (row-major) where `pick(i)`.
+pub fn mask_where(
+    d: &arborist::model::Decoder,
+    id: arborist::model::LinearId,
+    pick: impl Fn(usize) -> bool,
+) -> std::sync::Arc<arborist::model::Mask> {
+    let l = d.linear(id);
+    let mut k = arborist::model::Mask::empty(l.out_features(), l.in_features());
+    for r in 0..k.rows() {
+        for c in 0..k.cols() {
+            if pick(r * k.cols() + c) {
+                k.prune(r, c);
+            }
+        }
+    }
+    std::sync::Arc::new(k)
+}
