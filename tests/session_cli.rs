@@ -1250,11 +1250,25 @@ fn decisions_unknown_action_is_one_line_naming_file_and_iteration() {
         ],
     );
     one_error_line(&r, &[&p(&dec), "iteration 2", "prune-harder"]);
-    // A reject without feedback is refused the same way.
-    let dec = env.input("e.yaml", "- iteration: 1\n  action: reject\n");
-    let s = env.path("t.yaml");
-    let r = env.session(&s, &["--decisions", &p(&dec), "--max-iters", "3", "--json"]);
-    one_error_line(&r, &[&p(&dec), "iteration 1", "feedback"]);
+    // Checked before the model loads: no session file is left behind.
+    assert!(!s.exists(), "a refused decisions file left {}", s.display());
+    // A reject without feedback, an edit out of range and an empty file are refused the
+    // same way.
+    for (file, text, want) in [
+        ("e.yaml", "- iteration: 1\n  action: reject\n", "feedback"),
+        (
+            "f.yaml",
+            "- iteration: 3\n  action: edit\n  layers:\n  - name: model.layers.0.mlp.up_proj\n    sparsity: 1.5\n",
+            "outside [0, 1)",
+        ),
+        ("g.yaml", "", "no decisions"),
+    ] {
+        let dec = env.input(file, text);
+        let s = env.path(&format!("t-{file}"));
+        let r = env.session(&s, &["--decisions", &p(&dec), "--max-iters", "3", "--json"]);
+        one_error_line(&r, &[&p(&dec), want]);
+        assert!(!s.exists(), "{file}: a session file was left behind");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

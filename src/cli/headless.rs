@@ -14,6 +14,12 @@ use crate::worker::{driver::Driver, launch, setup};
 pub fn open(a: &RunArgs) -> Result<setup::Opened> {
     if a.resume {
         let path = a.session.clone().context("--resume needs --session FILE")?;
+        if let Some(flag) = a.option_flags().first() {
+            anyhow::bail!(
+                "{flag}: a resumed session keeps the options in its header ({}); drop the flag, or start a new session",
+                path.display()
+            );
+        }
         return setup::open(Default::default(), path, true);
     }
     let opts = a.options()?;
@@ -32,7 +38,12 @@ pub fn run(a: &RunArgs) -> Result<()> {
     }
     let (workers, files) = launch::start(&s.opts)?;
     launch::wait_ready(&workers)?;
+    // Read before attaching, which cuts the torn document off.
+    let torn = s.log.as_ref().and_then(|l| setup::torn_note(l, &s.path));
     let mut d = setup::attach(&s, workers, &files)?;
+    if let Some(note) = torn {
+        eprintln!("{note}");
+    }
     eprintln!(
         "session {} ({} at iteration {})",
         s.path.display(),
@@ -42,9 +53,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let res = drive(&mut d, &mut reviewer);
     let summary = summary(&d, &s.path);
     d.shutdown();
-    res.with_context(|| {
-        format!(
-            "the session is saved in {}; continue with --session {} --resume",
+    // The cause first, then where the work is kept.
+    res.map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#} (the session is saved in {}; continue with --session {} --resume)",
             s.path.display(),
             s.path.display()
         )

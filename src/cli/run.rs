@@ -109,6 +109,33 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The flags that set run options (a resumed session keeps the ones in its header).
+    pub fn option_flags(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        macro_rules! flags {
+            ($($field:ident => $name:literal),* $(,)?) => {
+                $(if self.$field.is_some() { given.push($name); })*
+            };
+        }
+        flags!(
+            model => "--model", device => "--device", dtype => "--dtype", agent => "--agent",
+            agent_model => "--agent-model", base_url => "--base-url", prompts => "--prompts",
+            agent_timeout => "--agent-timeout", target => "--target", threshold => "--threshold",
+            ceiling => "--ceiling", max_iters => "--max-iters", max_step => "--max-step",
+            max_layers => "--max-layers", profile_every => "--profile-every", probe => "--probe",
+            probe_file => "--probe-file", probe_limit => "--probe-limit",
+            probe_max_drop => "--probe-max-drop", calib => "--calib", eval => "--eval",
+            seqlen => "--seqlen", calib_windows => "--calib-windows",
+            eval_windows => "--eval-windows", calib_sample => "--calib-sample", seed => "--seed",
+            grad_windows => "--grad-windows", batch => "--batch", eval_cache_mb => "--eval-cache-mb",
+            config => "--config",
+        );
+        if self.stream_layers {
+            given.push("--stream-layers");
+        }
+        given
+    }
+
     /// Flags win over the config file, which wins over the defaults.
     pub fn options(&self) -> Result<RunOptions> {
         let mut o = match &self.config {
@@ -213,6 +240,34 @@ fn check(o: &RunOptions) -> Result<()> {
     }
     if l.bounds.max_layers == 0 || l.max_iters == 0 || o.calib_windows == 0 || o.eval_windows == 0 {
         bail!("--max-layers, --max-iters, --calib-windows and --eval-windows must be at least 1");
+    }
+    use super::at_least_one;
+    at_least_one("batch", o.batch, "a forward pass needs at least one window")?;
+    at_least_one(
+        "grad-windows",
+        o.grad_windows,
+        "the gradient score needs at least one window",
+    )?;
+    at_least_one(
+        "profile-every",
+        l.profile_every,
+        "the profile is recomputed after every N accepted steps, N >= 1",
+    )?;
+    if let Some(c) = l.ceiling {
+        if !(c.is_finite() && c > 0.0) {
+            bail!("--ceiling {c} must be above 0 (a relative increase over the dense model: 0.5 = 50%)");
+        }
+    }
+    if let Some(d) = l.probe_max_drop {
+        if !(d.is_finite() && d >= 0.0) {
+            bail!("--probe-max-drop {d} must be a non-negative accuracy drop (0.05 = 5 points)");
+        }
+        if o.probe.is_none() {
+            bail!("--probe-max-drop needs --probe freebaseqa|mmlu");
+        }
+    }
+    if let Some(p) = &o.probe {
+        at_least_one("probe-limit", p.limit, "the probe needs at least one item")?;
     }
     if !matches!(o.agent.backend.as_str(), "builtin" | "openai" | "anthropic") {
         bail!(

@@ -1,5 +1,7 @@
 //! The session file: a YAML stream, one document per event after a header document.
 //! Appending never rewrites the file; a crash loses at most the event being written.
+//! Every document ends with YAML's end marker `...`, so a reader can tell a complete last
+//! document from one cut off at a line end (which may still parse, with a field missing).
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -11,6 +13,8 @@ use super::events::Event;
 use super::options::RunOptions;
 
 pub const FORMAT: &str = "arborist-session/1";
+/// Ends every document written since the marker was introduced (older files have none).
+const END: &str = "\n...\n";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Header {
@@ -62,8 +66,9 @@ impl SessionWriter {
                     path.display()
                 )
             })?;
+        locked(&file, path)?;
         let doc = serde_yaml::to_string(header)?;
-        file.write_all(format!("---\n{doc}").as_bytes())?;
+        file.write_all(format!("---\n{doc}...\n").as_bytes())?;
         file.sync_data()?;
         Ok(SessionWriter {
             path: path.to_path_buf(),
@@ -72,12 +77,9 @@ impl SessionWriter {
         })
     }
 
-    /// Continue an existing file after `seq` events (a torn last document is cut off first).
-    pub fn append_to(path: &Path, valid_len: u64, seq: u64) -> Result<SessionWriter> {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .with_context(|| format!("cannot open session {}", path.display()))?;
+    /// Continue an existing file, opened by `lock`, after `seq` events (a torn last
+    /// document is cut off first).
+    pub fn append_to(file: File, path: &Path, valid_len: u64, seq: u64) -> Result<SessionWriter> {
         file.set_len(valid_len)?;
         let mut file = file;
         use std::io::Seek;
@@ -101,11 +103,36 @@ impl SessionWriter {
             unix_ms: now_ms(),
             event: event.clone(),
         };
-        let doc = format!("---\n{}", serde_yaml::to_string(&entry)?);
+        let doc = format!("---\n{}...\n", serde_yaml::to_string(&entry)?);
         self.file
             .write_all(doc.as_bytes())
             .and_then(|_| self.file.sync_data())
             .with_context(|| format!("cannot write session {}", self.path.display()))
+    }
+}
+
+/// Open an existing session for writing, locked (flock) against every other writer until
+/// the file is closed: two processes resuming one session would interleave their events.
+pub fn lock(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open session {}", path.display()))?;
+    locked(&file, path)?;
+    Ok(file)
+}
+
+fn locked(file: &File, path: &Path) -> Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "session {} is open in another arborist process (it stays locked until that one exits)",
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock session {}", path.display()))
+        }
     }
 }
 
@@ -117,8 +144,9 @@ pub struct SessionLog {
     pub torn_tail: bool,
 }
 
-/// Read a session file. A last document that does not parse (a crash mid-write) is
-/// reported as torn and dropped; a bad document elsewhere is an error naming it.
+/// Read a session file. A last document that is incomplete (a crash mid-write) is
+/// reported as torn and dropped; a bad document elsewhere, or an incomplete header, is an
+/// error naming it.
 pub fn read(path: &Path) -> Result<SessionLog> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read session {}", path.display()))?;
@@ -134,8 +162,36 @@ pub fn read(path: &Path) -> Result<SessionLog> {
             path.display()
         );
     }
-    let header: Header = serde_yaml::from_str(&text[starts[0]..starts[1]])
+    let docs: Vec<&str> = starts.windows(2).map(|w| &text[w[0]..w[1]]).collect();
+    // Files written before the end marker: a complete document still ends with a newline
+    // and holds every field its type writes.
+    let marked = docs[0].ends_with(END);
+    let last = docs.len() - 1;
+    // A document followed by another was written whole; the last one may be cut off.
+    let cut_off = |k: usize| {
+        let doc = docs[k];
+        k == last && !(marked && doc.ends_with(END)) && (marked || !doc.ends_with('\n'))
+    };
+    // Every field its type writes is there (checked for the header, and for the last
+    // document of a file without end markers).
+    let missing = |k: usize, written: Option<serde_yaml::Value>| -> Option<String> {
+        let here: serde_yaml::Value = serde_yaml::from_str(unmarked(docs[k])).ok()?;
+        missing_key(&written?, &here, "")
+    };
+    let incomplete = |why: String| {
+        anyhow::anyhow!(
+            "{}: the header document is incomplete: {why} (was the file cut off or edited?)",
+            path.display()
+        )
+    };
+    if cut_off(0) {
+        return Err(incomplete("it is cut off".into()));
+    }
+    let header: Header = serde_yaml::from_str(unmarked(docs[0]))
         .with_context(|| format!("{}: the header document is invalid", path.display()))?;
+    if let Some(key) = missing(0, serde_yaml::to_value(&header).ok()) {
+        return Err(incomplete(format!("`{key}` is missing")));
+    }
     if header.format != FORMAT {
         bail!(
             "{}: format `{}` is not supported (expected {FORMAT})",
@@ -146,19 +202,32 @@ pub fn read(path: &Path) -> Result<SessionLog> {
     let mut entries = Vec::new();
     let mut valid_len = starts[1] as u64;
     let mut torn_tail = false;
-    let docs = starts.len() - 2;
-    for k in 0..docs {
-        let (a, b) = (starts[k + 1], starts[k + 2]);
-        match serde_yaml::from_str::<Entry>(&text[a..b]) {
+    for k in 1..docs.len() {
+        let parsed = serde_yaml::from_str::<Entry>(unmarked(docs[k]));
+        let whole = match &parsed {
             Ok(e) => {
-                entries.push(e);
-                valid_len = b as u64;
+                !cut_off(k)
+                    && (k < last || marked || missing(k, serde_yaml::to_value(e).ok()).is_none())
             }
-            Err(_) if k + 1 == docs => torn_tail = true,
-            Err(e) => bail!(
-                "{}: event document {} (byte {a}) is invalid: {e}",
+            Err(_) => false,
+        };
+        match parsed {
+            Ok(e) if whole => {
+                entries.push(e);
+                valid_len = starts[k + 1] as u64;
+            }
+            // A whole last document that does not parse is damage, not a torn write.
+            Err(e) if k == last && marked && !cut_off(k) => bail!(
+                "{}: event document {k} (byte {}) is invalid: {e}",
                 path.display(),
-                k + 1
+                starts[k]
+            ),
+            _ if k == last => torn_tail = true,
+            Ok(_) => unreachable!("only the last document can be incomplete"),
+            Err(e) => bail!(
+                "{}: event document {k} (byte {}) is invalid: {e}",
+                path.display(),
+                starts[k]
             ),
         }
     }
@@ -167,6 +236,26 @@ pub fn read(path: &Path) -> Result<SessionLog> {
         entries,
         valid_len,
         torn_tail,
+    })
+}
+
+/// A document without its end marker.
+fn unmarked(doc: &str) -> &str {
+    doc.strip_suffix(&END[1..]).unwrap_or(doc)
+}
+
+/// The first key (as a dotted path) that `written` (a value as serialized) has and `doc`
+/// (the document as read) lacks.
+fn missing_key(written: &serde_yaml::Value, doc: &serde_yaml::Value, at: &str) -> Option<String> {
+    let (serde_yaml::Value::Mapping(w), serde_yaml::Value::Mapping(d)) = (written, doc) else {
+        return None;
+    };
+    w.iter().find_map(|(k, wv)| {
+        let name = format!("{at}{}", k.as_str().unwrap_or("?"));
+        match d.get(k) {
+            None => Some(name),
+            Some(dv) => missing_key(wv, dv, &format!("{name}.")),
+        }
     })
 }
 
@@ -189,4 +278,165 @@ pub fn fingerprint(config: &Path, weights: &[PathBuf]) -> Result<String> {
         }
     }
     Ok(format!("fnv1a64-sampled:{:016x}", h.value()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
+
+    /// The example session rewritten by this build's writer (documents with end markers).
+    fn rewritten(dir: &Path) -> (PathBuf, SessionLog) {
+        let old = read(Path::new(EXAMPLE)).unwrap();
+        let path = dir.join("s.yaml");
+        let mut w = SessionWriter::create(&path, &old.header).unwrap();
+        for e in &old.entries {
+            w.append(&e.event).unwrap();
+        }
+        (path, old)
+    }
+
+    fn cut(path: &Path, len: usize) -> PathBuf {
+        let text = std::fs::read(path).unwrap();
+        let out = path.with_extension(format!("cut{len}.yaml"));
+        std::fs::write(&out, &text[..len]).unwrap();
+        out
+    }
+
+    #[test]
+    fn files_without_end_markers_still_read() {
+        let log = read(Path::new(EXAMPLE)).unwrap();
+        assert!(!log.torn_tail);
+        assert!(log.entries.len() > 50, "{}", log.entries.len());
+        assert_eq!(
+            log.valid_len,
+            std::fs::metadata(EXAMPLE).unwrap().len(),
+            "every document of the example is complete"
+        );
+    }
+
+    #[test]
+    fn a_rewritten_session_reads_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, old) = rewritten(dir.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("\n...\n"));
+        let log = read(&path).unwrap();
+        assert!(!log.torn_tail);
+        assert_eq!(log.header, old.header);
+        assert_eq!(log.entries.len(), old.entries.len());
+        for (a, b) in log.entries.iter().zip(&old.entries) {
+            assert_eq!(a.event, b.event);
+        }
+        assert_eq!(log.valid_len, text.len() as u64);
+    }
+
+    // A header cut anywhere is refused (resuming it would run with default options and
+    // glue the next document onto the cut line), in both file generations.
+    #[test]
+    fn a_cut_header_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = rewritten(dir.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let header_end = text[4..].find("\n---\n").unwrap() + 5;
+        let legacy = std::fs::read_to_string(EXAMPLE).unwrap();
+        let legacy_end = legacy[4..].find("\n---\n").unwrap() + 5;
+        let at = |t: &str, key: &str| t.find(key).unwrap() + key.len();
+        let cases = [
+            // New file: mid-line, inside the end marker, and at a line end (which reads
+            // as an older file, whose fields are then checked).
+            (cut(&path, at(&text, "calib_windows: ")), "cut off"),
+            (cut(&path, header_end - 2), "cut off"),
+            (
+                cut(&path, at(&text, "calib_windows: 8\n")),
+                "`options.eval_windows` is missing",
+            ),
+        ];
+        for (p, want) in &cases {
+            let err = format!("{:#}", read(p).err().expect("a cut header must be refused"));
+            assert!(err.contains("header document is incomplete"), "{err}");
+            assert!(err.contains(want), "{err}");
+        }
+        // An older file cut at a line end: the missing field is named.
+        let old = dir.path().join("old.yaml");
+        std::fs::write(&old, &legacy[..at(&legacy, "calib_windows: 8\n")]).unwrap();
+        let err = format!("{:#}", read(&old).err().unwrap());
+        assert!(err.contains("`options.eval_windows` is missing"), "{err}");
+        // An older file cut mid-line.
+        std::fs::write(&old, &legacy[..legacy_end - 3]).unwrap();
+        let err = format!("{:#}", read(&old).err().unwrap());
+        assert!(err.contains("cut off"), "{err}");
+        // A whole header that lost only its end marker reads as an older file.
+        assert!(read(&cut(&path, header_end - 4))
+            .unwrap()
+            .entries
+            .is_empty());
+        // A complete older header alone is a session that has not started.
+        std::fs::write(&old, &legacy[..legacy_end]).unwrap();
+        assert!(read(&old).unwrap().entries.is_empty());
+    }
+
+    // The last event cut at a line end, where it may still parse (a list cut short, an
+    // optional field lost), is a torn write: dropped, and the file resumes before it.
+    #[test]
+    fn a_last_event_cut_at_a_line_end_is_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = rewritten(dir.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let starts: Vec<usize> = text.match_indices("\n---\n").map(|(i, _)| i + 1).collect();
+        let mut parsing_cuts = 0;
+        for (k, w) in starts.windows(2).enumerate().take(12) {
+            let (a, b) = (w[0], w[1]);
+            for (i, _) in text[a..b - 5].match_indices('\n').skip(1) {
+                let end = a + i + 1;
+                if serde_yaml::from_str::<Entry>(&text[a + 4..end]).is_err() {
+                    continue;
+                }
+                parsing_cuts += 1;
+                let log = read(&cut(&path, end)).unwrap();
+                assert!(log.torn_tail, "event {} cut at byte {end}", k + 1);
+                assert_eq!(log.entries.len(), k, "event {} cut at byte {end}", k + 1);
+                assert_eq!(log.valid_len, a as u64);
+            }
+        }
+        assert!(parsing_cuts > 0, "no cut parses: the test checks nothing");
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_while_the_first_holds_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, old) = rewritten(dir.path());
+        let first = lock(&path).unwrap();
+        let err = format!("{:#}", lock(&path).expect_err("a second lock must fail"));
+        assert!(err.contains("open in another arborist process"), "{err}");
+        drop(first);
+        drop(lock(&path).expect("free again once the first is closed"));
+        // A session being created is held by its writer as well.
+        let fresh = dir.path().join("fresh.yaml");
+        let w = SessionWriter::create(&fresh, &old.header).unwrap();
+        assert!(lock(&fresh).is_err());
+        drop(w);
+        drop(lock(&fresh).unwrap());
+    }
+
+    // A whole last document (end marker and all) that does not parse is reported, not
+    // dropped as if a crash had cut it; without its marker it is a torn write.
+    #[test]
+    fn a_whole_bad_last_document_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, old) = rewritten(dir.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let bad = "---\nseq: 999\nunix_ms: 1\nevent:\n  event: bogus_kind\n";
+        std::fs::write(&path, format!("{text}{bad}...\n")).unwrap();
+        let err = format!("{:#}", read(&path).err().expect("must be refused"));
+        assert!(
+            err.contains("is invalid") && err.contains("bogus_kind"),
+            "{err}"
+        );
+        std::fs::write(&path, format!("{text}{bad}")).unwrap();
+        let log = read(&path).unwrap();
+        assert!(log.torn_tail);
+        assert_eq!(log.entries.len(), old.entries.len());
+    }
 }

@@ -92,6 +92,14 @@ fn verdict(s: &Scripted, file: &str) -> Result<Verdict> {
         "edit" | "override" if s.layers.is_empty() => {
             bail!("{file}: iteration {it}: `{}` needs a non-empty `layers` list", s.action)
         }
+        "edit" | "override" if s.layers.iter().any(|l| !(0.0..1.0).contains(&l.sparsity)) => {
+            let l = s.layers.iter().find(|l| !(0.0..1.0).contains(&l.sparsity)).expect("found");
+            bail!(
+                "{file}: iteration {it}: sparsity {} for `{}` is outside [0, 1)",
+                l.sparsity,
+                l.name
+            )
+        }
         "edit" => Decision::Edit {
             layers: s.layers.clone(),
         },
@@ -116,8 +124,22 @@ fn verdict(s: &Scripted, file: &str) -> Result<Verdict> {
 fn load(path: &Path) -> Result<VecDeque<Scripted>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read decisions file {}", path.display()))?;
-    let list: Vec<Scripted> =
-        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let list: Vec<Scripted> = if text.trim().is_empty() {
+        Vec::new()
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    };
+    if list.is_empty() {
+        bail!(
+            "{}: no decisions (pass --auto-approve to approve every proposal)",
+            path.display()
+        );
+    }
+    // Every entry is checked now, before any work, not when its iteration comes.
+    let name = path.display().to_string();
+    for s in &list {
+        verdict(s, &name)?;
+    }
     for w in list.windows(2) {
         if w[1].iteration < w[0].iteration {
             bail!(

@@ -1,7 +1,7 @@
 //! Opening a session (new or resumed) and attaching a driver once the engine is ready.
 //! Shared by the headless runner and the TUI.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 use super::{driver::Driver, Workers};
@@ -14,6 +14,8 @@ pub struct Opened {
     pub path: PathBuf,
     /// The existing file when resuming.
     pub log: Option<SessionLog>,
+    /// The resumed file, locked against other writers while this process runs.
+    pub lock: Option<std::fs::File>,
 }
 
 /// Rebuild the machine from a session file's inputs.
@@ -44,17 +46,31 @@ pub fn replay_log(log: &SessionLog, path: &Path) -> Result<(Machine, Vec<Event>)
     Ok((m, missing))
 }
 
+/// What resuming drops of a file whose last document a crash cut off.
+pub fn torn_note(log: &SessionLog, path: &Path) -> Option<String> {
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    log.torn_tail.then(|| {
+        format!(
+            "{}: dropped an incomplete last document ({} bytes, cut off by a crash)",
+            path.display(),
+            size.saturating_sub(log.valid_len)
+        )
+    })
+}
+
 /// A new session at `path` (which must not exist), or the existing one when `resume`.
 pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
     if resume {
+        let lock = file::lock(&path)?;
         let log = file::read(&path)?;
-        if log.torn_tail {
-            tracing::warn!("{}: dropping a torn last event", path.display());
+        if let Some(note) = torn_note(&log, &path) {
+            tracing::warn!("{note}");
         }
         return Ok(Opened {
             opts: log.header.options.clone(),
             path,
             log: Some(log),
+            lock: Some(lock),
         });
     }
     if path.exists() {
@@ -67,6 +83,7 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
         opts,
         path,
         log: None,
+        lock: None,
     })
 }
 
@@ -105,7 +122,11 @@ pub fn attach(o: &Opened, workers: Workers, files: &ModelFiles) -> Result<Driver
             }
             let (m, missing) = replay_log(log, &o.path)?;
             let seq = log.entries.last().map_or(0, |e| e.seq);
-            let mut w = SessionWriter::append_to(&o.path, log.valid_len, seq)?;
+            let lock = o
+                .lock
+                .as_ref()
+                .context("a resumed session is opened locked")?;
+            let mut w = SessionWriter::append_to(lock.try_clone()?, &o.path, log.valid_len, seq)?;
             for ev in &missing {
                 w.append(ev)?;
             }
