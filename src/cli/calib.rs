@@ -44,6 +44,11 @@ impl CalibArgs {
         let Some(path) = &self.calib else {
             return Ok(None);
         };
+        super::at_least_one(
+            "calib-windows",
+            self.calib_windows,
+            "calibration needs at least one window",
+        )?;
         let ids = m.encode(&read_text(path)?)?;
         let name = path.display().to_string();
         let seqlen = self.seqlen(m);

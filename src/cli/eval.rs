@@ -58,6 +58,20 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if a.ppl.is_none() && a.mmlu.is_none() && a.freebaseqa.is_none() {
         bail!("nothing to evaluate: pass --ppl FILE, --mmlu PATH or --freebaseqa FILE");
     }
+    super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
+    if a.max_windows == Some(0) {
+        bail!("--max-windows 0: the perplexity needs at least one window");
+    }
+    if a.limit == Some(0) {
+        bail!("--limit 0: nothing would be evaluated");
+    }
+    if a.freebaseqa.is_some() {
+        super::at_least_one(
+            "max-new-tokens",
+            a.max_new_tokens,
+            "every answer would be empty",
+        )?;
+    }
     // A bad --device or --dtype fails before anything is read.
     a.model.device()?;
     a.model.dtype()?;

@@ -142,6 +142,14 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// Progress on stderr, overwritten in place on a terminal.
+/// A count flag of 0 refused in one line that names it and says why.
+pub fn at_least_one(flag: &str, value: usize, why: &str) -> Result<()> {
+    if value == 0 {
+        anyhow::bail!("--{flag} 0: {why}");
+    }
+    Ok(())
+}
+
 pub fn progress(label: &str, done: usize, total: usize) {
     use std::io::IsTerminal;
     if std::io::stderr().is_terminal() {

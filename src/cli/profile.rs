@@ -24,6 +24,12 @@ pub fn run(a: ProfileArgs) -> Result<()> {
     if a.calib.calib.is_none() {
         bail!("profile needs calibration text: pass --calib FILE");
     }
+    super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
+    super::at_least_one(
+        "grad-windows",
+        a.grad_windows,
+        "the gradient score needs at least one window",
+    )?;
     let m = a.model.load()?;
     let w = a.calib.windows(&m)?.expect("checked above");
     let name = a.calib.calib.as_ref().unwrap().display().to_string();

@@ -79,6 +79,7 @@ struct RawConfig {
     max_window_layers: Option<usize>,
     layer_types: Option<Vec<String>>,
     max_position_embeddings: Option<usize>,
+    hidden_act: Option<String>,
 }
 
 impl ModelConfig {
@@ -147,6 +148,29 @@ impl ModelConfig {
             }
         };
         let attention_bias = raw.attention_bias.unwrap_or(false);
+        // The decoder's MLP is SwiGLU: silu(gate) * up.
+        if let Some(act) = raw
+            .hidden_act
+            .as_deref()
+            .filter(|a| !matches!(*a, "silu" | "swish"))
+        {
+            bail!("field `hidden_act` is `{act}`; only silu (SwiGLU) is supported");
+        }
+        let rms_norm_eps = raw.rms_norm_eps.unwrap_or(1e-6);
+        if !(rms_norm_eps.is_finite() && rms_norm_eps > 0.0) {
+            bail!("field `rms_norm_eps` ({rms_norm_eps}) must be positive");
+        }
+        if !(rope_theta.is_finite() && rope_theta > 0.0) {
+            bail!("field `rope_theta` ({rope_theta}) must be positive");
+        }
+        let sliding_window: Vec<Option<usize>> = (0..num_layers).map(window_for_layer).collect();
+        if sliding_window.contains(&Some(0)) {
+            bail!("field `sliding_window` must be positive");
+        }
+        let max_position_embeddings = match raw.max_position_embeddings {
+            Some(0) => bail!("field `max_position_embeddings` must be positive"),
+            v => v.unwrap_or(4096),
+        };
         Ok(ModelConfig {
             arch,
             vocab_size: req(raw.vocab_size, "vocab_size")?,
@@ -156,7 +180,7 @@ impl ModelConfig {
             num_heads,
             num_kv_heads,
             head_dim,
-            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            rms_norm_eps,
             rope_theta,
             rope_scaling,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
@@ -164,8 +188,8 @@ impl ModelConfig {
             o_bias: attention_bias && arch != Arch::Qwen2,
             mlp_bias: raw.mlp_bias.unwrap_or(false),
             qk_norm: arch == Arch::Qwen3,
-            sliding_window: (0..num_layers).map(window_for_layer).collect(),
-            max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
+            sliding_window,
+            max_position_embeddings,
             model_type,
         })
     }
@@ -271,6 +295,72 @@ mod tests {
         let c5 = ModelConfig::from_json(&v5.to_string()).unwrap();
         assert_eq!(c5.rope_theta, 1000.0);
         assert!(matches!(c5.rope_scaling, RopeScaling::Llama3 { .. }));
+    }
+
+    // Values the decoder would run with and give garbage (NaN, the wrong activation) are
+    // refused, naming the field; the ones real checkpoints carry still load.
+    #[test]
+    fn values_the_decoder_cannot_honour_are_refused() {
+        let cases: [(&str, &str, serde_json::Value, &str); 7] = [
+            (
+                "llama",
+                "hidden_act",
+                "gelu".into(),
+                "`hidden_act` is `gelu`",
+            ),
+            (
+                "llama",
+                "rms_norm_eps",
+                (-1.0).into(),
+                "`rms_norm_eps` (-1) must be positive",
+            ),
+            (
+                "llama",
+                "rms_norm_eps",
+                0.0.into(),
+                "`rms_norm_eps` (0) must be positive",
+            ),
+            (
+                "llama",
+                "rope_theta",
+                0.0.into(),
+                "`rope_theta` (0) must be positive",
+            ),
+            (
+                "mistral",
+                "sliding_window",
+                0.into(),
+                "`sliding_window` must be positive",
+            ),
+            (
+                "qwen3",
+                "max_position_embeddings",
+                0.into(),
+                "`max_position_embeddings` must be positive",
+            ),
+            (
+                "qwen3",
+                "hidden_act",
+                "relu".into(),
+                "`hidden_act` is `relu`",
+            ),
+        ];
+        for (arch, field, value, want) in cases {
+            let mut v = base(arch);
+            v[field] = value;
+            let msg = format!("{:#}", ModelConfig::from_json(&v.to_string()).unwrap_err());
+            assert!(msg.contains(want), "{field}: {msg}");
+        }
+        for (field, value) in [("hidden_act", "silu"), ("hidden_act", "swish")] {
+            let mut v = base("qwen3");
+            v[field] = value.into();
+            ModelConfig::from_json(&v.to_string()).unwrap();
+        }
+        // Qwen2 configs carry a sliding_window they do not use.
+        let mut v = base("qwen2");
+        v["sliding_window"] = 0.into();
+        v["use_sliding_window"] = false.into();
+        ModelConfig::from_json(&v.to_string()).unwrap();
     }
 
     #[test]
