@@ -184,3 +184,248 @@ fn bench_flags_are_checked() {
     let o = arborist(&["bench", "--suite", "ppl", "--config", &p(&missing)], &[]);
     assert_one_line_error(&o, &["none.json"]);
 }
+
+// Counts of zero used to panic (`profile --calib-windows 0`) or print NaN with exit 0.
+#[test]
+fn zero_counts_are_refused() {
+    let (d, m, t) = setup();
+    let out = p(&d.path().join("out"));
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &[
+                "eval",
+                "--model",
+                &m,
+                "--ppl",
+                &t,
+                "--seqlen",
+                "64",
+                "--max-windows",
+                "0",
+            ],
+            "--max-windows 0",
+        ),
+        (
+            &[
+                "eval", "--model", &m, "--ppl", &t, "--seqlen", "64", "--batch", "0",
+            ],
+            "--batch 0",
+        ),
+        (
+            &["eval", "--model", &m, "--ppl", &t, "--limit", "0"],
+            "--limit 0",
+        ),
+        (
+            &[
+                "profile",
+                "--model",
+                &m,
+                "--calib",
+                &t,
+                "--seqlen",
+                "64",
+                "--calib-windows",
+                "0",
+            ],
+            "--calib-windows 0",
+        ),
+        (
+            &[
+                "profile",
+                "--model",
+                &m,
+                "--calib",
+                &t,
+                "--seqlen",
+                "64",
+                "--grad-windows",
+                "0",
+            ],
+            "--grad-windows 0",
+        ),
+        (
+            &[
+                "profile", "--model", &m, "--calib", &t, "--seqlen", "64", "--batch", "0",
+            ],
+            "--batch 0",
+        ),
+        (
+            &[
+                "prune",
+                "--model",
+                &m,
+                "--method",
+                "wanda",
+                "--sparsity",
+                "0.5",
+                "--calib",
+                &t,
+                "--seqlen",
+                "64",
+                "--eval",
+                &t,
+                "--eval-windows",
+                "0",
+                "--out",
+                &out,
+            ],
+            "--eval-windows 0",
+        ),
+        (
+            &[
+                "run",
+                "--model",
+                &m,
+                "--calib",
+                &t,
+                "--eval",
+                &t,
+                "--headless",
+                "--auto-approve",
+                "--profile-every",
+                "0",
+                "--session",
+                &out,
+            ],
+            "--profile-every 0",
+        ),
+        (
+            &[
+                "run",
+                "--model",
+                &m,
+                "--calib",
+                &t,
+                "--eval",
+                &t,
+                "--headless",
+                "--auto-approve",
+                "--ceiling",
+                "-1",
+                "--session",
+                &out,
+            ],
+            "--ceiling -1",
+        ),
+    ];
+    for (args, want) in cases {
+        assert_one_line_error(&arborist(args, &[]), &[want]);
+    }
+    assert!(
+        !d.path().join("out").exists(),
+        "a refused run left output behind"
+    );
+}
+
+// Options that only mean something with another one, or whose values would be clamped or
+// ignored, are refused before any work.
+#[test]
+fn prune_option_combinations_are_checked() {
+    let (d, m, t) = setup();
+    let out = p(&d.path().join("out"));
+    let alloc = d.path().join("alloc.yaml");
+    std::fs::write(&alloc, "model.layers.0.mlp.down_proj: 0.5\n").unwrap();
+    let dup = d.path().join("dup.yaml");
+    std::fs::write(
+        &dup,
+        "model.layers.0.mlp.down_proj: 0.5\nmodel.layers.0.mlp.down_proj: 0.2\n",
+    )
+    .unwrap();
+    let empty = d.path().join("empty.yaml");
+    std::fs::write(&empty, "{}\n").unwrap();
+    let prune = |extra: &[&str]| {
+        let mut a = vec![
+            "prune", "--model", &m, "--method", "wanda", "--calib", &t, "--seqlen", "64", "--out",
+            &out,
+        ];
+        a.extend_from_slice(extra);
+        arborist(&a, &[])
+    };
+    let (al, du, em) = (p(&alloc), p(&dup), p(&empty));
+    let owl = |lambda: &'static str| {
+        [
+            "--sparsity",
+            "0.5",
+            "--allocation",
+            "owl",
+            "--owl-lambda",
+            lambda,
+        ]
+    };
+    let cases: [(&[&str], &[&str]); 6] = [
+        (
+            &["--allocation", &al, "--nm", "2:4"],
+            &["--allocation", "--nm"],
+        ),
+        (&["--allocation", &du], &["dup.yaml", "duplicate"]),
+        (&["--allocation", &em], &["empty.yaml", "names no layer"]),
+        (
+            &["--sparsity", "0.5", "--owl-lambda", "0.1"],
+            &["--owl-lambda", "--allocation owl"],
+        ),
+        (&owl("-0.1"), &["--owl-lambda -0.1"]),
+        (
+            &["--sparsity", "0.5", "--magnitude-layerwide"],
+            &["--magnitude-layerwide", "Wanda"],
+        ),
+    ];
+    for (extra, want) in cases {
+        assert_one_line_error(&prune(extra), want);
+    }
+    // OWL's λ is checked against the per-block sparsities it gives, which needs blocks with
+    // different outlier shares (the bundled model's; the random model's are equal).
+    let calib = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/bundled/data/calib.txt");
+    let mut a = vec![
+        "prune",
+        "--model",
+        "bundled",
+        "--method",
+        "wanda",
+        "--calib",
+        calib,
+        "--seqlen",
+        "128",
+        "--calib-windows",
+        "2",
+        "--out",
+        &out,
+    ];
+    a.extend_from_slice(&owl("5"));
+    assert_one_line_error(&arborist(&a, &[]), &["--owl-lambda 5", "outside [0, 1)"]);
+    assert!(
+        !d.path().join("out").exists(),
+        "a refused run left output behind"
+    );
+    // An allocation file alone prunes the layers it names; with --sparsity the others get
+    // that sparsity (it used to be required and then ignored).
+    let o = prune(&["--allocation", &al, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["result"]["pattern"], serde_json::Value::Null, "{v}");
+    let layers = v["result"]["layers"].as_array().unwrap();
+    let pruned: Vec<_> = layers
+        .iter()
+        .filter(|l| l["sparsity"].as_f64() > Some(0.0))
+        .collect();
+    assert_eq!(pruned.len(), 1, "{v}");
+    assert_eq!(pruned[0]["name"], "model.layers.0.mlp.down_proj");
+    let o = prune(&[
+        "--allocation",
+        &al,
+        "--sparsity",
+        "0.25",
+        "--force",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for l in v["result"]["layers"].as_array().unwrap() {
+        let want = if l["name"] == "model.layers.0.mlp.down_proj" {
+            0.5
+        } else {
+            0.25
+        };
+        let got = l["sparsity"].as_f64().unwrap();
+        assert!((got - want).abs() < 0.02, "{l}");
+    }
+}

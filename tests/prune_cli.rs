@@ -207,8 +207,6 @@ fn allocation_file_prunes_only_the_named_layers() {
             &fx("qwen3"),
             "--method",
             "wanda",
-            "--sparsity",
-            "0.5",
             "--calib",
             &fx("eval.txt"),
             "--seqlen",

@@ -30,10 +30,12 @@ pub struct PruneArgs {
     /// uniform, owl, or a YAML file mapping layer names to sparsities.
     #[arg(long, default_value = "uniform")]
     pub allocation: String,
-    #[arg(long, default_value_t = 0.08)]
-    pub owl_lambda: f64,
-    #[arg(long, default_value_t = 5.0)]
-    pub owl_m: f64,
+    /// OWL's λ: per-block sparsities spread over about ±λ around --sparsity (default 0.08).
+    #[arg(long, allow_negative_numbers = true)]
+    pub owl_lambda: Option<f64>,
+    /// OWL's M: a score is an outlier above M times its block's mean (default 5).
+    #[arg(long, allow_negative_numbers = true)]
+    pub owl_m: Option<f64>,
     /// Calibrate each block on the dense model's activations instead of the pruned ones.
     #[arg(long)]
     pub dense_activations: bool,
@@ -57,21 +59,64 @@ pub struct PruneArgs {
     pub json: bool,
 }
 
-fn pattern(a: &PruneArgs) -> Result<Pattern> {
+/// The pattern every layer is pruned to; with an allocation file, the one for the layers
+/// the file does not name (None: they stay dense).
+fn pattern(a: &PruneArgs) -> Result<Option<Pattern>> {
+    let file = !matches!(a.allocation.as_str(), "uniform" | "owl");
+    if file && a.nm.is_some() {
+        bail!(
+            "--allocation {}: an allocation file gives sparsities; it cannot combine with --nm",
+            a.allocation
+        );
+    }
     match (a.sparsity, &a.nm) {
+        (None, None) if file => Ok(None),
         (Some(s), None) => {
             if !(0.0..1.0).contains(&s) {
                 bail!("--sparsity {s} is outside [0, 1)");
             }
-            Ok(Pattern::Unstructured(s))
+            Ok(Some(Pattern::Unstructured(s)))
         }
-        (None, Some(nm)) => parse_nm(nm),
+        (None, Some(nm)) => parse_nm(nm).map(Some),
         _ => bail!("pass exactly one of --sparsity S or --nm N:M"),
     }
 }
 
+/// Flags that only mean something with another one are refused without it.
+fn check_flags(a: &PruneArgs) -> Result<()> {
+    if a.allocation != "owl" && (a.owl_lambda.is_some() || a.owl_m.is_some()) {
+        bail!("--owl-lambda and --owl-m need --allocation owl");
+    }
+    let lambda = a.owl_lambda.unwrap_or(OWL_LAMBDA);
+    if !(lambda.is_finite() && lambda >= 0.0) {
+        bail!("--owl-lambda {lambda} must be a non-negative fraction (OWL uses 0.08)");
+    }
+    let m = a.owl_m.unwrap_or(OWL_M);
+    if !(m.is_finite() && m > 0.0) {
+        bail!("--owl-m {m} must be above 0 (OWL uses 5)");
+    }
+    if a.magnitude_layerwide && a.method != Method::Magnitude {
+        bail!(
+            "--magnitude-layerwide applies to --method magnitude, not {:?}",
+            a.method
+        );
+    }
+    super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
+    if a.eval_windows.is_some() && a.eval.is_none() {
+        bail!("--eval-windows needs --eval FILE");
+    }
+    if a.eval_windows == Some(0) {
+        bail!("--eval-windows 0: the perplexity needs at least one window");
+    }
+    Ok(())
+}
+
+const OWL_LAMBDA: f64 = 0.08;
+const OWL_M: f64 = 5.0;
+
 pub fn run(a: PruneArgs) -> Result<()> {
     let pat = pattern(&a)?;
+    check_flags(&a)?;
     check_out_dir(&a.out, a.force)?;
     let mut m = a.model.load()?;
     let calib = a.calib.windows(&m)?;
@@ -81,21 +126,29 @@ pub fn run(a: PruneArgs) -> Result<()> {
             a.method
         );
     }
-    let eval_text = a.eval.as_ref().map(|p| read_text(p)).transpose()?;
-    let plan: Plan = match a.allocation.as_str() {
-        "uniform" => alloc::uniform(&m.decoder, pat),
-        "owl" => owl_plan(&m, calib.as_ref(), pat, &a)?,
-        file => {
-            if a.nm.is_some() {
-                bail!("--allocation {file}: an allocation file gives sparsities; it cannot combine with --nm");
-            }
-            alloc::from_yaml(std::path::Path::new(file), &m.decoder)?
+    // The evaluation windows before any pruning, so a bad --eval file costs nothing.
+    let eval = match &a.eval {
+        Some(p) => {
+            let name = p.display().to_string();
+            let ids = m.encode(&read_text(p)?)?;
+            let w = Windows::sequential(&ids, a.calib.seqlen(&m), a.eval_windows, &name)?;
+            Some((w, name))
+        }
+        None => None,
+    };
+    let plan: Plan = match (a.allocation.as_str(), pat) {
+        ("uniform", Some(pat)) => alloc::uniform(&m.decoder, pat),
+        ("owl", Some(pat)) => owl_plan(&m, calib.as_ref(), pat, &a)?,
+        (file, pat) => {
+            let mut plan = pat.map_or_else(Plan::new, |p| alloc::uniform(&m.decoder, p));
+            plan.extend(alloc::from_yaml(std::path::Path::new(file), &m.decoder)?);
+            plan
         }
     };
     let structured = match a.method {
         Method::Shortgpt | Method::Width => {
-            let Pattern::Unstructured(frac) = pat else {
-                bail!("--method {:?} takes --sparsity (the fraction of block parameters to remove), not --nm", a.method);
+            let Some(Pattern::Unstructured(frac)) = pat else {
+                bail!("--method {:?} takes --sparsity (the fraction of block parameters to remove), not --nm or an allocation file", a.method);
             };
             Some(structured(
                 &mut m,
@@ -116,24 +169,11 @@ pub fn run(a: PruneArgs) -> Result<()> {
             super::progress("pruning blocks", d, t)
         })?;
     }
-    let ppl = match (&a.eval, &eval_text) {
-        (Some(p), Some(text)) => {
-            let ids = m.encode(text)?;
-            let w = Windows::sequential(
-                &ids,
-                a.calib.seqlen(&m),
-                a.eval_windows,
-                &p.display().to_string(),
-            )?;
-            Some(perplexity(
-                &m.decoder,
-                &w,
-                a.batch,
-                &p.display().to_string(),
-                |d, t| super::progress("evaluating windows", d, t),
-            )?)
-        }
-        _ => None,
+    let ppl = match &eval {
+        Some((w, name)) => Some(perplexity(&m.decoder, w, a.batch, name, |d, t| {
+            super::progress("evaluating windows", d, t)
+        })?),
+        None => None,
     };
     let layers = layer_sparsities(&m.decoder);
     let meta = serde_json::json!({
@@ -142,6 +182,9 @@ pub fn run(a: PruneArgs) -> Result<()> {
         "method": a.method,
         "pattern": pat,
         "allocation": a.allocation,
+        "owl": (a.allocation == "owl").then(|| serde_json::json!({
+            "lambda": a.owl_lambda.unwrap_or(OWL_LAMBDA), "m": a.owl_m.unwrap_or(OWL_M)
+        })),
         "options": opts,
         "calibration": calib.as_ref().map(|w| a.calib.protocol(w)),
         "global_sparsity": m.decoder.global_sparsity(),
@@ -221,9 +264,17 @@ fn owl_plan(m: &LoadedModel, calib: Option<&Windows>, pat: Pattern, a: &PruneArg
                 st.get(id.kind),
             ));
         }
-        ratios.push(alloc::outlier_ratio(&all, a.owl_m));
+        ratios.push(alloc::outlier_ratio(&all, a.owl_m.unwrap_or(OWL_M)));
     }
-    let per_block = alloc::owl_sparsities(&ratios, s, a.owl_lambda);
+    let lambda = a.owl_lambda.unwrap_or(OWL_LAMBDA);
+    let per_block = alloc::owl_sparsities(&ratios, s, lambda);
+    if let Some((b, x)) = per_block
+        .iter()
+        .enumerate()
+        .find(|(_, x)| !(0.0..1.0).contains(*x))
+    {
+        bail!("--allocation owl: with --owl-lambda {lambda} block {b}'s sparsity would be {x:.4}, outside [0, 1); lower --owl-lambda");
+    }
     Ok(d.linear_ids()
         .map(|id| {
             (

@@ -18,12 +18,17 @@ pub fn uniform(d: &Decoder, p: Pattern) -> Plan {
 pub fn from_yaml(path: &Path, d: &Decoder) -> Result<Plan> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let map: BTreeMap<String, f64> = serde_yaml::from_str(&text).with_context(|| {
+    let expected = || {
         format!(
             "{}: expected a map of layer name to sparsity",
             path.display()
         )
-    })?;
+    };
+    // Read as a YAML value first: it refuses a layer named twice, which a map would take
+    // silently (the last one winning).
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).with_context(expected)?;
+    let map: BTreeMap<String, f64> = serde_yaml::from_value(value).with_context(expected)?;
+    ensure!(!map.is_empty(), "{}: names no layer", path.display());
     let mut plan = Plan::new();
     for (name, s) in map {
         let Some(id) = d.find_linear(&name) else {

@@ -19,6 +19,7 @@ const SIDE_FILES: &[&str] = &[
 
 /// Refuse a non-empty `out` unless `force`; returns whether it must be replaced.
 pub fn check_out_dir(out: &Path, force: bool) -> Result<bool> {
+    check_writable_parent(out)?;
     if !out.exists() {
         return Ok(false);
     }
@@ -38,6 +39,63 @@ pub fn check_out_dir(out: &Path, force: bool) -> Result<bool> {
     Ok(true)
 }
 
+/// The result is written next to `out` and renamed into place: the nearest existing
+/// ancestor must be a directory we can write in, which is checked before any work.
+fn check_writable_parent(out: &Path) -> Result<()> {
+    let mut at = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    while !at.exists() {
+        at = at
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+    }
+    if !at.is_dir() {
+        bail!(
+            "--out {}: {} is not a directory",
+            out.display(),
+            at.display()
+        );
+    }
+    let probe = at.join(format!(".arborist-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe)
+        .and_then(|_| std::fs::remove_dir(&probe))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--out {}: cannot write in {}: {e}",
+                out.display(),
+                at.display()
+            )
+        })
+}
+
+/// Remove temporary siblings of `out` left by processes that died mid-write (kill -9):
+/// `.NAME.partial-PID` whose PID no longer runs. Only where /proc tells that.
+fn remove_stale_partials(parent: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.partial-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn temp_sibling(out: &Path) -> Result<PathBuf> {
     let name = out
         .file_name()
@@ -49,6 +107,7 @@ fn temp_sibling(out: &Path) -> Result<PathBuf> {
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
+    remove_stale_partials(parent, &name);
     Ok(parent.join(format!(".{name}.partial-{}", std::process::id())))
 }
 
@@ -137,9 +196,62 @@ fn write_all(
     let tensors: HashMap<String, candle_core::Tensor> = d.named_tensors()?.into_iter().collect();
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))
         .with_context(|| format!("cannot write {}", dir.join("model.safetensors").display()))?;
+    // The safetensors writer creates its file private (0600); give it the mode the other
+    // files got from the umask, so whoever can read the directory can load the model.
+    let mode = std::fs::metadata(dir.join("config.json"))?.permissions();
+    std::fs::set_permissions(dir.join("model.safetensors"), mode)?;
     std::fs::write(
         dir.join("arborist.json"),
         serde_json::to_string_pretty(metadata)?,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // `--out` under a file used to fail only after the pruning, when the result was moved.
+    #[test]
+    fn an_out_path_under_a_file_is_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("afile");
+        std::fs::write(&file, "x").unwrap();
+        let err = format!("{:#}", check_out_dir(&file.join("x/y"), false).unwrap_err());
+        assert!(err.contains("afile is not a directory"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!check_out_dir(&dir.path().join("new/deeper"), false).unwrap());
+        assert!(
+            !dir.path().join("new").exists(),
+            "checking must not create anything"
+        );
+    }
+
+    // A write killed mid-way leaves `.NAME.partial-PID`; the next write of the same output
+    // removes it once that PID is gone, and keeps a live process's.
+    #[test]
+    fn partial_directories_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("outp");
+        let dead = dir.path().join(".outp.partial-4294967294");
+        let live = dir.path().join(format!(
+            ".outp.partial-{}",
+            std::os::unix::process::parent_id()
+        ));
+        let other = dir.path().join(".other.partial-4294967294");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        write_dir_atomically(&out, false, |tmp| {
+            std::fs::create_dir_all(tmp)?;
+            Ok(std::fs::write(tmp.join("f"), "y")?)
+        })
+        .unwrap();
+        assert!(out.join("f").exists());
+        assert!(!dead.exists(), "a dead process's partial directory stays");
+        assert!(
+            live.exists() && other.exists(),
+            "only this output's dead partials go"
+        );
+    }
 }
