@@ -165,6 +165,7 @@ where
     let exit = runloop::run(&mut guard, &mut app, &mut live);
     drop(guard);
     let busy = live.view().busy();
+    let finished = live.view().machine.is_done();
     let events = live.events.len();
     // An idle driver is stopped cleanly; a running job is simply abandoned (the file is
     // consistent after every event, and --resume re-issues the step).
@@ -172,12 +173,15 @@ where
         d.shutdown();
     }
     let exit = exit?;
-    eprintln!(
-        "session {} ({events} events); continue with --session {} --resume, or view it with `arborist replay {}`",
-        path.display(),
-        path.display(),
-        path.display()
-    );
+    // Not eprintln!: after a hang-up stderr is gone, and the message must not panic.
+    let p = path.display();
+    let next = if finished {
+        format!("it is finished; view it with `arborist replay {p}`")
+    } else {
+        format!("continue with --session {p} --resume, or view it with `arborist replay {p}`")
+    };
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "session {p} ({events} events); {next}");
     match exit {
         Exit::Quit => Ok(()),
         Exit::Signal => Err(anyhow!("stopped by a signal")),
