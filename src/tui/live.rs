@@ -146,7 +146,11 @@ where
     let mut app = App::new(keymap, themes);
     app.auto_approve = auto_approve;
     app.mouse = std::env::var("ARBORIST_MOUSE").map_or(true, |v| v != "0");
-    if let Some(w) = key_warning.into_iter().chain(warnings).next() {
+    let warnings: Vec<String> = key_warning.into_iter().chain(warnings).collect();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(w) = warnings.into_iter().next() {
         app.say(Level::Warn, w);
     }
     let mut live = Live {
