@@ -223,7 +223,15 @@ mod tests {
         assert_eq!(watchdog_verdict(1, false, s(2)), None, "still in grace");
         assert_eq!(watchdog_verdict(1, false, s(3)), Some(129), "SIGHUP");
         assert_eq!(watchdog_verdict(15, false, s(4)), Some(143), "SIGTERM");
-        assert_eq!(watchdog_verdict(1, true, s(4)), None, "the loop is on its way out");
-        assert_eq!(watchdog_verdict(1, true, s(10)), Some(129), "but not forever");
+        assert_eq!(
+            watchdog_verdict(1, true, s(4)),
+            None,
+            "the loop is on its way out"
+        );
+        assert_eq!(
+            watchdog_verdict(1, true, s(10)),
+            Some(129),
+            "but not forever"
+        );
     }
 }
