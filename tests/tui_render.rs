@@ -476,3 +476,217 @@ fn frame_time_at_200x60_with_36_blocks() {
     eprintln!("frame at 200x60: {per:?}");
     assert!(per.as_millis() < 100, "{per:?} per frame");
 }
+
+fn status_line(b: &Buffer) -> String {
+    text(b)
+        .lines()
+        .nth(b.area.height as usize - 2)
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn an_editor_opens_with_its_table_in_view_and_pages_while_editing() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    draw(&mut a, &v, 120, 40);
+    press(&mut a, &v, &[code(KeyCode::Tab), code(KeyCode::PageDown)]);
+    assert_eq!(a.scroll(arborist::tui::app::Panel::Proposal), 10);
+    press(&mut a, &v, &[ch('o')]);
+    assert_eq!(a.mode(), Mode::Edit);
+    assert_eq!(a.scroll(arborist::tui::app::Panel::Proposal), 0, "reset");
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    assert!(screen.contains("empty: move in the heatmap"), "{screen}");
+    press(&mut a, &v, &[code(KeyCode::PageDown)]);
+    assert_eq!(a.scroll(arborist::tui::app::Panel::Proposal), 10);
+    press(&mut a, &v, &[code(KeyCode::PageUp)]);
+    assert_eq!(
+        a.scroll(arborist::tui::app::Panel::Proposal),
+        0,
+        "pageup edits"
+    );
+}
+
+#[test]
+fn every_typed_character_is_kept_and_a_bad_value_is_never_sent() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    let mut keys = vec![ch('e')];
+    keys.extend(vec![code(KeyCode::Backspace); 10]);
+    keys.extend(typed("-0.2"));
+    press(&mut a, &v, &keys);
+    let ed = a.editor.as_ref().unwrap();
+    assert_eq!(ed.rows[0].value, "-0.2", "the minus is kept");
+    assert!(
+        ed.problems
+            .iter()
+            .any(|p| p.contains("-0.2 is not a sparsity in [0, 1)")),
+        "{:?}",
+        ed.problems
+    );
+    assert!(press(&mut a, &v, &[code(KeyCode::Enter)]).is_empty());
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    assert!(screen.contains("not a sparsity"), "{screen}");
+    // Letters the editor has no use for are kept too; hjkl still move the heatmap.
+    press(&mut a, &v, &[code(KeyCode::Backspace); 4]);
+    press(&mut a, &v, &typed("0.1x"));
+    assert_eq!(a.editor.as_ref().unwrap().rows[0].value, "0.1x");
+    press(&mut a, &v, &[ch('l')]);
+    assert_eq!(a.cursor.0, 1, "l moves the heatmap cursor");
+}
+
+#[test]
+fn a_long_value_is_capped_with_a_notice() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    press(&mut a, &v, &[ch('e')]);
+    press(&mut a, &v, &typed("9999999999999999999999"));
+    let ed = a.editor.as_ref().unwrap();
+    assert_eq!(ed.rows[0].value, "99999999");
+    assert!(a.notice.as_ref().unwrap().text.contains("at most 8"));
+}
+
+#[test]
+fn an_edit_that_changes_nothing_is_not_valid() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    let mut keys = vec![ch('e')];
+    keys.extend(typed("0"));
+    press(&mut a, &v, &keys);
+    let ed = a.editor.as_ref().unwrap();
+    assert!(
+        ed.problems.iter().any(|p| p.contains("sparsity already")),
+        "{:?}",
+        ed.problems
+    );
+}
+
+#[test]
+fn short_terminals_keep_the_proposal_and_the_editor_in_view() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    for (w, h) in [(60, 15), (80, 18), (50, 12), (80, 20)] {
+        let mut a = app();
+        let screen = text(&draw(&mut a, &v, w, h));
+        assert!(screen.contains("Proposal"), "{w}x{h}:\n{screen}");
+        assert!(screen.contains("layer"), "{w}x{h}:\n{screen}");
+        press(&mut a, &v, &[ch('e')]);
+        let screen = text(&draw(&mut a, &v, w, h));
+        assert!(screen.contains("editing"), "{w}x{h}:\n{screen}");
+        assert!(screen.contains('▏'), "the cursor, {w}x{h}:\n{screen}");
+    }
+    for (w, h) in [(40, 10), (49, 30), (100, 11)] {
+        let mut a = app();
+        let screen = text(&draw(&mut a, &v, w, h));
+        assert!(screen.contains("too small"), "{w}x{h}:\n{screen}");
+        assert!(!screen.contains("no layers yet"), "{w}x{h}:\n{screen}");
+    }
+}
+
+#[test]
+fn the_light_theme_paints_its_background_under_the_chart() {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    fixtures::step(&mut m, &mut events, 10.1);
+    fixtures::next_proposal(&mut m, &mut events);
+    let v = view(&m, &events);
+    let mut a = app();
+    while a.theme().name != "light" {
+        a.themes.next();
+    }
+    let b = draw(&mut a, &v, 120, 40);
+    let (_, r) = a
+        .areas
+        .panels
+        .iter()
+        .find(|(p, _)| *p == arborist::tui::app::Panel::Trends)
+        .copied()
+        .unwrap();
+    let bg = b[(0, 0)].bg;
+    assert_ne!(bg, Color::Reset);
+    for y in r.top()..r.bottom() {
+        for x in r.left()..r.right() {
+            assert_eq!(b[(x, y)].bg, bg, "cell {x},{y} of the trends");
+        }
+    }
+}
+
+#[test]
+fn without_colour_each_trend_has_its_own_glyph() {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    fixtures::step(&mut m, &mut events, 10.4);
+    fixtures::next_proposal(&mut m, &mut events);
+    let v = view(&m, &events);
+    let mut a = App::new(Keymap::builtin(), Themes::builtin(true));
+    let b = draw(&mut a, &v, 120, 40);
+    let screen = text(&b);
+    for key in ["⣀ kept", "▄ dense", "▚ limit", "• step", "█ rolled back"] {
+        assert!(screen.contains(key), "legend {key}:\n{screen}");
+    }
+    let (_, r) = a
+        .areas
+        .panels
+        .iter()
+        .find(|(p, _)| *p == arborist::tui::app::Panel::Trends)
+        .copied()
+        .unwrap();
+    let plot: String = (r.top() + 2..r.bottom())
+        .flat_map(|y| (r.left()..r.right()).map(move |x| (x, y)))
+        .map(|p| b[p].symbol().to_string())
+        .collect();
+    assert!(plot.contains('▄'), "the dense line:\n{screen}");
+}
+
+#[test]
+fn the_status_bar_counts_every_rollback_and_keeps_it_at_50_columns() {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    fixtures::step(&mut m, &mut events, 10.1);
+    fixtures::next_proposal(&mut m, &mut events);
+    fixtures::feed(
+        &mut m,
+        &mut events,
+        Event::RollbackTo {
+            checkpoint: 0,
+            by: "human".into(),
+        },
+    );
+    let v = view(&m, &events);
+    let mut a = app();
+    let line = status_line(&draw(&mut a, &v, 120, 40));
+    assert!(line.contains("rollbacks 1"), "{line}");
+    a.auto_approve = true;
+    a.paused = true;
+    let line = status_line(&draw(&mut a, &v, 50, 20));
+    assert!(line.trim_end().ends_with("rb 1"), "{line}");
+}
+
+#[test]
+fn long_feedback_keeps_its_cursor_on_screen() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    press(&mut a, &v, &[ch('r')]);
+    press(&mut a, &v, &typed(&"word ".repeat(400)));
+    let screen = text(&draw(&mut a, &v, 80, 24));
+    assert!(screen.contains('▏'), "{screen}");
+    assert!(screen.contains("earlier line(s)"), "{screen}");
+}
+
+#[test]
+fn the_log_names_the_stop_reason_in_words() {
+    let (m, mut events) = fixtures::reviewing(8);
+    events.push(Event::Finished {
+        reason: arborist::session::StopReason::UserStop,
+        iteration: 1,
+        global_sparsity: 0.0,
+        ppl: 10.0,
+    });
+    let v = view(&m, &events);
+    let mut a = app();
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    assert!(screen.contains("finished (stopped by you)"), "{screen}");
+    assert!(!screen.contains("UserStop"), "{screen}");
+}

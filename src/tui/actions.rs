@@ -36,12 +36,11 @@ impl App {
             Skip => return vec![decided(view, Decision::Skip)],
             Edit => {
                 self.editor = view.pending.map(Editor::edit);
-                self.focus_panel(Panel::Proposal);
+                self.open_editor(view);
             }
             Override => {
                 self.editor = Some(Editor::new_override());
-                self.focus_panel(Panel::Proposal);
-                self.revalidate(view);
+                self.open_editor(view);
             }
             Reject => self.overlay = Overlay::Feedback(String::new()),
             ToggleAuto if view.live() => {
@@ -77,8 +76,15 @@ impl App {
             PrevMetric => self.metric = self.metric.step(-1),
             NextPanel => self.focus_panel(self.focus.step(1)),
             PrevPanel => self.focus_panel(self.focus.step(-1)),
-            PageUp => self.scroll_by(self.focus, -10),
-            PageDown => self.scroll_by(self.focus, 10),
+            PageUp | PageDown => {
+                // While editing, the pages scroll the table being edited.
+                let p = if self.editor.is_some() {
+                    Panel::Proposal
+                } else {
+                    self.focus
+                };
+                self.scroll_by(p, if a == PageUp { -10 } else { 10 });
+            }
             Theme => {
                 self.themes.next();
                 let name = self.theme().name.clone();
@@ -86,6 +92,12 @@ impl App {
             }
             Mouse => {
                 self.mouse = !self.mouse;
+                let msg = if self.mouse {
+                    "mouse capture on: click and scroll the panels"
+                } else {
+                    "mouse capture off: the terminal selects text (c turns it back on)"
+                };
+                self.say(Level::Info, msg);
                 return vec![Request::SetMouse(self.mouse)];
             }
             StepBack => return vec![Request::Seek(Seek::Back)],
@@ -103,9 +115,13 @@ impl App {
                     *selected = (*selected as isize + by).clamp(0, last.max(0)) as usize;
                 } else if let Some(ed) = self.editor.as_mut() {
                     ed.select(by);
+                    self.keep_row_visible();
                 }
             }
-            AddLayer => self.add_focused_layer(view),
+            AddLayer => {
+                self.add_focused_layer(view);
+                self.keep_row_visible();
+            }
             RemoveLayer => {
                 if let Some(ed) = self.editor.as_mut() {
                     ed.remove();
@@ -133,6 +149,34 @@ impl App {
             ToggleAuto | TogglePause | Stop => {}
         }
         vec![]
+    }
+
+    /// An editor opens on its table: the proposal panel scrolls back to the top (it may
+    /// have been paged down into the reasoning) and takes the focus.
+    fn open_editor(&mut self, view: &View) {
+        self.focus_panel(Panel::Proposal);
+        self.tab = Panel::Proposal;
+        self.scroll_to(Panel::Proposal, 0);
+        self.revalidate(view);
+    }
+
+    /// Scroll the proposal panel so the editor's selected row is on screen (the table
+    /// starts on the panel's second line, under its header).
+    fn keep_row_visible(&mut self) {
+        let Some(ed) = &self.editor else { return };
+        let line = 1 + ed.selected as u16;
+        let height = self
+            .areas
+            .panels
+            .iter()
+            .find(|(p, _)| *p == Panel::Proposal)
+            .map_or(0, |(_, r)| r.height.saturating_sub(2));
+        let top = self.scroll(Panel::Proposal);
+        if line <= top {
+            self.scroll_to(Panel::Proposal, line.saturating_sub(1));
+        } else if height > 0 && line >= top + height {
+            self.scroll_to(Panel::Proposal, line + 1 - height);
+        }
     }
 
     fn move_or_scroll(&mut self, a: Action, view: &View) {

@@ -5,7 +5,7 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::Rect;
 
-use super::editor::Editor;
+use super::editor::{parse_value, EditKind, Editor, Field};
 use super::grid::Metric;
 use super::keymap::{Action, Keymap, Mode};
 use super::theme::{Theme, Themes};
@@ -128,6 +128,8 @@ pub struct App {
     pub notice: Option<Notice>,
     /// A failure that stays on screen (a compute job failed, the workers stopped).
     pub failure: Option<String>,
+    /// Replay: the running or finished `--verify`, which stays until the next one.
+    pub verdict: Option<Notice>,
     pub mouse: bool,
     pub areas: Areas,
 }
@@ -148,6 +150,7 @@ impl App {
             paused: false,
             notice: None,
             failure: None,
+            verdict: None,
             mouse: true,
             areas: Areas::default(),
         }
@@ -159,6 +162,10 @@ impl App {
 
     pub fn scroll(&self, p: Panel) -> u16 {
         self.scroll[p.index()]
+    }
+
+    pub fn scroll_to(&mut self, p: Panel, to: u16) {
+        self.scroll[p.index()] = to;
     }
 
     /// Positive scrolls towards later text; the log counts back from its newest line.
@@ -219,16 +226,25 @@ impl App {
             _ => {}
         }
         if self.mode() == Mode::Edit {
+            // In the table a character is text unless the keymap gives it a job while
+            // editing (hjkl move the heatmap cursor, + adds its layer); in the reasoning
+            // field every character is text.
+            let command = self.keymap.lookup(&key, Mode::Edit, !view.live()).is_some();
             let ed = self.editor.as_mut().expect("edit mode has an editor");
             let typed = match key.code {
-                KeyCode::Char(c) if plain => ed.type_char(c),
+                KeyCode::Char(c) if plain && (ed.field == Field::Reasoning || !command) => {
+                    Some(ed.type_char(c))
+                }
                 KeyCode::Backspace => {
                     ed.backspace();
-                    true
+                    Some(Ok(()))
                 }
-                _ => false,
+                _ => None,
             };
-            if typed {
+            if let Some(result) = typed {
+                if let Err(why) = result {
+                    self.say(Level::Warn, why);
+                }
                 self.revalidate(view);
                 return vec![];
             }
@@ -256,6 +272,21 @@ impl App {
                     .err()
                     .unwrap_or_default(),
             );
+            // An edited value equal to the layer's sparsity now changes nothing.
+            if ed.kind == EditKind::Edit {
+                let now = view.machine.checkpoint();
+                for r in &ed.rows {
+                    let cur = now.and_then(|c| c.sparsity.get(&r.name).copied());
+                    if let (Ok(v), Some(c)) = (parse_value(&r.value), cur) {
+                        if (v - c).abs() < 1e-9 {
+                            problems.push(format!(
+                                "{}: {} is its sparsity already (nothing would change; del removes the row)",
+                                r.name, r.value
+                            ));
+                        }
+                    }
+                }
+            }
             ed.problems = problems;
         }
     }

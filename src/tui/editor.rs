@@ -38,16 +38,24 @@ pub struct Editor {
     fresh: bool,
 }
 
-/// "0.35", ".35" or "35%" as a fraction.
+/// The most characters a typed value may have ("0.123456", "12.3456%").
+pub const MAX_VALUE_LEN: usize = 8;
+
+/// "0.35", ".35" or "35%" as a fraction of weights pruned, in [0, 1).
 pub fn parse_value(text: &str) -> Result<f64, String> {
     let t = text.trim();
     let (num, scale) = match t.strip_suffix('%') {
         Some(n) => (n, 0.01),
         None => (t, 1.0),
     };
-    num.parse::<f64>()
+    let v = num
+        .parse::<f64>()
         .map(|v| v * scale)
-        .map_err(|_| format!("`{t}` is not a number (type 0.35 or 35%)"))
+        .map_err(|_| format!("`{t}` is not a number (type 0.35 or 35%)"))?;
+    if !(0.0..1.0).contains(&v) {
+        return Err(format!("{t} is not a sparsity in [0, 1)"));
+    }
+    Ok(v)
 }
 
 impl Editor {
@@ -84,25 +92,30 @@ impl Editor {
         }
     }
 
-    /// A printable character: to the reasoning, or to the selected value (digits, '.', '%').
-    /// Returns false when the character is not text here (so it may be a command key).
-    pub fn type_char(&mut self, c: char) -> bool {
+    /// A printable character, kept as typed: to the reasoning, or to the selected value
+    /// (anything that does not parse shows as a problem; nothing is dropped silently).
+    /// Err says why the character was not taken.
+    pub fn type_char(&mut self, c: char) -> Result<(), String> {
         if self.field == Field::Reasoning {
             self.reasoning.push(c);
-            return true;
-        }
-        if !(c.is_ascii_digit() || c == '.' || c == '%') {
-            return false;
+            return Ok(());
         }
         let Some(row) = self.rows.get_mut(self.selected) else {
-            return false;
+            return Err(
+                "no row to type into: move in the heatmap (hjkl) and press + to add one".into(),
+            );
         };
         if self.fresh {
             row.value.clear();
             self.fresh = false;
         }
+        if row.value.chars().count() >= MAX_VALUE_LEN {
+            return Err(format!(
+                "a value has at most {MAX_VALUE_LEN} characters (backspace to change it)"
+            ));
+        }
         row.value.push(c);
-        true
+        Ok(())
     }
 
     pub fn backspace(&mut self) {

@@ -90,6 +90,8 @@ impl Action {
             | Verify => mode == Mode::Normal && replay,
             // The heatmap cursor also moves while editing, to pick layers to add.
             Left | Right | Up | Down => matches!(mode, Mode::Normal | Mode::Edit),
+            // Paging scrolls the table being edited too.
+            PageUp | PageDown => matches!(mode, Mode::Normal | Mode::Edit),
             _ => mode == Mode::Normal,
         }
     }

@@ -146,7 +146,11 @@ where
     let mut app = App::new(keymap, themes);
     app.auto_approve = auto_approve;
     app.mouse = std::env::var("ARBORIST_MOUSE").map_or(true, |v| v != "0");
-    if let Some(w) = key_warning.into_iter().chain(warnings).next() {
+    let warnings: Vec<String> = key_warning.into_iter().chain(warnings).collect();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(w) = warnings.into_iter().next() {
         app.say(Level::Warn, w);
     }
     let mut live = Live {
@@ -165,6 +169,7 @@ where
     let exit = runloop::run(&mut guard, &mut app, &mut live);
     drop(guard);
     let busy = live.view().busy();
+    let finished = live.view().machine.is_done();
     let events = live.events.len();
     // An idle driver is stopped cleanly; a running job is simply abandoned (the file is
     // consistent after every event, and --resume re-issues the step).
@@ -172,12 +177,15 @@ where
         d.shutdown();
     }
     let exit = exit?;
-    eprintln!(
-        "session {} ({events} events); continue with --session {} --resume, or view it with `arborist replay {}`",
-        path.display(),
-        path.display(),
-        path.display()
-    );
+    // Not eprintln!: after a hang-up stderr is gone, and the message must not panic.
+    let p = path.display();
+    let next = if finished {
+        format!("it is finished; view it with `arborist replay {p}`")
+    } else {
+        format!("continue with --session {p} --resume, or view it with `arborist replay {p}`")
+    };
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "session {p} ({events} events); {next}");
     match exit {
         Exit::Quit => Ok(()),
         Exit::Signal => Err(anyhow!("stopped by a signal")),

@@ -5,7 +5,7 @@ use anyhow::{anyhow, Result};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver};
 
-use super::app::{App, Level, Request, Seek};
+use super::app::{App, Level, Notice, Request, Seek};
 use super::runloop::{self, Exit, Source};
 use super::view::{iteration_of, ReplayPos, View};
 use super::{keymap::Keymap, terminal, theme::Themes};
@@ -93,6 +93,15 @@ impl Timeline {
             .map(|i| i + 1)
     }
 
+    /// The highest iteration any event names.
+    pub fn last_iteration(&self) -> usize {
+        self.events
+            .iter()
+            .filter_map(iteration_of)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn seek(&mut self, s: Seek) {
         let here = self.events()[..]
             .iter()
@@ -145,7 +154,7 @@ impl Source for Replay {
         };
         match rx.try_recv() {
             Ok((level, text)) => {
-                app.say(level, text);
+                app.verdict = Some(Notice { level, text });
                 self.verify = None;
                 Ok(true)
             }
@@ -155,14 +164,21 @@ impl Source for Replay {
 
     fn apply(&mut self, req: Request, app: &mut App) -> Result<()> {
         match req {
+            Request::Seek(Seek::Iteration(n)) if self.timeline.position_of(n).is_none() => {
+                let last = self.timeline.last_iteration();
+                app.say(
+                    Level::Warn,
+                    format!("no iteration {n} in this session (it has 0 to {last})"),
+                );
+            }
             Request::Seek(s) => self.timeline.seek(s),
             Request::Verify if self.verify.is_some() => app.say(Level::Info, "verify is running…"),
             Request::Verify => {
                 self.verify = Some(spawn_verify(&self.path));
-                app.say(
-                    Level::Info,
-                    "verifying in the background (replay --verify)…",
-                );
+                app.verdict = Some(Notice {
+                    level: Level::Info,
+                    text: "verifying in the background (replay --verify)…".into(),
+                });
             }
             _ => {}
         }
@@ -216,7 +232,11 @@ pub fn run_replay(path: &Path) -> Result<()> {
     let (themes, warnings) = Themes::load();
     let mut app = App::new(keymap, themes);
     app.mouse = std::env::var("ARBORIST_MOUSE").map_or(true, |v| v != "0");
-    let first_warning = key_warning.into_iter().chain(warnings).next();
+    let warnings: Vec<String> = key_warning.into_iter().chain(warnings).collect();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let first_warning = warnings.into_iter().next();
     if let Some(e) = timeline.error.clone().or(first_warning) {
         app.say(Level::Warn, e);
     }

@@ -1,11 +1,14 @@
 //! The one UI loop, shared by live sessions and replay: drain background work, draw when
 //! something changed, wait at most one tick for input. Nothing in here blocks on compute.
+//! Input is awaited with our own poll(2) first (see `input`), so a hung-up terminal ends
+//! the loop like SIGHUP instead of trapping it inside crossterm.
 
 use anyhow::Result;
 use crossterm::event::{self, Event as TermEvent};
 use std::time::{Duration, Instant};
 
 use super::app::{App, Request};
+use super::input::{self, Wait};
 use super::terminal::TerminalGuard;
 use super::ui;
 use super::view::View;
@@ -30,7 +33,21 @@ pub enum Exit {
     Signal,
 }
 
+/// Wait up to `timeout` for input; true when crossterm may be asked for events now.
+/// Err(()) when the terminal hung up. Without a terminal fd to watch, crossterm waits.
+fn wait_input(fd: Option<std::os::fd::RawFd>, timeout: Duration) -> Result<Result<bool, ()>> {
+    let Some(fd) = fd else {
+        return Ok(Ok(event::poll(timeout)?));
+    };
+    match input::wait(fd, timeout) {
+        Wait::HangUp => Ok(Err(())),
+        // Ready, or the tick is over: crossterm may hold a resize or queued keys.
+        Wait::Ready | Wait::Timeout => Ok(Ok(event::poll(Duration::ZERO)?)),
+    }
+}
+
 pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> Result<Exit> {
+    let fd = input::terminal_fd();
     let mut dirty = true;
     let mut drawn = Instant::now();
     loop {
@@ -48,8 +65,13 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
             drawn = Instant::now();
             dirty = false;
         }
-        if !event::poll(TICK)? {
-            continue;
+        match wait_input(fd, TICK)? {
+            Err(()) => {
+                tracing::warn!("the terminal hung up");
+                return Ok(Exit::Signal);
+            }
+            Ok(false) => continue,
+            Ok(true) => {}
         }
         // Take every queued input before the next frame, so held keys never lag.
         loop {
@@ -69,8 +91,13 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
                 }
             }
             dirty = true;
-            if !event::poll(Duration::ZERO)? {
-                break;
+            if guard.signalled() {
+                return Ok(Exit::Signal);
+            }
+            match wait_input(fd, Duration::ZERO)? {
+                Err(()) => return Ok(Exit::Signal),
+                Ok(false) => break,
+                Ok(true) => {}
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The terminal: raw mode and the alternate screen, and the three ways back out of them:
 //! a normal quit (the guard's drop), a panic (the hook), and SIGTERM/SIGHUP/SIGINT (a flag
-//! the loop checks every tick). Logs go to a file, never to the screen.
+//! the loop checks every tick, backed by a watchdog that exits the process when the loop
+//! does not answer). Logs go to a file, never to the screen.
 
 use anyhow::{Context, Result};
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
@@ -12,9 +13,10 @@ use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 use std::io::{stdout, Stdout};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 pub type Term = Terminal<CrosstermBackend<Stdout>>;
 
@@ -22,24 +24,96 @@ pub type Term = Terminal<CrosstermBackend<Stdout>>;
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static UI_THREAD: OnceLock<ThreadId> = OnceLock::new();
 
+/// How long the UI loop has to notice a termination signal before the watchdog exits the
+/// process, and how long the way out (restoring, stopping the workers) may take after that.
+pub const SIGNAL_GRACE: Duration = Duration::from_secs(3);
+pub const SIGNAL_EXIT_GRACE: Duration = Duration::from_secs(10);
+
+/// The termination signal (0: none yet) and whether the UI loop has seen it.
+#[derive(Debug, Default)]
+pub struct SignalState {
+    signal: Arc<AtomicUsize>,
+    acked: AtomicBool,
+}
+
+impl SignalState {
+    pub fn signal(&self) -> usize {
+        self.signal.load(Ordering::SeqCst)
+    }
+}
+
+/// The watchdog's rule: the exit status to leave with now (128 + the signal, as a shell
+/// reports a process killed by it), or None while the loop still has time. `since` is how
+/// long ago the watchdog first saw the signal.
+pub fn watchdog_verdict(signal: usize, acked: bool, since: Duration) -> Option<i32> {
+    let grace = if acked {
+        SIGNAL_EXIT_GRACE
+    } else {
+        SIGNAL_GRACE
+    };
+    (signal != 0 && since >= grace).then(|| 128 + signal as i32)
+}
+
+/// Exit the process when a termination signal stays unanswered. The UI loop can be stuck
+/// where it never sees the flag (crossterm spinning on a hung-up tty); the session file is
+/// append-only and synced after every event, so exiting is as safe as kill -9.
+fn start_watchdog(state: Arc<SignalState>) {
+    let spawned = std::thread::Builder::new()
+        .name("tui-watchdog".into())
+        .spawn(move || {
+            let mut seen: Option<Instant> = None;
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let sig = state.signal();
+                if sig == 0 {
+                    continue;
+                }
+                let since = seen.get_or_insert_with(Instant::now).elapsed();
+                let acked = state.acked.load(Ordering::SeqCst);
+                if let Some(code) = watchdog_verdict(sig, acked, since) {
+                    tracing::error!("signal {sig} unanswered for {since:?}: exiting with {code}");
+                    // Restoring writes to the terminal, which may block (a stuck UI
+                    // thread holding stdout, a terminal that stopped reading): bounded.
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    std::thread::spawn(move || {
+                        restore();
+                        use std::io::Write;
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "arborist: stopped by signal {sig} (the screen did not answer); \
+                             the session file is saved and resumes with --resume"
+                        );
+                        let _ = tx.send(());
+                    });
+                    let _ = rx.recv_timeout(Duration::from_millis(500));
+                    std::process::exit(code);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no signal watchdog: {e}");
+    }
+}
+
 pub struct TerminalGuard {
     pub term: Term,
-    signalled: Arc<AtomicBool>,
+    signals: Arc<SignalState>,
 }
 
 /// Take over the terminal. Install the panic hook and the signal flag first, so nothing
 /// after this point can leave the terminal raw.
 pub fn enter(mouse: bool) -> Result<TerminalGuard> {
     install_panic_hook();
-    let signalled = Arc::new(AtomicBool::new(false));
+    let signals = Arc::new(SignalState::default());
     for sig in [
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
         signal_hook::consts::SIGINT,
     ] {
-        signal_hook::flag::register(sig, Arc::clone(&signalled))
+        signal_hook::flag::register_usize(sig, Arc::clone(&signals.signal), sig as usize)
             .context("cannot install the signal handler")?;
     }
+    start_watchdog(Arc::clone(&signals));
     enable_raw_mode().context("cannot switch the terminal to raw mode")?;
     ACTIVE.store(true, Ordering::SeqCst);
     execute!(stdout(), EnterAlternateScreen)?;
@@ -47,7 +121,7 @@ pub fn enter(mouse: bool) -> Result<TerminalGuard> {
         execute!(stdout(), EnableMouseCapture)?;
     }
     let term = Terminal::new(CrosstermBackend::new(stdout()))?;
-    Ok(TerminalGuard { term, signalled })
+    Ok(TerminalGuard { term, signals })
 }
 
 /// Leave raw mode and the alternate screen (idempotent; safe from the panic hook).
@@ -64,9 +138,14 @@ pub fn restore() {
 }
 
 impl TerminalGuard {
-    /// A termination signal arrived.
+    /// A termination signal arrived. Asking also tells the watchdog that the loop saw it,
+    /// so it gives the way out (restoring the terminal, stopping the workers) more time.
     pub fn signalled(&self) -> bool {
-        self.signalled.load(Ordering::SeqCst)
+        let on = self.signals.signal() != 0;
+        if on {
+            self.signals.acked.store(true, Ordering::SeqCst);
+        }
+        on
     }
 
     pub fn set_mouse(&mut self, on: bool) -> Result<()> {
@@ -131,4 +210,28 @@ pub fn init_logging(session: &Path) -> Option<PathBuf> {
         .try_init()
         .ok()?;
     Some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_waits_for_the_loop_then_exits_like_the_signal() {
+        let s = Duration::from_secs;
+        assert_eq!(watchdog_verdict(0, false, s(60)), None, "no signal");
+        assert_eq!(watchdog_verdict(1, false, s(2)), None, "still in grace");
+        assert_eq!(watchdog_verdict(1, false, s(3)), Some(129), "SIGHUP");
+        assert_eq!(watchdog_verdict(15, false, s(4)), Some(143), "SIGTERM");
+        assert_eq!(
+            watchdog_verdict(1, true, s(4)),
+            None,
+            "the loop is on its way out"
+        );
+        assert_eq!(
+            watchdog_verdict(1, true, s(10)),
+            Some(129),
+            "but not forever"
+        );
+    }
 }

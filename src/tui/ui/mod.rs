@@ -8,9 +8,9 @@ mod proposal;
 mod status;
 mod trends;
 
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::app::{App, Areas, Panel};
@@ -23,6 +23,13 @@ pub use overlay::help_lines;
 
 /// Heatmap height: borders, block numbers, seven kinds, legend, two lines for the focus.
 const HEAT_HEIGHT: u16 = 13;
+
+/// Below this nothing useful fits: a message says so.
+pub const MIN_WIDTH: u16 = 50;
+pub const MIN_HEIGHT: u16 = 12;
+
+/// The fewest lines a panel under the heatmap gets; with less, one panel fills the screen.
+const MIN_PANEL: u16 = 8;
 
 /// Below this the panels collapse into tabs.
 pub fn compact(area: Rect) -> bool {
@@ -52,10 +59,46 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
         overlay::loading(f, area, app, view);
         return Areas::default();
     }
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let msg = format!(
+            "terminal too small ({}×{}): need {MIN_WIDTH}×{MIN_HEIGHT} · q quits",
+            area.width, area.height
+        );
+        let y = area.y + area.height / 2;
+        f.render_widget(
+            Paragraph::new(msg)
+                .style(t.warn())
+                .wrap(Wrap { trim: true })
+                .alignment(Alignment::Center),
+            Rect::new(area.x, y.saturating_sub(1), area.width, 3.min(area.height)),
+        );
+        overlay::render(f, area, app, view);
+        return Areas::default();
+    }
     let mut areas = Areas::default();
     let [body, bar] = Layout::vertical([Constraint::Min(0), Constraint::Length(2)]).areas(area);
     let targets = marked(app, view);
     let grid = Grid::build(view.machine, &targets);
+    // Too short for the heatmap and a panel: one of them fills the body. The proposal
+    // (or the editor) wins while it matters, so `e` never edits out of sight.
+    if body.height < HEAT_HEIGHT + MIN_PANEL {
+        let panel_first = app.editor.is_some() || view.can_review() || app.focus != Panel::Heatmap;
+        if panel_first {
+            let shown = if app.editor.is_some() || app.focus == Panel::Heatmap {
+                Panel::Proposal
+            } else {
+                app.tab
+            };
+            draw_panel(f, body, shown, app, view, &mut areas, true);
+            areas.panels.push((shown, body));
+        } else {
+            areas.heat = heatmap::render(f, body, app, &grid);
+            areas.panels.push((Panel::Heatmap, body));
+        }
+        status::render(f, bar, app, view);
+        overlay::render(f, area, app, view);
+        return areas;
+    }
     let heat_h = HEAT_HEIGHT.min(body.height);
     let [top, rest] =
         Layout::vertical([Constraint::Length(heat_h), Constraint::Min(0)]).areas(body);

@@ -102,19 +102,35 @@ fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) {
     }
 }
 
+/// A text field that grows with its text and, when the text outgrows the screen, shows
+/// its end, so the cursor stays visible. The text wraps by characters, as typed.
 fn field(f: &mut Frame, area: Rect, app: &App, title: &str, text: &str) {
     let t = app.theme();
-    let r = centered(area, 72, 6);
+    let width = 72.min(area.width);
+    let inner_w = width.saturating_sub(2).max(1) as usize;
+    let chars: Vec<char> = text.chars().chain(['▏']).collect();
+    let mut rows: Vec<String> = chars.chunks(inner_w).map(|c| c.iter().collect()).collect();
+    // Room for the text: the dialog less its borders and the two lines of help.
+    let room = (area.height.saturating_sub(2 + 2 + 2) as usize).max(1);
+    let hidden = rows.len().saturating_sub(room);
+    rows.drain(..hidden);
+    let r = centered(area, width, rows.len() as u16 + 4);
     f.render_widget(Clear, r);
-    let lines = vec![
-        Line::styled(format!("{text}▏"), t.text()),
-        Line::default(),
-        Line::styled("⏎ send · esc cancel", t.muted()),
-    ];
-    let p = Paragraph::new(lines)
-        .block(dialog(app, title))
-        .wrap(Wrap { trim: false });
-    f.render_widget(p, r);
+    let mut lines: Vec<Line> = rows
+        .into_iter()
+        .map(|l| Line::styled(l, t.text()))
+        .collect();
+    lines.push(Line::default());
+    let more = if hidden > 0 {
+        format!(" · {hidden} earlier line(s) above")
+    } else {
+        String::new()
+    };
+    lines.push(Line::styled(
+        format!("⏎ send · esc cancel{more}"),
+        t.muted(),
+    ));
+    f.render_widget(Paragraph::new(lines).block(dialog(app, title)), r);
 }
 
 fn picker(f: &mut Frame, area: Rect, app: &App, view: &View, selected: usize) {
@@ -167,7 +183,9 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok:
         ),
         Confirm::Stop => (
             "Stop the session?",
-            "It ends at the next safe point; the file stays resumable.".to_string(),
+            "It ends at the next safe point and the session is finished: --resume then only \
+             prints its summary. To come back to it later, quit with q instead."
+                .to_string(),
         ),
         Confirm::Rollback(i) => {
             let c = &m.checkpoints[i.min(m.checkpoints.len().saturating_sub(1))];
@@ -207,8 +225,8 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok:
 
 pub fn loading(f: &mut Frame, area: Rect, app: &App, view: &View) {
     let t = app.theme();
-    let r = centered(area, 72, 9);
-    let lines = vec![
+    let r = centered(area, 72, 10);
+    let mut lines = vec![
         Line::styled(view.loading.unwrap_or("loading").to_string(), t.accent()),
         Line::default(),
         Line::styled(format!("model   {}", view.machine.model), t.text()),
@@ -219,6 +237,9 @@ pub fn loading(f: &mut Frame, area: Rect, app: &App, view: &View) {
             t.muted(),
         ),
     ];
+    if let Some(n) = &app.notice {
+        lines.push(Line::styled(n.text.clone(), t.warn()));
+    }
     let p = Paragraph::new(lines)
         .block(dialog(app, "Arborist"))
         .wrap(Wrap { trim: true });

@@ -62,7 +62,14 @@ pub fn render(
         ),
         (None, None) => match (&m.phase, &m.applying, m.history.last()) {
             (Phase::Applying, Some(p), _) => (
-                format!("iter {} · applying and evaluating", m.iteration),
+                if view.live() {
+                    format!("iter {} · applying and evaluating", m.iteration)
+                } else {
+                    format!(
+                        "iter {} · approved; its evaluation is the next event",
+                        m.iteration
+                    )
+                },
                 targets(&p.layers),
                 Some(p.reasoning.as_str()),
             ),

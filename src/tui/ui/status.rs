@@ -69,8 +69,14 @@ fn top_spans(app: &App, view: &View, level: usize, state_max: Option<usize>) -> 
         Some(max) => cut(&state, max),
         None => state,
     };
+    // A finished session has moved its counter past the last iteration it ran.
+    let iteration = if m.is_done() {
+        m.iteration.saturating_sub(1)
+    } else {
+        m.iteration
+    };
     let mut top = vec![
-        Span::styled(format!(" iter {}", m.iteration), t.title()),
+        Span::styled(format!(" iter {iteration}"), t.title()),
         sep(),
         Span::styled(state, state_style),
     ];
@@ -102,10 +108,12 @@ fn top_spans(app: &App, view: &View, level: usize, state_max: Option<usize>) -> 
     }
     top.push(Span::styled(format!(" {s:.3}/{target:.2}"), t.text()));
     top.push(sep());
+    // Every rollback: the guard's, and the reviewer's (`b`), which the machine does not count.
+    let rollbacks = rollbacks(view);
     let rb = if level >= LEVELS { "rb" } else { "rollbacks" };
     top.push(Span::styled(
-        format!("{rb} {}", m.rollbacks),
-        if m.rollbacks > 0 { t.warn() } else { t.text() },
+        format!("{rb} {rollbacks}"),
+        if rollbacks > 0 { t.warn() } else { t.text() },
     ));
     let (inp, out) = (m.usage.prompt_tokens, m.usage.completion_tokens);
     let usd = m.usage.cost.map(cost);
@@ -127,6 +135,16 @@ fn top_spans(app: &App, view: &View, level: usize, state_max: Option<usize>) -> 
     top
 }
 
+/// Rollbacks so far: the guard's and the reviewer's.
+pub fn rollbacks(view: &View) -> usize {
+    let human = view
+        .events
+        .iter()
+        .filter(|e| matches!(e, crate::session::Event::RollbackTo { .. }))
+        .count();
+    view.machine.rollbacks + human
+}
+
 /// The first line fitted to `max` columns: the first level that fits, else the shortest
 /// with the worker's state cut to the room left.
 fn top_line(app: &App, view: &View, max: usize) -> Vec<Span<'static>> {
@@ -137,7 +155,8 @@ fn top_line(app: &App, view: &View, max: usize) -> Vec<Span<'static>> {
         }
     }
     let rest = width(&top_spans(app, view, LEVELS, Some(0)));
-    top_spans(app, view, LEVELS, Some(max.saturating_sub(rest).max(8)))
+    // The worker's state gives way first, so the rollback count at the end always shows.
+    top_spans(app, view, LEVELS, Some(max.saturating_sub(rest).max(1)))
 }
 
 pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
@@ -145,8 +164,9 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
     let sep = || Span::styled(" │ ", t.muted());
     let top = top_line(app, view, area.width as usize);
     // A notice leads the key line until the next key press, so it is never cut off.
+    // The verify verdict stays; a notice leads the key line until the next key press.
     let mut keys = Vec::new();
-    if let Some(n) = &app.notice {
+    for n in [&app.verdict, &app.notice].into_iter().flatten() {
         let style = match n.level {
             Level::Info => t.good(),
             Level::Warn => t.warn(),

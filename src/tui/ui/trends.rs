@@ -70,22 +70,40 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
     let pad = ((hi - lo) * 0.05).max(lo.abs() * 1e-4).max(1e-6);
     let (lo, hi) = (lo - pad, hi + pad);
     let limit_label = if limit_shown || limit.is_empty() {
-        "━ limit ".to_string()
+        "limit ".to_string()
     } else {
         format!("limit +{:.1}% off scale ", th * 100.0)
     };
+    // Without colour every series needs its own glyph, in the plot and in the legend.
+    let mono = t.mono;
+    let (kept_m, dense_m, limit_m) = if mono {
+        (Marker::Braille, Marker::Bar, Marker::Quadrant)
+    } else {
+        (Marker::Braille, Marker::Braille, Marker::Braille)
+    };
+    let glyph = |m: Marker| match (mono, m) {
+        (false, _) => "━",
+        (true, Marker::Bar) => "▄",
+        (true, Marker::Quadrant) => "▚",
+        (true, _) => "⣀",
+    };
+    let limit_label = if limit_shown || limit.is_empty() {
+        format!("{} {limit_label}", glyph(limit_m))
+    } else {
+        limit_label
+    };
     let key = Line::from(vec![
-        Span::styled("━ kept ", t.good()),
-        Span::styled("━ dense ", t.muted()),
+        Span::styled(format!("{} kept ", glyph(kept_m)), t.good()),
+        Span::styled(format!("{} dense ", glyph(dense_m)), t.muted()),
         Span::styled(limit_label, t.warn()),
         Span::styled("• step ", t.accent()),
-        Span::styled("■ rolled back", t.danger()),
+        Span::styled("█ rolled back", t.danger()),
     ]);
     f.render_widget(Paragraph::new(key), legend);
     let datasets = vec![
-        line(&dense_line, t.muted()),
-        line(&limit, t.warn()),
-        line(&checkpoints, t.good()),
+        line(&dense_line, t.muted(), dense_m),
+        line(&limit, t.warn(), limit_m),
+        line(&checkpoints, t.good(), kept_m),
         Dataset::default()
             .marker(Marker::Dot)
             .graph_type(GraphType::Scatter)
@@ -105,7 +123,9 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
         0
     };
     let num = |v: f64| format!("{v:.digits$}");
+    // The theme's background under the plot too (the chart paints its own).
     let chart = Chart::new(datasets)
+        .style(t.base())
         .legend_position(None)
         .x_axis(
             Axis::default()
@@ -124,9 +144,9 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
     }
 }
 
-fn line<'a>(data: &'a [(f64, f64)], style: ratatui::style::Style) -> Dataset<'a> {
+fn line<'a>(data: &'a [(f64, f64)], style: ratatui::style::Style, marker: Marker) -> Dataset<'a> {
     Dataset::default()
-        .marker(Marker::Braille)
+        .marker(marker)
         .graph_type(GraphType::Line)
         .style(style)
         .data(data)
