@@ -797,6 +797,79 @@ fn export_step_n_writes_an_earlier_checkpoint() {
     ok(&env.run(&["export", &p(&s), "--out", &p(&out), "--step", "1"]));
     let v = eval_ppl(&env, &p(&out), &text);
     assert_eq!(f(&v["value"]), fo.checkpoints[1].1);
+    // A step the session never reached is refused (it used to export the last one).
+    let beyond = env.path("step99");
+    let r = env.run(&["export", &p(&s), "--out", &p(&beyond), "--step", "99"]);
+    one_error_line(&r, &["--step 99", "finished iteration"]);
+    assert!(!beyond.exists());
+}
+
+// A second process on a session that one holds is refused before it loads anything,
+// option flags with --resume are refused, and a signal names the file to resume.
+#[test]
+fn resume_is_refused_while_held_or_with_option_flags_and_signals_say_where() {
+    let env = Env::new();
+    let (s, _, entries, _, _) = reference(&env, "ref.yaml");
+    let cut = env.path("cut.yaml");
+    cut_inside(&s, &cut, entry_index(&entries, "proposed", 2));
+    let held = std::fs::OpenOptions::new().write(true).open(&cut).unwrap();
+    held.try_lock().unwrap();
+    let r = env.resume(&cut);
+    one_error_line(&r, &[&p(&cut), "open in another arborist process"]);
+    drop(held);
+    for flag in [
+        ["--seqlen", "64"],
+        ["--max-iters", "9"],
+        ["--target", "0.1"],
+    ] {
+        let mut args = vec!["run", "--headless", "--auto-approve", "--session"];
+        let cp = p(&cut);
+        args.extend([cp.as_str(), "--resume"]);
+        args.extend(flag);
+        let r = env.run(&args);
+        one_error_line(&r, &[flag[0], "keeps the options in its header"]);
+    }
+    // SIGTERM while the resumed run computes: the default exit, after one line on where
+    // the session is.
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"));
+    c.args([
+        "run",
+        "--headless",
+        "--auto-approve",
+        "--session",
+        &p(&cut),
+        "--resume",
+    ])
+    .env("ARBORIST_CACHE", &env.cache)
+    .current_dir(env.work())
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let docs = count_docs(&cut);
+    let t0 = std::time::Instant::now();
+    while count_docs(&cut) <= docs {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the signal"
+        );
+        assert!(t0.elapsed() < LIMIT, "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{:?}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stopped by a signal")
+            && err.contains(&format!("--session {} --resume", p(&cut))),
+        "{err}"
+    );
+    // What it left resumes to the reference's end.
+    ok_json(&env.resume(&cut));
+    let r = env.resume(&cut);
+    assert!(r.stderr.contains("had already finished"), "{}", r.stderr);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -44,12 +44,23 @@ pub fn run(a: &RunArgs) -> Result<()> {
     if let Some(note) = torn {
         eprintln!("{note}");
     }
-    eprintln!(
-        "session {} ({} at iteration {})",
-        s.path.display(),
-        if s.log.is_some() { "resumed" } else { "new" },
-        d.machine.iteration
-    );
+    match &d.finished {
+        Some(reason) if s.log.is_some() => eprintln!(
+            "session {} had already finished ({}); nothing to do",
+            s.path.display(),
+            serde_json::to_value(reason).map_or(String::new(), |v| v
+                .as_str()
+                .unwrap_or("")
+                .replace('_', " "))
+        ),
+        _ => eprintln!(
+            "session {} ({} at iteration {})",
+            s.path.display(),
+            if s.log.is_some() { "resumed" } else { "new" },
+            d.machine.iteration
+        ),
+    }
+    announce_signals(&s.path);
     let res = drive(&mut d, &mut reviewer);
     let summary = summary(&d, &s.path);
     d.shutdown();
@@ -67,6 +78,33 @@ pub fn run(a: &RunArgs) -> Result<()> {
         println!("{}", serde_yaml::to_string(&summary)?.trim_end());
     }
     Ok(())
+}
+
+/// SIGINT, SIGTERM and SIGHUP still end a headless run at once (every event written is
+/// already in the file), but first say where the session is and how to continue it.
+fn announce_signals(path: &Path) {
+    let msg = format!(
+        "\narborist: stopped by a signal; the session is saved in {p}; continue with --session {p} --resume\n",
+        p = path.display()
+    );
+    let msg: &'static [u8] = Box::leak(msg.into_bytes().into_boxed_slice());
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        // SAFETY: the handler only calls write(2) and signal-hook's default-action
+        // emulation, both async-signal-safe.
+        let registered = unsafe {
+            signal_hook::low_level::register(sig, move || {
+                libc::write(libc::STDERR_FILENO, msg.as_ptr().cast(), msg.len());
+                let _ = signal_hook::low_level::emulate_default_handler(sig);
+            })
+        };
+        if let Err(e) = registered {
+            tracing::warn!("no handler for signal {sig}: {e}");
+        }
+    }
 }
 
 fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {

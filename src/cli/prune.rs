@@ -20,7 +20,7 @@ pub struct PruneArgs {
     #[arg(long, value_enum)]
     pub method: Method,
     /// Target sparsity in [0, 1).
-    #[arg(long, conflicts_with = "nm")]
+    #[arg(long, conflicts_with = "nm", allow_negative_numbers = true)]
     pub sparsity: Option<f64>,
     /// Semi-structured N:M pattern, e.g. 2:4 (keep 2 of every 4 inputs).
     #[arg(long)]
@@ -97,7 +97,7 @@ fn check_flags(a: &PruneArgs) -> Result<()> {
     }
     if a.magnitude_layerwide && a.method != Method::Magnitude {
         bail!(
-            "--magnitude-layerwide applies to --method magnitude, not {:?}",
+            "--magnitude-layerwide applies to --method magnitude, not {}",
             a.method
         );
     }
@@ -122,7 +122,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
     let calib = a.calib.windows(&m)?;
     if a.method != Method::Magnitude && calib.is_none() {
         bail!(
-            "--method {:?} needs calibration text: pass --calib FILE",
+            "--method {} needs calibration text: pass --calib FILE",
             a.method
         );
     }
@@ -148,7 +148,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
     let structured = match a.method {
         Method::Shortgpt | Method::Width => {
             let Some(Pattern::Unstructured(frac)) = pat else {
-                bail!("--method {:?} takes --sparsity (the fraction of block parameters to remove), not --nm or an allocation file", a.method);
+                bail!("--method {} takes --sparsity (the fraction of block parameters to remove), not --nm or an allocation file", a.method);
             };
             Some(structured(
                 &mut m,
@@ -200,7 +200,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
         );
     } else {
         println!(
-            "pruned {} with {:?} to global sparsity {:.4}; wrote {}",
+            "pruned {} with {} to global sparsity {:.4}; wrote {}",
             m.files.id,
             a.method,
             m.decoder.global_sparsity(),

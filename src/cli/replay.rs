@@ -134,6 +134,13 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let (log, files) = load_checked(&a.session)?;
     crate::prune::export::check_out_dir(&a.out, a.force)?;
     let m = replay_inputs(&log, &a.session)?;
+    let done = m.iteration.saturating_sub(1);
+    if let Some(n) = a.step.filter(|n| *n > done) {
+        bail!(
+            "--step {n}: {} has {done} finished iteration(s) (0 is the starting model)",
+            a.session.display()
+        );
+    }
     let ckpt = match a.step {
         None => m.checkpoint(),
         Some(n) => m.checkpoints.iter().rev().find(|c| c.iteration <= n),

@@ -26,6 +26,15 @@ pub enum Method {
     Width,
 }
 
+impl std::fmt::Display for Method {
+    /// The name `--method` takes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use clap::ValueEnum;
+        let v = self.to_possible_value().expect("every method has a name");
+        f.write_str(v.get_name())
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct OneShotOptions {
     pub method: Method,
@@ -239,7 +248,7 @@ pub fn prune_sequential(
         return Ok(());
     }
     let Some(calib) = calib else {
-        bail!("{:?} needs calibration data (--calib FILE)", opts.method);
+        bail!("{} needs calibration data (--calib FILE)", opts.method);
     };
     let mut xs = embed_batches(d, calib, opts.batch)?;
     for b in 0..nblocks {

@@ -213,6 +213,15 @@ pub fn read(path: &Path) -> Result<SessionLog> {
         };
         match parsed {
             Ok(e) if whole => {
+                let want = entries.last().map_or(1, |p: &Entry| p.seq + 1);
+                if e.seq != want {
+                    bail!(
+                        "{}: event document {k} (byte {}) has seq {}, expected {want}",
+                        path.display(),
+                        starts[k],
+                        e.seq
+                    );
+                }
                 entries.push(e);
                 valid_len = starts[k + 1] as u64;
             }
@@ -438,5 +447,18 @@ mod tests {
         let log = read(&path).unwrap();
         assert!(log.torn_tail);
         assert_eq!(log.entries.len(), old.entries.len());
+    }
+
+    // A repeated or skipped seq (a hand edit, two writers) is named, not replayed.
+    #[test]
+    fn events_out_of_sequence_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = rewritten(dir.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let last = text.rfind("\n---\n").unwrap() + 1;
+        std::fs::write(&path, format!("{text}{}", &text[last..])).unwrap();
+        let err = format!("{:#}", read(&path).err().expect("a repeated seq must fail"));
+        assert!(err.contains("expected"), "{err}");
+        assert!(err.contains("has seq"), "{err}");
     }
 }
