@@ -639,6 +639,18 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
     tamper_line(&s, &t, k, "\n    s: ", 1.000003);
     let r = env.run(&["replay", &p(&t), "--verify"]);
     assert_eq!(r.code, Some(1), "{}", r.stderr);
+    // The report names the row and field that differ, not a sum that hides them.
+    let layer = entries[k]["event"]["rows"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.contains("MISMATCH") && l.contains(&format!("iter 2 {layer} s "))),
+        "{}",
+        r.stdout
+    );
     let line = one_error_line_allow_stdout(&r, &[&p(&t), "does not match", "--tolerance 1e-5"]);
     assert!(
         line.contains("largest relative difference 3.0e-6"),
@@ -654,6 +666,28 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
     ]));
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["bit_exact"], false, "{v}");
+
+    // A recorded guard verdict's perplexity in its last digits: the mismatch names the
+    // field with both values (the one-line summaries read the same).
+    let g = entries
+        .iter()
+        .position(|e| kind(e) == "guard" && iter_of(e) == Some(2))
+        .expect("a guard event");
+    tamper_line(&s, &t, g, "\n  ppl_after: ", 1.0 + 1e-15);
+    let r = env.run(&["replay", &p(&t), "--verify"]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stdout.lines().any(
+            |l| l.starts_with("derived mismatch") && l.contains("(guard): ppl_after: recorded")
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("the compute checks are bit-exact"),
+        "{}",
+        r.stdout
+    );
 }
 
 /// Like `one_error_line` but stdout may hold a report.

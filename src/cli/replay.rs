@@ -84,12 +84,12 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{:>4}  {:<36} {:>14} {:>14} {:>10}",
-            "seq", "check", "recorded", "recomputed", "rel diff"
+            "{:>4}  {:<44} {:>22} {:>22} {:>10}",
+            "seq", "check (the number that differs most)", "recorded", "recomputed", "rel diff"
         );
         for c in &r.checks {
             println!(
-                "{:>4}  {:<36} {:>14.6} {:>14.6} {:>10.2e} {}",
+                "{:>4}  {:<44} {:>22} {:>22} {:>10.2e} {}",
                 c.seq,
                 c.what,
                 c.recorded,
@@ -106,7 +106,11 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
             r.checks.len(),
             r.derived_checked,
             if r.ok { "verified" } else { "NOT verified" },
-            if r.bit_exact { " (bit-exact)" } else { "" }
+            match (r.ok, r.bit_exact) {
+                (true, true) => " (bit-exact)",
+                (false, true) => " (the compute checks are bit-exact; the recorded verdicts are not what they imply)",
+                _ => "",
+            }
         );
     }
     if !r.ok {

@@ -74,12 +74,14 @@ pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> R
             derived_checked += 1;
             match derived.pop_front() {
                 Some(d) if d == *ev => {}
-                Some(d) => derived_mismatches.push(format!(
-                    "event {}: recorded `{}`, recomputed `{}`",
-                    e.seq,
-                    ev.summary(),
-                    d.summary()
-                )),
+                Some(d) => {
+                    let field = serde_json::to_value(ev)
+                        .ok()
+                        .zip(serde_json::to_value(&d).ok())
+                        .and_then(|(a, b)| first_difference(&a, &b, ""))
+                        .unwrap_or_default();
+                    derived_mismatches.push(format!("event {} ({}): {field}", e.seq, ev.kind()))
+                }
                 None => derived_mismatches.push(format!(
                     "event {}: recorded `{}` was not produced on replay",
                     e.seq,
@@ -130,8 +132,40 @@ pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> R
     })
 }
 
+/// The number that differs most among those compared for one event, by name.
+struct Worst {
+    what: String,
+    recorded: f64,
+    recomputed: f64,
+    diff: f64,
+}
+
+impl Worst {
+    /// Start from the headline number, shown when nothing differs.
+    fn new(what: String, recorded: f64, recomputed: f64) -> Self {
+        Worst {
+            what,
+            recorded,
+            recomputed,
+            diff: 0.0,
+        }
+    }
+
+    fn see(&mut self, what: impl FnOnce() -> String, a: f64, b: f64, diff: f64) {
+        if diff > self.diff {
+            *self = Worst {
+                what: what(),
+                recorded: a,
+                recomputed: b,
+                diff,
+            };
+        }
+    }
+}
+
 fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check> {
-    let (what, a, b, worst) = match (recorded, fresh) {
+    let nan = f64::NAN;
+    let worst = match (recorded, fresh) {
         (
             Event::Baseline {
                 layers: la,
@@ -142,17 +176,33 @@ fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check>
                 eval: eb,
             },
         ) => {
+            let mut w = Worst::new("baseline ppl".into(), ea.ppl, eb.ppl);
+            w.see(
+                || "baseline ppl".into(),
+                ea.ppl,
+                eb.ppl,
+                rel(ea.ppl, eb.ppl),
+            );
+            w.see(
+                || "baseline probe accuracy".into(),
+                nan,
+                nan,
+                probe_diff(ea, eb),
+            );
             let same_layers = la.len() == lb.len()
                 && la
                     .iter()
                     .zip(lb)
                     .all(|(x, y)| x.name == y.name && x.params == y.params);
-            let w = if same_layers {
-                rel(ea.ppl, eb.ppl).max(probe_diff(ea, eb))
-            } else {
-                f64::INFINITY
-            };
-            ("baseline ppl".to_string(), ea.ppl, eb.ppl, w)
+            if !same_layers {
+                w.see(
+                    || "baseline layers (names or sizes)".into(),
+                    nan,
+                    nan,
+                    f64::INFINITY,
+                );
+            }
+            w
         }
         (
             Event::Profiled {
@@ -162,27 +212,39 @@ fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check>
             },
             Event::Profiled { rows: rb, .. },
         ) => {
-            let mut w: f64 = if ra.len() == rb.len() {
-                0.0
-            } else {
-                f64::INFINITY
-            };
+            let s = |r: &[crate::agent::LayerRow]| r.iter().map(|l| l.s).sum::<f64>();
+            let it = *iteration;
+            let mut w = Worst::new(format!("iter {it} profile (sum of s)"), s(ra), s(rb));
+            if ra.len() != rb.len() {
+                let (a, b) = (ra.len() as f64, rb.len() as f64);
+                w.see(|| format!("iter {it} profile rows"), a, b, f64::INFINITY);
+            }
             for (x, y) in ra.iter().zip(rb) {
-                for (p, q) in [(x.s, y.s), (x.g, y.g), (x.sparsity, y.sparsity)] {
-                    w = w.max(rel(p, q));
-                }
-                w = w.max(rel_z(x.z_s, y.z_s)).max(rel_z(x.z_g, y.z_g));
                 if x.name != y.name {
-                    w = f64::INFINITY;
+                    w.see(
+                        || format!("iter {it} row {} named", x.name),
+                        nan,
+                        nan,
+                        f64::INFINITY,
+                    );
+                }
+                let fields = [
+                    ("s", x.s, y.s, rel(x.s, y.s)),
+                    ("g", x.g, y.g, rel(x.g, y.g)),
+                    (
+                        "sparsity",
+                        x.sparsity,
+                        y.sparsity,
+                        rel(x.sparsity, y.sparsity),
+                    ),
+                    ("z_s", x.z_s, y.z_s, rel_z(x.z_s, y.z_s)),
+                    ("z_g", x.z_g, y.z_g, rel_z(x.z_g, y.z_g)),
+                ];
+                for (field, a, b, d) in fields {
+                    w.see(|| format!("iter {it} {} {field}", x.name), a, b, d);
                 }
             }
-            let s = |r: &[crate::agent::LayerRow]| r.iter().map(|l| l.s).sum::<f64>();
-            (
-                format!("iter {iteration} profile (sum of s)"),
-                s(ra),
-                s(rb),
-                w,
-            )
+            w
         }
         (
             Event::Evaluated {
@@ -196,14 +258,31 @@ fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check>
                 ..
             },
         ) => {
-            let mut w = rel(ea.ppl, eb.ppl).max(probe_diff(ea, eb));
+            let it = *iteration;
+            let mut w = Worst::new(format!("iter {it} ppl"), ea.ppl, eb.ppl);
+            w.see(
+                || format!("iter {it} ppl"),
+                ea.ppl,
+                eb.ppl,
+                rel(ea.ppl, eb.ppl),
+            );
+            w.see(
+                || format!("iter {it} probe accuracy"),
+                nan,
+                nan,
+                probe_diff(ea, eb),
+            );
             if pa.len() != pb.len() {
-                w = f64::INFINITY;
+                let (a, b) = (pa.len() as f64, pb.len() as f64);
+                w.see(|| format!("iter {it} applied layers"), a, b, f64::INFINITY);
             }
             for (k, v) in pa {
-                w = w.max(pb.get(k).map_or(f64::INFINITY, |u| rel(*v, *u)));
+                let (u, d) = pb
+                    .get(k)
+                    .map_or((nan, f64::INFINITY), |u| (*u, rel(*v, *u)));
+                w.see(|| format!("iter {it} {k} applied sparsity"), *v, u, d);
             }
-            (format!("iter {iteration} ppl"), ea.ppl, eb.ppl, w)
+            w
         }
         _ => bail!(
             "event {seq}: recomputed a `{}` for a recorded `{}`",
@@ -213,12 +292,40 @@ fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check>
     };
     Ok(Check {
         seq,
-        what,
-        recorded: a,
-        recomputed: b,
-        max_rel_diff: worst,
-        ok: worst <= tol,
+        what: worst.what,
+        recorded: worst.recorded,
+        recomputed: worst.recomputed,
+        max_rel_diff: worst.diff,
+        ok: worst.diff <= tol,
     })
+}
+
+/// Where two versions of an event first differ, as `field: recorded A, recomputed B`
+/// (their one-line summaries can read the same).
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let (p, q) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                first_difference(p, q, &format!("{at}{k}."))
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (p, q))| first_difference(p, q, &format!("{at}{i}."))),
+        _ if a == b => None,
+        _ => Some(format!(
+            "{}: recorded {a}, recomputed {b}",
+            at.trim_end_matches('.')
+        )),
+    }
 }
 
 #[cfg(test)]
