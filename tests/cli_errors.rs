@@ -190,126 +190,56 @@ fn bench_flags_are_checked() {
 fn zero_counts_are_refused() {
     let (d, m, t) = setup();
     let out = p(&d.path().join("out"));
-    let cases: [(&[&str], &str); 9] = [
-        (
-            &[
-                "eval",
-                "--model",
-                &m,
-                "--ppl",
-                &t,
-                "--seqlen",
-                "64",
-                "--max-windows",
-                "0",
-            ],
-            "--max-windows 0",
-        ),
-        (
-            &[
-                "eval", "--model", &m, "--ppl", &t, "--seqlen", "64", "--batch", "0",
-            ],
-            "--batch 0",
-        ),
-        (
-            &["eval", "--model", &m, "--ppl", &t, "--limit", "0"],
-            "--limit 0",
-        ),
-        (
-            &[
-                "profile",
-                "--model",
-                &m,
-                "--calib",
-                &t,
-                "--seqlen",
-                "64",
-                "--calib-windows",
-                "0",
-            ],
-            "--calib-windows 0",
-        ),
-        (
-            &[
-                "profile",
-                "--model",
-                &m,
-                "--calib",
-                &t,
-                "--seqlen",
-                "64",
-                "--grad-windows",
-                "0",
-            ],
-            "--grad-windows 0",
-        ),
-        (
-            &[
-                "profile", "--model", &m, "--calib", &t, "--seqlen", "64", "--batch", "0",
-            ],
-            "--batch 0",
-        ),
-        (
-            &[
-                "prune",
-                "--model",
-                &m,
-                "--method",
-                "wanda",
-                "--sparsity",
-                "0.5",
-                "--calib",
-                &t,
-                "--seqlen",
-                "64",
-                "--eval",
-                &t,
-                "--eval-windows",
-                "0",
-                "--out",
-                &out,
-            ],
-            "--eval-windows 0",
-        ),
-        (
-            &[
-                "run",
-                "--model",
-                &m,
-                "--calib",
-                &t,
-                "--eval",
-                &t,
-                "--headless",
-                "--auto-approve",
-                "--profile-every",
-                "0",
-                "--session",
-                &out,
-            ],
-            "--profile-every 0",
-        ),
-        (
-            &[
-                "run",
-                "--model",
-                &m,
-                "--calib",
-                &t,
-                "--eval",
-                &t,
-                "--headless",
-                "--auto-approve",
-                "--ceiling",
-                "-1",
-                "--session",
-                &out,
-            ],
-            "--ceiling -1",
-        ),
+    let with = |base: &[&str], flag: &str, value: &str| {
+        let mut a: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        a.extend([flag.to_string(), value.to_string()]);
+        arborist(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+    };
+    let eval = ["eval", "--model", &m, "--ppl", &t, "--seqlen", "64"];
+    let profile = ["profile", "--model", &m, "--calib", &t, "--seqlen", "64"];
+    let prune = [
+        "prune",
+        "--model",
+        &m,
+        "--method",
+        "wanda",
+        "--sparsity",
+        "0.5",
+        "--calib",
+        &t,
+        "--seqlen",
+        "64",
+        "--eval",
+        &t,
+        "--out",
+        &out,
     ];
-    for (args, want) in cases {
-        assert_one_line_error(&arborist(args, &[]), &[want]);
+    let run = [
+        "run",
+        "--model",
+        &m,
+        "--calib",
+        &t,
+        "--eval",
+        &t,
+        "--headless",
+        "--auto-approve",
+        "--session",
+        &out,
+    ];
+    let cases: [(&[&str], &str, &str); 9] = [
+        (&eval, "--max-windows", "0"),
+        (&eval, "--batch", "0"),
+        (&eval, "--limit", "0"),
+        (&profile, "--calib-windows", "0"),
+        (&profile, "--grad-windows", "0"),
+        (&profile, "--batch", "0"),
+        (&prune, "--eval-windows", "0"),
+        (&run, "--profile-every", "0"),
+        (&run, "--ceiling", "-1"),
+    ];
+    for (base, flag, value) in cases {
+        assert_one_line_error(&with(base, flag, value), &[&format!("{flag} {value}")]);
     }
     assert!(
         !d.path().join("out").exists(),
