@@ -587,6 +587,31 @@ fn short_terminals_keep_the_proposal_and_the_editor_in_view() {
     }
 }
 
+// With one panel on a short screen, the tab lit in its title is the panel drawn, even
+// when another tab is selected (the proposal takes over while a review waits).
+#[test]
+fn the_lit_tab_is_the_panel_shown() {
+    use ratatui::style::Modifier;
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    a.tab = arborist::tui::app::Panel::Trends;
+    let b = draw(&mut a, &v, 80, 18);
+    let screen = text(&b);
+    let row = screen
+        .lines()
+        .position(|l| l.contains("Proposal") && l.contains("Trends"));
+    let y = row.unwrap_or_else(|| panic!("no tab row:\n{screen}")) as u16;
+    let line: String = screen.lines().nth(y as usize).unwrap().to_string();
+    let bold = |name: &str| {
+        let x = line.chars().collect::<String>().find(name).unwrap();
+        let x = line[..x].chars().count() as u16;
+        b[(x, y)].modifier.contains(Modifier::BOLD)
+    };
+    assert!(bold("Proposal"), "the shown panel is not lit: {line}");
+    assert!(!bold("Trends"), "a hidden tab is lit: {line}");
+}
+
 #[test]
 fn the_light_theme_paints_its_background_under_the_chart() {
     let (mut m, mut events) = fixtures::reviewing(8);

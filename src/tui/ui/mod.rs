@@ -171,13 +171,22 @@ pub(crate) fn panel_block<'a>(app: &App, title: String, focused: bool, tabbed: b
     let t = app.theme();
     let mut spans = vec![Span::raw(" ")];
     if tabbed {
+        // The panel drawn, named by its title's first part: with one panel on a short
+        // screen it can differ from the selected tab.
+        let shown = title
+            .split_once(" · ")
+            .map_or(title.as_str(), |(name, _)| name);
         for p in [
             Panel::Proposal,
             Panel::Reflection,
             Panel::Trends,
             Panel::Log,
         ] {
-            let style = if p == app.tab { t.title() } else { t.muted() };
+            let style = if panel_name(p) == shown {
+                t.title()
+            } else {
+                t.muted()
+            };
             spans.push(Span::styled(format!("{} ", panel_name(p)), style));
         }
         spans.push(Span::styled("(tab) · ", t.muted()));
