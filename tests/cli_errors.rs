@@ -359,3 +359,34 @@ fn prune_option_combinations_are_checked() {
         assert!((got - want).abs() < 0.02, "{l}");
     }
 }
+
+// A session whose header holds an option the flags would refuse is reported as the file's,
+// not as a flag the user never passed.
+#[test]
+fn bad_options_in_a_session_header_name_the_file() {
+    let d = tmp();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
+    let text = std::fs::read_to_string(example).unwrap();
+    assert!(text.contains("\n  device: cpu\n"));
+    let s = d.path().join("s.yaml");
+    std::fs::write(&s, text.replace("\n  device: cpu\n", "\n  device: gpu\n")).unwrap();
+    let out = d.path().join("out");
+    for args in [
+        vec!["replay", &p(&s), "--verify", "--headless"],
+        vec!["export", &p(&s), "--out", &p(&out)],
+        vec![
+            "run",
+            "--session",
+            &p(&s),
+            "--resume",
+            "--headless",
+            "--auto-approve",
+        ],
+    ] {
+        assert_one_line_error(
+            &arborist(&args, &[]),
+            &[&p(&s), "options in its header", "--device gpu"],
+        );
+    }
+    assert!(!out.exists());
+}

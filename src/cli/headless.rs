@@ -20,7 +20,9 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
                 path.display()
             );
         }
-        return setup::open(Default::default(), path, true);
+        let opened = setup::open(Default::default(), path, true)?;
+        header_options_ok(&opened.opts, &opened.path)?;
+        return Ok(opened);
     }
     let opts = a.options()?;
     let path = a
@@ -28,6 +30,16 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
         .clone()
         .unwrap_or_else(|| default_session_path(&opts.model));
     setup::open(opts, path, false)
+}
+
+/// A session file's recorded options get the checks the flags get, reported as the file's.
+pub fn header_options_ok(o: &crate::session::RunOptions, path: &Path) -> Result<()> {
+    super::run::check(o).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the options in its header are invalid: {e:#}",
+            path.display()
+        )
+    })
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {

@@ -219,7 +219,8 @@ impl RunArgs {
     }
 }
 
-fn check(o: &RunOptions) -> Result<()> {
+/// The options' ranges and names; errors name the flag that sets each option.
+pub(super) fn check(o: &RunOptions) -> Result<()> {
     let l = &o.loop_opts;
     let frac = |name: &str, v: f64| {
         if !(0.0..1.0).contains(&v) || !v.is_finite() {
