@@ -188,7 +188,7 @@ pub fn validate(p: &Proposal, ctx: &AgentContext) -> Result<(), Vec<String>> {
             ));
         } else if to <= cur + EPS {
             problems.push(format!(
-                "{n}: sparsity {} equals its current sparsity (no change); leave the layer out",
+                "{n}: sparsity {} is its current sparsity already (no change); leave the layer out",
                 frac(to)
             ));
         } else if to > b.max_layer_sparsity + EPS {

@@ -21,7 +21,7 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
             );
         }
         let opened = setup::open(Default::default(), path, true)?;
-        header_options_ok(&opened.opts, &opened.path)?;
+        super::run::header_options_ok(&opened.opts, &opened.path)?;
         return Ok(opened);
     }
     let opts = a.options()?;
@@ -30,16 +30,6 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
         .clone()
         .unwrap_or_else(|| default_session_path(&opts.model));
     setup::open(opts, path, false)
-}
-
-/// A session file's recorded options get the checks the flags get, reported as the file's.
-pub fn header_options_ok(o: &crate::session::RunOptions, path: &Path) -> Result<()> {
-    super::run::check(o).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: the options in its header are invalid: {e:#}",
-            path.display()
-        )
-    })
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {
@@ -60,10 +50,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         Some(reason) if s.log.is_some() => eprintln!(
             "session {} had already finished ({}); nothing to do",
             s.path.display(),
-            serde_json::to_value(reason).map_or(String::new(), |v| v
-                .as_str()
-                .unwrap_or("")
-                .replace('_', " "))
+            reason.words()
         ),
         _ => eprintln!(
             "session {} ({} at iteration {})",

@@ -87,11 +87,11 @@ fn check_flags(a: &PruneArgs) -> Result<()> {
     if a.allocation != "owl" && (a.owl_lambda.is_some() || a.owl_m.is_some()) {
         bail!("--owl-lambda and --owl-m need --allocation owl");
     }
-    let lambda = a.owl_lambda.unwrap_or(OWL_LAMBDA);
+    let lambda = a.lambda();
     if !(lambda.is_finite() && lambda >= 0.0) {
         bail!("--owl-lambda {lambda} must be a non-negative fraction (OWL uses 0.08)");
     }
-    let m = a.owl_m.unwrap_or(OWL_M);
+    let m = a.outlier_m();
     if !(m.is_finite() && m > 0.0) {
         bail!("--owl-m {m} must be above 0 (OWL uses 5)");
     }
@@ -111,8 +111,17 @@ fn check_flags(a: &PruneArgs) -> Result<()> {
     Ok(())
 }
 
-const OWL_LAMBDA: f64 = 0.08;
-const OWL_M: f64 = 5.0;
+impl PruneArgs {
+    /// OWL's λ, 0.08 unless given.
+    fn lambda(&self) -> f64 {
+        self.owl_lambda.unwrap_or(0.08)
+    }
+
+    /// OWL's outlier multiple M, 5 unless given.
+    fn outlier_m(&self) -> f64 {
+        self.owl_m.unwrap_or(5.0)
+    }
+}
 
 pub fn run(a: PruneArgs) -> Result<()> {
     let pat = pattern(&a)?;
@@ -183,7 +192,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
         "pattern": pat,
         "allocation": a.allocation,
         "owl": (a.allocation == "owl").then(|| serde_json::json!({
-            "lambda": a.owl_lambda.unwrap_or(OWL_LAMBDA), "m": a.owl_m.unwrap_or(OWL_M)
+            "lambda": a.lambda(), "m": a.outlier_m()
         })),
         "options": opts,
         "calibration": calib.as_ref().map(|w| a.calib.protocol(w)),
@@ -264,9 +273,9 @@ fn owl_plan(m: &LoadedModel, calib: Option<&Windows>, pat: Pattern, a: &PruneArg
                 st.get(id.kind),
             ));
         }
-        ratios.push(alloc::outlier_ratio(&all, a.owl_m.unwrap_or(OWL_M)));
+        ratios.push(alloc::outlier_ratio(&all, a.outlier_m()));
     }
-    let lambda = a.owl_lambda.unwrap_or(OWL_LAMBDA);
+    let lambda = a.lambda();
     let per_block = alloc::owl_sparsities(&ratios, s, lambda);
     if let Some((b, x)) = per_block
         .iter()

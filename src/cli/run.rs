@@ -219,8 +219,18 @@ impl RunArgs {
     }
 }
 
+/// A session file's recorded options get the checks the flags get, reported as the file's.
+pub(super) fn header_options_ok(o: &RunOptions, path: &std::path::Path) -> Result<()> {
+    check(o).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: the options in its header are invalid: {e:#}",
+            path.display()
+        )
+    })
+}
+
 /// The options' ranges and names; errors name the flag that sets each option.
-pub(super) fn check(o: &RunOptions) -> Result<()> {
+fn check(o: &RunOptions) -> Result<()> {
     let l = &o.loop_opts;
     let frac = |name: &str, v: f64| {
         if !(0.0..1.0).contains(&v) || !v.is_finite() {

@@ -42,15 +42,9 @@ pub fn check_out_dir(out: &Path, force: bool) -> Result<bool> {
 /// The result is written next to `out` and renamed into place: the nearest existing
 /// ancestor must be a directory we can write in, which is checked before any work.
 fn check_writable_parent(out: &Path) -> Result<()> {
-    let mut at = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let mut at = parent_dir(out);
     while !at.exists() {
-        at = at
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        at = parent_dir(at);
     }
     if !at.is_dir() {
         bail!(
@@ -69,6 +63,13 @@ fn check_writable_parent(out: &Path) -> Result<()> {
                 at.display()
             )
         })
+}
+
+/// The directory holding `p` ("." for a bare name).
+fn parent_dir(p: &Path) -> &Path {
+    p.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Remove temporary siblings of `out` left by processes that died mid-write (kill -9):
@@ -101,10 +102,7 @@ fn temp_sibling(out: &Path) -> Result<PathBuf> {
         .file_name()
         .with_context(|| format!("--out {} has no directory name", out.display()))?
         .to_string_lossy();
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = parent_dir(out);
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
     remove_stale_partials(parent, &name);

@@ -72,6 +72,18 @@ pub enum StopReason {
     AgentFailed,
 }
 
+impl StopReason {
+    /// The reason in words, for every place that shows it (log lines, the TUI, stderr).
+    pub fn words(&self) -> &'static str {
+        match self {
+            StopReason::TargetReached => "target reached",
+            StopReason::MaxIterations => "max iterations",
+            StopReason::UserStop => "stopped by you",
+            StopReason::AgentFailed => "the agent failed twice",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -253,7 +265,10 @@ impl Event {
                 ppl,
                 ..
             } => {
-                format!("finished ({reason:?}): global sparsity {global_sparsity:.4}, ppl {ppl:.4}")
+                format!(
+                    "finished ({}): global sparsity {global_sparsity:.4}, ppl {ppl:.4}",
+                    reason.words()
+                )
             }
         }
     }

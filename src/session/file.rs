@@ -204,41 +204,36 @@ pub fn read(path: &Path) -> Result<SessionLog> {
     let mut torn_tail = false;
     for k in 1..docs.len() {
         let parsed = serde_yaml::from_str::<Entry>(unmarked(docs[k]));
-        let whole = match &parsed {
-            Ok(e) => {
-                !cut_off(k)
-                    && (k < last || marked || missing(k, serde_yaml::to_value(e).ok()).is_none())
-            }
-            Err(_) => false,
-        };
-        match parsed {
-            Ok(e) if whole => {
-                let want = entries.last().map_or(1, |p: &Entry| p.seq + 1);
-                if e.seq != want {
-                    bail!(
-                        "{}: event document {k} (byte {}) has seq {}, expected {want}",
-                        path.display(),
-                        starts[k],
-                        e.seq
-                    );
-                }
-                entries.push(e);
-                valid_len = starts[k + 1] as u64;
-            }
-            // A whole last document that does not parse is damage, not a torn write.
-            Err(e) if k == last && marked && !cut_off(k) => bail!(
-                "{}: event document {k} (byte {}) is invalid: {e}",
-                path.display(),
-                starts[k]
-            ),
-            _ if k == last => torn_tail = true,
-            Ok(_) => unreachable!("only the last document can be incomplete"),
-            Err(e) => bail!(
-                "{}: event document {k} (byte {}) is invalid: {e}",
-                path.display(),
-                starts[k]
-            ),
+        // Only the last document can be torn: cut off, or (without end markers) failing
+        // to parse or missing a field. A whole one that does not parse is damage.
+        let torn = k == last
+            && (cut_off(k)
+                || !marked
+                    && parsed
+                        .as_ref()
+                        .map_or(true, |e| missing(k, serde_yaml::to_value(e).ok()).is_some()));
+        if torn {
+            torn_tail = true;
+            break;
         }
+        let e = parsed.map_err(|e| {
+            anyhow::anyhow!(
+                "{}: event document {k} (byte {}) is invalid: {e}",
+                path.display(),
+                starts[k]
+            )
+        })?;
+        let want = entries.last().map_or(1, |p: &Entry| p.seq + 1);
+        if e.seq != want {
+            bail!(
+                "{}: event document {k} (byte {}) has seq {}, expected {want}",
+                path.display(),
+                starts[k],
+                e.seq
+            );
+        }
+        entries.push(e);
+        valid_len = starts[k + 1] as u64;
     }
     Ok(SessionLog {
         header,

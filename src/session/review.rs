@@ -87,18 +87,18 @@ impl HeadlessReviewer {
 
 fn verdict(s: &Scripted, file: &str) -> Result<Verdict> {
     let it = s.iteration;
+    let out_of_range = s.layers.iter().find(|l| !(0.0..1.0).contains(&l.sparsity));
+    if let ("edit" | "override", Some(l)) = (s.action.as_str(), out_of_range) {
+        bail!(
+            "{file}: iteration {it}: sparsity {} for `{}` is outside [0, 1)",
+            l.sparsity,
+            l.name
+        );
+    }
     Ok(Verdict::Decide(match s.action.as_str() {
         "approve" => Decision::Approve,
         "edit" | "override" if s.layers.is_empty() => {
             bail!("{file}: iteration {it}: `{}` needs a non-empty `layers` list", s.action)
-        }
-        "edit" | "override" if s.layers.iter().any(|l| !(0.0..1.0).contains(&l.sparsity)) => {
-            let l = s.layers.iter().find(|l| !(0.0..1.0).contains(&l.sparsity)).expect("found");
-            bail!(
-                "{file}: iteration {it}: sparsity {} for `{}` is outside [0, 1)",
-                l.sparsity,
-                l.name
-            )
         }
         "edit" => Decision::Edit {
             layers: s.layers.clone(),

@@ -5,7 +5,7 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::Rect;
 
-use super::editor::{parse_value, EditKind, Editor, Field};
+use super::editor::{Editor, Field};
 use super::grid::Metric;
 use super::keymap::{Action, Keymap, Mode};
 use super::theme::{Theme, Themes};
@@ -272,21 +272,6 @@ impl App {
                     .err()
                     .unwrap_or_default(),
             );
-            // An edited value equal to the layer's sparsity now changes nothing.
-            if ed.kind == EditKind::Edit {
-                let now = view.machine.checkpoint();
-                for r in &ed.rows {
-                    let cur = now.and_then(|c| c.sparsity.get(&r.name).copied());
-                    if let (Ok(v), Some(c)) = (parse_value(&r.value), cur) {
-                        if (v - c).abs() < 1e-9 {
-                            problems.push(format!(
-                                "{}: {} is its sparsity already (nothing would change; del removes the row)",
-                                r.name, r.value
-                            ));
-                        }
-                    }
-                }
-            }
             ed.problems = problems;
         }
     }

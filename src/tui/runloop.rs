@@ -33,17 +33,20 @@ pub enum Exit {
     Signal,
 }
 
-/// Wait up to `timeout` for input; true when crossterm may be asked for events now.
-/// Err(()) when the terminal hung up. Without a terminal fd to watch, crossterm waits.
-fn wait_input(fd: Option<std::os::fd::RawFd>, timeout: Duration) -> Result<Result<bool, ()>> {
-    let Some(fd) = fd else {
-        return Ok(Ok(event::poll(timeout)?));
-    };
-    match input::wait(fd, timeout) {
-        Wait::HangUp => Ok(Err(())),
+/// Wait up to `timeout` for input: Ready when crossterm has events to read now. Without a
+/// terminal fd to watch, crossterm waits.
+fn wait_input(fd: Option<std::os::fd::RawFd>, timeout: Duration) -> Result<Wait> {
+    let crossterm_wait = match fd {
+        Some(fd) if input::wait(fd, timeout) == Wait::HangUp => return Ok(Wait::HangUp),
         // Ready, or the tick is over: crossterm may hold a resize or queued keys.
-        Wait::Ready | Wait::Timeout => Ok(Ok(event::poll(Duration::ZERO)?)),
-    }
+        Some(_) => Duration::ZERO,
+        None => timeout,
+    };
+    Ok(if event::poll(crossterm_wait)? {
+        Wait::Ready
+    } else {
+        Wait::Timeout
+    })
 }
 
 pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> Result<Exit> {
@@ -66,12 +69,12 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
             dirty = false;
         }
         match wait_input(fd, TICK)? {
-            Err(()) => {
+            Wait::HangUp => {
                 tracing::warn!("the terminal hung up");
                 return Ok(Exit::Signal);
             }
-            Ok(false) => continue,
-            Ok(true) => {}
+            Wait::Timeout => continue,
+            Wait::Ready => {}
         }
         // Take every queued input before the next frame, so held keys never lag.
         loop {
@@ -95,9 +98,9 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
                 return Ok(Exit::Signal);
             }
             match wait_input(fd, Duration::ZERO)? {
-                Err(()) => return Ok(Exit::Signal),
-                Ok(false) => break,
-                Ok(true) => {}
+                Wait::HangUp => return Ok(Exit::Signal),
+                Wait::Timeout => break,
+                Wait::Ready => {}
             }
         }
     }

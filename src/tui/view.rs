@@ -2,7 +2,7 @@
 //! whether the session is live or replayed. Nothing here computes.
 
 use crate::agent::Proposal;
-use crate::session::{Event, Machine, Phase, StopReason};
+use crate::session::{Event, Machine, Phase};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayPos {
@@ -83,17 +83,8 @@ impl View<'_> {
             Phase::Reviewing => "waiting for your review".into(),
             Phase::Applying => progress.unwrap_or_else(|| "applying masks".into()),
             Phase::Reflecting => "agent is reflecting".into(),
-            Phase::Done(r) => format!("finished: {}", reason(r)),
+            Phase::Done(r) => format!("finished: {}", r.words()),
         }
-    }
-}
-
-pub fn reason(r: &StopReason) -> &'static str {
-    match r {
-        StopReason::TargetReached => "target reached",
-        StopReason::MaxIterations => "max iterations",
-        StopReason::UserStop => "stopped by you",
-        StopReason::AgentFailed => "the agent failed twice",
     }
 }
 

@@ -58,22 +58,6 @@ fn event_style(t: &Theme, ev: &Event) -> Style {
     }
 }
 
-/// An event's log line; the reason a session finished in words, not as an enum name.
-pub fn summary(ev: &Event) -> String {
-    match ev {
-        Event::Finished {
-            reason,
-            global_sparsity,
-            ppl,
-            ..
-        } => format!(
-            "finished ({}): global sparsity {global_sparsity:.4}, ppl {ppl:.4}",
-            crate::tui::view::reason(reason)
-        ),
-        _ => ev.summary(),
-    }
-}
-
 pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tabbed: bool) {
     let t = app.theme();
     let height = area.height.saturating_sub(2) as usize;
@@ -88,7 +72,7 @@ pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tab
         .enumerate()
         .map(|(i, ev)| {
             let n = start + i + 1;
-            let mut text = summary(ev);
+            let mut text = ev.summary();
             if text.chars().count() > width.saturating_sub(6) {
                 text = text
                     .chars()
