@@ -1,4 +1,5 @@
-use clap::Parser;
+use arborist::cli::usage_error;
+use clap::{CommandFactory, Parser};
 
 #[cfg(unix)]
 fn default_sigpipe() {
@@ -18,7 +19,20 @@ fn default_sigpipe() {
 fn main() {
     #[cfg(unix)]
     default_sigpipe();
-    let cli = arborist::cli::Cli::parse();
+    let cli = match arborist::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let args: Vec<String> = std::env::args().collect();
+            let cmd = arborist::cli::Cli::command();
+            let sub = usage_error::typed_subcommand(&cmd, &args);
+            eprintln!(
+                "{}",
+                usage_error::one_line(&e.render().to_string(), sub.as_deref())
+            );
+            std::process::exit(2);
+        }
+    };
     if cli.threads == Some(0) {
         eprintln!("error: --threads 0: expected at least one compute thread");
         std::process::exit(1);

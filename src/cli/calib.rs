@@ -51,7 +51,7 @@ impl CalibArgs {
         )?;
         let ids = m.encode(&read_text(path)?)?;
         let name = path.display().to_string();
-        let seqlen = self.seqlen(m);
+        let seqlen = super::seqlen_warned(self.seqlen, m);
         Ok(Some(match self.calib_sample {
             Sample::Sequential => {
                 Windows::sequential(&ids, seqlen, Some(self.calib_windows), &name)?

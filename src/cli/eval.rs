@@ -114,9 +114,7 @@ fn read_ppl_text(path: &Path) -> Result<String> {
 }
 
 fn run_ppl(a: &EvalArgs, model: &LoadedModel, path: &Path, text: &str) -> Result<Perplexity> {
-    let seqlen = a.seqlen.unwrap_or(crate::data::default_seqlen(
-        model.cfg.max_position_embeddings,
-    ));
+    let seqlen = super::seqlen_warned(a.seqlen, model);
     let dataset = path.display().to_string();
     let ids = model.encode(text)?;
     let windows = Windows::sequential(&ids, seqlen, a.max_windows, &dataset)?;
@@ -136,8 +134,14 @@ fn report_ppl(a: &EvalArgs, res: &Perplexity, out: &mut Map<String, Value>) {
         );
     } else {
         println!(
-            "perplexity {:.4}  ({}, seqlen {}, {} windows of {} tokens, {})",
-            res.value, res.dataset, res.seqlen, res.windows, res.tokens, res.dtype
+            "perplexity {:.4}  ({}, seqlen {}, {} windows: {} of the text's {} tokens, {})",
+            res.value,
+            res.dataset,
+            res.seqlen,
+            res.windows,
+            res.windows * res.seqlen,
+            res.tokens,
+            res.dtype
         );
     }
 }

@@ -8,6 +8,7 @@ mod prune;
 mod replay;
 mod run;
 mod train;
+pub mod usage_error;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -141,7 +142,6 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Progress on stderr, overwritten in place on a terminal.
 /// A count flag of 0 refused in one line that names it and says why.
 pub fn at_least_one(flag: &str, value: usize, why: &str) -> Result<()> {
     if value == 0 {
@@ -150,6 +150,26 @@ pub fn at_least_one(flag: &str, value: usize, why: &str) -> Result<()> {
     Ok(())
 }
 
+/// `--seqlen`, or the model's default. A window longer than the model's context still runs
+/// (rotary positions extrapolate, as in transformers) but is worth a warning: the numbers
+/// then measure extrapolation, not the model.
+pub fn seqlen_warned(flag: Option<usize>, m: &crate::model::LoadedModel) -> usize {
+    let max = m.cfg.max_position_embeddings;
+    match flag {
+        Some(s) if s > max => {
+            eprintln!(
+                "warning: --seqlen {s} is longer than the model's context \
+                 (max_position_embeddings {max} in {}): positions past {max} were never trained",
+                m.files.config.display()
+            );
+            s
+        }
+        Some(s) => s,
+        None => crate::data::default_seqlen(max),
+    }
+}
+
+/// Progress on stderr, overwritten in place on a terminal.
 pub fn progress(label: &str, done: usize, total: usize) {
     use std::io::IsTerminal;
     if std::io::stderr().is_terminal() {

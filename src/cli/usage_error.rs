@@ -1,0 +1,92 @@
+//! clap's usage errors as one line, like every other error of the tool.
+//!
+//! clap prints an error, then its items, a tip, the usage and a pointer to --help, over up to
+//! ten lines; a script's log or a CI summary keeps only the first. This keeps the error, its
+//! items and tips on one line and points at the subcommand's help.
+
+/// One line from clap's rendered error: the error's paragraph with its indented items joined
+/// by ", ", then each `tip:`, then where the help is. `sub` is the subcommand typed, if any.
+pub fn one_line(rendered: &str, sub: Option<&str>) -> String {
+    let mut paragraphs = rendered
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    let mut line = String::new();
+    if let Some(first) = paragraphs.next() {
+        let mut parts = first.lines().map(str::trim).filter(|l| !l.is_empty());
+        line.push_str(parts.next().unwrap_or(""));
+        for (i, item) in parts.enumerate() {
+            line.push_str(if i == 0 && line.ends_with(':') {
+                " "
+            } else {
+                ", "
+            });
+            line.push_str(item);
+        }
+    }
+    for tip in paragraphs.filter(|p| p.starts_with("tip:")) {
+        line.push_str("; ");
+        line.push_str(&tip.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    let help = match sub {
+        Some(s) => format!("arborist {s} --help"),
+        None => "arborist --help".to_string(),
+    };
+    format!("{line} (see `{help}`)")
+}
+
+/// The first argument that names one of `cli`'s subcommands.
+pub fn typed_subcommand(cli: &clap::Command, args: &[String]) -> Option<String> {
+    let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+    args.iter()
+        .skip(1)
+        .find(|a| names.contains(&a.as_str()))
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_tips_and_help_share_one_line() {
+        let missing = "error: the following required arguments were not provided:\n  \
+             --method <METHOD>\n  --out <OUT>\n\nUsage: arborist prune --model <MODEL> \
+             --method <METHOD> --out <OUT>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(missing, Some("prune")),
+            "error: the following required arguments were not provided: --method <METHOD>, \
+             --out <OUT> (see `arborist prune --help`)"
+        );
+        let value = "error: invalid value 'wandaa' for '--method <METHOD>'\n  [possible values: \
+             magnitude, wanda]\n\n  tip: a similar value exists: 'wanda'\n\nFor more \
+             information, try '--help'.\n";
+        assert_eq!(
+            one_line(value, Some("prune")),
+            "error: invalid value 'wandaa' for '--method <METHOD>', [possible values: \
+             magnitude, wanda]; tip: a similar value exists: 'wanda' (see `arborist prune \
+             --help`)"
+        );
+        let unknown = "error: unrecognized subcommand 'frob'\n\nUsage: arborist [OPTIONS] \
+             [COMMAND]\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(unknown, None),
+            "error: unrecognized subcommand 'frob' (see `arborist --help`)"
+        );
+    }
+
+    #[test]
+    fn the_subcommand_is_the_first_argument_naming_one() {
+        let cmd = clap::Command::new("arborist")
+            .arg(clap::Arg::new("threads").long("threads"))
+            .subcommand(clap::Command::new("eval"))
+            .subcommand(clap::Command::new("prune"));
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let sub = typed_subcommand(
+            &cmd,
+            &args(&["arborist", "--threads", "2", "prune", "eval"]),
+        );
+        assert_eq!(sub.as_deref(), Some("prune"));
+        assert_eq!(typed_subcommand(&cmd, &args(&["arborist", "frob"])), None);
+    }
+}
