@@ -41,18 +41,19 @@ fn main() {
     if let Err(e) = arborist::cli::run(cli) {
         // One line: the context chain joined with ": ", each cause's first line only
         // (candle appends a backtrace to its errors when RUST_BACKTRACE is set).
-        let msg = e
-            .chain()
-            .map(|c| {
-                c.to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string()
-            })
-            .collect::<Vec<_>>()
-            .join(": ");
+        // A cause its parent already quotes (io errors wrapped by candle) is said once.
+        let mut msg = String::new();
+        for c in e.chain() {
+            let text = c.to_string();
+            let line = text.lines().next().unwrap_or("").trim();
+            if msg.contains(line) {
+                continue;
+            }
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(line);
+        }
         eprintln!("error: {msg}");
         std::process::exit(1);
     }

@@ -472,6 +472,13 @@ fn structured_baselines_export_loadable_models() {
             serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
                 .unwrap();
         assert_eq!(cfg["num_hidden_layers"], layers, "{method}");
+        // Removed blocks count as pruned: one of three equal blocks is a third of the weights.
+        let global = v["result"]["global_sparsity"].as_f64().unwrap();
+        if method == "shortgpt" {
+            assert_eq!(global, 1.0 / 3.0, "{method}");
+        } else {
+            assert!(global > 0.0 && global <= 0.3, "{method}: {global}");
+        }
         let o = arborist(
             &[
                 "eval",

@@ -80,6 +80,7 @@ fn wanda_uniform(base: &LoadedModel, sparsity: f64) -> Result<LoadedModel> {
         cfg: base.cfg.clone(),
         tokenizer: base.tokenizer.clone(),
         decoder: d,
+        unused_tensors: base.unused_tensors.clone(),
     })
 }
 

@@ -82,12 +82,16 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self) -> Result<crate::model::LoadedModel> {
-        crate::model::LoadedModel::load_with(
+        let m = crate::model::LoadedModel::load_with(
             &self.model,
             &self.device()?,
             self.dtype()?,
             self.stream_layers,
-        )
+        )?;
+        if let Some(note) = m.unused_note() {
+            eprintln!("warning: {note}");
+        }
+        Ok(m)
     }
     pub fn device(&self) -> Result<candle_core::Device> {
         crate::runtime::parse_device(&self.device)

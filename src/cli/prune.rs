@@ -9,7 +9,7 @@ use crate::data::{read_text, Windows};
 use crate::eval::perplexity;
 use crate::model::LoadedModel;
 use crate::prune::alloc::{self, Plan};
-use crate::prune::export::{check_out_dir, export};
+use crate::prune::export::{check_inputs_outside, check_out_dir, export, model_inputs};
 use crate::prune::oneshot::{layer_sparsities, prune_sequential, Method, OneShotOptions};
 use crate::prune::select::{parse_nm, Pattern};
 
@@ -129,6 +129,10 @@ pub fn run(a: PruneArgs) -> Result<()> {
     check_out_dir(&a.out, a.force)?;
     let mut m = a.model.load()?;
     let calib = a.calib.windows(&m)?;
+    let mut inputs = model_inputs(&m.files);
+    inputs.extend(a.calib.calib.as_deref().map(|p| ("--calib", p)));
+    inputs.extend(a.eval.as_deref().map(|p| ("--eval", p)));
+    check_inputs_outside(&a.out, &inputs)?;
     if a.method != Method::Magnitude && calib.is_none() {
         bail!(
             "--method {} needs calibration text: pass --calib FILE",
@@ -154,6 +158,8 @@ pub fn run(a: PruneArgs) -> Result<()> {
             plan
         }
     };
+    // Depth pruning removes whole blocks: sparsity counts them against the dense model.
+    let (_, dense_weights) = m.decoder.linear_counts();
     let structured = match a.method {
         Method::Shortgpt | Method::Width => {
             let Some(Pattern::Unstructured(frac)) = pat else {
@@ -185,6 +191,8 @@ pub fn run(a: PruneArgs) -> Result<()> {
         None => None,
     };
     let layers = layer_sparsities(&m.decoder);
+    let (pruned, kept_shape) = m.decoder.linear_counts();
+    let global = (dense_weights - kept_shape + pruned) as f64 / dense_weights.max(1) as f64;
     let meta = serde_json::json!({
         "arborist_version": env!("CARGO_PKG_VERSION"),
         "source_model": m.files.id,
@@ -196,7 +204,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
         })),
         "options": opts,
         "calibration": calib.as_ref().map(|w| a.calib.protocol(w)),
-        "global_sparsity": m.decoder.global_sparsity(),
+        "global_sparsity": global,
         "structured": structured,
         "layers": layers.iter().map(|(n, s)| serde_json::json!({"name": n, "sparsity": s})).collect::<Vec<_>>(),
         "ppl": ppl.as_ref().map(|p| serde_json::json!({"value": p.value, "seqlen": p.seqlen, "windows": p.windows, "tokens": p.tokens, "dataset": p.dataset, "dtype": p.dtype})),
@@ -212,7 +220,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
             "pruned {} with {} to global sparsity {:.4}; wrote {}",
             m.files.id,
             a.method,
-            m.decoder.global_sparsity(),
+            global,
             a.out.display()
         );
         if let Some(p) = ppl {

@@ -138,6 +138,15 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
 pub fn export(a: ExportArgs) -> Result<()> {
     let (log, files) = load_checked(&a.session)?;
     crate::prune::export::check_out_dir(&a.out, a.force)?;
+    let opts = &log.header.options;
+    let texts = [
+        ("--calib", launch::text_path(&opts.calib, "calib", opts)?),
+        ("--eval", launch::text_path(&opts.eval, "eval", opts)?),
+    ];
+    let mut inputs = crate::prune::export::model_inputs(&files);
+    inputs.push(("the session file", &a.session));
+    inputs.extend(texts.iter().map(|(w, p)| (*w, p.as_path())));
+    crate::prune::export::check_inputs_outside(&a.out, &inputs)?;
     let m = replay_inputs(&log, &a.session)?;
     let done = m.iteration.saturating_sub(1);
     if let Some(n) = a.step.filter(|n| *n > done) {

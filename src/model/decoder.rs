@@ -688,13 +688,18 @@ impl Decoder {
 
     /// Fraction of pruned weights over all linear layers of the blocks.
     pub fn global_sparsity(&self) -> f64 {
+        let (pruned, total) = self.linear_counts();
+        pruned as f64 / total.max(1) as f64
+    }
+
+    /// (pruned, all) weights of the blocks' linear layers.
+    pub fn linear_counts(&self) -> (usize, usize) {
         let (mut pruned, mut total) = (0usize, 0usize);
         for id in self.linear_ids() {
             let l = self.linear(id);
-            let n = l.out_features() * l.in_features();
-            total += n;
+            total += l.out_features() * l.in_features();
             pruned += l.mask().map_or(0, |m| m.pruned_count());
         }
-        pruned as f64 / total.max(1) as f64
+        (pruned, total)
     }
 }

@@ -11,6 +11,8 @@ pub struct LoadedModel {
     pub cfg: ModelConfig,
     pub tokenizer: Tokenizer,
     pub decoder: Decoder,
+    /// Tensors in the weight files that this config does not use (see `WeightFiles::unused`).
+    pub unused_tensors: Vec<String>,
 }
 
 impl LoadedModel {
@@ -35,6 +37,7 @@ impl LoadedModel {
         let tokenizer = load_tokenizer(&files.tokenizer)?;
         let wf = weights::WeightFiles::open(&files.weights)?;
         let tensors = weights::load_all(&wf, &cfg, dtype, device, stream)?;
+        let unused_tensors = wf.unused(&cfg);
         let source: std::sync::Arc<dyn super::linear::DenseSource> =
             std::sync::Arc::new(weights::FileSource::new(&wf, dtype, device));
         drop(wf);
@@ -53,7 +56,20 @@ impl LoadedModel {
             cfg,
             tokenizer,
             decoder,
+            unused_tensors,
         })
+    }
+
+    /// One line when the weights hold tensors the config does not use, as transformers
+    /// warns: a config cut to fewer blocks than the weights is often a mistake.
+    pub fn unused_note(&self) -> Option<String> {
+        let first = self.unused_tensors.first()?;
+        Some(format!(
+            "{} tensor(s) in the weights of {} are not used by its config.json (num_hidden_layers {}), e.g. `{first}`",
+            self.unused_tensors.len(),
+            self.files.id,
+            self.cfg.num_layers
+        ))
     }
 
     /// Tokenize without special tokens (the perplexity protocol of Wanda and SparseGPT).

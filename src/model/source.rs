@@ -32,7 +32,9 @@ impl ModelFiles {
             bail!("model {spec} is a file, expected a directory with config.json");
         }
         if looks_like_hub_id(spec) {
-            return from_hub(spec);
+            return from_hub(spec).with_context(|| {
+                format!("model {spec}: no local directory has that name, so it was taken as a Hugging Face id")
+            });
         }
         bail!("model directory {spec} does not exist")
     }
@@ -48,14 +50,15 @@ impl ModelFiles {
         };
         let config = need("config.json", "model config")?;
         let tokenizer = need("tokenizer.json", "tokenizer")?;
-        let weights = if dir.join(INDEX).is_file() {
+        // transformers' order: a single file wins over an index beside it.
+        let weights = if dir.join(SINGLE).is_file() {
+            vec![dir.join(SINGLE)]
+        } else if dir.join(INDEX).is_file() {
             let index = dir.join(INDEX);
             shard_names(&index)?
                 .into_iter()
                 .map(|s| need(&s, "weight shard"))
                 .collect::<Result<Vec<_>>>()?
-        } else if dir.join(SINGLE).is_file() {
-            vec![dir.join(SINGLE)]
         } else {
             bail!(
                 "weights are missing in {}: expected {SINGLE} or {INDEX}",
@@ -118,14 +121,14 @@ fn from_hub(id: &str) -> Result<ModelFiles> {
     let cached = |f: &str| repo.get(f);
     // A complete cached snapshot needs no network at all.
     if let (Some(config), Some(tokenizer)) = (cached("config.json"), cached("tokenizer.json")) {
-        if let Some(index) = cached(INDEX) {
+        if let Some(w) = cached(SINGLE) {
+            return Ok(files(id, config, tokenizer, vec![w]));
+        } else if let Some(index) = cached(INDEX) {
             let shards: Option<Vec<PathBuf>> =
                 shard_names(&index)?.iter().map(|s| cached(s)).collect();
             if let Some(weights) = shards {
                 return Ok(files(id, config, tokenizer, weights));
             }
-        } else if let Some(w) = cached(SINGLE) {
-            return Ok(files(id, config, tokenizer, vec![w]));
         }
     }
     if hub_offline() {
@@ -165,8 +168,10 @@ fn download(id: &str) -> Result<ModelFiles> {
         };
         let config = get("config.json").await?;
         let tokenizer = get("tokenizer.json").await?;
-        let weights = match repo.get(INDEX).await {
-            Ok(index) => {
+        let weights = match repo.get(SINGLE).await {
+            Ok(single) => vec![single],
+            Err(_) => {
+                let index = get(INDEX).await?;
                 let mut out = Vec::new();
                 for s in shard_names(&index)? {
                     out.push(repo.get(&s).await.with_context(|| {
@@ -175,7 +180,6 @@ fn download(id: &str) -> Result<ModelFiles> {
                 }
                 out
             }
-            Err(_) => vec![get(SINGLE).await?],
         };
         Ok(files(id, config, tokenizer, weights))
     })

@@ -26,7 +26,13 @@ impl WeightFiles {
                 anyhow::anyhow!("{}: not a valid safetensors file ({e})", f.display())
             })?;
             for (name, _) in st.tensors() {
-                owner.insert(name, f.clone());
+                if let Some(first) = owner.insert(name.clone(), f.clone()) {
+                    bail!(
+                        "tensor `{name}` is in both {} and {}: which one is meant is ambiguous",
+                        first.display(),
+                        f.display()
+                    );
+                }
             }
         }
         // SAFETY: as above.
@@ -37,6 +43,24 @@ impl WeightFiles {
             st,
             owner,
         })
+    }
+
+    /// Tensors of the files that a model of `cfg` does not use, sorted (rotary frequency
+    /// buffers of old checkpoints and a tied head's copy excepted, as transformers ignores
+    /// them too): a config that names fewer blocks than the weights hold, or a stray tensor.
+    pub fn unused(&self, cfg: &ModelConfig) -> Vec<String> {
+        let used: std::collections::HashSet<String> =
+            expected_tensors(cfg).into_iter().map(|(n, _)| n).collect();
+        let mut out: Vec<String> = self
+            .owner
+            .keys()
+            .filter(|n| !used.contains(*n))
+            .filter(|n| !n.ends_with("rotary_emb.inv_freq"))
+            .filter(|n| !(cfg.tie_word_embeddings && *n == "lm_head.weight"))
+            .cloned()
+            .collect();
+        out.sort();
+        out
     }
 
     pub fn contains(&self, name: &str) -> bool {

@@ -39,6 +39,50 @@ pub fn check_out_dir(out: &Path, force: bool) -> Result<bool> {
     Ok(true)
 }
 
+/// Refuse an `out` that would be replaced (it exists) while it holds one of `inputs` (the
+/// model's files, the calibration or evaluation text, a session file): `--force` removes
+/// the whole directory, and the input with it. Both the path as given (a link in a hub
+/// snapshot) and the file it resolves to count.
+pub fn check_inputs_outside(out: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    let Ok(root) = out.canonicalize() else {
+        return Ok(());
+    };
+    for (what, p) in inputs {
+        let entry = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .canonicalize()
+            .ok()
+            .zip(p.file_name())
+            .map(|(d, f)| d.join(f));
+        let target = p.canonicalize().ok();
+        if entry.iter().chain(&target).any(|q| q.starts_with(&root)) {
+            bail!(
+                "--out {} holds {what} {}: replacing it would delete that input; choose another directory",
+                out.display(),
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A model's files, named for `check_inputs_outside`.
+pub fn model_inputs(files: &ModelFiles) -> Vec<(&'static str, &Path)> {
+    let mut v = vec![
+        ("the model's config", files.config.as_path()),
+        ("the model's tokenizer", files.tokenizer.as_path()),
+    ];
+    v.extend(
+        files
+            .weights
+            .iter()
+            .map(|w| ("the model's weights", w.as_path())),
+    );
+    v
+}
+
 /// The result is written next to `out` and renamed into place: the nearest existing
 /// ancestor must be a directory we can write in, which is checked before any work.
 fn check_writable_parent(out: &Path) -> Result<()> {
@@ -132,7 +176,10 @@ pub fn write_dir_atomically(
     let _ = std::fs::remove_dir_all(&tmp);
     if let Err(e) = fill(&tmp) {
         let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
+        return Err(e.context(format!(
+            "--out {}: nothing was written there",
+            out.display()
+        )));
     }
     if replace {
         std::fs::remove_dir_all(out)
@@ -227,6 +274,30 @@ mod tests {
 
     // A write killed mid-way leaves `.NAME.partial-PID`; the next write of the same output
     // removes it once that PID is gone, and keeps a live process's.
+    #[test]
+    fn an_out_holding_an_input_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m");
+        std::fs::create_dir_all(model.join("data")).unwrap();
+        let calib = model.join("data/calib.txt");
+        std::fs::write(&calib, "text").unwrap();
+        let link = dir.path().join("link.txt");
+        std::os::unix::fs::symlink(&calib, &link).unwrap();
+        for out in [model.clone(), dir.path().to_path_buf(), model.join(".")] {
+            let e = check_inputs_outside(&out, &[("--calib", &calib)]).unwrap_err();
+            assert!(e.to_string().contains("holds --calib"), "{e}");
+        }
+        // A link outside whose file is inside, and a relative spelling of the same file.
+        let e = check_inputs_outside(&model, &[("--calib", &link)]).unwrap_err();
+        assert!(e.to_string().contains("would delete"), "{e}");
+        // A sibling directory, or one that does not exist yet, is fine.
+        let other = dir.path().join("out");
+        check_inputs_outside(&other, &[("--calib", &calib)]).unwrap();
+        std::fs::create_dir(&other).unwrap();
+        check_inputs_outside(&other, &[("--calib", &calib)]).unwrap();
+        check_inputs_outside(&model.join("data2"), &[("--calib", &calib)]).unwrap();
+    }
+
     #[test]
     fn partial_directories_of_dead_processes_are_removed() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,220 @@
+//! Which files a model directory's weights come from, what is said about the ones it does
+//! not use, and outputs that would delete their own inputs.
+
+mod common;
+use candle_core::{DType, Device, Tensor};
+use common::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+fn ppl(model: &str, txt: &str) -> (f64, String) {
+    let o = arborist(
+        &[
+            "eval", "--model", model, "--ppl", txt, "--seqlen", "64", "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    (v["ppl"]["value"].as_f64().unwrap(), stderr(&o))
+}
+
+/// Split `dir`'s model.safetensors into two shards with an index (first shard: the
+/// embeddings and block 0), optionally keeping the single file beside them.
+fn shard(dir: &Path, keep_single: bool) {
+    let single = dir.join("model.safetensors");
+    let all = candle_core::safetensors::load(&single, &Device::Cpu).unwrap();
+    let (mut a, mut b): (HashMap<String, Tensor>, HashMap<String, Tensor>) = Default::default();
+    let mut map = serde_json::Map::new();
+    for (name, t) in all {
+        let first = name.starts_with("model.embed") || name.starts_with("model.layers.0.");
+        let file = if first {
+            "model-1.safetensors"
+        } else {
+            "model-2.safetensors"
+        };
+        map.insert(name.clone(), file.into());
+        if first { &mut a } else { &mut b }.insert(name, t);
+    }
+    candle_core::safetensors::save(&a, dir.join("model-1.safetensors")).unwrap();
+    candle_core::safetensors::save(&b, dir.join("model-2.safetensors")).unwrap();
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    if !keep_single {
+        std::fs::remove_file(single).unwrap();
+    }
+}
+
+// transformers loads model.safetensors when an index sits beside it; so do we.
+#[test]
+fn a_single_file_wins_over_an_index_beside_it() {
+    let d = tmp();
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(3000)).unwrap();
+    let (one, other) = (d.path().join("one"), d.path().join("other"));
+    write_model_dir(&one, TINY_QWEN3, 1, DType::F32);
+    write_model_dir(&other, TINY_QWEN3, 2, DType::F32);
+    shard(&other, false);
+    let (p_one, _) = ppl(&p(&one), &p(&txt));
+    let (p_other, _) = ppl(&p(&other), &p(&txt));
+    assert_ne!(p_one, p_other);
+    // `one`'s single file beside `other`'s shards and index.
+    for f in [
+        "model-1.safetensors",
+        "model-2.safetensors",
+        "model.safetensors.index.json",
+    ] {
+        std::fs::copy(other.join(f), one.join(f)).unwrap();
+    }
+    assert_eq!(ppl(&p(&one), &p(&txt)).0, p_one);
+}
+
+#[test]
+fn a_tensor_in_two_shards_is_refused() {
+    let d = tmp();
+    let m = d.path().join("m");
+    write_model_dir(&m, TINY_QWEN3, 1, DType::F32);
+    shard(&m, false);
+    // A copy of a block-1 tensor in the first shard as well.
+    let mut a =
+        candle_core::safetensors::load(m.join("model-1.safetensors"), &Device::Cpu).unwrap();
+    let b = candle_core::safetensors::load(m.join("model-2.safetensors"), &Device::Cpu).unwrap();
+    let name = "model.layers.1.input_layernorm.weight";
+    a.insert(name.to_string(), b[name].zeros_like().unwrap());
+    candle_core::safetensors::save(&a, m.join("model-1.safetensors")).unwrap();
+    let o = arborist(
+        &[
+            "eval",
+            "--model",
+            &p(&m),
+            "--ppl",
+            &p(&m.join("config.json")),
+        ],
+        &[],
+    );
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(name) && err.contains("is in both"), "{err}");
+}
+
+// A config cut to fewer blocks than the weights hold runs (as in transformers), with a
+// warning naming what it leaves out; a complete one says nothing.
+#[test]
+fn weights_the_config_does_not_use_are_named() {
+    let d = tmp();
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(3000)).unwrap();
+    let m = d.path().join("m");
+    write_model_dir(&m, TINY_QWEN3, 1, DType::F32);
+    let (_, quiet) = ppl(&p(&m), &p(&txt));
+    assert!(!quiet.contains("warning"), "{quiet}");
+    let cut = TINY_QWEN3.replace("\"num_hidden_layers\":2", "\"num_hidden_layers\":1");
+    assert_ne!(cut, TINY_QWEN3);
+    std::fs::write(m.join("config.json"), cut).unwrap();
+    let (_, warned) = ppl(&p(&m), &p(&txt));
+    let line = warned
+        .lines()
+        .find(|l| l.starts_with("warning:"))
+        .unwrap_or("");
+    assert!(
+        line.contains("tensor(s)") && line.contains("num_hidden_layers 1"),
+        "{warned}"
+    );
+    assert!(line.contains("model.layers.1."), "{warned}");
+}
+
+#[test]
+fn a_relative_path_taken_for_a_hub_id_says_so() {
+    let d = tmp();
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(3000)).unwrap();
+    let o = arborist(
+        &["eval", "--model", "no-such-dir/pruned50", "--ppl", &p(&txt)],
+        &[
+            ("HF_HUB_OFFLINE", "1"),
+            ("HF_HOME", "/nonexistent-arborist-test"),
+        ],
+    );
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no local directory has that name"), "{err}");
+}
+
+// `--force` replaces the whole --out directory: one that holds the model or the
+// calibration text is refused before anything is pruned, and keeps its files.
+#[test]
+fn an_out_directory_holding_an_input_is_refused() {
+    let d = tmp();
+    let m = d.path().join("m");
+    write_model_dir(&m, TINY_QWEN3, 1, DType::F32);
+    let calib = m.join("calib.txt");
+    std::fs::write(&calib, text(3000)).unwrap();
+    let before: Vec<_> = std::fs::read_dir(&m)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    for (out, what) in [
+        (m.clone(), "the model's config"),
+        (d.path().to_path_buf(), "the model's"),
+    ] {
+        let o = arborist(
+            &[
+                "prune",
+                "--model",
+                &p(&m),
+                "--method",
+                "wanda",
+                "--sparsity",
+                "0.5",
+                "--calib",
+                &p(&calib),
+                "--seqlen",
+                "64",
+                "--calib-windows",
+                "2",
+                "--out",
+                &p(&out),
+                "--force",
+            ],
+            &[],
+        );
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(what) && err.contains("would delete"), "{err}");
+    }
+    let after: Vec<_> = std::fs::read_dir(&m)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after);
+    // The calibration text alone inside --out is refused too.
+    let out = d.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::copy(&calib, out.join("calib.txt")).unwrap();
+    let o = arborist(
+        &[
+            "prune",
+            "--model",
+            &p(&m),
+            "--method",
+            "wanda",
+            "--sparsity",
+            "0.5",
+            "--calib",
+            &p(&out.join("calib.txt")),
+            "--seqlen",
+            "64",
+            "--calib-windows",
+            "2",
+            "--out",
+            &p(&out),
+            "--force",
+        ],
+        &[],
+    );
+    assert!(stderr(&o).contains("holds --calib"), "{}", stderr(&o));
+    assert!(out.join("calib.txt").is_file());
+}
