@@ -103,6 +103,25 @@ fn events<'a>(entries: &'a [Value], k: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// A run the agent's failures ended: the summary still comes on stdout, then one error line
+/// saying how to continue, and exit status 1.
+fn agent_failed_json(r: &Ran) -> Value {
+    assert!(
+        !r.timed_out && !r.stderr.contains("panicked"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let errs = r.error_lines();
+    assert_eq!(errs.len(), 1, "{}", r.stderr);
+    assert!(
+        errs[0].contains("three times in a row") && errs[0].contains("--resume"),
+        "{}",
+        errs[0]
+    );
+    json_exact(r.stdout.lines().last().unwrap_or(""))
+}
+
 fn usage(v: &Value) -> (u64, u64) {
     (
         v["prompt_tokens"].as_u64().unwrap(),
@@ -342,7 +361,7 @@ fn a_server_that_keeps_failing_ends_the_session_as_agent_failed() {
     ]);
     let s = env.path("s.yaml");
     let r = env.session(&server, &s, "3");
-    let sum = ok_json(&r);
+    let sum = agent_failed_json(&r);
     assert_eq!(sum["finished"], "agent_failed", "{sum}");
     assert_eq!(
         server.requests().len(),
@@ -373,7 +392,7 @@ fn proposals_still_invalid_after_the_repair_end_the_session_cleanly() {
     let server = ScriptedServer::start((0..6).map(|i| Scripted::openai(&bad(i), 7, 3)).collect());
     let s = env.path("s.yaml");
     let r = env.session(&server, &s, "3");
-    let sum = ok_json(&r);
+    let sum = agent_failed_json(&r);
     assert_eq!(sum["finished"], "agent_failed", "{sum}");
     let reqs = server.requests();
     assert_eq!(reqs.len(), 6, "each proposal gets exactly one repair");
@@ -400,13 +419,79 @@ fn proposals_still_invalid_after_the_repair_end_the_session_cleanly() {
     }
 }
 
+// An outage is not a verdict: --resume of a session the agent's failures ended asks again,
+// here of a server at a new address (--base-url may change on resume), and goes on.
+#[test]
+fn a_session_ended_by_agent_failures_continues_on_resume() {
+    let env = Env::new();
+    let bad = |i: usize| proposal(&[(down(90 + i), 0.05)], "bad");
+    let down_server =
+        ScriptedServer::start((0..6).map(|i| Scripted::openai(&bad(i), 7, 3)).collect());
+    let s = env.path("s.yaml");
+    let sum = agent_failed_json(&env.session(&down_server, &s, "3"));
+    assert_eq!(sum["finished"], "agent_failed", "{sum}");
+    let good = ScriptedServer::start(vec![
+        Scripted::openai(&proposal(&[(down(0), 0.05)], "small step"), 7, 3),
+        Scripted::openai("It held.", 5, 2),
+    ]);
+    let (url, sp) = (good.url(), p(&s));
+    let r = env.run(
+        &[
+            "run",
+            "--headless",
+            "--auto-approve",
+            "--session",
+            &sp,
+            "--resume",
+            "--base-url",
+            &url,
+            "--json",
+        ],
+        KEY,
+    );
+    let sum = ok_json(&r);
+    assert_eq!(sum["finished"], "max_iterations", "{sum}");
+    assert_eq!(good.requests().len(), 2, "a proposal and a reflection");
+    let (_, entries) = session_docs(&s);
+    let kinds: Vec<&str> = entries.iter().map(kind).collect();
+    let at = kinds
+        .iter()
+        .position(|k| *k == "continued")
+        .expect("a continued event");
+    assert_eq!(kinds[at - 1], "finished");
+    assert_eq!(entries[at]["event"]["iteration"], 3);
+    assert_eq!(kinds[at + 1], "proposed");
+    assert_eq!(events(&entries, "evaluated").len(), 1);
+    // Other options stay the header's.
+    let r = env.run(
+        &[
+            "run",
+            "--headless",
+            "--auto-approve",
+            "--session",
+            &sp,
+            "--resume",
+            "--seqlen",
+            "32",
+        ],
+        KEY,
+    );
+    assert!(
+        r.stderr
+            .contains("--seqlen: a resumed session keeps the options"),
+        "{}",
+        r.stderr
+    );
+    assert_no_key(&env, &r);
+}
+
 #[test]
 fn replies_and_tokens_of_an_unrepairable_proposal_are_recorded() {
     let env = Env::new();
     let bad = |i: usize| proposal(&[(down(90 + i), 0.05)], &format!("BAD-REPLY-{i}"));
     let server = ScriptedServer::start((0..6).map(|i| Scripted::openai(&bad(i), 7, 3)).collect());
     let s = env.path("s.yaml");
-    let sum = ok_json(&env.session(&server, &s, "3"));
+    let sum = agent_failed_json(&env.session(&server, &s, "3"));
     assert_eq!(usage(&sum["agent_tokens"]), (42, 18), "{sum}");
     let text = std::fs::read_to_string(&s).unwrap();
     for i in 0..6 {

@@ -14,13 +14,23 @@ use crate::worker::{driver::Driver, launch, setup};
 pub fn open(a: &RunArgs) -> Result<setup::Opened> {
     if a.resume {
         let path = a.session.clone().context("--resume needs --session FILE")?;
-        if let Some(flag) = a.option_flags().first() {
+        // Where the agent is reached and how long to wait are not part of what the session
+        // records (replay never calls the agent), so a server that moved or got slow can be
+        // followed; every other option is the header's.
+        let connection = ["--base-url", "--agent-timeout"];
+        if let Some(flag) = a.option_flags().iter().find(|f| !connection.contains(f)) {
             anyhow::bail!(
                 "{flag}: a resumed session keeps the options in its header ({}); drop the flag, or start a new session",
                 path.display()
             );
         }
-        let opened = setup::open(Default::default(), path, true)?;
+        let mut opened = setup::open(Default::default(), path, true)?;
+        if a.base_url.is_some() {
+            opened.opts.agent.base_url = a.base_url.clone();
+        }
+        if a.agent_timeout.is_some() {
+            opened.opts.agent.timeout_s = a.agent_timeout;
+        }
         super::run::header_options_ok(&opened.opts, &opened.path)?;
         return Ok(opened);
     }
@@ -62,6 +72,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     announce_signals(&s.path);
     let res = drive(&mut d, &mut reviewer);
     let summary = summary(&d, &s.path);
+    let agent_failed = d.finished == Some(crate::session::StopReason::AgentFailed);
     d.shutdown();
     // The cause first, then where the work is kept.
     res.map_err(|e| {
@@ -75,6 +86,13 @@ pub fn run(a: &RunArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!("{}", serde_yaml::to_string(&summary)?.trim_end());
+    }
+    // Not a result: a script must not take the summary for a finished run.
+    if agent_failed {
+        anyhow::bail!(
+            "the agent failed three times in a row (the session is saved in {p}; continue with --session {p} --resume once it answers)",
+            p = s.path.display()
+        );
     }
     Ok(())
 }

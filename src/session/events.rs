@@ -79,7 +79,7 @@ impl StopReason {
             StopReason::TargetReached => "target reached",
             StopReason::MaxIterations => "max iterations",
             StopReason::UserStop => "stopped by you",
-            StopReason::AgentFailed => "the agent failed twice",
+            StopReason::AgentFailed => "the agent failed three times in a row",
         }
     }
 }
@@ -139,6 +139,9 @@ pub enum Event {
     StopRequested { by: String },
     /// The user restored an earlier checkpoint.
     RollbackTo { checkpoint: usize, by: String },
+    /// `--resume` of a session that the agent's failures ended: an outage is not a verdict,
+    /// so the session asks the agent again from where it stopped answering.
+    Continued { iteration: usize },
     // ---- derived ----
     Guard {
         iteration: usize,
@@ -182,6 +185,7 @@ impl Event {
             Event::Reflected { .. } => "reflected",
             Event::StopRequested { .. } => "stop_requested",
             Event::RollbackTo { .. } => "rollback_to",
+            Event::Continued { .. } => "continued",
             Event::Guard { .. } => "guard",
             Event::Finished { .. } => "finished",
         }
@@ -252,6 +256,9 @@ impl Event {
             Event::StopRequested { by } => format!("stop requested by {by}"),
             Event::RollbackTo { checkpoint, by } => {
                 format!("rolled back to checkpoint {checkpoint} by {by}")
+            }
+            Event::Continued { iteration } => {
+                format!("iter {iteration}: continued after the agent's failures")
             }
             Event::Guard {
                 iteration,

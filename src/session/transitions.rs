@@ -145,6 +145,19 @@ impl Machine {
                     Effect::Profile,
                 ])
             }
+            Event::Continued { iteration } => {
+                if self.phase != Phase::Done(StopReason::AgentFailed)
+                    || *iteration != self.iteration
+                {
+                    return Err(format!(
+                        "only a session ended by agent failures continues (phase {:?}, iteration {})",
+                        self.phase, self.iteration
+                    ));
+                }
+                self.agent_failures = 0;
+                self.phase = Phase::Proposing;
+                Ok(vec![self.propose()])
+            }
             Event::Guard { .. } | Event::Finished { .. } => Ok(vec![]),
         }
     }
@@ -246,5 +259,32 @@ impl Machine {
             outcome,
         ))));
         effects
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Only a session the agent's failures ended continues; the words count the failures.
+    #[test]
+    fn continued_needs_a_session_ended_by_agent_failures() {
+        let mut m = Machine::new("m", LoopOptions::default());
+        m.start();
+        let err = m.handle(&Event::Continued { iteration: 0 }).unwrap_err();
+        assert!(
+            err.contains("only a session ended by agent failures"),
+            "{err}"
+        );
+        m.phase = Phase::Done(StopReason::UserStop);
+        assert!(m.handle(&Event::Continued { iteration: 0 }).is_err());
+        m.phase = Phase::Done(StopReason::AgentFailed);
+        m.agent_failures = MAX_AGENT_FAILURES;
+        let effects = m.handle(&Event::Continued { iteration: 0 }).unwrap();
+        assert_eq!(m.phase, Phase::Proposing);
+        assert_eq!(m.agent_failures, 0);
+        assert!(matches!(effects.as_slice(), [Effect::Propose(_)]));
+        let words = ["once", "twice", "three times"][MAX_AGENT_FAILURES - 1];
+        assert!(StopReason::AgentFailed.words().contains(words));
     }
 }

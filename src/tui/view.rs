@@ -98,6 +98,7 @@ pub fn iteration_of(ev: &Event) -> Option<usize> {
         | Event::Evaluated { iteration, .. }
         | Event::Reflected { iteration, .. }
         | Event::Guard { iteration, .. }
+        | Event::Continued { iteration }
         | Event::Finished { iteration, .. } => Some(*iteration),
         Event::Baseline { .. } => Some(0),
         Event::StopRequested { .. } | Event::RollbackTo { .. } => None,

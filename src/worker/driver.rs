@@ -43,7 +43,16 @@ impl Driver {
     /// After rebuilding the machine from a file: restore the masks, then re-issue the effects
     /// of the phase the session was in.
     pub fn resume(&mut self) -> Result<()> {
-        if let crate::session::Phase::Done(r) = &self.machine.phase {
+        use crate::session::{Phase, StopReason};
+        if self.machine.phase == Phase::Done(StopReason::AgentFailed) {
+            let ev = Event::Continued {
+                iteration: self.machine.iteration,
+            };
+            self.record(&ev)?;
+            // Its effect (ask the agent) is what `resume_effects` gives below.
+            self.machine.handle(&ev).map_err(anyhow::Error::msg)?;
+        }
+        if let Phase::Done(r) = &self.machine.phase {
             self.finished = Some(r.clone());
             return Ok(());
         }
