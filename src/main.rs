@@ -37,6 +37,9 @@ fn main() {
         eprintln!("error: --threads 0: expected at least one compute thread");
         std::process::exit(1);
     }
+    if !cli.interactive() {
+        arborist::cli::stderr_log::init();
+    }
     arborist::runtime::set_compute_threads(cli.compute_threads());
     if let Err(e) = arborist::cli::run(cli) {
         // One line: the context chain joined with ": ", each cause's first line only

@@ -328,6 +328,23 @@ fn session_survives_429_500_and_a_broken_body() {
     let sum = ok_json(&r);
     assert_eq!(sum["finished"], "max_iterations", "{sum}");
     assert_eq!(server.requests().len(), 7);
+    // Headless, each retry is said on stderr as it happens (a Retry-After can be a minute).
+    let retries: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("retrying in"))
+        .collect();
+    assert_eq!(retries.len(), 2, "{}", r.stderr);
+    assert!(
+        retries[0].starts_with("warning: openai: HTTP 429"),
+        "{}",
+        retries[0]
+    );
+    assert!(
+        retries[1].starts_with("warning: openai: HTTP 500"),
+        "{}",
+        retries[1]
+    );
     let (_, entries) = session_docs(&s);
     assert_layers_exist(&entries, &[down(3), down(4)]);
     let failed = events(&entries, "agent_failed");

@@ -50,12 +50,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
     }
     let (workers, files) = launch::start(&s.opts)?;
     launch::wait_ready(&workers)?;
-    // Read before attaching, which cuts the torn document off.
-    let torn = s.log.as_ref().and_then(|l| setup::torn_note(l, &s.path));
+    // A torn last document was reported (on stderr) when the file was opened.
     let mut d = setup::attach(&s, workers, &files)?;
-    if let Some(note) = torn {
-        eprintln!("{note}");
-    }
     match &d.finished {
         Some(reason) if s.log.is_some() => eprintln!(
             "session {} had already finished ({}); nothing to do",

@@ -7,6 +7,7 @@ mod profile;
 mod prune;
 mod replay;
 mod run;
+pub mod stderr_log;
 mod train;
 pub mod usage_error;
 
