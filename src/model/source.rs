@@ -22,7 +22,10 @@ impl ModelFiles {
     /// in the Hugging Face cache first and downloaded only when allowed.
     pub fn resolve(spec: &str) -> Result<Self> {
         if spec == super::bundled::NAME {
-            return Self::from_dir(&super::bundled::dir()?);
+            // Named as typed: the cache directory means nothing to a reader of arborist.json.
+            let mut f = Self::from_dir(&super::bundled::dir()?)?;
+            f.id = spec.to_string();
+            return Ok(f);
         }
         let path = Path::new(spec);
         if path.is_dir() {
