@@ -63,9 +63,6 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
     if resume {
         let lock = file::lock(&path)?;
         let log = file::read(&path)?;
-        if let Some(note) = torn_note(&log, &path) {
-            tracing::warn!("{note}");
-        }
         return Ok(Opened {
             opts: log.header.options.clone(),
             path,
@@ -90,6 +87,8 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
 /// After the engine reported ready: write the header (or reopen the file), rebuild the
 /// machine, and start or resume the loop. Nothing is written before this point.
 pub fn attach(o: &Opened, workers: Workers, files: &ModelFiles) -> Result<Driver> {
+    // Measured before the writer cuts the torn document off; said only once resuming works.
+    let torn = o.log.as_ref().and_then(|l| torn_note(l, &o.path));
     let fingerprint = file::fingerprint(&files.config, &files.weights)?;
     let (machine, writer) = match &o.log {
         None => {
@@ -133,6 +132,9 @@ pub fn attach(o: &Opened, workers: Workers, files: &ModelFiles) -> Result<Driver
             (m, w)
         }
     };
+    if let Some(note) = torn {
+        tracing::warn!("{note}");
+    }
     let mut d = Driver::new(machine, Some(writer), workers);
     if o.log.is_some() {
         d.resume()?;
