@@ -12,6 +12,7 @@ pub mod llm;
 mod openai;
 pub mod parse;
 pub mod prompt;
+pub mod text;
 
 use std::future::Future;
 use std::path::Path;
@@ -25,6 +26,12 @@ pub use context::{
 };
 pub use llm::{ApiKey, Backend, ChatReply, LlmClient, LlmConfig, Message, RetryPolicy, Role};
 pub use prompt::Templates;
+
+/// Longest first answer sent back in the repair conversation (bytes).
+const MAX_ANSWER_ECHOED: usize = 16 * 1024;
+
+/// Longest reflection carried into later prompts (characters).
+pub const MAX_REFLECTION: usize = 2000;
 
 /// Marks where a repair message and its answer follow in `AgentReply::prompt` and `raw`.
 pub const REPAIR_SEPARATOR: &str = "\n\n----- repair -----\n\n";
@@ -169,11 +176,21 @@ impl Agent for LlmAgent {
             problems.len()
         );
         let repair = self.templates.repair(ctx, &problems)?;
-        // Some APIs reject an empty assistant turn.
+        // Some APIs reject an empty assistant turn; a huge one is cut (a proposal is small).
         let said = if first.text.trim().is_empty() {
-            "(empty reply)"
+            "(empty reply)".to_string()
+        } else if first.text.len() > MAX_ANSWER_ECHOED {
+            let mut cut = MAX_ANSWER_ECHOED;
+            while !first.text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!(
+                "{}\n…(reply cut here: {} bytes in all)",
+                &first.text[..cut],
+                first.text.len()
+            )
         } else {
-            first.text.as_str()
+            first.text.clone()
         };
         let turns = [
             Message::user(user.as_str()),
@@ -211,10 +228,15 @@ impl Agent for LlmAgent {
         let system = self.templates.system(ctx)?;
         let user = self.templates.reflection(ctx, proposal, outcome)?;
         let reply = self.block_on(self.client.chat(&system, &user, None))?;
-        let value = reply.text.trim().to_string();
+        let value = reply.text.trim();
         if value.is_empty() {
             bail!("{}: empty reflection", self.name());
         }
+        // Reflections go into every later prompt; the whole reply stays in `raw`.
+        let value = match value.char_indices().nth(MAX_REFLECTION) {
+            Some((cut, _)) => format!("{}…", &value[..cut]),
+            None => value.to_string(),
+        };
         Ok(AgentReply {
             value,
             prompt: Some(user),

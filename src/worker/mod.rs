@@ -143,7 +143,8 @@ pub fn failed(iteration: usize, e: &anyhow::Error) -> Event {
     let detail = e.downcast_ref::<crate::agent::ProposalError>();
     Event::AgentFailed {
         iteration,
-        error: format!("{e:#}"),
+        // One line, bounded: the error may quote a server or the model.
+        error: crate::agent::text::one_line(&format!("{e:#}"), 2000),
         prompt: detail.map(|d| d.prompt.clone()),
         raw: detail.map(|d| d.raw.clone()),
         usage: detail.map(|d| d.usage).unwrap_or_default(),
