@@ -303,6 +303,34 @@ fn missing_key_for_the_public_api_is_a_clear_error() {
 }
 
 #[test]
+fn a_failed_repair_request_keeps_the_first_exchange_and_its_tokens() {
+    let server = ScriptedServer::start(vec![
+        Scripted::openai("I would prune the MLPs.", 100, 10),
+        Scripted::error(401, "key revoked"),
+    ]);
+    let e = agent(&server)
+        .propose(&AgentContext::example())
+        .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("no JSON object")
+            && msg.contains("repair request failed")
+            && msg.contains("401"),
+        "{msg}"
+    );
+    let pe = e.downcast_ref::<ProposalError>().expect("a ProposalError");
+    assert!(pe.repair_failed.as_deref().unwrap().contains("key revoked"));
+    assert!(pe.prompt.contains("| layer | sparsity |"), "{}", pe.prompt);
+    assert!(pe.prompt.contains(REPAIR_SEPARATOR));
+    assert!(pe.raw.starts_with("I would prune the MLPs."), "{}", pe.raw);
+    assert_eq!(
+        (pe.usage.prompt_tokens, pe.usage.completion_tokens),
+        (100, 10)
+    );
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
 fn a_400_not_about_response_format_keeps_structured_output_on() {
     let server = ScriptedServer::start(vec![
         Scripted::error(400, "maximum context length exceeded"),

@@ -58,15 +58,36 @@ pub trait Agent {
     fn name(&self) -> String;
 }
 
-/// A proposal that was still invalid after the one repair round. Downcast the
-/// `anyhow::Error` to this to log what was sent and received.
+/// A proposal that was still invalid after the one repair round, or whose repair request
+/// failed. Downcast the `anyhow::Error` to this to log what was sent and received.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("agent proposal still invalid after one repair: {}", problems.join("; "))]
+#[error("{}", self.describe())]
 pub struct ProposalError {
+    /// The last answer's problems (the first answer's when the repair request failed).
     pub problems: Vec<String>,
+    /// Why the repair request failed; None when it was answered and still invalid.
+    pub repair_failed: Option<String>,
+    /// Both prompts, joined by [`REPAIR_SEPARATOR`].
     pub prompt: String,
+    /// Both answers (the second empty when the repair request failed), joined likewise.
     pub raw: String,
+    /// Tokens of every exchange that was answered.
     pub usage: Usage,
+}
+
+impl ProposalError {
+    fn describe(&self) -> String {
+        match &self.repair_failed {
+            None => format!(
+                "agent proposal still invalid after one repair: {}",
+                self.problems.join("; ")
+            ),
+            Some(e) => format!(
+                "agent proposal invalid ({}) and the repair request failed: {e}",
+                self.problems.join("; ")
+            ),
+        }
+    }
 }
 
 enum Exec {
@@ -197,10 +218,23 @@ impl Agent for LlmAgent {
             Message::assistant(said),
             Message::user(repair.as_str()),
         ];
-        let second = self.block_on(self.client.chat_messages(&system, &turns, schema))?;
+        let prompt = format!("{user}{REPAIR_SEPARATOR}{repair}");
+        let second = match self.block_on(self.client.chat_messages(&system, &turns, schema)) {
+            Ok(second) => second,
+            // The first exchange is kept: the failure is recorded with what was said.
+            Err(e) => {
+                return Err(ProposalError {
+                    problems,
+                    repair_failed: Some(format!("{e:#}")),
+                    prompt,
+                    raw: format!("{}{REPAIR_SEPARATOR}", first.text),
+                    usage: first.usage,
+                }
+                .into())
+            }
+        };
         let mut usage = first.usage;
         usage += second.usage;
-        let prompt = format!("{user}{REPAIR_SEPARATOR}{repair}");
         let raw = format!("{}{REPAIR_SEPARATOR}{}", first.text, second.text);
         match parse::parse_and_validate(&second.text, ctx) {
             Ok(value) => Ok(AgentReply {
@@ -211,6 +245,7 @@ impl Agent for LlmAgent {
             }),
             Err(problems) => Err(ProposalError {
                 problems,
+                repair_failed: None,
                 prompt,
                 raw,
                 usage,
