@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use context::{
-    AgentContext, Bounds, LayerChange, LayerRow, LayerTarget, Proposal, StepOutcome, Usage,
+    AgentContext, Bounds, LayerChange, LayerRow, LayerTarget, Proposal, ReviewerFeedback,
+    StepOutcome, Usage,
 };
 pub use llm::{ApiKey, Backend, ChatReply, LlmClient, LlmConfig, Message, RetryPolicy, Role};
 pub use prompt::Templates;
@@ -35,6 +36,16 @@ pub const MAX_REFLECTION: usize = 2000;
 
 /// Marks where a repair message and its answer follow in `AgentReply::prompt` and `raw`.
 pub const REPAIR_SEPARATOR: &str = "\n\n----- repair -----\n\n";
+
+/// How a failed reflection is recorded: `(no reflection: <error>)`, with no prompt and no
+/// raw answer.
+pub const NO_REFLECTION: &str = "(no reflection: ";
+
+/// The recorded reflection stands for a failed call (see [`NO_REFLECTION`]); it is kept in
+/// the session file but never shown to the agent as one of its reflections.
+pub fn is_failed_reflection(r: &AgentReply<String>) -> bool {
+    r.prompt.is_none() && r.raw.is_none() && r.value.starts_with(NO_REFLECTION)
+}
 
 /// An agent's answer with what is needed to log it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

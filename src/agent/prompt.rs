@@ -10,7 +10,7 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 use serde::Serialize;
 
 use super::context::{kind_order, AgentContext, LayerChange, LayerRow, Proposal, StepOutcome};
-use super::parse::frac;
+use super::parse::{frac, max_target, shown};
 
 pub const SYSTEM: &str = "system.j2";
 pub const STEP: &str = "step.j2";
@@ -66,6 +66,7 @@ impl Templates {
         env.add_filter("pct", |v: f64| format!("{:.1}%", v * 100.0));
         env.add_filter("signed_pct", |v: f64| format!("{:+.1}%", v * 100.0));
         env.add_filter("frac", frac);
+        env.add_filter("exact", shown);
         let mut origins = Vec::new();
         for (name, builtin) in BUILTIN {
             let user = dir.map(|d| d.join(name)).filter(|p| p.is_file());
@@ -98,8 +99,8 @@ impl Templates {
         self.render(STEP, val(StepView::new(ctx)))
     }
 
-    /// `ctx` is the context the proposal was made in; `outcome.changes` are what was
-    /// applied, which differ from the proposal when the human edited it.
+    /// `ctx` is the context the proposal was made in (before the step); `outcome.changes`
+    /// are what was applied, and `outcome.edited` says whether the human edited it.
     pub fn reflection(
         &self,
         ctx: &AgentContext,
@@ -115,20 +116,11 @@ impl Templates {
                 to: t.sparsity,
             })
             .collect();
-        let same =
-            |a: &LayerChange, b: &LayerChange| a.name == b.name && (a.to - b.to).abs() < 1e-9;
-        let edited = !outcome.changes.is_empty()
-            && (outcome.changes.len() != proposed.len()
-                || !outcome
-                    .changes
-                    .iter()
-                    .zip(&proposed)
-                    .all(|(a, b)| same(a, b)));
         let view = ReflectionView {
             step: StepView::new(ctx),
             proposal_reasoning: proposal.reasoning.clone(),
             proposal_changes: proposed,
-            edited,
+            edited: outcome.edited,
             outcome: OutcomeView::new(outcome),
         };
         self.render(REFLECTION, val(view))
@@ -169,6 +161,8 @@ struct RowView {
     row: LayerRow,
     /// Combined sensitivity z_s + z_g; lower means safer to prune.
     z: f64,
+    /// The highest sparsity the layer may be given this step.
+    max: f64,
 }
 
 #[derive(Serialize)]
@@ -196,6 +190,10 @@ struct StepView {
     rows: Vec<RowView>,
     history: Vec<OutcomeView>,
     remaining: f64,
+    /// Iterations the session may still take, this one included.
+    iterations_left: usize,
+    /// Parameters of all the rows (the weights of the global sparsity).
+    total_params: u64,
     degradation: f64,
     rollbacks: usize,
     example_name: String,
@@ -210,6 +208,7 @@ impl StepView {
             .map(|r| RowView {
                 row: r.clone(),
                 z: r.z_s + r.z_g,
+                max: max_target(r.sparsity, &ctx.bounds),
             })
             .collect();
         rows.sort_by(|a, b| {
@@ -231,6 +230,8 @@ impl StepView {
         let history = std::mem::take(&mut ctx.history);
         StepView {
             remaining: (ctx.target - ctx.global_sparsity).max(0.0),
+            iterations_left: (ctx.max_iters + 1).saturating_sub(ctx.iteration),
+            total_params: ctx.layers.iter().map(|l| l.params).sum(),
             degradation: rel(ctx.current_ppl, ctx.dense_ppl),
             rollbacks: history.iter().filter(|h| !h.accepted).count(),
             history: history.iter().map(OutcomeView::new).collect(),
@@ -248,7 +249,7 @@ struct ReflectionView {
     step: StepView,
     proposal_reasoning: String,
     proposal_changes: Vec<LayerChange>,
-    /// The applied changes (outcome.changes) differ from the proposal.
+    /// The human reviewer edited or overrode the proposal (outcome.edited).
     edited: bool,
     outcome: OutcomeView,
 }

@@ -125,7 +125,11 @@ pub fn agent_event(agent: &mut dyn Agent, job: AgentJob) -> Event {
         AgentJob::Reflect(b) => {
             let (ctx, p, o) = *b;
             let reply = agent.reflect(&ctx, &p, &o).unwrap_or_else(|e| AgentReply {
-                value: format!("(no reflection: {e:#})"),
+                value: format!(
+                    "{}{})",
+                    crate::agent::NO_REFLECTION,
+                    crate::agent::text::one_line(&format!("{e:#}"), 2000)
+                ),
                 prompt: None,
                 raw: None,
                 usage: Default::default(),
