@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use minijinja::syntax::SyntaxConfig;
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use serde::Serialize;
 
 use super::context::{kind_order, AgentContext, LayerChange, LayerRow, Proposal, StepOutcome};
@@ -53,6 +53,8 @@ impl Templates {
         }
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Spans in errors, so an undefined value can be named.
+        env.set_debug(true);
         let syntax = SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)
@@ -79,11 +81,52 @@ impl Templates {
                 None => (format!("built-in prompts/{name}"), builtin.to_string()),
             };
             if let Err(e) = env.add_template_owned(name, source) {
-                bail!("prompt template {origin}: {}", one_line(&e));
+                bail!("prompt template {origin}: {}", describe(&e));
             }
             origins.push((name, origin));
         }
-        Ok(Templates { env, origins })
+        let t = Templates { env, origins };
+        t.check()?;
+        Ok(t)
+    }
+
+    /// Renders every template against example contexts (with and without history,
+    /// reflections and feedback; accepted and rolled-back, edited and not), so that a typo
+    /// in a variable name fails before the session starts rather than at its first use.
+    fn check(&self) -> Result<()> {
+        let mut full = AgentContext::example();
+        full.ceiling = Some(0.2);
+        full.probe_max_drop = Some(0.05);
+        let mut first = AgentContext::example();
+        first.iteration = 1;
+        first.history.clear();
+        first.reflections.clear();
+        first.feedback = None;
+        first.rejected = None;
+        first.earlier_feedback.clear();
+        let proposal = Proposal {
+            layers: vec![super::context::LayerTarget {
+                name: full.layers[0].name.clone(),
+                sparsity: full.layers[0].sparsity + full.bounds.max_step / 2.0,
+            }],
+            reasoning: "example".into(),
+        };
+        let problems = ["example: unknown layer name".to_string()];
+        for ctx in [&full, &first] {
+            self.system(ctx)?;
+            self.step(ctx)?;
+            self.repair(ctx, &problems)?;
+            for o in &full.history {
+                for edited in [false, true] {
+                    let o = StepOutcome {
+                        edited,
+                        ..o.clone()
+                    };
+                    self.reflection(ctx, &proposal, &o)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// (template name, origin) for every template, origin being a path or "built-in ...".
@@ -141,9 +184,9 @@ impl Templates {
         let t = self
             .env
             .get_template(name)
-            .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", one_line(&e)))?;
+            .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", describe(&e)))?;
         t.render(ctx)
-            .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", one_line(&e)))
+            .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", describe(&e)))
     }
 }
 
@@ -151,8 +194,35 @@ fn val<T: Serialize>(x: T) -> Value {
     Value::from(minijinja::value::Serde(x))
 }
 
-fn one_line(e: &minijinja::Error) -> String {
-    e.to_string().replace('\n', " ")
+/// A template error in one line; an undefined value is named by the expression that used
+/// it: "undefined value: `itertion` is undefined (in step.j2:3)".
+fn describe(e: &minijinja::Error) -> String {
+    let what = match e.kind() {
+        ErrorKind::UndefinedError => {
+            let expr = e
+                .template_source()
+                .zip(e.range())
+                .and_then(|(src, r)| src.get(r))
+                .map(|x| x.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|x| !x.is_empty());
+            match expr {
+                Some(x) => format!("{}: `{x}` is undefined", e.kind()),
+                None => e.kind().to_string(),
+            }
+        }
+        _ => match e.detail() {
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        },
+    };
+    let at = match e.name() {
+        Some(n) => format!(" (in {n}:{})", e.line().unwrap_or(0)),
+        None => String::new(),
+    };
+    format!("{what}{at}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[derive(Serialize)]
