@@ -5,15 +5,13 @@
 /// characters of it kept, and the cut said: `…(+1234 chars)`.
 pub fn one_line(s: &str, max: usize) -> String {
     let mut out = String::new();
-    let mut kept = 0;
     let mut chars = s.chars();
-    for c in chars.by_ref() {
+    for (kept, c) in chars.by_ref().enumerate() {
         if kept == max {
             let rest = 1 + chars.count();
             out.push_str(&format!("…(+{rest} chars)"));
             return out;
         }
-        kept += 1;
         if c.is_control() {
             out.extend(c.escape_default());
         } else {
