@@ -301,3 +301,184 @@ fn missing_key_for_the_public_api_is_a_clear_error() {
     cfg.base_url = Some("http://127.0.0.1:8080/v1".into());
     assert!(LlmClient::new(cfg).is_ok());
 }
+
+#[test]
+fn a_failed_repair_request_keeps_the_first_exchange_and_its_tokens() {
+    let server = ScriptedServer::start(vec![
+        Scripted::openai("I would prune the MLPs.", 100, 10),
+        Scripted::error(401, "key revoked"),
+    ]);
+    let e = agent(&server)
+        .propose(&AgentContext::example())
+        .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("no JSON object")
+            && msg.contains("repair request failed")
+            && msg.contains("401"),
+        "{msg}"
+    );
+    let pe = e.downcast_ref::<ProposalError>().expect("a ProposalError");
+    assert!(pe.repair_failed.as_deref().unwrap().contains("key revoked"));
+    assert!(pe.prompt.contains("| layer | sparsity |"), "{}", pe.prompt);
+    assert!(pe.prompt.contains(REPAIR_SEPARATOR));
+    assert!(pe.raw.starts_with("I would prune the MLPs."), "{}", pe.raw);
+    assert_eq!(
+        (pe.usage.prompt_tokens, pe.usage.completion_tokens),
+        (100, 10)
+    );
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn a_400_not_about_response_format_keeps_structured_output_on() {
+    let server = ScriptedServer::start(vec![
+        Scripted::error(400, "maximum context length exceeded"),
+        Scripted::openai(&good(0.35), 1, 1),
+        Scripted::openai(&good(0.35), 1, 1),
+    ]);
+    let mut a = agent(&server);
+    let ctx = AgentContext::example();
+    a.propose(&ctx).unwrap();
+    a.propose(&ctx).unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3);
+    assert!(reqs[0].body.get("response_format").is_some());
+    assert!(
+        reqs[1].body.get("response_format").is_none(),
+        "the retry goes without it"
+    );
+    assert!(
+        reqs[2].body.get("response_format").is_some(),
+        "the next request asks for structured output again"
+    );
+}
+
+fn anthropic_json(content: serde_json::Value, stop_reason: &str) -> Scripted {
+    Scripted::json(
+        200,
+        serde_json::json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+            "content": content, "stop_reason": stop_reason,
+            "usage": {"input_tokens": 1, "output_tokens": 1}
+        }),
+    )
+}
+
+/// Replies with no text to read say why, in one line, and get no pointless repair.
+#[test]
+fn refusals_tool_calls_and_error_bodies_are_named_without_a_repair() {
+    use serde_json::json;
+    let cases: Vec<(Backend, Scripted, &str)> = vec![
+        (
+            Backend::OpenAi,
+            Scripted::json(
+                200,
+                json!({"choices": [{"message": {"role": "assistant", "content": null,
+                    "tool_calls": [{"id": "c1", "type": "function",
+                        "function": {"name": "get_weather", "arguments": "{}"}}]}}]}),
+            ),
+            "tool calls (get_weather)",
+        ),
+        (
+            Backend::OpenAi,
+            Scripted::json(
+                200,
+                json!({"choices": [{"message": {"role": "assistant", "content": null,
+                    "refusal": "I cannot help.\nThis violates policy."}}]}),
+            ),
+            "refused: I cannot help.\\nThis violates policy.",
+        ),
+        (
+            Backend::OpenAi,
+            Scripted::json(200, json!({"error": {"message": "model is loading"}})),
+            "(HTTP 200): model is loading",
+        ),
+        (
+            Backend::Anthropic,
+            anthropic_json(
+                json!([{"type": "text", "text": "I cannot help with that.\nSorry."}]),
+                "refusal",
+            ),
+            "refused: I cannot help with that.\\nSorry.",
+        ),
+        (
+            Backend::Anthropic,
+            anthropic_json(
+                json!([{"type": "tool_use", "id": "t1", "name": "prune", "input": {}}]),
+                "tool_use",
+            ),
+            "no text, only tool_use block(s)",
+        ),
+        (
+            Backend::Anthropic,
+            Scripted::json(
+                200,
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            ),
+            "(HTTP 200): Overloaded",
+        ),
+    ];
+    for (backend, reply, want) in cases {
+        let server = ScriptedServer::start(vec![reply, Scripted::openai(&good(0.35), 1, 1)]);
+        let e = agent_for(backend, &server)
+            .propose(&AgentContext::example())
+            .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains(want), "{msg}");
+        assert!(
+            !msg.contains('\n') && !msg.contains("no JSON object"),
+            "{msg}"
+        );
+        assert_eq!(server.requests().len(), 1, "no repair: {msg}");
+    }
+}
+
+/// A huge reply is refused in one line instead of being read, stored and sent back.
+#[test]
+fn a_reply_body_over_the_cap_is_refused_in_one_line() {
+    let huge = "x".repeat(5 << 20);
+    let server = ScriptedServer::start(vec![Scripted::openai(&huge, 1, 1)]);
+    let e = agent(&server)
+        .propose(&AgentContext::example())
+        .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("larger than 4 MiB"),
+        "{}",
+        &msg[..msg.len().min(300)]
+    );
+    assert!(
+        msg.len() < 400 && !msg.contains('\n'),
+        "{}",
+        &msg[..msg.len().min(300)]
+    );
+    assert_eq!(server.requests().len(), 1, "not retried, no repair");
+}
+
+#[test]
+fn a_timeout_names_the_flag_that_sets_it() {
+    let server = ScriptedServer::start(vec![Scripted::hang(Duration::from_secs(5))]);
+    let mut cfg = config(Backend::OpenAi, &server.url());
+    cfg.timeout = Duration::from_secs(1);
+    let mut a = LlmAgent::new(LlmClient::new(cfg).unwrap(), Templates::builtin()).unwrap();
+    let msg = format!("{:#}", a.propose(&AgentContext::example()).unwrap_err());
+    assert!(
+        msg.contains("timed out after 1 s") && msg.contains("--agent-timeout"),
+        "{msg}"
+    );
+}
+
+/// Any key, however short, is redacted from what the server echoes.
+#[test]
+fn a_short_key_is_redacted_too() {
+    let server = ScriptedServer::start(vec![Scripted::error(401, "bad key k9Z")]);
+    let mut cfg = config(Backend::OpenAi, &server.url());
+    cfg.api_key = Some(ApiKey::new("k9Z"));
+    let mut a = LlmAgent::new(LlmClient::new(cfg).unwrap(), Templates::builtin()).unwrap();
+    let msg = format!("{:#}", a.propose(&AgentContext::example()).unwrap_err());
+    assert!(
+        msg.contains("bad key <redacted>") && !msg.contains("k9Z"),
+        "{msg}"
+    );
+}

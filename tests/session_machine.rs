@@ -531,3 +531,203 @@ fn knowledge_probe_guard_rolls_back_on_an_accuracy_drop() {
     assert!(fx.contains(&Effect::Restore { index: 0 }), "{fx:?}");
     assert!(m.history[0].note.contains("probe"), "{}", m.history[0].note);
 }
+
+/// The reflection's context is the one the step was proposed in (the "from" of each change
+/// is the sparsity before the step), and "edited" comes from the reviewer's decision, not
+/// from comparing the target with what Wanda applied (it rounds each row down).
+#[test]
+fn reflection_sees_the_state_before_the_step_and_edits_only_when_a_human_edited() {
+    use arborist::agent::Templates;
+    let t = Templates::builtin();
+    let reflect = |fx: &[Effect]| {
+        fx.iter()
+            .find_map(|e| match e {
+                Effect::Reflect(b) => Some((**b).clone()),
+                _ => None,
+            })
+            .expect("a reflection job")
+    };
+    let mut m = started(LoopOptions::default());
+    propose_down0(&mut m, "lowest z");
+    m.handle(&Event::Decided {
+        iteration: 1,
+        by: "auto".into(),
+        decision: Decision::Approve,
+    })
+    .unwrap();
+    // Wanda applies 0.09375, not the 0.1 target; the step is accepted.
+    let fx = m
+        .handle(&Event::Evaluated {
+            iteration: 1,
+            applied: [(DOWN0.to_string(), 0.09375)].into(),
+            eval: eval(10.1),
+        })
+        .unwrap();
+    let (ctx, p, o) = reflect(&fx);
+    assert_eq!(ctx.layer(DOWN0).unwrap().sparsity, 0.0);
+    assert!(o.accepted && !o.edited);
+    assert_eq!(
+        m.resume_effects(),
+        vec![Effect::Reflect(Box::new((
+            ctx.clone(),
+            p.clone(),
+            o.clone()
+        )))]
+    );
+    let text = t.reflection(&ctx, &p, &o).unwrap();
+    assert!(text.contains(&format!("- {DOWN0}: 0 -> 0.1\n")), "{text}");
+    assert!(!text.contains("human reviewer changed"), "{text}");
+    m.handle(&Event::Reflected {
+        iteration: 1,
+        reply: reply("ok".to_string()),
+    })
+    .unwrap();
+
+    // Iteration 2: the reviewer edits the agent's proposal.
+    let fx = m
+        .handle(&Event::Profiled {
+            iteration: 2,
+            rows: rows(&m),
+            seconds: 0.0,
+            calib_from_block: None,
+        })
+        .unwrap();
+    assert!(matches!(fx[0], Effect::Propose(_)));
+    m.handle(&Event::Proposed {
+        iteration: 2,
+        agent: "a".into(),
+        reply: reply(Proposal {
+            layers: vec![LayerTarget {
+                name: DOWN0.into(),
+                sparsity: 0.15,
+            }],
+            reasoning: "more".into(),
+        }),
+    })
+    .unwrap();
+    m.handle(&Event::Decided {
+        iteration: 2,
+        by: "human".into(),
+        decision: Decision::Edit {
+            layers: vec![LayerTarget {
+                name: UP1.into(),
+                sparsity: 0.05,
+            }],
+        },
+    })
+    .unwrap();
+    let fx = m
+        .handle(&Event::Evaluated {
+            iteration: 2,
+            applied: [(UP1.to_string(), 0.046875)].into(),
+            eval: eval(10.2),
+        })
+        .unwrap();
+    let (ctx, p, o) = reflect(&fx);
+    assert!(o.edited);
+    assert_eq!(p.layers[0].name, DOWN0, "the agent's own proposal");
+    let text = t.reflection(&ctx, &p, &o).unwrap();
+    assert!(
+        text.contains(&format!("- {DOWN0}: 0.09375 -> 0.15\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "changed it; what was applied:\n- {UP1}: 0 -> 0.046875"
+        )),
+        "{text}"
+    );
+}
+
+/// A failed reflection is recorded (and listed) but never shown to the agent.
+#[test]
+fn a_failed_reflection_stays_out_of_the_prompts() {
+    let mut m = started(LoopOptions::default());
+    step(&mut m, &[(DOWN0, 0.1)], 10.1);
+    m.handle(&Event::Reflected {
+        iteration: 1,
+        reply: AgentReply {
+            value: format!(
+                "{}openai: HTTP 400 Bad Request: nope)",
+                arborist::agent::NO_REFLECTION
+            ),
+            prompt: None,
+            raw: None,
+            usage: Usage::default(),
+        },
+    })
+    .unwrap();
+    assert_eq!(m.reflections.len(), 1, "still listed, one per step");
+    assert!(m.context().reflections.is_empty());
+    m.handle(&Event::Profiled {
+        iteration: 2,
+        rows: rows(&m),
+        seconds: 0.0,
+        calib_from_block: None,
+    })
+    .unwrap();
+    step(&mut m, &[(UP1, 0.1)], 10.2);
+    m.handle(&Event::Reflected {
+        iteration: 2,
+        reply: reply("(no reflection needed: fine)".to_string()),
+    })
+    .unwrap();
+    assert_eq!(
+        m.context().reflections,
+        vec!["(no reflection needed: fine)"]
+    );
+}
+
+/// The re-ask after a rejection shows the rejected proposal with the feedback, and the
+/// feedback stays in later iterations' prompts.
+#[test]
+fn rejected_proposals_and_feedback_reach_the_re_ask_and_later_prompts() {
+    use arborist::agent::Templates;
+    let t = Templates::builtin();
+    let mut m = started(LoopOptions::default());
+    propose_down0(&mut m, "lowest z");
+    let fx = m
+        .handle(&Event::Decided {
+            iteration: 1,
+            by: "human".into(),
+            decision: Decision::Reject {
+                feedback: "spare the MLPs".into(),
+            },
+        })
+        .unwrap();
+    let Effect::Propose(ctx) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(ctx.rejected.as_ref().unwrap().layers[0].name, DOWN0);
+    let s = t.step(ctx).unwrap();
+    assert!(
+        s.contains(&format!("You proposed: {DOWN0} -> 0.1 (lowest z).")),
+        "{s}"
+    );
+    assert!(s.contains("Their feedback: spare the MLPs"), "{s}");
+    step(&mut m, &[(UP1, 0.1)], 10.1);
+    m.handle(&Event::Reflected {
+        iteration: 1,
+        reply: reply("ok".to_string()),
+    })
+    .unwrap();
+    let fx = m
+        .handle(&Event::Profiled {
+            iteration: 2,
+            rows: rows(&m),
+            seconds: 0.0,
+            calib_from_block: None,
+        })
+        .unwrap();
+    let Effect::Propose(ctx) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(ctx.feedback, None);
+    assert_eq!(ctx.earlier_feedback.len(), 1);
+    let s = t.step(ctx).unwrap();
+    assert!(
+        s.contains(&format!("- Iteration 1, on {DOWN0} -> 0.1: spare the MLPs")),
+        "{s}"
+    );
+    assert!(!s.contains("rejected your last proposal"), "{s}");
+}

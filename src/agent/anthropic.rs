@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::context::Usage;
 use super::llm::{ChatReply, LlmClient, Message};
+use super::text::{one_line, MAX_SHOWN};
 
 const PATH: &str = "/v1/messages";
 const VERSION: &str = "2023-06-01";
@@ -34,14 +35,61 @@ pub(super) async fn chat(c: &LlmClient, system: &str, messages: &[Message]) -> R
         body["temperature"] = json!(t);
     }
     let v = c.post(PATH, h, &body).await.map_err(|e| c.fail(PATH, e))?;
+    let url = format!("{}{PATH}", c.base_url());
     let Some(blocks) = v["content"].as_array() else {
-        bail!("anthropic: reply from {} has no content list", c.base_url());
+        if !v["error"].is_null() {
+            let m = super::http::server_message(&v.to_string());
+            bail!(
+                "{}",
+                c.scrub(&format!("anthropic: error from {url} (HTTP 200): {m}"))
+            );
+        }
+        bail!(
+            "{}",
+            c.scrub(&format!(
+                "anthropic: reply from {url} has no content list: {}",
+                one_line(&v.to_string(), 200)
+            ))
+        );
     };
     let text: String = blocks
         .iter()
         .filter(|b| b["type"] == "text")
         .filter_map(|b| b["text"].as_str())
         .collect();
+    if v["stop_reason"] == "refusal" {
+        let said = if text.trim().is_empty() {
+            "(no text)"
+        } else {
+            text.trim()
+        };
+        bail!(
+            "{}",
+            c.scrub(&format!(
+                "anthropic: the model refused: {}",
+                one_line(said, MAX_SHOWN)
+            ))
+        );
+    }
+    if text.trim().is_empty() {
+        let kinds: Vec<&str> = blocks
+            .iter()
+            .map(|b| b["type"].as_str().unwrap_or("?"))
+            .filter(|k| *k != "text")
+            .collect();
+        if !kinds.is_empty() {
+            let tools = if kinds.contains(&"tool_use") {
+                "; Arborist offers no tools, so the server or model is misconfigured"
+            } else {
+                ""
+            };
+            bail!(
+                "anthropic: the reply has no text, only {} block(s) (stop_reason {}){tools}",
+                one_line(&kinds.join(", "), 200),
+                one_line(v["stop_reason"].as_str().unwrap_or("none"), 40)
+            );
+        }
+    }
     if v["stop_reason"] == "max_tokens" {
         tracing::warn!("anthropic: reply cut off at max_tokens; raise the agent's max tokens");
     }

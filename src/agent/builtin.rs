@@ -144,14 +144,14 @@ impl BuiltinAgent {
         Ok(Proposal { layers, reasoning })
     }
 
-    pub fn reflection(ctx: &AgentContext, proposal: &Proposal, o: &StepOutcome) -> String {
+    pub fn reflection(ctx: &AgentContext, _proposal: &Proposal, o: &StepOutcome) -> String {
         let n = o.changes.len().max(1) as f64;
         let mean_inc = o.changes.iter().map(|c| c.to - c.from).sum::<f64>() / n;
         let delta = o.ppl_after / o.ppl_before - 1.0;
         let mut s = format!(
             "Iteration {}: pruned {} layer(s) by +{:.3} on average; perplexity {:.3} -> {:.3} ({:+.2}%), {}. Global sparsity {:.3} of target {}.",
             o.iteration,
-            proposal.layers.len(),
+            o.changes.len(),
             mean_inc,
             o.ppl_before,
             o.ppl_after,

@@ -63,12 +63,13 @@ impl ApiKey {
         &self.0
     }
 
-    /// Replaces the key in text that came from outside (a server may echo it back).
+    /// Replaces the key in text that came from outside (a server may echo it back). Any
+    /// non-empty key is replaced, however short: a short key is still a secret.
     pub(crate) fn scrub(&self, text: &str) -> String {
-        if self.0.len() >= 6 {
-            text.replace(&self.0, "<redacted>")
-        } else {
+        if self.0.is_empty() {
             text.to_string()
+        } else {
+            text.replace(&self.0, "<redacted>")
         }
     }
 }
@@ -160,6 +161,11 @@ mod tests {
         let k = ApiKey::new("sk-very-secret");
         assert_eq!(format!("{k:?}"), "ApiKey(<redacted>)");
         assert_eq!(k.scrub("echo sk-very-secret!"), "echo <redacted>!");
+        // A short key is redacted too.
+        assert_eq!(
+            ApiKey::new("k9Z").scrub("key k9Z echoed"),
+            "key <redacted> echoed"
+        );
         assert!("gemini"
             .parse::<Backend>()
             .unwrap_err()

@@ -37,6 +37,11 @@ pub struct StepOutcome {
     pub global_sparsity_after: f64,
     /// e.g. "rolled back: +7.1% > 5.0%".
     pub note: String,
+    /// The human reviewer edited or overrode the agent's proposal before it was applied
+    /// (from the `decided` event, never inferred from the numbers: Wanda rounds each row
+    /// down, so what is applied differs slightly from any target).
+    #[serde(default)]
+    pub edited: bool,
 }
 
 /// Limits on one step; proposals outside them are rejected, not clamped, so the agent
@@ -62,6 +67,15 @@ impl Default for Bounds {
     }
 }
 
+/// Feedback the human reviewer gave when rejecting a proposal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewerFeedback {
+    pub iteration: usize,
+    pub feedback: String,
+    /// The proposal it was given on.
+    pub rejected: Proposal,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentContext {
     pub model: String,
@@ -77,7 +91,23 @@ pub struct AgentContext {
     pub reflections: Vec<String>,
     /// Human feedback from a rejected proposal.
     pub feedback: Option<String>,
+    /// The proposal `feedback` rejected.
+    #[serde(default)]
+    pub rejected: Option<Proposal>,
+    /// Every earlier rejection's feedback (not the current `feedback`), oldest first.
+    #[serde(default)]
+    pub earlier_feedback: Vec<ReviewerFeedback>,
     pub bounds: Bounds,
+    /// Also roll back when perplexity ends more than this (relative) above the dense model.
+    #[serde(default)]
+    pub ceiling: Option<f64>,
+    /// Also roll back when the knowledge probe's accuracy falls more than this (absolute)
+    /// below the checkpoint's.
+    #[serde(default)]
+    pub probe_max_drop: Option<f64>,
+    /// The session stops after this iteration.
+    #[serde(default)]
+    pub max_iters: usize,
 }
 
 impl AgentContext {
@@ -128,6 +158,7 @@ impl AgentContext {
                     accepted: true,
                     global_sparsity_after: 0.25,
                     note: "accepted: +2.9% <= 5.0%".into(),
+                    edited: false,
                 },
                 StepOutcome {
                     iteration: 2,
@@ -137,11 +168,33 @@ impl AgentContext {
                     accepted: false,
                     global_sparsity_after: 0.25,
                     note: "rolled back: +7.4% > 5.0%".into(),
+                    edited: false,
                 },
             ],
             reflections: vec!["Attention projections in block 1 are fragile.".into()],
             feedback: Some("Leave the q projections alone for now.".into()),
+            rejected: Some(Proposal {
+                layers: vec![LayerTarget {
+                    name: "model.layers.0.self_attn.q_proj".into(),
+                    sparsity: 0.4,
+                }],
+                reasoning: "Lowest z in block 0.".into(),
+            }),
+            earlier_feedback: vec![ReviewerFeedback {
+                iteration: 1,
+                feedback: "Go slower on the MLPs.".into(),
+                rejected: Proposal {
+                    layers: vec![LayerTarget {
+                        name: "model.layers.0.mlp.up_proj".into(),
+                        sparsity: 0.3,
+                    }],
+                    reasoning: "Largest layer.".into(),
+                },
+            }],
             bounds: Bounds::default(),
+            ceiling: None,
+            probe_max_drop: None,
+            max_iters: 60,
         }
     }
 }

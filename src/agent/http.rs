@@ -7,9 +7,15 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::llm::{Backend, LlmClient};
+use super::text::one_line;
 
 /// Longest server error message quoted in an error line.
 const MAX_MESSAGE: usize = 300;
+
+/// Largest response body read; a proposal or a reflection is a few KB, so a larger body is
+/// a broken or hostile server, refused before it fills memory, the session file and the
+/// repair request.
+pub(crate) const MAX_BODY: usize = 4 << 20;
 
 #[derive(Debug)]
 pub(crate) enum HttpError {
@@ -27,6 +33,10 @@ pub(crate) enum HttpError {
     },
     Timeout {
         message: String,
+        seconds: u64,
+    },
+    TooLarge {
+        limit: usize,
     },
 }
 
@@ -56,9 +66,15 @@ impl HttpError {
             HttpError::BadBody { message } => {
                 format!("{backend}: unexpected response from {url}: {message}")
             }
-            HttpError::Timeout { message } => {
+            HttpError::Timeout { message, seconds } => {
                 format!(
-                    "{backend}: request to {url} timed out ({message}); raise the agent timeout"
+                    "{backend}: request to {url} timed out after {seconds} s ({message}); raise --agent-timeout SECS"
+                )
+            }
+            HttpError::TooLarge { limit } => {
+                format!(
+                    "{backend}: the reply from {url} is larger than {} MiB; refused (a proposal is a few KB)",
+                    limit >> 20
                 )
             }
         }
@@ -84,14 +100,16 @@ pub(crate) async fn post_with_retry(
             .json(body)
             .send()
             .await;
+        let timeout = c.cfg.timeout.as_secs();
         let (err, retry_after) = match sent {
-            Ok(resp) if resp.status().is_success() => match resp.bytes().await {
+            Ok(resp) if resp.status().is_success() => match read_capped(resp, MAX_BODY).await {
                 Ok(bytes) => {
                     return serde_json::from_slice(&bytes).map_err(|e| HttpError::BadBody {
                         message: format!("invalid JSON ({e}): {}", snippet(&bytes)),
                     })
                 }
-                Err(e) => (transport(&e, attempt), None),
+                Err(Read::TooLarge) => return Err(HttpError::TooLarge { limit: MAX_BODY }),
+                Err(Read::Failed(e)) => (transport(&e, attempt, timeout), None),
             },
             Ok(resp) => {
                 let status = resp.status();
@@ -100,7 +118,11 @@ pub(crate) async fn post_with_retry(
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
-                let text = resp.text().await.unwrap_or_default();
+                // Only the start of a huge error body is worth quoting.
+                let text = match read_capped(resp, MAX_BODY).await {
+                    Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Err(_) => String::new(),
+                };
                 let err = HttpError::Status {
                     status,
                     message: server_message(&text),
@@ -108,14 +130,16 @@ pub(crate) async fn post_with_retry(
                 };
                 (err, retry_after)
             }
-            Err(e) => (transport(&e, attempt), None),
+            Err(e) => (transport(&e, attempt, timeout), None),
         };
         let retryable = match &err {
             HttpError::Status { status, .. } => {
                 *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
             }
             HttpError::Transport { .. } => true,
-            HttpError::BadBody { .. } | HttpError::Timeout { .. } => false,
+            HttpError::BadBody { .. } | HttpError::Timeout { .. } | HttpError::TooLarge { .. } => {
+                false
+            }
         };
         if !retryable || attempt >= max {
             return Err(err);
@@ -140,7 +164,7 @@ pub(crate) async fn post_with_retry(
 
 /// Connection-level failures worth retrying; a request that ran out its whole timeout
 /// is not retried (it would most likely time out again and multiply the wait).
-fn transport(e: &reqwest::Error, attempts: u32) -> HttpError {
+fn transport(e: &reqwest::Error, attempts: u32, seconds: u64) -> HttpError {
     // The causes say what went wrong; reqwest's own line only repeats the URL we print.
     let mut causes = Vec::new();
     let mut src = std::error::Error::source(e);
@@ -154,9 +178,29 @@ fn transport(e: &reqwest::Error, attempts: u32) -> HttpError {
         causes.join(": ")
     };
     if e.is_timeout() && !e.is_connect() {
-        return HttpError::Timeout { message };
+        return HttpError::Timeout { message, seconds };
     }
     HttpError::Transport { message, attempts }
+}
+
+enum Read {
+    TooLarge,
+    Failed(reqwest::Error),
+}
+
+/// The body, chunk by chunk, refused once it passes `limit` bytes (`bytes()` has no limit).
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, Read> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(Read::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Read::Failed)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Read::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Retry-After in its seconds form; the HTTP-date form falls back to our own backoff.
@@ -182,21 +226,13 @@ pub(crate) fn server_message(body: &str) -> String {
     if line.is_empty() {
         "(empty body)".into()
     } else {
-        truncate(&line, MAX_MESSAGE)
+        one_line(&line, MAX_MESSAGE)
     }
 }
 
 fn snippet(bytes: &[u8]) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    truncate(&s.split_whitespace().collect::<Vec<_>>().join(" "), 120)
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() > n {
-        format!("{}…", s.chars().take(n).collect::<String>())
-    } else {
-        s.to_string()
-    }
+    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
+    one_line(&s.split_whitespace().collect::<Vec<_>>().join(" "), 120)
 }
 
 #[cfg(test)]
@@ -210,7 +246,11 @@ mod tests {
         assert_eq!(server_message(r#"{"error": "bad"}"#), "bad");
         assert_eq!(server_message(r#"{"object":"error","message":"m"}"#), "m");
         assert_eq!(server_message(""), "(empty body)");
-        assert!(server_message(&"x".repeat(1000)).chars().count() <= MAX_MESSAGE + 1);
+        assert!(server_message(&"x".repeat(1000)).chars().count() <= MAX_MESSAGE + 20);
+        assert_eq!(
+            server_message("bad \u{1b}[2J thing"),
+            "bad \\u{1b}[2J thing"
+        );
     }
 
     #[test]

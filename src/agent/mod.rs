@@ -12,6 +12,7 @@ pub mod llm;
 mod openai;
 pub mod parse;
 pub mod prompt;
+pub mod text;
 
 use std::future::Future;
 use std::path::Path;
@@ -21,13 +22,30 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use context::{
-    AgentContext, Bounds, LayerChange, LayerRow, LayerTarget, Proposal, StepOutcome, Usage,
+    AgentContext, Bounds, LayerChange, LayerRow, LayerTarget, Proposal, ReviewerFeedback,
+    StepOutcome, Usage,
 };
 pub use llm::{ApiKey, Backend, ChatReply, LlmClient, LlmConfig, Message, RetryPolicy, Role};
 pub use prompt::Templates;
 
+/// Longest first answer sent back in the repair conversation (bytes).
+const MAX_ANSWER_ECHOED: usize = 16 * 1024;
+
+/// Longest reflection carried into later prompts (characters).
+pub const MAX_REFLECTION: usize = 2000;
+
 /// Marks where a repair message and its answer follow in `AgentReply::prompt` and `raw`.
 pub const REPAIR_SEPARATOR: &str = "\n\n----- repair -----\n\n";
+
+/// How a failed reflection is recorded: `(no reflection: <error>)`, with no prompt and no
+/// raw answer.
+pub const NO_REFLECTION: &str = "(no reflection: ";
+
+/// The recorded reflection stands for a failed call (see [`NO_REFLECTION`]); it is kept in
+/// the session file but never shown to the agent as one of its reflections.
+pub fn is_failed_reflection(r: &AgentReply<String>) -> bool {
+    r.prompt.is_none() && r.raw.is_none() && r.value.starts_with(NO_REFLECTION)
+}
 
 /// An agent's answer with what is needed to log it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,15 +69,36 @@ pub trait Agent {
     fn name(&self) -> String;
 }
 
-/// A proposal that was still invalid after the one repair round. Downcast the
-/// `anyhow::Error` to this to log what was sent and received.
+/// A proposal that was still invalid after the one repair round, or whose repair request
+/// failed. Downcast the `anyhow::Error` to this to log what was sent and received.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("agent proposal still invalid after one repair: {}", problems.join("; "))]
+#[error("{}", self.describe())]
 pub struct ProposalError {
+    /// The last answer's problems (the first answer's when the repair request failed).
     pub problems: Vec<String>,
+    /// Why the repair request failed; None when it was answered and still invalid.
+    pub repair_failed: Option<String>,
+    /// Both prompts, joined by [`REPAIR_SEPARATOR`].
     pub prompt: String,
+    /// Both answers (the second empty when the repair request failed), joined likewise.
     pub raw: String,
+    /// Tokens of every exchange that was answered.
     pub usage: Usage,
+}
+
+impl ProposalError {
+    fn describe(&self) -> String {
+        match &self.repair_failed {
+            None => format!(
+                "agent proposal still invalid after one repair: {}",
+                self.problems.join("; ")
+            ),
+            Some(e) => format!(
+                "agent proposal invalid ({}) and the repair request failed: {e}",
+                self.problems.join("; ")
+            ),
+        }
+    }
 }
 
 enum Exec {
@@ -169,21 +208,44 @@ impl Agent for LlmAgent {
             problems.len()
         );
         let repair = self.templates.repair(ctx, &problems)?;
-        // Some APIs reject an empty assistant turn.
+        // Some APIs reject an empty assistant turn; a huge one is cut (a proposal is small).
         let said = if first.text.trim().is_empty() {
-            "(empty reply)"
+            "(empty reply)".to_string()
+        } else if first.text.len() > MAX_ANSWER_ECHOED {
+            let mut cut = MAX_ANSWER_ECHOED;
+            while !first.text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!(
+                "{}\n…(reply cut here: {} bytes in all)",
+                &first.text[..cut],
+                first.text.len()
+            )
         } else {
-            first.text.as_str()
+            first.text.clone()
         };
         let turns = [
             Message::user(user.as_str()),
             Message::assistant(said),
             Message::user(repair.as_str()),
         ];
-        let second = self.block_on(self.client.chat_messages(&system, &turns, schema))?;
+        let prompt = format!("{user}{REPAIR_SEPARATOR}{repair}");
+        let second = match self.block_on(self.client.chat_messages(&system, &turns, schema)) {
+            Ok(second) => second,
+            // The first exchange is kept: the failure is recorded with what was said.
+            Err(e) => {
+                return Err(ProposalError {
+                    problems,
+                    repair_failed: Some(format!("{e:#}")),
+                    prompt,
+                    raw: format!("{}{REPAIR_SEPARATOR}", first.text),
+                    usage: first.usage,
+                }
+                .into())
+            }
+        };
         let mut usage = first.usage;
         usage += second.usage;
-        let prompt = format!("{user}{REPAIR_SEPARATOR}{repair}");
         let raw = format!("{}{REPAIR_SEPARATOR}{}", first.text, second.text);
         match parse::parse_and_validate(&second.text, ctx) {
             Ok(value) => Ok(AgentReply {
@@ -194,6 +256,7 @@ impl Agent for LlmAgent {
             }),
             Err(problems) => Err(ProposalError {
                 problems,
+                repair_failed: None,
                 prompt,
                 raw,
                 usage,
@@ -211,10 +274,15 @@ impl Agent for LlmAgent {
         let system = self.templates.system(ctx)?;
         let user = self.templates.reflection(ctx, proposal, outcome)?;
         let reply = self.block_on(self.client.chat(&system, &user, None))?;
-        let value = reply.text.trim().to_string();
+        let value = reply.text.trim();
         if value.is_empty() {
             bail!("{}: empty reflection", self.name());
         }
+        // Reflections go into every later prompt; the whole reply stays in `raw`.
+        let value = match value.char_indices().nth(MAX_REFLECTION) {
+            Some((cut, _)) => format!("{}…", &value[..cut]),
+            None => value.to_string(),
+        };
         Ok(AgentReply {
             value,
             prompt: Some(user),

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::context::Usage;
 use super::http::HttpError;
 use super::llm::{ChatReply, LlmClient, Message};
+use super::text::{one_line, MAX_SHOWN};
 
 const PATH: &str = "/v1/chat/completions";
 
@@ -25,6 +26,8 @@ pub(super) async fn chat(
     let v = match first {
         Ok(v) => v,
         // Many local servers do not know json_schema; tolerant parsing handles plain text.
+        // This request is tried once more without it; only a rejection that names it turns
+        // it off for the rest of the session (a 400 about, say, the context length does not).
         Err(HttpError::Status {
             status, message, ..
         }) if schema.is_some() && matches!(status.as_u16(), 400 | 422) => {
@@ -35,15 +38,13 @@ pub(super) async fn chat(
                 c.schema_off.store(true, Ordering::Relaxed);
             }
             tracing::warn!(
-                "openai: server rejected the request with response_format (HTTP {status}: {}); retrying without it",
-                c.scrub(&message)
+                "openai: server rejected the request with response_format (HTTP {status}: {}); retrying without it{}",
+                c.scrub(&message),
+                if named { " for the rest of the session" } else { "" }
             );
-            let v = c
-                .post(PATH, headers(c), &body(c, system, messages, None))
+            c.post(PATH, headers(c), &body(c, system, messages, None))
                 .await
-                .map_err(|e| c.fail(PATH, e))?;
-            c.schema_off.store(true, Ordering::Relaxed);
-            v
+                .map_err(|e| c.fail(PATH, e))?
         }
         Err(e) => return Err(c.fail(PATH, e)),
     };
@@ -85,19 +86,43 @@ fn reply(c: &LlmClient, v: &Value) -> Result<ChatReply> {
     let msg = &v["choices"][0]["message"];
     let text = match msg["content"].as_str() {
         Some(t) => t.to_string(),
-        None => match msg["refusal"].as_str() {
-            Some(r) => bail!("openai: the model refused: {}", r.trim()),
-            None => bail!(
-                "openai: reply from {} has no choices[0].message.content",
-                c.base_url()
-            ),
-        },
+        None => bail!("{}", c.scrub(&no_text(c, v))),
     };
     Ok(ChatReply {
         text,
         usage: usage(&v["usage"]),
         model: v["model"].as_str().unwrap_or(&c.cfg.model).to_string(),
     })
+}
+
+/// Why a 200 reply has no text to read, in one line: a refusal, tool calls, an error body.
+fn no_text(c: &LlmClient, v: &Value) -> String {
+    let msg = &v["choices"][0]["message"];
+    let url = format!("{}{PATH}", c.base_url());
+    if let Some(r) = msg["refusal"].as_str() {
+        return format!(
+            "openai: the model refused: {}",
+            one_line(r.trim(), MAX_SHOWN)
+        );
+    }
+    if let Some(calls) = msg["tool_calls"].as_array().filter(|a| !a.is_empty()) {
+        let names: Vec<&str> = calls
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap_or("?"))
+            .collect();
+        return format!(
+            "openai: the model answered with tool calls ({}) instead of text; Arborist offers no tools, so the server or model is misconfigured",
+            one_line(&names.join(", "), 200)
+        );
+    }
+    if !v["error"].is_null() {
+        let m = super::http::server_message(&v.to_string());
+        return format!("openai: error from {url} (HTTP 200): {m}");
+    }
+    format!(
+        "openai: reply from {url} has no choices[0].message.content: {}",
+        one_line(&v.to_string(), 200)
+    )
 }
 
 /// Token counts, and `usage.cost` (USD) where the server reports it (OpenRouter does).

@@ -11,6 +11,14 @@ use super::context::{AgentContext, LayerTarget, Proposal};
 /// Slack for comparing sparsities that went through decimal text.
 const EPS: f64 = 1e-9;
 
+/// Decimals of every sparsity the prompts and problem lines show ([`shown`]).
+pub const SHOWN_DIGITS: usize = 6;
+
+/// Half a unit in the last shown decimal: a target computed from the shown (rounded)
+/// current sparsity is never refused for the rounding (the check against `max_step` and
+/// "no change" allow this much).
+pub const SHOWN_TOLERANCE: f64 = 0.5e-6;
+
 /// JSON schema of a proposal, in the shape OpenAI's strict structured outputs accept.
 pub fn proposal_schema() -> Value {
     json!({
@@ -35,28 +43,56 @@ pub fn proposal_schema() -> Value {
     })
 }
 
-/// Reads a proposal out of reply text and checks it against the context.
+/// Reads a proposal out of reply text and checks it against the context. Every problem is
+/// listed (a sparsity that is not a number does not hide the others).
 pub fn parse_and_validate(text: &str, ctx: &AgentContext) -> Result<Proposal, Vec<String>> {
-    let p = parse_proposal(text)?;
-    validate(&p, ctx)?;
-    Ok(p)
+    let (items, reasoning) = read(text)?;
+    let problems = check(&items, ctx);
+    if problems.is_empty() {
+        Ok(Proposal {
+            layers: targets(items),
+            reasoning,
+        })
+    } else {
+        Err(problems)
+    }
 }
 
 /// The first JSON object in `text` (bare, fenced or inside prose) that has a `layers` field.
 pub fn extract_json(text: &str) -> Option<Value> {
+    extract(text).ok()
+}
+
+/// Like [`extract_json`]; when there is none, the problem: no candidate at all, or the
+/// first object that mentions "layers" but is not valid JSON (with serde's reason, e.g. a
+/// number out of range).
+fn extract(text: &str) -> Result<Value, String> {
     let bytes = text.as_bytes();
     let starts = bytes.iter().enumerate().filter(|(_, &c)| c == b'{');
+    let mut broken = None;
     for (start, _) in starts {
         let Some(end) = balanced_end(bytes, start) else {
             continue;
         };
-        if let Ok(v) = serde_json::from_str::<Value>(&text[start..end]) {
-            if v.get("layers").is_some() {
-                return Some(v);
+        let candidate = &text[start..end];
+        match serde_json::from_str::<Value>(candidate) {
+            Ok(v) if v.get("layers").is_some() => return Ok(v),
+            Ok(_) => {}
+            Err(e) if broken.is_none() && candidate.contains("\"layers\"") => {
+                broken = Some(e.to_string());
             }
+            Err(_) => {}
         }
     }
-    None
+    Err(match broken {
+        Some(e) => format!(
+            "reply: the JSON object with a \"layers\" field is not valid JSON: {e}; answer with the JSON format shown"
+        ),
+        None => {
+            "reply: no JSON object with a \"layers\" field found; answer with the JSON format shown"
+                .into()
+        }
+    })
 }
 
 /// End (exclusive) of the bracketed value opening at `start`, skipping brackets in strings.
@@ -87,21 +123,32 @@ fn balanced_end(b: &[u8], start: usize) -> Option<usize> {
     None
 }
 
-/// Shape checks only; see [`validate`] for the checks against the profile.
-pub fn parse_proposal(text: &str) -> Result<Proposal, Vec<String>> {
-    let Some(v) = extract_json(text) else {
-        return Err(vec![
-            "reply: no JSON object with a \"layers\" field found; answer with the JSON format shown"
-                .into(),
-        ]);
-    };
-    let mut problems = Vec::new();
+/// One entry of the reply's `layers`: its name, and its sparsity or what was given instead.
+struct Item {
+    name: Option<String>,
+    sparsity: Result<f64, String>,
+}
+
+fn targets(items: Vec<Item>) -> Vec<LayerTarget> {
+    items
+        .into_iter()
+        .filter_map(|it| match (it.name, it.sparsity) {
+            (Some(name), Ok(sparsity)) => Some(LayerTarget { name, sparsity }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The entries and reasoning of the first JSON object with a `layers` field; an error
+/// only when there is none or `layers` has no usable shape.
+fn read(text: &str) -> Result<(Vec<Item>, String), Vec<String>> {
+    let v = extract(text).map_err(|e| vec![e])?;
     let reasoning = match v.get("reasoning") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
         None => String::new(),
     };
-    let items: Vec<(Option<String>, Option<&Value>)> = match &v["layers"] {
+    let entries: Vec<(Option<String>, Option<&Value>)> = match &v["layers"] {
         Value::Array(a) => a
             .iter()
             .map(|it| {
@@ -119,95 +166,64 @@ pub fn parse_proposal(text: &str) -> Result<Proposal, Vec<String>> {
             )])
         }
     };
-    let mut layers = Vec::new();
-    for (i, (name, sp)) in items.into_iter().enumerate() {
-        let Some(name) = name else {
-            problems.push(format!("layers[{i}]: missing string field \"name\""));
-            continue;
-        };
-        let sparsity = match sp {
-            Some(Value::Number(n)) => n.as_f64(),
-            Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
-            _ => None,
-        };
-        match sparsity {
-            Some(sparsity) => layers.push(LayerTarget { name, sparsity }),
-            None => problems.push(format!(
-                "{name}: sparsity must be a number, got {}",
-                sp.map_or("nothing".to_string(), short)
-            )),
+    let items = entries
+        .into_iter()
+        .map(|(name, sp)| {
+            let sparsity = match sp {
+                Some(Value::Number(n)) => n.as_f64(),
+                Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+                _ => None,
+            };
+            Item {
+                name,
+                sparsity: sparsity.ok_or_else(|| sp.map_or("nothing".to_string(), short)),
+            }
+        })
+        .collect();
+    Ok((items, reasoning))
+}
+
+/// Shape checks only (a name and a numeric sparsity per entry); see [`validate`] for the
+/// checks against the profile.
+pub fn parse_proposal(text: &str) -> Result<Proposal, Vec<String>> {
+    let (items, reasoning) = read(text)?;
+    let mut problems = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        match (&it.name, &it.sparsity) {
+            (None, _) => problems.push(missing_name(i)),
+            (Some(n), Err(got)) => problems.push(not_a_number(n, got)),
+            _ => {}
         }
     }
     if problems.is_empty() {
-        Ok(Proposal { layers, reasoning })
+        Ok(Proposal {
+            layers: targets(items),
+            reasoning,
+        })
     } else {
         Err(problems)
     }
 }
 
+fn missing_name(i: usize) -> String {
+    format!("layers[{i}]: missing string field \"name\"")
+}
+
+fn not_a_number(name: &str, got: &str) -> String {
+    format!("{}: sparsity must be a number, got {got}", shown_name(name))
+}
+
 /// Every way the proposal breaks the rules, one line each, in proposal order.
 pub fn validate(p: &Proposal, ctx: &AgentContext) -> Result<(), Vec<String>> {
-    let b = &ctx.bounds;
-    let mut problems = Vec::new();
-    if p.layers.is_empty() {
-        problems.push("layers: empty; propose at least one layer".to_string());
-    }
-    if p.layers.len() > b.max_layers {
-        problems.push(format!(
-            "layers: {} entries, more than max_layers {} per step",
-            p.layers.len(),
-            b.max_layers
-        ));
-    }
-    for (i, t) in p.layers.iter().enumerate() {
-        let n = &t.name;
-        let count = p.layers.iter().filter(|o| o.name == *n).count();
-        if count > 1 {
-            if p.layers[..i].iter().any(|o| o.name == *n) {
-                continue;
-            }
-            problems.push(format!("{n}: listed {count} times; list each layer once"));
-        }
-        let Some(row) = ctx.layer(n) else {
-            problems.push(format!(
-                "{n}: unknown layer name; use a name from the profile table"
-            ));
-            continue;
-        };
-        let (to, cur) = (t.sparsity, row.sparsity);
-        if !to.is_finite() || !(0.0..1.0).contains(&to) {
-            problems.push(format!(
-                "{n}: sparsity {} is not a fraction in [0, 1) (e.g. 0.35 for 35%)",
-                frac(to)
-            ));
-        } else if to < cur - EPS {
-            problems.push(format!(
-                "{n}: sparsity {} is below its current sparsity {} (masks only grow)",
-                frac(to),
-                frac(cur)
-            ));
-        } else if to <= cur + EPS {
-            problems.push(format!(
-                "{n}: sparsity {} is its current sparsity already (no change); leave the layer out",
-                frac(to)
-            ));
-        } else if to > b.max_layer_sparsity + EPS {
-            problems.push(format!(
-                "{n}: sparsity {} is above max_layer_sparsity {}",
-                frac(to),
-                frac(b.max_layer_sparsity)
-            ));
-        } else if to - cur > b.max_step + EPS {
-            problems.push(format!(
-                "{n}: sparsity {} raises it by {} from {}, more than max_step {} (at most {})",
-                frac(to),
-                frac(to - cur),
-                frac(cur),
-                frac(b.max_step),
-                frac((cur + b.max_step).min(b.max_layer_sparsity))
-            ));
-        }
-    }
+    let items: Vec<Item> = p
+        .layers
+        .iter()
+        .map(|t| Item {
+            name: Some(t.name.clone()),
+            sparsity: Ok(t.sparsity),
+        })
+        .collect();
+    let problems = check(&items, ctx);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -215,14 +231,115 @@ pub fn validate(p: &Proposal, ctx: &AgentContext) -> Result<(), Vec<String>> {
     }
 }
 
+fn check(items: &[Item], ctx: &AgentContext) -> Vec<String> {
+    let b = &ctx.bounds;
+    let mut problems = Vec::new();
+    if items.is_empty() {
+        problems.push("layers: empty; propose at least one layer".to_string());
+    }
+    if items.len() > b.max_layers {
+        problems.push(format!(
+            "layers: {} entries, more than max_layers {} per step",
+            items.len(),
+            b.max_layers
+        ));
+    }
+    for (i, it) in items.iter().enumerate() {
+        let Some(n) = &it.name else {
+            problems.push(missing_name(i));
+            continue;
+        };
+        let same = |o: &Item| o.name.as_ref() == Some(n);
+        let count = items.iter().filter(|o| same(o)).count();
+        let shown_n = shown_name(n);
+        if count > 1 {
+            if items[..i].iter().any(same) {
+                continue;
+            }
+            problems.push(format!(
+                "{shown_n}: listed {count} times; list each layer once"
+            ));
+        }
+        let row = ctx.layer(n);
+        if row.is_none() {
+            problems.push(format!(
+                "{shown_n}: unknown layer name; use a name from the profile table"
+            ));
+        }
+        let to = match &it.sparsity {
+            Ok(to) => *to,
+            Err(got) => {
+                problems.push(not_a_number(n, got));
+                continue;
+            }
+        };
+        let Some(row) = row else { continue };
+        let cur = row.sparsity;
+        if !to.is_finite() || !(0.0..1.0).contains(&to) {
+            problems.push(format!(
+                "{shown_n}: sparsity {} is not a fraction in [0, 1) (e.g. 0.35 for 35%)",
+                shown(to)
+            ));
+        } else if to < cur - SHOWN_TOLERANCE {
+            problems.push(format!(
+                "{shown_n}: sparsity {} is below its current sparsity {} (masks only grow)",
+                shown(to),
+                shown(cur)
+            ));
+        } else if to <= cur + SHOWN_TOLERANCE {
+            problems.push(format!(
+                "{shown_n}: sparsity {} is its current sparsity already (no change); leave the layer out",
+                shown(to)
+            ));
+        } else if to > b.max_layer_sparsity + EPS {
+            problems.push(format!(
+                "{shown_n}: sparsity {} is above max_layer_sparsity {}",
+                shown(to),
+                shown(b.max_layer_sparsity)
+            ));
+        } else if to - cur > b.max_step + SHOWN_TOLERANCE + EPS {
+            problems.push(format!(
+                "{shown_n}: sparsity {} raises it by {} from {}, more than max_step {} (at most {})",
+                shown(to),
+                shown(to - cur),
+                shown(cur),
+                shown(b.max_step),
+                shown(max_target(cur, b))
+            ));
+        }
+    }
+    problems
+}
+
+/// The highest sparsity a layer at `cur` may be given this step.
+pub fn max_target(cur: f64, b: &super::context::Bounds) -> f64 {
+    (cur + b.max_step).min(b.max_layer_sparsity)
+}
+
+/// A sparsity as the prompts show it: [`SHOWN_DIGITS`] decimals, trailing zeros dropped
+/// (0.046875, 0.1), so the agent sees the value it is checked against.
+pub fn shown(x: f64) -> String {
+    trimmed(x, SHOWN_DIGITS)
+}
+
+/// A layer name from a reply, fit for a one-line message (control characters escaped,
+/// long names cut).
+fn shown_name(n: &str) -> String {
+    crate::agent::text::one_line(n, 120)
+}
+
 /// A sparsity as short decimal text: 0.35, not 0.35000000000000003.
 pub fn frac(x: f64) -> String {
+    trimmed(x, 4)
+}
+
+fn trimmed(x: f64, digits: usize) -> String {
     if !x.is_finite() {
         return x.to_string();
     }
-    let s = format!("{x:.4}");
+    let s = format!("{x:.digits$}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() || s == "-" {
+    if s.is_empty() || s == "-" || s == "-0" {
         "0".into()
     } else {
         s.into()
@@ -231,12 +348,7 @@ pub fn frac(x: f64) -> String {
 
 /// A JSON value in a problem line: short, one line.
 fn short(v: &Value) -> String {
-    let s = v.to_string();
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s
-    }
+    crate::agent::text::one_line(&v.to_string(), 60)
 }
 
 #[cfg(test)]

@@ -144,3 +144,80 @@ fn frac_is_short() {
     assert_eq!(frac(0.0), "0");
     assert_eq!(frac(1.5), "1.5");
 }
+
+/// A sparsity that is not a number does not hide the proposal's other problems.
+#[test]
+fn a_non_numeric_sparsity_is_reported_with_every_other_problem() {
+    let text = format!(
+        r#"{{"layers": [{{"name": "{UP0}", "sparsity": "abc"}}, {{"name": "model.layers.9.mlp.up_proj", "sparsity": 0.3}}, {{"name": "{DOWN1}", "sparsity": 0.9}}, {{"name": "ghost", "sparsity": null}}], "reasoning": ""}}"#
+    );
+    let e = parse_and_validate(&text, &AgentContext::example()).unwrap_err();
+    let expect = [
+        (UP0, "sparsity must be a number, got \"abc\""),
+        ("model.layers.9.mlp.up_proj", "unknown layer name"),
+        (DOWN1, "more than max_step"),
+        ("ghost", "unknown layer name"),
+        ("ghost", "sparsity must be a number, got null"),
+    ];
+    assert_eq!(e.len(), expect.len(), "{e:#?}");
+    for (line, (name, what)) in e.iter().zip(expect) {
+        assert!(line.starts_with(name) && line.contains(what), "{line}");
+    }
+}
+
+/// serde_json cannot hold 1e400: the problem says so instead of "no JSON object".
+#[test]
+fn a_number_out_of_range_is_named() {
+    let text =
+        format!(r#"{{"layers": [{{"name": "{UP0}", "sparsity": 1e400}}], "reasoning": ""}}"#);
+    let e = parse_and_validate(&text, &AgentContext::example()).unwrap_err();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("number out of range"), "{e:?}");
+    assert!(!e[0].contains("no JSON object"), "{e:?}");
+}
+
+/// Wanda reaches 0.046875 for a 0.05 target; the prompt shows it to 6 decimals. The shown
+/// value plus max_step is allowed, within half a unit of the last shown decimal, and the
+/// problem lines show values the same way.
+#[test]
+fn targets_computed_from_the_shown_sparsity_are_not_refused_for_rounding() {
+    let mut ctx = AgentContext::example();
+    let set = |ctx: &mut AgentContext, v: f64| {
+        ctx.layers
+            .iter_mut()
+            .find(|l| l.name == UP0)
+            .unwrap()
+            .sparsity = v;
+    };
+    set(&mut ctx, 0.046875);
+    assert_eq!(shown(0.046875), "0.046875");
+    validate(&prop(&[(UP0, 0.146875)]), &ctx).unwrap();
+    // Current 1/3 is shown as 0.333333; 0.433333 is allowed, 0.433334 too (rounding).
+    set(&mut ctx, 1.0 / 3.0);
+    validate(&prop(&[(UP0, 0.433333)]), &ctx).unwrap();
+    validate(&prop(&[(UP0, 0.4333335)]), &ctx).unwrap();
+    let e = validate(&prop(&[(UP0, 0.4334)]), &ctx).unwrap_err();
+    assert!(
+        e[0].contains(
+            "raises it by 0.100067 from 0.333333, more than max_step 0.1 (at most 0.433333)"
+        ),
+        "{e:?}"
+    );
+    // The shown current value itself is "no change", not a raise of 3e-7.
+    let e = validate(&prop(&[(UP0, 0.333333)]), &ctx).unwrap_err();
+    assert!(e[0].contains("no change"), "{e:?}");
+}
+
+/// Layer names from a reply are escaped in problem lines.
+#[test]
+fn names_with_control_characters_are_escaped() {
+    let e = validate(
+        &prop(&[("evil\n\u{1b}[2Jname", 0.3)]),
+        &AgentContext::example(),
+    )
+    .unwrap_err();
+    assert!(
+        e[0].starts_with("evil\\n\\u{1b}[2Jname: unknown layer name"),
+        "{e:?}"
+    );
+}

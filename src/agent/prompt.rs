@@ -6,11 +6,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use minijinja::syntax::SyntaxConfig;
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use serde::Serialize;
 
 use super::context::{kind_order, AgentContext, LayerChange, LayerRow, Proposal, StepOutcome};
-use super::parse::frac;
+use super::parse::{frac, max_target, shown};
 
 pub const SYSTEM: &str = "system.j2";
 pub const STEP: &str = "step.j2";
@@ -53,6 +53,8 @@ impl Templates {
         }
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Spans in errors, so an undefined value can be named.
+        env.set_debug(true);
         let syntax = SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)
@@ -66,6 +68,7 @@ impl Templates {
         env.add_filter("pct", |v: f64| format!("{:.1}%", v * 100.0));
         env.add_filter("signed_pct", |v: f64| format!("{:+.1}%", v * 100.0));
         env.add_filter("frac", frac);
+        env.add_filter("exact", shown);
         let mut origins = Vec::new();
         for (name, builtin) in BUILTIN {
             let user = dir.map(|d| d.join(name)).filter(|p| p.is_file());
@@ -78,11 +81,52 @@ impl Templates {
                 None => (format!("built-in prompts/{name}"), builtin.to_string()),
             };
             if let Err(e) = env.add_template_owned(name, source) {
-                bail!("prompt template {origin}: {}", one_line(&e));
+                bail!("prompt template {origin}: {}", describe(&e));
             }
             origins.push((name, origin));
         }
-        Ok(Templates { env, origins })
+        let t = Templates { env, origins };
+        t.check()?;
+        Ok(t)
+    }
+
+    /// Renders every template against example contexts (with and without history,
+    /// reflections and feedback; accepted and rolled-back, edited and not), so that a typo
+    /// in a variable name fails before the session starts rather than at its first use.
+    fn check(&self) -> Result<()> {
+        let mut full = AgentContext::example();
+        full.ceiling = Some(0.2);
+        full.probe_max_drop = Some(0.05);
+        let mut first = AgentContext::example();
+        first.iteration = 1;
+        first.history.clear();
+        first.reflections.clear();
+        first.feedback = None;
+        first.rejected = None;
+        first.earlier_feedback.clear();
+        let proposal = Proposal {
+            layers: vec![super::context::LayerTarget {
+                name: full.layers[0].name.clone(),
+                sparsity: full.layers[0].sparsity + full.bounds.max_step / 2.0,
+            }],
+            reasoning: "example".into(),
+        };
+        let problems = ["example: unknown layer name".to_string()];
+        for ctx in [&full, &first] {
+            self.system(ctx)?;
+            self.step(ctx)?;
+            self.repair(ctx, &problems)?;
+            for o in &full.history {
+                for edited in [false, true] {
+                    let o = StepOutcome {
+                        edited,
+                        ..o.clone()
+                    };
+                    self.reflection(ctx, &proposal, &o)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// (template name, origin) for every template, origin being a path or "built-in ...".
@@ -98,8 +142,8 @@ impl Templates {
         self.render(STEP, val(StepView::new(ctx)))
     }
 
-    /// `ctx` is the context the proposal was made in; `outcome.changes` are what was
-    /// applied, which differ from the proposal when the human edited it.
+    /// `ctx` is the context the proposal was made in (before the step); `outcome.changes`
+    /// are what was applied, and `outcome.edited` says whether the human edited it.
     pub fn reflection(
         &self,
         ctx: &AgentContext,
@@ -115,20 +159,11 @@ impl Templates {
                 to: t.sparsity,
             })
             .collect();
-        let same =
-            |a: &LayerChange, b: &LayerChange| a.name == b.name && (a.to - b.to).abs() < 1e-9;
-        let edited = !outcome.changes.is_empty()
-            && (outcome.changes.len() != proposed.len()
-                || !outcome
-                    .changes
-                    .iter()
-                    .zip(&proposed)
-                    .all(|(a, b)| same(a, b)));
         let view = ReflectionView {
             step: StepView::new(ctx),
             proposal_reasoning: proposal.reasoning.clone(),
             proposal_changes: proposed,
-            edited,
+            edited: outcome.edited,
             outcome: OutcomeView::new(outcome),
         };
         self.render(REFLECTION, val(view))
@@ -149,9 +184,9 @@ impl Templates {
         let t = self
             .env
             .get_template(name)
-            .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", one_line(&e)))?;
+            .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", describe(&e)))?;
         t.render(ctx)
-            .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", one_line(&e)))
+            .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", describe(&e)))
     }
 }
 
@@ -159,8 +194,35 @@ fn val<T: Serialize>(x: T) -> Value {
     Value::from(minijinja::value::Serde(x))
 }
 
-fn one_line(e: &minijinja::Error) -> String {
-    e.to_string().replace('\n', " ")
+/// A template error in one line; an undefined value is named by the expression that used
+/// it: "undefined value: `itertion` is undefined (in step.j2:3)".
+fn describe(e: &minijinja::Error) -> String {
+    let what = match e.kind() {
+        ErrorKind::UndefinedError => {
+            let expr = e
+                .template_source()
+                .zip(e.range())
+                .and_then(|(src, r)| src.get(r))
+                .map(|x| x.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|x| !x.is_empty());
+            match expr {
+                Some(x) => format!("{}: `{x}` is undefined", e.kind()),
+                None => e.kind().to_string(),
+            }
+        }
+        _ => match e.detail() {
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        },
+    };
+    let at = match e.name() {
+        Some(n) => format!(" (in {n}:{})", e.line().unwrap_or(0)),
+        None => String::new(),
+    };
+    format!("{what}{at}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[derive(Serialize)]
@@ -169,6 +231,8 @@ struct RowView {
     row: LayerRow,
     /// Combined sensitivity z_s + z_g; lower means safer to prune.
     z: f64,
+    /// The highest sparsity the layer may be given this step.
+    max: f64,
 }
 
 #[derive(Serialize)]
@@ -196,6 +260,10 @@ struct StepView {
     rows: Vec<RowView>,
     history: Vec<OutcomeView>,
     remaining: f64,
+    /// Iterations the session may still take, this one included.
+    iterations_left: usize,
+    /// Parameters of all the rows (the weights of the global sparsity).
+    total_params: u64,
     degradation: f64,
     rollbacks: usize,
     example_name: String,
@@ -210,6 +278,7 @@ impl StepView {
             .map(|r| RowView {
                 row: r.clone(),
                 z: r.z_s + r.z_g,
+                max: max_target(r.sparsity, &ctx.bounds),
             })
             .collect();
         rows.sort_by(|a, b| {
@@ -231,6 +300,8 @@ impl StepView {
         let history = std::mem::take(&mut ctx.history);
         StepView {
             remaining: (ctx.target - ctx.global_sparsity).max(0.0),
+            iterations_left: (ctx.max_iters + 1).saturating_sub(ctx.iteration),
+            total_params: ctx.layers.iter().map(|l| l.params).sum(),
             degradation: rel(ctx.current_ppl, ctx.dense_ppl),
             rollbacks: history.iter().filter(|h| !h.accepted).count(),
             history: history.iter().map(OutcomeView::new).collect(),
@@ -248,7 +319,7 @@ struct ReflectionView {
     step: StepView,
     proposal_reasoning: String,
     proposal_changes: Vec<LayerChange>,
-    /// The applied changes (outcome.changes) differ from the proposal.
+    /// The human reviewer edited or overrode the proposal (outcome.edited).
     edited: bool,
     outcome: OutcomeView,
 }

@@ -142,8 +142,10 @@ impl RunArgs {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config {}", p.display()))?;
-                serde_yaml::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?
+                refuse_keys_in_config(&text, p)?;
+                serde_yaml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("config {}: {}", p.display(), one_line(&e.to_string()))
+                })?
             }
             None => RunOptions::default(),
         };
@@ -219,6 +221,38 @@ impl RunArgs {
     }
 }
 
+/// An API key in a config file is refused, naming where keys come from (the file would
+/// otherwise be read without it, or the key copied into a session header).
+fn refuse_keys_in_config(text: &str, p: &std::path::Path) -> Result<()> {
+    let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+        return Ok(()); // serde_yaml's own error follows
+    };
+    let agent = &v["agent"];
+    let keyish = [
+        "api_key",
+        "apikey",
+        "key",
+        "token",
+        "openai_api_key",
+        "anthropic_api_key",
+    ];
+    if let Some(m) = agent.as_mapping() {
+        for k in m.keys().filter_map(|k| k.as_str()) {
+            if keyish.contains(&k.to_ascii_lowercase().as_str()) {
+                bail!(
+                    "config {}: agent.{k}: API keys are never read from files; set OPENAI_API_KEY or ANTHROPIC_API_KEY in the environment",
+                    p.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// A session file's recorded options get the checks the flags get, reported as the file's.
 pub(super) fn header_options_ok(o: &RunOptions, path: &std::path::Path) -> Result<()> {
     check(o).map_err(|e| {
@@ -286,6 +320,26 @@ fn check(o: &RunOptions) -> Result<()> {
             o.agent.backend
         );
     }
+    if o.agent.backend == "builtin" {
+        let given: Vec<&str> = [
+            ("--agent-model", o.agent.model.is_some()),
+            ("--base-url", o.agent.base_url.is_some()),
+        ]
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(f, _)| *f)
+        .collect();
+        if !given.is_empty() {
+            bail!(
+                "{} {} for an LLM agent (--agent openai|anthropic); the built-in agent (the default) takes neither",
+                given.join(" and "),
+                if given.len() > 1 { "are" } else { "is" }
+            );
+        }
+    }
+    if o.agent.timeout_s == Some(0) {
+        bail!("--agent-timeout 0: must be at least 1 second (every request would time out)");
+    }
     if !matches!(o.calib_sample.as_str(), "sequential" | "random") {
         bail!(
             "--calib-sample {} is unknown (sequential or random)",
@@ -329,4 +383,89 @@ pub fn run(a: RunArgs) -> Result<()> {
         crate::worker::launch::wait_ready(&workers)?;
         crate::worker::setup::attach(&s, workers, &files)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_config(yaml: &str) -> Result<RunOptions> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cfg.yaml");
+        std::fs::write(&p, yaml).unwrap();
+        RunArgs {
+            config: Some(p),
+            ..Default::default()
+        }
+        .options()
+    }
+
+    fn err(r: Result<RunOptions>) -> String {
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(!e.contains('\n'), "{e}");
+        e
+    }
+
+    #[test]
+    fn unknown_agent_keys_in_a_config_are_refused_and_keys_point_at_the_environment() {
+        let e = err(with_config(
+            "agent:\n  backend: openai\n  api_key: sk-abc\n",
+        ));
+        assert!(
+            e.contains("agent.api_key")
+                && e.contains("OPENAI_API_KEY")
+                && e.contains("environment"),
+            "{e}"
+        );
+        assert!(!e.contains("sk-abc"), "{e}");
+        let e = err(with_config(
+            "agent:\n  backend: openai\n  temperature: 0.2\n",
+        ));
+        assert!(e.contains("unknown field `temperature`"), "{e}");
+        let o = with_config("agent:\n  backend: openai\n  model: m\n  timeout_s: 30\n").unwrap();
+        assert_eq!(o.agent.timeout_s, Some(30));
+    }
+
+    #[test]
+    fn old_session_headers_still_read() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions/example.yaml"),
+        )
+        .unwrap();
+        let header = text.split("\n---\n").next().unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(header).unwrap();
+        let o: RunOptions = serde_yaml::from_value(v["options"].clone()).unwrap();
+        assert_eq!(o.agent.backend, "builtin");
+        check(&o).unwrap();
+    }
+
+    #[test]
+    fn agent_timeout_zero_and_llm_flags_with_the_builtin_agent_are_refused() {
+        let e = err(RunArgs {
+            agent: Some("openai".into()),
+            agent_model: Some("m".into()),
+            agent_timeout: Some(0),
+            ..Default::default()
+        }
+        .options());
+        assert!(e.starts_with("--agent-timeout 0"), "{e}");
+        let e = err(RunArgs {
+            agent_model: Some("gpt-4o".into()),
+            base_url: Some("http://127.0.0.1:1".into()),
+            ..Default::default()
+        }
+        .options());
+        assert!(
+            e.starts_with("--agent-model and --base-url are for an LLM agent"),
+            "{e}"
+        );
+        RunArgs {
+            agent: Some("openai".into()),
+            agent_model: Some("m".into()),
+            agent_timeout: Some(1),
+            ..Default::default()
+        }
+        .options()
+        .unwrap();
+    }
 }

@@ -192,8 +192,14 @@ impl Event {
     }
 }
 
+/// Text that came from an agent, a server or a reviewer, as one bounded line.
+fn line(s: &str) -> String {
+    crate::agent::text::one_line(s, crate::agent::text::MAX_SHOWN)
+}
+
 impl Event {
-    /// One line for logs and the headless runner.
+    /// One line for logs and the headless runner: text from outside (agent replies, server
+    /// errors, layer names, feedback) has its control characters escaped and is cut short.
     pub fn summary(&self) -> String {
         match self {
             Event::Baseline { layers, eval } => format!(
@@ -219,14 +225,18 @@ impl Event {
                     .value
                     .layers
                     .iter()
-                    .map(|l| format!("{}→{}", l.name, crate::agent::parse::frac(l.sparsity)))
+                    .map(|l| format!(
+                        "{}→{}",
+                        crate::agent::text::one_line(&l.name, 120),
+                        crate::agent::parse::frac(l.sparsity)
+                    ))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
             Event::AgentFailed {
                 iteration, error, ..
             } => {
-                format!("iter {iteration}: agent failed: {error}")
+                format!("iter {iteration}: agent failed: {}", line(error))
             }
             Event::Decided {
                 iteration,
@@ -239,7 +249,7 @@ impl Event {
                     Decision::Override { layers, .. } => {
                         format!("overridden ({} layers)", layers.len())
                     }
-                    Decision::Reject { feedback } => format!("rejected: \"{feedback}\""),
+                    Decision::Reject { feedback } => format!("rejected: \"{}\"", line(feedback)),
                     Decision::Skip => "skipped".to_string(),
                 };
                 format!("iter {iteration}: {what} by {by}")
@@ -251,7 +261,7 @@ impl Event {
                 eval.ppl, eval.seconds
             ),
             Event::Reflected { iteration, reply } => {
-                format!("iter {iteration}: reflection: {}", reply.value)
+                format!("iter {iteration}: reflection: {}", line(&reply.value))
             }
             Event::StopRequested { by } => format!("stop requested by {by}"),
             Event::RollbackTo { checkpoint, by } => {
@@ -265,7 +275,10 @@ impl Event {
                 global_sparsity,
                 note,
                 ..
-            } => format!("iter {iteration}: {note}; global sparsity {global_sparsity:.4}"),
+            } => format!(
+                "iter {iteration}: {}; global sparsity {global_sparsity:.4}",
+                line(note)
+            ),
             Event::Finished {
                 reason,
                 global_sparsity,

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use super::events::{Decision, Evaluation, Event, LayerInfo, StopReason};
 use crate::agent::{
-    parse, AgentContext, Bounds, LayerChange, LayerRow, LayerTarget, Proposal, StepOutcome, Usage,
+    parse, AgentContext, Bounds, LayerChange, LayerRow, LayerTarget, Proposal, ReviewerFeedback,
+    StepOutcome, Usage,
 };
 
 /// The loop's rules; recorded in every session header.
@@ -109,9 +110,20 @@ pub struct Machine {
     accepted_since_profile: usize,
     pub proposal: Option<Proposal>,
     pub applying: Option<Proposal>,
+    /// The agent's own proposal behind `applying`, and whether the reviewer edited or
+    /// overrode it (the reflection is about the agent's proposal, not the reviewer's).
+    agent_proposal: Option<Proposal>,
+    edited: bool,
+    /// The reflection job of the step being reflected on, kept for `resume_effects`.
+    reflect: Option<Box<(AgentContext, Proposal, StepOutcome)>>,
     pub history: Vec<StepOutcome>,
+    /// One per step, as recorded (for the TUI, parallel to `history`).
     pub reflections: Vec<String>,
+    /// Indices into `reflections` of failed reflection calls, kept out of the prompts.
+    failed_reflections: Vec<usize>,
     pub feedback: Option<String>,
+    /// Every rejection with its feedback, oldest first (the last is `feedback`'s while set).
+    pub feedback_log: Vec<ReviewerFeedback>,
     pub rollbacks: usize,
     pub usage: Usage,
     agent_failures: usize,
@@ -133,9 +145,14 @@ impl Machine {
             accepted_since_profile: 0,
             proposal: None,
             applying: None,
+            agent_proposal: None,
+            edited: false,
+            reflect: None,
             history: Vec::new(),
             reflections: Vec::new(),
+            failed_reflections: Vec::new(),
             feedback: None,
+            feedback_log: Vec::new(),
             rollbacks: 0,
             usage: Usage::default(),
             agent_failures: 0,
@@ -184,6 +201,11 @@ impl Machine {
                 ..r.clone()
             })
             .collect();
+        let log = &self.feedback_log;
+        let earlier = match self.feedback {
+            Some(_) => &log[..log.len().saturating_sub(1)],
+            None => &log[..],
+        };
         AgentContext {
             model: self.model.clone(),
             iteration: self.iteration,
@@ -194,9 +216,21 @@ impl Machine {
             current_ppl: c.map_or(f64::NAN, |c| c.eval.ppl),
             layers,
             history: self.history.clone(),
-            reflections: self.reflections.clone(),
+            reflections: (self.reflections.iter().enumerate())
+                .filter(|(i, _)| !self.failed_reflections.contains(i))
+                .map(|(_, r)| r.clone())
+                .collect(),
             feedback: self.feedback.clone(),
+            rejected: self
+                .feedback
+                .as_ref()
+                .and_then(|_| self.feedback_log.last())
+                .map(|f| f.rejected.clone()),
+            earlier_feedback: earlier.to_vec(),
             bounds: self.opts.bounds.clone(),
+            ceiling: self.opts.ceiling,
+            probe_max_drop: self.opts.probe_max_drop,
+            max_iters: self.opts.max_iters,
         }
     }
 
@@ -223,9 +257,9 @@ impl Machine {
             Phase::Reviewing => vec![Effect::Review(self.proposal.clone().expect("reviewing"))],
             Phase::Applying => vec![Effect::Apply(self.mask_step())],
             Phase::Reflecting => {
-                let outcome = self.history.last().expect("an outcome").clone();
-                let p = self.applying.clone().expect("a proposal");
-                vec![Effect::Reflect(Box::new((self.context(), p, outcome)))]
+                vec![Effect::Reflect(
+                    self.reflect.clone().expect("a reflection job"),
+                )]
             }
             Phase::Done(_) => vec![],
         }

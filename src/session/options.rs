@@ -4,8 +4,10 @@ use serde::{Deserialize, Serialize};
 
 use super::machine::LoopOptions;
 
+/// Unknown keys are refused (a misspelt key, or an `api_key`: keys come only from the
+/// environment); every field ever written is still known, so old headers read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AgentSpec {
     /// builtin, openai or anthropic.
     pub backend: String,

@@ -81,10 +81,15 @@ impl Machine {
                     Decision::Approve if agent.layers.is_empty() => return Ok(self.skip()),
                     Decision::Reject { feedback } => {
                         self.feedback = Some(feedback.clone());
+                        self.feedback_log.push(ReviewerFeedback {
+                            iteration: self.iteration,
+                            feedback: feedback.clone(),
+                            rejected: agent,
+                        });
                         self.phase = Phase::Proposing;
                         return Ok(vec![self.propose()]);
                     }
-                    Decision::Approve => agent,
+                    Decision::Approve => agent.clone(),
                     Decision::Edit { layers } => Proposal {
                         layers: layers.clone(),
                         reasoning: format!("{} [edited by the reviewer]", agent.reasoning),
@@ -94,6 +99,8 @@ impl Machine {
                         reasoning: format!("[override by the reviewer] {reasoning}"),
                     },
                 };
+                self.edited = !matches!(decision, Decision::Approve);
+                self.agent_proposal = Some(agent);
                 self.applying = Some(approved);
                 self.phase = Phase::Applying;
                 Ok(vec![Effect::Apply(self.mask_step())])
@@ -109,6 +116,10 @@ impl Machine {
             Event::Reflected { iteration, reply } => {
                 self.expect(Phase::Reflecting, ev, Some(*iteration))?;
                 self.usage += reply.usage;
+                // A failed reflection is recorded and listed, but never shown to the agent.
+                if crate::agent::is_failed_reflection(reply) {
+                    self.failed_reflections.push(self.reflections.len());
+                }
                 self.reflections.push(reply.value.clone());
                 let accepted = self.history.last().is_some_and(|o| o.accepted);
                 self.iteration += 1;
@@ -168,6 +179,9 @@ impl Machine {
     }
 
     fn guard(&mut self, applied: &BTreeMap<String, f64>, eval: &Evaluation) -> Vec<Effect> {
+        // The reflection is about the step from the state the agent proposed it in, so its
+        // context is taken before an accepted step becomes the new checkpoint.
+        let before = self.context();
         let ckpt = self.checkpoint().expect("a checkpoint").clone();
         let delta = eval.ppl / ckpt.eval.ppl - 1.0;
         let total = self.dense.as_ref().map_or(0.0, |d| eval.ppl / d.ppl - 1.0);
@@ -239,6 +253,7 @@ impl Machine {
             accepted,
             global_sparsity_after: self.global_sparsity(),
             note: note.clone(),
+            edited: self.edited,
         };
         effects.push(Effect::Log(Event::Guard {
             iteration: self.iteration,
@@ -252,12 +267,13 @@ impl Machine {
         self.history.push(outcome.clone());
         self.feedback = None;
         self.phase = Phase::Reflecting;
-        let proposal = self.applying.clone().expect("applying has a proposal");
-        effects.push(Effect::Reflect(Box::new((
-            self.context(),
-            proposal,
-            outcome,
-        ))));
+        let proposal = self
+            .agent_proposal
+            .clone()
+            .expect("applying has a proposal");
+        let job = Box::new((before, proposal, outcome));
+        self.reflect = Some(job.clone());
+        effects.push(Effect::Reflect(job));
         effects
     }
 }

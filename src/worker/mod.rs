@@ -125,7 +125,11 @@ pub fn agent_event(agent: &mut dyn Agent, job: AgentJob) -> Event {
         AgentJob::Reflect(b) => {
             let (ctx, p, o) = *b;
             let reply = agent.reflect(&ctx, &p, &o).unwrap_or_else(|e| AgentReply {
-                value: format!("(no reflection: {e:#})"),
+                value: format!(
+                    "{}{})",
+                    crate::agent::NO_REFLECTION,
+                    crate::agent::text::one_line(&format!("{e:#}"), 2000)
+                ),
                 prompt: None,
                 raw: None,
                 usage: Default::default(),
@@ -143,7 +147,8 @@ pub fn failed(iteration: usize, e: &anyhow::Error) -> Event {
     let detail = e.downcast_ref::<crate::agent::ProposalError>();
     Event::AgentFailed {
         iteration,
-        error: format!("{e:#}"),
+        // One line, bounded: the error may quote a server or the model.
+        error: crate::agent::text::one_line(&format!("{e:#}"), 2000),
         prompt: detail.map(|d| d.prompt.clone()),
         raw: detail.map(|d| d.raw.clone()),
         usage: detail.map(|d| d.usage).unwrap_or_default(),
