@@ -732,6 +732,20 @@ fn bad_mmlu_csv_gives_one_line_naming_file_and_row() {
     // A missing dev file for one subject.
     std::fs::remove_file(&dev_file).unwrap();
     mmlu_err(d.path(), "1", &[&p(&dev_file), "missing"]);
+    // An empty subject file would drop out of the average; a nameless one has no subject.
+    let d = fresh();
+    std::fs::write(alg(d.path()), "").unwrap();
+    mmlu_err(d.path(), "0", &[&p(&alg(d.path())), "no questions"]);
+    let d = fresh();
+    let nameless = d.path().join("test/_test.csv");
+    std::fs::write(&nameless, csv_row(&["q", "a", "b", "c", "d", "A"])).unwrap();
+    mmlu_err(d.path(), "0", &[&p(&nameless), "no subject"]);
+    // The test/ folder or a CSV file instead of the root that holds test/ and dev/.
+    let d = fresh();
+    let test_dir = d.path().join("test");
+    for (path, shots) in [(&test_dir, "5"), (&test_dir, "0"), (&alg(d.path()), "0")] {
+        mmlu_err(path, shots, &[&p(path), "test/ (or val/) and dev/"]);
+    }
 }
 
 #[test]

@@ -36,6 +36,9 @@ pub struct MmluData {
 /// dev split must hold at least `shots` examples of every evaluated subject.
 pub fn read_mmlu(path: &Path, shots: usize) -> Result<MmluData> {
     let data = if path.is_file() {
+        if has_ext(path, "csv") {
+            bail!("{}: {CSV_LAYOUT}", path.display());
+        }
         if !is_parquet(path) {
             bail!(
                 "{}: expected an MMLU directory or a .parquet file",
@@ -54,6 +57,9 @@ pub fn read_mmlu(path: &Path, shots: usize) -> Result<MmluData> {
             read_csv_tree(path, shots)?
         } else {
             let files = parquet_tree(path)?;
+            if files.is_empty() && holds_csv(path)? {
+                bail!("{}: holds CSV files; {CSV_LAYOUT}", path.display());
+            }
             let of = |s: &str| -> Vec<PathBuf> {
                 files
                     .iter()
@@ -78,6 +84,20 @@ pub fn read_mmlu(path: &Path, shots: usize) -> Result<MmluData> {
         );
     }
     Ok(data)
+}
+
+/// Said when a CSV file or folder is passed where the Hendrycks root belongs.
+const CSV_LAYOUT: &str = "for the Hendrycks CSV layout pass the folder that holds the test/ (or val/) and dev/ subfolders";
+
+fn has_ext(p: &Path, ext: &str) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
+fn holds_csv(dir: &Path) -> Result<bool> {
+    Ok(std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read directory {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .any(|e| has_ext(&e.path(), "csv")))
 }
 
 /// The split a Hugging Face parquet file belongs to, from its name (`test-00000-of-00001`).
@@ -200,7 +220,12 @@ fn read_csv_tree(root: &Path, shots: usize) -> Result<MmluData> {
     };
     let mut test = BTreeMap::new();
     for (subject, f) in csv_files(&root.join(split), split)? {
-        test.insert(subject.clone(), read_csv_items(&f, &subject)?);
+        let items = read_csv_items(&f, &subject)?;
+        // A subject with no questions would silently drop out of the average.
+        if items.is_empty() {
+            bail!("{}: no questions (an empty subject file)", f.display());
+        }
+        test.insert(subject, items);
     }
     let mut dev = BTreeMap::new();
     if shots > 0 {
@@ -235,15 +260,25 @@ fn read_csv_tree(root: &Path, shots: usize) -> Result<MmluData> {
 /// (subject, file) for every `*_{split}.csv` in `dir`, sorted.
 fn csv_files(dir: &Path, split: &str) -> Result<Vec<(String, PathBuf)>> {
     let suffix = format!("_{split}.csv");
-    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)
         .with_context(|| format!("cannot read directory {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?;
-            let subject = name.strip_suffix(&suffix)?.to_string();
-            Some((subject, p))
-        })
-        .collect();
+    {
+        let p = e?.path();
+        let Some(subject) = p
+            .file_name()
+            .and_then(|n| n.to_str()?.strip_suffix(&suffix))
+        else {
+            continue;
+        };
+        if subject.is_empty() {
+            bail!(
+                "{}: no subject before `{suffix}` (expected SUBJECT{suffix})",
+                p.display()
+            );
+        }
+        v.push((subject.to_string(), p));
+    }
     v.sort();
     Ok(v)
 }
