@@ -607,18 +607,24 @@ fn freebaseqa_scores_the_continuation_only() {
 
 // ---------------------------------------------------------------- wikitext parquet
 
+/// Wikitext-like rows (headings, paragraphs, empty rows) as a parquet file in `dir`, and
+/// the same rows joined by blank lines as a text file: (parquet, text, rows).
+fn wikitext_pair(dir: &Path) -> (PathBuf, PathBuf, Vec<String>) {
+    let text = std::fs::read_to_string(fixture("eval.txt")).unwrap();
+    let mut rows: Vec<String> = ["", " = Heading = ", ""].map(String::from).to_vec();
+    rows.extend(text.lines().map(String::from));
+    let refs: Vec<&str> = rows.iter().map(String::as_str).collect();
+    let pq = dir.join("test-00000-of-00001.parquet");
+    write_text_parquet(&pq, &refs);
+    let txt = dir.join("joined.txt");
+    std::fs::write(&txt, rows.join("\n\n")).unwrap();
+    (pq, txt, rows)
+}
+
 #[test]
 fn ppl_on_parquet_equals_ppl_on_rows_joined_by_blank_lines() {
     let d = tmp();
-    let text = std::fs::read_to_string(fixture("eval.txt")).unwrap();
-    // Wikitext-like rows: headings, paragraphs and empty rows.
-    let lines: Vec<&str> = text.lines().collect();
-    let mut rows: Vec<&str> = vec!["", " = Heading = ", ""];
-    rows.extend(lines.iter().copied());
-    let pq = d.path().join("test-00000-of-00001.parquet");
-    write_text_parquet(&pq, &rows);
-    let txt = d.path().join("joined.txt");
-    std::fs::write(&txt, rows.join("\n\n")).unwrap();
+    let (pq, txt, rows) = wikitext_pair(d.path());
     let m = p(&fixture("qwen3"));
     let a = eval_json(&[
         "eval",
@@ -655,6 +661,81 @@ fn ppl_on_parquet_equals_ppl_on_rows_joined_by_blank_lines() {
         "--json",
     ]);
     assert_ne!(a["ppl"]["tokens"], c["ppl"]["tokens"]);
+}
+
+/// The dense perplexity a session file records (its `baseline` event).
+fn session_dense_ppl(s: &Path) -> f64 {
+    let (_, entries) = session_docs(s);
+    let base = entries
+        .iter()
+        .find(|e| e["event"]["event"] == "baseline")
+        .expect("a baseline event");
+    base["event"]["eval"]["ppl"].as_f64().unwrap()
+}
+
+/// `prune --eval` and `run --eval` say they follow `eval`'s protocol: parquet included.
+#[test]
+fn prune_and_run_read_an_eval_parquet_as_eval_does() {
+    let d = tmp();
+    let (pq, txt, _) = wikitext_pair(d.path());
+    let m = p(&fixture("qwen3"));
+    let prune = |eval: &Path, out: &str| {
+        let out = p(&d.path().join(out));
+        let v = eval_json(&[
+            "prune",
+            "--model",
+            &m,
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.5",
+            "--seqlen",
+            "64",
+            "--eval",
+            &p(eval),
+            "--eval-windows",
+            "4",
+            "--out",
+            &out,
+            "--json",
+        ]);
+        v["result"]["ppl"].clone()
+    };
+    let (a, b) = (prune(&pq, "a"), prune(&txt, "b"));
+    assert_eq!(a["windows"], 4);
+    assert_eq!(a["value"], b["value"]);
+    assert_eq!(a["tokens"], b["tokens"]);
+    // A session's dense perplexity (recorded in its header) likewise.
+    let run = |eval: &Path, name: &str| {
+        let s = d.path().join(name);
+        let o = arborist(
+            &[
+                "run",
+                "--model",
+                &m,
+                "--calib",
+                &p(&txt),
+                "--eval",
+                &p(eval),
+                "--seqlen",
+                "64",
+                "--calib-windows",
+                "2",
+                "--eval-windows",
+                "4",
+                "--max-iters",
+                "1",
+                "--headless",
+                "--auto-approve",
+                "--session",
+                &p(&s),
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        session_dense_ppl(&s)
+    };
+    assert_eq!(run(&pq, "a.yaml"), run(&txt, "b.yaml"));
 }
 
 // ---------------------------------------------------------------- bad input

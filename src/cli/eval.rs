@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use super::ModelArgs;
 use crate::data::freebaseqa::{read_freebaseqa, FreebaseItem};
 use crate::data::mmlu::{read_mmlu, MmluData};
-use crate::data::parquet_text::{is_parquet, read_parquet_text};
-use crate::data::{read_text, Windows};
+use crate::data::{read_ppl_text, Windows};
 use crate::eval::freebaseqa::{evaluate_freebaseqa, FreebaseOptions, FreebaseResult};
 use crate::eval::mmlu::{evaluate_mmlu, MmluOptions, MmluResult};
 use crate::eval::{perplexity, Perplexity};
@@ -103,14 +102,6 @@ pub fn run(a: EvalArgs) -> Result<()> {
         println!("{}", Value::Object(out));
     }
     Ok(())
-}
-
-fn read_ppl_text(path: &Path) -> Result<String> {
-    if is_parquet(path) {
-        read_parquet_text(path)
-    } else {
-        read_text(path)
-    }
 }
 
 fn run_ppl(a: &EvalArgs, model: &LoadedModel, path: &Path, text: &str) -> Result<Perplexity> {

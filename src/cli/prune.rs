@@ -5,7 +5,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 use super::{calib::CalibArgs, ModelArgs};
-use crate::data::{read_text, Windows};
+use crate::data::{read_ppl_text, Windows};
 use crate::eval::perplexity;
 use crate::model::LoadedModel;
 use crate::prune::alloc::{self, Plan};
@@ -143,7 +143,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
     let eval = match &a.eval {
         Some(p) => {
             let name = p.display().to_string();
-            let ids = m.encode(&read_text(p)?)?;
+            let ids = m.encode(&read_ppl_text(p)?)?;
             let w = Windows::sequential(&ids, a.calib.seqlen(&m), a.eval_windows, &name)?;
             Some((w, name))
         }

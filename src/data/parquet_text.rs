@@ -87,6 +87,15 @@ pub fn read_parquet_text(path: &Path) -> Result<String> {
     Ok(rows.join("\n\n"))
 }
 
+/// Perplexity text: a `.parquet` file's `text` column as above, else UTF-8 text.
+pub fn read_ppl_text(path: &Path) -> Result<String> {
+    if is_parquet(path) {
+        read_parquet_text(path)
+    } else {
+        super::read_text(path)
+    }
+}
+
 /// Is this path a parquet file (by extension)?
 pub fn is_parquet(path: &Path) -> bool {
     path.extension()

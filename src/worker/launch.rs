@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::engine::Probe;
 use super::{spawn, Engine, EngineConfig, Msg, Workers};
 use crate::agent::{builtin::BuiltinAgent, Agent, LlmAgent, LlmClient, LlmConfig, Templates};
-use crate::data::{read_text, Windows};
+use crate::data::{read_ppl_text, read_text, Windows};
 use crate::model::{LoadedModel, ModelFiles};
 use crate::session::{ProbeSpec, RunOptions};
 
@@ -31,11 +31,12 @@ pub fn text_path(spec: &Option<String>, flag: &str, opts: &RunOptions) -> Result
 fn windows(
     m: &LoadedModel,
     path: &std::path::Path,
+    text: &str,
     count: usize,
     opts: &RunOptions,
     random: bool,
 ) -> Result<Windows> {
-    let ids = m.encode(&read_text(path)?)?;
+    let ids = m.encode(text)?;
     let seqlen = opts
         .seqlen
         .unwrap_or(crate::data::default_seqlen(m.cfg.max_position_embeddings));
@@ -57,11 +58,14 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
     let calib = windows(
         &m,
         &calib_path,
+        &read_text(&calib_path)?,
         opts.calib_windows,
         opts,
         opts.calib_sample == "random",
     )?;
-    let eval = windows(&m, &eval_path, opts.eval_windows, opts, false)?;
+    // Evaluation text is read as `eval --ppl` reads it (wikitext parquet too).
+    let eval_text = read_ppl_text(&eval_path)?;
+    let eval = windows(&m, &eval_path, &eval_text, opts.eval_windows, opts, false)?;
     let probe = match &opts.probe {
         Some(p) => Some(load_probe(p, opts)?),
         None => None,
