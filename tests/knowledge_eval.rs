@@ -8,7 +8,9 @@ use arborist::eval::mmlu::{evaluate_mmlu, MmluOptions};
 use arborist::model::LoadedModel;
 use candle_core::{DType, Device, Tensor, D};
 use common::*;
-use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+use parquet::column::writer::ColumnWriter;
+use parquet::data_type::{ByteArray, ByteArrayType};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use serde_json::{json, Value};
@@ -130,12 +132,26 @@ fn write_csv_tree(root: &Path, test: &[Item], dev: &[Item]) {
 
 /// cais/mmlu's schema as pyarrow writes it, snappy-compressed, one row group.
 fn write_mmlu_parquet(path: &Path, items: &[Item], answers: &[i64]) {
-    let schema = "message schema {
+    write_mmlu_parquet_as(path, items, answers, "int64 answer", Compression::SNAPPY);
+}
+
+/// The same with `answer` of another physical type (e.g. `int32 answer (INTEGER(8,true))`,
+/// as pyarrow writes int8) and another codec.
+fn write_mmlu_parquet_as(
+    path: &Path,
+    items: &[Item],
+    answers: &[i64],
+    answer: &str,
+    c: Compression,
+) {
+    let schema = format!(
+        "message schema {{
         optional binary question (STRING);
         optional binary subject (STRING);
-        optional group choices (LIST) { repeated group list { optional binary element (STRING); } }
-        optional int64 answer;
-    }";
+        optional group choices (LIST) {{ repeated group list {{ optional binary element (STRING); }} }}
+        optional {answer};
+    }}"
+    );
     let choices: Vec<Vec<&str>> = items
         .iter()
         .map(|i| i.choices.iter().map(String::as_str).collect())
@@ -144,13 +160,14 @@ fn write_mmlu_parquet(path: &Path, items: &[Item], answers: &[i64]) {
     let subjects: Vec<&str> = items.iter().map(|i| i.subject).collect();
     write_parquet(
         path,
-        schema,
+        &schema,
         &[
             Col::Str(&questions),
             Col::Str(&subjects),
             Col::List(&choices),
             Col::Int(answers),
         ],
+        c,
     );
 }
 
@@ -160,11 +177,9 @@ enum Col<'a> {
     Int(&'a [i64]),
 }
 
-fn write_parquet(path: &Path, schema: &str, cols: &[Col]) {
+fn write_parquet(path: &Path, schema: &str, cols: &[Col], codec: Compression) {
     let schema = Arc::new(parquet::schema::parser::parse_message_type(schema).unwrap());
-    let props = WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::SNAPPY)
-        .build();
+    let props = WriterProperties::builder().set_compression(codec).build();
     let file = std::fs::File::create(path).unwrap();
     let mut w = SerializedFileWriter::new(file, schema, Arc::new(props)).unwrap();
     let mut rg = w.next_row_group().unwrap();
@@ -193,9 +208,15 @@ fn write_parquet(path: &Path, schema: &str, cols: &[Col]) {
             }
             Col::Int(v) => {
                 let def = vec![1i16; v.len()];
-                c.typed::<Int64Type>()
-                    .write_batch(v, Some(&def), None)
-                    .unwrap();
+                match c.untyped() {
+                    ColumnWriter::Int64ColumnWriter(w) => w.write_batch(v, Some(&def), None),
+                    ColumnWriter::Int32ColumnWriter(w) => {
+                        let v: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+                        w.write_batch(&v, Some(&def), None)
+                    }
+                    _ => panic!("an integer column"),
+                }
+                .unwrap();
             }
         }
         c.close().unwrap();
@@ -220,6 +241,7 @@ fn write_text_parquet(path: &Path, rows: &[&str]) {
         path,
         "message schema { optional binary text (STRING); }",
         &[Col::Str(rows)],
+        Compression::SNAPPY,
     );
 }
 
@@ -485,6 +507,57 @@ fn mmlu_csv_and_parquet_give_identical_results() {
     assert_eq!(v["mmlu"]["items"], 4);
     assert_eq!(v["mmlu"]["limit"], 2);
     assert!(v["mmlu"].get("predictions").is_none());
+}
+
+/// What the evaluator reads of each item (its file aside), with `--shots 0`.
+fn item_keys(path: &Path) -> Vec<(String, String, [String; 4], usize)> {
+    let d = read_mmlu(path, 0).unwrap();
+    d.test
+        .values()
+        .flatten()
+        .map(|i| {
+            (
+                i.subject.clone(),
+                i.question.clone(),
+                i.choices.clone(),
+                i.answer,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn mmlu_parquet_reads_every_integer_answer_type_and_codec() {
+    let d = tmp();
+    let (test, _) = mmlu_items();
+    let answers: Vec<i64> = test.iter().map(|i| i.answer as i64).collect();
+    let base = d.path().join("base.parquet");
+    write_mmlu_parquet(&base, &test, &answers);
+    let want = item_keys(&base);
+    assert_eq!(want.len(), test.len());
+    // What pandas/pyarrow write for int8, int16, uint8 ... answers.
+    let types = [
+        "int32 answer",
+        "int32 answer (INTEGER(8,true))",
+        "int32 answer (INTEGER(16,true))",
+        "int32 answer (INTEGER(8,false))",
+        "int32 answer (INTEGER(16,false))",
+        "int32 answer (INTEGER(32,false))",
+        "int64 answer (INTEGER(64,false))",
+    ];
+    for (i, ty) in types.iter().enumerate() {
+        let f = d.path().join(format!("t{i}.parquet"));
+        write_mmlu_parquet_as(&f, &test, &answers, ty, Compression::SNAPPY);
+        assert_eq!(item_keys(&f), want, "{ty}");
+    }
+    for (name, codec) in [
+        ("gzip", Compression::GZIP(GzipLevel::default())),
+        ("zstd", Compression::ZSTD(ZstdLevel::default())),
+    ] {
+        let f = d.path().join(format!("{name}.parquet"));
+        write_mmlu_parquet_as(&f, &test, &answers, "int64 answer", codec);
+        assert_eq!(item_keys(&f), want, "{name}");
+    }
 }
 
 // ---------------------------------------------------------------- FreebaseQA
@@ -855,6 +928,11 @@ fn bad_mmlu_parquet_gives_one_line_naming_file_and_row() {
         "5",
         &[&p(&dev_file), "world_religions", "0 dev examples"],
     );
+    // An empty subject would head its prompts "... about ."
+    let mut nameless = test.clone();
+    nameless[1].subject = "";
+    write_mmlu_parquet(&f, &nameless, &[0; 7]);
+    mmlu_err(&f, "0", &[&p(&f), "row 2", "`subject` is empty"]);
     // A parquet file without the MMLU columns.
     let t = d.path().join("test-text.parquet");
     write_text_parquet(&t, &["a"]);

@@ -187,15 +187,14 @@ fn read_parquet_items(f: &Path, out: &mut BTreeMap<String, Vec<MmluItem>>) -> Re
         let choices: [String; 4] = choices
             .try_into()
             .map_err(|c: Vec<String>| at(&format!("{} choices, expected 4", c.len())))?;
-        let answer = match v[3] {
-            Field::Long(a) => *a,
-            Field::Int(a) => *a as i64,
-            _ => return Err(at("`answer` is not an integer")),
-        };
+        let answer = int_field(v[3]).ok_or_else(|| at("`answer` is not an integer"))?;
         if !(0..4).contains(&answer) {
             return Err(at(&format!("answer {answer} is outside 0..3")));
         }
         let subject = text(1)?.to_string();
+        if subject.is_empty() {
+            return Err(at("`subject` is empty"));
+        }
         out.entry(subject.clone()).or_default().push(MmluItem {
             subject,
             question: text(0)?.to_string(),
@@ -205,6 +204,21 @@ fn read_parquet_items(f: &Path, out: &mut BTreeMap<String, Vec<MmluItem>>) -> Re
             row,
         });
         Ok(())
+    })
+}
+
+/// An integer of any width or signedness (writers store `answer` as int64, int8, uint8...).
+fn int_field(f: &Field) -> Option<i128> {
+    Some(match *f {
+        Field::Byte(a) => a.into(),
+        Field::Short(a) => a.into(),
+        Field::Int(a) => a.into(),
+        Field::Long(a) => a.into(),
+        Field::UByte(a) => a.into(),
+        Field::UShort(a) => a.into(),
+        Field::UInt(a) => a.into(),
+        Field::ULong(a) => a.into(),
+        _ => return None,
     })
 }
 

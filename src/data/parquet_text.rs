@@ -2,6 +2,7 @@
 //! a projected row reader shared by the evaluators, and wikitext's `text` column.
 
 use anyhow::{anyhow, bail, Context, Result};
+use parquet::basic::Compression;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use parquet::schema::types::Type;
@@ -30,6 +31,7 @@ pub fn for_each_row(
             );
         }
     }
+    check_codecs(&reader, path, columns)?;
     // Project onto the wanted columns, in file order as the projection requires.
     let fields: Vec<Arc<Type>> = root
         .get_fields()
@@ -53,6 +55,43 @@ pub fn for_each_row(
         f(i + 1, &picked)?;
     }
     Ok(())
+}
+
+/// The codecs this build reads (Cargo.toml's parquet features).
+const CODECS: &str = "uncompressed, snappy, gzip or zstd";
+
+/// Refuses a wanted column in a codec we do not read, in one line, before any row:
+/// parquet's own message ("Disabled feature at compile time") names no alternative.
+fn check_codecs(
+    reader: &SerializedFileReader<std::fs::File>,
+    path: &Path,
+    columns: &[&str],
+) -> Result<()> {
+    for rg in reader.metadata().row_groups() {
+        for c in rg.columns() {
+            let Some(name) = c.column_path().parts().first() else {
+                continue;
+            };
+            if columns.contains(&name.as_str()) {
+                codec_supported(c.compression())
+                    .map_err(|e| anyhow!("{}: column `{name}`: {e}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn codec_supported(c: Compression) -> Result<()> {
+    let name = match c {
+        Compression::UNCOMPRESSED
+        | Compression::SNAPPY
+        | Compression::GZIP(_)
+        | Compression::ZSTD(_) => return Ok(()),
+        Compression::LZO => "LZO",
+        Compression::BROTLI(_) => "brotli",
+        Compression::LZ4 | Compression::LZ4_RAW => "LZ4",
+    };
+    bail!("compressed with {name}; arborist reads {CODECS} parquet (rewrite it, e.g. pyarrow's compression='zstd')")
 }
 
 /// A string field: UTF8-annotated, or plain bytes that are valid UTF-8. None for null.
@@ -100,4 +139,18 @@ pub fn read_ppl_text(path: &Path) -> Result<String> {
 pub fn is_parquet(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::basic::BrotliLevel;
+
+    #[test]
+    fn an_unread_codec_is_named_with_the_ones_read() {
+        assert!(codec_supported(Compression::SNAPPY).is_ok());
+        let e = codec_supported(Compression::BROTLI(BrotliLevel::default())).unwrap_err();
+        assert!(e.to_string().contains("brotli"), "{e}");
+        assert!(e.to_string().contains("snappy, gzip or zstd"), "{e}");
+    }
 }
