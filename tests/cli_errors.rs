@@ -390,3 +390,11 @@ fn bad_options_in_a_session_header_name_the_file() {
     }
     assert!(!out.exists());
 }
+
+// --per-item only shapes the JSON; alone it used to be silently ignored.
+#[test]
+fn per_item_without_json_is_refused() {
+    let (_d, m, t) = setup();
+    let o = arborist(&["eval", "--model", &m, "--ppl", &t, "--per-item"], &[]);
+    assert_one_line_error(&o, &["--per-item needs --json"]);
+}

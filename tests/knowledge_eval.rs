@@ -951,18 +951,24 @@ fn bad_freebaseqa_and_text_parquet_give_one_line() {
     let fb = |needles: &[&str]| {
         assert_one_line_error(&["eval", "--model", &m, "--freebaseqa", &p(&f)], needles)
     };
-    fb(&[&p(&f), "question 1", "Q-1", "RawQuestion"]);
+    // Questions count from 1, as MMLU rows do.
+    fb(&[&p(&f), "question 2", "Q-1", "RawQuestion"]);
     let mut no_names = freebase_question("Q-2", "what?", &["it"]);
     no_names["Parses"][0]["Answers"][0]
         .as_object_mut()
         .unwrap()
         .remove("AnswersName");
     write_freebaseqa(&f, vec![good.clone(), good.clone(), no_names]);
-    fb(&[&p(&f), "question 2", "Q-2", "AnswersName"]);
+    fb(&[&p(&f), "question 3", "Q-2", "AnswersName"]);
     let mut no_parses = freebase_question("Q-3", "what?", &["it"]);
     no_parses["Parses"] = json!([]);
     write_freebaseqa(&f, vec![no_parses]);
-    fb(&[&p(&f), "question 0", "Parses[0]"]);
+    fb(&[&p(&f), "question 1", "Parses[0]"]);
+    write_freebaseqa(
+        &f,
+        vec![good.clone(), freebase_question("Q-4", "what?", &["", " "])],
+    );
+    fb(&[&p(&f), "question 2", "Q-4", "no non-empty alias"]);
     std::fs::write(&f, "{\"Questions\": [").unwrap();
     fb(&[&p(&f), "not valid JSON"]);
     write_freebaseqa(&f, vec![]);

@@ -57,6 +57,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if a.ppl.is_none() && a.mmlu.is_none() && a.freebaseqa.is_none() {
         bail!("nothing to evaluate: pass --ppl FILE, --mmlu PATH or --freebaseqa FILE");
     }
+    // Only the JSON carries per-item records; without it the flag would do nothing.
+    if a.per_item && !a.json {
+        bail!("--per-item needs --json (the per-item records are printed only in the JSON)");
+    }
     super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
     if a.max_windows == Some(0) {
         bail!("--max-windows 0: the perplexity needs at least one window");

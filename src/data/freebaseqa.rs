@@ -26,8 +26,9 @@ pub fn read_freebaseqa(path: &Path) -> Result<Vec<FreebaseItem>> {
         .iter()
         .enumerate()
         .map(|(i, q)| {
+            // Questions count from 1, as MMLU rows do.
             parse_item(q)
-                .map_err(|e| anyhow!("{}: question {i} ({}): {e}", path.display(), id_of(q)))
+                .map_err(|e| anyhow!("{}: question {} ({}): {e}", path.display(), i + 1, id_of(q)))
         })
         .collect::<Result<Vec<_>>>()?;
     if items.is_empty() {

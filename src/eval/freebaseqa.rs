@@ -114,7 +114,8 @@ pub fn evaluate_freebaseqa(
         let max = model.cfg.max_position_embeddings;
         if ids.len() > max {
             bail!(
-                "{dataset}: question {i} ({}): the prompt is {} tokens, more than max_position_embeddings {max}",
+                "{dataset}: question {} ({}): the prompt is {} tokens, more than max_position_embeddings {max}",
+                i + 1,
                 it.id,
                 ids.len()
             );
