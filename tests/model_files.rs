@@ -146,75 +146,58 @@ fn a_relative_path_taken_for_a_hub_id_says_so() {
 // calibration text is refused before anything is pruned, and keeps its files.
 #[test]
 fn an_out_directory_holding_an_input_is_refused() {
-    let d = tmp();
-    let m = d.path().join("m");
-    write_model_dir(&m, TINY_QWEN3, 1, DType::F32);
-    let calib = m.join("calib.txt");
-    std::fs::write(&calib, text(3000)).unwrap();
-    let before: Vec<_> = std::fs::read_dir(&m)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    for (out, what) in [
-        (m.clone(), "the model's config"),
-        (d.path().to_path_buf(), "the model's"),
-    ] {
-        let o = arborist(
+    let prune = |m: &Path, calib: &Path, out: &Path| {
+        let (m, calib, out) = (p(m), p(calib), p(out));
+        arborist(
             &[
                 "prune",
                 "--model",
-                &p(&m),
+                &m,
                 "--method",
                 "wanda",
                 "--sparsity",
                 "0.5",
                 "--calib",
-                &p(&calib),
+                &calib,
                 "--seqlen",
                 "64",
                 "--calib-windows",
                 "2",
                 "--out",
-                &p(&out),
+                &out,
                 "--force",
             ],
             &[],
-        );
+        )
+    };
+    let d = tmp();
+    let m = d.path().join("m");
+    write_model_dir(&m, TINY_QWEN3, 1, DType::F32);
+    let calib = m.join("calib.txt");
+    std::fs::write(&calib, text(3000)).unwrap();
+    let list = |dir: &Path| -> Vec<_> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    };
+    let before = list(&m);
+    for (out, what) in [
+        (m.clone(), "the model's config"),
+        (d.path().to_path_buf(), "the model's"),
+    ] {
+        let o = prune(&m, &calib, &out);
         let err = stderr(&o);
         assert!(!o.status.success(), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(what) && err.contains("would delete"), "{err}");
     }
-    let after: Vec<_> = std::fs::read_dir(&m)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(before, after);
+    assert_eq!(before, list(&m));
     // The calibration text alone inside --out is refused too.
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::copy(&calib, out.join("calib.txt")).unwrap();
-    let o = arborist(
-        &[
-            "prune",
-            "--model",
-            &p(&m),
-            "--method",
-            "wanda",
-            "--sparsity",
-            "0.5",
-            "--calib",
-            &p(&out.join("calib.txt")),
-            "--seqlen",
-            "64",
-            "--calib-windows",
-            "2",
-            "--out",
-            &p(&out),
-            "--force",
-        ],
-        &[],
-    );
+    let o = prune(&m, &out.join("calib.txt"), &out);
     assert!(stderr(&o).contains("holds --calib"), "{}", stderr(&o));
     assert!(out.join("calib.txt").is_file());
 }
