@@ -48,14 +48,7 @@ pub fn proposal_schema() -> Value {
 pub fn parse_and_validate(text: &str, ctx: &AgentContext) -> Result<Proposal, Vec<String>> {
     let (items, reasoning) = read(text)?;
     let problems = check(&items, ctx);
-    if problems.is_empty() {
-        Ok(Proposal {
-            layers: targets(items),
-            reasoning,
-        })
-    } else {
-        Err(problems)
-    }
+    proposal_unless(problems, items, reasoning)
 }
 
 /// The first JSON object in `text` (bare, fenced or inside prose) that has a `layers` field.
@@ -129,14 +122,23 @@ struct Item {
     sparsity: Result<f64, String>,
 }
 
-fn targets(items: Vec<Item>) -> Vec<LayerTarget> {
-    items
+/// The proposal the entries make, unless problems were found in them.
+fn proposal_unless(
+    problems: Vec<String>,
+    items: Vec<Item>,
+    reasoning: String,
+) -> Result<Proposal, Vec<String>> {
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let layers = items
         .into_iter()
         .filter_map(|it| match (it.name, it.sparsity) {
             (Some(name), Ok(sparsity)) => Some(LayerTarget { name, sparsity }),
             _ => None,
         })
-        .collect()
+        .collect();
+    Ok(Proposal { layers, reasoning })
 }
 
 /// The entries and reasoning of the first JSON object with a `layers` field; an error
@@ -195,14 +197,7 @@ pub fn parse_proposal(text: &str) -> Result<Proposal, Vec<String>> {
             _ => {}
         }
     }
-    if problems.is_empty() {
-        Ok(Proposal {
-            layers: targets(items),
-            reasoning,
-        })
-    } else {
-        Err(problems)
-    }
+    proposal_unless(problems, items, reasoning)
 }
 
 fn missing_name(i: usize) -> String {

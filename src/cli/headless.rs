@@ -68,7 +68,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
     announce_signals(&s.path);
     let res = drive(&mut d, &mut reviewer);
     let summary = summary(&d, &s.path);
-    let agent_failed = d.finished == Some(crate::session::StopReason::AgentFailed);
+    let agent_failed = d
+        .finished
+        .clone()
+        .filter(|r| *r == crate::session::StopReason::AgentFailed);
     d.shutdown();
     // The cause first, then where the work is kept.
     res.map_err(|e| {
@@ -84,9 +87,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
         println!("{}", serde_yaml::to_string(&summary)?.trim_end());
     }
     // Not a result: a script must not take the summary for a finished run.
-    if agent_failed {
+    if let Some(reason) = agent_failed {
         anyhow::bail!(
-            "the agent failed three times in a row (the session is saved in {p}; continue with --session {p} --resume once it answers)",
+            "{} (the session is saved in {p}; continue with --session {p} --resume once it answers)",
+            reason.words(),
             p = s.path.display()
         );
     }
