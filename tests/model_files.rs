@@ -124,6 +124,69 @@ fn weights_the_config_does_not_use_are_named() {
     assert!(line.contains("model.layers.1."), "{warned}");
 }
 
+// A session says what `eval` says: weights its config leaves out, and windows longer than
+// the model's context (TINY_QWEN3 has max_position_embeddings 256).
+#[test]
+fn a_session_warns_as_eval_does() {
+    let d = tmp();
+    let txt = d.path().join("text.txt");
+    std::fs::write(&txt, text(6000)).unwrap();
+    let m = d.path().join("m");
+    write_model_dir(&m, TINY_QWEN3, 1, DType::F32);
+    let cut = TINY_QWEN3.replace("\"num_hidden_layers\":2", "\"num_hidden_layers\":1");
+    std::fs::write(m.join("config.json"), cut).unwrap();
+    let session = d.path().join("s.yaml");
+    let (m, txt, session) = (p(&m), p(&txt), p(&session));
+    let run = |seqlen: &str| {
+        let _ = std::fs::remove_file(&session);
+        let o = arborist(
+            &[
+                "run",
+                "--headless",
+                "--auto-approve",
+                "--model",
+                &m,
+                "--calib",
+                &txt,
+                "--eval",
+                &txt,
+                "--seqlen",
+                seqlen,
+                "--calib-windows",
+                "1",
+                "--eval-windows",
+                "1",
+                "--grad-windows",
+                "1",
+                "--max-iters",
+                "1",
+                "--session",
+                &session,
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let warnings = |err: &str| -> Vec<String> {
+        err.lines()
+            .filter(|l| l.starts_with("warning:"))
+            .map(String::from)
+            .collect()
+    };
+    let within = run("64");
+    let w = warnings(&within);
+    assert_eq!(w.len(), 1, "{within}");
+    assert!(w[0].contains("num_hidden_layers 1"), "{within}");
+    let beyond = run("300");
+    let w = warnings(&beyond);
+    assert_eq!(w.len(), 2, "{beyond}");
+    assert!(
+        w[1].contains("--seqlen 300") && w[1].contains("max_position_embeddings 256"),
+        "{beyond}"
+    );
+}
+
 #[test]
 fn a_relative_path_taken_for_a_hub_id_says_so() {
     let d = tmp();

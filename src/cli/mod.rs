@@ -155,23 +155,13 @@ pub fn at_least_one(flag: &str, value: usize, why: &str) -> Result<()> {
     Ok(())
 }
 
-/// `--seqlen`, or the model's default. A window longer than the model's context still runs
-/// (rotary positions extrapolate, as in transformers) but is worth a warning: the numbers
-/// then measure extrapolation, not the model.
+/// `--seqlen`, or the model's default; a window longer than the context is warned about.
 pub fn seqlen_warned(flag: Option<usize>, m: &crate::model::LoadedModel) -> usize {
-    let max = m.cfg.max_position_embeddings;
-    match flag {
-        Some(s) if s > max => {
-            eprintln!(
-                "warning: --seqlen {s} is longer than the model's context \
-                 (max_position_embeddings {max} in {}): positions past {max} were never trained",
-                m.files.config.display()
-            );
-            s
-        }
-        Some(s) => s,
-        None => crate::data::default_seqlen(max),
+    let s = flag.unwrap_or_else(|| crate::data::default_seqlen(m.cfg.max_position_embeddings));
+    if let Some(note) = m.seqlen_note(s) {
+        eprintln!("warning: {note}");
     }
+    s
 }
 
 /// Progress on stderr, overwritten in place on a terminal.

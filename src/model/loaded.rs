@@ -72,6 +72,20 @@ impl LoadedModel {
         ))
     }
 
+    /// One line when `seqlen` is longer than the model's context. Such windows still run
+    /// (rotary positions extrapolate, as in transformers), but the numbers then measure
+    /// extrapolation, not the model.
+    pub fn seqlen_note(&self, seqlen: usize) -> Option<String> {
+        let max = self.cfg.max_position_embeddings;
+        (seqlen > max).then(|| {
+            format!(
+                "--seqlen {seqlen} is longer than the model's context \
+                 (max_position_embeddings {max} in {}): positions past {max} were never trained",
+                self.files.config.display()
+            )
+        })
+    }
+
     /// Tokenize without special tokens (the perplexity protocol of Wanda and SparseGPT).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self

@@ -32,14 +32,12 @@ fn windows(
     m: &LoadedModel,
     path: &std::path::Path,
     text: &str,
+    seqlen: usize,
     count: usize,
     opts: &RunOptions,
     random: bool,
 ) -> Result<Windows> {
     let ids = m.encode(text)?;
-    let seqlen = opts
-        .seqlen
-        .unwrap_or(crate::data::default_seqlen(m.cfg.max_position_embeddings));
     let name = path.display().to_string();
     if random {
         Windows::random(&ids, seqlen, count, opts.seed, &name)
@@ -53,19 +51,39 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
     let device = crate::runtime::parse_device(&opts.device)?;
     let dtype = crate::runtime::parse_dtype(&opts.dtype)?;
     let m = LoadedModel::from_files(files, &device, dtype, opts.stream_layers)?;
+    // The same notes `eval`, `profile` and `prune` print (stderr when headless, the log
+    // panel in the TUI).
+    let seqlen = opts
+        .seqlen
+        .unwrap_or(crate::data::default_seqlen(m.cfg.max_position_embeddings));
+    for note in [m.unused_note(), m.seqlen_note(seqlen)]
+        .into_iter()
+        .flatten()
+    {
+        tracing::warn!("{note}");
+    }
     let calib_path = text_path(&opts.calib, "calib", opts)?;
     let eval_path = text_path(&opts.eval, "eval", opts)?;
     let calib = windows(
         &m,
         &calib_path,
         &read_text(&calib_path)?,
+        seqlen,
         opts.calib_windows,
         opts,
         opts.calib_sample == "random",
     )?;
     // Evaluation text is read as `eval --ppl` reads it (wikitext parquet too).
     let eval_text = read_ppl_text(&eval_path)?;
-    let eval = windows(&m, &eval_path, &eval_text, opts.eval_windows, opts, false)?;
+    let eval = windows(
+        &m,
+        &eval_path,
+        &eval_text,
+        seqlen,
+        opts.eval_windows,
+        opts,
+        false,
+    )?;
     let probe = match &opts.probe {
         Some(p) => Some(load_probe(p, opts)?),
         None => None,
