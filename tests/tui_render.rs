@@ -108,6 +108,69 @@ fn invalid_edit_is_explained_and_never_sent() {
     assert_eq!(layers.len(), 4);
 }
 
+// Real masks leave sparsities like 410/4096; the next proposal (+0.1 on them) and an added
+// layer (+max_step) must pre-fill values that pass the step rule untouched (4 decimals
+// rounded 0.20009765625 up to 0.2001, a step of 0.10000234 over max_step 0.1).
+#[test]
+fn prefilled_values_are_sent_as_proposed() {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    let iteration = m.iteration;
+    let p = m.proposal.clone().unwrap();
+    let whole = 410.0 / 4096.0;
+    fixtures::feed(
+        &mut m,
+        &mut events,
+        Event::Decided {
+            iteration,
+            by: "human".into(),
+            decision: Decision::Approve,
+        },
+    );
+    fixtures::feed(
+        &mut m,
+        &mut events,
+        Event::Evaluated {
+            iteration,
+            applied: p.layers.iter().map(|l| (l.name.clone(), whole)).collect(),
+            eval: fixtures::eval(10.0),
+        },
+    );
+    fixtures::feed(
+        &mut m,
+        &mut events,
+        Event::Reflected {
+            iteration,
+            reply: fixtures::reply("ok".to_string()),
+        },
+    );
+    fixtures::next_proposal(&mut m, &mut events);
+    let v = view(&m, &events);
+    let mut a = app();
+    // e, then the cursor onto block 4's down projection (not proposed), + adds it.
+    let mut keys = vec![ch('e')];
+    keys.extend([ch('j'); 6]);
+    keys.extend([ch('l'); 4]);
+    keys.push(ch('+'));
+    assert!(press(&mut a, &v, &keys).is_empty());
+    let ed = a.editor.as_ref().unwrap();
+    assert_eq!(ed.rows[0].value, "0.200098", "{:?}", ed.rows);
+    assert!(ed.problems.is_empty(), "{:?}", ed.problems);
+    let reqs = press(&mut a, &v, &[code(KeyCode::Enter)]);
+    let Some(Request::Feed(Event::Decided {
+        decision: Decision::Edit { layers },
+        ..
+    })) = reqs.first()
+    else {
+        panic!("an edit: {reqs:?} {:?}", a.editor);
+    };
+    assert_eq!(layers.len(), 5, "{layers:?}");
+    for l in &layers[..4] {
+        assert!((l.sparsity - (whole + 0.1)).abs() <= 0.5e-6, "{l:?}");
+    }
+    assert_eq!(layers[4].name, "model.layers.4.mlp.down_proj", "{layers:?}");
+    assert_eq!(layers[4].sparsity, 0.1, "{layers:?}");
+}
+
 #[test]
 fn override_needs_a_layer_and_a_reasoning() {
     let (m, events) = fixtures::reviewing(8);

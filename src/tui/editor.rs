@@ -1,7 +1,7 @@
 //! The proposal editor: the agent's table pre-filled (edit) or empty (override), changed in
 //! place. It only produces a `Decision`; the machine's own rules judge it before it is sent.
 
-use crate::agent::{parse::frac, LayerTarget, Proposal};
+use crate::agent::{parse::shown, LayerTarget, Proposal};
 use crate::session::Decision;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,13 +59,15 @@ pub fn parse_value(text: &str) -> Result<f64, String> {
 }
 
 impl Editor {
+    /// Values are pre-filled to 6 decimals, as prompts show them, so an untouched row
+    /// sends what was proposed (within the rules' tolerance for shown values).
     pub fn edit(p: &Proposal) -> Editor {
         let rows = p
             .layers
             .iter()
             .map(|l| Row {
                 name: l.name.clone(),
-                value: frac(l.sparsity),
+                value: shown(l.sparsity),
                 added: false,
             })
             .collect();
@@ -143,7 +145,7 @@ impl Editor {
         } else {
             self.rows.push(Row {
                 name: name.to_string(),
-                value: frac(start),
+                value: shown(start),
                 added: true,
             });
             self.selected = self.rows.len() - 1;
