@@ -482,3 +482,45 @@ fn a_short_key_is_redacted_too() {
         "{msg}"
     );
 }
+
+/// A long invalid first answer is echoed into the repair conversation cut at 16 KiB, on a
+/// character boundary, with its full length named; the whole answer stays in `raw`.
+#[test]
+fn a_long_first_answer_is_cut_in_the_repair_turn() {
+    // 3-byte characters, so 16 KiB falls inside one of them.
+    let long = format!("I would prune {} the MLPs.", "é∑".repeat(4000));
+    assert!(long.len() > 16 * 1024 + 100);
+    let server = ScriptedServer::start(vec![
+        Scripted::openai(&long, 1, 1),
+        Scripted::openai(&good(0.35), 1, 1),
+    ]);
+    let r = agent(&server).propose(&AgentContext::example()).unwrap();
+    assert!(r.raw.unwrap().contains(&long));
+    let reqs = server.requests();
+    let echoed = reqs[1].body["messages"][2]["content"].as_str().unwrap();
+    let (head, tail) = echoed.split_once("\n…(reply cut here: ").expect(echoed);
+    assert!(
+        head.len() <= 16 * 1024 && head.len() > 16 * 1024 - 4,
+        "{}",
+        head.len()
+    );
+    assert!(long.starts_with(head));
+    assert_eq!(tail, format!("{} bytes in all)", long.len()));
+}
+
+/// A reflection is carried into later prompts cut at 2000 characters (not bytes); the
+/// whole reply stays in `raw`.
+#[test]
+fn a_long_reflection_is_cut_at_2000_characters() {
+    let long: String = "ü".repeat(2500);
+    let server = ScriptedServer::start(vec![Scripted::openai(&long, 1, 1)]);
+    let mut a = agent(&server);
+    let ctx = AgentContext::example();
+    let p = arborist::agent::parse::parse_proposal(&good(0.35)).unwrap();
+    let r = a.reflect(&ctx, &p, &ctx.history[1]).unwrap();
+    assert_eq!(r.value, format!("{}…", "ü".repeat(2000)));
+    assert_eq!(r.raw.as_deref(), Some(long.as_str()));
+    let short = ScriptedServer::start(vec![Scripted::openai(&"a".repeat(2000), 1, 1)]);
+    let r = agent(&short).reflect(&ctx, &p, &ctx.history[1]).unwrap();
+    assert_eq!(r.value, "a".repeat(2000), "exactly 2000 is kept whole");
+}

@@ -293,3 +293,71 @@ impl Event {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::Usage;
+
+    fn reply<T>(value: T) -> AgentReply<T> {
+        AgentReply {
+            value,
+            prompt: None,
+            raw: None,
+            usage: Usage::default(),
+        }
+    }
+
+    // Text from an agent, a server or a reviewer cannot break a log line or send terminal
+    // escapes: every summary is one line, its control characters escaped, long text cut.
+    #[test]
+    fn summaries_of_outside_text_are_one_escaped_line() {
+        let nasty = "first\nsecond\u{1b}[2J\r";
+        let layer = LayerTarget {
+            name: format!("model.layers.0.mlp.up_proj\n{}", "x".repeat(300)),
+            sparsity: 0.25,
+        };
+        let events = [
+            Event::Reflected {
+                iteration: 3,
+                reply: reply(format!("{nasty}{}", "y".repeat(600))),
+            },
+            Event::Proposed {
+                iteration: 3,
+                agent: "openai".into(),
+                reply: reply(Proposal {
+                    layers: vec![layer],
+                    reasoning: nasty.into(),
+                }),
+            },
+            Event::AgentFailed {
+                iteration: 3,
+                error: nasty.into(),
+                prompt: None,
+                raw: None,
+                usage: Usage::default(),
+            },
+            Event::Decided {
+                iteration: 3,
+                by: "human".into(),
+                decision: Decision::Reject {
+                    feedback: nasty.into(),
+                },
+            },
+        ];
+        for ev in &events {
+            let s = ev.summary();
+            assert!(!s.chars().any(char::is_control), "{s:?}");
+            assert!(s.chars().count() < 700, "{} chars: {s}", s.chars().count());
+        }
+        let reflected = events[0].summary();
+        assert!(
+            reflected.contains("first\\nsecond\\u{1b}[2J\\r"),
+            "{reflected}"
+        );
+        assert!(reflected.ends_with("…(+117 chars)"), "{reflected}");
+        let proposed = events[1].summary();
+        assert!(proposed.contains("up_proj\\nxxx"), "{proposed}");
+        assert!(proposed.contains("…(+207 chars)→0.25"), "{proposed}");
+    }
+}
