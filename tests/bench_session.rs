@@ -53,3 +53,49 @@ fn session_bench_measures_memory_in_fresh_child_processes() {
     let got = m["peak_over_weights_plus_working_set"].as_f64().unwrap();
     assert!((got - ratio).abs() < 1e-12, "{got} vs {ratio}");
 }
+
+// Any model directory, with its own texts, which reach the memory children too (a child
+// without them would stop: the texts are required for a model other than `bundled`).
+#[test]
+fn session_bench_takes_a_model_directory_and_its_texts() {
+    use candle_core::DType;
+    let t = tmp();
+    let m = t.path().join("m");
+    write_model_dir(&m, TINY_QWEN3, 3, DType::F32);
+    let txt = t.path().join("text.txt");
+    std::fs::write(&txt, text(6000)).unwrap();
+    let (m, txt) = (p(&m), p(&txt));
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--suite",
+            "session",
+            "--model",
+            &m,
+            "--session-iters",
+            "2",
+            "--iters",
+            "1",
+            "--memory-runs",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+        ];
+        args.extend(extra);
+        arborist(&args, &[])
+    };
+    let o = bench(&["--calib", &txt, "--eval", &txt]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["model"], m.as_str());
+    assert_eq!(v["seqlen"], 256, "the model's context: {v}");
+    assert_eq!(v["memory"]["session"][0]["iterations"], 2, "{v}");
+    let o = bench(&[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--calib FILE is required"),
+        "{}",
+        stderr(&o)
+    );
+}

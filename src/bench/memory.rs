@@ -54,11 +54,7 @@ pub struct Summary {
 /// for `--session-iters`, print one JSON line.
 pub fn child(a: &BenchArgs) -> Result<()> {
     let rss_start = rss_bytes();
-    let mut opts = RunOptions {
-        model: a.model.clone(),
-        ..RunOptions::default()
-    };
-    opts.loop_opts.max_iters = a.session_iters;
+    let opts = super::session::options(a, &a.model, false)?;
     let files = crate::model::ModelFiles::resolve(&opts.model)?;
     let mut engine = launch::load_engine(files, &opts)?;
     let rss_loaded = rss_bytes();
@@ -74,10 +70,16 @@ pub fn child(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn spawn(a: &BenchArgs, iters: usize) -> Result<Sample> {
+fn spawn(opts: &RunOptions, iters: usize) -> Result<Sample> {
     let exe = std::env::current_exe().context("bench: finding this executable")?;
-    let out = std::process::Command::new(&exe)
-        .args(["bench", "--suite", "session-memory", "--model", &a.model])
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["bench", "--suite", "session-memory", "--model", &opts.model]);
+    for (flag, v) in [("--calib", &opts.calib), ("--eval", &opts.eval)] {
+        if let Some(v) = v {
+            cmd.args([flag, v]);
+        }
+    }
+    let out = cmd
         .args(["--session-iters", &iters.to_string()])
         .args([
             "--threads",
@@ -103,11 +105,11 @@ fn spawn(a: &BenchArgs, iters: usize) -> Result<Sample> {
 }
 
 /// `runs` pairs of children, one iteration then `a.session_iters`, alternating.
-pub fn measure(a: &BenchArgs, runs: usize) -> Result<Summary> {
+pub fn measure(a: &BenchArgs, opts: &RunOptions, runs: usize) -> Result<Summary> {
     let (mut one, mut whole) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        one.push(spawn(a, 1)?);
-        whole.push(spawn(a, a.session_iters)?);
+        one.push(spawn(opts, 1)?);
+        whole.push(spawn(opts, a.session_iters)?);
     }
     let weights = one[0].weight_bytes;
     let med = |v: &[Sample], f: fn(&Sample) -> u64| median(v.iter().map(|s| f(s) as f64).collect());

@@ -50,8 +50,16 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// The session suite's model (stream suite: a random 29M-parameter model unless given).
+    /// `random` runs the session suite on that random model (written to a temporary
+    /// directory, 512-token context) with the bundled model's texts and tokenizer.
     #[arg(long, default_value = "bundled")]
     pub model: String,
+    /// The session suite's calibration text, for a model other than `bundled` or `random`.
+    #[arg(long)]
+    pub calib: Option<String>,
+    /// The session suite's evaluation text, for a model other than `bundled` or `random`.
+    #[arg(long)]
+    pub eval: Option<String>,
     /// The session suite's iterations per session.
     #[arg(long, default_value_t = 12)]
     pub session_iters: usize,

@@ -112,16 +112,55 @@ fn quartiles(v: &[f64]) -> [f64; 3] {
     }
 }
 
-pub fn session_suite(a: &BenchArgs) -> Result<()> {
+/// The session suite's options for `model` (`--calib`/`--eval` as given); `random` adds
+/// the bundled model's texts, whose tokenizer it uses.
+pub(super) fn options(a: &BenchArgs, model: &str, random: bool) -> Result<RunOptions> {
     let mut opts = RunOptions {
-        model: a.model.clone(),
+        model: model.to_string(),
+        calib: a.calib.clone(),
+        eval: a.eval.clone(),
         ..RunOptions::default()
     };
     opts.loop_opts.max_iters = a.session_iters;
+    if random {
+        let data = crate::model::bundled::data_dir()?;
+        let text = |f: &str| Some(data.join(f).display().to_string());
+        opts.calib = opts.calib.or_else(|| text("calib.txt"));
+        opts.eval = opts.eval.or_else(|| text("eval.txt"));
+    }
+    Ok(opts)
+}
+
+pub fn session_suite(a: &BenchArgs) -> Result<()> {
+    let random = a.model == "random";
+    // The random model lives in a temporary directory for this run (children included).
+    let tmp = random.then(|| {
+        super::stream::TempDir(
+            std::env::temp_dir().join(format!("arborist-session-bench-{}", std::process::id())),
+        )
+    });
+    let model = match &tmp {
+        Some(t) => {
+            // The stream suite's shape with the bundled model's context, so that windows
+            // default to its 512 tokens.
+            let cfg = super::stream::STREAM_CONFIG.replace(
+                "\"max_position_embeddings\":1024",
+                "\"max_position_embeddings\":512",
+            );
+            ensure!(
+                cfg != super::stream::STREAM_CONFIG,
+                "bench: the random config has no context"
+            );
+            super::stream::write_random_model(&t.0, &cfg)?;
+            t.0.display().to_string()
+        }
+        None => a.model.clone(),
+    };
+    let opts = options(a, &model, random)?;
     let files = crate::model::ModelFiles::resolve(&opts.model)?;
     // Fresh processes first, while this one holds nothing.
     let memory = (a.memory_runs > 0)
-        .then(|| super::memory::measure(a, a.memory_runs))
+        .then(|| super::memory::measure(a, &opts, a.memory_runs))
         .transpose()?;
 
     // Dense evaluation throughput against a GEMM timed in this run.
@@ -205,7 +244,7 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         .map(|i| i.calib_from_block.map_or("-".into(), |b| b.to_string()))
         .collect();
     let out = serde_json::json!({
-        "model": opts.model, "dtype": dt,
+        "model": a.model, "dtype": dt,
         "eval_windows": w.len(), "seqlen": w.seqlen, "eval_tokens": tokens,
         "full_eval_seconds": full_s, "eval_tokens_per_second": tokens as f64 / full_s,
         "eval_gflops": gflops, "gemm_gflops": gemm, "fraction_of_gemm": gflops / gemm,

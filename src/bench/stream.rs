@@ -12,16 +12,16 @@ use crate::model::{LoadedModel, ModelConfig, ModelFiles};
 
 /// About 29M parameters (27M in the blocks' linear layers): big enough that weights, not
 /// the runtime, dominate the resident set.
-const STREAM_CONFIG: &str = r#"{"model_type":"qwen3","vocab_size":4096,"hidden_size":512,
+pub(super) const STREAM_CONFIG: &str = r#"{"model_type":"qwen3","vocab_size":4096,"hidden_size":512,
   "intermediate_size":1536,"num_hidden_layers":8,"num_attention_heads":8,"num_key_value_heads":4,
   "head_dim":64,"max_position_embeddings":1024,"tie_word_embeddings":true,"rope_theta":10000.0,
   "rms_norm_eps":1e-6}"#;
 
 /// A model directory with seeded random f32 weights and the bundled tokenizer.
-fn write_random_model(dir: &std::path::Path) -> Result<()> {
+pub(super) fn write_random_model(dir: &std::path::Path, config: &str) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let cfg = ModelConfig::from_json(STREAM_CONFIG)?;
-    std::fs::write(dir.join("config.json"), STREAM_CONFIG)?;
+    let cfg = ModelConfig::from_json(config)?;
+    std::fs::write(dir.join("config.json"), config)?;
     std::fs::copy(
         crate::model::bundled::dir()?.join("tokenizer.json"),
         dir.join("tokenizer.json"),
@@ -32,7 +32,7 @@ fn write_random_model(dir: &std::path::Path) -> Result<()> {
 }
 
 /// Removed on drop, error paths included.
-struct TempDir(std::path::PathBuf);
+pub(super) struct TempDir(pub std::path::PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -85,7 +85,7 @@ pub fn stream_suite(a: &BenchArgs) -> Result<()> {
         TempDir(std::env::temp_dir().join(format!("arborist-stream-bench-{}", std::process::id())));
     let files = if a.model == "bundled" {
         let dir = tmp.0.join("model");
-        write_random_model(&dir)?;
+        write_random_model(&dir, STREAM_CONFIG)?;
         ModelFiles::from_dir(&dir)?
     } else {
         ModelFiles::resolve(&a.model)?
