@@ -88,6 +88,20 @@ fn available_memory_bytes() -> Option<usize> {
 }
 
 /// A "Name:   123 kB" field of a /proc file, in bytes (Linux; None elsewhere).
+/// The heap's bytes in use and the bytes malloc holds for it (every arena plus direct
+/// mappings; glibc's `mallinfo2`), or None off glibc. Held minus in use is freed memory
+/// that malloc keeps: fragmentation, not data.
+pub fn heap_bytes() -> Option<(u64, u64)> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads malloc's counters.
+        let m = unsafe { libc::mallinfo2() };
+        Some(((m.uordblks + m.hblkhd) as u64, (m.arena + m.hblkhd) as u64))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
 pub fn proc_kb_field(path: &str, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     let kb = text

@@ -45,6 +45,17 @@ fn session_bench_measures_memory_in_fresh_child_processes() {
             "loading holds the weights: {s}"
         );
     }
+    // On glibc: the heap at the end, in use (the weights at least) and held by malloc.
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        for s in [one, whole] {
+            let (used, held) = (u(s, "heap_in_use_end_bytes"), u(s, "heap_held_end_bytes"));
+            assert!(u(s, "weight_bytes") <= used && used <= held, "{s}");
+        }
+        assert_eq!(
+            m["heap_in_use_end_bytes"][1], whole["heap_in_use_end_bytes"],
+            "the median of one run is that run: {m}"
+        );
+    }
     // The summary is built from these samples.
     let ws = u(one, "peak_rss_bytes") - u(one, "rss_loaded_bytes");
     assert_eq!(u(m, "working_set_bytes"), ws);

@@ -19,6 +19,11 @@ pub struct Sample {
     pub rss_loaded_bytes: u64,
     pub peak_rss_bytes: u64,
     pub weight_bytes: u64,
+    /// At the end of the session: heap bytes in use, and bytes malloc holds (glibc only).
+    #[serde(default)]
+    pub heap_in_use_end_bytes: Option<u64>,
+    #[serde(default)]
+    pub heap_held_end_bytes: Option<u64>,
 }
 
 impl Sample {
@@ -46,6 +51,10 @@ pub struct Summary {
     pub per_run: Vec<f64>,
     /// What the session added after loading over what one iteration added (medians).
     pub added_over_working_set: f64,
+    /// Medians at the end of the one-iteration runs and of the whole sessions: heap bytes
+    /// in use and held by malloc (glibc only). Equal use with more held is fragmentation.
+    pub heap_in_use_end_bytes: Option<[u64; 2]>,
+    pub heap_held_end_bytes: Option<[u64; 2]>,
     pub one_iteration: Vec<Sample>,
     pub session: Vec<Sample>,
 }
@@ -59,12 +68,15 @@ pub fn child(a: &BenchArgs) -> Result<()> {
     let mut engine = launch::load_engine(files, &opts)?;
     let rss_loaded = rss_bytes();
     let run = super::session::session(&opts, &mut engine)?;
+    let heap = crate::runtime::heap_bytes();
     let s = Sample {
         iterations: run.iterations.len(),
         rss_start_bytes: rss_start,
         rss_loaded_bytes: rss_loaded,
         peak_rss_bytes: peak_rss_bytes(),
         weight_bytes: engine.model.decoder.weight_bytes() as u64,
+        heap_in_use_end_bytes: heap.map(|h| h.0),
+        heap_held_end_bytes: heap.map(|h| h.1),
     };
     println!("{}", serde_json::to_string(&s)?);
     Ok(())
@@ -130,7 +142,18 @@ pub fn measure(a: &BenchArgs, opts: &RunOptions, runs: usize) -> Result<Summary>
         peak_over_weights_plus_working_set: peak / (weights as f64 + ws),
         per_run,
         added_over_working_set: med(&whole, Sample::added) / ws,
+        heap_in_use_end_bytes: pair(&one, &whole, |s| s.heap_in_use_end_bytes),
+        heap_held_end_bytes: pair(&one, &whole, |s| s.heap_held_end_bytes),
         one_iteration: one,
         session: whole,
     })
+}
+
+/// The medians of `f` over the one-iteration runs and over the sessions, where every run has it.
+fn pair(one: &[Sample], whole: &[Sample], f: fn(&Sample) -> Option<u64>) -> Option<[u64; 2]> {
+    let med = |v: &[Sample]| -> Option<u64> {
+        let xs: Option<Vec<f64>> = v.iter().map(|s| f(s).map(|x| x as f64)).collect();
+        Some(median(xs?) as u64)
+    };
+    Some([med(one)?, med(whole)?])
 }

@@ -313,6 +313,12 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
             a.session_iters, mib(m.peak_rss_bytes), m.peak_over_weights_plus_working_set,
             ratios.join(", "), m.added_over_working_set
         );
+        if let (Some(u), Some(h)) = (m.heap_in_use_end_bytes, m.heap_held_end_bytes) {
+            println!(
+                "  heap at the end, one iteration / {} iterations: {:.1} / {:.1} MiB in use, {:.1} / {:.1} MiB held by malloc",
+                a.session_iters, mib(u[0]), mib(u[1]), mib(h[0]), mib(h[1])
+            );
+        }
     }
     Ok(())
 }
