@@ -1004,6 +1004,35 @@ fn resume_after_a_torn_guard_event_matches_the_reference() {
     assert_eq!(v["ok"], true, "{v}");
 }
 
+// A header whose agent timeout is 0 (accepted before the flag was checked): replay and
+// export never reach the agent, so they read it; a resume names the flag that replaces it.
+#[test]
+fn a_header_timeout_of_zero_blocks_only_a_resume() {
+    let env = Env::new();
+    let s = env.path("zero.yaml");
+    ok_json(&env.session(&s, &["--auto-approve", "--max-iters", "1", "--json"]));
+    let text = std::fs::read_to_string(&s).unwrap();
+    let llm =
+        "backend: openai\n    model: m\n    base_url: null\n    prompts: null\n    timeout_s: 0";
+    let edited = text.replacen(
+        "backend: builtin\n    model: null\n    base_url: null\n    prompts: null\n    timeout_s: null",
+        llm,
+        1,
+    );
+    assert_ne!(
+        edited,
+        text,
+        "the header's agent section moved: {}",
+        &text[..600]
+    );
+    std::fs::write(&s, edited).unwrap();
+    ok(&env.run(&["replay", &p(&s), "--headless"]));
+    let out = env.path("exported");
+    ok(&env.run(&["export", &p(&s), "--out", &p(&out)]));
+    let r = env.resume(&s);
+    one_error_line(&r, &["agent-timeout 0", "--agent-timeout N"]);
+}
+
 #[test]
 fn resume_of_a_done_session_returns() {
     let env = Env::new();

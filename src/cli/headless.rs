@@ -31,7 +31,7 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
         if a.agent_timeout.is_some() {
             opened.opts.agent.timeout_s = a.agent_timeout;
         }
-        super::run::header_options_ok(&opened.opts, &opened.path)?;
+        super::run::header_options_ok(&opened.opts, &opened.path, true)?;
         return Ok(opened);
     }
     let opts = a.options()?;

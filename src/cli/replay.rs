@@ -40,7 +40,7 @@ pub struct ExportArgs {
 
 fn load_checked(path: &std::path::Path) -> Result<(file::SessionLog, ModelFiles)> {
     let log = file::read(path)?;
-    super::run::header_options_ok(&log.header.options, path)?;
+    super::run::header_options_ok(&log.header.options, path, false)?;
     let files = ModelFiles::resolve(&log.header.options.model)?;
     let fp = file::fingerprint(&files.config, &files.weights)?;
     if fp != log.header.fingerprint {

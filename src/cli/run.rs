@@ -254,10 +254,26 @@ fn one_line(s: &str) -> String {
 }
 
 /// A session file's recorded options get the checks the flags get, reported as the file's.
-pub(super) fn header_options_ok(o: &RunOptions, path: &std::path::Path) -> Result<()> {
-    check(o).map_err(|e| {
+/// A session header's options, checked as flags are. Replay and export (`resuming`
+/// false) never reach the agent, so how it is reached (its timeout) is not checked there;
+/// a resume says which flag replaces a bad timeout.
+pub(super) fn header_options_ok(
+    o: &RunOptions,
+    path: &std::path::Path,
+    resuming: bool,
+) -> Result<()> {
+    let mut o = o.clone();
+    if !resuming {
+        o.agent.timeout_s = None;
+    }
+    check(&o).map_err(|e| {
+        let hint = if o.agent.timeout_s == Some(0) {
+            " (a resume takes --agent-timeout N to replace it)"
+        } else {
+            ""
+        };
         anyhow::anyhow!(
-            "{}: the options in its header are invalid: {e:#}",
+            "{}: the options in its header are invalid: {e:#}{hint}",
             path.display()
         )
     })
