@@ -183,6 +183,8 @@ fn bench_flags_are_checked() {
     let missing = d.path().join("none.json");
     let o = arborist(&["bench", "--suite", "ppl", "--config", &p(&missing)], &[]);
     assert_one_line_error(&o, &["none.json"]);
+    let o = arborist(&["bench", "--suite", "prune", "--calib", "x.txt"], &[]);
+    assert_one_line_error(&o, &["--calib", "only the session suite", "--suite prune"]);
 }
 
 // Counts of zero used to panic (`profile --calib-windows 0`) or print NaN with exit 0.

@@ -273,6 +273,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
     );
     let dev = parse_device(&a.device)?;
     let dtype = parse_dtype(&a.dtype)?;
+    if !matches!(a.suite.as_str(), "session" | "session-memory") {
+        for (flag, v) in [("--calib", &a.calib), ("--eval", &a.eval)] {
+            anyhow::ensure!(
+                v.is_none(),
+                "{flag}: only the session suite reads texts (--suite {} runs on synthetic windows or the bundled data)",
+                a.suite
+            );
+        }
+    }
     match a.suite.as_str() {
         "knowledge" => return knowledge::knowledge_suite(a.json),
         "agent" => return knowledge::agent_suite(a.json),
