@@ -212,10 +212,7 @@ impl Agent for LlmAgent {
         let said = if first.text.trim().is_empty() {
             "(empty reply)".to_string()
         } else if first.text.len() > MAX_ANSWER_ECHOED {
-            let mut cut = MAX_ANSWER_ECHOED;
-            while !first.text.is_char_boundary(cut) {
-                cut -= 1;
-            }
+            let cut = first.text.floor_char_boundary(MAX_ANSWER_ECHOED);
             format!(
                 "{}\n…(reply cut here: {} bytes in all)",
                 &first.text[..cut],

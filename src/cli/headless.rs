@@ -50,7 +50,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     }
     let (workers, files) = launch::start(&s.opts)?;
     launch::wait_ready(&workers)?;
-    // A torn last document was reported (on stderr) when the file was opened.
+    // `attach` reports a torn last document once resuming has worked.
     let mut d = setup::attach(&s, workers, &files)?;
     match &d.finished {
         Some(reason) if s.log.is_some() => eprintln!(

@@ -144,7 +144,11 @@ impl RunArgs {
                     .with_context(|| format!("cannot read config {}", p.display()))?;
                 refuse_keys_in_config(&text, p)?;
                 serde_yaml::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!("config {}: {}", p.display(), one_line(&e.to_string()))
+                    anyhow::anyhow!(
+                        "config {}: {}",
+                        p.display(),
+                        collapse_whitespace(&e.to_string())
+                    )
                 })?
             }
             None => RunOptions::default(),
@@ -249,11 +253,10 @@ fn refuse_keys_in_config(text: &str, p: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn one_line(s: &str) -> String {
+fn collapse_whitespace(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// A session file's recorded options get the checks the flags get, reported as the file's.
 /// A session header's options, checked as flags are. Replay and export (`resuming`
 /// false) never reach the agent, so how it is reached (its timeout) is not checked there;
 /// a resume says which flag replaces a bad timeout.
