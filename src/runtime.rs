@@ -87,7 +87,6 @@ fn available_memory_bytes() -> Option<usize> {
     proc_kb_field("/proc/meminfo", "MemAvailable:").map(|b| b as usize)
 }
 
-/// A "Name:   123 kB" field of a /proc file, in bytes (Linux; None elsewhere).
 /// The heap's bytes in use and the bytes malloc holds for it (every arena plus direct
 /// mappings; glibc's `mallinfo2`), or None off glibc. Held minus in use is freed memory
 /// that malloc keeps: fragmentation, not data.
@@ -102,6 +101,7 @@ pub fn heap_bytes() -> Option<(u64, u64)> {
     None
 }
 
+/// A "Name:   123 kB" field of a /proc file, in bytes (Linux; None elsewhere).
 pub fn proc_kb_field(path: &str, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     let kb = text

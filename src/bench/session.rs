@@ -143,15 +143,9 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         Some(t) => {
             // The stream suite's shape with the bundled model's context, so that windows
             // default to its 512 tokens.
-            let cfg = super::stream::STREAM_CONFIG.replace(
-                "\"max_position_embeddings\":1024",
-                "\"max_position_embeddings\":512",
-            );
-            ensure!(
-                cfg != super::stream::STREAM_CONFIG,
-                "bench: the random config has no context"
-            );
-            super::stream::write_random_model(&t.0, &cfg)?;
+            let mut cfg: serde_json::Value = serde_json::from_str(super::stream::STREAM_CONFIG)?;
+            cfg["max_position_embeddings"] = 512.into();
+            super::stream::write_random_model(&t.0, &cfg.to_string())?;
             t.0.display().to_string()
         }
         None => a.model.clone(),

@@ -35,8 +35,7 @@ pub struct CalibArgs {
 
 impl CalibArgs {
     pub fn seqlen(&self, m: &LoadedModel) -> usize {
-        self.seqlen
-            .unwrap_or(crate::data::default_seqlen(m.cfg.max_position_embeddings))
+        m.seqlen_or_default(self.seqlen)
     }
 
     /// The calibration windows, or None when no --calib was given.

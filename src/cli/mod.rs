@@ -157,7 +157,7 @@ pub fn at_least_one(flag: &str, value: usize, why: &str) -> Result<()> {
 
 /// `--seqlen`, or the model's default; a window longer than the context is warned about.
 pub fn seqlen_warned(flag: Option<usize>, m: &crate::model::LoadedModel) -> usize {
-    let s = flag.unwrap_or_else(|| crate::data::default_seqlen(m.cfg.max_position_embeddings));
+    let s = m.seqlen_or_default(flag);
     if let Some(note) = m.seqlen_note(s) {
         eprintln!("warning: {note}");
     }

@@ -72,6 +72,11 @@ impl LoadedModel {
         ))
     }
 
+    /// `--seqlen` as given, or the default for this model's context.
+    pub fn seqlen_or_default(&self, flag: Option<usize>) -> usize {
+        flag.unwrap_or_else(|| crate::data::default_seqlen(self.cfg.max_position_embeddings))
+    }
+
     /// One line when `seqlen` is longer than the model's context. Such windows still run
     /// (rotary positions extrapolate, as in transformers), but the numbers then measure
     /// extrapolation, not the model.

@@ -53,9 +53,7 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
     let m = LoadedModel::from_files(files, &device, dtype, opts.stream_layers)?;
     // The same notes `eval`, `profile` and `prune` print (stderr when headless, the log
     // panel in the TUI).
-    let seqlen = opts
-        .seqlen
-        .unwrap_or(crate::data::default_seqlen(m.cfg.max_position_embeddings));
+    let seqlen = m.seqlen_or_default(opts.seqlen);
     for note in [m.unused_note(), m.seqlen_note(seqlen)]
         .into_iter()
         .flatten()
