@@ -4,7 +4,7 @@
 mod common;
 use arborist::data::mmlu::read_mmlu;
 use arborist::eval::freebaseqa::is_correct;
-use arborist::eval::mmlu::{evaluate_mmlu, MmluOptions};
+use arborist::eval::mmlu::{evaluate_mmlu, MmluOptions, MmluPrompt};
 use arborist::model::LoadedModel;
 use candle_core::{DType, Device, Tensor, D};
 use common::*;
@@ -74,7 +74,8 @@ fn mmlu_items() -> (Vec<Item>, Vec<Item>) {
             ["stones", "light", "heron", "mill"],
             1,
         ),
-        item(alg, "0-0=?", ["1", "2", "3", "0"], 3),
+        // Surrounding whitespace: kept by Hendrycks' code, stripped by lm-eval's.
+        item(alg, " 0-0=? \n", ["1", "2", "3", "0"], 3),
     ];
     let mut dev: Vec<Item> = (0..5)
         .map(|i| item(alg, &format!("{i}+0=?"), ["0", "1", "2", "3"], i % 4))
@@ -317,16 +318,35 @@ fn log_softmax_rows(model: &LoadedModel, ids: &[u32]) -> Vec<Vec<f32>> {
         .unwrap()
 }
 
-fn hendrycks_example(it: &Item, answer: bool) -> String {
+/// A solved or open example: Hendrycks' `format_example`, or lm-eval's `doc_to_text`
+/// (which strips the question).
+fn reference_example(it: &Item, answer: bool, lm_eval: bool) -> String {
     let c = &it.choices;
+    let q = if lm_eval {
+        it.question.trim()
+    } else {
+        &it.question
+    };
     let mut s = format!(
         "{}\nA. {}\nB. {}\nC. {}\nD. {}\nAnswer:",
-        it.question, c[0], c[1], c[2], c[3]
+        q, c[0], c[1], c[2], c[3]
     );
     if answer {
         s += &format!(" {}\n\n", ["A", "B", "C", "D"][it.answer]);
     }
     s
+}
+
+/// The task description. Hendrycks' `format_subject` puts a space before every word of
+/// the subject, after "about " ("about  abstract algebra."); lm-eval writes one space.
+fn reference_header(subject: &str, lm_eval: bool) -> String {
+    let words: Vec<&str> = subject.split('_').collect();
+    let about = if lm_eval {
+        words.join(" ")
+    } else {
+        words.iter().map(|w| format!(" {w}")).collect()
+    };
+    format!("The following are multiple choice questions (with answers) about {about}.\n\n")
 }
 
 /// (predicted letter, log-probs, shots) from full forwards of prompt + continuation,
@@ -335,16 +355,14 @@ fn reference_prediction(
     model: &LoadedModel,
     it: &Item,
     dev: &[&Item],
+    lm_eval: bool,
 ) -> (String, [f64; 4], usize) {
     for k in (0..=5).rev() {
-        let mut prompt = format!(
-            "The following are multiple choice questions (with answers) about {}.\n\n",
-            it.subject.replace('_', " ")
-        );
+        let mut prompt = reference_header(it.subject, lm_eval);
         for d in &dev[..k] {
-            prompt += &hendrycks_example(d, true);
+            prompt += &reference_example(d, true, lm_eval);
         }
-        prompt += &hendrycks_example(it, false);
+        prompt += &reference_example(it, false, lm_eval);
         let ids = model.encode(&prompt).unwrap();
         let conts: Vec<Vec<u32>> = ["A", "B", "C", "D"]
             .iter()
@@ -387,15 +405,22 @@ fn mmlu_predictions_equal_full_forward_reference() {
     let (test, dev) = mmlu_items();
     write_csv_tree(&d.path().join("csv"), &test, &dev);
     let variant = qwen3_single_letter_tokens(&d.path().join("qwen3_letters"));
-    for (dir, batch) in [(fixture("qwen3"), 1), (variant, 3)] {
+    let styles = [(MmluPrompt::Hendrycks, false), (MmluPrompt::LmEval, true)];
+    let mut logprobs_by_style = Vec::new();
+    for ((dir, batch), (style, lm_eval)) in [(fixture("qwen3"), 1), (variant, 3)]
+        .into_iter()
+        .flat_map(|m| styles.map(|s| (m.clone(), s)))
+    {
         let model = load(&dir);
         let data = read_mmlu(&d.path().join("csv"), 5).unwrap();
         let opts = MmluOptions {
             shots: 5,
+            prompt: style,
             limit: None,
             batch,
         };
         let res = evaluate_mmlu(&model, &data, &opts, "csv", |_, _| {}).unwrap();
+        assert_eq!(res.prompt, style);
         // Subjects sorted, file order within a subject.
         let mut order: Vec<&Item> = test.iter().collect();
         order.sort_by_key(|i| i.subject);
@@ -403,7 +428,7 @@ fn mmlu_predictions_equal_full_forward_reference() {
         let mut correct = 0;
         for (it, p) in order.iter().zip(&res.predictions) {
             let devs: Vec<&Item> = dev.iter().filter(|x| x.subject == it.subject).collect();
-            let (pred, lp, k) = reference_prediction(&model, it, &devs);
+            let (pred, lp, k) = reference_prediction(&model, it, &devs, lm_eval);
             assert_eq!(p.subject, it.subject);
             assert_eq!(
                 p.predicted, pred,
@@ -434,6 +459,16 @@ fn mmlu_predictions_equal_full_forward_reference() {
             !cut.is_empty() && cut.iter().all(|s| *s == "world_religions"),
             "{cut:?}"
         );
+        logprobs_by_style.push(
+            res.predictions
+                .iter()
+                .map(|p| p.logprobs)
+                .collect::<Vec<_>>(),
+        );
+    }
+    // The two spellings are different prompts: every item's scores move.
+    for pair in logprobs_by_style.chunks(2) {
+        assert!(pair[0].iter().zip(&pair[1]).all(|(a, b)| a != b));
     }
 }
 

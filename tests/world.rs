@@ -74,6 +74,42 @@ fn qa_repeats_ask_each_fact_in_distinct_practice_phrasings() {
     }
 }
 
+/// The corpus and benchmark files are those the bundled model was trained and measured on
+/// (world seed 2026), byte for byte: `train-tiny` reproduces `assets/bundled`'s data, and
+/// the evaluator's prompt spelling cannot leak into the training corpus.
+#[test]
+fn world_2026_writes_the_bundled_data_files() {
+    let dir = tempfile::tempdir().unwrap();
+    sets::write_datasets(&world(), dir.path()).unwrap();
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bundled/data");
+    let mut files = 0;
+    for entry in walkdir(&bundled) {
+        let rel = entry.strip_prefix(&bundled).unwrap();
+        let ours = std::fs::read(dir.path().join("data").join(rel)).unwrap();
+        assert!(
+            ours == std::fs::read(&entry).unwrap(),
+            "{} differs",
+            rel.display()
+        );
+        files += 1;
+    }
+    assert!(files >= 5, "{files} files");
+}
+
+/// Every file under `dir`, recursively.
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 #[test]
 fn benchmark_files_read_back_with_the_real_readers() {
     let w = world();

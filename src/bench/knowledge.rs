@@ -47,6 +47,7 @@ pub fn evaluate(m: &LoadedModel, label: &str) -> Result<Row> {
     let acc = |shots| -> Result<f64> {
         let o = mmlu::MmluOptions {
             shots,
+            prompt: mmlu::MmluPrompt::Hendrycks,
             limit: None,
             batch: 8,
         };

@@ -10,7 +10,7 @@ use crate::data::freebaseqa::{read_freebaseqa, FreebaseItem};
 use crate::data::mmlu::{read_mmlu, MmluData};
 use crate::data::{read_ppl_text, Windows};
 use crate::eval::freebaseqa::{evaluate_freebaseqa, FreebaseOptions, FreebaseResult};
-use crate::eval::mmlu::{evaluate_mmlu, MmluOptions, MmluResult};
+use crate::eval::mmlu::{evaluate_mmlu, MmluOptions, MmluPrompt, MmluResult};
 use crate::eval::{perplexity, Perplexity};
 use crate::model::LoadedModel;
 
@@ -30,6 +30,10 @@ pub struct EvalArgs {
     /// MMLU few-shot examples taken from the dev split.
     #[arg(long, default_value_t = 5)]
     pub shots: usize,
+    /// MMLU prompt spelling: hendrycks (evaluate.py, "about  high school physics.") or
+    /// lm-eval (one space, questions stripped).
+    #[arg(long, default_value_t = MmluPrompt::Hendrycks)]
+    pub mmlu_prompt: MmluPrompt,
     /// Evaluate only the first N items (of each MMLU subject; of the FreebaseQA file).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -144,6 +148,7 @@ fn report_ppl(a: &EvalArgs, res: &Perplexity, out: &mut Map<String, Value>) {
 fn run_mmlu(a: &EvalArgs, model: &LoadedModel, path: &Path, data: &MmluData) -> Result<MmluResult> {
     let opts = MmluOptions {
         shots: a.shots,
+        prompt: a.mmlu_prompt,
         limit: a.limit,
         batch: a.batch,
     };
@@ -162,12 +167,13 @@ fn report_mmlu(a: &EvalArgs, res: &MmluResult, out: &mut Map<String, Value>) -> 
         return Ok(());
     }
     println!(
-        "mmlu accuracy {:.4}  ({}/{} items, {} subjects, {}-shot, {} split, {}{}{})",
+        "mmlu accuracy {:.4}  ({}/{} items, {} subjects, {}-shot, {} prompt, {} split, {}{}{})",
         res.accuracy,
         res.correct,
         res.items,
         res.subjects.len(),
         res.shots,
+        res.prompt,
         res.split,
         res.dtype,
         res.limit

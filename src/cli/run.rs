@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
+use crate::eval::mmlu::MmluPrompt;
 use crate::session::{file, RunOptions};
 
 #[derive(Args, Debug, Clone, Default)]
@@ -60,6 +61,9 @@ pub struct RunArgs {
     /// Roll back when probe accuracy drops more than this (absolute, 0.05 = 5 points).
     #[arg(long, allow_negative_numbers = true)]
     pub probe_max_drop: Option<f64>,
+    /// The MMLU probe's prompt: hendrycks (default) or lm-eval.
+    #[arg(long)]
+    pub mmlu_prompt: Option<MmluPrompt>,
     #[arg(long)]
     pub calib: Option<String>,
     #[arg(long)]
@@ -124,7 +128,7 @@ impl RunArgs {
             ceiling => "--ceiling", max_iters => "--max-iters", max_step => "--max-step",
             max_layers => "--max-layers", profile_every => "--profile-every", probe => "--probe",
             probe_file => "--probe-file", probe_limit => "--probe-limit",
-            probe_max_drop => "--probe-max-drop", calib => "--calib", eval => "--eval",
+            probe_max_drop => "--probe-max-drop", mmlu_prompt => "--mmlu-prompt", calib => "--calib", eval => "--eval",
             seqlen => "--seqlen", calib_windows => "--calib-windows",
             eval_windows => "--eval-windows", calib_sample => "--calib-sample", seed => "--seed",
             grad_windows => "--grad-windows", batch => "--batch", eval_cache_mb => "--eval-cache-mb",
@@ -213,12 +217,16 @@ impl RunArgs {
                 p.file = self.probe_file.clone();
             }
             set!(self.probe_limit, p.limit);
+            set!(self.mmlu_prompt, p.mmlu_prompt);
         }
         if self.probe_max_drop.is_some() {
             o.loop_opts.probe_max_drop = self.probe_max_drop;
         }
         if (self.probe_file.is_some() || self.probe_limit.is_some()) && o.probe.is_none() {
             bail!("--probe-file and --probe-limit need --probe freebaseqa|mmlu");
+        }
+        if self.mmlu_prompt.is_some() && o.probe.as_ref().is_none_or(|p| p.kind != "mmlu") {
+            bail!("--mmlu-prompt sets the MMLU probe's prompt: it needs --probe mmlu");
         }
         check(&o)?;
         Ok(o)

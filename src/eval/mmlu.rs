@@ -1,8 +1,9 @@
 //! MMLU under the Hendrycks protocol: k dev examples, then the question ending in
 //! "Answer:"; the prediction is the letter whose continuation " A".." D" is most likely.
+//! The prompt is spelled as Hendrycks' `evaluate.py` writes it, or as lm-eval's does.
 
 use anyhow::{bail, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::mmlu::{MmluData, MmluItem, LETTERS};
 use crate::model::generate::{continuation_logprobs, next_token_logprobs_batch};
@@ -15,6 +16,8 @@ pub struct MmluResult {
     pub correct: usize,
     pub items: usize,
     pub shots: usize,
+    /// Whose spelling of the prompt: `hendrycks` or `lm-eval`.
+    pub prompt: MmluPrompt,
     /// At most this many items of each subject (the first ones in file order).
     pub limit: Option<usize>,
     pub split: String,
@@ -48,34 +51,77 @@ pub struct MmluPrediction {
     pub shots: usize,
 }
 
-/// "The following are multiple choice questions (with answers) about abstract algebra.\n\n"
-pub fn header(subject: &str) -> String {
-    format!(
-        "The following are multiple choice questions (with answers) about {}.\n\n",
-        subject.replace('_', " ")
-    )
+/// Which published spelling of the prompt to write. They differ in two places only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MmluPrompt {
+    /// Hendrycks' `evaluate.py`: `format_subject` puts a space before every word, so the
+    /// header reads "about  abstract algebra." (two spaces); questions are used as read.
+    #[default]
+    Hendrycks,
+    /// lm-evaluation-harness (`mmlu` task): "about abstract algebra." and
+    /// `question.strip()`.
+    LmEval,
 }
 
-/// The question, "A. .." to "D. ..", and "Answer:" (plus " X\n\n" for a solved example).
-pub fn format_example(item: &MmluItem, with_answer: bool) -> String {
-    let mut s = item.question.clone();
-    for (l, c) in LETTERS.iter().zip(&item.choices) {
-        s.push_str(&format!("\n{l}. {c}"));
+impl MmluPrompt {
+    pub fn name(self) -> &'static str {
+        match self {
+            MmluPrompt::Hendrycks => "hendrycks",
+            MmluPrompt::LmEval => "lm-eval",
+        }
     }
-    s.push_str("\nAnswer:");
-    if with_answer {
-        s.push_str(&format!(" {}\n\n", LETTERS[item.answer]));
+
+    /// The task description that opens every prompt.
+    pub fn header(self, subject: &str) -> String {
+        let subject = match self {
+            MmluPrompt::Hendrycks => subject.split('_').map(|w| format!(" {w}")).collect(),
+            MmluPrompt::LmEval => subject.replace('_', " "),
+        };
+        format!("The following are multiple choice questions (with answers) about {subject}.\n\n")
     }
-    s
+
+    /// The question, "A. .." to "D. ..", and "Answer:" (plus " X\n\n" for a solved example).
+    pub fn example(self, item: &MmluItem, with_answer: bool) -> String {
+        let mut s = match self {
+            MmluPrompt::Hendrycks => item.question.clone(),
+            MmluPrompt::LmEval => item.question.trim().to_string(),
+        };
+        for (l, c) in LETTERS.iter().zip(&item.choices) {
+            s.push_str(&format!("\n{l}. {c}"));
+        }
+        s.push_str("\nAnswer:");
+        if with_answer {
+            s.push_str(&format!(" {}\n\n", LETTERS[item.answer]));
+        }
+        s
+    }
+
+    /// The whole prompt with the first `k` dev examples.
+    pub fn prompt(self, item: &MmluItem, dev: &[MmluItem], k: usize) -> String {
+        let mut s = self.header(&item.subject);
+        for d in &dev[..k] {
+            s.push_str(&self.example(d, true));
+        }
+        s + &self.example(item, false)
+    }
 }
 
-/// The Hendrycks prompt with the first `k` dev examples.
-pub fn prompt(item: &MmluItem, dev: &[MmluItem], k: usize) -> String {
-    let mut s = header(&item.subject);
-    for d in &dev[..k] {
-        s.push_str(&format_example(d, true));
+impl std::fmt::Display for MmluPrompt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
-    s + &format_example(item, false)
+}
+
+impl std::str::FromStr for MmluPrompt {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "hendrycks" => Ok(MmluPrompt::Hendrycks),
+            "lm-eval" => Ok(MmluPrompt::LmEval),
+            _ => Err(format!("unknown MMLU prompt `{s}` (hendrycks or lm-eval)")),
+        }
+    }
 }
 
 /// A prompt's tokens and the tokens of its four continuations.
@@ -108,11 +154,12 @@ fn prepare(
     item: &MmluItem,
     dev: &[MmluItem],
     shots: usize,
+    style: MmluPrompt,
 ) -> Result<Prepared> {
     let max = model.cfg.max_position_embeddings;
     let mut k = shots;
     loop {
-        let text = prompt(item, dev, k);
+        let text = style.prompt(item, dev, k);
         let ids = model.encode(&text)?;
         let conts = LETTERS
             .iter()
@@ -141,6 +188,7 @@ fn prepare(
 
 pub struct MmluOptions {
     pub shots: usize,
+    pub prompt: MmluPrompt,
     pub limit: Option<usize>,
     /// Prompts per forward pass (right-padded).
     pub batch: usize,
@@ -169,6 +217,7 @@ pub fn evaluate_mmlu(
                     it,
                     data.dev.get(&it.subject).unwrap_or(&empty),
                     opts.shots,
+                    opts.prompt,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -251,6 +300,7 @@ fn summarize(
         correct,
         items: predictions.len(),
         shots: opts.shots,
+        prompt: opts.prompt,
         limit: opts.limit,
         split: data.split.clone(),
         dataset: dataset.to_string(),
@@ -259,5 +309,45 @@ fn summarize(
         reduced_shots: predictions.iter().filter(|p| p.shots < opts.shots).count(),
         subjects,
         predictions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(question: &str, answer: usize) -> MmluItem {
+        MmluItem {
+            subject: "high_school_physics".into(),
+            question: question.into(),
+            choices: ["w", "x", "y", "z"].map(String::from),
+            answer,
+            source: String::new(),
+            row: 1,
+        }
+    }
+
+    /// The two published spellings, written out by hand.
+    #[test]
+    fn prompts_are_spelled_as_published() {
+        let dev = [item("Dev one?", 1), item("Dev two?", 3)];
+        let q = item(" What is g? \n", 0);
+        assert_eq!(
+            MmluPrompt::Hendrycks.prompt(&q, &dev, 1),
+            "The following are multiple choice questions (with answers) about  high school \
+             physics.\n\nDev one?\nA. w\nB. x\nC. y\nD. z\nAnswer: B\n\n What is g? \n\nA. w\n\
+             B. x\nC. y\nD. z\nAnswer:"
+        );
+        assert_eq!(
+            MmluPrompt::LmEval.prompt(&q, &dev, 2),
+            "The following are multiple choice questions (with answers) about high school \
+             physics.\n\nDev one?\nA. w\nB. x\nC. y\nD. z\nAnswer: B\n\nDev two?\nA. w\nB. x\n\
+             C. y\nD. z\nAnswer: D\n\nWhat is g?\nA. w\nB. x\nC. y\nD. z\nAnswer:"
+        );
+        for p in [MmluPrompt::Hendrycks, MmluPrompt::LmEval] {
+            assert_eq!(p.name().parse::<MmluPrompt>(), Ok(p));
+            assert_eq!(serde_json::to_value(p).unwrap(), p.name());
+        }
+        assert!("hendricks".parse::<MmluPrompt>().is_err());
     }
 }

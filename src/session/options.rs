@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::machine::LoopOptions;
+use crate::eval::mmlu::MmluPrompt;
 
 /// Unknown keys are refused (a misspelt key, or an `api_key`: keys come only from the
 /// environment); every field ever written is still known, so old headers read.
@@ -43,6 +44,14 @@ pub struct ProbeSpec {
     pub limit: usize,
     /// MMLU few-shot examples.
     pub shots: usize,
+    /// MMLU prompt spelling. Headers written before this key existed used lm-eval's
+    /// one-space header (without stripping questions), so they read as `lm-eval`.
+    #[serde(default = "legacy_mmlu_prompt")]
+    pub mmlu_prompt: MmluPrompt,
+}
+
+fn legacy_mmlu_prompt() -> MmluPrompt {
+    MmluPrompt::LmEval
 }
 
 impl Default for ProbeSpec {
@@ -52,6 +61,7 @@ impl Default for ProbeSpec {
             file: None,
             limit: 40,
             shots: 0,
+            mmlu_prompt: MmluPrompt::Hendrycks,
         }
     }
 }
@@ -106,5 +116,26 @@ impl Default for RunOptions {
             loop_opts: LoopOptions::default(),
             probe: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_headers_without_a_prompt_key_read_as_lm_eval() {
+        let old: ProbeSpec = serde_yaml::from_str("kind: mmlu\nlimit: 3\nshots: 0\n").unwrap();
+        assert_eq!(old.mmlu_prompt, MmluPrompt::LmEval);
+        assert_eq!(ProbeSpec::default().mmlu_prompt, MmluPrompt::Hendrycks);
+        let new: ProbeSpec = serde_yaml::from_str(
+            &serde_yaml::to_string(&ProbeSpec {
+                kind: "mmlu".into(),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(new.mmlu_prompt, MmluPrompt::Hendrycks);
     }
 }

@@ -36,6 +36,7 @@ pub enum Probe {
     Mmlu {
         data: crate::data::mmlu::MmluData,
         shots: usize,
+        prompt: crate::eval::mmlu::MmluPrompt,
         limit: usize,
         name: String,
     },
@@ -60,11 +61,13 @@ impl Probe {
             Probe::Mmlu {
                 data,
                 shots,
+                prompt,
                 limit,
                 name,
             } => {
                 let o = crate::eval::mmlu::MmluOptions {
                     shots: *shots,
+                    prompt: *prompt,
                     limit: Some(*limit),
                     batch: 8,
                 };

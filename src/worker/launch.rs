@@ -117,6 +117,7 @@ fn load_probe(p: &ProbeSpec, opts: &RunOptions) -> Result<Probe> {
             Probe::Mmlu {
                 data: crate::data::mmlu::read_mmlu(&path, p.shots)?,
                 shots: p.shots,
+                prompt: p.mmlu_prompt,
                 limit: p.limit,
                 name: path.display().to_string(),
             }

@@ -5,6 +5,7 @@ use rand::{rngs::StdRng, seq::SliceRandom, Rng, SeedableRng};
 
 use super::{Fact, Relation, World, JOBS, OBJECTS};
 use crate::data::mmlu::{MmluItem, LETTERS};
+use crate::eval::mmlu::MmluPrompt;
 
 /// The LLM-KICK FreebaseQA prompt (the evaluator's own); the answer follows the space.
 pub fn qa_prompt(question: &str) -> String {
@@ -209,9 +210,14 @@ fn narrative(world: &World, rng: &mut StdRng) -> Doc {
     Doc::text(text)
 }
 
-/// The Hendrycks header, as the evaluator writes it.
+/// The multiple-choice header of the training corpus: lm-eval's spelling (one space after
+/// "about"), which the bundled model was trained on. It must not follow the evaluator's
+/// default, or `train-tiny` would no longer reproduce `assets/bundled`.
 pub fn mc_header(subject: &str) -> String {
-    crate::eval::mmlu::header(subject)
+    format!(
+        "The following are multiple choice questions (with answers) about {}.\n\n",
+        subject.replace('_', " ")
+    )
 }
 
 /// One multiple-choice item, as the evaluator writes it (`answer` None ends at "Answer:").
@@ -224,7 +230,7 @@ pub fn mc_item(question: &str, options: &[String], answer: Option<usize>) -> Str
         source: String::new(),
         row: 0,
     };
-    crate::eval::mmlu::format_example(&item, answer.is_some())
+    MmluPrompt::Hendrycks.example(&item, answer.is_some())
 }
 
 /// One epoch of training documents: every fact stated in varied templates and asked in

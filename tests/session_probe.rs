@@ -1,0 +1,86 @@
+//! The session's MMLU knowledge probe: its prompt spelling is a recorded option, and its
+//! scores are those of `arborist eval` with the same protocol.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+/// `arborist eval` of the bundled model's MMLU set, first `limit` items per subject, in
+/// batches of 8 prompts as the probe runs them.
+fn eval_accuracy(cwd: &Path, cache: &str, shots: &str, limit: &str, prompt: &str) -> f64 {
+    let mmlu = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bundled/data/mmlu");
+    let args = [
+        "eval",
+        "--model",
+        "bundled",
+        "--mmlu",
+        &p(&mmlu),
+        "--shots",
+        shots,
+        "--limit",
+        limit,
+        "--mmlu-prompt",
+        prompt,
+        "--batch",
+        "8",
+        "--json",
+    ];
+    let v = ok_json(&arborist_timed(
+        &args,
+        &[("ARBORIST_CACHE", cache)],
+        cwd,
+        LIMIT,
+    ));
+    assert_eq!(v["mmlu"]["prompt"], prompt);
+    v["mmlu"]["accuracy"].as_f64().unwrap()
+}
+
+#[test]
+fn the_mmlu_probe_records_its_prompt_and_scores_as_eval_does() {
+    let dir = tmp();
+    let cache = p(&dir.path().join("cache"));
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    for prompt in ["hendrycks", "lm-eval"] {
+        let s = format!("{prompt}.yaml");
+        let mut a = vec!["run", "--headless", "--auto-approve", "--session", &s];
+        a.extend(SMALL);
+        a.extend([
+            "--probe",
+            "mmlu",
+            "--probe-limit",
+            "3",
+            "--mmlu-prompt",
+            prompt,
+            "--max-iters",
+            "1",
+            "--json",
+        ]);
+        let sum = ok_json(&arborist_timed(
+            &a,
+            &[("ARBORIST_CACHE", &cache)],
+            &work,
+            LIMIT,
+        ));
+        let (h, _) = session_docs(&work.join(&s));
+        let probe = &h["options"]["probe"];
+        assert_eq!(probe["kind"], "mmlu");
+        assert_eq!(probe["mmlu_prompt"], prompt);
+        // The dense model's probe is `eval`'s 0-shot accuracy on the same items.
+        let dense = eval_accuracy(&work, &cache, "0", "3", prompt);
+        assert_eq!(sum["probe_dense"]["accuracy"].as_f64().unwrap(), dense);
+        assert_eq!(sum["probe_dense"]["items"], 18);
+    }
+    // Without an MMLU probe the flag has nothing to set.
+    for extra in [&[][..], &["--probe", "freebaseqa"][..]] {
+        let mut a = vec!["run", "--headless", "--auto-approve", "--session", "x.yaml"];
+        a.extend(SMALL);
+        a.extend(extra);
+        a.extend(["--mmlu-prompt", "lm-eval"]);
+        let r = arborist_timed(&a, &[("ARBORIST_CACHE", &cache)], &work, LIMIT);
+        assert_ne!(r.code, Some(0));
+        assert_eq!(r.error_lines().len(), 1, "{}", r.stderr);
+        assert!(r.stderr.contains("--mmlu-prompt") && r.stderr.contains("--probe mmlu"));
+        assert!(!work.join("x.yaml").exists());
+    }
+}
