@@ -1,5 +1,7 @@
 //! The built-in policy: offline and deterministic. It prunes the layers the profile calls
-//! least sensitive, shrinks its step after rollbacks and avoids the layers that caused them.
+//! least sensitive, shrinks its step after rollbacks and avoids the layers that caused them;
+//! a layer's own step stays halved for every rollback it took part in, so a failed step is
+//! never proposed again unchanged once the avoidance ends.
 //! Its reasoning and reflections are generated from the numbers it used.
 
 use anyhow::{bail, Result};
@@ -34,6 +36,8 @@ fn floor4(x: f64) -> f64 {
 
 struct Plan {
     step: f64,
+    /// Rolled-back steps each layer took part in, over the whole session.
+    rollbacks_of: std::collections::HashMap<String, i32>,
     /// The last accepted step changed no sparsity (increase too small for whole weights).
     stalled: bool,
     recent_rollbacks: usize,
@@ -57,8 +61,18 @@ fn plan(ctx: &AgentContext) -> Plan {
         .history
         .last()
         .is_some_and(|o| o.accepted && o.changes.iter().all(|c| c.to <= c.from + 1e-12));
+    let mut rollbacks_of = std::collections::HashMap::new();
+    for c in ctx
+        .history
+        .iter()
+        .filter(|o| !o.accepted)
+        .flat_map(|o| &o.changes)
+    {
+        *rollbacks_of.entry(c.name.clone()).or_insert(0) += 1;
+    }
     Plan {
         stalled,
+        rollbacks_of,
         step: step.min(ctx.bounds.max_step),
         recent_rollbacks: recent.len(),
         avoided,
@@ -85,11 +99,20 @@ impl BuiltinAgent {
         });
         let mut layers = Vec::new();
         let mut used = Vec::new();
+        let (mut backed_off, mut retired) = (0usize, Vec::new());
         for r in rows {
             if layers.len() >= b.max_layers || need <= 0.0 {
                 break;
             }
-            let room = (cap - r.sparsity).min(p.step);
+            // A layer whose own step would fall below the smallest one is left alone: it
+            // took part in rollbacks even at the smallest step.
+            let own = p.step * 0.5f64.powi(p.rollbacks_of.get(&r.name).copied().unwrap_or(0));
+            if own < MIN_STEP - 1e-12 {
+                retired.push(r.name.as_str());
+                continue;
+            }
+            backed_off += usize::from(own < p.step);
+            let room = (cap - r.sparsity).min(own);
             // Do not overshoot the target by more than the layer's rounding.
             let trimmed = (need / r.params as f64 + 1e-4).max(MIN_TRIM);
             let inc = if p.stalled { room } else { room.min(trimmed) };
@@ -130,6 +153,17 @@ impl BuiltinAgent {
                 p.avoided.join(", ")
             );
         }
+        if backed_off > 0 || !retired.is_empty() {
+            reasoning += &format!(
+                "; {backed_off} chosen layer(s) take steps halved once per earlier rollback they were in"
+            );
+            if !retired.is_empty() {
+                reasoning += &format!(
+                    ", and these are left alone after too many rollbacks: {}",
+                    retired.join(", ")
+                );
+            }
+        }
         reasoning += &format!(
             ". Expected global sparsity {} -> {} of target {}.",
             frac(floor4(ctx.global_sparsity)),
@@ -161,7 +195,7 @@ impl BuiltinAgent {
             frac(ctx.target),
         );
         if !o.accepted {
-            s += " Next I halve the step and leave these layers alone for a few iterations.";
+            s += " Next I halve the step and leave these layers alone for a few iterations; their own steps stay halved after that.";
         } else if delta > ctx.threshold / 2.0 {
             s += " The cost used more than half the threshold, so the next steps stay cautious.";
         } else {
@@ -197,5 +231,69 @@ impl Agent for BuiltinAgent {
 
     fn name(&self) -> String {
         "builtin".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::context::LayerChange;
+
+    fn rollback(iteration: usize, names: &[&str]) -> StepOutcome {
+        StepOutcome {
+            iteration,
+            changes: names
+                .iter()
+                .map(|n| LayerChange {
+                    name: n.to_string(),
+                    from: 0.3,
+                    to: 0.4,
+                })
+                .collect(),
+            ppl_before: 10.0,
+            ppl_after: 11.0,
+            accepted: false,
+            global_sparsity_after: 0.25,
+            note: "rolled back: +10.0% > 5.0%".into(),
+            edited: false,
+        }
+    }
+
+    /// Long after its rollbacks a layer's own step stays halved once per rollback, and a
+    /// layer whose step would fall below the smallest is left alone; the rest take the
+    /// full step.
+    #[test]
+    fn a_layer_keeps_its_backoff_after_the_memory_expires() {
+        let (q, k, v) = (
+            "model.layers.0.self_attn.q_proj",
+            "model.layers.0.self_attn.k_proj",
+            "model.layers.0.self_attn.v_proj",
+        );
+        let mut ctx = AgentContext::example();
+        ctx.iteration = 20;
+        ctx.history = vec![
+            rollback(2, &[q, k]),
+            rollback(4, &[k]),
+            rollback(6, &[k]),
+            rollback(8, &[k]),
+        ];
+        let to =
+            |p: &Proposal, name: &str| p.layers.iter().find(|l| l.name == name).map(|l| l.sparsity);
+        let p = BuiltinAgent::decide(&ctx).unwrap();
+        assert!((to(&p, q).unwrap() - 0.35).abs() < 1e-9, "{p:?}");
+        assert_eq!(to(&p, k), None, "{p:?}");
+        assert!((to(&p, v).unwrap() - 0.4).abs() < 1e-9, "{p:?}");
+        assert!(
+            p.reasoning.contains("1 chosen layer(s) take steps halved")
+                && p.reasoning
+                    .contains(&format!("left alone after too many rollbacks: {k}")),
+            "{}",
+            p.reasoning
+        );
+        // Without those rollbacks both take the full step.
+        ctx.history.clear();
+        let p = BuiltinAgent::decide(&ctx).unwrap();
+        assert!((to(&p, q).unwrap() - 0.4).abs() < 1e-9, "{p:?}");
+        assert!((to(&p, k).unwrap() - 0.4).abs() < 1e-9, "{p:?}");
     }
 }
