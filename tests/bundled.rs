@@ -112,17 +112,23 @@ fn the_bundled_model_knows_its_facts_and_heavy_pruning_costs_them() {
     assert!(ppl70 > ppl * 1.02, "Wanda 70%: ppl {ppl} -> {ppl70}");
 }
 
-/// The committed example session replays and re-executes on a fresh clone.
+/// The committed example session replays and re-executes on a fresh clone, and so does
+/// one recorded before `grad_average` existed (its header reads as abs-of-mean).
 #[test]
-fn the_example_session_verifies() {
+fn the_example_sessions_verify() {
     let t = tmp();
     let cache = p(&t.path().join("cache"));
-    let o = arborist(
-        &["replay", "sessions/example.yaml", "--verify", "--json"],
-        &[("ARBORIST_CACHE", &cache)],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r = json_exact(&String::from_utf8_lossy(&o.stdout));
-    assert_eq!(r["ok"], true, "{r}");
-    assert!(r["checks"].as_array().unwrap().len() >= 5, "{r}");
+    for s in [
+        "sessions/example.yaml",
+        "tests/fixtures/sessions/legacy-abs-of-mean.yaml",
+    ] {
+        let o = arborist(
+            &["replay", s, "--verify", "--json"],
+            &[("ARBORIST_CACHE", &cache)],
+        );
+        assert!(o.status.success(), "{s}: {}", stderr(&o));
+        let r = json_exact(&String::from_utf8_lossy(&o.stdout));
+        assert_eq!(r["ok"], true, "{s}: {r}");
+        assert!(r["checks"].as_array().unwrap().len() >= 5, "{s}: {r}");
+    }
 }

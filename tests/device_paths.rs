@@ -107,8 +107,22 @@ fn profile_on_the_device_matches_the_cpu() {
     let cpu = load(&Device::Cpu, DType::F32, false);
     let acc = load(&dev, DType::F32, false);
     let w = windows(&cpu, "calib.txt", 256, 4);
-    let a = arborist::profile::compute(&cpu.decoder, &w, 2, 4, "calib.txt").unwrap();
-    let b = arborist::profile::compute(&acc.decoder, &w, 2, 4, "calib.txt").unwrap();
+    let a = arborist::profile::compute(
+        &cpu.decoder,
+        &w,
+        arborist::profile::GradSpec::paper(2),
+        4,
+        "calib.txt",
+    )
+    .unwrap();
+    let b = arborist::profile::compute(
+        &acc.decoder,
+        &w,
+        arborist::profile::GradSpec::paper(2),
+        4,
+        "calib.txt",
+    )
+    .unwrap();
     for (x, y) in a.layers.iter().zip(&b.layers) {
         assert!(rel(y.s, x.s) < 1e-3, "{}: s {} vs {}", x.name, y.s, x.s);
         assert!(rel(y.g, x.g) < 1e-3, "{}: g {} vs {}", x.name, y.g, x.g);
@@ -116,7 +130,14 @@ fn profile_on_the_device_matches_the_cpu() {
     }
     // Half precision takes candle's autograd: every score must come out finite.
     let half = load(&dev, DType::BF16, false);
-    let p = arborist::profile::compute(&half.decoder, &w, 2, 4, "calib.txt").unwrap();
+    let p = arborist::profile::compute(
+        &half.decoder,
+        &w,
+        arborist::profile::GradSpec::paper(2),
+        4,
+        "calib.txt",
+    )
+    .unwrap();
     assert!(p.layers.iter().all(|l| l.s.is_finite() && l.g.is_finite()));
 }
 

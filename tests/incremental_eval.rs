@@ -201,7 +201,8 @@ fn incremental_calibration_statistics_equal_a_full_pass() {
 }
 
 use arborist::model::boundaries;
-use arborist::profile::{mean_gradients, mean_gradients_from};
+use arborist::profile::{mean_abs_gradients, mean_gradients, mean_gradients_from};
+use arborist::profile::{GradAverage, GradSpec};
 
 /// Widened to f64 (exact), so equal bits mean equal values in either dtype.
 fn tensor_bits(ts: &[candle_core::Tensor]) -> Vec<Vec<u64>> {
@@ -226,15 +227,28 @@ fn check_grads_from_cache(dtype: DType, budget: usize, kept: usize) {
     // Six windows: a whole chunk of four and a partial one of two.
     let known = b.window_states(d, 4, w.len()).unwrap();
     assert_eq!(known.iter().flatten().count(), kept);
-    let reference = tensor_bits(&mean_gradients(d, &w.windows).unwrap());
-    let from_cache = tensor_bits(&mean_gradients_from(d, &w.windows, &known).unwrap());
-    assert_eq!(from_cache, reference);
+    for (average, full) in [
+        (
+            GradAverage::AbsOfMean,
+            mean_gradients(d, &w.windows).unwrap(),
+        ),
+        (
+            GradAverage::MeanOfAbs,
+            mean_abs_gradients(d, &w.windows).unwrap(),
+        ),
+    ] {
+        let from_cache = mean_gradients_from(d, &w.windows, &known, average).unwrap();
+        assert_eq!(tensor_bits(&from_cache), tensor_bits(&full));
+    }
 
     // The session engine's profile takes that path; the reference recomputes every state.
     let mut inc = IncrementalStats::new(w.clone(), 4, budget);
-    let (session, _, _) = inc.profile(d, w.len(), "eval.txt").unwrap();
+    let (session, _, _) = inc
+        .profile(d, GradSpec::paper(w.len()), "eval.txt")
+        .unwrap();
     let st = arborist::profile::input_stats(d, &w, 4).unwrap();
-    let reference = arborist::profile::compute_from(d, &st, &w, w.len(), "eval.txt", &[]).unwrap();
+    let spec = GradSpec::paper(w.len());
+    let reference = arborist::profile::compute_from(d, &st, &w, spec, "eval.txt", &[]).unwrap();
     let rows = |p: &arborist::profile::Profile| -> Vec<[u64; 4]> {
         p.layers
             .iter()

@@ -5,7 +5,7 @@ mod common;
 use arborist::data::{read_text, Windows};
 use arborist::eval::ppl::window_loss;
 use arborist::model::{LinearId, LinearKind, LoadedModel};
-use arborist::profile::mean_gradients;
+use arborist::profile::{mean_abs_gradients, mean_gradients, GradAverage, GradSpec};
 use arborist::prune::alloc::uniform;
 use arborist::prune::oneshot::{prune_layer, prune_sequential, Method, OneShotOptions};
 use arborist::prune::select::Pattern;
@@ -349,6 +349,76 @@ fn gradient_scores_match_finite_differences() {
             "{name}[{j}]: {fd} vs {}",
             g[j]
         );
+    }
+}
+
+/// The paper's G is the mean over the gradient windows of each window's |dL/dW|, not the
+/// magnitude of the mean gradient; the profile's g is the mean of |W| · G over the layer.
+/// The reference takes each window's gradient alone (its own loss) and averages here.
+#[test]
+fn the_profile_averages_absolute_gradients_over_windows() {
+    let cfg = arborist::model::ModelConfig::from_json(TINY_QWEN3).unwrap();
+    let t =
+        arborist::model::random::random_tensors(&cfg, 7, 0.3, DType::F64, &Device::Cpu).unwrap();
+    let d = arborist::model::Decoder::from_tensors(cfg.clone(), t.clone()).unwrap();
+    let windows: Vec<Vec<u32>> = (0..3)
+        .map(|k| {
+            (0..12)
+                .map(|i| ((i * 17 + k * 5 + 1) % 250) as u32)
+                .collect()
+        })
+        .collect();
+    let per_window: Vec<Vec<Tensor>> = windows
+        .iter()
+        .map(|w| mean_gradients(&d, std::slice::from_ref(w)).unwrap())
+        .collect();
+    let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let got = mean_abs_gradients(&d, &windows).unwrap();
+    let signed = mean_gradients(&d, &windows).unwrap();
+    let (mut cancelled, mut total) = (0usize, 0usize);
+    let mut reference: Vec<Vec<f64>> = Vec::new();
+    for (k, g) in got.iter().enumerate() {
+        let mut want = vec![0f64; g.elem_count()];
+        for pw in &per_window {
+            for (r, v) in want.iter_mut().zip(flat(&pw[k])) {
+                *r += v.abs() / 3.0;
+            }
+        }
+        let scale = want.iter().fold(0f64, |m, v| m.max(*v));
+        assert!(scale > 0.0, "layer {k}: zero gradient");
+        for ((a, b), s) in flat(g).iter().zip(&want).zip(flat(&signed[k])) {
+            assert!((a - b).abs() <= 1e-12 * scale, "layer {k}: {a} vs {b}");
+            cancelled += usize::from(*b > s.abs() * (1.0 + 1e-6) + 1e-12 * scale);
+            total += 1;
+        }
+        reference.push(want);
+    }
+    // The windows' gradients disagree in sign on many weights, so the two averages differ.
+    assert!(cancelled * 5 > total, "{cancelled} of {total}");
+
+    let all: Vec<u32> = windows.iter().flatten().copied().collect();
+    let calib = Windows::sequential(&all, 12, None, "synthetic").unwrap();
+    for average in [GradAverage::MeanOfAbs, GradAverage::AbsOfMean] {
+        let spec = GradSpec {
+            windows: 3,
+            average,
+        };
+        let p = arborist::profile::compute(&d, &calib, spec, 1, "synthetic").unwrap();
+        assert_eq!(p.protocol.grad_average, average);
+        for (k, (l, id)) in p.layers.iter().zip(d.linear_ids()).enumerate() {
+            let w = flat(&t[&format!("{}.weight", id.name())]);
+            let g: Vec<f64> = match average {
+                GradAverage::MeanOfAbs => reference[k].clone(),
+                GradAverage::AbsOfMean => flat(&signed[k]),
+            };
+            let want = w.iter().zip(&g).map(|(w, g)| (w * g).abs()).sum::<f64>() / w.len() as f64;
+            assert!(
+                (l.g - want).abs() <= 1e-5 * want,
+                "{}: g {} vs {want}",
+                l.name,
+                l.g
+            );
+        }
     }
 }
 

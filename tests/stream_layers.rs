@@ -96,8 +96,22 @@ fn streamed_profile_equals_resident() {
     let resident = load(DType::F32, false);
     let streamed = load(DType::F32, true);
     let w = windows(&resident);
-    let a = profile::compute(&resident.decoder, &w, 1, 2, "eval.txt").unwrap();
-    let b = profile::compute(&streamed.decoder, &w, 1, 2, "eval.txt").unwrap();
+    let a = profile::compute(
+        &resident.decoder,
+        &w,
+        profile::GradSpec::paper(1),
+        2,
+        "eval.txt",
+    )
+    .unwrap();
+    let b = profile::compute(
+        &streamed.decoder,
+        &w,
+        profile::GradSpec::paper(1),
+        2,
+        "eval.txt",
+    )
+    .unwrap();
     assert_eq!(a.layers.len(), 56);
     for (x, y) in a.layers.iter().zip(&b.layers) {
         assert_eq!(

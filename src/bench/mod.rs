@@ -15,6 +15,7 @@ use serde::Serialize;
 use std::time::Instant;
 
 use crate::model::{random::random_decoder, Decoder, ModelConfig};
+use crate::profile::GradSpec;
 use crate::runtime::{parse_device, parse_dtype};
 
 #[derive(Args, Debug)]
@@ -234,7 +235,7 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
     let start = Instant::now();
     match a.suite.as_str() {
         "profile" => {
-            crate::profile::compute(&model, &w, 4, a.batch, "synthetic")?;
+            crate::profile::compute(&model, &w, GradSpec::paper(4), a.batch, "synthetic")?;
         }
         "prune" => {
             use crate::prune::{alloc, oneshot, select::Pattern};

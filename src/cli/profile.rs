@@ -4,6 +4,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::{calib::CalibArgs, ModelArgs};
+use crate::profile::{GradAverage, GradSpec};
 
 #[derive(Args, Debug)]
 pub struct ProfileArgs {
@@ -14,6 +15,10 @@ pub struct ProfileArgs {
     /// Windows (the first ones of the calibration set) for the gradient score.
     #[arg(long, default_value_t = 4)]
     pub grad_windows: usize,
+    /// G per weight: mean-of-abs (the mean over the windows of |dL/dW|, the paper's) or
+    /// abs-of-mean (|mean dL/dW|, Arborist's before 2026-11-30).
+    #[arg(long, default_value_t = GradAverage::MeanOfAbs)]
+    pub grad_average: GradAverage,
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     #[arg(long)]
@@ -33,7 +38,11 @@ pub fn run(a: ProfileArgs) -> Result<()> {
     let m = a.model.load()?;
     let w = a.calib.windows(&m)?.expect("checked above");
     let name = a.calib.calib.as_ref().unwrap().display().to_string();
-    let p = crate::profile::compute(&m.decoder, &w, a.grad_windows, a.batch, &name)?;
+    let grads = GradSpec {
+        windows: a.grad_windows,
+        average: a.grad_average,
+    };
+    let p = crate::profile::compute(&m.decoder, &w, grads, a.batch, &name)?;
     if a.json {
         println!("{}", serde_json::to_string(&p)?);
         return Ok(());
@@ -49,11 +58,12 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         );
     }
     eprintln!(
-        "protocol: {} windows of {} tokens from {} ({} for gradients), {}",
+        "protocol: {} windows of {} tokens from {} ({} for gradients, G {}), {}",
         p.protocol.calib_windows,
         p.protocol.seqlen,
         p.protocol.calib,
         p.protocol.grad_windows,
+        p.protocol.grad_average,
         p.protocol.dtype
     );
     Ok(())

@@ -5,6 +5,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 use crate::eval::mmlu::MmluPrompt;
+use crate::profile::GradAverage;
 use crate::session::{file, RunOptions};
 
 #[derive(Args, Debug, Clone, Default)]
@@ -81,6 +82,9 @@ pub struct RunArgs {
     pub seed: Option<u64>,
     #[arg(long)]
     pub grad_windows: Option<usize>,
+    /// The profile's G: mean-of-abs (the paper's, default) or abs-of-mean.
+    #[arg(long)]
+    pub grad_average: Option<GradAverage>,
     #[arg(long)]
     pub batch: Option<usize>,
     /// Memory for the evaluation's cached block-boundary states, in MiB (0: full passes).
@@ -131,7 +135,7 @@ impl RunArgs {
             probe_max_drop => "--probe-max-drop", mmlu_prompt => "--mmlu-prompt", calib => "--calib", eval => "--eval",
             seqlen => "--seqlen", calib_windows => "--calib-windows",
             eval_windows => "--eval-windows", calib_sample => "--calib-sample", seed => "--seed",
-            grad_windows => "--grad-windows", batch => "--batch", eval_cache_mb => "--eval-cache-mb",
+            grad_windows => "--grad-windows", grad_average => "--grad-average", batch => "--batch", eval_cache_mb => "--eval-cache-mb",
             config => "--config",
         );
         if self.stream_layers {
@@ -206,6 +210,7 @@ impl RunArgs {
         set!(self.calib_sample, o.calib_sample);
         set!(self.seed, o.seed);
         set!(self.grad_windows, o.grad_windows);
+        set!(self.grad_average, o.grad_average);
         set!(self.batch, o.batch);
         set!(self.eval_cache_mb, o.eval_cache_mb);
         if let Some(kind) = &self.probe {
@@ -456,7 +461,8 @@ mod tests {
     #[test]
     fn old_session_headers_still_read() {
         let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions/example.yaml"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/sessions/legacy-abs-of-mean.yaml"),
         )
         .unwrap();
         let header = text.split("\n---\n").next().unwrap();

@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 
-use super::Profile;
+use super::{GradSpec, Profile};
 use crate::data::Windows;
 use crate::model::boundaries::{self, Boundaries, Reuse};
 use crate::model::{BlockStats, Decoder};
@@ -53,16 +53,16 @@ impl IncrementalStats {
     pub fn profile(
         &mut self,
         model: &Decoder,
-        grad_windows: usize,
+        grads: GradSpec,
         calib_name: &str,
     ) -> Result<(Profile, Vec<BlockStats>, Reuse)> {
         let (stats, reuse) = self.input_stats(model)?;
-        let gw = super::grad_window_count(&self.windows, grad_windows);
+        let gw = super::grad_window_count(&self.windows, grads.windows);
         let known = match &self.last {
             Some((b, _)) => b.window_states(model, self.batch, gw)?,
             None => Vec::new(),
         };
-        let p = super::compute_from(model, &stats, &self.windows, gw, calib_name, &known)?;
+        let p = super::compute_from(model, &stats, &self.windows, grads, calib_name, &known)?;
         Ok((p, stats, reuse))
     }
 

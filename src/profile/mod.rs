@@ -3,7 +3,7 @@
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Tensor, Var};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::Windows;
 use crate::eval::ppl::window_loss;
@@ -23,12 +23,53 @@ pub struct LayerProfile {
     pub s: f64,
     pub s_mean: f64,
     pub s_median: f64,
-    /// Mean over active weights of |W · G| (first-order Taylor importance; the paper's g_l).
+    /// Mean over active weights of |W · G| (first-order Taylor importance; the paper's g_l),
+    /// G averaged over the gradient windows as `GradAverage` says.
     pub g: f64,
     /// Mean over active weights of |G|.
     pub g_mean_abs: f64,
     pub z_s: f64,
     pub z_g: f64,
+}
+
+/// How the gradient windows' dL/dW are averaged into G.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GradAverage {
+    /// G = mean over the windows of |dL/dW| (the paper's G_l).
+    #[default]
+    MeanOfAbs,
+    /// G = |mean over the windows of dL/dW|: Arborist's profile until 2026-11-30, kept so
+    /// sessions recorded with it still verify.
+    AbsOfMean,
+}
+
+impl GradAverage {
+    pub fn name(self) -> &'static str {
+        match self {
+            GradAverage::MeanOfAbs => "mean-of-abs",
+            GradAverage::AbsOfMean => "abs-of-mean",
+        }
+    }
+}
+
+impl std::fmt::Display for GradAverage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for GradAverage {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "mean-of-abs" => Ok(GradAverage::MeanOfAbs),
+            "abs-of-mean" => Ok(GradAverage::AbsOfMean),
+            _ => Err(format!(
+                "unknown gradient average `{s}` (mean-of-abs or abs-of-mean)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +78,7 @@ pub struct ProfileProtocol {
     pub seqlen: usize,
     pub calib_windows: usize,
     pub grad_windows: usize,
+    pub grad_average: GradAverage,
     pub dtype: String,
     pub z_eps: f64,
 }
@@ -93,17 +135,25 @@ pub fn input_stats(d: &Decoder, calib: &Windows, batch: usize) -> Result<Vec<Blo
 /// one 512-token window took 440 MiB on the 1.7M-parameter bundled model; a batch was not
 /// faster.)
 pub fn mean_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> {
-    mean_gradients_from(d, windows, &[])
+    mean_gradients_from(d, windows, &[], GradAverage::AbsOfMean)
 }
 
-/// `mean_gradients`, where `known[b]` (if Some) already holds the state entering block b of
-/// each window as this model's graph-free forward computes it (the profile's cached
-/// calibration states): the first forward takes those instead of recomputing them. Only on
-/// the f32/f64 path, whose first forward is that same graph-free one.
+/// The mean over `windows` of each window's |d loss / d W| (the paper's G), per linear.
+pub fn mean_abs_gradients(d: &Decoder, windows: &[Vec<u32>]) -> Result<Vec<Tensor>> {
+    mean_gradients_from(d, windows, &[], GradAverage::MeanOfAbs)
+}
+
+/// `mean_gradients` (`AbsOfMean`: the signed mean, whose magnitude the profile takes) or
+/// `mean_abs_gradients` (`MeanOfAbs`), where `known[b]` (if Some) already holds the state
+/// entering block b of each window as this model's graph-free forward computes it (the
+/// profile's cached calibration states): the first forward takes those instead of
+/// recomputing them. Only on the f32/f64 path, whose first forward is that same graph-free
+/// one.
 pub fn mean_gradients_from(
     d: &Decoder,
     windows: &[Vec<u32>],
     known: &[Option<Vec<Tensor>>],
+    average: GradAverage,
 ) -> Result<Vec<Tensor>> {
     ensure!(
         !windows.is_empty(),
@@ -167,6 +217,11 @@ pub fn mean_gradients_from(
         let mut next_up = Vec::with_capacity(pairs.len());
         let mut sink = |(gw, gx): (Vec<Tensor>, Option<Tensor>)| -> Result<()> {
             for (a, g) in acc.iter_mut().zip(gw) {
+                // Each window's loss carries 1/m, so these sum to the mean over windows.
+                let g = match average {
+                    GradAverage::MeanOfAbs => g.abs()?,
+                    GradAverage::AbsOfMean => g,
+                };
                 *a = Some(match a.take() {
                     Some(prev) => (prev + g)?,
                     None => g,
@@ -249,24 +304,41 @@ fn layer_profile(
 pub fn compute(
     d: &Decoder,
     calib: &Windows,
-    grad_windows: usize,
+    grads: GradSpec,
     batch: usize,
     calib_name: &str,
 ) -> Result<Profile> {
-    Ok(compute_with_stats(d, calib, grad_windows, batch, calib_name)?.0)
+    Ok(compute_with_stats(d, calib, grads, batch, calib_name)?.0)
+}
+
+/// The gradient pass's windows (the first ones of the calibration set) and average.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GradSpec {
+    pub windows: usize,
+    pub average: GradAverage,
+}
+
+impl GradSpec {
+    /// The paper's G over the first `windows` windows.
+    pub fn paper(windows: usize) -> Self {
+        GradSpec {
+            windows,
+            average: GradAverage::MeanOfAbs,
+        }
+    }
 }
 
 /// The profile and the Wanda input statistics it was computed from (reused for masks).
 pub fn compute_with_stats(
     d: &Decoder,
     calib: &Windows,
-    grad_windows: usize,
+    grads: GradSpec,
     batch: usize,
     calib_name: &str,
 ) -> Result<(Profile, Vec<BlockStats>)> {
     let stats = input_stats(d, calib, batch)?;
     Ok((
-        compute_from(d, &stats, calib, grad_windows, calib_name, &[])?,
+        compute_from(d, &stats, calib, grads, calib_name, &[])?,
         stats,
     ))
 }
@@ -282,12 +354,12 @@ pub fn compute_from(
     d: &Decoder,
     stats: &[BlockStats],
     calib: &Windows,
-    grad_windows: usize,
+    spec: GradSpec,
     calib_name: &str,
     known: &[Option<Vec<Tensor>>],
 ) -> Result<Profile> {
-    let gw = grad_window_count(calib, grad_windows);
-    let grads = mean_gradients_from(d, &calib.windows[..gw], known)?;
+    let gw = grad_window_count(calib, spec.windows);
+    let grads = mean_gradients_from(d, &calib.windows[..gw], known, spec.average)?;
     let ids: Vec<(LinearId, &Tensor)> = d.linear_ids().zip(&grads).collect();
     let mut layers = Vec::with_capacity(ids.len());
     for (id, g) in ids {
@@ -305,6 +377,7 @@ pub fn compute_from(
             seqlen: calib.seqlen,
             calib_windows: calib.len(),
             grad_windows: gw,
+            grad_average: spec.average,
             dtype: crate::runtime::dtype_name(d.dtype).to_string(),
             z_eps: Z_EPS,
         },

@@ -187,9 +187,13 @@ pub fn read(path: &Path) -> Result<SessionLog> {
     if cut_off(0) {
         return Err(incomplete("it is cut off".into()));
     }
-    let header: Header = serde_yaml::from_str(unmarked(docs[0]))
+    let mut header: Header = serde_yaml::from_str(unmarked(docs[0]))
         .with_context(|| format!("{}: the header document is invalid", path.display()))?;
-    if let Some(key) = missing(0, serde_yaml::to_value(&header).ok()) {
+    let doc: serde_yaml::Value = serde_yaml::from_str(unmarked(docs[0])).unwrap_or_default();
+    upgrade_old_header(&doc, &mut header.options);
+    if let Some(key) = missing_key(&serde_yaml::to_value(&header)?, &doc, "")
+        .filter(|k| !ADDED_LATER.iter().any(|(added, _)| added == k))
+    {
         return Err(incomplete(format!("`{key}` is missing")));
     }
     if header.format != FORMAT {
@@ -244,6 +248,35 @@ pub fn read(path: &Path) -> Result<SessionLog> {
 }
 
 /// A document without its end marker.
+/// Header keys added after sessions were first written, and what a header written before
+/// each existed ran with. Any other missing key means a cut or edited header.
+const ADDED_LATER: [(&str, &str); 4] = [
+    (
+        "options.eval_cache_mb",
+        "full passes; the cache gives the same bits, so the default",
+    ),
+    ("options.stream_layers", "resident weights"),
+    ("options.grad_average", "abs-of-mean"),
+    (
+        "options.probe.mmlu_prompt",
+        "lm-eval's header, questions not stripped",
+    ),
+];
+
+/// Options a header lacks because it was written before they existed take the values that
+/// Arborist then used, where those differ from today's defaults (`ADDED_LATER`).
+fn upgrade_old_header(doc: &serde_yaml::Value, o: &mut RunOptions) {
+    let opts = &doc["options"];
+    if opts.get("grad_average").is_none() {
+        o.grad_average = crate::profile::GradAverage::AbsOfMean;
+    }
+    if let Some(p) = o.probe.as_mut() {
+        if opts["probe"].get("mmlu_prompt").is_none() {
+            p.mmlu_prompt = crate::eval::mmlu::MmluPrompt::LmEval;
+        }
+    }
+}
+
 fn unmarked(doc: &str) -> &str {
     doc.strip_suffix(&END[1..]).unwrap_or(doc)
 }
@@ -288,7 +321,11 @@ pub fn fingerprint(config: &Path, weights: &[PathBuf]) -> Result<String> {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
+    /// A session written before end markers, `grad_average` and the per-layer back-off.
+    const EXAMPLE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sessions/legacy-abs-of-mean.yaml"
+    );
 
     /// The example session rewritten by this build's writer (documents with end markers).
     fn rewritten(dir: &Path) -> (PathBuf, SessionLog) {
@@ -306,6 +343,48 @@ mod tests {
         let out = path.with_extension(format!("cut{len}.yaml"));
         std::fs::write(&out, &text[..len]).unwrap();
         out
+    }
+
+    /// Keys added after a header was written read as what Arborist then ran with; any
+    /// other missing key is still a cut or edited header.
+    #[test]
+    fn old_headers_read_with_the_options_they_ran_with() {
+        use crate::eval::mmlu::MmluPrompt;
+        use crate::profile::GradAverage;
+        let old = read(Path::new(EXAMPLE)).unwrap();
+        assert_eq!(old.header.options.grad_average, GradAverage::AbsOfMean);
+        let dir = tempfile::tempdir().unwrap();
+        let mut header = old.header.clone();
+        header.options = RunOptions {
+            probe: Some(super::super::options::ProbeSpec {
+                kind: "mmlu".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let path = dir.path().join("new.yaml");
+        SessionWriter::create(&path, &header).unwrap();
+        let new = read(&path).unwrap().header.options;
+        assert_eq!(new.grad_average, GradAverage::MeanOfAbs);
+        assert_eq!(new.probe.unwrap().mmlu_prompt, MmluPrompt::Hendrycks);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let without = |keys: &[&str]| {
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| !keys.iter().any(|k| l.trim_start().starts_with(k)))
+                .collect();
+            let p = dir.path().join(format!("without-{}.yaml", keys.join("-")));
+            std::fs::write(&p, kept.join("\n") + "\n").unwrap();
+            read(&p)
+        };
+        let o = without(&["grad_average:", "mmlu_prompt:", "stream_layers:"])
+            .unwrap()
+            .header
+            .options;
+        assert_eq!(o.grad_average, GradAverage::AbsOfMean);
+        assert_eq!(o.probe.unwrap().mmlu_prompt, MmluPrompt::LmEval);
+        let e = without(&["grad_windows:"]).err().unwrap().to_string();
+        assert!(e.contains("`options.grad_windows` is missing"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::machine::LoopOptions;
 use crate::eval::mmlu::MmluPrompt;
+use crate::profile::GradAverage;
 
 /// Unknown keys are refused (a misspelt key, or an `api_key`: keys come only from the
 /// environment); every field ever written is still known, so old headers read.
@@ -44,14 +45,8 @@ pub struct ProbeSpec {
     pub limit: usize,
     /// MMLU few-shot examples.
     pub shots: usize,
-    /// MMLU prompt spelling. Headers written before this key existed used lm-eval's
-    /// one-space header (without stripping questions), so they read as `lm-eval`.
-    #[serde(default = "legacy_mmlu_prompt")]
+    /// MMLU prompt spelling (headers without it: see `file::upgrade_old_header`).
     pub mmlu_prompt: MmluPrompt,
-}
-
-fn legacy_mmlu_prompt() -> MmluPrompt {
-    MmluPrompt::LmEval
 }
 
 impl Default for ProbeSpec {
@@ -85,6 +80,8 @@ pub struct RunOptions {
     pub calib_sample: String,
     pub seed: u64,
     pub grad_windows: usize,
+    /// How the gradient windows' dL/dW are averaged into the profile's G.
+    pub grad_average: GradAverage,
     pub batch: usize,
     /// MiB for the incremental evaluation's cached block-boundary states (0: full passes).
     pub eval_cache_mb: usize,
@@ -110,32 +107,12 @@ impl Default for RunOptions {
             calib_sample: "sequential".into(),
             seed: 0,
             grad_windows: 4,
+            grad_average: GradAverage::MeanOfAbs,
             batch: 4,
             eval_cache_mb: 1024,
             stream_layers: false,
             loop_opts: LoopOptions::default(),
             probe: None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn probe_headers_without_a_prompt_key_read_as_lm_eval() {
-        let old: ProbeSpec = serde_yaml::from_str("kind: mmlu\nlimit: 3\nshots: 0\n").unwrap();
-        assert_eq!(old.mmlu_prompt, MmluPrompt::LmEval);
-        assert_eq!(ProbeSpec::default().mmlu_prompt, MmluPrompt::Hendrycks);
-        let new: ProbeSpec = serde_yaml::from_str(
-            &serde_yaml::to_string(&ProbeSpec {
-                kind: "mmlu".into(),
-                ..Default::default()
-            })
-            .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(new.mmlu_prompt, MmluPrompt::Hendrycks);
     }
 }

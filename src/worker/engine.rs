@@ -20,7 +20,7 @@ pub struct EngineConfig {
     pub calib_name: String,
     pub eval: Windows,
     pub eval_name: String,
-    pub grad_windows: usize,
+    pub grads: crate::profile::GradSpec,
     pub batch: usize,
     pub eval_cache_bytes: usize,
 }
@@ -186,11 +186,9 @@ impl Engine {
 
     pub fn profile(&mut self, iteration: usize) -> Result<Event> {
         let t = Instant::now();
-        let (p, stats, reuse) = self.calib_stats.profile(
-            &self.model.decoder,
-            self.cfg.grad_windows,
-            &self.cfg.calib_name,
-        )?;
+        let (p, stats, reuse) =
+            self.calib_stats
+                .profile(&self.model.decoder, self.cfg.grads, &self.cfg.calib_name)?;
         self.profiles += 1;
         self.stats = Some((self.profiles, stats));
         let rows = p

@@ -93,7 +93,10 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
             calib_name: calib_path.display().to_string(),
             eval,
             eval_name: eval_path.display().to_string(),
-            grad_windows: opts.grad_windows,
+            grads: crate::profile::GradSpec {
+                windows: opts.grad_windows,
+                average: opts.grad_average,
+            },
             batch: opts.batch,
             eval_cache_bytes: opts.eval_cache_mb << 20,
         },
