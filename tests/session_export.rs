@@ -1,0 +1,143 @@
+//! `arborist export` of a session's checkpoints: the final one and an earlier step.
+//!
+//! Every expected number is computed here from the session file or from an independent
+//! `arborist eval`, never copied from an earlier run.
+
+mod common;
+mod session_support;
+use common::*;
+use serde_json::Value;
+use session_support::*;
+use std::path::Path;
+
+fn eval_ppl(env: &Env, model: &str, text: &str) -> Value {
+    let v = ok_json(&env.run(&[
+        "eval",
+        "--model",
+        model,
+        "--ppl",
+        text,
+        "--seqlen",
+        "64",
+        "--max-windows",
+        "4",
+        "--batch",
+        "2",
+        "--json",
+    ]));
+    v["ppl"].clone()
+}
+
+fn load_f32(path: &Path) -> std::collections::HashMap<String, Vec<f32>> {
+    let t = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
+    t.into_iter()
+        .map(|(k, v)| {
+            let v = v
+                .to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            (k, v)
+        })
+        .collect()
+}
+
+/// Three auto-approved iterations on a Hugging Face fixture; the summary line.
+fn fixture_session(env: &Env, s: &Path, model: &str, text: &str) -> Value {
+    ok_json(&env.session(
+        s,
+        &[
+            "--model",
+            model,
+            "--calib",
+            text,
+            "--eval",
+            text,
+            "--batch",
+            "2",
+            "--auto-approve",
+            "--max-iters",
+            "3",
+            "--json",
+        ],
+    ))
+}
+
+#[test]
+fn export_evaluates_to_the_final_checkpoint_and_stores_the_masks_as_zeros() {
+    let env = Env::new();
+    let (model, text) = (fx("qwen3"), fx("eval.txt"));
+    let s = env.path("s.yaml");
+    let sum = fixture_session(&env, &s, &model, &text);
+    let (h, entries) = session_docs(&s);
+    let fo = fold(&h, &entries);
+    assert_summary_matches(&sum, &fo);
+    assert!(fo.checkpoints.len() > 1, "no step was accepted: {sum}");
+    // The same protocol outside the session gives the recorded dense perplexity ...
+    let dense = eval_ppl(&env, &model, &text);
+    assert_eq!(dense["windows"], 4);
+    assert_eq!(f(&dense["value"]), fo.dense_ppl, "dense {dense} vs session");
+    // ... and the exported model gives the final checkpoint's.
+    let out = env.path("exported");
+    ok(&env.run(&["export", &p(&s), "--out", &p(&out)]));
+    let pruned = eval_ppl(&env, &p(&out), &text);
+    assert_eq!(
+        f(&pruned["value"]),
+        fo.ppl(),
+        "exported {pruned} vs session"
+    );
+    assert_ne!(fo.ppl(), fo.dense_ppl);
+    // Zeros exactly where pruned: the fraction per layer is the recorded sparsity, and every
+    // kept weight is the dense one.
+    let dense_w = load_f32(&Path::new(&model).join("model.safetensors"));
+    let pruned_w = load_f32(&out.join("model.safetensors"));
+    let mut pruned_layers = 0;
+    for (name, s_rec) in fo.sparsity() {
+        let key = format!("{name}.weight");
+        let (d, w) = (&dense_w[&key], &pruned_w[&key]);
+        assert_eq!(d.len(), w.len(), "{key}");
+        assert_eq!(
+            d.iter().filter(|x| **x == 0.0).count(),
+            0,
+            "{key} has dense zeros"
+        );
+        let zeros = w.iter().filter(|x| **x == 0.0).count();
+        let frac = zeros as f64 / w.len() as f64;
+        assert!(
+            (frac - s_rec).abs() < 1e-9,
+            "{key}: {zeros} zeros = {frac}, recorded {s_rec}"
+        );
+        for (a, b) in d.iter().zip(w) {
+            assert!(*b == 0.0 || a == b, "{key}: a kept weight changed");
+        }
+        pruned_layers += (zeros > 0) as usize;
+    }
+    assert!(pruned_layers > 0);
+    let meta: Value = json_exact(&std::fs::read_to_string(out.join("arborist.json")).unwrap());
+    assert!(
+        (f(&meta["global_sparsity"]) - fo.global()).abs() < 1e-12,
+        "{meta}"
+    );
+}
+
+#[test]
+fn export_step_n_writes_an_earlier_checkpoint() {
+    let env = Env::new();
+    let (model, text) = (fx("qwen3"), fx("eval.txt"));
+    let s = env.path("s.yaml");
+    fixture_session(&env, &s, &model, &text);
+    let (h, entries) = session_docs(&s);
+    let fo = fold(&h, &entries);
+    assert!(fo.checkpoints.len() > 2, "needs two accepted steps");
+    let out = env.path("step1");
+    ok(&env.run(&["export", &p(&s), "--out", &p(&out), "--step", "1"]));
+    let v = eval_ppl(&env, &p(&out), &text);
+    assert_eq!(f(&v["value"]), fo.checkpoints[1].1);
+    // A step the session never reached is refused (it used to export the last one).
+    let beyond = env.path("step99");
+    let r = env.run(&["export", &p(&s), "--out", &p(&beyond), "--step", "99"]);
+    one_error_line(&r, &["--step 99", "finished iteration"]);
+    assert!(!beyond.exists());
+}

@@ -1,0 +1,334 @@
+//! A session killed or torn mid-write resumes with `run --resume` to the same events and
+//! numbers as an uninterrupted run; a session another process holds is refused.
+//!
+//! Every expected number is computed here from the session file or from an independent
+//! `arborist eval`, never copied from an earlier run.
+
+mod common;
+mod session_support;
+use common::*;
+use serde_json::Value;
+use session_support::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const RESUME_ITERS: &str = "4";
+
+/// A complete reference run: (file, header, entries, fold, summary).
+fn reference(env: &Env, name: &str) -> (PathBuf, Value, Vec<Value>, Fold, Value) {
+    let s = env.path(name);
+    let sum = ok_json(&env.session(
+        &s,
+        &["--auto-approve", "--max-iters", RESUME_ITERS, "--json"],
+    ));
+    let (h, entries) = session_docs(&s);
+    let fo = fold(&h, &entries);
+    assert_grammar(&entries);
+    (s, h, entries, fo, sum)
+}
+
+/// The resumed session equals the reference in every event kind, verdict and number.
+fn assert_same_session(resumed: &Path, sum: &Value, reference: &[Value], ref_fold: &Fold) {
+    let (h, entries) = session_docs(resumed);
+    assert_contiguous(&entries);
+    assert_eq!(kinds(&entries), kinds(reference), "event sequence differs");
+    let fo = fold(&h, &entries);
+    assert_summary_matches(sum, &fo);
+    assert_eq!(fo.verdicts, ref_fold.verdicts);
+    assert_eq!(fo.global(), ref_fold.global());
+    assert_eq!(fo.ppl(), ref_fold.ppl());
+    assert_eq!(fo.sparsity(), ref_fold.sparsity());
+    for (a, b) in events(&entries, "evaluated")
+        .iter()
+        .zip(events(reference, "evaluated"))
+    {
+        assert_eq!(a["applied"], b["applied"]);
+        assert_eq!(a["eval"]["ppl"], b["eval"]["ppl"]);
+    }
+    for (a, b) in events(&entries, "proposed")
+        .iter()
+        .zip(events(reference, "proposed"))
+    {
+        assert_eq!(a["reply"]["value"], b["reply"]["value"]);
+    }
+}
+
+fn entry_index(entries: &[Value], k: &str, iteration: u64) -> usize {
+    entries
+        .iter()
+        .position(|e| kind(e) == k && iter_of(e) == Some(iteration))
+        .unwrap_or_else(|| panic!("no {k} at iteration {iteration}"))
+}
+
+#[test]
+fn resume_after_a_torn_input_event_matches_the_reference() {
+    let env = Env::new();
+    let (s, _, entries, fo, _) = reference(&env, "ref.yaml");
+    let mut cases = Vec::new();
+    for k in ["profiled", "proposed", "decided", "evaluated", "reflected"] {
+        cases.push((k, entry_index(&entries, k, 2)));
+    }
+    cases.push(("baseline", 0));
+    for (k, idx) in cases {
+        let cut = env.path(&format!("cut-{k}.yaml"));
+        cut_inside(&s, &cut, idx);
+        let r = env.resume(&cut);
+        let sum = ok_json(&r);
+        assert!(
+            r.stderr.contains("resumed"),
+            "cut inside {k}: no resume notice: {}",
+            r.stderr
+        );
+        assert_same_session(&cut, &sum, &entries, &fo);
+        let v = ok_json(&env.run(&["replay", &p(&cut), "--verify", "--json"]));
+        assert_eq!(v["ok"], true, "cut inside {k}: {v}");
+        assert_eq!(v["bit_exact"], true, "cut inside {k}: {v}");
+    }
+}
+
+#[test]
+fn resume_after_a_torn_guard_event_matches_the_reference() {
+    let env = Env::new();
+    let (s, _, entries, fo, _) = reference(&env, "ref.yaml");
+    let cut = env.path("cut-guard.yaml");
+    cut_inside(&s, &cut, entry_index(&entries, "guard", 2));
+    let sum = ok_json(&env.resume(&cut));
+    assert_same_session(&cut, &sum, &entries, &fo);
+    let v = ok_json(&env.run(&["replay", &p(&cut), "--verify", "--json"]));
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+// A header whose agent timeout is 0 (accepted before the flag was checked): replay and
+// export never reach the agent, so they read it; a resume names the flag that replaces it.
+#[test]
+fn a_header_timeout_of_zero_blocks_only_a_resume() {
+    let env = Env::new();
+    let s = env.path("zero.yaml");
+    ok_json(&env.session(&s, &["--auto-approve", "--max-iters", "1", "--json"]));
+    let text = std::fs::read_to_string(&s).unwrap();
+    let llm =
+        "backend: openai\n    model: m\n    base_url: null\n    prompts: null\n    timeout_s: 0";
+    let edited = text.replacen(
+        "backend: builtin\n    model: null\n    base_url: null\n    prompts: null\n    timeout_s: null",
+        llm,
+        1,
+    );
+    assert_ne!(
+        edited,
+        text,
+        "the header's agent section moved: {}",
+        &text[..600]
+    );
+    std::fs::write(&s, edited).unwrap();
+    ok(&env.run(&["replay", &p(&s), "--headless"]));
+    let out = env.path("exported");
+    ok(&env.run(&["export", &p(&s), "--out", &p(&out)]));
+    let r = env.resume(&s);
+    one_error_line(&r, &["agent-timeout 0", "--agent-timeout N"]);
+}
+
+#[test]
+fn resume_of_a_done_session_returns() {
+    let env = Env::new();
+    let (s, _, entries, fo, _) = reference(&env, "ref.yaml");
+    // Torn `finished`: the file must end with it again, as in the reference.
+    let cut = env.path("cut-finished.yaml");
+    cut_inside(&s, &cut, entries.len() - 1);
+    let r = env.run_limit(
+        &[
+            "run",
+            "--headless",
+            "--auto-approve",
+            "--session",
+            &p(&cut),
+            "--resume",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        !r.timed_out,
+        "--resume after a torn `finished` hangs: {}",
+        r.stderr
+    );
+    let sum = ok_json(&r);
+    assert_same_session(&cut, &sum, &entries, &fo);
+    // An already finished session: an answer, not a hang, and the file unchanged.
+    let before = std::fs::read(&s).unwrap();
+    let r = env.run_limit(
+        &[
+            "run",
+            "--headless",
+            "--auto-approve",
+            "--session",
+            &p(&s),
+            "--resume",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        !r.timed_out,
+        "--resume of a finished session hangs: {}",
+        r.stderr
+    );
+    assert!(matches!(r.code, Some(0) | Some(1)), "{}", r.stderr);
+    assert_eq!(std::fs::read(&s).unwrap(), before);
+}
+
+fn count_docs(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| doc_starts(&t).len())
+        .unwrap_or(0)
+}
+
+#[test]
+fn resume_after_kill_9_matches_the_reference() {
+    let env = Env::new();
+    let (_, _, entries, fo, _) = reference(&env, "ref.yaml");
+    // Kill while the next compute job runs: just after a `reflected` was written (a profile
+    // follows), so the kill never lands between an evaluation and its guard.
+    let points: Vec<usize> = [1u64, 3]
+        .iter()
+        .map(|&it| entry_index(&entries, "reflected", it) + 2) // header + entries up to it
+        .collect();
+    for (n, docs) in points.into_iter().enumerate() {
+        let s = env.path(&format!("killed-{n}.yaml"));
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"));
+        c.args(["run", "--headless", "--auto-approve", "--session", &p(&s)])
+            .args(SMALL)
+            .args(["--max-iters", RESUME_ITERS])
+            .env("ARBORIST_CACHE", &env.cache)
+            .current_dir(env.work())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().unwrap();
+        let t0 = std::time::Instant::now();
+        while count_docs(&s) < docs {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "finished before the kill"
+            );
+            assert!(t0.elapsed() < LIMIT, "no progress");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let left = count_docs(&s);
+        assert!(
+            left < entries.len() + 1,
+            "killed too late ({left} documents)"
+        );
+        let sum = ok_json(&env.resume(&s));
+        assert_same_session(&s, &sum, &entries, &fo);
+    }
+}
+
+#[test]
+fn resume_with_the_same_decisions_file() {
+    let env = Env::new();
+    let dec = env.input(
+        "d.yaml",
+        "- iteration: 1\n  action: edit\n  layers:\n  - name: model.layers.0.self_attn.q_proj\n    sparsity: 0.05\n- iteration: 3\n  action: approve\n",
+    );
+    let args = [
+        "--auto-approve",
+        "--decisions",
+        &p(&dec),
+        "--max-iters",
+        "3",
+        "--json",
+    ];
+    let s = env.path("ref.yaml");
+    ok_json(&env.session(&s, &args));
+    let (h, entries) = session_docs(&s);
+    let fo = fold(&h, &entries);
+    let cut = env.path("cut.yaml");
+    cut_inside(&s, &cut, entry_index(&entries, "proposed", 2));
+    let sum = ok_json(&env.run(&[
+        "run",
+        "--headless",
+        "--auto-approve",
+        "--decisions",
+        &p(&dec),
+        "--session",
+        &p(&cut),
+        "--resume",
+        "--json",
+    ]));
+    let (_, resumed) = session_docs(&cut);
+    assert_eq!(kinds(&resumed), kinds(&entries));
+    let rf = fold(&h, &resumed);
+    assert_summary_matches(&sum, &rf);
+    assert_eq!(rf.verdicts, fo.verdicts);
+    assert_eq!(rf.ppl(), fo.ppl());
+}
+
+// A second process on a session that one holds is refused before it loads anything,
+// option flags with --resume are refused, and a signal names the file to resume.
+#[test]
+fn resume_is_refused_while_held_or_with_option_flags_and_signals_say_where() {
+    let env = Env::new();
+    let (s, _, entries, _, _) = reference(&env, "ref.yaml");
+    let cut = env.path("cut.yaml");
+    cut_inside(&s, &cut, entry_index(&entries, "proposed", 2));
+    let held = std::fs::OpenOptions::new().write(true).open(&cut).unwrap();
+    held.try_lock().unwrap();
+    let r = env.resume(&cut);
+    one_error_line(&r, &[&p(&cut), "open in another arborist process"]);
+    drop(held);
+    for flag in [
+        ["--seqlen", "64"],
+        ["--max-iters", "9"],
+        ["--target", "0.1"],
+    ] {
+        let mut args = vec!["run", "--headless", "--auto-approve", "--session"];
+        let cp = p(&cut);
+        args.extend([cp.as_str(), "--resume"]);
+        args.extend(flag);
+        let r = env.run(&args);
+        one_error_line(&r, &[flag[0], "keeps the options in its header"]);
+    }
+    // SIGTERM while the resumed run computes: the default exit, after one line on where
+    // the session is.
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"));
+    c.args([
+        "run",
+        "--headless",
+        "--auto-approve",
+        "--session",
+        &p(&cut),
+        "--resume",
+    ])
+    .env("ARBORIST_CACHE", &env.cache)
+    .current_dir(env.work())
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let docs = count_docs(&cut);
+    let t0 = std::time::Instant::now();
+    while count_docs(&cut) <= docs {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the signal"
+        );
+        assert!(t0.elapsed() < LIMIT, "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{:?}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stopped by a signal")
+            && err.contains(&format!("--session {} --resume", p(&cut))),
+        "{err}"
+    );
+    // What it left resumes to the reference's end.
+    ok_json(&env.resume(&cut));
+    let r = env.resume(&cut);
+    assert!(r.stderr.contains("had already finished"), "{}", r.stderr);
+}
