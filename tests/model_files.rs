@@ -1,5 +1,6 @@
 //! Which files a model directory's weights come from, what is said about the ones it does
-//! not use, and outputs that would delete their own inputs.
+//! not use, a tokenizer.json's own truncation and padding, and outputs that would delete
+//! their own inputs.
 
 mod common;
 use candle_core::{DType, Device, Tensor};
@@ -263,4 +264,46 @@ fn an_out_directory_holding_an_input_is_refused() {
     let o = prune(&m, &out.join("calib.txt"), &out);
     assert!(stderr(&o).contains("holds --calib"), "{}", stderr(&o));
     assert!(out.join("calib.txt").is_file());
+}
+
+// A tokenizer.json saved with truncation or padding on encodes the whole text as
+// transformers does (it turns both off unless asked): the same windows and perplexity.
+#[test]
+fn truncation_and_padding_in_tokenizer_json_are_ignored() {
+    let d = tmp();
+    let plain = d.path().join("plain");
+    write_model_dir(&plain, TINY_QWEN3, 7, DType::F32);
+    let txt = d.path().join("t.txt");
+    std::fs::write(&txt, text(3000)).unwrap();
+    let (want, _) = ppl(&p(&plain), &p(&txt));
+    let tok: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(plain.join("tokenizer.json")).unwrap()).unwrap();
+    let settings = [
+        (
+            "truncation",
+            serde_json::json!({"direction": "Right", "max_length": 100,
+            "strategy": "LongestFirst", "stride": 0}),
+        ),
+        (
+            "padding",
+            serde_json::json!({"strategy": {"Fixed": 9000}, "direction": "Right",
+            "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "A"}),
+        ),
+    ];
+    for (key, value) in settings {
+        let dir = d.path().join(key);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(plain.join(f), dir.join(f)).unwrap();
+        }
+        let mut t = tok.clone();
+        t[key] = value;
+        std::fs::write(dir.join("tokenizer.json"), t.to_string()).unwrap();
+        // The setting is live in the file: the tokenizers crate applies it as loaded.
+        let raw = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+        let n = raw.encode(text(3000), false).unwrap().get_ids().len();
+        assert!(n == 100 || n == 9000, "{key}: {n} tokens");
+        let (got, _) = ppl(&p(&dir), &p(&txt));
+        assert_eq!(got.to_bits(), want.to_bits(), "{key}: {got} against {want}");
+    }
 }

@@ -109,8 +109,15 @@ impl LoadedModel {
     }
 }
 
+/// The tokenizer without the truncation and padding a `tokenizer.json` may carry (files
+/// saved after a truncating call often do): transformers turns both off before encoding
+/// unless asked, and with them on the whole text would be cut or padded.
 pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
-    Tokenizer::from_file(path)
+    let mut tok = Tokenizer::from_file(path)
         .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("cannot load tokenizer {}", path.display()))
+        .with_context(|| format!("cannot load tokenizer {}", path.display()))?;
+    tok.with_truncation(None)
+        .map_err(|e| anyhow!("cannot turn off truncation in {}: {e}", path.display()))?;
+    tok.with_padding(None);
+    Ok(tok)
 }
