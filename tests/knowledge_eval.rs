@@ -3,7 +3,7 @@
 
 mod common;
 use arborist::data::mmlu::read_mmlu;
-use arborist::eval::freebaseqa::is_correct;
+use arborist::eval::freebaseqa::{first_line, is_correct};
 use arborist::eval::mmlu::{evaluate_mmlu, MmluOptions, MmluPrompt};
 use arborist::model::LoadedModel;
 use candle_core::{DType, Device, Tensor, D};
@@ -611,6 +611,12 @@ fn freebaseqa_scoring_rules() {
         !is_correct("anything", &a(&["", "  "])),
         "an empty alias matches nothing"
     );
+    // The answer starts at the first non-whitespace character and ends at the next newline.
+    assert_eq!(first_line("\n\n Paris\nQuestion: x"), "Paris");
+    assert_eq!(first_line(" Paris, France"), "Paris, France");
+    assert_eq!(first_line("\n \n"), "");
+    assert!(is_correct(first_line("\nParis\nLondon"), &a(&["paris"])));
+    assert!(!is_correct(first_line("\nParis\nLondon"), &a(&["london"])));
 }
 
 /// Greedy continuation by full forwards: stop at EOS (id 0) or a newline, cut there.

@@ -28,7 +28,7 @@ pub struct FreebaseResult {
 pub struct FreebaseRecord {
     pub id: String,
     pub question: String,
-    /// The generated continuation, cut at its first newline.
+    /// The generated continuation's first line (`first_line`).
     pub generated: String,
     pub correct: bool,
 }
@@ -53,6 +53,14 @@ pub fn is_correct(continuation: &str, aliases: &[String]) -> bool {
         .iter()
         .map(|a| normalize(a))
         .any(|a| !a.is_empty() && text.contains(&a))
+}
+
+/// The answer: the continuation from its first non-whitespace character to the next
+/// newline. LLM-KICK scores the whole continuation, so an answer after a leading newline
+/// counts there; cutting at the very first newline would score it as empty.
+pub fn first_line(continuation: &str) -> &str {
+    let t = continuation.trim_start();
+    t.split('\n').next().unwrap_or("")
 }
 
 /// EOS ids from `config.json` and, when present beside it, `generation_config.json`
@@ -120,8 +128,8 @@ pub fn evaluate_freebaseqa(
                 ids.len()
             );
         }
-        // Generation ends at EOS or at the first newline of the decoded continuation.
-        let newline = |out: &[u32]| decode(out).is_ok_and(|t| t.contains('\n'));
+        // Generation ends at EOS or at the first newline after the answer has begun.
+        let newline = |out: &[u32]| decode(out).is_ok_and(|t| t.trim_start().contains('\n'));
         let out = generate_greedy_until(
             &model.decoder,
             &ids,
@@ -130,7 +138,7 @@ pub fn evaluate_freebaseqa(
             newline,
         )?;
         let text = decode(&out)?;
-        let generated = text.split('\n').next().unwrap_or("").to_string();
+        let generated = first_line(&text).to_string();
         records.push(FreebaseRecord {
             id: it.id.clone(),
             question: it.question.clone(),
