@@ -469,6 +469,57 @@ fn a_timeout_names_the_flag_that_sets_it() {
     );
 }
 
+/// A key echoed where a message is cut (server messages at 300 characters, bodies quoted
+/// at 120 or 200) is redacted before the cut, so no part of it shows.
+#[test]
+fn a_key_echoed_across_a_cut_shows_no_part_of_it() {
+    let at = |n: usize| format!("{}{KEY} and more", "x".repeat(n));
+    let mut cases = Vec::new();
+    for n in [250, 290, 295] {
+        cases.push(Scripted::error(401, &at(n)));
+        cases.push(Scripted::error(200, &at(n)));
+    }
+    for n in [60, 100, 110, 180, 190] {
+        let no_choices = serde_json::json!({"id": at(n), "object": "chat.completion"});
+        cases.push(Scripted::json(200, no_choices));
+        let mut bad = Scripted::json(200, serde_json::json!({}));
+        bad.body = format!("{{\"id\": \"{}\", broken", at(n));
+        cases.push(bad);
+    }
+    let head = &KEY[..6];
+    for case in cases {
+        let body = case.body.clone();
+        let server = ScriptedServer::start(vec![case]);
+        let e = agent(&server)
+            .propose(&AgentContext::example())
+            .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("redacted") || msg.contains('…'), "{msg}");
+        assert!(
+            !msg.contains(head),
+            "part of the key in: {msg} (body {body})"
+        );
+    }
+}
+
+/// Credentials in the base URL would reach the session header: refused, without echoing them.
+#[test]
+fn a_base_url_with_credentials_is_refused_without_echoing_them() {
+    for url in [
+        "http://alice:pw-SECRET@127.0.0.1:9/v1",
+        "https://pw-SECRET@example.org",
+    ] {
+        let mut cfg = config(Backend::OpenAi, url);
+        cfg.api_key = None;
+        let msg = format!("{:#}", LlmClient::new(cfg).unwrap_err());
+        assert!(
+            msg.contains("holds credentials") && msg.contains("OPENAI_API_KEY"),
+            "{msg}"
+        );
+        assert!(!msg.contains("SECRET") && !msg.contains("alice"), "{msg}");
+    }
+}
+
 /// Any key, however short, is redacted from what the server echoes.
 #[test]
 fn a_short_key_is_redacted_too() {

@@ -104,9 +104,12 @@ pub(crate) async fn post_with_retry(
         let (err, retry_after) = match sent {
             Ok(resp) if resp.status().is_success() => match read_capped(resp, MAX_BODY).await {
                 Ok(bytes) => {
-                    return serde_json::from_slice(&bytes).map_err(|e| HttpError::BadBody {
-                        message: format!("invalid JSON ({e}): {}", snippet(&bytes)),
-                    })
+                    // Scrubbed before anything is parsed or cut: a key echoed past a cut
+                    // would no longer match the key it is.
+                    let text = c.scrub(&String::from_utf8_lossy(&bytes));
+                    return serde_json::from_str(&text).map_err(|e| HttpError::BadBody {
+                        message: format!("invalid JSON ({e}): {}", snippet(&text)),
+                    });
                 }
                 Err(Read::TooLarge) => return Err(HttpError::TooLarge { limit: MAX_BODY }),
                 Err(Read::Failed(e)) => (transport(&e, attempt, timeout), None),
@@ -120,7 +123,7 @@ pub(crate) async fn post_with_retry(
                     .and_then(parse_retry_after);
                 // Only the start of a huge error body is worth quoting.
                 let text = match read_capped(resp, MAX_BODY).await {
-                    Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Ok(b) => c.scrub(&String::from_utf8_lossy(&b)),
                     Err(_) => String::new(),
                 };
                 let err = HttpError::Status {
@@ -230,9 +233,9 @@ pub(crate) fn server_message(body: &str) -> String {
     }
 }
 
-fn snippet(bytes: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]);
-    one_line(&s.split_whitespace().collect::<Vec<_>>().join(" "), 120)
+fn snippet(text: &str) -> String {
+    let head: String = text.chars().take(4096).collect();
+    one_line(&head.split_whitespace().collect::<Vec<_>>().join(" "), 120)
 }
 
 #[cfg(test)]

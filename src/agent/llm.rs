@@ -90,6 +90,19 @@ impl LlmClient {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("--base-url {raw}: expected an http:// or https:// URL");
         }
+        // The URL is recorded in the session header and named in errors, so it must not
+        // carry a secret; the message names it without its user part.
+        if let Ok(mut url) = reqwest::Url::parse(&base) {
+            if !url.username().is_empty() || url.password().is_some() {
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                bail!(
+                    "--base-url {url}: the URL holds credentials (user:password@), which would be \
+                     written to the session file; pass the key in {} instead",
+                    b.env_key()
+                );
+            }
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.timeout)
