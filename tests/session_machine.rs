@@ -437,6 +437,18 @@ fn rollback_to_an_earlier_checkpoint_truncates_and_reprofiles() {
         .unwrap();
     }
     assert_eq!(m.checkpoints.len(), 3);
+    // Not later, not the latest, and not an index that would wrap around (a hand-edited
+    // session once emptied the checkpoints this way and then panicked).
+    for checkpoint in [5, 2, usize::MAX] {
+        let err = m
+            .handle(&Event::RollbackTo {
+                checkpoint,
+                by: "human".into(),
+            })
+            .unwrap_err();
+        assert!(err.contains("is not an earlier checkpoint"), "{err}");
+        assert_eq!(m.checkpoints.len(), 3);
+    }
     let fx = m
         .handle(&Event::RollbackTo {
             checkpoint: 1,
@@ -446,12 +458,6 @@ fn rollback_to_an_earlier_checkpoint_truncates_and_reprofiles() {
     assert_eq!(fx, vec![Effect::Restore { index: 1 }, Effect::Profile]);
     assert_eq!(m.checkpoints.len(), 2);
     assert_eq!(m.checkpoint().unwrap().eval.ppl, 10.1);
-    assert!(m
-        .handle(&Event::RollbackTo {
-            checkpoint: 5,
-            by: "human".into(),
-        })
-        .is_err());
 }
 
 #[test]

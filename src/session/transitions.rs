@@ -142,7 +142,8 @@ impl Machine {
                         self.phase
                     ));
                 }
-                if *checkpoint + 1 >= self.checkpoints.len() {
+                // Not `checkpoint + 1`: a hand-edited huge index would wrap around.
+                if *checkpoint >= self.checkpoints.len().saturating_sub(1) {
                     return Err(format!(
                         "checkpoint {checkpoint} is not an earlier checkpoint (latest is {})",
                         self.checkpoints.len().saturating_sub(1)
