@@ -339,6 +339,25 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["bit_exact"], false, "{v}");
 
+    // A profile number hand-edited to NaN differs from any number (NaN compares unequal
+    // and, unchecked, would never be the largest difference).
+    let text = std::fs::read_to_string(&s).unwrap();
+    let starts = doc_starts(&text);
+    let at = starts[k + 1] + text[starts[k + 1]..].find("\n    s: ").unwrap() + 8;
+    let end = at + text[at..].find('\n').unwrap();
+    std::fs::write(&t, format!("{}.nan{}", &text[..at], &text[end..])).unwrap();
+    let r = env.run(&["replay", &p(&t), "--verify"]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.contains("MISMATCH") && l.contains(&format!("iter 2 {layer} s "))),
+        "{}",
+        r.stdout
+    );
+    let r = env.run(&["replay", &p(&s), "--verify", "--tolerance", "NaN"]);
+    only_one_line(&r, &["--tolerance NaN", "finite"]);
+
     // A recorded guard verdict's perplexity in its last digits: the mismatch names the
     // field with both values (the one-line summaries read the same).
     let g = entries

@@ -55,6 +55,12 @@ fn load_checked(path: &std::path::Path) -> Result<(file::SessionLog, ModelFiles)
 }
 
 pub fn replay(a: ReplayArgs) -> Result<()> {
+    if !(a.tolerance.is_finite() && a.tolerance >= 0.0) {
+        bail!(
+            "--tolerance {}: expected a finite relative difference >= 0",
+            a.tolerance
+        );
+    }
     if !a.verify && !a.headless && !a.json && crate::tui::is_interactive() {
         return crate::tui::run_replay(&a.session);
     }

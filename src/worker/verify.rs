@@ -50,10 +50,13 @@ fn rel_z(a: f64, b: f64) -> f64 {
     diff_over(a, b, 1.0)
 }
 
-/// |a − b| / max(|a|, |b|, floor), and 0 when equal (infinities included).
+/// |a − b| / max(|a|, |b|, floor), 0 when equal (infinities and NaN against NaN included),
+/// and infinite when only one is NaN: NaN compares as no difference otherwise.
 fn diff_over(a: f64, b: f64, floor: f64) -> f64 {
-    if a == b {
+    if a == b || (a.is_nan() && b.is_nan()) {
         0.0
+    } else if a.is_nan() || b.is_nan() {
+        f64::INFINITY
     } else {
         (a - b).abs() / a.abs().max(b.abs()).max(floor)
     }
