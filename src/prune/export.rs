@@ -181,13 +181,45 @@ pub fn write_dir_atomically(
             out.display()
         )));
     }
-    if replace {
-        std::fs::remove_dir_all(out)
-            .with_context(|| format!("cannot replace {}", out.display()))?;
+    if !replace {
+        return std::fs::rename(&tmp, out).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&tmp);
+            anyhow::anyhow!("cannot move the result into {}: {e}", out.display())
+        });
     }
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("cannot move the result into {}", out.display()))?;
-    Ok(())
+    // The old directory is moved aside, not deleted, until the new one is in place: a
+    // failure at any step leaves `out` as it was.
+    let aside = tmp.with_file_name(format!(
+        ".{}.replaced-{}",
+        out.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    if let Err(e) = std::fs::rename(out, &aside) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        bail!(
+            "cannot replace {}: {e}; it was left as it was",
+            out.display()
+        );
+    }
+    if let Err(e) = std::fs::rename(&tmp, out) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        let back = std::fs::rename(&aside, out);
+        bail!(
+            "cannot move the result into {}: {e}; {}",
+            out.display(),
+            match back {
+                Ok(()) => "the old directory was put back".to_string(),
+                Err(b) => format!("the old directory is at {} ({b})", aside.display()),
+            }
+        );
+    }
+    std::fs::remove_dir_all(&aside).with_context(|| {
+        format!(
+            "{} was written, but the directory it replaced, moved to {}, could not be removed",
+            out.display(),
+            aside.display()
+        )
+    })
 }
 
 fn write_all(
@@ -296,6 +328,44 @@ mod tests {
         std::fs::create_dir(&other).unwrap();
         check_inputs_outside(&other, &[("--calib", &calib)]).unwrap();
         check_inputs_outside(&model.join("data2"), &[("--calib", &calib)]).unwrap();
+    }
+
+    // A --force replace that cannot move the old directory aside leaves it untouched and
+    // no temporary behind; one that can swaps it for the new one and leaves nothing else.
+    #[test]
+    fn a_forced_replace_keeps_the_old_directory_until_the_new_one_is_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("old"), "x").unwrap();
+        let write_new = |tmp: &Path| -> Result<()> {
+            std::fs::create_dir_all(tmp)?;
+            Ok(std::fs::write(tmp.join("new"), "y")?)
+        };
+        // A non-empty directory where the old one would go makes the move aside fail.
+        let aside = dir
+            .path()
+            .join(format!(".o.replaced-{}", std::process::id()));
+        std::fs::create_dir_all(aside.join("busy")).unwrap();
+        let e = write_dir_atomically(&out, true, write_new).unwrap_err();
+        assert!(format!("{e:#}").contains("left as it was"), "{e:#}");
+        assert!(out.join("old").exists() && !out.join("new").exists());
+        let names = |d: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(dir.path()),
+            [format!(".o.replaced-{}", std::process::id()), "o".into()]
+        );
+        std::fs::remove_dir_all(&aside).unwrap();
+        write_dir_atomically(&out, true, write_new).unwrap();
+        assert!(out.join("new").exists() && !out.join("old").exists());
+        assert_eq!(names(dir.path()), ["o"]);
     }
 
     #[test]
