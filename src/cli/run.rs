@@ -315,6 +315,11 @@ fn check(o: &RunOptions) -> Result<()> {
     if l.bounds.max_step <= 0.0 {
         bail!("--max-step must be above 0");
     }
+    // Set only in a --config file or a header, so the error names the key.
+    let cap = l.bounds.max_layer_sparsity;
+    if !(cap.is_finite() && cap > 0.0 && cap < 1.0) {
+        bail!("loop.bounds.max_layer_sparsity {cap} is outside (0, 1)");
+    }
     if l.bounds.max_layers == 0 || l.max_iters == 0 || o.calib_windows == 0 || o.eval_windows == 0 {
         bail!("--max-layers, --max-iters, --calib-windows and --eval-windows must be at least 1");
     }
@@ -436,6 +441,23 @@ mod tests {
         let e = format!("{:#}", r.unwrap_err());
         assert!(!e.contains('\n'), "{e}");
         e
+    }
+
+    // The per-layer cap has no flag; a config that sets it out of range is refused by key
+    // (it once gave a session of agent failures at -0.5, and no cap at all at NaN).
+    #[test]
+    fn a_config_cap_on_layer_sparsity_outside_0_1_is_refused() {
+        for v in ["-0.5", ".nan", "2.0", "1.0", "0"] {
+            let e = err(with_config(&format!(
+                "loop:\n  bounds:\n    max_layer_sparsity: {v}\n"
+            )));
+            assert!(
+                e.contains("loop.bounds.max_layer_sparsity") && e.contains("outside (0, 1)"),
+                "{v}: {e}"
+            );
+        }
+        let o = with_config("loop:\n  bounds:\n    max_layer_sparsity: 0.8\n").unwrap();
+        assert_eq!(o.loop_opts.bounds.max_layer_sparsity, 0.8);
     }
 
     #[test]
