@@ -288,6 +288,39 @@ fn invalid_edits_are_refused_without_changing_state() {
     }
 }
 
+// A recorded proposal outside the rules (a hand-edited session file) is refused as a
+// human's edit is, before it can be reviewed or applied.
+#[test]
+fn invalid_recorded_proposals_are_refused_without_changing_state() {
+    let mut m = started(LoopOptions::default());
+    for (bad, needle) in [
+        (0.97, "max_layer_sparsity"),
+        (0.5, "max_step"),
+        (-0.1, "[0, 1)"),
+    ] {
+        let p = Proposal {
+            layers: vec![LayerTarget {
+                name: DOWN0.into(),
+                sparsity: bad,
+            }],
+            reasoning: "edited by hand".into(),
+        };
+        let err = m
+            .handle(&Event::Proposed {
+                iteration: 1,
+                agent: "builtin".into(),
+                reply: reply(p),
+            })
+            .unwrap_err();
+        assert!(
+            err.contains("invalid proposal") && err.contains(needle),
+            "{err}"
+        );
+        assert_eq!(m.phase, Phase::Proposing);
+        assert!(m.proposal.is_none());
+    }
+}
+
 #[test]
 fn stops_at_target_max_iterations_user_stop_and_repeated_agent_failure() {
     // 2 blocks hold 2600 params; 0.1 of a 300-param layer is 0.0115 global.

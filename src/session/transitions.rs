@@ -40,6 +40,12 @@ impl Machine {
                 iteration, reply, ..
             } => {
                 self.expect(Phase::Proposing, ev, Some(*iteration))?;
+                // Agents only ever propose within the rules; a session file edited by hand
+                // may not, and would otherwise apply it on a resume or replay.
+                if !reply.value.layers.is_empty() {
+                    parse::validate(&reply.value, &self.context())
+                        .map_err(|p| format!("invalid proposal: {}", p.join("; ")))?;
+                }
                 self.usage += reply.usage;
                 self.agent_failures = 0;
                 self.proposal = Some(reply.value.clone());
