@@ -332,3 +332,64 @@ fn resume_is_refused_while_held_or_with_option_flags_and_signals_say_where() {
     let r = env.resume(&cut);
     assert!(r.stderr.contains("had already finished"), "{}", r.stderr);
 }
+
+// The header records a hash of the calibration and evaluation windows. A relative --calib
+// resolved from another directory (other text) is refused by resume, verify and export,
+// naming the option and the file; from the directory it was started in, all three work.
+#[test]
+fn other_text_behind_a_relative_path_is_refused() {
+    let env = Env::new();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bundled/data");
+    let calib = std::fs::read_to_string(data.join("calib.txt")).unwrap();
+    let eval = std::fs::read_to_string(data.join("eval.txt")).unwrap();
+    let (a, b) = (env.path("a"), env.path("b"));
+    for (dir, calib) in [
+        (&a, calib.clone()),
+        (&b, calib[calib.len() / 2..].to_string()),
+    ] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("calib.txt"), &calib).unwrap();
+        std::fs::write(dir.join("eval.txt"), &eval).unwrap();
+    }
+    let s = env.path("s.yaml");
+    let run_in = |dir: &Path, args: &[&str]| {
+        arborist_timed(args, &[("ARBORIST_CACHE", &env.cache)], dir, LIMIT)
+    };
+    let mut args = vec!["run", "--headless", "--auto-approve", "--session"];
+    let sp = p(&s);
+    args.extend([sp.as_str(), "--calib", "calib.txt", "--eval", "eval.txt"]);
+    args.extend(["--max-iters", "2"]);
+    args.extend(SMALL);
+    ok(&run_in(&a, &args));
+    let (h, entries) = session_docs(&s);
+    assert!(
+        h["data"]["calib"]
+            .as_str()
+            .unwrap()
+            .starts_with("fnv1a64-tokens:"),
+        "{h:?}"
+    );
+    let cut = env.path("cut.yaml");
+    cut_inside(&s, &cut, entry_index(&entries, "evaluated", 2));
+    let (out, cutp) = (p(&env.path("out")), p(&cut));
+    let cases: [Vec<&str>; 3] = [
+        vec![
+            "run",
+            "--headless",
+            "--auto-approve",
+            "--session",
+            &cutp,
+            "--resume",
+        ],
+        vec!["replay", &sp, "--verify"],
+        vec!["export", &sp, "--out", &out],
+    ];
+    for c in &cases {
+        let r = run_in(&b, c);
+        only_one_line(&r, &["--calib windows", &p(&b.join("calib.txt")), "differ"]);
+    }
+    assert!(!env.path("out").exists());
+    for c in &cases {
+        ok(&run_in(&a, c));
+    }
+}

@@ -49,9 +49,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
         reviewer.skip_recorded(log.entries.iter().map(|e| &e.event));
     }
     let (workers, files) = launch::start(&s.opts)?;
-    launch::wait_ready(&workers)?;
+    let data = launch::wait_ready(&workers)?;
     // `attach` reports a torn last document once resuming has worked.
-    let mut d = setup::attach(&s, workers, &files)?;
+    let mut d = setup::attach(&s, workers, &files, data)?;
     match &d.finished {
         Some(reason) if s.log.is_some() => eprintln!(
             "session {} had already finished ({}); nothing to do",

@@ -86,6 +86,12 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     }
     let (log, files) = load_checked(&a.session)?;
     let mut engine = launch::load_engine(files, &log.header.options)?;
+    crate::worker::setup::check_data(
+        &log.header.data,
+        &engine.data_fingerprints(),
+        &log.header.options,
+        &a.session,
+    )?;
     let r = verify::verify(&log, &mut engine, a.tolerance, &a.session)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -169,6 +175,13 @@ pub fn export(a: ExportArgs) -> Result<()> {
         bail!("{}: the session has no checkpoint yet", a.session.display());
     };
     let mut engine = launch::load_engine(files.clone(), &log.header.options)?;
+    // The masks are rebuilt from the calibration windows: other text, other masks.
+    crate::worker::setup::check_data(
+        &log.header.data,
+        &engine.data_fingerprints(),
+        &log.header.options,
+        &a.session,
+    )?;
     let steps = ckpt.steps.clone();
     engine.rebuild(&steps, 0)?;
     let meta = serde_json::json!({

@@ -417,8 +417,8 @@ pub fn run(a: RunArgs) -> Result<()> {
     // Runs on the TUI's loader thread: resolving (maybe downloading) and loading the model.
     crate::tui::run_live(opened, a.auto_approve, |s| {
         let (workers, files) = crate::worker::launch::start(&s.opts)?;
-        crate::worker::launch::wait_ready(&workers)?;
-        crate::worker::setup::attach(&s, workers, &files)
+        let data = crate::worker::launch::wait_ready(&workers)?;
+        crate::worker::setup::attach(&s, workers, &files, data)
     })
 }
 

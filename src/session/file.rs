@@ -25,6 +25,10 @@ pub struct Header {
     /// Sampled hash of config.json and the weight files (see `fingerprint`).
     pub fingerprint: String,
     pub options: RunOptions,
+    /// Hash of the token windows of each data option (`calib`, `eval`); absent in headers
+    /// written before 2026-12-01, which are then not checked.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub data: std::collections::BTreeMap<String, String>,
     /// Hash of each prompt template in use (agent runs), by file name.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub prompt_hashes: std::collections::BTreeMap<String, String>,

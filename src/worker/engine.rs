@@ -97,7 +97,30 @@ pub struct Engine {
     calib_stats: IncrementalStats,
 }
 
+/// A hash of token windows, their count and length included.
+fn windows_fingerprint(w: &Windows) -> String {
+    let mut h = crate::runtime::Fnv1a::new();
+    h.eat(&(w.windows.len() as u64).to_le_bytes());
+    for win in &w.windows {
+        h.eat(&(win.len() as u64).to_le_bytes());
+        for id in win {
+            h.eat(&id.to_le_bytes());
+        }
+    }
+    format!("fnv1a64-tokens:{:016x}", h.value())
+}
+
 impl Engine {
+    /// Fingerprints of the windows computed on, by option (`calib`, `eval`). The session
+    /// header records them: a resume or verify reading other text (a relative path taken
+    /// from another directory, an edited file, another tokenizer) is refused.
+    pub fn data_fingerprints(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("calib".to_string(), windows_fingerprint(&self.cfg.calib)),
+            ("eval".to_string(), windows_fingerprint(&self.cfg.eval)),
+        ])
+    }
+
     pub fn new(model: LoadedModel, cfg: EngineConfig, probe: Option<Probe>) -> Engine {
         let decoder = &model.decoder;
         let ids: Vec<LinearId> = decoder.linear_ids().collect();

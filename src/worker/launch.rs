@@ -158,11 +158,11 @@ pub fn start(opts: &RunOptions) -> Result<(Workers, ModelFiles)> {
     Ok((spawn(move || load_engine(f, &o), agent), files))
 }
 
-/// Block until the engine has loaded (or failed to).
-pub fn wait_ready(w: &Workers) -> Result<()> {
+/// Block until the engine has loaded (or failed to); its data fingerprints.
+pub fn wait_ready(w: &Workers) -> Result<std::collections::BTreeMap<String, String>> {
     loop {
         match w.rx.recv_timeout(Duration::from_secs(3600)) {
-            Ok(Msg::Ready(Ok(_))) => return Ok(()),
+            Ok(Msg::Ready(Ok(data))) => return Ok(data),
             Ok(Msg::Ready(Err(e))) => bail!("{e}"),
             Ok(_) => continue,
             Err(_) => bail!("the compute worker stopped while loading"),

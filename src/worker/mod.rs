@@ -46,8 +46,8 @@ pub enum AgentJob {
 
 #[derive(Debug, Clone)]
 pub enum Msg {
-    /// The engine finished loading (model name, or the error).
-    Ready(Result<String, String>),
+    /// The engine finished loading (its data fingerprints, or the error).
+    Ready(Result<std::collections::BTreeMap<String, String>, String>),
     Event(Event),
     Progress {
         label: String,
@@ -79,7 +79,7 @@ pub fn spawn(
     let compute = std::thread::spawn(move || {
         let mut engine = match load() {
             Ok(e) => {
-                let _ = out.send(Msg::Ready(Ok(e.model.cfg.model_type.clone())));
+                let _ = out.send(Msg::Ready(Ok(e.data_fingerprints())));
                 e
             }
             Err(e) => {

@@ -2,6 +2,7 @@
 //! Shared by the headless runner and the TUI.
 
 use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{driver::Driver, Workers};
@@ -86,7 +87,43 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
 
 /// After the engine reported ready: write the header (or reopen the file), rebuild the
 /// machine, and start or resume the loop. Nothing is written before this point.
-pub fn attach(o: &Opened, workers: Workers, files: &ModelFiles) -> Result<Driver> {
+/// Refuse to go on when the engine's windows differ from those a session was recorded with.
+pub fn check_data(
+    recorded: &BTreeMap<String, String>,
+    now: &BTreeMap<String, String>,
+    opts: &RunOptions,
+    session: &Path,
+) -> Result<()> {
+    for (key, was) in recorded {
+        let is = now.get(key).map_or("none", String::as_str);
+        if is == was {
+            continue;
+        }
+        let spec = if key == "calib" {
+            &opts.calib
+        } else {
+            &opts.eval
+        };
+        let path = super::launch::text_path(spec, key, opts)?;
+        let path = std::path::absolute(&path).unwrap_or(path);
+        bail!(
+            "{}: the --{key} windows read from {} differ from those the session was recorded \
+             with ({is}, recorded {was}): the file changed, or a relative path now points \
+             elsewhere (run from the directory the session was started in)",
+            session.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `data`: the engine's data fingerprints, from `launch::wait_ready`.
+pub fn attach(
+    o: &Opened,
+    workers: Workers,
+    files: &ModelFiles,
+    data: BTreeMap<String, String>,
+) -> Result<Driver> {
     // Measured before the writer cuts the torn document off; said only once resuming works.
     let torn = o.log.as_ref().and_then(|l| torn_note(l, &o.path));
     let fingerprint = file::fingerprint(&files.config, &files.weights)?;
@@ -99,6 +136,7 @@ pub fn attach(o: &Opened, workers: Workers, files: &ModelFiles) -> Result<Driver
                 model: o.opts.model.clone(),
                 fingerprint,
                 options: o.opts.clone(),
+                data,
                 prompt_hashes: if o.opts.agent.backend == "builtin" {
                     Default::default()
                 } else {
@@ -119,6 +157,7 @@ pub fn attach(o: &Opened, workers: Workers, files: &ModelFiles) -> Result<Driver
                     log.header.fingerprint
                 );
             }
+            check_data(&log.header.data, &data, &o.opts, &o.path)?;
             let (m, missing) = replay_log(log, &o.path)?;
             let seq = log.entries.last().map_or(0, |e| e.seq);
             let lock = o
