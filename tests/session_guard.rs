@@ -212,6 +212,14 @@ fn bad_input_is_one_line_and_leaves_no_session() {
         "---\nsomething: else\n"
     );
     assert_eq!(env.leftovers(), vec![s.clone()]);
+    // A directory given as the session is named as such, with no hint to resume it.
+    let d = env.path("adir");
+    std::fs::create_dir_all(&d).unwrap();
+    let dp = p(&d);
+    let mut a = vec!["run", "--headless", "--auto-approve", "--session", &dp];
+    a.extend(SMALL);
+    let line = one_error_line(&env.run(&a), &[&dp, "is a directory"]);
+    assert!(!line.contains("--resume"), "{line}");
 }
 
 #[test]

@@ -60,15 +60,23 @@ impl SessionWriter {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
+        if path.is_dir() {
+            bail!(
+                "--session {} is a directory; it takes a file (sessions/NAME.yaml)",
+                path.display()
+            );
+        }
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(path)
-            .with_context(|| {
-                format!(
-                    "cannot create session {} (pass --resume to continue an existing one)",
-                    path.display()
-                )
+            .map_err(|e| {
+                let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    " (pass --resume to continue an existing one)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!("cannot create session {}{hint}: {e}", path.display())
             })?;
         locked(&file, path)?;
         let doc = serde_yaml::to_string(header)?;

@@ -71,6 +71,12 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
             lock: Some(lock),
         });
     }
+    if path.is_dir() {
+        bail!(
+            "--session {} is a directory; it takes a file (sessions/NAME.yaml)",
+            path.display()
+        );
+    }
     if path.exists() {
         bail!(
             "session {} already exists (pass --resume to continue it)",
