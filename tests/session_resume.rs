@@ -125,6 +125,17 @@ fn a_header_timeout_of_zero_blocks_only_a_resume() {
     ok(&env.run(&["export", &p(&s), "--out", &p(&out)]));
     let r = env.resume(&s);
     one_error_line(&r, &["agent-timeout 0", "--agent-timeout N"]);
+    // Plain replay checks the header's options too, naming the option (it reported a
+    // phase mismatch at a later event).
+    let bad = env.path("bad-target.yaml");
+    let text = std::fs::read_to_string(&s).unwrap();
+    std::fs::write(
+        &bad,
+        text.replacen("  target: 0.45\n", "  target: -0.5\n", 1),
+    )
+    .unwrap();
+    let r = env.run(&["replay", &p(&bad), "--headless"]);
+    one_error_line(&r, &[&p(&bad), "header are invalid", "--target -0.5"]);
 }
 
 #[test]

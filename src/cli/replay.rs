@@ -66,6 +66,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     }
     if !a.verify {
         let log = file::read(&a.session)?;
+        super::run::header_options_ok(&log.header.options, &a.session, false)?;
         let m = replay_inputs(&log, &a.session)?;
         if a.json {
             let events: Vec<_> = log.entries.iter().map(|e| &e.event).collect();
