@@ -243,6 +243,37 @@ fn zero_counts_are_refused() {
     for (base, flag, value) in cases {
         assert_one_line_error(&with(base, flag, value), &[&format!("{flag} {value}")]);
     }
+    // A window of fewer than 2 tokens predicts nothing: refused before the model loads
+    // (a model that does not exist shows that nothing was read first).
+    let missing = p(&d.path().join("no-model"));
+    for cmd in [
+        vec!["eval", "--ppl", &t],
+        vec!["profile", "--calib", &t],
+        vec![
+            "prune",
+            "--method",
+            "wanda",
+            "--sparsity",
+            "0.5",
+            "--calib",
+            &t,
+            "--out",
+            &out,
+        ],
+        vec![
+            "run",
+            "--calib",
+            &t,
+            "--eval",
+            &t,
+            "--headless",
+            "--auto-approve",
+        ],
+    ] {
+        let mut a = cmd.clone();
+        a.extend(["--model", &missing, "--seqlen", "1"]);
+        assert_one_line_error(&arborist(&a, &[]), &["--seqlen 1", "at least 2 tokens"]);
+    }
     assert!(
         !d.path().join("out").exists(),
         "a refused run left output behind"

@@ -1004,7 +1004,17 @@ fn bad_freebaseqa_and_text_parquet_give_one_line() {
     let mut no_parses = freebase_question("Q-3", "what?", &["it"]);
     no_parses["Parses"] = json!([]);
     write_freebaseqa(&f, vec![no_parses]);
-    fb(&[&p(&f), "question 1", "Parses[0]"]);
+    fb(&[&p(&f), "question 1", "Parses is empty"]);
+    // A numeric id is named as the number; a string where a list belongs is named as such.
+    let mut string_names = freebase_question("Q-5", "what?", &["it"]);
+    string_names["Question-ID"] = json!(17);
+    string_names["Parses"][0]["Answers"][0]["AnswersName"] = json!("it");
+    write_freebaseqa(&f, vec![good.clone(), string_names]);
+    fb(&[
+        &p(&f),
+        "question 2 (17)",
+        "Parses[0].Answers[0].AnswersName is not a list",
+    ]);
     write_freebaseqa(
         &f,
         vec![good.clone(), freebase_question("Q-4", "what?", &["", " "])],

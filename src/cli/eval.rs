@@ -66,6 +66,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         bail!("--per-item needs --json (the per-item records are printed only in the JSON)");
     }
     super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
+    super::seqlen_ok(a.seqlen)?;
     if a.max_windows == Some(0) {
         bail!("--max-windows 0: the perplexity needs at least one window");
     }

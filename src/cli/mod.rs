@@ -155,6 +155,14 @@ pub fn at_least_one(flag: &str, value: usize, why: &str) -> Result<()> {
     Ok(())
 }
 
+/// Below 2 tokens a window predicts nothing: refused before any file is read.
+pub fn seqlen_ok(seqlen: Option<usize>) -> Result<()> {
+    match seqlen {
+        Some(s) if s < 2 => anyhow::bail!("--seqlen {s}: a window needs at least 2 tokens"),
+        _ => Ok(()),
+    }
+}
+
 /// `--seqlen`, or the model's default; a window longer than the context is warned about.
 pub fn seqlen_warned(flag: Option<usize>, m: &crate::model::LoadedModel) -> usize {
     let s = m.seqlen_or_default(flag);

@@ -30,6 +30,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         bail!("profile needs calibration text: pass --calib FILE");
     }
     super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
+    super::seqlen_ok(a.calib.seqlen)?;
     super::at_least_one(
         "grad-windows",
         a.grad_windows,

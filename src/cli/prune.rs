@@ -102,6 +102,7 @@ fn check_flags(a: &PruneArgs) -> Result<()> {
         );
     }
     super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
+    super::seqlen_ok(a.calib.seqlen)?;
     if a.eval_windows.is_some() && a.eval.is_none() {
         bail!("--eval-windows needs --eval FILE");
     }

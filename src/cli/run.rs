@@ -323,6 +323,7 @@ fn check(o: &RunOptions) -> Result<()> {
     if l.bounds.max_layers == 0 || l.max_iters == 0 || o.calib_windows == 0 || o.eval_windows == 0 {
         bail!("--max-layers, --max-iters, --calib-windows and --eval-windows must be at least 1");
     }
+    super::seqlen_ok(o.seqlen)?;
     use super::at_least_one;
     at_least_one("batch", o.batch, "a forward pass needs at least one window")?;
     at_least_one(

@@ -38,30 +38,47 @@ pub fn read_freebaseqa(path: &Path) -> Result<Vec<FreebaseItem>> {
 }
 
 fn id_of(q: &Value) -> String {
-    q.get("Question-ID")
-        .and_then(Value::as_str)
-        .unwrap_or("no Question-ID")
-        .to_string()
+    match q.get("Question-ID") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => "no Question-ID".to_string(),
+    }
+}
+
+/// `v[key]`, or an error saying whether `at` (the key's path) is missing or of another type.
+fn get<'a, T>(
+    v: &'a Value,
+    key: &str,
+    at: &str,
+    want: &str,
+    as_t: impl Fn(&'a Value) -> Option<T>,
+) -> Result<T> {
+    let x = v.get(key).ok_or_else(|| anyhow!("missing {at}"))?;
+    as_t(x).ok_or_else(|| anyhow!("{at} is not {want}"))
 }
 
 fn parse_item(q: &Value) -> Result<FreebaseItem> {
-    let question = q
-        .get("RawQuestion")
-        .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!("missing RawQuestion"))?;
-    let answer = q
-        .get("Parses")
-        .and_then(Value::as_array)
-        .and_then(|p| p.first())
-        .ok_or_else(|| anyhow!("missing Parses[0]"))?
-        .get("Answers")
-        .and_then(Value::as_array)
-        .and_then(|a| a.first())
-        .ok_or_else(|| anyhow!("missing Parses[0].Answers[0]"))?;
-    let aliases: Vec<String> = answer
-        .get("AnswersName")
-        .and_then(Value::as_array)
-        .ok_or_else(|| anyhow!("missing Parses[0].Answers[0].AnswersName"))?
+    let question = get(q, "RawQuestion", "RawQuestion", "a string", Value::as_str)?;
+    let parses = get(q, "Parses", "Parses", "a list", Value::as_array)?;
+    let parse = parses.first().ok_or_else(|| anyhow!("Parses is empty"))?;
+    let answers = get(
+        parse,
+        "Answers",
+        "Parses[0].Answers",
+        "a list",
+        Value::as_array,
+    )?;
+    let answer = answers
+        .first()
+        .ok_or_else(|| anyhow!("Parses[0].Answers is empty"))?;
+    let names = get(
+        answer,
+        "AnswersName",
+        "Parses[0].Answers[0].AnswersName",
+        "a list",
+        Value::as_array,
+    )?;
+    let aliases: Vec<String> = names
         .iter()
         .map(|a| a.as_str().map(str::to_string))
         .collect::<Option<_>>()

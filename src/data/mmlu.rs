@@ -128,7 +128,8 @@ fn parquet_tree(dir: &Path) -> Result<Vec<PathBuf>> {
     if dir.join("all").is_dir() {
         return parquet_files(&dir.join("all"));
     }
-    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)?
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the directory {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
