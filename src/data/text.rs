@@ -70,7 +70,8 @@ impl Windows {
         })
     }
 
-    /// `k` windows at seeded random start positions, as Wanda samples calibration data.
+    /// `k` windows at seeded random start positions over the whole text (Wanda draws a
+    /// document first, then a start within it; a text file has no documents).
     pub fn random(ids: &[u32], seqlen: usize, k: usize, seed: u64, source: &str) -> Result<Self> {
         use rand::{rngs::StdRng, Rng, SeedableRng};
         Self::sequential(ids, seqlen, Some(1), source)?;
