@@ -196,7 +196,7 @@ fn decisions_invalid_edits_are_one_line_naming_the_layer() {
         );
         let s = env.path(&format!("s-{sparsity}.yaml"));
         let r = env.session(&s, &["--decisions", &p(&dec), "--max-iters", "2", "--json"]);
-        let line = one_error_line(&r, &[name]);
+        let line = one_error_line(&r, &[name, &format!("{}: iteration 1", p(&dec))]);
         assert!(line.contains(why), "{line}");
         // The bad decision is not recorded.
         let (_, entries) = session_docs(&s);

@@ -145,15 +145,22 @@ fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
                 })?;
                 continue;
             }
-            let ev = match reviewer.review(it)? {
-                (by, Verdict::Decide(decision)) => Event::Decided {
+            let (by, verdict) = reviewer.review(it)?;
+            let scripted = by == "script";
+            let ev = match verdict {
+                Verdict::Decide(decision) => Event::Decided {
                     iteration: it,
                     by,
                     decision,
                 },
-                (by, Verdict::Stop) => Event::StopRequested { by },
+                Verdict::Stop => Event::StopRequested { by },
             };
-            d.feed(ev)?;
+            // A decision the rules refuse is named by its file and iteration.
+            d.feed(ev)
+                .map_err(|e| match reviewer.file().filter(|_| scripted) {
+                    Some(f) => e.context(format!("{}: iteration {it}", f.display())),
+                    None => e,
+                })?;
             continue;
         }
         if let Some(crate::worker::Msg::Progress { label, done, total }) =

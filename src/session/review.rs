@@ -64,6 +64,11 @@ impl HeadlessReviewer {
         }
     }
 
+    /// The decisions file, if any.
+    pub fn file(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
     /// "script" when the decision came from the file, "auto" otherwise.
     pub fn review(&mut self, iteration: usize) -> Result<(String, Verdict)> {
         let name = self
