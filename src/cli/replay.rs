@@ -1,6 +1,6 @@
 //! `arborist replay SESSION [--verify]` and `arborist export SESSION --out DIR`.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -86,7 +86,8 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         return Ok(());
     }
     let (log, files) = load_checked(&a.session)?;
-    let mut engine = launch::load_engine(files, &log.header.options)?;
+    let mut engine = launch::load_engine(files, &log.header.options)
+        .with_context(|| format!("{}: re-executing its run", a.session.display()))?;
     crate::worker::setup::check_data(
         &log.header.data,
         &engine.data_fingerprints(),
@@ -175,7 +176,8 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let Some(ckpt) = ckpt else {
         bail!("{}: the session has no checkpoint yet", a.session.display());
     };
-    let mut engine = launch::load_engine(files.clone(), &log.header.options)?;
+    let mut engine = launch::load_engine(files.clone(), &log.header.options)
+        .with_context(|| format!("{}: re-executing its run", a.session.display()))?;
     // The masks are rebuilt from the calibration windows: other text, other masks.
     crate::worker::setup::check_data(
         &log.header.data,
