@@ -69,6 +69,11 @@ impl Templates {
         env.add_filter("signed_pct", |v: f64| format!("{:+.1}%", v * 100.0));
         env.add_filter("frac", frac);
         env.add_filter("exact", shown);
+        // The run's option, not the context's: set by `set_grad_average`.
+        env.add_global(
+            "grad_average",
+            crate::profile::GradAverage::default().name(),
+        );
         let mut origins = Vec::new();
         for (name, builtin) in BUILTIN {
             let user = dir.map(|d| d.join(name)).filter(|p| p.is_file());
@@ -127,6 +132,12 @@ impl Templates {
             }
         }
         Ok(())
+    }
+
+    /// How the profile averages gradients (`grad_average` in every template), so the prompt
+    /// describes the g the agent is shown.
+    pub fn set_grad_average(&mut self, g: crate::profile::GradAverage) {
+        self.env.add_global("grad_average", g.name());
     }
 
     /// (template name, origin) for every template, origin being a path or "built-in ...".

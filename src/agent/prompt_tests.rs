@@ -142,6 +142,17 @@ fn system_reflection_and_repair_render() {
     );
     let rep = t.repair(&c, &["x: unknown layer name".into()]).unwrap();
     assert!(rep.contains("- x: unknown layer name"), "{rep}");
+    // g is described as the run's profile computes it.
+    let paper = "G is the mean over the calibration windows of |dL/dW|.";
+    assert!(sys.contains(paper), "{sys}");
+    let mut t = Templates::builtin();
+    t.set_grad_average(crate::profile::GradAverage::AbsOfMean);
+    let sys = t.system(&c).unwrap();
+    assert!(
+        sys.contains("G is the magnitude of the mean over the calibration windows of dL/dW.")
+            && !sys.contains(paper),
+        "{sys}"
+    );
 }
 
 #[test]
