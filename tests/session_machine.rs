@@ -81,6 +81,23 @@ fn propose_down0(m: &mut Machine, reasoning: &str) {
     .unwrap();
 }
 
+// A dense perplexity that is not a positive finite number is refused at the baseline.
+#[test]
+fn a_baseline_perplexity_that_is_not_finite_is_refused() {
+    for ppl in [f64::NAN, f64::INFINITY, 0.0] {
+        let mut m = Machine::new("synthetic", LoopOptions::default());
+        m.start();
+        let err = m
+            .handle(&Event::Baseline {
+                layers: layers(2),
+                eval: eval(ppl),
+            })
+            .unwrap_err();
+        assert!(err.contains("dense model's perplexity is"), "{err}");
+        assert_eq!(m.phase, Phase::Baseline);
+    }
+}
+
 fn started(opts: LoopOptions) -> Machine {
     let mut m = Machine::new("synthetic", opts);
     assert_eq!(m.start(), vec![Effect::Baseline]);

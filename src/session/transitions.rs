@@ -12,6 +12,15 @@ impl Machine {
         match ev {
             Event::Baseline { layers, eval } => {
                 self.expect(Phase::Baseline, ev, None)?;
+                // Every verdict compares with it: NaN would roll back every step, and a
+                // hand-edited file would fail later at an unrelated event.
+                if !(eval.ppl.is_finite() && eval.ppl > 0.0) {
+                    return Err(format!(
+                        "the dense model's perplexity is {}: a session needs a finite one to \
+                         guard against (with --dtype f16, try bf16 or f32)",
+                        eval.ppl
+                    ));
+                }
                 self.layers = layers.clone();
                 self.dense = Some(eval.clone());
                 self.checkpoints = vec![Checkpoint {
