@@ -568,6 +568,94 @@ fn structured_baselines_export_loadable_models() {
     }
 }
 
+// A Qwen3 whose sliding blocks are set by `max_window_layers` (no `layer_types`): after
+// ShortGPT removes a block, the export still evaluates to the perplexity prune reported,
+// so each remaining block keeps its attention window.
+#[test]
+fn shortgpt_export_keeps_each_blocks_sliding_window() {
+    for mwl in [1, 2] {
+        let d = tmp();
+        let src = d.path().join("swa");
+        std::fs::create_dir_all(&src).unwrap();
+        for e in std::fs::read_dir(fx("qwen3")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), src.join(e.file_name())).unwrap();
+        }
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap())
+                .unwrap();
+        let obj = cfg.as_object_mut().unwrap();
+        obj.remove("layer_types");
+        obj.insert("use_sliding_window".into(), true.into());
+        obj.insert("sliding_window".into(), 4.into());
+        obj.insert("max_window_layers".into(), mwl.into());
+        std::fs::write(src.join("config.json"), cfg.to_string()).unwrap();
+        // Block 0 made an identity (its output projections zeroed): the block of least
+        // influence, so ShortGPT removes it and the sliding blocks after it move down.
+        let w = src.join("model.safetensors");
+        let edited: std::collections::HashMap<String, candle_core::Tensor> =
+            candle_core::safetensors::load(&w, &candle_core::Device::Cpu)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| {
+                    let out_proj = k == "model.layers.0.self_attn.o_proj.weight"
+                        || k == "model.layers.0.mlp.down_proj.weight";
+                    let v = if out_proj { v.zeros_like().unwrap() } else { v };
+                    (k, v)
+                })
+                .collect();
+        candle_core::safetensors::save(&edited, &w).unwrap();
+        let out = d.path().join("out");
+        let text = fx("eval.txt");
+        let o = arborist(
+            &[
+                "prune",
+                "--model",
+                &p(&src),
+                "--method",
+                "shortgpt",
+                "--sparsity",
+                "0.3",
+                "--calib",
+                &text,
+                "--seqlen",
+                "32",
+                "--calib-windows",
+                "4",
+                "--eval",
+                &text,
+                "--out",
+                &p(&out),
+                "--json",
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let removed = v["result"]["structured"]["removed_blocks"].clone();
+        assert_eq!(removed, serde_json::json!([0]), "block 0 is the identity");
+        let o = arborist(
+            &[
+                "eval",
+                "--model",
+                &p(&out),
+                "--ppl",
+                &text,
+                "--seqlen",
+                "32",
+                "--json",
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            e["ppl"]["value"], v["result"]["ppl"]["value"],
+            "max_window_layers {mwl}, removed {removed}"
+        );
+    }
+}
+
 #[test]
 fn sparsegpt_prunes_to_target_and_updates_kept_weights() {
     let (mut m, w) = load("llama");

@@ -253,6 +253,14 @@ fn write_all(
             .collect::<Vec<_>>()
             .into();
     }
+    // transformers' Qwen2/Qwen3 without `layer_types`: blocks from `max_window_layers` on
+    // slide. Removed blocks (ShortGPT) move that boundary; the sliding ones stay a suffix.
+    if cfg["use_sliding_window"] == true && cfg.get("max_window_layers").is_some() {
+        let full = d.blocks.iter().take_while(|b| b.window.is_none()).count();
+        if d.blocks[full..].iter().all(|b| b.window.is_some()) {
+            cfg["max_window_layers"] = full.into();
+        }
+    }
     cfg["torch_dtype"] = torch.into();
     if cfg.get("dtype").is_some() {
         cfg["dtype"] = torch.into();
