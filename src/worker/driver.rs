@@ -143,7 +143,7 @@ impl Driver {
             Msg::Progress { label, done, total } => {
                 self.progress = Some((label.clone(), *done, *total))
             }
-            Msg::Failed(e) => return Err(anyhow!("compute failed: {e}")),
+            Msg::Failed(e) => return Err(anyhow!("{e}")),
             Msg::Ready(Err(e)) => return Err(anyhow!("{e}")),
             Msg::Ready(Ok(_)) | Msg::Done(_) => {}
         }
@@ -152,7 +152,7 @@ impl Driver {
 }
 
 impl Driver {
-    /// Stop the workers (a running job finishes first).
+    /// Stop the workers (a job still running after a short grace is abandoned).
     pub fn shutdown(self) {
         self.workers.shutdown();
     }

@@ -9,6 +9,7 @@ pub mod setup;
 pub mod verify;
 
 use anyhow::Result;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
 
@@ -54,7 +55,8 @@ pub enum Msg {
         done: usize,
         total: usize,
     },
-    /// A job failed; the session file holds everything before it, so it can be resumed.
+    /// A job failed or a worker panicked (the text says which); the session file holds
+    /// everything before it, so it can be resumed.
     Failed(String),
     /// The compute thread finished a job that produces no event (commit, restore, rebuild).
     Done(String),
@@ -88,17 +90,25 @@ pub fn spawn(
             }
         };
         for job in ctx_rx {
-            let res = run_job(&mut engine, &job, &out);
-            if let Err(e) = res {
-                let _ = out.send(Msg::Failed(format!("{e:#}")));
-            }
+            // A panic is reported, not left to end the thread silently: the other
+            // thread's sender keeps the channel open, so the front end would wait forever.
+            let res = catch_unwind(AssertUnwindSafe(|| run_job(&mut engine, &job, &out)));
+            let failed = match res {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => format!("compute failed: {e:#}"),
+                Err(p) => format!("the compute worker panicked: {}", panic_text(&p)),
+            };
+            let _ = out.send(Msg::Failed(failed));
         }
     });
     let out = tx;
     let agent_thread = std::thread::spawn(move || {
         for job in arx {
-            let ev = agent_event(agent.as_mut(), job);
-            if out.send(Msg::Event(ev)).is_err() {
+            let msg = match catch_unwind(AssertUnwindSafe(|| agent_event(agent.as_mut(), job))) {
+                Ok(ev) => Msg::Event(ev),
+                Err(p) => Msg::Failed(format!("the agent worker panicked: {}", panic_text(&p))),
+            };
+            if out.send(msg).is_err() {
                 break;
             }
         }
@@ -109,6 +119,13 @@ pub fn spawn(
         rx,
         threads: vec![compute, agent_thread],
     }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Run one agent job; failures become events too, so the loop never stalls on an agent.
@@ -205,12 +222,98 @@ fn progress_msg(out: &Sender<Msg>, label: &str) {
 }
 
 impl Workers {
-    /// Close the job channels and wait for the threads (a running job finishes first).
+    /// Close the job channels and let the threads end. One still busy after a short grace
+    /// (an agent call waiting on its server, a mask rebuild) is left to the process's exit:
+    /// neither writes the session file, and joining it froze a quit for as long as the
+    /// call took.
     pub fn shutdown(self) {
         drop(self.compute);
         drop(self.agent);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
         for t in self.threads {
-            let _ = t.join();
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An agent that answers after `delay`, or panics.
+    struct Slow {
+        delay: std::time::Duration,
+        panic: bool,
+    }
+
+    impl Agent for Slow {
+        fn propose(&mut self, _: &AgentContext) -> Result<AgentReply<Proposal>> {
+            assert!(!self.panic, "scripted agent panic");
+            std::thread::sleep(self.delay);
+            anyhow::bail!("too late")
+        }
+        fn reflect(
+            &mut self,
+            _: &AgentContext,
+            _: &Proposal,
+            _: &StepOutcome,
+        ) -> Result<AgentReply<String>> {
+            anyhow::bail!("unused")
+        }
+        fn name(&self) -> String {
+            "slow".into()
+        }
+    }
+
+    fn workers(delay_s: u64, panic: bool) -> Workers {
+        let agent = Slow {
+            delay: std::time::Duration::from_secs(delay_s),
+            panic,
+        };
+        spawn(|| anyhow::bail!("no model in this test"), Box::new(agent))
+    }
+
+    // A quit while the agent waits on a slow server returns at once.
+    #[test]
+    fn shutdown_does_not_wait_for_a_busy_agent() {
+        let w = workers(30, false);
+        assert!(matches!(w.rx.recv().unwrap(), Msg::Ready(Err(_))));
+        w.agent
+            .send(AgentJob::Propose(Box::new(AgentContext::example())))
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let t = std::time::Instant::now();
+        w.shutdown();
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    // A panicking agent is reported on the channel instead of going silent.
+    #[test]
+    fn a_worker_panic_is_reported() {
+        let w = workers(0, true);
+        assert!(matches!(w.rx.recv().unwrap(), Msg::Ready(Err(_))));
+        w.agent
+            .send(AgentJob::Propose(Box::new(AgentContext::example())))
+            .unwrap();
+        let msg =
+            w.rx.recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap();
+        match msg {
+            Msg::Failed(e) => assert!(
+                e.contains("agent worker panicked: scripted agent panic"),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        w.shutdown();
     }
 }
