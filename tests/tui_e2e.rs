@@ -152,8 +152,39 @@ fn demo_in_tmux_approve_edit_quit_and_replay() {
     t.keys(&["Home", "]"]);
     let s = t.wait("iteration 1", 10, |s| s.contains("approved by human"));
     assert!(s.contains("replay: event"), "{s}");
+    // A quit while `V` verifies ends the verifying child too (at once: this session's
+    // verify takes longer than the quit).
+    t.keys(&["V"]);
+    let shell_pid = t.tmux(&["display-message", "-p", "-t", &t.target, "#{pane_pid}"]);
+    let replay_pid = children(shell_pid.trim())
+        .pop()
+        .expect("the replay process");
+    let start = Instant::now();
+    let verify = loop {
+        if let Some(c) = children_of_any_thread(&replay_pid).pop() {
+            break c;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no verify child");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     t.keys(&["q"]);
     t.wait("the replay exit", 10, |s| s.contains("ARBORIST-EXIT=0"));
+    let start = Instant::now();
+    // Gone, or a zombie waiting to be reaped by whoever adopted it.
+    let running = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
+    };
+    while running(&verify) {
+        assert!(
+            start.elapsed() < Duration::from_millis(200),
+            "the verify child {verify} outlived the replay"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The child processes of `pid` (Linux /proc).
@@ -163,6 +194,23 @@ fn children(pid: &str) -> Vec<String> {
         .unwrap_or_default()
         .split_whitespace()
         .map(str::to_string)
+        .collect()
+}
+
+/// The child processes of every thread of `pid` (a thread's children are listed under it).
+fn children_of_any_thread(pid: &str) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    tasks
+        .flatten()
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 

@@ -186,6 +186,28 @@ impl Source for Replay {
     }
 }
 
+/// The child ends with this process (Linux): a quit during `V` left it computing at full
+/// CPU. This thread waits on it, so it outlives the child unless the process exits.
+fn die_with_parent(cmd: &mut std::process::Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+        unsafe {
+            cmd.pre_exec(|| {
+                // SIGKILL: the child writes nothing, and a headless run treats SIGTERM as
+                // a request it may finish a step for.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
+}
+
 /// Runs `arborist replay --verify --json` as a child process, so candle stays out of the
 /// UI process's front end and the screen stays responsive.
 fn spawn_verify(path: &Path) -> Receiver<(Level, String)> {
@@ -193,11 +215,12 @@ fn spawn_verify(path: &Path) -> Receiver<(Level, String)> {
     let path = path.to_path_buf();
     std::thread::spawn(move || {
         let out = std::env::current_exe().and_then(|exe| {
-            std::process::Command::new(exe)
-                .args(["replay", "--verify", "--json"])
+            let mut cmd = std::process::Command::new(exe);
+            cmd.args(["replay", "--verify", "--json"])
                 .arg(&path)
-                .stdin(std::process::Stdio::null())
-                .output()
+                .stdin(std::process::Stdio::null());
+            die_with_parent(&mut cmd);
+            cmd.output()
         });
         let msg = match out {
             Err(e) => (Level::Error, format!("verify could not start: {e}")),
