@@ -313,6 +313,29 @@ fn keymap_resolves_by_mode_and_replay() {
     assert!(user
         .overlay("- { action: approve, keys: [nokey] }", "t")
         .is_err());
+    // A file that cannot be read is reported, not skipped; a missing one only when named
+    // explicitly (ARBORIST_KEYMAP), since the default place may have none.
+    let d = tempfile::tempdir().unwrap();
+    let latin1 = d.path().join("latin1.yaml");
+    std::fs::write(&latin1, b"- { action: approve, keys: [y] } # caf\xe9\n").unwrap();
+    let missing = d.path().join("none.yaml");
+    for (path, explicit) in [
+        (&latin1, false),
+        (&missing, true),
+        (&d.path().to_path_buf(), true),
+    ] {
+        let (map, warning) = Keymap::load_from(Some(path.clone()), explicit);
+        let w = warning.unwrap_or_else(|| panic!("no warning for {}", path.display()));
+        assert!(
+            w.contains(&path.display().to_string()) && w.contains("cannot read"),
+            "{w}"
+        );
+        assert_eq!(
+            map.lookup(&enter, Mode::Normal, false),
+            Some(Action::Approve)
+        );
+    }
+    assert_eq!(Keymap::load_from(Some(missing), false).1, None);
 }
 
 #[test]

@@ -186,12 +186,27 @@ impl Keymap {
     /// The defaults plus the user's file, if there is one. A broken user file is reported
     /// (as the second value) and ignored, so a typo never locks the user out.
     pub fn load() -> (Keymap, Option<String>) {
+        let explicit = std::env::var_os("ARBORIST_KEYMAP").is_some();
+        Keymap::load_from(user_file(), explicit)
+    }
+
+    /// `path` is the user's file; `explicit` when named by ARBORIST_KEYMAP, so that even a
+    /// missing one is reported (the default location may simply have none).
+    pub fn load_from(path: Option<PathBuf>, explicit: bool) -> (Keymap, Option<String>) {
         let mut map = Keymap::builtin();
-        let Some(path) = user_file() else {
+        let Some(path) = path else {
             return (map, None);
         };
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return (map, None);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return (map, None),
+            Err(e) => {
+                let why = format!(
+                    "keymap {}: cannot read it ({e}); the built-in keys apply",
+                    path.display()
+                );
+                return (map, Some(why));
+            }
         };
         let backup = map.clone();
         match map.overlay(&text, &path.display().to_string()) {

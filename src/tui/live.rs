@@ -147,10 +147,7 @@ where
     app.auto_approve = auto_approve;
     app.mouse = std::env::var("ARBORIST_MOUSE").map_or(true, |v| v != "0");
     let warnings: Vec<String> = key_warning.into_iter().chain(warnings).collect();
-    for w in &warnings {
-        tracing::warn!("{w}");
-    }
-    if let Some(w) = warnings.into_iter().next() {
+    if let Some(w) = super::startup_notice(&warnings) {
         app.say(Level::Warn, w);
     }
     let mut live = Live {

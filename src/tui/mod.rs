@@ -30,3 +30,35 @@ pub fn is_interactive() -> bool {
     use std::io::IsTerminal;
     std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
 }
+
+/// Startup warnings (keymap, themes): all go to the log; the screen shows the first, and
+/// how many more the log holds.
+pub(crate) fn startup_notice(warnings: &[String]) -> Option<String> {
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let first = warnings.first()?;
+    Some(match warnings.len() - 1 {
+        0 => first.clone(),
+        n => format!("{first} (and {n} more in the log)"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn startup_notice_counts_the_warnings_it_does_not_show() {
+        assert_eq!(super::startup_notice(&[]), None);
+        let one = vec!["theme a.yaml: bad colour".to_string()];
+        assert_eq!(super::startup_notice(&one).unwrap(), one[0]);
+        let three = vec![
+            one[0].clone(),
+            "b".into(),
+            "ARBORIST_THEME=nope: no such theme".into(),
+        ];
+        assert_eq!(
+            super::startup_notice(&three).unwrap(),
+            "theme a.yaml: bad colour (and 2 more in the log)"
+        );
+    }
+}

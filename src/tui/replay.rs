@@ -256,11 +256,8 @@ pub fn run_replay(path: &Path) -> Result<()> {
     let mut app = App::new(keymap, themes);
     app.mouse = std::env::var("ARBORIST_MOUSE").map_or(true, |v| v != "0");
     let warnings: Vec<String> = key_warning.into_iter().chain(warnings).collect();
-    for w in &warnings {
-        tracing::warn!("{w}");
-    }
-    let first_warning = warnings.into_iter().next();
-    if let Some(e) = timeline.error.clone().or(first_warning) {
+    let notice = super::startup_notice(&warnings);
+    if let Some(e) = timeline.error.clone().or(notice) {
         app.say(Level::Warn, e);
     }
     let mut src = Replay {
