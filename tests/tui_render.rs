@@ -801,3 +801,33 @@ fn the_log_names_the_stop_reason_in_words() {
     assert!(screen.contains("finished (stopped by you)"), "{screen}");
     assert!(!screen.contains("UserStop"), "{screen}");
 }
+
+// The rollback picker of a long session scrolls to keep the selected checkpoint and its
+// help line on a short screen (it ran off the bottom: 14 checkpoints at 80x15).
+#[test]
+fn the_rollback_picker_scrolls_on_a_short_screen() {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    for i in 0..8 {
+        fixtures::step(&mut m, &mut events, 10.0 + 0.01 * i as f64);
+        fixtures::next_proposal(&mut m, &mut events);
+    }
+    assert_eq!(m.checkpoints.len(), 9);
+    let mut a = app();
+    let v = view(&m, &events);
+    assert!(fixtures::press(&mut a, &v, &[ch('b')]).is_empty());
+    // Checkpoint i was accepted at iteration i: its row starts "         i          i".
+    let row = |i: usize, s: &str| s.contains(&format!("{i:>10}  {i:>9}  "));
+    for (keys, selected) in [(0, 7), (7, 0)] {
+        let up = vec![code(KeyCode::Up); keys];
+        fixtures::press(&mut a, &v, &up);
+        let screen = text(&draw(&mut a, &v, 80, 12));
+        assert!(
+            screen.contains("↑↓ choose") && screen.contains("of 0–7"),
+            "{screen}"
+        );
+        assert!(
+            row(selected, &screen),
+            "checkpoint {selected} not shown:\n{screen}"
+        );
+    }
+}

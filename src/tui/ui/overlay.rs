@@ -137,13 +137,19 @@ fn picker(f: &mut Frame, area: Rect, app: &App, view: &View, selected: usize) {
     let t = app.theme();
     let m = view.machine;
     let earlier = m.checkpoints.len().saturating_sub(1);
-    let r = centered(area, 72, earlier as u16 + 5);
+    // As many rows as fit (borders, header, help and a spare line take 5), scrolled to
+    // keep the selected one in view.
+    let shown = earlier.min((area.height.saturating_sub(5) as usize).max(1));
+    let start = selected
+        .saturating_sub(shown / 2)
+        .min(earlier.saturating_sub(shown));
+    let r = centered(area, 72, shown as u16 + 5);
     f.render_widget(Clear, r);
     let mut lines = vec![Line::styled(
         "checkpoint  iteration  sparsity       ppl   (later ones are dropped)",
         t.muted(),
     )];
-    for c in &m.checkpoints[..earlier] {
+    for c in &m.checkpoints[start..start + shown] {
         let mut sum = 0.0;
         let mut total = 0.0;
         for l in &m.layers {
@@ -164,7 +170,15 @@ fn picker(f: &mut Frame, area: Rect, app: &App, view: &View, selected: usize) {
         };
         lines.push(Line::styled(text, style));
     }
-    lines.push(Line::styled("↑↓ choose · ⏎ next · esc cancel", t.muted()));
+    let range = if shown < earlier {
+        format!(" · {}–{} of 0–{}", start, start + shown - 1, earlier - 1)
+    } else {
+        String::new()
+    };
+    lines.push(Line::styled(
+        format!("↑↓ choose · ⏎ next · esc cancel{range}"),
+        t.muted(),
+    ));
     let p = Paragraph::new(lines).block(dialog(app, "Roll back to a checkpoint"));
     f.render_widget(p, r);
 }
