@@ -831,3 +831,20 @@ fn the_rollback_picker_scrolls_on_a_short_screen() {
         );
     }
 }
+
+// At widths where the proposal panel is narrower than a table row, rows are cut, never
+// wrapped onto a second line (clicks and the editor count one line per row).
+#[test]
+fn proposal_rows_never_wrap() {
+    let (m, events) = fixtures::reviewing(8);
+    for w in [50, 53, 56, 100, 101, 102, 103, 120] {
+        let screen = text(&draw(&mut app(), &view(&m, &events), w, 30));
+        // The table's rows, not the log's mention of them.
+        let rows = screen.lines().filter(|l| l.contains("│ layers.")).count();
+        assert_eq!(rows, 4, "width {w}:\n{screen}");
+        assert!(
+            !screen.contains("│+0.1"),
+            "width {w}: a wrapped delta:\n{screen}"
+        );
+    }
+}

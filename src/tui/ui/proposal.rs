@@ -89,12 +89,17 @@ pub fn render(
         }
         _ => ("current", "proposed"),
     };
-    let mut lines = vec![Line::from(vec![
-        Span::styled(format!("{:<26}", "layer"), t.muted()),
-        Span::styled(format!("{before:>9}{after:>11}{:>9}", "delta"), t.muted()),
-    ])];
+    // Table lines are cut, not wrapped: clicks and the editor count one line per row.
+    let width = area.width.saturating_sub(2) as usize;
+    let mut lines = vec![clip(
+        Line::from(vec![
+            Span::styled(format!("{:<26}", "layer"), t.muted()),
+            Span::styled(format!("{before:>9}{after:>11}{:>9}", "delta"), t.muted()),
+        ]),
+        width,
+    )];
     for r in &rows {
-        lines.push(row_line(t, r));
+        lines.push(clip(row_line(t, r), width));
     }
     let table_top: i32 = 1;
     if rows.is_empty() {
@@ -214,6 +219,24 @@ fn applied_rows(o: &StepOutcome) -> Vec<RowText<'_>> {
             selected: false,
         })
         .collect()
+}
+
+/// `line` cut to `width` characters (the table holds no wide characters).
+fn clip(line: Line<'static>, width: usize) -> Line<'static> {
+    let mut left = width;
+    let mut spans = Vec::new();
+    for s in line.spans {
+        let n = s.content.chars().count();
+        if n <= left {
+            left -= n;
+            spans.push(s);
+        } else {
+            let cut: String = s.content.chars().take(left).collect();
+            spans.push(Span::styled(cut, s.style));
+            break;
+        }
+    }
+    Line::from(spans)
 }
 
 fn row_line(t: &Theme, r: &RowText) -> Line<'static> {
