@@ -54,6 +54,20 @@ fn load_checked(path: &std::path::Path) -> Result<(file::SessionLog, ModelFiles)
     Ok((log, files))
 }
 
+/// The engine of the recorded run, refused when its windows differ from the header's
+/// hashes: every number, and the masks, are recomputed from them.
+fn recorded_engine(
+    log: &file::SessionLog,
+    files: ModelFiles,
+    path: &std::path::Path,
+) -> Result<crate::worker::Engine> {
+    let engine = launch::load_engine(files, &log.header.options)
+        .with_context(|| format!("{}: re-executing its run", path.display()))?;
+    let o = &log.header.options;
+    crate::worker::setup::check_data(&log.header.data, &engine.data_fingerprints(), o, path)?;
+    Ok(engine)
+}
+
 pub fn replay(a: ReplayArgs) -> Result<()> {
     if !(a.tolerance.is_finite() && a.tolerance >= 0.0) {
         bail!(
@@ -86,14 +100,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         return Ok(());
     }
     let (log, files) = load_checked(&a.session)?;
-    let mut engine = launch::load_engine(files, &log.header.options)
-        .with_context(|| format!("{}: re-executing its run", a.session.display()))?;
-    crate::worker::setup::check_data(
-        &log.header.data,
-        &engine.data_fingerprints(),
-        &log.header.options,
-        &a.session,
-    )?;
+    let mut engine = recorded_engine(&log, files, &a.session)?;
     let r = verify::verify(&log, &mut engine, a.tolerance, &a.session)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -176,15 +183,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let Some(ckpt) = ckpt else {
         bail!("{}: the session has no checkpoint yet", a.session.display());
     };
-    let mut engine = launch::load_engine(files.clone(), &log.header.options)
-        .with_context(|| format!("{}: re-executing its run", a.session.display()))?;
-    // The masks are rebuilt from the calibration windows: other text, other masks.
-    crate::worker::setup::check_data(
-        &log.header.data,
-        &engine.data_fingerprints(),
-        &log.header.options,
-        &a.session,
-    )?;
+    let mut engine = recorded_engine(&log, files.clone(), &a.session)?;
     let steps = ckpt.steps.clone();
     engine.rebuild(&steps, 0)?;
     let meta = serde_json::json!({
