@@ -848,3 +848,17 @@ fn proposal_rows_never_wrap() {
         );
     }
 }
+
+// A session stopped during review shows no proposal waiting for review (replay said so
+// at its last event).
+#[test]
+fn a_stopped_session_has_no_pending_proposal() {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    assert!(arborist::tui::view::pending(&m).is_some());
+    let stop = Event::StopRequested { by: "human".into() };
+    fixtures::feed(&mut m, &mut events, stop);
+    assert!(matches!(m.phase, Phase::Done(_)) && m.proposal.is_some());
+    assert!(arborist::tui::view::pending(&m).is_none());
+    let screen = text(&draw(&mut app(), &view(&m, &events), 120, 40));
+    assert!(!screen.contains("waiting for review"), "{screen}");
+}

@@ -7,7 +7,7 @@ use ratatui::buffer::Buffer;
 use ratatui::Terminal;
 
 use crate::agent::{AgentReply, LayerRow, LayerTarget, Proposal, Usage};
-use crate::session::{Evaluation, Event, LayerInfo, LoopOptions, Machine, Phase};
+use crate::session::{Evaluation, Event, LayerInfo, LoopOptions, Machine};
 
 use super::app::{App, Request};
 use super::keymap::Keymap;
@@ -252,7 +252,7 @@ pub fn view<'a>(m: &'a Machine, events: &'a [Event]) -> View<'a> {
     View {
         machine: m,
         events,
-        pending: m.proposal.as_ref().filter(|_| m.phase == Phase::Reviewing),
+        pending: crate::tui::view::pending(m),
         progress: None,
         replay: None,
         session: "sessions/test.yaml",

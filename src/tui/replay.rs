@@ -137,7 +137,7 @@ impl Source for Replay {
         View {
             machine: m,
             events: self.timeline.events(),
-            pending: m.proposal.as_ref(),
+            pending: super::view::pending(m),
             progress: None,
             replay: Some(ReplayPos {
                 index: self.timeline.index(),

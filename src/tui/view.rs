@@ -4,6 +4,12 @@
 use crate::agent::Proposal;
 use crate::session::{Event, Machine, Phase};
 
+/// The proposal waiting for review: only while the machine reviews one. A session stopped
+/// during review keeps its last proposal, but nobody is asked about it any more.
+pub fn pending(m: &Machine) -> Option<&Proposal> {
+    m.proposal.as_ref().filter(|_| m.phase == Phase::Reviewing)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayPos {
     /// Events applied so far (0 = before the first).
