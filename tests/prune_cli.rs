@@ -508,36 +508,63 @@ fn profile_reports_every_layer_with_z_scores() {
     assert_eq!(v["protocol"]["grad_windows"], 2);
 }
 
+/// `prune --method METHOD --sparsity 0.3` of `model` on the fixture text (seqlen 32, 4
+/// calibration windows) into `out`, then `eval` of the export with the same protocol: the
+/// prune summary and the export's evaluation.
+fn structured_prune_and_eval(
+    model: &str,
+    method: &str,
+    out: &std::path::Path,
+) -> (serde_json::Value, serde_json::Value) {
+    let text = fx("eval.txt");
+    let o = arborist(
+        &[
+            "prune",
+            "--model",
+            model,
+            "--method",
+            method,
+            "--sparsity",
+            "0.3",
+            "--calib",
+            &text,
+            "--seqlen",
+            "32",
+            "--calib-windows",
+            "4",
+            "--eval",
+            &text,
+            "--out",
+            &p(out),
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{method}: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let o = arborist(
+        &[
+            "eval",
+            "--model",
+            &p(out),
+            "--ppl",
+            &text,
+            "--seqlen",
+            "32",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    (v, serde_json::from_slice(&o.stdout).unwrap())
+}
+
 #[test]
 fn structured_baselines_export_loadable_models() {
     for (method, layers) in [("shortgpt", 2), ("width", 3)] {
         let d = tmp();
         let out = d.path().join(method);
-        let o = arborist(
-            &[
-                "prune",
-                "--model",
-                &fx("llama"),
-                "--method",
-                method,
-                "--sparsity",
-                "0.3",
-                "--calib",
-                &fx("eval.txt"),
-                "--seqlen",
-                "32",
-                "--calib-windows",
-                "4",
-                "--eval",
-                &fx("eval.txt"),
-                "--out",
-                &p(&out),
-                "--json",
-            ],
-            &[],
-        );
-        assert!(o.status.success(), "{method}: {}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let (v, e) = structured_prune_and_eval(&fx("llama"), method, &out);
         let cfg: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
                 .unwrap();
@@ -549,21 +576,6 @@ fn structured_baselines_export_loadable_models() {
         } else {
             assert!(global > 0.0 && global <= 0.3, "{method}: {global}");
         }
-        let o = arborist(
-            &[
-                "eval",
-                "--model",
-                &p(&out),
-                "--ppl",
-                &fx("eval.txt"),
-                "--seqlen",
-                "32",
-                "--json",
-            ],
-            &[],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(e["ppl"]["value"], v["result"]["ppl"]["value"], "{method}");
     }
 }
@@ -605,50 +617,9 @@ fn shortgpt_export_keeps_each_blocks_sliding_window() {
                 })
                 .collect();
         candle_core::safetensors::save(&edited, &w).unwrap();
-        let out = d.path().join("out");
-        let text = fx("eval.txt");
-        let o = arborist(
-            &[
-                "prune",
-                "--model",
-                &p(&src),
-                "--method",
-                "shortgpt",
-                "--sparsity",
-                "0.3",
-                "--calib",
-                &text,
-                "--seqlen",
-                "32",
-                "--calib-windows",
-                "4",
-                "--eval",
-                &text,
-                "--out",
-                &p(&out),
-                "--json",
-            ],
-            &[],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let (v, e) = structured_prune_and_eval(&p(&src), "shortgpt", &d.path().join("out"));
         let removed = v["result"]["structured"]["removed_blocks"].clone();
         assert_eq!(removed, serde_json::json!([0]), "block 0 is the identity");
-        let o = arborist(
-            &[
-                "eval",
-                "--model",
-                &p(&out),
-                "--ppl",
-                &text,
-                "--seqlen",
-                "32",
-                "--json",
-            ],
-            &[],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(
             e["ppl"]["value"], v["result"]["ppl"]["value"],
             "max_window_layers {mwl}, removed {removed}"

@@ -16,6 +16,9 @@ pub const FORMAT: &str = "arborist-session/1";
 /// Ends every document written since the marker was introduced (older files have none).
 const END: &str = "\n...\n";
 
+/// Hashes of the token windows a run computes on, by option (`calib`, `eval`).
+pub type DataHashes = std::collections::BTreeMap<String, String>;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Header {
     pub format: String,
@@ -28,7 +31,7 @@ pub struct Header {
     /// Hash of the token windows of each data option (`calib`, `eval`); absent in headers
     /// written before 2026-12-01, which are then not checked.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub data: std::collections::BTreeMap<String, String>,
+    pub data: DataHashes,
     /// Hash of each prompt template in use (agent runs), by file name.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub prompt_hashes: std::collections::BTreeMap<String, String>,
@@ -59,12 +62,6 @@ impl SessionWriter {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        if path.is_dir() {
-            bail!(
-                "--session {} is a directory; it takes a file (sessions/NAME.yaml)",
-                path.display()
-            );
         }
         let mut file = OpenOptions::new()
             .write(true)

@@ -114,7 +114,7 @@ impl Engine {
     /// Fingerprints of the windows computed on, by option (`calib`, `eval`). The session
     /// header records them: a resume or verify reading other text (a relative path taken
     /// from another directory, an edited file, another tokenizer) is refused.
-    pub fn data_fingerprints(&self) -> BTreeMap<String, String> {
+    pub fn data_fingerprints(&self) -> crate::session::file::DataHashes {
         BTreeMap::from([
             ("calib".to_string(), windows_fingerprint(&self.cfg.calib)),
             ("eval".to_string(), windows_fingerprint(&self.cfg.eval)),

@@ -160,7 +160,7 @@ pub fn start(opts: &RunOptions) -> Result<(Workers, ModelFiles)> {
 }
 
 /// Block until the engine has loaded (or failed to); its data fingerprints.
-pub fn wait_ready(w: &Workers) -> Result<std::collections::BTreeMap<String, String>> {
+pub fn wait_ready(w: &Workers) -> Result<crate::session::file::DataHashes> {
     loop {
         match w.rx.recv_timeout(Duration::from_secs(3600)) {
             Ok(Msg::Ready(Ok(data))) => return Ok(data),

@@ -48,7 +48,7 @@ pub enum AgentJob {
 #[derive(Debug, Clone)]
 pub enum Msg {
     /// The engine finished loading (its data fingerprints, or the error).
-    Ready(Result<std::collections::BTreeMap<String, String>, String>),
+    Ready(Result<crate::session::file::DataHashes, String>),
     Event(Event),
     Progress {
         label: String,

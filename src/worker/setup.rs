@@ -2,12 +2,11 @@
 //! Shared by the headless runner and the TUI.
 
 use anyhow::{anyhow, bail, Context, Result};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{driver::Driver, Workers};
 use crate::model::ModelFiles;
-use crate::session::file::{self, Header, SessionLog, SessionWriter};
+use crate::session::file::{self, DataHashes, Header, SessionLog, SessionWriter};
 use crate::session::{Effect, Event, Machine, RunOptions};
 
 pub struct Opened {
@@ -91,12 +90,10 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
     })
 }
 
-/// After the engine reported ready: write the header (or reopen the file), rebuild the
-/// machine, and start or resume the loop. Nothing is written before this point.
 /// Refuse to go on when the engine's windows differ from those a session was recorded with.
 pub fn check_data(
-    recorded: &BTreeMap<String, String>,
-    now: &BTreeMap<String, String>,
+    recorded: &DataHashes,
+    now: &DataHashes,
     opts: &RunOptions,
     session: &Path,
 ) -> Result<()> {
@@ -123,12 +120,14 @@ pub fn check_data(
     Ok(())
 }
 
-/// `data`: the engine's data fingerprints, from `launch::wait_ready`.
+/// After the engine reported ready: write the header (or reopen the file), rebuild the
+/// machine, and start or resume the loop. Nothing is written before this point. `data`:
+/// the engine's data fingerprints, from `launch::wait_ready`.
 pub fn attach(
     o: &Opened,
     workers: Workers,
     files: &ModelFiles,
-    data: BTreeMap<String, String>,
+    data: DataHashes,
 ) -> Result<Driver> {
     // Measured before the writer cuts the torn document off; said only once resuming works.
     let torn = o.log.as_ref().and_then(|l| torn_note(l, &o.path));
