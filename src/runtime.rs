@@ -236,3 +236,61 @@ mod parallelism_tests {
         assert!(err.unwrap_err().to_string().contains("item 5"));
     }
 }
+
+/// The executable this process runs, for spawning a child of the same build. On Linux
+/// `/proc/self/exe` still runs it after a rebuild has replaced or deleted the file (the
+/// path `current_exe` returns then ends in " (deleted)" and cannot be spawned).
+pub fn this_executable() -> std::io::Result<std::path::PathBuf> {
+    let proc_exe = std::path::Path::new("/proc/self/exe");
+    if cfg!(target_os = "linux") && proc_exe.exists() {
+        return Ok(proc_exe.to_path_buf());
+    }
+    std::env::current_exe()
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod exe_tests {
+    use super::this_executable;
+    use std::process::Command;
+
+    const STAGE: &str = "ARBORIST_EXE_TEST_STAGE";
+
+    /// Runs one test of this binary, `exe`, in a child with the given stage.
+    fn run_stage(exe: &std::path::Path, test: &str, stage: &str) -> std::process::Output {
+        Command::new(exe)
+            .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+            .env(STAGE, stage)
+            .output()
+            .unwrap()
+    }
+
+    /// A copy of this test binary deletes itself, then spawns `this_executable()`: the
+    /// child must still start (a rebuild replaces the binary under a running TUI).
+    #[test]
+    fn spawns_itself_after_its_file_is_deleted() {
+        let me = "runtime::exe_tests::spawns_itself_after_its_file_is_deleted";
+        match std::env::var(STAGE).as_deref() {
+            Ok("child") => println!("child ran"),
+            Ok("deleter") => {
+                std::fs::remove_file(std::env::current_exe().unwrap()).unwrap();
+                let exe = this_executable().unwrap();
+                let out = run_stage(&exe, me, "child");
+                assert!(out.status.success(), "{out:?}");
+                assert!(String::from_utf8_lossy(&out.stdout).contains("child ran"));
+                println!("deleter ok");
+            }
+            _ => {
+                let dir = tempfile::tempdir().unwrap();
+                let copy = dir.path().join("copy");
+                std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+                let out = run_stage(&copy, me, "deleter");
+                assert!(!copy.exists(), "the copy should have deleted itself");
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success() && text.contains("deleter ok"),
+                    "{out:?}"
+                );
+            }
+        }
+    }
+}

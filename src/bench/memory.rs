@@ -83,7 +83,7 @@ pub fn child(a: &BenchArgs) -> Result<()> {
 }
 
 fn spawn(opts: &RunOptions, iters: usize) -> Result<Sample> {
-    let exe = std::env::current_exe().context("bench: finding this executable")?;
+    let exe = crate::runtime::this_executable().context("bench: finding this executable")?;
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(["bench", "--suite", "session-memory", "--model", &opts.model]);
     for (flag, v) in [("--calib", &opts.calib), ("--eval", &opts.eval)] {

@@ -214,7 +214,7 @@ fn spawn_verify(path: &Path) -> Receiver<(Level, String)> {
     let (tx, rx) = channel();
     let path = path.to_path_buf();
     std::thread::spawn(move || {
-        let out = std::env::current_exe().and_then(|exe| {
+        let out = crate::runtime::this_executable().and_then(|exe| {
             let mut cmd = std::process::Command::new(exe);
             cmd.args(["replay", "--verify", "--json"])
                 .arg(&path)
