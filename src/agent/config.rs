@@ -50,6 +50,10 @@ impl FromStr for Backend {
     }
 }
 
+/// Shortest run of a key's characters redacted on its own: 8 characters of a random key
+/// are a secret's worth, and ordinary text does not contain them.
+const MIN_FRAGMENT: usize = 8;
+
 /// An API key. Its Debug output is redacted so it cannot leak through `{:?}` of a config.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
@@ -64,13 +68,46 @@ impl ApiKey {
     }
 
     /// Replaces the key in text that came from outside (a server may echo it back). Any
-    /// non-empty key is replaced, however short: a short key is still a secret.
+    /// non-empty key is replaced, however short: a short key is still a secret. Servers and
+    /// gateways also echo part of it ("key prefix sk-abc123def…", "sk-abc1...wxyz"), so
+    /// every run of [`MIN_FRAGMENT`] or more of the key's consecutive characters goes too.
     pub(crate) fn scrub(&self, text: &str) -> String {
-        if self.0.is_empty() {
-            text.to_string()
-        } else {
-            text.replace(&self.0, "<redacted>")
+        let key = self.0.as_bytes();
+        if key.len() <= MIN_FRAGMENT {
+            return if key.is_empty() {
+                text.to_string()
+            } else {
+                text.replace(&self.0, "<redacted>")
+            };
         }
+        let starts: std::collections::HashSet<&[u8]> = key.windows(MIN_FRAGMENT).collect();
+        let in_key = |s: &[u8]| key.windows(s.len()).any(|w| w == s);
+        let b = text.as_bytes();
+        let (mut out, mut copied, mut i) = (String::with_capacity(text.len()), 0, 0);
+        while i + MIN_FRAGMENT <= b.len() {
+            if !starts.contains(&b[i..i + MIN_FRAGMENT]) {
+                i += 1;
+                continue;
+            }
+            let mut end = i + MIN_FRAGMENT;
+            while end < b.len() && in_key(&b[i..=end]) {
+                end += 1;
+            }
+            // Whole characters (a key with non-ASCII bytes could match inside one).
+            let start = (0..=i)
+                .rev()
+                .find(|&j| text.is_char_boundary(j))
+                .unwrap_or(0);
+            let end = (end..=b.len())
+                .find(|&j| text.is_char_boundary(j))
+                .unwrap_or(b.len());
+            out.push_str(&text[copied..start]);
+            copied = end;
+            out.push_str("<redacted>");
+            i = end;
+        }
+        out.push_str(&text[copied..]);
+        out
     }
 }
 
@@ -166,6 +203,22 @@ mod tests {
             ApiKey::new("k9Z").scrub("key k9Z echoed"),
             "key <redacted> echoed"
         );
+        // Parts of a key as servers echo them: a prefix, a masked middle, inside a word.
+        let k = ApiKey::new("sk-FAKEKEY-arbrev-1234567890abcdefXYZ");
+        for (text, want) in [
+            ("key prefix sk-FAKEKEY-arbrev-.", "key prefix <redacted>."),
+            (
+                "invalid key sk-FAKEKEY-a...defXYZ",
+                "invalid key <redacted>...defXYZ",
+            ),
+            ("x1234567890aby", "x<redacted>y"),
+            ("é1234567890abé", "é<redacted>é"),
+            ("7 chars 1234567 stay", "7 chars 1234567 stay"),
+        ] {
+            assert_eq!(k.scrub(text), want, "{text}");
+        }
+        let whole = format!("a{}b{}", k.expose(), k.expose());
+        assert_eq!(k.scrub(&whole), "a<redacted>b<redacted>");
         assert!("gemini"
             .parse::<Backend>()
             .unwrap_err()
