@@ -58,6 +58,7 @@ impl HttpError {
                 } else {
                     String::new()
                 };
+                let status = status_text(*status);
                 format!("{backend}: HTTP {status} from {url}{tries}: {message}{hint}")
             }
             HttpError::Transport { message, attempts } => {
@@ -121,9 +122,19 @@ pub(crate) async fn post_with_retry(
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
-                // Only the start of a huge error body is worth quoting.
+                // Only the start of a huge error body is worth quoting. A body that stalls
+                // until the timeout is the timeout's failure, not the status's: retrying it
+                // would wait the whole timeout again each time.
                 let text = match read_capped(resp, MAX_BODY).await {
                     Ok(b) => c.scrub(&String::from_utf8_lossy(&b)),
+                    Err(Read::Failed(e)) if e.is_timeout() => {
+                        let message =
+                            format!("HTTP {} and its body never finished", status_text(status));
+                        return Err(HttpError::Timeout {
+                            message,
+                            seconds: timeout,
+                        });
+                    }
                     Err(_) => String::new(),
                 };
                 let err = HttpError::Status {
@@ -151,8 +162,12 @@ pub(crate) async fn post_with_retry(
             Some(s) => s.min(policy.max_retry_after),
             None => policy.backoff(attempt),
         };
+        // The server's reason matters before the last try: a 429 for an exhausted quota
+        // will not pass by waiting.
         let what = match &err {
-            HttpError::Status { status, .. } => format!("HTTP {status}"),
+            HttpError::Status {
+                status, message, ..
+            } => format!("HTTP {} ({})", status_text(*status), one_line(message, 120)),
             _ => "connection failed".to_string(),
         };
         tracing::warn!(
@@ -162,6 +177,15 @@ pub(crate) async fn post_with_retry(
             attempt + 1
         );
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// A status with its reason, including the ones `http` does not name (Anthropic's 529).
+fn status_text(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(r) => format!("{} {r}", status.as_u16()),
+        None if status.as_u16() == 529 => "529 Overloaded".into(),
+        None => status.as_u16().to_string(),
     }
 }
 
@@ -254,6 +278,14 @@ mod tests {
             server_message("bad \u{1b}[2J thing"),
             "bad \\u{1b}[2J thing"
         );
+    }
+
+    #[test]
+    fn statuses_read_with_their_reason() {
+        let t = |n| status_text(StatusCode::from_u16(n).unwrap());
+        assert_eq!(t(429), "429 Too Many Requests");
+        assert_eq!(t(529), "529 Overloaded");
+        assert_eq!(t(599), "599");
     }
 
     #[test]

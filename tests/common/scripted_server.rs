@@ -22,6 +22,9 @@ pub struct Scripted {
     pub drop_connection: bool,
     /// Hold the connection this long without answering, then close it (a hung server).
     pub hang: Option<Duration>,
+    /// Send the status line, headers and the start of the body, then hold the rest back
+    /// this long (a server that stalls mid-body).
+    pub stall_body: Option<Duration>,
 }
 
 impl Scripted {
@@ -32,6 +35,15 @@ impl Scripted {
             body: body.to_string(),
             drop_connection: false,
             hang: None,
+            stall_body: None,
+        }
+    }
+
+    /// An error status whose body stalls after its first bytes for `d`.
+    pub fn stalled(status: u16, d: Duration) -> Scripted {
+        Scripted {
+            stall_body: Some(d),
+            ..Scripted::error(status, "the rest of this body never comes")
         }
     }
 
@@ -47,6 +59,7 @@ impl Scripted {
             body: String::new(),
             drop_connection: true,
             hang: None,
+            stall_body: None,
         }
     }
 
@@ -203,6 +216,21 @@ fn serve(mut stream: TcpStream, queue: &Mutex<VecDeque<Scripted>>, log: &Mutex<V
     }
     if resp.drop_connection {
         let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
+    if let Some(d) = resp.stall_body {
+        let head = format!(
+            "HTTP/1.1 {} Scripted\r\nContent-Length: {}\r\n\r\n{}",
+            resp.status,
+            resp.body.len() + 100_000,
+            &resp.body[..resp.body.len() / 2]
+        );
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.flush();
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            let _ = stream.shutdown(Shutdown::Both);
+        });
         return;
     }
     let mut out = format!("HTTP/1.1 {} Scripted\r\n", resp.status);
