@@ -51,7 +51,8 @@ pub fn parse_and_validate(text: &str, ctx: &AgentContext) -> Result<Proposal, Ve
     proposal_unless(problems, items, reasoning)
 }
 
-/// The first JSON object in `text` (bare, fenced or inside prose) that has a `layers` field.
+/// The first JSON object in `text` (bare, fenced or inside prose) that has a `layers`
+/// field, after any reasoning block.
 pub fn extract_json(text: &str) -> Option<Value> {
     extract(text).ok()
 }
@@ -60,6 +61,33 @@ pub fn extract_json(text: &str) -> Option<Value> {
 /// first object that mentions "layers" but is not valid JSON (with serde's reason, e.g. a
 /// number out of range).
 fn extract(text: &str) -> Result<Value, String> {
+    extract_with_text(text).map(|(v, _)| v)
+}
+
+/// The reply without the model's reasoning: what follows the last `</think>` (or
+/// `</thinking>`), as reasoning models send through servers without a reasoning parser.
+/// A draft proposal inside the reasoning is not the answer. None when a reasoning block is
+/// opened and never closed (the reply was cut off while reasoning).
+fn answer_part(text: &str) -> Option<&str> {
+    let closed = ["</think>", "</thinking>"]
+        .iter()
+        .filter_map(|tag| text.rfind(tag).map(|i| i + tag.len()))
+        .max();
+    match closed {
+        Some(end) => Some(&text[end..]),
+        None if text.contains("<think>") || text.contains("<thinking>") => None,
+        None => Some(text),
+    }
+}
+
+/// [`extract`], with the object's own text (to read `layers` again in its written order).
+fn extract_with_text(text: &str) -> Result<(Value, &str), String> {
+    let Some(text) = answer_part(text) else {
+        return Err(
+            "reply: the reasoning block (<think>) is never closed, so there is no answer after it (cut off at the token limit? see --agent-max-tokens)"
+                .into(),
+        );
+    };
     let bytes = text.as_bytes();
     let starts = bytes.iter().enumerate().filter(|(_, &c)| c == b'{');
     let mut broken = None;
@@ -69,7 +97,7 @@ fn extract(text: &str) -> Result<Value, String> {
         };
         let candidate = &text[start..end];
         match serde_json::from_str::<Value>(candidate) {
-            Ok(v) if v.get("layers").is_some() => return Ok(v),
+            Ok(v) if v.get("layers").is_some() => return Ok((v, candidate)),
             Ok(_) => {}
             Err(e) if broken.is_none() && candidate.contains("\"layers\"") => {
                 broken = Some(e.to_string());
@@ -144,12 +172,13 @@ fn proposal_unless(
 /// The entries and reasoning of the first JSON object with a `layers` field; an error
 /// only when there is none or `layers` has no usable shape.
 fn read(text: &str) -> Result<(Vec<Item>, String), Vec<String>> {
-    let v = extract(text).map_err(|e| vec![e])?;
+    let (v, written) = extract_with_text(text).map_err(|e| vec![e])?;
     let reasoning = match v.get("reasoning") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
         None => String::new(),
     };
+    let owned: Vec<(String, Value)>;
     let entries: Vec<(Option<String>, Option<&Value>)> = match &v["layers"] {
         Value::Array(a) => a
             .iter()
@@ -160,7 +189,14 @@ fn read(text: &str) -> Result<(Vec<Item>, String), Vec<String>> {
             })
             .collect(),
         // {"layers": {"model.layers.0.mlp.up_proj": 0.3}} is unambiguous enough to accept.
-        Value::Object(m) => m.iter().map(|(k, v)| (Some(k.clone()), Some(v))).collect(),
+        // Read again as written: a map keeps one value of a repeated name, silently.
+        Value::Object(_) => {
+            owned = written_pairs(written);
+            owned
+                .iter()
+                .map(|(k, v)| (Some(k.clone()), Some(v)))
+                .collect()
+        }
         other => {
             return Err(vec![format!(
                 "layers: must be a list of {{\"name\", \"sparsity\"}} objects, got {}",
@@ -183,6 +219,37 @@ fn read(text: &str) -> Result<(Vec<Item>, String), Vec<String>> {
         })
         .collect();
     Ok((items, reasoning))
+}
+
+/// The `layers` object of `written` (valid JSON) as its name/value pairs, in written order,
+/// repeats included.
+fn written_pairs(written: &str) -> Vec<(String, Value)> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    struct Pairs(Vec<(String, Value)>);
+    impl<'de> serde::Deserialize<'de> for Pairs {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Pairs;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a map of layer names to sparsities")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Pairs, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(kv) = m.next_entry::<String, Value>()? {
+                        out.push(kv);
+                    }
+                    Ok(Pairs(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Outer {
+        layers: Pairs,
+    }
+    serde_json::from_str::<Outer>(written).map_or_else(|_| Vec::new(), |o| o.layers.0)
 }
 
 /// Shape checks only (a name and a numeric sparsity per entry); see [`validate`] for the

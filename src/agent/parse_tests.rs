@@ -221,3 +221,41 @@ fn names_with_control_characters_are_escaped() {
         "{e:?}"
     );
 }
+
+#[test]
+fn a_draft_inside_the_reasoning_is_not_the_answer() {
+    let draft =
+        format!(r#"{{"layers": [{{"name": "{DOWN1}", "sparsity": 0.09}}], "reasoning": "draft"}}"#);
+    let j = good_json();
+    for text in [
+        format!("<think>A first idea: {draft} but wait…</think>\n{j}"),
+        format!("<thinking>{draft}</thinking>{j}"),
+        // The chat template opened the block in the prompt; only its end is in the reply.
+        format!("reasoning {draft} more\n</think>\n\n{j}"),
+    ] {
+        let p = ok(&text);
+        assert_eq!(
+            (p.layers.len(), p.layers[0].name.as_str()),
+            (2, UP0),
+            "{text}"
+        );
+    }
+    let cut = format!("<think>I will propose {draft} and then");
+    let e = parse_and_validate(&cut, &AgentContext::example()).unwrap_err();
+    assert!(e[0].contains("never closed"), "{e:?}");
+}
+
+#[test]
+fn a_layer_repeated_in_the_object_form_is_reported() {
+    let text = format!(r#"{{"layers": {{"{UP0}": 0.05, "{DOWN1}": 0.3, "{UP0}": 0.09}}}}"#);
+    let e = parse_and_validate(&text, &AgentContext::example()).unwrap_err();
+    assert!(
+        e.iter()
+            .any(|p| p.contains(UP0) && p.contains("listed 2 times")),
+        "{e:?}"
+    );
+    // Written order is kept.
+    let text = format!(r#"{{"layers": {{"{DOWN1}": 0.3, "{UP0}": 0.35}}}}"#);
+    let names: Vec<String> = ok(&text).layers.into_iter().map(|l| l.name).collect();
+    assert_eq!(names, [DOWN1, UP0]);
+}
