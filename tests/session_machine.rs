@@ -245,7 +245,7 @@ fn reject_sends_feedback_to_the_next_prompt_and_is_then_cleared() {
     }
     assert_eq!(m.iteration, 1, "a rejection does not use up an iteration");
     step_from_proposing(&mut m, 10.1);
-    assert_eq!(m.feedback, None);
+    assert_eq!(m.feedback(), None);
 }
 
 fn step_from_proposing(m: &mut Machine, ppl: f64) {

@@ -121,9 +121,10 @@ pub struct Machine {
     pub reflections: Vec<String>,
     /// Indices into `reflections` of failed reflection calls, kept out of the prompts.
     failed_reflections: Vec<usize>,
-    pub feedback: Option<String>,
-    /// Every rejection with its feedback, oldest first (the last is `feedback`'s while set).
+    /// Every rejection with its feedback, oldest first.
     pub feedback_log: Vec<ReviewerFeedback>,
+    /// The last entry of `feedback_log` is this iteration's, not yet answered by a step.
+    feedback_open: bool,
     pub rollbacks: usize,
     pub usage: Usage,
     agent_failures: usize,
@@ -151,8 +152,8 @@ impl Machine {
             history: Vec::new(),
             reflections: Vec::new(),
             failed_reflections: Vec::new(),
-            feedback: None,
             feedback_log: Vec::new(),
+            feedback_open: false,
             rollbacks: 0,
             usage: Usage::default(),
             agent_failures: 0,
@@ -174,6 +175,12 @@ impl Machine {
     }
 
     /// Parameter-weighted sparsity of the current checkpoint.
+    /// The reviewer's feedback on this iteration's rejected proposal, until a step answers it.
+    pub fn feedback(&self) -> Option<&str> {
+        let last = self.feedback_log.last().filter(|_| self.feedback_open);
+        last.map(|f| f.feedback.as_str())
+    }
+
     pub fn global_sparsity(&self) -> f64 {
         self.checkpoint().map_or(0.0, |c| self.sparsity_of(c))
     }
@@ -201,10 +208,9 @@ impl Machine {
                 ..r.clone()
             })
             .collect();
-        let log = &self.feedback_log;
-        let earlier = match self.feedback {
-            Some(_) => &log[..log.len().saturating_sub(1)],
-            None => &log[..],
+        let (open, earlier) = match self.feedback_log.split_last() {
+            Some((last, earlier)) if self.feedback_open => (Some(last), earlier),
+            _ => (None, &self.feedback_log[..]),
         };
         AgentContext {
             model: self.model.clone(),
@@ -220,12 +226,8 @@ impl Machine {
                 .filter(|(i, _)| !self.failed_reflections.contains(i))
                 .map(|(_, r)| r.clone())
                 .collect(),
-            feedback: self.feedback.clone(),
-            rejected: self
-                .feedback
-                .as_ref()
-                .and_then(|_| self.feedback_log.last())
-                .map(|f| f.rejected.clone()),
+            feedback: open.map(|f| f.feedback.clone()),
+            rejected: open.map(|f| f.rejected.clone()),
             earlier_feedback: earlier.to_vec(),
             bounds: self.opts.bounds.clone(),
             ceiling: self.opts.ceiling,

@@ -95,7 +95,7 @@ impl Machine {
                     Decision::Skip => return Ok(self.skip()),
                     Decision::Approve if agent.layers.is_empty() => return Ok(self.skip()),
                     Decision::Reject { feedback } => {
-                        self.feedback = Some(feedback.clone());
+                        self.feedback_open = true;
                         self.feedback_log.push(ReviewerFeedback {
                             iteration: self.iteration,
                             feedback: feedback.clone(),
@@ -281,7 +281,7 @@ impl Machine {
             note,
         }));
         self.history.push(outcome.clone());
-        self.feedback = None;
+        self.feedback_open = false;
         self.phase = Phase::Reflecting;
         let proposal = self
             .agent_proposal

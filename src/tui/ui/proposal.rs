@@ -137,7 +137,7 @@ pub fn render(
             ]));
         }
     }
-    if let Some(fb) = &m.feedback {
+    if let Some(fb) = m.feedback() {
         lines.push(Line::styled(
             format!("your feedback to the agent: {fb}"),
             t.warn(),
