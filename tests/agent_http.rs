@@ -434,6 +434,68 @@ fn refusals_tool_calls_and_error_bodies_are_named_without_a_repair() {
     }
 }
 
+/// Replies cut off at the token limit before any answer fail at once, naming the flag that
+/// raises the limit (a repair round would be cut off again); the limit is sent.
+#[test]
+fn replies_cut_off_before_an_answer_name_the_token_flag() {
+    use serde_json::json;
+    let openai_cut = |content: serde_json::Value| {
+        Scripted::json(
+            200,
+            json!({"choices": [{"finish_reason": "length", "message": {"role": "assistant",
+                "content": content, "reasoning_content": "Let me think about the layers..."}}]}),
+        )
+    };
+    let cases: Vec<(Backend, Scripted, &str)> = vec![
+        (
+            Backend::OpenAi,
+            openai_cut(json!(null)),
+            "before any answer, spent on reasoning",
+        ),
+        (
+            Backend::OpenAi,
+            openai_cut(json!("")),
+            "before any answer, spent on reasoning",
+        ),
+        (
+            Backend::Anthropic,
+            anthropic_json(
+                json!([{"type": "thinking", "thinking": "hmm"}]),
+                "max_tokens",
+            ),
+            "cut off at max_tokens (777) before any answer, spent on thinking",
+        ),
+    ];
+    for (backend, reply, want) in cases {
+        let server = ScriptedServer::start(vec![reply, Scripted::openai(&good(0.35), 1, 1)]);
+        let mut cfg = config(backend, &server.url());
+        cfg.max_tokens = Some(777);
+        let mut a = LlmAgent::new(LlmClient::new(cfg).unwrap(), Templates::builtin()).unwrap();
+        let msg = format!("{:#}", a.propose(&AgentContext::example()).unwrap_err());
+        assert!(
+            msg.contains(want) && msg.contains("--agent-max-tokens"),
+            "{msg}"
+        );
+        let reqs = server.requests();
+        assert_eq!(reqs.len(), 1, "no repair: {msg}");
+        assert_eq!(reqs[0].body["max_tokens"], 777);
+    }
+}
+
+/// Content as a list of parts (Mistral's reasoning models): the text parts are the reply.
+#[test]
+fn openai_content_as_a_list_of_parts_is_read() {
+    use serde_json::json;
+    let parts = json!([{"type": "thinking", "thinking": [{"type": "text", "text": "draft {}"}]},
+                       {"type": "text", "text": good(0.35)}]);
+    let server = ScriptedServer::start(vec![Scripted::json(
+        200,
+        json!({"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": parts}}]}),
+    )]);
+    let r = agent(&server).propose(&AgentContext::example()).unwrap();
+    assert_eq!(r.value.layers[0].sparsity, 0.35);
+}
+
 /// A huge reply is refused in one line instead of being read, stored and sent back.
 #[test]
 fn a_reply_body_over_the_cap_is_refused_in_one_line() {
@@ -467,6 +529,29 @@ fn a_timeout_names_the_flag_that_sets_it() {
         msg.contains("timed out after 1 s") && msg.contains("--agent-timeout"),
         "{msg}"
     );
+}
+
+/// A 5xx whose body stalls is the timeout's failure: not retried (each try would wait the
+/// whole timeout again), and the line names the flag.
+#[test]
+fn a_5xx_whose_body_stalls_times_out_once() {
+    let stall = Scripted::stalled(503, Duration::from_secs(8));
+    let server = ScriptedServer::start(vec![
+        stall.clone(),
+        stall,
+        Scripted::openai(&good(0.35), 1, 1),
+    ]);
+    let mut cfg = config(Backend::OpenAi, &server.url());
+    cfg.timeout = Duration::from_secs(1);
+    let mut a = LlmAgent::new(LlmClient::new(cfg).unwrap(), Templates::builtin()).unwrap();
+    let msg = format!("{:#}", a.propose(&AgentContext::example()).unwrap_err());
+    assert!(
+        msg.contains("timed out after 1 s")
+            && msg.contains("503 Service Unavailable")
+            && msg.contains("--agent-timeout"),
+        "{msg}"
+    );
+    assert_eq!(server.requests().len(), 1, "not retried: {msg}");
 }
 
 /// A key echoed where a message is cut (server messages at 300 characters, bodies quoted

@@ -313,6 +313,7 @@ fn session_survives_429_500_and_a_broken_body() {
         body: "{\"choices\": [{\"message\": ".into(),
         drop_connection: false,
         hang: None,
+        stall_body: None,
     };
     let server = ScriptedServer::start(vec![
         Scripted::error(429, "slow down").header("Retry-After", "0"),
@@ -445,8 +446,15 @@ fn a_session_ended_by_agent_failures_continues_on_resume() {
     let down_server =
         ScriptedServer::start((0..6).map(|i| Scripted::openai(&bad(i), 7, 3)).collect());
     let s = env.path("s.yaml");
-    let sum = agent_failed_json(&env.session(&down_server, &s, "3"));
+    let r = env.session_with(&down_server, &s, "3", &["--agent-max-tokens", "300"]);
+    let sum = agent_failed_json(&r);
     assert_eq!(sum["finished"], "agent_failed", "{sum}");
+    assert!(down_server
+        .requests()
+        .iter()
+        .all(|r| r.body["max_tokens"] == 300));
+    let (header, _) = session_docs(&s);
+    assert_eq!(header["options"]["agent"]["max_tokens"], 300, "{header}");
     let good = ScriptedServer::start(vec![
         Scripted::openai(&proposal(&[(down(0), 0.05)], "small step"), 7, 3),
         Scripted::openai("It held.", 5, 2),
@@ -462,6 +470,8 @@ fn a_session_ended_by_agent_failures_continues_on_resume() {
             "--resume",
             "--base-url",
             &url,
+            "--agent-max-tokens",
+            "500",
             "--json",
         ],
         KEY,
@@ -469,6 +479,8 @@ fn a_session_ended_by_agent_failures_continues_on_resume() {
     let sum = ok_json(&r);
     assert_eq!(sum["finished"], "max_iterations", "{sum}");
     assert_eq!(good.requests().len(), 2, "a proposal and a reflection");
+    // A resume may raise the reply limit (replies cut off), as it may move the server.
+    assert!(good.requests().iter().all(|r| r.body["max_tokens"] == 500));
     let (_, entries) = session_docs(&s);
     let kinds: Vec<&str> = entries.iter().map(kind).collect();
     let at = kinds

@@ -71,6 +71,14 @@ pub(super) async fn chat(c: &LlmClient, system: &str, messages: &[Message]) -> R
             ))
         );
     }
+    let limit = c.cfg.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    if text.trim().is_empty() && v["stop_reason"] == "max_tokens" {
+        let thought = blocks.iter().any(|b| b["type"] == "thinking");
+        bail!(
+            "anthropic: the reply was cut off at max_tokens ({limit}) before any answer{}; raise --agent-max-tokens N",
+            if thought { ", spent on thinking" } else { "" }
+        );
+    }
     if text.trim().is_empty() {
         let kinds: Vec<&str> = blocks
             .iter()
@@ -91,7 +99,9 @@ pub(super) async fn chat(c: &LlmClient, system: &str, messages: &[Message]) -> R
         }
     }
     if v["stop_reason"] == "max_tokens" {
-        tracing::warn!("anthropic: reply cut off at max_tokens; raise the agent's max tokens");
+        tracing::warn!(
+            "anthropic: reply cut off at max_tokens ({limit}); raise --agent-max-tokens N"
+        );
     }
     let u = &v["usage"];
     Ok(ChatReply {

@@ -83,9 +83,41 @@ fn body(c: &LlmClient, system: &str, messages: &[Message], schema: Option<&Value
 }
 
 fn reply(c: &LlmClient, v: &Value) -> Result<ChatReply> {
-    let msg = &v["choices"][0]["message"];
-    let text = match msg["content"].as_str() {
-        Some(t) => t.to_string(),
+    let choice = &v["choices"][0];
+    let msg = &choice["message"];
+    let text = match &msg["content"] {
+        Value::String(t) => Some(t.clone()),
+        // A list of parts (Mistral's reasoning models, some gateways): its text parts.
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter(|p| p["type"] == "text")
+                .filter_map(|p| p["text"].as_str())
+                .collect(),
+        ),
+        _ => None,
+    };
+    let cut = choice["finish_reason"] == "length";
+    let text = match text {
+        Some(t) if !t.trim().is_empty() => {
+            if cut {
+                tracing::warn!(
+                    "openai: reply cut off at the token limit (finish_reason length); raise --agent-max-tokens N"
+                );
+            }
+            t
+        }
+        // Cut off before any answer: a repair round would only be cut off again.
+        _ if cut => {
+            let reasoned = ["reasoning_content", "reasoning"]
+                .iter()
+                .any(|k| msg[k].as_str().is_some_and(|r| !r.trim().is_empty()));
+            bail!(
+                "openai: the reply was cut off at the token limit (finish_reason length) before any answer{}; raise --agent-max-tokens N",
+                if reasoned { ", spent on reasoning" } else { "" }
+            )
+        }
+        Some(t) => t,
         None => bail!("{}", c.scrub(&no_text(c, v))),
     };
     Ok(ChatReply {

@@ -14,10 +14,11 @@ use crate::worker::{driver::Driver, launch, setup};
 pub fn open(a: &RunArgs) -> Result<setup::Opened> {
     if a.resume {
         let path = a.session.clone().context("--resume needs --session FILE")?;
-        // Where the agent is reached and how long to wait are not part of what the session
-        // records (replay never calls the agent), so a server that moved or got slow can be
-        // followed; every other option is the header's.
-        let connection = ["--base-url", "--agent-timeout"];
+        // Where the agent is reached, how long to wait and how long a reply may be are not
+        // part of what the session records (replay never calls the agent), so a server that
+        // moved or got slow, or replies cut off, can be followed; every other option is the
+        // header's.
+        let connection = ["--base-url", "--agent-timeout", "--agent-max-tokens"];
         if let Some(flag) = a.option_flags().iter().find(|f| !connection.contains(f)) {
             anyhow::bail!(
                 "{flag}: a resumed session keeps the options in its header ({}); drop the flag, or start a new session",
@@ -30,6 +31,9 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
         }
         if a.agent_timeout.is_some() {
             opened.opts.agent.timeout_s = a.agent_timeout;
+        }
+        if a.agent_max_tokens.is_some() {
+            opened.opts.agent.max_tokens = a.agent_max_tokens;
         }
         super::run::header_options_ok(&opened.opts, &opened.path, true)?;
         return Ok(opened);

@@ -31,6 +31,9 @@ pub struct RunArgs {
     /// Seconds per agent request before it times out (default 120).
     #[arg(long)]
     pub agent_timeout: Option<u64>,
+    /// Most tokens per agent reply (default: Anthropic 4096, OpenAI the server's).
+    #[arg(long)]
+    pub agent_max_tokens: Option<u32>,
     /// Target global sparsity over the blocks' linear layers.
     #[arg(long, allow_negative_numbers = true)]
     pub target: Option<f64>,
@@ -128,7 +131,7 @@ impl RunArgs {
         flags!(
             model => "--model", device => "--device", dtype => "--dtype", agent => "--agent",
             agent_model => "--agent-model", base_url => "--base-url", prompts => "--prompts",
-            agent_timeout => "--agent-timeout", target => "--target", threshold => "--threshold",
+            agent_timeout => "--agent-timeout", agent_max_tokens => "--agent-max-tokens", target => "--target", threshold => "--threshold",
             ceiling => "--ceiling", max_iters => "--max-iters", max_step => "--max-step",
             max_layers => "--max-layers", profile_every => "--profile-every", probe => "--probe",
             probe_file => "--probe-file", probe_limit => "--probe-limit",
@@ -186,6 +189,9 @@ impl RunArgs {
         }
         if self.agent_timeout.is_some() {
             o.agent.timeout_s = self.agent_timeout;
+        }
+        if self.agent_max_tokens.is_some() {
+            o.agent.max_tokens = self.agent_max_tokens;
         }
         set!(self.target, o.loop_opts.target);
         set!(self.threshold, o.loop_opts.threshold);
@@ -271,7 +277,7 @@ fn collapse_whitespace(s: &str) -> String {
 }
 
 /// A session header's options, checked as flags are. Replay and export (`resuming`
-/// false) never reach the agent, so how it is reached (its timeout) is not checked there;
+/// false) never reach the agent, so how it is reached (timeout, reply limit) is not checked there;
 /// a resume says which flag replaces a bad timeout.
 pub(super) fn header_options_ok(
     o: &RunOptions,
@@ -281,6 +287,7 @@ pub(super) fn header_options_ok(
     let mut o = o.clone();
     if !resuming {
         o.agent.timeout_s = None;
+        o.agent.max_tokens = None;
     }
     check(&o).map_err(|e| {
         let hint = if o.agent.timeout_s == Some(0) {
@@ -362,21 +369,27 @@ fn check(o: &RunOptions) -> Result<()> {
         let given: Vec<&str> = [
             ("--agent-model", o.agent.model.is_some()),
             ("--base-url", o.agent.base_url.is_some()),
+            ("--agent-max-tokens", o.agent.max_tokens.is_some()),
         ]
         .iter()
         .filter(|(_, set)| *set)
         .map(|(f, _)| *f)
         .collect();
-        if !given.is_empty() {
+        if let Some((last, rest)) = given.split_last() {
+            let (flags, verb, which) = match rest {
+                [] => (last.to_string(), "is", "it"),
+                _ => (format!("{} and {last}", rest.join(", ")), "are", "them"),
+            };
             bail!(
-                "{} {} for an LLM agent (--agent openai|anthropic); the built-in agent (the default) takes neither",
-                given.join(" and "),
-                if given.len() > 1 { "are" } else { "is" }
+                "{flags} {verb} for an LLM agent (--agent openai|anthropic); the built-in agent (the default) does not use {which}"
             );
         }
     }
     if o.agent.timeout_s == Some(0) {
         bail!("--agent-timeout 0: must be at least 1 second (every request would time out)");
+    }
+    if o.agent.max_tokens == Some(0) {
+        bail!("--agent-max-tokens 0: must be at least 1 (no reply could hold a proposal)");
     }
     if !matches!(o.calib_sample.as_str(), "sequential" | "random") {
         bail!(
@@ -515,6 +528,23 @@ mod tests {
             e.starts_with("--agent-model and --base-url are for an LLM agent"),
             "{e}"
         );
+        let e = err(RunArgs {
+            agent_max_tokens: Some(100),
+            ..Default::default()
+        }
+        .options());
+        assert!(
+            e.starts_with("--agent-max-tokens is for an LLM agent"),
+            "{e}"
+        );
+        let e = err(RunArgs {
+            agent: Some("anthropic".into()),
+            agent_model: Some("m".into()),
+            agent_max_tokens: Some(0),
+            ..Default::default()
+        }
+        .options());
+        assert!(e.starts_with("--agent-max-tokens 0"), "{e}");
         RunArgs {
             agent: Some("openai".into()),
             agent_model: Some("m".into()),

@@ -19,6 +19,8 @@ pub struct AgentSpec {
     pub prompts: Option<String>,
     /// Seconds per agent request (and to connect); default 120.
     pub timeout_s: Option<u64>,
+    /// Most tokens one reply may have (`max_tokens`); default: Anthropic 4096, OpenAI unset.
+    pub max_tokens: Option<u32>,
 }
 
 impl Default for AgentSpec {
@@ -29,6 +31,7 @@ impl Default for AgentSpec {
             base_url: None,
             prompts: None,
             timeout_s: None,
+            max_tokens: None,
         }
     }
 }

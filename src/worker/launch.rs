@@ -143,6 +143,7 @@ pub fn make_agent(opts: &RunOptions) -> Result<Box<dyn Agent + Send>> {
                 cfg.timeout = std::time::Duration::from_secs(t);
                 cfg.connect_timeout = cfg.timeout;
             }
+            cfg.max_tokens = a.max_tokens;
             let mut templates = Templates::load(a.prompts.as_deref().map(std::path::Path::new))?;
             templates.set_grad_average(opts.grad_average);
             Box::new(LlmAgent::new(LlmClient::new(cfg)?, templates)?)
