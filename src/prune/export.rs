@@ -122,21 +122,28 @@ fn remove_stale_partials(parent: &Path, name: &str) {
     if !Path::new("/proc/self").exists() {
         return;
     }
-    let prefix = format!(".{name}.partial-");
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
+    let out = parent.join(name);
+    let dead = |rest: Option<&str>| {
+        rest.and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
+    };
+    let (partial, replaced) = (format!(".{name}.partial-"), format!(".{name}.replaced-"));
     for e in entries.flatten() {
         let file_name = e.file_name();
-        let Some(pid) = file_name
-            .to_str()
-            .and_then(|f| f.strip_prefix(&prefix))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+        let Some(f) = file_name.to_str() else {
             continue;
         };
-        if !Path::new("/proc").join(pid.to_string()).exists() {
+        if dead(f.strip_prefix(&partial)) {
             let _ = std::fs::remove_dir_all(e.path());
+        } else if dead(f.strip_prefix(&replaced)) {
+            // A replace killed between its two renames: the old directory goes back where
+            // it was, unless a newer one is there.
+            if out.exists() || std::fs::rename(e.path(), &out).is_err() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
     }
 }
@@ -187,22 +194,68 @@ pub fn write_dir_atomically(
             anyhow::anyhow!("cannot move the result into {}: {e}", out.display())
         });
     }
-    // The old directory is moved aside, not deleted, until the new one is in place: a
-    // failure at any step leaves `out` as it was.
+    // One atomic swap where the filesystem has it: a kill at any point leaves `out` whole,
+    // old or new (the old one then lies in the temporary, removed by the next write).
+    match exchange(&tmp, out) {
+        Ok(()) => std::fs::remove_dir_all(&tmp).with_context(|| {
+            format!(
+                "{} was written, but the directory it replaced, swapped to {}, could not be removed",
+                out.display(),
+                tmp.display()
+            )
+        }),
+        Err(_) => replace_by_renames(&tmp, out),
+    }
+}
+
+/// Swaps two paths in one step (Linux `renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
+        let (ca, cb) = (c(a)?, c(b)?);
+        // SAFETY: two valid NUL-terminated paths; the call touches nothing else.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                ca.as_ptr(),
+                libc::AT_FDCWD,
+                cb.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (a, b);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Where the swap is not supported: the old directory is moved aside, not deleted, until
+/// the new one is in place, so a failure at any step leaves `out` as it was; a kill between
+/// the two renames leaves it aside, and the next write to `out` puts it back.
+fn replace_by_renames(tmp: &Path, out: &Path) -> Result<()> {
     let aside = tmp.with_file_name(format!(
         ".{}.replaced-{}",
         out.file_name().unwrap_or_default().to_string_lossy(),
         std::process::id()
     ));
     if let Err(e) = std::fs::rename(out, &aside) {
-        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_dir_all(tmp);
         bail!(
             "cannot replace {}: {e}; it was left as it was",
             out.display()
         );
     }
-    if let Err(e) = std::fs::rename(&tmp, out) {
-        let _ = std::fs::remove_dir_all(&tmp);
+    if let Err(e) = std::fs::rename(tmp, out) {
+        let _ = std::fs::remove_dir_all(tmp);
         let back = std::fs::rename(&aside, out);
         bail!(
             "cannot move the result into {}: {e}; {}",
@@ -338,8 +391,9 @@ mod tests {
         check_inputs_outside(&model.join("data2"), &[("--calib", &calib)]).unwrap();
     }
 
-    // A --force replace that cannot move the old directory aside leaves it untouched and
-    // no temporary behind; one that can swaps it for the new one and leaves nothing else.
+    // A --force replace by renames that cannot move the old directory aside leaves it
+    // untouched and no temporary behind; one that can (and the swap) puts the new one in
+    // place and leaves nothing else.
     #[test]
     fn a_forced_replace_keeps_the_old_directory_until_the_new_one_is_in() {
         let dir = tempfile::tempdir().unwrap();
@@ -355,7 +409,9 @@ mod tests {
             .path()
             .join(format!(".o.replaced-{}", std::process::id()));
         std::fs::create_dir_all(aside.join("busy")).unwrap();
-        let e = write_dir_atomically(&out, true, write_new).unwrap_err();
+        let tmp = temp_sibling(&out).unwrap();
+        write_new(&tmp).unwrap();
+        let e = replace_by_renames(&tmp, &out).unwrap_err();
         assert!(format!("{e:#}").contains("left as it was"), "{e:#}");
         assert!(out.join("old").exists() && !out.join("new").exists());
         let names = |d: &Path| -> Vec<String> {
@@ -371,9 +427,38 @@ mod tests {
             [format!(".o.replaced-{}", std::process::id()), "o".into()]
         );
         std::fs::remove_dir_all(&aside).unwrap();
+        let tmp = temp_sibling(&out).unwrap();
+        write_new(&tmp).unwrap();
+        replace_by_renames(&tmp, &out).unwrap();
+        assert!(out.join("new").exists() && !out.join("old").exists());
+        assert_eq!(names(dir.path()), ["o"]);
+        // The swap: the same result.
+        std::fs::write(out.join("old"), "x").unwrap();
+        std::fs::remove_file(out.join("new")).unwrap();
         write_dir_atomically(&out, true, write_new).unwrap();
         assert!(out.join("new").exists() && !out.join("old").exists());
         assert_eq!(names(dir.path()), ["o"]);
+        assert!(exchange(&out, &dir.path().join("missing")).is_err());
+        let other = dir.path().join("p");
+        std::fs::create_dir_all(&other).unwrap();
+        exchange(&out, &other).unwrap();
+        assert!(other.join("new").exists() && !out.join("new").exists());
+    }
+
+    // A replace killed between its two renames left the old directory aside and no `out`:
+    // the next write puts it back first; with an `out` there, the leftover is removed.
+    #[test]
+    fn an_old_directory_left_aside_by_a_dead_process_is_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o");
+        let aside = dir.path().join(".o.replaced-4294967294");
+        std::fs::create_dir_all(&aside).unwrap();
+        std::fs::write(aside.join("old"), "x").unwrap();
+        remove_stale_partials(dir.path(), "o");
+        assert!(out.join("old").exists() && !aside.exists());
+        std::fs::create_dir_all(&aside).unwrap();
+        remove_stale_partials(dir.path(), "o");
+        assert!(out.join("old").exists() && !aside.exists());
     }
 
     #[test]
