@@ -54,6 +54,11 @@ pub struct SessionWriter {
     path: PathBuf,
     file: File,
     seq: u64,
+    /// Bytes of whole documents written.
+    len: u64,
+    /// A write failed: the file ends at the last whole event, and nothing more is written
+    /// (the session's state has moved past what the file holds).
+    failed: bool,
 }
 
 impl SessionWriter {
@@ -63,26 +68,58 @@ impl SessionWriter {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
+        let cannot = |e: std::io::Error| {
+            let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                " (pass --resume to continue an existing one)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("cannot create session {}{hint}: {e}", path.display())
+        };
+        if path.exists() {
+            return Err(cannot(std::io::ErrorKind::AlreadyExists.into()));
+        }
+        let doc = format!("---\n{}...\n", serde_yaml::to_string(header)?);
+        // The header is written under a temporary name and linked into place, so the file
+        // never exists without it (a kill in between left an empty file that could be
+        // neither resumed nor started again). The link refuses an existing file.
+        let tmp = path.with_file_name(format!(
+            ".{}.new-{}",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
         let mut file = OpenOptions::new()
             .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| {
-                let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    " (pass --resume to continue an existing one)"
-                } else {
-                    ""
-                };
-                anyhow::anyhow!("cannot create session {}{hint}: {e}", path.display())
-            })?;
-        locked(&file, path)?;
-        let doc = serde_yaml::to_string(header)?;
-        file.write_all(format!("---\n{doc}...\n").as_bytes())?;
-        file.sync_data()?;
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(cannot)?;
+        let written = locked(&file, path)
+            .and_then(|_| Ok(file.write_all(doc.as_bytes())?))
+            .and_then(|_| Ok(file.sync_data()?));
+        let linked = written.and_then(|_| Ok(std::fs::hard_link(&tmp, path)));
+        let _ = std::fs::remove_file(&tmp);
+        match linked? {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(cannot(e)),
+            // A filesystem without hard links: created in place, as before.
+            Err(_) => {
+                file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                    .map_err(cannot)?;
+                locked(&file, path)?;
+                file.write_all(doc.as_bytes())?;
+                file.sync_data()?;
+            }
+        }
         Ok(SessionWriter {
             path: path.to_path_buf(),
             file,
             seq: 0,
+            len: doc.len() as u64,
+            failed: false,
         })
     }
 
@@ -97,6 +134,8 @@ impl SessionWriter {
             path: path.to_path_buf(),
             file,
             seq,
+            len: valid_len,
+            failed: false,
         })
     }
 
@@ -104,19 +143,46 @@ impl SessionWriter {
         &self.path
     }
 
-    /// One document, written with a single call and synced.
+    /// A write has failed; the file holds every event before it, and no more.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// One document, written with a single call and synced. A failed write (a full disk)
+    /// is cut off again, so the file stays a whole session up to the event before, and
+    /// ends the writing: a later event written after the missing one would be out of step.
     pub fn append(&mut self, event: &Event) -> Result<()> {
-        self.seq += 1;
+        if self.failed {
+            bail!(
+                "session {} is no longer written after a failed write; it holds every event before that (--resume continues it)",
+                self.path.display()
+            );
+        }
         let entry = Entry {
-            seq: self.seq,
+            seq: self.seq + 1,
             unix_ms: now_ms(),
             event: event.clone(),
         };
         let doc = format!("---\n{}...\n", serde_yaml::to_string(&entry)?);
-        self.file
+        let written = self
+            .file
             .write_all(doc.as_bytes())
-            .and_then(|_| self.file.sync_data())
-            .with_context(|| format!("cannot write session {}", self.path.display()))
+            .and_then(|_| self.file.sync_data());
+        if let Err(e) = written {
+            self.failed = true;
+            let cut = self.file.set_len(self.len);
+            let state = match cut {
+                Ok(()) => "it holds every event before this one".to_string(),
+                Err(c) => format!("its torn last event is dropped on --resume ({c})"),
+            };
+            bail!(
+                "cannot write session {}: {e}; {state} (--resume continues it)",
+                self.path.display()
+            );
+        }
+        self.seq += 1;
+        self.len += doc.len() as u64;
+        Ok(())
     }
 }
 
@@ -157,8 +223,29 @@ pub struct SessionLog {
 /// reported as torn and dropped; a bad document elsewhere, or an incomplete header, is an
 /// error naming it.
 pub fn read(path: &Path) -> Result<SessionLog> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read session {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read session {}", path.display()))?;
+    if bytes.is_empty() {
+        bail!(
+            "{}: empty, not a session file (a run killed before it wrote its header?); delete it to start again",
+            path.display()
+        );
+    }
+    // A write cut inside a character, or a tail of zeros (a crash on some filesystems) or
+    // of the next document's first dashes, is the torn end of the last document.
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("valid up to here")
+        }
+        Err(e) => bail!(
+            "{}: byte {} is not UTF-8 text (was the file damaged?)",
+            path.display(),
+            e.valid_up_to()
+        ),
+    };
+    let text = without_torn_separator(text.trim_end_matches('\0'));
+    let stripped = text.len() < bytes.len();
     let mut starts: Vec<usize> = text
         .match_indices("---\n")
         .filter(|(i, _)| *i == 0 || text.as_bytes()[i - 1] == b'\n')
@@ -185,7 +272,7 @@ pub fn read(path: &Path) -> Result<SessionLog> {
     // document of a file without end markers).
     let missing = |k: usize, written: Option<serde_yaml::Value>| -> Option<String> {
         let here: serde_yaml::Value = serde_yaml::from_str(unmarked(docs[k])).ok()?;
-        missing_key(&written?, &here, "")
+        missing_key(&written?, &here, "", &[])
     };
     let incomplete = |why: String| {
         anyhow::anyhow!(
@@ -200,9 +287,8 @@ pub fn read(path: &Path) -> Result<SessionLog> {
         .with_context(|| format!("{}: the header document is invalid", path.display()))?;
     let doc: serde_yaml::Value = serde_yaml::from_str(unmarked(docs[0])).unwrap_or_default();
     upgrade_old_header(&doc, &mut header.options);
-    if let Some(key) = missing_key(&serde_yaml::to_value(&header)?, &doc, "")
-        .filter(|k| !ADDED_LATER.iter().any(|(added, _)| added == k))
-    {
+    let added_later: Vec<&str> = ADDED_LATER.iter().map(|(k, _)| *k).collect();
+    if let Some(key) = missing_key(&serde_yaml::to_value(&header)?, &doc, "", &added_later) {
         return Err(incomplete(format!("`{key}` is missing")));
     }
     if header.format != FORMAT {
@@ -252,14 +338,25 @@ pub fn read(path: &Path) -> Result<SessionLog> {
         header,
         entries,
         valid_len,
-        torn_tail,
+        torn_tail: torn_tail || stripped,
     })
+}
+
+/// `text` without a trailing start of a document that got no further than its first
+/// dashes (`-`, `--`, `---`) after a complete one.
+fn without_torn_separator(text: &str) -> &str {
+    for dashes in ["---", "--", "-"] {
+        if let Some(t) = text.strip_suffix(dashes).filter(|t| t.ends_with(END)) {
+            return t;
+        }
+    }
+    text
 }
 
 /// A document without its end marker.
 /// Header keys added after sessions were first written, and what a header written before
 /// each existed ran with. Any other missing key means a cut or edited header.
-const ADDED_LATER: [(&str, &str); 4] = [
+const ADDED_LATER: [(&str, &str); 5] = [
     (
         "options.eval_cache_mb",
         "full passes; the cache gives the same bits, so the default",
@@ -269,6 +366,10 @@ const ADDED_LATER: [(&str, &str); 4] = [
     (
         "options.probe.mmlu_prompt",
         "lm-eval's header, questions not stripped",
+    ),
+    (
+        "options.agent.max_tokens",
+        "the back end's default reply limit, as unset",
     ),
 ];
 
@@ -292,15 +393,23 @@ fn unmarked(doc: &str) -> &str {
 
 /// The first key (as a dotted path) that `written` (a value as serialized) has and `doc`
 /// (the document as read) lacks.
-fn missing_key(written: &serde_yaml::Value, doc: &serde_yaml::Value, at: &str) -> Option<String> {
+/// The first key `written` has that `doc` lacks, other than the `excused` ones (searching
+/// on past them: an excused key must not hide a missing one after it).
+fn missing_key(
+    written: &serde_yaml::Value,
+    doc: &serde_yaml::Value,
+    at: &str,
+    excused: &[&str],
+) -> Option<String> {
     let (serde_yaml::Value::Mapping(w), serde_yaml::Value::Mapping(d)) = (written, doc) else {
         return None;
     };
     w.iter().find_map(|(k, wv)| {
         let name = format!("{at}{}", k.as_str().unwrap_or("?"));
         match d.get(k) {
+            None if excused.contains(&name.as_str()) => None,
             None => Some(name),
-            Some(dv) => missing_key(wv, dv, &format!("{name}.")),
+            Some(dv) => missing_key(wv, dv, &format!("{name}."), excused),
         }
     })
 }
@@ -493,6 +602,101 @@ mod tests {
             }
         }
         assert!(parsing_cuts > 0, "no cut parses: the test checks nothing");
+    }
+
+    // A crash can also leave the next document's first dashes, a tail of zeros, or a cut
+    // inside a character: the complete events before it all stay.
+    #[test]
+    fn dashes_zeros_and_a_cut_character_after_a_whole_event_keep_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, old) = rewritten(dir.path());
+        let whole = std::fs::read(&path).unwrap();
+        let n = old.entries.len();
+        let with = |tail: &[u8]| {
+            let out = dir.path().join("t.yaml");
+            std::fs::write(&out, [&whole[..], tail].concat()).unwrap();
+            read(&out).unwrap()
+        };
+        for tail in [&b"-"[..], b"--", b"---", &[0u8; 4096], b"---\nseq: 9\0\0"] {
+            let log = with(tail);
+            assert!(log.torn_tail, "{tail:?}");
+            assert_eq!(log.entries.len(), n, "{tail:?}");
+            assert_eq!(log.valid_len, whole.len() as u64, "{tail:?}");
+        }
+        let cut_char = [b"---\nseq: 99\nnote: caf\xc3".as_slice()].concat();
+        let log = with(&cut_char);
+        assert!(log.torn_tail && log.entries.len() == n);
+        // The header alone, then the first dashes of the first event.
+        let header_end = whole.windows(5).position(|w| w == b"\n---\n").unwrap() + 1;
+        let out = dir.path().join("h.yaml");
+        std::fs::write(&out, [&whole[..header_end], b"--"].concat()).unwrap();
+        let log = read(&out).unwrap();
+        assert!(log.torn_tail && log.entries.is_empty());
+        // Bad bytes inside the file are damage, named by position; an empty file says so.
+        let mut bad = whole.clone();
+        bad[header_end + 10] = 0xff;
+        std::fs::write(&out, &bad).unwrap();
+        let e = read(&out).err().unwrap().to_string();
+        assert!(
+            e.contains(&format!("byte {} is not UTF-8", header_end + 10)),
+            "{e}"
+        );
+        std::fs::write(&out, b"").unwrap();
+        let e = read(&out).err().unwrap().to_string();
+        assert!(e.contains("empty") && e.contains("delete it"), "{e}");
+    }
+
+    // The file appears with its whole header (linked into place, locked from the start);
+    // an existing one is never replaced.
+    #[test]
+    fn a_new_session_file_appears_whole_and_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = read(Path::new(EXAMPLE)).unwrap();
+        let path = dir.path().join("s.yaml");
+        let w = SessionWriter::create(&path, &old.header).unwrap();
+        let log = read(&path).unwrap();
+        assert!(log.entries.is_empty() && !log.torn_tail);
+        assert_eq!(log.header, old.header);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, ["s.yaml"], "no temporary left");
+        assert!(lock(&path).is_err(), "the writer holds the lock");
+        let e = SessionWriter::create(&path, &old.header).err().unwrap();
+        assert!(e.to_string().contains("pass --resume"), "{e}");
+        drop(w);
+        lock(&path).unwrap();
+    }
+
+    // A failed write (here /dev/full: no space) ends the writing: the next event is
+    // refused rather than written after the one that is missing.
+    #[test]
+    fn after_a_failed_write_nothing_more_is_written() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            return;
+        }
+        let mut w = SessionWriter {
+            path: full.to_path_buf(),
+            file: OpenOptions::new().write(true).open(full).unwrap(),
+            seq: 3,
+            len: 0,
+            failed: false,
+        };
+        let ev = Event::StopRequested { by: "test".into() };
+        let e = format!("{:#}", w.append(&ev).unwrap_err());
+        assert!(
+            e.starts_with("cannot write session /dev/full: No space left"),
+            "{e}"
+        );
+        assert!(
+            e.contains("--resume continues it") && w.failed() && w.seq == 3,
+            "{e}"
+        );
+        let e = format!("{:#}", w.append(&ev).unwrap_err());
+        assert!(e.contains("no longer written after a failed write"), "{e}");
     }
 
     #[test]

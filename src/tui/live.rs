@@ -44,6 +44,11 @@ impl Live {
             d.pending_review = None;
         }
         if let Err(e) = d.feed(ev) {
+            if d.write_failed() {
+                // The machine is past what the file holds: going on would lose the steps.
+                app.failure = Some(format!("{e:#}"));
+                return;
+            }
             app.say(Level::Error, format!("{e:#}"));
             // The machine refused it, so the proposal still waits for review.
             if d.machine.phase == Phase::Reviewing {

@@ -77,7 +77,13 @@ impl Driver {
         Ok(())
     }
 
-    /// Record an input event and let the machine act on it.
+    /// The session file could not be written: the session cannot go on in this process.
+    pub fn write_failed(&self) -> bool {
+        self.writer.as_ref().is_some_and(|w| w.failed())
+    }
+
+    /// Let the machine act on an input event, then record it (an event the machine refuses
+    /// is not recorded).
     pub fn feed(&mut self, ev: Event) -> Result<()> {
         if self.machine.is_done() && !matches!(ev, Event::StopRequested { .. }) {
             return Ok(()); // a late reply after the session ended
