@@ -558,6 +558,14 @@ fn a_server_that_hangs_past_the_timeout_costs_one_skipped_iteration() {
     let r = env.session_with(&server, &s, "2", &["--agent-timeout", "1"]);
     let sum = ok_json(&r);
     assert_eq!(sum["finished"], "max_iterations", "{sum}");
+    // A finished run still says the agent failed on the way.
+    assert_eq!(sum["agent_failures"], 1, "{sum}");
+    assert!(
+        r.stderr
+            .contains("warning: the agent gave no valid proposal 1 time(s)"),
+        "{}",
+        r.stderr
+    );
     let (_, entries) = session_docs(&s);
     let failed = events(&entries, "agent_failed");
     assert_eq!(failed.len(), 1, "{failed:?}");

@@ -72,6 +72,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     announce_signals(&s.path);
     let res = drive(&mut d, &mut reviewer);
     let summary = summary(&d, &s.path);
+    let failures = d.machine.agent_failures_total;
     let agent_failed = d
         .finished
         .clone()
@@ -89,6 +90,14 @@ pub fn run(a: &RunArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!("{}", serde_yaml::to_string(&summary)?.trim_end());
+    }
+    if failures > 0 && agent_failed.is_none() {
+        // Fewer than three in a row do not end the run, but the result is not the agent's
+        // choice in those iterations.
+        eprintln!(
+            "warning: the agent gave no valid proposal {failures} time(s) in this session; those iterations were skipped (agent_failed events in {})",
+            s.path.display()
+        );
     }
     // Not a result: a script must not take the summary for a finished run.
     if let Some(reason) = agent_failed {
@@ -210,5 +219,6 @@ pub fn summary(d: &Driver, path: &Path) -> serde_json::Value {
         "probe_dense": m.dense.as_ref().and_then(|e| e.probe.clone()),
         "probe_final": m.checkpoint().and_then(|c| c.eval.probe.clone()),
         "agent_tokens": m.usage,
+        "agent_failures": m.agent_failures_total,
     })
 }

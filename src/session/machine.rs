@@ -128,6 +128,9 @@ pub struct Machine {
     pub rollbacks: usize,
     pub usage: Usage,
     agent_failures: usize,
+    /// Every agent failure of the session, in a row or not (iterations the reviewer got no
+    /// valid proposal for).
+    pub agent_failures_total: usize,
     pub stop_requested: bool,
 }
 
@@ -157,6 +160,7 @@ impl Machine {
             rollbacks: 0,
             usage: Usage::default(),
             agent_failures: 0,
+            agent_failures_total: 0,
             stop_requested: false,
         }
     }

@@ -70,6 +70,7 @@ impl Machine {
                 self.expect(Phase::Proposing, ev, Some(*iteration))?;
                 self.usage += *usage;
                 self.agent_failures += 1;
+                self.agent_failures_total += 1;
                 if self.agent_failures >= MAX_AGENT_FAILURES {
                     return Ok(self.finish(StopReason::AgentFailed));
                 }
