@@ -571,27 +571,80 @@ fn status_line(b: &Buffer) -> String {
         .to_string()
 }
 
+/// How far the last frame let `p` scroll.
+fn scroll_max(a: &App, p: arborist::tui::app::Panel) -> u16 {
+    let found = a.areas.scroll_max.iter().find(|(q, _)| *q == p);
+    found.expect("the panel was drawn").1
+}
+
 #[test]
 fn an_editor_opens_with_its_table_in_view_and_pages_while_editing() {
+    use arborist::tui::app::Panel::Proposal;
     let (m, events) = fixtures::reviewing(8);
     let v = view(&m, &events);
     let mut a = app();
-    draw(&mut a, &v, 120, 40);
+    // Short enough that the proposal overflows its panel.
+    draw(&mut a, &v, 60, 23);
+    let max = scroll_max(&a, Proposal);
+    assert!(max > 0, "the proposal fits: the test checks nothing");
     press(&mut a, &v, &[code(KeyCode::Tab), code(KeyCode::PageDown)]);
-    assert_eq!(a.scroll(arborist::tui::app::Panel::Proposal), 10);
+    assert_eq!(a.scroll(Proposal), max.min(10));
     press(&mut a, &v, &[ch('o')]);
     assert_eq!(a.mode(), Mode::Edit);
-    assert_eq!(a.scroll(arborist::tui::app::Panel::Proposal), 0, "reset");
-    let screen = text(&draw(&mut a, &v, 120, 40));
+    assert_eq!(a.scroll(Proposal), 0, "reset");
+    let screen = text(&draw(&mut a, &v, 60, 23));
     assert!(screen.contains("empty: move in the heatmap"), "{screen}");
+    let max = scroll_max(&a, Proposal);
     press(&mut a, &v, &[code(KeyCode::PageDown)]);
-    assert_eq!(a.scroll(arborist::tui::app::Panel::Proposal), 10);
+    assert_eq!(a.scroll(Proposal), max.min(10));
     press(&mut a, &v, &[code(KeyCode::PageUp)]);
-    assert_eq!(
-        a.scroll(arborist::tui::app::Panel::Proposal),
-        0,
-        "pageup edits"
+    assert_eq!(a.scroll(Proposal), 0, "pageup edits");
+}
+
+// Scrolling stops at the end of the text the last frame drew (it used to count on, so
+// coming back took as many presses), in the text panels and the help.
+#[test]
+fn scrolling_stops_at_the_end_of_the_text() {
+    use arborist::tui::app::Panel;
+    let (mut m, mut events) = fixtures::reviewing(36);
+    for _ in 0..6 {
+        fixtures::step(&mut m, &mut events, 10.1);
+        fixtures::next_proposal(&mut m, &mut events);
+    }
+    let v = view(&m, &events);
+    let mut a = app();
+    draw(&mut a, &v, 120, 40);
+    for p in [Panel::Proposal, Panel::Reflection, Panel::Log] {
+        let max = scroll_max(&a, p);
+        for _ in 0..50 {
+            a.scroll_by(p, 10);
+        }
+        let end = if p == Panel::Log { 0 } else { max };
+        assert_eq!(a.scroll(p), end, "{p:?}");
+        a.scroll_by(p, -1);
+        let back = if p == Panel::Log {
+            max.min(1)
+        } else {
+            max.saturating_sub(1)
+        };
+        assert_eq!(a.scroll(p), back, "{p:?}: one step back from the end");
+    }
+    assert!(
+        scroll_max(&a, Panel::Reflection) > 0,
+        "reflections fit: nothing checked"
     );
+    // The help in one column on a small screen says how to scroll, and stops at its end.
+    press(&mut a, &v, &[ch('?')]);
+    let screen = text(&draw(&mut a, &v, 80, 24));
+    assert!(screen.contains("↑↓ PgUp PgDn scroll"), "{screen}");
+    let max = a.areas.help_max.unwrap();
+    assert!(max > 0);
+    for _ in 0..30 {
+        press(&mut a, &v, &[code(KeyCode::PageDown)]);
+    }
+    assert_eq!(a.overlay, Overlay::Help { scroll: max });
+    press(&mut a, &v, &[code(KeyCode::Up)]);
+    assert_eq!(a.overlay, Overlay::Help { scroll: max - 1 });
 }
 
 #[test]

@@ -109,6 +109,10 @@ pub struct Areas {
     pub heat: Option<(u16, u16, u16, usize, usize)>,
     /// Proposal table: the first row's screen line and the row index shown there.
     pub rows: Option<(u16, usize, usize)>,
+    /// How far each text panel drawn could scroll (its wrapped lines past its height).
+    pub scroll_max: Vec<(Panel, u16)>,
+    /// How far the help can scroll, while it is open.
+    pub help_max: Option<u16>,
 }
 
 pub struct App {
@@ -169,10 +173,15 @@ impl App {
     }
 
     /// Positive scrolls towards later text; the log counts back from its newest line.
+    /// Bounded by the text the last frame drew, so scrolling back after the end takes no
+    /// extra presses.
     pub fn scroll_by(&mut self, p: Panel, by: i32) {
         let by = if p == Panel::Log { -by } else { by };
+        let max = (self.areas.scroll_max.iter())
+            .find(|(q, _)| *q == p)
+            .map_or(u16::MAX, |(_, m)| *m);
         let s = &mut self.scroll[p.index()];
-        *s = (*s as i32 + by).clamp(0, u16::MAX as i32) as u16;
+        *s = (*s as i32 + by).clamp(0, max as i32) as u16;
     }
 
     pub fn mode(&self) -> Mode {
@@ -204,11 +213,12 @@ impl App {
             return self.on_action(Action::Quit, view);
         }
         if let Overlay::Help { scroll } = &mut self.overlay {
+            let max = self.areas.help_max.unwrap_or(u16::MAX);
             match key.code {
                 KeyCode::Up | KeyCode::Char('k') => *scroll = scroll.saturating_sub(1),
-                KeyCode::Down | KeyCode::Char('j') => *scroll += 1,
+                KeyCode::Down | KeyCode::Char('j') => *scroll = scroll.saturating_add(1).min(max),
                 KeyCode::PageUp => *scroll = scroll.saturating_sub(10),
-                KeyCode::PageDown => *scroll += 10,
+                KeyCode::PageDown => *scroll = scroll.saturating_add(10).min(max),
                 _ => self.overlay = Overlay::None,
             }
             return vec![];

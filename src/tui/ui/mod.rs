@@ -72,8 +72,11 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
                 .alignment(Alignment::Center),
             Rect::new(area.x, y.saturating_sub(1), area.width, 3.min(area.height)),
         );
-        overlay::render(f, area, app, view);
-        return Areas::default();
+        let help_max = overlay::render(f, area, app, view);
+        return Areas {
+            help_max,
+            ..Areas::default()
+        };
     }
     let mut areas = Areas::default();
     let [body, bar] = Layout::vertical([Constraint::Min(0), Constraint::Length(2)]).areas(area);
@@ -96,7 +99,7 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
             areas.panels.push((Panel::Heatmap, body));
         }
         status::render(f, bar, app, view);
-        overlay::render(f, area, app, view);
+        areas.help_max = overlay::render(f, area, app, view);
         return areas;
     }
     let heat_h = HEAT_HEIGHT.min(body.height);
@@ -143,7 +146,7 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
         place(Panel::Log, log, &mut areas);
     }
     status::render(f, bar, app, view);
-    overlay::render(f, area, app, view);
+    areas.help_max = overlay::render(f, area, app, view);
     areas
 }
 
@@ -157,13 +160,26 @@ fn draw_panel(
     tabbed: bool,
 ) {
     let focused = app.focus == p || (tabbed && app.focus != Panel::Heatmap);
-    match p {
-        Panel::Proposal => areas.rows = proposal::render(f, r, app, view, focused, tabbed),
+    let max = match p {
+        Panel::Proposal => {
+            let (rows, max) = proposal::render(f, r, app, view, focused, tabbed);
+            areas.rows = rows;
+            max
+        }
         Panel::Reflection => panels::reflection(f, r, app, view, focused, tabbed),
-        Panel::Trends => trends::render(f, r, app, view, focused, tabbed),
         Panel::Log => panels::log(f, r, app, view, focused, tabbed),
-        Panel::Heatmap => {}
-    }
+        Panel::Trends => return trends::render(f, r, app, view, focused, tabbed),
+        Panel::Heatmap => return,
+    };
+    areas.scroll_max.push((p, max));
+}
+
+/// Lines of `p` (wrapped at `inner`'s width) that do not fit in `inner`.
+pub(crate) fn overflow(p: &Paragraph, inner: Rect) -> u16 {
+    let lines = p.line_count(inner.width);
+    lines
+        .saturating_sub(inner.height as usize)
+        .min(u16::MAX as usize) as u16
 }
 
 /// A bordered panel with its title; a tabbed panel lists the tabs first, the shown one lit.

@@ -69,27 +69,41 @@ fn dialog<'a>(app: &App, title: &str) -> Block<'a> {
         .style(t.base())
 }
 
-pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
+/// Draws the open dialog; returns how far the help can scroll when it is open.
+pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) -> Option<u16> {
     match &app.overlay {
         Overlay::None => {}
-        Overlay::Help { scroll } => help(f, area, app, *scroll),
+        Overlay::Help { scroll } => return Some(help(f, area, app, *scroll)),
         Overlay::Feedback(text) => field(f, area, app, "Reject: feedback for the agent", text),
         Overlay::Goto(text) => field(f, area, app, "Go to iteration", text),
         Overlay::Picker { selected } => picker(f, area, app, view, *selected),
         Overlay::Confirm { what, ok } => confirm(f, area, app, view, *what, *ok),
     }
+    None
 }
 
-fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) {
+/// The key list, in two columns when they fit; otherwise one that scrolls (its title says
+/// how). Returns how far it can scroll.
+fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> u16 {
     let r = centered(area, 118, area.height.saturating_sub(2));
-    let block = dialog(app, "Keys · any other key closes");
-    let inner = block.inner(r);
+    let lines = help_lines(app);
+    let inner = dialog(app, "").inner(r);
+    let rows = inner.height.max(1) as usize;
+    let two = inner.width >= 100 && lines.len() <= 2 * rows;
+    let max = if two {
+        0
+    } else {
+        lines.len().saturating_sub(rows).min(u16::MAX as usize) as u16
+    };
+    let title = if max > 0 {
+        "Keys · ↑↓ PgUp PgDn scroll · any other key closes"
+    } else {
+        "Keys · any other key closes"
+    };
+    let block = dialog(app, title);
     f.render_widget(Clear, r);
     f.render_widget(block, r);
-    let lines = help_lines(app);
-    let rows = inner.height.max(1) as usize;
-    let cols = if inner.width >= 100 { 2 } else { 1 };
-    if cols == 2 && lines.len() <= 2 * rows {
+    if two {
         let split = lines.len().div_ceil(2);
         let (a, b) = lines.split_at(split);
         let [left, right] =
@@ -98,8 +112,9 @@ fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) {
         f.render_widget(Paragraph::new(a.to_vec()), left);
         f.render_widget(Paragraph::new(b.to_vec()), right);
     } else {
-        f.render_widget(Paragraph::new(lines).scroll((scroll, 0)), inner);
+        f.render_widget(Paragraph::new(lines).scroll((scroll.min(max), 0)), inner);
     }
+    max
 }
 
 /// A text field that grows with its text and, when the text outgrows the screen, shows

@@ -13,7 +13,15 @@ use crate::tui::app::{App, Panel};
 use crate::tui::theme::Theme;
 use crate::tui::view::View;
 
-pub fn reflection(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tabbed: bool) {
+/// Draws the reflections; returns how far they can scroll.
+pub fn reflection(
+    f: &mut Frame,
+    area: Rect,
+    app: &App,
+    view: &View,
+    focused: bool,
+    tabbed: bool,
+) -> u16 {
     let t = app.theme();
     let m = view.machine;
     let mut lines = Vec::new();
@@ -36,11 +44,11 @@ pub fn reflection(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bo
     }
     let title = format!("Reflection · {} (newest first)", m.reflections.len());
     let block = panel_block(app, title, focused, tabbed);
-    let p = Paragraph::new(lines)
-        .block(block)
-        .wrap(Wrap { trim: true })
-        .scroll((app.scroll(Panel::Reflection), 0));
-    f.render_widget(p, area);
+    let text = Paragraph::new(lines).wrap(Wrap { trim: true });
+    let max = super::overflow(&text, block.inner(area));
+    let scroll = app.scroll(Panel::Reflection).min(max);
+    f.render_widget(text.block(block).scroll((scroll, 0)), area);
+    max
 }
 
 fn event_style(t: &Theme, ev: &Event) -> Style {
@@ -58,7 +66,8 @@ fn event_style(t: &Theme, ev: &Event) -> Style {
     }
 }
 
-pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tabbed: bool) {
+/// Draws the newest events that fit; returns how far back it can scroll.
+pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tabbed: bool) -> u16 {
     let t = app.theme();
     let height = area.height.saturating_sub(2) as usize;
     let total = view.events.len();
@@ -98,4 +107,5 @@ pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tab
     }
     let block = panel_block(app, title, focused, tabbed);
     f.render_widget(Paragraph::new(lines).block(block), area);
+    total.saturating_sub(height).min(u16::MAX as usize) as u16
 }

@@ -27,7 +27,8 @@ struct RowText<'a> {
     selected: bool,
 }
 
-/// Draws the panel; returns the first table row's line, its index and the row count.
+/// Draws the panel; returns the first table row's line, its index and the row count, and
+/// how far the panel can scroll.
 pub fn render(
     f: &mut Frame,
     area: Rect,
@@ -35,7 +36,7 @@ pub fn render(
     view: &View,
     focused: bool,
     tabbed: bool,
-) -> Option<(u16, usize, usize)> {
+) -> (Option<(u16, usize, usize)>, u16) {
     let t = app.theme();
     let m = view.machine;
     let current = |name: &str| {
@@ -154,17 +155,13 @@ pub fn render(
     }
     let block = panel_block(app, format!("Proposal · {state}"), focused, tabbed);
     let inner = block.inner(area);
-    let scroll = app.scroll(crate::tui::app::Panel::Proposal);
-    f.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .wrap(Wrap { trim: false })
-            .scroll((scroll, 0)),
-        area,
-    );
+    let text = Paragraph::new(lines).wrap(Wrap { trim: false });
+    let max = super::overflow(&text, inner);
+    let scroll = app.scroll(crate::tui::app::Panel::Proposal).min(max);
+    f.render_widget(text.block(block).scroll((scroll, 0)), area);
     let top = table_top - scroll as i32;
     let first = (-top).max(0) as usize;
-    Some((inner.y + top.max(0) as u16, first, rows.len()))
+    (Some((inner.y + top.max(0) as u16, first, rows.len())), max)
 }
 
 fn editing_title(ed: &Editor) -> String {
