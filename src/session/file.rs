@@ -97,7 +97,7 @@ impl SessionWriter {
         let written = locked(&file, path)
             .and_then(|_| Ok(file.write_all(doc.as_bytes())?))
             .and_then(|_| Ok(file.sync_data()?));
-        let linked = written.and_then(|_| Ok(std::fs::hard_link(&tmp, path)));
+        let linked = written.map(|_| std::fs::hard_link(&tmp, path));
         let _ = std::fs::remove_file(&tmp);
         match linked? {
             Ok(()) => {}
