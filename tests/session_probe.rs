@@ -84,3 +84,47 @@ fn the_mmlu_probe_records_its_prompt_and_scores_as_eval_does() {
         assert!(!work.join("x.yaml").exists());
     }
 }
+
+/// The header records a hash of the probe's items; replaying (or resuming) with a probe
+/// file whose items changed is refused in one line naming it, as the texts are.
+#[test]
+fn a_changed_probe_file_is_refused_by_its_hash() {
+    let dir = tmp();
+    let cache = p(&dir.path().join("cache"));
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bundled/data/freebaseqa.json");
+    let text = std::fs::read_to_string(bundled).unwrap();
+    let probe = work.join("fq.json");
+    std::fs::write(&probe, &text).unwrap();
+    let mut a = vec!["run", "--headless", "--auto-approve", "--session", "s.yaml"];
+    a.extend(SMALL);
+    let pp = p(&probe);
+    a.extend([
+        "--probe",
+        "freebaseqa",
+        "--probe-file",
+        &pp,
+        "--probe-limit",
+        "5",
+    ]);
+    a.extend(["--max-iters", "1", "--json"]);
+    let run = |args: &[&str]| arborist_timed(args, &[("ARBORIST_CACHE", &cache)], &work, LIMIT);
+    ok_json(&run(&a));
+    let (h, _) = session_docs(&work.join("s.yaml"));
+    let hash = h["data"]["probe"].as_str().unwrap().to_string();
+    assert!(hash.starts_with("fnv1a64-items:"), "{h:?}");
+    let verify = ["replay", "s.yaml", "--verify"];
+    assert_eq!(run(&verify).code, Some(0));
+    // The first question, which the probe scores, reworded.
+    let key = "\"RawQuestion\": \"";
+    let at = text.find(key).unwrap() + key.len();
+    std::fs::write(&probe, format!("{}Say, {}", &text[..at], &text[at..])).unwrap();
+    let r = run(&verify);
+    assert_ne!(r.code, Some(0));
+    let lines = r.error_lines();
+    assert_eq!(lines.len(), 1, "{}", r.stderr);
+    for needle in ["--probe-file items", &pp, "differ", &hash] {
+        assert!(lines[0].contains(needle), "{needle}: {}", r.stderr);
+    }
+}

@@ -43,6 +43,44 @@ pub enum Probe {
 }
 
 impl Probe {
+    /// A hash of the items this probe scores (and MMLU's few-shot examples): text read
+    /// from another or an edited file gives other probe numbers.
+    fn fingerprint(&self) -> String {
+        let mut h = crate::runtime::Fnv1a::new();
+        let mut eat = |s: &str| {
+            h.eat(&(s.len() as u64).to_le_bytes());
+            h.eat(s.as_bytes());
+        };
+        match self {
+            Probe::FreebaseQa { items, .. } => {
+                for it in items {
+                    eat(&it.id);
+                    eat(&it.question);
+                    it.aliases.iter().for_each(|a| eat(a));
+                    eat("");
+                }
+            }
+            Probe::Mmlu {
+                data, shots, limit, ..
+            } => {
+                let used = data
+                    .test
+                    .iter()
+                    .map(|(s, v)| (s, &v[..v.len().min(*limit)]));
+                let dev = data.dev.iter().map(|(s, v)| (s, &v[..v.len().min(*shots)]));
+                for (subject, items) in used.chain(dev) {
+                    eat(subject);
+                    for it in items {
+                        eat(&it.question);
+                        it.choices.iter().for_each(|c| eat(c));
+                        eat(&it.answer.to_string());
+                    }
+                }
+            }
+        }
+        format!("fnv1a64-items:{:016x}", h.value())
+    }
+
     fn run(&self, m: &LoadedModel) -> Result<ProbeScore> {
         let none = |_: usize, _: usize| {};
         Ok(match self {
@@ -111,14 +149,19 @@ fn windows_fingerprint(w: &Windows) -> String {
 }
 
 impl Engine {
-    /// Fingerprints of the windows computed on, by option (`calib`, `eval`). The session
+    /// Fingerprints of the windows computed on, by option (`calib`, `eval`), and of the
+    /// probe's items (`probe`) when there is one. The session
     /// header records them: a resume or verify reading other text (a relative path taken
     /// from another directory, an edited file, another tokenizer) is refused.
     pub fn data_fingerprints(&self) -> crate::session::file::DataHashes {
-        BTreeMap::from([
+        let mut h = BTreeMap::from([
             ("calib".to_string(), windows_fingerprint(&self.cfg.calib)),
             ("eval".to_string(), windows_fingerprint(&self.cfg.eval)),
-        ])
+        ]);
+        if let Some(p) = &self.probe {
+            h.insert("probe".to_string(), p.fingerprint());
+        }
+        h
     }
 
     pub fn new(model: LoadedModel, cfg: EngineConfig, probe: Option<Probe>) -> Engine {

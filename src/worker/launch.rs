@@ -104,10 +104,20 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
     ))
 }
 
+/// The probe's benchmark file: the flag, or the bundled model's set of its kind.
+pub fn probe_path(p: &ProbeSpec, opts: &RunOptions) -> Result<PathBuf> {
+    let rel = if p.kind == "mmlu" {
+        "mmlu"
+    } else {
+        "freebaseqa.json"
+    };
+    data_path(&p.file, rel, "probe-file", opts)
+}
+
 fn load_probe(p: &ProbeSpec, opts: &RunOptions) -> Result<Probe> {
     Ok(match p.kind.as_str() {
         "freebaseqa" => {
-            let path = data_path(&p.file, "freebaseqa.json", "probe-file", opts)?;
+            let path = probe_path(p, opts)?;
             let mut items = crate::data::freebaseqa::read_freebaseqa(&path)?;
             items.truncate(p.limit);
             Probe::FreebaseQa {
@@ -116,7 +126,7 @@ fn load_probe(p: &ProbeSpec, opts: &RunOptions) -> Result<Probe> {
             }
         }
         "mmlu" => {
-            let path = data_path(&p.file, "mmlu", "probe-file", opts)?;
+            let path = probe_path(p, opts)?;
             Probe::Mmlu {
                 data: crate::data::mmlu::read_mmlu(&path, p.shots)?,
                 shots: p.shots,

@@ -102,15 +102,22 @@ pub fn check_data(
         if is == was {
             continue;
         }
-        let spec = if key == "calib" {
-            &opts.calib
-        } else {
-            &opts.eval
+        let (flag, what, path) = match (key.as_str(), &opts.probe) {
+            ("probe", Some(p)) => ("probe-file", "items", super::launch::probe_path(p, opts)?),
+            ("calib", _) => (
+                "calib",
+                "windows",
+                super::launch::text_path(&opts.calib, key, opts)?,
+            ),
+            _ => (
+                "eval",
+                "windows",
+                super::launch::text_path(&opts.eval, "eval", opts)?,
+            ),
         };
-        let path = super::launch::text_path(spec, key, opts)?;
         let path = std::path::absolute(&path).unwrap_or(path);
         bail!(
-            "{}: the --{key} windows read from {} differ from those the session was recorded \
+            "{}: the --{flag} {what} read from {} differ from those the session was recorded \
              with ({is}, recorded {was}): the file changed, or a relative path now points \
              elsewhere (run from the directory the session was started in)",
             session.display(),
