@@ -13,9 +13,12 @@ pub fn parse_device(s: &str) -> Result<Device> {
                     .with_context(|| format!("--device {s}: expected cuda:N with N a number"))?,
                 None => 0,
             };
-            Device::new_cuda(idx).with_context(|| {
-                format!("--device {s}: CUDA is unavailable (build with --features cuda on a machine with a GPU)")
-            })
+            let why = if cfg!(feature = "cuda") {
+                "no usable GPU at that index (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+            } else {
+                "this build has no CUDA backend (build with --features cuda)"
+            };
+            Device::new_cuda(idx).with_context(|| format!("--device {s}: CUDA is unavailable: {why}"))
         }
         _ => bail!("--device {s}: expected cpu or cuda:N"),
     }
