@@ -18,7 +18,8 @@ pub fn parse_device(s: &str) -> Result<Device> {
             } else {
                 "this build has no CUDA backend (build with --features cuda)"
             };
-            Device::new_cuda(idx).with_context(|| format!("--device {s}: CUDA is unavailable: {why}"))
+            Device::new_cuda(idx)
+                .with_context(|| format!("--device {s}: CUDA is unavailable: {why}"))
         }
         _ => bail!("--device {s}: expected cpu or cuda:N"),
     }

@@ -32,13 +32,13 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Evaluate a model: perplexity on a text file.
+    /// Evaluate a model: perplexity on a text file, MMLU, FreebaseQA.
     Eval(eval::EvalArgs),
     /// Per-layer sensitivity profile (Wanda score, gradient importance, z-scores).
     Profile(profile::ProfileArgs),
-    /// One-shot pruning (magnitude, Wanda, SparseGPT) and export as a Hugging Face directory.
+    /// One-shot pruning (magnitude, Wanda, SparseGPT, OWL; ShortGPT and width baselines) and export as a Hugging Face directory.
     Prune(prune::PruneArgs),
-    /// Measure forward throughput against a GEMM of matching shape.
+    /// Benchmarks: throughput against a GEMM of matching shape, profile, prune, knowledge, sessions, memory, streaming.
     Bench(crate::bench::BenchArgs),
     /// An agent-guided pruning session (TUI, or --headless).
     Run(run::RunArgs),
@@ -46,7 +46,7 @@ pub enum Command {
     Demo(run::RunArgs),
     /// Show a saved session; --verify re-executes it.
     Replay(replay::ReplayArgs),
-    /// Export a session's last checkpoint as a Hugging Face model directory.
+    /// Export a session's last checkpoint (or the one after iteration N) as a Hugging Face model directory.
     Export(replay::ExportArgs),
     /// Write the bundled model and its evaluation sets to a directory.
     Bundled(BundledArgs),
