@@ -1,0 +1,311 @@
+use super::*;
+
+/// A session written before end markers, `grad_average` and the per-layer back-off.
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/sessions/legacy-abs-of-mean.yaml"
+);
+
+/// The example session rewritten by this build's writer (documents with end markers).
+fn rewritten(dir: &Path) -> (PathBuf, SessionLog) {
+    let old = read(Path::new(EXAMPLE)).unwrap();
+    let path = dir.join("s.yaml");
+    let mut w = SessionWriter::create(&path, &old.header).unwrap();
+    for e in &old.entries {
+        w.append(&e.event).unwrap();
+    }
+    (path, old)
+}
+
+fn cut(path: &Path, len: usize) -> PathBuf {
+    let text = std::fs::read(path).unwrap();
+    let out = path.with_extension(format!("cut{len}.yaml"));
+    std::fs::write(&out, &text[..len]).unwrap();
+    out
+}
+
+/// Keys added after a header was written read as what Arborist then ran with; any
+/// other missing key is still a cut or edited header.
+#[test]
+fn old_headers_read_with_the_options_they_ran_with() {
+    use crate::eval::mmlu::MmluPrompt;
+    use crate::profile::GradAverage;
+    let old = read(Path::new(EXAMPLE)).unwrap();
+    assert_eq!(old.header.options.grad_average, GradAverage::AbsOfMean);
+    let dir = tempfile::tempdir().unwrap();
+    let mut header = old.header.clone();
+    header.options = RunOptions {
+        probe: Some(super::super::options::ProbeSpec {
+            kind: "mmlu".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = dir.path().join("new.yaml");
+    SessionWriter::create(&path, &header).unwrap();
+    let new = read(&path).unwrap().header.options;
+    assert_eq!(new.grad_average, GradAverage::MeanOfAbs);
+    assert_eq!(new.probe.unwrap().mmlu_prompt, MmluPrompt::Hendrycks);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let without = |keys: &[&str]| {
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !keys.iter().any(|k| l.trim_start().starts_with(k)))
+            .collect();
+        let p = dir.path().join(format!("without-{}.yaml", keys.join("-")));
+        std::fs::write(&p, kept.join("\n") + "\n").unwrap();
+        read(&p)
+    };
+    let o = without(&["grad_average:", "mmlu_prompt:", "stream_layers:"])
+        .unwrap()
+        .header
+        .options;
+    assert_eq!(o.grad_average, GradAverage::AbsOfMean);
+    assert_eq!(o.probe.unwrap().mmlu_prompt, MmluPrompt::LmEval);
+    let e = without(&["grad_windows:"]).err().unwrap().to_string();
+    assert!(e.contains("`options.grad_windows` is missing"), "{e}");
+}
+
+#[test]
+fn files_without_end_markers_still_read() {
+    let log = read(Path::new(EXAMPLE)).unwrap();
+    assert!(!log.torn_tail);
+    assert!(log.entries.len() > 50, "{}", log.entries.len());
+    assert_eq!(
+        log.valid_len,
+        std::fs::metadata(EXAMPLE).unwrap().len(),
+        "every document of the example is complete"
+    );
+}
+
+#[test]
+fn a_rewritten_session_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, old) = rewritten(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with("\n...\n"));
+    let log = read(&path).unwrap();
+    assert!(!log.torn_tail);
+    assert_eq!(log.header, old.header);
+    assert_eq!(log.entries.len(), old.entries.len());
+    for (a, b) in log.entries.iter().zip(&old.entries) {
+        assert_eq!(a.event, b.event);
+    }
+    assert_eq!(log.valid_len, text.len() as u64);
+}
+
+// A header cut anywhere is refused (resuming it would run with default options and
+// glue the next document onto the cut line), in both file generations.
+#[test]
+fn a_cut_header_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = rewritten(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let header_end = text[4..].find("\n---\n").unwrap() + 5;
+    let legacy = std::fs::read_to_string(EXAMPLE).unwrap();
+    let legacy_end = legacy[4..].find("\n---\n").unwrap() + 5;
+    let at = |t: &str, key: &str| t.find(key).unwrap() + key.len();
+    let cases = [
+        // New file: mid-line, inside the end marker, and at a line end (which reads
+        // as an older file, whose fields are then checked).
+        (cut(&path, at(&text, "calib_windows: ")), "cut off"),
+        (cut(&path, header_end - 2), "cut off"),
+        (
+            cut(&path, at(&text, "calib_windows: 8\n")),
+            "`options.eval_windows` is missing",
+        ),
+    ];
+    for (p, want) in &cases {
+        let err = format!("{:#}", read(p).err().expect("a cut header must be refused"));
+        assert!(err.contains("header document is incomplete"), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+    // An older file cut at a line end: the missing field is named.
+    let old = dir.path().join("old.yaml");
+    std::fs::write(&old, &legacy[..at(&legacy, "calib_windows: 8\n")]).unwrap();
+    let err = format!("{:#}", read(&old).err().unwrap());
+    assert!(err.contains("`options.eval_windows` is missing"), "{err}");
+    // An older file cut mid-line.
+    std::fs::write(&old, &legacy[..legacy_end - 3]).unwrap();
+    let err = format!("{:#}", read(&old).err().unwrap());
+    assert!(err.contains("cut off"), "{err}");
+    // A whole header that lost only its end marker reads as an older file.
+    assert!(read(&cut(&path, header_end - 4))
+        .unwrap()
+        .entries
+        .is_empty());
+    // A complete older header alone is a session that has not started.
+    std::fs::write(&old, &legacy[..legacy_end]).unwrap();
+    assert!(read(&old).unwrap().entries.is_empty());
+}
+
+// The last event cut at a line end, where it may still parse (a list cut short, an
+// optional field lost), is a torn write: dropped, and the file resumes before it.
+#[test]
+fn a_last_event_cut_at_a_line_end_is_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = rewritten(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let starts: Vec<usize> = text.match_indices("\n---\n").map(|(i, _)| i + 1).collect();
+    let mut parsing_cuts = 0;
+    for (k, w) in starts.windows(2).enumerate().take(12) {
+        let (a, b) = (w[0], w[1]);
+        for (i, _) in text[a..b - 5].match_indices('\n').skip(1) {
+            let end = a + i + 1;
+            if serde_yaml::from_str::<Entry>(&text[a + 4..end]).is_err() {
+                continue;
+            }
+            parsing_cuts += 1;
+            let log = read(&cut(&path, end)).unwrap();
+            assert!(log.torn_tail, "event {} cut at byte {end}", k + 1);
+            assert_eq!(log.entries.len(), k, "event {} cut at byte {end}", k + 1);
+            assert_eq!(log.valid_len, a as u64);
+        }
+    }
+    assert!(parsing_cuts > 0, "no cut parses: the test checks nothing");
+}
+
+// A crash can also leave the next document's first dashes, a tail of zeros, or a cut
+// inside a character: the complete events before it all stay.
+#[test]
+fn dashes_zeros_and_a_cut_character_after_a_whole_event_keep_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, old) = rewritten(dir.path());
+    let whole = std::fs::read(&path).unwrap();
+    let n = old.entries.len();
+    let with = |tail: &[u8]| {
+        let out = dir.path().join("t.yaml");
+        std::fs::write(&out, [&whole[..], tail].concat()).unwrap();
+        read(&out).unwrap()
+    };
+    for tail in [&b"-"[..], b"--", b"---", &[0u8; 4096], b"---\nseq: 9\0\0"] {
+        let log = with(tail);
+        assert!(log.torn_tail, "{tail:?}");
+        assert_eq!(log.entries.len(), n, "{tail:?}");
+        assert_eq!(log.valid_len, whole.len() as u64, "{tail:?}");
+    }
+    let cut_char = [b"---\nseq: 99\nnote: caf\xc3".as_slice()].concat();
+    let log = with(&cut_char);
+    assert!(log.torn_tail && log.entries.len() == n);
+    // The header alone, then the first dashes of the first event.
+    let header_end = whole.windows(5).position(|w| w == b"\n---\n").unwrap() + 1;
+    let out = dir.path().join("h.yaml");
+    std::fs::write(&out, [&whole[..header_end], b"--"].concat()).unwrap();
+    let log = read(&out).unwrap();
+    assert!(log.torn_tail && log.entries.is_empty());
+    // Bad bytes inside the file are damage, named by position; an empty file says so.
+    let mut bad = whole.clone();
+    bad[header_end + 10] = 0xff;
+    std::fs::write(&out, &bad).unwrap();
+    let e = read(&out).err().unwrap().to_string();
+    assert!(
+        e.contains(&format!("byte {} is not UTF-8", header_end + 10)),
+        "{e}"
+    );
+    std::fs::write(&out, b"").unwrap();
+    let e = read(&out).err().unwrap().to_string();
+    assert!(e.contains("empty") && e.contains("delete it"), "{e}");
+}
+
+// The file appears with its whole header (linked into place, locked from the start);
+// an existing one is never replaced.
+#[test]
+fn a_new_session_file_appears_whole_and_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = read(Path::new(EXAMPLE)).unwrap();
+    let path = dir.path().join("s.yaml");
+    let w = SessionWriter::create(&path, &old.header).unwrap();
+    let log = read(&path).unwrap();
+    assert!(log.entries.is_empty() && !log.torn_tail);
+    assert_eq!(log.header, old.header);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["s.yaml"], "no temporary left");
+    assert!(lock(&path).is_err(), "the writer holds the lock");
+    let e = SessionWriter::create(&path, &old.header).err().unwrap();
+    assert!(e.to_string().contains("pass --resume"), "{e}");
+    drop(w);
+    lock(&path).unwrap();
+}
+
+// A failed write (here /dev/full: no space) ends the writing: the next event is
+// refused rather than written after the one that is missing.
+#[test]
+fn after_a_failed_write_nothing_more_is_written() {
+    let full = Path::new("/dev/full");
+    if !full.exists() {
+        return;
+    }
+    let mut w = SessionWriter {
+        path: full.to_path_buf(),
+        file: OpenOptions::new().write(true).open(full).unwrap(),
+        seq: 3,
+        len: 0,
+        failed: false,
+    };
+    let ev = Event::StopRequested { by: "test".into() };
+    let e = format!("{:#}", w.append(&ev).unwrap_err());
+    assert!(
+        e.starts_with("cannot write session /dev/full: No space left"),
+        "{e}"
+    );
+    assert!(
+        e.contains("--resume continues it") && w.failed() && w.seq == 3,
+        "{e}"
+    );
+    let e = format!("{:#}", w.append(&ev).unwrap_err());
+    assert!(e.contains("no longer written after a failed write"), "{e}");
+}
+
+#[test]
+fn a_second_writer_is_refused_while_the_first_holds_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, old) = rewritten(dir.path());
+    let first = lock(&path).unwrap();
+    let err = format!("{:#}", lock(&path).expect_err("a second lock must fail"));
+    assert!(err.contains("open in another arborist process"), "{err}");
+    drop(first);
+    drop(lock(&path).expect("free again once the first is closed"));
+    // A session being created is held by its writer as well.
+    let fresh = dir.path().join("fresh.yaml");
+    let w = SessionWriter::create(&fresh, &old.header).unwrap();
+    assert!(lock(&fresh).is_err());
+    drop(w);
+    drop(lock(&fresh).unwrap());
+}
+
+// A whole last document (end marker and all) that does not parse is reported, not
+// dropped as if a crash had cut it; without its marker it is a torn write.
+#[test]
+fn a_whole_bad_last_document_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, old) = rewritten(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let bad = "---\nseq: 999\nunix_ms: 1\nevent:\n  event: bogus_kind\n";
+    std::fs::write(&path, format!("{text}{bad}...\n")).unwrap();
+    let err = format!("{:#}", read(&path).err().expect("must be refused"));
+    assert!(
+        err.contains("is invalid") && err.contains("bogus_kind"),
+        "{err}"
+    );
+    std::fs::write(&path, format!("{text}{bad}")).unwrap();
+    let log = read(&path).unwrap();
+    assert!(log.torn_tail);
+    assert_eq!(log.entries.len(), old.entries.len());
+}
+
+// A repeated or skipped seq (a hand edit, two writers) is named, not replayed.
+#[test]
+fn events_out_of_sequence_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = rewritten(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let last = text.rfind("\n---\n").unwrap() + 1;
+    std::fs::write(&path, format!("{text}{}", &text[last..])).unwrap();
+    let err = format!("{:#}", read(&path).err().expect("a repeated seq must fail"));
+    assert!(err.contains("expected"), "{err}");
+    assert!(err.contains("has seq"), "{err}");
+}
