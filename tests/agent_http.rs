@@ -482,6 +482,34 @@ fn replies_cut_off_before_an_answer_name_the_token_flag() {
     }
 }
 
+/// OpenAI's reasoning models refuse `max_tokens`: a 400 naming it sends the limit as
+/// `max_completion_tokens` from then on, without dropping structured output.
+#[test]
+fn a_rejected_max_tokens_is_sent_as_max_completion_tokens() {
+    let server = ScriptedServer::start(vec![
+        Scripted::error(
+            400,
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+        ),
+        Scripted::openai(&good(0.35), 1, 1),
+        Scripted::openai(&good(0.36), 1, 1),
+    ]);
+    let mut cfg = config(Backend::OpenAi, &server.url());
+    cfg.max_tokens = Some(900);
+    let mut a = LlmAgent::new(LlmClient::new(cfg).unwrap(), Templates::builtin()).unwrap();
+    let ctx = AgentContext::example();
+    a.propose(&ctx).unwrap();
+    a.propose(&ctx).unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs[0].body["max_tokens"], 900);
+    for r in &reqs[1..] {
+        assert_eq!(r.body["max_completion_tokens"], 900);
+        assert!(r.body.get("max_tokens").is_none());
+        assert_eq!(r.body["response_format"]["type"], "json_schema");
+    }
+}
+
 /// Content as a list of parts (Mistral's reasoning models): the text parts are the reply.
 #[test]
 fn openai_content_as_a_list_of_parts_is_read() {

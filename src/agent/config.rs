@@ -67,18 +67,25 @@ impl ApiKey {
         &self.0
     }
 
-    /// Replaces the key in text that came from outside (a server may echo it back). Any
-    /// non-empty key is replaced, however short: a short key is still a secret. Servers and
+    /// Replaces the whole key wherever it occurs in text from outside (a server may echo it
+    /// back), however short: a short key is still a secret.
+    pub(crate) fn scrub_whole(&self, text: &str) -> String {
+        if self.0.is_empty() {
+            text.to_string()
+        } else {
+            text.replace(&self.0, "<redacted>")
+        }
+    }
+
+    /// Replaces the key as [`ApiKey::scrub_whole`] does; servers and
     /// gateways also echo part of it ("key prefix sk-abc123def…", "sk-abc1...wxyz"), so
     /// every run of [`MIN_FRAGMENT`] or more of the key's consecutive characters goes too.
+    /// For error and log text only: in a reply's data (a sparsity, a layer name) such a run
+    /// of a placeholder key ("sk-no-key-required", "123456789") could be ordinary content.
     pub(crate) fn scrub(&self, text: &str) -> String {
         let key = self.0.as_bytes();
         if key.len() <= MIN_FRAGMENT {
-            return if key.is_empty() {
-                text.to_string()
-            } else {
-                text.replace(&self.0, "<redacted>")
-            };
+            return self.scrub_whole(text);
         }
         let starts: std::collections::HashSet<&[u8]> = key.windows(MIN_FRAGMENT).collect();
         let in_key = |s: &[u8]| key.windows(s.len()).any(|w| w == s);
@@ -219,6 +226,16 @@ mod tests {
         }
         let whole = format!("a{}b{}", k.expose(), k.expose());
         assert_eq!(k.scrub(&whole), "a<redacted>b<redacted>");
+        // Replies keep their data: only the whole key goes there.
+        let k = ApiKey::new("123456789");
+        let reply = r#"{"sparsity": 0.123456789, "note": "key 123456789"}"#;
+        assert_eq!(
+            k.scrub_whole(reply),
+            r#"{"sparsity": 0.<redacted>, "note": "key <redacted>"}"#
+        );
+        let k = ApiKey::new("sk-no-key-required");
+        assert_eq!(k.scrub_whole("pruning required"), "pruning required");
+        assert_eq!(k.scrub("error: key required"), "error: key <redacted>");
         assert!("gemini"
             .parse::<Backend>()
             .unwrap_err()

@@ -57,6 +57,10 @@ pub struct LlmClient {
     pub(crate) http: reqwest::Client,
     /// Set once an OpenAI-compatible server has rejected `response_format`.
     pub(crate) schema_off: AtomicBool,
+    /// The reply limit goes as `max_completion_tokens` (OpenAI's own API, whose reasoning
+    /// models refuse `max_tokens`) rather than `max_tokens` (what other servers read);
+    /// flipped once a server rejects the one sent.
+    pub(crate) completion_tokens: AtomicBool,
 }
 
 impl fmt::Debug for LlmClient {
@@ -109,11 +113,13 @@ impl LlmClient {
             .user_agent(concat!("arborist/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| anyhow::anyhow!("{b}: cannot build the HTTP client: {e}"))?;
+        let public = cfg.base_url.is_none();
         Ok(LlmClient {
             cfg,
             base,
             http,
             schema_off: AtomicBool::new(false),
+            completion_tokens: AtomicBool::new(public),
         })
     }
 
@@ -152,8 +158,9 @@ impl LlmClient {
             // Anthropic has no portable response_format; the prompt and tolerant parsing suffice.
             Backend::Anthropic => super::anthropic::chat(self, system, messages).await,
         }?;
-        // A server that echoes the key must not get it into the session file.
-        reply.text = self.scrub(&reply.text);
+        // A server that echoes the key must not get it into the session file. The whole key
+        // only: a reply is data (numbers, names) that runs of key characters could match.
+        reply.text = self.scrub_whole(&reply.text);
         Ok(reply)
     }
 
@@ -180,10 +187,19 @@ impl LlmClient {
         anyhow::anyhow!(self.scrub(&text))
     }
 
-    /// Server text with any echo of the key removed, fit for errors and logs.
+    /// Server text with any echo of the key, or of 8 or more of its characters, removed:
+    /// fit for errors and logs.
     pub(crate) fn scrub(&self, text: &str) -> String {
         match &self.cfg.api_key {
             Some(k) => k.scrub(text),
+            None => text.to_string(),
+        }
+    }
+
+    /// A reply with the whole key removed wherever it occurs (see [`ApiKey::scrub_whole`]).
+    pub(crate) fn scrub_whole(&self, text: &str) -> String {
+        match &self.cfg.api_key {
+            Some(k) => k.scrub_whole(text),
             None => text.to_string(),
         }
     }

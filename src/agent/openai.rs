@@ -19,21 +19,47 @@ pub(super) async fn chat(
     messages: &[Message],
     schema: Option<&Value>,
 ) -> Result<ChatReply> {
-    let schema = schema.filter(|_| !c.schema_off.load(Ordering::Relaxed));
-    let first = c
-        .post(PATH, headers(c), &body(c, system, messages, schema))
-        .await;
-    let v = match first {
-        Ok(v) => v,
+    let mut schema = schema.filter(|_| !c.schema_off.load(Ordering::Relaxed));
+    // Each of the two fallbacks below is tried at most once for this request.
+    let mut tried_limit_field = false;
+    let v = loop {
+        let sent = c
+            .post(PATH, headers(c), &body(c, system, messages, schema))
+            .await;
+        let (status, message, attempts) = match sent {
+            Ok(v) => break v,
+            Err(HttpError::Status {
+                status,
+                message,
+                attempts,
+            }) if matches!(status.as_u16(), 400 | 422) => (status, message, attempts),
+            Err(e) => return Err(c.fail(PATH, e)),
+        };
+        let lower = message.to_lowercase();
+        // A server that reads the other name of the reply limit: OpenAI's reasoning models
+        // refuse `max_tokens`, and servers that predate `max_completion_tokens` do not
+        // know it.
+        if c.cfg.max_tokens.is_some()
+            && !tried_limit_field
+            && (lower.contains("max_tokens") || lower.contains("max_completion_tokens"))
+        {
+            tried_limit_field = true;
+            let now = !c.completion_tokens.load(Ordering::Relaxed);
+            c.completion_tokens.store(now, Ordering::Relaxed);
+            tracing::warn!(
+                "openai: server rejected the reply limit (HTTP {status}: {}); sending it as {} from now on",
+                one_line(&c.scrub(&message), 200),
+                limit_field(c)
+            );
+            continue;
+        }
         // Many local servers do not know json_schema; tolerant parsing handles plain text.
         // This request is tried once more without it; only a rejection that names it turns
         // it off for the rest of the session (a 400 about, say, the context length does not).
-        Err(HttpError::Status {
-            status, message, ..
-        }) if schema.is_some() && matches!(status.as_u16(), 400 | 422) => {
+        if schema.is_some() {
             let named = ["response_format", "json_schema", "schema", "structured"]
                 .iter()
-                .any(|w| message.to_lowercase().contains(w));
+                .any(|w| lower.contains(w));
             if named {
                 c.schema_off.store(true, Ordering::Relaxed);
             }
@@ -42,13 +68,28 @@ pub(super) async fn chat(
                 c.scrub(&message),
                 if named { " for the rest of the session" } else { "" }
             );
-            c.post(PATH, headers(c), &body(c, system, messages, None))
-                .await
-                .map_err(|e| c.fail(PATH, e))?
+            schema = None;
+            continue;
         }
-        Err(e) => return Err(c.fail(PATH, e)),
+        return Err(c.fail(
+            PATH,
+            HttpError::Status {
+                status,
+                message,
+                attempts,
+            },
+        ));
     };
     reply(c, &v)
+}
+
+/// The name the reply limit is sent under.
+fn limit_field(c: &LlmClient) -> &'static str {
+    if c.completion_tokens.load(Ordering::Relaxed) {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    }
 }
 
 fn headers(c: &LlmClient) -> HeaderMap {
@@ -74,7 +115,7 @@ fn body(c: &LlmClient, system: &str, messages: &[Message], schema: Option<&Value
         });
     }
     if let Some(n) = c.cfg.max_tokens {
-        b["max_tokens"] = json!(n);
+        b[limit_field(c)] = json!(n);
     }
     if let Some(t) = c.cfg.temperature {
         b["temperature"] = json!(t);
@@ -169,6 +210,27 @@ fn usage(u: &Value) -> Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reply_limit_goes_by_the_name_the_server_reads() {
+        use crate::agent::{ApiKey, Backend, LlmConfig};
+        let mut cfg = LlmConfig::new(Backend::OpenAi, "m");
+        cfg.api_key = Some(ApiKey::new("k"));
+        cfg.max_tokens = Some(7);
+        let public = LlmClient::new(cfg.clone()).unwrap();
+        let b = body(&public, "s", &[], None);
+        assert_eq!(
+            (b["max_completion_tokens"].as_u64(), b.get("max_tokens")),
+            (Some(7), None)
+        );
+        cfg.base_url = Some("http://127.0.0.1:1".into());
+        let local = LlmClient::new(cfg).unwrap();
+        let b = body(&local, "s", &[], None);
+        assert_eq!(
+            (b["max_tokens"].as_u64(), b.get("max_completion_tokens")),
+            (Some(7), None)
+        );
+    }
 
     #[test]
     fn usage_reads_the_cost_when_the_server_reports_one() {
