@@ -20,6 +20,10 @@ const SIDE_FILES: &[&str] = &[
 /// Refuse a non-empty `out` unless `force`; returns whether it must be replaced.
 pub fn check_out_dir(out: &Path, force: bool) -> Result<bool> {
     check_writable_parent(out)?;
+    // Before anything is decided about `out`: it may be what a killed replace left aside.
+    if let Some(name) = out.file_name() {
+        restore_replaced(parent_dir(out), &name.to_string_lossy());
+    }
     if !out.exists() {
         return Ok(false);
     }
@@ -117,35 +121,44 @@ fn parent_dir(p: &Path) -> &Path {
 }
 
 /// Remove temporary siblings of `out` left by processes that died mid-write (kill -9):
-/// `.NAME.partial-PID` whose PID no longer runs. Only where /proc tells that.
+/// `.NAME.partial-PID` whose PID no longer runs.
 fn remove_stale_partials(parent: &Path, name: &str) {
-    if !Path::new("/proc/self").exists() {
-        return;
+    let prefix = format!(".{name}.partial-");
+    for (path, _) in dead_siblings(parent, &prefix) {
+        let _ = std::fs::remove_dir_all(path);
     }
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
+}
+
+/// A replace by renames killed between its two renames left the old directory at
+/// `.NAME.replaced-PID` and no `NAME`: it goes back where it was (removed instead when a
+/// newer `NAME` is there).
+fn restore_replaced(parent: &Path, name: &str) {
     let out = parent.join(name);
-    let dead = |rest: Option<&str>| {
-        rest.and_then(|p| p.parse::<u32>().ok())
-            .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
-    };
-    let (partial, replaced) = (format!(".{name}.partial-"), format!(".{name}.replaced-"));
-    for e in entries.flatten() {
-        let file_name = e.file_name();
-        let Some(f) = file_name.to_str() else {
-            continue;
-        };
-        if dead(f.strip_prefix(&partial)) {
-            let _ = std::fs::remove_dir_all(e.path());
-        } else if dead(f.strip_prefix(&replaced)) {
-            // A replace killed between its two renames: the old directory goes back where
-            // it was, unless a newer one is there.
-            if out.exists() || std::fs::rename(e.path(), &out).is_err() {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
+    for (path, _) in dead_siblings(parent, &format!(".{name}.replaced-")) {
+        if out.exists() || std::fs::rename(&path, &out).is_err() {
+            let _ = std::fs::remove_dir_all(path);
         }
     }
+}
+
+/// Entries of `parent` named `PREFIX<pid>` whose process no longer runs (only where /proc
+/// tells that).
+fn dead_siblings(parent: &Path, prefix: &str) -> Vec<(PathBuf, u32)> {
+    if !Path::new("/proc/self").exists() {
+        return vec![];
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let pid = name.to_str()?.strip_prefix(prefix)?.parse::<u32>().ok()?;
+            let dead = !Path::new("/proc").join(pid.to_string()).exists();
+            dead.then(|| (e.path(), pid))
+        })
+        .collect()
 }
 
 fn temp_sibling(out: &Path) -> Result<PathBuf> {
@@ -446,7 +459,8 @@ mod tests {
     }
 
     // A replace killed between its two renames left the old directory aside and no `out`:
-    // the next write puts it back first; with an `out` there, the leftover is removed.
+    // the next write puts it back before it checks `out` (so it needs --force to replace
+    // it, and says so before any work); with an `out` there, the leftover is removed.
     #[test]
     fn an_old_directory_left_aside_by_a_dead_process_is_put_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -454,11 +468,18 @@ mod tests {
         let aside = dir.path().join(".o.replaced-4294967294");
         std::fs::create_dir_all(&aside).unwrap();
         std::fs::write(aside.join("old"), "x").unwrap();
-        remove_stale_partials(dir.path(), "o");
+        let write_new = |tmp: &Path| -> Result<()> {
+            std::fs::create_dir_all(tmp)?;
+            Ok(std::fs::write(tmp.join("new"), "y")?)
+        };
+        let e = write_dir_atomically(&out, false, write_new).unwrap_err();
+        assert!(format!("{e:#}").contains("pass --force"), "{e:#}");
         assert!(out.join("old").exists() && !aside.exists());
+        write_dir_atomically(&out, true, write_new).unwrap();
+        assert!(out.join("new").exists() && !out.join("old").exists());
         std::fs::create_dir_all(&aside).unwrap();
-        remove_stale_partials(dir.path(), "o");
-        assert!(out.join("old").exists() && !aside.exists());
+        check_out_dir(&out, false).unwrap_err();
+        assert!(out.join("new").exists() && !aside.exists());
     }
 
     #[test]
