@@ -241,6 +241,26 @@ mod parallelism_tests {
     }
 }
 
+/// Entries of `parent` named `PREFIX<pid>` whose process no longer runs: temporaries a
+/// killed process left. Empty where /proc cannot tell.
+pub fn dead_process_leftovers(parent: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let proc = std::path::Path::new("/proc");
+    if !proc.join("self").exists() {
+        return vec![];
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let pid = name.to_str()?.strip_prefix(prefix)?.parse::<u32>().ok()?;
+            (!proc.join(pid.to_string()).exists()).then(|| e.path())
+        })
+        .collect()
+}
+
 /// The executable this process runs, for spawning a child of the same build. On Linux
 /// `/proc/self/exe` still runs it after a rebuild has replaced or deleted the file (the
 /// path `current_exe` returns then ends in " (deleted)" and cannot be spawned).

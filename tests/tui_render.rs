@@ -633,6 +633,22 @@ fn scrolling_stops_at_the_end_of_the_text() {
         scroll_max(&a, Panel::Reflection) > 0,
         "reflections fit: nothing checked"
     );
+    // The log scrolls back in time up to its first event, and comes back in one press.
+    let max = scroll_max(&a, Panel::Log);
+    assert!(max > 0, "the log fits: nothing checked");
+    for _ in 0..50 {
+        a.scroll_by(Panel::Log, -10);
+    }
+    assert_eq!(a.scroll(Panel::Log), max);
+    a.scroll_by(Panel::Log, 1);
+    assert_eq!(a.scroll(Panel::Log), max - 1);
+    // An offset beyond the end (the text shrank) counts from what is shown.
+    a.scroll_to(Panel::Reflection, u16::MAX);
+    a.scroll_by(Panel::Reflection, -1);
+    assert_eq!(
+        a.scroll(Panel::Reflection),
+        scroll_max(&a, Panel::Reflection) - 1
+    );
     // The help in one column on a small screen says how to scroll, and stops at its end.
     press(&mut a, &v, &[ch('?')]);
     let screen = text(&draw(&mut a, &v, 80, 24));

@@ -190,8 +190,11 @@ fn read(text: &str) -> Result<(Vec<Item>, String), Vec<String>> {
             .collect(),
         // {"layers": {"model.layers.0.mlp.up_proj": 0.3}} is unambiguous enough to accept.
         // Read again as written: a map keeps one value of a repeated name, silently.
-        Value::Object(_) => {
-            owned = written_pairs(written);
+        Value::Object(m) => {
+            owned = written_pairs(written).unwrap_or_else(|| {
+                // Not readable as written (a repeated top-level "layers"): as parsed.
+                m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            });
             owned
                 .iter()
                 .map(|(k, v)| (Some(k.clone()), Some(v)))
@@ -223,7 +226,7 @@ fn read(text: &str) -> Result<(Vec<Item>, String), Vec<String>> {
 
 /// The `layers` object of `written` (valid JSON) as its name/value pairs, in written order,
 /// repeats included.
-fn written_pairs(written: &str) -> Vec<(String, Value)> {
+fn written_pairs(written: &str) -> Option<Vec<(String, Value)>> {
     use serde::de::{Deserializer, MapAccess, Visitor};
     struct Pairs(Vec<(String, Value)>);
     impl<'de> serde::Deserialize<'de> for Pairs {
@@ -249,7 +252,9 @@ fn written_pairs(written: &str) -> Vec<(String, Value)> {
     struct Outer {
         layers: Pairs,
     }
-    serde_json::from_str::<Outer>(written).map_or_else(|_| Vec::new(), |o| o.layers.0)
+    serde_json::from_str::<Outer>(written)
+        .ok()
+        .map(|o| o.layers.0)
 }
 
 /// Shape checks only (a name and a numeric sparsity per entry); see [`validate`] for the

@@ -124,7 +124,7 @@ fn parent_dir(p: &Path) -> &Path {
 /// `.NAME.partial-PID` whose PID no longer runs.
 fn remove_stale_partials(parent: &Path, name: &str) {
     let prefix = format!(".{name}.partial-");
-    for (path, _) in dead_siblings(parent, &prefix) {
+    for path in crate::runtime::dead_process_leftovers(parent, &prefix) {
         let _ = std::fs::remove_dir_all(path);
     }
 }
@@ -134,31 +134,11 @@ fn remove_stale_partials(parent: &Path, name: &str) {
 /// newer `NAME` is there).
 fn restore_replaced(parent: &Path, name: &str) {
     let out = parent.join(name);
-    for (path, _) in dead_siblings(parent, &format!(".{name}.replaced-")) {
+    for path in crate::runtime::dead_process_leftovers(parent, &format!(".{name}.replaced-")) {
         if out.exists() || std::fs::rename(&path, &out).is_err() {
             let _ = std::fs::remove_dir_all(path);
         }
     }
-}
-
-/// Entries of `parent` named `PREFIX<pid>` whose process no longer runs (only where /proc
-/// tells that).
-fn dead_siblings(parent: &Path, prefix: &str) -> Vec<(PathBuf, u32)> {
-    if !Path::new("/proc/self").exists() {
-        return vec![];
-    }
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return vec![];
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name();
-            let pid = name.to_str()?.strip_prefix(prefix)?.parse::<u32>().ok()?;
-            let dead = !Path::new("/proc").join(pid.to_string()).exists();
-            dead.then(|| (e.path(), pid))
-        })
-        .collect()
 }
 
 fn temp_sibling(out: &Path) -> Result<PathBuf> {

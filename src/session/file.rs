@@ -83,11 +83,15 @@ impl SessionWriter {
         // The header is written under a temporary name and linked into place, so the file
         // never exists without it (a kill in between left an empty file that could be
         // neither resumed nor started again). The link refuses an existing file.
-        let tmp = path.with_file_name(format!(
-            ".{}.new-{}",
-            path.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ));
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let prefix = format!(".{name}.new-");
+        // A creation killed before it linked its file left only this temporary.
+        for stale in crate::runtime::dead_process_leftovers(dir.unwrap_or(Path::new(".")), &prefix)
+        {
+            let _ = std::fs::remove_file(stale);
+        }
+        let tmp = path.with_file_name(format!("{prefix}{}", std::process::id()));
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -141,6 +145,21 @@ impl SessionWriter {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A writer whose every write fails (no space: `/dev/full`), for tests of what follows
+    /// a failed write; None where there is no such device.
+    #[cfg(test)]
+    pub(crate) fn on_full_device() -> Option<SessionWriter> {
+        let full = Path::new("/dev/full");
+        let file = OpenOptions::new().write(true).open(full).ok()?;
+        Some(SessionWriter {
+            path: full.to_path_buf(),
+            file,
+            seq: 0,
+            len: 0,
+            failed: false,
+        })
     }
 
     /// A write has failed; the file holds every event before it, and no more.
@@ -233,10 +252,12 @@ pub fn read(path: &Path) -> Result<SessionLog> {
     }
     // A write cut inside a character, or a tail of zeros (a crash on some filesystems) or
     // of the next document's first dashes, is the torn end of the last document.
-    let text = match std::str::from_utf8(&bytes) {
+    let zeros = bytes.iter().rev().take_while(|&&b| b == 0).count();
+    let kept = &bytes[..bytes.len() - zeros];
+    let text = match std::str::from_utf8(kept) {
         Ok(t) => t,
         Err(e) if e.error_len().is_none() => {
-            std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("valid up to here")
+            std::str::from_utf8(&kept[..e.valid_up_to()]).expect("valid up to here")
         }
         Err(e) => bail!(
             "{}: byte {} is not UTF-8 text (was the file damaged?)",
@@ -244,7 +265,7 @@ pub fn read(path: &Path) -> Result<SessionLog> {
             e.valid_up_to()
         ),
     };
-    let text = without_torn_separator(text.trim_end_matches('\0'));
+    let text = without_torn_separator(text);
     let stripped = text.len() < bytes.len();
     let mut starts: Vec<usize> = text
         .match_indices("---\n")

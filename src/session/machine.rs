@@ -178,13 +178,13 @@ impl Machine {
         self.checkpoints.last()
     }
 
-    /// Parameter-weighted sparsity of the current checkpoint.
     /// The reviewer's feedback on this iteration's rejected proposal, until a step answers it.
     pub fn feedback(&self) -> Option<&str> {
         let last = self.feedback_log.last().filter(|_| self.feedback_open);
         last.map(|f| f.feedback.as_str())
     }
 
+    /// Parameter-weighted sparsity of the current checkpoint.
     pub fn global_sparsity(&self) -> f64 {
         self.checkpoint().map_or(0.0, |c| self.sparsity_of(c))
     }

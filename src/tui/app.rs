@@ -181,7 +181,8 @@ impl App {
             .find(|(q, _)| *q == p)
             .map_or(u16::MAX, |(_, m)| *m);
         let s = &mut self.scroll[p.index()];
-        *s = (*s as i32 + by).clamp(0, max as i32) as u16;
+        // From what is shown (the text may have shrunk under a larger offset).
+        *s = ((*s).min(max) as i32 + by).clamp(0, max as i32) as u16;
     }
 
     pub fn mode(&self) -> Mode {

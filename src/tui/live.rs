@@ -45,8 +45,8 @@ impl Live {
         }
         if let Err(e) = d.feed(ev) {
             if d.write_failed() {
-                // The machine is past what the file holds: going on would lose the steps.
-                app.failure = Some(format!("{e:#}"));
+                // Nothing moves on after a failed write; the first failure says why.
+                app.failure.get_or_insert_with(|| format!("{e:#}"));
                 return;
             }
             app.say(Level::Error, format!("{e:#}"));
@@ -106,7 +106,14 @@ impl Source for Live {
                     let text = format!("{e:#}");
                     tracing::error!("{text}");
                     self.workers_gone = text.contains("workers have stopped");
-                    app.failure = Some(format!("{text} (the session file is saved)"));
+                    // The first failure is the cause; a failed write says itself what
+                    // the file holds.
+                    let saved = if d.write_failed() {
+                        ""
+                    } else {
+                        " (the session file is saved)"
+                    };
+                    app.failure.get_or_insert_with(|| format!("{text}{saved}"));
                     changed = true;
                     break;
                 }

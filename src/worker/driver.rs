@@ -88,6 +88,11 @@ impl Driver {
         if self.machine.is_done() && !matches!(ev, Event::StopRequested { .. }) {
             return Ok(()); // a late reply after the session ended
         }
+        // The file stopped at the event before a failed write; the machine must not move
+        // on past what the file can hold.
+        if let Some(w) = self.writer.as_mut().filter(|w| w.failed()) {
+            return w.append(&ev);
+        }
         let effects = self.machine.handle(&ev).map_err(|e| anyhow!(e))?;
         self.record(&ev)?;
         self.dispatch(effects)
@@ -161,5 +166,44 @@ impl Driver {
     /// Stop the workers (a job still running after a short grace is abandoned).
     pub fn shutdown(self) {
         self.workers.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    // After a write fails, the machine stays where the file stops: the next event is
+    // refused instead of moving it on with nothing recorded.
+    #[test]
+    fn after_a_failed_write_the_machine_stays_where_the_file_stops() {
+        let Some(writer) = SessionWriter::on_full_device() else {
+            return;
+        };
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
+        let log = crate::session::file::read(std::path::Path::new(example)).unwrap();
+        let (compute, _jobs) = channel();
+        let (agent, _asks) = channel();
+        let (_tx, rx) = channel();
+        let workers = Workers {
+            compute,
+            agent,
+            rx,
+            threads: vec![],
+        };
+        let o = &log.header.options;
+        let machine = Machine::new(&o.model, o.loop_opts.clone());
+        let mut d = Driver::new(machine, Some(writer), workers);
+        d.start().unwrap();
+        let (baseline, profiled) = (&log.entries[0].event, &log.entries[1].event);
+        assert!(matches!(profiled, Event::Profiled { .. }));
+        let e = format!("{:#}", d.feed(baseline.clone()).unwrap_err());
+        assert!(e.contains("No space left") && d.write_failed(), "{e}");
+        let phase = d.machine.phase.clone();
+        let e = format!("{:#}", d.feed(profiled.clone()).unwrap_err());
+        assert!(e.contains("no longer written"), "{e}");
+        assert_eq!(d.machine.phase, phase, "the machine moved on");
+        assert!(d.recent.is_empty());
     }
 }
