@@ -185,6 +185,43 @@ fn bench_flags_are_checked() {
     assert_one_line_error(&o, &["none.json"]);
     let o = arborist(&["bench", "--suite", "prune", "--calib", "x.txt"], &[]);
     assert_one_line_error(&o, &["--calib", "only the session suite", "--suite prune"]);
+    // --config was silently ignored where no random model reads it.
+    let cfg = p(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/qwen3-99m.json"));
+    for (suite, model) in [
+        ("knowledge", "bundled"),
+        ("session", "bundled"),
+        ("stream", "x"),
+    ] {
+        let o = arborist(
+            &[
+                "bench", "--suite", suite, "--model", model, "--config", &cfg,
+            ],
+            &[],
+        );
+        assert_one_line_error(&o, &["--config: only a random model reads it", suite]);
+    }
+    // A random model must hold the bundled tokenizer's ids.
+    let small = d.path().join("small.json");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("4096", "512");
+    std::fs::write(&small, text).unwrap();
+    let o = arborist(
+        &[
+            "bench",
+            "--suite",
+            "session",
+            "--model",
+            "random",
+            "--config",
+            &p(&small),
+        ],
+        &[],
+    );
+    assert_one_line_error(
+        &o,
+        &["vocab_size 512 is smaller than the bundled tokenizer's 1024"],
+    );
 }
 
 // Counts of zero used to panic (`profile --calib-windows 0`) or print NaN with exit 0.

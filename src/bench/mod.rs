@@ -45,7 +45,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 32)]
     pub calib_windows: usize,
     /// A Hugging Face config.json for the random model of the forward, ppl, profile and
-    /// prune suites (default: the 7.3M-parameter bench shape), e.g. benches/qwen3-4b.json.
+    /// prune suites (default: the 7.3M-parameter bench shape), e.g. benches/qwen3-4b.json;
+    /// also of the session suite's `--model random` and the stream suite's (default: the
+    /// 29M-parameter shape; a vocabulary at least the bundled tokenizer's).
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
     #[arg(long)]
@@ -283,6 +285,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
             );
         }
     }
+    let random_model = match a.suite.as_str() {
+        "session" => a.model == "random",
+        "stream" => a.model == "bundled",
+        "knowledge" | "agent" | "session-memory" => false,
+        _ => true,
+    };
+    anyhow::ensure!(
+        a.config.is_none() || random_model,
+        "--config: only a random model reads it (suites forward, ppl, profile, prune; session with --model random; stream without --model), not --suite {}{}",
+        a.suite,
+        if a.model != "bundled" { format!(" --model {}", a.model) } else { String::new() }
+    );
     match a.suite.as_str() {
         "knowledge" => return knowledge::knowledge_suite(a.json),
         "agent" => return knowledge::agent_suite(a.json),

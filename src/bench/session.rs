@@ -142,10 +142,11 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
     let model = match &tmp {
         Some(t) => {
             // The stream suite's shape with the bundled model's context, so that windows
-            // default to its 512 tokens.
+            // default to its 512 tokens; or `--config`'s shape.
             let mut cfg: serde_json::Value = serde_json::from_str(super::stream::STREAM_CONFIG)?;
             cfg["max_position_embeddings"] = 512.into();
-            super::stream::write_random_model(&t.0, &cfg.to_string())?;
+            let cfg = super::stream::random_config(a, &cfg.to_string())?;
+            super::stream::write_random_model(&t.0, &cfg)?;
             t.0.display().to_string()
         }
         None => a.model.clone(),

@@ -2,7 +2,7 @@
 //! on a random Qwen3-shaped model written to disk (about 30M parameters) or `--model M`.
 //! Reports time, resident set and peak for each, and fails unless the losses are identical.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device};
 use std::time::Instant;
 
@@ -16,6 +16,27 @@ pub(super) const STREAM_CONFIG: &str = r#"{"model_type":"qwen3","vocab_size":409
   "intermediate_size":1536,"num_hidden_layers":8,"num_attention_heads":8,"num_key_value_heads":4,
   "head_dim":64,"max_position_embeddings":1024,"tie_word_embeddings":true,"rope_theta":10000.0,
   "rms_norm_eps":1e-6}"#;
+
+/// The random model's config: `--config` when given, else `default`. It reads the bundled
+/// tokenizer's ids, so its vocabulary must hold them.
+pub(super) fn random_config(a: &BenchArgs, default: &str) -> Result<String> {
+    let Some(path) = &a.config else {
+        return Ok(default.to_string());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--config {}: cannot read it", path.display()))?;
+    let cfg =
+        ModelConfig::from_json(&text).with_context(|| format!("--config {}", path.display()))?;
+    let bundled = ModelConfig::from_file(&crate::model::bundled::dir()?.join("config.json"))?;
+    anyhow::ensure!(
+        cfg.vocab_size >= bundled.vocab_size,
+        "--config {}: vocab_size {} is smaller than the bundled tokenizer's {} (the random model reads its token ids)",
+        path.display(),
+        cfg.vocab_size,
+        bundled.vocab_size
+    );
+    Ok(text)
+}
 
 /// A model directory with seeded random f32 weights and the bundled tokenizer.
 pub(super) fn write_random_model(dir: &std::path::Path, config: &str) -> Result<()> {
@@ -85,7 +106,7 @@ pub fn stream_suite(a: &BenchArgs) -> Result<()> {
         TempDir(std::env::temp_dir().join(format!("arborist-stream-bench-{}", std::process::id())));
     let files = if a.model == "bundled" {
         let dir = tmp.0.join("model");
-        write_random_model(&dir, STREAM_CONFIG)?;
+        write_random_model(&dir, &random_config(a, STREAM_CONFIG)?)?;
         ModelFiles::from_dir(&dir)?
     } else {
         ModelFiles::resolve(&a.model)?
