@@ -199,7 +199,10 @@ mod parallelism_tests {
     fn batches_at_once_are_bounded_by_threads_and_memory() {
         let threads = rayon::current_num_threads();
         assert_eq!(batch_parallelism(&Device::Cpu, 1), threads);
-        if let Some(avail) = available_memory_bytes() {
+        // Linux (CI included) reports it; elsewhere the bound is not applied.
+        let avail = available_memory_bytes();
+        assert!(avail.is_some() || !cfg!(target_os = "linux"));
+        if let Some(avail) = avail {
             assert!(avail > 0);
             // A batch bigger than half the free memory runs alone.
             assert_eq!(batch_parallelism(&Device::Cpu, avail), 1);

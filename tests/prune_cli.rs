@@ -223,14 +223,28 @@ fn allocation_file_prunes_only_the_named_layers() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    for l in v["result"]["layers"].as_array().unwrap() {
+    let layers = v["result"]["layers"].as_array().unwrap();
+    let mut named = 0;
+    for l in layers {
         let want = match l["name"].as_str().unwrap() {
-            "model.layers.1.mlp.up_proj" => 0.3,
-            "model.layers.0.self_attn.q_proj" => 0.6,
+            "model.layers.1.mlp.up_proj" | "model.layers.0.self_attn.q_proj" => {
+                named += 1;
+                if l["name"] == "model.layers.1.mlp.up_proj" {
+                    0.3
+                } else {
+                    0.6
+                }
+            }
             _ => 0.0,
         };
         assert!((l["sparsity"].as_f64().unwrap() - want).abs() < 0.01, "{l}");
     }
+    // Every linear of the fixture's blocks is listed, the two named ones among them.
+    assert_eq!(
+        (layers.len() % 7, layers.len() >= 14, named),
+        (0, true, 2),
+        "{v}"
+    );
 }
 
 fn load(name: &str) -> (LoadedModel, Windows) {
@@ -405,6 +419,8 @@ fn the_profile_averages_absolute_gradients_over_windows() {
         };
         let p = arborist::profile::compute(&d, &calib, spec, 1, "synthetic").unwrap();
         assert_eq!(p.protocol.grad_average, average);
+        assert_eq!(p.layers.len(), d.linear_ids().count());
+        assert_eq!(reference.len(), p.layers.len());
         for (k, (l, id)) in p.layers.iter().zip(d.linear_ids()).enumerate() {
             let w = flat(&t[&format!("{}.weight", id.name())]);
             let g: Vec<f64> = match average {
@@ -617,9 +633,16 @@ fn shortgpt_export_keeps_each_blocks_sliding_window() {
                 })
                 .collect();
         candle_core::safetensors::save(&edited, &w).unwrap();
-        let (v, e) = structured_prune_and_eval(&p(&src), "shortgpt", &d.path().join("out"));
+        let out = d.path().join("out");
+        let (v, e) = structured_prune_and_eval(&p(&src), "shortgpt", &out);
         let removed = v["result"]["structured"]["removed_blocks"].clone();
         assert_eq!(removed, serde_json::json!([0]), "block 0 is the identity");
+        // Blocks at or past max_window_layers slide (transformers' rule); each moved down
+        // one, so the boundary moves with them.
+        let exported: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(exported["max_window_layers"], mwl - 1, "{exported}");
         assert_eq!(
             e["ppl"]["value"], v["result"]["ppl"]["value"],
             "max_window_layers {mwl}, removed {removed}"

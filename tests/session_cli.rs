@@ -149,7 +149,9 @@ fn every_applied_builtin_step_changes_a_mask() {
     let fo = fold(&h, &entries);
     let mut cur = fo.checkpoints[0].2.clone();
     let mut accepted = fo.checkpoints.iter().skip(1).peekable();
-    for ev in events(&entries, "evaluated") {
+    let evaluated = events(&entries, "evaluated");
+    assert!(!evaluated.is_empty(), "no step was evaluated");
+    for ev in evaluated {
         let applied = as_map(&ev["applied"]);
         let grew = applied.iter().any(|(n, a)| *a > cur[n]);
         assert!(

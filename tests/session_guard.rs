@@ -124,7 +124,11 @@ fn rollbacks_restore_the_checkpoint_and_the_builtin_backs_off() {
     }
     // The live masks were restored on rollback: a fresh evaluation of the exported final
     // checkpoint gives the recorded perplexity, and replay --verify agrees.
-    if fo.checkpoints.len() > 1 {
+    assert!(
+        fo.checkpoints.len() > 1,
+        "no step was accepted: nothing to export"
+    );
+    {
         let out = env.path("exported");
         ok(&env.run(&["export", &p(&s), "--out", &p(&out)]));
         let meta: Value = json_exact(&std::fs::read_to_string(out.join("arborist.json")).unwrap());

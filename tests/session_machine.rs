@@ -523,6 +523,7 @@ fn builtin_agent_halves_its_step_and_avoids_layers_after_a_rollback() {
     })
     .unwrap();
     let second = BuiltinAgent::decide(&m.context()).unwrap();
+    assert!(!first.layers.is_empty() && !second.layers.is_empty());
     for l in &second.layers {
         assert!(l.sparsity <= 0.05 + 1e-12, "{l:?} exceeds the halved step");
         assert!(

@@ -112,7 +112,7 @@ fn streamed_profile_equals_resident() {
         "eval.txt",
     )
     .unwrap();
-    assert_eq!(a.layers.len(), 56);
+    assert_eq!((a.layers.len(), b.layers.len()), (56, 56));
     for (x, y) in a.layers.iter().zip(&b.layers) {
         assert_eq!(
             (x.s.to_bits(), x.g.to_bits(), x.z_s.to_bits()),
@@ -153,8 +153,13 @@ fn streamed_session_equals_resident_session() {
         "rollbacks",
         "global_sparsity",
     ] {
+        assert!(a[k].is_number(), "{k} missing: {a}");
         assert_eq!(a[k], b[k], "{k}: {a} vs {b}");
     }
+    assert!(
+        a["global_sparsity"].as_f64().unwrap() > 0.0,
+        "nothing pruned: {a}"
+    );
     let header = std::fs::read_to_string(dir.path().join("streamed.yaml")).unwrap();
     assert!(header.contains("stream_layers: true"), "{header}");
 }

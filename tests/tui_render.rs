@@ -541,26 +541,25 @@ fn a_click_focuses_the_heatmap_cell_under_the_mouse() {
 
 /// The goal is 2 ms per 200x60 frame (release); this only reports the time and
 /// catches gross regressions, as the test build and a shared CI machine are slower.
+// Frame time is measured by `cargo bench --bench tui` (a timed test would fail on a busy
+// machine and pass a slow build on a fast one); here the same screen must draw whole.
 #[test]
-fn frame_time_at_200x60_with_36_blocks() {
+fn the_200x60_screen_with_36_blocks_draws_every_block_and_panel() {
     let (mut m, mut events) = fixtures::reviewing(36);
     fixtures::step(&mut m, &mut events, 10.2);
     fixtures::next_proposal(&mut m, &mut events);
     let v = view(&m, &events);
     let mut a = app();
-    let mut term = Terminal::new(TestBackend::new(200, 60)).unwrap();
-    let start = std::time::Instant::now();
-    let n = 50;
-    for i in 0..n {
-        a.cursor = (i % 36, i % 7);
-        term.draw(|f| {
-            ui::draw(f, &a, &v);
-        })
-        .unwrap();
+    let screen = text(&draw(&mut a, &v, 200, 60));
+    let header = screen.lines().nth(1).unwrap();
+    let shown: Vec<usize> = header
+        .split(|c: char| c.is_whitespace() || c == '│')
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(shown, (0..36).collect::<Vec<_>>(), "{header}");
+    for panel in ["Heatmap", "Proposal", "Reflection", "Trends", "Log"] {
+        assert!(screen.contains(panel), "{panel}:\n{screen}");
     }
-    let per = start.elapsed() / n as u32;
-    eprintln!("frame at 200x60: {per:?}");
-    assert!(per.as_millis() < 100, "{per:?} per frame");
 }
 
 fn status_line(b: &Buffer) -> String {

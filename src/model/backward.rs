@@ -407,6 +407,7 @@ mod tests {
                     let (gw, gx) = d.block_grads(b, &x, &dy, &tables, true).unwrap();
                     let (bd, vars) = d.with_block_grad_vars(b).unwrap();
                     let (rw, rx) = bd.block_grads_autograd(&vars, b, &x, &dy, true).unwrap();
+                    assert_eq!((gw.len(), rw.len()), (7, 7));
                     for (k, (a, r)) in gw.iter().zip(&rw).enumerate() {
                         let e = max_rel(a, r);
                         assert!(e < tol, "{ty} {dtype:?} block {b} linear {k}: {e:e}");

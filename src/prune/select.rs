@@ -274,8 +274,15 @@ mod tests {
 
     #[test]
     fn layerwide_threshold_prunes_at_least_the_share() {
+        // Distinct scores: every one <= the 51st lowest goes, 51 of 100 (the reference's
+        // `<=` takes one more than the share).
         let s = scores(4, 25);
         let m = select_layerwide(&s, 4, 25, 0.5, None).unwrap();
-        assert!(m.pruned_count() >= 50);
+        assert_eq!(m.pruned_count(), 51);
+        let mut sorted = s.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        for (i, v) in s.iter().enumerate() {
+            assert_eq!(m.is_pruned(i / 25, i % 25), *v <= sorted[50], "weight {i}");
+        }
     }
 }

@@ -148,12 +148,12 @@ impl SessionWriter {
     }
 
     /// A writer whose every write fails (no space: `/dev/full`), for tests of what follows
-    /// a failed write; None where there is no such device.
+    /// a failed write.
     #[cfg(test)]
-    pub(crate) fn on_full_device() -> Option<SessionWriter> {
+    pub(crate) fn on_full_device() -> std::io::Result<SessionWriter> {
         let full = Path::new("/dev/full");
-        let file = OpenOptions::new().write(true).open(full).ok()?;
-        Some(SessionWriter {
+        let file = OpenOptions::new().write(true).open(full)?;
+        Ok(SessionWriter {
             path: full.to_path_buf(),
             file,
             seq: 0,

@@ -239,11 +239,10 @@ fn a_new_session_file_appears_whole_and_locked() {
 
 // A failed write (here /dev/full: no space) ends the writing: the next event is
 // refused rather than written after the one that is missing.
+#[cfg(target_os = "linux")]
 #[test]
 fn after_a_failed_write_nothing_more_is_written() {
-    let Some(mut w) = SessionWriter::on_full_device() else {
-        return;
-    };
+    let mut w = SessionWriter::on_full_device().expect("/dev/full opens on Linux");
     w.seq = 3;
     let ev = Event::StopRequested { by: "test".into() };
     let e = format!("{:#}", w.append(&ev).unwrap_err());
