@@ -6,12 +6,9 @@ use arborist::tui::app::{App, Confirm, Overlay, Request};
 use arborist::tui::fixtures::{self, app, ch, code, draw, press, typed, view};
 use arborist::tui::keymap::{Action, Keymap, Mode};
 use arborist::tui::theme::Themes;
-use arborist::tui::ui;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::style::Color;
-use ratatui::Terminal;
 
 fn text(b: &Buffer) -> String {
     let mut s = String::new();
