@@ -98,10 +98,13 @@ impl SessionWriter {
             .truncate(true)
             .open(&tmp)
             .map_err(cannot)?;
-        let written = locked(&file, path)
-            .and_then(|_| Ok(file.write_all(doc.as_bytes())?))
-            .and_then(|_| Ok(file.sync_data()?));
-        let linked = written.map(|_| std::fs::hard_link(&tmp, path));
+        // Locked first (the lock is the inode's, so the linked file is locked from birth).
+        let write_header = |file: &mut File| -> Result<()> {
+            locked(file, path)?;
+            file.write_all(doc.as_bytes())?;
+            Ok(file.sync_data()?)
+        };
+        let linked = write_header(&mut file).map(|_| std::fs::hard_link(&tmp, path));
         let _ = std::fs::remove_file(&tmp);
         match linked? {
             Ok(()) => {}
@@ -113,9 +116,7 @@ impl SessionWriter {
                     .create_new(true)
                     .open(path)
                     .map_err(cannot)?;
-                locked(&file, path)?;
-                file.write_all(doc.as_bytes())?;
-                file.sync_data()?;
+                write_header(&mut file)?;
             }
         }
         Ok(SessionWriter {
