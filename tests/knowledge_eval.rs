@@ -356,6 +356,7 @@ fn reference_prediction(
     it: &Item,
     dev: &[&Item],
     lm_eval: bool,
+    max: usize,
 ) -> (String, [f64; 4], usize) {
     for k in (0..=5).rev() {
         let mut prompt = reference_header(it.subject, lm_eval);
@@ -373,7 +374,7 @@ fn reference_prediction(
             })
             .collect();
         let longest = conts.iter().map(Vec::len).max().unwrap();
-        if ids.len() + longest - 1 > model.cfg.max_position_embeddings {
+        if ids.len() + longest - 1 > max {
             continue;
         }
         let lp: Vec<f64> = conts
@@ -418,6 +419,7 @@ fn mmlu_predictions_equal_full_forward_reference() {
             prompt: style,
             limit: None,
             batch,
+            max_context: None,
         };
         let res = evaluate_mmlu(&model, &data, &opts, "csv", |_, _| {}).unwrap();
         assert_eq!(res.prompt, style);
@@ -428,7 +430,8 @@ fn mmlu_predictions_equal_full_forward_reference() {
         let mut correct = 0;
         for (it, p) in order.iter().zip(&res.predictions) {
             let devs: Vec<&Item> = dev.iter().filter(|x| x.subject == it.subject).collect();
-            let (pred, lp, k) = reference_prediction(&model, it, &devs, lm_eval);
+            let max = model.cfg.max_position_embeddings;
+            let (pred, lp, k) = reference_prediction(&model, it, &devs, lm_eval, max);
             assert_eq!(p.subject, it.subject);
             assert_eq!(
                 p.predicted, pred,
@@ -470,6 +473,113 @@ fn mmlu_predictions_equal_full_forward_reference() {
     for pair in logprobs_by_style.chunks(2) {
         assert!(pair[0].iter().zip(&pair[1]).all(|(a, b)| a != b));
     }
+}
+
+/// Hendrycks' code drops shots until the prompt fits 2048 tokens whatever the model's
+/// context; `--mmlu-max-context` moves that limit within the model's context.
+#[test]
+fn mmlu_context_is_hendrycks_2048_unless_set() {
+    let d = tmp();
+    let dir = d.path().join("qwen3_4k");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixture("qwen3");
+    for f in [
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    cfg["max_position_embeddings"] = json!(4096);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let rel = "world_religions";
+    let passage = "The heron keeps the stones by the old mill while the light falls on the river. ";
+    let dev: Vec<Item> = (0..5)
+        .map(|i| {
+            item(
+                rel,
+                &format!("{i}. {}", passage.repeat(12)),
+                ["a", "b", "c", "d"],
+                i % 4,
+            )
+        })
+        .collect();
+    let test = vec![item(
+        rel,
+        "Where does the heron wait?",
+        ["mill", "river", "stone", "light"],
+        0,
+    )];
+    write_csv_tree(&d.path().join("csv"), &test, &dev);
+    // The tree holds both subjects; only world_religions is written here.
+    std::fs::remove_file(d.path().join("csv/test/abstract_algebra_test.csv")).unwrap();
+    std::fs::remove_file(d.path().join("csv/dev/abstract_algebra_dev.csv")).unwrap();
+    let model = load(&dir);
+    let devs: Vec<&Item> = dev.iter().collect();
+    // The setup must put the 5-shot prompt between 2048 and 4096 tokens.
+    let (_, _, k_2048) = reference_prediction(&model, &test[0], &devs, false, 2048);
+    let (_, lp_4096, k_4096) = reference_prediction(&model, &test[0], &devs, false, 4096);
+    assert!(k_2048 < 5 && k_2048 > 0, "{k_2048}");
+    assert_eq!(k_4096, 5);
+    let data = read_mmlu(&d.path().join("csv"), 5).unwrap();
+    let run = |max_context| {
+        let opts = MmluOptions {
+            shots: 5,
+            prompt: MmluPrompt::Hendrycks,
+            limit: None,
+            batch: 1,
+            max_context,
+        };
+        evaluate_mmlu(&model, &data, &opts, "csv", |_, _| {})
+    };
+    let default = run(None).unwrap();
+    assert_eq!((default.max_context, default.reduced_shots), (2048, 1));
+    assert_eq!(default.predictions[0].shots, k_2048);
+    let long = run(Some(4096)).unwrap();
+    assert_eq!((long.max_context, long.reduced_shots), (4096, 0));
+    assert_eq!(long.predictions[0].shots, 5);
+    for (got, want) in long.predictions[0].logprobs.iter().zip(lp_4096) {
+        assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    }
+    let err = run(Some(4097)).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "--mmlu-max-context 4097 is above the model's max_position_embeddings 4096"
+    );
+    // The CLI refuses the flag where it cannot apply, before reading any weights.
+    let o = arborist(
+        &[
+            "eval",
+            "--model",
+            &p(&dir),
+            "--ppl",
+            &p(&fixture("eval.txt")),
+            "--mmlu-max-context",
+            "64",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o)
+            .contains("--mmlu-max-context sets how long MMLU prompts may be: it needs --mmlu PATH"),
+        "{}",
+        stderr(&o)
+    );
+    let v = eval_json(&[
+        "eval",
+        "--model",
+        &p(&dir),
+        "--mmlu",
+        &p(&d.path().join("csv")),
+        "--mmlu-max-context",
+        "4096",
+        "--json",
+    ]);
+    assert_eq!(v["mmlu"]["max_context"], json!(4096));
+    assert_eq!(v["mmlu"]["reduced_shots"], json!(0));
 }
 
 fn eval_json(args: &[&str]) -> Value {
@@ -775,6 +885,41 @@ fn ppl_on_parquet_equals_ppl_on_rows_joined_by_blank_lines() {
         "--json",
     ]);
     assert_ne!(a["ppl"]["tokens"], c["ppl"]["tokens"]);
+}
+
+/// A text cell that is not UTF-8 is named by its row in one short line: parquet's own
+/// error quotes every byte of the cell.
+#[test]
+fn a_parquet_cell_that_is_not_utf8_is_one_short_line() {
+    let d = tmp();
+    let path = d.path().join("bad.parquet");
+    let schema = "message schema { optional binary text (STRING); }";
+    let schema = Arc::new(parquet::schema::parser::parse_message_type(schema).unwrap());
+    let props = Arc::new(WriterProperties::builder().build());
+    let file = std::fs::File::create(&path).unwrap();
+    let mut w = SerializedFileWriter::new(file, schema, props).unwrap();
+    let mut rg = w.next_row_group().unwrap();
+    let mut c = rg.next_column().unwrap().unwrap();
+    let mut bad = vec![b'x'; 20_000];
+    bad.push(0xff);
+    let vals = [ByteArray::from("fine"), ByteArray::from(bad)];
+    c.typed::<ByteArrayType>()
+        .write_batch(&vals, Some(&[1, 1]), None)
+        .unwrap();
+    c.close().unwrap();
+    rg.close().unwrap();
+    w.close().unwrap();
+    let o = arborist(
+        &["eval", "--model", &p(&fixture("qwen3")), "--ppl", &p(&path)],
+        &[],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.ends_with("row 2: a text value is not valid UTF-8\n"),
+        "{err}"
+    );
 }
 
 /// The dense perplexity a session file records (its `baseline` event).

@@ -50,6 +50,7 @@ pub fn evaluate(m: &LoadedModel, label: &str) -> Result<Row> {
             prompt: mmlu::MmluPrompt::Hendrycks,
             limit: None,
             batch: 8,
+            max_context: None,
         };
         Ok(mmlu::evaluate_mmlu(m, &mm, &o, "mmlu", |_, _| {})?.accuracy)
     };

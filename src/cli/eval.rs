@@ -34,6 +34,10 @@ pub struct EvalArgs {
     /// lm-eval (one space, questions stripped).
     #[arg(long, default_value_t = MmluPrompt::Hendrycks)]
     pub mmlu_prompt: MmluPrompt,
+    /// MMLU: shots are dropped until prompt and answer fit this many tokens (default: 2048,
+    /// as Hendrycks' code, capped at max_position_embeddings).
+    #[arg(long)]
+    pub mmlu_max_context: Option<usize>,
     /// Evaluate only the first N items (of each MMLU subject; of the FreebaseQA file).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -70,6 +74,12 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if a.max_windows == Some(0) {
         bail!("--max-windows 0: the perplexity needs at least one window");
     }
+    if a.mmlu_max_context.is_some() && a.mmlu.is_none() {
+        bail!("--mmlu-max-context sets how long MMLU prompts may be: it needs --mmlu PATH");
+    }
+    if a.mmlu_max_context == Some(0) {
+        bail!("--mmlu-max-context 0: no prompt fits");
+    }
     if a.limit == Some(0) {
         bail!("--limit 0: nothing would be evaluated");
     }
@@ -92,6 +102,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .transpose()?;
     let fbqa = a.freebaseqa.as_deref().map(read_freebaseqa).transpose()?;
     let model = a.model.load()?;
+    if a.mmlu.is_some() {
+        // Checked before any evaluation runs, so a bad value costs no perplexity pass.
+        crate::eval::mmlu::context_limit(&model, a.mmlu_max_context)?;
+    }
 
     let mut out = Map::new();
     out.insert("model".into(), json!(model.files.id));
@@ -152,6 +166,7 @@ fn run_mmlu(a: &EvalArgs, model: &LoadedModel, path: &Path, data: &MmluData) -> 
         prompt: a.mmlu_prompt,
         limit: a.limit,
         batch: a.batch,
+        max_context: a.mmlu_max_context,
     };
     evaluate_mmlu(model, data, &opts, &path.display().to_string(), |d, t| {
         super::progress("MMLU items", d, t)

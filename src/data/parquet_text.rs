@@ -46,7 +46,7 @@ pub fn for_each_row(
         .get_row_iter(Some(proj))
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     for (i, row) in rows.enumerate() {
-        let row = row.map_err(|e| anyhow!("{}: row {}: {e}", path.display(), i + 1))?;
+        let row = row.map_err(|e| anyhow!("{}: row {}: {}", path.display(), i + 1, brief(&e)))?;
         let cols = row.into_columns();
         let picked: Vec<&Field> = columns
             .iter()
@@ -55,6 +55,19 @@ pub fn for_each_row(
         f(i + 1, &picked)?;
     }
     Ok(())
+}
+
+/// parquet's error for a string that is not UTF-8 quotes every byte of it (a whole
+/// article of wikitext on one line): said in words instead, and anything else kept short.
+fn brief(e: &parquet::errors::ParquetError) -> String {
+    let text = e.to_string();
+    if text.contains("Utf8Error") {
+        return "a text value is not valid UTF-8".to_string();
+    }
+    match text.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
 }
 
 /// The codecs this build reads (Cargo.toml's parquet features).

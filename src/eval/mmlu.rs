@@ -23,7 +23,8 @@ pub struct MmluResult {
     pub split: String,
     pub dataset: String,
     pub dtype: String,
-    /// Prompts and continuations fit in this many tokens (max_position_embeddings).
+    /// Prompts and continuations fit in this many tokens: `--mmlu-max-context`, by
+    /// default Hendrycks' 2048 capped at max_position_embeddings.
     pub max_context: usize,
     /// Items whose prompt kept fewer than `shots` examples to fit `max_context`.
     pub reduced_shots: usize,
@@ -155,8 +156,8 @@ fn prepare(
     dev: &[MmluItem],
     shots: usize,
     style: MmluPrompt,
+    max: usize,
 ) -> Result<Prepared> {
-    let max = model.cfg.max_position_embeddings;
     let mut k = shots;
     loop {
         let text = style.prompt(item, dev, k);
@@ -177,7 +178,7 @@ fn prepare(
         }
         if k == 0 {
             bail!(
-                "{}: row {}: the 0-shot prompt needs {need} tokens, more than max_position_embeddings {max}",
+                "{}: row {}: the 0-shot prompt needs {need} tokens, more than the context of {max} (--mmlu-max-context; 2048 capped at max_position_embeddings by default)",
                 item.source,
                 item.row
             );
@@ -192,6 +193,26 @@ pub struct MmluOptions {
     pub limit: Option<usize>,
     /// Prompts per forward pass (right-padded).
     pub batch: usize,
+    /// Longest prompt plus continuation in tokens; `None` is [`HENDRYCKS_CONTEXT`] capped
+    /// at max_position_embeddings.
+    pub max_context: Option<usize>,
+}
+
+/// Hendrycks' `evaluate.py` and `evaluate_hf.py` drop shots until the prompt fits 2048
+/// tokens, whatever the model's own context.
+pub const HENDRYCKS_CONTEXT: usize = 2048;
+
+/// The context the prompts must fit, checked against the model's.
+pub fn context_limit(model: &LoadedModel, max_context: Option<usize>) -> Result<usize> {
+    let mp = model.cfg.max_position_embeddings;
+    match max_context {
+        None => Ok(HENDRYCKS_CONTEXT.min(mp)),
+        Some(0) => bail!("--mmlu-max-context 0: no prompt fits"),
+        Some(n) if n > mp => {
+            bail!("--mmlu-max-context {n} is above the model's max_position_embeddings {mp}")
+        }
+        Some(n) => Ok(n),
+    }
 }
 
 pub fn evaluate_mmlu(
@@ -206,6 +227,7 @@ pub fn evaluate_mmlu(
         .values()
         .flat_map(|v| v.iter().take(opts.limit.unwrap_or(usize::MAX)))
         .collect();
+    let max = context_limit(model, opts.max_context)?;
     let empty = Vec::new();
     let mut predictions = Vec::with_capacity(items.len());
     for chunk in items.chunks(opts.batch.max(1)) {
@@ -218,6 +240,7 @@ pub fn evaluate_mmlu(
                     data.dev.get(&it.subject).unwrap_or(&empty),
                     opts.shots,
                     opts.prompt,
+                    max,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -238,7 +261,7 @@ pub fn evaluate_mmlu(
         }
         progress(predictions.len(), items.len());
     }
-    Ok(summarize(model, data, opts, dataset, predictions))
+    Ok(summarize(model, data, opts, dataset, max, predictions))
 }
 
 /// Log-probabilities of the four continuations of each prompt. Prompts whose
@@ -275,6 +298,7 @@ fn summarize(
     data: &MmluData,
     opts: &MmluOptions,
     dataset: &str,
+    max_context: usize,
     predictions: Vec<MmluPrediction>,
 ) -> MmluResult {
     let mut subjects: Vec<SubjectScore> = Vec::new();
@@ -305,7 +329,7 @@ fn summarize(
         split: data.split.clone(),
         dataset: dataset.to_string(),
         dtype: crate::runtime::dtype_name(model.decoder.dtype).to_string(),
-        max_context: model.cfg.max_position_embeddings,
+        max_context,
         reduced_shots: predictions.iter().filter(|p| p.shots < opts.shots).count(),
         subjects,
         predictions,

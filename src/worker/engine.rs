@@ -108,6 +108,7 @@ impl Probe {
                     prompt: *prompt,
                     limit: Some(*limit),
                     batch: 8,
+                    max_context: None,
                 };
                 let r = crate::eval::mmlu::evaluate_mmlu(m, data, &o, name, none)?;
                 ProbeScore {
