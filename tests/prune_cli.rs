@@ -25,11 +25,28 @@ fn one_line_error(o: &std::process::Output, needle: &str) {
 fn exported_model_evaluates_to_exactly_the_reported_perplexity() {
     let d = tmp();
     let out = d.path().join("pruned");
+    // The tokenizer's side files travel with the weights (the chat template among them).
+    let model = d.path().join("llama");
+    std::fs::create_dir(&model).unwrap();
+    for e in std::fs::read_dir(fx("llama")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
+    }
+    let side = [
+        (
+            "chat_template.jinja",
+            "{% for m in messages %}{{ m.content }}{% endfor %}",
+        ),
+        ("added_tokens.json", "{\"<tool>\": 512}"),
+    ];
+    for (f, text) in side {
+        std::fs::write(model.join(f), text).unwrap();
+    }
     let o = arborist(
         &[
             "prune",
             "--model",
-            &fx("llama"),
+            &p(&model),
             "--method",
             "wanda",
             "--sparsity",
@@ -60,6 +77,17 @@ fn exported_model_evaluates_to_exactly_the_reported_perplexity() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    for (f, text) in side {
+        assert_eq!(std::fs::read_to_string(out.join(f)).unwrap(), text);
+    }
+    // transformers before 4.48 refuses a safetensors file without {"format": "pt"}.
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let format = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("format").cloned());
+    assert_eq!(format.as_deref(), Some("pt"));
     let o = arborist(
         &[
             "eval",
@@ -175,6 +203,11 @@ fn refusals_are_one_line() {
         ]),
         "outside [0, 1)",
     );
+    // A path that names no directory is refused before any pruning (it used to be after).
+    let up = p(&out.join(".."));
+    let o = run(&["--sparsity", "0.5", "--out", &up, "--force"]);
+    one_line_error(&o, "has no directory name");
+    assert!(!stderr(&o).contains("pruning blocks"), "{}", stderr(&o));
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("keep.txt"), "x").unwrap();
     one_line_error(

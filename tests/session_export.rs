@@ -140,4 +140,19 @@ fn export_step_n_writes_an_earlier_checkpoint() {
     let r = env.run(&["export", &p(&s), "--out", &p(&beyond), "--step", "99"]);
     one_error_line(&r, &["--step 99", "finished iteration"]);
     assert!(!beyond.exists());
+    // A file that ends just after iteration 2's guard has finished iteration 2: `--step 2`
+    // writes what the plain export writes (it used to be refused).
+    let text = std::fs::read_to_string(&s).unwrap();
+    let starts = doc_starts(&text);
+    let k = entries
+        .iter()
+        .position(|e| kind(e) == "guard" && iter_of(e) == Some(2))
+        .expect("a guard in iteration 2");
+    let cut = env.path("cut.yaml");
+    std::fs::write(&cut, &text[..starts[k + 2]]).unwrap();
+    let (plain, step2) = (env.path("plain"), env.path("step2"));
+    ok(&env.run(&["export", &p(&cut), "--out", &p(&plain)]));
+    ok(&env.run(&["export", &p(&cut), "--out", &p(&step2), "--step", "2"]));
+    let weights = |d: &std::path::Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert_eq!(weights(&plain), weights(&step2));
 }

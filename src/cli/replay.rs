@@ -38,8 +38,22 @@ pub struct ExportArgs {
     pub step: Option<usize>,
 }
 
-fn load_checked(path: &std::path::Path) -> Result<(file::SessionLog, ModelFiles)> {
+/// The session at `path`; a last document cut off by a crash is left out, and said so.
+fn read_session(path: &std::path::Path) -> Result<file::SessionLog> {
     let log = file::read(path)?;
+    if log.torn_tail {
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        eprintln!(
+            "warning: {}: its last document is incomplete ({} bytes, cut off by a crash) and is left out",
+            path.display(),
+            size.saturating_sub(log.valid_len)
+        );
+    }
+    Ok(log)
+}
+
+fn load_checked(path: &std::path::Path) -> Result<(file::SessionLog, ModelFiles)> {
+    let log = read_session(path)?;
     super::run::header_options_ok(&log.header.options, path, false)?;
     let files = ModelFiles::resolve(&log.header.options.model)?;
     let fp = file::fingerprint(&files.config, &files.weights)?;
@@ -79,7 +93,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         return crate::tui::run_replay(&a.session);
     }
     if !a.verify {
-        let log = file::read(&a.session)?;
+        let log = read_session(&a.session)?;
         super::run::header_options_ok(&log.header.options, &a.session, false)?;
         let m = replay_inputs(&log, &a.session)?;
         if a.json {
@@ -169,7 +183,13 @@ pub fn export(a: ExportArgs) -> Result<()> {
     inputs.extend(texts.iter().map(|(w, p)| (*w, p.as_path())));
     crate::prune::export::check_inputs_outside(&a.out, &inputs)?;
     let m = replay_inputs(&log, &a.session)?;
-    let done = m.iteration.saturating_sub(1);
+    // A file that ends after an iteration's guard (its reflection not yet written) has
+    // finished that iteration too.
+    let done = if m.phase == crate::session::Phase::Reflecting {
+        m.iteration
+    } else {
+        m.iteration.saturating_sub(1)
+    };
     if let Some(n) = a.step.filter(|n| *n > done) {
         bail!(
             "--step {n}: {} has {done} finished iteration(s) (0 is the starting model)",

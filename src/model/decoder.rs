@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::config::{ModelConfig, RopeScaling};
 use super::linear::{DenseSource, Linear, LinearId, LinearKind};
 use super::mask::Mask;
+use super::save::Stored;
 use super::stats::BlockStats;
 
 #[derive(Clone)]
@@ -610,36 +611,35 @@ pub fn causal_mask(
 }
 
 impl Decoder {
-    /// Every tensor with its Hugging Face name, linear layers as masked (effective) weights.
+    /// Every tensor with its Hugging Face name, linear layers as masked (effective) weights
+    /// made when they are written.
     /// Blocks are numbered by position, so a model with removed blocks exports densely.
-    pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
+    pub fn named_tensors(&self) -> Vec<(String, Stored<'_>)> {
+        let t = |x: &Tensor| Stored::Tensor(x.clone());
+        let mut out = vec![("model.embed_tokens.weight".to_string(), t(&self.embed))];
         for (b, blk) in self.blocks.iter().enumerate() {
             let p = format!("model.layers.{b}");
-            out.push((
-                format!("{p}.input_layernorm.weight"),
-                blk.input_norm.clone(),
-            ));
+            out.push((format!("{p}.input_layernorm.weight"), t(&blk.input_norm)));
             out.push((
                 format!("{p}.post_attention_layernorm.weight"),
-                blk.post_norm.clone(),
+                t(&blk.post_norm),
             ));
             if let (Some(q), Some(k)) = (&blk.q_norm, &blk.k_norm) {
-                out.push((format!("{p}.self_attn.q_norm.weight"), q.clone()));
-                out.push((format!("{p}.self_attn.k_norm.weight"), k.clone()));
+                out.push((format!("{p}.self_attn.q_norm.weight"), t(q)));
+                out.push((format!("{p}.self_attn.k_norm.weight"), t(k)));
             }
             for (kind, lin) in LinearKind::ALL.iter().zip(&blk.linears) {
-                out.push((format!("{p}.{}.weight", kind.path()), lin.weight()?));
+                out.push((format!("{p}.{}.weight", kind.path()), Stored::Linear(lin)));
                 if let Some(bias) = lin.bias() {
-                    out.push((format!("{p}.{}.bias", kind.path()), bias.clone()));
+                    out.push((format!("{p}.{}.bias", kind.path()), t(bias)));
                 }
             }
         }
-        out.push(("model.norm.weight".to_string(), self.norm.clone()));
+        out.push(("model.norm.weight".to_string(), t(&self.norm)));
         if !self.cfg.tie_word_embeddings {
-            out.push(("lm_head.weight".to_string(), self.lm_head.clone()));
+            out.push(("lm_head.weight".to_string(), t(&self.lm_head)));
         }
-        Ok(out)
+        out
     }
 
     /// Bytes of every weight in the compute dtype, resident or streamed.

@@ -15,6 +15,7 @@ pub mod mask;
 pub mod matmul;
 mod norm;
 pub mod random;
+pub mod save;
 pub mod source;
 pub mod stats;
 #[cfg(test)]

@@ -103,9 +103,18 @@ fn shard_names(index: &Path) -> Result<Vec<String>> {
         let s = v.as_str().with_context(|| {
             format!("{}: weight_map values must be file names", index.display())
         })?;
+        if s.is_empty() {
+            bail!(
+                "{}: weight_map names an empty shard file name",
+                index.display()
+            );
+        }
         if !names.iter().any(|n| n == s) {
             names.push(s.to_string());
         }
+    }
+    if names.is_empty() {
+        bail!("{}: weight_map lists no shard", index.display());
     }
     names.sort();
     Ok(names)
@@ -152,6 +161,21 @@ fn files(id: &str, config: PathBuf, tokenizer: PathBuf, weights: Vec<PathBuf>) -
     }
 }
 
+/// Files beside the weights that a model uses when it has them: generation settings (the
+/// EOS ids FreebaseQA stops at) and the tokenizer's configuration and chat template. They
+/// are fetched with the model and copied into every export.
+pub const SIDE_FILES: &[&str] = &[
+    "generation_config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+];
+
 fn download(id: &str) -> Result<ModelFiles> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -171,6 +195,20 @@ fn download(id: &str) -> Result<ModelFiles> {
         };
         let config = get("config.json").await?;
         let tokenizer = get("tokenizer.json").await?;
+        // Only the side files the repository lists: asking for absent ones would be
+        // errors that cannot be told from a failing network.
+        match repo.info().await {
+            Ok(info) => {
+                for f in SIDE_FILES {
+                    if info.siblings.iter().any(|s| s.rfilename == *f) {
+                        get(f).await?;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(
+                "cannot list the files of {id} on the Hugging Face hub ({e}); generation_config.json and the tokenizer's other files are not fetched"
+            ),
+        }
         let weights = match repo.get(SINGLE).await {
             Ok(single) => vec![single],
             Err(_) => {

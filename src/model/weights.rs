@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{safetensors::MmapedSafetensors, DType, Device, Tensor};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::config::ModelConfig;
 use super::linear::LinearKind;
@@ -67,6 +67,17 @@ impl WeightFiles {
         self.owner.contains_key(name)
     }
 
+    /// The dtype tensor `name` is stored in, when it is one the models load.
+    pub fn stored_dtype(&self, name: &str) -> Option<DType> {
+        use safetensors::Dtype as S;
+        match self.st.get(name).ok()?.dtype() {
+            S::F32 => Some(DType::F32),
+            S::F16 => Some(DType::F16),
+            S::BF16 => Some(DType::BF16),
+            _ => None,
+        }
+    }
+
     fn where_(&self, name: &str) -> String {
         match self.owner.get(name) {
             Some(p) => p.display().to_string(),
@@ -93,10 +104,14 @@ impl WeightFiles {
     /// That tensor `name` exists with `shape` and a supported dtype, reading only the header.
     pub fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
         if !self.contains(name) {
-            bail!(
-                "tensor `{name}` is missing from the weights ({})",
-                self.files[0].display()
-            );
+            match self.files.as_slice() {
+                [one] => bail!("tensor `{name}` is missing from the weights ({})", one.display()),
+                many => bail!(
+                    "tensor `{name}` is missing from the weights: none of the {} shards in {} holds it",
+                    many.len(),
+                    many[0].parent().unwrap_or(Path::new(".")).display()
+                ),
+            }
         }
         let view = self
             .st

@@ -2,23 +2,22 @@
 //! temporary sibling directory that is renamed into place only when complete.
 
 use anyhow::{bail, Context, Result};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::model::save::Stored;
 use crate::model::{Decoder, ModelFiles};
-
-/// Tokenizer and generation files copied next to the weights when the source has them.
-const SIDE_FILES: &[&str] = &[
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "generation_config.json",
-    "vocab.json",
-    "merges.txt",
-];
+use candle_core::DType;
 
 /// Refuse a non-empty `out` unless `force`; returns whether it must be replaced.
 pub fn check_out_dir(out: &Path, force: bool) -> Result<bool> {
+    // `.`, `..` or `a/..` name no directory that could be written beside and renamed.
+    if out.file_name().is_none() {
+        bail!(
+            "--out {} has no directory name: give the directory to write, such as {}",
+            out.display(),
+            out.join("pruned").display()
+        );
+    }
     check_writable_parent(out)?;
     // Before anything is decided about `out`: it may be what a killed replace left aside.
     if let Some(name) = out.file_name() {
@@ -268,6 +267,17 @@ fn replace_by_renames(tmp: &Path, out: &Path) -> Result<()> {
     })
 }
 
+/// The dtype the source stores its weights in, when every value of the pruned model is
+/// exact there (pruning that only masks); else the dtype the model ran in, so that the
+/// written model is always the one that was evaluated.
+fn save_dtype(d: &Decoder, src: &ModelFiles, tensors: &[(String, Stored<'_>)]) -> Result<DType> {
+    let files = crate::model::weights::WeightFiles::open(&src.weights)?;
+    match files.stored_dtype("model.embed_tokens.weight") {
+        Some(dt) if dt != d.dtype && crate::model::save::exact_in(tensors, dt)? => Ok(dt),
+        _ => Ok(d.dtype),
+    }
+}
+
 fn write_all(
     d: &Decoder,
     src: &ModelFiles,
@@ -278,10 +288,13 @@ fn write_all(
     let text = std::fs::read_to_string(&src.config)
         .with_context(|| format!("cannot read {}", src.config.display()))?;
     let mut cfg: serde_json::Value = serde_json::from_str(&text)?;
-    let dtype = crate::runtime::dtype_name(d.dtype);
+    let tensors = d.named_tensors();
+    let save = save_dtype(d, src, &tensors)?;
+    let dtype = crate::runtime::dtype_name(save);
     let torch = match dtype {
         "f16" => "float16",
         "bf16" => "bfloat16",
+        "f64" => "float64",
         _ => "float32",
     };
     cfg["num_hidden_layers"] = d.blocks.len().into();
@@ -313,7 +326,7 @@ fn write_all(
     }
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
     let src_dir = src.config.parent().unwrap_or(Path::new("."));
-    for f in SIDE_FILES {
+    for f in std::iter::once(&"tokenizer.json").chain(crate::model::source::SIDE_FILES) {
         let p = if *f == "tokenizer.json" {
             src.tokenizer.clone()
         } else {
@@ -324,9 +337,7 @@ fn write_all(
                 .with_context(|| format!("cannot copy {}", p.display()))?;
         }
     }
-    let tensors: HashMap<String, candle_core::Tensor> = d.named_tensors()?.into_iter().collect();
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))
-        .with_context(|| format!("cannot write {}", dir.join("model.safetensors").display()))?;
+    crate::model::save::write_safetensors(tensors, save, &dir.join("model.safetensors"))?;
     // The safetensors writer creates its file private (0600); give it the mode the other
     // files got from the umask, so whoever can read the directory can load the model.
     let mode = std::fs::metadata(dir.join("config.json"))?.permissions();

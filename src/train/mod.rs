@@ -291,13 +291,11 @@ pub fn train(o: &TrainOptions, mut report: impl FnMut(&LogPoint)) -> Result<Trai
 /// Writes config.json, tokenizer.json and f16 model.safetensors into `dir`.
 pub fn save_model(t: &Trained, dir: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tensors: HashMap<String, Tensor> = t
-        .decoder
-        .named_tensors()?
-        .into_iter()
-        .map(|(n, v)| Ok((n, v.detach().to_dtype(DType::F16)?)))
-        .collect::<Result<_>>()?;
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+    crate::model::save::write_safetensors(
+        t.decoder.named_tensors(),
+        DType::F16,
+        &dir.join("model.safetensors"),
+    )?;
     std::fs::write(
         dir.join("config.json"),
         serde_json::to_string_pretty(&t.config)?,
