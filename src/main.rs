@@ -41,6 +41,22 @@ fn main() {
         arborist::cli::stderr_log::init();
     }
     arborist::runtime::set_compute_threads(cli.compute_threads());
+    // Started now, so that threads the system refuses are an error, not a panic later.
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(cli.compute_threads().max(1))
+        .build_global()
+    {
+        let n = cli.compute_threads();
+        match cli.threads {
+            Some(_) => {
+                eprintln!("error: --threads {n}: cannot start that many compute threads: {e}")
+            }
+            None => eprintln!(
+                "error: cannot start {n} compute threads (pass fewer with --threads): {e}"
+            ),
+        }
+        std::process::exit(1);
+    }
     if let Err(e) = arborist::cli::run(cli) {
         // One line: the context chain joined with ": ", each cause's first line only
         // (candle appends a backtrace to its errors when RUST_BACKTRACE is set).

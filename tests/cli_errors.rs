@@ -266,7 +266,16 @@ fn zero_counts_are_refused() {
         "--session",
         &out,
     ];
-    let cases: [(&[&str], &str, &str); 9] = [
+    let train = ["train-tiny", "--out", &out];
+    let bench = ["bench", "--suite", "forward", "--iters", "1"];
+    let cases: [(&[&str], &str, &str); 16] = [
+        (&train, "--steps", "0"),
+        (&train, "--batch", "0"),
+        (&train, "--probe-every", "0"),
+        (&train, "--lr", "NaN"),
+        (&train, "--lr", "0"),
+        (&bench, "--seqlen", "0"),
+        (&bench, "--calib-windows", "0"),
         (&eval, "--max-windows", "0"),
         (&eval, "--batch", "0"),
         (&eval, "--limit", "0"),
@@ -315,6 +324,54 @@ fn zero_counts_are_refused() {
         !d.path().join("out").exists(),
         "a refused run left output behind"
     );
+}
+
+// A model whose dense perplexity is NaN cannot start a session: the error says so, and the
+// file, which would hold only a header, is not left to block the same command again.
+#[test]
+fn a_session_that_cannot_start_leaves_no_file() {
+    let (d, m, t) = setup();
+    let weights = std::path::Path::new(&m).join("model.safetensors");
+    let mut w = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    let norm = w["model.norm.weight"].clone();
+    let nan = (norm.ones_like().unwrap() * f64::NAN).unwrap();
+    w.insert("model.norm.weight".into(), nan);
+    candle_core::safetensors::save(&w, &weights).unwrap();
+    let s = d.path().join("s.yaml");
+    let o = arborist(
+        &[
+            "run",
+            "--model",
+            &m,
+            "--calib",
+            &t,
+            "--eval",
+            &t,
+            "--seqlen",
+            "64",
+            "--calib-windows",
+            "2",
+            "--eval-windows",
+            "2",
+            "--headless",
+            "--auto-approve",
+            "--session",
+            &p(&s),
+        ],
+        &[],
+    );
+    // The run announces the session first; the error is one line after it.
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains("perplexity is NaN")
+            && errors[0].ends_with("(nothing was recorded, so no session file was kept)"),
+        "{err}"
+    );
+    assert!(!s.exists(), "a header-only session file was left");
 }
 
 // Options that only mean something with another one, or whose values would be clamped or

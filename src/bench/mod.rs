@@ -274,6 +274,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         a.batch > 0,
         "--batch 0: a forward pass needs at least one window"
     );
+    crate::cli::seqlen_ok(Some(a.seqlen))?;
+    crate::cli::at_least_one(
+        "calib-windows",
+        a.calib_windows,
+        "the suites run on at least one window",
+    )?;
     let dev = parse_device(&a.device)?;
     let dtype = parse_dtype(&a.dtype)?;
     if !matches!(a.suite.as_str(), "session" | "session-memory") {

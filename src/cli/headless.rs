@@ -78,14 +78,21 @@ pub fn run(a: &RunArgs) -> Result<()> {
         .clone()
         .filter(|r| *r == crate::session::StopReason::AgentFailed);
     d.shutdown();
-    // The cause first, then where the work is kept.
-    res.map_err(|e| {
-        anyhow::anyhow!(
+    // The cause first, then where the work is kept. A new session that failed before its
+    // first event (a model whose dense perplexity is NaN) keeps nothing worth resuming, and
+    // its file would only block the same command: it goes.
+    if let Err(e) = res {
+        let empty = s.log.is_none()
+            && crate::session::file::read(&s.path).is_ok_and(|l| l.entries.is_empty());
+        if empty && std::fs::remove_file(&s.path).is_ok() {
+            anyhow::bail!("{e:#} (nothing was recorded, so no session file was kept)");
+        }
+        anyhow::bail!(
             "{e:#} (the session is saved in {}; continue with --session {} --resume)",
             s.path.display(),
             s.path.display()
-        )
-    })?;
+        );
+    }
     if a.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {

@@ -48,6 +48,23 @@ pub fn run(a: TrainArgs) -> Result<()> {
         a.qa_repeats
     );
     ensure!(a.mc_repeats >= 1, "--mc-repeats must be at least 1, got 0");
+    super::at_least_one("steps", a.steps, "nothing would be trained")?;
+    super::at_least_one("batch", a.batch, "a step needs at least one window")?;
+    super::at_least_one(
+        "probe-every",
+        a.probe_every,
+        "probes run every N steps, N at least 1",
+    )?;
+    ensure!(
+        a.lr.is_finite() && a.lr > 0.0,
+        "--lr {}: expected a finite learning rate above 0",
+        a.lr
+    );
+    ensure!(
+        a.answer_weight.is_finite() && a.answer_weight >= 0.0,
+        "--answer-weight {}: expected a finite weight of at least 0",
+        a.answer_weight
+    );
     crate::prune::export::check_out_dir(&a.out, a.force)?;
     let o = TrainOptions {
         steps: a.steps,

@@ -1,7 +1,7 @@
 //! FreebaseQA under the LLM-KICK protocol: greedy answer after "Please give answer to this
 //! question: {q}\nThe answer is ", correct when a gold alias occurs in the continuation.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::path::Path;
 
@@ -64,28 +64,33 @@ pub fn first_line(continuation: &str) -> &str {
 }
 
 /// EOS ids from `config.json` and, when present beside it, `generation_config.json`
-/// (`eos_token_id` may be a number or a list).
-pub fn eos_ids(config: &Path) -> Vec<u32> {
+/// (`eos_token_id` may be a number, a list or null). A file that is there but cannot be
+/// read is an error: without its ids, generation would run past the answer unnoticed.
+pub fn eos_ids(config: &Path) -> Result<Vec<u32>> {
     let mut ids = Vec::new();
     let files = [
         config.to_path_buf(),
         config.with_file_name("generation_config.json"),
     ];
     for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else {
+        if !f.exists() {
             continue;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
+        }
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", f.display()))?;
+        let id = |x: &serde_json::Value| -> Result<u32> {
+            x.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .with_context(|| {
+                    format!("{}: `eos_token_id` holds {x}, not a token id", f.display())
+                })
         };
         let found: Vec<u32> = match &v["eos_token_id"] {
-            serde_json::Value::Number(n) => n.as_u64().into_iter().map(|x| x as u32).collect(),
-            serde_json::Value::Array(a) => a
-                .iter()
-                .filter_map(|x| x.as_u64())
-                .map(|x| x as u32)
-                .collect(),
-            _ => Vec::new(),
+            serde_json::Value::Null => Vec::new(),
+            serde_json::Value::Array(a) => a.iter().map(id).collect::<Result<_>>()?,
+            x => vec![id(x)?],
         };
         for id in found {
             if !ids.contains(&id) {
@@ -93,7 +98,7 @@ pub fn eos_ids(config: &Path) -> Vec<u32> {
             }
         }
     }
-    ids
+    Ok(ids)
 }
 
 pub struct FreebaseOptions {
@@ -109,7 +114,7 @@ pub fn evaluate_freebaseqa(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<FreebaseResult> {
     let items = &items[..opts.limit.map_or(items.len(), |l| l.min(items.len()))];
-    let stop_ids = eos_ids(&model.files.config);
+    let stop_ids = eos_ids(&model.files.config)?;
     let decode = |ids: &[u32]| {
         model
             .tokenizer
@@ -159,4 +164,40 @@ pub fn evaluate_freebaseqa(
         stop_ids,
         records,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eos_ids_come_from_both_files_and_a_broken_one_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let config = d.path().join("config.json");
+        let gen = d.path().join("generation_config.json");
+        std::fs::write(&config, r#"{"eos_token_id": 2}"#).unwrap();
+        assert_eq!(eos_ids(&config).unwrap(), vec![2]);
+        std::fs::write(&gen, r#"{"eos_token_id": [2, 7]}"#).unwrap();
+        assert_eq!(eos_ids(&config).unwrap(), vec![2, 7]);
+        std::fs::write(&gen, r#"{"eos_token_id": null}"#).unwrap();
+        assert_eq!(eos_ids(&config).unwrap(), vec![2]);
+        for (text, want) in [
+            (
+                r#"{"eos_token_id": [1, 2"#,
+                "generation_config.json is not valid JSON",
+            ),
+            (
+                r#"{"eos_token_id": "2"}"#,
+                "`eos_token_id` holds \"2\", not a token id",
+            ),
+            (
+                r#"{"eos_token_id": [4294967296]}"#,
+                "holds 4294967296, not a token id",
+            ),
+        ] {
+            std::fs::write(&gen, text).unwrap();
+            let err = format!("{:#}", eos_ids(&config).unwrap_err());
+            assert!(err.contains(want), "{err}");
+        }
+    }
 }

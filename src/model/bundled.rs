@@ -84,7 +84,7 @@ pub fn dir() -> Result<PathBuf> {
     }
     let tmp = dir.with_extension(format!("partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    write_files(&tmp).and_then(|_| {
+    let written = write_files(&tmp).and_then(|_| {
         std::fs::rename(&tmp, &dir).or_else(|e| {
             // Another process may have won the race.
             if dir.join("config.json").is_file() {
@@ -94,7 +94,15 @@ pub fn dir() -> Result<PathBuf> {
                 Err(e).with_context(|| format!("cannot create {}", dir.display()))
             }
         })
-    })?;
+    });
+    if let Err(e) = written {
+        // A full disk must not leave a partial copy behind under a name never reused.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!(
+            "cannot extract the bundled model into {} (ARBORIST_CACHE chooses another directory)",
+            cache_root().display()
+        )));
+    }
     Ok(dir)
 }
 

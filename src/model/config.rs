@@ -119,13 +119,21 @@ impl ModelConfig {
             bail!("field `num_key_value_heads` ({num_kv_heads}) must divide num_attention_heads ({num_heads})");
         }
         let head_dim = match raw.head_dim {
+            Some(0) => bail!("field `head_dim` must be positive"),
             Some(d) => d,
             None if hidden_size % num_heads == 0 => hidden_size / num_heads,
             None => bail!(
                 "hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}"
             ),
         };
+        if head_dim % 2 != 0 {
+            bail!("head_dim {head_dim} is odd: rotary embeddings rotate pairs of dimensions");
+        }
         let num_layers = req(raw.num_hidden_layers, "num_hidden_layers")?;
+        // Per-block tables are built from it before any weight is read.
+        if num_layers > MAX_LAYERS {
+            bail!("field `num_hidden_layers` ({num_layers}) is more blocks than any decoder has (at most {MAX_LAYERS} here)");
+        }
         let (rope_theta, rope_scaling) = parse_rope(&raw)?;
         let window_for_layer = |i: usize| -> Option<usize> {
             match arch {
@@ -203,7 +211,18 @@ impl ModelConfig {
     }
 }
 
+/// More blocks than this is a broken config, refused before per-block tables are built.
+const MAX_LAYERS: usize = 65_536;
+
 fn parse_rope(raw: &RawConfig) -> Result<(f64, RopeScaling)> {
+    for (field, v) in [
+        ("rope_scaling", &raw.rope_scaling),
+        ("rope_parameters", &raw.rope_parameters),
+    ] {
+        if v.as_ref().is_some_and(|v| !v.is_object() && !v.is_null()) {
+            bail!("field `{field}` must be an object or null");
+        }
+    }
     // transformers 5 writes {"rope_type": .., "rope_theta": ..} into rope_parameters;
     // older versions use top-level rope_theta and an optional rope_scaling object.
     let params = raw
@@ -211,14 +230,13 @@ fn parse_rope(raw: &RawConfig) -> Result<(f64, RopeScaling)> {
         .as_ref()
         .filter(|v| v.is_object())
         .or(raw.rope_scaling.as_ref().filter(|v| v.is_object()));
-    let theta = raw
-        .rope_theta
-        .or_else(|| {
-            params
-                .and_then(|p| p.get("rope_theta"))
-                .and_then(|v| v.as_f64())
-        })
-        .unwrap_or(10000.0);
+    let nested = match params.and_then(|p| p.get("rope_theta")) {
+        None => None,
+        Some(v) => Some(v.as_f64().with_context(|| {
+            format!("field `rope_theta` of the rope parameters is {v}, not a number")
+        })?),
+    };
+    let theta = raw.rope_theta.or(nested).unwrap_or(10000.0);
     let Some(p) = params else {
         return Ok((theta, RopeScaling::None));
     };
@@ -228,9 +246,14 @@ fn parse_rope(raw: &RawConfig) -> Result<(f64, RopeScaling)> {
         .and_then(|v| v.as_str())
         .unwrap_or("default");
     let num = |key: &str| -> Result<f64> {
-        p.get(key)
+        let x = p
+            .get(key)
             .and_then(|v| v.as_f64())
-            .with_context(|| format!("rope scaling `{kind}` needs field `{key}`"))
+            .with_context(|| format!("rope scaling `{kind}` needs field `{key}`"))?;
+        if !(x.is_finite() && x > 0.0) {
+            bail!("rope scaling `{kind}`: field `{key}` ({x}) must be positive");
+        }
+        Ok(x)
     };
     let scaling = match kind {
         "default" => RopeScaling::None,
@@ -301,7 +324,33 @@ mod tests {
     // refused, naming the field; the ones real checkpoints carry still load.
     #[test]
     fn values_the_decoder_cannot_honour_are_refused() {
-        let cases: [(&str, &str, serde_json::Value, &str); 7] = [
+        let cases: [(&str, &str, serde_json::Value, &str); 13] = [
+            ("qwen3", "head_dim", 33.into(), "head_dim 33 is odd"),
+            ("qwen3", "head_dim", 0.into(), "`head_dim` must be positive"),
+            (
+                "llama",
+                "num_hidden_layers",
+                1_000_000_000.into(),
+                "`num_hidden_layers` (1000000000) is more blocks",
+            ),
+            (
+                "llama",
+                "rope_scaling",
+                serde_json::json!({"type": "linear", "factor": 0}),
+                "field `factor` (0) must be positive",
+            ),
+            (
+                "llama",
+                "rope_scaling",
+                "linear".into(),
+                "field `rope_scaling` must be an object or null",
+            ),
+            (
+                "qwen3",
+                "rope_parameters",
+                serde_json::json!({"rope_type": "default", "rope_theta": "1e6"}),
+                "`rope_theta` of the rope parameters is \"1e6\", not a number",
+            ),
             (
                 "llama",
                 "hidden_act",
