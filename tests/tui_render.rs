@@ -223,6 +223,59 @@ fn reject_sends_the_feedback_and_approve_is_one_key() {
         decision: Decision::Approve, by, .. })] if by == "human"));
 }
 
+// A paste is text for the open field: its line break does not submit the field, and its
+// letters do not run as commands (A would turn auto-approve on).
+#[test]
+fn a_paste_goes_into_the_open_field_and_never_runs_keys() {
+    let (m, events) = fixtures::reviewing(8);
+    let mut a = app();
+    let v = view(&m, &events);
+    a.on_paste("ignored", &v);
+    assert!(a
+        .notice
+        .as_ref()
+        .is_some_and(|n| n.text.contains("none is open")));
+    assert!(press(&mut a, &v, &[ch('r')]).is_empty());
+    a.on_paste("spare block 0\r\nA s", &v);
+    assert_eq!(a.auto_decision(&v), None);
+    let reqs = press(&mut a, &v, &[code(KeyCode::Enter)]);
+    assert!(
+        matches!(&reqs[..], [Request::Feed(Event::Decided {
+        decision: Decision::Reject { feedback }, .. })] if feedback == "spare block 0  A s"),
+        "{reqs:?}"
+    );
+    // In the editor a pasted number replaces the selected value.
+    let mut a = app();
+    press(&mut a, &v, &[ch('e')]);
+    a.on_paste(" 0.05\n", &v);
+    let ed = a.editor.as_ref().unwrap();
+    assert_eq!(ed.rows[ed.selected].value, "0.05");
+}
+
+// Below the smallest screen only "terminal too small · q quits" is drawn: no other key
+// may change what cannot be seen (an `e` then `enter` used to send an edit).
+#[test]
+fn a_screen_too_small_to_draw_takes_only_quit() {
+    let (m, events) = fixtures::reviewing(8);
+    let mut a = app();
+    let v = view(&m, &events);
+    let screen = text(&draw(&mut a, &v, 20, 5));
+    assert!(screen.contains("too small"), "{screen}");
+    assert!(press(&mut a, &v, &[ch('e'), code(KeyCode::Enter), ch('A')]).is_empty());
+    assert!(a.editor.is_none());
+    assert_eq!(a.auto_decision(&v), None);
+    a.on_paste("0.3", &v);
+    assert!(a.editor.is_none() && a.notice.is_none());
+    assert!(matches!(
+        &press(&mut a, &v, &[ch('q')])[..],
+        [Request::Quit]
+    ));
+    // Back at a usable size every key works again.
+    draw(&mut a, &v, 120, 40);
+    press(&mut a, &v, &[ch('e')]);
+    assert!(a.editor.is_some());
+}
+
 #[test]
 fn help_overlay_lists_every_binding_of_the_keymap() {
     let (m, events) = fixtures::reviewing(36);

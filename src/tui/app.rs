@@ -113,6 +113,9 @@ pub struct Areas {
     pub scroll_max: Vec<(Panel, u16)>,
     /// How far the help can scroll, while it is open.
     pub help_max: Option<u16>,
+    /// The terminal is too small to draw the screen: only quitting (and a dialog it opens)
+    /// takes keys, since nothing else that a key would change can be seen.
+    pub too_small: bool,
 }
 
 pub struct App {
@@ -213,6 +216,12 @@ impl App {
             self.overlay = Overlay::None;
             return self.on_action(Action::Quit, view);
         }
+        if self.areas.too_small
+            && !matches!(self.overlay, Overlay::Confirm { .. })
+            && self.keymap.lookup(&key, self.mode(), !view.live()) != Some(Action::Quit)
+        {
+            return vec![];
+        }
         if let Overlay::Help { scroll } = &mut self.overlay {
             let max = self.areas.help_max.unwrap_or(u16::MAX);
             match key.code {
@@ -264,6 +273,37 @@ impl App {
             Some(a) => self.on_action(a, view),
             None => vec![],
         }
+    }
+
+    /// Pasted text (bracketed paste) goes into the open text field, line breaks as spaces,
+    /// and never to the keymap: typed out, its line break would submit the field and the
+    /// rest would run as commands.
+    pub fn on_paste(&mut self, text: &str, view: &View) {
+        self.notice = None;
+        if self.areas.too_small {
+            return;
+        }
+        let flat: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if let Overlay::Feedback(t) | Overlay::Goto(t) = &mut self.overlay {
+            t.push_str(&flat);
+            return;
+        }
+        if self.mode() != Mode::Edit || !matches!(self.overlay, Overlay::None) {
+            self.say(
+                Level::Info,
+                "a paste goes into an open text field; none is open",
+            );
+            return;
+        }
+        let ed = self.editor.as_mut().expect("edit mode has an editor");
+        let refused = flat.trim().chars().find_map(|c| ed.type_char(c).err());
+        if let Some(why) = refused {
+            self.say(Level::Warn, why);
+        }
+        self.revalidate(view);
     }
 
     pub fn focus_panel(&mut self, p: Panel) {

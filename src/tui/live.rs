@@ -195,8 +195,10 @@ where
     };
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "session {p} ({events} events); {next}");
-    match exit {
-        Exit::Quit => Ok(()),
-        Exit::Signal => Err(anyhow!("stopped by a signal")),
+    match (exit, app.failure) {
+        (Exit::Signal, _) => Err(anyhow!("stopped by a signal")),
+        // The status bar had room for only part of it: said in full, and not as success.
+        (Exit::Quit, Some(failure)) => Err(anyhow!("{failure}")),
+        (Exit::Quit, None) => Ok(()),
     }
 }

@@ -18,6 +18,9 @@ const TICK: Duration = Duration::from_millis(50);
 /// Redraw this often even when idle (spinners, elapsed times).
 const IDLE_REDRAW: Duration = Duration::from_millis(500);
 
+/// How long crossterm may look for input our own poll says is there (or for a resize).
+const CROSSTERM_LOOK: Duration = Duration::from_millis(1);
+
 /// What the loop drives: a live driver or a replay timeline.
 pub trait Source {
     fn view(&self) -> View<'_>;
@@ -38,8 +41,9 @@ pub enum Exit {
 fn wait_input(fd: Option<std::os::fd::RawFd>, timeout: Duration) -> Result<Wait> {
     let crossterm_wait = match fd {
         Some(fd) if input::wait(fd, timeout) == Wait::HangUp => return Ok(Wait::HangUp),
-        // Ready, or the tick is over: crossterm may hold a resize or queued keys.
-        Some(_) => Duration::ZERO,
+        // Ready, or the tick is over: crossterm may hold a resize or queued keys. Its
+        // poll(2) source reads nothing at a zero timeout, hence one millisecond.
+        Some(_) => CROSSTERM_LOOK,
         None => timeout,
     };
     Ok(if event::poll(crossterm_wait)? {
@@ -83,6 +87,10 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
                 match event::read()? {
                     TermEvent::Key(k) => app.on_key(k, &v),
                     TermEvent::Mouse(m) if app.mouse => app.on_mouse(m),
+                    TermEvent::Paste(text) => {
+                        app.on_paste(&text, &v);
+                        vec![]
+                    }
                     _ => vec![],
                 }
             };

@@ -4,7 +4,9 @@
 //! does not answer). Logs go to a file, never to the screen.
 
 use anyhow::{Context, Result};
-use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
+use crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
+};
 use crossterm::execute;
 use crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
@@ -116,7 +118,8 @@ pub fn enter(mouse: bool) -> Result<TerminalGuard> {
     start_watchdog(Arc::clone(&signals));
     enable_raw_mode().context("cannot switch the terminal to raw mode")?;
     ACTIVE.store(true, Ordering::SeqCst);
-    execute!(stdout(), EnterAlternateScreen)?;
+    // Bracketed paste: a paste arrives as one event, not as keys that act as commands.
+    execute!(stdout(), EnterAlternateScreen, EnableBracketedPaste)?;
     if mouse {
         execute!(stdout(), EnableMouseCapture)?;
     }
@@ -130,6 +133,7 @@ pub fn restore() {
         let _ = execute!(
             stdout(),
             DisableMouseCapture,
+            DisableBracketedPaste,
             LeaveAlternateScreen,
             crossterm::cursor::Show
         );

@@ -75,6 +75,7 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
         let help_max = overlay::render(f, area, app, view);
         return Areas {
             help_max,
+            too_small: true,
             ..Areas::default()
         };
     }
