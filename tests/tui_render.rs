@@ -276,6 +276,26 @@ fn a_screen_too_small_to_draw_takes_only_quit() {
     assert!(a.editor.is_some());
 }
 
+// Profiles and mask rebuilds report no counts: the time the job has run shows it moves.
+#[test]
+fn the_status_shows_how_long_the_worker_has_been_at_its_job() {
+    let (m, events) = fixtures::profiled(8);
+    let mut v = view(&m, &events);
+    v.busy_for = Some(std::time::Duration::from_secs(125));
+    assert_eq!(v.worker_state(), "agent is proposing · 2 min 05 s");
+    let mut a = app();
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    assert!(
+        screen.contains("agent is proposing · 2 min 05 s"),
+        "{screen}"
+    );
+    // Waiting for the human is not the worker's time.
+    let (m, events) = fixtures::reviewing(8);
+    let mut v = view(&m, &events);
+    v.busy_for = Some(std::time::Duration::from_secs(125));
+    assert_eq!(v.worker_state(), "waiting for your review");
+}
+
 #[test]
 fn help_overlay_lists_every_binding_of_the_keymap() {
     let (m, events) = fixtures::reviewing(36);
@@ -484,6 +504,31 @@ fn auto_approve_and_pause() {
     assert_eq!(a.auto_decision(&v), None, "paused");
     press(&mut a, &v, &[ch('p'), ch('e')]);
     assert_eq!(a.auto_decision(&v), None, "never while the human edits");
+}
+
+// Auto-approve, pause and stop have nothing to act on once the session is finished or in
+// replay: they say so instead of toggling a mark that changes nothing.
+#[test]
+fn auto_pause_and_stop_say_why_they_do_nothing_after_the_end() {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    let stop = Event::StopRequested { by: "human".into() };
+    fixtures::feed(&mut m, &mut events, stop);
+    assert!(m.is_done());
+    let v = view(&m, &events);
+    let mut a = app();
+    for k in [
+        KeyEvent::new(KeyCode::Char('A'), KeyModifiers::SHIFT),
+        ch('p'),
+        ch('s'),
+    ] {
+        assert!(press(&mut a, &v, &[k]).is_empty());
+        let notice = a.notice.as_ref().map(|n| n.text.clone());
+        assert_eq!(
+            notice.as_deref(),
+            Some("the session is finished: nothing more to decide")
+        );
+    }
+    assert!(!a.auto_approve && !a.paused);
 }
 
 #[test]

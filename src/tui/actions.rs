@@ -43,12 +43,12 @@ impl App {
                 self.open_editor(view);
             }
             Reject => self.overlay = Overlay::Feedback(String::new()),
-            ToggleAuto if view.live() => {
+            ToggleAuto if view.can_stop() => {
                 self.auto_approve = !self.auto_approve;
                 let on = if self.auto_approve { "on" } else { "off" };
                 self.say(Level::Info, format!("auto-approve {on}"));
             }
-            TogglePause if view.live() => {
+            TogglePause if view.can_stop() => {
                 self.paused = !self.paused;
                 let msg = if self.paused {
                     "paused: the next proposal waits for you"
@@ -146,7 +146,17 @@ impl App {
                     self.editor = None;
                 }
             }
-            ToggleAuto | TogglePause | Stop => {}
+            // Said rather than ignored: a key that does nothing looks like a frozen screen.
+            ToggleAuto | TogglePause | Stop if !view.live() => {
+                self.say(Level::Info, "replay is read-only")
+            }
+            ToggleAuto | TogglePause | Stop if view.loading.is_some() => {
+                self.say(Level::Info, "the model is still loading")
+            }
+            ToggleAuto | TogglePause | Stop => self.say(
+                Level::Info,
+                "the session is finished: nothing more to decide",
+            ),
         }
         vec![]
     }

@@ -257,6 +257,7 @@ pub fn view<'a>(m: &'a Machine, events: &'a [Event]) -> View<'a> {
         replay: None,
         session: "sessions/test.yaml",
         loading: None,
+        busy_for: None,
     }
 }
 

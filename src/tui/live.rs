@@ -26,6 +26,8 @@ struct Live {
     started: Instant,
     loading: String,
     workers_gone: bool,
+    /// The worker's job as shown (phase, iteration, progress label) and when it began.
+    job: (String, Instant),
 }
 
 impl Live {
@@ -33,6 +35,16 @@ impl Live {
         if let Some(d) = &self.driver {
             self.events.extend(d.recent[self.seen..].iter().cloned());
             self.seen = d.recent.len();
+        }
+    }
+
+    /// Restart the clock when the job shown changes.
+    fn track_job(&mut self) {
+        let Some(d) = &self.driver else { return };
+        let label = d.progress.as_ref().map_or("", |p| p.0.as_str());
+        let key = format!("{:?} {} {label}", d.machine.phase, d.machine.iteration);
+        if key != self.job.0 {
+            self.job = (key, Instant::now());
         }
     }
 
@@ -73,6 +85,7 @@ impl Source for Live {
             replay: None,
             session: &self.session,
             loading: self.driver.is_none().then_some(self.loading.as_str()),
+            busy_for: Some(self.job.1.elapsed()),
         }
     }
 
@@ -120,6 +133,7 @@ impl Source for Live {
             }
         }
         self.take_events();
+        self.track_job();
         let auto = app.auto_decision(&self.view());
         if let Some(ev) = auto {
             self.feed(ev, app);
@@ -172,6 +186,7 @@ where
         started: Instant::now(),
         loading: "loading the model and its data…".into(),
         workers_gone: false,
+        job: (String::new(), Instant::now()),
     };
     tracing::info!("tui: live session {} (log {:?})", path.display(), log);
     let mut guard = terminal::enter(app.mouse)?;

@@ -145,6 +145,7 @@ impl Source for Replay {
             }),
             session: &self.session,
             loading: None,
+            busy_for: None,
         }
     }
 

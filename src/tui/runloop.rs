@@ -15,7 +15,7 @@ use super::view::View;
 
 /// How long one wait for input may take; also the worst key-to-frame latency.
 const TICK: Duration = Duration::from_millis(50);
-/// Redraw this often even when idle (spinners, elapsed times).
+/// Redraw this often even when idle (the elapsed time of the running job).
 const IDLE_REDRAW: Duration = Duration::from_millis(500);
 
 /// How long crossterm may look for input our own poll says is there (or for a resize).

@@ -30,6 +30,9 @@ pub struct View<'a> {
     pub session: &'a str,
     /// Set while the model loads; the loading screen shows it.
     pub loading: Option<&'a str>,
+    /// How long the worker's current job (or its current stage) has run, live: profiles
+    /// and mask rebuilds report no counts, so the time is what shows that they move.
+    pub busy_for: Option<std::time::Duration>,
 }
 
 impl View<'_> {
@@ -81,7 +84,7 @@ impl View<'_> {
             }
         });
         let m = self.machine;
-        match &m.phase {
+        let state: String = match &m.phase {
             Phase::Idle => "starting".into(),
             Phase::Baseline => progress.unwrap_or_else(|| "evaluating the dense model".into()),
             Phase::Profiling => progress.unwrap_or_else(|| "profiling".into()),
@@ -90,7 +93,21 @@ impl View<'_> {
             Phase::Applying => progress.unwrap_or_else(|| "applying masks".into()),
             Phase::Reflecting => "agent is reflecting".into(),
             Phase::Done(r) => format!("finished: {}", r.words()),
+        };
+        match self.busy_for.filter(|d| d.as_secs() >= 1 && self.busy()) {
+            Some(d) => format!("{state} · {}", elapsed(d)),
+            None => state,
         }
+    }
+}
+
+/// "9 s", "2 min 05 s", "1 h 02 min".
+fn elapsed(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
     }
 }
 
