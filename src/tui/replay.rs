@@ -258,8 +258,17 @@ pub fn run_replay(path: &Path) -> Result<()> {
     app.mouse = std::env::var("ARBORIST_MOUSE").map_or(true, |v| v != "0");
     let warnings: Vec<String> = key_warning.into_iter().chain(warnings).collect();
     let notice = super::startup_notice(&warnings);
-    if let Some(e) = timeline.error.clone().or(notice) {
-        app.say(Level::Warn, e);
+    // A damaged event stays on screen: the timeline ends before it, and the position
+    // alone ("event 14/14") would pass for the whole file.
+    let damaged = timeline.error.clone().map(|e| {
+        format!(
+            "replay stops before a damaged event ({} in the file): {e}",
+            log.entries.len()
+        )
+    });
+    app.failure = damaged.clone();
+    if let Some(n) = notice {
+        app.say(Level::Warn, n);
     }
     let mut src = Replay {
         timeline,
@@ -270,6 +279,10 @@ pub fn run_replay(path: &Path) -> Result<()> {
     let mut guard = terminal::enter(app.mouse)?;
     let exit = runloop::run(&mut guard, &mut app, &mut src);
     drop(guard);
+    if let Some(d) = damaged {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "warning: {}: {d}", path.display());
+    }
     match exit? {
         Exit::Quit => Ok(()),
         Exit::Signal => Err(anyhow!("stopped by a signal")),
