@@ -203,6 +203,29 @@ fn refusals_are_one_line() {
         ]),
         "outside [0, 1)",
     );
+    // A misspelt allocation reads as a missing file: the message names both meanings.
+    one_line_error(
+        &run(&[
+            "--sparsity",
+            "0.5",
+            "--allocation",
+            "unifrom",
+            "--out",
+            &o_s,
+        ]),
+        "--allocation unifrom: not uniform, owl or a readable YAML file",
+    );
+    // Calibration reads text; a parquet file is named as such, not as broken UTF-8.
+    let pq = d.path().join("wiki.parquet");
+    std::fs::write(&pq, b"PAR1\x15\x04\xff\xfePAR1").unwrap();
+    let mut args = base(&["--sparsity", "0.5", "--out", &o_s]);
+    let at = args.iter().position(|a| a == "--calib").unwrap() + 1;
+    args[at] = p(&pq);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    one_line_error(
+        &arborist(&refs, &[]),
+        "is a parquet file; this option reads UTF-8 text",
+    );
     // A path that names no directory is refused before any pruning (it used to be after).
     let up = p(&out.join(".."));
     let o = run(&["--sparsity", "0.5", "--out", &up, "--force"]);

@@ -16,8 +16,12 @@ pub fn uniform(d: &Decoder, p: Pattern) -> Plan {
 
 /// Read `layer name: sparsity` pairs; layers not named stay dense.
 pub fn from_yaml(path: &Path, d: &Decoder) -> Result<Plan> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "--allocation {}: not uniform, owl or a readable YAML file of layer sparsities",
+            path.display()
+        )
+    })?;
     let expected = || {
         format!(
             "{}: expected a map of layer name to sparsity",
