@@ -80,6 +80,14 @@ fn exported_model_evaluates_to_exactly_the_reported_perplexity() {
     for (f, text) in side {
         assert_eq!(std::fs::read_to_string(out.join(f)).unwrap(), text);
     }
+    // No block was removed: the config is the source's, keys and values, but for the dtype.
+    let config = |d: &std::path::Path| -> serde_json::Value {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("torch_dtype");
+        v
+    };
+    assert_eq!(config(&out), config(&model));
     // transformers before 4.48 refuses a safetensors file without {"format": "pt"}.
     let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();

@@ -297,6 +297,7 @@ fn write_all(
         "f64" => "float64",
         _ => "float32",
     };
+    let removed = cfg["num_hidden_layers"].as_u64() != Some(d.blocks.len() as u64);
     cfg["num_hidden_layers"] = d.blocks.len().into();
     if cfg.get("layer_types").is_some() {
         cfg["layer_types"] = d
@@ -314,13 +315,17 @@ fn write_all(
     }
     // transformers' Qwen2/Qwen3 without `layer_types`: blocks from `max_window_layers` on
     // slide. Removed blocks (ShortGPT) move that boundary; the sliding ones stay a suffix.
-    if cfg["use_sliding_window"] == true && cfg.get("max_window_layers").is_some() {
+    if removed && cfg["use_sliding_window"] == true && cfg.get("max_window_layers").is_some() {
         let full = d.blocks.iter().take_while(|b| b.window.is_none()).count();
         if d.blocks[full..].iter().all(|b| b.window.is_some()) {
             cfg["max_window_layers"] = full.into();
         }
     }
-    cfg["torch_dtype"] = torch.into();
+    // transformers 5 writes `dtype`, earlier versions `torch_dtype`: the keys the source
+    // has (the older one when it has neither).
+    if cfg.get("torch_dtype").is_some() || cfg.get("dtype").is_none() {
+        cfg["torch_dtype"] = torch.into();
+    }
     if cfg.get("dtype").is_some() {
         cfg["dtype"] = torch.into();
     }
