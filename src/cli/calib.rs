@@ -16,6 +16,9 @@ pub enum Sample {
     Random,
 }
 
+/// Wanda's and SparseGPT's `nsamples`.
+const DEFAULT_CALIB_WINDOWS: usize = 128;
+
 #[derive(Args, Debug, Clone)]
 pub struct CalibArgs {
     /// Calibration text (UTF-8).
@@ -24,9 +27,9 @@ pub struct CalibArgs {
     /// Tokens per window (default: 2048, capped at the model's max_position_embeddings).
     #[arg(long)]
     pub seqlen: Option<usize>,
-    /// Calibration windows.
-    #[arg(long, default_value_t = 128)]
-    pub calib_windows: usize,
+    /// Calibration windows [default: 128, as Wanda and SparseGPT].
+    #[arg(long)]
+    pub calib_windows: Option<usize>,
     #[arg(long, value_enum, default_value = "sequential")]
     pub calib_sample: Sample,
     #[arg(long, default_value_t = 0)]
@@ -43,20 +46,27 @@ impl CalibArgs {
         let Some(path) = &self.calib else {
             return Ok(None);
         };
+        let count = self.calib_windows.unwrap_or(DEFAULT_CALIB_WINDOWS);
         super::at_least_one(
             "calib-windows",
-            self.calib_windows,
+            count,
             "calibration needs at least one window",
         )?;
         let ids = m.encode(&read_text(path)?)?;
         let name = path.display().to_string();
         let seqlen = super::seqlen_warned(self.seqlen, m);
-        Ok(Some(match self.calib_sample {
-            Sample::Sequential => {
-                Windows::sequential(&ids, seqlen, Some(self.calib_windows), &name)?
-            }
-            Sample::Random => Windows::random(&ids, seqlen, self.calib_windows, self.seed, &name)?,
-        }))
+        let w = match self.calib_sample {
+            Sample::Sequential => Windows::sequential(&ids, seqlen, Some(count), &name)?,
+            Sample::Random => Windows::random(&ids, seqlen, count, self.seed, &name)?,
+        };
+        // Said when asked for: the default of 128 is more than most small texts hold.
+        if let Some(note) = self
+            .calib_windows
+            .and_then(|n| w.fewer_note("--calib-windows", n, &name))
+        {
+            tracing::warn!("{note}");
+        }
+        Ok(Some(w))
     }
 
     pub fn protocol(&self, w: &Windows) -> serde_json::Value {

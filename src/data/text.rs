@@ -48,6 +48,19 @@ pub struct Windows {
 
 impl Windows {
     /// The first `limit` (all when None) of `tokens.len() / seqlen` windows.
+    /// A warning when the text held fewer windows than `flag` asked for (the run uses
+    /// what there is; the JSON and the session record the count).
+    pub fn fewer_note(&self, flag: &str, asked: usize, source: &str) -> Option<String> {
+        (self.len() < asked).then(|| {
+            format!(
+                "{flag} {asked}: {source} holds only {} windows of {} tokens; using {}",
+                self.len(),
+                self.seqlen,
+                self.len()
+            )
+        })
+    }
+
     pub fn sequential(
         ids: &[u32],
         seqlen: usize,

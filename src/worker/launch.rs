@@ -36,14 +36,19 @@ fn windows(
     count: usize,
     opts: &RunOptions,
     random: bool,
+    flag: &str,
 ) -> Result<Windows> {
     let ids = m.encode(text)?;
     let name = path.display().to_string();
-    if random {
-        Windows::random(&ids, seqlen, count, opts.seed, &name)
+    let w = if random {
+        Windows::random(&ids, seqlen, count, opts.seed, &name)?
     } else {
-        Windows::sequential(&ids, seqlen, Some(count), &name)
+        Windows::sequential(&ids, seqlen, Some(count), &name)?
+    };
+    if let Some(note) = w.fewer_note(flag, count, &name) {
+        tracing::warn!("{note}");
     }
+    Ok(w)
 }
 
 /// Load the model and windows (runs on the compute thread).
@@ -70,6 +75,7 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
         opts.calib_windows,
         opts,
         opts.calib_sample == "random",
+        "--calib-windows",
     )?;
     // Evaluation text is read as `eval --ppl` reads it (wikitext parquet too).
     let eval_text = read_ppl_text(&eval_path)?;
@@ -81,6 +87,7 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
         opts.eval_windows,
         opts,
         false,
+        "--eval-windows",
     )?;
     let probe = match &opts.probe {
         Some(p) => Some(load_probe(p, opts)?),
