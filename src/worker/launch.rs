@@ -33,10 +33,9 @@ fn windows(
     path: &std::path::Path,
     text: &str,
     seqlen: usize,
-    count: usize,
+    (flag, count): (&str, usize),
     opts: &RunOptions,
     random: bool,
-    flag: &str,
 ) -> Result<Windows> {
     let ids = m.encode(text)?;
     let name = path.display().to_string();
@@ -72,10 +71,9 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
         &calib_path,
         &read_text(&calib_path)?,
         seqlen,
-        opts.calib_windows,
+        ("--calib-windows", opts.calib_windows),
         opts,
         opts.calib_sample == "random",
-        "--calib-windows",
     )?;
     // Evaluation text is read as `eval --ppl` reads it (wikitext parquet too).
     let eval_text = read_ppl_text(&eval_path)?;
@@ -84,10 +82,9 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
         &eval_path,
         &eval_text,
         seqlen,
-        opts.eval_windows,
+        ("--eval-windows", opts.eval_windows),
         opts,
         false,
-        "--eval-windows",
     )?;
     let probe = match &opts.probe {
         Some(p) => Some(load_probe(p, opts)?),
