@@ -40,13 +40,8 @@ fn main() {
     if !cli.interactive() {
         arborist::cli::stderr_log::init();
     }
-    arborist::runtime::set_compute_threads(cli.compute_threads());
-    // Started now, so that threads the system refuses are an error, not a panic later.
-    if let Err(e) = rayon::ThreadPoolBuilder::new()
-        .num_threads(cli.compute_threads().max(1))
-        .build_global()
-    {
-        let n = cli.compute_threads();
+    let n = cli.compute_threads();
+    if let Err(e) = arborist::runtime::set_compute_threads(n) {
         match cli.threads {
             Some(_) => {
                 eprintln!("error: --threads {n}: cannot start that many compute threads: {e}")

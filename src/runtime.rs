@@ -56,11 +56,12 @@ pub fn default_threads(interactive: bool) -> usize {
 }
 
 /// Fix the number of compute threads for candle and gemm. Must run before any compute,
-/// because both read the environment when their pools start.
-pub fn set_compute_threads(n: usize) {
-    let n = n.max(1).to_string();
+/// because both read the environment when their pools start. The rayon pool starts here,
+/// so that threads the system refuses are an error, not a panic at the first parallel op.
+pub fn set_compute_threads(n: usize) -> Result<(), rayon::ThreadPoolBuildError> {
+    let n = n.max(1);
     // Safe in edition 2021; called at start-up before other threads exist.
-    std::env::set_var("RAYON_NUM_THREADS", &n);
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     // candle's element-wise ops run on a pool of spinning workers beside rayon's threads.
     // On 2 cores that worker took a core from gemm (forward 2646 vs 2893 tokens/s) and it
     // serialises ops called from several threads, as the data-parallel calibration does
@@ -69,6 +70,9 @@ pub fn set_compute_threads(n: usize) {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
 }
 
 /// How many batches of windows to run at once on `dev` when each needs about `bytes` of

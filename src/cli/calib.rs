@@ -60,12 +60,7 @@ impl CalibArgs {
             Sample::Random => Windows::random(&ids, seqlen, count, self.seed, &name)?,
         };
         // Said when asked for: the default of 128 is more than most small texts hold.
-        if let Some(note) = self
-            .calib_windows
-            .and_then(|n| w.fewer_note("--calib-windows", n, &name))
-        {
-            tracing::warn!("{note}");
-        }
+        w.warn_if_fewer("--calib-windows", self.calib_windows, &name);
         Ok(Some(w))
     }
 

@@ -146,11 +146,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
             let name = p.display().to_string();
             let ids = m.encode(&read_ppl_text(p)?)?;
             let w = Windows::sequential(&ids, a.calib.seqlen(&m), a.eval_windows, &name)?;
-            if let Some(n) = a.eval_windows {
-                if let Some(note) = w.fewer_note("--eval-windows", n, &name) {
-                    tracing::warn!("{note}");
-                }
-            }
+            w.warn_if_fewer("--eval-windows", a.eval_windows, &name);
             Some((w, name))
         }
         None => None,

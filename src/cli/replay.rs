@@ -41,12 +41,10 @@ pub struct ExportArgs {
 /// The session at `path`; a last document cut off by a crash is left out, and said so.
 fn read_session(path: &std::path::Path) -> Result<file::SessionLog> {
     let log = file::read(path)?;
-    if log.torn_tail {
-        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    if let Some(n) = log.torn_bytes(path) {
         eprintln!(
-            "warning: {}: its last document is incomplete ({} bytes, cut off by a crash) and is left out",
-            path.display(),
-            size.saturating_sub(log.valid_len)
+            "warning: {}: its last document is incomplete ({n} bytes, cut off by a crash) and is left out",
+            path.display()
         );
     }
     Ok(log)

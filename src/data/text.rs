@@ -47,20 +47,20 @@ pub struct Windows {
 }
 
 impl Windows {
-    /// The first `limit` (all when None) of `tokens.len() / seqlen` windows.
-    /// A warning when the text held fewer windows than `flag` asked for (the run uses
-    /// what there is; the JSON and the session record the count).
-    pub fn fewer_note(&self, flag: &str, asked: usize, source: &str) -> Option<String> {
-        (self.len() < asked).then(|| {
-            format!(
+    /// Warn when the text held fewer windows than `flag` asked for (None: nothing was
+    /// asked); the run uses what there is, and the JSON and the session record the count.
+    pub fn warn_if_fewer(&self, flag: &str, asked: Option<usize>, source: &str) {
+        if let Some(asked) = asked.filter(|a| self.len() < *a) {
+            tracing::warn!(
                 "{flag} {asked}: {source} holds only {} windows of {} tokens; using {}",
                 self.len(),
                 self.seqlen,
                 self.len()
-            )
-        })
+            );
+        }
     }
 
+    /// The first `limit` (all when None) of `tokens.len() / seqlen` windows.
     pub fn sequential(
         ids: &[u32],
         seqlen: usize,

@@ -125,8 +125,7 @@ impl WeightFiles {
                 shape
             );
         }
-        use safetensors::Dtype as S;
-        if !matches!(view.dtype(), S::F32 | S::F16 | S::BF16) {
+        if self.stored_dtype(name).is_none() {
             bail!(
                 "tensor `{name}` in {} is stored as {:?}; only f32, f16 and bf16 are supported",
                 self.where_(name),

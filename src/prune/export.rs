@@ -272,10 +272,26 @@ fn replace_by_renames(tmp: &Path, out: &Path) -> Result<()> {
 /// written model is always the one that was evaluated.
 fn save_dtype(d: &Decoder, src: &ModelFiles, tensors: &[(String, Stored<'_>)]) -> Result<DType> {
     let files = crate::model::weights::WeightFiles::open(&src.weights)?;
-    match files.stored_dtype("model.embed_tokens.weight") {
-        Some(dt) if dt != d.dtype && crate::model::save::exact_in(tensors, dt)? => Ok(dt),
-        _ => Ok(d.dtype),
+    let Some(dt) = files
+        .stored_dtype("model.embed_tokens.weight")
+        .filter(|dt| *dt != d.dtype)
+    else {
+        return Ok(d.dtype);
+    };
+    // A streamed layer is its file's values, masked: exact in the file's dtype whenever
+    // the run's dtype holds them (f32, f64), so it is not read a second time to check.
+    let wide = matches!(d.dtype, DType::F32 | DType::F64);
+    for (name, s) in tensors {
+        let from_file =
+            matches!(s, Stored::Linear(l) if !l.weight_resident() && !l.dense_resident());
+        if from_file && wide && files.stored_dtype(name) == Some(dt) {
+            continue;
+        }
+        if !crate::model::save::exact_in(&s.tensor()?, dt)? {
+            return Ok(d.dtype);
+        }
     }
+    Ok(dt)
 }
 
 fn write_all(
@@ -331,12 +347,10 @@ fn write_all(
     }
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
     let src_dir = src.config.parent().unwrap_or(Path::new("."));
-    for f in std::iter::once(&"tokenizer.json").chain(crate::model::source::SIDE_FILES) {
-        let p = if *f == "tokenizer.json" {
-            src.tokenizer.clone()
-        } else {
-            src_dir.join(f)
-        };
+    let side = crate::model::source::SIDE_FILES
+        .iter()
+        .map(|f| (src_dir.join(f), *f));
+    for (p, f) in std::iter::once((src.tokenizer.clone(), "tokenizer.json")).chain(side) {
         if p.is_file() {
             std::fs::copy(&p, dir.join(f))
                 .with_context(|| format!("cannot copy {}", p.display()))?;

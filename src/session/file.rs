@@ -239,6 +239,15 @@ pub struct SessionLog {
     pub torn_tail: bool,
 }
 
+impl SessionLog {
+    /// The bytes of `path` (the file this was read from) past its last whole document,
+    /// when a crash cut one off.
+    pub fn torn_bytes(&self, path: &Path) -> Option<u64> {
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        self.torn_tail.then(|| size.saturating_sub(self.valid_len))
+    }
+}
+
 /// Read a session file. A last document that is incomplete (a crash mid-write) is
 /// reported as torn and dropped; a bad document elsewhere, or an incomplete header, is an
 /// error naming it.

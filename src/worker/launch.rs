@@ -44,9 +44,7 @@ fn windows(
     } else {
         Windows::sequential(&ids, seqlen, Some(count), &name)?
     };
-    if let Some(note) = w.fewer_note(flag, count, &name) {
-        tracing::warn!("{note}");
-    }
+    w.warn_if_fewer(flag, Some(count), &name);
     Ok(w)
 }
 

@@ -48,12 +48,10 @@ pub fn replay_log(log: &SessionLog, path: &Path) -> Result<(Machine, Vec<Event>)
 
 /// What resuming drops of a file whose last document a crash cut off.
 pub fn torn_note(log: &SessionLog, path: &Path) -> Option<String> {
-    let size = std::fs::metadata(path).map_or(0, |m| m.len());
-    log.torn_tail.then(|| {
+    log.torn_bytes(path).map(|n| {
         format!(
-            "{}: dropped an incomplete last document ({} bytes, cut off by a crash)",
-            path.display(),
-            size.saturating_sub(log.valid_len)
+            "{}: dropped an incomplete last document ({n} bytes, cut off by a crash)",
+            path.display()
         )
     })
 }
