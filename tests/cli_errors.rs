@@ -525,3 +525,66 @@ fn per_item_without_json_is_refused() {
     let o = arborist(&["eval", "--model", &m, "--ppl", &t, "--per-item"], &[]);
     assert_one_line_error(&o, &["--per-item needs --json"]);
 }
+
+// A flag that tunes an evaluation nobody asked for used to be silently ignored: `--shots 0`
+// on a perplexity run looked like a zero-shot measurement.
+#[test]
+fn flags_without_their_evaluation_are_refused() {
+    let (_d, m, t) = setup();
+    let ppl = ["eval", "--model", &m, "--ppl", &t];
+    let mmlu = ["eval", "--model", &m, "--mmlu", &t];
+    let cases: [(&[&str], &str, &str, &str); 7] = [
+        (&ppl, "--shots", "0", "--mmlu PATH"),
+        (&ppl, "--mmlu-prompt", "lm-eval", "--mmlu PATH"),
+        (&ppl, "--mmlu-max-context", "64", "--mmlu PATH"),
+        (&ppl, "--max-new-tokens", "8", "--freebaseqa FILE"),
+        (&ppl, "--limit", "3", "--mmlu PATH or --freebaseqa FILE"),
+        (&mmlu, "--seqlen", "64", "--ppl FILE"),
+        (&mmlu, "--max-windows", "2", "--ppl FILE"),
+    ];
+    for (base, flag, value, needs) in cases {
+        let mut a = base.to_vec();
+        a.extend([flag, value]);
+        let o = arborist(&a, &[]);
+        assert_one_line_error(
+            &o,
+            &[&format!(
+                "{flag} tunes an evaluation that was not requested: it needs {needs}"
+            )],
+        );
+    }
+}
+
+// Asking for more windows than the text holds runs on what there is, and says so: a
+// session once evaluated 31 of 48 windows without a word.
+#[test]
+fn more_windows_than_the_text_holds_is_warned_about() {
+    let (_d, m, t) = setup();
+    let o = arborist(
+        &[
+            "profile",
+            "--model",
+            &m,
+            "--calib",
+            &t,
+            "--seqlen",
+            "64",
+            "--calib-windows",
+            "100000",
+            "--grad-windows",
+            "200000",
+            "--json",
+        ],
+        &[],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = v["protocol"]["calib_windows"].as_u64().unwrap();
+    assert!(n > 1 && n < 100000, "{v}");
+    assert_eq!(v["protocol"]["grad_windows"].as_u64(), Some(n), "{v}");
+    for flag in ["--calib-windows 100000", "--grad-windows 200000"] {
+        let want = format!("{flag}: {t} holds only {n} windows of 64 tokens; using {n}");
+        assert!(err.contains(&want), "`{want}` not in: {err}");
+    }
+}

@@ -563,8 +563,9 @@ fn mmlu_context_is_hendrycks_2048_unless_set() {
     );
     assert!(!o.status.success());
     assert!(
-        stderr(&o)
-            .contains("--mmlu-max-context sets how long MMLU prompts may be: it needs --mmlu PATH"),
+        stderr(&o).contains(
+            "--mmlu-max-context tunes an evaluation that was not requested: it needs --mmlu PATH"
+        ),
         "{}",
         stderr(&o)
     );

@@ -27,13 +27,13 @@ pub struct EvalArgs {
     /// FreebaseQA JSON file (kelvin-jiang format).
     #[arg(long)]
     pub freebaseqa: Option<PathBuf>,
-    /// MMLU few-shot examples taken from the dev split.
-    #[arg(long, default_value_t = 5)]
-    pub shots: usize,
+    /// MMLU few-shot examples taken from the dev split [default: 5].
+    #[arg(long)]
+    pub shots: Option<usize>,
     /// MMLU prompt spelling: hendrycks (evaluate.py, "about  high school physics.") or
-    /// lm-eval (one space, questions stripped).
-    #[arg(long, default_value_t = MmluPrompt::Hendrycks)]
-    pub mmlu_prompt: MmluPrompt,
+    /// lm-eval (one space, questions stripped) [default: hendrycks].
+    #[arg(long)]
+    pub mmlu_prompt: Option<MmluPrompt>,
     /// MMLU: shots are dropped until prompt and answer fit this many tokens (default: 2048,
     /// as Hendrycks' code, capped at max_position_embeddings).
     #[arg(long)]
@@ -41,9 +41,9 @@ pub struct EvalArgs {
     /// Evaluate only the first N items (of each MMLU subject; of the FreebaseQA file).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// FreebaseQA: most tokens generated per answer.
-    #[arg(long, default_value_t = 24)]
-    pub max_new_tokens: usize,
+    /// FreebaseQA: most tokens generated per answer [default: 24].
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
     /// Tokens per window (default: 2048, capped at the model's max_position_embeddings).
     #[arg(long)]
     pub seqlen: Option<usize>,
@@ -61,6 +61,49 @@ pub struct EvalArgs {
     pub per_item: bool,
 }
 
+const DEFAULT_SHOTS: usize = 5;
+const DEFAULT_MAX_NEW_TOKENS: usize = 24;
+
+fn shots(a: &EvalArgs) -> usize {
+    a.shots.unwrap_or(DEFAULT_SHOTS)
+}
+
+/// A flag given without the evaluation it tunes is refused: silently ignoring `--shots 0`
+/// on a perplexity run would let a user believe they measured something they did not.
+fn needs_its_evaluation(a: &EvalArgs) -> Result<()> {
+    let (ppl, mmlu, fbqa) = (a.ppl.is_some(), a.mmlu.is_some(), a.freebaseqa.is_some());
+    let checks = [
+        ("seqlen", a.seqlen.is_some(), ppl, "--ppl FILE"),
+        ("max-windows", a.max_windows.is_some(), ppl, "--ppl FILE"),
+        ("shots", a.shots.is_some(), mmlu, "--mmlu PATH"),
+        ("mmlu-prompt", a.mmlu_prompt.is_some(), mmlu, "--mmlu PATH"),
+        (
+            "mmlu-max-context",
+            a.mmlu_max_context.is_some(),
+            mmlu,
+            "--mmlu PATH",
+        ),
+        (
+            "max-new-tokens",
+            a.max_new_tokens.is_some(),
+            fbqa,
+            "--freebaseqa FILE",
+        ),
+        (
+            "limit",
+            a.limit.is_some(),
+            mmlu || fbqa,
+            "--mmlu PATH or --freebaseqa FILE",
+        ),
+    ];
+    for (flag, given, evaluated, needs) in checks {
+        if given && !evaluated {
+            bail!("--{flag} tunes an evaluation that was not requested: it needs {needs}");
+        }
+    }
+    Ok(())
+}
+
 pub fn run(a: EvalArgs) -> Result<()> {
     if a.ppl.is_none() && a.mmlu.is_none() && a.freebaseqa.is_none() {
         bail!("nothing to evaluate: pass --ppl FILE, --mmlu PATH or --freebaseqa FILE");
@@ -74,22 +117,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if a.max_windows == Some(0) {
         bail!("--max-windows 0: the perplexity needs at least one window");
     }
-    if a.mmlu_max_context.is_some() && a.mmlu.is_none() {
-        bail!("--mmlu-max-context sets how long MMLU prompts may be: it needs --mmlu PATH");
-    }
     if a.mmlu_max_context == Some(0) {
         bail!("--mmlu-max-context 0: no prompt fits");
     }
     if a.limit == Some(0) {
         bail!("--limit 0: nothing would be evaluated");
     }
-    if a.freebaseqa.is_some() {
-        super::at_least_one(
-            "max-new-tokens",
-            a.max_new_tokens,
-            "every answer would be empty",
-        )?;
+    if a.max_new_tokens == Some(0) {
+        bail!("--max-new-tokens 0: every answer would be empty");
     }
+    needs_its_evaluation(&a)?;
     // A bad --device or --dtype fails before anything is read.
     a.model.device()?;
     a.model.dtype()?;
@@ -98,7 +135,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let mmlu = a
         .mmlu
         .as_deref()
-        .map(|p| read_mmlu(p, a.shots))
+        .map(|p| read_mmlu(p, shots(&a)))
         .transpose()?;
     let fbqa = a.freebaseqa.as_deref().map(read_freebaseqa).transpose()?;
     let model = a.model.load()?;
@@ -162,8 +199,8 @@ fn report_ppl(a: &EvalArgs, res: &Perplexity, out: &mut Map<String, Value>) {
 
 fn run_mmlu(a: &EvalArgs, model: &LoadedModel, path: &Path, data: &MmluData) -> Result<MmluResult> {
     let opts = MmluOptions {
-        shots: a.shots,
-        prompt: a.mmlu_prompt,
+        shots: shots(a),
+        prompt: a.mmlu_prompt.unwrap_or(MmluPrompt::Hendrycks),
         limit: a.limit,
         batch: a.batch,
         max_context: a.mmlu_max_context,
@@ -220,7 +257,7 @@ fn run_fbqa(
 ) -> Result<FreebaseResult> {
     let opts = FreebaseOptions {
         limit: a.limit,
-        max_new_tokens: a.max_new_tokens,
+        max_new_tokens: a.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
     };
     evaluate_freebaseqa(model, items, &opts, &path.display().to_string(), |d, t| {
         super::progress("FreebaseQA questions", d, t)

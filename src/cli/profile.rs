@@ -12,9 +12,9 @@ pub struct ProfileArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub calib: CalibArgs,
-    /// Windows (the first ones of the calibration set) for the gradient score.
-    #[arg(long, default_value_t = 4)]
-    pub grad_windows: usize,
+    /// Windows (the first ones of the calibration set) for the gradient score [default: 4].
+    #[arg(long)]
+    pub grad_windows: Option<usize>,
     /// G per weight: mean-of-abs (the mean over the windows of |dL/dW|, the paper's) or
     /// abs-of-mean (|mean dL/dW|, Arborist's before 2026-11-30).
     #[arg(long, default_value_t = GradAverage::MeanOfAbs)]
@@ -25,22 +25,26 @@ pub struct ProfileArgs {
     pub json: bool,
 }
 
+const DEFAULT_GRAD_WINDOWS: usize = 4;
+
 pub fn run(a: ProfileArgs) -> Result<()> {
     if a.calib.calib.is_none() {
         bail!("profile needs calibration text: pass --calib FILE");
     }
     super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
     super::seqlen_ok(a.calib.seqlen)?;
+    let grad_windows = a.grad_windows.unwrap_or(DEFAULT_GRAD_WINDOWS);
     super::at_least_one(
         "grad-windows",
-        a.grad_windows,
+        grad_windows,
         "the gradient score needs at least one window",
     )?;
     let m = a.model.load()?;
     let w = a.calib.windows(&m)?.expect("checked above");
     let name = a.calib.calib.as_ref().unwrap().display().to_string();
+    w.warn_if_fewer("--grad-windows", a.grad_windows, &name);
     let grads = GradSpec {
-        windows: a.grad_windows,
+        windows: grad_windows,
         average: a.grad_average,
     };
     let p = crate::profile::compute(&m.decoder, &w, grads, a.batch, &name)?;
