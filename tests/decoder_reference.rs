@@ -195,7 +195,11 @@ fn masking_one_layer_leaves_the_others_untouched() {
     // The masked model equals one built from weights with those entries zeroed.
     let name = format!("{}.weight", target.name());
     let w = t[&name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let zeroed: Vec<f32> = w.iter().zip(m.keep_factors()).map(|(a, k)| a * k).collect();
+    let zeroed: Vec<f32> = w
+        .iter()
+        .zip(m.keep_flags())
+        .map(|(a, k)| if k == 1 { *a } else { 0.0 })
+        .collect();
     let mut t2 = t.clone();
     t2.insert(
         name,

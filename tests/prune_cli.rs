@@ -112,14 +112,18 @@ fn exported_model_evaluates_to_exactly_the_reported_perplexity() {
     assert!(o.status.success(), "{}", stderr(&o));
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["ppl"]["value"].as_f64().unwrap(), reported);
-    // Pruned weights are stored as zeros: half of every linear layer.
+    // Pruned weights are stored as +0.0, the bytes `W[mask] = 0` writes in Wanda's code
+    // (not −0.0, which a product with 0 leaves where the weight was negative): half of
+    // every linear layer.
     let t = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
     let w = t["model.layers.1.mlp.down_proj.weight"]
         .flatten_all()
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-    assert_eq!(w.iter().filter(|x| **x == 0.0).count(), w.len() / 2);
+    let zero_bits = w.iter().filter(|x| x.to_bits() == 0).count();
+    assert_eq!(zero_bits, w.len() / 2);
+    assert_eq!(w.iter().filter(|x| **x == 0.0).count(), zero_bits);
 }
 
 #[test]

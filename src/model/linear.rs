@@ -302,9 +302,8 @@ fn masked(w: Tensor, mask: Option<&Mask>) -> Result<Tensor> {
             Tensor::from_vec(out, (m.rows(), m.cols()), w.device())?
         }
         Some(m) => {
-            let keep = Tensor::from_vec(m.keep_factors(), (m.rows(), m.cols()), w.device())?
-                .to_dtype(w.dtype())?;
-            (&w * keep)?
+            let keep = Tensor::from_vec(m.keep_flags(), (m.rows(), m.cols()), w.device())?;
+            keep.where_cond(&w, &w.zeros_like()?)?
         }
     })
 }

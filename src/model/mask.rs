@@ -87,28 +87,25 @@ impl Mask {
         })
     }
 
-    /// Row-major keep factors (1.0 kept, 0.0 pruned), the form the decoder multiplies in.
-    pub fn keep_factors(&self) -> Vec<f32> {
+    /// Row-major keep flags (1 kept, 0 pruned), the condition the decoder selects with.
+    pub fn keep_flags(&self) -> Vec<u8> {
         (0..self.len())
-            .map(|i| {
-                if self.bits[i / 64] >> (i % 64) & 1 == 1 {
-                    0.0
-                } else {
-                    1.0
-                }
-            })
+            .map(|i| (self.bits[i / 64] >> (i % 64) & 1 == 0) as u8)
             .collect()
     }
 
-    /// `w · keep_factors()` in one pass: the same products, so the same bits (a pruned
-    /// negative weight becomes −0.0, as the tensor product makes it).
+    /// `w` with pruned weights set to +0.0, as `W[mask] = 0` does in Wanda's and
+    /// SparseGPT's code (a product with 0.0 would leave −0.0 where w was negative, and an
+    /// export's bytes would then differ from theirs).
     pub fn apply(&self, w: &[f32]) -> Vec<f32> {
         let mut out = Vec::with_capacity(w.len());
         for (chunk, word) in w.chunks(64).zip(&self.bits) {
-            out.extend(chunk.iter().enumerate().map(|(j, x)| {
-                let keep = if word >> j & 1 == 1 { 0.0 } else { 1.0 };
-                x * keep
-            }));
+            out.extend(
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &x)| if word >> j & 1 == 1 { 0.0 } else { x }),
+            );
         }
         out
     }
@@ -161,15 +158,17 @@ mod tests {
         assert!(m.is_pruned(2, 69) && !m.is_pruned(2, 68));
         let back = Mask::from_pruned_indices(3, 70, &m.pruned_indices()).unwrap();
         assert_eq!(back, m);
-        let f = m.keep_factors();
-        assert_eq!(f.iter().filter(|&&x| x == 0.0).count(), 3);
-        assert_eq!(f[70 + 5], 0.0);
+        let f = m.keep_flags();
+        assert_eq!(f.iter().filter(|&&x| x == 0).count(), 3);
+        assert_eq!(f[70 + 5], 0);
     }
 
-    // The one-pass apply must give the tensor product's bits (−0.0 for a pruned negative
-    // weight, NaN kept as NaN), across word boundaries and a partial last word.
+    // The one-pass apply (f32 on CPU) and the tensor select (other dtypes and devices) give
+    // the same bits: +0.0 for every pruned weight, negative or NaN, as `W[mask] = 0` does,
+    // and every kept weight untouched, NaN included; across word boundaries and a partial
+    // last word.
     #[test]
-    fn apply_equals_the_keep_factor_product_bit_for_bit() {
+    fn apply_and_the_tensor_select_set_pruned_weights_to_positive_zero() {
         let (rows, cols) = (3, 70);
         let mut m = Mask::empty(rows, cols);
         for i in (0..rows * cols).filter(|i| i % 3 == 0 || i % 7 == 1) {
@@ -177,14 +176,15 @@ mod tests {
         }
         let w: Vec<f32> = (0..rows * cols)
             .map(|i| match i {
-                5 => f32::NAN,
-                _ => (i as f32 * 0.37).sin() * 3.0,
+                5 | 6 => f32::NAN,
+                _ => (i as f32 * 0.37).sin() * 3.0 - 0.5,
             })
             .collect();
         let dev = candle_core::Device::Cpu;
-        let keep = candle_core::Tensor::from_vec(m.keep_factors(), (rows, cols), &dev).unwrap();
+        let keep = candle_core::Tensor::from_vec(m.keep_flags(), (rows, cols), &dev).unwrap();
         let wt = candle_core::Tensor::from_vec(w.clone(), (rows, cols), &dev).unwrap();
-        let want: Vec<u32> = (wt * keep)
+        let selected: Vec<u32> = keep
+            .where_cond(&wt, &wt.zeros_like().unwrap())
             .unwrap()
             .flatten_all()
             .unwrap()
@@ -194,8 +194,19 @@ mod tests {
             .map(|x| x.to_bits())
             .collect();
         let got: Vec<u32> = m.apply(&w).iter().map(|x| x.to_bits()).collect();
-        assert_eq!(got, want);
-        assert!(got.iter().any(|b| *b == (-0.0f32).to_bits()));
+        assert_eq!(got, selected);
+        assert!(m.is_pruned(0, 6) && !m.is_pruned(0, 5));
+        for (i, (g, x)) in got.iter().zip(&w).enumerate() {
+            if m.is_pruned(i / cols, i % cols) {
+                assert_eq!(*g, 0.0f32.to_bits(), "weight {i} ({x})");
+            } else {
+                assert_eq!(*g, x.to_bits(), "weight {i}");
+            }
+        }
+        assert!(w
+            .iter()
+            .enumerate()
+            .any(|(i, x)| *x < 0.0 && m.is_pruned(i / cols, i % cols)));
     }
 
     #[test]
