@@ -758,7 +758,7 @@ fn scrolling_stops_at_the_end_of_the_text() {
 }
 
 #[test]
-fn every_typed_character_is_kept_and_a_bad_value_is_never_sent() {
+fn every_typed_ascii_character_is_kept_and_a_bad_value_is_never_sent() {
     let (m, events) = fixtures::reviewing(8);
     let v = view(&m, &events);
     let mut a = app();
@@ -784,6 +784,17 @@ fn every_typed_character_is_kept_and_a_bad_value_is_never_sent() {
     assert_eq!(a.editor.as_ref().unwrap().rows[0].value, "0.1x");
     press(&mut a, &v, &[ch('l')]);
     assert_eq!(a.cursor.0, 1, "l moves the heatmap cursor");
+    // A character outside ASCII is refused, typed or pasted: a full-width one used to
+    // shift the table's columns.
+    press(&mut a, &v, &typed("\u{ff10}"));
+    a.on_paste("\u{ff0e}5", &v);
+    assert_eq!(a.editor.as_ref().unwrap().rows[0].value, "0.1x");
+    assert!(a
+        .notice
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("cannot be part of a sparsity"));
 }
 
 #[test]

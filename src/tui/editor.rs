@@ -107,6 +107,13 @@ impl Editor {
                 "no row to type into: move in the heatmap (hjkl) and press + to add one".into(),
             );
         };
+        // A sparsity is written in ASCII; a wide character would also shift the table's
+        // columns (other letters are kept, and the row says it is not a number).
+        if !c.is_ascii_graphic() {
+            return Err(format!(
+                "`{c}` cannot be part of a sparsity (type 0.35 or 35%)"
+            ));
+        }
         if self.fresh {
             row.value.clear();
             self.fresh = false;
