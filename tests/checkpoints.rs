@@ -33,7 +33,7 @@ fn masked(w: &[u32], m: &Mask) -> Vec<u32> {
         .enumerate()
         .map(|(i, &v)| {
             if m.is_pruned(i / m.cols(), i % m.cols()) {
-                (f32::from_bits(v) * 0.0).to_bits()
+                0.0f32.to_bits() // +0.0, as `W[mask] = 0` writes it
             } else {
                 v
             }
