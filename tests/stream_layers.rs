@@ -180,7 +180,7 @@ fn eval_cli_streamed_equals_resident() {
             text.to_str().unwrap(),
             "--seqlen",
             "128",
-            "--limit",
+            "--max-windows",
             "4",
             "--json",
         ];
