@@ -18,14 +18,31 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
         // part of what the session records (replay never calls the agent), so a server that
         // moved or got slow, or replies cut off, can be followed; every other option is the
         // header's.
-        let connection = ["--base-url", "--agent-timeout", "--agent-max-tokens"];
-        if let Some(flag) = a.option_flags().iter().find(|f| !connection.contains(f)) {
+        // The model and data may be found at other paths (checked against the header).
+        let kept = [
+            "--base-url",
+            "--agent-timeout",
+            "--agent-max-tokens",
+            "--model",
+            "--calib",
+            "--eval",
+            "--probe-file",
+        ];
+        if let Some(flag) = a.option_flags().iter().find(|f| !kept.contains(f)) {
             anyhow::bail!(
                 "{flag}: a resumed session keeps the options in its header ({}); drop the flag, or start a new session",
                 path.display()
             );
         }
         let mut opened = setup::open(Default::default(), path, true)?;
+        let relocate = super::relocate::Relocate {
+            model: a.model.clone(),
+            calib: a.calib.clone(),
+            eval: a.eval.clone(),
+            probe_file: a.probe_file.clone(),
+        };
+        let data = &opened.log.as_ref().expect("a resumed session").header.data;
+        opened.opts = relocate.apply(&opened.opts, data, &opened.path.display().to_string())?;
         if a.base_url.is_some() {
             opened.opts.agent.base_url = a.base_url.clone();
         }

@@ -5,6 +5,7 @@ mod eval;
 mod headless;
 mod profile;
 mod prune;
+mod relocate;
 mod replay;
 mod run;
 pub mod stderr_log;

@@ -4,8 +4,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
+use super::relocate::Relocate;
 use crate::model::ModelFiles;
-use crate::session::file;
+use crate::session::{file, RunOptions};
 use crate::worker::setup::replay_inputs;
 use crate::worker::{launch, verify};
 
@@ -23,6 +24,8 @@ pub struct ReplayArgs {
     pub headless: bool,
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub relocate: Relocate,
 }
 
 #[derive(Args, Debug)]
@@ -36,6 +39,8 @@ pub struct ExportArgs {
     /// N; 0 is the starting model) instead of the final checkpoint.
     #[arg(long)]
     pub step: Option<usize>,
+    #[command(flatten)]
+    pub relocate: Relocate,
 }
 
 /// The session at `path`; a last document cut off by a crash is left out, and said so.
@@ -50,33 +55,49 @@ fn read_session(path: &std::path::Path) -> Result<file::SessionLog> {
     Ok(log)
 }
 
-fn load_checked(path: &std::path::Path) -> Result<(file::SessionLog, ModelFiles)> {
+/// The session, its options with any relocated paths, and its model's files, refused when
+/// they are not the weights the session was recorded on.
+fn load_checked(
+    path: &std::path::Path,
+    relocate: &Relocate,
+) -> Result<(file::SessionLog, RunOptions, ModelFiles)> {
     let log = read_session(path)?;
     super::run::header_options_ok(&log.header.options, path, false)?;
-    let files = ModelFiles::resolve(&log.header.options.model)?;
+    let opts = relocate.apply(
+        &log.header.options,
+        &log.header.data,
+        &path.display().to_string(),
+    )?;
+    let files = ModelFiles::resolve(&opts.model).with_context(|| {
+        format!(
+            "{}: its model is not where it was recorded (pass --model DIR where it is here; \
+             its fingerprint is checked)",
+            path.display()
+        )
+    })?;
     let fp = file::fingerprint(&files.config, &files.weights)?;
     if fp != log.header.fingerprint {
         bail!(
             "{}: model {} has fingerprint {fp}, the session was recorded on {}",
             path.display(),
-            log.header.options.model,
+            opts.model,
             log.header.fingerprint
         );
     }
-    Ok((log, files))
+    Ok((log, opts, files))
 }
 
 /// The engine of the recorded run, refused when its windows differ from the header's
 /// hashes: every number, and the masks, are recomputed from them.
 fn recorded_engine(
     log: &file::SessionLog,
+    opts: &RunOptions,
     files: ModelFiles,
     path: &std::path::Path,
 ) -> Result<crate::worker::Engine> {
-    let engine = launch::load_engine(files, &log.header.options)
+    let engine = launch::load_engine(files, opts)
         .with_context(|| format!("{}: re-executing its run", path.display()))?;
-    let o = &log.header.options;
-    crate::worker::setup::check_data(&log.header.data, &engine.data_fingerprints(), o, path)?;
+    crate::worker::setup::check_data(&log.header.data, &engine.data_fingerprints(), opts, path)?;
     Ok(engine)
 }
 
@@ -88,9 +109,12 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         );
     }
     if !a.verify && !a.headless && !a.json && crate::tui::is_interactive() {
-        return crate::tui::run_replay(&a.session);
+        return crate::tui::run_replay(&a.session, a.relocate.args());
     }
     if !a.verify {
+        if let Some(flag) = a.relocate.args().first() {
+            bail!("{flag}: a replay without --verify reads no model or data (the TUI's V passes it on to its verify)");
+        }
         let log = read_session(&a.session)?;
         super::run::header_options_ok(&log.header.options, &a.session, false)?;
         let m = replay_inputs(&log, &a.session)?;
@@ -111,8 +135,8 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let (log, files) = load_checked(&a.session)?;
-    let mut engine = recorded_engine(&log, files, &a.session)?;
+    let (log, opts, files) = load_checked(&a.session, &a.relocate)?;
+    let mut engine = recorded_engine(&log, &opts, files, &a.session)?;
     let r = verify::verify(&log, &mut engine, a.tolerance, &a.session)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -169,9 +193,9 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
 }
 
 pub fn export(a: ExportArgs) -> Result<()> {
-    let (log, files) = load_checked(&a.session)?;
+    let (log, opts, files) = load_checked(&a.session, &a.relocate)?;
     crate::prune::export::check_out_dir(&a.out, a.force)?;
-    let opts = &log.header.options;
+    let opts = &opts;
     let texts = [
         ("--calib", launch::text_path(&opts.calib, "calib", opts)?),
         ("--eval", launch::text_path(&opts.eval, "eval", opts)?),
@@ -201,7 +225,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let Some(ckpt) = ckpt else {
         bail!("{}: the session has no checkpoint yet", a.session.display());
     };
-    let mut engine = recorded_engine(&log, files.clone(), &a.session)?;
+    let mut engine = recorded_engine(&log, opts, files.clone(), &a.session)?;
     let steps = ckpt.steps.clone();
     engine.rebuild(&steps, 0)?;
     let meta = serde_json::json!({

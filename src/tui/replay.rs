@@ -129,6 +129,7 @@ struct Replay {
     path: PathBuf,
     session: String,
     verify: Option<Receiver<(Level, String)>>,
+    verify_args: Vec<String>,
 }
 
 impl Source for Replay {
@@ -175,7 +176,7 @@ impl Source for Replay {
             Request::Seek(s) => self.timeline.seek(s),
             Request::Verify if self.verify.is_some() => app.say(Level::Info, "verify is running…"),
             Request::Verify => {
-                self.verify = Some(spawn_verify(&self.path));
+                self.verify = Some(spawn_verify(&self.path, &self.verify_args));
                 app.verdict = Some(Notice {
                     level: Level::Info,
                     text: "verifying in the background (replay --verify)…".into(),
@@ -211,13 +212,15 @@ fn die_with_parent(cmd: &mut std::process::Command) {
 
 /// Runs `arborist replay --verify --json` as a child process, so candle stays out of the
 /// UI process's front end and the screen stays responsive.
-fn spawn_verify(path: &Path) -> Receiver<(Level, String)> {
+fn spawn_verify(path: &Path, extra: &[String]) -> Receiver<(Level, String)> {
     let (tx, rx) = channel();
     let path = path.to_path_buf();
+    let extra = extra.to_vec();
     std::thread::spawn(move || {
         let out = crate::runtime::this_executable().and_then(|exe| {
             let mut cmd = std::process::Command::new(exe);
             cmd.args(["replay", "--verify", "--json"])
+                .args(&extra)
                 .arg(&path)
                 .stdin(std::process::Stdio::null());
             die_with_parent(&mut cmd);
@@ -248,7 +251,9 @@ fn spawn_verify(path: &Path) -> Receiver<(Level, String)> {
 }
 
 /// Open a saved session read-only at its last event.
-pub fn run_replay(path: &Path) -> Result<()> {
+/// `verify_args`: the model and data paths the session's own are replaced by when `V`
+/// verifies it (`replay --model DIR`, ...).
+pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
     let log = file::read(path)?;
     terminal::init_logging(path);
     let timeline = Timeline::new(&log);
@@ -275,6 +280,7 @@ pub fn run_replay(path: &Path) -> Result<()> {
         path: path.to_path_buf(),
         session: path.display().to_string(),
         verify: None,
+        verify_args,
     };
     let mut guard = terminal::enter(app.mouse)?;
     let exit = runloop::run(&mut guard, &mut app, &mut src);

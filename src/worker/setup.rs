@@ -117,7 +117,8 @@ pub fn check_data(
         bail!(
             "{}: the --{flag} {what} read from {} differ from those the session was recorded \
              with ({is}, recorded {was}): the file changed, or a relative path now points \
-             elsewhere (run from the directory the session was started in)",
+             elsewhere (run from the directory the session was started in, or pass the \
+             recorded file's path here with --{flag})",
             session.display(),
             path.display()
         );

@@ -1,0 +1,82 @@
+//! Where a recorded session's model and data live on this machine: a colleague's session
+//! names their paths. A new path is taken only where the header can prove it holds the
+//! same thing: the model's fingerprint, the windows' and probe items' hashes.
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::session::file::DataHashes;
+use crate::session::RunOptions;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct Relocate {
+    /// The session's model, found elsewhere (checked against the header's fingerprint).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// The session's calibration text, found elsewhere (checked against its hash).
+    #[arg(long)]
+    pub calib: Option<String>,
+    /// The session's evaluation text, found elsewhere (checked against its hash).
+    #[arg(long)]
+    pub eval: Option<String>,
+    /// The session's probe benchmark file, found elsewhere (checked against its hash).
+    #[arg(long)]
+    pub probe_file: Option<String>,
+}
+
+impl Relocate {
+    /// The header's options with the given paths in place of the recorded ones. The model
+    /// and data are checked later, when they are read (fingerprint, `setup::check_data`);
+    /// here only that the header holds what they will be checked against.
+    pub fn apply(
+        &self,
+        recorded: &RunOptions,
+        data: &DataHashes,
+        session: &str,
+    ) -> Result<RunOptions> {
+        let mut o = recorded.clone();
+        let unchecked = |flag: &str, key: &str| -> Result<()> {
+            if data.contains_key(key) {
+                return Ok(());
+            }
+            bail!(
+                "--{flag}: {session} records no hash of its {key} data (it predates them), so \
+                 another file cannot be checked against it; put the path in its header's \
+                 options instead"
+            )
+        };
+        if let Some(m) = &self.model {
+            o.model = m.clone();
+        }
+        if let Some(c) = &self.calib {
+            unchecked("calib", "calib")?;
+            o.calib = Some(c.clone());
+        }
+        if let Some(e) = &self.eval {
+            unchecked("eval", "eval")?;
+            o.eval = Some(e.clone());
+        }
+        if let Some(f) = &self.probe_file {
+            let Some(p) = o.probe.as_mut() else {
+                bail!("--probe-file: {session} was recorded without a knowledge probe");
+            };
+            unchecked("probe-file", "probe")?;
+            p.file = Some(f.clone());
+        }
+        Ok(o)
+    }
+
+    /// The flags again, for a command that runs another `arborist` on the same session.
+    pub fn args(&self) -> Vec<String> {
+        [
+            ("--model", &self.model),
+            ("--calib", &self.calib),
+            ("--eval", &self.eval),
+            ("--probe-file", &self.probe_file),
+        ]
+        .into_iter()
+        .filter_map(|(flag, v)| v.as_ref().map(|v| [flag.to_string(), v.clone()]))
+        .flatten()
+        .collect()
+    }
+}

@@ -1,0 +1,155 @@
+//! A colleague's session names the paths of their machine. `replay --verify`, `export` and
+//! `run --resume` take `--model`, `--calib`, `--eval` (and `--probe-file`) for where the
+//! same files are here, checked against the header's fingerprint and data hashes.
+//!
+//! Every expected number is computed here from the session file or from an independent
+//! `arborist eval`, never copied from an earlier run.
+
+mod common;
+mod session_support;
+use common::*;
+use session_support::*;
+use std::path::Path;
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap().path();
+        std::fs::copy(&e, dst.join(e.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths() {
+    let env = Env::new();
+    let recorded = env.dir.path().join("in");
+    copy_dir(Path::new(&fx("qwen3")), &recorded.join("model"));
+    let text = std::fs::read_to_string(fx("eval.txt")).unwrap();
+    let t = env.input("text.txt", &text);
+    let s = env.path("s.yaml");
+    ok_json(&env.session(
+        &s,
+        &[
+            "--model",
+            &p(&recorded.join("model")),
+            "--calib",
+            &p(&t),
+            "--eval",
+            &p(&t),
+            "--auto-approve",
+            "--max-iters",
+            "3",
+            "--json",
+        ],
+    ));
+    let (h, entries) = session_docs(&s);
+    let fo = fold(&h, &entries);
+    assert!(fo.checkpoints.len() > 1, "no step was accepted");
+
+    // The files move: the paths in the header name nothing now.
+    let here = env.dir.path().join("here");
+    std::fs::rename(&recorded, &here).unwrap();
+    let (model, t) = (p(&here.join("model")), p(&here.join("text.txt")));
+    let moved = ["--model", &model, "--calib", &t, "--eval", &t];
+    one_error_line(
+        &env.run(&["replay", "--verify", &p(&s)]),
+        &["its model is not where it was recorded", "--model DIR"],
+    );
+
+    let with = |head: &[&str], flags: &[&str], tail: &[&str]| {
+        let mut a = head.to_vec();
+        a.extend(flags);
+        a.extend(tail);
+        env.run(&a)
+    };
+    let v = ok_json(&with(&["replay", "--verify", "--json"], &moved, &[&p(&s)]));
+    assert_eq!(
+        (v["ok"].clone(), v["bit_exact"].clone()),
+        (true.into(), true.into()),
+        "{v}"
+    );
+
+    let out = env.path("exported");
+    ok(&with(&["export", &p(&s), "--out", &p(&out)], &moved, &[]));
+    let e = ok_json(&env.run(&[
+        "eval",
+        "--model",
+        &p(&out),
+        "--ppl",
+        &t,
+        "--seqlen",
+        "64",
+        "--max-windows",
+        "4",
+        "--json",
+    ]));
+    assert_eq!(f(&e["ppl"]["value"]), fo.ppl());
+
+    // A file that is not the recorded one is refused, naming it.
+    let other = here.join("other.txt");
+    std::fs::write(&other, &text[text.len() / 3..]).unwrap();
+    let wrong_text = ["--model", &model, "--calib", &p(&other), "--eval", &t];
+    one_error_line(
+        &with(&["replay", "--verify"], &wrong_text, &[&p(&s)]),
+        &["--calib windows read from", "other.txt", "differ"],
+    );
+    let wrong_model = ["--model", &fx("llama"), "--calib", &t, "--eval", &t];
+    one_error_line(
+        &with(
+            &["export", &p(&s), "--out", &p(&env.path("x"))],
+            &wrong_model,
+            &[],
+        ),
+        &["has fingerprint", "the session was recorded on"],
+    );
+    // Without --verify a replay reads no model: the flag would do nothing.
+    one_error_line(
+        &env.run(&["replay", "--headless", "--model", &model, &p(&s)]),
+        &["--model: a replay without --verify reads no model"],
+    );
+    one_error_line(
+        &with(&["replay", "--verify"], &["--probe-file", &t], &[&p(&s)]),
+        &["--probe-file", "recorded without a knowledge probe"],
+    );
+
+    // A torn copy resumes from the new paths to the same session.
+    let cut = env.path("cut.yaml");
+    cut_inside(&s, &cut, entries.len() - 3);
+    let sum = ok_json(&with(
+        &[
+            "run",
+            "--headless",
+            "--auto-approve",
+            "--session",
+            &p(&cut),
+            "--resume",
+            "--json",
+        ],
+        &moved,
+        &[],
+    ));
+    let (h2, entries2) = session_docs(&cut);
+    let fo2 = fold(&h2, &entries2);
+    assert_summary_matches(&sum, &fo2);
+    assert_eq!(kinds(&entries2), kinds(&entries));
+    assert_eq!(fo2.ppl(), fo.ppl());
+    assert_eq!(fo2.sparsity(), fo.sparsity());
+    // The header keeps the recorded paths: the session still says where it was made.
+    assert_eq!(h2["options"]["model"], h["options"]["model"]);
+    // Other options stay the header's.
+    one_error_line(
+        &with(
+            &[
+                "run",
+                "--headless",
+                "--auto-approve",
+                "--session",
+                &p(&cut),
+                "--resume",
+            ],
+            &["--seqlen", "32"],
+            &[],
+        ),
+        &["--seqlen: a resumed session keeps the options in its header"],
+    );
+}
