@@ -136,6 +136,41 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
     assert_eq!(fo2.sparsity(), fo.sparsity());
     // The header keeps the recorded paths: the session still says where it was made.
     assert_eq!(h2["options"]["model"], h["options"]["model"]);
+    // A resumed run that stops on an error says how to continue it, moved paths included
+    // (the header still names the old ones).
+    let last_decided = entries.iter().rposition(|e| kind(e) == "decided").unwrap();
+    let n = iter_of(&entries[last_decided]).unwrap();
+    let cut2 = env.path("cut2.yaml");
+    cut_inside(&s, &cut2, last_decided);
+    let dec = env.dir.path().join("here/d.yaml");
+    std::fs::write(
+        &dec,
+        format!("- iteration: {n}\n  action: edit\n  layers:\n  - name: model.layers.99.mlp.up_proj\n    sparsity: 0.05\n"),
+    )
+    .unwrap();
+    let r = with(
+        &[
+            "run",
+            "--headless",
+            "--session",
+            &p(&cut2),
+            "--resume",
+            "--decisions",
+            &p(&dec),
+        ],
+        &moved,
+        &[],
+    );
+    one_error_line(
+        &r,
+        &[
+            "model.layers.99.mlp.up_proj",
+            &format!(
+                "continue with --session {} --resume --model {model} --calib {t} --eval {t})",
+                p(&cut2)
+            ),
+        ],
+    );
     // Other options stay the header's.
     one_error_line(
         &with(

@@ -43,6 +43,10 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
         };
         let data = &opened.log.as_ref().expect("a resumed session").header.data;
         opened.opts = relocate.apply(&opened.opts, data, &opened.path.display().to_string())?;
+        for a in relocate.args() {
+            opened.continue_with.push(' ');
+            opened.continue_with.push_str(&a);
+        }
         if a.base_url.is_some() {
             opened.opts.agent.base_url = a.base_url.clone();
         }
@@ -86,7 +90,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             d.machine.iteration
         ),
     }
-    announce_signals(&s.path);
+    announce_signals(&s.path, &s.continue_with);
     let res = drive(&mut d, &mut reviewer);
     let summary = summary(&d, &s.path);
     let failures = d.machine.agent_failures_total;
@@ -105,9 +109,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
             anyhow::bail!("{e:#} (nothing was recorded, so no session file was kept)");
         }
         anyhow::bail!(
-            "{e:#} (the session is saved in {}; continue with --session {} --resume)",
+            "{e:#} (the session is saved in {}; continue with {})",
             s.path.display(),
-            s.path.display()
+            s.continue_with
         );
     }
     if a.json {
@@ -126,9 +130,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
     // Not a result: a script must not take the summary for a finished run.
     if let Some(reason) = agent_failed {
         anyhow::bail!(
-            "{} (the session is saved in {p}; continue with --session {p} --resume once it answers)",
+            "{} (the session is saved in {}; continue with {} once it answers)",
             reason.words(),
-            p = s.path.display()
+            s.path.display(),
+            s.continue_with
         );
     }
     Ok(())
@@ -136,10 +141,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
 
 /// SIGINT, SIGTERM and SIGHUP still end a headless run at once (every event written is
 /// already in the file), but first say where the session is and how to continue it.
-fn announce_signals(path: &Path) {
+fn announce_signals(path: &Path, continue_with: &str) {
     let msg = format!(
-        "\narborist: stopped by a signal; the session is saved in {p}; continue with --session {p} --resume\n",
-        p = path.display()
+        "\narborist: stopped by a signal; the session is saved in {}; continue with {continue_with}\n",
+        path.display()
     );
     let msg: &'static [u8] = Box::leak(msg.into_bytes().into_boxed_slice());
     for sig in [

@@ -158,6 +158,7 @@ where
     F: FnOnce(Opened) -> Result<Driver> + Send + 'static,
 {
     let path = opened.path.clone();
+    let continue_with = opened.continue_with.clone();
     let log = terminal::init_logging(&path);
     let events: Vec<Event> = opened.log.as_ref().map_or(vec![], |l| {
         l.entries.iter().map(|e| e.event.clone()).collect()
@@ -206,7 +207,7 @@ where
     let next = if finished {
         format!("it is finished; view it with `arborist replay {p}`")
     } else {
-        format!("continue with --session {p} --resume, or view it with `arborist replay {p}`")
+        format!("continue with {continue_with}, or view it with `arborist replay {p}`")
     };
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "session {p} ({events} events); {next}");

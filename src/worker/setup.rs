@@ -16,6 +16,9 @@ pub struct Opened {
     pub log: Option<SessionLog>,
     /// The resumed file, locked against other writers while this process runs.
     pub lock: Option<std::fs::File>,
+    /// The flags that continue this session (`--session P --resume`, and the paths of
+    /// moved files it was resumed with: the header keeps the recorded ones).
+    pub continue_with: String,
 }
 
 /// Rebuild the machine from a session file's inputs.
@@ -63,6 +66,7 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
         let log = file::read(&path)?;
         return Ok(Opened {
             opts: log.header.options.clone(),
+            continue_with: continue_with(&path),
             path,
             log: Some(log),
             lock: Some(lock),
@@ -82,10 +86,15 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
     }
     Ok(Opened {
         opts,
+        continue_with: continue_with(&path),
         path,
         log: None,
         lock: None,
     })
+}
+
+fn continue_with(path: &Path) -> String {
+    format!("--session {} --resume", path.display())
 }
 
 /// Refuse to go on when the engine's windows differ from those a session was recorded with.
