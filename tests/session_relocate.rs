@@ -115,19 +115,16 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
     // A torn copy resumes from the new paths to the same session.
     let cut = env.path("cut.yaml");
     cut_inside(&s, &cut, entries.len() - 3);
-    let sum = ok_json(&with(
-        &[
-            "run",
-            "--headless",
-            "--auto-approve",
-            "--session",
-            &p(&cut),
-            "--resume",
-            "--json",
-        ],
-        &moved,
-        &[],
-    ));
+    let cut_s = p(&cut);
+    let resume = [
+        "run",
+        "--headless",
+        "--auto-approve",
+        "--session",
+        &cut_s,
+        "--resume",
+    ];
+    let sum = ok_json(&with(&resume, &moved, &["--json"]));
     let (h2, entries2) = session_docs(&cut);
     let fo2 = fold(&h2, &entries2);
     assert_summary_matches(&sum, &fo2);
@@ -173,18 +170,7 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
     );
     // Other options stay the header's.
     one_error_line(
-        &with(
-            &[
-                "run",
-                "--headless",
-                "--auto-approve",
-                "--session",
-                &p(&cut),
-                "--resume",
-            ],
-            &["--seqlen", "32"],
-            &[],
-        ),
+        &with(&resume, &["--seqlen", "32"], &[]),
         &["--seqlen: a resumed session keeps the options in its header"],
     );
 }
