@@ -1036,3 +1036,22 @@ fn a_stopped_session_has_no_pending_proposal() {
     let screen = text(&draw(&mut app(), &view(&m, &events), 120, 40));
     assert!(!screen.contains("waiting for review"), "{screen}");
 }
+
+// A failure is cut to the status bar's width there; the proposal panel wraps it in full
+// (until 2026-12-01 its end was seen only at exit).
+#[test]
+fn a_failure_is_shown_in_full_in_the_proposal_panel() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    let cause = "cannot write session sessions/s.yaml: No space left on device (os error 28); \
+                 it holds every event before this one (--resume continues it)";
+    a.failure = Some(cause.to_string());
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    let flat: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("(--resume continues it)"),
+        "the end of the failure is not on screen:\n{screen}"
+    );
+    assert!(flat.contains("stopped: cannot write session"), "{screen}");
+}

@@ -114,6 +114,10 @@ pub fn render(
         };
         lines.push(Line::styled(msg, t.muted()));
     }
+    // The status bar has room for the start of a failure only; here it wraps in full.
+    if let Some(e) = &app.failure {
+        lines.push(Line::styled(format!("stopped: {e}"), t.danger()));
+    }
     if let Some(ed) = &app.editor {
         for p in &ed.problems {
             lines.push(Line::styled(format!("✗ {p}"), t.danger()));
