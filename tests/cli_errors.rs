@@ -588,3 +588,63 @@ fn more_windows_than_the_text_holds_is_warned_about() {
         assert!(err.contains(&want), "`{want}` not in: {err}");
     }
 }
+
+// Calibration flags without calibration text, and a seed for windows not drawn at random,
+// tune nothing: refused before anything loads (they were silently ignored, and recorded in
+// the protocol as if they had run).
+#[test]
+fn calibration_flags_without_their_calibration_are_refused() {
+    let (d, m, t) = setup();
+    let out = p(&d.path().join("out"));
+    let magnitude = [
+        "prune",
+        "--model",
+        &m,
+        "--method",
+        "magnitude",
+        "--sparsity",
+        "0.5",
+        "--out",
+        &out,
+    ];
+    let profile = ["profile", "--model", &m, "--calib", &t, "--seqlen", "64"];
+    let needs_calib = "tunes the calibration windows: it needs --calib FILE";
+    let cases: [(&[&str], &[&str], String); 4] = [
+        (
+            &magnitude,
+            &["--calib-windows", "4"],
+            format!("--calib-windows {needs_calib}"),
+        ),
+        (
+            &magnitude,
+            &["--calib-sample", "random"],
+            format!("--calib-sample {needs_calib}"),
+        ),
+        (
+            &magnitude,
+            &["--seed", "3"],
+            format!("--seed {needs_calib}"),
+        ),
+        (
+            &profile,
+            &["--seed", "3"],
+            "--seed draws random calibration windows: it needs --calib-sample random".into(),
+        ),
+    ];
+    for (base, extra, want) in cases {
+        let mut a = base.to_vec();
+        a.extend(extra);
+        assert_one_line_error(&arborist(&a, &[]), &[&want]);
+    }
+    assert!(!d.path().join("out").exists());
+    // Magnitude pruning reads no calibration: given anyway, it runs and says so.
+    let mut a = magnitude.to_vec();
+    a.extend(["--calib", &t, "--seqlen", "64"]);
+    let o = arborist(&a, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--method magnitude uses no calibration"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -1,6 +1,6 @@
 //! Calibration flags shared by every subcommand that calibrates.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -30,13 +30,42 @@ pub struct CalibArgs {
     /// Calibration windows [default: 128, as Wanda and SparseGPT].
     #[arg(long)]
     pub calib_windows: Option<usize>,
-    #[arg(long, value_enum, default_value = "sequential")]
-    pub calib_sample: Sample,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// How windows are taken from the text [default: sequential].
+    #[arg(long, value_enum)]
+    pub calib_sample: Option<Sample>,
+    /// Seed of --calib-sample random [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 impl CalibArgs {
+    /// Flags that tune calibration windows nobody asked for are refused before anything
+    /// loads: silently ignored, they would be recorded as a protocol that did not run.
+    pub fn check(&self) -> Result<()> {
+        if self.calib.is_none() {
+            let given = [
+                ("--calib-windows", self.calib_windows.is_some()),
+                ("--calib-sample", self.calib_sample.is_some()),
+                ("--seed", self.seed.is_some()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+                bail!("{flag} tunes the calibration windows: it needs --calib FILE");
+            }
+        }
+        if self.seed.is_some() && !matches!(self.sample(), Sample::Random) {
+            bail!("--seed draws random calibration windows: it needs --calib-sample random");
+        }
+        Ok(())
+    }
+
+    fn sample(&self) -> Sample {
+        self.calib_sample.unwrap_or(Sample::Sequential)
+    }
+
+    fn seed(&self) -> u64 {
+        self.seed.unwrap_or(0)
+    }
+
     pub fn seqlen(&self, m: &LoadedModel) -> usize {
         m.seqlen_or_default(self.seqlen)
     }
@@ -55,9 +84,9 @@ impl CalibArgs {
         let ids = m.encode(&read_text(path)?)?;
         let name = path.display().to_string();
         let seqlen = super::seqlen_warned(self.seqlen, m);
-        let w = match self.calib_sample {
+        let w = match self.sample() {
             Sample::Sequential => Windows::sequential(&ids, seqlen, Some(count), &name)?,
-            Sample::Random => Windows::random(&ids, seqlen, count, self.seed, &name)?,
+            Sample::Random => Windows::random(&ids, seqlen, count, self.seed(), &name)?,
         };
         // Said when asked for: the default of 128 is more than most small texts hold.
         w.warn_if_fewer("--calib-windows", self.calib_windows, &name);
@@ -67,7 +96,7 @@ impl CalibArgs {
     pub fn protocol(&self, w: &Windows) -> serde_json::Value {
         serde_json::json!({
             "calib": self.calib.as_ref().map(|p| p.display().to_string()),
-            "seqlen": w.seqlen, "windows": w.len(), "sample": self.calib_sample, "seed": self.seed,
+            "seqlen": w.seqlen, "windows": w.len(), "sample": self.sample(), "seed": self.seed(),
         })
     }
 }

@@ -33,6 +33,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
     }
     super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
     super::seqlen_ok(a.calib.seqlen)?;
+    a.calib.check()?;
     let grad_windows = a.grad_windows.unwrap_or(DEFAULT_GRAD_WINDOWS);
     super::at_least_one(
         "grad-windows",

@@ -103,6 +103,7 @@ fn check_flags(a: &PruneArgs) -> Result<()> {
     }
     super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
     super::seqlen_ok(a.calib.seqlen)?;
+    a.calib.check()?;
     if a.eval_windows.is_some() && a.eval.is_none() {
         bail!("--eval-windows needs --eval FILE");
     }
@@ -134,6 +135,11 @@ pub fn run(a: PruneArgs) -> Result<()> {
     inputs.extend(a.calib.calib.as_deref().map(|p| ("--calib", p)));
     inputs.extend(a.eval.as_deref().map(|p| ("--eval", p)));
     check_inputs_outside(&a.out, &inputs)?;
+    if a.method == Method::Magnitude && a.allocation != "owl" && calib.is_some() {
+        tracing::warn!(
+            "--method magnitude uses no calibration: the --calib windows are read only for --allocation owl"
+        );
+    }
     if a.method != Method::Magnitude && calib.is_none() {
         bail!(
             "--method {} needs calibration text: pass --calib FILE",
