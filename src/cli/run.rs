@@ -236,6 +236,9 @@ impl RunArgs {
         if (self.probe_file.is_some() || self.probe_limit.is_some()) && o.probe.is_none() {
             bail!("--probe-file and --probe-limit need --probe freebaseqa|mmlu");
         }
+        if self.seed.is_some() && o.calib_sample != "random" {
+            bail!("--seed draws random calibration windows: it needs --calib-sample random");
+        }
         if self.mmlu_prompt.is_some() && o.probe.as_ref().is_none_or(|p| p.kind != "mmlu") {
             bail!("--mmlu-prompt sets the MMLU probe's prompt: it needs --probe mmlu");
         }
@@ -459,6 +462,21 @@ mod tests {
 
     // The per-layer cap has no flag; a config that sets it out of range is refused by key
     // (it once gave a session of agent failures at -0.5, and no cap at all at NaN).
+    #[test]
+    fn a_seed_needs_random_calibration_windows() {
+        let seeded = |sample: Option<&str>| {
+            RunArgs {
+                seed: Some(3),
+                calib_sample: sample.map(String::from),
+                ..Default::default()
+            }
+            .options()
+        };
+        let e = err(seeded(None));
+        assert!(e.contains("--seed draws random calibration windows"), "{e}");
+        assert_eq!(seeded(Some("random")).unwrap().seed, 3);
+    }
+
     #[test]
     fn a_config_cap_on_layer_sparsity_outside_0_1_is_refused() {
         for v in ["-0.5", ".nan", "2.0", "1.0", "0"] {
