@@ -29,8 +29,10 @@ pub struct BenchArgs {
     /// Timed repetitions (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
+    /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// forward, ppl (perplexity of a random model: throughput against a GEMM in the same
@@ -50,6 +52,7 @@ pub struct BenchArgs {
     /// 29M-parameter shape; a vocabulary at least the bundled tokenizer's).
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
+    /// Print the results as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
     /// The session suite's model (stream suite: a random 29M-parameter model unless given).

@@ -57,6 +57,7 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct BundledArgs {
+    /// Directory for the model files, data/ and CARD.md.
     #[arg(long)]
     pub out: std::path::PathBuf,
     /// Replace a non-empty --out.
@@ -183,5 +184,30 @@ pub fn progress(label: &str, done: usize, total: usize) {
         }
     } else if done == total {
         eprintln!("{label} {done}/{total}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    // `arborist CMD --help` is the reference a user reads first: every flag and argument
+    // says what it is (several said nothing until 2026-12-01).
+    #[test]
+    fn every_flag_and_argument_has_help() {
+        let mut missing = Vec::new();
+        let root = super::Cli::command();
+        for cmd in root.get_subcommands() {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{} {id}", cmd.get_name()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

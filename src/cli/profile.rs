@@ -19,8 +19,10 @@ pub struct ProfileArgs {
     /// abs-of-mean (|mean dL/dW|, Arborist's before 2026-11-30).
     #[arg(long, default_value_t = GradAverage::MeanOfAbs)]
     pub grad_average: GradAverage,
+    /// Windows per forward pass.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Print the profile as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
 }

@@ -17,6 +17,7 @@ use crate::prune::select::{parse_nm, Pattern};
 pub struct PruneArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// How weights are chosen (and, for SparseGPT, updated).
     #[arg(long, value_enum)]
     pub method: Method,
     /// Target sparsity in [0, 1).
@@ -45,16 +46,19 @@ pub struct PruneArgs {
     /// Perplexity of the pruned model on this text (same protocol as `eval`).
     #[arg(long)]
     pub eval: Option<PathBuf>,
+    /// Evaluation windows of --eval (default: all the text holds).
     #[arg(long)]
     pub eval_windows: Option<usize>,
     /// Calibration windows per forward pass (more windows hold more activations at once).
     #[arg(long, default_value_t = 4)]
     pub batch: usize,
+    /// Directory for the pruned model (config, safetensors, tokenizer, arborist.json).
     #[arg(long)]
     pub out: PathBuf,
     /// Replace a non-empty --out directory.
     #[arg(long)]
     pub force: bool,
+    /// Print one JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
 }

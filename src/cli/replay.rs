@@ -12,6 +12,7 @@ use crate::worker::{launch, verify};
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
+    /// The session file (sessions/NAME.yaml).
     pub session: PathBuf,
     /// Re-execute every compute step and compare with the recorded numbers.
     #[arg(long)]
@@ -22,6 +23,7 @@ pub struct ReplayArgs {
     /// Print the timeline instead of opening the TUI.
     #[arg(long)]
     pub headless: bool,
+    /// Print the events (with --verify: the verdict and every check) as JSON.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -30,9 +32,12 @@ pub struct ReplayArgs {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
+    /// The session file (sessions/NAME.yaml).
     pub session: PathBuf,
+    /// Directory for the exported model (as `prune --out` writes it).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace a non-empty --out directory.
     #[arg(long)]
     pub force: bool,
     /// Export the model as it stood after iteration N (its latest checkpoint at or before

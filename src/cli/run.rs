@@ -10,19 +10,24 @@ use crate::session::{file, RunOptions};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct RunArgs {
-    /// A local model directory, a Hugging Face id, or `bundled`.
+    /// A local model directory, a Hugging Face id, or `bundled` [default: bundled]. With
+    /// --resume: where the session's model is now (its fingerprint is checked).
     #[arg(long)]
     pub model: Option<String>,
+    /// cpu or cuda:N [default: cpu].
     #[arg(long)]
     pub device: Option<String>,
+    /// f32, f16 or bf16 [default: f32].
     #[arg(long)]
     pub dtype: Option<String>,
-    /// builtin, openai or anthropic.
+    /// builtin, openai or anthropic [default: builtin].
     #[arg(long)]
     pub agent: Option<String>,
     /// Model name for the openai/anthropic agent.
     #[arg(long)]
     pub agent_model: Option<String>,
+    /// The openai/anthropic agent's server (default: the vendor's; any OpenAI-compatible
+    /// server, e.g. http://127.0.0.1:8000/v1).
     #[arg(long)]
     pub base_url: Option<String>,
     /// Directory with prompt templates that override the built-in ones.
@@ -34,32 +39,36 @@ pub struct RunArgs {
     /// Most tokens per agent reply (default: Anthropic 4096, OpenAI the server's).
     #[arg(long)]
     pub agent_max_tokens: Option<u32>,
-    /// Target global sparsity over the blocks' linear layers.
+    /// Target global sparsity over the blocks' linear layers [default: 0.45].
     #[arg(long, allow_negative_numbers = true)]
     pub target: Option<f64>,
-    /// Relative perplexity increase per step that triggers a rollback.
+    /// Relative perplexity increase per step that triggers a rollback [default: 0.05].
     #[arg(long, allow_negative_numbers = true)]
     pub threshold: Option<f64>,
-    /// Optional ceiling on total perplexity increase over the dense model (relative).
+    /// Optional ceiling on total perplexity increase over the dense model (relative)
+    /// [default: none].
     #[arg(long, allow_negative_numbers = true)]
     pub ceiling: Option<f64>,
+    /// Iterations after which the session stops short of the target [default: 60].
     #[arg(long)]
     pub max_iters: Option<usize>,
-    /// Largest sparsity increase of one layer per step.
+    /// Largest sparsity increase of one layer per step [default: 0.1].
     #[arg(long, allow_negative_numbers = true)]
     pub max_step: Option<f64>,
-    /// Most layers changed per step.
+    /// Most layers changed per step [default: 8].
     #[arg(long)]
     pub max_layers: Option<usize>,
+    /// Recompute the sensitivity profile after every N-th accepted step [default: 1].
     #[arg(long)]
     pub profile_every: Option<usize>,
     /// Knowledge probe after every step: freebaseqa or mmlu.
     #[arg(long)]
     pub probe: Option<String>,
-    /// The probe's benchmark file (default: the bundled model's set).
+    /// The probe's benchmark file (default: the bundled model's set). With --resume: where
+    /// the session's file is now (its hash is checked).
     #[arg(long)]
     pub probe_file: Option<String>,
-    /// Probe items (FreebaseQA: first N; MMLU: first N per subject).
+    /// Probe items (FreebaseQA: first N; MMLU: first N per subject) [default: 40].
     #[arg(long)]
     pub probe_limit: Option<usize>,
     /// Roll back when probe accuracy drops more than this (absolute, 0.05 = 5 points).
@@ -68,29 +77,42 @@ pub struct RunArgs {
     /// The MMLU probe's prompt: hendrycks (default) or lm-eval.
     #[arg(long)]
     pub mmlu_prompt: Option<MmluPrompt>,
+    /// Calibration text: profile statistics and Wanda masks (default: the bundled model's
+    /// calib.txt; required for other models). With --resume: where the session's file is
+    /// now (its hash is checked).
     #[arg(long)]
     pub calib: Option<String>,
+    /// Evaluation text (UTF-8, or a parquet file with a `text` column) for the guard's
+    /// perplexity (default: the bundled model's eval.txt; required for other models). With
+    /// --resume: as --calib.
     #[arg(long)]
     pub eval: Option<String>,
+    /// Tokens per window (default: 2048, capped at the model's max_position_embeddings).
     #[arg(long)]
     pub seqlen: Option<usize>,
+    /// Calibration windows [default: 16].
     #[arg(long)]
     pub calib_windows: Option<usize>,
+    /// Evaluation windows [default: 16].
     #[arg(long)]
     pub eval_windows: Option<usize>,
-    /// sequential or random.
+    /// sequential or random [default: sequential].
     #[arg(long)]
     pub calib_sample: Option<String>,
+    /// Seed of --calib-sample random [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Calibration windows (the first ones) for the gradient score [default: 4].
     #[arg(long)]
     pub grad_windows: Option<usize>,
     /// The profile's G: mean-of-abs (the paper's, default) or abs-of-mean.
     #[arg(long)]
     pub grad_average: Option<GradAverage>,
+    /// Windows per forward pass [default: 4].
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Memory for the evaluation's cached block-boundary states, in MiB (0: full passes).
+    /// Memory for the evaluation's cached block-boundary states, in MiB (0: full passes)
+    /// [default: 1024].
     #[arg(long)]
     pub eval_cache_mb: Option<usize>,
     /// Keep no linear weight resident: each block reads its weights from the memory-mapped
@@ -100,12 +122,14 @@ pub struct RunArgs {
     /// Session file (default sessions/<time>-<model>.yaml).
     #[arg(long)]
     pub session: Option<PathBuf>,
-    /// Continue the session in --session where it stopped.
+    /// Continue the session in --session where it stopped (its header's options; only
+    /// --base-url, --agent-timeout, --agent-max-tokens and moved files' paths may be given).
     #[arg(long)]
     pub resume: bool,
     /// No TUI: review with --auto-approve or --decisions.
     #[arg(long)]
     pub headless: bool,
+    /// Approve every valid proposal (in the TUI: start with auto-approve on).
     #[arg(long)]
     pub auto_approve: bool,
     /// Scripted review decisions (YAML list of {iteration, action, layers, feedback}).

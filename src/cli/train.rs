@@ -15,16 +15,22 @@ pub struct TrainArgs {
     /// Replace a non-empty --out.
     #[arg(long)]
     pub force: bool,
+    /// Optimiser steps (AdamW).
     #[arg(long, default_value_t = TrainOptions::default().steps)]
     pub steps: usize,
+    /// Peak learning rate (linear warmup, then cosine decay to 10% of it).
     #[arg(long, default_value_t = TrainOptions::default().lr)]
     pub lr: f64,
+    /// Sequences per step.
     #[arg(long, default_value_t = TrainOptions::default().batch)]
     pub batch: usize,
+    /// Seed of the generated fact world (its people, places and facts).
     #[arg(long, default_value_t = TrainOptions::default().world_seed)]
     pub world_seed: u64,
+    /// Steps between the knowledge probes logged during training.
     #[arg(long, default_value_t = TrainOptions::default().probe_every)]
     pub probe_every: usize,
+    /// Warmup steps.
     #[arg(long, default_value_t = TrainOptions::default().warmup)]
     pub warmup: usize,
     /// FreebaseQA-format practice questions per fact per epoch, in distinct phrasings.
