@@ -533,7 +533,8 @@ fn flags_without_their_evaluation_are_refused() {
     let (_d, m, t) = setup();
     let ppl = ["eval", "--model", &m, "--ppl", &t];
     let mmlu = ["eval", "--model", &m, "--mmlu", &t];
-    let cases: [(&[&str], &str, &str, &str); 7] = [
+    let fbqa = ["eval", "--model", &m, "--freebaseqa", &t];
+    let cases: [(&[&str], &str, &str, &str); 9] = [
         (&ppl, "--shots", "0", "--mmlu PATH"),
         (&ppl, "--mmlu-prompt", "lm-eval", "--mmlu PATH"),
         (&ppl, "--mmlu-max-context", "64", "--mmlu PATH"),
@@ -541,6 +542,13 @@ fn flags_without_their_evaluation_are_refused() {
         (&ppl, "--limit", "3", "--mmlu PATH or --freebaseqa FILE"),
         (&mmlu, "--seqlen", "64", "--ppl FILE"),
         (&mmlu, "--max-windows", "2", "--ppl FILE"),
+        (&fbqa, "--batch", "4", "--ppl FILE or --mmlu PATH"),
+        (
+            &ppl,
+            "--per-item",
+            "--json",
+            "--mmlu PATH or --freebaseqa FILE",
+        ),
     ];
     for (base, flag, value, needs) in cases {
         let mut a = base.to_vec();
@@ -583,10 +591,36 @@ fn more_windows_than_the_text_holds_is_warned_about() {
     let n = v["protocol"]["calib_windows"].as_u64().unwrap();
     assert!(n > 1 && n < 100000, "{v}");
     assert_eq!(v["protocol"]["grad_windows"].as_u64(), Some(n), "{v}");
-    for flag in ["--calib-windows 100000", "--grad-windows 200000"] {
-        let want = format!("{flag}: {t} holds only {n} windows of 64 tokens; using {n}");
-        assert!(err.contains(&want), "`{want}` not in: {err}");
-    }
+    let want =
+        format!("--calib-windows 100000: {t} holds only {n} windows of 64 tokens; using {n}");
+    assert!(err.contains(&want), "`{want}` not in: {err}");
+    let want = format!("--grad-windows 200000: the gradient takes the first calibration windows, and there are {n}; using {n}");
+    assert!(err.contains(&want), "`{want}` not in: {err}");
+    // Capped by --calib-windows, not by the text: the warning says so, not that the text is
+    // short.
+    let o = arborist(
+        &[
+            "profile",
+            "--model",
+            &m,
+            "--calib",
+            &t,
+            "--seqlen",
+            "64",
+            "--calib-windows",
+            "2",
+            "--grad-windows",
+            "4",
+        ],
+        &[],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("--grad-windows 4: the gradient takes the first calibration windows, and there are 2; using 2"),
+        "{err}"
+    );
+    assert!(!err.contains("holds only"), "{err}");
 }
 
 // Calibration flags without calibration text, and a seed for windows not drawn at random,
@@ -637,9 +671,17 @@ fn calibration_flags_without_their_calibration_are_refused() {
         assert_one_line_error(&arborist(&a, &[]), &[&want]);
     }
     assert!(!d.path().join("out").exists());
-    // Magnitude pruning reads no calibration: given anyway, it runs and says so.
+    // A window length for no windows at all.
     let mut a = magnitude.to_vec();
-    a.extend(["--calib", &t, "--seqlen", "64"]);
+    a.extend(["--seqlen", "64"]);
+    assert_one_line_error(
+        &arborist(&a, &[]),
+        &["--seqlen sets the windows of --calib and --eval: neither was given"],
+    );
+    // Magnitude pruning reads no calibration: given anyway, it runs, says so, and records
+    // no calibration.
+    let mut a = magnitude.to_vec();
+    a.extend(["--calib", &t, "--seqlen", "64", "--json"]);
     let o = arborist(&a, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -647,4 +689,6 @@ fn calibration_flags_without_their_calibration_are_refused() {
         "{}",
         stderr(&o)
     );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["result"]["calibration"].is_null(), "{v}");
 }

@@ -50,9 +50,9 @@ pub struct EvalArgs {
     /// Use only the first K windows.
     #[arg(long)]
     pub max_windows: Option<usize>,
-    /// Windows (perplexity) or prompts (MMLU) per forward pass.
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
+    /// Windows (perplexity) or prompts (MMLU) per forward pass [default: 1].
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -66,6 +66,10 @@ const DEFAULT_MAX_NEW_TOKENS: usize = 24;
 
 fn shots(a: &EvalArgs) -> usize {
     a.shots.unwrap_or(DEFAULT_SHOTS)
+}
+
+fn batch(a: &EvalArgs) -> usize {
+    a.batch.unwrap_or(1)
 }
 
 /// A flag given without the evaluation it tunes is refused: silently ignoring `--shots 0`
@@ -95,6 +99,18 @@ fn needs_its_evaluation(a: &EvalArgs) -> Result<()> {
             mmlu || fbqa,
             "--mmlu PATH or --freebaseqa FILE",
         ),
+        (
+            "batch",
+            a.batch.is_some(),
+            ppl || mmlu,
+            "--ppl FILE or --mmlu PATH",
+        ),
+        (
+            "per-item",
+            a.per_item,
+            mmlu || fbqa,
+            "--mmlu PATH or --freebaseqa FILE",
+        ),
     ];
     for (flag, given, evaluated, needs) in checks {
         if given && !evaluated {
@@ -112,7 +128,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if a.per_item && !a.json {
         bail!("--per-item needs --json (the per-item records are printed only in the JSON)");
     }
-    super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
+    if a.batch == Some(0) {
+        bail!("--batch 0: a forward pass needs at least one window");
+    }
     super::seqlen_ok(a.seqlen)?;
     if a.max_windows == Some(0) {
         bail!("--max-windows 0: the perplexity needs at least one window");
@@ -169,7 +187,7 @@ fn run_ppl(a: &EvalArgs, model: &LoadedModel, path: &Path, text: &str) -> Result
     let dataset = path.display().to_string();
     let ids = model.encode(text)?;
     let windows = Windows::sequential(&ids, seqlen, a.max_windows, &dataset)?;
-    perplexity(&model.decoder, &windows, a.batch, &dataset, |d, t| {
+    perplexity(&model.decoder, &windows, batch(a), &dataset, |d, t| {
         super::progress("evaluating windows", d, t)
     })
 }
@@ -202,7 +220,7 @@ fn run_mmlu(a: &EvalArgs, model: &LoadedModel, path: &Path, data: &MmluData) -> 
         shots: shots(a),
         prompt: a.mmlu_prompt.unwrap_or(MmluPrompt::Hendrycks),
         limit: a.limit,
-        batch: a.batch,
+        batch: batch(a),
         max_context: a.mmlu_max_context,
     };
     evaluate_mmlu(model, data, &opts, &path.display().to_string(), |d, t| {

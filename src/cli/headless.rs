@@ -43,9 +43,9 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
         };
         let data = &opened.log.as_ref().expect("a resumed session").header.data;
         opened.opts = relocate.apply(&opened.opts, data, &opened.path.display().to_string())?;
-        for a in relocate.args() {
+        for word in relocate.args() {
             opened.continue_with.push(' ');
-            opened.continue_with.push_str(&a);
+            opened.continue_with.push_str(&setup::shell_word(&word));
         }
         if a.base_url.is_some() {
             opened.opts.agent.base_url = a.base_url.clone();

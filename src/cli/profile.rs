@@ -45,7 +45,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
     let m = a.model.load()?;
     let w = a.calib.windows(&m)?.expect("checked above");
     let name = a.calib.calib.as_ref().unwrap().display().to_string();
-    w.warn_if_fewer("--grad-windows", a.grad_windows, &name);
+    crate::profile::warn_if_fewer_grad_windows(&w, a.grad_windows);
     let grads = GradSpec {
         windows: grad_windows,
         average: a.grad_average,

@@ -108,6 +108,9 @@ fn check_flags(a: &PruneArgs) -> Result<()> {
     super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
     super::seqlen_ok(a.calib.seqlen)?;
     a.calib.check()?;
+    if a.calib.seqlen.is_some() && a.calib.calib.is_none() && a.eval.is_none() {
+        bail!("--seqlen sets the windows of --calib and --eval: neither was given");
+    }
     if a.eval_windows.is_some() && a.eval.is_none() {
         bail!("--eval-windows needs --eval FILE");
     }
@@ -134,16 +137,19 @@ pub fn run(a: PruneArgs) -> Result<()> {
     check_flags(&a)?;
     check_out_dir(&a.out, a.force)?;
     let mut m = a.model.load()?;
-    let calib = a.calib.windows(&m)?;
+    // Magnitude pruning reads no windows (only OWL's allocation does): given anyway, they
+    // are neither read nor recorded as a calibration that did not run.
+    let unused = a.method == Method::Magnitude && a.allocation != "owl";
+    if unused && a.calib.calib.is_some() {
+        tracing::warn!(
+            "--method magnitude uses no calibration: --calib is read only for --allocation owl, and is ignored here"
+        );
+    }
+    let calib = if unused { None } else { a.calib.windows(&m)? };
     let mut inputs = model_inputs(&m.files);
     inputs.extend(a.calib.calib.as_deref().map(|p| ("--calib", p)));
     inputs.extend(a.eval.as_deref().map(|p| ("--eval", p)));
     check_inputs_outside(&a.out, &inputs)?;
-    if a.method == Method::Magnitude && a.allocation != "owl" && calib.is_some() {
-        tracing::warn!(
-            "--method magnitude uses no calibration: the --calib windows are read only for --allocation owl"
-        );
-    }
     if a.method != Method::Magnitude && calib.is_none() {
         bail!(
             "--method {} needs calibration text: pass --calib FILE",

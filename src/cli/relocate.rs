@@ -35,7 +35,7 @@ impl Relocate {
         session: &str,
     ) -> Result<RunOptions> {
         let mut o = recorded.clone();
-        let unchecked = |flag: &str, key: &str| -> Result<()> {
+        let hashed = |flag: &str, key: &str| -> Result<()> {
             if data.contains_key(key) {
                 return Ok(());
             }
@@ -49,18 +49,18 @@ impl Relocate {
             o.model = m.clone();
         }
         if let Some(c) = &self.calib {
-            unchecked("calib", "calib")?;
+            hashed("calib", "calib")?;
             o.calib = Some(c.clone());
         }
         if let Some(e) = &self.eval {
-            unchecked("eval", "eval")?;
+            hashed("eval", "eval")?;
             o.eval = Some(e.clone());
         }
         if let Some(f) = &self.probe_file {
             let Some(p) = o.probe.as_mut() else {
                 bail!("--probe-file: {session} was recorded without a knowledge probe");
             };
-            unchecked("probe-file", "probe")?;
+            hashed("probe-file", "probe")?;
             p.file = Some(f.clone());
         }
         Ok(o)

@@ -73,13 +73,18 @@ fn load_checked(
         &log.header.data,
         &path.display().to_string(),
     )?;
-    let files = ModelFiles::resolve(&opts.model).with_context(|| {
-        format!(
-            "{}: its model is not where it was recorded (pass --model DIR where it is here; \
-             its fingerprint is checked)",
-            path.display()
-        )
-    })?;
+    let files = match ModelFiles::resolve(&opts.model) {
+        Ok(f) => f,
+        // Only the recorded path gets the hint: a --model given is named by the error.
+        Err(e) if relocate.model.is_none() => {
+            return Err(e.context(format!(
+                "{}: its model is not where it was recorded (pass --model DIR where it is \
+                 here; its fingerprint is checked)",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     let fp = file::fingerprint(&files.config, &files.weights)?;
     if fp != log.header.fingerprint {
         bail!(
@@ -114,6 +119,13 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         );
     }
     if !a.verify && !a.headless && !a.json && crate::tui::is_interactive() {
+        // Moved-file flags are for `V`: checked against the header before the screen opens.
+        if !a.relocate.args().is_empty() {
+            let log = read_session(&a.session)?;
+            let name = a.session.display().to_string();
+            a.relocate
+                .apply(&log.header.options, &log.header.data, &name)?;
+        }
         return crate::tui::run_replay(&a.session, a.relocate.args());
     }
     if !a.verify {

@@ -260,7 +260,8 @@ impl RunArgs {
         if (self.probe_file.is_some() || self.probe_limit.is_some()) && o.probe.is_none() {
             bail!("--probe-file and --probe-limit need --probe freebaseqa|mmlu");
         }
-        if self.seed.is_some() && o.calib_sample != "random" {
+        // From the flag or the config: a seed that draws nothing would be recorded as if it had.
+        if o.seed != 0 && o.calib_sample != "random" {
             bail!("--seed draws random calibration windows: it needs --calib-sample random");
         }
         if self.mmlu_prompt.is_some() && o.probe.as_ref().is_none_or(|p| p.kind != "mmlu") {
@@ -484,8 +485,7 @@ mod tests {
         e
     }
 
-    // The per-layer cap has no flag; a config that sets it out of range is refused by key
-    // (it once gave a session of agent failures at -0.5, and no cap at all at NaN).
+    // A seed that draws nothing (sequential windows), from the flag or a config, is refused.
     #[test]
     fn a_seed_needs_random_calibration_windows() {
         let seeded = |sample: Option<&str>| {
@@ -499,8 +499,16 @@ mod tests {
         let e = err(seeded(None));
         assert!(e.contains("--seed draws random calibration windows"), "{e}");
         assert_eq!(seeded(Some("random")).unwrap().seed, 3);
+        let e = err(with_config("seed: 3\n"));
+        assert!(e.contains("--seed draws random calibration windows"), "{e}");
+        assert_eq!(
+            with_config("seed: 3\ncalib_sample: random\n").unwrap().seed,
+            3
+        );
     }
 
+    // The per-layer cap has no flag; a config that sets it out of range is refused by key
+    // (it once gave a session of agent failures at -0.5, and no cap at all at NaN).
     #[test]
     fn a_config_cap_on_layer_sparsity_outside_0_1_is_refused() {
         for v in ["-0.5", ".nan", "2.0", "1.0", "0"] {

@@ -348,6 +348,18 @@ pub fn grad_window_count(calib: &Windows, grad_windows: usize) -> usize {
     grad_windows.min(calib.len()).max(1)
 }
 
+/// Warn when the gradient pass will take fewer windows than `asked` (None: nothing was
+/// asked): it takes the first calibration windows, and there are fewer.
+pub fn warn_if_fewer_grad_windows(calib: &Windows, asked: Option<usize>) {
+    if let Some(asked) = asked.filter(|a| grad_window_count(calib, *a) < *a) {
+        tracing::warn!(
+            "--grad-windows {asked}: the gradient takes the first calibration windows, and there are {}; using {}",
+            calib.len(),
+            grad_window_count(calib, asked)
+        );
+    }
+}
+
 /// The profile from Wanda statistics already gathered over `calib` for the model as it is;
 /// `known` as in `mean_gradients_from` (empty: none).
 pub fn compute_from(

@@ -94,9 +94,9 @@ impl Editor {
         }
     }
 
-    /// A printable character, kept as typed: to the reasoning, or to the selected value
-    /// (anything that does not parse shows as a problem; nothing is dropped silently).
-    /// Err says why the character was not taken.
+    /// A printable character, kept as typed: any to the reasoning; an ASCII one to the
+    /// selected value (one that does not parse shows as a problem). Err says why the
+    /// character was not taken: never silently dropped.
     pub fn type_char(&mut self, c: char) -> Result<(), String> {
         if self.field == Field::Reasoning {
             self.reasoning.push(c);

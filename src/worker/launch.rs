@@ -73,12 +73,7 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
         opts,
         opts.calib_sample == "random",
     )?;
-    // The gradient pass takes the first calibration windows.
-    calib.warn_if_fewer(
-        "--grad-windows",
-        Some(opts.grad_windows),
-        &calib_path.display().to_string(),
-    );
+    crate::profile::warn_if_fewer_grad_windows(&calib, Some(opts.grad_windows));
     // Evaluation text is read as `eval --ppl` reads it (wikitext parquet too).
     let eval_text = read_ppl_text(&eval_path)?;
     let eval = windows(

@@ -16,8 +16,9 @@ pub struct Opened {
     pub log: Option<SessionLog>,
     /// The resumed file, locked against other writers while this process runs.
     pub lock: Option<std::fs::File>,
-    /// The flags that continue this session (`--session P --resume`, and the paths of
-    /// moved files it was resumed with: the header keeps the recorded ones).
+    /// The arguments that continue this session, quoted for a shell: `--session P
+    /// --resume`, and the paths of moved files it was resumed with (the header keeps the
+    /// recorded ones).
     pub continue_with: String,
 }
 
@@ -94,7 +95,20 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
 }
 
 fn continue_with(path: &Path) -> String {
-    format!("--session {} --resume", path.display())
+    format!(
+        "--session {} --resume",
+        shell_word(&path.display().to_string())
+    )
+}
+
+/// `s` as one shell word: as it is when it needs no quoting, else in single quotes.
+pub fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=@%+,-~".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// Refuse to go on when the engine's windows differ from those a session was recorded with.
@@ -126,8 +140,8 @@ pub fn check_data(
         bail!(
             "{}: the --{flag} {what} read from {} differ from those the session was recorded \
              with ({is}, recorded {was}): the file changed, or a relative path now points \
-             elsewhere (run from the directory the session was started in, or pass the \
-             recorded file's path here with --{flag})",
+             elsewhere (run from the directory the session was started in, or give \
+             --{flag} the path of the file the session used)",
             session.display(),
             path.display()
         );
@@ -201,4 +215,24 @@ pub fn attach(
         d.start()?;
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    // The "continue with" line is copied into a shell: a path with a space or a quote
+    // must stay one word.
+    #[test]
+    fn shell_words_round_trip_through_sh() {
+        for s in ["sessions/a.yaml", "my models/qwen 3", "it's", "", "a$b`c"] {
+            let w = shell_word(s);
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("printf %s {w}")])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), s, "{w}");
+        }
+        assert_eq!(shell_word("sessions/a.yaml"), "sessions/a.yaml");
+    }
 }

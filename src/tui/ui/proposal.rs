@@ -115,8 +115,14 @@ pub fn render(
         lines.push(Line::styled(msg, t.muted()));
     }
     // The status bar has room for the start of a failure only; here it wraps in full.
+    // (In replay it is the note on a damaged event, which says itself what stopped.)
     if let Some(e) = &app.failure {
-        lines.push(Line::styled(format!("stopped: {e}"), t.danger()));
+        let text = if view.live() {
+            format!("stopped: {e}")
+        } else {
+            e.clone()
+        };
+        lines.push(Line::styled(text, t.danger()));
     }
     if let Some(ed) = &app.editor {
         for p in &ed.problems {
