@@ -53,7 +53,7 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
     let moved = ["--model", &model, "--calib", &t, "--eval", &t];
     one_error_line(
         &env.run(&["replay", "--verify", &p(&s)]),
-        &["its model is not where it was recorded", "--model DIR"],
+        &["is not on this machine", "pass --model DIR"],
     );
 
     let with = |head: &[&str], flags: &[&str], tail: &[&str]| {
@@ -62,6 +62,22 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
         a.extend(tail);
         env.run(&a)
     };
+    // With the model found, the missing text is named with its flag, before anything loads.
+    one_error_line(
+        &env.run(&[
+            "export",
+            &p(&s),
+            "--out",
+            &p(&env.path("y")),
+            "--model",
+            &model,
+        ]),
+        &[
+            "its --calib file",
+            "is not on this machine",
+            "give --calib the path",
+        ],
+    );
     let v = ok_json(&with(&["replay", "--verify", "--json"], &moved, &[&p(&s)]));
     assert_eq!(
         (v["ok"].clone(), v["bit_exact"].clone()),
@@ -115,6 +131,18 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
     // A torn copy resumes from the new paths to the same session.
     let cut = env.path("cut.yaml");
     cut_inside(&s, &cut, entries.len() - 3);
+    // A resume without the flags says which one is needed.
+    one_error_line(
+        &env.run(&[
+            "run",
+            "--headless",
+            "--auto-approve",
+            "--session",
+            &p(&cut),
+            "--resume",
+        ]),
+        &["is not on this machine", "pass --model DIR"],
+    );
     let cut_s = p(&cut);
     let resume = [
         "run",

@@ -42,7 +42,9 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
             probe_file: a.probe_file.clone(),
         };
         let data = &opened.log.as_ref().expect("a resumed session").header.data;
-        opened.opts = relocate.apply(&opened.opts, data, &opened.path.display().to_string())?;
+        let name = opened.path.display().to_string();
+        opened.opts = relocate.apply(&opened.opts, data, &name)?;
+        relocate.check_present(&opened.opts, &name)?;
         for word in relocate.args() {
             opened.continue_with.push(' ');
             opened.continue_with.push_str(&setup::shell_word(&word));

@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::session::file::DataHashes;
 use crate::session::RunOptions;
+use crate::worker::launch;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct Relocate {
@@ -64,6 +65,37 @@ impl Relocate {
             p.file = Some(f.clone());
         }
         Ok(o)
+    }
+
+    /// Files the session names (after relocation) that are not on this machine, said before
+    /// anything loads, with the flag that gives their place here. The model only when it
+    /// is an absolute path: any other name may be a hub id.
+    pub fn check_present(&self, o: &RunOptions, session: &str) -> Result<()> {
+        let model = std::path::Path::new(&o.model);
+        if self.model.is_none() && model.is_absolute() && !model.exists() {
+            bail!(
+                "{session}: its model {} is not on this machine (pass --model DIR where it is; \
+                 its fingerprint is checked)",
+                o.model
+            );
+        }
+        let mut files = vec![
+            ("calib", launch::text_path(&o.calib, "calib", o)?),
+            ("eval", launch::text_path(&o.eval, "eval", o)?),
+        ];
+        if let Some(p) = &o.probe {
+            files.push(("probe-file", launch::probe_path(p, o)?));
+        }
+        for (flag, path) in files {
+            if !path.exists() {
+                bail!(
+                    "{session}: its --{flag} file {} is not on this machine (give --{flag} the \
+                     path of the file the session used; its hash is checked)",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The flags again, for a command that runs another `arborist` on the same session.

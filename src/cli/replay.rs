@@ -68,11 +68,9 @@ fn load_checked(
 ) -> Result<(file::SessionLog, RunOptions, ModelFiles)> {
     let log = read_session(path)?;
     super::run::header_options_ok(&log.header.options, path, false)?;
-    let opts = relocate.apply(
-        &log.header.options,
-        &log.header.data,
-        &path.display().to_string(),
-    )?;
+    let name = path.display().to_string();
+    let opts = relocate.apply(&log.header.options, &log.header.data, &name)?;
+    relocate.check_present(&opts, &name)?;
     let files = match ModelFiles::resolve(&opts.model) {
         Ok(f) => f,
         // Only the recorded path gets the hint: a --model given is named by the error.
