@@ -568,26 +568,30 @@ fn flags_without_their_evaluation_are_refused() {
 #[test]
 fn more_windows_than_the_text_holds_is_warned_about() {
     let (_d, m, t) = setup();
-    let o = arborist(
-        &[
-            "profile",
-            "--model",
-            &m,
-            "--calib",
-            &t,
-            "--seqlen",
-            "64",
-            "--calib-windows",
-            "100000",
-            "--grad-windows",
-            "200000",
-            "--json",
-        ],
-        &[],
-    );
-    let err = stderr(&o);
-    assert!(o.status.success(), "{err}");
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let profile = |calib_windows: &str, grad_windows: &str| {
+        let o = arborist(
+            &[
+                "profile",
+                "--model",
+                &m,
+                "--calib",
+                &t,
+                "--seqlen",
+                "64",
+                "--calib-windows",
+                calib_windows,
+                "--grad-windows",
+                grad_windows,
+                "--json",
+            ],
+            &[],
+        );
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v, err)
+    };
+    let (v, err) = profile("100000", "200000");
     let n = v["protocol"]["calib_windows"].as_u64().unwrap();
     assert!(n > 1 && n < 100000, "{v}");
     assert_eq!(v["protocol"]["grad_windows"].as_u64(), Some(n), "{v}");
@@ -598,24 +602,8 @@ fn more_windows_than_the_text_holds_is_warned_about() {
     assert!(err.contains(&want), "`{want}` not in: {err}");
     // Capped by --calib-windows, not by the text: the warning says so, not that the text is
     // short.
-    let o = arborist(
-        &[
-            "profile",
-            "--model",
-            &m,
-            "--calib",
-            &t,
-            "--seqlen",
-            "64",
-            "--calib-windows",
-            "2",
-            "--grad-windows",
-            "4",
-        ],
-        &[],
-    );
-    let err = stderr(&o);
-    assert!(o.status.success(), "{err}");
+    let (v, err) = profile("2", "4");
+    assert_eq!(v["protocol"]["grad_windows"].as_u64(), Some(2), "{v}");
     assert!(
         err.contains("--grad-windows 4: the gradient takes the first calibration windows, and there are 2; using 2"),
         "{err}"
