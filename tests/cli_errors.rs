@@ -200,6 +200,18 @@ fn bench_flags_are_checked() {
         );
         assert_one_line_error(&o, &["--config: only a random model reads it", suite]);
     }
+    // The session suite's own flags on another suite did nothing.
+    for (suite, flag, value) in [
+        ("forward", "--session-iters", "3"),
+        ("stream", "--memory-runs", "1"),
+        ("prune", "--model", "random"),
+    ] {
+        let o = arborist(&["bench", "--suite", suite, flag, value], &[]);
+        assert_one_line_error(
+            &o,
+            &[&format!("{flag}: only the session suite reads it"), suite],
+        );
+    }
     // A random model must hold the bundled tokenizer's ids.
     let small = d.path().join("small.json");
     let text = std::fs::read_to_string(&cfg)

@@ -67,13 +67,16 @@ pub struct BenchArgs {
     #[arg(long)]
     pub eval: Option<String>,
     /// The session suite's iterations per session.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = SESSION_ITERS)]
     pub session_iters: usize,
     /// The session suite's memory measurement: pairs of fresh processes (one iteration, then
     /// the whole session) whose medians are reported; 0 skips it.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = MEMORY_RUNS)]
     pub memory_runs: usize,
 }
+
+const SESSION_ITERS: usize = 12;
+const MEMORY_RUNS: usize = 3;
 
 /// A Qwen3-shaped model of about 7.3M parameters (6.3M in the blocks' linear layers).
 pub fn bench_config() -> ModelConfig {
@@ -306,6 +309,29 @@ pub fn run(a: BenchArgs) -> Result<()> {
         a.suite,
         if a.model != "bundled" { format!(" --model {}", a.model) } else { String::new() }
     );
+    // The session suite's own flags, set away from their defaults for another suite, would
+    // be silently ignored.
+    let session = matches!(a.suite.as_str(), "session" | "session-memory");
+    let own = [
+        ("--session-iters", a.session_iters != SESSION_ITERS, session),
+        ("--memory-runs", a.memory_runs != MEMORY_RUNS, session),
+        (
+            "--model",
+            a.model != "bundled",
+            session || a.suite == "stream",
+        ),
+    ];
+    if let Some((flag, _, _)) = own.iter().find(|(_, set, read)| *set && !*read) {
+        anyhow::bail!(
+            "{flag}: only the session suite reads it{}, not --suite {}",
+            if *flag == "--model" {
+                " (and stream)"
+            } else {
+                ""
+            },
+            a.suite
+        );
+    }
     match a.suite.as_str() {
         "knowledge" => return knowledge::knowledge_suite(a.json),
         "agent" => return knowledge::agent_suite(a.json),
