@@ -38,12 +38,23 @@ fn width(spans: &[Span]) -> usize {
     spans.iter().map(|s| s.width()).sum()
 }
 
-/// Cut `text` to `max` columns, marking the cut with `…`.
+/// Cut `text` to `max` columns (display width: a wide character takes two), marking the
+/// cut with `…`.
 fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
+    let cols = |t: &str| Span::raw(t.to_string()).width();
+    if cols(text) <= max {
         return text.to_string();
     }
-    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+    let mut s = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = cols(c.encode_utf8(&mut [0; 4]));
+        if used + w + 1 > max {
+            break;
+        }
+        s.push(c);
+        used += w;
+    }
     if max > 0 {
         s.push('…');
     }
@@ -224,4 +235,20 @@ fn key_line(app: &App, view: &View, width: usize) -> Vec<Span<'static>> {
         spans.push(Span::styled(format!(" {short}  "), t.muted()));
     }
     spans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_counts_display_columns() {
+        let w = |t: &str| Span::raw(t.to_string()).width();
+        assert_eq!(cut("short", 10), "short");
+        assert_eq!(cut("abcdefgh", 5), "abcd…");
+        // Full-width characters take two columns each: 4 of them fill 8.
+        let c = cut("ディスクがいっぱいです", 9);
+        assert!(w(&c) <= 9, "{c}: {} columns", w(&c));
+        assert_eq!(c, "ディスク…");
+    }
 }
