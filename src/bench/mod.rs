@@ -313,24 +313,27 @@ pub fn run(a: BenchArgs) -> Result<()> {
     // be silently ignored.
     let session = matches!(a.suite.as_str(), "session" | "session-memory");
     let own = [
-        ("--session-iters", a.session_iters != SESSION_ITERS, session),
-        ("--memory-runs", a.memory_runs != MEMORY_RUNS, session),
+        (
+            "--session-iters",
+            a.session_iters != SESSION_ITERS,
+            session,
+            "the session suite reads it",
+        ),
+        (
+            "--memory-runs",
+            a.memory_runs != MEMORY_RUNS,
+            session,
+            "the session suite reads it",
+        ),
         (
             "--model",
             a.model != "bundled",
             session || a.suite == "stream",
+            "the session suite reads it (and stream)",
         ),
     ];
-    if let Some((flag, _, _)) = own.iter().find(|(_, set, read)| *set && !*read) {
-        anyhow::bail!(
-            "{flag}: only the session suite reads it{}, not --suite {}",
-            if *flag == "--model" {
-                " (and stream)"
-            } else {
-                ""
-            },
-            a.suite
-        );
+    if let Some((flag, _, _, readers)) = own.iter().find(|(_, set, read, _)| *set && !*read) {
+        anyhow::bail!("{flag}: only {readers}, not --suite {}", a.suite);
     }
     match a.suite.as_str() {
         "knowledge" => return knowledge::knowledge_suite(a.json),

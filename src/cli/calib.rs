@@ -16,6 +16,10 @@ pub enum Sample {
     Random,
 }
 
+/// Said wherever a seed would draw nothing (sequential windows).
+pub const SEED_NEEDS_RANDOM: &str =
+    "--seed draws random calibration windows: it needs --calib-sample random";
+
 /// Wanda's and SparseGPT's `nsamples`.
 const DEFAULT_CALIB_WINDOWS: usize = 128;
 
@@ -53,7 +57,7 @@ impl CalibArgs {
             }
         }
         if self.seed.is_some() && !matches!(self.sample(), Sample::Random) {
-            bail!("--seed draws random calibration windows: it needs --calib-sample random");
+            bail!(SEED_NEEDS_RANDOM);
         }
         Ok(())
     }

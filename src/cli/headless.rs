@@ -19,16 +19,10 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
         // moved or got slow, or replies cut off, can be followed; every other option is the
         // header's.
         // The model and data may be found at other paths (checked against the header).
-        let kept = [
-            "--base-url",
-            "--agent-timeout",
-            "--agent-max-tokens",
-            "--model",
-            "--calib",
-            "--eval",
-            "--probe-file",
-        ];
-        if let Some(flag) = a.option_flags().iter().find(|f| !kept.contains(f)) {
+        let connection = ["--base-url", "--agent-timeout", "--agent-max-tokens"];
+        let kept =
+            |f: &&str| connection.contains(f) || super::relocate::Relocate::FLAGS.contains(f);
+        if let Some(flag) = a.option_flags().iter().find(|f| !kept(f)) {
             anyhow::bail!(
                 "{flag}: a resumed session keeps the options in its header ({}); drop the flag, or start a new session",
                 path.display()

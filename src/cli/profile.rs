@@ -27,8 +27,6 @@ pub struct ProfileArgs {
     pub json: bool,
 }
 
-const DEFAULT_GRAD_WINDOWS: usize = 4;
-
 pub fn run(a: ProfileArgs) -> Result<()> {
     if a.calib.calib.is_none() {
         bail!("profile needs calibration text: pass --calib FILE");
@@ -36,7 +34,9 @@ pub fn run(a: ProfileArgs) -> Result<()> {
     super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
     super::seqlen_ok(a.calib.seqlen)?;
     a.calib.check()?;
-    let grad_windows = a.grad_windows.unwrap_or(DEFAULT_GRAD_WINDOWS);
+    let grad_windows = a
+        .grad_windows
+        .unwrap_or(crate::profile::DEFAULT_GRAD_WINDOWS);
     super::at_least_one(
         "grad-windows",
         grad_windows,

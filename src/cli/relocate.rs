@@ -98,17 +98,20 @@ impl Relocate {
         Ok(())
     }
 
+    /// The flags, in the order of `values`.
+    pub const FLAGS: [&'static str; 4] = ["--model", "--calib", "--eval", "--probe-file"];
+
+    fn values(&self) -> [&Option<String>; 4] {
+        [&self.model, &self.calib, &self.eval, &self.probe_file]
+    }
+
     /// The flags again, for a command that runs another `arborist` on the same session.
     pub fn args(&self) -> Vec<String> {
-        [
-            ("--model", &self.model),
-            ("--calib", &self.calib),
-            ("--eval", &self.eval),
-            ("--probe-file", &self.probe_file),
-        ]
-        .into_iter()
-        .filter_map(|(flag, v)| v.as_ref().map(|v| [flag.to_string(), v.clone()]))
-        .flatten()
-        .collect()
+        Self::FLAGS
+            .into_iter()
+            .zip(self.values())
+            .filter_map(|(flag, v)| v.as_ref().map(|v| [flag.to_string(), v.clone()]))
+            .flatten()
+            .collect()
     }
 }

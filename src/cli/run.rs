@@ -262,7 +262,7 @@ impl RunArgs {
         }
         // From the flag or the config: a seed that draws nothing would be recorded as if it had.
         if o.seed != 0 && o.calib_sample != "random" {
-            bail!("--seed draws random calibration windows: it needs --calib-sample random");
+            bail!(super::calib::SEED_NEEDS_RANDOM);
         }
         if self.mmlu_prompt.is_some() && o.probe.as_ref().is_none_or(|p| p.kind != "mmlu") {
             bail!("--mmlu-prompt sets the MMLU probe's prompt: it needs --probe mmlu");

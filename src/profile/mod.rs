@@ -91,6 +91,9 @@ pub struct Profile {
 
 pub const Z_EPS: f64 = 1e-8;
 
+/// Calibration windows the gradient pass takes unless told otherwise (`profile`, sessions).
+pub const DEFAULT_GRAD_WINDOWS: usize = 4;
+
 /// Quantile with linear interpolation between order statistics (numpy's default), found
 /// by selection (linear time; a layer of an 8B model holds tens of millions of scores, which
 /// a sort took seconds over). `v` is reordered.

@@ -109,7 +109,7 @@ impl Default for RunOptions {
             eval_windows: 16,
             calib_sample: "sequential".into(),
             seed: 0,
-            grad_windows: 4,
+            grad_windows: crate::profile::DEFAULT_GRAD_WINDOWS,
             grad_average: GradAverage::MeanOfAbs,
             batch: 4,
             eval_cache_mb: 1024,
