@@ -128,3 +128,45 @@ fn a_changed_probe_file_is_refused_by_its_hash() {
         assert!(lines[0].contains(needle), "{needle}: {}", r.stderr);
     }
 }
+
+/// A colleague's probe file sits elsewhere here: `replay --verify` says which flag gives
+/// its place, and with `--probe-file` at the new path verifies the recorded probe scores bit
+/// for bit (the file is accepted by its items' hash, not its path).
+#[test]
+fn a_moved_probe_file_is_given_with_probe_file() {
+    let dir = tmp();
+    let cache = p(&dir.path().join("cache"));
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(work.join("theirs")).unwrap();
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bundled/data/freebaseqa.json");
+    let recorded = work.join("theirs/fq.json");
+    std::fs::copy(&bundled, &recorded).unwrap();
+    let mut a = vec!["run", "--headless", "--auto-approve", "--session", "s.yaml"];
+    a.extend(SMALL);
+    let rp = p(&recorded);
+    a.extend(["--probe", "freebaseqa", "--probe-file", &rp, "--probe-limit", "5"]);
+    a.extend(["--max-iters", "1", "--json"]);
+    let run = |args: &[&str]| arborist_timed(args, &[("ARBORIST_CACHE", &cache)], &work, LIMIT);
+    ok_json(&run(&a));
+    let (_, entries) = session_docs(&work.join("s.yaml"));
+    let probes = entries
+        .iter()
+        .filter(|e| e["event"]["eval"]["probe"]["accuracy"].is_number())
+        .count();
+    assert!(probes >= 2, "the baseline and the step carry probe scores");
+
+    let mine = work.join("mine.json");
+    std::fs::rename(&recorded, &mine).unwrap();
+    let r = run(&["replay", "s.yaml", "--verify"]);
+    assert_ne!(r.code, Some(0));
+    let lines = r.error_lines();
+    assert_eq!(lines.len(), 1, "{}", r.stderr);
+    for needle in [rp.as_str(), "is not on this machine", "--probe-file"] {
+        assert!(lines[0].contains(needle), "{needle}: {}", r.stderr);
+    }
+    let mp = p(&mine);
+    let r = run(&["replay", "s.yaml", "--verify", "--probe-file", &mp, "--json"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!((&v["ok"], &v["bit_exact"]), (&true.into(), &true.into()), "{v}");
+}
