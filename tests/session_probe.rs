@@ -144,7 +144,14 @@ fn a_moved_probe_file_is_given_with_probe_file() {
     let mut a = vec!["run", "--headless", "--auto-approve", "--session", "s.yaml"];
     a.extend(SMALL);
     let rp = p(&recorded);
-    a.extend(["--probe", "freebaseqa", "--probe-file", &rp, "--probe-limit", "5"]);
+    a.extend([
+        "--probe",
+        "freebaseqa",
+        "--probe-file",
+        &rp,
+        "--probe-limit",
+        "5",
+    ]);
     a.extend(["--max-iters", "1", "--json"]);
     let run = |args: &[&str]| arborist_timed(args, &[("ARBORIST_CACHE", &cache)], &work, LIMIT);
     ok_json(&run(&a));
@@ -165,8 +172,19 @@ fn a_moved_probe_file_is_given_with_probe_file() {
         assert!(lines[0].contains(needle), "{needle}: {}", r.stderr);
     }
     let mp = p(&mine);
-    let r = run(&["replay", "s.yaml", "--verify", "--probe-file", &mp, "--json"]);
+    let r = run(&[
+        "replay",
+        "s.yaml",
+        "--verify",
+        "--probe-file",
+        &mp,
+        "--json",
+    ]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!((&v["ok"], &v["bit_exact"]), (&true.into(), &true.into()), "{v}");
+    assert_eq!(
+        (&v["ok"], &v["bit_exact"]),
+        (&true.into(), &true.into()),
+        "{v}"
+    );
 }

@@ -202,3 +202,46 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
         &["--seqlen: a resumed session keeps the options in its header"],
     );
 }
+
+// A model recorded by a relative path (not `owner/name`, which may be a hub id) that is
+// not here is named before anything loads, with the flag that gives its place.
+#[test]
+fn a_model_recorded_by_a_relative_path_that_moved_is_named_with_its_flag() {
+    let env = Env::new();
+    copy_dir(Path::new(&fx("qwen3")), &env.path("m"));
+    let t = env.input(
+        "text.txt",
+        &std::fs::read_to_string(fx("eval.txt")).unwrap(),
+    );
+    let s = env.path("s.yaml");
+    let t = p(&t);
+    let flags = ["--model", "m", "--calib", &t, "--eval", &t];
+    let mut a = flags.to_vec();
+    a.extend(["--auto-approve", "--max-iters", "2", "--json"]);
+    ok_json(&env.session(&s, &a));
+    let (_, entries) = session_docs(&s);
+    let cut = env.path("cut.yaml");
+    cut_inside(&s, &cut, entries.len() - 3);
+    std::fs::rename(env.path("m"), env.path("m2")).unwrap();
+    for r in [env.resume(&cut), env.run(&["replay", "--verify", &p(&s)])] {
+        one_error_line(
+            &r,
+            &["its model m is not on this machine", "pass --model DIR"],
+        );
+    }
+    let cut_s = p(&cut);
+    let sum = ok_json(&env.run(&[
+        "run",
+        "--headless",
+        "--auto-approve",
+        "--session",
+        &cut_s,
+        "--resume",
+        "--model",
+        "m2",
+        "--json",
+    ]));
+    let (h2, entries2) = session_docs(&cut);
+    assert_summary_matches(&sum, &fold(&h2, &entries2));
+    assert_eq!(kinds(&entries2), kinds(&entries));
+}

@@ -68,11 +68,14 @@ impl Relocate {
     }
 
     /// Files the session names (after relocation) that are not on this machine, said before
-    /// anything loads, with the flag that gives their place here. The model only when it
-    /// is an absolute path: any other name may be a hub id.
+    /// anything loads, with the flag that gives their place here. The model only when its
+    /// name cannot be a hub id (`owner/name`, which only resolving can tell).
     pub fn check_present(&self, o: &RunOptions, session: &str) -> Result<()> {
         let model = std::path::Path::new(&o.model);
-        if self.model.is_none() && model.is_absolute() && !model.exists() {
+        // A relative `owner/name` that is not here may be a hub id: resolving says.
+        let local = model.is_absolute() || !crate::model::source::looks_like_hub_id(&o.model);
+        let bundled = o.model == crate::model::bundled::NAME;
+        if self.model.is_none() && !bundled && local && !model.exists() {
             bail!(
                 "{session}: its model {} is not on this machine (pass --model DIR where it is; \
                  its fingerprint is checked)",

@@ -77,7 +77,8 @@ impl ModelFiles {
     }
 }
 
-fn looks_like_hub_id(spec: &str) -> bool {
+/// `owner/name`: what `resolve` looks up on the hub when no directory has that name.
+pub fn looks_like_hub_id(spec: &str) -> bool {
     let parts: Vec<&str> = spec.split('/').collect();
     parts.len() == 2
         && parts.iter().all(|p| {
