@@ -17,6 +17,7 @@ fn default_sigpipe() {
 }
 
 fn main() {
+    arborist::runtime::single_heap_arena();
     #[cfg(unix)]
     default_sigpipe();
     let cli = match arborist::cli::Cli::try_parse() {

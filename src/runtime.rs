@@ -95,6 +95,25 @@ fn available_memory_bytes() -> Option<usize> {
     proc_kb_field("/proc/meminfo", "MemAvailable:").map(|b| b as usize)
 }
 
+/// One malloc arena for the whole process (glibc only), unless the user chose a count with
+/// `GLIBC_TUNABLES=glibc.malloc.arena_max=N` or `MALLOC_ARENA_MAX`. With glibc's default of
+/// an arena per thread (up to 8 per core), memory freed in one compute thread's arena cannot
+/// serve another's tensors, and a session's peak RSS grew iteration by iteration (README,
+/// "Memory"). Call first thing in main, before any thread exists.
+pub fn single_heap_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let chosen = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
+        if !chosen {
+            // SAFETY: mallopt only sets malloc's parameter; no thread allocates yet.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, 1);
+            }
+        }
+    }
+}
+
 /// The heap's bytes in use and the bytes malloc holds for it (every arena plus direct
 /// mappings; glibc's `mallinfo2`), or None off glibc. Held minus in use is freed memory
 /// that malloc keeps: fragmentation, not data.
@@ -104,6 +123,33 @@ pub fn heap_bytes() -> Option<(u64, u64)> {
         // SAFETY: mallinfo2 only reads malloc's counters.
         let m = unsafe { libc::mallinfo2() };
         Some(((m.uordblks + m.hblkhd) as u64, (m.arena + m.hblkhd) as u64))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
+/// How many arenas malloc has (glibc's `malloc_info`), or None off glibc.
+pub fn heap_arenas() -> Option<usize> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let mut buf: *mut libc::c_char = std::ptr::null_mut();
+        let mut len: libc::size_t = 0;
+        // SAFETY: open_memstream writes the buffer's address and length, which are read
+        // only after fclose, and the buffer is freed once; malloc_info only writes to it.
+        unsafe {
+            let f = libc::open_memstream(&mut buf, &mut len);
+            if f.is_null() {
+                return None;
+            }
+            let rc = libc::malloc_info(0, f);
+            libc::fclose(f);
+            if buf.is_null() {
+                return None;
+            }
+            let xml = std::ffi::CStr::from_ptr(buf).to_string_lossy().into_owned();
+            libc::free(buf.cast());
+            (rc == 0).then(|| xml.matches("<heap nr=").count())
+        }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     None

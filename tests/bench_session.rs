@@ -56,6 +56,10 @@ fn session_bench_measures_memory_in_fresh_child_processes() {
             "the median of one run is that run: {m}"
         );
     }
+    // One malloc arena (src/runtime.rs, single_heap_arena), whatever thread allocated.
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        assert_eq!(whole["heap_arenas"], 1, "{m}");
+    }
     // The summary is built from these samples.
     let ws = u(one, "peak_rss_bytes") - u(one, "rss_loaded_bytes");
     assert_eq!(u(m, "working_set_bytes"), ws);
@@ -109,4 +113,37 @@ fn session_bench_takes_a_model_directory_and_its_texts() {
         "{}",
         stderr(&o)
     );
+}
+
+// Compute threads share one malloc arena, so that memory one frees serves the others and a
+// session's peak does not grow with each iteration; MALLOC_ARENA_MAX still chooses (glibc).
+#[test]
+fn compute_threads_share_one_malloc_arena_unless_the_user_chose() {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+        return;
+    }
+    let t = tmp();
+    let cache = p(&t.path().join("cache"));
+    let arenas = |env: &[(&str, &str)]| -> u64 {
+        let mut env = env.to_vec();
+        env.push(("ARBORIST_CACHE", &cache));
+        let o = arborist(
+            &[
+                "bench",
+                "--suite",
+                "session-memory",
+                "--session-iters",
+                "1",
+                "--threads",
+                "2",
+            ],
+            &env,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["heap_arenas"].as_u64().unwrap_or_else(|| panic!("{v}"))
+    };
+    assert_eq!(arenas(&[]), 1);
+    assert!(arenas(&[("MALLOC_ARENA_MAX", "8")]) > 1);
+    assert!(arenas(&[("GLIBC_TUNABLES", "glibc.malloc.arena_max=8")]) > 1);
 }

@@ -24,6 +24,9 @@ pub struct Sample {
     pub heap_in_use_end_bytes: Option<u64>,
     #[serde(default)]
     pub heap_held_end_bytes: Option<u64>,
+    /// malloc's arenas at the end (glibc only; one unless the user chose more).
+    #[serde(default)]
+    pub heap_arenas: Option<usize>,
 }
 
 impl Sample {
@@ -77,6 +80,7 @@ pub fn child(a: &BenchArgs) -> Result<()> {
         weight_bytes: engine.model.decoder.weight_bytes() as u64,
         heap_in_use_end_bytes: heap.map(|h| h.0),
         heap_held_end_bytes: heap.map(|h| h.1),
+        heap_arenas: crate::runtime::heap_arenas(),
     };
     println!("{}", serde_json::to_string(&s)?);
     Ok(())
