@@ -10,7 +10,7 @@ fn default_sigpipe() {
     }
     const SIGPIPE: i32 = 13;
     const SIG_DFL: usize = 0;
-    // SAFETY: called first thing in main, before any thread exists.
+    // SAFETY: called at the start of main, before any thread exists.
     unsafe {
         signal(SIGPIPE, SIG_DFL);
     }

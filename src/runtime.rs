@@ -96,20 +96,25 @@ fn available_memory_bytes() -> Option<usize> {
 }
 
 /// One malloc arena for the whole process (glibc only), unless the user chose a count with
-/// `GLIBC_TUNABLES=glibc.malloc.arena_max=N` or `MALLOC_ARENA_MAX`. With glibc's default of
-/// an arena per thread (up to 8 per core), memory freed in one compute thread's arena cannot
-/// serve another's tensors, and a session's peak RSS grew iteration by iteration (README,
-/// "Memory"). Call first thing in main, before any thread exists.
+/// `MALLOC_ARENA_MAX=N` or `GLIBC_TUNABLES=glibc.malloc.arena_max=N` (N ≥ 1, as glibc reads
+/// them). With glibc's default of an arena per thread (up to 8 per core), memory freed in one
+/// compute thread's arena cannot serve another thread's tensors, and a session's peak RSS
+/// grew iteration by iteration (README, "One malloc arena"). Call first thing in main:
+/// arenas already made are never removed.
 pub fn single_heap_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        let chosen = std::env::var_os("MALLOC_ARENA_MAX").is_some()
-            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
+        let count = |v: &str| v.parse::<u64>().is_ok_and(|n| n >= 1);
+        let chosen = std::env::var("MALLOC_ARENA_MAX").is_ok_and(|v| count(&v))
+            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| {
+                t.split(':')
+                    .filter_map(|kv| kv.strip_prefix("glibc.malloc.arena_max="))
+                    .any(count)
+            });
         if !chosen {
-            // SAFETY: mallopt only sets malloc's parameter; no thread allocates yet.
-            unsafe {
-                libc::mallopt(libc::M_ARENA_MAX, 1);
-            }
+            // SAFETY: mallopt takes no pointers; it only sets malloc's parameter.
+            let set = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+            debug_assert_eq!(set, 1, "mallopt(M_ARENA_MAX, 1) failed");
         }
     }
 }

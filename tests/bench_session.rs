@@ -3,11 +3,24 @@
 mod common;
 use common::*;
 
+/// `arborist` without an arena count from the environment (a CI that exports
+/// MALLOC_ARENA_MAX would otherwise choose for the child), plus `envs`.
+fn arborist_default_arenas(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"));
+    c.args(args)
+        .env_remove("MALLOC_ARENA_MAX")
+        .env_remove("GLIBC_TUNABLES");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
 #[test]
 fn session_bench_measures_memory_in_fresh_child_processes() {
     let t = tmp();
     let cache = p(&t.path().join("cache"));
-    let o = arborist(
+    let o = arborist_default_arenas(
         &[
             "bench",
             "--suite",
@@ -127,7 +140,7 @@ fn compute_threads_share_one_malloc_arena_unless_the_user_chose() {
     let arenas = |env: &[(&str, &str)]| -> u64 {
         let mut env = env.to_vec();
         env.push(("ARBORIST_CACHE", &cache));
-        let o = arborist(
+        let o = arborist_default_arenas(
             &[
                 "bench",
                 "--suite",
@@ -146,4 +159,10 @@ fn compute_threads_share_one_malloc_arena_unless_the_user_chose() {
     assert_eq!(arenas(&[]), 1);
     assert!(arenas(&[("MALLOC_ARENA_MAX", "8")]) > 1);
     assert!(arenas(&[("GLIBC_TUNABLES", "glibc.malloc.arena_max=8")]) > 1);
+    // Values glibc ignores choose nothing.
+    assert_eq!(arenas(&[("MALLOC_ARENA_MAX", "0")]), 1);
+    assert_eq!(
+        arenas(&[("GLIBC_TUNABLES", "glibc.malloc.arena_test=8")]),
+        1
+    );
 }

@@ -223,11 +223,9 @@ fn a_model_recorded_by_a_relative_path_that_moved_is_named_with_its_flag() {
     let cut = env.path("cut.yaml");
     cut_inside(&s, &cut, entries.len() - 3);
     std::fs::rename(env.path("m"), env.path("m2")).unwrap();
+    let from = format!("its model m (looked up from {})", p(&env.work()));
     for r in [env.resume(&cut), env.run(&["replay", "--verify", &p(&s)])] {
-        one_error_line(
-            &r,
-            &["its model m is not on this machine", "pass --model DIR"],
-        );
+        one_error_line(&r, &[&from, "is not on this machine", "pass --model DIR"]);
     }
     let cut_s = p(&cut);
     let sum = ok_json(&env.run(&[

@@ -311,9 +311,9 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         if let (Some(u), Some(h)) = (m.heap_in_use_end_bytes, m.heap_held_end_bytes) {
             let arenas = m.session.iter().filter_map(|s| s.heap_arenas).max();
             println!(
-                "  heap at the end, one iteration / {} iterations: {:.1} / {:.1} MiB in use, {:.1} / {:.1} MiB held by malloc in {} arena(s)",
+                "  heap at the end, one iteration / {} iterations: {:.1} / {:.1} MiB in use, {:.1} / {:.1} MiB held by malloc (arenas: {})",
                 a.session_iters, mib(u[0]), mib(u[1]), mib(h[0]), mib(h[1]),
-                arenas.map_or("?".into(), |n| n.to_string())
+                arenas.map_or_else(|| "?".into(), |n| n.to_string())
             );
         }
     }

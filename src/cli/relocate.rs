@@ -73,12 +73,17 @@ impl Relocate {
     pub fn check_present(&self, o: &RunOptions, session: &str) -> Result<()> {
         let model = std::path::Path::new(&o.model);
         // A relative `owner/name` that is not here may be a hub id: resolving says.
-        let local = model.is_absolute() || !crate::model::source::looks_like_hub_id(&o.model);
+        let local = !crate::model::source::looks_like_hub_id(&o.model);
         let bundled = o.model == crate::model::bundled::NAME;
         if self.model.is_none() && !bundled && local && !model.exists() {
+            // A relative path is looked up from here, which may just be another directory.
+            let from = match std::env::current_dir() {
+                Ok(d) if model.is_relative() => format!(" (looked up from {})", d.display()),
+                _ => String::new(),
+            };
             bail!(
-                "{session}: its model {} is not on this machine (pass --model DIR where it is; \
-                 its fingerprint is checked)",
+                "{session}: its model {}{from} is not on this machine (pass --model DIR where \
+                 it is; its fingerprint is checked)",
                 o.model
             );
         }
