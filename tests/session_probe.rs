@@ -85,21 +85,19 @@ fn the_mmlu_probe_records_its_prompt_and_scores_as_eval_does() {
     }
 }
 
-/// The header records a hash of the probe's items; replaying (or resuming) with a probe
-/// file whose items changed is refused in one line naming it, as the texts are.
-#[test]
-fn a_changed_probe_file_is_refused_by_its_hash() {
-    let dir = tmp();
+/// A one-iteration session in `dir`/work (`s.yaml`) with a FreebaseQA probe read from
+/// `probe`, a copy of the bundled set made here; returns a runner of more commands there.
+fn probe_session<'a>(dir: &'a tempfile::TempDir, probe: &Path) -> impl Fn(&[&str]) -> Ran + 'a {
     let cache = p(&dir.path().join("cache"));
     let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(probe.parent().unwrap()).unwrap();
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bundled/data/freebaseqa.json");
-    let text = std::fs::read_to_string(bundled).unwrap();
-    let probe = work.join("fq.json");
-    std::fs::write(&probe, &text).unwrap();
+    std::fs::copy(bundled, probe).unwrap();
+    let run =
+        move |args: &[&str]| arborist_timed(args, &[("ARBORIST_CACHE", &cache)], &work, LIMIT);
     let mut a = vec!["run", "--headless", "--auto-approve", "--session", "s.yaml"];
     a.extend(SMALL);
-    let pp = p(&probe);
+    let pp = p(probe);
     a.extend([
         "--probe",
         "freebaseqa",
@@ -109,8 +107,20 @@ fn a_changed_probe_file_is_refused_by_its_hash() {
         "5",
     ]);
     a.extend(["--max-iters", "1", "--json"]);
-    let run = |args: &[&str]| arborist_timed(args, &[("ARBORIST_CACHE", &cache)], &work, LIMIT);
     ok_json(&run(&a));
+    run
+}
+
+/// The header records a hash of the probe's items; replaying (or resuming) with a probe
+/// file whose items changed is refused in one line naming it, as the texts are.
+#[test]
+fn a_changed_probe_file_is_refused_by_its_hash() {
+    let dir = tmp();
+    let work = dir.path().join("work");
+    let probe = work.join("fq.json");
+    let run = probe_session(&dir, &probe);
+    let text = std::fs::read_to_string(&probe).unwrap();
+    let pp = p(&probe);
     let (h, _) = session_docs(&work.join("s.yaml"));
     let hash = h["data"]["probe"].as_str().unwrap().to_string();
     assert!(hash.starts_with("fnv1a64-items:"), "{h:?}");
@@ -135,26 +145,10 @@ fn a_changed_probe_file_is_refused_by_its_hash() {
 #[test]
 fn a_moved_probe_file_is_given_with_probe_file() {
     let dir = tmp();
-    let cache = p(&dir.path().join("cache"));
     let work = dir.path().join("work");
-    std::fs::create_dir_all(work.join("theirs")).unwrap();
-    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bundled/data/freebaseqa.json");
     let recorded = work.join("theirs/fq.json");
-    std::fs::copy(&bundled, &recorded).unwrap();
-    let mut a = vec!["run", "--headless", "--auto-approve", "--session", "s.yaml"];
-    a.extend(SMALL);
+    let run = probe_session(&dir, &recorded);
     let rp = p(&recorded);
-    a.extend([
-        "--probe",
-        "freebaseqa",
-        "--probe-file",
-        &rp,
-        "--probe-limit",
-        "5",
-    ]);
-    a.extend(["--max-iters", "1", "--json"]);
-    let run = |args: &[&str]| arborist_timed(args, &[("ARBORIST_CACHE", &cache)], &work, LIMIT);
-    ok_json(&run(&a));
     let (_, entries) = session_docs(&work.join("s.yaml"));
     let probes = entries
         .iter()
