@@ -243,3 +243,53 @@ fn a_model_recorded_by_a_relative_path_that_moved_is_named_with_its_flag() {
     assert_summary_matches(&sum, &fold(&h2, &entries2));
     assert_eq!(kinds(&entries2), kinds(&entries));
 }
+
+// A relative `owner/name` that moved is taken for a hub id, which only resolving can rule
+// out; when that fails, a resume says the model may sit elsewhere, as replay does.
+#[test]
+fn a_resumed_model_that_does_not_resolve_gets_the_model_hint() {
+    let env = Env::new();
+    copy_dir(Path::new(&fx("qwen3")), &env.path("org/qwen"));
+    let t = env.input(
+        "text.txt",
+        &std::fs::read_to_string(fx("eval.txt")).unwrap(),
+    );
+    let s = env.path("s.yaml");
+    let t = p(&t);
+    let mut a = vec!["--model", "org/qwen", "--calib", &t, "--eval", &t];
+    a.extend(["--auto-approve", "--max-iters", "2", "--json"]);
+    ok_json(&env.session(&s, &a));
+    let (_, entries) = session_docs(&s);
+    let cut = env.path("cut.yaml");
+    cut_inside(&s, &cut, entries.len() - 3);
+    std::fs::rename(env.path("org"), env.path("elsewhere")).unwrap();
+    let offline = [
+        ("ARBORIST_CACHE", env.cache.as_str()),
+        ("HF_HUB_OFFLINE", "1"),
+        ("HF_HOME", "/nonexistent-arborist-test"),
+    ];
+    let cut_s = p(&cut);
+    let resume = [
+        "run",
+        "--headless",
+        "--auto-approve",
+        "--session",
+        &cut_s,
+        "--resume",
+    ];
+    let r = arborist_timed(&resume, &offline, &env.work(), LIMIT);
+    one_error_line(
+        &r,
+        &[
+            "its model is not where it was recorded",
+            "pass --model DIR",
+            "taken as a Hugging Face id",
+        ],
+    );
+    let mut moved = resume.to_vec();
+    moved.extend(["--model", "elsewhere/qwen", "--json"]);
+    let sum = ok_json(&arborist_timed(&moved, &offline, &env.work(), LIMIT));
+    let (h2, entries2) = session_docs(&cut);
+    assert_summary_matches(&sum, &fold(&h2, &entries2));
+    assert_eq!(kinds(&entries2), kinds(&entries));
+}

@@ -39,6 +39,7 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
         let name = opened.path.display().to_string();
         opened.opts = relocate.apply(&opened.opts, data, &name)?;
         relocate.check_present(&opened.opts, &name)?;
+        opened.model_hint = relocate.model_hint(&name, &opened.opts);
         for word in relocate.args() {
             opened.continue_with.push(' ');
             opened.continue_with.push_str(&setup::shell_word(&word));
@@ -69,7 +70,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     if let Some(log) = &s.log {
         reviewer.skip_recorded(log.entries.iter().map(|e| &e.event));
     }
-    let (workers, files) = launch::start(&s.opts)?;
+    let (workers, files) = setup::start(&s)?;
     let data = launch::wait_ready(&workers)?;
     // `attach` reports a torn last document once resuming has worked.
     let mut d = setup::attach(&s, workers, &files, data)?;

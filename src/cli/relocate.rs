@@ -106,6 +106,17 @@ impl Relocate {
         Ok(())
     }
 
+    /// What a session whose recorded model does not resolve is told, unless `--model` was
+    /// given (then the error names that one).
+    pub fn model_hint(&self, session: &str, o: &RunOptions) -> Option<String> {
+        (self.model.is_none() && o.model != crate::model::bundled::NAME).then(|| {
+            format!(
+                "{session}: its model is not where it was recorded (pass --model DIR where it \
+                 is here; its fingerprint is checked)"
+            )
+        })
+    }
+
     /// The flags, in the order of `values`.
     pub const FLAGS: [&'static str; 4] = ["--model", "--calib", "--eval", "--probe-file"];
 

@@ -71,18 +71,11 @@ fn load_checked(
     let name = path.display().to_string();
     let opts = relocate.apply(&log.header.options, &log.header.data, &name)?;
     relocate.check_present(&opts, &name)?;
-    let files = match ModelFiles::resolve(&opts.model) {
-        Ok(f) => f,
-        // Only the recorded path gets the hint: a --model given is named by the error.
-        Err(e) if relocate.model.is_none() => {
-            return Err(e.context(format!(
-                "{}: its model is not where it was recorded (pass --model DIR where it is \
-                 here; its fingerprint is checked)",
-                path.display()
-            )))
-        }
-        Err(e) => return Err(e),
-    };
+    let files =
+        ModelFiles::resolve(&opts.model).map_err(|e| match relocate.model_hint(&name, &opts) {
+            Some(h) => e.context(h),
+            None => e,
+        })?;
     let fp = file::fingerprint(&files.config, &files.weights)?;
     if fp != log.header.fingerprint {
         bail!(

@@ -167,7 +167,11 @@ pub fn make_agent(opts: &RunOptions) -> Result<Box<dyn Agent + Send>> {
 /// Resolve the model files (fast, here) and start the workers; the model loads on the
 /// compute thread.
 pub fn start(opts: &RunOptions) -> Result<(Workers, ModelFiles)> {
-    let files = ModelFiles::resolve(&opts.model)?;
+    start_resolved(ModelFiles::resolve(&opts.model)?, opts)
+}
+
+/// `start` with the model's files already resolved.
+pub fn start_resolved(files: ModelFiles, opts: &RunOptions) -> Result<(Workers, ModelFiles)> {
     let agent = make_agent(opts)?;
     let (f, o) = (files.clone(), opts.clone());
     Ok((spawn(move || load_engine(f, &o), agent), files))

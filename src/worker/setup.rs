@@ -20,6 +20,9 @@ pub struct Opened {
     /// --resume`, and the paths of moved files it was resumed with (the header keeps the
     /// recorded ones).
     pub continue_with: String,
+    /// Said with an error resolving the model: a resumed session's recorded model that is
+    /// not found may sit elsewhere here (`--model`).
+    pub model_hint: Option<String>,
 }
 
 /// Rebuild the machine from a session file's inputs.
@@ -71,6 +74,7 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
             path,
             log: Some(log),
             lock: Some(lock),
+            model_hint: None,
         });
     }
     if path.is_dir() {
@@ -91,7 +95,18 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
         path,
         log: None,
         lock: None,
+        model_hint: None,
     })
+}
+
+/// Resolve the session's model (with `model_hint` on failure) and start its workers.
+pub fn start(s: &Opened) -> Result<(super::Workers, crate::model::ModelFiles)> {
+    let files =
+        crate::model::ModelFiles::resolve(&s.opts.model).map_err(|e| match &s.model_hint {
+            Some(h) => e.context(h.clone()),
+            None => e,
+        })?;
+    super::launch::start_resolved(files, &s.opts)
 }
 
 fn continue_with(path: &Path) -> String {
