@@ -203,43 +203,57 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
     );
 }
 
-// A model recorded by a relative path (not `owner/name`, which may be a hub id) that is
-// not here is named before anything loads, with the flag that gives its place.
-#[test]
-fn a_model_recorded_by_a_relative_path_that_moved_is_named_with_its_flag() {
-    let env = Env::new();
-    copy_dir(Path::new(&fx("qwen3")), &env.path("m"));
+/// A two-iteration session on the qwen3 fixture copied to `model` (relative to work/),
+/// cut three documents short for a resume, then the model directory renamed to `moved`.
+fn recorded_then_moved(env: &Env, model: &str, moved: &str) -> (Vec<serde_json::Value>, String) {
+    copy_dir(Path::new(&fx("qwen3")), &env.path(model));
     let t = env.input(
         "text.txt",
         &std::fs::read_to_string(fx("eval.txt")).unwrap(),
     );
-    let s = env.path("s.yaml");
     let t = p(&t);
-    let flags = ["--model", "m", "--calib", &t, "--eval", &t];
-    let mut a = flags.to_vec();
+    let s = env.path("s.yaml");
+    let mut a = vec!["--model", model, "--calib", &t, "--eval", &t];
     a.extend(["--auto-approve", "--max-iters", "2", "--json"]);
     ok_json(&env.session(&s, &a));
     let (_, entries) = session_docs(&s);
     let cut = env.path("cut.yaml");
     cut_inside(&s, &cut, entries.len() - 3);
-    std::fs::rename(env.path("m"), env.path("m2")).unwrap();
-    let from = format!("its model m (looked up from {})", p(&env.work()));
-    for r in [env.resume(&cut), env.run(&["replay", "--verify", &p(&s)])] {
-        one_error_line(&r, &[&from, "is not on this machine", "pass --model DIR"]);
-    }
-    let cut_s = p(&cut);
-    let sum = ok_json(&env.run(&[
+    let top = |m: &str| env.path(m.split('/').next().unwrap());
+    std::fs::rename(top(model), top(moved)).unwrap();
+    (entries, p(&cut))
+}
+
+/// `run --headless --auto-approve --session CUT --resume` and `extra`.
+fn resume_args<'a>(cut: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
         "run",
         "--headless",
         "--auto-approve",
         "--session",
-        &cut_s,
+        cut,
         "--resume",
-        "--model",
-        "m2",
-        "--json",
-    ]));
-    let (h2, entries2) = session_docs(&cut);
+    ];
+    a.extend(extra);
+    a
+}
+
+// A model recorded by a relative path (not `owner/name`, which may be a hub id) that is
+// not here is named before anything loads, with the flag that gives its place.
+#[test]
+fn a_model_recorded_by_a_relative_path_that_moved_is_named_with_its_flag() {
+    let env = Env::new();
+    let (entries, cut) = recorded_then_moved(&env, "m", "m2");
+    let from = format!("its model m (looked up from {})", p(&env.work()));
+    let s = p(&env.path("s.yaml"));
+    for r in [
+        env.run(&resume_args(&cut, &[])),
+        env.run(&["replay", "--verify", &s]),
+    ] {
+        one_error_line(&r, &[&from, "is not on this machine", "pass --model DIR"]);
+    }
+    let sum = ok_json(&env.run(&resume_args(&cut, &["--model", "m2", "--json"])));
+    let (h2, entries2) = session_docs(Path::new(&cut));
     assert_summary_matches(&sum, &fold(&h2, &entries2));
     assert_eq!(kinds(&entries2), kinds(&entries));
 }
@@ -249,35 +263,13 @@ fn a_model_recorded_by_a_relative_path_that_moved_is_named_with_its_flag() {
 #[test]
 fn a_resumed_model_that_does_not_resolve_gets_the_model_hint() {
     let env = Env::new();
-    copy_dir(Path::new(&fx("qwen3")), &env.path("org/qwen"));
-    let t = env.input(
-        "text.txt",
-        &std::fs::read_to_string(fx("eval.txt")).unwrap(),
-    );
-    let s = env.path("s.yaml");
-    let t = p(&t);
-    let mut a = vec!["--model", "org/qwen", "--calib", &t, "--eval", &t];
-    a.extend(["--auto-approve", "--max-iters", "2", "--json"]);
-    ok_json(&env.session(&s, &a));
-    let (_, entries) = session_docs(&s);
-    let cut = env.path("cut.yaml");
-    cut_inside(&s, &cut, entries.len() - 3);
-    std::fs::rename(env.path("org"), env.path("elsewhere")).unwrap();
+    let (entries, cut) = recorded_then_moved(&env, "org/qwen", "elsewhere/qwen");
     let offline = [
         ("ARBORIST_CACHE", env.cache.as_str()),
         ("HF_HUB_OFFLINE", "1"),
         ("HF_HOME", "/nonexistent-arborist-test"),
     ];
-    let cut_s = p(&cut);
-    let resume = [
-        "run",
-        "--headless",
-        "--auto-approve",
-        "--session",
-        &cut_s,
-        "--resume",
-    ];
-    let r = arborist_timed(&resume, &offline, &env.work(), LIMIT);
+    let r = arborist_timed(&resume_args(&cut, &[]), &offline, &env.work(), LIMIT);
     one_error_line(
         &r,
         &[
@@ -286,10 +278,9 @@ fn a_resumed_model_that_does_not_resolve_gets_the_model_hint() {
             "taken as a Hugging Face id",
         ],
     );
-    let mut moved = resume.to_vec();
-    moved.extend(["--model", "elsewhere/qwen", "--json"]);
+    let moved = resume_args(&cut, &["--model", "elsewhere/qwen", "--json"]);
     let sum = ok_json(&arborist_timed(&moved, &offline, &env.work(), LIMIT));
-    let (h2, entries2) = session_docs(&cut);
+    let (h2, entries2) = session_docs(Path::new(&cut));
     assert_summary_matches(&sum, &fold(&h2, &entries2));
     assert_eq!(kinds(&entries2), kinds(&entries));
 }
