@@ -74,8 +74,7 @@ impl Relocate {
         let model = std::path::Path::new(&o.model);
         // A relative `owner/name` that is not here may be a hub id: resolving says.
         let local = !crate::model::source::looks_like_hub_id(&o.model);
-        let bundled = o.model == crate::model::bundled::NAME;
-        if self.model.is_none() && !bundled && local && !model.exists() {
+        if self.model_hint(session, o).is_some() && local && !model.exists() {
             // A relative path is looked up from here, which may just be another directory.
             let from = match std::env::current_dir() {
                 Ok(d) if model.is_relative() => format!(" (looked up from {})", d.display()),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::relocate::Relocate;
 use crate::model::ModelFiles;
 use crate::session::{file, RunOptions};
-use crate::worker::setup::replay_inputs;
+use crate::worker::setup::{self, replay_inputs};
 use crate::worker::{launch, verify};
 
 #[derive(Args, Debug)]
@@ -71,11 +71,7 @@ fn load_checked(
     let name = path.display().to_string();
     let opts = relocate.apply(&log.header.options, &log.header.data, &name)?;
     relocate.check_present(&opts, &name)?;
-    let files =
-        ModelFiles::resolve(&opts.model).map_err(|e| match relocate.model_hint(&name, &opts) {
-            Some(h) => e.context(h),
-            None => e,
-        })?;
+    let files = setup::resolve_model(&opts.model, relocate.model_hint(&name, &opts).as_deref())?;
     let fp = file::fingerprint(&files.config, &files.weights)?;
     if fp != log.header.fingerprint {
         bail!(

@@ -164,14 +164,9 @@ pub fn make_agent(opts: &RunOptions) -> Result<Box<dyn Agent + Send>> {
     })
 }
 
-/// Resolve the model files (fast, here) and start the workers; the model loads on the
+/// Start the workers on the model's resolved files (`setup::start`); the model loads on the
 /// compute thread.
-pub fn start(opts: &RunOptions) -> Result<(Workers, ModelFiles)> {
-    start_resolved(ModelFiles::resolve(&opts.model)?, opts)
-}
-
-/// `start` with the model's files already resolved.
-pub fn start_resolved(files: ModelFiles, opts: &RunOptions) -> Result<(Workers, ModelFiles)> {
+pub fn start(files: ModelFiles, opts: &RunOptions) -> Result<(Workers, ModelFiles)> {
     let agent = make_agent(opts)?;
     let (f, o) = (files.clone(), opts.clone());
     Ok((spawn(move || load_engine(f, &o), agent), files))

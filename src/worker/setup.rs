@@ -99,14 +99,20 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
     })
 }
 
-/// Resolve the session's model (with `model_hint` on failure) and start its workers.
-pub fn start(s: &Opened) -> Result<(super::Workers, crate::model::ModelFiles)> {
-    let files =
-        crate::model::ModelFiles::resolve(&s.opts.model).map_err(|e| match &s.model_hint {
-            Some(h) => e.context(h.clone()),
-            None => e,
-        })?;
-    super::launch::start_resolved(files, &s.opts)
+/// Resolve the session's model (fast, here; with `model_hint` on failure) and start its
+/// workers.
+pub fn start(s: &Opened) -> Result<(Workers, ModelFiles)> {
+    let files = resolve_model(&s.opts.model, s.model_hint.as_deref())?;
+    super::launch::start(files, &s.opts)
+}
+
+/// `ModelFiles::resolve`, with `hint` in front of its error: where a session's recorded
+/// model may be instead.
+pub fn resolve_model(model: &str, hint: Option<&str>) -> Result<ModelFiles> {
+    ModelFiles::resolve(model).map_err(|e| match hint {
+        Some(h) => e.context(h.to_string()),
+        None => e,
+    })
 }
 
 fn continue_with(path: &Path) -> String {

@@ -41,7 +41,7 @@ fn width(spans: &[Span]) -> usize {
 /// Cut `text` to `max` columns (display width: a wide character takes two), marking the
 /// cut with `…`.
 fn cut(text: &str, max: usize) -> String {
-    let cols = |t: &str| Span::raw(t.to_string()).width();
+    let cols = |t: &str| Span::raw(t).width();
     if cols(text) <= max {
         return text.to_string();
     }
