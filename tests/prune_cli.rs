@@ -126,6 +126,103 @@ fn exported_model_evaluates_to_exactly_the_reported_perplexity() {
     assert_eq!(w.iter().filter(|x| **x == 0.0).count(), zero_bits);
 }
 
+// tests/fixtures/hf/save_pretrained holds the index transformers 5.24's `save_pretrained`
+// writes for a fixture it loaded (make_shard_indices.py): a dense export at the same
+// `max_shard_size` puts every tensor in the same shard, byte for byte the same index.
+#[test]
+fn a_sharded_export_writes_the_files_save_pretrained_writes() {
+    let d = tmp();
+    let index = "model.safetensors.index.json";
+    let prune = |model: &str, out: &std::path::Path, extra: &[&str]| {
+        let (m, o_s) = (fx(model), p(out));
+        let mut args = vec!["prune", "--model", &m, "--out", &o_s];
+        args.extend_from_slice(extra);
+        arborist(&args, &[])
+    };
+    for (model, size) in [("llama", "200KB"), ("qwen2", "60KB"), ("qwen3", "60KB")] {
+        let dense = d.path().join(format!("{model}-dense"));
+        let args = ["--method", "magnitude", "--sparsity", "0"];
+        let o = prune(
+            model,
+            &dense,
+            &[&args[..], &["--max-shard-size", size]].concat(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let theirs = fx(&format!("save_pretrained/{model}-{size}.index.json"));
+        let ours = std::fs::read_to_string(dense.join(index)).unwrap();
+        assert_eq!(ours, std::fs::read_to_string(theirs).unwrap(), "{model}");
+        assert!(!dense.join("model.safetensors").exists());
+    }
+    // Pruned, in shards or in one file (the default: under 50 GB), the same model.
+    let wanda = [
+        "--method",
+        "wanda",
+        "--sparsity",
+        "0.5",
+        "--calib",
+        &fx("eval.txt"),
+    ];
+    let wanda = [&wanda[..], &["--seqlen", "32", "--calib-windows", "2"]].concat();
+    let (one, split) = (d.path().join("one"), d.path().join("split"));
+    assert!(prune("llama", &one, &wanda).status.success());
+    let o = prune(
+        "llama",
+        &split,
+        &[&wanda[..], &["--max-shard-size", "100000"]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let whole =
+        candle_core::safetensors::load(one.join("model.safetensors"), &Device::Cpu).unwrap();
+    let map: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(split.join(index)).unwrap()).unwrap();
+    let map = map["weight_map"].as_object().unwrap();
+    assert_eq!(map.len(), whole.len());
+    let mut files: Vec<&str> = map.values().map(|v| v.as_str().unwrap()).collect();
+    files.sort();
+    files.dedup();
+    assert!(files.len() > 4, "{files:?}");
+    for f in files {
+        assert!(
+            std::fs::metadata(split.join(f)).unwrap().len() <= 100_000 + 1024,
+            "{f}"
+        );
+        for (name, t) in candle_core::safetensors::load(split.join(f), &Device::Cpu).unwrap() {
+            assert_eq!(map[&name], f, "{name}");
+            let w = &whole[&name];
+            let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(bits(&t) == bits(w), "{name} differs between the exports");
+        }
+    }
+    let ppl = |m: &std::path::Path| {
+        let o = arborist(
+            &[
+                "eval",
+                "--model",
+                &p(m),
+                "--ppl",
+                &fx("eval.txt"),
+                "--seqlen",
+                "32",
+                "--json",
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["ppl"]["value"].as_f64().unwrap()
+    };
+    assert_eq!(ppl(&split), ppl(&one));
+    // A size transformers would not read is refused before anything is pruned.
+    let bad = d.path().join("bad");
+    let o = prune(
+        "llama",
+        &bad,
+        &[&wanda[..], &["--max-shard-size", "5GiB"]].concat(),
+    );
+    one_line_error(&o, "--max-shard-size 5GiB: expected a size such as 5GB");
+    assert!(!stderr(&o).contains("pruning blocks") && !bad.exists());
+}
+
 #[test]
 fn a_failed_run_leaves_nothing_behind() {
     let d = tmp();

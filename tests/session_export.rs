@@ -155,4 +155,43 @@ fn export_step_n_writes_an_earlier_checkpoint() {
     ok(&env.run(&["export", &p(&cut), "--out", &p(&step2), "--step", "2"]));
     let weights = |d: &std::path::Path| std::fs::read(d.join("model.safetensors")).unwrap();
     assert_eq!(weights(&plain), weights(&step2));
+    // The same checkpoint in shards holds the same tensors.
+    let split = env.path("split");
+    let r = env.run(&[
+        "export",
+        &p(&cut),
+        "--out",
+        &p(&split),
+        "--step",
+        "2",
+        "--max-shard-size",
+        "0.1MB",
+    ]);
+    ok(&r);
+    let mut shards: Vec<_> = std::fs::read_dir(&split)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    shards.sort();
+    assert!(
+        shards.len() > 1 && shards[0].starts_with("model-00001-of-"),
+        "{shards:?}"
+    );
+    let mut tensors = std::collections::HashMap::new();
+    for f in &shards {
+        tensors.extend(load_f32(&split.join(f)));
+    }
+    assert!(tensors == load_f32(&plain.join("model.safetensors")));
+    assert!(split.join("model.safetensors.index.json").is_file());
+    let bad = env.path("bad");
+    let r = env.run(&[
+        "export",
+        &p(&cut),
+        "--out",
+        &p(&bad),
+        "--max-shard-size=-1GB",
+    ]);
+    one_error_line(&r, &["--max-shard-size -1GB", "at least one byte"]);
+    assert!(!bad.exists());
 }

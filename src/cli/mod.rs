@@ -149,6 +149,13 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `--max-shard-size`, transformers' default when not given.
+pub fn max_shard_size(flag: Option<&str>) -> Result<u64> {
+    flag.map_or(Ok(crate::model::shards::DEFAULT_MAX_SHARD_SIZE), |s| {
+        crate::model::shards::parse_size(s)
+    })
+}
+
 /// A count flag of 0 refused in one line that names it and says why.
 pub fn at_least_one(flag: &str, value: usize, why: &str) -> Result<()> {
     if value == 0 {

@@ -58,6 +58,11 @@ pub struct PruneArgs {
     /// Replace a non-empty --out directory.
     #[arg(long)]
     pub force: bool,
+    /// Split the weights into files of at most SIZE (5GB, 500MB; KB, MB, GB, TB are powers
+    /// of 1000) with a model.safetensors.index.json, as `save_pretrained(max_shard_size=SIZE)`
+    /// does [default: 50GB, as in transformers 5].
+    #[arg(long, value_name = "SIZE")]
+    pub max_shard_size: Option<String>,
     /// Print one JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
@@ -135,6 +140,7 @@ impl PruneArgs {
 pub fn run(a: PruneArgs) -> Result<()> {
     let pat = pattern(&a)?;
     check_flags(&a)?;
+    let max_shard = super::max_shard_size(a.max_shard_size.as_deref())?;
     check_out_dir(&a.out, a.force)?;
     let mut m = a.model.load()?;
     // Magnitude pruning reads no windows (only OWL's allocation does): given anyway, they
@@ -227,7 +233,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
         "layers": layers.iter().map(|(n, s)| serde_json::json!({"name": n, "sparsity": s})).collect::<Vec<_>>(),
         "ppl": ppl.as_ref().map(|p| serde_json::json!({"value": p.value, "seqlen": p.seqlen, "windows": p.windows, "tokens": p.tokens, "dataset": p.dataset, "dtype": p.dtype})),
     });
-    export(&m.decoder, &m.files, &a.out, a.force, &meta)?;
+    export(&m.decoder, &m.files, &a.out, a.force, max_shard, &meta)?;
     if a.json {
         println!(
             "{}",

@@ -40,6 +40,11 @@ pub struct ExportArgs {
     /// Replace a non-empty --out directory.
     #[arg(long)]
     pub force: bool,
+    /// Split the weights into files of at most SIZE (5GB, 500MB; KB, MB, GB, TB are powers
+    /// of 1000) with a model.safetensors.index.json, as `save_pretrained(max_shard_size=SIZE)`
+    /// does [default: 50GB, as in transformers 5].
+    #[arg(long, value_name = "SIZE")]
+    pub max_shard_size: Option<String>,
     /// Export the model as it stood after iteration N (its latest checkpoint at or before
     /// N; 0 is the starting model) instead of the final checkpoint.
     #[arg(long)]
@@ -197,6 +202,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
 }
 
 pub fn export(a: ExportArgs) -> Result<()> {
+    let max_shard = super::max_shard_size(a.max_shard_size.as_deref())?;
     let (log, opts, files) = load_checked(&a.session, &a.relocate)?;
     crate::prune::export::check_out_dir(&a.out, a.force)?;
     let opts = &opts;
@@ -242,7 +248,14 @@ pub fn export(a: ExportArgs) -> Result<()> {
         "eval": ckpt.eval,
         "options": log.header.options,
     });
-    crate::prune::export::export(&engine.model.decoder, &files, &a.out, a.force, &meta)?;
+    crate::prune::export::export(
+        &engine.model.decoder,
+        &files,
+        &a.out,
+        a.force,
+        max_shard,
+        &meta,
+    )?;
     eprintln!(
         "exported checkpoint {} (global sparsity {:.4}, ppl {:.4}) to {}",
         ckpt.index,

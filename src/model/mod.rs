@@ -16,6 +16,7 @@ pub mod matmul;
 mod norm;
 pub mod random;
 pub mod save;
+pub mod shards;
 pub mod source;
 pub mod stats;
 #[cfg(test)]

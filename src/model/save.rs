@@ -20,7 +20,7 @@ pub enum Stored<'a> {
 }
 
 impl Stored<'_> {
-    fn shape(&self) -> Vec<usize> {
+    pub(super) fn shape(&self) -> Vec<usize> {
         match self {
             Stored::Tensor(t) => t.dims().to_vec(),
             Stored::Linear(l) => vec![l.out_features(), l.in_features()],

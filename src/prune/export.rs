@@ -152,16 +152,20 @@ fn temp_sibling(out: &Path) -> Result<PathBuf> {
     Ok(parent.join(format!(".{name}.partial-{}", std::process::id())))
 }
 
-/// Write `d` with its source's config (adjusted) and tokenizer files, plus `metadata` as
-/// arborist.json. Nothing appears at `out` unless every file was written.
+/// Write `d` with its source's config (adjusted) and tokenizer files, its weights in shards
+/// of at most `max_shard` bytes (one file when they fit), plus `metadata` as arborist.json.
+/// Nothing appears at `out` unless every file was written.
 pub fn export(
     d: &Decoder,
     src: &ModelFiles,
     out: &Path,
     force: bool,
+    max_shard: u64,
     metadata: &serde_json::Value,
 ) -> Result<()> {
-    write_dir_atomically(out, force, |tmp| write_all(d, src, tmp, metadata))
+    write_dir_atomically(out, force, |tmp| {
+        write_all(d, src, tmp, max_shard, metadata)
+    })
 }
 
 /// Run `fill` on a temporary sibling of `out` and rename it into place only if it succeeds.
@@ -298,6 +302,7 @@ fn write_all(
     d: &Decoder,
     src: &ModelFiles,
     dir: &Path,
+    max_shard: u64,
     metadata: &serde_json::Value,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -356,11 +361,13 @@ fn write_all(
                 .with_context(|| format!("cannot copy {}", p.display()))?;
         }
     }
-    crate::model::save::write_safetensors(tensors, save, &dir.join("model.safetensors"))?;
-    // The safetensors writer creates its file private (0600); give it the mode the other
+    let written = crate::model::shards::write_weights(tensors, save, dir, max_shard)?;
+    // The safetensors writer creates its files private (0600); give them the mode the other
     // files got from the umask, so whoever can read the directory can load the model.
     let mode = std::fs::metadata(dir.join("config.json"))?.permissions();
-    std::fs::set_permissions(dir.join("model.safetensors"), mode)?;
+    for f in written {
+        std::fs::set_permissions(dir.join(f), mode.clone())?;
+    }
     std::fs::write(
         dir.join("arborist.json"),
         serde_json::to_string_pretty(metadata)?,
