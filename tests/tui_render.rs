@@ -574,6 +574,7 @@ fn replay_timeline_steps_and_jumps_to_iterations() {
         entries,
         valid_len: 0,
         torn_tail: false,
+        appended: false,
     };
     let mut t = Timeline::new(&log);
     assert_eq!(

@@ -237,6 +237,9 @@ pub struct SessionLog {
     /// Bytes of complete documents; anything after is a torn write.
     pub valid_len: u64,
     pub torn_tail: bool,
+    /// The bytes past `valid_len` follow a whole document's end marker: text appended to
+    /// the file, not a write a crash cut off.
+    pub appended: bool,
 }
 
 impl SessionLog {
@@ -289,11 +292,20 @@ pub fn read(path: &Path) -> Result<SessionLog> {
             path.display()
         );
     }
-    let docs: Vec<&str> = starts.windows(2).map(|w| &text[w[0]..w[1]]).collect();
+    let mut docs: Vec<&str> = starts.windows(2).map(|w| &text[w[0]..w[1]]).collect();
     // Files written before the end marker: a complete document still ends with a newline
     // and holds every field its type writes.
-    let marked = docs[0].ends_with(END);
     let last = docs.len() - 1;
+    // Text after the last document's end marker was added to a whole document (a crash
+    // cannot write past the marker): the document is kept, the text left out.
+    let appended = match docs[last].find(END).map(|i| i + END.len()) {
+        Some(end) if end < docs[last].len() => {
+            docs[last] = &docs[last][..end];
+            true
+        }
+        _ => false,
+    };
+    let marked = docs[0].ends_with(END);
     // A document followed by another was written whole; the last one may be cut off.
     let cut_off = |k: usize| {
         let doc = docs[k];
@@ -330,7 +342,7 @@ pub fn read(path: &Path) -> Result<SessionLog> {
         );
     }
     let mut entries = Vec::new();
-    let mut valid_len = starts[1] as u64;
+    let mut valid_len = (starts[0] + docs[0].len()) as u64;
     let mut torn_tail = false;
     for k in 1..docs.len() {
         let parsed = serde_yaml::from_str::<Entry>(unmarked(docs[k]));
@@ -363,13 +375,14 @@ pub fn read(path: &Path) -> Result<SessionLog> {
             );
         }
         entries.push(e);
-        valid_len = starts[k + 1] as u64;
+        valid_len = (starts[k] + docs[k].len()) as u64;
     }
     Ok(SessionLog {
         header,
         entries,
         valid_len,
-        torn_tail: torn_tail || stripped,
+        torn_tail: torn_tail || stripped || appended,
+        appended,
     })
 }
 

@@ -184,6 +184,15 @@ fn dashes_zeros_and_a_cut_character_after_a_whole_event_keep_it() {
         assert_eq!(log.entries.len(), n, "{tail:?}");
         assert_eq!(log.valid_len, whole.len() as u64, "{tail:?}");
     }
+    // Text after the last end marker was added, not cut off: the event stays, the text is
+    // left out and said to be appended (it used to drop the whole last event as torn).
+    assert!(!with(b"").appended);
+    for junk in [&b"garbage here\n"[..], b"garbage", b"x: 1\n"] {
+        let log = with(junk);
+        assert!(log.torn_tail && log.appended, "{junk:?}");
+        assert_eq!(log.entries.len(), n, "{junk:?}");
+        assert_eq!(log.valid_len, whole.len() as u64, "{junk:?}");
+    }
     for cut_char in [
         &b"---\nseq: 99\nnote: caf\xc3"[..],
         b"---\nseq: 99\nnote: caf\xc3\0\0\0",
@@ -197,6 +206,10 @@ fn dashes_zeros_and_a_cut_character_after_a_whole_event_keep_it() {
     std::fs::write(&out, [&whole[..header_end], b"--"].concat()).unwrap();
     let log = read(&out).unwrap();
     assert!(log.torn_tail && log.entries.is_empty());
+    std::fs::write(&out, [&whole[..header_end], b"junk\n"].concat()).unwrap();
+    let log = read(&out).unwrap();
+    assert!(log.appended && log.entries.is_empty());
+    assert_eq!(log.valid_len, header_end as u64);
     // Bad bytes inside the file are damage, named by position; an empty file says so.
     let mut bad = whole.clone();
     bad[header_end + 10] = 0xff;
