@@ -625,9 +625,33 @@ fn mmlu_csv_and_parquet_give_identical_results() {
             })
             .collect()
     };
+    // The file by its bare name, from its folder: its dev-*.parquet sibling is found there.
+    let by_name = |shots: &str| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"))
+            .current_dir(test_file.parent().unwrap())
+            .args([
+                "eval",
+                "--model",
+                &m,
+                "--json",
+                "--per-item",
+                "--shots",
+                shots,
+            ])
+            .args(["--mmlu", "test-00000-of-00001.parquet"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
     for shots in ["0", "5"] {
         let csv = run(&d.path().join("csv"), shots);
-        for pq in [run(&d.path().join("pq"), shots), run(&test_file, shots)] {
+        let pqs = [
+            run(&d.path().join("pq"), shots),
+            run(&test_file, shots),
+            by_name(shots),
+        ];
+        for pq in pqs {
             assert_eq!(csv["mmlu"]["accuracy"], pq["mmlu"]["accuracy"]);
             assert_eq!(csv["mmlu"]["subjects"], pq["mmlu"]["subjects"]);
             assert_eq!(key(&csv), key(&pq));

@@ -45,7 +45,11 @@ pub fn read_mmlu(path: &Path, shots: usize) -> Result<MmluData> {
                 path.display()
             );
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
+        // A bare file name's parent is "" (the working directory).
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let split = split_of(path).unwrap_or("test").to_string();
         let dev = parquet_files(dir)?
             .into_iter()
