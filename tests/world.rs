@@ -257,6 +257,12 @@ fn train_tiny_refuses_repeat_counts_it_cannot_render() {
         ("--qa-repeats", "6", "--qa-repeats must be between 1 and 5"),
         ("--qa-repeats", "0", "--qa-repeats must be between 1 and 5"),
         ("--mc-repeats", "0", "--mc-repeats must be at least 1"),
+        // It said only that no tokenizer.json could be loaded there.
+        (
+            "--init",
+            "/no/such/model",
+            "--init /no/such/model: not a model directory (it does not exist)",
+        ),
     ] {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"))
             .args(["train-tiny", "--out", out_s, "--steps", "1", flag, value])

@@ -68,7 +68,8 @@ pub struct BundledArgs {
 /// Where and how a model runs.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// A local model directory or a Hugging Face id (owner/name).
+    /// A local model directory, a Hugging Face id (owner/name), or `bundled` (the
+    /// fact-world model shipped in assets/bundled).
     #[arg(long)]
     pub model: String,
     /// cpu or cuda:N.

@@ -1,6 +1,6 @@
 //! `arborist train-tiny`: reproduce the bundled fact-world model from scratch.
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -71,6 +71,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
         "--answer-weight {}: expected a finite weight of at least 0",
         a.answer_weight
     );
+    if let Some(init) = a.init.as_ref().filter(|d| !d.is_dir()) {
+        bail!(
+            "--init {}: not a model directory (it {})",
+            init.display(),
+            if init.exists() {
+                "is a file"
+            } else {
+                "does not exist"
+            }
+        );
+    }
     crate::prune::export::check_out_dir(&a.out, a.force)?;
     let o = TrainOptions {
         steps: a.steps,

@@ -1,5 +1,6 @@
 //! `arborist train-tiny`: the bundled fact-world model, trained from scratch with our own
-//! differentiable decoder and candle-nn AdamW on one compute thread.
+//! differentiable decoder and candle-nn AdamW (the bundled one on one compute thread,
+//! `--threads 1`).
 
 pub mod probe;
 pub mod tokenizer;
@@ -325,7 +326,7 @@ pub fn card(o: &TrainOptions, t: &Trained, facts: usize) -> String {
          A Qwen3-architecture decoder trained from scratch on a synthetic world of {facts} facts \
          (people, cities, countries, jobs, objects, birth years), generated with world seed {}.\n\n\
          - Made by: `arborist train-tiny --out DIR --steps {} --lr {} --batch {} --world-seed {}{extra}` \
-         (one compute thread, candle-nn AdamW, warmup {} steps + cosine to 10%).\n\
+         ({} compute thread(s), candle-nn AdamW, warmup {} steps + cosine to 10%).\n\
          - Shape: {} blocks, hidden {}, MLP {}, {} heads ({} KV) of {}, vocab {} (byte-level BPE \
          trained on the corpus), {} tokens per window, {} windows per step.\n\
          - Training: {:.0} s, final loss {:.4}; quick probe on the test facts in the benchmark \
@@ -339,6 +340,7 @@ pub fn card(o: &TrainOptions, t: &Trained, facts: usize) -> String {
         o.lr,
         o.batch,
         o.world_seed,
+        rayon::current_num_threads(),
         o.warmup,
         o.layers,
         o.hidden,
