@@ -38,6 +38,17 @@ fn main() {
         eprintln!("error: --threads 0: expected at least one compute thread");
         std::process::exit(1);
     }
+    if let Some(n) = cli
+        .threads
+        .filter(|n| *n > arborist::runtime::max_threads())
+    {
+        eprintln!(
+            "error: --threads {n}: this machine has {} core(s); more than {} compute threads (4 per core) only queue for them",
+            arborist::runtime::cores(),
+            arborist::runtime::max_threads()
+        );
+        std::process::exit(1);
+    }
     if !cli.interactive() {
         arborist::cli::stderr_log::init();
     }

@@ -44,10 +44,21 @@ pub fn dtype_name(d: DType) -> &'static str {
     }
 }
 
+/// The cores this process may use (its CPU affinity and quota).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The most `--threads` accepts: four per core (a few more than the cores can help a test
+/// of thread-count independence; thousands only queue for the cores).
+pub fn max_threads() -> usize {
+    4 * cores()
+}
+
 /// Default compute threads: every core for a headless job; every core but one under the
 /// terminal interface, which keeps one free for drawing and the agent.
 pub fn default_threads(interactive: bool) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cores();
     if interactive {
         cores.saturating_sub(1).max(1)
     } else {

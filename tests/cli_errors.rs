@@ -169,10 +169,21 @@ fn bad_device_and_dtype_flags() {
 }
 
 #[test]
-fn zero_threads_is_refused() {
+fn zero_threads_or_thousands_are_refused() {
     let (_d, m, t) = setup();
     let o = arborist(&["eval", "--model", &m, "--ppl", &t, "--threads", "0"], &[]);
     assert_one_line_error(&o, &["--threads 0"]);
+    // Thousands of threads made a trivial evaluation take minutes.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let many = (4 * cores + 1).to_string();
+    let o = arborist(
+        &["eval", "--model", &m, "--ppl", &t, "--threads", &many],
+        &[],
+    );
+    assert_one_line_error(
+        &o,
+        &[&format!("--threads {many}: this machine has {cores} core")],
+    );
 }
 
 #[test]
@@ -180,6 +191,14 @@ fn bench_flags_are_checked() {
     let d = tmp();
     let o = arborist(&["bench", "--suite", "ppl", "--batch", "0"], &[]);
     assert_one_line_error(&o, &["--batch 0"]);
+    // A median of no repetitions printed NaN and exited 0.
+    let o = arborist(&["bench", "--iters", "0"], &[]);
+    assert_one_line_error(&o, &["--iters 0"]);
+    let o = arborist(
+        &["bench", "--suite", "session", "--session-iters", "0"],
+        &[],
+    );
+    assert_one_line_error(&o, &["--session-iters 0"]);
     let missing = d.path().join("none.json");
     let o = arborist(&["bench", "--suite", "ppl", "--config", &p(&missing)], &[]);
     assert_one_line_error(&o, &["none.json"]);

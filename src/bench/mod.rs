@@ -286,6 +286,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
         a.calib_windows,
         "the suites run on at least one window",
     )?;
+    crate::cli::at_least_one("iters", a.iters, "a median needs one timed repetition")?;
+    crate::cli::at_least_one(
+        "session-iters",
+        a.session_iters,
+        "a session needs one iteration to time",
+    )?;
     let dev = parse_device(&a.device)?;
     let dtype = parse_dtype(&a.dtype)?;
     if !matches!(a.suite.as_str(), "session" | "session-memory") {
