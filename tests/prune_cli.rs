@@ -286,6 +286,15 @@ fn refusals_are_one_line() {
     );
     one_line_error(&run(&["--sparsity=-0.2", "--out", &o_s]), "outside [0, 1)");
     one_line_error(&run(&["--nm", "4:2", "--out", &o_s]), "--nm 4:2");
+    // Accepted and recorded in arborist.json, though magnitude pruning reads no activations.
+    let mut args = base(&["--sparsity", "0.5", "--dense-activations", "--out", &o_s]);
+    let at = args.iter().position(|a| a == "wanda").unwrap();
+    args[at] = "magnitude".into();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    one_line_error(
+        &arborist(&refs, &[]),
+        "--dense-activations chooses the activations Wanda and SparseGPT calibrate on; --method magnitude reads none",
+    );
     one_line_error(&run(&["--nm", "two:four", "--out", &o_s]), "--nm two:four");
     let yaml = d.path().join("alloc.yaml");
     std::fs::write(&yaml, "model.layers.7.mlp.up_proj: 0.3\n").unwrap();

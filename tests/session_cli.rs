@@ -103,6 +103,42 @@ fn session_file_is_a_yaml_stream_with_ordered_iterations() {
     }
 }
 
+// Two runs started in the same second used to share the default name: the second was
+// refused and told to resume the first.
+#[test]
+fn a_default_session_name_taken_this_second_gets_the_next_number() {
+    let env = Env::new();
+    let sessions = env.path("sessions");
+    std::fs::create_dir_all(&sessions).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Every name of the next minute is taken, so the run starts in a taken second.
+    let taken: Vec<String> = (now..now + 60)
+        .map(|t| format!("{t}-bundled.yaml"))
+        .collect();
+    for f in &taken {
+        std::fs::write(sessions.join(f), "taken").unwrap();
+    }
+    let mut args = vec!["run", "--headless", "--auto-approve", "--max-iters", "1"];
+    args.extend(SMALL);
+    ok(&env.run(&args));
+    let new: Vec<String> = std::fs::read_dir(&sessions)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !taken.contains(n))
+        .collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    let stem = new[0].strip_suffix("-bundled-2.yaml").expect("numbered -2");
+    assert!(taken.contains(&format!("{stem}-bundled.yaml")), "{new:?}");
+    for f in &taken {
+        assert_eq!(std::fs::read_to_string(sessions.join(f)).unwrap(), "taken");
+    }
+    let (h, _) = session_docs(&sessions.join(&new[0]));
+    assert_eq!(h["options"]["model"], "bundled");
+}
+
 #[test]
 fn builtin_reaches_a_small_target() {
     let env = Env::new();
@@ -359,6 +395,9 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
     );
     let r = env.run(&["replay", &p(&s), "--verify", "--tolerance", "NaN"]);
     only_one_line(&r, &["--tolerance NaN", "finite"]);
+    // Without --verify a tolerance was accepted and compared nothing.
+    let r = env.run(&["replay", &p(&s), "--headless", "--tolerance", "0.1"]);
+    only_one_line(&r, &["--tolerance is what --verify accepts"]);
 
     // A recorded guard verdict's perplexity in its last digits: the mismatch names the
     // field with both values (the one-line summaries read the same).

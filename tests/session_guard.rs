@@ -171,7 +171,25 @@ fn bad_input_is_one_line_and_leaves_no_session() {
     let env = Env::new();
     let s = p(&env.path("s.yaml"));
     let missing = p(&env.dir.path().join("no-such-model"));
+    let config = env.dir.path().join("c8.yaml");
+    std::fs::write(&config, "loop:\n  target: 2\n").unwrap();
+    let (config, prompts) = (p(&config), p(env.dir.path()));
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        // Which of four count flags is 0 used to be left to the reader.
+        (
+            vec!["--auto-approve", "--max-iters", "0"],
+            vec!["--max-iters 0: a session runs at least one iteration"],
+        ),
+        // A bad value from a config file names the file.
+        (
+            vec!["--auto-approve", "--config", &config],
+            vec!["config ", "c8.yaml: --target 2 is outside [0, 1)"],
+        ),
+        // Prompts the built-in agent never reads were accepted and recorded.
+        (
+            vec!["--auto-approve", "--prompts", &prompts],
+            vec!["--prompts: the built-in agent writes no prompts"],
+        ),
         (
             vec!["--auto-approve", "--threshold=-1"],
             vec!["--threshold", "-1"],
@@ -224,6 +242,17 @@ fn bad_input_is_one_line_and_leaves_no_session() {
     a.extend(SMALL);
     let line = one_error_line(&env.run(&a), &[&dp, "is a directory"]);
     assert!(!line.contains("--resume"), "{line}");
+    // A session under a file: named before the model loads (it was "cannot create f: File
+    // exists" once loaded).
+    let under = p(&std::path::Path::new(&s).join("s.yaml"));
+    let mut a = vec!["run", "--headless", "--auto-approve", "--session", &under];
+    a.extend(SMALL);
+    one_error_line(&env.run(&a), &[&under, "is not a directory"]);
+    let mut left = env.leftovers();
+    left.sort();
+    let mut want = vec![s.clone(), dp.clone()];
+    want.sort();
+    assert_eq!(left, want);
 }
 
 #[test]

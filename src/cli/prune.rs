@@ -104,6 +104,12 @@ fn check_flags(a: &PruneArgs) -> Result<()> {
     if !(m.is_finite() && m > 0.0) {
         bail!("--owl-m {m} must be above 0 (OWL uses 5)");
     }
+    if a.dense_activations && !matches!(a.method, Method::Wanda | Method::Sparsegpt) {
+        bail!(
+            "--dense-activations chooses the activations Wanda and SparseGPT calibrate on; --method {} reads none",
+            a.method
+        );
+    }
     if a.magnitude_layerwide && a.method != Method::Magnitude {
         bail!(
             "--magnitude-layerwide applies to --method magnitude, not {}",

@@ -17,9 +17,9 @@ pub struct ReplayArgs {
     /// Re-execute every compute step and compare with the recorded numbers.
     #[arg(long)]
     pub verify: bool,
-    /// Largest relative difference accepted by --verify.
-    #[arg(long, default_value_t = 1e-6)]
-    pub tolerance: f64,
+    /// Largest relative difference accepted by --verify [default: 1e-6].
+    #[arg(long)]
+    pub tolerance: Option<f64>,
     /// Print the timeline instead of opening the TUI.
     #[arg(long)]
     pub headless: bool,
@@ -56,11 +56,16 @@ pub struct ExportArgs {
 /// The session at `path`; a last document cut off by a crash is left out, and said so.
 fn read_session(path: &std::path::Path) -> Result<file::SessionLog> {
     let log = file::read(path)?;
-    if let Some(n) = log.torn_bytes(path) {
-        eprintln!(
+    match log.torn_bytes(path) {
+        Some(n) if log.appended => eprintln!(
+            "warning: {}: {n} bytes after its last document's end marker are not a document (added by hand?) and are left out",
+            path.display()
+        ),
+        Some(n) => eprintln!(
             "warning: {}: its last document is incomplete ({n} bytes, cut off by a crash) and is left out",
             path.display()
-        );
+        ),
+        None => {}
     }
     Ok(log)
 }
@@ -104,11 +109,12 @@ fn recorded_engine(
 }
 
 pub fn replay(a: ReplayArgs) -> Result<()> {
-    if !(a.tolerance.is_finite() && a.tolerance >= 0.0) {
-        bail!(
-            "--tolerance {}: expected a finite relative difference >= 0",
-            a.tolerance
-        );
+    if a.tolerance.is_some() && !a.verify {
+        bail!("--tolerance is what --verify accepts: a replay without --verify compares nothing");
+    }
+    let tolerance = a.tolerance.unwrap_or(1e-6);
+    if !(tolerance.is_finite() && tolerance >= 0.0) {
+        bail!("--tolerance {tolerance}: expected a finite relative difference >= 0");
     }
     if !a.verify && !a.headless && !a.json && crate::tui::is_interactive() {
         // Moved-file flags are for `V`: checked against the header before the screen opens.
@@ -146,7 +152,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     }
     let (log, opts, files) = load_checked(&a.session, &a.relocate)?;
     let mut engine = recorded_engine(&log, &opts, files, &a.session)?;
-    let r = verify::verify(&log, &mut engine, a.tolerance, &a.session)?;
+    let r = verify::verify(&log, &mut engine, tolerance, &a.session)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -187,7 +193,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         let hint = if r.derived_mismatches.is_empty() && worst < 5e-4 {
             format!(
                 " (largest relative difference {worst:.1e}, tolerance {:.0e}; if it was recorded by another build or CPU, that is last-bit drift and --tolerance {:.0e} accepts it)",
-                a.tolerance,
+                tolerance,
                 10f64.powf(worst.log10().ceil())
             )
         } else {

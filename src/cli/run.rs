@@ -119,7 +119,8 @@ pub struct RunArgs {
     /// files when it computes (models larger than memory; slower).
     #[arg(long)]
     pub stream_layers: bool,
-    /// Session file (default sessions/<time>-<model>.yaml).
+    /// Session file (default sessions/<unix seconds>-<model>.yaml, numbered -2, -3, ... when
+    /// one of that second exists).
     #[arg(long)]
     pub session: Option<PathBuf>,
     /// Continue the session in --session where it stopped (its header's options; only
@@ -267,8 +268,27 @@ impl RunArgs {
         if self.mmlu_prompt.is_some() && o.probe.as_ref().is_none_or(|p| p.kind != "mmlu") {
             bail!("--mmlu-prompt sets the MMLU probe's prompt: it needs --probe mmlu");
         }
-        check(&o)?;
+        // A value the flags did not set came from the config file: name it.
+        check(&o).map_err(|e| match &self.config {
+            Some(p) if !self.option_flags().contains(&flag_of(&e.to_string())) => {
+                e.context(format!("config {}", p.display()))
+            }
+            _ => e,
+        })?;
+        if self.prompts.is_some() && o.agent.backend == "builtin" {
+            bail!("--prompts: the built-in agent writes no prompts (they are for --agent openai or anthropic)");
+        }
         Ok(o)
+    }
+}
+
+/// The flag an option error starts with (`--seqlen 0: ...` gives `--seqlen`), else "".
+fn flag_of(message: &str) -> &str {
+    let head = message.split([' ', ':', ',']).next().unwrap_or("");
+    if head.starts_with("--") {
+        head
+    } else {
+        ""
     }
 }
 
@@ -355,11 +375,28 @@ fn check(o: &RunOptions) -> Result<()> {
     if !(cap.is_finite() && cap > 0.0 && cap < 1.0) {
         bail!("loop.bounds.max_layer_sparsity {cap} is outside (0, 1)");
     }
-    if l.bounds.max_layers == 0 || l.max_iters == 0 || o.calib_windows == 0 || o.eval_windows == 0 {
-        bail!("--max-layers, --max-iters, --calib-windows and --eval-windows must be at least 1");
-    }
     super::seqlen_ok(o.seqlen)?;
     use super::at_least_one;
+    at_least_one(
+        "max-layers",
+        l.bounds.max_layers,
+        "a step prunes at least one layer",
+    )?;
+    at_least_one(
+        "max-iters",
+        l.max_iters,
+        "a session runs at least one iteration",
+    )?;
+    at_least_one(
+        "calib-windows",
+        o.calib_windows,
+        "the profile needs at least one window",
+    )?;
+    at_least_one(
+        "eval-windows",
+        o.eval_windows,
+        "the perplexity needs at least one window",
+    )?;
     at_least_one("batch", o.batch, "a forward pass needs at least one window")?;
     at_least_one(
         "grad-windows",
@@ -430,7 +467,8 @@ fn check(o: &RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// The default session path: sessions/<unix seconds>-<model name>.yaml.
+/// The default session path: sessions/<unix seconds>-<model name>.yaml, or -2, -3, ...
+/// before `.yaml` when that file exists.
 pub fn default_session_path(model: &str) -> PathBuf {
     let name: String = model
         .rsplit(['/', '\\'])
@@ -445,7 +483,17 @@ pub fn default_session_path(model: &str) -> PathBuf {
             }
         })
         .collect();
-    PathBuf::from("sessions").join(format!("{}-{name}.yaml", file::now_ms() / 1000))
+    let stem = format!("{}-{name}", file::now_ms() / 1000);
+    // A session started in the same second gets the next free number, not a refusal that
+    // offers to resume the other one.
+    (1..)
+        .map(|n| match n {
+            1 => format!("{stem}.yaml"),
+            n => format!("{stem}-{n}.yaml"),
+        })
+        .map(|f| PathBuf::from("sessions").join(f))
+        .find(|p| !p.exists())
+        .expect("some number is free")
 }
 
 pub fn run(a: RunArgs) -> Result<()> {

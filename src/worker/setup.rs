@@ -55,11 +55,15 @@ pub fn replay_log(log: &SessionLog, path: &Path) -> Result<(Machine, Vec<Event>)
 
 /// What resuming drops of a file whose last document a crash cut off.
 pub fn torn_note(log: &SessionLog, path: &Path) -> Option<String> {
-    log.torn_bytes(path).map(|n| {
-        format!(
+    log.torn_bytes(path).map(|n| match log.appended {
+        true => format!(
+            "{}: dropped {n} bytes after the last document's end marker (not a document: added by hand?)",
+            path.display()
+        ),
+        false => format!(
             "{}: dropped an incomplete last document ({n} bytes, cut off by a crash)",
             path.display()
-        )
+        ),
     })
 }
 
@@ -81,6 +85,13 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
         bail!(
             "--session {} is a directory; it takes a file (sessions/NAME.yaml)",
             path.display()
+        );
+    }
+    if let Some(file) = path.ancestors().skip(1).find(|a| a.is_file()) {
+        bail!(
+            "--session {}: {} is not a directory",
+            path.display(),
+            file.display()
         );
     }
     if path.exists() {
