@@ -1,5 +1,5 @@
 use arborist::cli::usage_error;
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
 
 #[cfg(unix)]
 fn default_sigpipe() {
@@ -20,7 +20,7 @@ fn main() {
     arborist::runtime::single_heap_arena();
     #[cfg(unix)]
     default_sigpipe();
-    let cli = match arborist::cli::Cli::try_parse() {
+    let cli = match arborist::cli::parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {

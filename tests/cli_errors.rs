@@ -168,6 +168,29 @@ fn bad_device_and_dtype_flags() {
     assert_one_line_error(&o, &["--device tpu"]);
 }
 
+// A negative value was "unexpected argument '-5'" with a `-- -5` tip that failed the same way.
+#[test]
+fn a_negative_value_is_its_flags_error() {
+    let (_d, m, t) = setup();
+    // A usage error: clap's exit status 2, one line.
+    let usage = |args: &[&str], needle: &str| {
+        let o = arborist(args, &[]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
+        assert!(!err.contains("-- -"), "{err}");
+    };
+    usage(
+        &["eval", "--model", &m, "--ppl", &t, "--seqlen", "-5"],
+        "invalid value '-5' for '--seqlen <SEQLEN>'",
+    );
+    usage(
+        &["bench", "--iters", "-1"],
+        "invalid value '-1' for '--iters <ITERS>'",
+    );
+}
+
 #[test]
 fn zero_threads_or_thousands_are_refused() {
     let (_d, m, t) = setup();

@@ -123,6 +123,28 @@ impl Cli {
     }
 }
 
+/// The parser: every value may be a negative number, so `--seqlen -5` gets its flag's own
+/// error (clap otherwise says "unexpected argument '-5'", with a `-- -5` tip that does not
+/// work for a flag's value).
+pub fn command() -> clap::Command {
+    fn negatives(c: clap::Command) -> clap::Command {
+        c.mut_args(|a| {
+            let takes = a.get_action().takes_values();
+            a.allow_negative_numbers(takes)
+        })
+        .mut_subcommands(negatives)
+    }
+    negatives(<Cli as clap::CommandFactory>::command())
+}
+
+/// Parse the process's arguments with `command`.
+pub fn parse() -> std::result::Result<Cli, clap::Error> {
+    use clap::FromArgMatches;
+    command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     let Some(command) = cli.command else {
         return run::run(run::RunArgs::default());
