@@ -398,6 +398,28 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
     // Without --verify a tolerance was accepted and compared nothing.
     let r = env.run(&["replay", &p(&s), "--headless", "--tolerance", "0.1"]);
     only_one_line(&r, &["--tolerance is what --verify accepts"]);
+    // A perplexity edited so that its guard would roll back is named at the guard (it was
+    // an error about phases at a later event), and --verify names the edited number.
+    let g = entries
+        .iter()
+        .position(|e| kind(e) == "guard" && e["event"]["accepted"] == true)
+        .expect("an accepted step");
+    let i = iter_of(&entries[g]).unwrap();
+    let flipped = env.path("flipped.yaml");
+    let (eval_seq, _) = tamper_ppl(&s, &flipped, i, 3.0);
+    let r = env.run(&["replay", &p(&flipped), "--headless"]);
+    let guard_seq = entries[g]["seq"].as_u64().unwrap();
+    only_one_line(
+        &r,
+        &[&format!(
+            "event {guard_seq} records iteration {i} accepted, but the events before it give iteration {i} rolled back"
+        )],
+    );
+    let r = env.run(&["replay", &p(&flipped), "--verify"]);
+    one_error_line_allow_stdout(
+        &r,
+        &[&format!(": event {eval_seq} did not match (iter {i} ppl")],
+    );
 
     // A recorded guard verdict's perplexity in its last digits: the mismatch names the
     // field with both values (the one-line summaries read the same).

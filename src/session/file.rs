@@ -359,10 +359,22 @@ pub fn read(path: &Path) -> Result<SessionLog> {
             break;
         }
         let e = parsed.map_err(|e| {
+            // serde_yaml counts lines within the document, and for a value inside an event
+            // (a tagged enum, read whole first) gives the document's start: name the
+            // document's first line in the file and its event instead.
+            let first = text[..starts[k]].matches('\n').count() + 1;
+            let mut why = e.to_string();
+            if let Some(l) = e.location() {
+                let suffix = format!(" at line {} column {}", l.line(), l.column());
+                why = why.strip_suffix(&suffix).unwrap_or(&why).to_string();
+            }
+            let kind = serde_yaml::from_str::<serde_yaml::Value>(unmarked(docs[k]))
+                .ok()
+                .and_then(|v| v["event"]["event"].as_str().map(|s| format!(", `{s}`")))
+                .unwrap_or_default();
             anyhow::anyhow!(
-                "{}: event document {k} (byte {}) is invalid: {e}",
-                path.display(),
-                starts[k]
+                "{}: event document {k} (from line {first}{kind}) is invalid: {why}",
+                path.display()
             )
         })?;
         let want = entries.last().map_or(1, |p: &Entry| p.seq + 1);

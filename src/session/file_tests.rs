@@ -288,6 +288,34 @@ fn a_second_writer_is_refused_while_the_first_holds_the_file() {
     drop(lock(&fresh).unwrap());
 }
 
+// A bad value inside an event: serde_yaml's own position is within the document, at its
+// start (a tagged enum is read whole first); the error gives the document's line in the
+// file and its event instead.
+#[test]
+fn a_bad_value_inside_an_event_names_the_event_and_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = rewritten(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let at = text.find("\n    ppl: ").unwrap() + "\n    ppl: ".len();
+    let end = at + text[at..].find('\n').unwrap();
+    std::fs::write(&path, format!("{}zz{}", &text[..at], &text[end..])).unwrap();
+    let starts: Vec<usize> = text.match_indices("\n---\n").map(|(i, _)| i + 1).collect();
+    // Event documents only (the header, document 0, is not preceded by a newline).
+    let k = starts.iter().filter(|s| **s < at).count() - 1;
+    let first = text[..starts[k]].matches('\n').count() + 1;
+    let err = format!("{:#}", read(&path).err().expect("must be refused"));
+    let kind = text[starts[k]..].split("\n  event: ").nth(1).unwrap();
+    let kind = &kind[..kind.find('\n').unwrap()];
+    assert!(
+        err.contains(&format!(
+            "event document {} (from line {first}, `{kind}`) is invalid: invalid type: string \"zz\", expected f64",
+            k + 1
+        )),
+        "{err}"
+    );
+    assert!(err.ends_with("expected f64"), "{err}");
+}
+
 // A whole last document (end marker and all) that does not parse is reported, not
 // dropped as if a crash had cut it; without its marker it is a torn write.
 #[test]

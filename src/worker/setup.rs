@@ -31,26 +31,57 @@ pub fn replay_inputs(log: &SessionLog, path: &Path) -> Result<Machine> {
 }
 
 /// The machine, and the derived events (guard verdicts, the finish) that its inputs imply
-/// but the file lacks because the process died before writing them.
+/// but the file lacks because the process died before writing them. A recorded verdict
+/// that its inputs do not give (an edited perplexity) is an error at that event, not a
+/// confusing one at the next event the diverged loop does not expect.
 pub fn replay_log(log: &SessionLog, path: &Path) -> Result<(Machine, Vec<Event>)> {
     let o = &log.header.options;
     let mut m = Machine::new(&o.model, o.loop_opts.clone());
     m.start();
-    let mut produced = Vec::new();
+    // Derived events the inputs so far give and the file has not shown yet.
+    let mut derived = std::collections::VecDeque::new();
     for e in &log.entries {
-        if e.event.is_input() {
-            let effects = m
-                .handle(&e.event)
-                .map_err(|msg| anyhow!("{}: event {}: {msg}", path.display(), e.seq))?;
-            produced.extend(effects.into_iter().filter_map(|f| match f {
-                Effect::Log(ev) => Some(ev),
-                _ => None,
-            }));
+        if !e.event.is_input() {
+            let given = derived.pop_front();
+            if verdict(given.as_ref()) != verdict(Some(&e.event)) {
+                anyhow::bail!(
+                    "{}: event {} records {}, but the events before it give {} (was the file edited?)",
+                    path.display(),
+                    e.seq,
+                    verdict(Some(&e.event)),
+                    verdict(given.as_ref())
+                );
+            }
+            continue;
         }
+        let effects = m
+            .handle(&e.event)
+            .map_err(|msg| anyhow!("{}: event {}: {msg}", path.display(), e.seq))?;
+        derived.extend(effects.into_iter().filter_map(|f| match f {
+            Effect::Log(ev) => Some(ev),
+            _ => None,
+        }));
     }
-    let recorded = log.entries.iter().filter(|e| !e.event.is_input()).count();
-    let missing = produced.split_off(recorded.min(produced.len()));
-    Ok((m, missing))
+    Ok((m, derived.into()))
+}
+
+/// What a derived event decides (its numbers are `replay --verify`'s to compare).
+fn verdict(e: Option<&Event>) -> String {
+    match e {
+        Some(Event::Guard {
+            iteration,
+            accepted,
+            ..
+        }) => format!(
+            "iteration {iteration} {}",
+            if *accepted { "accepted" } else { "rolled back" }
+        ),
+        Some(Event::Finished {
+            reason, iteration, ..
+        }) => format!("the finish at iteration {iteration} ({reason:?})"),
+        Some(other) => format!("`{}`", other.kind()),
+        None => "no verdict there".into(),
+    }
 }
 
 /// What resuming drops of a file whose last document a crash cut off.

@@ -96,8 +96,20 @@ pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> R
         if ev.is_compute() {
             let fresh = loop {
                 let Some(eff) = pending.pop_front() else {
+                    // A recorded number the re-execution disagrees with can send the loop
+                    // elsewhere: that is the cause to name.
+                    let cause = checks
+                        .iter()
+                        .find(|c: &&Check| !c.ok)
+                        .map(|c| {
+                            format!(
+                                ": event {} did not match ({}: recorded {}, recomputed {}), and the recorded value led the loop elsewhere",
+                                c.seq, c.what, c.recorded, c.recomputed
+                            )
+                        })
+                        .unwrap_or_default();
                     bail!(
-                        "{}: event {} ({}) was not requested by the loop",
+                        "{}: event {} ({}) was not requested by the loop{cause}",
                         path.display(),
                         e.seq,
                         ev.kind()
