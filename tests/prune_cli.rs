@@ -21,6 +21,18 @@ fn one_line_error(o: &std::process::Output, needle: &str) {
     assert!(!e.contains("panicked"), "{e}");
 }
 
+/// `arborist eval --ppl eval.txt --seqlen 32` of a model directory.
+fn eval_ppl(model: &std::path::Path) -> f64 {
+    let (m, text) = (p(model), fx("eval.txt"));
+    let args = [
+        "eval", "--model", &m, "--ppl", &text, "--seqlen", "32", "--json",
+    ];
+    let o = arborist(&args, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["ppl"]["value"].as_f64().unwrap()
+}
+
 #[test]
 fn exported_model_evaluates_to_exactly_the_reported_perplexity() {
     let d = tmp();
@@ -96,22 +108,7 @@ fn exported_model_evaluates_to_exactly_the_reported_perplexity() {
         .as_ref()
         .and_then(|m| m.get("format").cloned());
     assert_eq!(format.as_deref(), Some("pt"));
-    let o = arborist(
-        &[
-            "eval",
-            "--model",
-            &p(&out),
-            "--ppl",
-            &fx("eval.txt"),
-            "--seqlen",
-            "32",
-            "--json",
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(e["ppl"]["value"].as_f64().unwrap(), reported);
+    assert_eq!(eval_ppl(&out), reported);
     // Pruned weights are stored as +0.0, the bytes `W[mask] = 0` writes in Wanda's code
     // (not −0.0, which a product with 0 leaves where the weight was negative): half of
     // every linear layer.
@@ -193,25 +190,7 @@ fn a_sharded_export_writes_the_files_save_pretrained_writes() {
             assert!(bits(&t) == bits(w), "{name} differs between the exports");
         }
     }
-    let ppl = |m: &std::path::Path| {
-        let o = arborist(
-            &[
-                "eval",
-                "--model",
-                &p(m),
-                "--ppl",
-                &fx("eval.txt"),
-                "--seqlen",
-                "32",
-                "--json",
-            ],
-            &[],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["ppl"]["value"].as_f64().unwrap()
-    };
-    assert_eq!(ppl(&split), ppl(&one));
+    assert_eq!(eval_ppl(&split), eval_ppl(&one));
     // A size transformers would not read is refused before anything is pruned.
     let bad = d.path().join("bad");
     let o = prune(
