@@ -368,10 +368,14 @@ pub fn read(path: &Path) -> Result<SessionLog> {
                 let suffix = format!(" at line {} column {}", l.line(), l.column());
                 why = why.strip_suffix(&suffix).unwrap_or(&why).to_string();
             }
-            let kind = serde_yaml::from_str::<serde_yaml::Value>(unmarked(docs[k]))
-                .ok()
+            let doc = serde_yaml::from_str::<serde_yaml::Value>(unmarked(docs[k])).ok();
+            let kind = doc
+                .as_ref()
                 .and_then(|v| v["event"]["event"].as_str().map(|s| format!(", `{s}`")))
                 .unwrap_or_default();
+            if let Some(at) = doc.and_then(|v| super::culprit::culprit(&v, &why)) {
+                why += &format!(" at `{at}`");
+            }
             anyhow::anyhow!(
                 "{}: event document {k} (from line {first}{kind}) is invalid: {why}",
                 path.display()

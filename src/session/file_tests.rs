@@ -290,7 +290,7 @@ fn a_second_writer_is_refused_while_the_first_holds_the_file() {
 
 // A bad value inside an event: serde_yaml's own position is within the document, at its
 // start (a tagged enum is read whole first); the error gives the document's line in the
-// file and its event instead.
+// file, its event and the field instead.
 #[test]
 fn a_bad_value_inside_an_event_names_the_event_and_its_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -313,7 +313,7 @@ fn a_bad_value_inside_an_event_names_the_event_and_its_line() {
         )),
         "{err}"
     );
-    assert!(err.ends_with("expected f64"), "{err}");
+    assert!(err.ends_with("expected f64 at `event.eval.ppl`"), "{err}");
 }
 
 // A whole last document (end marker and all) that does not parse is reported, not
