@@ -43,7 +43,7 @@ fn main() {
         .filter(|n| *n > arborist::runtime::max_threads())
     {
         eprintln!(
-            "error: --threads {n}: this machine has {} core(s); more than {} compute threads (4 per core) only queue for them",
+            "error: --threads {n}: this process may use {} core(s); more than {} compute threads (4 per core) only queue for them",
             arborist::runtime::cores(),
             arborist::runtime::max_threads()
         );

@@ -272,7 +272,7 @@ fn refusals_are_one_line() {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     one_line_error(
         &arborist(&refs, &[]),
-        "--dense-activations chooses the activations Wanda and SparseGPT calibrate on; --method magnitude reads none",
+        "--dense-activations chooses the activations Wanda and SparseGPT calibrate on; --method magnitude reads no activations",
     );
     one_line_error(&run(&["--nm", "two:four", "--out", &o_s]), "--nm two:four");
     let yaml = d.path().join("alloc.yaml");

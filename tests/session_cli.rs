@@ -415,6 +415,24 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
             "event {guard_seq} records iteration {i} accepted, but the events before it give iteration {i} rolled back"
         )],
     );
+    // Notes added after the last document: replay leaves them out and says so; a resume
+    // refuses, since it would cut them off.
+    let added = env.path("added.yaml");
+    let text = std::fs::read_to_string(&s).unwrap() + "my notes\n";
+    std::fs::write(&added, &text).unwrap();
+    let r = env.run(&["replay", &p(&added), "--headless"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("9 byte(s) after its last document's end marker are not a document"),
+        "{}",
+        r.stderr
+    );
+    one_error_line(
+        &env.resume(&added),
+        &["move them out of the file to resume it"],
+    );
+    assert_eq!(std::fs::read_to_string(&added).unwrap(), text);
     let r = env.run(&["replay", &p(&flipped), "--verify"]);
     one_error_line_allow_stdout(
         &r,

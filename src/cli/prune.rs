@@ -61,7 +61,7 @@ pub struct PruneArgs {
     /// Split the weights into files of at most SIZE (5GB, 500MB; KB, MB, GB, TB are powers
     /// of 1000) with a model.safetensors.index.json, as `save_pretrained(max_shard_size=SIZE)`
     /// does [default: 50GB, as in transformers 5].
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     pub max_shard_size: Option<String>,
     /// Print one JSON summary on stdout.
     #[arg(long)]
@@ -105,8 +105,12 @@ fn check_flags(a: &PruneArgs) -> Result<()> {
         bail!("--owl-m {m} must be above 0 (OWL uses 5)");
     }
     if a.dense_activations && !matches!(a.method, Method::Wanda | Method::Sparsegpt) {
+        let why = match a.method {
+            Method::Magnitude => "reads no activations",
+            _ => "always calibrates on the dense model",
+        };
         bail!(
-            "--dense-activations chooses the activations Wanda and SparseGPT calibrate on; --method {} reads none",
+            "--dense-activations chooses the activations Wanda and SparseGPT calibrate on; --method {} {why}",
             a.method
         );
     }

@@ -43,7 +43,7 @@ pub struct ExportArgs {
     /// Split the weights into files of at most SIZE (5GB, 500MB; KB, MB, GB, TB are powers
     /// of 1000) with a model.safetensors.index.json, as `save_pretrained(max_shard_size=SIZE)`
     /// does [default: 50GB, as in transformers 5].
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     pub max_shard_size: Option<String>,
     /// Export the model as it stood after iteration N (its latest checkpoint at or before
     /// N; 0 is the starting model) instead of the final checkpoint.
@@ -58,7 +58,7 @@ fn read_session(path: &std::path::Path) -> Result<file::SessionLog> {
     let log = file::read(path)?;
     match log.torn_bytes(path) {
         Some(n) if log.appended => eprintln!(
-            "warning: {}: {n} bytes after its last document's end marker are not a document (added by hand?) and are left out",
+            "warning: {}: {n} byte(s) after its last document's end marker are not a document (added by hand?) and are left out",
             path.display()
         ),
         Some(n) => eprintln!(
@@ -110,7 +110,7 @@ fn recorded_engine(
 
 pub fn replay(a: ReplayArgs) -> Result<()> {
     if a.tolerance.is_some() && !a.verify {
-        bail!("--tolerance is what --verify accepts: a replay without --verify compares nothing");
+        bail!("--tolerance is what --verify accepts: a replay without --verify compares nothing (the TUI's V verifies at the default 1e-6)");
     }
     let tolerance = a.tolerance.unwrap_or(1e-6);
     if !(tolerance.is_finite() && tolerance >= 0.0) {

@@ -34,7 +34,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
         None => t.parse::<u64>().ok().map(|b| b as f64),
     };
     match bytes {
-        Some(b) if b >= 1.0 && b < u64::MAX as f64 => Ok(b as u64),
+        // A limit past what a u64 holds is one file of any size.
+        Some(b) if b >= u64::MAX as f64 => Ok(u64::MAX),
+        Some(b) if b >= 1.0 => Ok(b as u64),
         Some(_) => bail!("--max-shard-size {s}: a shard must hold at least one byte"),
         None => bail!(
             "--max-shard-size {s}: expected a size such as 5GB or 500MB (KB, MB, GB, TB are powers of 1000, as transformers reads them) or a number of bytes"
@@ -144,6 +146,8 @@ mod tests {
         assert_eq!(parse_size(" 1.5 gb ").unwrap(), 1_500_000_000);
         assert_eq!(parse_size("2TB").unwrap(), 2_000_000_000_000);
         assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("99999999TB").unwrap(), u64::MAX);
+        assert_eq!(parse_size("18446744073709551615").unwrap(), u64::MAX);
         for bad in [
             "", "GB", "5GiB", "5 G", "-1GB", "infGB", "nanMB", "1e400GB", "x",
         ] {

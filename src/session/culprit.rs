@@ -4,9 +4,10 @@
 
 use serde_yaml::Value;
 
-/// The dotted path (`event.eval.ppl`) of the one scalar in `doc` that an "invalid type" or
-/// "invalid value" message quotes; None when the message quotes none, or several scalars
-/// have that value.
+/// The dotted path (`event.eval.ppl`) of the one scalar under `doc`'s `event` (the part
+/// serde_yaml reads whole; it locates errors elsewhere itself) that an "invalid type" or
+/// "invalid value" message quotes, a mapping key among them; None when the message quotes
+/// none, or several have that value.
 pub fn culprit(doc: &Value, message: &str) -> Option<String> {
     let rest = message
         .strip_prefix("invalid type: ")
@@ -16,7 +17,7 @@ pub fn culprit(doc: &Value, message: &str) -> Option<String> {
         None => rest.split('`').nth(1)?,
     };
     let mut found = Vec::new();
-    walk(doc, String::new(), &mut |path, v| {
+    walk(doc.get("event")?, "event".into(), &mut |path, v| {
         if scalar(v).as_deref() == Some(quoted) {
             found.push(path);
         }
@@ -42,6 +43,7 @@ fn walk(v: &Value, path: String, visit: &mut impl FnMut(String, &Value)) {
         Value::Mapping(m) => {
             for (k, child) in m {
                 let key = scalar(k).unwrap_or_else(|| "?".into());
+                visit(format!("{} (the key)", join(&key)), k);
                 walk(child, join(&key), visit);
             }
         }
@@ -78,15 +80,21 @@ mod tests {
             at("invalid value: integer `-1`, expected u64").as_deref(),
             Some("event.layers[1].sparsity")
         );
-        // 4 is there once, 5 too; a value in two places, or none, names nothing.
+        // 4 is there once; a value in two places, or none, names nothing.
         assert_eq!(
             at("invalid type: integer `4`, expected a string").as_deref(),
             Some("event.eval.windows")
         );
-        let twice: Value = serde_yaml::from_str("a: x\nb: x\n").unwrap();
+        let twice: Value = serde_yaml::from_str("event: {a: x, b: x}\n").unwrap();
         assert_eq!(
             culprit(&twice, "invalid type: string \"x\", expected f64"),
             None
+        );
+        // A key is a place too; outside the event nothing is searched (seq is 5 as well).
+        let key: Value = serde_yaml::from_str("seq: 5\nevent: {applied: {5: 0.1}}\n").unwrap();
+        assert_eq!(
+            culprit(&key, "invalid type: integer `5`, expected a string").as_deref(),
+            Some("event.applied.5 (the key)")
         );
         assert_eq!(at("missing field `ppl`"), None);
         assert_eq!(at("invalid type: string \"nowhere\", expected f64"), None);

@@ -298,10 +298,12 @@ pub fn read(path: &Path) -> Result<SessionLog> {
     let last = docs.len() - 1;
     // Text after the last document's end marker was added to a whole document (a crash
     // cannot write past the marker): the document is kept, the text left out.
+    // Blank lines there are dropped quietly.
     let appended = match docs[last].find(END).map(|i| i + END.len()) {
         Some(end) if end < docs[last].len() => {
+            let extra = &docs[last][end..];
             docs[last] = &docs[last][..end];
-            true
+            !extra.trim().is_empty()
         }
         _ => false,
     };
@@ -360,21 +362,24 @@ pub fn read(path: &Path) -> Result<SessionLog> {
         }
         let e = parsed.map_err(|e| {
             // serde_yaml counts lines within the document, and for a value inside an event
-            // (a tagged enum, read whole first) gives the document's start: name the
-            // document's first line in the file and its event instead.
+            // (a tagged enum, read whole first) gives only the document's start: there the
+            // field is named instead (`culprit`), elsewhere its lines become the file's.
             let first = text[..starts[k]].matches('\n').count() + 1;
             let mut why = e.to_string();
-            if let Some(l) = e.location() {
-                let suffix = format!(" at line {} column {}", l.line(), l.column());
-                why = why.strip_suffix(&suffix).unwrap_or(&why).to_string();
-            }
             let doc = serde_yaml::from_str::<serde_yaml::Value>(unmarked(docs[k])).ok();
             let kind = doc
                 .as_ref()
                 .and_then(|v| v["event"]["event"].as_str().map(|s| format!(", `{s}`")))
                 .unwrap_or_default();
-            if let Some(at) = doc.and_then(|v| super::culprit::culprit(&v, &why)) {
-                why += &format!(" at `{at}`");
+            match doc.and_then(|v| super::culprit::culprit(&v, &why)) {
+                Some(at) => {
+                    if let Some(l) = e.location() {
+                        let suffix = format!(" at line {} column {}", l.line(), l.column());
+                        why = why.strip_suffix(&suffix).unwrap_or(&why).to_string();
+                    }
+                    why += &format!(" at {at}");
+                }
+                None => why = lines_in_file(&why, first),
             }
             anyhow::anyhow!(
                 "{}: event document {k} (from line {first}{kind}) is invalid: {why}",
@@ -384,9 +389,9 @@ pub fn read(path: &Path) -> Result<SessionLog> {
         let want = entries.last().map_or(1, |p: &Entry| p.seq + 1);
         if e.seq != want {
             bail!(
-                "{}: event document {k} (byte {}) has seq {}, expected {want}",
+                "{}: event document {k} (from line {}) has seq {}, expected {want}",
                 path.display(),
-                starts[k],
+                text[..starts[k]].matches('\n').count() + 1,
                 e.seq
             );
         }
@@ -445,6 +450,22 @@ fn upgrade_old_header(doc: &serde_yaml::Value, o: &mut RunOptions) {
             p.mmlu_prompt = crate::eval::mmlu::MmluPrompt::LmEval;
         }
     }
+}
+
+/// `message` with each "line N" of serde_yaml's (counted from a document starting at line
+/// `first` of the file) given as the file's line.
+fn lines_in_file(message: &str, first: usize) -> String {
+    let mut parts = message.split("line ");
+    let mut out = parts.next().unwrap_or("").to_string();
+    for part in parts {
+        let digits = part.len() - part.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        out += "line ";
+        match part[..digits].parse::<usize>() {
+            Ok(n) if digits > 0 => out += &format!("{}{}", first + n - 1, &part[digits..]),
+            _ => out += part,
+        }
+    }
+    out
 }
 
 fn unmarked(doc: &str) -> &str {

@@ -187,6 +187,8 @@ fn dashes_zeros_and_a_cut_character_after_a_whole_event_keep_it() {
     // Text after the last end marker was added, not cut off: the event stays, the text is
     // left out and said to be appended (it used to drop the whole last event as torn).
     assert!(!with(b"").appended);
+    let blank = with(b"\n  \n");
+    assert!(!blank.appended && !blank.torn_tail && blank.entries.len() == n);
     for junk in [&b"garbage here\n"[..], b"garbage", b"x: 1\n"] {
         let log = with(junk);
         assert!(log.torn_tail && log.appended, "{junk:?}");
@@ -313,7 +315,13 @@ fn a_bad_value_inside_an_event_names_the_event_and_its_line() {
         )),
         "{err}"
     );
-    assert!(err.ends_with("expected f64 at `event.eval.ppl`"), "{err}");
+    assert!(err.ends_with("expected f64 at event.eval.ppl"), "{err}");
+    // A syntax error keeps serde_yaml's positions, as lines of the file.
+    let broken = format!("{}[1, 2{}", &text[..at], &text[end..]);
+    std::fs::write(&path, broken).unwrap();
+    let err = format!("{:#}", read(&path).err().expect("must be refused"));
+    let line = text[..at].matches('\n').count() + 1;
+    assert!(err.contains(&format!("at line {line} column")), "{err}");
 }
 
 // A whole last document (end marker and all) that does not parse is reported, not

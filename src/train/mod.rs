@@ -321,12 +321,13 @@ pub fn card(o: &TrainOptions, t: &Trained, facts: usize) -> String {
     if let Some(init) = &o.init {
         extra += &format!(" --init {}", init.display());
     }
+    let threads = rayon::current_num_threads();
     format!(
         "# Arborist bundled fact-world model\n\n\
          A Qwen3-architecture decoder trained from scratch on a synthetic world of {facts} facts \
          (people, cities, countries, jobs, objects, birth years), generated with world seed {}.\n\n\
-         - Made by: `arborist train-tiny --out DIR --steps {} --lr {} --batch {} --world-seed {}{extra}` \
-         ({} compute thread(s), candle-nn AdamW, warmup {} steps + cosine to 10%).\n\
+         - Made by: `arborist --threads {threads} train-tiny --out DIR --steps {} --lr {} --batch {} --world-seed {}{extra}` \
+         ({threads} compute thread(s), candle-nn AdamW, warmup {} steps + cosine to 10%).\n\
          - Shape: {} blocks, hidden {}, MLP {}, {} heads ({} KV) of {}, vocab {} (byte-level BPE \
          trained on the corpus), {} tokens per window, {} windows per step.\n\
          - Training: {:.0} s, final loss {:.4}; quick probe on the test facts in the benchmark \
@@ -340,7 +341,6 @@ pub fn card(o: &TrainOptions, t: &Trained, facts: usize) -> String {
         o.lr,
         o.batch,
         o.world_seed,
-        rayon::current_num_threads(),
         o.warmup,
         o.layers,
         o.hidden,
