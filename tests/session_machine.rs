@@ -499,6 +499,7 @@ fn rollback_to_an_earlier_checkpoint_truncates_and_reprofiles() {
         assert!(err.contains("is not an earlier checkpoint"), "{err}");
         assert_eq!(m.checkpoints.len(), 3);
     }
+    assert_eq!((m.rollbacks, m.reviewer_rollbacks), (0, 0));
     let fx = m
         .handle(&Event::RollbackTo {
             checkpoint: 1,
@@ -507,6 +508,8 @@ fn rollback_to_an_earlier_checkpoint_truncates_and_reprofiles() {
         .unwrap();
     assert_eq!(fx, vec![Effect::Restore { index: 1 }, Effect::Profile]);
     assert_eq!(m.checkpoints.len(), 2);
+    // Counted apart from the guard's (the status bar and the summaries add them up).
+    assert_eq!((m.rollbacks, m.reviewer_rollbacks), (0, 1));
     assert_eq!(m.checkpoint().unwrap().eval.ppl, 10.1);
 }
 

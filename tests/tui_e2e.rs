@@ -152,6 +152,11 @@ fn demo_in_tmux_approve_edit_quit_and_replay() {
     t.keys(&["Home", "]"]);
     let s = t.wait("iteration 1", 10, |s| s.contains("approved by human"));
     assert!(s.contains("replay: event"), "{s}");
+    // Review keys in a replay say why they do nothing (they spoke of a proposal waiting).
+    t.keys(&["a"]);
+    t.wait("the read-only note", 10, |s| {
+        s.contains("replay is read-only")
+    });
     // A quit while `V` verifies ends the verifying child too (at once: this session's
     // verify takes longer than the quit).
     t.keys(&["V"]);

@@ -236,6 +236,8 @@ pub fn summary(d: &Driver, path: &Path) -> serde_json::Value {
         "finished": d.finished,
         "iterations": m.history.len(),
         "rollbacks": m.rollbacks,
+        // `b` in the TUI or `rollback_to` in a decisions file (the status bar adds them up).
+        "reviewer_rollbacks": m.reviewer_rollbacks,
         "global_sparsity": m.global_sparsity(),
         "target": m.opts.target,
         "dense_ppl": m.dense.as_ref().map(|e| e.ppl),

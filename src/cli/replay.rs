@@ -140,12 +140,18 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
             for e in &log.entries {
                 println!("{:>4}  {}", e.seq, e.event.summary());
             }
+            // Counted as the TUI's status bar counts them: the guard's and the reviewer's.
+            let yours = m.reviewer_rollbacks;
+            let by = match yours {
+                0 => String::new(),
+                n => format!(" ({} by the guard, {n} by the reviewer)", m.rollbacks),
+            };
             println!(
-                "phase {:?}, iteration {}, global sparsity {:.4}, {} rollback(s)",
+                "phase {:?}, iteration {}, global sparsity {:.4}, {} rollback(s){by}",
                 m.phase,
                 m.iteration,
                 m.global_sparsity(),
-                m.rollbacks
+                m.rollbacks + yours
             );
         }
         return Ok(());

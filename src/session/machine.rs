@@ -125,7 +125,10 @@ pub struct Machine {
     pub feedback_log: Vec<ReviewerFeedback>,
     /// The last entry of `feedback_log` is this iteration's, not yet answered by a step.
     feedback_open: bool,
+    /// The guard's rollbacks.
     pub rollbacks: usize,
+    /// The reviewer's (`RollbackTo`).
+    pub reviewer_rollbacks: usize,
     pub usage: Usage,
     agent_failures: usize,
     /// Every agent failure of the session, in a row or not (iterations the reviewer got no
@@ -158,6 +161,7 @@ impl Machine {
             feedback_log: Vec::new(),
             feedback_open: false,
             rollbacks: 0,
+            reviewer_rollbacks: 0,
             usage: Usage::default(),
             agent_failures: 0,
             agent_failures_total: 0,

@@ -166,6 +166,7 @@ impl Machine {
                     ));
                 }
                 self.checkpoints.truncate(checkpoint + 1);
+                self.reviewer_rollbacks += 1;
                 self.proposal = None;
                 self.phase = Phase::Profiling;
                 Ok(vec![

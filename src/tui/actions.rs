@@ -29,6 +29,10 @@ impl App {
             }
             Quit => return vec![Request::Quit],
             Help => self.overlay = Overlay::Help { scroll: 0 },
+            // A replayed proposal "waiting for review" was decided long ago.
+            Approve | Edit | Override | Reject | Skip | Rollback if !view.live() => {
+                self.say(Level::Info, "replay is read-only")
+            }
             Approve | Edit | Override | Reject | Skip if !view.can_review() => {
                 self.say(Level::Warn, "no proposal is waiting for review")
             }

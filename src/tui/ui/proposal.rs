@@ -66,8 +66,9 @@ pub fn render(
                 if view.live() {
                     format!("iter {} · applying and evaluating", m.iteration)
                 } else {
+                    // Approved, edited or overridden: the reviewer's line below says which.
                     format!(
-                        "iter {} · approved; its evaluation is the next event",
+                        "iter {} · decided; its evaluation is the next event",
                         m.iteration
                     )
                 },

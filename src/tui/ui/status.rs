@@ -148,12 +148,7 @@ fn top_spans(app: &App, view: &View, level: usize, state_max: Option<usize>) -> 
 
 /// Rollbacks so far: the guard's and the reviewer's.
 pub fn rollbacks(view: &View) -> usize {
-    let human = view
-        .events
-        .iter()
-        .filter(|e| matches!(e, crate::session::Event::RollbackTo { .. }))
-        .count();
-    view.machine.rollbacks + human
+    view.machine.rollbacks + view.machine.reviewer_rollbacks
 }
 
 /// The first line fitted to `max` columns: the first level that fits, else the shortest
