@@ -192,7 +192,19 @@ fn override_needs_a_layer_and_a_reasoning() {
         ch('j'),
     ];
     keys.extend([ch('+'), code(KeyCode::Tab)]);
-    keys.extend(typed("keep attention, thin the MLP"));
+    press(&mut a, &v, &keys);
+    // In the reasoning field + and hjkl are text: the key line no longer offers them.
+    let hints = |a: &mut App| {
+        let screen = text(&draw(a, &v, 120, 40));
+        screen.lines().last().unwrap_or("").to_string()
+    };
+    let line = hints(&mut a);
+    assert!(!line.contains("+ ") && !line.contains('j'), "{line}");
+    press(&mut a, &v, &[code(KeyCode::Tab)]);
+    let line = hints(&mut a);
+    assert!(line.contains("+ "), "the table's keys: {line}");
+    press(&mut a, &v, &[code(KeyCode::Tab)]);
+    let mut keys = typed("keep attention, thin the MLP");
     keys.push(code(KeyCode::Enter));
     let reqs = press(&mut a, &v, &keys);
     let Some(Request::Feed(Event::Decided {
@@ -560,23 +572,22 @@ fn replay_timeline_steps_and_jumps_to_iterations() {
          fingerprint: x, options: {}}",
     )
     .unwrap();
-    let entries = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| Entry {
-            seq: i as u64 + 1,
-            unix_ms: 0,
-            event: e.clone(),
-        })
-        .collect();
-    let log = SessionLog {
-        header,
-        entries,
+    let log_of = |events: &[Event]| SessionLog {
+        header: header.clone(),
+        entries: events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Entry {
+                seq: i as u64 + 1,
+                unix_ms: 0,
+                event: e.clone(),
+            })
+            .collect(),
         valid_len: 0,
         torn_tail: false,
         appended: false,
     };
-    let mut t = Timeline::new(&log);
+    let mut t = Timeline::new(&log_of(&events));
     assert_eq!(
         (t.index(), t.machine().phase.clone()),
         (events.len(), Phase::Reviewing)
@@ -594,6 +605,15 @@ fn replay_timeline_steps_and_jumps_to_iterations() {
     t.seek(Seek::Last);
     assert_eq!(t.index(), events.len());
     assert!(t.error.is_none());
+    assert_eq!(t.last_iteration(), 2);
+    // A profile names the iteration after it before that has a proposal: `g` offered it
+    // (a 6-iteration session said "0 to 7").
+    let (_, profiled) = fixtures::profiled(8);
+    assert!(matches!(
+        profiled.last(),
+        Some(Event::Profiled { iteration: 1, .. })
+    ));
+    assert_eq!(Timeline::new(&log_of(&profiled)).last_iteration(), 0);
 }
 
 #[test]

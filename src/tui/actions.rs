@@ -7,7 +7,7 @@ use super::grid::{Grid, KINDS};
 use super::keymap::{Action, Binding, Key};
 use super::view::View;
 use crate::session::{Decision, Event};
-use crossterm::event::{KeyEvent, KeyModifiers};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 fn decided(view: &View, decision: Decision) -> Request {
     Request::Feed(Event::Decided {
@@ -313,11 +313,18 @@ impl App {
     }
 
     /// The keys of a binding that reach it now (an earlier binding may take a key first,
-    /// as ← steps back in replay instead of moving in the heatmap).
+    /// as ← steps back in replay instead of moving in the heatmap; in the override's
+    /// reasoning field a plain character is text, `+` and `hjkl` too).
     pub fn live_keys(&self, b: &Binding, view: &View) -> Vec<Key> {
         let mode = self.mode();
+        let typing = self
+            .editor
+            .as_ref()
+            .is_some_and(|e| e.field == super::editor::Field::Reasoning)
+            && mode == super::keymap::Mode::Edit;
         b.keys
             .iter()
+            .filter(|k| !(typing && !k.ctrl && !k.alt && matches!(k.code, KeyCode::Char(_))))
             .filter(|k| {
                 let mut mods = KeyModifiers::NONE;
                 mods.set(KeyModifiers::CONTROL, k.ctrl);

@@ -93,10 +93,17 @@ impl Timeline {
             .map(|i| i + 1)
     }
 
-    /// The highest iteration any event names.
+    /// The highest iteration that got a proposal or a decision (the profile after the
+    /// last step names the next iteration, which never ran).
     pub fn last_iteration(&self) -> usize {
         self.events
             .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Proposed { .. } | Event::AgentFailed { .. } | Event::Decided { .. }
+                )
+            })
             .filter_map(iteration_of)
             .max()
             .unwrap_or(0)
@@ -166,7 +173,9 @@ impl Source for Replay {
 
     fn apply(&mut self, req: Request, app: &mut App) -> Result<()> {
         match req {
-            Request::Seek(Seek::Iteration(n)) if self.timeline.position_of(n).is_none() => {
+            Request::Seek(Seek::Iteration(n))
+                if n > self.timeline.last_iteration() || self.timeline.position_of(n).is_none() =>
+            {
                 let last = self.timeline.last_iteration();
                 app.say(
                     Level::Warn,
