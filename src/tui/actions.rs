@@ -324,7 +324,7 @@ impl App {
             && mode == super::keymap::Mode::Edit;
         b.keys
             .iter()
-            .filter(|k| !(typing && !k.ctrl && !k.alt && matches!(k.code, KeyCode::Char(_))))
+            .filter(|k| !typing || k.ctrl || k.alt || !matches!(k.code, KeyCode::Char(_)))
             .filter(|k| {
                 let mut mods = KeyModifiers::NONE;
                 mods.set(KeyModifiers::CONTROL, k.ctrl);
