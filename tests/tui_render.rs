@@ -446,6 +446,14 @@ fn quitting_during_a_step_asks_with_the_focus_on_cancel() {
             ok: false
         }
     );
+    assert!(text(&draw(&mut a, &busy, 120, 40)).contains("Quit while a step runs?"));
+    // The step ends with the dialog open: it stops saying a step runs.
+    let (m2, e2) = fixtures::reviewing(8);
+    let screen = text(&draw(&mut a, &view(&m2, &e2), 120, 40));
+    assert!(
+        !screen.contains("Quit while a step runs?") && screen.contains("The step has finished"),
+        "{screen}"
+    );
     assert!(
         press(&mut a, &busy, &[code(KeyCode::Enter)]).is_empty(),
         "Enter on Cancel"

@@ -202,13 +202,20 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok:
     let t = app.theme();
     let m = view.machine;
     let (title, text) = match what {
-        Confirm::Quit => (
+        Confirm::Quit if view.busy() => (
             "Quit while a step runs?",
             format!(
                 "The worker is busy ({}). The session file already holds every event; \
                  continue later with --resume.",
                 view.worker_state()
             ),
+        ),
+        // The step ended while the dialog was open (it used to keep its title).
+        Confirm::Quit => (
+            "Quit?",
+            "The step has finished. The session file holds every event; continue later \
+             with --resume."
+                .to_string(),
         ),
         Confirm::Stop => (
             "Stop the session?",
