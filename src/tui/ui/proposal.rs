@@ -93,15 +93,18 @@ pub fn render(
     };
     // Table lines are cut, not wrapped: clicks and the editor count one line per row.
     let width = area.width.saturating_sub(2) as usize;
+    // The numbers keep their columns: a narrow panel shortens the layer names instead (at
+    // 100x30 the deltas were cut to "+0.0").
+    let name_w = width.saturating_sub(1 + NUMBERS).clamp(8, 25);
     let mut lines = vec![clip(
         Line::from(vec![
-            Span::styled(format!("{:<26}", "layer"), t.muted()),
+            Span::styled(format!("{:<w$}", "layer", w = name_w + 1), t.muted()),
             Span::styled(format!("{before:>9}{after:>11}{:>9}", "delta"), t.muted()),
         ]),
         width,
     )];
     for r in &rows {
-        lines.push(clip(row_line(t, r), width));
+        lines.push(clip(row_line(t, r, name_w), width));
     }
     let table_top: i32 = 1;
     if rows.is_empty() {
@@ -247,7 +250,21 @@ fn clip(line: Line<'static>, width: usize) -> Line<'static> {
     Line::from(spans)
 }
 
-fn row_line(t: &Theme, r: &RowText) -> Line<'static> {
+/// Columns of a row's three numbers (before, after, delta).
+const NUMBERS: usize = 9 + 11 + 9;
+
+/// `name` in `w` columns: whole and padded, or its end after "…" (the layer kind and block
+/// are at the end).
+fn fit_name(name: &str, w: usize) -> String {
+    let n = name.chars().count();
+    if n <= w {
+        return format!("{name:<w$}");
+    }
+    let tail: String = name.chars().skip(n + 1 - w).collect();
+    format!("…{tail}")
+}
+
+fn row_line(t: &Theme, r: &RowText, name_w: usize) -> Line<'static> {
     let value = parse_value(r.text.trim_end_matches('▏')).ok();
     let delta = value.map_or("?".to_string(), |v| format!("{:+.3}", v - r.before));
     let mark = if r.added { "+" } else { " " };
@@ -268,7 +285,7 @@ fn row_line(t: &Theme, r: &RowText) -> Line<'static> {
     };
     Line::from(vec![
         Span::styled(
-            format!("{mark}{:<25}", short_name(r.name)),
+            format!("{mark}{}", fit_name(&short_name(r.name), name_w)),
             base.patch(t.text()),
         ),
         Span::styled(format!("{:>9}", frac(r.before)), base.patch(t.muted())),
