@@ -24,7 +24,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
         f.render_widget(Paragraph::new("no baseline yet").style(t.muted()), inner);
         return;
     };
-    let probes = probe_line(view);
+    let probes = probe_line(view, inner.width as usize);
     let [chart_area, probe_area] = Layout::vertical([
         Constraint::Min(0),
         Constraint::Length(u16::from(probes.is_some())),
@@ -152,8 +152,10 @@ fn line<'a>(data: &'a [(f64, f64)], style: ratatui::style::Style, marker: Marker
         .data(data)
 }
 
-/// "probe freebaseqa: dense 0.62 · 1: 0.61 · 2: 0.58", newest kept when it is long.
-fn probe_line(view: &View) -> Option<String> {
+/// "probe freebaseqa: dense: 0.620 · 1: 0.610 · 2: 0.580" in `width` columns: when it is
+/// longer, the dense score and the newest that fit, with "…" for those left out (the end
+/// was cut, newest first).
+fn probe_line(view: &View, width: usize) -> Option<String> {
     let mut kind = None;
     let mut parts = Vec::new();
     for ev in view.events {
@@ -170,6 +172,75 @@ fn probe_line(view: &View) -> Option<String> {
         }
     }
     let kind = kind?;
-    let keep = parts.len().saturating_sub(8);
-    Some(format!("probe {kind}: {}", parts[keep..].join(" · ")))
+    let prefix = format!("probe {kind}: ");
+    let len = |v: &[&str]| prefix.chars().count() + v.join(" · ").chars().count();
+    let all: Vec<&str> = parts.iter().map(String::as_str).collect();
+    if len(&all) <= width || all.len() < 3 {
+        return Some(prefix + &all.join(" · "));
+    }
+    // The first part, "…", then as many of the newest as fit.
+    let mut shown = vec![all[0], "…"];
+    let mut newest: Vec<&str> = Vec::new();
+    for p in all[2..].iter().rev() {
+        let mut trial = shown.clone();
+        trial.push(p);
+        trial.extend(newest.iter().rev());
+        if len(&trial) > width && !newest.is_empty() {
+            break;
+        }
+        newest.push(p);
+    }
+    shown.extend(newest.iter().rev());
+    Some(prefix + &shown.join(" · "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_probe_line_keeps_the_dense_score_and_the_newest() {
+        use crate::session::{Evaluation, ProbeScore};
+        let (_, mut events) = crate::tui::fixtures::reviewing(8);
+        let probe = |a: f64| Evaluation {
+            ppl: 10.0,
+            dataset: "x".into(),
+            seqlen: 64,
+            windows: 4,
+            dtype: "f32".into(),
+            probe: Some(ProbeScore {
+                kind: "freebaseqa".into(),
+                accuracy: a,
+                items: 10,
+            }),
+            seconds: 0.0,
+            from_block: None,
+        };
+        events.retain(|e| !matches!(e, Event::Baseline { .. }));
+        events.insert(
+            0,
+            Event::Baseline {
+                layers: vec![],
+                eval: probe(0.9),
+            },
+        );
+        for i in 1..=12 {
+            events.push(Event::Evaluated {
+                iteration: i,
+                applied: Default::default(),
+                eval: probe(0.9 - i as f64 / 100.0),
+            });
+        }
+        let m = crate::session::Machine::new("m", Default::default());
+        let v = crate::tui::fixtures::view(&m, &events);
+        let long = probe_line(&v, 1000).unwrap();
+        assert!(long.ends_with("11: 0.790 · 12: 0.780"), "{long}");
+        let short = probe_line(&v, 60).unwrap();
+        assert!(short.chars().count() <= 60, "{short}");
+        assert!(
+            short.starts_with("probe freebaseqa: dense: 0.900 · … · "),
+            "{short}"
+        );
+        assert!(short.ends_with("12: 0.780"), "{short}");
+    }
 }
