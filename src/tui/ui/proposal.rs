@@ -285,7 +285,7 @@ fn row_line(t: &Theme, r: &RowText, name_w: usize) -> Line<'static> {
     };
     Line::from(vec![
         Span::styled(
-            format!("{mark}{}", fit_name(&short_name(r.name), name_w)),
+            format!("{mark}{}", fit_name(short_name(r.name), name_w)),
             base.patch(t.text()),
         ),
         Span::styled(format!("{:>9}", frac(r.before)), base.patch(t.muted())),
