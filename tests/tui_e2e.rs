@@ -157,6 +157,11 @@ fn demo_in_tmux_approve_edit_quit_and_replay() {
     t.wait("the read-only note", 10, |s| {
         s.contains("replay is read-only")
     });
+    // A second V while verifying says so, and stops saying it once the verdict is in.
+    t.keys(&["V", "V"]);
+    t.wait("the running note", 10, |s| s.contains("verify is running"));
+    let s = t.wait("the verdict", 120, |s| s.contains("verified:"));
+    assert!(!s.contains("verify is running"), "{s}");
     // A quit while `V` verifies ends the verifying child too (at once: this session's
     // verify takes longer than the quit).
     t.keys(&["V"]);

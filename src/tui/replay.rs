@@ -165,6 +165,14 @@ impl Source for Replay {
             Ok((level, text)) => {
                 app.verdict = Some(Notice { level, text });
                 self.verify = None;
+                // A second `V` said it was running: no longer true.
+                if app
+                    .notice
+                    .as_ref()
+                    .is_some_and(|n| n.text == VERIFY_RUNNING)
+                {
+                    app.notice = None;
+                }
                 Ok(true)
             }
             Err(_) => Ok(false),
@@ -183,7 +191,7 @@ impl Source for Replay {
                 );
             }
             Request::Seek(s) => self.timeline.seek(s),
-            Request::Verify if self.verify.is_some() => app.say(Level::Info, "verify is running…"),
+            Request::Verify if self.verify.is_some() => app.say(Level::Info, VERIFY_RUNNING),
             Request::Verify => {
                 self.verify = Some(spawn_verify(&self.path, &self.verify_args));
                 app.verdict = Some(Notice {
@@ -196,6 +204,8 @@ impl Source for Replay {
         Ok(())
     }
 }
+
+const VERIFY_RUNNING: &str = "verify is running…";
 
 /// The child ends with this process (Linux): a quit during `V` left it computing at full
 /// CPU. This thread waits on it, so it outlives the child unless the process exits.
