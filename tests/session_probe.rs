@@ -182,3 +182,37 @@ fn a_moved_probe_file_is_given_with_probe_file() {
         "{v}"
     );
 }
+
+// During a long probe the status bar kept the evaluation's last count ("evaluating 31/31
+// windows"), as if stuck: the engine now names the stage when the probe starts.
+#[test]
+fn the_engine_names_the_probe_stage_when_it_starts() {
+    use arborist::session::{ProbeSpec, RunOptions};
+    let dir = tempfile::tempdir().unwrap();
+    arborist::model::bundled::write_files(dir.path()).unwrap();
+    let data = |f: &str| Some(p(&dir.path().join("data").join(f)));
+    let mut o = RunOptions {
+        model: p(dir.path()),
+        calib: data("calib.txt"),
+        eval: data("eval.txt"),
+        seqlen: Some(64),
+        calib_windows: 2,
+        eval_windows: 2,
+        ..RunOptions::default()
+    };
+    o.probe = Some(ProbeSpec {
+        kind: "freebaseqa".into(),
+        file: data("freebaseqa.json"),
+        limit: 2,
+        ..ProbeSpec::default()
+    });
+    let files = arborist::model::ModelFiles::resolve(&o.model).unwrap();
+    let mut engine = arborist::worker::launch::load_engine(files, &o).unwrap();
+    let stages = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = stages.clone();
+    engine.on_stage = Some(Box::new(move |s: &str| seen.lock().unwrap().push(s.into())));
+    let mut windows = 0;
+    engine.baseline(&mut |done, _| windows = done).unwrap();
+    assert_eq!(windows, 2);
+    assert_eq!(*stages.lock().unwrap(), ["running the FreebaseQA probe"]);
+}

@@ -81,6 +81,14 @@ impl Probe {
         format!("fnv1a64-items:{:016x}", h.value())
     }
 
+    /// What a status line says while the probe runs.
+    fn stage(&self) -> &'static str {
+        match self {
+            Probe::FreebaseQa { .. } => "running the FreebaseQA probe",
+            Probe::Mmlu { .. } => "running the MMLU probe",
+        }
+    }
+
     fn run(&self, m: &LoadedModel) -> Result<ProbeScore> {
         let none = |_: usize, _: usize| {};
         Ok(match self {
@@ -134,6 +142,9 @@ pub struct Engine {
     ppl: IncrementalPpl,
     /// Calibration statistics recomputed from the first block changed since the last profile.
     calib_stats: IncrementalStats,
+    /// Told the name of a stage that reports no counts (the knowledge probe), for a front
+    /// end's status: during a long probe it showed the evaluation's last count.
+    pub on_stage: Option<Box<dyn FnMut(&str) + Send>>,
 }
 
 /// A hash of token windows, their count and length included.
@@ -189,6 +200,7 @@ impl Engine {
             stats: None,
             profiles: 0,
             checkpoints: vec![masks],
+            on_stage: None,
         }
     }
 
@@ -218,7 +230,12 @@ impl Engine {
         let t = Instant::now();
         let (p, reuse) = self.ppl.evaluate(&self.model.decoder, progress)?;
         let probe = match &self.probe {
-            Some(pr) => Some(pr.run(&self.model)?),
+            Some(pr) => {
+                if let Some(tell) = self.on_stage.as_mut() {
+                    tell(pr.stage());
+                }
+                Some(pr.run(&self.model)?)
+            }
             None => None,
         };
         Ok(Evaluation {

@@ -185,6 +185,8 @@ fn run_job(engine: &mut Engine, job: &Job, out: &Sender<Msg>) -> Result<()> {
             total,
         });
     };
+    let stages = out.clone();
+    engine.on_stage = Some(Box::new(move |stage: &str| progress_msg(&stages, stage)));
     let ev = match job {
         Job::Baseline => engine.baseline(&mut progress)?,
         Job::Profile { iteration } => {
