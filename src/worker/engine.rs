@@ -129,6 +129,9 @@ impl Probe {
     }
 }
 
+/// Called with the name of a stage that reports no counts.
+pub type StageListener = Box<dyn FnMut(&str) + Send>;
+
 pub struct Engine {
     pub model: LoadedModel,
     probe: Option<Probe>,
@@ -144,7 +147,7 @@ pub struct Engine {
     calib_stats: IncrementalStats,
     /// Told the name of a stage that reports no counts (the knowledge probe), for a front
     /// end's status: during a long probe it showed the evaluation's last count.
-    pub on_stage: Option<Box<dyn FnMut(&str) + Send>>,
+    pub on_stage: Option<StageListener>,
 }
 
 /// A hash of token windows, their count and length included.
