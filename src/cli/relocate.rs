@@ -74,7 +74,7 @@ impl Relocate {
         let model = std::path::Path::new(&o.model);
         // A relative `owner/name` that is not here may be a hub id: resolving says.
         let local = !crate::model::source::looks_like_hub_id(&o.model);
-        if self.model_hint(session, o).is_some() && local && !model.exists() {
+        if self.hints_model(o) && local && !model.exists() {
             // A relative path is looked up from here, which may just be another directory.
             let from = match std::env::current_dir() {
                 Ok(d) if model.is_relative() => format!(" (looked up from {})", d.display()),
@@ -108,12 +108,17 @@ impl Relocate {
     /// What a session whose recorded model does not resolve is told, unless `--model` was
     /// given (then the error names that one).
     pub fn model_hint(&self, session: &str, o: &RunOptions) -> Option<String> {
-        (self.model.is_none() && o.model != crate::model::bundled::NAME).then(|| {
+        self.hints_model(o).then(|| {
             format!(
                 "{session}: its model is not where it was recorded (pass --model DIR where it \
                  is here; its fingerprint is checked)"
             )
         })
+    }
+
+    /// No `--model` was given, and the recorded model is one that can move (not `bundled`).
+    fn hints_model(&self, o: &RunOptions) -> bool {
+        self.model.is_none() && o.model != crate::model::bundled::NAME
     }
 
     /// The flags, in the order of `values`.

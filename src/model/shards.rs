@@ -100,18 +100,21 @@ pub fn write_weights(
 ) -> Result<Vec<String>> {
     let mut tensors = tensors;
     tensors.sort_by(|(a, _), (b, _)| natural_key(a).cmp(&natural_key(b)));
-    let size = |s: &Stored| (s.shape().iter().product::<usize>() * dtype.size_in_bytes()) as u64;
-    let sizes: Vec<u64> = tensors.iter().map(|(_, s)| size(s)).collect();
+    let numels: Vec<usize> = tensors
+        .iter()
+        .map(|(_, s)| s.shape().iter().product())
+        .collect();
+    let sizes: Vec<u64> = numels
+        .iter()
+        .map(|n| (n * dtype.size_in_bytes()) as u64)
+        .collect();
     let shards = plan(&sizes, max);
     if shards.len() <= 1 {
         write_safetensors(tensors, dtype, &dir.join("model.safetensors"))?;
         return Ok(vec!["model.safetensors".into()]);
     }
     let n = shards.len();
-    let params: usize = tensors
-        .iter()
-        .map(|(_, s)| s.shape().iter().product::<usize>())
-        .sum();
+    let params: usize = numels.iter().sum();
     let mut slots: Vec<Option<(String, Stored)>> = tensors.into_iter().map(Some).collect();
     let mut weight_map = BTreeMap::new();
     let mut files = Vec::with_capacity(n + 1);

@@ -343,6 +343,8 @@ pub fn read(path: &Path) -> Result<SessionLog> {
             header.format
         );
     }
+    // The file's line on which document k starts.
+    let first_line = |k: usize| text[..starts[k]].matches('\n').count() + 1;
     let mut entries = Vec::new();
     let mut valid_len = (starts[0] + docs[0].len()) as u64;
     let mut torn_tail = false;
@@ -364,7 +366,7 @@ pub fn read(path: &Path) -> Result<SessionLog> {
             // serde_yaml counts lines within the document, and for a value inside an event
             // (a tagged enum, read whole first) gives only the document's start: there the
             // field is named instead (`culprit`), elsewhere its lines become the file's.
-            let first = text[..starts[k]].matches('\n').count() + 1;
+            let first = first_line(k);
             let mut why = e.to_string();
             let doc = serde_yaml::from_str::<serde_yaml::Value>(unmarked(docs[k])).ok();
             let kind = doc
@@ -391,7 +393,7 @@ pub fn read(path: &Path) -> Result<SessionLog> {
             bail!(
                 "{}: event document {k} (from line {}) has seq {}, expected {want}",
                 path.display(),
-                text[..starts[k]].matches('\n').count() + 1,
+                first_line(k),
                 e.seq
             );
         }

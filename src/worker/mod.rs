@@ -80,8 +80,10 @@ pub fn spawn(
     let out = tx.clone();
     let compute = std::thread::spawn(move || {
         let mut engine = match load() {
-            Ok(e) => {
+            Ok(mut e) => {
                 let _ = out.send(Msg::Ready(Ok(e.data_fingerprints())));
+                let stages = out.clone();
+                e.on_stage = Some(Box::new(move |stage: &str| progress_msg(&stages, stage)));
                 e
             }
             Err(e) => {
@@ -185,8 +187,6 @@ fn run_job(engine: &mut Engine, job: &Job, out: &Sender<Msg>) -> Result<()> {
             total,
         });
     };
-    let stages = out.clone();
-    engine.on_stage = Some(Box::new(move |stage: &str| progress_msg(&stages, stage)));
     let ev = match job {
         Job::Baseline => engine.baseline(&mut progress)?,
         Job::Profile { iteration } => {

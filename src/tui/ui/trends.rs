@@ -172,26 +172,27 @@ fn probe_line(view: &View, width: usize) -> Option<String> {
         }
     }
     let kind = kind?;
-    let prefix = format!("probe {kind}: ");
-    let len = |v: &[&str]| prefix.chars().count() + v.join(" · ").chars().count();
-    let all: Vec<&str> = parts.iter().map(String::as_str).collect();
-    if len(&all) <= width || all.len() < 3 {
-        return Some(prefix + &all.join(" · "));
+    let whole = format!("probe {kind}: {}", parts.join(" · "));
+    if whole.chars().count() <= width || parts.len() < 3 {
+        return Some(whole);
     }
-    // The first part, "…", then as many of the newest as fit.
-    let mut shown = vec![all[0], "…"];
-    let mut newest: Vec<&str> = Vec::new();
-    for p in all[2..].iter().rev() {
-        let mut trial = shown.clone();
-        trial.push(p);
-        trial.extend(newest.iter().rev());
-        if len(&trial) > width && !newest.is_empty() {
-            break;
-        }
-        newest.push(p);
-    }
-    shown.extend(newest.iter().rev());
-    Some(prefix + &shown.join(" · "))
+    // The first part and "…" (for at least the second), then as many of the newest as fit
+    // (one at least), each with its " · ".
+    let head = format!("probe {kind}: {} · …", parts[0]);
+    let mut room = width.saturating_sub(head.chars().count());
+    let fits = parts[2..]
+        .iter()
+        .rev()
+        .enumerate()
+        .take_while(|(i, p)| {
+            let cols = p.chars().count() + 3;
+            let fit = *i == 0 || cols <= room;
+            room = room.saturating_sub(cols);
+            fit
+        })
+        .count();
+    let newest = &parts[parts.len() - fits..];
+    Some(format!("{head} · {}", newest.join(" · ")))
 }
 
 #[cfg(test)]
