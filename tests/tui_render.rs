@@ -204,9 +204,18 @@ fn override_needs_a_layer_and_a_reasoning() {
     let line = hints(&mut a);
     assert!(line.contains("+ "), "the table's keys: {line}");
     press(&mut a, &v, &[code(KeyCode::Tab)]);
-    let mut keys = typed("keep attention, thin the MLP");
-    keys.push(code(KeyCode::Enter));
-    let reqs = press(&mut a, &v, &keys);
+    // ← → home end del edit the reasoning there: the comma goes in mid-line, the heatmap
+    // cursor stays, and the selected row is not removed.
+    let mut keys = typed("keep attention thin the MLP!");
+    keys.extend([code(KeyCode::Left), code(KeyCode::Delete)]);
+    keys.extend(vec![code(KeyCode::Left); 13]);
+    keys.extend([ch(','), code(KeyCode::Home), code(KeyCode::End)]);
+    let cursor = a.cursor;
+    press(&mut a, &v, &keys);
+    assert_eq!(a.cursor, cursor);
+    let line = hints(&mut a);
+    assert!(!line.contains('←') && !line.contains("del"), "{line}");
+    let reqs = press(&mut a, &v, &[code(KeyCode::Enter)]);
     let Some(Request::Feed(Event::Decided {
         decision: Decision::Override { layers, reasoning },
         ..
@@ -225,11 +234,19 @@ fn reject_sends_the_feedback_and_approve_is_one_key() {
     let mut a = app();
     let v = view(&m, &events);
     assert!(press(&mut a, &v, &[ch('r'), code(KeyCode::Enter)]).is_empty());
-    let mut keys = typed("spare block 0");
+    // Typed with a slip, mended in place: ← home del and typing at the cursor.
+    let mut keys = typed("sapre block 0");
+    keys.extend(vec![code(KeyCode::Left); 10]);
+    keys.extend([code(KeyCode::Backspace), code(KeyCode::Left), ch('p')]);
+    keys.push(code(KeyCode::Home));
+    keys.extend([code(KeyCode::Delete), ch('S'), code(KeyCode::End)]);
     keys.push(code(KeyCode::Enter));
     let reqs = press(&mut a, &v, &keys);
-    assert!(matches!(&reqs[..], [Request::Feed(Event::Decided {
-        decision: Decision::Reject { feedback }, .. })] if feedback == "spare block 0"));
+    assert!(
+        matches!(&reqs[..], [Request::Feed(Event::Decided {
+        decision: Decision::Reject { feedback }, .. })] if feedback == "Spare block 0"),
+        "{reqs:?}"
+    );
     let reqs = press(&mut a, &v, &[code(KeyCode::Enter)]);
     assert!(matches!(&reqs[..], [Request::Feed(Event::Decided {
         decision: Decision::Approve, by, .. })] if by == "human"));
@@ -986,7 +1003,15 @@ fn long_feedback_keeps_its_cursor_on_screen() {
     press(&mut a, &v, &typed(&"word ".repeat(400)));
     let screen = text(&draw(&mut a, &v, 80, 24));
     assert!(screen.contains('▏'), "{screen}");
-    assert!(screen.contains("earlier line(s)"), "{screen}");
+    assert!(screen.contains("line(s) above"), "{screen}");
+    // At the start of the text the first lines show, and how many follow.
+    press(&mut a, &v, &[code(KeyCode::Home)]);
+    let screen = text(&draw(&mut a, &v, 80, 24));
+    assert!(screen.contains("▏word word"), "{screen}");
+    assert!(
+        screen.contains("below") && !screen.contains("above"),
+        "{screen}"
+    );
 }
 
 #[test]

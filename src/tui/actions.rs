@@ -5,6 +5,7 @@ use super::app::{App, Confirm, Level, Overlay, Panel, Request, Seek};
 use super::editor::{EditKind, Editor};
 use super::grid::{Grid, KINDS};
 use super::keymap::{Action, Binding, Key};
+use super::textfield::TextField;
 use super::view::View;
 use crate::session::{Decision, Event};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -46,7 +47,7 @@ impl App {
                 self.editor = Some(Editor::new_override());
                 self.open_editor(view);
             }
-            Reject => self.overlay = Overlay::Feedback(String::new()),
+            Reject => self.overlay = Overlay::Feedback(TextField::default()),
             ToggleAuto if view.can_stop() => {
                 self.auto_approve = !self.auto_approve;
                 let on = if self.auto_approve { "on" } else { "off" };
@@ -110,7 +111,7 @@ impl App {
             Last => return vec![Request::Seek(Seek::Last)],
             PrevIteration => return vec![Request::Seek(Seek::PrevIteration)],
             NextIteration => return vec![Request::Seek(Seek::NextIteration)],
-            Goto => self.overlay = Overlay::Goto(String::new()),
+            Goto => self.overlay = Overlay::Goto(TextField::default()),
             Verify => return vec![Request::Verify],
             RowUp | RowDown => {
                 let by = if a == RowUp { -1 } else { 1 };
@@ -228,7 +229,7 @@ impl App {
 
     fn submit(&mut self, view: &View) -> Vec<Request> {
         match std::mem::replace(&mut self.overlay, Overlay::None) {
-            Overlay::Feedback(text) if text.trim().is_empty() => {
+            Overlay::Feedback(text) if text.as_str().trim().is_empty() => {
                 self.overlay = Overlay::Feedback(text);
                 self.say(
                     Level::Warn,
@@ -239,12 +240,15 @@ impl App {
                 self.say(Level::Warn, "the proposal is no longer waiting for review")
             }
             Overlay::Feedback(text) => {
-                let feedback = text.trim().to_string();
+                let feedback = text.as_str().trim().to_string();
                 return vec![decided(view, Decision::Reject { feedback })];
             }
-            Overlay::Goto(text) => match text.trim().parse::<usize>() {
+            Overlay::Goto(text) => match text.as_str().trim().parse::<usize>() {
                 Ok(n) => return vec![Request::Seek(Seek::Iteration(n))],
-                Err(_) => self.say(Level::Warn, format!("`{text}` is not an iteration number")),
+                Err(_) => self.say(
+                    Level::Warn,
+                    format!("`{}` is not an iteration number", text.as_str()),
+                ),
             },
             Overlay::Picker { selected } => {
                 self.overlay = Overlay::Confirm {
@@ -314,7 +318,8 @@ impl App {
 
     /// The keys of a binding that reach it now (an earlier binding may take a key first,
     /// as ← steps back in replay instead of moving in the heatmap; in the override's
-    /// reasoning field a plain character is text, `+` and `hjkl` too).
+    /// reasoning field a plain character is text, `+` and `hjkl` too, and the keys that
+    /// edit a line move its cursor or delete).
     pub fn live_keys(&self, b: &Binding, view: &View) -> Vec<Key> {
         let mode = self.mode();
         let typing = self
@@ -322,9 +327,12 @@ impl App {
             .as_ref()
             .is_some_and(|e| e.field == super::editor::Field::Reasoning)
             && mode == super::keymap::Mode::Edit;
+        let text_key = |k: &Key| {
+            !k.ctrl && !k.alt && (matches!(k.code, KeyCode::Char(_)) || TextField::takes(k.code))
+        };
         b.keys
             .iter()
-            .filter(|k| !typing || k.ctrl || k.alt || !matches!(k.code, KeyCode::Char(_)))
+            .filter(|k| !typing || !text_key(k))
             .filter(|k| {
                 let mut mods = KeyModifiers::NONE;
                 mods.set(KeyModifiers::CONTROL, k.ctrl);

@@ -8,6 +8,7 @@ use ratatui::layout::Rect;
 use super::editor::{Editor, Field};
 use super::grid::Metric;
 use super::keymap::{Action, Keymap, Mode};
+use super::textfield::TextField;
 use super::theme::{Theme, Themes};
 use super::view::View;
 use crate::session::Event;
@@ -54,9 +55,9 @@ pub enum Overlay {
         scroll: u16,
     },
     /// Feedback text for a rejection.
-    Feedback(String),
+    Feedback(TextField),
     /// Replay: the iteration to jump to.
-    Goto(String),
+    Goto(TextField),
     /// Choosing the checkpoint to roll back to.
     Picker {
         selected: usize,
@@ -234,16 +235,15 @@ impl App {
             return vec![];
         }
         let plain = !ctrl && !key.modifiers.contains(KeyModifiers::ALT);
-        match (&mut self.overlay, key.code) {
-            (Overlay::Feedback(t) | Overlay::Goto(t), KeyCode::Char(c)) if plain => {
-                t.push(c);
-                return vec![];
+        if let Overlay::Feedback(t) | Overlay::Goto(t) = &mut self.overlay {
+            match key.code {
+                KeyCode::Char(c) if plain => {
+                    t.insert(c);
+                    return vec![];
+                }
+                code if t.on_key(code) => return vec![],
+                _ => {}
             }
-            (Overlay::Feedback(t) | Overlay::Goto(t), KeyCode::Backspace) => {
-                t.pop();
-                return vec![];
-            }
-            _ => {}
         }
         if self.mode() == Mode::Edit {
             // In the table a character is text unless the keymap gives it a job while
@@ -255,6 +255,8 @@ impl App {
                 KeyCode::Char(c) if plain && (ed.field == Field::Reasoning || !command) => {
                     Some(ed.type_char(c))
                 }
+                // In the reasoning field ← → home end move its cursor, not the heatmap's.
+                code if ed.field == Field::Reasoning && ed.reasoning.on_key(code) => Some(Ok(())),
                 KeyCode::Backspace => {
                     ed.backspace();
                     Some(Ok(()))
@@ -288,7 +290,7 @@ impl App {
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
         if let Overlay::Feedback(t) | Overlay::Goto(t) = &mut self.overlay {
-            t.push_str(&flat);
+            t.insert_str(&flat);
             return;
         }
         if self.mode() != Mode::Edit || !matches!(self.overlay, Overlay::None) {

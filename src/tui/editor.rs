@@ -1,8 +1,10 @@
 //! The proposal editor: the agent's table pre-filled (edit) or empty (override), changed in
 //! place. It only produces a `Decision`; the machine's own rules judge it before it is sent.
 
+use super::textfield::TextField;
 use crate::agent::{parse::shown, LayerTarget, Proposal};
 use crate::session::Decision;
+use crossterm::event::KeyCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EditKind {
@@ -30,7 +32,7 @@ pub struct Editor {
     pub kind: EditKind,
     pub rows: Vec<Row>,
     pub selected: usize,
-    pub reasoning: String,
+    pub reasoning: TextField,
     pub field: Field,
     /// Why the current table cannot be sent; shown under it.
     pub problems: Vec<String>,
@@ -75,7 +77,7 @@ impl Editor {
             kind: EditKind::Edit,
             rows,
             selected: 0,
-            reasoning: String::new(),
+            reasoning: TextField::default(),
             field: Field::Table,
             problems: Vec::new(),
             fresh: true,
@@ -87,7 +89,7 @@ impl Editor {
             kind: EditKind::Override,
             rows: Vec::new(),
             selected: 0,
-            reasoning: String::new(),
+            reasoning: TextField::default(),
             field: Field::Table,
             problems: Vec::new(),
             fresh: true,
@@ -99,7 +101,7 @@ impl Editor {
     /// character was not taken: never silently dropped.
     pub fn type_char(&mut self, c: char) -> Result<(), String> {
         if self.field == Field::Reasoning {
-            self.reasoning.push(c);
+            self.reasoning.insert(c);
             return Ok(());
         }
         let Some(row) = self.rows.get_mut(self.selected) else {
@@ -129,7 +131,7 @@ impl Editor {
 
     pub fn backspace(&mut self) {
         if self.field == Field::Reasoning {
-            self.reasoning.pop();
+            self.reasoning.on_key(KeyCode::Backspace);
         } else if let Some(row) = self.rows.get_mut(self.selected) {
             row.value.pop();
             self.fresh = false;
@@ -205,14 +207,14 @@ impl Editor {
                 Err(e) => problems.push(format!("{}: {e}", r.name)),
             }
         }
-        if self.kind == EditKind::Override && self.reasoning.trim().is_empty() {
+        if self.kind == EditKind::Override && self.reasoning.as_str().trim().is_empty() {
             problems.push("override: write why in the reasoning field (tab)".to_string());
         }
         let d = match self.kind {
             EditKind::Edit => Decision::Edit { layers },
             EditKind::Override => Decision::Override {
                 layers,
-                reasoning: self.reasoning.trim().to_string(),
+                reasoning: self.reasoning.as_str().trim().to_string(),
             },
         };
         (d, problems)

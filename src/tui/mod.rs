@@ -18,6 +18,7 @@ mod mouse;
 pub mod replay;
 mod runloop;
 pub mod terminal;
+pub mod textfield;
 pub mod theme;
 pub mod ui;
 pub mod view;

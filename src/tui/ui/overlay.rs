@@ -8,6 +8,7 @@ use ratatui::Frame;
 
 use crate::agent::parse::frac;
 use crate::tui::app::{App, Confirm, Overlay};
+use crate::tui::textfield::TextField;
 use crate::tui::view::View;
 
 const SECTIONS: [&str; 4] = [
@@ -32,6 +33,12 @@ pub fn help_lines(app: &App) -> Vec<Line<'static>> {
             lines.push(Line::from(vec![
                 Span::styled(format!("{:>12}  ", b.key_labels()), t.accent()),
                 Span::styled(b.help.clone(), t.text()),
+            ]));
+        }
+        if section == "Dialogs and text fields" {
+            lines.push(Line::from(vec![
+                Span::styled(format!("{:>12}  ", "← → home end"), t.accent()),
+                Span::styled("move in a text field; backspace, del delete", t.text()),
             ]));
         }
         if section == "Editing a proposal" {
@@ -118,17 +125,23 @@ fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> u16 {
 }
 
 /// A text field that grows with its text and, when the text outgrows the screen, shows
-/// its end, so the cursor stays visible. The text wraps by characters, as typed.
-fn field(f: &mut Frame, area: Rect, app: &App, title: &str, text: &str) {
+/// the lines around the cursor. The text wraps by characters, as typed.
+fn field(f: &mut Frame, area: Rect, app: &App, title: &str, text: &TextField) {
     let t = app.theme();
     let width = 72.min(area.width);
     let inner_w = width.saturating_sub(2).max(1) as usize;
-    let chars: Vec<char> = text.chars().chain(['▏']).collect();
+    let (before, after) = text.split();
+    let at = before.chars().count();
+    let chars: Vec<char> = before.chars().chain(['▏']).chain(after.chars()).collect();
     let mut rows: Vec<String> = chars.chunks(inner_w).map(|c| c.iter().collect()).collect();
     // Room for the text: the dialog less its borders and the two lines of help.
     let room = (area.height.saturating_sub(2 + 2 + 2) as usize).max(1);
-    let hidden = rows.len().saturating_sub(room);
-    rows.drain(..hidden);
+    let first = (at / inner_w + 1)
+        .saturating_sub(room)
+        .min(rows.len().saturating_sub(room));
+    let below = rows.len().saturating_sub(first + room);
+    rows.truncate(first + room);
+    rows.drain(..first);
     let r = centered(area, width, rows.len() as u16 + 4);
     f.render_widget(Clear, r);
     let mut lines: Vec<Line> = rows
@@ -136,13 +149,15 @@ fn field(f: &mut Frame, area: Rect, app: &App, title: &str, text: &str) {
         .map(|l| Line::styled(l, t.text()))
         .collect();
     lines.push(Line::default());
-    let more = if hidden > 0 {
-        format!(" · {hidden} earlier line(s) above")
-    } else {
-        String::new()
-    };
+    let mut more = String::new();
+    if first > 0 {
+        more += &format!(" · {first} line(s) above");
+    }
+    if below > 0 {
+        more += &format!(" · {below} below");
+    }
     lines.push(Line::styled(
-        format!("⏎ send · esc cancel{more}"),
+        format!("⏎ send · esc cancel · ←→ move{more}"),
         t.muted(),
     ));
     f.render_widget(Paragraph::new(lines).block(dialog(app, title)), r);

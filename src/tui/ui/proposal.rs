@@ -141,6 +141,7 @@ pub fn render(
             } else {
                 t.muted()
             };
+            let (before, after) = ed.reasoning.split();
             let cursor = if ed.field == Field::Reasoning {
                 "▏"
             } else {
@@ -148,7 +149,7 @@ pub fn render(
             };
             lines.push(Line::from(vec![
                 Span::styled("reasoning (tab): ", style),
-                Span::styled(format!("{}{cursor}", ed.reasoning), t.text()),
+                Span::styled(format!("{before}{cursor}{after}"), t.text()),
             ]));
         }
     }
