@@ -139,6 +139,35 @@ fn a_default_session_name_taken_this_second_gets_the_next_number() {
     assert_eq!(h["options"]["model"], "bundled");
 }
 
+// Two runs started at once both saw the default name free and loaded their models; the
+// second was then refused ("cannot create session ...: entity already exists"). Each now
+// claims its name before loading, and neither leaves its claim behind.
+#[test]
+fn two_runs_started_at_once_get_two_sessions() {
+    let env = Env::new();
+    let mut args = vec!["run", "--headless", "--auto-approve", "--max-iters", "1"];
+    args.extend(SMALL);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| env.run(&args));
+        let b = s.spawn(|| env.run(&args));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    ok(&a);
+    ok(&b);
+    let mut names: Vec<String> = std::fs::read_dir(env.path("sessions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.ends_with(".yaml") && !n.starts_with('.')),
+        "{names:?}"
+    );
+}
+
 #[test]
 fn builtin_reaches_a_small_target() {
     let env = Env::new();

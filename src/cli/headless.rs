@@ -57,11 +57,15 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
         return Ok(opened);
     }
     let opts = a.options()?;
-    let path = a
-        .session
-        .clone()
-        .unwrap_or_else(|| default_session_path(&opts.model));
-    setup::open(opts, path, false)
+    match &a.session {
+        Some(path) => setup::open(opts, path.clone(), false),
+        None => {
+            let (path, claim) = default_session_path(&opts.model)?;
+            let mut opened = setup::open(opts, path, false)?;
+            opened.claim = Some(claim);
+            Ok(opened)
+        }
+    }
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {

@@ -467,9 +467,11 @@ fn check(o: &RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// The default session path: sessions/<unix seconds>-<model name>.yaml, or -2, -3, ...
-/// before `.yaml` when that file exists.
-pub fn default_session_path(model: &str) -> PathBuf {
+/// The default session path, claimed for this run: sessions/<unix seconds>-<model
+/// name>.yaml, or -2, -3, ... before `.yaml` when that name is taken or claimed.
+pub fn default_session_path(
+    model: &str,
+) -> Result<(PathBuf, crate::session::reserve::Reservation)> {
     let name: String = model
         .rsplit(['/', '\\'])
         .find(|s| !s.is_empty())
@@ -484,16 +486,7 @@ pub fn default_session_path(model: &str) -> PathBuf {
         })
         .collect();
     let stem = format!("{}-{name}", file::now_ms() / 1000);
-    // A session started in the same second gets the next free number, not a refusal that
-    // offers to resume the other one.
-    (1..)
-        .map(|n| match n {
-            1 => format!("{stem}.yaml"),
-            n => format!("{stem}-{n}.yaml"),
-        })
-        .map(|f| PathBuf::from("sessions").join(f))
-        .find(|p| !p.exists())
-        .expect("some number is free")
+    crate::session::reserve::claim(std::path::Path::new("sessions"), &stem)
 }
 
 pub fn run(a: RunArgs) -> Result<()> {

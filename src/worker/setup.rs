@@ -23,6 +23,8 @@ pub struct Opened {
     /// Said with an error resolving the model: a resumed session's recorded model that is
     /// not found may sit elsewhere here (`--model`).
     pub model_hint: Option<String>,
+    /// A default name, claimed until the session file exists (dropped with this).
+    pub claim: Option<crate::session::reserve::Reservation>,
 }
 
 /// Rebuild the machine from a session file's inputs.
@@ -116,6 +118,7 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
             log: Some(log),
             lock: Some(lock),
             model_hint: None,
+            claim: None,
         });
     }
     if path.is_dir() {
@@ -144,6 +147,7 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
         log: None,
         lock: None,
         model_hint: None,
+        claim: None,
     })
 }
 

@@ -1,0 +1,120 @@
+//! Claiming a default session name before the model loads. Two runs started in the same
+//! second both saw `STEM.yaml` free, loaded their models, and the second was refused when
+//! it came to create the file. A run now claims the name at once with a marker created
+//! exclusively (`.NAME.reserved`, holding its process id) and keeps it until the session
+//! file exists; a name that is taken or claimed by a live process goes to the next number.
+
+use anyhow::{Context, Result};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A claimed session name; dropping it releases the claim (and the directory the claim
+/// created, when nothing else was put in it).
+#[derive(Debug)]
+pub struct Reservation {
+    marker: PathBuf,
+    made_dir: Option<PathBuf>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.marker);
+        if let Some(d) = &self.made_dir {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn marker(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.reserved"))
+}
+
+/// Whether the process that wrote a claim still runs (true where /proc cannot tell, or
+/// the claim is unreadable: it is then left alone).
+fn claim_is_live(marker: &Path) -> bool {
+    let proc = Path::new("/proc");
+    match std::fs::read_to_string(marker).map(|s| s.trim().parse::<u32>()) {
+        Ok(Ok(pid)) if proc.join("self").exists() => proc.join(pid.to_string()).exists(),
+        _ => true,
+    }
+}
+
+/// The first of `dir/STEM.yaml`, `dir/STEM-2.yaml`, ... that no file takes and no live
+/// process claims, claimed for this process.
+pub fn claim(dir: &Path, stem: &str) -> Result<(PathBuf, Reservation)> {
+    let made_dir = (!dir.exists()).then(|| dir.to_path_buf());
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for n in 1..=100_000u32 {
+        let path = match n {
+            1 => dir.join(format!("{stem}.yaml")),
+            n => dir.join(format!("{stem}-{n}.yaml")),
+        };
+        if path.exists() {
+            continue;
+        }
+        let m = marker(&path);
+        // A claim left by a killed run is taken over; a live one is passed by.
+        if m.exists() && !claim_is_live(&m) {
+            let _ = std::fs::remove_file(&m);
+        }
+        match OpenOptions::new().write(true).create_new(true).open(&m) {
+            Ok(mut f) => {
+                f.write_all(std::process::id().to_string().as_bytes())
+                    .with_context(|| format!("cannot write {}", m.display()))?;
+                // Created between the check and the claim: it is someone else's.
+                if path.exists() {
+                    drop(f);
+                    let _ = std::fs::remove_file(&m);
+                    continue;
+                }
+                let r = Reservation {
+                    marker: m,
+                    made_dir,
+                };
+                return Ok((path, r));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create {}", m.display()));
+            }
+        }
+    }
+    anyhow::bail!("{}: no free session name for {stem}", dir.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claimed_or_taken_name_goes_to_the_next_number() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("sessions");
+        let (a, ra) = claim(&dir, "7-m").unwrap();
+        assert_eq!(a, dir.join("7-m.yaml"));
+        assert!(dir.join(".7-m.yaml.reserved").exists());
+        let (b, rb) = claim(&dir, "7-m").unwrap();
+        assert_eq!(b, dir.join("7-m-2.yaml"));
+        std::fs::write(&a, "made").unwrap();
+        drop(ra);
+        assert!(!dir.join(".7-m.yaml.reserved").exists());
+        let (c, _rc) = claim(&dir, "7-m").unwrap();
+        assert_eq!(c, dir.join("7-m-3.yaml"));
+        drop(rb);
+        // A claim whose process is gone is taken over.
+        std::fs::write(dir.join(".7-m-2.yaml.reserved"), "4294967294").unwrap();
+        let (e, _re) = claim(&dir, "7-m").unwrap();
+        assert_eq!(e, dir.join("7-m-2.yaml"));
+    }
+
+    #[test]
+    fn a_directory_made_for_a_claim_goes_with_it_when_empty() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("sessions");
+        let (_, r) = claim(&dir, "1-m").unwrap();
+        drop(r);
+        assert!(!dir.exists());
+    }
+}
