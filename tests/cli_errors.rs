@@ -235,6 +235,9 @@ fn bench_flags_are_checked() {
         ("knowledge", "bundled"),
         ("session", "bundled"),
         ("stream", "x"),
+        // Given, `bundled` is a model too (it once read as "no --model": the stream
+        // suite then ran its random model, of --config's shape).
+        ("stream", "bundled"),
     ] {
         let o = arborist(
             &[
@@ -249,6 +252,7 @@ fn bench_flags_are_checked() {
         ("forward", "--session-iters", "3"),
         ("stream", "--memory-runs", "1"),
         ("prune", "--model", "random"),
+        ("forward", "--model", "bundled"),
     ] {
         let o = arborist(&["bench", "--suite", suite, flag, value], &[]);
         assert_one_line_error(
@@ -256,6 +260,13 @@ fn bench_flags_are_checked() {
             &[&format!("{flag}: only the session suite reads it"), suite],
         );
     }
+    // Another model's texts are asked for before the memory children start (each
+    // printed the error, then the parent its own).
+    let o = arborist(
+        &["bench", "--suite", "session", "--model", &fx("qwen3")],
+        &[],
+    );
+    assert_one_line_error(&o, &["--calib FILE is required for --model", "random"]);
     // A random model must hold the bundled tokenizer's ids.
     let small = d.path().join("small.json");
     let text = std::fs::read_to_string(&cfg)

@@ -66,7 +66,7 @@ pub struct Summary {
 /// for `--session-iters`, print one JSON line.
 pub fn child(a: &BenchArgs) -> Result<()> {
     let rss_start = rss_bytes();
-    let opts = super::session::options(a, &a.model, false)?;
+    let opts = super::session::options(a, a.session_model(), false)?;
     let files = crate::model::ModelFiles::resolve(&opts.model)?;
     let mut engine = launch::load_engine(files, &opts)?;
     let rss_loaded = rss_bytes();

@@ -55,11 +55,12 @@ pub struct BenchArgs {
     /// Print the results as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
-    /// The session suite's model (stream suite: a random 29M-parameter model unless given).
-    /// `random` runs the session suite on that random model (written to a temporary
-    /// directory, 512-token context) with the bundled model's texts and tokenizer.
-    #[arg(long, default_value = "bundled")]
-    pub model: String,
+    /// The session suite's model (default: bundled; stream suite: a random 29M-parameter
+    /// model unless given). `random` runs the session suite on that random model (written
+    /// to a temporary directory, 512-token context) with the bundled model's texts and
+    /// tokenizer.
+    #[arg(long)]
+    pub model: Option<String>,
     /// The session suite's calibration text, for a model other than `bundled` or `random`.
     #[arg(long)]
     pub calib: Option<String>,
@@ -73,6 +74,13 @@ pub struct BenchArgs {
     /// the whole session) whose medians are reported; 0 skips it.
     #[arg(long, default_value_t = MEMORY_RUNS)]
     pub memory_runs: usize,
+}
+
+impl BenchArgs {
+    /// The session suite's model: `--model`, or the bundled one.
+    pub fn session_model(&self) -> &str {
+        self.model.as_deref().unwrap_or(crate::model::bundled::NAME)
+    }
 }
 
 const SESSION_ITERS: usize = 12;
@@ -304,8 +312,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     let random_model = match a.suite.as_str() {
-        "session" => a.model == "random",
-        "stream" => a.model == "bundled",
+        "session" => a.model.as_deref() == Some("random"),
+        "stream" => a.model.is_none(),
         "knowledge" | "agent" | "session-memory" => false,
         _ => true,
     };
@@ -313,8 +321,19 @@ pub fn run(a: BenchArgs) -> Result<()> {
         a.config.is_none() || random_model,
         "--config: only a random model reads it (suites forward, ppl, profile, prune; session with --model random; stream without --model), not --suite {}{}",
         a.suite,
-        if a.model != "bundled" { format!(" --model {}", a.model) } else { String::new() }
+        a.model.as_ref().map(|m| format!(" --model {m}")).unwrap_or_default()
     );
+    // Checked here, not first in the session-memory children (which printed it, then
+    // their own failure).
+    if a.suite == "session" && !matches!(a.session_model(), "bundled" | "random") {
+        for (flag, v) in [("--calib", &a.calib), ("--eval", &a.eval)] {
+            anyhow::ensure!(
+                v.is_some(),
+                "{flag} FILE is required for --model {} (only `bundled` and `random` bring their own texts)",
+                a.session_model()
+            );
+        }
+    }
     // The session suite's own flags, set away from their defaults for another suite, would
     // be silently ignored.
     let session = matches!(a.suite.as_str(), "session" | "session-memory");
@@ -333,7 +352,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         ),
         (
             "--model",
-            a.model != "bundled",
+            a.model.is_some(),
             session || a.suite == "stream",
             "the session suite reads it (and stream)",
         ),

@@ -132,7 +132,7 @@ pub(super) fn options(a: &BenchArgs, model: &str, random: bool) -> Result<RunOpt
 }
 
 pub fn session_suite(a: &BenchArgs) -> Result<()> {
-    let random = a.model == "random";
+    let random = a.session_model() == "random";
     // The random model lives in a temporary directory for this run (children included).
     let tmp = random.then(|| {
         super::stream::TempDir(
@@ -149,7 +149,7 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
             super::stream::write_random_model(&t.0, &cfg)?;
             t.0.display().to_string()
         }
-        None => a.model.clone(),
+        None => a.session_model().to_string(),
     };
     let opts = options(a, &model, random)?;
     let files = crate::model::ModelFiles::resolve(&opts.model)?;
@@ -239,7 +239,7 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         .map(|i| i.calib_from_block.map_or("-".into(), |b| b.to_string()))
         .collect();
     let out = serde_json::json!({
-        "model": a.model, "dtype": dt,
+        "model": a.session_model(), "dtype": dt,
         "eval_windows": w.len(), "seqlen": w.seqlen, "eval_tokens": tokens,
         "full_eval_seconds": full_s, "eval_tokens_per_second": tokens as f64 / full_s,
         "eval_gflops": gflops, "gemm_gflops": gemm, "fraction_of_gemm": gflops / gemm,

@@ -104,12 +104,13 @@ fn phase(files: &ModelFiles, a: &BenchArgs, ids: &[u32], stream: bool) -> Result
 pub fn stream_suite(a: &BenchArgs) -> Result<()> {
     let tmp =
         TempDir(std::env::temp_dir().join(format!("arborist-stream-bench-{}", std::process::id())));
-    let files = if a.model == "bundled" {
-        let dir = tmp.0.join("model");
-        write_random_model(&dir, &random_config(a, STREAM_CONFIG)?)?;
-        ModelFiles::from_dir(&dir)?
-    } else {
-        ModelFiles::resolve(&a.model)?
+    let files = match &a.model {
+        None => {
+            let dir = tmp.0.join("model");
+            write_random_model(&dir, &random_config(a, STREAM_CONFIG)?)?;
+            ModelFiles::from_dir(&dir)?
+        }
+        Some(m) => ModelFiles::resolve(m)?,
     };
     let cfg = ModelConfig::from_file(&files.config)?;
     let ids = super::synthetic_ids(cfg.vocab_size, a.calib_windows * a.seqlen);
