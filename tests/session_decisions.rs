@@ -242,3 +242,43 @@ fn decisions_unknown_action_is_one_line_naming_file_and_iteration() {
         assert!(!s.exists(), "{file}: a session file was left behind");
     }
 }
+
+// The README's example decisions file, read from the README, runs as it says: its edit
+// of iteration 2 once raised a layer by 0.2, past the default max step, and stopped.
+#[test]
+fn the_readme_decisions_example_runs() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("### Review without a TUI").unwrap()..];
+    let block = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    let env = Env::new();
+    let dec = env.input("d.yaml", block);
+    let s = env.path("s.yaml");
+    let r = env.run(&[
+        "run",
+        "--headless",
+        "--decisions",
+        &p(&dec),
+        "--session",
+        &p(&s),
+        "--json",
+    ]);
+    let sum = ok_json(&r);
+    assert_eq!(sum["finished"], "user_stop", "{sum}");
+    let (_, entries) = session_docs(&s);
+    let actions: Vec<(u64, String)> = decided(&entries)
+        .iter()
+        .map(|d| {
+            let a = d["decision"]["action"].as_str().unwrap().to_string();
+            (d["iteration"].as_u64().unwrap(), a)
+        })
+        .collect();
+    let want = [(1, "reject"), (1, "approve"), (2, "edit"), (3, "override")];
+    let want: Vec<(u64, String)> = want.iter().map(|(i, a)| (*i, a.to_string())).collect();
+    assert_eq!(actions, want);
+    assert_eq!(events(&entries, "evaluated").len(), 3);
+}
