@@ -746,4 +746,15 @@ fn calibration_flags_without_their_calibration_are_refused() {
     );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["result"]["calibration"].is_null(), "{v}");
+    assert!(!stderr(&o).contains("--batch"), "{}", stderr(&o));
+    // Nor does it run a forward pass without --eval: --batch is said to do nothing.
+    let mut a = magnitude.to_vec();
+    a.extend(["--batch", "8", "--force"]);
+    let o = arborist(&a, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--batch sets the windows per forward pass"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -49,9 +49,10 @@ pub struct PruneArgs {
     /// Evaluation windows of --eval (default: all the text holds).
     #[arg(long)]
     pub eval_windows: Option<usize>,
-    /// Calibration windows per forward pass (more windows hold more activations at once).
-    #[arg(long, default_value_t = 4)]
-    pub batch: usize,
+    /// Windows per forward pass of calibration and --eval (default 4; more windows hold
+    /// more activations at once).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Directory for the pruned model (config, safetensors, tokenizer, arborist.json).
     #[arg(long)]
     pub out: PathBuf,
@@ -120,7 +121,11 @@ fn check_flags(a: &PruneArgs) -> Result<()> {
             a.method
         );
     }
-    super::at_least_one("batch", a.batch, "a forward pass needs at least one window")?;
+    super::at_least_one(
+        "batch",
+        a.batch(),
+        "a forward pass needs at least one window",
+    )?;
     super::seqlen_ok(a.calib.seqlen)?;
     a.calib.check()?;
     if a.calib.seqlen.is_some() && a.calib.calib.is_none() && a.eval.is_none() {
@@ -136,6 +141,11 @@ fn check_flags(a: &PruneArgs) -> Result<()> {
 }
 
 impl PruneArgs {
+    /// Windows per forward pass, 4 unless given.
+    fn batch(&self) -> usize {
+        self.batch.unwrap_or(4)
+    }
+
     /// OWL's λ, 0.08 unless given.
     fn lambda(&self) -> f64 {
         self.owl_lambda.unwrap_or(0.08)
@@ -159,6 +169,11 @@ pub fn run(a: PruneArgs) -> Result<()> {
     if unused && a.calib.calib.is_some() {
         tracing::warn!(
             "--method magnitude uses no calibration: --calib is read only for --allocation owl, and is ignored here"
+        );
+    }
+    if unused && a.eval.is_none() && a.batch.is_some() {
+        tracing::warn!(
+            "--batch sets the windows per forward pass of calibration and --eval: --method magnitude runs neither here, so it is ignored"
         );
     }
     let calib = if unused { None } else { a.calib.windows(&m)? };
@@ -204,7 +219,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
                 calib.as_ref().expect("checked above"),
                 a.method,
                 frac,
-                a.batch,
+                a.batch(),
             )?)
         }
         _ => None,
@@ -212,14 +227,14 @@ pub fn run(a: PruneArgs) -> Result<()> {
     let mut opts = OneShotOptions::new(a.method);
     opts.dense_activations = a.dense_activations;
     opts.magnitude_layerwide = a.magnitude_layerwide;
-    opts.batch = a.batch;
+    opts.batch = a.batch();
     if structured.is_none() {
         prune_sequential(&mut m.decoder, calib.as_ref(), &plan, &opts, |d, t| {
             super::progress("pruning blocks", d, t)
         })?;
     }
     let ppl = match &eval {
-        Some((w, name)) => Some(perplexity(&m.decoder, w, a.batch, name, |d, t| {
+        Some((w, name)) => Some(perplexity(&m.decoder, w, a.batch(), name, |d, t| {
             super::progress("evaluating windows", d, t)
         })?),
         None => None,
@@ -301,7 +316,7 @@ fn owl_plan(m: &LoadedModel, calib: Option<&Windows>, pat: Pattern, a: &PruneArg
     let Some(calib) = calib else {
         bail!("--allocation owl needs calibration text: pass --calib FILE");
     };
-    let stats = crate::profile::input_stats(&m.decoder, calib, a.batch)?;
+    let stats = crate::profile::input_stats(&m.decoder, calib, a.batch())?;
     let d = &m.decoder;
     let mut ratios = Vec::with_capacity(d.blocks.len());
     for (b, st) in stats.iter().enumerate() {
