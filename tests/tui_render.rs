@@ -1116,3 +1116,38 @@ fn a_failure_is_shown_in_full_in_the_proposal_panel() {
     );
     assert!(flat.contains("stopped: cannot write session"), "{screen}");
 }
+
+// Below 23 lines the editor fills the screen and the heatmap is hidden; the layer its
+// cursor is on (what + adds) shows above the table, and follows hjkl.
+#[test]
+fn a_short_screen_shows_the_heatmap_cursor_above_the_editor() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    press(&mut a, &v, &[ch('o')]);
+    let screen = text(&draw(&mut a, &v, 100, 20));
+    assert!(!screen.contains("Heatmap"), "{screen}");
+    let strip = |s: &str| {
+        s.lines()
+            .find(|l| l.contains("heatmap cursor"))
+            .unwrap_or_else(|| panic!("no cursor line:\n{s}"))
+            .to_string()
+    };
+    assert!(
+        strip(&screen).contains("layers.0.self_attn.q_proj"),
+        "{screen}"
+    );
+    press(&mut a, &v, &[ch('l'), ch('j')]);
+    let screen = text(&draw(&mut a, &v, 100, 20));
+    assert!(
+        strip(&screen).contains("layers.1.self_attn.k_proj"),
+        "{screen}"
+    );
+    press(&mut a, &v, &[ch('+')]);
+    let screen = text(&draw(&mut a, &v, 100, 20));
+    let table = screen.lines().skip(4).take(2).collect::<String>();
+    assert!(table.contains("1.self_attn.k_proj"), "{screen}");
+    // With room for the heatmap it shows the cursor itself: no strip.
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    assert!(!screen.contains("heatmap cursor"), "{screen}");
+}

@@ -132,6 +132,21 @@ fn legend(app: &App, lo: f64, hi: f64) -> Line<'static> {
     Line::from(spans)
 }
 
+/// The focused cell's two lines of numbers, on their own: on a screen too short for the
+/// heatmap they stand above the editor, so hjkl and + are not used blind.
+pub fn focus_strip(f: &mut Frame, area: Rect, app: &App, grid: &Grid) {
+    let t = app.theme();
+    let cursor = app.cursor.0.min(grid.blocks.saturating_sub(1));
+    let mut lines = details(app, grid, cursor);
+    if let Some(first) = lines.first_mut() {
+        first.spans.insert(
+            0,
+            Span::styled("heatmap cursor (hjkl, + adds): ", t.muted()),
+        );
+    }
+    f.render_widget(Paragraph::new(lines).style(t.base()), area);
+}
+
 fn details(app: &App, grid: &Grid, cursor: usize) -> Vec<Line<'static>> {
     let t = app.theme();
     let (b, k) = (cursor, app.cursor.1);

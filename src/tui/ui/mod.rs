@@ -93,6 +93,16 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
             } else {
                 app.tab
             };
+            // The editor picks layers with the heatmap's cursor: its cell's numbers show
+            // above the table (until 2026-12-01 nothing showed where the cursor was).
+            let body = if app.editor.is_some() {
+                let [strip, rest] =
+                    Layout::vertical([Constraint::Length(2), Constraint::Min(0)]).areas(body);
+                heatmap::focus_strip(f, strip, app, &grid);
+                rest
+            } else {
+                body
+            };
             draw_panel(f, body, shown, app, view, &mut areas, true);
             areas.panels.push((shown, body));
         } else {
