@@ -444,6 +444,20 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
             "event {guard_seq} records iteration {i} accepted, but the events before it give iteration {i} rolled back"
         )],
     );
+    // The same verdict with another number (here the guard's delta) was shown and
+    // exported as recorded; replay, export and resume now name the number.
+    let edited = env.path("edited.yaml");
+    let was = f(&entries[g]["event"]["delta"]);
+    let now = tamper_line(&s, &edited, g, "\n  delta: ", 0.5);
+    let want = format!("event {guard_seq} (guard) delta: recorded {now}, the events before it give {was} (was the file edited?)");
+    only_one_line(&env.run(&["replay", &p(&edited), "--headless"]), &[&want]);
+    let out = env.path("edited-out");
+    only_one_line(
+        &env.run(&["export", &p(&edited), "--out", &p(&out)]),
+        &[&want],
+    );
+    assert!(!out.exists());
+    one_error_line(&env.resume(&edited), &[&want]);
     // Notes added after the last document: replay leaves them out and says so; a resume
     // refuses, since it would cut them off.
     let added = env.path("added.yaml");

@@ -48,6 +48,21 @@ pub fn replay_log(log: &SessionLog, path: &Path) -> Result<(Machine, Vec<Event>)
             // one mid-stream: it is passed over. A verdict the inputs never give is not.
             let recorded = verdict(Some(&e.event));
             match derived.iter().position(|d| verdict(Some(d)) == recorded) {
+                // The same verdict with other numbers (an edited perplexity, delta or
+                // sparsity) would be shown and exported as recorded: refused too.
+                Some(i) if !super::verify::same_derived(&derived[i], &e.event) => {
+                    anyhow::bail!(
+                        "{}: event {} ({}) {} (was the file edited?)",
+                        path.display(),
+                        e.seq,
+                        e.event.kind(),
+                        super::verify::difference(
+                            &e.event,
+                            &derived[i],
+                            "the events before it give"
+                        )
+                    )
+                }
                 Some(i) => drop(derived.drain(..=i)),
                 None => anyhow::bail!(
                     "{}: event {} records {recorded}, but the events before it give {} (was the file edited?)",

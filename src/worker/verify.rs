@@ -76,15 +76,13 @@ pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> R
         if !ev.is_input() {
             derived_checked += 1;
             match derived.pop_front() {
-                Some(d) if without_note(&d) == without_note(ev) => {}
-                Some(d) => {
-                    let field = serde_json::to_value(ev)
-                        .ok()
-                        .zip(serde_json::to_value(&d).ok())
-                        .and_then(|(a, b)| first_difference(&a, &b, ""))
-                        .unwrap_or_default();
-                    derived_mismatches.push(format!("event {} ({}): {field}", e.seq, ev.kind()))
-                }
+                Some(d) if same_derived(&d, ev) => {}
+                Some(d) => derived_mismatches.push(format!(
+                    "event {} ({}): {}",
+                    e.seq,
+                    ev.kind(),
+                    difference(ev, &d, "recomputed")
+                )),
                 None => derived_mismatches.push(format!(
                     "event {}: recorded `{}` was not produced on replay",
                     e.seq,
@@ -309,8 +307,6 @@ fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check>
     })
 }
 
-/// Where two versions of an event first differ, as `field: recorded A, recomputed B`
-/// (their one-line summaries can read the same).
 /// A derived event without the guard's note: the note renders numbers the comparison
 /// checks, and its digits changed on 2026-12-01 (sessions recorded before keep theirs).
 fn without_note(e: &Event) -> Event {
@@ -321,7 +317,29 @@ fn without_note(e: &Event) -> Event {
     e
 }
 
-fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> Option<String> {
+/// Whether a recorded derived event is the one its inputs give, notes aside: compared as
+/// the file writes them (every bit of a number, and a NaN perplexity equal to itself).
+pub(super) fn same_derived(recomputed: &Event, recorded: &Event) -> bool {
+    let text = |e: &Event| serde_yaml::to_string(&without_note(e)).ok();
+    text(recomputed).is_some_and(|t| Some(t) == text(recorded))
+}
+
+/// Where two versions of an event first differ, as `field: recorded A, <other> B`
+/// (their one-line summaries can read the same).
+pub(super) fn difference(recorded: &Event, other: &Event, other_is: &str) -> String {
+    serde_json::to_value(recorded)
+        .ok()
+        .zip(serde_json::to_value(other).ok())
+        .and_then(|(a, b)| first_difference(&a, &b, "", other_is))
+        .unwrap_or_else(|| "a value that differs".into())
+}
+
+fn first_difference(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    at: &str,
+    b_is: &str,
+) -> Option<String> {
     use serde_json::Value;
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
@@ -331,17 +349,17 @@ fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> O
                     x.get(k).unwrap_or(&Value::Null),
                     y.get(k).unwrap_or(&Value::Null),
                 );
-                first_difference(p, q, &format!("{at}{k}."))
+                first_difference(p, q, &format!("{at}{k}."), b_is)
             })
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
             .iter()
             .zip(y)
             .enumerate()
-            .find_map(|(i, (p, q))| first_difference(p, q, &format!("{at}{i}."))),
+            .find_map(|(i, (p, q))| first_difference(p, q, &format!("{at}{i}."), b_is)),
         _ if a == b => None,
         _ => Some(format!(
-            "{}: recorded {a}, recomputed {b}",
+            "{}: recorded {a}, {b_is} {b}",
             at.trim_end_matches('.')
         )),
     }
