@@ -458,6 +458,39 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
     );
     assert!(!out.exists());
     one_error_line(&env.resume(&edited), &[&want]);
+    // Not a session file in ways an editor or a typo makes: each said as what it is (a
+    // device was read without end, CRLF read as "no header document", a BOM as a
+    // header missing `format`, a dangling link advised resuming a missing file).
+    let text = std::fs::read_to_string(&s).unwrap();
+    let crlf = env.path("crlf.yaml");
+    std::fs::write(&crlf, text.replace('\n', "\r\n")).unwrap();
+    only_one_line(
+        &env.run(&["replay", &p(&crlf), "--headless"]),
+        &["crlf.yaml: has Windows line endings (CRLF)"],
+    );
+    let bom = env.path("bom.yaml");
+    std::fs::write(&bom, format!("\u{feff}{text}")).unwrap();
+    one_error_line(
+        &env.resume(&bom),
+        &["bom.yaml: starts with a byte-order mark"],
+    );
+    only_one_line(
+        &env.run(&["replay", "/dev/zero", "--headless"]),
+        &["/dev/zero: not a regular file"],
+    );
+    one_error_line(
+        &env.resume(std::path::Path::new("/dev/full")),
+        &["/dev/full: not a regular file"],
+    );
+    let link = env.path("dangling.yaml");
+    std::os::unix::fs::symlink(env.path("nowhere.yaml"), &link).unwrap();
+    one_error_line(
+        &env.session(&link, &["--auto-approve"]),
+        &[
+            "dangling.yaml is a symbolic link to",
+            "nowhere.yaml, which does not exist",
+        ],
+    );
     // Notes added after the last document: replay leaves them out and says so; a resume
     // refuses, since it would cut them off.
     let added = env.path("added.yaml");

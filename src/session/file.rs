@@ -101,8 +101,11 @@ impl SessionWriter {
         // Locked first (the lock is the inode's, so the linked file is locked from birth).
         let write_header = |file: &mut File| -> Result<()> {
             locked(file, path)?;
-            file.write_all(doc.as_bytes())?;
-            Ok(file.sync_data()?)
+            // A full disk said which file it could not write.
+            let written = file
+                .write_all(doc.as_bytes())
+                .and_then(|_| file.sync_data());
+            written.with_context(|| format!("cannot create session {}", path.display()))
         };
         let linked = write_header(&mut file).map(|_| std::fs::hard_link(&tmp, path));
         let _ = std::fs::remove_file(&tmp);
@@ -209,6 +212,7 @@ impl SessionWriter {
 /// Open an existing session for writing, locked (flock) against every other writer until
 /// the file is closed: two processes resuming one session would interleave their events.
 pub fn lock(path: &Path) -> Result<File> {
+    regular_file(path)?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -254,7 +258,21 @@ impl SessionLog {
 /// Read a session file. A last document that is incomplete (a crash mid-write) is
 /// reported as torn and dropped; a bad document elsewhere, or an incomplete header, is an
 /// error naming it.
+/// A device or a pipe (`/dev/zero`) read as a session grew without end or hung: refused.
+fn regular_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot open session {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{}: not a regular file; a session is a YAML file (sessions/NAME.yaml)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn read(path: &Path) -> Result<SessionLog> {
+    regular_file(path)?;
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read session {}", path.display()))?;
     if bytes.is_empty() {
@@ -278,6 +296,20 @@ pub fn read(path: &Path) -> Result<SessionLog> {
             e.valid_up_to()
         ),
     };
+    // An editor's byte-order mark or Windows line endings: the documents would not be
+    // found, or the header would be misread; said as what it is.
+    if text.starts_with('\u{feff}') {
+        bail!(
+            "{}: starts with a byte-order mark (U+FEFF), which session files never have; remove it (an editor saving as UTF-8 with BOM?)",
+            path.display()
+        );
+    }
+    if text.contains("\r\n") {
+        bail!(
+            "{}: has Windows line endings (CRLF), session files have LF; convert it back (dos2unix, or git's core.autocrlf)",
+            path.display()
+        );
+    }
     let text = without_torn_separator(text);
     let stripped = text.len() < bytes.len();
     let mut starts: Vec<usize> = text

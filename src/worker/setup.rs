@@ -155,6 +155,15 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
             path.display()
         );
     }
+    // A link to a missing file: creating through it was refused as "File exists", with
+    // advice to resume a file that is not there.
+    if let Ok(target) = std::fs::read_link(&path) {
+        bail!(
+            "--session {} is a symbolic link to {}, which does not exist; remove the link or pass another path",
+            path.display(),
+            target.display()
+        );
+    }
     Ok(Opened {
         opts,
         continue_with: continue_with(&path),
