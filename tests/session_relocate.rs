@@ -284,3 +284,27 @@ fn a_resumed_model_that_does_not_resolve_gets_the_model_hint() {
     assert_summary_matches(&sum, &fold(&h2, &entries2));
     assert_eq!(kinds(&entries2), kinds(&entries));
 }
+
+// A `bundled` session's texts are the bundled model's, implied by its name: given a copy
+// of that model with --model, verify used to stop with "--calib FILE is required for a
+// model other than `bundled`", also for a directory that holds no model at all.
+#[test]
+fn a_bundled_session_verifies_on_a_copy_of_the_bundled_model() {
+    let env = Env::new();
+    let s = env.path("s.yaml");
+    ok_json(&env.session(&s, &["--auto-approve", "--max-iters", "2", "--json"]));
+    let copy = env.path("copy");
+    ok(&env.run(&["bundled", "--out", &p(&copy)]));
+    let v = ok_json(&env.run(&["replay", "--verify", "--json", &p(&s), "--model", &p(&copy)]));
+    assert_eq!(
+        (v["ok"].clone(), v["bit_exact"].clone()),
+        (true.into(), true.into()),
+        "{v}"
+    );
+    let empty = env.path("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    one_error_line(
+        &env.run(&["replay", "--verify", &p(&s), "--model", &p(&empty)]),
+        &["config.json is missing"],
+    );
+}

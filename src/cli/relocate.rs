@@ -47,6 +47,22 @@ impl Relocate {
             )
         };
         if let Some(m) = &self.model {
+            // A `bundled` session's texts (and probe set) are the bundled model's, implied by
+            // its name: a copy of that model elsewhere still reads them (it was refused with
+            // "--calib FILE is required for a model other than `bundled`").
+            let bundled = crate::model::bundled::NAME;
+            if recorded.model == bundled && m != bundled {
+                let path = |p: std::path::PathBuf| Some(p.display().to_string());
+                if o.calib.is_none() {
+                    o.calib = path(launch::text_path(&None, "calib", recorded)?);
+                }
+                if o.eval.is_none() {
+                    o.eval = path(launch::text_path(&None, "eval", recorded)?);
+                }
+                if let Some(p) = o.probe.as_mut().filter(|p| p.file.is_none()) {
+                    p.file = path(launch::probe_path(p, recorded)?);
+                }
+            }
             o.model = m.clone();
         }
         if let Some(c) = &self.calib {
