@@ -177,7 +177,7 @@ pub fn write_dir_atomically(
     let replace = check_out_dir(out, force)?;
     let tmp = temp_sibling(out)?;
     let _ = std::fs::remove_dir_all(&tmp);
-    if let Err(e) = fill(&tmp) {
+    if let Err(e) = fill(&tmp).and_then(|_| sync_dir(&tmp)) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e.context(format!(
             "--out {}: nothing was written there",
@@ -202,6 +202,24 @@ pub fn write_dir_atomically(
         }),
         Err(_) => replace_by_renames(&tmp, out),
     }
+}
+
+/// Flush the written files and the directory to disk before they are renamed into place:
+/// otherwise a power loss or OS crash after the rename could leave `out` in place with
+/// empty or short files (a killed process cannot: the kernel still writes them).
+fn sync_dir(dir: &Path) -> Result<()> {
+    let sync = |p: &Path| -> Result<()> {
+        std::fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("cannot flush {} to disk", p.display()))
+    };
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_file() {
+            sync(&p)?;
+        }
+    }
+    sync(dir)
 }
 
 /// Swaps two paths in one step (Linux `renameat2(RENAME_EXCHANGE)`).
