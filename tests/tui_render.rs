@@ -1151,3 +1151,45 @@ fn a_short_screen_shows_the_heatmap_cursor_above_the_editor() {
     let screen = text(&draw(&mut a, &v, 120, 40));
     assert!(!screen.contains("heatmap cursor"), "{screen}");
 }
+
+// The y axis's labels are evenly spaced at every height: with an even number of plot rows
+// the middle one was drawn a row off its value, so it is left out there.
+#[test]
+fn trends_axis_labels_are_evenly_spaced() {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    fixtures::step(&mut m, &mut events, 10.1);
+    fixtures::next_proposal(&mut m, &mut events);
+    fixtures::step(&mut m, &mut events, 12.0);
+    fixtures::next_proposal(&mut m, &mut events);
+    let v = view(&m, &events);
+    let mut counts = std::collections::BTreeSet::new();
+    for h in 30..=48 {
+        let mut a = app();
+        let screen = text(&draw(&mut a, &v, 120, h));
+        // Columns count characters (the plot is braille).
+        let lines: Vec<Vec<char>> = screen.lines().map(|l| l.chars().collect()).collect();
+        let top = screen.lines().position(|l| l.contains("┌ Trends")).unwrap();
+        let col = (0..lines[top].len())
+            .find(|&c| lines[top][c..].starts_with(&['┌', ' ', 'T']))
+            .unwrap();
+        // Rows of the panel whose text left of the axis holds a number.
+        let labelled: Vec<usize> = lines[top + 1..]
+            .iter()
+            .take_while(|l| l[col] != '└')
+            .enumerate()
+            .filter(|(_, l)| {
+                let inner: String = l[col + 1..].iter().take_while(|&&c| c != '│').collect();
+                inner.trim().parse::<f64>().is_ok()
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let gaps: Vec<usize> = labelled.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            gaps.windows(2).all(|g| g[0] == g[1]),
+            "height {h}: rows {labelled:?}\n{screen}"
+        );
+        counts.insert(labelled.len());
+    }
+    // Both the two-label and the three-label axes were drawn.
+    assert!(counts.contains(&2) && counts.contains(&3), "{counts:?}");
+}

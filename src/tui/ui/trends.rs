@@ -123,6 +123,14 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
         0
     };
     let num = |v: f64| format!("{v:.digits$}");
+    // The middle label sits on the middle row only when the plot has an odd number of rows
+    // (below it: the x axis's line and labels); otherwise it was drawn a row off the value.
+    let rows = chart_area.height.saturating_sub(2);
+    let y_labels = if rows >= 3 && rows % 2 == 1 {
+        vec![num(lo), num((lo + hi) / 2.0), num(hi)]
+    } else {
+        vec![num(lo), num(hi)]
+    };
     // The theme's background under the plot too (the chart paints its own).
     let chart = Chart::new(datasets)
         .style(t.base())
@@ -133,11 +141,12 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
                 .style(t.muted())
                 .labels(["0".to_string(), format!("iter {}", last as usize)]),
         )
-        .y_axis(Axis::default().bounds([lo, hi]).style(t.muted()).labels([
-            num(lo),
-            num((lo + hi) / 2.0),
-            num(hi),
-        ]));
+        .y_axis(
+            Axis::default()
+                .bounds([lo, hi])
+                .style(t.muted())
+                .labels(y_labels),
+        );
     f.render_widget(chart, chart_area);
     if let Some(p) = probes {
         f.render_widget(Paragraph::new(p).style(t.text()), probe_area);
