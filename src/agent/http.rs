@@ -231,10 +231,12 @@ async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8
     Ok(body)
 }
 
-/// Retry-After in its seconds form; the HTTP-date form falls back to our own backoff.
+/// Retry-After in its seconds form; the HTTP-date form falls back to our own backoff. A
+/// wait too long for a Duration is the longest one (capped by the caller); converting it
+/// directly panicked the agent worker.
 fn parse_retry_after(v: &str) -> Option<Duration> {
     let s: f64 = v.trim().parse().ok()?;
-    (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s))
+    (s.is_finite() && s >= 0.0).then(|| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX))
 }
 
 /// The message out of an error body ({"error": {"message"}} for OpenAI and Anthropic,
@@ -295,5 +297,10 @@ mod tests {
         assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("1e20"), Some(Duration::MAX));
+        assert_eq!(
+            parse_retry_after("99999999999999999999"),
+            Some(Duration::MAX)
+        );
     }
 }
