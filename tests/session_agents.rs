@@ -479,6 +479,15 @@ fn a_session_ended_by_agent_failures_continues_on_resume() {
     let sum = ok_json(&r);
     assert_eq!(sum["finished"], "max_iterations", "{sum}");
     assert_eq!(good.requests().len(), 2, "a proposal and a reflection");
+    // Three failures, but the third iteration was asked again, not skipped (the warning
+    // said "3 time(s) ... those iterations were skipped").
+    assert!(
+        r.stderr.contains(
+            "no valid proposal 3 time(s) in this session, and 2 iteration(s) were skipped for it"
+        ),
+        "{}",
+        r.stderr
+    );
     // A resume may raise the reply limit (replies cut off), as it may move the server.
     assert!(good.requests().iter().all(|r| r.body["max_tokens"] == 500));
     let (_, entries) = session_docs(&s);
@@ -562,7 +571,7 @@ fn a_server_that_hangs_past_the_timeout_costs_one_skipped_iteration() {
     assert_eq!(sum["agent_failures"], 1, "{sum}");
     assert!(
         r.stderr
-            .contains("warning: the agent gave no valid proposal 1 time(s)"),
+            .contains("warning: the agent gave no valid proposal 1 time(s) in this session, and 1 iteration(s) were skipped"),
         "{}",
         r.stderr
     );
@@ -577,4 +586,67 @@ fn a_server_that_hangs_past_the_timeout_costs_one_skipped_iteration() {
     assert_eq!(evs[0]["iteration"], 2);
     assert!(evs[0]["applied"].get(down(2)).is_some(), "{}", evs[0]);
     assert_no_key(&env, &r);
+}
+
+// With --decisions, an iteration the agent leaves without a proposal is skipped and its
+// scripted decisions with it: the run went on to stop at "decision for iteration 1 was
+// never used", and a resume with the same file did the same.
+#[test]
+fn a_skipped_iteration_drops_its_scripted_decisions() {
+    let env = Env::new();
+    let p2 = proposal(&[(down(2), 0.05)], "after the hang");
+    let server = ScriptedServer::start(vec![
+        Scripted::hang(std::time::Duration::from_secs(8)),
+        Scripted::openai(&p2, 5, 2),
+        Scripted::openai("fine", 5, 2),
+    ]);
+    let dec = env.path("d.yaml");
+    std::fs::write(
+        &dec,
+        "- {iteration: 1, action: approve}\n- {iteration: 2, action: approve}\n",
+    )
+    .unwrap();
+    let (url, sp, dp) = (server.url(), p(&env.path("s.yaml")), p(&dec));
+    let mut a = vec![
+        "run",
+        "--headless",
+        "--decisions",
+        &dp,
+        "--session",
+        &sp,
+        "--agent",
+        "openai",
+        "--agent-model",
+        "test",
+        "--base-url",
+        &url,
+        "--max-iters",
+        "2",
+        "--json",
+        "--agent-timeout",
+        "1",
+    ];
+    a.extend(SMALL);
+    let r = env.run(&a, KEY);
+    let sum = ok_json(&r);
+    assert_eq!(sum["finished"], "max_iterations", "{sum}");
+    assert!(
+        r.stderr.contains("1 decision(s) for iteration 1 not used"),
+        "{}",
+        r.stderr
+    );
+    let (_, entries) = session_docs(&env.path("s.yaml"));
+    let decided: Vec<(u64, String)> = events(&entries, "decided")
+        .iter()
+        .map(|d| {
+            (
+                d["iteration"].as_u64().unwrap(),
+                d["by"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decided,
+        [(1, "auto".to_string()), (2, "script".to_string())]
+    );
 }

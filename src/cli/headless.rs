@@ -95,6 +95,18 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let res = drive(&mut d, &mut reviewer);
     let summary = summary(&d, &s.path);
     let failures = d.machine.agent_failures_total;
+    // Not every failure skips an iteration: the one that ends a session is asked again
+    // when it is continued.
+    let recorded = s
+        .log
+        .iter()
+        .flat_map(|l| l.entries.iter().map(|e| &e.event));
+    let skipped = recorded
+        .chain(&d.recent)
+        .filter(
+            |e| matches!(e, Event::Decided { by, decision: Decision::Skip, .. } if by == "auto"),
+        )
+        .count();
     let agent_failed = d
         .finished
         .clone()
@@ -124,7 +136,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         // Fewer than three in a row do not end the run, but the result is not the agent's
         // choice in those iterations.
         eprintln!(
-            "warning: the agent gave no valid proposal {failures} time(s) in this session; those iterations were skipped (agent_failed events in {})",
+            "warning: the agent gave no valid proposal {failures} time(s) in this session, and {skipped} iteration(s) were skipped for it (agent_failed events in {})",
             s.path.display()
         );
     }
@@ -181,6 +193,13 @@ fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
             let it = d.machine.iteration;
             if p.layers.is_empty() {
                 // No valid proposal: headless, the iteration is recorded as skipped.
+                let dropped = reviewer.drop_unanswerable(it);
+                if let (Some(f), true) = (reviewer.file(), dropped > 0) {
+                    eprintln!(
+                        "warning: {}: {dropped} decision(s) for iteration {it} not used: the agent gave no valid proposal, so it is skipped",
+                        f.display()
+                    );
+                }
                 d.feed(Event::Decided {
                     iteration: it,
                     by: "auto".into(),

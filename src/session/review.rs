@@ -51,17 +51,37 @@ impl HeadlessReviewer {
         })
     }
 
-    /// On resume: drop the scripted decisions the session file already recorded.
+    /// On resume: drop the scripted decisions the session file already recorded, and those
+    /// of iterations skipped for want of a valid proposal.
     pub fn skip_recorded<'a>(&mut self, recorded: impl IntoIterator<Item = &'a Event>) {
         for ev in recorded {
-            let scripted = match ev {
-                Event::Decided { by, .. } | Event::StopRequested { by } => by == "script",
-                _ => false,
-            };
-            if scripted {
-                self.script.pop_front();
+            match ev {
+                Event::Decided { by, .. } | Event::StopRequested { by } if by == "script" => {
+                    self.script.pop_front();
+                }
+                Event::Decided {
+                    by,
+                    iteration,
+                    decision: Decision::Skip,
+                } if by == "auto" => {
+                    self.drop_unanswerable(*iteration);
+                }
+                _ => {}
             }
         }
+    }
+
+    /// The agent gave iteration `iteration` no valid proposal, so it was skipped: the
+    /// decisions scripted for it have nothing to decide and are dropped (they stopped the
+    /// next review as "never used", and a resume the same way). Returns how many.
+    pub fn drop_unanswerable(&mut self, iteration: usize) -> usize {
+        let n = self
+            .script
+            .iter()
+            .take_while(|s| s.iteration == iteration)
+            .count();
+        self.script.drain(..n);
+        n
     }
 
     /// The decisions file, if any.
@@ -156,4 +176,46 @@ fn load(path: &Path) -> Result<VecDeque<Scripted>> {
         }
     }
     Ok(list.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // An iteration the agent left without a proposal is skipped; its scripted decisions
+    // go with it, live and on resume, so the next iteration's are used.
+    #[test]
+    fn decisions_of_a_skipped_iteration_are_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("d.yaml");
+        std::fs::write(
+            &f,
+            "- {iteration: 1, action: reject, feedback: no}\n- {iteration: 1, action: approve}\n- {iteration: 2, action: skip}\n",
+        )
+        .unwrap();
+        let mut live = HeadlessReviewer::new(Some(&f), false).unwrap();
+        assert_eq!(live.review(1).unwrap().0, "script");
+        assert_eq!(live.drop_unanswerable(1), 1);
+        assert_eq!(live.review(2).unwrap().1, Verdict::Decide(Decision::Skip));
+        let recorded = [
+            Event::Decided {
+                iteration: 1,
+                by: "script".into(),
+                decision: Decision::Reject {
+                    feedback: "no".into(),
+                },
+            },
+            Event::Decided {
+                iteration: 1,
+                by: "auto".into(),
+                decision: Decision::Skip,
+            },
+        ];
+        let mut resumed = HeadlessReviewer::new(Some(&f), false).unwrap();
+        resumed.skip_recorded(&recorded);
+        assert_eq!(
+            resumed.review(2).unwrap().1,
+            Verdict::Decide(Decision::Skip)
+        );
+    }
 }
