@@ -510,6 +510,31 @@ fn a_rejected_max_tokens_is_sent_as_max_completion_tokens() {
     }
 }
 
+/// A 400 about the limit's value, not its name, keeps the name: it used to switch to
+/// `max_completion_tokens` for the rest of the session.
+#[test]
+fn a_max_tokens_value_error_keeps_the_field_name() {
+    let server = ScriptedServer::start(vec![
+        Scripted::error(
+            400,
+            "max_tokens is too large: 100000. This model supports at most 4096 completion tokens.",
+        ),
+        Scripted::openai(&good(0.35), 1, 1),
+    ]);
+    let mut cfg = config(Backend::OpenAi, &server.url());
+    cfg.max_tokens = Some(100000);
+    let mut a = LlmAgent::new(LlmClient::new(cfg).unwrap(), Templates::builtin()).unwrap();
+    a.propose(&AgentContext::example()).unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    for r in &reqs {
+        assert_eq!(r.body["max_tokens"], 100000, "{}", r.body);
+        assert!(r.body.get("max_completion_tokens").is_none());
+    }
+    // The retry was the one without response_format, which such a 400 cannot rule out.
+    assert!(reqs[1].body.get("response_format").is_none());
+}
+
 /// Content as a list of parts (Mistral's reasoning models): the text parts are the reply.
 #[test]
 fn openai_content_as_a_list_of_parts_is_read() {
@@ -631,6 +656,39 @@ fn a_base_url_with_credentials_is_refused_without_echoing_them() {
         );
         assert!(!msg.contains("SECRET") && !msg.contains("alice"), "{msg}");
     }
+}
+
+/// A query or fragment in the base URL: its key went into the session header, and the
+/// endpoint was requested as `/v1?api-key=.../v1/chat/completions`. Refused without
+/// echoing the query (`run` refuses it before writing anything: tests/cli_errors.rs).
+#[test]
+fn a_base_url_with_a_query_or_fragment_is_refused() {
+    for url in [
+        "http://127.0.0.1:9/v1?api-key=sk-SECRET-1",
+        "http://127.0.0.1:9/#SECRET",
+    ] {
+        let mut cfg = config(Backend::OpenAi, url);
+        cfg.api_key = None;
+        let msg = format!("{:#}", LlmClient::new(cfg).unwrap_err());
+        assert!(
+            msg.contains("a query (?...) or fragment (#...) is not taken"),
+            "{msg}"
+        );
+        assert!(!msg.contains("SECRET"), "{msg}");
+    }
+}
+
+/// A key with a control character was left out of every request without a word.
+#[test]
+fn a_key_a_header_cannot_carry_is_refused_by_position() {
+    let mut cfg = config(Backend::OpenAi, "http://127.0.0.1:9");
+    cfg.api_key = Some(ApiKey::new("sk-SECRET-\u{1}123"));
+    let msg = format!("{:#}", LlmClient::new(cfg).unwrap_err());
+    assert!(
+        msg.contains("OPENAI_API_KEY: character 11 of the key is not printable ASCII"),
+        "{msg}"
+    );
+    assert!(!msg.contains("SECRET"), "{msg}");
 }
 
 /// Any key, however short, is redacted from what the server echoes.

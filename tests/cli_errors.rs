@@ -758,3 +758,38 @@ fn calibration_flags_without_their_calibration_are_refused() {
         stderr(&o)
     );
 }
+
+// A --base-url with a query or fragment is refused before any file is written: its key
+// went into the session header (and the endpoint was appended after the query).
+#[test]
+fn a_base_url_query_is_refused_before_the_session_file() {
+    for url in [
+        "http://127.0.0.1:9/v1?api-key=sk-SECRET-1",
+        "http://127.0.0.1:9/#SECRET",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("s.yaml");
+        let o = arborist(
+            &[
+                "run",
+                "--headless",
+                "--auto-approve",
+                "--agent",
+                "openai",
+                "--agent-model",
+                "m",
+                "--base-url",
+                url,
+                "--session",
+                &p(&s),
+            ],
+            &[],
+        );
+        assert_one_line_error(
+            &o,
+            &["--base-url: a query (?...) or fragment (#...) is not taken"],
+        );
+        assert!(!stderr(&o).contains("SECRET"), "{}", stderr(&o));
+        assert!(!s.exists());
+    }
+}

@@ -75,6 +75,39 @@ impl fmt::Debug for LlmClient {
     }
 }
 
+/// The server's base URL as requests are built from it (without a trailing `/` or `/v1`),
+/// or why it cannot be one. It is recorded in the session header and named in errors, so
+/// it must not carry a secret (the message names it without its user part); the endpoint
+/// path is appended to it, so it takes no query or fragment (a query's key went into the
+/// header, and the path was appended after the query).
+pub fn base_url(raw: &str, env_key: &str) -> Result<String> {
+    let base = raw.trim().trim_end_matches('/');
+    let base = base.strip_suffix("/v1").unwrap_or(base).to_string();
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        bail!("--base-url {raw}: expected an http:// or https:// URL");
+    }
+    if let Ok(mut url) = reqwest::Url::parse(&base) {
+        if !url.username().is_empty() || url.password().is_some() {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            bail!(
+                "--base-url {url}: the URL holds credentials (user:password@), which would be \
+                 written to the session file; pass the key in {env_key} instead"
+            );
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            url.set_query(None);
+            url.set_fragment(None);
+            bail!(
+                "--base-url: a query (?...) or fragment (#...) is not taken: the endpoint's path \
+                 is appended to the URL, which is written to the session file; pass {url} \
+                 and any key in {env_key}"
+            );
+        }
+    }
+    Ok(base)
+}
+
 impl LlmClient {
     pub fn new(cfg: LlmConfig) -> Result<LlmClient> {
         let b = cfg.backend;
@@ -89,21 +122,19 @@ impl LlmClient {
             );
         }
         let raw = cfg.base_url.as_deref().unwrap_or(b.default_base_url());
-        let base = raw.trim().trim_end_matches('/');
-        let base = base.strip_suffix("/v1").unwrap_or(base).to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            bail!("--base-url {raw}: expected an http:// or https:// URL");
-        }
-        // The URL is recorded in the session header and named in errors, so it must not
-        // carry a secret; the message names it without its user part.
-        if let Ok(mut url) = reqwest::Url::parse(&base) {
-            if !url.username().is_empty() || url.password().is_some() {
-                let _ = url.set_username("");
-                let _ = url.set_password(None);
+        let base = base_url(raw, b.env_key())?;
+        // A key a header cannot carry was left out of every request, unsaid (the server
+        // then answered 401 without saying why). Named by position, never shown.
+        if let Some(k) = &cfg.api_key {
+            if let Some(i) = k
+                .expose()
+                .chars()
+                .position(|c| !(c == '\t' || (' '..='~').contains(&c)))
+            {
                 bail!(
-                    "--base-url {url}: the URL holds credentials (user:password@), which would be \
-                     written to the session file; pass the key in {} instead",
-                    b.env_key()
+                    "{}: character {} of the key is not printable ASCII, which an HTTP header cannot carry (a stray control character or quote from how it was set?)",
+                    b.env_key(),
+                    i + 1
                 );
             }
         }

@@ -39,8 +39,21 @@ pub(super) async fn chat(
         // A server that reads the other name of the reply limit: OpenAI's reasoning models
         // refuse `max_tokens`, and servers that predate `max_completion_tokens` do not
         // know it.
+        // Only a rejection of the field itself: "max_tokens is too large" is about its value
+        // and once switched the name for the rest of the session.
+        let refused_field = ["unsupported", "not supported", "unknown", "unrecognized"]
+            .iter()
+            .chain(&[
+                "unexpected",
+                "not permitted",
+                "not allowed",
+                "instead",
+                "extra",
+            ])
+            .any(|w| lower.contains(w));
         if c.cfg.max_tokens.is_some()
             && !tried_limit_field
+            && refused_field
             && (lower.contains("max_tokens") || lower.contains("max_completion_tokens"))
         {
             tried_limit_field = true;
@@ -63,11 +76,19 @@ pub(super) async fn chat(
             if named {
                 c.schema_off.store(true, Ordering::Relaxed);
             }
-            tracing::warn!(
-                "openai: server rejected the request with response_format (HTTP {status}: {}); retrying without it{}",
-                c.scrub(&message),
-                if named { " for the rest of the session" } else { "" }
-            );
+            // Said as what is known: a rejection that does not name response_format may be
+            // about anything (the context length), and this retry only rules it out.
+            if named {
+                tracing::warn!(
+                    "openai: server rejected response_format (HTTP {status}: {}); sending requests without it for the rest of the session",
+                    c.scrub(&message)
+                );
+            } else {
+                tracing::warn!(
+                    "openai: server rejected the request (HTTP {status}: {}); trying it once more without response_format, in case the server does not support it",
+                    c.scrub(&message)
+                );
+            }
             schema = None;
             continue;
         }
