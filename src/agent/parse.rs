@@ -81,7 +81,7 @@ fn answer_part(text: &str) -> Option<&str> {
 }
 
 /// [`extract`], with the object's own text (to read `layers` again in its written order).
-fn extract_with_text(text: &str) -> Result<(Value, &str), String> {
+fn extract_with_text(text: &str) -> Result<(Value, std::borrow::Cow<'_, str>), String> {
     let Some(text) = answer_part(text) else {
         return Err(
             "reply: the reasoning block (<think>) is never closed, so there is no answer after it (cut off at the token limit? see --agent-max-tokens)"
@@ -97,9 +97,17 @@ fn extract_with_text(text: &str) -> Result<(Value, &str), String> {
         };
         let candidate = &text[start..end];
         match serde_json::from_str::<Value>(candidate) {
-            Ok(v) if v.get("layers").is_some() => return Ok((v, candidate)),
+            Ok(v) if v.get("layers").is_some() => return Ok((v, candidate.into())),
             Ok(_) => {}
             Err(e) if broken.is_none() && candidate.contains("\"layers\"") => {
+                // A number JSON cannot hold (1e400) is made a string naming it, so that
+                // its layer reports it and the others are still checked.
+                let quoted = quote_out_of_range(candidate);
+                if let Ok(v) = serde_json::from_str::<Value>(&quoted) {
+                    if v.get("layers").is_some() {
+                        return Ok((v, quoted.into()));
+                    }
+                }
                 broken = Some(e.to_string());
             }
             Err(_) => {}
@@ -114,6 +122,41 @@ fn extract_with_text(text: &str) -> Result<(Value, &str), String> {
                 .into()
         }
     })
+}
+
+/// `json` with every number outside f64's range written as the string "N (out of range)".
+fn quote_out_of_range(json: &str) -> String {
+    let b = json.as_bytes();
+    let (mut out, mut copied) = (String::with_capacity(json.len()), 0);
+    let (mut i, mut in_str, mut esc) = (0, false, false);
+    while i < b.len() {
+        let c = b[i];
+        i += 1;
+        if in_str {
+            match c {
+                _ if esc => esc = false,
+                b'\\' => esc = true,
+                b'"' => in_str = false,
+                _ => {}
+            }
+        } else if c == b'"' {
+            in_str = true;
+        } else if c == b'-' || c.is_ascii_digit() {
+            let start = i - 1;
+            let end = (start..b.len())
+                .find(|&j| !matches!(b[j], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                .unwrap_or(b.len());
+            let num = &json[start..end];
+            if num.parse::<f64>().is_ok_and(f64::is_infinite) {
+                out.push_str(&json[copied..start]);
+                out.push_str(&format!("\"{num} (out of range)\""));
+                copied = end;
+            }
+            i = end;
+        }
+    }
+    out.push_str(&json[copied..]);
+    out
 }
 
 /// End (exclusive) of the bracketed value opening at `start`, skipping brackets in strings.
@@ -191,7 +234,7 @@ fn read(text: &str) -> Result<(Vec<Item>, String), Vec<String>> {
         // {"layers": {"model.layers.0.mlp.up_proj": 0.3}} is unambiguous enough to accept.
         // Read again as written: a map keeps one value of a repeated name, silently.
         Value::Object(m) => {
-            owned = written_pairs(written).unwrap_or_else(|| {
+            owned = written_pairs(&written).unwrap_or_else(|| {
                 // Not readable as written (a repeated top-level "layers"): as parsed.
                 m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
             });
@@ -212,7 +255,8 @@ fn read(text: &str) -> Result<(Vec<Item>, String), Vec<String>> {
         .map(|(name, sp)| {
             let sparsity = match sp {
                 Some(Value::Number(n)) => n.as_f64(),
-                Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+                // A number written as a string ("0.35") is read as that number.
+                Some(Value::String(s)) => s.trim().parse::<f64>().ok().filter(|v| v.is_finite()),
                 _ => None,
             };
             Item {

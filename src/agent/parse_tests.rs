@@ -165,15 +165,27 @@ fn a_non_numeric_sparsity_is_reported_with_every_other_problem() {
     }
 }
 
-/// serde_json cannot hold 1e400: the problem says so instead of "no JSON object".
+/// serde_json cannot hold 1e400: its layer says so, and the other layers are still
+/// checked (the whole reply was "not valid JSON", hiding them).
 #[test]
-fn a_number_out_of_range_is_named() {
-    let text =
-        format!(r#"{{"layers": [{{"name": "{UP0}", "sparsity": 1e400}}], "reasoning": ""}}"#);
+fn a_number_out_of_range_is_named_at_its_layer() {
+    let text = format!(
+        r#"{{"layers": [{{"name": "{UP0}", "sparsity": 1e400}}, {{"name": "ghost", "sparsity": 0.05}}], "reasoning": "é → 1e999 in a string stays"}}"#
+    );
     let e = parse_and_validate(&text, &AgentContext::example()).unwrap_err();
-    assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].contains("number out of range"), "{e:?}");
-    assert!(!e[0].contains("no JSON object"), "{e:?}");
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].contains(UP0.trim_start_matches("model."))
+            && e[0].contains("\"1e400 (out of range)\""),
+        "{e:?}"
+    );
+    assert!(e[1].starts_with("ghost"), "{e:?}");
+    assert!(!e.iter().any(|l| l.contains("no JSON object")), "{e:?}");
+    // Text in strings is untouched, non-ASCII included.
+    assert_eq!(
+        quote_out_of_range(r#"{"a": "é 1e999", "b": -2e308, "c": 1.5}"#),
+        r#"{"a": "é 1e999", "b": "-2e308 (out of range)", "c": 1.5}"#
+    );
 }
 
 /// Wanda reaches 0.046875 for a 0.05 target; the prompt shows it to 6 decimals. The shown
