@@ -554,15 +554,21 @@ fn a_key_echoed_in_a_reply_never_reaches_the_session_file() {
     assert_no_key(&env, &r);
 }
 
+/// A server that hangs on the first proposal (8 s, past a 1 s --agent-timeout), then
+/// proposes `down(2)` at 0.05 and reflects.
+fn hang_then_answer() -> ScriptedServer {
+    let p = proposal(&[(down(2), 0.05)], "after the hang");
+    ScriptedServer::start(vec![
+        Scripted::hang(std::time::Duration::from_secs(8)),
+        Scripted::openai(&p, 5, 2),
+        Scripted::openai("fine", 5, 2),
+    ])
+}
+
 #[test]
 fn a_server_that_hangs_past_the_timeout_costs_one_skipped_iteration() {
     let env = Env::new();
-    let p1 = proposal(&[(down(2), 0.05)], "after the hang");
-    let server = ScriptedServer::start(vec![
-        Scripted::hang(std::time::Duration::from_secs(8)),
-        Scripted::openai(&p1, 5, 2),
-        Scripted::openai("fine", 5, 2),
-    ]);
+    let server = hang_then_answer();
     let s = env.path("s.yaml");
     let r = env.session_with(&server, &s, "2", &["--agent-timeout", "1"]);
     let sum = ok_json(&r);
@@ -594,12 +600,7 @@ fn a_server_that_hangs_past_the_timeout_costs_one_skipped_iteration() {
 #[test]
 fn a_skipped_iteration_drops_its_scripted_decisions() {
     let env = Env::new();
-    let p2 = proposal(&[(down(2), 0.05)], "after the hang");
-    let server = ScriptedServer::start(vec![
-        Scripted::hang(std::time::Duration::from_secs(8)),
-        Scripted::openai(&p2, 5, 2),
-        Scripted::openai("fine", 5, 2),
-    ]);
+    let server = hang_then_answer();
     let dec = env.path("d.yaml");
     std::fs::write(
         &dec,

@@ -124,36 +124,53 @@ fn extract_with_text(text: &str) -> Result<(Value, std::borrow::Cow<'_, str>), S
     })
 }
 
+/// Whether JSON text is inside a string, byte by byte (escaped quotes stay inside).
+#[derive(Default)]
+struct InString {
+    on: bool,
+    escaped: bool,
+}
+
+impl InString {
+    /// Takes the next byte; true when it belongs to a string, its quotes included.
+    fn step(&mut self, c: u8) -> bool {
+        if self.on {
+            match c {
+                _ if self.escaped => self.escaped = false,
+                b'\\' => self.escaped = true,
+                b'"' => self.on = false,
+                _ => {}
+            }
+            true
+        } else {
+            self.on = c == b'"';
+            self.on
+        }
+    }
+}
+
 /// `json` with every number outside f64's range written as the string "N (out of range)".
 fn quote_out_of_range(json: &str) -> String {
     let b = json.as_bytes();
     let (mut out, mut copied) = (String::with_capacity(json.len()), 0);
-    let (mut i, mut in_str, mut esc) = (0, false, false);
+    let (mut i, mut string) = (0, InString::default());
     while i < b.len() {
         let c = b[i];
         i += 1;
-        if in_str {
-            match c {
-                _ if esc => esc = false,
-                b'\\' => esc = true,
-                b'"' => in_str = false,
-                _ => {}
-            }
-        } else if c == b'"' {
-            in_str = true;
-        } else if c == b'-' || c.is_ascii_digit() {
-            let start = i - 1;
-            let end = (start..b.len())
-                .find(|&j| !matches!(b[j], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
-                .unwrap_or(b.len());
-            let num = &json[start..end];
-            if num.parse::<f64>().is_ok_and(f64::is_infinite) {
-                out.push_str(&json[copied..start]);
-                out.push_str(&format!("\"{num} (out of range)\""));
-                copied = end;
-            }
-            i = end;
+        if string.step(c) || !(c == b'-' || c.is_ascii_digit()) {
+            continue;
         }
+        let start = i - 1;
+        let end = (start..b.len())
+            .find(|&j| !matches!(b[j], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+            .unwrap_or(b.len());
+        let num = &json[start..end];
+        if num.parse::<f64>().is_ok_and(f64::is_infinite) {
+            out.push_str(&json[copied..start]);
+            out.push_str(&format!("\"{num} (out of range)\""));
+            copied = end;
+        }
+        i = end;
     }
     out.push_str(&json[copied..]);
     out
@@ -161,19 +178,12 @@ fn quote_out_of_range(json: &str) -> String {
 
 /// End (exclusive) of the bracketed value opening at `start`, skipping brackets in strings.
 fn balanced_end(b: &[u8], start: usize) -> Option<usize> {
-    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    let (mut depth, mut string) = (0usize, InString::default());
     for (i, &c) in b.iter().enumerate().skip(start) {
-        if in_str {
-            match c {
-                _ if esc => esc = false,
-                b'\\' => esc = true,
-                b'"' => in_str = false,
-                _ => {}
-            }
+        if string.step(c) {
             continue;
         }
         match c {
-            b'"' => in_str = true,
             b'{' | b'[' => depth += 1,
             b'}' | b']' => {
                 depth = depth.checked_sub(1)?;
