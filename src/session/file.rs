@@ -255,9 +255,6 @@ impl SessionLog {
     }
 }
 
-/// Read a session file. A last document that is incomplete (a crash mid-write) is
-/// reported as torn and dropped; a bad document elsewhere, or an incomplete header, is an
-/// error naming it.
 /// A device or a pipe (`/dev/zero`) read as a session grew without end or hung: refused.
 fn regular_file(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path)
@@ -271,6 +268,9 @@ fn regular_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Read a session file. A last document that is incomplete (a crash mid-write) is
+/// reported as torn and dropped; a bad document elsewhere, or an incomplete header, is an
+/// error naming it.
 pub fn read(path: &Path) -> Result<SessionLog> {
     regular_file(path)?;
     let bytes =
