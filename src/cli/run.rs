@@ -120,7 +120,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub stream_layers: bool,
     /// Session file (default sessions/<unix seconds>-<model>.yaml, numbered -2, -3, ... when
-    /// one of that second exists).
+    /// one of that second exists or another run has claimed it).
     #[arg(long)]
     pub session: Option<PathBuf>,
     /// Continue the session in --session where it stopped (its header's options; only
