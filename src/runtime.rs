@@ -313,10 +313,6 @@ mod parallelism_tests {
 /// Entries of `parent` named `PREFIX<pid>` whose process no longer runs: temporaries a
 /// killed process left. Empty where /proc cannot tell.
 pub fn dead_process_leftovers(parent: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
-    let proc = std::path::Path::new("/proc");
-    if !proc.join("self").exists() {
-        return vec![];
-    }
     let Ok(entries) = std::fs::read_dir(parent) else {
         return vec![];
     };
@@ -325,9 +321,15 @@ pub fn dead_process_leftovers(parent: &std::path::Path, prefix: &str) -> Vec<std
         .filter_map(|e| {
             let name = e.file_name();
             let pid = name.to_str()?.strip_prefix(prefix)?.parse::<u32>().ok()?;
-            (!proc.join(pid.to_string()).exists()).then(|| e.path())
+            process_gone(pid).then(|| e.path())
         })
         .collect()
+}
+
+/// Whether process `pid` no longer runs; false where /proc cannot tell.
+pub fn process_gone(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    proc.join("self").exists() && !proc.join(pid.to_string()).exists()
 }
 
 /// The executable this process runs, for spawning a child of the same build. On Linux

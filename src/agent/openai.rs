@@ -13,6 +13,19 @@ use super::text::{one_line, MAX_SHOWN};
 
 const PATH: &str = "/v1/chat/completions";
 
+/// Words of a 400 that refuses a field itself, not its value.
+const REFUSED_FIELD: [&str; 9] = [
+    "unsupported",
+    "not supported",
+    "unknown",
+    "unrecognized",
+    "unexpected",
+    "not permitted",
+    "not allowed",
+    "instead",
+    "extra",
+];
+
 pub(super) async fn chat(
     c: &LlmClient,
     system: &str,
@@ -41,16 +54,7 @@ pub(super) async fn chat(
         // know it.
         // Only a rejection of the field itself: "max_tokens is too large" is about its value
         // and once switched the name for the rest of the session.
-        let refused_field = ["unsupported", "not supported", "unknown", "unrecognized"]
-            .iter()
-            .chain(&[
-                "unexpected",
-                "not permitted",
-                "not allowed",
-                "instead",
-                "extra",
-            ])
-            .any(|w| lower.contains(w));
+        let refused_field = REFUSED_FIELD.iter().any(|w| lower.contains(w));
         if c.cfg.max_tokens.is_some()
             && !tried_limit_field
             && refused_field

@@ -451,12 +451,10 @@ fn check(o: &RunOptions) -> Result<()> {
         }
     }
     // Checked before any file is written (the session header records the URL).
+    // (`builtin` with a URL was refused above.)
     if let Some(u) = &o.agent.base_url {
-        let key = match o.agent.backend.as_str() {
-            "anthropic" => crate::agent::Backend::Anthropic,
-            _ => crate::agent::Backend::OpenAi,
-        };
-        crate::agent::llm::base_url(u, key.env_key())?;
+        let backend: crate::agent::Backend = o.agent.backend.parse()?;
+        crate::agent::llm::base_url(u, backend.env_key())?;
     }
     if o.agent.timeout_s == Some(0) {
         bail!("--agent-timeout 0: must be at least 1 second (every request would time out)");

@@ -31,14 +31,13 @@ fn marker(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.reserved"))
 }
 
-/// Whether the process that wrote a claim still runs (true where /proc cannot tell, or
-/// the claim is unreadable: it is then left alone).
-fn claim_is_live(marker: &Path) -> bool {
-    let proc = Path::new("/proc");
-    match std::fs::read_to_string(marker).map(|s| s.trim().parse::<u32>()) {
-        Ok(Ok(pid)) if proc.join("self").exists() => proc.join(pid.to_string()).exists(),
-        _ => true,
-    }
+/// Whether the process that wrote a claim is gone (false where /proc cannot tell, or the
+/// claim is unreadable: it is then left alone).
+fn claim_is_stale(marker: &Path) -> bool {
+    std::fs::read_to_string(marker)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .is_some_and(crate::runtime::process_gone)
 }
 
 /// The first of `dir/STEM.yaml`, `dir/STEM-2.yaml`, ... that no file takes and no live
@@ -56,23 +55,23 @@ pub fn claim(dir: &Path, stem: &str) -> Result<(PathBuf, Reservation)> {
         }
         let m = marker(&path);
         // A claim left by a killed run is taken over; a live one is passed by.
-        if m.exists() && !claim_is_live(&m) {
+        if m.exists() && claim_is_stale(&m) {
             let _ = std::fs::remove_file(&m);
         }
         match OpenOptions::new().write(true).create_new(true).open(&m) {
             Ok(mut f) => {
+                // Held from here, so a failed write or a lost race removes the marker.
+                let mut r = Reservation {
+                    marker: m,
+                    made_dir: None,
+                };
                 f.write_all(std::process::id().to_string().as_bytes())
-                    .with_context(|| format!("cannot write {}", m.display()))?;
+                    .with_context(|| format!("cannot write {}", r.marker.display()))?;
                 // Created between the check and the claim: it is someone else's.
                 if path.exists() {
-                    drop(f);
-                    let _ = std::fs::remove_file(&m);
                     continue;
                 }
-                let r = Reservation {
-                    marker: m,
-                    made_dir,
-                };
+                r.made_dir = made_dir;
                 return Ok((path, r));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
