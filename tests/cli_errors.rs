@@ -717,7 +717,8 @@ fn calibration_flags_without_their_calibration_are_refused() {
         (
             &profile,
             &["--seed", "3"],
-            "--seed draws random calibration windows: it needs --calib-sample random".into(),
+            "--seed draws random calibration windows: it needs --calib-sample random or documents"
+                .into(),
         ),
     ];
     for (base, extra, want) in cases {

@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
-use crate::data::{read_text, Windows};
+use crate::data::Windows;
 use crate::model::LoadedModel;
 
 #[derive(Debug, Clone, Copy, ValueEnum, serde::Serialize)]
@@ -12,20 +12,33 @@ use crate::model::LoadedModel;
 pub enum Sample {
     /// The first K non-overlapping windows (deterministic).
     Sequential,
-    /// K windows at seeded random offsets, as Wanda samples.
+    /// K windows at seeded random offsets into the whole text.
     Random,
+    /// K windows drawn from JSON-lines documents (C4's json.gz) as Wanda's and SparseGPT's
+    /// get_c4 draws them, with Python's generator: the same windows for the same seed.
+    Documents,
+}
+
+impl Sample {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sample::Sequential => "sequential",
+            Sample::Random => "random",
+            Sample::Documents => "documents",
+        }
+    }
 }
 
 /// Said wherever a seed would draw nothing (sequential windows).
 pub const SEED_NEEDS_RANDOM: &str =
-    "--seed draws random calibration windows: it needs --calib-sample random";
+    "--seed draws random calibration windows: it needs --calib-sample random or documents";
 
 /// Wanda's and SparseGPT's `nsamples`.
 const DEFAULT_CALIB_WINDOWS: usize = 128;
 
 #[derive(Args, Debug, Clone)]
 pub struct CalibArgs {
-    /// Calibration text (UTF-8).
+    /// Calibration text (UTF-8), or JSON-lines documents (C4's json.gz) for --calib-sample documents.
     #[arg(long)]
     pub calib: Option<PathBuf>,
     /// Tokens per window (default: 2048, capped at the model's max_position_embeddings).
@@ -37,7 +50,7 @@ pub struct CalibArgs {
     /// How windows are taken from the text [default: sequential].
     #[arg(long, value_enum)]
     pub calib_sample: Option<Sample>,
-    /// Seed of --calib-sample random [default: 0].
+    /// Seed of --calib-sample random or documents [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
 }
@@ -56,7 +69,7 @@ impl CalibArgs {
                 bail!("{flag} tunes the calibration windows: it needs --calib FILE");
             }
         }
-        if self.seed.is_some() && !matches!(self.sample(), Sample::Random) {
+        if self.seed.is_some() && matches!(self.sample(), Sample::Sequential) {
             bail!(SEED_NEEDS_RANDOM);
         }
         Ok(())
@@ -68,6 +81,13 @@ impl CalibArgs {
 
     fn seed(&self) -> u64 {
         self.seed.unwrap_or(0)
+    }
+
+    /// The sample's name, and the seed when the sample draws at random.
+    pub fn sample_and_seed(&self) -> (Option<String>, Option<u64>) {
+        let sample = self.sample();
+        let seed = (!matches!(sample, Sample::Sequential)).then(|| self.seed());
+        (Some(sample.name().to_string()), seed)
     }
 
     pub fn seqlen(&self, m: &LoadedModel) -> usize {
@@ -85,13 +105,15 @@ impl CalibArgs {
             count,
             "calibration needs at least one window",
         )?;
-        let ids = m.encode(&read_text(path)?)?;
         let name = path.display().to_string();
         let seqlen = super::seqlen_warned(self.seqlen, m);
-        let w = match self.sample() {
-            Sample::Sequential => Windows::sequential(&ids, seqlen, Some(count), &name)?,
-            Sample::Random => Windows::random(&ids, seqlen, count, self.seed(), &name)?,
-        };
+        let w = crate::data::documents::calibration_windows(
+            path,
+            self.sample().name(),
+            (seqlen, count, self.seed()),
+            |t| m.encode(t),
+            |t| m.encode_document(t),
+        )?;
         // Said when asked for: the default of 128 is more than most small texts hold.
         w.warn_if_fewer("--calib-windows", self.calib_windows, &name);
         Ok(Some(w))

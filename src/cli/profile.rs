@@ -50,7 +50,8 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         windows: grad_windows,
         average: a.grad_average,
     };
-    let p = crate::profile::compute(&m.decoder, &w, grads, a.batch, &name)?;
+    let mut p = crate::profile::compute(&m.decoder, &w, grads, a.batch, &name)?;
+    (p.protocol.calib_sample, p.protocol.seed) = a.calib.sample_and_seed();
     if a.json {
         println!("{}", serde_json::to_string(&p)?);
         return Ok(());
@@ -66,10 +67,15 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         );
     }
     eprintln!(
-        "protocol: {} windows of {} tokens from {} ({} for gradients, G {}), {}",
+        "protocol: {} windows of {} tokens from {} ({}{}; {} for gradients, G {}), {}",
         p.protocol.calib_windows,
         p.protocol.seqlen,
         p.protocol.calib,
+        p.protocol.calib_sample.as_deref().unwrap_or("sequential"),
+        p.protocol
+            .seed
+            .map(|s| format!(", seed {s}"))
+            .unwrap_or_default(),
         p.protocol.grad_windows,
         p.protocol.grad_average,
         p.protocol.dtype

@@ -96,10 +96,10 @@ pub struct RunArgs {
     /// Evaluation windows [default: 16].
     #[arg(long)]
     pub eval_windows: Option<usize>,
-    /// sequential or random [default: sequential].
+    /// sequential, random or documents (JSON lines such as C4's json.gz, drawn as Wanda's get_c4 draws) [default: sequential].
     #[arg(long)]
     pub calib_sample: Option<String>,
-    /// Seed of --calib-sample random [default: 0].
+    /// Seed of --calib-sample random or documents [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
     /// Calibration windows (the first ones) for the gradient score [default: 4].
@@ -262,7 +262,7 @@ impl RunArgs {
             bail!("--probe-file and --probe-limit need --probe freebaseqa|mmlu");
         }
         // From the flag or the config: a seed that draws nothing would be recorded as if it had.
-        if o.seed != 0 && o.calib_sample != "random" {
+        if o.seed != 0 && o.calib_sample == "sequential" {
             bail!(super::calib::SEED_NEEDS_RANDOM);
         }
         if self.mmlu_prompt.is_some() && o.probe.as_ref().is_none_or(|p| p.kind != "mmlu") {
@@ -462,9 +462,12 @@ fn check(o: &RunOptions) -> Result<()> {
     if o.agent.max_tokens == Some(0) {
         bail!("--agent-max-tokens 0: must be at least 1 (no reply could hold a proposal)");
     }
-    if !matches!(o.calib_sample.as_str(), "sequential" | "random") {
+    if !matches!(
+        o.calib_sample.as_str(),
+        "sequential" | "random" | "documents"
+    ) {
         bail!(
-            "--calib-sample {} is unknown (sequential or random)",
+            "--calib-sample {} is unknown (sequential, random or documents)",
             o.calib_sample
         );
     }

@@ -93,9 +93,19 @@ impl LoadedModel {
 
     /// Tokenize without special tokens (the perplexity protocol of Wanda and SparseGPT).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, false)
+    }
+
+    /// `text` as the Hugging Face tokenizer encodes it by default, special tokens included
+    /// (Llama's BOS): how Wanda and SparseGPT tokenize each calibration document.
+    pub fn encode_document(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, true)
+    }
+
+    fn encode_with(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         let enc = self
             .tokenizer
-            .encode(text, false)
+            .encode(text, special)
             .map_err(|e| anyhow!("tokenizer {} failed: {e}", self.files.tokenizer.display()))?;
         let ids = enc.get_ids().to_vec();
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {

@@ -75,6 +75,12 @@ impl std::str::FromStr for GradAverage {
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfileProtocol {
     pub calib: String,
+    /// How the windows were taken (`--calib-sample`) and the seed of a random draw; set by
+    /// the `profile` command, which alone knows (a session records them in its header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calib_sample: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     pub seqlen: usize,
     pub calib_windows: usize,
     pub grad_windows: usize,
@@ -389,6 +395,8 @@ pub fn compute_from(
     let profile = Profile {
         protocol: ProfileProtocol {
             calib: calib_name.to_string(),
+            calib_sample: None,
+            seed: None,
             seqlen: calib.seqlen,
             calib_windows: calib.len(),
             grad_windows: gw,

@@ -79,7 +79,7 @@ pub struct RunOptions {
     pub seqlen: Option<usize>,
     pub calib_windows: usize,
     pub eval_windows: usize,
-    /// sequential or random.
+    /// sequential, random or documents.
     pub calib_sample: String,
     pub seed: u64,
     pub grad_windows: usize,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::engine::Probe;
 use super::{spawn, Engine, EngineConfig, Msg, Workers};
 use crate::agent::{builtin::BuiltinAgent, Agent, LlmAgent, LlmClient, LlmConfig, Templates};
-use crate::data::{read_ppl_text, read_text, Windows};
+use crate::data::{read_ppl_text, Windows};
 use crate::model::{LoadedModel, ModelFiles};
 use crate::session::{ProbeSpec, RunOptions};
 
@@ -28,23 +28,25 @@ pub fn text_path(spec: &Option<String>, flag: &str, opts: &RunOptions) -> Result
     data_path(spec, &format!("{flag}.txt"), &format!("{flag} FILE"), opts)
 }
 
-fn windows(
+/// The calibration windows as the session's options say (`--calib-sample`, `--seed`).
+fn calib_windows(
     m: &LoadedModel,
     path: &std::path::Path,
-    text: &str,
     seqlen: usize,
-    (flag, count): (&str, usize),
     opts: &RunOptions,
-    random: bool,
 ) -> Result<Windows> {
-    let ids = m.encode(text)?;
-    let name = path.display().to_string();
-    let w = if random {
-        Windows::random(&ids, seqlen, count, opts.seed, &name)?
-    } else {
-        Windows::sequential(&ids, seqlen, Some(count), &name)?
-    };
-    w.warn_if_fewer(flag, Some(count), &name);
+    let w = crate::data::documents::calibration_windows(
+        path,
+        &opts.calib_sample,
+        (seqlen, opts.calib_windows, opts.seed),
+        |t| m.encode(t),
+        |t| m.encode_document(t),
+    )?;
+    w.warn_if_fewer(
+        "--calib-windows",
+        Some(opts.calib_windows),
+        &path.display().to_string(),
+    );
     Ok(w)
 }
 
@@ -64,27 +66,13 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
     }
     let calib_path = text_path(&opts.calib, "calib", opts)?;
     let eval_path = text_path(&opts.eval, "eval", opts)?;
-    let calib = windows(
-        &m,
-        &calib_path,
-        &read_text(&calib_path)?,
-        seqlen,
-        ("--calib-windows", opts.calib_windows),
-        opts,
-        opts.calib_sample == "random",
-    )?;
+    let calib = calib_windows(&m, &calib_path, seqlen, opts)?;
     crate::profile::warn_if_fewer_grad_windows(&calib, Some(opts.grad_windows));
     // Evaluation text is read as `eval --ppl` reads it (wikitext parquet too).
-    let eval_text = read_ppl_text(&eval_path)?;
-    let eval = windows(
-        &m,
-        &eval_path,
-        &eval_text,
-        seqlen,
-        ("--eval-windows", opts.eval_windows),
-        opts,
-        false,
-    )?;
+    let eval_name = eval_path.display().to_string();
+    let eval_ids = m.encode(&read_ppl_text(&eval_path)?)?;
+    let eval = Windows::sequential(&eval_ids, seqlen, Some(opts.eval_windows), &eval_name)?;
+    eval.warn_if_fewer("--eval-windows", Some(opts.eval_windows), &eval_name);
     let probe = match &opts.probe {
         Some(p) => Some(load_probe(p, opts)?),
         None => None,
@@ -95,7 +83,7 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
             calib,
             calib_name: calib_path.display().to_string(),
             eval,
-            eval_name: eval_path.display().to_string(),
+            eval_name,
             grads: crate::profile::GradSpec {
                 windows: opts.grad_windows,
                 average: opts.grad_average,
