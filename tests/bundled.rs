@@ -24,6 +24,7 @@ fn bundled_out_writes_an_ordinary_model_dir_that_evaluates_identically() {
     for f in [
         "config.json",
         "tokenizer.json",
+        "tokenizer_config.json",
         "model.safetensors",
         "CARD.md",
     ] {

@@ -50,10 +50,20 @@ fn exported_model_evaluates_to_exactly_the_reported_perplexity() {
             "{% for m in messages %}{{ m.content }}{% endfor %}",
         ),
         ("added_tokens.json", "{\"<tool>\": 512}"),
+        ("tokenizer_config.json", "{\"model_max_length\": 256}"),
+        (
+            "additional_chat_templates/tool_use.jinja",
+            "{% for m in messages %}[{{ m.role }}]{% endfor %}",
+        ),
     ];
+    std::fs::create_dir(model.join("additional_chat_templates")).unwrap();
     for (f, text) in side {
         std::fs::write(model.join(f), text).unwrap();
     }
+    // A hub cache's blobs are read-only; the copies take the directory's mode instead.
+    use std::os::unix::fs::PermissionsExt;
+    let read_only = std::fs::Permissions::from_mode(0o444);
+    std::fs::set_permissions(model.join("chat_template.jinja"), read_only).unwrap();
     let o = arborist(
         &[
             "prune",
@@ -89,9 +99,12 @@ fn exported_model_evaluates_to_exactly_the_reported_perplexity() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    let mode = |f: &str| std::fs::metadata(out.join(f)).unwrap().permissions().mode() & 0o777;
     for (f, text) in side {
         assert_eq!(std::fs::read_to_string(out.join(f)).unwrap(), text);
+        assert_eq!(mode(f), mode("config.json"), "{f}");
     }
+    assert_eq!(mode("tokenizer.json"), mode("config.json"));
     // No block was removed: the config is the source's, keys and values, but for the dtype.
     let config = |d: &std::path::Path| -> serde_json::Value {
         let mut v: serde_json::Value =

@@ -120,6 +120,14 @@ fn export_evaluates_to_the_final_checkpoint_and_stores_the_masks_as_zeros() {
         (f(&meta["global_sparsity"]) - fo.global()).abs() < 1e-12,
         "{meta}"
     );
+    assert_eq!(f(&meta["eval_remeasured"]), fo.ppl());
+    // The fixture has no tokenizer_config.json: the export names the class that reads
+    // tokenizer.json as it is, or AutoTokenizer would pick Qwen2Tokenizer and its own split.
+    assert!(!Path::new(&model).join("tokenizer_config.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap(),
+        arborist::model::save::FAST_TOKENIZER_CONFIG
+    );
 }
 
 #[test]

@@ -49,6 +49,10 @@ pub struct ExportArgs {
     /// N; 0 is the starting model) instead of the final checkpoint.
     #[arg(long)]
     pub step: Option<usize>,
+    /// Largest relative difference accepted between the checkpoint's recorded perplexity
+    /// and the one the export re-measures [default: 1e-6, as replay --verify].
+    #[arg(long)]
+    pub tolerance: Option<f64>,
     #[command(flatten)]
     pub relocate: Relocate,
 }
@@ -215,6 +219,10 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
 
 pub fn export(a: ExportArgs) -> Result<()> {
     let max_shard = super::max_shard_size(a.max_shard_size.as_deref())?;
+    let tolerance = a.tolerance.unwrap_or(1e-6);
+    if !(tolerance.is_finite() && tolerance >= 0.0) {
+        bail!("--tolerance {tolerance}: expected a finite relative difference >= 0");
+    }
     let (log, opts, files) = load_checked(&a.session, &a.relocate)?;
     crate::prune::export::check_out_dir(&a.out, a.force)?;
     let opts = &opts;
@@ -250,6 +258,18 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let mut engine = recorded_engine(&log, opts, files.clone(), &a.session)?;
     let steps = ckpt.steps.clone();
     engine.rebuild(&steps, 0)?;
+    // The fingerprint samples the weight files; the model is re-measured so that weights
+    // changed between the samples cannot be exported under the recorded numbers.
+    let ppl = engine.perplexity()?;
+    let rel = (ppl - ckpt.eval.ppl).abs() / ckpt.eval.ppl.abs();
+    if rel.is_nan() || rel > tolerance {
+        bail!(
+            "{}: checkpoint {} re-measures at ppl {ppl} but was recorded at {} (relative difference {rel:.1e}, tolerance {tolerance:.0e}): the model's weights differ from the session's (`replay --verify` says where), or it was recorded by another build or CPU and --tolerance accepts that; nothing was written",
+            a.session.display(),
+            ckpt.index,
+            ckpt.eval.ppl
+        );
+    }
     let meta = serde_json::json!({
         "method": "arborist-session",
         "session": a.session.display().to_string(),
@@ -258,6 +278,8 @@ pub fn export(a: ExportArgs) -> Result<()> {
         "global_sparsity": m.sparsity_of(ckpt),
         "layer_sparsity": ckpt.sparsity,
         "eval": ckpt.eval,
+        "eval_remeasured": ppl,
+        "model_read": files.id,
         "options": log.header.options,
     });
     crate::prune::export::export(

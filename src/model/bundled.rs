@@ -19,6 +19,7 @@ macro_rules! asset {
 pub const FILES: &[(&str, &[u8])] = &[
     asset!("config.json"),
     asset!("tokenizer.json"),
+    asset!("tokenizer_config.json"),
     asset!("model.safetensors"),
     asset!("CARD.md"),
     asset!("data/train.txt"),

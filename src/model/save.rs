@@ -85,6 +85,13 @@ impl View for Lazy<'_, '_> {
 /// at Qwen3-8B's) would take gigabytes.
 const COMPARE_CHUNK: usize = 1 << 22;
 
+/// The `tokenizer_config.json` of a model directory that has none (the bundled model, the
+/// exports of such models): without it transformers' `AutoTokenizer` picks the tokenizer
+/// class of `model_type` (Qwen2Tokenizer for qwen3), which re-splits the text with its own
+/// pre-tokenizer and gives other ids than `tokenizer.json`, which Arborist uses.
+pub const FAST_TOKENIZER_CONFIG: &str =
+    "{\n  \"tokenizer_class\": \"PreTrainedTokenizerFast\"\n}\n";
+
 /// Whether `t` keeps its exact values in `dtype` (so writing it there loses nothing):
 /// pruning that only masks leaves a bf16 model's weights bf16 values even when it ran in
 /// f32, while SparseGPT's updates do not.

@@ -316,6 +316,8 @@ fn save_dtype(d: &Decoder, src: &ModelFiles, tensors: &[(String, Stored<'_>)]) -
     Ok(dt)
 }
 
+const ADDITIONAL_TEMPLATES: &str = "additional_chat_templates";
+
 fn write_all(
     d: &Decoder,
     src: &ModelFiles,
@@ -373,17 +375,43 @@ fn write_all(
     let side = crate::model::source::SIDE_FILES
         .iter()
         .map(|f| (src_dir.join(f), *f));
+    let mut copied = Vec::new();
     for (p, f) in std::iter::once((src.tokenizer.clone(), "tokenizer.json")).chain(side) {
         if p.is_file() {
             std::fs::copy(&p, dir.join(f))
                 .with_context(|| format!("cannot copy {}", p.display()))?;
+            copied.push(f.to_string());
         }
     }
+    // Named templates beside chat_template.jinja (transformers 4.5x and later).
+    let templates = src_dir.join(ADDITIONAL_TEMPLATES);
+    if templates.is_dir() {
+        std::fs::create_dir_all(dir.join(ADDITIONAL_TEMPLATES))?;
+        for e in std::fs::read_dir(&templates)? {
+            let p = e?.path();
+            if p.is_file() {
+                let f = format!(
+                    "{ADDITIONAL_TEMPLATES}/{}",
+                    p.file_name().unwrap().to_string_lossy()
+                );
+                std::fs::copy(&p, dir.join(&f))
+                    .with_context(|| format!("cannot copy {}", p.display()))?;
+                copied.push(f);
+            }
+        }
+    }
+    if !dir.join("tokenizer_config.json").exists() {
+        std::fs::write(
+            dir.join("tokenizer_config.json"),
+            crate::model::save::FAST_TOKENIZER_CONFIG,
+        )?;
+    }
     let written = crate::model::shards::write_weights(tensors, save, dir, max_shard)?;
-    // The safetensors writer creates its files private (0600); give them the mode the other
-    // files got from the umask, so whoever can read the directory can load the model.
+    // The safetensors writer creates its files private (0600), and copies keep their
+    // source's mode (0444 for a hub cache's blobs): give them all the mode config.json got
+    // from the umask, so the directory's files are alike to whoever can read it.
     let mode = std::fs::metadata(dir.join("config.json"))?.permissions();
-    for f in written {
+    for f in written.iter().chain(&copied) {
         std::fs::set_permissions(dir.join(f), mode.clone())?;
     }
     std::fs::write(

@@ -289,7 +289,7 @@ pub fn train(o: &TrainOptions, mut report: impl FnMut(&LogPoint)) -> Result<Trai
     })
 }
 
-/// Writes config.json, tokenizer.json and f16 model.safetensors into `dir`.
+/// Writes config.json, tokenizer.json, tokenizer_config.json and f16 model.safetensors into `dir`.
 pub fn save_model(t: &Trained, dir: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     crate::model::save::write_safetensors(
@@ -304,6 +304,10 @@ pub fn save_model(t: &Trained, dir: &std::path::Path) -> Result<()> {
     t.tokenizer
         .save(dir.join("tokenizer.json"), false)
         .map_err(|e| anyhow::anyhow!("saving tokenizer: {e}"))?;
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        crate::model::save::FAST_TOKENIZER_CONFIG,
+    )?;
     Ok(())
 }
 

@@ -229,6 +229,15 @@ impl Engine {
             .collect()
     }
 
+    /// The perplexity of the model as it stands, without the probe (export's check).
+    pub fn perplexity(&mut self) -> Result<f64> {
+        Ok(self
+            .ppl
+            .evaluate(&self.model.decoder, &mut |_, _| {})?
+            .0
+            .value)
+    }
+
     pub fn evaluate(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<Evaluation> {
         let t = Instant::now();
         let (p, reuse) = self.ppl.evaluate(&self.model.decoder, progress)?;
