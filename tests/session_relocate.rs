@@ -329,7 +329,7 @@ fn export_refuses_weights_changed_between_the_fingerprints_samples() {
     ok(&env.run(&["export", &sp, "--out", &p(&good), "--model", &cp]));
     let meta = json_exact(&std::fs::read_to_string(good.join("arborist.json")).unwrap());
     assert_eq!(meta["eval_remeasured"], meta["eval"]["ppl"], "{meta}");
-    assert_eq!(meta["model_read"], cp.as_str());
+    assert_eq!(meta["source_model"], cp.as_str());
 
     // Flip bits in the middle of the widest gap between sampled chunks.
     let weights = copy.join("model.safetensors");

@@ -271,6 +271,9 @@ pub fn export(a: ExportArgs) -> Result<()> {
         );
     }
     let meta = serde_json::json!({
+        "arborist_version": env!("CARGO_PKG_VERSION"),
+        "source_model": files.id,
+        "fingerprint": log.header.fingerprint,
         "method": "arborist-session",
         "session": a.session.display().to_string(),
         "checkpoint": ckpt.index,
@@ -279,7 +282,6 @@ pub fn export(a: ExportArgs) -> Result<()> {
         "layer_sparsity": ckpt.sparsity,
         "eval": ckpt.eval,
         "eval_remeasured": ppl,
-        "model_read": files.id,
         "options": log.header.options,
     });
     crate::prune::export::export(
