@@ -134,7 +134,6 @@ impl ModelConfig {
         if num_layers > MAX_LAYERS {
             bail!("field `num_hidden_layers` ({num_layers}) is more blocks than any decoder has (at most {MAX_LAYERS} here)");
         }
-        let (rope_theta, rope_scaling) = parse_rope(&raw)?;
         let window_for_layer = |i: usize| -> Option<usize> {
             match arch {
                 Arch::Mistral => raw.sliding_window,
@@ -168,6 +167,17 @@ impl ModelConfig {
         if !(rms_norm_eps.is_finite() && rms_norm_eps > 0.0) {
             bail!("field `rms_norm_eps` ({rms_norm_eps}) must be positive");
         }
+        // Each config class's own default when the field is absent.
+        let max_position_embeddings = match raw.max_position_embeddings {
+            Some(0) => bail!("field `max_position_embeddings` must be positive"),
+            Some(v) => v,
+            None => match arch {
+                Arch::Llama => 2048,
+                Arch::Mistral => 131_072,
+                Arch::Qwen2 | Arch::Qwen3 => 32_768,
+            },
+        };
+        let (rope_theta, rope_scaling) = parse_rope(&raw, max_position_embeddings)?;
         if !(rope_theta.is_finite() && rope_theta > 0.0) {
             bail!("field `rope_theta` ({rope_theta}) must be positive");
         }
@@ -175,10 +185,6 @@ impl ModelConfig {
         if sliding_window.contains(&Some(0)) {
             bail!("field `sliding_window` must be positive");
         }
-        let max_position_embeddings = match raw.max_position_embeddings {
-            Some(0) => bail!("field `max_position_embeddings` must be positive"),
-            v => v.unwrap_or(4096),
-        };
         Ok(ModelConfig {
             arch,
             vocab_size: req(raw.vocab_size, "vocab_size")?,
@@ -214,7 +220,11 @@ impl ModelConfig {
 /// More blocks than this is a broken config, refused before per-block tables are built.
 const MAX_LAYERS: usize = 65_536;
 
-fn parse_rope(raw: &RawConfig) -> Result<(f64, RopeScaling)> {
+/// transformers' `convert_rope_params_to_dict`: a legacy `rope_scaling` object replaces
+/// `rope_parameters` whole, and the `rope_theta` inside the chosen object wins over a
+/// top-level one (10000 when neither has it). A llama3 scaling without
+/// `original_max_position_embeddings` takes `max_position_embeddings`.
+fn parse_rope(raw: &RawConfig, max_position_embeddings: usize) -> Result<(f64, RopeScaling)> {
     for (field, v) in [
         ("rope_scaling", &raw.rope_scaling),
         ("rope_parameters", &raw.rope_parameters),
@@ -223,20 +233,24 @@ fn parse_rope(raw: &RawConfig) -> Result<(f64, RopeScaling)> {
             bail!("field `{field}` must be an object or null");
         }
     }
-    // transformers 5 writes {"rope_type": .., "rope_theta": ..} into rope_parameters;
-    // older versions use top-level rope_theta and an optional rope_scaling object.
-    let params = raw
-        .rope_parameters
-        .as_ref()
-        .filter(|v| v.is_object())
-        .or(raw.rope_scaling.as_ref().filter(|v| v.is_object()));
+    // `rope_scaling or rope_parameters`: an empty object counts as absent, as in Python.
+    fn given(v: &Option<serde_json::Value>) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        v.as_ref()
+            .and_then(|v| v.as_object())
+            .filter(|o| !o.is_empty())
+    }
+    let (field, params) = match given(&raw.rope_scaling) {
+        Some(p) => ("rope_scaling", Some(p)),
+        None => ("rope_parameters", given(&raw.rope_parameters)),
+    };
     let nested = match params.and_then(|p| p.get("rope_theta")) {
         None => None,
-        Some(v) => Some(v.as_f64().with_context(|| {
-            format!("field `rope_theta` of the rope parameters is {v}, not a number")
-        })?),
+        Some(v) => Some(
+            v.as_f64()
+                .with_context(|| format!("field `rope_theta` in `{field}` is {v}, not a number"))?,
+        ),
     };
-    let theta = raw.rope_theta.or(nested).unwrap_or(10000.0);
+    let theta = nested.or(raw.rope_theta).unwrap_or(10000.0);
     let Some(p) = params else {
         return Ok((theta, RopeScaling::None));
     };
@@ -264,7 +278,10 @@ fn parse_rope(raw: &RawConfig) -> Result<(f64, RopeScaling)> {
             factor: num("factor")?,
             low_freq_factor: num("low_freq_factor")?,
             high_freq_factor: num("high_freq_factor")?,
-            original_max_position_embeddings: num("original_max_position_embeddings")?,
+            original_max_position_embeddings: match p.get("original_max_position_embeddings") {
+                None => max_position_embeddings as f64,
+                Some(_) => num("original_max_position_embeddings")?,
+            },
         },
         other => {
             bail!("unsupported rope scaling type `{other}` (supported: default, linear, llama3)")
@@ -320,6 +337,85 @@ mod tests {
         assert!(matches!(c5.rope_scaling, RopeScaling::Llama3 { .. }));
     }
 
+    // transformers' convert_rope_params_to_dict: a legacy rope_scaling object replaces
+    // rope_parameters whole; the rope_theta inside the chosen object wins over the top-level
+    // one, which is used when the object has none (10000 when neither has one).
+    #[test]
+    fn rope_precedence_is_transformers() {
+        let linear2 = serde_json::json!({"rope_type": "linear", "factor": 2.0});
+        let params = serde_json::json!({"rope_type": "default", "rope_theta": 1000.0});
+        let cases: [(serde_json::Value, f64, RopeScaling); 6] = [
+            (
+                serde_json::json!({"rope_theta": 500000.0, "rope_parameters": params}),
+                1000.0,
+                RopeScaling::None,
+            ),
+            (
+                serde_json::json!({"rope_scaling": linear2, "rope_parameters": params}),
+                10000.0,
+                RopeScaling::Linear { factor: 2.0 },
+            ),
+            (
+                serde_json::json!({"rope_theta": 300.0, "rope_scaling": linear2,
+                    "rope_parameters": params}),
+                300.0,
+                RopeScaling::Linear { factor: 2.0 },
+            ),
+            (
+                serde_json::json!({"rope_theta": 300.0, "rope_scaling": {"type": "linear",
+                    "factor": 3.0, "rope_theta": 77.0}}),
+                77.0,
+                RopeScaling::Linear { factor: 3.0 },
+            ),
+            (
+                serde_json::json!({"rope_scaling": {}, "rope_parameters": {"rope_type": "linear",
+                    "factor": 4.0, "rope_theta": 1000.0}}),
+                1000.0,
+                RopeScaling::Linear { factor: 4.0 },
+            ),
+            (
+                serde_json::json!({"rope_scaling": null, "rope_theta": 123.0}),
+                123.0,
+                RopeScaling::None,
+            ),
+        ];
+        for (extra, theta, scaling) in cases {
+            let mut v = base("llama");
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            let c = ModelConfig::from_json(&v.to_string()).unwrap();
+            assert_eq!(
+                (c.rope_theta, &c.rope_scaling),
+                (theta, &scaling),
+                "{extra}"
+            );
+        }
+    }
+
+    // standardize_rope_params: a llama3 scaling without original_max_position_embeddings
+    // takes max_position_embeddings, whose own default is LlamaConfig's 2048.
+    #[test]
+    fn llama3_without_original_max_position_embeddings() {
+        let llama3 = serde_json::json!({"rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0});
+        for (max_pos, want) in [(Some(512), 512.0), (None, 2048.0)] {
+            for field in ["rope_scaling", "rope_parameters"] {
+                let mut v = base("llama");
+                v[field] = llama3.clone();
+                if let Some(m) = max_pos {
+                    v["max_position_embeddings"] = m.into();
+                }
+                let c = ModelConfig::from_json(&v.to_string()).unwrap();
+                assert!(
+                    matches!(c.rope_scaling, RopeScaling::Llama3 { original_max_position_embeddings: o, .. } if o == want),
+                    "{field} {max_pos:?}: {:?}",
+                    c.rope_scaling
+                );
+            }
+        }
+    }
+
     // Values the decoder would run with and give garbage (NaN, the wrong activation) are
     // refused, naming the field; the ones real checkpoints carry still load.
     #[test]
@@ -349,7 +445,7 @@ mod tests {
                 "qwen3",
                 "rope_parameters",
                 serde_json::json!({"rope_type": "default", "rope_theta": "1e6"}),
-                "`rope_theta` of the rope parameters is \"1e6\", not a number",
+                "`rope_theta` in `rope_parameters` is \"1e6\", not a number",
             ),
             (
                 "llama",
