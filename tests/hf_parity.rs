@@ -189,6 +189,12 @@ fn configs_read_as_transformers_reads_them() {
                 "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}}),
             [1039.4012969280752, 1014.4581517034702],
         ),
+        // MistralForCausalLM builds no bias, whatever the config says.
+        (
+            "mistral",
+            serde_json::json!({"attention_bias": true, "mlp_bias": true}),
+            [1039.4012969280752, 1014.4581517034702],
+        ),
     ];
     let tmp = tempfile::tempdir().unwrap();
     let text = read_text(&fixtures().join("eval.txt")).unwrap();

@@ -74,13 +74,28 @@ struct RawConfig {
     tie_word_embeddings: Option<bool>,
     attention_bias: Option<bool>,
     mlp_bias: Option<bool>,
-    sliding_window: Option<usize>,
+    /// Absent (outer None) and null (inner None) differ: MistralConfig, Qwen2Config and
+    /// Qwen3Config default an absent one to 4096, and null means no window.
+    #[serde(default, deserialize_with = "present")]
+    sliding_window: Option<Option<usize>>,
     use_sliding_window: Option<bool>,
     max_window_layers: Option<usize>,
     layer_types: Option<Vec<String>>,
     max_position_embeddings: Option<usize>,
     hidden_act: Option<String>,
 }
+
+/// A field that is present, null or not: `Some(None)` for null, `None` when absent.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// transformers' `sliding_window` default in MistralConfig, Qwen2Config and Qwen3Config.
+const DEFAULT_SLIDING_WINDOW: usize = 4096;
 
 impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -134,22 +149,20 @@ impl ModelConfig {
         if num_layers > MAX_LAYERS {
             bail!("field `num_hidden_layers` ({num_layers}) is more blocks than any decoder has (at most {MAX_LAYERS} here)");
         }
+        // MistralConfig, Qwen2Config and Qwen3Config default an absent sliding_window to
+        // 4096 (null means none); Qwen2 and Qwen3 drop it unless use_sliding_window, and
+        // then slide the layers `layer_types` marks, or those from max_window_layers (28).
+        let window = raw.sliding_window.unwrap_or(Some(DEFAULT_SLIDING_WINDOW));
         let window_for_layer = |i: usize| -> Option<usize> {
             match arch {
-                Arch::Mistral => raw.sliding_window,
+                Arch::Mistral => window,
                 Arch::Qwen2 | Arch::Qwen3 => {
+                    let window = window.filter(|_| raw.use_sliding_window.unwrap_or(false))?;
                     let sliding = match &raw.layer_types {
                         Some(types) => types.get(i).is_some_and(|t| t == "sliding_attention"),
-                        None => {
-                            raw.use_sliding_window.unwrap_or(false)
-                                && i >= raw.max_window_layers.unwrap_or(num_layers)
-                        }
+                        None => i >= raw.max_window_layers.unwrap_or(28),
                     };
-                    if sliding {
-                        raw.sliding_window
-                    } else {
-                        None
-                    }
+                    sliding.then_some(window)
                 }
                 Arch::Llama => None,
             }
@@ -185,6 +198,14 @@ impl ModelConfig {
         if sliding_window.contains(&Some(0)) {
             bail!("field `sliding_window` must be positive");
         }
+        if let (Arch::Qwen2 | Arch::Qwen3, Some(types)) = (arch, &raw.layer_types) {
+            if let Some(i) = (0..num_layers).find(|&i| {
+                types.get(i).is_some_and(|t| t == "sliding_attention")
+                    && sliding_window[i].is_none()
+            }) {
+                bail!("field `layer_types` makes layer {i} sliding_attention, but there is no window (use_sliding_window false or sliding_window null); transformers refuses this config too");
+            }
+        }
         Ok(ModelConfig {
             arch,
             vocab_size: req(raw.vocab_size, "vocab_size")?,
@@ -198,9 +219,16 @@ impl ModelConfig {
             rope_theta,
             rope_scaling,
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
-            qkv_bias: arch == Arch::Qwen2 || attention_bias,
-            o_bias: attention_bias && arch != Arch::Qwen2,
-            mlp_bias: raw.mlp_bias.unwrap_or(false),
+            // As each modeling file builds its linears: Qwen2 always has q/k/v biases and
+            // no other; Mistral none at all, whatever its config says; Qwen3 reads
+            // attention_bias; only Llama reads mlp_bias.
+            qkv_bias: match arch {
+                Arch::Qwen2 => true,
+                Arch::Mistral => false,
+                Arch::Llama | Arch::Qwen3 => attention_bias,
+            },
+            o_bias: attention_bias && matches!(arch, Arch::Llama | Arch::Qwen3),
+            mlp_bias: raw.mlp_bias.unwrap_or(false) && arch == Arch::Llama,
             qk_norm: arch == Arch::Qwen3,
             sliding_window,
             max_position_embeddings,
@@ -413,6 +441,104 @@ mod tests {
                     c.rope_scaling
                 );
             }
+        }
+    }
+
+    // Each config class's defaults for absent fields.
+    #[test]
+    fn absent_fields_take_each_classes_default() {
+        for (arch, max_pos) in [
+            ("llama", 2048),
+            ("mistral", 131_072),
+            ("qwen2", 32_768),
+            ("qwen3", 32_768),
+        ] {
+            let c = ModelConfig::from_json(&base(arch).to_string()).unwrap();
+            assert_eq!(c.max_position_embeddings, max_pos, "{arch}");
+        }
+        let window = |arch: &str, extra: serde_json::Value| {
+            let mut v = base(arch);
+            v["num_hidden_layers"] = 30.into();
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            ModelConfig::from_json(&v.to_string())
+                .unwrap()
+                .sliding_window
+        };
+        let none = vec![None; 30];
+        // MistralConfig: an absent sliding_window is 4096 on every layer; null is none.
+        assert_eq!(
+            window("mistral", serde_json::json!({})),
+            vec![Some(4096); 30]
+        );
+        assert_eq!(
+            window("mistral", serde_json::json!({"sliding_window": null})),
+            none
+        );
+        assert_eq!(
+            window("mistral", serde_json::json!({"sliding_window": 8})),
+            vec![Some(8); 30]
+        );
+        // LlamaConfig has no window, whatever the config carries.
+        assert_eq!(
+            window("llama", serde_json::json!({"sliding_window": 8})),
+            none
+        );
+        for arch in ["qwen2", "qwen3"] {
+            // Off unless use_sliding_window; then 4096 when absent, from max_window_layers
+            // (28 when absent).
+            assert_eq!(window(arch, serde_json::json!({})), none);
+            assert_eq!(window(arch, serde_json::json!({"sliding_window": 8})), none);
+            let mut from28 = none.clone();
+            from28[28..].fill(Some(4096));
+            assert_eq!(
+                window(arch, serde_json::json!({"use_sliding_window": true})),
+                from28
+            );
+            assert_eq!(
+                window(
+                    arch,
+                    serde_json::json!({"use_sliding_window": true, "sliding_window": null})
+                ),
+                none
+            );
+            let mut from2 = none.clone();
+            from2[2..].fill(Some(8));
+            assert_eq!(
+                window(
+                    arch,
+                    serde_json::json!({"use_sliding_window": true, "sliding_window": 8, "max_window_layers": 2})
+                ),
+                from2
+            );
+            // A sliding layer in layer_types with no window: transformers raises.
+            let mut v = base(arch);
+            v["layer_types"] = serde_json::json!(["full_attention", "sliding_attention"]);
+            v["sliding_window"] = 8.into();
+            let msg = format!("{:#}", ModelConfig::from_json(&v.to_string()).unwrap_err());
+            assert!(msg.contains("layer 1 sliding_attention"), "{msg}");
+            v["use_sliding_window"] = true.into();
+            let c = ModelConfig::from_json(&v.to_string()).unwrap();
+            assert_eq!(c.sliding_window, vec![None, Some(8)]);
+        }
+    }
+
+    // Which biases each modeling file builds: MistralForCausalLM has none and Qwen2's are
+    // fixed, whatever attention_bias and mlp_bias say; Qwen3 reads only attention_bias.
+    #[test]
+    fn biases_are_those_each_architecture_builds() {
+        for (arch, want) in [
+            ("llama", (true, true, true)),
+            ("mistral", (false, false, false)),
+            ("qwen2", (true, false, false)),
+            ("qwen3", (true, true, false)),
+        ] {
+            let mut v = base(arch);
+            v["attention_bias"] = true.into();
+            v["mlp_bias"] = true.into();
+            let c = ModelConfig::from_json(&v.to_string()).unwrap();
+            assert_eq!((c.qkv_bias, c.o_bias, c.mlp_bias), want, "{arch}");
         }
     }
 
