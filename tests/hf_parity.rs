@@ -164,6 +164,12 @@ fn configs_read_as_transformers_reads_them() {
     let llama3 = serde_json::json!({"rope_type": "llama3", "factor": 8.0,
         "low_freq_factor": 1.0, "high_freq_factor": 4.0});
     let cases = [
+        // Tied in the config, but the checkpoint's lm_head.weight differs: not tied.
+        (
+            "llama",
+            serde_json::json!({"tie_word_embeddings": true}),
+            [1088.6323474952476, 1070.858455081867],
+        ),
         // llama3 scaling without original_max_position_embeddings: max_position_embeddings
         // (512 here), or LlamaConfig's default 2048 when that is absent too.
         (

@@ -307,3 +307,51 @@ fn truncation_and_padding_in_tokenizer_json_are_ignored() {
         assert_eq!(got.to_bits(), want.to_bits(), "{key}: {got} against {want}");
     }
 }
+
+// transformers ties lm_head to the embedding only when the checkpoint's copy is identical;
+// a different stored head is used untied, with a warning naming the field and the tensor.
+#[test]
+fn a_tied_config_with_a_different_stored_head_uses_the_head() {
+    let d = tmp();
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(3000)).unwrap();
+    let m = d.path().join("m");
+    write_model_dir(&m, TINY_QWEN3, 3, DType::F32);
+    let (tied, quiet) = ppl(&p(&m), &p(&txt));
+    assert!(!quiet.contains("warning"), "{quiet}");
+    let weights = m.join("model.safetensors");
+    let mut t = candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+    let embed = t["model.embed_tokens.weight"].clone();
+    // An identical copy: tied as before, nothing said.
+    t.insert("lm_head.weight".into(), embed.copy().unwrap());
+    candle_core::safetensors::save(&t, &weights).unwrap();
+    let (copy, quiet) = ppl(&p(&m), &p(&txt));
+    assert_eq!(copy, tied);
+    assert!(!quiet.contains("warning"), "{quiet}");
+    // A different head: used, as if the config said tie_word_embeddings false.
+    let head = (embed.affine(-0.5, 0.01).unwrap()).contiguous().unwrap();
+    t.insert("lm_head.weight".into(), head);
+    candle_core::safetensors::save(&t, &weights).unwrap();
+    let (used, warned) = ppl(&p(&m), &p(&txt));
+    let w: Vec<&str> = warned
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(w.len(), 1, "{warned}");
+    assert!(
+        w[0].contains("tie_word_embeddings") && w[0].contains("`lm_head.weight`"),
+        "{warned}"
+    );
+    std::fs::write(
+        m.join("config.json"),
+        TINY_QWEN3.replace(
+            "\"tie_word_embeddings\":true",
+            "\"tie_word_embeddings\":false",
+        ),
+    )
+    .unwrap();
+    let (untied, quiet) = ppl(&p(&m), &p(&txt));
+    assert!(!quiet.contains("warning"), "{quiet}");
+    assert_ne!(used, tied);
+    assert_eq!(used, untied);
+}

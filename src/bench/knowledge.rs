@@ -83,6 +83,7 @@ fn wanda_uniform(base: &LoadedModel, sparsity: f64) -> Result<LoadedModel> {
         tokenizer: base.tokenizer.clone(),
         decoder: d,
         unused_tensors: base.unused_tensors.clone(),
+        untied_head: base.untied_head,
     })
 }
 

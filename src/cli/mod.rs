@@ -92,7 +92,7 @@ impl ModelArgs {
             self.dtype()?,
             self.stream_layers,
         )?;
-        if let Some(note) = m.unused_note() {
+        for note in m.load_notes() {
             eprintln!("warning: {note}");
         }
         Ok(m)

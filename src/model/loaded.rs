@@ -13,6 +13,10 @@ pub struct LoadedModel {
     pub decoder: Decoder,
     /// Tensors in the weight files that this config does not use (see `WeightFiles::unused`).
     pub unused_tensors: Vec<String>,
+    /// config.json ties the head to the embedding, but the files hold an `lm_head.weight`
+    /// that differs: it is used untied, as transformers does (`cfg.tie_word_embeddings` is
+    /// then false).
+    pub untied_head: bool,
 }
 
 impl LoadedModel {
@@ -33,10 +37,22 @@ impl LoadedModel {
         dtype: DType,
         stream: bool,
     ) -> Result<Self> {
-        let cfg = ModelConfig::from_file(&files.config)?;
+        let mut cfg = ModelConfig::from_file(&files.config)?;
         let tokenizer = load_tokenizer(&files.tokenizer)?;
         let wf = weights::WeightFiles::open(&files.weights)?;
-        let tensors = weights::load_all(&wf, &cfg, dtype, device, stream)?;
+        let mut tensors = weights::load_all(&wf, &cfg, dtype, device, stream)?;
+        let head = weights::stored_head_differs(
+            &wf,
+            &cfg,
+            &tensors["model.embed_tokens.weight"],
+            dtype,
+            device,
+        )?;
+        let untied_head = head.is_some();
+        if let Some(head) = head {
+            cfg.tie_word_embeddings = false;
+            tensors.insert("lm_head.weight".to_string(), head);
+        }
         let unused_tensors = wf.unused(&cfg);
         let source: std::sync::Arc<dyn super::linear::DenseSource> =
             std::sync::Arc::new(weights::FileSource::new(&wf, dtype, device));
@@ -57,6 +73,25 @@ impl LoadedModel {
             tokenizer,
             decoder,
             unused_tensors,
+            untied_head,
+        })
+    }
+
+    /// The warnings `eval`, `profile`, `prune` and `run` print after loading.
+    pub fn load_notes(&self) -> Vec<String> {
+        [self.unused_note(), self.head_note()]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// One line when config.json ties the head but the weights hold a different one.
+    pub fn head_note(&self) -> Option<String> {
+        self.untied_head.then(|| {
+            format!(
+                "{} sets tie_word_embeddings true, but its weights hold an `lm_head.weight` that differs from `model.embed_tokens.weight`: the stored `lm_head.weight` is used, untied, as transformers does",
+                self.files.config.display()
+            )
         })
     }
 

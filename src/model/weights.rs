@@ -212,6 +212,28 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// transformers' tying at load: with `tie_word_embeddings` true and an `lm_head.weight` in
+/// the files whose values (in the dtype the model runs in) differ from the embedding, it
+/// warns and does not tie. Then this returns the stored head, to be used untied; an
+/// identical copy (or none) gives `None`, and the head stays the embedding.
+pub fn stored_head_differs(
+    files: &WeightFiles,
+    cfg: &ModelConfig,
+    embed: &Tensor,
+    dtype: DType,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    const HEAD: &str = "lm_head.weight";
+    if !cfg.tie_word_embeddings || !files.contains(HEAD) {
+        return Ok(None);
+    }
+    // A head of another shape differs too; loading it then names the shape.
+    let head = files.load(HEAD, &[cfg.vocab_size, cfg.hidden_size], dtype, device)?;
+    // torch.equal: any NaN makes the two differ.
+    let differing = head.ne(embed)?.to_dtype(DType::F32)?.sum_all()?;
+    Ok((differing.to_scalar::<f32>()? > 0.0).then_some(head))
+}
+
 /// Load every tensor the config implies; with `skip_linears` the linear weights are only
 /// checked (they are streamed from the files).
 pub fn load_all(

@@ -58,10 +58,7 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
     // The same notes `eval`, `profile` and `prune` print (stderr when headless, the log
     // panel in the TUI).
     let seqlen = m.seqlen_or_default(opts.seqlen);
-    for note in [m.unused_note(), m.seqlen_note(seqlen)]
-        .into_iter()
-        .flatten()
-    {
+    for note in m.load_notes().into_iter().chain(m.seqlen_note(seqlen)) {
         tracing::warn!("{note}");
     }
     let calib_path = text_path(&opts.calib, "calib", opts)?;
