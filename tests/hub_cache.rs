@@ -12,9 +12,12 @@ const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";
 
 fn fill_cache(hf_home: &Path, repo: &str, model_dir: &Path) {
-    let root = hf_home
-        .join("hub")
-        .join(format!("models--{}", repo.replace('/', "--")));
+    fill_hub(&hf_home.join("hub"), repo, model_dir)
+}
+
+/// `repo` in the hub cache `hub` (what HF_HUB_CACHE names), each file a blob with a link.
+fn fill_hub(hub: &Path, repo: &str, model_dir: &Path) {
+    let root = hub.join(format!("models--{}", repo.replace('/', "--")));
     std::fs::create_dir_all(root.join("refs")).unwrap();
     std::fs::write(root.join("refs/main"), COMMIT).unwrap();
     let snap = root.join("snapshots").join(COMMIT);
@@ -121,6 +124,216 @@ fn incomplete_cache_is_not_used_offline() {
     assert!(!o.status.success());
     assert!(
         err.contains("not complete in the Hugging Face cache"),
+        "{err}"
+    );
+}
+
+/// Run the binary with none of the cache and offline variables but `envs`.
+fn arborist_clean(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"));
+    c.args(args);
+    for k in [
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "XDG_CACHE_HOME",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+    ] {
+        c.env_remove(k);
+    }
+    c.env("HF_ENDPOINT", DEAD_ENDPOINT);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn eval_ppl(model: &str, txt: &Path, envs: &[(&str, &str)]) -> Result<f64, String> {
+    let o = arborist_clean(
+        &[
+            "eval",
+            "--model",
+            model,
+            "--ppl",
+            &p(txt),
+            "--seqlen",
+            "64",
+            "--json",
+        ],
+        envs,
+    );
+    if !o.status.success() {
+        return Err(stderr(&o));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    Ok(v["ppl"]["value"].as_f64().unwrap())
+}
+
+// huggingface_hub's cache: HF_HUB_CACHE, else HF_HOME/hub, else
+// $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub.
+#[test]
+fn the_cache_is_found_where_huggingface_hub_looks() {
+    let d = tmp();
+    let model = d.path().join("src");
+    write_model_dir(&model, TINY_QWEN3, 4, DType::F32);
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(2500)).unwrap();
+    let want = eval_ppl(&p(&model), &txt, &[]).unwrap();
+    let (hub, home, xdg, user) = (
+        d.path().join("hub-cache"),
+        d.path().join("hf-home"),
+        d.path().join("xdg"),
+        d.path().join("user"),
+    );
+    fill_hub(&hub, "acme/by-hub-cache", &model);
+    fill_hub(&home.join("hub"), "acme/by-hf-home", &model);
+    fill_hub(&xdg.join("huggingface/hub"), "acme/by-xdg", &model);
+    fill_hub(&user.join(".cache/huggingface/hub"), "acme/by-home", &model);
+    let (hub, home, xdg, user) = (p(&hub), p(&home), p(&xdg), p(&user));
+    let everything = [
+        ("HF_HUB_CACHE", hub.as_str()),
+        ("HF_HOME", home.as_str()),
+        ("XDG_CACHE_HOME", xdg.as_str()),
+        ("HOME", user.as_str()),
+        ("HF_HUB_OFFLINE", "1"),
+    ];
+    let cases: [(&str, usize); 4] = [
+        ("acme/by-hub-cache", 0),
+        ("acme/by-hf-home", 1),
+        ("acme/by-xdg", 2),
+        ("acme/by-home", 3),
+    ];
+    for (repo, first) in cases {
+        // Found with the variables from `first` on set, and not when one before is set.
+        let envs = &everything[first..];
+        assert_eq!(eval_ppl(repo, &txt, envs), Ok(want), "{repo}");
+        if first > 0 {
+            let err = eval_ppl(repo, &txt, &everything[first - 1..]).unwrap_err();
+            assert!(
+                err.contains("not complete in the Hugging Face cache"),
+                "{err}"
+            );
+        }
+    }
+}
+
+// HF_HUB_OFFLINE as huggingface_hub's _is_true reads it: 1, ON, YES, TRUE in any case.
+#[test]
+fn every_true_spelling_of_hf_hub_offline_is_offline() {
+    let d = tmp();
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(500)).unwrap();
+    let home = p(d.path());
+    for value in ["1", "True", "true", "YES", "yes", "On", "ON"] {
+        let err = eval_ppl(
+            "acme/absent",
+            &txt,
+            &[("HF_HOME", &home), ("HF_HUB_OFFLINE", value)],
+        )
+        .unwrap_err();
+        assert_eq!(err.lines().count(), 1, "{value}: {err}");
+        assert!(
+            err.contains(&format!("HF_HUB_OFFLINE={value} forbids downloading")),
+            "{value}: {err}"
+        );
+        assert!(!err.contains("127.0.0.1"), "{value}: {err}");
+    }
+    // Anything else is not offline: the download is tried (and fails on the dead endpoint).
+    let err = eval_ppl(
+        "acme/absent",
+        &txt,
+        &[("HF_HOME", &home), ("HF_HUB_OFFLINE", "0")],
+    )
+    .unwrap_err();
+    assert!(!err.contains("forbids downloading"), "{err}");
+}
+
+// An incomplete cache says what is missing: the snapshot refs/main names, the blob behind
+// a link, a shard the index lists.
+#[test]
+fn an_incomplete_cache_names_what_is_missing() {
+    let d = tmp();
+    let model = d.path().join("src");
+    write_model_dir(&model, TINY_QWEN3, 4, DType::F32);
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(500)).unwrap();
+    let home = d.path().join("hf");
+    let root = |repo: &str| home.join("hub").join(format!("models--acme--{repo}"));
+    let snap = |repo: &str| root(repo).join("snapshots").join(COMMIT);
+    let run = |repo: &str| {
+        let h = p(&home);
+        let err = eval_ppl(
+            &format!("acme/{repo}"),
+            &txt,
+            &[("HF_HOME", &h), ("HF_HUB_OFFLINE", "1")],
+        )
+        .unwrap_err();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("not complete in the Hugging Face cache"),
+            "{err}"
+        );
+        err
+    };
+
+    fill_cache(&home, "acme/moved", &model);
+    std::fs::write(root("moved").join("refs/main"), "fedcba9876543210").unwrap();
+    let err = run("moved");
+    assert!(
+        err.contains("refs/main names snapshot `fedcba9876543210`, which is not in"),
+        "{err}"
+    );
+
+    fill_cache(&home, "acme/no-blob", &model);
+    std::fs::remove_file(root("no-blob").join("blobs/blob-model.safetensors")).unwrap();
+    let err = run("no-blob");
+    assert!(
+        err.contains(&format!(
+            "{} is a broken link: its blob ../../blobs/blob-model.safetensors is missing",
+            snap("no-blob").join("model.safetensors").display()
+        )),
+        "{err}"
+    );
+
+    // Two shards with an index, the second not in the cache.
+    let sharded = d.path().join("sharded");
+    std::fs::create_dir_all(&sharded).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(model.join(f), sharded.join(f)).unwrap();
+    }
+    let all =
+        candle_core::safetensors::load(model.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let mut map = serde_json::Map::new();
+    let (mut a, mut b) = (
+        std::collections::HashMap::new(),
+        std::collections::HashMap::new(),
+    );
+    for (name, t) in all {
+        let first = name.starts_with("model.embed");
+        let file = if first {
+            "model-1.safetensors"
+        } else {
+            "model-2.safetensors"
+        };
+        map.insert(name.clone(), file.into());
+        if first { &mut a } else { &mut b }.insert(name, t);
+    }
+    candle_core::safetensors::save(&a, sharded.join("model-1.safetensors")).unwrap();
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(
+        sharded.join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    fill_cache(&home, "acme/shard-gone", &sharded);
+    let err = run("shard-gone");
+    assert!(
+        err.contains(&format!(
+            "model-2.safetensors, listed in model.safetensors.index.json, is not in snapshot {}",
+            snap("shard-gone").display()
+        )),
         "{err}"
     );
 }

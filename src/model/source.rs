@@ -121,36 +121,142 @@ fn shard_names(index: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// huggingface_hub's `_is_true`: 1, ON, YES or TRUE in any case.
+fn env_true(value: &str) -> bool {
+    ["1", "ON", "YES", "TRUE"]
+        .iter()
+        .any(|t| value.eq_ignore_ascii_case(t))
+}
+
+/// The variable that forbids downloads and its value, as huggingface_hub reads them:
+/// `HF_HUB_OFFLINE`, or `TRANSFORMERS_OFFLINE` when that is unset or empty.
+pub fn hub_offline_var() -> Option<(&'static str, String)> {
+    let var = |k: &'static str| {
+        std::env::var(k)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| (k, v))
+    };
+    var("HF_HUB_OFFLINE")
+        .or_else(|| var("TRANSFORMERS_OFFLINE"))
+        .filter(|(_, v)| env_true(v))
+}
+
 pub fn hub_offline() -> bool {
-    matches!(
-        std::env::var("HF_HUB_OFFLINE").as_deref(),
-        Ok("1") | Ok("true") | Ok("TRUE") | Ok("yes") | Ok("ON") | Ok("on")
-    )
+    hub_offline_var().is_some()
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+/// A directory variable with `~` expanded, as huggingface_hub's `os.path.expanduser`.
+fn env_dir(key: &str) -> Option<PathBuf> {
+    let v = std::env::var_os(key).filter(|v| !v.is_empty())?;
+    let s = v.to_string_lossy();
+    match (s.strip_prefix('~'), home()) {
+        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+            Some(home.join(rest.trim_start_matches('/')))
+        }
+        _ => Some(PathBuf::from(v)),
+    }
+}
+
+/// `HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`, as
+/// huggingface_hub's constants resolve it: where the `token` file is.
+pub fn hf_home() -> PathBuf {
+    env_dir("HF_HOME").unwrap_or_else(|| {
+        env_dir("XDG_CACHE_HOME")
+            .or_else(|| home().map(|h| h.join(".cache")))
+            .unwrap_or_else(|| PathBuf::from(".cache"))
+            .join("huggingface")
+    })
+}
+
+/// The hub cache: `HF_HUB_CACHE`, else the legacy `HUGGINGFACE_HUB_CACHE`, else
+/// `hf_home()/hub`, as huggingface_hub resolves it.
+pub fn hub_cache_dir() -> PathBuf {
+    env_dir("HF_HUB_CACHE")
+        .or_else(|| env_dir("HUGGINGFACE_HUB_CACHE"))
+        .unwrap_or_else(|| hf_home().join("hub"))
 }
 
 fn from_hub(id: &str) -> Result<ModelFiles> {
-    let cache = hf_hub::Cache::from_env();
-    let repo = cache.model(id.to_string());
-    let cached = |f: &str| repo.get(f);
+    let cache = hub_cache_dir();
     // A complete cached snapshot needs no network at all.
-    if let (Some(config), Some(tokenizer)) = (cached("config.json"), cached("tokenizer.json")) {
-        if let Some(w) = cached(SINGLE) {
-            return Ok(files(id, config, tokenizer, vec![w]));
-        } else if let Some(index) = cached(INDEX) {
-            let shards: Option<Vec<PathBuf>> =
-                shard_names(&index)?.iter().map(|s| cached(s)).collect();
-            if let Some(weights) = shards {
-                return Ok(files(id, config, tokenizer, weights));
-            }
-        }
-    }
-    if hub_offline() {
+    let why = match from_cache(&cache, id) {
+        Ok(files) => return Ok(files),
+        Err(why) => why,
+    };
+    if let Some((var, value)) = hub_offline_var() {
         bail!(
-            "model {id} is not a local directory and is not complete in the Hugging Face cache at {} (HF_HUB_OFFLINE=1 forbids downloading)",
-            cache.path().display()
+            "model {id} is not a local directory and is not complete in the Hugging Face cache at {}: {why} ({var}={value} forbids downloading)",
+            cache.display()
         );
     }
-    download(id)
+    download(id, &cache)
+}
+
+/// The model's files in the snapshot `refs/main` names, or what is wrong with the cache.
+fn from_cache(cache: &Path, id: &str) -> std::result::Result<ModelFiles, String> {
+    let repo = cache.join(format!("models--{}", id.replace('/', "--")));
+    if !repo.is_dir() {
+        return Err(format!("{} does not exist", repo.display()));
+    }
+    let main = repo.join("refs").join("main");
+    let commit = match std::fs::read_to_string(&main) {
+        Ok(c) => c.trim().to_string(),
+        Err(e) => return Err(format!("cannot read {} ({e})", main.display())),
+    };
+    let snap = repo.join("snapshots").join(&commit);
+    if commit.is_empty() || !snap.is_dir() {
+        return Err(format!(
+            "{} names snapshot `{commit}`, which is not in {}",
+            main.display(),
+            repo.join("snapshots").display()
+        ));
+    }
+    let file = |name: &str, listed: Option<&str>| -> std::result::Result<PathBuf, String> {
+        let p = snap.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+        let what = match listed {
+            Some(index) => format!("{name}, listed in {index},"),
+            None => name.to_string(),
+        };
+        Err(match std::fs::read_link(&p) {
+            Ok(target) => format!(
+                "{} is a broken link: its blob {} is missing",
+                p.display(),
+                target.display()
+            ),
+            Err(_) if p.exists() => format!("{} is not a file", p.display()),
+            Err(_) => format!("{what} is not in snapshot {}", snap.display()),
+        })
+    };
+    let config = file("config.json", None)?;
+    let tokenizer = file("tokenizer.json", None)?;
+    let present = |name: &str| std::fs::symlink_metadata(snap.join(name)).is_ok();
+    let weights = if present(SINGLE) || !present(INDEX) {
+        if !present(SINGLE) {
+            return Err(format!(
+                "snapshot {} has neither {SINGLE} nor {INDEX}",
+                snap.display()
+            ));
+        }
+        vec![file(SINGLE, None)?]
+    } else {
+        let index = file(INDEX, None)?;
+        shard_names(&index)
+            .map_err(|e| format!("{e:#}"))?
+            .iter()
+            .map(|s| file(s, Some(INDEX)))
+            .collect::<std::result::Result<Vec<_>, _>>()?
+    };
+    Ok(files(id, config, tokenizer, weights))
 }
 
 fn files(id: &str, config: PathBuf, tokenizer: PathBuf, weights: Vec<PathBuf>) -> ModelFiles {
@@ -177,12 +283,24 @@ pub const SIDE_FILES: &[&str] = &[
     "chat_template.json",
 ];
 
-fn download(id: &str) -> Result<ModelFiles> {
+fn download(id: &str, cache: &Path) -> Result<ModelFiles> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let api = hf_hub::api::tokio::ApiBuilder::from_env()
+        // The cache and token as huggingface_hub finds them (hf-hub itself reads only
+        // HF_HOME, and takes the token from beside the cache).
+        let token = std::fs::read_to_string(hf_home().join("token"))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        let mut builder =
+            hf_hub::api::tokio::ApiBuilder::from_cache(hf_hub::Cache::new(cache.to_path_buf()))
+                .with_token(token);
+        if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let api = builder
             .build()
             .context("cannot set up the Hugging Face client")?;
         let repo = api.model(id.to_string());
