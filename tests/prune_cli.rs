@@ -930,3 +930,43 @@ fn results_do_not_depend_on_the_thread_count() {
     assert_eq!(weights[0].0, weights[1].0, "perplexity differs");
     assert!(weights[0].1 == weights[1].1, "pruned weights differ");
 }
+
+// The same without `max_window_layers` in the config: transformers' default (28) applies,
+// so in a 30-block model blocks 28 and 29 slide. ShortGPT removes nine blocks before
+// them, and the export must write the boundary they moved to, not leave the default.
+#[test]
+fn shortgpt_export_writes_the_moved_default_window_boundary() {
+    let d = tmp();
+    let src = d.path().join("deep");
+    let config = TINY_QWEN3
+        .replace("\"num_hidden_layers\":2", "\"num_hidden_layers\":30")
+        .replace(
+            "\"rms_norm_eps\":1e-6}",
+            "\"rms_norm_eps\":1e-6,\"use_sliding_window\":true,\"sliding_window\":4}",
+        );
+    write_model_dir(&src, &config, 11, DType::F32);
+    // Blocks 0-8 made identities (output projections zeroed): the least influence.
+    let w = src.join("model.safetensors");
+    let edited: std::collections::HashMap<String, Tensor> =
+        candle_core::safetensors::load(&w, &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| {
+                let identity = (0..9).any(|b| {
+                    k == format!("model.layers.{b}.self_attn.o_proj.weight")
+                        || k == format!("model.layers.{b}.mlp.down_proj.weight")
+                });
+                let v = if identity { v.zeros_like().unwrap() } else { v };
+                (k, v)
+            })
+            .collect();
+    candle_core::safetensors::save(&edited, &w).unwrap();
+    let out = d.path().join("out");
+    let (v, e) = structured_prune_and_eval(&p(&src), "shortgpt", &out);
+    let removed = v["result"]["structured"]["removed_blocks"].clone();
+    assert_eq!(removed, serde_json::json!([0, 1, 2, 3, 4, 5, 6, 7, 8]));
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(exported["max_window_layers"], 19, "{exported}");
+    assert_eq!(e["ppl"]["value"], v["result"]["ppl"]["value"]);
+}

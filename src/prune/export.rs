@@ -356,7 +356,7 @@ fn write_all(
     }
     // transformers' Qwen2/Qwen3 without `layer_types`: blocks from `max_window_layers` on
     // slide. Removed blocks (ShortGPT) move that boundary; the sliding ones stay a suffix.
-    if removed && cfg["use_sliding_window"] == true && cfg.get("max_window_layers").is_some() {
+    if removed && cfg["use_sliding_window"] == true {
         let full = d.blocks.iter().take_while(|b| b.window.is_none()).count();
         if d.blocks[full..].iter().all(|b| b.window.is_some()) {
             cfg["max_window_layers"] = full.into();
