@@ -44,6 +44,11 @@ fn answer(stream: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Mutex<Vec<S
             break;
         }
         let (name, value) = h.split_once(':').unwrap_or(("", ""));
+        if name.eq_ignore_ascii_case("authorization") {
+            log.lock()
+                .unwrap()
+                .push(format!("authorization {}", value.trim()));
+        }
         if name.eq_ignore_ascii_case("range") {
             let v = value.trim().trim_start_matches("bytes=");
             let (a, b) = v.split_once('-').unwrap();
@@ -129,6 +134,7 @@ fn a_hub_id_downloads_the_model_and_the_files_listed_beside_it() {
         ("HF_HOME", p(&home)),
         ("HF_ENDPOINT", endpoint),
         ("HF_HUB_OFFLINE", "0".to_string()),
+        ("HF_TOKEN", "hf_scripted".to_string()),
     ];
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let eval = |m: &str, envs: &[(&str, &str)]| {
@@ -166,6 +172,13 @@ fn a_hub_id_downloads_the_model_and_the_files_listed_beside_it() {
     );
     assert!(
         !paths.iter().any(|p| p.ends_with("/vocab.json")),
+        "{paths:?}"
+    );
+    // HF_TOKEN is sent, as huggingface_hub sends it.
+    assert!(
+        paths
+            .iter()
+            .any(|p| p == "authorization Bearer hf_scripted"),
         "{paths:?}"
     );
     // An export of the downloaded model carries them.

@@ -288,10 +288,12 @@ fn download(id: &str, cache: &Path) -> Result<ModelFiles> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        // The cache and token as huggingface_hub finds them (hf-hub itself reads only
-        // HF_HOME, and takes the token from beside the cache).
-        let token = std::fs::read_to_string(hf_home().join("token"))
+        // The cache and token as huggingface_hub finds them: HF_TOKEN, else the token file
+        // of HF_HOME (hf-hub itself reads only HF_HOME, and takes the token from beside the
+        // cache).
+        let token = std::env::var("HF_TOKEN")
             .ok()
+            .or_else(|| std::fs::read_to_string(hf_home().join("token")).ok())
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty());
         let mut builder =
