@@ -762,6 +762,25 @@ fn structured_baselines_export_loadable_models() {
     }
 }
 
+/// Zero the output projections (o_proj, down_proj) of `blocks` in the weights file `w`:
+/// each such block passes its input through unchanged, its Block Influence 0.
+fn make_identities(w: &std::path::Path, blocks: std::ops::Range<usize>) {
+    let edited: std::collections::HashMap<String, Tensor> =
+        candle_core::safetensors::load(w, &Device::Cpu)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| {
+                let identity = blocks.clone().any(|b| {
+                    k == format!("model.layers.{b}.self_attn.o_proj.weight")
+                        || k == format!("model.layers.{b}.mlp.down_proj.weight")
+                });
+                let v = if identity { v.zeros_like().unwrap() } else { v };
+                (k, v)
+            })
+            .collect();
+    candle_core::safetensors::save(&edited, w).unwrap();
+}
+
 // A Qwen3 whose sliding blocks are set by `max_window_layers` (no `layer_types`): after
 // ShortGPT removes a block, the export still evaluates to the perplexity prune reported,
 // so each remaining block keeps its attention window.
@@ -784,21 +803,9 @@ fn shortgpt_export_keeps_each_blocks_sliding_window() {
         obj.insert("sliding_window".into(), 4.into());
         obj.insert("max_window_layers".into(), mwl.into());
         std::fs::write(src.join("config.json"), cfg.to_string()).unwrap();
-        // Block 0 made an identity (its output projections zeroed): the block of least
-        // influence, so ShortGPT removes it and the sliding blocks after it move down.
-        let w = src.join("model.safetensors");
-        let edited: std::collections::HashMap<String, candle_core::Tensor> =
-            candle_core::safetensors::load(&w, &candle_core::Device::Cpu)
-                .unwrap()
-                .into_iter()
-                .map(|(k, v)| {
-                    let out_proj = k == "model.layers.0.self_attn.o_proj.weight"
-                        || k == "model.layers.0.mlp.down_proj.weight";
-                    let v = if out_proj { v.zeros_like().unwrap() } else { v };
-                    (k, v)
-                })
-                .collect();
-        candle_core::safetensors::save(&edited, &w).unwrap();
+        // Block 0 made an identity: the block of least influence, so ShortGPT removes it
+        // and the sliding blocks after it move down.
+        make_identities(&src.join("model.safetensors"), 0..1);
         let out = d.path().join("out");
         let (v, e) = structured_prune_and_eval(&p(&src), "shortgpt", &out);
         let removed = v["result"]["structured"]["removed_blocks"].clone();
@@ -945,22 +952,8 @@ fn shortgpt_export_writes_the_moved_default_window_boundary() {
             "\"rms_norm_eps\":1e-6,\"use_sliding_window\":true,\"sliding_window\":4}",
         );
     write_model_dir(&src, &config, 11, DType::F32);
-    // Blocks 0-8 made identities (output projections zeroed): the least influence.
-    let w = src.join("model.safetensors");
-    let edited: std::collections::HashMap<String, Tensor> =
-        candle_core::safetensors::load(&w, &Device::Cpu)
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| {
-                let identity = (0..9).any(|b| {
-                    k == format!("model.layers.{b}.self_attn.o_proj.weight")
-                        || k == format!("model.layers.{b}.mlp.down_proj.weight")
-                });
-                let v = if identity { v.zeros_like().unwrap() } else { v };
-                (k, v)
-            })
-            .collect();
-    candle_core::safetensors::save(&edited, &w).unwrap();
+    // Blocks 0-8 made identities: the least influence.
+    make_identities(&src.join("model.safetensors"), 0..9);
     let out = d.path().join("out");
     let (v, e) = structured_prune_and_eval(&p(&src), "shortgpt", &out);
     let removed = v["result"]["structured"]["removed_blocks"].clone();
