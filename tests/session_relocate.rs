@@ -314,12 +314,8 @@ fn a_bundled_session_verifies_on_a_copy_of_the_bundled_model() {
 #[test]
 fn export_refuses_weights_changed_between_the_fingerprints_samples() {
     let env = Env::new();
-    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bundled");
     let copy = env.dir.path().join("copy");
-    std::fs::create_dir_all(&copy).unwrap();
-    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
-        std::fs::copy(bundled.join(f), copy.join(f)).unwrap();
-    }
+    copy_bundled_model(&copy);
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions/example.yaml");
     let sp = p(&example);
     let cp = p(&copy);
@@ -331,31 +327,7 @@ fn export_refuses_weights_changed_between_the_fingerprints_samples() {
     assert_eq!(meta["eval_remeasured"], meta["eval"]["ppl"], "{meta}");
     assert_eq!(meta["source_model"], cp.as_str());
 
-    // Flip bits in the middle of the widest gap between sampled chunks.
-    let weights = copy.join("model.safetensors");
-    let fingerprint = |w: &Path| {
-        arborist::session::file::fingerprint(&copy.join("config.json"), &[w.to_path_buf()]).unwrap()
-    };
-    let before = fingerprint(&weights);
-    let mut bytes = std::fs::read(&weights).unwrap();
-    let (len, chunk) = (bytes.len(), 65536usize);
-    let starts: Vec<usize> = (0..16).map(|k| (len - chunk) * k / 15).collect();
-    let (gap_start, gap_end) = starts
-        .windows(2)
-        .map(|w| (w[0] + chunk, w[1]))
-        .max_by_key(|(a, b)| b.saturating_sub(*a))
-        .unwrap();
-    assert!(gap_end > gap_start + 4096, "no gap between the samples");
-    let mid = (gap_start + gap_end) / 2;
-    for b in &mut bytes[mid - 1024..mid + 1024] {
-        *b ^= 0x80;
-    }
-    std::fs::write(&weights, &bytes).unwrap();
-    assert_eq!(
-        fingerprint(&weights),
-        before,
-        "the change should keep the fingerprint"
-    );
+    flip_between_fingerprint_samples(&copy);
     let bad = env.path("bad");
     one_error_line(
         &env.run(&["export", &sp, "--out", &p(&bad), "--model", &cp]),

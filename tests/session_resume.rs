@@ -405,3 +405,43 @@ fn other_text_behind_a_relative_path_is_refused() {
         ok(&run_in(&a, c));
     }
 }
+
+/// The fingerprint samples the weight files; a resume re-measures its checkpoint and warns
+/// when the weights changed between the samples. An unchanged model resumes silently.
+#[test]
+fn a_resume_on_weights_changed_between_the_fingerprints_samples_warns() {
+    let env = Env::new();
+    let model = env.dir.path().join("model");
+    copy_bundled_model(&model);
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bundled/data");
+    let s = env.path("s.yaml");
+    let (m, calib, eval) = (
+        p(&model),
+        p(&data.join("calib.txt")),
+        p(&data.join("eval.txt")),
+    );
+    let flags = ["--model", &m, "--calib", &calib, "--eval", &eval];
+    let mut args = flags.to_vec();
+    args.extend(["--auto-approve", "--max-iters", "3", "--json"]);
+    ok_json(&env.session(&s, &args));
+    let (_, entries) = session_docs(&s);
+    let at = entry_index(&entries, "proposed", 2);
+    let warning = "re-measures at ppl";
+    let clean = env.path("clean.yaml");
+    cut_inside(&s, &clean, at);
+    let r = env.resume(&clean);
+    ok_json(&r);
+    assert!(!r.stderr.contains(warning), "{}", r.stderr);
+
+    flip_between_fingerprint_samples(&model);
+    let tampered = env.path("tampered.yaml");
+    cut_inside(&s, &tampered, at);
+    let r = env.resume(&tampered);
+    ok_json(&r);
+    let line = r.stderr.lines().find(|l| l.contains(warning));
+    assert!(
+        line.is_some_and(|l| l.contains("the model's weights may differ")),
+        "{}",
+        r.stderr
+    );
+}

@@ -57,13 +57,13 @@ impl Driver {
             return Ok(());
         }
         // The latest checkpoint's steps are cumulative: every accepted step, in order.
-        let steps = self
-            .machine
-            .checkpoint()
-            .map_or(vec![], |c| c.steps.clone());
+        let checkpoint = self.machine.checkpoint();
+        let steps = checkpoint.map_or(vec![], |c| c.steps.clone());
+        let recorded_ppl = checkpoint.map(|c| c.eval.ppl);
         self.send(Job::Rebuild {
             steps,
             profiles: self.machine.profiles,
+            recorded_ppl,
         })?;
         let effects = self.machine.resume_effects();
         self.dispatch(effects)

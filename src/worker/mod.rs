@@ -33,9 +33,11 @@ pub enum Job {
     Restore {
         index: usize,
     },
+    /// Restore the masks of a resumed session; `recorded_ppl` is its last checkpoint's.
     Rebuild {
         steps: Vec<MaskStep>,
         profiles: usize,
+        recorded_ppl: Option<f64>,
     },
 }
 
@@ -204,9 +206,26 @@ fn run_job(engine: &mut Engine, job: &Job, out: &Sender<Msg>) -> Result<()> {
             let _ = out.send(Msg::Done(format!("restored checkpoint {index}")));
             return Ok(());
         }
-        Job::Rebuild { steps, profiles } => {
+        Job::Rebuild {
+            steps,
+            profiles,
+            recorded_ppl,
+        } => {
             progress_msg(out, "rebuilding masks");
             engine.rebuild(steps, *profiles)?;
+            if let Some(want) = recorded_ppl {
+                // The fingerprint samples the weight files: re-measuring the checkpoint
+                // notices weights changed between the samples. The pass also fills the
+                // evaluation cache the next step's evaluation starts from.
+                progress_msg(out, "re-measuring the checkpoint");
+                let got = engine.perplexity()?;
+                let rel = (got - want).abs() / want.abs();
+                if rel.is_nan() || rel > 1e-6 {
+                    tracing::warn!(
+                        "the resumed checkpoint re-measures at ppl {got} but was recorded at {want} (relative difference {rel:.1e}): the model's weights may differ from the session's (`replay --verify` says where), or it was recorded by another build or CPU"
+                    );
+                }
+            }
             let _ = out.send(Msg::Done(format!("rebuilt {} checkpoint(s)", steps.len())));
             return Ok(());
         }

@@ -342,3 +342,45 @@ pub fn cut_inside(src: &Path, dst: &Path, k: usize) {
     let (a, b) = (starts[k + 1], *starts.get(k + 2).unwrap_or(&text.len()));
     std::fs::write(dst, &text[..a + (b - a) / 2]).unwrap();
 }
+
+/// A copy of the bundled model's files (config, tokenizer, weights) in `dir`.
+pub fn copy_bundled_model(dir: &Path) {
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bundled");
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(bundled.join(f), dir.join(f)).unwrap();
+    }
+}
+
+/// Flip 2048 bytes of `dir/model.safetensors` in the middle of the widest gap between
+/// the chunks the session fingerprint samples: the weights change, the fingerprint not.
+pub fn flip_between_fingerprint_samples(dir: &Path) {
+    let weights = dir.join("model.safetensors");
+    let fingerprint = || {
+        arborist::session::file::fingerprint(
+            &dir.join("config.json"),
+            std::slice::from_ref(&weights),
+        )
+        .unwrap()
+    };
+    let before = fingerprint();
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let (len, chunk) = (bytes.len(), 65536usize);
+    let starts: Vec<usize> = (0..16).map(|k| (len - chunk) * k / 15).collect();
+    let (gap_start, gap_end) = starts
+        .windows(2)
+        .map(|w| (w[0] + chunk, w[1]))
+        .max_by_key(|(a, b)| b.saturating_sub(*a))
+        .unwrap();
+    assert!(gap_end > gap_start + 4096, "no gap between the samples");
+    let mid = (gap_start + gap_end) / 2;
+    for b in &mut bytes[mid - 1024..mid + 1024] {
+        *b ^= 0x80;
+    }
+    std::fs::write(&weights, &bytes).unwrap();
+    assert_eq!(
+        fingerprint(),
+        before,
+        "the change should keep the fingerprint"
+    );
+}
