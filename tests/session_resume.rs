@@ -432,6 +432,17 @@ fn a_resume_on_weights_changed_between_the_fingerprints_samples_warns() {
     let r = env.resume(&clean);
     ok_json(&r);
     assert!(!r.stderr.contains(warning), "{}", r.stderr);
+    // The re-measure fills the evaluation cache: every evaluation starts from the block
+    // the uninterrupted run's did (before, the first one after a resume started from 0).
+    let (_, resumed) = session_docs(&clean);
+    let from = |e: &[Value]| -> Vec<Value> {
+        events(e, "evaluated")
+            .iter()
+            .map(|v| v["eval"]["from_block"].clone())
+            .collect()
+    };
+    assert_eq!(from(&resumed), from(&entries));
+    assert!(from(&entries).iter().any(|b| b.as_u64() > Some(0)));
 
     flip_between_fingerprint_samples(&model);
     let tampered = env.path("tampered.yaml");

@@ -260,7 +260,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     engine.rebuild(&steps, 0)?;
     // The fingerprint samples the weight files; the model is re-measured so that weights
     // changed between the samples cannot be exported under the recorded numbers.
-    let ppl = engine.perplexity()?;
+    let ppl = engine.checkpoint_perplexity()?;
     let rel = (ppl - ckpt.eval.ppl).abs() / ckpt.eval.ppl.abs();
     if rel.is_nan() || rel > tolerance {
         bail!(

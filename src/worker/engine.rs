@@ -229,13 +229,17 @@ impl Engine {
             .collect()
     }
 
-    /// The perplexity of the model as it stands, without the probe (export's check).
-    pub fn perplexity(&mut self) -> Result<f64> {
-        Ok(self
+    /// The perplexity of the last checkpoint, the model as it stands after `rebuild` (the
+    /// export's and resume's check), without the probe. Its block states become the
+    /// evaluation cache, as an accepted step's do.
+    pub fn checkpoint_perplexity(&mut self) -> Result<f64> {
+        let value = self
             .ppl
             .evaluate(&self.model.decoder, &mut |_, _| {})?
             .0
-            .value)
+            .value;
+        self.ppl.commit();
+        Ok(value)
     }
 
     pub fn evaluate(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<Evaluation> {
