@@ -36,19 +36,46 @@ fn fill_hub(hub: &Path, repo: &str, model_dir: &Path) {
     }
 }
 
-fn ppl(args_model: &str, txt: &str, envs: &[(&str, &str)]) -> (bool, f64, String) {
-    let o = arborist(
+/// Run the binary with none of the cache and offline variables but `envs`.
+fn arborist_clean(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"));
+    c.args(args);
+    for k in [
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "XDG_CACHE_HOME",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+    ] {
+        c.env_remove(k);
+    }
+    c.env("HF_ENDPOINT", DEAD_ENDPOINT);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn eval_ppl(model: &str, txt: &Path, envs: &[(&str, &str)]) -> Result<f64, String> {
+    let o = arborist_clean(
         &[
-            "eval", "--model", args_model, "--ppl", txt, "--seqlen", "64", "--json",
+            "eval",
+            "--model",
+            model,
+            "--ppl",
+            &p(txt),
+            "--seqlen",
+            "64",
+            "--json",
         ],
         envs,
     );
-    let err = stderr(&o);
     if !o.status.success() {
-        return (false, f64::NAN, err);
+        return Err(stderr(&o));
     }
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    (true, v["ppl"]["value"].as_f64().unwrap(), err)
+    Ok(v["ppl"]["value"].as_f64().unwrap())
 }
 
 #[test]
@@ -66,10 +93,8 @@ fn offline_cache_resolves_by_hub_id_and_matches_the_local_dir() {
         ("HF_ENDPOINT", DEAD_ENDPOINT.to_string()),
     ];
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (ok, from_cache, err) = ppl("acme/tiny-qwen3", &p(&txt), &envs);
-    assert!(ok, "{err}");
-    let (ok, from_dir, err) = ppl(&p(&model), &p(&txt), &[]);
-    assert!(ok, "{err}");
+    let from_cache = eval_ppl("acme/tiny-qwen3", &txt, &envs).unwrap_or_else(|e| panic!("{e}"));
+    let from_dir = eval_ppl(&p(&model), &txt, &[]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(from_cache, from_dir);
 }
 
@@ -126,48 +151,6 @@ fn incomplete_cache_is_not_used_offline() {
         err.contains("not complete in the Hugging Face cache"),
         "{err}"
     );
-}
-
-/// Run the binary with none of the cache and offline variables but `envs`.
-fn arborist_clean(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"));
-    c.args(args);
-    for k in [
-        "HF_HOME",
-        "HF_HUB_CACHE",
-        "HUGGINGFACE_HUB_CACHE",
-        "XDG_CACHE_HOME",
-        "HF_HUB_OFFLINE",
-        "TRANSFORMERS_OFFLINE",
-    ] {
-        c.env_remove(k);
-    }
-    c.env("HF_ENDPOINT", DEAD_ENDPOINT);
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
-fn eval_ppl(model: &str, txt: &Path, envs: &[(&str, &str)]) -> Result<f64, String> {
-    let o = arborist_clean(
-        &[
-            "eval",
-            "--model",
-            model,
-            "--ppl",
-            &p(txt),
-            "--seqlen",
-            "64",
-            "--json",
-        ],
-        envs,
-    );
-    if !o.status.success() {
-        return Err(stderr(&o));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    Ok(v["ppl"]["value"].as_f64().unwrap())
 }
 
 // huggingface_hub's cache: HF_HUB_CACHE, else HF_HOME/hub, else

@@ -112,14 +112,20 @@ fn recorded_engine(
     Ok(engine)
 }
 
+/// `--tolerance` of `replay --verify` and `export`, or the default.
+fn tolerance(flag: Option<f64>) -> Result<f64> {
+    let t = flag.unwrap_or(crate::worker::verify::DEFAULT_TOLERANCE);
+    if !(t.is_finite() && t >= 0.0) {
+        bail!("--tolerance {t}: expected a finite relative difference >= 0");
+    }
+    Ok(t)
+}
+
 pub fn replay(a: ReplayArgs) -> Result<()> {
     if a.tolerance.is_some() && !a.verify {
         bail!("--tolerance is what --verify accepts: a replay without --verify compares nothing (the TUI's V verifies at the default 1e-6)");
     }
-    let tolerance = a.tolerance.unwrap_or(1e-6);
-    if !(tolerance.is_finite() && tolerance >= 0.0) {
-        bail!("--tolerance {tolerance}: expected a finite relative difference >= 0");
-    }
+    let tolerance = tolerance(a.tolerance)?;
     if !a.verify && !a.headless && !a.json && crate::tui::is_interactive() {
         // Moved-file flags are for `V`: checked against the header before the screen opens.
         if !a.relocate.args().is_empty() {
@@ -219,10 +225,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
 
 pub fn export(a: ExportArgs) -> Result<()> {
     let max_shard = super::max_shard_size(a.max_shard_size.as_deref())?;
-    let tolerance = a.tolerance.unwrap_or(1e-6);
-    if !(tolerance.is_finite() && tolerance >= 0.0) {
-        bail!("--tolerance {tolerance}: expected a finite relative difference >= 0");
-    }
+    let tolerance = tolerance(a.tolerance)?;
     let (log, opts, files) = load_checked(&a.session, &a.relocate)?;
     crate::prune::export::check_out_dir(&a.out, a.force)?;
     let opts = &opts;
@@ -261,8 +264,8 @@ pub fn export(a: ExportArgs) -> Result<()> {
     // The fingerprint samples the weight files; the model is re-measured so that weights
     // changed between the samples cannot be exported under the recorded numbers.
     let ppl = engine.checkpoint_perplexity()?;
-    let rel = (ppl - ckpt.eval.ppl).abs() / ckpt.eval.ppl.abs();
-    if rel.is_nan() || rel > tolerance {
+    let rel = crate::worker::verify::rel(ppl, ckpt.eval.ppl);
+    if rel > tolerance {
         bail!(
             "{}: checkpoint {} re-measures at ppl {ppl} but was recorded at {} (relative difference {rel:.1e}, tolerance {tolerance:.0e}): the model's weights differ from the session's (`replay --verify` says where), or it was recorded by another build or CPU and --tolerance accepts that; nothing was written",
             a.session.display(),

@@ -219,8 +219,8 @@ fn run_job(engine: &mut Engine, job: &Job, out: &Sender<Msg>) -> Result<()> {
                 // evaluation cache the next step's evaluation starts from.
                 progress_msg(out, "re-measuring the checkpoint");
                 let got = engine.checkpoint_perplexity()?;
-                let rel = (got - want).abs() / want.abs();
-                if rel.is_nan() || rel > 1e-6 {
+                let rel = verify::rel(got, *want);
+                if rel > verify::DEFAULT_TOLERANCE {
                     tracing::warn!(
                         "the resumed checkpoint re-measures at ppl {got} but was recorded at {want} (relative difference {rel:.1e}): the model's weights may differ from the session's (`replay --verify` says where), or it was recorded by another build or CPU"
                     );

@@ -40,7 +40,12 @@ fn probe_diff(a: &crate::session::Evaluation, b: &crate::session::Evaluation) ->
     }
 }
 
-fn rel(a: f64, b: f64) -> f64 {
+/// The relative difference accepted by default between a recorded number and its
+/// re-measure (`replay --verify`, `export`, a resume's check).
+pub const DEFAULT_TOLERANCE: f64 = 1e-6;
+
+/// The relative difference of a recorded number and its re-measure, as every check uses it.
+pub fn rel(a: f64, b: f64) -> f64 {
     diff_over(a, b, 1e-300)
 }
 
