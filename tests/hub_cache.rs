@@ -17,22 +17,25 @@ fn fill_cache(hf_home: &Path, repo: &str, model_dir: &Path) {
 
 /// `repo` in the hub cache `hub` (what HF_HUB_CACHE names), each file a blob with a link.
 fn fill_hub(hub: &Path, repo: &str, model_dir: &Path) {
+    fill_snapshot(hub, repo, COMMIT, &["main"], model_dir);
+}
+
+/// `model_dir`'s files as snapshot `commit` of `repo`, which each of `refs` names.
+fn fill_snapshot(hub: &Path, repo: &str, commit: &str, refs: &[&str], model_dir: &Path) {
     let root = hub.join(format!("models--{}", repo.replace('/', "--")));
     std::fs::create_dir_all(root.join("refs")).unwrap();
-    std::fs::write(root.join("refs/main"), COMMIT).unwrap();
-    let snap = root.join("snapshots").join(COMMIT);
+    for r in refs {
+        std::fs::write(root.join("refs").join(r), commit).unwrap();
+    }
+    let snap = root.join("snapshots").join(commit);
     std::fs::create_dir_all(&snap).unwrap();
     std::fs::create_dir_all(root.join("blobs")).unwrap();
     for entry in std::fs::read_dir(model_dir).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();
-        let blob = root.join("blobs").join(format!("blob-{name}"));
-        std::fs::copy(entry.path(), &blob).unwrap();
-        std::os::unix::fs::symlink(
-            Path::new("../../blobs").join(format!("blob-{name}")),
-            snap.join(&name),
-        )
-        .unwrap();
+        let blob = format!("blob-{commit}-{name}");
+        std::fs::copy(entry.path(), root.join("blobs").join(&blob)).unwrap();
+        std::os::unix::fs::symlink(Path::new("../../blobs").join(blob), snap.join(&name)).unwrap();
     }
 }
 
@@ -269,11 +272,12 @@ fn an_incomplete_cache_names_what_is_missing() {
     );
 
     fill_cache(&home, "acme/no-blob", &model);
-    std::fs::remove_file(root("no-blob").join("blobs/blob-model.safetensors")).unwrap();
+    let blob = format!("blob-{COMMIT}-model.safetensors");
+    std::fs::remove_file(root("no-blob").join("blobs").join(&blob)).unwrap();
     let err = run("no-blob");
     assert!(
         err.contains(&format!(
-            "{} is a broken link: its blob ../../blobs/blob-model.safetensors is missing",
+            "{} is a broken link: its blob ../../blobs/{blob} is missing",
             snap("no-blob").join("model.safetensors").display()
         )),
         "{err}"
@@ -316,6 +320,203 @@ fn an_incomplete_cache_names_what_is_missing() {
         err.contains(&format!(
             "model-2.safetensors, listed in model.safetensors.index.json, is not in snapshot {}",
             snap("shard-gone").display()
+        )),
+        "{err}"
+    );
+}
+
+const COMMIT_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const COMMIT_C: &str = "cccccccccccccccccccccccccccccccccccccccc";
+
+/// Two models of one shape whose numbers differ: a checkpoint and its next commit.
+fn two_models(d: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (a, b) = (d.join("a"), d.join("b"));
+    write_model_dir(&a, TINY_QWEN3, 9, DType::F32);
+    write_model_dir(&b, TINY_QWEN3, 10, DType::F32);
+    (a, b)
+}
+
+#[test]
+fn a_revision_after_the_id_names_a_ref_or_a_commit_in_the_cache() {
+    let d = tmp();
+    let (a, b) = two_models(d.path());
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(2500)).unwrap();
+    let hub = d.path().join("hub");
+    fill_snapshot(&hub, "acme/rev", COMMIT, &["main"], &a);
+    fill_snapshot(&hub, "acme/rev", COMMIT_B, &["v1"], &b);
+    let h = p(&hub);
+    let envs = [("HF_HUB_CACHE", h.as_str()), ("HF_HUB_OFFLINE", "1")];
+    let ppl = |m: &str| eval_ppl(m, &txt, &envs).unwrap_or_else(|e| panic!("{m}: {e}"));
+    let (ppl_a, ppl_b) = (
+        eval_ppl(&p(&a), &txt, &[]).unwrap(),
+        eval_ppl(&p(&b), &txt, &[]).unwrap(),
+    );
+    assert_ne!(ppl_a, ppl_b);
+    assert_eq!(ppl("acme/rev"), ppl_a);
+    assert_eq!(ppl("acme/rev@main"), ppl_a);
+    assert_eq!(ppl("acme/rev@v1"), ppl_b);
+    // A commit is a snapshot's name; no ref names it.
+    assert_eq!(ppl(&format!("acme/rev@{COMMIT_B}")), ppl_b);
+
+    let o = arborist_clean(
+        &[
+            "eval",
+            "--model",
+            "acme/rev@v1",
+            "--ppl",
+            &p(&txt),
+            "--seqlen",
+            "64",
+            "--json",
+        ],
+        &envs,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["model"], "acme/rev@v1");
+    assert_eq!(
+        v["model_commit"], COMMIT_B,
+        "the commit the files are a snapshot of"
+    );
+
+    let err = eval_ppl("acme/rev@v9", &txt, &envs).unwrap_err();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("revision `v9` is neither a ref in"), "{err}");
+    assert!(
+        err.contains("HF_HUB_OFFLINE=1 forbids downloading"),
+        "{err}"
+    );
+    for bad in ["acme/rev@", "acme/rev@../main", "acme/rev@v 1"] {
+        let err = eval_ppl(bad, &txt, &envs).unwrap_err();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("is not a branch, tag or commit name"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+/// `run --headless` of two iterations on `model`, a session at `session`.
+fn two_iterations(model: &str, session: &Path, d: &Path, envs: &[(&str, &str)]) {
+    let (calib, eval) = (d.join("calib.txt"), d.join("eval.txt"));
+    std::fs::write(&calib, text(3000)).unwrap();
+    std::fs::write(&eval, text(2500)).unwrap();
+    let (s, c, e) = (p(session), p(&calib), p(&eval));
+    let mut args = vec![
+        "run",
+        "--headless",
+        "--auto-approve",
+        "--model",
+        model,
+        "--session",
+        &s,
+        "--calib",
+        &c,
+        "--eval",
+        &e,
+        "--max-iters",
+        "1",
+    ];
+    args.extend(SMALL);
+    let o = arborist_clean(&args, envs);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn replay_verify(session: &Path, envs: &[(&str, &str)]) -> std::process::Output {
+    arborist_clean(&["replay", &p(session), "--verify", "--json"], envs)
+}
+
+#[test]
+fn a_session_on_a_hub_id_replays_at_its_recorded_commit_after_main_moves() {
+    let d = tmp();
+    let (a, b) = two_models(d.path());
+    let hub = d.path().join("hub");
+    fill_snapshot(&hub, "acme/pin", COMMIT, &["main"], &a);
+    let (h, cache) = (p(&hub), p(&d.path().join("arborist-cache")));
+    let envs = [
+        ("HF_HUB_CACHE", h.as_str()),
+        ("HF_HUB_OFFLINE", "1"),
+        ("ARBORIST_CACHE", cache.as_str()),
+    ];
+    let session = d.path().join("s.yaml");
+    two_iterations("acme/pin", &session, d.path(), &envs);
+    let (header, _) = session_docs(&session);
+    assert_eq!(header["model"], "acme/pin");
+    assert_eq!(header["model_commit"], COMMIT);
+
+    // main moves to other weights: the session's commit is still in the cache.
+    fill_snapshot(&hub, "acme/pin", COMMIT_B, &["main"], &b);
+    let eval = d.path().join("eval.txt");
+    let moved = eval_ppl("acme/pin", &eval, &envs).unwrap();
+    assert_ne!(
+        moved,
+        eval_ppl(&p(&a), &eval, &[]).unwrap(),
+        "main names other weights"
+    );
+    let o = replay_verify(&session, &envs);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    // So does a resume: the session cut after its first iteration (a crash) goes on.
+    let cut = d.path().join("cut.yaml");
+    let text = std::fs::read_to_string(&session).unwrap();
+    let (_, entries) = session_docs(&session);
+    let second = entries
+        .iter()
+        .position(|e| e["event"]["iteration"].as_u64() == Some(2))
+        .expect("a second iteration");
+    std::fs::write(&cut, &text[..doc_starts(&text)[second + 1]]).unwrap();
+    let o = arborist_clean(
+        &[
+            "run",
+            "--headless",
+            "--auto-approve",
+            "--session",
+            &p(&cut),
+            "--resume",
+        ],
+        &envs,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, resumed) = session_docs(&cut);
+    let evals = |es: &[serde_json::Value]| -> Vec<f64> {
+        es.iter()
+            .filter(|e| e["event"]["event"] == "evaluated")
+            .map(|e| e["event"]["eval"]["ppl"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(evals(&entries).len(), 2);
+    assert_eq!(
+        evals(&resumed),
+        evals(&entries),
+        "the resumed run's numbers are the first run's"
+    );
+
+    // The session's snapshot is gone, and main is a later commit with the same weights
+    // (a README change): the files main names are the recorded weights.
+    let root = hub.join("models--acme--pin");
+    std::fs::remove_dir_all(root.join("snapshots").join(COMMIT)).unwrap();
+    fill_snapshot(&hub, "acme/pin", COMMIT_C, &["main"], &a);
+    let o = replay_verify(&session, &envs);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Neither: the fingerprint check refuses, and says the commit could not be had.
+    std::fs::write(root.join("refs/main"), COMMIT_B).unwrap();
+    let o = replay_verify(&session, &envs);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("model acme/pin: the session's commit cannot be had"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("revision `{COMMIT}` is neither a ref")),
+        "{err}"
+    );
+    assert!(err.contains("has fingerprint"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "(its files are commit {COMMIT_B}, the session's were {COMMIT})"
         )),
         "{err}"
     );

@@ -14,9 +14,11 @@ use std::sync::{Arc, Mutex};
 
 const COMMIT: &str = "89abcdef0123456789abcdef0123456789abcdef";
 const REPO: &str = "acme/tiny-qwen3";
+/// The branches and tags the scripted hub answers for.
+const REVISIONS: [&str; 3] = ["main", "v1", "refs/pr/2"];
 
-/// Serve `files` as repository `REPO` at revision main until the test ends; returns the
-/// endpoint and the paths requested.
+/// Serve `files` as repository `REPO` at each of `REVISIONS` until the test ends; returns
+/// the endpoint and the paths requested.
 fn scripted_hub(files: HashMap<String, Vec<u8>>) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -56,8 +58,16 @@ fn answer(stream: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Mutex<Vec<S
         }
     }
     log.lock().unwrap().push(path.clone());
-    let listing = format!("/api/models/{REPO}/revision/main");
-    let prefix = format!("/{REPO}/resolve/main/");
+    // Every revision this hub has is the one commit.
+    let rev = |p: &str, before: &str| -> Option<String> {
+        REVISIONS.iter().find_map(|r| {
+            let r = r.replace('/', "%2F");
+            p.strip_prefix(&format!("{before}{r}")).map(str::to_string)
+        })
+    };
+    let is_listing = rev(&path, &format!("/api/models/{REPO}/revision/")).as_deref() == Some("");
+    let file = rev(&path, &format!("/{REPO}/resolve/"))
+        .and_then(|rest| rest.strip_prefix('/').map(str::to_string));
     let mut out = stream;
     let mut send = |status: &str, headers: &[(String, String)], body: &[u8]| {
         let mut head = format!("HTTP/1.1 {status}\r\nconnection: close\r\n");
@@ -68,7 +78,7 @@ fn answer(stream: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Mutex<Vec<S
         let _ = out.write_all(head.as_bytes());
         let _ = out.write_all(body);
     };
-    if path == listing {
+    if is_listing {
         let mut names: Vec<&String> = files.keys().collect();
         names.sort();
         let siblings: Vec<_> = names
@@ -80,7 +90,7 @@ fn answer(stream: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Mutex<Vec<S
         send("200 OK", &json, body.as_bytes());
         return;
     }
-    let Some(data) = path.strip_prefix(&prefix).and_then(|f| files.get(f)) else {
+    let Some(data) = file.and_then(|f| files.get(&f)) else {
         send("404 Not Found", &[], b"Entry not found");
         return;
     };
@@ -207,4 +217,105 @@ fn a_hub_id_downloads_the_model_and_the_files_listed_beside_it() {
     for (f, text) in side {
         assert_eq!(std::fs::read_to_string(out.join(f)).unwrap(), text, "{f}");
     }
+}
+
+#[test]
+fn a_revision_downloads_that_revision_and_its_additional_chat_templates() {
+    let d = tmp();
+    let model = d.path().join("src");
+    write_model_dir(&model, TINY_QWEN3, 9, DType::F32);
+    let mut files = model_files(&model);
+    let template = "additional_chat_templates/tool_use.jinja";
+    files.insert(template.to_string(), b"{{ tools }}".to_vec());
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(2500)).unwrap();
+    let (endpoint, seen) = scripted_hub(files);
+    let home = d.path().join("hf");
+    let h = p(&home);
+    let online = [("HF_HOME", h.as_str()), ("HF_ENDPOINT", endpoint.as_str())];
+    let eval = |m: &str, envs: &[(&str, &str)]| {
+        let args = [
+            "eval",
+            "--model",
+            m,
+            "--ppl",
+            &p(&txt),
+            "--seqlen",
+            "64",
+            "--json",
+        ];
+        let o = arborist(&args, envs);
+        assert!(o.status.success(), "{m}: {}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let local = eval(&p(&model), &[])["ppl"]["value"].as_f64().unwrap();
+    for rev in ["v1", "refs/pr/2"] {
+        let v = eval(&format!("{REPO}@{rev}"), &online);
+        assert_eq!(v["ppl"]["value"].as_f64().unwrap(), local, "{rev}");
+        assert_eq!(v["model_commit"], COMMIT, "{rev}");
+        // hf-hub keeps the ref as huggingface_hub does.
+        let r = home.join("hub/models--acme--tiny-qwen3/refs").join(rev);
+        assert_eq!(std::fs::read_to_string(&r).unwrap(), COMMIT, "{rev}");
+    }
+    let paths = seen.lock().unwrap().clone();
+    let asked = |p: &str| paths.iter().any(|x| x == p);
+    assert!(
+        asked(&format!("/api/models/{REPO}/revision/v1")),
+        "{paths:?}"
+    );
+    assert!(
+        asked(&format!("/{REPO}/resolve/v1/config.json")),
+        "{paths:?}"
+    );
+    assert!(
+        asked(&format!("/{REPO}/resolve/refs%2Fpr%2F2/config.json")),
+        "{paths:?}"
+    );
+    assert!(
+        !paths.iter().any(|x| x.contains("/main")),
+        "only the revisions asked for: {paths:?}"
+    );
+    let snapshot = home
+        .join("hub/models--acme--tiny-qwen3/snapshots")
+        .join(COMMIT);
+    assert_eq!(
+        std::fs::read_to_string(snapshot.join(template)).unwrap(),
+        "{{ tools }}"
+    );
+
+    // Offline, the cache answers for the revision and for its commit.
+    let offline = [("HF_HOME", h.as_str()), ("HF_HUB_OFFLINE", "1")];
+    let at_commit = format!("{REPO}@{COMMIT}");
+    for m in [format!("{REPO}@v1"), at_commit.clone()] {
+        assert_eq!(
+            eval(&m, &offline)["ppl"]["value"].as_f64().unwrap(),
+            local,
+            "{m}"
+        );
+    }
+    // A prune names the revision and the commit, and its export carries the templates.
+    let out = d.path().join("pruned");
+    let o = arborist(
+        &[
+            "prune",
+            "--model",
+            &at_commit,
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.5",
+            "--out",
+            &p(&out),
+        ],
+        &offline,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("arborist.json")).unwrap()).unwrap();
+    assert_eq!(meta["source_model"], at_commit.as_str());
+    assert_eq!(meta["source_commit"], COMMIT);
+    assert_eq!(
+        std::fs::read_to_string(out.join(template)).unwrap(),
+        "{{ tools }}"
+    );
 }

@@ -164,6 +164,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
 
     let mut out = Map::new();
     out.insert("model".into(), json!(model.files.id));
+    if let Some(c) = &model.files.commit {
+        out.insert("model_commit".into(), json!(c));
+    }
     if let (Some(path), Some(text)) = (&a.ppl, &text) {
         let res = run_ppl(&a, &model, path, text)?;
         report_ppl(&a, &res, &mut out);

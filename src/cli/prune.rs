@@ -245,6 +245,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
     let meta = serde_json::json!({
         "arborist_version": env!("CARGO_PKG_VERSION"),
         "source_model": m.files.id,
+        "source_commit": m.files.commit,
         "device": a.model.device,
         "dtype": crate::runtime::dtype_name(m.decoder.dtype),
         "method": a.method,

@@ -85,15 +85,17 @@ fn load_checked(
     let name = path.display().to_string();
     let opts = relocate.apply(&log.header.options, &log.header.data, &name)?;
     relocate.check_present(&opts, &name)?;
-    let files = setup::resolve_model(&opts.model, relocate.model_hint(&name, &opts).as_deref())?;
+    let hint = relocate.model_hint(&name, &opts);
+    let files = setup::resolve_recorded(&opts.model, hint.as_deref(), &log.header)?;
     let fp = file::fingerprint(&files.config, &files.weights)?;
     if fp != log.header.fingerprint {
-        bail!(
-            "{}: model {} has fingerprint {fp}, the session was recorded on {}",
-            path.display(),
-            opts.model,
-            log.header.fingerprint
-        );
+        return Err(setup::other_weights(
+            path,
+            &opts.model,
+            &fp,
+            &log.header,
+            &files,
+        ));
     }
     Ok((log, opts, files))
 }
@@ -276,6 +278,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let meta = serde_json::json!({
         "arborist_version": env!("CARGO_PKG_VERSION"),
         "source_model": files.id,
+        "source_commit": files.commit,
         "fingerprint": log.header.fingerprint,
         "method": "arborist-session",
         "session": a.session.display().to_string(),

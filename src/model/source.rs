@@ -12,6 +12,8 @@ pub struct ModelFiles {
     pub tokenizer: PathBuf,
     /// One file, or the shards listed by `model.safetensors.index.json`, sorted by name.
     pub weights: Vec<PathBuf>,
+    /// The hub commit the files are a snapshot of (a model named by hub id).
+    pub commit: Option<String>,
 }
 
 const INDEX: &str = "model.safetensors.index.json";
@@ -34,12 +36,24 @@ impl ModelFiles {
         if path.exists() {
             bail!("model {spec} is a file, expected a directory with config.json");
         }
-        if looks_like_hub_id(spec) {
-            return from_hub(spec).with_context(|| {
+        if let Some((id, revision)) = split_hub_spec(spec) {
+            if let Some(r) = revision.filter(|r| !valid_revision(r)) {
+                bail!("model {spec}: `{r}` after the @ is not a branch, tag or commit name (letters, digits, `-_./`, no empty or `..` part)");
+            }
+            return from_hub(id, revision).with_context(|| {
                 format!("model {spec}: no local directory has that name, so it was taken as a Hugging Face id")
             });
         }
         bail!("model directory {spec} does not exist")
+    }
+
+    /// A hub id's files when the cache holds them whole; never downloads.
+    pub fn from_hub_cache(spec: &str) -> Option<Self> {
+        let (id, revision) = split_hub_spec(spec)?;
+        if !revision.is_none_or(valid_revision) {
+            return None;
+        }
+        from_cache(&hub_cache_dir(), id, revision).ok()
     }
 
     pub fn from_dir(dir: &Path) -> Result<Self> {
@@ -73,20 +87,48 @@ impl ModelFiles {
             config,
             tokenizer,
             weights,
+            commit: None,
         })
     }
 }
 
-/// `owner/name`: what `resolve` looks up on the hub when no directory has that name.
+/// `owner/name` or `owner/name@revision`: what `resolve` looks up on the hub when no
+/// directory has that name.
 pub fn looks_like_hub_id(spec: &str) -> bool {
-    let parts: Vec<&str> = spec.split('/').collect();
-    parts.len() == 2
+    split_hub_spec(spec).is_some()
+}
+
+/// The hub id and the revision after its `@` (which `resolve` checks), when `spec` names
+/// one.
+pub fn split_hub_spec(spec: &str) -> Option<(&str, Option<&str>)> {
+    let (id, revision) = match spec.split_once('@') {
+        Some((id, r)) => (id, Some(r)),
+        None => (spec, None),
+    };
+    let parts: Vec<&str> = id.split('/').collect();
+    let ok = parts.len() == 2
         && parts.iter().all(|p| {
             !p.is_empty()
                 && !p.starts_with('.')
                 && p.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        })
+        });
+    ok.then_some((id, revision))
+}
+
+/// A branch, tag, `refs/pr/N` or commit: a path under the cache's `refs/`, so no empty,
+/// `.` or `..` part.
+fn valid_revision(r: &str) -> bool {
+    r.split('/')
+        .all(|part| !part.is_empty() && part != "." && part != "..")
+        && r.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+}
+
+/// `spec` pinned to `commit`: its hub id at that commit, or `None` for a directory.
+pub fn pinned_spec(spec: &str, commit: &str) -> Option<String> {
+    let (id, _) = split_hub_spec(spec)?;
+    Some(format!("{id}@{commit}"))
 }
 
 /// Distinct shard file names of the index's weight map, sorted.
@@ -183,10 +225,10 @@ pub fn hub_cache_dir() -> PathBuf {
         .unwrap_or_else(|| hf_home().join("hub"))
 }
 
-fn from_hub(id: &str) -> Result<ModelFiles> {
+fn from_hub(id: &str, revision: Option<&str>) -> Result<ModelFiles> {
     let cache = hub_cache_dir();
     // A complete cached snapshot needs no network at all.
-    let why = match from_cache(&cache, id) {
+    let why = match from_cache(&cache, id, revision) {
         Ok(files) => return Ok(files),
         Err(why) => why,
     };
@@ -196,26 +238,43 @@ fn from_hub(id: &str) -> Result<ModelFiles> {
             cache.display()
         );
     }
-    download(id, &cache)
+    download(id, revision, &cache)
 }
 
-/// The model's files in the snapshot `refs/main` names, or what is wrong with the cache.
-fn from_cache(cache: &Path, id: &str) -> std::result::Result<ModelFiles, String> {
+/// The model's files in the snapshot `refs/<revision>` names (`main` by default) or, as
+/// huggingface_hub looks a revision up, the snapshot of that name; or what is wrong with
+/// the cache.
+fn from_cache(
+    cache: &Path,
+    id: &str,
+    revision: Option<&str>,
+) -> std::result::Result<ModelFiles, String> {
     let repo = cache.join(format!("models--{}", id.replace('/', "--")));
     if !repo.is_dir() {
         return Err(format!("{} does not exist", repo.display()));
     }
-    let main = repo.join("refs").join("main");
-    let commit = match std::fs::read_to_string(&main) {
+    let rev = revision.unwrap_or("main");
+    let named = repo.join("refs").join(rev);
+    let snapshots = repo.join("snapshots");
+    let commit = match std::fs::read_to_string(&named) {
         Ok(c) => c.trim().to_string(),
-        Err(e) => return Err(format!("cannot read {} ({e})", main.display())),
+        // A commit is a snapshot's name, with no ref.
+        Err(_) if revision.is_some() && snapshots.join(rev).is_dir() => rev.to_string(),
+        Err(_) if revision.is_some() => {
+            return Err(format!(
+                "revision `{rev}` is neither a ref in {} nor a snapshot in {}",
+                repo.join("refs").display(),
+                snapshots.display()
+            ))
+        }
+        Err(e) => return Err(format!("cannot read {} ({e})", named.display())),
     };
-    let snap = repo.join("snapshots").join(&commit);
+    let snap = snapshots.join(&commit);
     if commit.is_empty() || !snap.is_dir() {
         return Err(format!(
             "{} names snapshot `{commit}`, which is not in {}",
-            main.display(),
-            repo.join("snapshots").display()
+            named.display(),
+            snapshots.display()
         ));
     }
     let file = |name: &str, listed: Option<&str>| -> std::result::Result<PathBuf, String> {
@@ -256,15 +315,30 @@ fn from_cache(cache: &Path, id: &str) -> std::result::Result<ModelFiles, String>
             .map(|s| file(s, Some(INDEX)))
             .collect::<std::result::Result<Vec<_>, _>>()?
     };
-    Ok(files(id, config, tokenizer, weights))
+    Ok(files(id, revision, config, tokenizer, weights))
 }
 
-fn files(id: &str, config: PathBuf, tokenizer: PathBuf, weights: Vec<PathBuf>) -> ModelFiles {
+/// The files of a snapshot: its commit is the name of the directory they are in.
+fn files(
+    id: &str,
+    revision: Option<&str>,
+    config: PathBuf,
+    tokenizer: PathBuf,
+    weights: Vec<PathBuf>,
+) -> ModelFiles {
+    let commit = config
+        .parent()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned());
     ModelFiles {
-        id: id.to_string(),
+        id: match revision {
+            Some(r) => format!("{id}@{r}"),
+            None => id.to_string(),
+        },
         config,
         tokenizer,
         weights,
+        commit,
     }
 }
 
@@ -283,7 +357,8 @@ pub const SIDE_FILES: &[&str] = &[
     "chat_template.json",
 ];
 
-fn download(id: &str, cache: &Path) -> Result<ModelFiles> {
+fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles> {
+    let at = revision.map_or(String::new(), |r| format!(" at revision {r}"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -305,46 +380,57 @@ fn download(id: &str, cache: &Path) -> Result<ModelFiles> {
         let api = builder
             .build()
             .context("cannot set up the Hugging Face client")?;
-        let repo = api.model(id.to_string());
-        let get = |f: &'static str| {
-            let repo = &repo;
+        let repo = api.repo(hf_hub::Repo::with_revision(
+            id.to_string(),
+            hf_hub::RepoType::Model,
+            revision.unwrap_or("main").to_string(),
+        ));
+        let fetch = |f: String| {
+            let (repo, at) = (&repo, &at);
             async move {
-                repo.get(f)
-                    .await
-                    .with_context(|| format!("cannot fetch {f} of {id} from the Hugging Face hub"))
+                repo.get(&f).await.with_context(|| {
+                    format!("cannot fetch {f} of {id}{at} from the Hugging Face hub")
+                })
             }
         };
-        let config = get("config.json").await?;
-        let tokenizer = get("tokenizer.json").await?;
+        let config = fetch("config.json".into()).await?;
+        let tokenizer = fetch("tokenizer.json".into()).await?;
         // Only the side files the repository lists: asking for absent ones would be
         // errors that cannot be told from a failing network.
         match repo.info().await {
             Ok(info) => {
-                for f in SIDE_FILES {
-                    if info.siblings.iter().any(|s| s.rfilename == *f) {
-                        get(f).await?;
+                for s in &info.siblings {
+                    if is_side_file(&s.rfilename) {
+                        fetch(s.rfilename.clone()).await?;
                     }
                 }
             }
             Err(e) => tracing::warn!(
-                "cannot list the files of {id} on the Hugging Face hub ({e}); generation_config.json and the tokenizer's other files are not fetched"
+                "cannot list the files of {id}{at} on the Hugging Face hub ({e}); generation_config.json and the tokenizer's other files are not fetched"
             ),
         }
         let weights = match repo.get(SINGLE).await {
             Ok(single) => vec![single],
             Err(_) => {
-                let index = get(INDEX).await?;
+                let index = fetch(INDEX.into()).await?;
                 let mut out = Vec::new();
                 for s in shard_names(&index)? {
-                    out.push(repo.get(&s).await.with_context(|| {
-                        format!("cannot fetch {s} of {id} from the Hugging Face hub")
-                    })?);
+                    out.push(fetch(s).await?);
                 }
                 out
             }
         };
-        Ok(files(id, config, tokenizer, weights))
+        Ok(files(id, revision, config, tokenizer, weights))
     })
+}
+
+/// A file of the repository fetched with the model: one of `SIDE_FILES`, or a chat
+/// template under `additional_chat_templates/`.
+fn is_side_file(name: &str) -> bool {
+    SIDE_FILES.contains(&name)
+        || name
+            .strip_prefix("additional_chat_templates/")
+            .is_some_and(|t| !t.is_empty() && !t.contains('/'))
 }
 
 #[cfg(test)]
@@ -359,5 +445,35 @@ mod tests {
         assert!(!looks_like_hub_id("/abs/path"));
         assert!(!looks_like_hub_id("a/b/c"));
         assert!(!looks_like_hub_id("plain"));
+    }
+
+    #[test]
+    fn a_revision_follows_the_id_after_an_at() {
+        assert_eq!(
+            split_hub_spec("Qwen/Qwen3-4B"),
+            Some(("Qwen/Qwen3-4B", None))
+        );
+        assert_eq!(
+            split_hub_spec("acme/m@refs/pr/1"),
+            Some(("acme/m", Some("refs/pr/1")))
+        );
+        assert_eq!(split_hub_spec("./dir@v1"), None);
+        for ok in [
+            "main",
+            "v1.0",
+            "refs/pr/1",
+            "0123456789abcdef0123456789abcdef01234567",
+        ] {
+            assert!(valid_revision(ok), "{ok}");
+        }
+        for bad in ["", "..", "a/../b", "/main", "main/", "a//b", "v 1", "a@b"] {
+            assert!(!valid_revision(bad), "{bad}");
+        }
+        assert_eq!(
+            pinned_spec("acme/m@v1", "abc").as_deref(),
+            Some("acme/m@abc")
+        );
+        assert_eq!(pinned_spec("models/m", "abc"), Some("models/m@abc".into()));
+        assert_eq!(pinned_spec("./models/m", "abc"), None);
     }
 }

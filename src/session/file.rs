@@ -25,6 +25,10 @@ pub struct Header {
     pub arborist: String,
     pub created_unix: u64,
     pub model: String,
+    /// The hub commit of the model's files (a model named by hub id): a replay or resume
+    /// takes the model at this commit. Absent for a directory and in older headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_commit: Option<String>,
     /// Sampled hash of config.json and the weight files (see `fingerprint`).
     pub fingerprint: String,
     pub options: RunOptions,

@@ -178,8 +178,54 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
 /// Resolve the session's model (fast, here; with `model_hint` on failure) and start its
 /// workers.
 pub fn start(s: &Opened) -> Result<(Workers, ModelFiles)> {
-    let files = resolve_model(&s.opts.model, s.model_hint.as_deref())?;
+    let files = match &s.log {
+        Some(log) => resolve_recorded(&s.opts.model, s.model_hint.as_deref(), &log.header)?,
+        None => resolve_model(&s.opts.model, s.model_hint.as_deref())?,
+    };
     super::launch::start(files, &s.opts)
+}
+
+/// A recorded session's model. A hub id is taken at the commit the header records when
+/// the cache holds it, then as named when the cache's files are the recorded weights (a
+/// branch that moved on by a commit that left them alone), then downloaded at that commit;
+/// only when that fails (or `model` is another repository than the recorded one) is it
+/// resolved as named, for the fingerprint check to judge.
+pub fn resolve_recorded(model: &str, hint: Option<&str>, header: &Header) -> Result<ModelFiles> {
+    use crate::model::source::{pinned_spec, split_hub_spec};
+    // A commit names files of the repository it was recorded for, not of one moved to.
+    let same_repo =
+        split_hub_spec(model).map(|s| s.0) == split_hub_spec(&header.model).map(|s| s.0);
+    let pinned = header
+        .model_commit
+        .as_deref()
+        .filter(|_| same_repo)
+        .and_then(|c| pinned_spec(model, c));
+    let Some(pinned) = pinned else {
+        return resolve_model(model, hint);
+    };
+    if let Some(f) = ModelFiles::from_hub_cache(&pinned) {
+        return Ok(f);
+    }
+    if let Some(f) = ModelFiles::from_hub_cache(model) {
+        if file::fingerprint(&f.config, &f.weights)? == header.fingerprint {
+            return Ok(f);
+        }
+    }
+    match ModelFiles::resolve(&pinned) {
+        Ok(f) => Ok(f),
+        Err(e) => {
+            let files = resolve_model(model, hint)?;
+            tracing::warn!(
+                "model {model}: the session's commit cannot be had ({}); using {} instead",
+                e.root_cause(),
+                files
+                    .commit
+                    .as_deref()
+                    .map_or_else(|| files.id.clone(), |c| format!("commit {c}"))
+            );
+            Ok(files)
+        }
+    }
 }
 
 /// `ModelFiles::resolve`, with `hint` in front of its error: where a session's recorded
@@ -189,6 +235,28 @@ pub fn resolve_model(model: &str, hint: Option<&str>) -> Result<ModelFiles> {
         Some(h) => e.context(h.to_string()),
         None => e,
     })
+}
+
+/// The error when `model`'s files (fingerprint `fp`) are not the weights of the session
+/// at `path`, with the commits when both are known.
+pub fn other_weights(
+    path: &Path,
+    model: &str,
+    fp: &str,
+    header: &Header,
+    files: &ModelFiles,
+) -> anyhow::Error {
+    let commits = match (&files.commit, &header.model_commit) {
+        (Some(now), Some(was)) => {
+            format!(" (its files are commit {now}, the session's were {was})")
+        }
+        _ => String::new(),
+    };
+    anyhow::anyhow!(
+        "{}: model {model} has fingerprint {fp}, the session was recorded on {}{commits}",
+        path.display(),
+        header.fingerprint
+    )
 }
 
 fn continue_with(path: &Path) -> String {
@@ -265,6 +333,7 @@ pub fn attach(
                 arborist: env!("CARGO_PKG_VERSION").into(),
                 created_unix: file::now_ms() / 1000,
                 model: o.opts.model.clone(),
+                model_commit: files.commit.clone(),
                 fingerprint,
                 options: o.opts.clone(),
                 data,
@@ -281,12 +350,13 @@ pub fn attach(
         }
         Some(log) => {
             if log.header.fingerprint != fingerprint {
-                bail!(
-                    "{}: model {} has fingerprint {fingerprint}, the session was recorded on {}",
-                    o.path.display(),
-                    o.opts.model,
-                    log.header.fingerprint
-                );
+                return Err(other_weights(
+                    &o.path,
+                    &o.opts.model,
+                    &fingerprint,
+                    &log.header,
+                    files,
+                ));
             }
             check_data(&log.header.data, &data, &o.opts, &o.path)?;
             let (m, missing) = replay_log(log, &o.path)?;
