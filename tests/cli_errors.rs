@@ -120,6 +120,41 @@ fn tensor_shape_disagrees_with_config() {
     );
 }
 
+// A tied config reads the embedding from `lm_head.weight` when that is all the file holds
+// (tests/hf_parity.rs); with neither tensor, the error names both and the file. An untied
+// config does not look at the head: transformers would start that embedding from random
+// values, and it is refused as missing.
+#[test]
+fn a_checkpoint_without_its_embedding() {
+    let (_d, m, t) = setup();
+    let w = std::path::Path::new(&m).join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&w, &candle_core::Device::Cpu).unwrap();
+    let embed = tensors.remove("model.embed_tokens.weight").unwrap();
+    candle_core::safetensors::save(&tensors, &w).unwrap();
+    assert_one_line_error(
+        &eval(&m, &t),
+        &[
+            "`model.embed_tokens.weight` is missing",
+            "`lm_head.weight`",
+            "tie_word_embeddings",
+            &p(&w),
+        ],
+    );
+    tensors.insert("lm_head.weight".into(), embed);
+    candle_core::safetensors::save(&tensors, &w).unwrap();
+    assert!(eval(&m, &t).status.success());
+    let cfg = std::path::Path::new(&m).join("config.json");
+    let untied = std::fs::read_to_string(&cfg).unwrap().replace(
+        "\"tie_word_embeddings\":true",
+        "\"tie_word_embeddings\":false",
+    );
+    std::fs::write(&cfg, untied).unwrap();
+    assert_one_line_error(
+        &eval(&m, &t),
+        &["`model.embed_tokens.weight` is missing", &p(&w)],
+    );
+}
+
 #[test]
 fn unsupported_architecture() {
     let (_d, m, t) = setup();

@@ -12,13 +12,23 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf")
 }
 
-fn check(name: &str) {
-    let dir = fixtures().join(name);
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
-    let model = LoadedModel::load(dir.to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
+fn reference(name: &str) -> serde_json::Value {
+    let path = fixtures().join(name).join("reference.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
 
+fn check(name: &str) {
+    let model = LoadedModel::load(
+        fixtures().join(name).to_str().unwrap(),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    check_model(name, &model, &reference(name));
+}
+
+/// `model`'s logits and perplexities against `reference` (a fixture's reference.json).
+fn check_model(name: &str, model: &LoadedModel, reference: &serde_json::Value) {
     // Logits for every position.
     let tokens: Vec<Vec<u32>> = serde_json::from_value(reference["tokens"].clone()).unwrap();
     let shape: Vec<usize> = serde_json::from_value(reference["logits_shape"].clone()).unwrap();
@@ -112,6 +122,54 @@ fn qwen3_stored_as_bf16() {
 #[test]
 fn qwen3_stored_as_f16() {
     check("qwen3_f16");
+}
+
+// config.json ties the head, and the file holds the shared matrix as `lm_head.weight`
+// only: transformers 5.24 ties symmetrically and uses it for both (make_fixtures.py
+// asserts its logits are the in-memory model's, bit for bit).
+#[test]
+fn qwen3_tied_with_only_lm_head_stored() {
+    check("qwen3_head_only");
+}
+
+// The same checkpoint with its linears streamed, then exported: the export holds the
+// matrix as `model.embed_tokens.weight` only, as transformers' save_pretrained writes a
+// tied model (make_fixtures.py checks that too), in the file's bf16, and gives the same
+// numbers.
+#[test]
+fn a_head_only_checkpoint_streams_and_exports_as_save_pretrained_would() {
+    let name = "qwen3_head_only";
+    let dir = fixtures().join(name);
+    let streamed =
+        LoadedModel::load_with(dir.to_str().unwrap(), &Device::Cpu, DType::F32, true).unwrap();
+    assert!(streamed.decoder.is_streamed());
+    check_model(name, &streamed, &reference(name));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    arborist::prune::export::export(
+        &streamed.decoder,
+        &streamed.files,
+        &out,
+        false,
+        u64::MAX,
+        &serde_json::json!({}),
+    )
+    .unwrap();
+    let written =
+        candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(!written.contains_key("lm_head.weight"));
+    assert_eq!(
+        written["model.embed_tokens.weight"].dtype(),
+        DType::BF16,
+        "{:?}",
+        written["model.embed_tokens.weight"]
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["tie_word_embeddings"], true);
+    assert_eq!(cfg["torch_dtype"], "bfloat16");
+    let exported = LoadedModel::load(out.to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
+    check_model(name, &exported, &reference(name));
 }
 
 #[test]

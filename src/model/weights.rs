@@ -101,17 +101,25 @@ impl WeightFiles {
         Ok(t.to_dtype(dtype)?.to_device(device)?)
     }
 
+    /// "tensor `name` is missing from the weights", with the file or the shards' folder.
+    fn missing(&self, name: &str) -> String {
+        match self.files.as_slice() {
+            [one] => format!(
+                "tensor `{name}` is missing from the weights ({})",
+                one.display()
+            ),
+            many => format!(
+                "tensor `{name}` is missing from the weights: none of the {} shards in {} holds it",
+                many.len(),
+                many[0].parent().unwrap_or(Path::new(".")).display()
+            ),
+        }
+    }
+
     /// That tensor `name` exists with `shape` and a supported dtype, reading only the header.
     pub fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
         if !self.contains(name) {
-            match self.files.as_slice() {
-                [one] => bail!("tensor `{name}` is missing from the weights ({})", one.display()),
-                many => bail!(
-                    "tensor `{name}` is missing from the weights: none of the {} shards in {} holds it",
-                    many.len(),
-                    many[0].parent().unwrap_or(Path::new(".")).display()
-                ),
-            }
+            bail!("{}", self.missing(name));
         }
         let view = self
             .st
@@ -212,10 +220,26 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+const EMBED: &str = "model.embed_tokens.weight";
+const HEAD: &str = "lm_head.weight";
+
+/// The tensor of the files the embedding is read from: `model.embed_tokens.weight`, or,
+/// when config.json ties the head and the files hold only `lm_head.weight`, that head.
+/// transformers' tying at load is symmetric: with the embedding missing and the head
+/// there, it ties both to the stored head, silently (5.24, `tie_weights`).
+pub fn embed_source(files: &WeightFiles, cfg: &ModelConfig) -> &'static str {
+    if cfg.tie_word_embeddings && !files.contains(EMBED) && files.contains(HEAD) {
+        HEAD
+    } else {
+        EMBED
+    }
+}
+
 /// transformers' tying at load: with `tie_word_embeddings` true and an `lm_head.weight` in
 /// the files whose values (in the dtype the model runs in) differ from the embedding, it
 /// warns and does not tie. Then this returns the stored head, to be used untied; an
-/// identical copy (or none) gives `None`, and the head stays the embedding.
+/// identical copy (or none) gives `None`, and the head stays the embedding, as it does
+/// when the head is all the files hold (the embedding was read from it).
 pub fn stored_head_differs(
     files: &WeightFiles,
     cfg: &ModelConfig,
@@ -223,8 +247,7 @@ pub fn stored_head_differs(
     dtype: DType,
     device: &Device,
 ) -> Result<Option<Tensor>> {
-    const HEAD: &str = "lm_head.weight";
-    if !cfg.tie_word_embeddings || !files.contains(HEAD) {
+    if !cfg.tie_word_embeddings || !files.contains(HEAD) || embed_source(files, cfg) == HEAD {
         return Ok(None);
     }
     // A head of another shape differs too; loading it then names the shape.
@@ -254,7 +277,18 @@ pub fn load_all(
             files.check(&name, &shape)?;
             continue;
         }
-        let t = files.load(&name, &shape, dtype, device)?;
+        let stored = if name == EMBED {
+            embed_source(files, cfg)
+        } else {
+            &name
+        };
+        if stored == EMBED && cfg.tie_word_embeddings && !files.contains(EMBED) {
+            bail!(
+                "{}, and so is `{HEAD}`, which tie_word_embeddings true would use in its place",
+                files.missing(EMBED)
+            );
+        }
+        let t = files.load(stored, &shape, dtype, device)?;
         map.insert(name, t);
     }
     Ok(map)

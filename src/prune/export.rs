@@ -294,10 +294,9 @@ fn replace_by_renames(tmp: &Path, out: &Path) -> Result<()> {
 /// written model is always the one that was evaluated.
 fn save_dtype(d: &Decoder, src: &ModelFiles, tensors: &[(String, Stored<'_>)]) -> Result<DType> {
     let files = crate::model::weights::WeightFiles::open(&src.weights)?;
-    let Some(dt) = files
-        .stored_dtype("model.embed_tokens.weight")
-        .filter(|dt| *dt != d.dtype)
-    else {
+    // A tied checkpoint may hold its embedding as `lm_head.weight` only.
+    let embed = crate::model::weights::embed_source(&files, &d.cfg);
+    let Some(dt) = files.stored_dtype(embed).filter(|dt| *dt != d.dtype) else {
         return Ok(d.dtype);
     };
     // A streamed layer is its file's values, masked: exact in the file's dtype whenever
