@@ -112,6 +112,23 @@ fn answer(stream: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Mutex<Vec<S
     }
 }
 
+/// `eval --json` of `model` on `txt` at seqlen 64, which must succeed.
+fn eval_json(model: &str, txt: &Path, envs: &[(&str, &str)]) -> serde_json::Value {
+    let args = [
+        "eval",
+        "--model",
+        model,
+        "--ppl",
+        &p(txt),
+        "--seqlen",
+        "64",
+        "--json",
+    ];
+    let o = arborist(&args, envs);
+    assert!(o.status.success(), "{model}: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 fn model_files(dir: &Path) -> HashMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -147,22 +164,7 @@ fn a_hub_id_downloads_the_model_and_the_files_listed_beside_it() {
         ("HF_TOKEN", "hf_scripted".to_string()),
     ];
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let eval = |m: &str, envs: &[(&str, &str)]| {
-        let args = [
-            "eval",
-            "--model",
-            m,
-            "--ppl",
-            &p(&txt),
-            "--seqlen",
-            "64",
-            "--json",
-        ];
-        let o = arborist(&args, envs);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["ppl"]["value"].as_f64().unwrap()
-    };
+    let eval = |m: &str, envs: &[(&str, &str)]| eval_json(m, &txt, envs)["ppl"]["value"].clone();
     assert_eq!(eval(REPO, &envs), eval(&p(&model), &[]));
     let snapshot = home
         .join("hub/models--acme--tiny-qwen3/snapshots")
@@ -233,21 +235,7 @@ fn a_revision_downloads_that_revision_and_its_additional_chat_templates() {
     let home = d.path().join("hf");
     let h = p(&home);
     let online = [("HF_HOME", h.as_str()), ("HF_ENDPOINT", endpoint.as_str())];
-    let eval = |m: &str, envs: &[(&str, &str)]| {
-        let args = [
-            "eval",
-            "--model",
-            m,
-            "--ppl",
-            &p(&txt),
-            "--seqlen",
-            "64",
-            "--json",
-        ];
-        let o = arborist(&args, envs);
-        assert!(o.status.success(), "{m}: {}", stderr(&o));
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
-    };
+    let eval = |m: &str, envs: &[(&str, &str)]| eval_json(m, &txt, envs);
     let local = eval(&p(&model), &[])["ppl"]["value"].as_f64().unwrap();
     for rev in ["v1", "refs/pr/2"] {
         let v = eval(&format!("{REPO}@{rev}"), &online);
