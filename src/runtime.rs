@@ -171,6 +171,22 @@ pub fn heap_arenas() -> Option<usize> {
     None
 }
 
+/// Give the heap's free pages back to the system (glibc's `malloc_trim`; nothing
+/// elsewhere). glibc returns freed memory only from the top of the heap by itself, so a
+/// large input read and dropped would otherwise stay resident for the whole run.
+pub fn return_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim only releases free memory; it takes no pointers.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// A "Name:   123 kB" field of a /proc file, in bytes (Linux; None elsewhere).
 pub fn proc_kb_field(path: &str, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;

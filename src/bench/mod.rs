@@ -226,16 +226,7 @@ pub fn rss_bytes() -> u64 {
 /// Give freed heap back to the system and forget the peak resident set so far, so that a
 /// phase's numbers are its own (Linux 4.0+ with glibc; elsewhere the peak is cumulative).
 pub fn reset_peak_rss() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: glibc's malloc_trim only releases free memory; it takes no pointers.
-        unsafe {
-            malloc_trim(0);
-        }
-    }
+    crate::runtime::return_free_heap();
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 

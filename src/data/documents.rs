@@ -20,14 +20,12 @@ pub fn calibration_windows(
 ) -> Result<Windows> {
     let name = path.display().to_string();
     if sample == "documents" {
-        return Windows::documents(
-            &read_documents(path)?,
-            encode_doc,
-            seqlen,
-            count,
-            seed,
-            &name,
-        );
+        let docs = read_documents(path)?;
+        let windows = Windows::documents(&docs, encode_doc, seqlen, count, seed, &name);
+        // A C4 shard is about 750 MB of text, needed only for the draw.
+        drop(docs);
+        crate::runtime::return_free_heap();
+        return windows;
     }
     if is_gzip(path)? {
         bail!("{name} is gzip-compressed: calibration text is read as UTF-8, and JSON lines such as C4's json.gz shards need --calib-sample documents");
@@ -65,8 +63,12 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
         }
         let row: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("{name}: line {}: not a JSON object", k + 1))?;
-        match row.get("text") {
-            Some(serde_json::Value::String(t)) => docs.push(t.clone()),
+        let text = match row {
+            serde_json::Value::Object(mut m) => m.remove("text"),
+            _ => None,
+        };
+        match text {
+            Some(serde_json::Value::String(t)) => docs.push(t),
             _ => bail!(
                 "{name}: line {}: no string field `text` (documents are JSON lines with a `text` field, as C4's json.gz shards)",
                 k + 1
