@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use arborist::session::{file, Decision, Event};
 
+#[path = "common/scripted_hub.rs"]
+mod scripted_hub;
+
 struct Tmux {
     socket: String,
     target: String,
@@ -258,5 +261,75 @@ fn sigterm_restores_the_terminal() {
     assert!(
         file::read(&session).unwrap().entries.len() >= 3,
         "the session is saved"
+    );
+}
+
+/// Marks of hf-hub's progress bars (elapsed time, rate), which drew over the loading
+/// screen until 2026-12-02.
+fn hub_bars(screen: &str) -> bool {
+    screen.contains("[00:00:") || screen.contains("MiB/s") || screen.contains("KiB/s")
+}
+
+#[test]
+fn a_model_download_shows_on_the_loading_screen_and_nothing_draws_over_it() {
+    if !tmux_installed() {
+        eprintln!("SKIPPED tui_e2e: tmux is not installed (apt-get install -y tmux)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_arborist");
+    let model = dir.path().join("model");
+    let out = Command::new(bin)
+        .args(["bundled", "--out"])
+        .arg(&model)
+        .env("ARBORIST_CACHE", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = std::fs::read_dir(&model)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    // 3.3 MiB of weights 64 KiB per 40 ms: about two seconds to watch.
+    let (endpoint, _) = scripted_hub::scripted_hub_paced(files, Duration::from_millis(40));
+    let session = dir.path().join("s.yaml");
+    let data = model.join("data");
+    let args = format!(
+        "--threads 1 run --model {} --calib {} --eval {} --session {} --max-iters 1 --seqlen 128 --auto-approve",
+        scripted_hub::REPO,
+        data.join("calib.txt").display(),
+        data.join("eval.txt").display(),
+        session.display()
+    );
+    let command = format!(
+        "env HF_HOME={} HF_ENDPOINT={endpoint} HF_HUB_OFFLINE=0 {}",
+        dir.path().join("hf").display(),
+        shell(bin, dir.path(), &args)
+    );
+    let socket = format!("arborist-e2e-hub-{}", std::process::id());
+    let t = Tmux::start(&socket, &command);
+    let s = t.wait("the download on the loading screen", 60, |s| {
+        s.contains("downloading model.safetensors from the Hugging Face hub")
+    });
+    assert!(!hub_bars(&s), "progress bars drew over the screen:\n{s}");
+    let s = t.wait("the finished session", 180, |s| s.contains("finished"));
+    assert!(!hub_bars(&s), "progress bars drew over the screen:\n{s}");
+    t.keys(&["q"]);
+    let s = t.wait("the exit", 30, |s| s.contains("ARBORIST-EXIT="));
+    assert!(s.contains("ARBORIST-EXIT=0"), "exit status 0:\n{s}");
+    let log = file::read(&session).unwrap();
+    assert_eq!(log.header.model, scripted_hub::REPO);
+    assert_eq!(
+        log.header.model_commit.as_deref(),
+        Some(scripted_hub::COMMIT)
     );
 }

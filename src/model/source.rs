@@ -357,6 +357,68 @@ pub const SIDE_FILES: &[&str] = &[
     "chat_template.json",
 ];
 
+/// A file being downloaded: bytes so far and its size.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Download {
+    pub file: String,
+    pub done: u64,
+    pub size: u64,
+}
+
+type Observer = std::sync::Arc<dyn Fn(&Download) + Send + Sync>;
+
+static OBSERVER: std::sync::Mutex<Option<Observer>> = std::sync::Mutex::new(None);
+
+/// Send the progress of model downloads to `f` from now on, instead of hf-hub's progress
+/// bars on stderr, which would draw over a terminal interface.
+pub fn observe_downloads(f: impl Fn(&Download) + Send + Sync + 'static) {
+    *OBSERVER.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(f));
+}
+
+/// hf-hub's progress calls, passed to an observer about every MiB. The chunks of one file
+/// download in parallel tasks, each with a clone, so the count is shared.
+#[derive(Clone)]
+struct Observed {
+    observer: Observer,
+    state: std::sync::Arc<std::sync::Mutex<(Download, u64)>>,
+}
+
+impl Observed {
+    fn new(observer: Observer) -> Self {
+        Observed {
+            observer,
+            state: Default::default(),
+        }
+    }
+
+    fn step(&self, f: impl FnOnce(&mut Download)) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s.0);
+        if s.0.done == 0 || s.0.done >= s.0.size || s.0.done >= s.1 + (1 << 20) {
+            s.1 = s.0.done;
+            (self.observer)(&s.0);
+        }
+    }
+}
+
+impl hf_hub::api::tokio::Progress for Observed {
+    async fn init(&mut self, size: usize, filename: &str) {
+        self.step(|d| {
+            *d = Download {
+                file: filename.to_string(),
+                done: 0,
+                size: size as u64,
+            }
+        });
+    }
+
+    async fn update(&mut self, size: usize) {
+        self.step(|d| d.done += size as u64);
+    }
+
+    async fn finish(&mut self) {}
+}
+
 fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles> {
     let at = revision.map_or(String::new(), |r| format!(" at revision {r}"));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -377,18 +439,33 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
         if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
             builder = builder.with_endpoint(endpoint);
         }
+        let observer = OBSERVER.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let api = builder
+            .with_progress(observer.is_none())
             .build()
             .context("cannot set up the Hugging Face client")?;
-        let repo = api.repo(hf_hub::Repo::with_revision(
+        let target = hf_hub::Repo::with_revision(
             id.to_string(),
             hf_hub::RepoType::Model,
             revision.unwrap_or("main").to_string(),
-        ));
-        let fetch = |f: String| {
-            let (repo, at) = (&repo, &at);
+        );
+        let cached = hf_hub::Cache::new(cache.to_path_buf()).repo(target.clone());
+        let repo = api.repo(target);
+        // `get`, with the progress going to the observer when there is one.
+        let get = |f: String| {
+            let (repo, cached, observer) = (&repo, &cached, &observer);
             async move {
-                repo.get(&f).await.with_context(|| {
+                match (cached.get(&f), observer) {
+                    (Some(path), _) => Ok(path),
+                    (None, Some(o)) => repo.download_with_progress(&f, Observed::new(o.clone())).await,
+                    (None, None) => repo.get(&f).await,
+                }
+            }
+        };
+        let fetch = |f: String| {
+            let (get, at) = (&get, &at);
+            async move {
+                get(f.clone()).await.with_context(|| {
                     format!("cannot fetch {f} of {id}{at} from the Hugging Face hub")
                 })
             }
@@ -409,7 +486,7 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
                 "cannot list the files of {id}{at} on the Hugging Face hub ({e}); generation_config.json and the tokenizer's other files are not fetched"
             ),
         }
-        let weights = match repo.get(SINGLE).await {
+        let weights = match get(SINGLE.into()).await {
             Ok(single) => vec![single],
             Err(_) => {
                 let index = fetch(INDEX.into()).await?;
@@ -445,6 +522,41 @@ mod tests {
         assert!(!looks_like_hub_id("/abs/path"));
         assert!(!looks_like_hub_id("a/b/c"));
         assert!(!looks_like_hub_id("plain"));
+    }
+
+    #[test]
+    fn download_progress_reaches_the_observer_about_every_mib_and_at_the_end() {
+        use hf_hub::api::tokio::Progress;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&seen);
+        let mut p = Observed::new(std::sync::Arc::new(move |d: &Download| {
+            log.lock().unwrap().push((d.file.clone(), d.done, d.size));
+        }));
+        let size = 3 * (1 << 20) + 5;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            p.init(size, "model.safetensors").await;
+            // Chunks in parallel tasks share the count through their clones.
+            let mut q = p.clone();
+            for k in 0..size.div_ceil(1 << 16) {
+                let n = (1 << 16).min(size - k * (1 << 16));
+                if k % 2 == 0 {
+                    p.update(n).await
+                } else {
+                    q.update(n).await
+                }
+            }
+        });
+        let done: Vec<u64> = seen.lock().unwrap().iter().map(|s| s.1).collect();
+        let mib = 1 << 20;
+        assert_eq!(done, vec![0, mib, 2 * mib, 3 * mib, 3 * mib + 5]);
+        assert!(seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|s| s.0 == "model.safetensors" && s.2 == 3 * mib + 5));
     }
 
     #[test]

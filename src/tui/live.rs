@@ -10,6 +10,7 @@ use super::app::{App, Level, Request};
 use super::runloop::{self, Exit, Source};
 use super::view::View;
 use super::{keymap::Keymap, terminal, theme::Themes};
+use crate::model::source::Download;
 use crate::session::{Event, Machine, Phase};
 use crate::worker::driver::Driver;
 use crate::worker::setup::Opened;
@@ -25,6 +26,8 @@ struct Live {
     session: String,
     started: Instant,
     loading: String,
+    /// The model file being downloaded, while one is.
+    download: std::sync::Arc<std::sync::Mutex<Option<Download>>>,
     workers_gone: bool,
     /// The worker's job as shown (phase, iteration, progress label) and when it began.
     job: (String, Instant),
@@ -102,7 +105,16 @@ impl Source for Live {
                 Err(TryRecvError::Disconnected) => bail!("the model loader stopped"),
                 Err(TryRecvError::Empty) => {
                     let secs = self.started.elapsed().as_secs();
-                    self.loading = format!("loading the model and its data… {secs} s");
+                    let download = self.download.lock().unwrap_or_else(|e| e.into_inner());
+                    self.loading = match download.as_ref().filter(|d| d.done < d.size) {
+                        Some(d) => format!(
+                            "downloading {} from the Hugging Face hub: {} of {}… {secs} s",
+                            d.file,
+                            mib(d.done),
+                            mib(d.size)
+                        ),
+                        None => format!("loading the model and its data… {secs} s"),
+                    };
                     return Ok(false);
                 }
             }
@@ -164,6 +176,12 @@ where
         l.entries.iter().map(|e| e.event.clone()).collect()
     });
     let placeholder = Machine::new(&opened.opts.model, opened.opts.loop_opts.clone());
+    // hf-hub's progress bars would draw over the screen: shown on the loading screen instead.
+    let download = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let shown = std::sync::Arc::clone(&download);
+    crate::model::source::observe_downloads(move |d| {
+        *shown.lock().unwrap_or_else(|e| e.into_inner()) = Some(d.clone());
+    });
     let (tx, rx) = channel();
     std::thread::spawn(move || {
         let _ = tx.send(load(opened));
@@ -186,6 +204,7 @@ where
         session: path.display().to_string(),
         started: Instant::now(),
         loading: "loading the model and its data…".into(),
+        download,
         workers_gone: false,
         job: (String::new(), Instant::now()),
     };
@@ -217,4 +236,9 @@ where
         (Exit::Quit, Some(failure)) => Err(anyhow!("{failure}")),
         (Exit::Quit, None) => Ok(()),
     }
+}
+
+/// Bytes as MiB with one decimal.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }

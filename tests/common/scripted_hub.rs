@@ -1,0 +1,129 @@
+//! A scripted Hugging Face hub on 127.0.0.1 for hf-hub (`HF_ENDPOINT`): the repository
+//! listing, then each file by HTTP range requests, answered with the headers the real hub
+//! sends (`x-repo-commit`, `etag`, `content-range`).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const COMMIT: &str = "89abcdef0123456789abcdef0123456789abcdef";
+pub const REPO: &str = "acme/tiny-qwen3";
+/// The branches and tags the scripted hub answers for.
+pub const REVISIONS: [&str; 3] = ["main", "v1", "refs/pr/2"];
+
+/// Serve `files` as repository `REPO` at each of `REVISIONS` until the test ends; returns
+/// the endpoint and the paths requested.
+pub fn scripted_hub(files: HashMap<String, Vec<u8>>) -> (String, Arc<Mutex<Vec<String>>>) {
+    scripted_hub_paced(files, Duration::ZERO)
+}
+
+/// As `scripted_hub`, sending each body 64 KiB at a time with `pace` between the pieces:
+/// a download slow enough to be watched.
+pub fn scripted_hub_paced(
+    files: HashMap<String, Vec<u8>>,
+    pace: Duration,
+) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let files = Arc::new(files);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (files, log) = (Arc::clone(&files), Arc::clone(&log));
+            std::thread::spawn(move || answer(stream, &files, &log, pace));
+        }
+    });
+    (endpoint, seen)
+}
+
+fn answer(
+    stream: TcpStream,
+    files: &HashMap<String, Vec<u8>>,
+    log: &Mutex<Vec<String>>,
+    pace: Duration,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut range = None;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap() == 0 || h.trim().is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':').unwrap_or(("", ""));
+        if name.eq_ignore_ascii_case("authorization") {
+            log.lock()
+                .unwrap()
+                .push(format!("authorization {}", value.trim()));
+        }
+        if name.eq_ignore_ascii_case("range") {
+            let v = value.trim().trim_start_matches("bytes=");
+            let (a, b) = v.split_once('-').unwrap();
+            range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()));
+        }
+    }
+    log.lock().unwrap().push(path.clone());
+    // Every revision this hub has is the one commit.
+    let rev = |p: &str, before: &str| -> Option<String> {
+        REVISIONS.iter().find_map(|r| {
+            let r = r.replace('/', "%2F");
+            p.strip_prefix(&format!("{before}{r}")).map(str::to_string)
+        })
+    };
+    let is_listing = rev(&path, &format!("/api/models/{REPO}/revision/")).as_deref() == Some("");
+    let file = rev(&path, &format!("/{REPO}/resolve/"))
+        .and_then(|rest| rest.strip_prefix('/').map(str::to_string));
+    let mut out = stream;
+    let mut send = |status: &str, headers: &[(String, String)], body: &[u8]| {
+        let mut head = format!("HTTP/1.1 {status}\r\nconnection: close\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+        let _ = out.write_all(head.as_bytes());
+        for piece in body.chunks(64 << 10) {
+            if out.write_all(piece).is_err() {
+                return;
+            }
+            std::thread::sleep(pace);
+        }
+    };
+    if is_listing {
+        let mut names: Vec<&String> = files.keys().collect();
+        names.sort();
+        let siblings: Vec<_> = names
+            .iter()
+            .map(|n| serde_json::json!({ "rfilename": n }))
+            .collect();
+        let body = serde_json::json!({ "sha": COMMIT, "siblings": siblings }).to_string();
+        let json = [("content-type".to_string(), "application/json".to_string())];
+        send("200 OK", &json, body.as_bytes());
+        return;
+    }
+    let Some(data) = file.and_then(|f| files.get(&f)) else {
+        send("404 Not Found", &[], b"Entry not found");
+        return;
+    };
+    let name = path.rsplit('/').next().unwrap();
+    let mut headers = vec![
+        ("x-repo-commit".to_string(), COMMIT.to_string()),
+        ("etag".to_string(), format!("\"etag-{name}\"")),
+    ];
+    match range {
+        Some((a, b)) => {
+            let b = b.min(data.len() - 1);
+            headers.push((
+                "content-range".into(),
+                format!("bytes {a}-{b}/{}", data.len()),
+            ));
+            send("206 Partial Content", &headers, &data[a..=b]);
+        }
+        None => send("200 OK", &headers, data),
+    }
+}
