@@ -8,7 +8,7 @@ mod common;
 mod scripted_hub;
 use candle_core::DType;
 use common::*;
-use scripted_hub::{scripted_hub, COMMIT, REPO};
+use scripted_hub::{scripted_hub, COMMIT, GATED, REPO};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -206,4 +206,51 @@ fn a_revision_downloads_that_revision_and_its_additional_chat_templates() {
         std::fs::read_to_string(out.join(template)).unwrap(),
         "{{ tools }}"
     );
+}
+
+#[test]
+fn a_failed_download_says_what_to_do_about_it() {
+    let d = tmp();
+    let model = d.path().join("src");
+    write_model_dir(&model, TINY_QWEN3, 9, DType::F32);
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(500)).unwrap();
+    let (endpoint, _) = scripted_hub(model_files(&model));
+    let h = p(&d.path().join("hf"));
+    let err = |model: &str, envs: &[(&str, &str)]| {
+        let mut all = vec![("HF_HOME", h.as_str()), ("HF_HUB_OFFLINE", "0")];
+        all.extend(envs);
+        let o = arborist(&["eval", "--model", model, "--ppl", &p(&txt)], &all);
+        assert!(!o.status.success());
+        let e = stderr(&o);
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        e
+    };
+    let e = err(GATED, &[("HF_ENDPOINT", &endpoint), ("HF_TOKEN", "")]);
+    assert!(e.contains("401 Unauthorized"), "{e}");
+    assert!(
+        e.contains("gated or private, or does not exist: set HF_TOKEN"),
+        "{e}"
+    );
+    let e = err(
+        GATED,
+        &[("HF_ENDPOINT", &endpoint), ("HF_TOKEN", "hf_scripted")],
+    );
+    assert!(e.contains("403 Forbidden"), "{e}");
+    assert!(e.contains("needs its terms accepted"), "{e}");
+    let e = err(
+        &format!("{REPO}@v9"),
+        &[("HF_ENDPOINT", &endpoint), ("HF_TOKEN", "")],
+    );
+    assert!(
+        e.contains("no such file at that revision, or no such revision"),
+        "{e}"
+    );
+    // Nothing listens on port 9.
+    let e = err(
+        REPO,
+        &[("HF_ENDPOINT", "http://127.0.0.1:9"), ("HF_TOKEN", "")],
+    );
+    assert!(e.contains("the hub cannot be reached"), "{e}");
+    assert!(e.contains("HF_HUB_OFFLINE=1"), "{e}");
 }

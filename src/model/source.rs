@@ -435,7 +435,7 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
             .filter(|t| !t.is_empty());
         let mut builder =
             hf_hub::api::tokio::ApiBuilder::from_cache(hf_hub::Cache::new(cache.to_path_buf()))
-                .with_token(token);
+                .with_token(token.clone());
         if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
             builder = builder.with_endpoint(endpoint);
         }
@@ -463,10 +463,13 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
             }
         };
         let fetch = |f: String| {
-            let (get, at) = (&get, &at);
+            let (get, at, token) = (&get, &at, token.is_some());
             async move {
-                get(f.clone()).await.with_context(|| {
-                    format!("cannot fetch {f} of {id}{at} from the Hugging Face hub")
+                get(f.clone()).await.map_err(|e| {
+                    let advice = hub_advice(&e, token).map_or(String::new(), |a| format!(" ({a})"));
+                    anyhow::Error::new(e).context(format!(
+                        "cannot fetch {f} of {id}{at} from the Hugging Face hub{advice}"
+                    ))
                 })
             }
         };
@@ -498,6 +501,27 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
             }
         };
         Ok(files(id, revision, config, tokenizer, weights))
+    })
+}
+
+/// What to do about a failed hub request, when its cause says: the network, a gated or
+/// private repository, a token without access, a name or revision the hub does not have.
+fn hub_advice(e: &hf_hub::api::tokio::ApiError, token: bool) -> Option<&'static str> {
+    use hf_hub::api::tokio::ApiError;
+    let r = match e {
+        ApiError::RequestError(r) => r,
+        ApiError::TooManyRetries(inner) => return hub_advice(inner, token),
+        _ => return None,
+    };
+    if r.is_connect() || r.is_timeout() {
+        return Some("the hub cannot be reached: check the network and HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use only the cache");
+    }
+    Some(match (r.status()?.as_u16(), token) {
+        (401, false) => "the repository is gated or private, or does not exist: set HF_TOKEN to a token with access to it",
+        (401, true) => "the hub refused the token, or the repository does not exist: check HF_TOKEN (or $HF_HOME/token) and the name",
+        (403, _) => "the token has no access to this repository: a gated model needs its terms accepted on its page on the hub",
+        (404, _) => "the repository has no such file at that revision, or no such revision",
+        _ => return None,
     })
 }
 

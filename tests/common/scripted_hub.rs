@@ -11,6 +11,8 @@ use std::time::Duration;
 
 pub const COMMIT: &str = "89abcdef0123456789abcdef0123456789abcdef";
 pub const REPO: &str = "acme/tiny-qwen3";
+/// A repository that needs a token with access.
+pub const GATED: &str = "acme/gated";
 /// The branches and tags the scripted hub answers for.
 pub const REVISIONS: [&str; 3] = ["main", "v1", "refs/pr/2"];
 
@@ -51,6 +53,7 @@ fn answer(
     reader.read_line(&mut line).unwrap();
     let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
     let mut range = None;
+    let mut token = false;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap() == 0 || h.trim().is_empty() {
@@ -58,6 +61,7 @@ fn answer(
         }
         let (name, value) = h.split_once(':').unwrap_or(("", ""));
         if name.eq_ignore_ascii_case("authorization") {
+            token = true;
             log.lock()
                 .unwrap()
                 .push(format!("authorization {}", value.trim()));
@@ -94,6 +98,22 @@ fn answer(
             std::thread::sleep(pace);
         }
     };
+    // A gated repository, as the hub answers for it: 401 without a token, 403 with one
+    // that has not been granted access.
+    if path.contains(&format!("/{GATED}/")) {
+        let (status, body) = match token {
+            false => (
+                "401 Unauthorized",
+                "Access to model acme/gated is restricted.",
+            ),
+            true => (
+                "403 Forbidden",
+                "Access to model acme/gated is restricted and you are not in the authorized list.",
+            ),
+        };
+        send(status, &[], body.as_bytes());
+        return;
+    }
     if is_listing {
         let mut names: Vec<&String> = files.keys().collect();
         names.sort();
