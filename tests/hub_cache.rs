@@ -415,7 +415,7 @@ fn two_iterations(model: &str, session: &Path, d: &Path, envs: &[(&str, &str)]) 
         "--eval",
         &e,
         "--max-iters",
-        "1",
+        "2",
     ];
     args.extend(SMALL);
     let o = arborist_clean(&args, envs);
