@@ -122,8 +122,8 @@ fn tensor_shape_disagrees_with_config() {
 
 // A tied config reads the embedding from `lm_head.weight` when that is all the file holds
 // (tests/hf_parity.rs); with neither tensor, the error names both and the file. An untied
-// config does not look at the head: transformers would start that embedding from random
-// values, and it is refused as missing.
+// config does not read the head: transformers would start that embedding from random
+// values, and it is refused as missing, saying the head is there but the config unties it.
 #[test]
 fn a_checkpoint_without_its_embedding() {
     let (_d, m, t) = setup();
@@ -151,7 +151,12 @@ fn a_checkpoint_without_its_embedding() {
     std::fs::write(&cfg, untied).unwrap();
     assert_one_line_error(
         &eval(&m, &t),
-        &["`model.embed_tokens.weight` is missing", &p(&w)],
+        &[
+            "`model.embed_tokens.weight` is missing",
+            &p(&w),
+            "the files hold `lm_head.weight`",
+            "config.json sets it false",
+        ],
     );
 }
 

@@ -119,7 +119,13 @@ impl WeightFiles {
     /// That tensor `name` exists with `shape` and a supported dtype, reading only the header.
     pub fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
         if !self.contains(name) {
-            bail!("{}", self.missing(name));
+            // Only an untied config gets here with the head stored (`embed_source`).
+            let head = if name == EMBED && self.contains(HEAD) {
+                format!(", though the files hold `{HEAD}`, which tie_word_embeddings true would use in its place: config.json sets it false")
+            } else {
+                String::new()
+            };
+            bail!("{}{head}", self.missing(name));
         }
         let view = self
             .st
