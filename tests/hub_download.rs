@@ -254,3 +254,88 @@ fn a_failed_download_says_what_to_do_about_it() {
     assert!(e.contains("the hub cannot be reached"), "{e}");
     assert!(e.contains("HF_HUB_OFFLINE=1"), "{e}");
 }
+
+/// A cache as an older commit left it: every file's blob (named by its etag, as the
+/// scripted hub's are), and that commit's snapshot with config.json only, `main` naming it.
+fn older_commit_cache(home: &Path, files: &HashMap<String, Vec<u8>>) -> std::path::PathBuf {
+    const OLD: &str = "0123456789abcdef0123456789abcdef01234567";
+    let repo = home.join("hub/models--acme--tiny-qwen3");
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(repo.join("blobs").join(format!("etag-{name}")), bytes).unwrap();
+    }
+    let snap = repo.join("snapshots").join(OLD);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::os::unix::fs::symlink("../../blobs/etag-config.json", snap.join("config.json")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), OLD).unwrap();
+    repo
+}
+
+#[test]
+fn blobs_cached_under_another_commit_are_linked_not_downloaded_again() {
+    let d = tmp();
+    let model = d.path().join("src");
+    write_model_dir(&model, TINY_QWEN3, 9, DType::F32);
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(2500)).unwrap();
+    let files = model_files(&model);
+    let (endpoint, seen) = scripted_hub(files.clone());
+    let local = eval_json(&p(&model), &txt, &[])["ppl"]["value"].clone();
+    let weights = format!("/{REPO}/resolve/main/model.safetensors");
+    // Requests for more than the first byte (hf-hub's metadata probe asks for 0-0).
+    let fetched = |seen: &[String], path: &str| {
+        seen.iter()
+            .filter(|x| {
+                x.starts_with("range ") && x.ends_with(path) && !x.starts_with("range 0-0 ")
+            })
+            .count()
+    };
+    for truncated in [false, true] {
+        let home = d.path().join(format!("hf-{truncated}"));
+        let repo = older_commit_cache(&home, &files);
+        let blob = repo.join("blobs/etag-model.safetensors");
+        if truncated {
+            // An interrupted copy is not whole: it is downloaded again.
+            let bytes = &files["model.safetensors"];
+            std::fs::write(&blob, &bytes[..bytes.len() / 2]).unwrap();
+        }
+        seen.lock().unwrap().clear();
+        let h = p(&home);
+        let envs = [
+            ("HF_HOME", h.as_str()),
+            ("HF_ENDPOINT", endpoint.as_str()),
+            ("HF_HUB_OFFLINE", "0"),
+        ];
+        let v = eval_json(REPO, &txt, &envs);
+        assert_eq!(v["ppl"]["value"], local, "truncated {truncated}");
+        // Every file in the snapshot of the commit the hub names now.
+        assert_eq!(v["model_commit"], COMMIT);
+        assert_eq!(
+            std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+            COMMIT
+        );
+        let snap = repo.join("snapshots").join(COMMIT);
+        for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+            assert_eq!(std::fs::read(snap.join(f)).unwrap(), files[f], "{f}");
+        }
+        assert_eq!(std::fs::read(&blob).unwrap(), files["model.safetensors"]);
+        let log = seen.lock().unwrap().clone();
+        let n = fetched(&log, &weights);
+        if truncated {
+            assert!(n > 0, "the partial blob was kept: {log:?}");
+        } else {
+            assert_eq!(n, 0, "the weights were downloaded again: {log:?}");
+        }
+        if !truncated {
+            assert_eq!(
+                std::fs::read_link(snap.join("model.safetensors")).unwrap(),
+                Path::new("../../blobs/etag-model.safetensors")
+            );
+            for f in ["config.json", "tokenizer.json"] {
+                let path = format!("/{REPO}/resolve/main/{f}");
+                assert_eq!(fetched(&log, &path), 0, "{f}: {log:?}");
+            }
+        }
+    }
+}

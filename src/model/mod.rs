@@ -3,6 +3,7 @@
 mod attention;
 mod attention_grad;
 mod backward;
+mod blob_reuse;
 pub mod boundaries;
 pub mod bundled;
 pub mod config;

@@ -452,13 +452,18 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
         let cached = hf_hub::Cache::new(cache.to_path_buf()).repo(target.clone());
         let repo = api.repo(target);
         // `get`, with the progress going to the observer when there is one.
+        // Each file at the commit the hub names now, so that all land in one snapshot (the
+        // cache's, for this revision, lacks some: an older commit's, or one another tool
+        // began); a blob the cache holds under another commit is linked, not downloaded.
         let get = |f: String| {
-            let (repo, cached, observer) = (&repo, &cached, &observer);
+            let (api, repo, cached, observer) = (&api, &repo, &cached, &observer);
             async move {
-                match (cached.get(&f), observer) {
-                    (Some(path), _) => Ok(path),
-                    (None, Some(o)) => repo.download_with_progress(&f, Observed::new(o.clone())).await,
-                    (None, None) => repo.get(&f).await,
+                if let Some(path) = super::blob_reuse::link_cached_blob(api, repo, cached, &f).await? {
+                    return Ok(path);
+                }
+                match observer {
+                    Some(o) => repo.download_with_progress(&f, Observed::new(o.clone())).await,
+                    None => repo.download(&f).await,
                 }
             }
         };

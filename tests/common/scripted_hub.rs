@@ -70,6 +70,7 @@ fn answer(
             let v = value.trim().trim_start_matches("bytes=");
             let (a, b) = v.split_once('-').unwrap();
             range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().unwrap()));
+            log.lock().unwrap().push(format!("range {v} {path}"));
         }
     }
     log.lock().unwrap().push(path.clone());
