@@ -93,6 +93,22 @@ fn export_evaluates_to_the_final_checkpoint_and_stores_the_masks_as_zeros() {
     // kept weight is the dense one.
     let dense_w = load_f32(&Path::new(&model).join("model.safetensors"));
     let pruned_w = load_f32(&out.join("model.safetensors"));
+    let meta: Value = json_exact(&std::fs::read_to_string(out.join("arborist.json")).unwrap());
+    let listed: std::collections::BTreeMap<String, f64> = meta["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["name"].as_str().unwrap().to_string(), f(&l["sparsity"])))
+        .collect();
+    let linear = dense_w
+        .keys()
+        .filter(|k| k.ends_with("_proj.weight"))
+        .count();
+    assert_eq!(
+        listed.len(),
+        linear,
+        "arborist.json lists every linear layer"
+    );
     let mut pruned_layers = 0;
     for (name, s_rec) in fo.sparsity() {
         let key = format!("{name}.weight");
@@ -112,15 +128,23 @@ fn export_evaluates_to_the_final_checkpoint_and_stores_the_masks_as_zeros() {
         for (a, b) in d.iter().zip(w) {
             assert!(*b == 0.0 || a == b, "{key}: a kept weight changed");
         }
+        assert_eq!(
+            listed[name], frac,
+            "{name}: arborist.json vs the written zeros"
+        );
         pruned_layers += (zeros > 0) as usize;
     }
     assert!(pruned_layers > 0);
-    let meta: Value = json_exact(&std::fs::read_to_string(out.join("arborist.json")).unwrap());
     assert!(
         (f(&meta["global_sparsity"]) - fo.global()).abs() < 1e-12,
         "{meta}"
     );
-    assert_eq!(f(&meta["eval_remeasured"]), fo.ppl());
+    // The perplexity re-measured before writing, with the session's protocol.
+    assert_eq!(f(&meta["ppl"]["value"]), fo.ppl());
+    let recorded = &entries[0]["event"]["eval"];
+    for k in ["dataset", "seqlen", "windows", "dtype"] {
+        assert_eq!(meta["ppl"][k], recorded[k], "ppl.{k}: {meta}");
+    }
     // The fixture has no tokenizer_config.json: the export names the class that reads
     // tokenizer.json as it is, or AutoTokenizer would pick Qwen2Tokenizer and its own split.
     assert!(!Path::new(&model).join("tokenizer_config.json").exists());
@@ -202,4 +226,90 @@ fn export_step_n_writes_an_earlier_checkpoint() {
     ]);
     one_error_line(&r, &["--max-shard-size -1GB", "at least one byte"]);
     assert!(!bad.exists());
+}
+
+/// The fields `prune --out` and `export` share, in the shapes both write them.
+const SHARED: [&str; 9] = [
+    "arborist_version",
+    "source_model",
+    "source_commit",
+    "device",
+    "dtype",
+    "method",
+    "global_sparsity",
+    "layers",
+    "ppl",
+];
+
+#[test]
+fn prune_and_export_write_the_shared_fields_of_arborist_json_alike() {
+    let env = Env::new();
+    let (model, text) = (fx("qwen3"), fx("eval.txt"));
+    let s = env.path("s.yaml");
+    fixture_session(&env, &s, &model, &text);
+    let exported = env.path("exported");
+    ok(&env.run(&["export", &p(&s), "--out", &p(&exported)]));
+    let pruned = env.path("pruned");
+    ok(&env.run(&[
+        "prune",
+        "--model",
+        &model,
+        "--method",
+        "magnitude",
+        "--sparsity",
+        "0.3",
+        "--seqlen",
+        "64",
+        "--eval",
+        &text,
+        "--out",
+        &p(&pruned),
+    ]));
+    let read = |d: &Path| -> Value {
+        json_exact(&std::fs::read_to_string(d.join("arborist.json")).unwrap())
+    };
+    let (e, q) = (read(&exported), read(&pruned));
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    for k in SHARED {
+        assert_eq!(
+            kind(&e[k]),
+            kind(&q[k]),
+            "{k}: export {} vs prune {}",
+            e[k],
+            q[k]
+        );
+        // A directory has no hub commit: null in both.
+        if k != "source_commit" {
+            assert_ne!(kind(&e[k]), "null", "{k} missing: {e}");
+        }
+    }
+    assert_eq!(e["method"], "arborist-session");
+    assert_eq!(q["method"], "magnitude");
+    for k in ["source_model", "device", "dtype", "arborist_version"] {
+        assert_eq!(e[k], q[k], "{k}");
+    }
+    let names = |v: &Value| -> Vec<String> {
+        v["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&e), names(&q), "the same layers in the same order");
+    let keys =
+        |v: &Value| -> Vec<String> { v["ppl"].as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(keys(&e), keys(&q));
+    assert_eq!(q["ppl"]["seqlen"], 64);
+    // Magnitude pruning at 0.3 gives every layer its rounded share of zeros.
+    for l in q["layers"].as_array().unwrap() {
+        assert!((f(&l["sparsity"]) - 0.3).abs() < 0.01, "{l}");
+    }
 }

@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
+use serde_json::json;
 use std::path::PathBuf;
 
 use super::{calib::CalibArgs, ModelArgs};
@@ -10,7 +11,8 @@ use crate::eval::perplexity;
 use crate::model::LoadedModel;
 use crate::prune::alloc::{self, Plan};
 use crate::prune::export::{check_inputs_outside, check_out_dir, export, model_inputs};
-use crate::prune::oneshot::{layer_sparsities, prune_sequential, Method, OneShotOptions};
+use crate::prune::metadata;
+use crate::prune::oneshot::{prune_sequential, Method, OneShotOptions};
 use crate::prune::select::{parse_nm, Pattern};
 
 #[derive(Args, Debug)]
@@ -239,33 +241,40 @@ pub fn run(a: PruneArgs) -> Result<()> {
         })?),
         None => None,
     };
-    let layers = layer_sparsities(&m.decoder);
     let (pruned, kept_shape) = m.decoder.linear_counts();
     let global = (dense_weights - kept_shape + pruned) as f64 / dense_weights.max(1) as f64;
-    let meta = serde_json::json!({
-        "arborist_version": env!("CARGO_PKG_VERSION"),
-        "source_model": m.files.id,
-        "source_commit": m.files.commit,
-        "device": a.model.device,
-        "dtype": crate::runtime::dtype_name(m.decoder.dtype),
-        "method": a.method,
-        "pattern": pat,
-        "allocation": a.allocation,
-        "owl": (a.allocation == "owl").then(|| serde_json::json!({
-            "lambda": a.lambda(), "m": a.outlier_m()
-        })),
-        "options": opts,
-        "calibration": calib.as_ref().map(|w| a.calib.protocol(w)),
-        "global_sparsity": global,
-        "structured": structured,
-        "layers": layers.iter().map(|(n, s)| serde_json::json!({"name": n, "sparsity": s})).collect::<Vec<_>>(),
-        "ppl": ppl.as_ref().map(|p| serde_json::json!({"value": p.value, "seqlen": p.seqlen, "windows": p.windows, "tokens": p.tokens, "dataset": p.dataset, "dtype": p.dtype})),
-    });
+    let common = metadata::common(
+        &m.files,
+        &m.decoder,
+        &a.model.device,
+        &a.method,
+        global,
+        ppl.as_ref(),
+    );
+    let meta = metadata::with(
+        common,
+        [
+            ("pattern", json!(pat)),
+            ("allocation", json!(a.allocation)),
+            (
+                "owl",
+                json!((a.allocation == "owl").then(|| json!({
+                    "lambda": a.lambda(), "m": a.outlier_m()
+                }))),
+            ),
+            ("options", json!(opts)),
+            (
+                "calibration",
+                json!(calib.as_ref().map(|w| a.calib.protocol(w))),
+            ),
+            ("structured", json!(structured)),
+        ],
+    );
     export(&m.decoder, &m.files, &a.out, a.force, max_shard, &meta)?;
     if a.json {
         println!(
             "{}",
-            serde_json::json!({ "out": a.out.display().to_string(), "result": meta })
+            json!({ "out": a.out.display().to_string(), "result": meta })
         );
     } else {
         println!(
@@ -300,7 +309,7 @@ fn structured(
             let bi = st::block_influence(&m.decoder, &batches)?;
             let remove = st::shortgpt_plan(&bi, frac)?;
             m.decoder.remove_blocks(&remove);
-            serde_json::json!({"block_influence": bi, "removed_blocks": remove})
+            json!({"block_influence": bi, "removed_blocks": remove})
         }
         _ => {
             let stats = st::dense_stats(&m.decoder, &batches)?;

@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use serde_json::json;
 use std::path::PathBuf;
 
 use super::relocate::Relocate;
@@ -265,7 +266,8 @@ pub fn export(a: ExportArgs) -> Result<()> {
     engine.rebuild(&steps, 0)?;
     // The fingerprint samples the weight files; the model is re-measured so that weights
     // changed between the samples cannot be exported under the recorded numbers.
-    let ppl = engine.checkpoint_perplexity()?;
+    let measured = engine.checkpoint_perplexity()?;
+    let ppl = measured.value;
     let rel = crate::worker::verify::rel(ppl, ckpt.eval.ppl);
     if rel > tolerance {
         bail!(
@@ -275,21 +277,27 @@ pub fn export(a: ExportArgs) -> Result<()> {
             ckpt.eval.ppl
         );
     }
-    let meta = serde_json::json!({
-        "arborist_version": env!("CARGO_PKG_VERSION"),
-        "source_model": files.id,
-        "source_commit": files.commit,
-        "fingerprint": log.header.fingerprint,
-        "method": "arborist-session",
-        "session": a.session.display().to_string(),
-        "checkpoint": ckpt.index,
-        "iteration": ckpt.iteration,
-        "global_sparsity": m.sparsity_of(ckpt),
-        "layer_sparsity": ckpt.sparsity,
-        "eval": ckpt.eval,
-        "eval_remeasured": ppl,
-        "options": log.header.options,
-    });
+    // The shared fields describe the weights written: their masks and the perplexity just
+    // measured; the session's own record of the checkpoint follows.
+    let common = crate::prune::metadata::common(
+        &files,
+        &engine.model.decoder,
+        &opts.device,
+        &"arborist-session",
+        m.sparsity_of(ckpt),
+        Some(&measured),
+    );
+    let meta = crate::prune::metadata::with(
+        common,
+        [
+            ("fingerprint", json!(log.header.fingerprint)),
+            ("session", json!(a.session.display().to_string())),
+            ("checkpoint", json!(ckpt.index)),
+            ("iteration", json!(ckpt.iteration)),
+            ("eval", json!(ckpt.eval)),
+            ("options", json!(log.header.options)),
+        ],
+    );
     crate::prune::export::export(
         &engine.model.decoder,
         &files,

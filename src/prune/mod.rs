@@ -2,6 +2,7 @@
 
 pub mod alloc;
 pub mod export;
+pub mod metadata;
 pub mod oneshot;
 pub mod scores;
 pub mod select;

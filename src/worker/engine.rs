@@ -232,14 +232,10 @@ impl Engine {
     /// The perplexity of the last checkpoint, the model as it stands after `rebuild` (the
     /// export's and resume's check), without the probe. Its block states become the
     /// evaluation cache, as an accepted step's do.
-    pub fn checkpoint_perplexity(&mut self) -> Result<f64> {
-        let value = self
-            .ppl
-            .evaluate(&self.model.decoder, &mut |_, _| {})?
-            .0
-            .value;
+    pub fn checkpoint_perplexity(&mut self) -> Result<crate::eval::ppl::Perplexity> {
+        let p = self.ppl.evaluate(&self.model.decoder, &mut |_, _| {})?.0;
         self.ppl.commit();
-        Ok(value)
+        Ok(p)
     }
 
     pub fn evaluate(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<Evaluation> {

@@ -218,7 +218,7 @@ fn run_job(engine: &mut Engine, job: &Job, out: &Sender<Msg>) -> Result<()> {
                 // notices weights changed between the samples. The pass also fills the
                 // evaluation cache the next step's evaluation starts from.
                 progress_msg(out, "re-measuring the checkpoint");
-                let got = engine.checkpoint_perplexity()?;
+                let got = engine.checkpoint_perplexity()?.value;
                 let rel = verify::rel(got, *want);
                 if rel > verify::DEFAULT_TOLERANCE {
                     tracing::warn!(

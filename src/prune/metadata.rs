@@ -1,0 +1,53 @@
+//! arborist.json, written beside a pruned model by `prune --out` and `export`. Both start
+//! from the same fields in the same shapes, so one reader handles either directory; each
+//! command then adds what only it knows (the method's options, or the session's place).
+
+use serde_json::{json, Map, Value};
+
+use crate::eval::ppl::Perplexity;
+use crate::model::{Decoder, ModelFiles};
+
+/// The shared fields: provenance, the weights' dtype and device, the global and per-layer
+/// sparsity (every linear layer, in the model's order, as its mask stands) and, when the
+/// command measured it, the perplexity with its protocol.
+pub fn common(
+    files: &ModelFiles,
+    decoder: &Decoder,
+    device: &str,
+    method: &impl serde::Serialize,
+    global_sparsity: f64,
+    ppl: Option<&Perplexity>,
+) -> Map<String, Value> {
+    let layers: Vec<Value> = super::oneshot::layer_sparsities(decoder)
+        .into_iter()
+        .map(|(name, sparsity)| json!({ "name": name, "sparsity": sparsity }))
+        .collect();
+    let fields = json!({
+        "arborist_version": env!("CARGO_PKG_VERSION"),
+        "source_model": files.id,
+        "source_commit": files.commit,
+        "device": device,
+        "dtype": crate::runtime::dtype_name(decoder.dtype),
+        "method": method,
+        "global_sparsity": global_sparsity,
+        "layers": layers,
+        "ppl": ppl.map(|p| json!({
+            "value": p.value,
+            "dataset": p.dataset,
+            "seqlen": p.seqlen,
+            "windows": p.windows,
+            "tokens": p.tokens,
+            "dtype": p.dtype,
+        })),
+    });
+    match fields {
+        Value::Object(m) => m,
+        _ => unreachable!("json! of an object literal is an object"),
+    }
+}
+
+/// `common` with the command's own fields after it.
+pub fn with<const N: usize>(mut common: Map<String, Value>, extra: [(&str, Value); N]) -> Value {
+    common.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
+    Value::Object(common)
+}
