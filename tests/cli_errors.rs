@@ -716,6 +716,28 @@ fn more_windows_than_the_text_holds_is_warned_about() {
         "{err}"
     );
     assert!(!err.contains("holds only"), "{err}");
+    // eval --max-windows too, with the count used in its JSON.
+    let o = arborist(
+        &[
+            "eval",
+            "--model",
+            &m,
+            "--ppl",
+            &t,
+            "--seqlen",
+            "64",
+            "--max-windows",
+            "100000",
+            "--json",
+        ],
+        &[],
+    );
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let n = v["ppl"]["windows"].as_u64().unwrap();
+    let want = format!("--max-windows 100000: {t} holds only {n} windows of 64 tokens; using {n}");
+    assert!(err.contains(&want), "`{want}` not in: {err}");
 }
 
 // Calibration flags without calibration text, and a seed for windows not drawn at random,

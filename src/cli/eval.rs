@@ -190,6 +190,7 @@ fn run_ppl(a: &EvalArgs, model: &LoadedModel, path: &Path, text: &str) -> Result
     let dataset = path.display().to_string();
     let ids = model.encode(text)?;
     let windows = Windows::sequential(&ids, seqlen, a.max_windows, &dataset)?;
+    windows.warn_if_fewer("--max-windows", a.max_windows, &dataset);
     perplexity(&model.decoder, &windows, batch(a), &dataset, |d, t| {
         super::progress("evaluating windows", d, t)
     })
