@@ -389,6 +389,11 @@ fn allocation_file_prunes_only_the_named_layers() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Sequential windows: no seed drew them, and none is recorded.
+    let cal = &v["result"]["calibration"];
+    assert_eq!(cal["sample"], "sequential", "{cal}");
+    assert!(cal["seed"].is_null(), "{cal}");
+    assert_eq!(cal["windows"], 2, "{cal}");
     let layers = v["result"]["layers"].as_array().unwrap();
     let mut named = 0;
     for l in layers {
@@ -688,6 +693,32 @@ fn profile_reports_every_layer_with_z_scores() {
         .all(|l| l["g"].as_f64().unwrap() > 0.0 && l["s"].as_f64().unwrap() > 0.0));
     assert_eq!(v["protocol"]["seqlen"], 32);
     assert_eq!(v["protocol"]["grad_windows"], 2);
+    // The table on stdout ends with its protocol.
+    let o = arborist(
+        &[
+            "profile",
+            "--model",
+            &fx("qwen3"),
+            "--calib",
+            &fx("eval.txt"),
+            "--seqlen",
+            "32",
+            "--calib-windows",
+            "4",
+            "--grad-windows",
+            "2",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let last = out.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with("protocol: 4 windows of 32 tokens from ")
+            && last.contains("2 for gradients"),
+        "{out}"
+    );
+    assert_eq!(out.lines().count(), 1 + 3 * 7 + 1, "{out}");
 }
 
 /// `prune --method METHOD --sparsity 0.3` of `model` on the fixture text (seqlen 32, 4

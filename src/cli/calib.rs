@@ -119,10 +119,12 @@ impl CalibArgs {
         Ok(Some(w))
     }
 
+    /// The calibration of `prune`'s arborist.json; a seed only where windows were drawn.
     pub fn protocol(&self, w: &Windows) -> serde_json::Value {
+        let (sample, seed) = self.sample_and_seed();
         serde_json::json!({
             "calib": self.calib.as_ref().map(|p| p.display().to_string()),
-            "seqlen": w.seqlen, "windows": w.len(), "sample": self.sample(), "seed": self.seed(),
+            "seqlen": w.seqlen, "windows": w.len(), "sample": sample, "seed": seed,
         })
     }
 }

@@ -66,7 +66,8 @@ pub fn run(a: ProfileArgs) -> Result<()> {
             l.name, l.sparsity, l.s, l.s_mean, l.g, l.g_mean_abs, l.z_s, l.z_g
         );
     }
-    eprintln!(
+    // On stdout with the table: a table saved without its protocol says nothing.
+    println!(
         "protocol: {} windows of {} tokens from {} ({}{}; {} for gradients, G {}), {}",
         p.protocol.calib_windows,
         p.protocol.seqlen,
