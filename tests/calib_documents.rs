@@ -231,6 +231,11 @@ fn bad_shards_are_named() {
         &run(&not_json, "documents"),
         &["b.jsonl: line 2: not a JSON object"],
     );
+    let array = write("d.jsonl", "{\"text\": \"fine\"}\n[1, 2]\n");
+    one_line(
+        &run(&array, "documents"),
+        &["d.jsonl: line 2: not a JSON object (a JSON array)"],
+    );
     let short = write("c.jsonl", "{\"text\": \"short\"}\n{\"text\": \"tiny\"}\n");
     one_line(
         &run(&short, "documents"),

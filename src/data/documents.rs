@@ -61,12 +61,12 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
         if line.trim().is_empty() {
             continue;
         }
-        let row: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("{name}: line {}: not a JSON object", k + 1))?;
-        let text = match row {
-            serde_json::Value::Object(mut m) => m.remove("text"),
-            _ => None,
+        let not_object = || format!("{name}: line {}: not a JSON object", k + 1);
+        let row: serde_json::Value = serde_json::from_str(&line).with_context(not_object)?;
+        let serde_json::Value::Object(mut row) = row else {
+            bail!("{} (a JSON {})", not_object(), json_kind(&row));
         };
+        let text = row.remove("text");
         match text {
             Some(serde_json::Value::String(t)) => docs.push(t),
             _ => bail!(
@@ -79,6 +79,18 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
         bail!("{name}: no documents (expected JSON lines with a `text` field)");
     }
     Ok(docs)
+}
+
+/// What a JSON value is, for an error that names it.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
 }
 
 /// Python's `random` module: MT19937 seeded as `random.seed(n)` seeds it (the 32-bit
