@@ -163,8 +163,26 @@ fn export_step_n_writes_an_earlier_checkpoint() {
     let (h, entries) = session_docs(&s);
     let fo = fold(&h, &entries);
     assert!(fo.checkpoints.len() > 2, "needs two accepted steps");
+    // A plain replay ends with the state in words: finished, and how many iterations.
+    let r = env.run(&["replay", &p(&s), "--headless"]);
+    ok(&r);
+    let reflected = entries
+        .iter()
+        .filter(|e| e["event"]["event"] == "reflected")
+        .count();
+    let last = r.stdout.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("finished (") && last.contains(&format!("): {reflected} iteration(s), ")),
+        "{last}"
+    );
     let out = env.path("step1");
-    ok(&env.run(&["export", &p(&s), "--out", &p(&out), "--step", "1"]));
+    let r = env.run(&["export", &p(&s), "--out", &p(&out), "--step", "1"]);
+    ok(&r);
+    let want = format!(
+        "exported checkpoint 1 of iteration {} ",
+        fo.checkpoints[1].0
+    );
+    assert!(r.stderr.contains(&want), "`{want}` not in {}", r.stderr);
     let v = eval_ppl(&env, &p(&out), &text);
     assert_eq!(f(&v["value"]), fo.checkpoints[1].1);
     // A step the session never reached is refused (it used to export the last one).

@@ -159,10 +159,13 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
                 0 => String::new(),
                 n => format!(" ({} by the guard, {n} by the reviewer)", m.rollbacks),
             };
+            let state = match &m.phase {
+                crate::session::Phase::Done(r) => format!("finished ({})", r.words()),
+                p => format!("not finished (it stops in phase {p:?})"),
+            };
             println!(
-                "phase {:?}, iteration {}, global sparsity {:.4}, {} rollback(s){by}",
-                m.phase,
-                m.iteration,
+                "{state}: {} iteration(s), global sparsity {:.4}, {} rollback(s){by}",
+                finished_iterations(&m),
                 m.global_sparsity(),
                 m.rollbacks + yours
             );
@@ -226,6 +229,15 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
+/// Iterations the file finished: one whose guard is written (its reflection not yet) counts.
+fn finished_iterations(m: &crate::session::Machine) -> usize {
+    if m.phase == crate::session::Phase::Reflecting {
+        m.iteration
+    } else {
+        m.iteration.saturating_sub(1)
+    }
+}
+
 pub fn export(a: ExportArgs) -> Result<()> {
     let max_shard = super::max_shard_size(a.max_shard_size.as_deref())?;
     let tolerance = tolerance(a.tolerance)?;
@@ -241,13 +253,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     inputs.extend(texts.iter().map(|(w, p)| (*w, p.as_path())));
     crate::prune::export::check_inputs_outside(&a.out, &inputs)?;
     let m = replay_inputs(&log, &a.session)?;
-    // A file that ends after an iteration's guard (its reflection not yet written) has
-    // finished that iteration too.
-    let done = if m.phase == crate::session::Phase::Reflecting {
-        m.iteration
-    } else {
-        m.iteration.saturating_sub(1)
-    };
+    let done = finished_iterations(&m);
     if let Some(n) = a.step.filter(|n| *n > done) {
         bail!(
             "--step {n}: {} has {done} finished iteration(s) (0 is the starting model)",
@@ -307,8 +313,9 @@ pub fn export(a: ExportArgs) -> Result<()> {
         &meta,
     )?;
     eprintln!(
-        "exported checkpoint {} (global sparsity {:.4}, ppl {:.4}) to {}",
+        "exported checkpoint {} of iteration {} (global sparsity {:.4}, ppl {:.4}) to {}",
         ckpt.index,
+        ckpt.iteration,
         m.sparsity_of(ckpt),
         ckpt.eval.ppl,
         a.out.display()

@@ -257,8 +257,15 @@ impl Event {
             Event::Evaluated {
                 iteration, eval, ..
             } => format!(
-                "iter {iteration}: evaluated ppl {:.4} in {:.1} s",
-                eval.ppl, eval.seconds
+                "iter {iteration}: evaluated ppl {:.4}{} in {:.1} s",
+                eval.ppl,
+                eval.probe.as_ref().map_or(String::new(), |p| format!(
+                    ", {} {:.1}% of {}",
+                    p.kind,
+                    100.0 * p.accuracy,
+                    p.items
+                )),
+                eval.seconds
             ),
             Event::Reflected { iteration, reply } => {
                 format!("iter {iteration}: reflection: {}", line(&reply.value))
@@ -306,6 +313,39 @@ mod tests {
             raw: None,
             usage: Usage::default(),
         }
+    }
+
+    // A probe's score is in the evaluation's log line, not only in the summary and file.
+    #[test]
+    fn an_evaluation_line_shows_its_probe() {
+        let mut eval = Evaluation {
+            ppl: 3.25,
+            dataset: "eval.txt".into(),
+            seqlen: 64,
+            windows: 2,
+            dtype: "f32".into(),
+            probe: None,
+            seconds: 0.5,
+            from_block: None,
+        };
+        let line = |eval: &Evaluation| {
+            Event::Evaluated {
+                iteration: 4,
+                applied: BTreeMap::new(),
+                eval: eval.clone(),
+            }
+            .summary()
+        };
+        assert_eq!(line(&eval), "iter 4: evaluated ppl 3.2500 in 0.5 s");
+        eval.probe = Some(ProbeScore {
+            kind: "mmlu".into(),
+            accuracy: 0.9375,
+            items: 16,
+        });
+        assert_eq!(
+            line(&eval),
+            "iter 4: evaluated ppl 3.2500, mmlu 93.8% of 16 in 0.5 s"
+        );
     }
 
     // Text from an agent, a server or a reviewer cannot break a log line or send terminal
