@@ -24,7 +24,12 @@ pub const CALIB_WINDOWS: usize = 32;
 pub struct Row {
     pub label: String,
     pub global_sparsity: f64,
+    /// Over every `SEQLEN` window of eval.txt.
     pub ppl: f64,
+    /// Over every window of eval.txt at a session's default seqlen (the model's context):
+    /// the length the agent's session is guarded at, so the comparison is shown at both.
+    pub ppl_session_seqlen: f64,
+    pub session_seqlen: usize,
     pub freebaseqa: f64,
     pub mmlu_5shot: f64,
     pub mmlu_0shot: f64,
@@ -35,8 +40,11 @@ pub struct Row {
 pub fn evaluate(m: &LoadedModel, label: &str) -> Result<Row> {
     let data = bundled::data_dir()?;
     let ids = m.encode(&read_text(&data.join("eval.txt"))?)?;
-    let w = Windows::sequential(&ids, SEQLEN, None, "eval.txt")?;
-    let ppl = perplexity(&m.decoder, &w, 4, "eval.txt", |_, _| {})?.value;
+    let ppl_at = |seqlen| -> Result<f64> {
+        let w = Windows::sequential(&ids, seqlen, None, "eval.txt")?;
+        Ok(perplexity(&m.decoder, &w, 4, "eval.txt", |_, _| {})?.value)
+    };
+    let session_seqlen = m.seqlen_or_default(None);
     let items = read_freebaseqa(&data.join("freebaseqa.json"))?;
     let fo = freebaseqa::FreebaseOptions {
         limit: None,
@@ -57,17 +65,24 @@ pub fn evaluate(m: &LoadedModel, label: &str) -> Result<Row> {
     Ok(Row {
         label: label.into(),
         global_sparsity: m.decoder.global_sparsity(),
-        ppl,
+        ppl: ppl_at(SEQLEN)?,
+        ppl_session_seqlen: ppl_at(session_seqlen)?,
+        session_seqlen,
         freebaseqa: fb.accuracy,
         mmlu_5shot: acc(5)?,
         mmlu_0shot: acc(0)?,
     })
 }
 
-fn wanda_uniform(base: &LoadedModel, sparsity: f64) -> Result<LoadedModel> {
+/// Uniform Wanda calibrated on the first `windows` windows of `seqlen` tokens of calib.txt.
+fn wanda_uniform(
+    base: &LoadedModel,
+    sparsity: f64,
+    (seqlen, windows): (usize, usize),
+) -> Result<LoadedModel> {
     let data = bundled::data_dir()?;
     let ids = base.encode(&read_text(&data.join("calib.txt"))?)?;
-    let calib = Windows::sequential(&ids, SEQLEN, Some(CALIB_WINDOWS), "calib.txt")?;
+    let calib = Windows::sequential(&ids, seqlen, Some(windows), "calib.txt")?;
     let mut d = base.decoder.clone();
     let plan = uniform(&d, Pattern::Unstructured(sparsity));
     prune_sequential(
@@ -92,14 +107,16 @@ fn print(rows: &[Row], json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(rows)?);
         return Ok(());
     }
-    println!("| model | global sparsity | ppl (eval.txt, seqlen {SEQLEN}) | FreebaseQA | MMLU 5-shot | MMLU 0-shot |");
-    println!("|---|---|---|---|---|---|");
+    let long = rows.first().map_or(0, |r| r.session_seqlen);
+    println!("| model | global sparsity | ppl (eval.txt, seqlen {SEQLEN}) | ppl (seqlen {long}) | FreebaseQA | MMLU 5-shot | MMLU 0-shot |");
+    println!("|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {:.3} | {:.3} | {:.1}% | {:.1}% | {:.1}% |",
+            "| {} | {:.3} | {:.3} | {:.3} | {:.1}% | {:.1}% | {:.1}% |",
             r.label,
             r.global_sparsity,
             r.ppl,
+            r.ppl_session_seqlen,
             r.freebaseqa * 100.0,
             r.mmlu_5shot * 100.0,
             r.mmlu_0shot * 100.0
@@ -112,14 +129,15 @@ pub fn knowledge_suite(json: bool) -> Result<()> {
     let m = LoadedModel::load(bundled::NAME, &Device::Cpu, DType::F32)?;
     let mut rows = vec![evaluate(&m, "dense")?];
     for s in [0.3, 0.5, 0.7] {
-        let p = wanda_uniform(&m, s)?;
+        let p = wanda_uniform(&m, s, (SEQLEN, CALIB_WINDOWS))?;
         rows.push(evaluate(&p, &format!("Wanda uniform {:.0}%", s * 100.0))?);
     }
     print(&rows, json)
 }
 
 /// The built-in agent's session with default run options, then uniform Wanda at the
-/// global sparsity the session reached.
+/// global sparsity the session reached, calibrated as the knowledge table's Wanda and as
+/// the session calibrates.
 pub fn agent_suite(json: bool) -> Result<()> {
     let opts = RunOptions::default();
     let files = crate::model::ModelFiles::resolve(bundled::NAME)?;
@@ -140,8 +158,19 @@ pub fn agent_suite(json: bool) -> Result<()> {
     );
     let agent = evaluate(&engine.model, "built-in agent session")?;
     let base = LoadedModel::load(bundled::NAME, &Device::Cpu, DType::F32)?;
-    let uni = wanda_uniform(&base, agent.global_sparsity)?;
-    let uniform = evaluate(&uni, "Wanda uniform, same global sparsity")?;
+    let short = (SEQLEN, CALIB_WINDOWS);
+    let uni = wanda_uniform(&base, agent.global_sparsity, short)?;
+    let uniform = evaluate(
+        &uni,
+        &format!("Wanda uniform, same global sparsity, calibrated on {CALIB_WINDOWS} x {SEQLEN}"),
+    )?;
+    let as_session = (base.seqlen_or_default(opts.seqlen), opts.calib_windows);
+    let uni = wanda_uniform(&base, agent.global_sparsity, as_session)?;
+    let label = format!(
+        "Wanda uniform, same global sparsity, calibrated as the session ({} x {})",
+        as_session.1, as_session.0
+    );
+    let uniform_as_session = evaluate(&uni, &label)?;
     let dense = evaluate(&base, "dense")?;
-    print(&[dense, uniform, agent], json)
+    print(&[dense, uniform, uniform_as_session, agent], json)
 }
