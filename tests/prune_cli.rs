@@ -664,23 +664,21 @@ fn blockwise_gradients_equal_the_whole_graph_backward() {
 
 #[test]
 fn profile_reports_every_layer_with_z_scores() {
-    let o = arborist(
-        &[
-            "profile",
-            "--model",
-            &fx("qwen3"),
-            "--calib",
-            &fx("eval.txt"),
-            "--seqlen",
-            "32",
-            "--calib-windows",
-            "4",
-            "--grad-windows",
-            "2",
-            "--json",
-        ],
-        &[],
-    );
+    let (model, text) = (fx("qwen3"), fx("eval.txt"));
+    let args = [
+        "profile",
+        "--model",
+        &model,
+        "--calib",
+        &text,
+        "--seqlen",
+        "32",
+        "--calib-windows",
+        "4",
+        "--grad-windows",
+        "2",
+    ];
+    let o = arborist(&[&args[..], &["--json"]].concat(), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let layers = v["layers"].as_array().unwrap();
@@ -694,22 +692,7 @@ fn profile_reports_every_layer_with_z_scores() {
     assert_eq!(v["protocol"]["seqlen"], 32);
     assert_eq!(v["protocol"]["grad_windows"], 2);
     // The table on stdout ends with its protocol.
-    let o = arborist(
-        &[
-            "profile",
-            "--model",
-            &fx("qwen3"),
-            "--calib",
-            &fx("eval.txt"),
-            "--seqlen",
-            "32",
-            "--calib-windows",
-            "4",
-            "--grad-windows",
-            "2",
-        ],
-        &[],
-    );
+    let o = arborist(&args, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     let last = out.trim_end().lines().last().unwrap();
