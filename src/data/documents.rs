@@ -66,8 +66,7 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
         let serde_json::Value::Object(mut row) = row else {
             bail!("{} (a JSON {})", not_object(), json_kind(&row));
         };
-        let text = row.remove("text");
-        match text {
+        match row.remove("text") {
             Some(serde_json::Value::String(t)) => docs.push(t),
             _ => bail!(
                 "{name}: line {}: no string field `text` (documents are JSON lines with a `text` field, as C4's json.gz shards)",

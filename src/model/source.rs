@@ -451,10 +451,10 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
         );
         let cached = hf_hub::Cache::new(cache.to_path_buf()).repo(target.clone());
         let repo = api.repo(target);
-        // `get`, with the progress going to the observer when there is one.
         // Each file at the commit the hub names now, so that all land in one snapshot (the
         // cache's, for this revision, lacks some: an older commit's, or one another tool
-        // began); a blob the cache holds under another commit is linked, not downloaded.
+        // began); a blob the cache holds under another commit is linked, not downloaded;
+        // a download's progress goes to the observer when there is one.
         let get = |f: String| {
             let (api, repo, cached, observer) = (&api, &repo, &cached, &observer);
             async move {

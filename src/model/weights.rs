@@ -119,13 +119,7 @@ impl WeightFiles {
     /// That tensor `name` exists with `shape` and a supported dtype, reading only the header.
     pub fn check(&self, name: &str, shape: &[usize]) -> Result<()> {
         if !self.contains(name) {
-            // Only an untied config gets here with the head stored (`embed_source`).
-            let head = if name == EMBED && self.contains(HEAD) {
-                format!(", though the files hold `{HEAD}`, which tie_word_embeddings true would use in its place: config.json sets it false")
-            } else {
-                String::new()
-            };
-            bail!("{}{head}", self.missing(name));
+            bail!("{}", self.missing(name));
         }
         let view = self
             .st
@@ -288,11 +282,15 @@ pub fn load_all(
         } else {
             &name
         };
-        if stored == EMBED && cfg.tie_word_embeddings && !files.contains(EMBED) {
-            bail!(
-                "{}, and so is `{HEAD}`, which tie_word_embeddings true would use in its place",
-                files.missing(EMBED)
-            );
+        if stored == EMBED && !files.contains(EMBED) {
+            // Said of the head too: tied, it is missing as well (else `embed_source` took
+            // it); untied, it is there but may not stand in.
+            let head = match cfg.tie_word_embeddings {
+                true => format!(", and so is `{HEAD}`, which tie_word_embeddings true would use in its place"),
+                false if files.contains(HEAD) => format!(", though the files hold `{HEAD}`, which tie_word_embeddings true would use in its place: config.json sets it false"),
+                false => String::new(),
+            };
+            bail!("{}{head}", files.missing(EMBED));
         }
         let t = files.load(stored, &shape, dtype, device)?;
         map.insert(name, t);

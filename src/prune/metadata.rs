@@ -22,28 +22,30 @@ pub fn common(
         .into_iter()
         .map(|(name, sparsity)| json!({ "name": name, "sparsity": sparsity }))
         .collect();
-    let fields = json!({
-        "arborist_version": env!("CARGO_PKG_VERSION"),
-        "source_model": files.id,
-        "source_commit": files.commit,
-        "device": device,
-        "dtype": crate::runtime::dtype_name(decoder.dtype),
-        "method": method,
-        "global_sparsity": global_sparsity,
-        "layers": layers,
-        "ppl": ppl.map(|p| json!({
+    let ppl = ppl.map(|p| {
+        json!({
             "value": p.value,
             "dataset": p.dataset,
             "seqlen": p.seqlen,
             "windows": p.windows,
             "tokens": p.tokens,
             "dtype": p.dtype,
-        })),
+        })
     });
-    match fields {
-        Value::Object(m) => m,
-        _ => unreachable!("json! of an object literal is an object"),
-    }
+    [
+        ("arborist_version", json!(env!("CARGO_PKG_VERSION"))),
+        ("source_model", json!(files.id)),
+        ("source_commit", json!(files.commit)),
+        ("device", json!(device)),
+        ("dtype", json!(crate::runtime::dtype_name(decoder.dtype))),
+        ("method", json!(method)),
+        ("global_sparsity", json!(global_sparsity)),
+        ("layers", json!(layers)),
+        ("ppl", json!(ppl)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// `common` with the command's own fields after it.
