@@ -1,33 +1,11 @@
 //! Calibration flags shared by every subcommand that calibrates.
 
 use anyhow::{bail, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use std::path::PathBuf;
 
-use crate::data::Windows;
+use crate::data::{CalibSample, Windows};
 use crate::model::LoadedModel;
-
-#[derive(Debug, Clone, Copy, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sample {
-    /// The first K non-overlapping windows (deterministic).
-    Sequential,
-    /// K windows at seeded random offsets into the whole text.
-    Random,
-    /// K windows drawn from JSON-lines documents (C4's json.gz) as Wanda's and SparseGPT's
-    /// get_c4 draws them, with Python's generator: the same windows for the same seed.
-    Documents,
-}
-
-impl Sample {
-    pub fn name(self) -> &'static str {
-        match self {
-            Sample::Sequential => "sequential",
-            Sample::Random => "random",
-            Sample::Documents => "documents",
-        }
-    }
-}
 
 /// Said wherever a seed would draw nothing (sequential windows).
 pub const SEED_NEEDS_RANDOM: &str =
@@ -47,9 +25,11 @@ pub struct CalibArgs {
     /// Calibration windows [default: 128, as Wanda and SparseGPT].
     #[arg(long)]
     pub calib_windows: Option<usize>,
-    /// How windows are taken from the text [default: sequential].
-    #[arg(long, value_enum)]
-    pub calib_sample: Option<Sample>,
+    /// How windows are taken from the text: sequential (the first ones), random (seeded
+    /// offsets) or documents (JSON lines such as C4's json.gz, drawn as Wanda's get_c4
+    /// draws) [default: sequential].
+    #[arg(long)]
+    pub calib_sample: Option<CalibSample>,
     /// Seed of --calib-sample random or documents [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -69,14 +49,14 @@ impl CalibArgs {
                 bail!("{flag} tunes the calibration windows: it needs --calib FILE");
             }
         }
-        if self.seed.is_some() && matches!(self.sample(), Sample::Sequential) {
+        if self.seed.is_some() && !self.sample().is_seeded() {
             bail!(SEED_NEEDS_RANDOM);
         }
         Ok(())
     }
 
-    fn sample(&self) -> Sample {
-        self.calib_sample.unwrap_or(Sample::Sequential)
+    fn sample(&self) -> CalibSample {
+        self.calib_sample.unwrap_or_default()
     }
 
     fn seed(&self) -> u64 {
@@ -84,10 +64,9 @@ impl CalibArgs {
     }
 
     /// The sample's name, and the seed when the sample draws at random.
-    pub fn sample_and_seed(&self) -> (Option<String>, Option<u64>) {
+    pub fn sample_and_seed(&self) -> (CalibSample, Option<u64>) {
         let sample = self.sample();
-        let seed = (!matches!(sample, Sample::Sequential)).then(|| self.seed());
-        (Some(sample.name().to_string()), seed)
+        (sample, sample.is_seeded().then(|| self.seed()))
     }
 
     pub fn seqlen(&self, m: &LoadedModel) -> usize {
@@ -109,7 +88,7 @@ impl CalibArgs {
         let seqlen = super::seqlen_warned(self.seqlen, m);
         let w = crate::data::documents::calibration_windows(
             path,
-            self.sample().name(),
+            self.sample(),
             (seqlen, count, self.seed()),
             |t| m.encode(t),
             |t| m.encode_document(t),

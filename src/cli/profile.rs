@@ -51,7 +51,8 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         average: a.grad_average,
     };
     let mut p = crate::profile::compute(&m.decoder, &w, grads, a.batch, &name)?;
-    (p.protocol.calib_sample, p.protocol.seed) = a.calib.sample_and_seed();
+    let (sample, seed) = a.calib.sample_and_seed();
+    (p.protocol.calib_sample, p.protocol.seed) = (Some(sample), seed);
     if a.json {
         println!("{}", serde_json::to_string(&p)?);
         return Ok(());
@@ -72,7 +73,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         p.protocol.calib_windows,
         p.protocol.seqlen,
         p.protocol.calib,
-        p.protocol.calib_sample.as_deref().unwrap_or("sequential"),
+        p.protocol.calib_sample.unwrap_or_default(),
         p.protocol
             .seed
             .map(|s| format!(", seed {s}"))

@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
+use crate::data::CalibSample;
 use crate::eval::mmlu::MmluPrompt;
 use crate::profile::GradAverage;
 use crate::session::{file, RunOptions};
@@ -98,7 +99,7 @@ pub struct RunArgs {
     pub eval_windows: Option<usize>,
     /// sequential, random or documents (JSON lines such as C4's json.gz, drawn as Wanda's get_c4 draws) [default: sequential].
     #[arg(long)]
-    pub calib_sample: Option<String>,
+    pub calib_sample: Option<CalibSample>,
     /// Seed of --calib-sample random or documents [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -262,7 +263,7 @@ impl RunArgs {
             bail!("--probe-file and --probe-limit need --probe freebaseqa|mmlu");
         }
         // From the flag or the config: a seed that draws nothing would be recorded as if it had.
-        if o.seed != 0 && o.calib_sample == "sequential" {
+        if o.seed != 0 && !o.calib_sample.is_seeded() {
             bail!(super::calib::SEED_NEEDS_RANDOM);
         }
         if self.mmlu_prompt.is_some() && o.probe.as_ref().is_none_or(|p| p.kind != "mmlu") {
@@ -462,15 +463,6 @@ fn check(o: &RunOptions) -> Result<()> {
     if o.agent.max_tokens == Some(0) {
         bail!("--agent-max-tokens 0: must be at least 1 (no reply could hold a proposal)");
     }
-    if !matches!(
-        o.calib_sample.as_str(),
-        "sequential" | "random" | "documents"
-    ) {
-        bail!(
-            "--calib-sample {} is unknown (sequential, random or documents)",
-            o.calib_sample
-        );
-    }
     crate::runtime::parse_device(&o.device)?;
     crate::runtime::parse_dtype(&o.dtype)?;
     Ok(())
@@ -535,13 +527,31 @@ mod tests {
         e
     }
 
+    // An unknown sample in a config is refused with the file, the key and the choices.
+    #[test]
+    fn an_unknown_calibration_sample_in_a_config_is_refused() {
+        let e = err(with_config("calib_sample: shuffled\n"));
+        assert!(e.contains("cfg.yaml"), "{e}");
+        assert!(
+            e.contains("calib_sample: unknown variant `shuffled`"),
+            "{e}"
+        );
+        assert!(e.contains("`sequential`, `random`, `documents`"), "{e}");
+        assert_eq!(
+            with_config("calib_sample: documents\n")
+                .unwrap()
+                .calib_sample,
+            CalibSample::Documents
+        );
+    }
+
     // A seed that draws nothing (sequential windows), from the flag or a config, is refused.
     #[test]
     fn a_seed_needs_random_calibration_windows() {
         let seeded = |sample: Option<&str>| {
             RunArgs {
                 seed: Some(3),
-                calib_sample: sample.map(String::from),
+                calib_sample: sample.map(|s| s.parse().unwrap()),
                 ..Default::default()
             }
             .options()

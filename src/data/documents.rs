@@ -3,23 +3,76 @@
 //! `random` generator, so the same shard, tokenizer and seed give the same windows.
 
 use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use super::{read_text, Windows};
+
+/// How calibration windows are taken from a file (`--calib-sample`, a session's
+/// `calib_sample`, a profile's protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CalibSample {
+    /// The first K non-overlapping windows (deterministic).
+    #[default]
+    Sequential,
+    /// K windows at seeded random offsets into the whole text.
+    Random,
+    /// K windows drawn from JSON-lines documents (C4's json.gz) as Wanda's and SparseGPT's
+    /// get_c4 draws them, with Python's generator: the same windows for the same seed.
+    Documents,
+}
+
+impl CalibSample {
+    pub fn name(self) -> &'static str {
+        match self {
+            CalibSample::Sequential => "sequential",
+            CalibSample::Random => "random",
+            CalibSample::Documents => "documents",
+        }
+    }
+
+    /// Whether a seed chooses the windows.
+    pub fn is_seeded(self) -> bool {
+        self != CalibSample::Sequential
+    }
+}
+
+impl std::fmt::Display for CalibSample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for CalibSample {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [
+            CalibSample::Sequential,
+            CalibSample::Random,
+            CalibSample::Documents,
+        ]
+        .into_iter()
+        .find(|c| c.name() == s)
+        .ok_or_else(|| {
+            format!("unknown calibration sample `{s}` (sequential, random or documents)")
+        })
+    }
+}
 
 /// The calibration windows of `--calib FILE --calib-sample SAMPLE`: `sequential` and
 /// `random` cut the text `encode` gives (no special tokens); `documents` draws from the
 /// JSON-lines documents of FILE, each tokenized by `encode_doc` (special tokens included).
 pub fn calibration_windows(
     path: &Path,
-    sample: &str,
+    sample: CalibSample,
     (seqlen, count, seed): (usize, usize, u64),
     encode: impl Fn(&str) -> Result<Vec<u32>>,
     encode_doc: impl Fn(&str) -> Result<Vec<u32>>,
 ) -> Result<Windows> {
     let name = path.display().to_string();
-    if sample == "documents" {
+    if sample == CalibSample::Documents {
         let docs = read_documents(path)?;
         let windows = Windows::documents(&docs, encode_doc, seqlen, count, seed, &name);
         // A C4 shard is about 750 MB of text, needed only for the draw.
@@ -32,7 +85,7 @@ pub fn calibration_windows(
     }
     let ids = encode(&read_text(path)?)?;
     match sample {
-        "random" => Windows::random(&ids, seqlen, count, seed, &name),
+        CalibSample::Random => Windows::random(&ids, seqlen, count, seed, &name),
         _ => Windows::sequential(&ids, seqlen, Some(count), &name),
     }
 }

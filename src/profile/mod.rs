@@ -5,7 +5,7 @@ use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::data::Windows;
+use crate::data::{CalibSample, Windows};
 use crate::eval::ppl::window_loss;
 use crate::model::{BlockStats, Decoder, LinearId, LinearKind};
 use crate::prune::scores::weight_f32;
@@ -78,7 +78,7 @@ pub struct ProfileProtocol {
     /// How the windows were taken (`--calib-sample`) and the seed of a random draw; set by
     /// the `profile` command, which alone knows (a session records them in its header).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub calib_sample: Option<String>,
+    pub calib_sample: Option<CalibSample>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     pub seqlen: usize,

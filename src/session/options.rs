@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::machine::LoopOptions;
+use crate::data::CalibSample;
 use crate::eval::mmlu::MmluPrompt;
 use crate::profile::GradAverage;
 
@@ -79,8 +80,7 @@ pub struct RunOptions {
     pub seqlen: Option<usize>,
     pub calib_windows: usize,
     pub eval_windows: usize,
-    /// sequential, random or documents.
-    pub calib_sample: String,
+    pub calib_sample: CalibSample,
     pub seed: u64,
     pub grad_windows: usize,
     /// How the gradient windows' dL/dW are averaged into the profile's G.
@@ -107,7 +107,7 @@ impl Default for RunOptions {
             seqlen: None,
             calib_windows: 16,
             eval_windows: 16,
-            calib_sample: "sequential".into(),
+            calib_sample: CalibSample::Sequential,
             seed: 0,
             grad_windows: crate::profile::DEFAULT_GRAD_WINDOWS,
             grad_average: GradAverage::MeanOfAbs,

@@ -37,7 +37,7 @@ fn calib_windows(
 ) -> Result<Windows> {
     let w = crate::data::documents::calibration_windows(
         path,
-        &opts.calib_sample,
+        opts.calib_sample,
         (seqlen, opts.calib_windows, opts.seed),
         |t| m.encode(t),
         |t| m.encode_document(t),
