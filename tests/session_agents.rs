@@ -554,6 +554,44 @@ fn a_key_echoed_in_a_reply_never_reaches_the_session_file() {
     assert_no_key(&env, &r);
 }
 
+// A reply naming a layer after part of the key: the problems quoting it are error text, so
+// the stderr lines, the recorded errors and the repair prompts show no part of the key; the
+// raw replies keep it (data: only a whole key is scrubbed there, as the README says).
+#[test]
+fn problems_quoting_part_of_the_key_are_scrubbed_like_errors() {
+    let env = Env::new();
+    let fragment = &KEY["sk-test-".len()..];
+    let bad = proposal(&[(format!("model.{fragment}"), 0.05)], "bad");
+    let server = ScriptedServer::start((0..6).map(|_| Scripted::openai(&bad, 7, 3)).collect());
+    let s = env.path("s.yaml");
+    let r = env.session(&server, &s, "3");
+    agent_failed_json(&r);
+    assert!(!r.stderr.contains("SECRET"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("<redacted>: unknown layer name"),
+        "{}",
+        r.stderr
+    );
+    let (_, entries) = session_docs(&s);
+    let failed = events(&entries, "agent_failed");
+    assert_eq!(failed.len(), 3);
+    for f in failed {
+        let (e, prompt) = (f["error"].as_str().unwrap(), f["prompt"].as_str().unwrap());
+        assert!(e.contains("<redacted>: unknown layer name"), "{e}");
+        assert!(!e.contains("SECRET") && !prompt.contains("SECRET"), "{f}");
+        assert!(f["raw"].as_str().unwrap().contains(fragment), "{f}");
+    }
+    for (k, req) in server
+        .requests()
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| k % 2 == 1)
+    {
+        let repair = req.body["messages"][3]["content"].as_str().unwrap();
+        assert!(!repair.contains("SECRET"), "request {k}: {repair}");
+    }
+}
+
 /// A server that hangs on the first proposal (8 s, past a 1 s --agent-timeout), then
 /// proposes `down(2)` at 0.05 and reflects.
 fn hang_then_answer() -> ScriptedServer {

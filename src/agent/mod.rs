@@ -191,7 +191,11 @@ impl Agent for LlmAgent {
         let user = self.templates.step(ctx)?;
         let schema = Some(&self.schema);
         let first = self.block_on(self.client.chat(&system, &user, schema))?;
-        let problems = match parse::parse_and_validate(&first.text, ctx) {
+        // Problems quote the reply (a layer name, a value), which may echo part of the key:
+        // they become error text, so they are scrubbed as errors are.
+        let scrubbed =
+            |p: Vec<String>| -> Vec<String> { p.iter().map(|s| self.client.scrub(s)).collect() };
+        let problems = match parse::parse_and_validate(&first.text, ctx).map_err(scrubbed) {
             Ok(value) => {
                 return Ok(AgentReply {
                     value,
@@ -244,7 +248,7 @@ impl Agent for LlmAgent {
         let mut usage = first.usage;
         usage += second.usage;
         let raw = format!("{}{REPAIR_SEPARATOR}{}", first.text, second.text);
-        match parse::parse_and_validate(&second.text, ctx) {
+        match parse::parse_and_validate(&second.text, ctx).map_err(scrubbed) {
             Ok(value) => Ok(AgentReply {
                 value,
                 prompt: Some(prompt),
