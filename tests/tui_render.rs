@@ -655,9 +655,31 @@ fn a_failed_agent_leaves_override_reject_or_skip_to_the_human() {
         screen.contains("no valid proposal from the agent"),
         "{screen}"
     );
+    // Nothing to approve or edit: said, never sent (it was recorded as an approval).
+    for key in [ch('a'), code(KeyCode::Enter), ch('e')] {
+        assert!(press(&mut a, &v, &[key]).is_empty(), "{key:?}");
+        let screen = text(&draw(&mut a, &v, 120, 40));
+        assert!(screen.contains("nothing to approve or edit"), "{screen}");
+        assert!(a.editor.is_none(), "{key:?} opened an editor");
+    }
+    // The key line offers what can be done, even at 50 columns.
+    let bar = text(&draw(&mut app(), &v, 50, 12));
+    assert!(!bar.contains("approve"), "{bar}");
+    for hint in ["o override", "r reject", "x skip"] {
+        assert!(bar.contains(hint), "{hint}: {bar}");
+    }
     let reqs = press(&mut a, &v, &[ch('x')]);
     assert!(matches!(&reqs[..], [Request::Feed(Event::Decided {
         decision: Decision::Skip, by, .. })] if by == "human"));
+    // Auto-approve skips, as headless does.
+    let mut auto = app();
+    press(
+        &mut auto,
+        &v,
+        &[KeyEvent::new(KeyCode::Char('A'), KeyModifiers::SHIFT)],
+    );
+    assert!(matches!(auto.auto_decision(&v), Some(Event::Decided {
+        decision: Decision::Skip, by, .. }) if by == "auto"));
 }
 
 #[test]

@@ -37,6 +37,12 @@ impl App {
             Approve | Edit | Override | Reject | Skip if !view.can_review() => {
                 self.say(Level::Warn, "no proposal is waiting for review")
             }
+            // Approved, the empty proposal of an agent failure would be recorded as an
+            // approval of nothing (the machine skips it).
+            Approve | Edit if view.agent_failed_review() => self.say(
+                Level::Warn,
+                "nothing to approve or edit: the agent gave no valid proposal (o override, r ask again, x skip)",
+            ),
             Approve => return vec![decided(view, Decision::Approve)],
             Skip => return vec![decided(view, Decision::Skip)],
             Edit => {
@@ -301,7 +307,8 @@ impl App {
         use Action::*;
         let ed = self.editor.as_ref();
         match a {
-            Approve | Edit | Override | Reject | Skip => view.can_review(),
+            Approve | Edit => view.can_review() && !view.agent_failed_review(),
+            Override | Reject | Skip => view.can_review(),
             Rollback => view.can_rollback(),
             Stop => view.can_stop(),
             ToggleAuto | TogglePause => view.can_stop(),

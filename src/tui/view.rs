@@ -58,6 +58,12 @@ impl View<'_> {
         self.live() && self.pending.is_some() && self.machine.phase == Phase::Reviewing
     }
 
+    /// The proposal waiting is the empty one an agent failure leaves: there is nothing to
+    /// approve or edit, only to override, ask again or skip.
+    pub fn agent_failed_review(&self) -> bool {
+        self.can_review() && self.pending.is_some_and(|p| p.layers.is_empty())
+    }
+
     /// Rolling back while the agent is still working would race its late reply, so only
     /// while a proposal waits for review (the agent is idle then).
     pub fn can_rollback(&self) -> bool {
