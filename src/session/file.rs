@@ -520,8 +520,13 @@ fn missing_key(
     at: &str,
     excused: &[&str],
 ) -> Option<String> {
-    let (serde_yaml::Value::Mapping(w), serde_yaml::Value::Mapping(d)) = (written, doc) else {
+    let serde_yaml::Value::Mapping(w) = written else {
         return None;
+    };
+    // A section left empty (`options:` and nothing under it: a null) lacks all it holds;
+    // its type's defaults would fill it in silently.
+    let serde_yaml::Value::Mapping(d) = doc else {
+        return (!at.is_empty() && doc.is_null()).then(|| at.trim_end_matches('.').to_string());
     };
     w.iter().find_map(|(k, wv)| {
         let name = format!("{at}{}", k.as_str().unwrap_or("?"));

@@ -134,6 +134,14 @@ fn a_cut_header_is_refused() {
         .unwrap()
         .entries
         .is_empty());
+    // A header whose options were cut away to an empty `options:` (a null, which the
+    // defaults would fill in), in either generation.
+    for (t, end) in [(&text, "\n...\n"), (&legacy, "")] {
+        let cut_at = t.find("\noptions:").unwrap() + "\noptions:\n".len();
+        std::fs::write(&old, format!("{}{end}", &t[..cut_at])).unwrap();
+        let err = format!("{:#}", read(&old).err().expect("empty options are refused"));
+        assert!(err.contains("`options` is missing"), "{err}");
+    }
     // A complete older header alone is a session that has not started.
     std::fs::write(&old, &legacy[..legacy_end]).unwrap();
     assert!(read(&old).unwrap().entries.is_empty());
