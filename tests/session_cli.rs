@@ -422,6 +422,53 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
         "{}",
         r.stdout
     );
+    // The protocol recorded with a perplexity (which export publishes beside it) is checked
+    // too: an edited seqlen or dtype passed as bit-exact.
+    let k = entries
+        .iter()
+        .position(|e| kind(e) == "evaluated" && iter_of(e) == Some(2))
+        .unwrap();
+    // Accepted, so it is the checkpoint `export --step 2` writes.
+    assert_eq!(
+        entries[k + 1]["event"]["accepted"],
+        true,
+        "{}",
+        entries[k + 1]
+    );
+    let text = std::fs::read_to_string(&s).unwrap();
+    let starts = doc_starts(&text);
+    let doc = &text[starts[k + 1]..starts[k + 2]];
+    let seqlen = entries[k]["event"]["eval"]["seqlen"].as_u64().unwrap();
+    for (from, to, what) in [
+        (
+            format!("\n    seqlen: {seqlen}\n"),
+            format!("\n    seqlen: {}\n", seqlen * 4),
+            "iter 2 seqlen".to_string(),
+        ),
+        (
+            "\n    dtype: f32\n".into(),
+            "\n    dtype: bf16\n".into(),
+            "iter 2 dtype (recorded bf16, recomputed f32)".into(),
+        ),
+    ] {
+        assert_eq!(doc.matches(&from).count(), 1, "{from} in {doc}");
+        let edited = doc.replace(&from, &to);
+        std::fs::write(&t, text.replacen(doc, &edited, 1)).unwrap();
+        let r = env.run(&["replay", &p(&t), "--verify"]);
+        assert_eq!(r.code, Some(1), "{}", r.stderr);
+        assert!(
+            r.stdout
+                .lines()
+                .any(|l| l.contains("MISMATCH") && l.contains(&what)),
+            "{what}: {}",
+            r.stdout
+        );
+        // export publishes the protocol beside the number: it refuses to.
+        let out = env.path("protocol-out");
+        let r = env.run(&["export", &p(&t), "--step", "2", "--out", &p(&out)]);
+        one_error_line(&r, &["was recorded as", "(was the file edited?)"]);
+        assert!(!out.exists());
+    }
     let r = env.run(&["replay", &p(&s), "--verify", "--tolerance", "NaN"]);
     only_one_line(&r, &["--tolerance NaN", "finite"]);
     // Without --verify a tolerance was accepted and compared nothing.

@@ -139,6 +139,18 @@ fn export_evaluates_to_the_final_checkpoint_and_stores_the_masks_as_zeros() {
         (f(&meta["global_sparsity"]) - fo.global()).abs() < 1e-12,
         "{meta}"
     );
+    // ... and it is the zeros written, counted over every linear layer.
+    let (zeros, all) = pruned_w
+        .iter()
+        .filter(|(k, _)| k.ends_with("_proj.weight"))
+        .fold((0usize, 0usize), |(z, n), (_, w)| {
+            (z + w.iter().filter(|x| **x == 0.0).count(), n + w.len())
+        });
+    assert_eq!(
+        f(&meta["global_sparsity"]),
+        zeros as f64 / all as f64,
+        "{meta}"
+    );
     // The perplexity re-measured before writing, with the session's protocol.
     assert_eq!(f(&meta["ppl"]["value"]), fo.ppl());
     let recorded = &entries[0]["event"]["eval"];

@@ -274,6 +274,23 @@ pub fn export(a: ExportArgs) -> Result<()> {
     // changed between the samples cannot be exported under the recorded numbers.
     let measured = engine.checkpoint_perplexity()?;
     let ppl = measured.value;
+    let r = &ckpt.eval;
+    // The recorded protocol is published beside the number: it must be the one measured.
+    if (r.seqlen, r.windows, r.dtype.as_str())
+        != (measured.seqlen, measured.windows, measured.dtype.as_str())
+    {
+        bail!(
+            "{}: checkpoint {} was recorded as {} windows of {} tokens in {} but re-measures as {} of {} in {} (was the file edited?); nothing was written",
+            a.session.display(),
+            ckpt.index,
+            r.windows,
+            r.seqlen,
+            r.dtype,
+            measured.windows,
+            measured.seqlen,
+            measured.dtype
+        );
+    }
     let rel = crate::worker::verify::rel(ppl, ckpt.eval.ppl);
     if rel > tolerance {
         bail!(
@@ -290,7 +307,8 @@ pub fn export(a: ExportArgs) -> Result<()> {
         &engine.model.decoder,
         &opts.device,
         &"arborist-session",
-        m.sparsity_of(ckpt),
+        // Of the masks written, not the events' account of them.
+        engine.model.decoder.global_sparsity(),
         Some(&measured),
     );
     let meta = crate::prune::metadata::with(

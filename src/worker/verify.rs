@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::Engine;
 use crate::session::file::SessionLog;
-use crate::session::{Effect, Event, Machine};
+use crate::session::{Effect, Evaluation, Event, Machine};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -37,6 +37,21 @@ fn probe_diff(a: &crate::session::Evaluation, b: &crate::session::Evaluation) ->
         (None, None) => 0.0,
         (Some(x), Some(y)) if x.items == y.items => rel(x.accuracy, y.accuracy),
         _ => f64::INFINITY,
+    }
+}
+
+/// The recorded protocol of a perplexity (seqlen, windows, dtype) must be the one the
+/// re-execution ran: `export` publishes it beside the number. The dataset path is a label
+/// (a relocated session reads a moved copy); its windows are held to the header's hash.
+fn see_protocol(w: &mut Worst, at: &str, a: &Evaluation, b: &Evaluation) {
+    let differ = |same: bool| if same { 0.0 } else { f64::INFINITY };
+    let (sa, sb) = (a.seqlen as f64, b.seqlen as f64);
+    w.see(|| format!("{at} seqlen"), sa, sb, differ(sa == sb));
+    let (na, nb) = (a.windows as f64, b.windows as f64);
+    w.see(|| format!("{at} windows"), na, nb, differ(na == nb));
+    if a.dtype != b.dtype {
+        let what = || format!("{at} dtype (recorded {}, recomputed {})", a.dtype, b.dtype);
+        w.see(what, f64::NAN, f64::NAN, f64::INFINITY);
     }
 }
 
@@ -201,6 +216,7 @@ fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check>
                 nan,
                 probe_diff(ea, eb),
             );
+            see_protocol(&mut w, "baseline", ea, eb);
             let same_layers = la.len() == lb.len()
                 && la
                     .iter()
@@ -284,6 +300,7 @@ fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check>
                 nan,
                 probe_diff(ea, eb),
             );
+            see_protocol(&mut w, &format!("iter {it}"), ea, eb);
             if pa.len() != pb.len() {
                 let (a, b) = (pa.len() as f64, pb.len() as f64);
                 w.see(|| format!("iter {it} applied layers"), a, b, f64::INFINITY);
