@@ -339,6 +339,31 @@ fn resume_is_refused_while_held_or_with_option_flags_and_signals_say_where() {
             && err.contains(&format!("--session {} --resume", p(&cut))),
         "{err}"
     );
+    // Under nohup (SIGHUP ignored from the start) a hang-up changes nothing: the run goes on
+    // to its end (the handler took it over and stopped the run).
+    let nohup = env.path("nohup.yaml");
+    let mut c = std::process::Command::new("sh");
+    c.args(["-c", "trap '' HUP; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_arborist"))
+        .args(["run", "--headless", "--auto-approve", "--max-iters", "2"])
+        .args(["--session", &p(&nohup)])
+        .env("ARBORIST_CACHE", &env.cache)
+        .current_dir(env.work())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while count_docs(&nohup) < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "finished too soon");
+        assert!(t0.elapsed() < LIMIT, "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("stopped by a signal"), "{err}");
     // What it left resumes to the reference's end.
     ok_json(&env.resume(&cut));
     let r = env.resume(&cut);

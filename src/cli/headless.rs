@@ -152,8 +152,20 @@ pub fn run(a: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Whether `sig` was ignored when the process started (`nohup` ignores SIGHUP, a
+/// non-interactive shell SIGINT for a `&` job): such a signal stays ignored, as Unix
+/// programs leave it.
+fn ignored_at_start(sig: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
 /// SIGINT, SIGTERM and SIGHUP still end a headless run at once (every event written is
-/// already in the file), but first say where the session is and how to continue it.
+/// already in the file), but first say where the session is and how to continue it; a
+/// signal ignored at start stays ignored.
 fn announce_signals(path: &Path, continue_with: &str) {
     let msg = format!(
         "\narborist: stopped by a signal; the session is saved in {}; continue with {continue_with}\n",
@@ -164,7 +176,10 @@ fn announce_signals(path: &Path, continue_with: &str) {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
-    ] {
+    ]
+    .into_iter()
+    .filter(|s| !ignored_at_start(*s))
+    {
         // SAFETY: the handler only calls write(2) and signal-hook's default-action
         // emulation, both async-signal-safe.
         let registered = unsafe {
