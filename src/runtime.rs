@@ -3,6 +3,20 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 
+/// Refuse a character or block device given as an input file: `/dev/zero` or
+/// `/dev/urandom` would be read until memory ran out. Pipes are read (`<(zcat ...)`).
+pub fn refuse_device(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path).map(|m| m.file_type());
+    if t.is_ok_and(|t| t.is_char_device() || t.is_block_device()) {
+        bail!(
+            "{}: a device, not a file (it would be read without end)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn parse_device(s: &str) -> Result<Device> {
     match s {
         "cpu" => Ok(Device::Cpu),

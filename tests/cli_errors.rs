@@ -856,3 +856,76 @@ fn a_base_url_query_is_refused_before_the_session_file() {
         assert!(!s.exists());
     }
 }
+
+// A device given as an input file was read until memory ran out (/dev/zero took 3–8 GB in
+// seconds); each reader now refuses it in one line naming it.
+#[test]
+fn a_device_as_an_input_file_is_refused() {
+    let (d, m, t) = setup();
+    let session = p(&d.path().join("s.yaml"));
+    let out = p(&d.path().join("out"));
+    let z = "/dev/zero";
+    let cases: [(Vec<&str>, &str); 7] = [
+        (vec!["eval", "--model", &m, "--ppl", z], ""),
+        (vec!["eval", "--model", &m, "--freebaseqa", z], ""),
+        (
+            vec!["profile", "--model", &m, "--calib", z, "--seqlen", "64"],
+            "",
+        ),
+        (
+            vec![
+                "profile",
+                "--model",
+                &m,
+                "--calib",
+                z,
+                "--calib-sample",
+                "documents",
+            ],
+            "",
+        ),
+        (
+            vec![
+                "prune",
+                "--model",
+                &m,
+                "--method",
+                "magnitude",
+                "--sparsity",
+                "0.5",
+                "--allocation",
+                z,
+                "--out",
+                &out,
+            ],
+            "--allocation",
+        ),
+        (vec!["run", "--config", z, "--headless"], "--config"),
+        (
+            vec![
+                "run",
+                "--model",
+                &m,
+                "--calib",
+                &t,
+                "--eval",
+                &t,
+                "--seqlen",
+                "64",
+                "--headless",
+                "--auto-approve",
+                "--decisions",
+                z,
+                "--session",
+                &session,
+            ],
+            "--decisions",
+        ),
+    ];
+    for (args, flag) in &cases {
+        let o = arborist(args, &[]);
+        assert_one_line_error(&o, &[flag, "/dev/zero: a device, not a file"]);
+    }
+    assert!(!d.path().join("s.yaml").exists(), "a session file was left");
+    assert!(!d.path().join("out").exists(), "an output was left");
+}

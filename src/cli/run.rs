@@ -177,6 +177,7 @@ impl RunArgs {
     pub fn options(&self) -> Result<RunOptions> {
         let mut o = match &self.config {
             Some(p) => {
+                crate::runtime::refuse_device(p).context("--config")?;
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config {}", p.display()))?;
                 refuse_keys_in_config(&text, p)?;

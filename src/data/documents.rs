@@ -100,6 +100,7 @@ fn is_gzip(path: &Path) -> Result<bool> {
 /// The `text` field of every line of a JSON-lines file (C4's `c4-train.*.json.gz` layout),
 /// gzip-compressed or not, in file order.
 pub fn read_documents(path: &Path) -> Result<Vec<String>> {
+    crate::runtime::refuse_device(path)?;
     let name = path.display();
     let gz = is_gzip(path)?;
     let file = std::fs::File::open(path).with_context(|| format!("cannot read {name}"))?;

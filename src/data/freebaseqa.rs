@@ -15,6 +15,7 @@ pub struct FreebaseItem {
 }
 
 pub fn read_freebaseqa(path: &Path) -> Result<Vec<FreebaseItem>> {
+    crate::runtime::refuse_device(path)?;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let root: Value = serde_json::from_str(&text)

@@ -5,6 +5,7 @@ use std::path::Path;
 
 /// Read a UTF-8 text file; any other encoding is refused with the byte offset.
 pub fn read_text(path: &Path) -> Result<String> {
+    crate::runtime::refuse_device(path)?;
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     match String::from_utf8(bytes) {
         Ok(s) => Ok(s),

@@ -16,6 +16,7 @@ pub fn uniform(d: &Decoder, p: Pattern) -> Plan {
 
 /// Read `layer name: sparsity` pairs; layers not named stay dense.
 pub fn from_yaml(path: &Path, d: &Decoder) -> Result<Plan> {
+    crate::runtime::refuse_device(path).context("--allocation")?;
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
             "--allocation {}: not uniform, owl or a readable YAML file of layer sparsities",

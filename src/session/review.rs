@@ -147,6 +147,7 @@ fn verdict(s: &Scripted, file: &str) -> Result<Verdict> {
 }
 
 fn load(path: &Path) -> Result<VecDeque<Scripted>> {
+    crate::runtime::refuse_device(path).context("--decisions")?;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read decisions file {}", path.display()))?;
     let list: Vec<Scripted> = if text.trim().is_empty() {
