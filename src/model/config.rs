@@ -105,7 +105,14 @@ impl ModelConfig {
     }
 
     pub fn from_json(text: &str) -> Result<Self> {
-        let raw: RawConfig = serde_json::from_str(text).context("invalid config JSON")?;
+        // A value of the wrong type is named by its field (`rope_scaling.factor`), not only
+        // by its line and column.
+        let value: serde_json::Value = serde_json::from_str(text).context("invalid config JSON")?;
+        if !value.is_object() {
+            bail!("invalid config JSON: not a JSON object");
+        }
+        let raw: RawConfig = serde_path_to_error::deserialize(value)
+            .map_err(|e| anyhow::anyhow!("field `{}`: {}", e.path(), e.inner()))?;
         let model_type = raw
             .model_type
             .clone()
@@ -199,6 +206,20 @@ impl ModelConfig {
             bail!("field `sliding_window` must be positive");
         }
         if let (Arch::Qwen2 | Arch::Qwen3, Some(types)) = (arch, &raw.layer_types) {
+            // As transformers' layer_type_validation: one entry per layer, of a known kind
+            // (of those, these two are the ones these architectures compute).
+            if types.len() != num_layers {
+                bail!("field `layer_types` has {} entries for {num_layers} layers (num_hidden_layers); transformers refuses this config too", types.len());
+            }
+            if let Some((i, t)) = types
+                .iter()
+                .enumerate()
+                .find(|(_, t)| !matches!(t.as_str(), "full_attention" | "sliding_attention"))
+            {
+                bail!(
+                    "field `layer_types`: layer {i} is `{t}` (full_attention or sliding_attention)"
+                );
+            }
             if let Some(i) = (0..num_layers).find(|&i| {
                 types.get(i).is_some_and(|t| t == "sliding_attention")
                     && sliding_window[i].is_none()
@@ -288,10 +309,12 @@ fn parse_rope(raw: &RawConfig, max_position_embeddings: usize) -> Result<(f64, R
         .and_then(|v| v.as_str())
         .unwrap_or("default");
     let num = |key: &str| -> Result<f64> {
-        let x = p
-            .get(key)
-            .and_then(|v| v.as_f64())
-            .with_context(|| format!("rope scaling `{kind}` needs field `{key}`"))?;
+        let x = match p.get(key) {
+            None => bail!("rope scaling `{kind}` needs field `{key}`"),
+            Some(v) => v.as_f64().with_context(|| {
+                format!("rope scaling `{kind}`: field `{key}` must be a number, not {v}")
+            })?,
+        };
         if !(x.is_finite() && x > 0.0) {
             bail!("rope scaling `{kind}`: field `{key}` ({x}) must be positive");
         }
@@ -337,6 +360,37 @@ mod tests {
             msg.contains("`gpt2`") && msg.contains("llama, mistral, qwen2, qwen3"),
             "{msg}"
         );
+    }
+
+    // A value of the wrong type is named by its field, and layer_types is checked as
+    // transformers checks it.
+    #[test]
+    fn bad_fields_are_named() {
+        let bad = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = base("qwen3");
+            edit(&mut v);
+            format!("{:#}", ModelConfig::from_json(&v.to_string()).unwrap_err())
+        };
+        let msg = bad(&|v| v["hidden_size"] = "8".into());
+        assert!(
+            msg.contains("field `hidden_size`: invalid type: string \"8\""),
+            "{msg}"
+        );
+        let msg =
+            bad(&|v| v["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": "2"}));
+        assert!(msg.contains("field `factor` must be a number"), "{msg}");
+        let msg = format!("{:#}", ModelConfig::from_json("[1, 2]").unwrap_err());
+        assert!(msg.contains("not a JSON object"), "{msg}");
+        let msg = bad(&|v| v["layer_types"] = serde_json::json!(["full_attention"]));
+        assert!(
+            msg.contains("`layer_types` has 1 entries for 2 layers"),
+            "{msg}"
+        );
+        let msg = bad(&|v| v["layer_types"] = serde_json::json!(["full_attention", "bogus"]));
+        assert!(msg.contains("layer 1 is `bogus`"), "{msg}");
+        let mut ok = base("qwen3");
+        ok["layer_types"] = serde_json::json!(["full_attention", "full_attention"]);
+        ModelConfig::from_json(&ok.to_string()).unwrap();
     }
 
     #[test]
