@@ -248,4 +248,42 @@ fn bad_shards_are_named() {
             "--calib-sample documents",
         ],
     );
+    // Decompressed, the shard is text a plain draw reads braces and all: said, not refused.
+    let text = fx("eval.txt");
+    let text = std::fs::read_to_string(text).unwrap();
+    let lines: String = text
+        .as_bytes()
+        .chunks(400)
+        .map(|c| serde_json::json!({ "text": String::from_utf8_lossy(c) }).to_string() + "\n")
+        .collect();
+    let o = run(&write("shard.json", &lines), "sequential");
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("shard.json looks like JSON lines with a `text` field")
+            && err.contains("--calib-sample documents"),
+        "{err}"
+    );
+    // A gzip or parquet file (whatever its name) read as text is named as such.
+    let gz = std::fs::read(fx("c4_ref/docs.jsonl.gz")).unwrap();
+    let gz_path = d.path().join("docs.txt");
+    std::fs::write(&gz_path, gz).unwrap();
+    let eval = |path: &str| {
+        arborist(
+            &[
+                "eval",
+                "--model",
+                &fx("qwen3"),
+                "--ppl",
+                path,
+                "--seqlen",
+                "32",
+            ],
+            &[],
+        )
+    };
+    one_line(
+        &eval(&gz_path.display().to_string()),
+        &["docs.txt is gzip-compressed"],
+    );
 }

@@ -897,6 +897,21 @@ fn ppl_on_parquet_equals_ppl_on_rows_joined_by_blank_lines() {
     ]);
     assert_eq!(a["ppl"]["value"], b["ppl"]["value"]);
     assert_eq!(a["ppl"]["tokens"], b["ppl"]["tokens"]);
+    // A parquet file without the extension is known by its first bytes (it was "not
+    // UTF-8 text").
+    let renamed = d.path().join("test-00000-of-00001");
+    std::fs::copy(&pq, &renamed).unwrap();
+    let r = eval_json(&[
+        "eval",
+        "--model",
+        &m,
+        "--ppl",
+        &p(&renamed),
+        "--seqlen",
+        "64",
+        "--json",
+    ]);
+    assert_eq!(a["ppl"]["value"], r["ppl"]["value"]);
     // Joining with single newlines would give other tokens.
     std::fs::write(&txt, rows.join("\n")).unwrap();
     let c = eval_json(&[

@@ -83,11 +83,21 @@ pub fn calibration_windows(
     if is_gzip(path)? {
         bail!("{name} is gzip-compressed: calibration text is read as UTF-8, and JSON lines such as C4's json.gz shards need --calib-sample documents");
     }
-    let ids = encode(&read_text(path)?)?;
+    let text = read_text(path)?;
+    if looks_like_documents(&text) {
+        tracing::warn!("{name} looks like JSON lines with a `text` field (as C4's shards); it is read as plain text, braces and all: --calib-sample documents reads the documents");
+    }
+    let ids = encode(&text)?;
     match sample {
         CalibSample::Random => Windows::random(&ids, seqlen, count, seed, &name),
         _ => Windows::sequential(&ids, seqlen, Some(count), &name),
     }
+}
+
+/// The first non-blank line is a JSON object with a string `text`.
+fn looks_like_documents(text: &str) -> bool {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str::<serde_json::Value>(first).is_ok_and(|v| v["text"].is_string())
 }
 
 fn is_gzip(path: &Path) -> Result<bool> {

@@ -9,10 +9,19 @@ pub fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     match String::from_utf8(bytes) {
         Ok(s) => Ok(s),
-        Err(_) if path.extension().is_some_and(|e| e == "parquet") => bail!(
-            "{} is a parquet file; this option reads UTF-8 text (parquet is read by --ppl and --eval)",
+        Err(e) if e.as_bytes().starts_with(&[0x1f, 0x8b]) => bail!(
+            "{} is gzip-compressed; this option reads UTF-8 text (decompress it first)",
             path.display()
         ),
+        Err(e)
+            if path.extension().is_some_and(|e| e == "parquet")
+                || e.as_bytes().starts_with(b"PAR1") =>
+        {
+            bail!(
+            "{} is a parquet file; this option reads UTF-8 text (parquet is read by --ppl and --eval)",
+            path.display()
+        )
+        }
         Err(e) => bail!(
             "{} is not UTF-8 text (invalid byte at offset {})",
             path.display(),
