@@ -198,14 +198,7 @@ impl SessionWriter {
         if let Err(e) = written {
             self.failed = true;
             let cut = self.file.set_len(self.len);
-            let state = match cut {
-                Ok(()) => "it holds every event before this one".to_string(),
-                Err(c) => format!("its torn last event is dropped on --resume ({c})"),
-            };
-            bail!(
-                "cannot write session {}: {e}; {state} (--resume continues it)",
-                self.path.display()
-            );
+            bail!(failed_write(&self.path, &e, self.seq, cut));
         }
         self.seq += 1;
         self.len += doc.len() as u64;
@@ -454,6 +447,18 @@ fn without_torn_separator(text: &str) -> &str {
         }
     }
     text
+}
+
+/// What a failed append says: the cause, and what the file holds now. Before the first
+/// event there is nothing to continue (a headless run removes the file), so no resume is
+/// promised.
+fn failed_write(path: &Path, e: &std::io::Error, seq: u64, cut: std::io::Result<()>) -> String {
+    let state = match cut {
+        Ok(()) if seq == 0 => "it holds its header and no event".to_string(),
+        Ok(()) => "it holds every event before this one (--resume continues it)".into(),
+        Err(c) => format!("its torn last event is dropped on --resume ({c})"),
+    };
+    format!("cannot write session {}: {e}; {state}", path.display())
 }
 
 /// A document without its end marker.

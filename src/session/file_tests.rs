@@ -94,6 +94,24 @@ fn a_rewritten_session_reads_back_whole() {
     assert_eq!(log.valid_len, text.len() as u64);
 }
 
+// A write that fails before the first event promises no resume; after one, it says the
+// file holds every event before it.
+#[test]
+fn a_failed_write_says_what_the_file_holds() {
+    let full = || std::io::Error::from_raw_os_error(28);
+    let p = Path::new("s.yaml");
+    let before = failed_write(p, &full(), 0, Ok(()));
+    assert_eq!(
+        before,
+        "cannot write session s.yaml: No space left on device (os error 28); it holds its header and no event"
+    );
+    let after = failed_write(p, &full(), 3, Ok(()));
+    assert!(
+        after.ends_with("it holds every event before this one (--resume continues it)"),
+        "{after}"
+    );
+}
+
 // A header cut anywhere is refused (resuming it would run with default options and
 // glue the next document onto the cut line), in both file generations.
 #[test]
