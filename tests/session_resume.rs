@@ -336,7 +336,10 @@ fn resume_is_refused_while_held_or_with_option_flags_and_signals_say_where() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("stopped by a signal")
-            && err.contains(&format!("--session {} --resume", p(&cut))),
+            && err.contains(&format!(
+                "--session {} --resume --headless --auto-approve",
+                p(&cut)
+            )),
         "{err}"
     );
     // Under nohup (SIGHUP ignored from the start) a hang-up changes nothing: the run goes on

@@ -69,7 +69,19 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {
-    let s = open(a)?;
+    let mut s = open(a)?;
+    // The hint continues the run as it was reviewed: without these, it opened the TUI (or,
+    // without a terminal, failed for want of one).
+    s.continue_with += " --headless";
+    if a.auto_approve {
+        s.continue_with += " --auto-approve";
+    }
+    if let Some(d) = &a.decisions {
+        s.continue_with += &format!(
+            " --decisions {}",
+            setup::shell_word(&d.display().to_string())
+        );
+    }
     let mut reviewer = HeadlessReviewer::new(a.decisions.as_deref(), a.auto_approve)?;
     if let Some(log) = &s.log {
         reviewer.skip_recorded(log.entries.iter().map(|e| &e.event));
