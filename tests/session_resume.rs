@@ -302,6 +302,20 @@ fn resume_is_refused_while_held_or_with_option_flags_and_signals_say_where() {
         let r = env.run(&args);
         one_error_line(&r, &[flag[0], "keeps the options in its header"]);
     }
+    // The connection flags a resume takes are named as the flags' when they are wrong, not
+    // blamed on the header (which holds none of them for the built-in agent).
+    for flag in [
+        ["--base-url", "http://127.0.0.1:9/v1"],
+        ["--agent-timeout", "0"],
+        ["--agent-max-tokens", "0"],
+    ] {
+        let mut args = vec!["run", "--headless", "--auto-approve", "--session"];
+        let cp = p(&cut);
+        args.extend([cp.as_str(), "--resume"]);
+        args.extend(flag);
+        let line = one_error_line(&env.run(&args), &[flag[0]]);
+        assert!(!line.contains("header"), "{line}");
+    }
     // SIGTERM while the resumed run computes: the default exit, after one line on where
     // the session is.
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"));

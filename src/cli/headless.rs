@@ -44,6 +44,7 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
             opened.continue_with.push(' ');
             opened.continue_with.push_str(&setup::shell_word(&word));
         }
+        let recorded = opened.opts.clone();
         if a.base_url.is_some() {
             opened.opts.agent.base_url = a.base_url.clone();
         }
@@ -53,7 +54,11 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
         if a.agent_max_tokens.is_some() {
             opened.opts.agent.max_tokens = a.agent_max_tokens;
         }
-        super::run::header_options_ok(&opened.opts, &opened.path, true)?;
+        // A header that passes alone leaves the flags to blame: named as the flags'.
+        match super::run::header_options_ok(&recorded, &opened.path, true) {
+            Ok(()) => super::run::check(&opened.opts)?,
+            Err(_) => super::run::header_options_ok(&opened.opts, &opened.path, true)?,
+        }
         return Ok(opened);
     }
     let opts = a.options()?;

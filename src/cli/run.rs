@@ -353,7 +353,7 @@ pub(super) fn header_options_ok(
 }
 
 /// The options' ranges and names; errors name the flag that sets each option.
-fn check(o: &RunOptions) -> Result<()> {
+pub(super) fn check(o: &RunOptions) -> Result<()> {
     let l = &o.loop_opts;
     let frac = |name: &str, v: f64| {
         if !(0.0..1.0).contains(&v) || !v.is_finite() {
