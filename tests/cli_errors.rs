@@ -929,3 +929,71 @@ fn a_device_as_an_input_file_is_refused() {
     assert!(!d.path().join("s.yaml").exists(), "a session file was left");
     assert!(!d.path().join("out").exists(), "an output was left");
 }
+
+// Weights holding NaN: eval printed `perplexity NaN` with exit 0, prune wrote a model with
+// masks chosen on NaN scores, profile printed nulls, and a session blamed the dtype.
+// Each now names the tensor.
+#[test]
+fn nan_weights_are_named() {
+    let (d, m, t) = setup();
+    let file = std::path::Path::new(&m).join("model.safetensors");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let at = &header["model.embed_tokens.weight"]["data_offsets"];
+    let (a, b) = (
+        at[0].as_u64().unwrap() as usize,
+        at[1].as_u64().unwrap() as usize,
+    );
+    for w in bytes[8 + n + a..8 + n + b].chunks_mut(4).step_by(7) {
+        w.copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    std::fs::write(&file, bytes).unwrap();
+    let out = p(&d.path().join("out"));
+    let session = p(&d.path().join("s.yaml"));
+    let want = "tensor model.embed_tokens.weight holds NaN or infinite values";
+    // The error is the last line (eval's progress ends before it is seen).
+    let last_line_error = |o: &std::process::Output| {
+        let err = stderr(o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let last = err.lines().last().unwrap_or("");
+        assert!(last.starts_with("error: ") && last.contains(want), "{err}");
+    };
+    last_line_error(&eval(&m, &t));
+    let profile = ["profile", "--model", &m, "--calib", &t, "--seqlen", "64"];
+    assert_one_line_error(&arborist(&profile, &[]), &[want]);
+    let prune = [
+        "prune",
+        "--model",
+        &m,
+        "--method",
+        "wanda",
+        "--sparsity",
+        "0.5",
+        "--calib",
+        &t,
+        "--seqlen",
+        "64",
+        "--out",
+        &out,
+    ];
+    assert_one_line_error(&arborist(&prune, &[]), &[want]);
+    assert!(!d.path().join("out").exists());
+    let run = [
+        "run",
+        "--model",
+        &m,
+        "--calib",
+        &t,
+        "--eval",
+        &t,
+        "--seqlen",
+        "64",
+        "--headless",
+        "--auto-approve",
+        "--session",
+        &session,
+    ];
+    last_line_error(&arborist(&run, &[]));
+}

@@ -191,9 +191,14 @@ fn run_ppl(a: &EvalArgs, model: &LoadedModel, path: &Path, text: &str) -> Result
     let ids = model.encode(text)?;
     let windows = Windows::sequential(&ids, seqlen, a.max_windows, &dataset)?;
     windows.warn_if_fewer("--max-windows", a.max_windows, &dataset);
-    perplexity(&model.decoder, &windows, batch(a), &dataset, |d, t| {
+    let p = perplexity(&model.decoder, &windows, batch(a), &dataset, |d, t| {
         super::progress("evaluating windows", d, t)
-    })
+    })?;
+    // NaN from the weights themselves is named; an overflow in a half type is printed.
+    if !p.value.is_finite() {
+        model.refuse_non_finite()?;
+    }
+    Ok(p)
 }
 
 fn report_ppl(a: &EvalArgs, res: &Perplexity, out: &mut Map<String, Value>) {

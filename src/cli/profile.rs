@@ -43,6 +43,8 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         "the gradient score needs at least one window",
     )?;
     let m = a.model.load()?;
+    // NaN weights would give a profile of nulls.
+    m.refuse_non_finite()?;
     let w = a.calib.windows(&m)?.expect("checked above");
     let name = a.calib.calib.as_ref().unwrap().display().to_string();
     crate::profile::warn_if_fewer_grad_windows(&w, a.grad_windows);

@@ -165,6 +165,8 @@ pub fn run(a: PruneArgs) -> Result<()> {
     let max_shard = super::max_shard_size(a.max_shard_size.as_deref())?;
     check_out_dir(&a.out, a.force)?;
     let mut m = a.model.load()?;
+    // Every weight is read to prune it: NaN would choose masks silently.
+    m.refuse_non_finite()?;
     // Magnitude pruning reads no windows (only OWL's allocation does): given anyway, they
     // are neither read nor recorded as a calibration that did not run.
     let unused = a.method == Method::Magnitude && a.allocation != "owl";

@@ -166,3 +166,27 @@ pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
     tok.with_padding(None);
     Ok(tok)
 }
+
+impl LoadedModel {
+    /// Refuse weights holding NaN or infinities, naming the first such tensor: they make
+    /// every perplexity NaN and every Wanda score meaningless. One pass over the weights
+    /// (each converted to f32 in turn), so it runs where a failure is seen or before a
+    /// command that reads every weight anyway.
+    pub fn refuse_non_finite(&self) -> Result<()> {
+        for (name, t) in self.decoder.named_tensors() {
+            let sum = t
+                .tensor()?
+                .to_dtype(DType::F32)?
+                .abs()?
+                .sum_all()?
+                .to_scalar::<f32>()?;
+            if !sum.is_finite() {
+                anyhow::bail!(
+                    "{}: tensor {name} holds NaN or infinite values",
+                    self.files.id
+                );
+            }
+        }
+        Ok(())
+    }
+}

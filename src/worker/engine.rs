@@ -276,6 +276,9 @@ impl Engine {
             })
             .collect();
         let eval = self.evaluate(progress)?;
+        if !eval.ppl.is_finite() {
+            self.model.refuse_non_finite()?;
+        }
         self.ppl.commit();
         Ok(Event::Baseline { layers, eval })
     }
