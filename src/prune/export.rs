@@ -18,6 +18,15 @@ pub fn check_out_dir(out: &Path, force: bool) -> Result<bool> {
             out.join("pruned").display()
         );
     }
+    // A link would be replaced by the directory written (its target left as it was), and
+    // a dangling one was found only after the whole prune.
+    if let Ok(to) = std::fs::read_link(out) {
+        bail!(
+            "--out {} is a symbolic link (to {}): give the directory itself",
+            out.display(),
+            to.display()
+        );
+    }
     check_writable_parent(out)?;
     // Before anything is decided about `out`: it may be what a killed replace left aside.
     if let Some(name) = out.file_name() {
@@ -175,10 +184,22 @@ pub fn write_dir_atomically(
     fill: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
     let replace = check_out_dir(out, force)?;
+    // The parent directories this write creates go again if it fails.
+    let created: Vec<PathBuf> = parent_dir(out)
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    let undo = |tmp: &Path| {
+        let _ = std::fs::remove_dir_all(tmp);
+        for dir in &created {
+            let _ = std::fs::remove_dir(dir);
+        }
+    };
     let tmp = temp_sibling(out)?;
     let _ = std::fs::remove_dir_all(&tmp);
     if let Err(e) = fill(&tmp).and_then(|_| sync_dir(&tmp)) {
-        let _ = std::fs::remove_dir_all(&tmp);
+        undo(&tmp);
         return Err(e.context(format!(
             "--out {}: nothing was written there",
             out.display()
@@ -186,7 +207,7 @@ pub fn write_dir_atomically(
     }
     if !replace {
         return std::fs::rename(&tmp, out).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&tmp);
+            undo(&tmp);
             anyhow::anyhow!("cannot move the result into {}: {e}", out.display())
         });
     }
@@ -469,6 +490,29 @@ mod tests {
     // A --force replace by renames that cannot move the old directory aside leaves it
     // untouched and no temporary behind; one that can (and the swap) puts the new one in
     // place and leaves nothing else.
+    // A failed write removes the parent directories it created (they were left behind),
+    // and a link as --out is refused before any work (a dangling one failed at the end).
+    #[test]
+    fn a_failed_write_leaves_no_directory_and_links_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("a/b/c");
+        let e = write_dir_atomically(&out, false, |_| bail!("disk full")).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("nothing was written there"),
+            "{e:#}"
+        );
+        assert!(!d.path().join("a").exists());
+        for target in ["nowhere", "."] {
+            let link = d.path().join(format!("link-{}", target.len()));
+            std::os::unix::fs::symlink(target, &link).unwrap();
+            let e = check_out_dir(&link, true).unwrap_err().to_string();
+            assert!(
+                e.contains("is a symbolic link (to ") && e.contains("give the directory itself"),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn a_forced_replace_keeps_the_old_directory_until_the_new_one_is_in() {
         let dir = tempfile::tempdir().unwrap();
