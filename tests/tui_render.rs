@@ -1215,3 +1215,40 @@ fn trends_axis_labels_are_evenly_spaced() {
     // Both the two-label and the three-label axes were drawn.
     assert!(counts.contains(&2) && counts.contains(&3), "{counts:?}");
 }
+
+// A theme file without a name is refused (it showed as `theme ` and could not be chosen),
+// and an unknown ARBORIST_THEME is the first warning, the one the status line shows.
+#[test]
+fn theme_files_without_a_name_and_unknown_choices_are_reported_first() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("a-bin.yaml"), [0xff, 0xfe, 0x00]).unwrap();
+    std::fs::write(d.path().join("noname.yaml"), "name: \"\"\ncolors: {}\n").unwrap();
+    std::fs::write(d.path().join("mine.yaml"), "name: mine\ncolors: {}\n").unwrap();
+    let (themes, warnings) =
+        Themes::load_from(Some(d.path().to_path_buf()), Some("nosuchtheme"), false);
+    assert_eq!(
+        warnings[0], "ARBORIST_THEME=nosuchtheme: no such theme",
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("noname.yaml: `name` is empty")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("a-bin.yaml")),
+        "{warnings:?}"
+    );
+    let mut names = vec![];
+    let mut t = themes;
+    for _ in 0..8 {
+        names.push(t.theme().name.clone());
+        t.next();
+    }
+    assert!(names.iter().all(|n| !n.trim().is_empty()), "{names:?}");
+    assert!(names.contains(&"mine".to_string()), "{names:?}");
+    let (t, w) = Themes::load_from(Some(d.path().to_path_buf()), Some("mine"), false);
+    assert_eq!(t.theme().name, "mine");
+    assert!(!w.iter().any(|w| w.contains("ARBORIST_THEME")), "{w:?}");
+}

@@ -196,10 +196,19 @@ impl Themes {
     /// Built-ins, then the user's directory; start with $ARBORIST_THEME if it names one.
     /// Broken user files are returned as warnings and skipped.
     pub fn load() -> (Themes, Vec<String>) {
-        let no_color = no_color_env();
+        let chosen = std::env::var("ARBORIST_THEME").ok();
+        Themes::load_from(user_dir(), chosen.as_deref(), no_color_env())
+    }
+
+    /// `load` from the directory `dir`, starting with the theme named `chosen`.
+    pub fn load_from(
+        dir: Option<PathBuf>,
+        chosen: Option<&str>,
+        no_color: bool,
+    ) -> (Themes, Vec<String>) {
         let mut themes = Themes::builtin(no_color);
         let mut warnings = Vec::new();
-        if let Some(dir) = user_dir() {
+        if let Some(dir) = dir {
             let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
                 .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
                 .unwrap_or_default();
@@ -210,6 +219,10 @@ impl Themes {
                     .map_err(anyhow::Error::from)
                     .and_then(|text| Theme::from_yaml(&text, themes.list.first()));
                 match parsed {
+                    // It would show as `theme ` and could not be chosen by name.
+                    Ok(t) if t.name.trim().is_empty() => {
+                        warnings.push(format!("theme {}: `name` is empty", p.display()))
+                    }
                     Ok(mut t) => {
                         t.mono = no_color;
                         match themes.list.iter_mut().find(|o| o.name == t.name) {
@@ -221,10 +234,12 @@ impl Themes {
                 }
             }
         }
-        if let Ok(name) = std::env::var("ARBORIST_THEME") {
+        if let Some(name) = chosen {
             match themes.list.iter().position(|t| t.name == name) {
                 Some(i) => themes.current = i,
-                None => warnings.push(format!("ARBORIST_THEME={name}: no such theme")),
+                // First: the status line shows the first warning, and this one the user
+                // asked for by name.
+                None => warnings.insert(0, format!("ARBORIST_THEME={name}: no such theme")),
             }
         }
         (themes, warnings)
