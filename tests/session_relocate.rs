@@ -191,8 +191,9 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
         &[
             "model.layers.99.mlp.up_proj",
             &format!(
-                "continue with --session {} --resume --model {model} --calib {t} --eval {t})",
-                p(&cut2)
+                "continue with --session {} --resume --model {model} --calib {t} --eval {t} --headless --decisions {})",
+                p(&cut2),
+                p(&dec)
             ),
         ],
     );

@@ -456,7 +456,9 @@ fn failed_write(path: &Path, e: &std::io::Error, seq: u64, cut: std::io::Result<
     let state = match cut {
         Ok(()) if seq == 0 => "it holds its header and no event".to_string(),
         Ok(()) => "it holds every event before this one (--resume continues it)".into(),
-        Err(c) => format!("its torn last event is dropped on --resume ({c})"),
+        Err(c) => {
+            format!("its torn last event is dropped on --resume ({c}) (--resume continues it)")
+        }
     };
     format!("cannot write session {}: {e}; {state}", path.display())
 }

@@ -114,18 +114,7 @@ pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> R
         if ev.is_compute() {
             let fresh = loop {
                 let Some(eff) = pending.pop_front() else {
-                    // A recorded number the re-execution disagrees with can send the loop
-                    // elsewhere: the last one before the loop parted is the likely cause.
-                    let cause = checks
-                        .iter()
-                        .rfind(|c: &&Check| !c.ok)
-                        .map(|c| {
-                            format!(
-                                ": event {} did not match ({}: recorded {}, recomputed {}), and the recorded value may have led the loop elsewhere",
-                                c.seq, c.what, c.recorded, c.recomputed
-                            )
-                        })
-                        .unwrap_or_default();
+                    let cause = likely_cause(&checks, &derived_mismatches);
                     bail!(
                         "{}: event {} ({}) was not requested by the loop{cause}",
                         path.display(),
@@ -144,9 +133,10 @@ pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> R
             };
             checks.push(compare(e.seq, ev, &fresh, tol)?);
         }
-        let effects = m
-            .handle(ev)
-            .map_err(|msg| anyhow!("{}: event {}: {msg}", path.display(), e.seq))?;
+        let effects = m.handle(ev).map_err(|msg| {
+            let cause = likely_cause(&checks, &derived_mismatches);
+            anyhow!("{}: event {}: {msg}{cause}", path.display(), e.seq)
+        })?;
         for eff in effects {
             match eff {
                 Effect::Log(d) => derived.push_back(d),
@@ -163,6 +153,23 @@ pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> R
         bit_exact,
         ok,
     })
+}
+
+/// Where the loop parts from the recording, a recorded number the re-execution disagreed
+/// with (the last one), or else a recorded verdict it did not give (the first), is the
+/// likely cause: the recorded value may have led the loop elsewhere.
+fn likely_cause(checks: &[Check], derived_mismatches: &[String]) -> String {
+    let led = "and the recorded value may have led the loop elsewhere";
+    if let Some(c) = checks.iter().rfind(|c| !c.ok) {
+        return format!(
+            ": event {} did not match ({}: recorded {}, recomputed {}), {led}",
+            c.seq, c.what, c.recorded, c.recomputed
+        );
+    }
+    derived_mismatches
+        .first()
+        .map(|d| format!(": {d}, {led}"))
+        .unwrap_or_default()
 }
 
 /// The number that differs most among those compared for one event, by name.
@@ -389,7 +396,7 @@ fn first_difference(
 
 #[cfg(test)]
 mod tests {
-    use super::{rel, rel_z};
+    use super::*;
 
     // A z-score near zero that moved by 1e-7 is drift, not a different profile; one of
     // size 2 that moved by 0.1% is not.
@@ -399,5 +406,32 @@ mod tests {
         assert!(rel_z(1e-4, 1e-4 + 1e-7) < 1.1e-7);
         assert!((rel_z(2.0, 2.002) - 0.002 / 2.002).abs() < 1e-12);
         assert_eq!(rel_z(-0.5, -0.5), 0.0);
+    }
+
+    // The loop's own error ("invalid proposal", "arrived in phase ...") at a later event
+    // carries the recorded number or verdict that sent it there.
+    #[test]
+    fn the_likely_cause_is_the_last_mismatch_or_the_first_verdict() {
+        let check = |seq, ok| Check {
+            seq,
+            what: format!("iter {seq} ppl"),
+            recorded: 2.0,
+            recomputed: 3.0,
+            max_rel_diff: if ok { 0.0 } else { 0.5 },
+            ok,
+        };
+        let verdicts = vec!["event 9 (guard): accepted: recorded true, recomputed false".into()];
+        assert_eq!(likely_cause(&[check(1, true)], &[]), "");
+        let c = likely_cause(
+            &[check(1, false), check(2, false), check(3, true)],
+            &verdicts,
+        );
+        assert!(
+            c.starts_with(": event 2 did not match (iter 2 ppl: recorded 2, recomputed 3)"),
+            "{c}"
+        );
+        let c = likely_cause(&[check(1, true)], &verdicts);
+        assert!(c.starts_with(": event 9 (guard): accepted"), "{c}");
+        assert!(c.ends_with("may have led the loop elsewhere"), "{c}");
     }
 }
