@@ -304,9 +304,10 @@ pub fn check_data(
         let path = std::path::absolute(&path).unwrap_or(path);
         bail!(
             "{}: the --{flag} {what} read from {} differ from those the session was recorded \
-             with ({is}, recorded {was}): the file changed, or a relative path now points \
+             with ({is}, recorded {was}): the file changed, a relative path now points \
              elsewhere (run from the directory the session was started in, or give \
-             --{flag} the path of the file the session used)",
+             --{flag} the path of the file the session used), or the header's options \
+             that cut them (seqlen, window counts, sample) were edited",
             session.display(),
             path.display()
         );
