@@ -86,9 +86,28 @@ fn truncated_or_corrupt_safetensors() {
     let w = std::path::Path::new(&m).join("model.safetensors");
     let bytes = std::fs::read(&w).unwrap();
     std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+    // The tensor whose data is cut off is named (the crate's message names none).
     assert_one_line_error(
         &eval(&m, &t),
-        &["model.safetensors", "not a valid safetensors"],
+        &[
+            "model.safetensors",
+            "not a valid safetensors",
+            "run past the",
+        ],
+    );
+    // A header whose dtype does not fit the tensor's bytes: the tensor and both sizes.
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header["model.norm.weight"]["dtype"] = "BF16".into();
+    let mut text = serde_json::to_vec(&header).unwrap();
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut lied = (text.len() as u64).to_le_bytes().to_vec();
+    lied.extend(&text);
+    lied.extend(&bytes[8 + n..]);
+    std::fs::write(&w, &lied).unwrap();
+    assert_one_line_error(
+        &eval(&m, &t),
+        &["tensor model.norm.weight: BF16 [", "data_offsets ["],
     );
     // A header length that points past the end of the file.
     let mut bad = bytes.clone();

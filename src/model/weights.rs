@@ -15,6 +15,62 @@ pub struct WeightFiles {
     owner: HashMap<String, PathBuf>,
 }
 
+/// The first tensor whose header entry does not fit its data (a dtype or shape that needs
+/// other than its `data_offsets` span, or a span past the end), in words.
+fn header_problem(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut head = [0u8; 8];
+    f.read_exact(&mut head).ok()?;
+    let n = u64::from_le_bytes(head);
+    // Only the header is read (a shard is gigabytes); safetensors caps it at 100 MB.
+    let data = len.checked_sub(8 + n).filter(|_| n <= 100_000_000)?;
+    let mut text = vec![0u8; n as usize];
+    f.read_exact(&mut text).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    for (name, t) in header
+        .as_object()?
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+    {
+        let dtype = t["dtype"].as_str().unwrap_or("?");
+        let size = match dtype {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
+            _ => return Some(format!("tensor {name}: unknown dtype `{dtype}`")),
+        };
+        let shape: Vec<u64> = t["shape"]
+            .as_array()?
+            .iter()
+            .filter_map(|d| d.as_u64())
+            .collect();
+        let offsets: Vec<u64> = t["data_offsets"]
+            .as_array()?
+            .iter()
+            .filter_map(|d| d.as_u64())
+            .collect();
+        let [begin, end] = offsets[..] else {
+            return Some(format!("tensor {name}: data_offsets is not [begin, end]"));
+        };
+        let need = shape.iter().product::<u64>() * size;
+        if end < begin || end.saturating_sub(begin) != need {
+            return Some(format!(
+                "tensor {name}: {dtype} {shape:?} needs {need} bytes, data_offsets [{begin}, {end}] give {}",
+                end.saturating_sub(begin)
+            ));
+        }
+        if end > data {
+            return Some(format!(
+                "tensor {name}: data_offsets [{begin}, {end}] run past the {data} bytes of data"
+            ));
+        }
+    }
+    None
+}
+
 impl WeightFiles {
     pub fn open(files: &[PathBuf]) -> Result<Self> {
         let mut owner = HashMap::new();
@@ -23,7 +79,9 @@ impl WeightFiles {
             // SAFETY: read-only mapping; like every mmap reader we assume the file is not
             // modified while Arborist runs.
             let st = unsafe { MmapedSafetensors::new(f) }.map_err(|e| {
-                anyhow::anyhow!("{}: not a valid safetensors file ({e})", f.display())
+                // The crate's message names neither the tensor nor what is wrong with it.
+                let why = header_problem(f).unwrap_or_else(|| e.to_string());
+                anyhow::anyhow!("{}: not a valid safetensors file ({why})", f.display())
             })?;
             for (name, _) in st.tensors() {
                 if let Some(first) = owner.insert(name.clone(), f.clone()) {
