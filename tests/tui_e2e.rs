@@ -264,6 +264,49 @@ fn sigterm_restores_the_terminal() {
     );
 }
 
+/// Closing the terminal (tmux kill-session: a hang-up) ends the run with its one line and a
+/// saved session; ratatui's `Failed to show the cursor: Input/output error` no longer comes
+/// before it.
+#[test]
+fn a_hang_up_ends_with_one_clean_line_and_a_saved_session() {
+    if !tmux_installed() || !Path::new("/proc/self/task").exists() {
+        eprintln!("SKIPPED tui_e2e: needs tmux and /proc");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("s.yaml");
+    let err = dir.path().join("stderr.txt");
+    let bin = env!("CARGO_BIN_EXE_arborist");
+    let socket = format!("arborist-e2e-hup-{}", std::process::id());
+    let args = format!(
+        "--threads 1 demo --session {} --seqlen 128 2> {}",
+        session.display(),
+        err.display()
+    );
+    let t = Tmux::start(&socket, &shell(bin, dir.path(), &args));
+    t.wait("the first proposal", 180, |s| {
+        s.contains("waiting for your review")
+    });
+    let shell_pid = t.tmux(&["display-message", "-p", "-t", &t.target, "#{pane_pid}"]);
+    let pids = children(shell_pid.trim());
+    assert_eq!(pids.len(), 1, "one child of the pane's shell: {pids:?}");
+    t.tmux(&["kill-session", "-t", &t.target]);
+    // Gone, or a zombie nobody reaps yet.
+    let stat = format!("/proc/{}/stat", pids[0]);
+    let t0 = Instant::now();
+    while std::fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z ")) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "still running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&err).unwrap();
+    assert!(!text.contains("Failed to show the cursor"), "{text}");
+    assert!(text.contains("stopped by a signal"), "{text}");
+    assert!(
+        file::read(&session).unwrap().entries.len() >= 3,
+        "the session is saved"
+    );
+}
+
 /// Marks of hf-hub's progress bars (elapsed time, rate), which drew over the loading
 /// screen until 2026-12-02.
 fn hub_bars(screen: &str) -> bool {

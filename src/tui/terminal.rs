@@ -98,7 +98,8 @@ fn start_watchdog(state: Arc<SignalState>) {
 }
 
 pub struct TerminalGuard {
-    pub term: Term,
+    /// Dropped by hand: see the guard's `Drop`.
+    pub term: std::mem::ManuallyDrop<Term>,
     signals: Arc<SignalState>,
 }
 
@@ -124,7 +125,10 @@ pub fn enter(mouse: bool) -> Result<TerminalGuard> {
         execute!(stdout(), EnableMouseCapture)?;
     }
     let term = Terminal::new(CrosstermBackend::new(stdout()))?;
-    Ok(TerminalGuard { term, signals })
+    Ok(TerminalGuard {
+        term: std::mem::ManuallyDrop::new(term),
+        signals,
+    })
 }
 
 /// Leave raw mode and the alternate screen (idempotent; safe from the panic hook).
@@ -165,6 +169,13 @@ impl TerminalGuard {
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         restore();
+        // ratatui's own drop shows the cursor again and prints `Failed to show the cursor`
+        // when the terminal is gone (a hang-up); `restore` has shown it already, so the
+        // terminal is left undropped then (the process is ending).
+        if self.term.show_cursor().is_ok() {
+            // SAFETY: dropped once, here, and never used after.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.term) };
+        }
     }
 }
 
