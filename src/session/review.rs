@@ -164,6 +164,10 @@ fn load(path: &Path) -> Result<VecDeque<Scripted>> {
     // Every entry is checked now, before any work, not when its iteration comes.
     let name = path.display().to_string();
     for s in &list {
+        // Iterations count from 1: an entry for 0 was found only once iteration 1 had run.
+        if s.iteration == 0 {
+            bail!("{name}: iteration 0: iterations count from 1 (0 is the starting model)");
+        }
         verdict(s, &name)?;
     }
     for w in list.windows(2) {
@@ -182,6 +186,18 @@ fn load(path: &Path) -> Result<VecDeque<Scripted>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_for_iteration_0_is_refused_at_load() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("d.yaml");
+        std::fs::write(&f, "- {iteration: 0, action: approve}\n").unwrap();
+        let e = format!("{:#}", load(&f).unwrap_err());
+        assert!(
+            e.contains("d.yaml: iteration 0: iterations count from 1"),
+            "{e}"
+        );
+    }
 
     // An iteration the agent left without a proposal is skipped; its scripted decisions
     // go with it, live and on resume, so the next iteration's are used.
