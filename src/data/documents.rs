@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use super::{read_text, Windows};
@@ -101,10 +101,8 @@ fn looks_like_documents(text: &str) -> bool {
 }
 
 fn is_gzip(path: &Path) -> Result<bool> {
-    let mut magic = [0u8; 2];
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(file.read(&mut magic)? == 2 && magic == [0x1f, 0x8b])
+    super::text::starts_with(path, super::text::GZIP_MAGIC)
+        .with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// The `text` field of every line of a JSON-lines file (C4's `c4-train.*.json.gz` layout),

@@ -150,13 +150,9 @@ pub fn read_ppl_text(path: &Path) -> Result<String> {
 
 /// Is this path a parquet file (by its extension, or its first bytes `PAR1`)?
 pub fn is_parquet(path: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
-        || std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut magic))
-            .is_ok_and(|_| &magic == b"PAR1")
+        || super::text::starts_with(path, super::text::PARQUET_MAGIC).unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -3,19 +3,35 @@
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
+/// The first bytes of a gzip stream and of a parquet file.
+pub const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+pub const PARQUET_MAGIC: &[u8] = b"PAR1";
+
+/// Whether the file at `path` starts with `magic` (a shorter file does not).
+pub fn starts_with(path: &Path, magic: &[u8]) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut head = vec![0u8; magic.len()];
+    let mut f = std::fs::File::open(path)?;
+    match f.read_exact(&mut head) {
+        Ok(()) => Ok(head == magic),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Read a UTF-8 text file; any other encoding is refused with the byte offset.
 pub fn read_text(path: &Path) -> Result<String> {
     crate::runtime::refuse_device(path)?;
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     match String::from_utf8(bytes) {
         Ok(s) => Ok(s),
-        Err(e) if e.as_bytes().starts_with(&[0x1f, 0x8b]) => bail!(
+        Err(e) if e.as_bytes().starts_with(GZIP_MAGIC) => bail!(
             "{} is gzip-compressed; this option reads UTF-8 text (decompress it first)",
             path.display()
         ),
         Err(e)
             if path.extension().is_some_and(|e| e == "parquet")
-                || e.as_bytes().starts_with(b"PAR1") =>
+                || e.as_bytes().starts_with(PARQUET_MAGIC) =>
         {
             bail!(
             "{} is a parquet file; this option reads UTF-8 text (parquet is read by --ppl and --eval)",

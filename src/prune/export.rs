@@ -487,9 +487,6 @@ mod tests {
         check_inputs_outside(&model.join("data2"), &[("--calib", &calib)]).unwrap();
     }
 
-    // A --force replace by renames that cannot move the old directory aside leaves it
-    // untouched and no temporary behind; one that can (and the swap) puts the new one in
-    // place and leaves nothing else.
     // A failed write removes the parent directories it created (they were left behind),
     // and a link as --out is refused before any work (a dangling one failed at the end).
     #[test]
@@ -513,6 +510,9 @@ mod tests {
         }
     }
 
+    // A --force replace by renames that cannot move the old directory aside leaves it
+    // untouched and no temporary behind; one that can (and the swap) puts the new one in
+    // place and leaves nothing else.
     #[test]
     fn a_forced_replace_keeps_the_old_directory_until_the_new_one_is_in() {
         let dir = tempfile::tempdir().unwrap();

@@ -32,7 +32,7 @@ pub struct Report {
 }
 
 /// Probe accuracies must agree too (both absent, or equal within `rel`).
-fn probe_diff(a: &crate::session::Evaluation, b: &crate::session::Evaluation) -> f64 {
+fn probe_diff(a: &Evaluation, b: &Evaluation) -> f64 {
     match (&a.probe, &b.probe) {
         (None, None) => 0.0,
         (Some(x), Some(y)) if x.items == y.items => rel(x.accuracy, y.accuracy),
