@@ -16,24 +16,7 @@ pub fn uniform(d: &Decoder, p: Pattern) -> Plan {
 
 /// Read `layer name: sparsity` pairs; layers not named stay dense.
 pub fn from_yaml(path: &Path, d: &Decoder) -> Result<Plan> {
-    crate::runtime::refuse_device(path).context("--allocation")?;
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "--allocation {}: not uniform, owl or a readable YAML file of layer sparsities",
-            path.display()
-        )
-    })?;
-    let expected = || {
-        format!(
-            "{}: expected a map of layer name to sparsity",
-            path.display()
-        )
-    };
-    // Read as a YAML value first: it refuses a layer named twice, which a map would take
-    // silently (the last one winning).
-    let value: serde_yaml::Value = serde_yaml::from_str(&text).with_context(expected)?;
-    let map: BTreeMap<String, f64> = serde_yaml::from_value(value).with_context(expected)?;
-    ensure!(!map.is_empty(), "{}: names no layer", path.display());
+    let map = read_map(path)?;
     let mut plan = Plan::new();
     for (name, s) in map {
         let Some(id) = d.find_linear(&name) else {
@@ -50,6 +33,59 @@ pub fn from_yaml(path: &Path, d: &Decoder) -> Result<Plan> {
         plan.insert(id, Pattern::Unstructured(s));
     }
     Ok(plan)
+}
+
+/// The file's `name: sparsity` pairs, each checked to be a string and a number.
+fn read_map(path: &Path) -> Result<BTreeMap<String, f64>> {
+    crate::runtime::refuse_device(path).context("--allocation")?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "--allocation {}: not uniform, owl or a readable YAML file of layer sparsities",
+            path.display()
+        )
+    })?;
+    let expected = || {
+        format!(
+            "{}: expected a map of layer name to sparsity",
+            path.display()
+        )
+    };
+    // Read as a YAML value first: it refuses a layer named twice, which a map would take
+    // silently (the last one winning).
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).with_context(expected)?;
+    let serde_yaml::Value::Mapping(entries) = value else {
+        bail!("{}", expected());
+    };
+    let mut map = BTreeMap::new();
+    for (key, v) in entries {
+        let Some(name) = key.as_str() else {
+            bail!(
+                "{}: layer name {} is not a string",
+                path.display(),
+                one_line(&key)
+            );
+        };
+        let Some(s) = v.as_f64() else {
+            bail!(
+                "{}: the sparsity of `{name}` is {}, not a number",
+                path.display(),
+                one_line(&v)
+            );
+        };
+        map.insert(name.to_string(), s);
+    }
+    ensure!(!map.is_empty(), "{}: names no layer", path.display());
+    Ok(map)
+}
+
+/// A YAML value as the file might spell it, on one line and cut short.
+fn one_line(v: &serde_yaml::Value) -> String {
+    let text = serde_yaml::to_string(v).unwrap_or_default();
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(40) {
+        Some((i, _)) => format!("`{}...`", &flat[..i]),
+        None => format!("`{flat}`"),
+    }
 }
 
 /// Share (in %) of scores above `m` times the mean: OWL's layer outlier ratio.
@@ -82,6 +118,41 @@ pub fn owl_sparsities(ratios: &[f64], s: f64, lambda: f64) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A wrong value names its layer and shows what the file says (serde named neither).
+    #[test]
+    fn a_wrong_entry_names_its_layer_and_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                "model.layers.0.mlp.up_proj: 0.3\nmodel.layers.1.mlp.up_proj: half\n",
+                "the sparsity of `model.layers.1.mlp.up_proj` is `half`, not a number",
+            ),
+            (
+                "model.layers.0.mlp.up_proj:\n",
+                "the sparsity of `model.layers.0.mlp.up_proj` is `null`, not a number",
+            ),
+            (
+                "model.layers.0.mlp.up_proj: [0.1, 0.2]\n",
+                "is `- 0.1 - 0.2`, not a number",
+            ),
+            ("7: 0.5\n", "layer name `7` is not a string"),
+            ("- 0.5\n", "expected a map of layer name to sparsity"),
+        ];
+        for (text, want) in cases {
+            let f = dir.path().join("a.yaml");
+            std::fs::write(&f, text).unwrap();
+            let e = format!("{:#}", read_map(&f).unwrap_err());
+            assert!(e.starts_with(&format!("{}: ", f.display())), "{e}");
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        std::fs::write(dir.path().join("b.yaml"), "a: 1\nb: 0.25\n").unwrap();
+        let m = read_map(&dir.path().join("b.yaml")).unwrap();
+        assert_eq!(
+            m.into_iter().collect::<Vec<_>>(),
+            [("a".into(), 1.0), ("b".into(), 0.25)]
+        );
+    }
 
     #[test]
     fn owl_keeps_the_mean_and_favours_outliers() {
