@@ -682,6 +682,56 @@ fn a_failed_agent_leaves_override_reject_or_skip_to_the_human() {
         decision: Decision::Skip, by, .. }) if by == "auto"));
 }
 
+// A notice leads the key line; the keys after it are whole or absent at every width (help
+// and quit were forced in and cut mid-word: "q qu").
+#[test]
+fn keys_after_a_notice_are_never_cut_mid_word() {
+    let (mut m, mut events) = fixtures::profiled(8);
+    let failed: Event =
+        serde_yaml::from_str("{event: agent_failed, iteration: 1, error: server timed out}")
+            .unwrap();
+    fixtures::feed(&mut m, &mut events, failed);
+    let v = view(&m, &events);
+    let mut a = app();
+    press(&mut a, &v, &[ch('a')]);
+    let notice = a
+        .notice
+        .as_ref()
+        .expect("a refused approval says why")
+        .text
+        .clone();
+    let shorts: Vec<String> = Keymap::builtin()
+        .bindings
+        .iter()
+        .map(|b| b.short.clone())
+        .collect();
+    let mut keys_shown = 0;
+    for w in 50..=notice.chars().count() as u16 + 40 {
+        let screen = text(&draw(&mut a, &v, w, 20));
+        let row = screen.lines().last().unwrap().trim_end();
+        assert!(row.contains(&notice[..20]), "{w}: {row}");
+        let Some((_, keys)) = row.split_once(&notice) else {
+            continue; // the notice itself is cut at the edge
+        };
+        let keys = keys.trim_start_matches([' ', '│']).trim();
+        if keys.is_empty() {
+            continue;
+        }
+        keys_shown += 1;
+        for group in keys.split("  ") {
+            let (_, short) = group.trim().split_once(' ').unwrap_or(("", group));
+            assert!(
+                shorts.iter().any(|s| s == short),
+                "{w}: `{group}` in {row:?}"
+            );
+        }
+    }
+    assert!(
+        keys_shown > 10,
+        "the keys showed at {keys_shown} widths only"
+    );
+}
+
 #[test]
 fn a_click_focuses_the_heatmap_cell_under_the_mouse() {
     use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};

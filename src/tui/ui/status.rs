@@ -194,7 +194,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
 }
 
 /// "⏎ approve  e edit  …", grouped by the short label. What does not fit is dropped from
-/// the end of the table (least important), but help and quit always stay.
+/// the end of the table (least important); help and quit go last, whenever they fit.
 fn key_line(app: &App, view: &View, width: usize) -> Vec<Span<'static>> {
     let t = app.theme();
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
@@ -214,17 +214,21 @@ fn key_line(app: &App, view: &View, width: usize) -> Vec<Span<'static>> {
         }
     }
     let len = |g: &(String, Vec<String>)| g.1.join("/").chars().count() + g.0.chars().count() + 3;
-    let mut room = width.saturating_sub(1 + tail.iter().map(len).sum::<usize>());
+    let mut room = width.saturating_sub(1);
+    // Whole groups only: help and quit first, then the rest in table order (a notice can
+    // leave too little room even for help and quit, and a key cut mid-word misleads).
+    let mut take = |list: Vec<(String, Vec<String>)>| -> Vec<_> {
+        list.into_iter()
+            .take_while(|g| {
+                let ok = len(g) <= room;
+                room = room.saturating_sub(len(g));
+                ok
+            })
+            .collect()
+    };
+    let tail = take(tail);
+    let fits: Vec<_> = take(groups).into_iter().chain(tail).collect();
     let mut spans = vec![Span::raw(" ")];
-    let fits: Vec<_> = groups
-        .into_iter()
-        .take_while(|g| {
-            let ok = len(g) <= room;
-            room = room.saturating_sub(len(g));
-            ok
-        })
-        .chain(tail)
-        .collect();
     for (short, keys) in fits {
         spans.push(Span::styled(keys.join("/"), t.accent()));
         spans.push(Span::styled(format!(" {short}  "), t.muted()));
