@@ -136,6 +136,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
         let empty = s.log.is_none()
             && crate::session::file::read(&s.path).is_ok_and(|l| l.entries.is_empty());
         if empty && std::fs::remove_file(&s.path).is_ok() {
+            for dir in &s.made_dirs {
+                let _ = std::fs::remove_dir(dir);
+            }
             anyhow::bail!("{e:#} (nothing was recorded, so no session file was kept)");
         }
         anyhow::bail!(

@@ -25,6 +25,9 @@ pub struct Opened {
     pub model_hint: Option<String>,
     /// A default name, claimed until the session file exists (dropped with this).
     pub claim: Option<crate::session::reserve::Reservation>,
+    /// The directories above a new session's file that do not exist yet, deepest first:
+    /// removed again (when empty) with a file that recorded nothing.
+    pub made_dirs: Vec<PathBuf>,
 }
 
 /// Rebuild the machine from a session file's inputs.
@@ -134,6 +137,7 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
             lock: Some(lock),
             model_hint: None,
             claim: None,
+            made_dirs: Vec::new(),
         });
     }
     if path.is_dir() {
@@ -164,6 +168,12 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
             target.display()
         );
     }
+    let made_dirs = path
+        .ancestors()
+        .skip(1)
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
     Ok(Opened {
         opts,
         continue_with: continue_with(&path),
@@ -172,6 +182,7 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
         lock: None,
         model_hint: None,
         claim: None,
+        made_dirs,
     })
 }
 
