@@ -5,16 +5,22 @@ mod common;
 use common::*;
 use std::path::Path;
 
-/// `arborist eval` of the bundled model's MMLU set, first `limit` items per subject, in
-/// batches of 8 prompts as the probe runs them.
-fn eval_accuracy(cwd: &Path, cache: &str, shots: &str, limit: &str, prompt: &str) -> f64 {
-    let mmlu = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bundled/data/mmlu");
+/// `arborist eval` of an MMLU set, first `limit` items per subject, in batches of 8
+/// prompts as the probe runs them.
+fn eval_accuracy(
+    mmlu: &Path,
+    cwd: &Path,
+    cache: &str,
+    shots: &str,
+    limit: &str,
+    prompt: &str,
+) -> f64 {
     let args = [
         "eval",
         "--model",
         "bundled",
         "--mmlu",
-        &p(&mmlu),
+        &p(mmlu),
         "--shots",
         shots,
         "--limit",
@@ -35,12 +41,43 @@ fn eval_accuracy(cwd: &Path, cache: &str, shots: &str, limit: &str, prompt: &str
     v["mmlu"]["accuracy"].as_f64().unwrap()
 }
 
+/// The bundled MMLU set with every test question padded by tabs, which lm-eval's spelling
+/// strips and Hendrycks' keeps: the two prompts then score differently on the bundled
+/// model (on the set as it is they agree, and a probe that ignored the option passed).
+fn tab_padded_mmlu(dir: &Path) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/bundled/data/mmlu");
+    let out = dir.join("mmlu-tabs");
+    for split in ["dev", "test"] {
+        std::fs::create_dir_all(out.join(split)).unwrap();
+        for f in std::fs::read_dir(src.join(split)).unwrap() {
+            let f = f.unwrap().path();
+            let mut text = std::fs::read_to_string(&f).unwrap();
+            if split == "test" {
+                // Every line opens with the quoted question.
+                let pad = "\t".repeat(8);
+                text = text
+                    .lines()
+                    .map(|l| {
+                        let (q, rest) = l[1..].split_once("\",").unwrap();
+                        format!("\"{pad}{q}{pad}\",{rest}\n")
+                    })
+                    .collect();
+            }
+            std::fs::write(out.join(split).join(f.file_name().unwrap()), text).unwrap();
+        }
+    }
+    out
+}
+
 #[test]
 fn the_mmlu_probe_records_its_prompt_and_scores_as_eval_does() {
     let dir = tmp();
     let cache = p(&dir.path().join("cache"));
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
+    let mmlu = tab_padded_mmlu(dir.path());
+    let mp = p(&mmlu);
+    let mut scores = Vec::new();
     for prompt in ["hendrycks", "lm-eval"] {
         let s = format!("{prompt}.yaml");
         let mut a = vec!["run", "--headless", "--auto-approve", "--session", &s];
@@ -48,6 +85,8 @@ fn the_mmlu_probe_records_its_prompt_and_scores_as_eval_does() {
         a.extend([
             "--probe",
             "mmlu",
+            "--probe-file",
+            &mp,
             "--probe-limit",
             "3",
             "--mmlu-prompt",
@@ -67,10 +106,13 @@ fn the_mmlu_probe_records_its_prompt_and_scores_as_eval_does() {
         assert_eq!(probe["kind"], "mmlu");
         assert_eq!(probe["mmlu_prompt"], prompt);
         // The dense model's probe is `eval`'s 0-shot accuracy on the same items.
-        let dense = eval_accuracy(&work, &cache, "0", "3", prompt);
+        let dense = eval_accuracy(&mmlu, &work, &cache, "0", "3", prompt);
         assert_eq!(sum["probe_dense"]["accuracy"].as_f64().unwrap(), dense);
         assert_eq!(sum["probe_dense"]["items"], 18);
+        scores.push(dense);
     }
+    // Otherwise a probe that ignored the option would pass.
+    assert_ne!(scores[0], scores[1], "the two spellings score alike here");
     // Without an MMLU probe the flag has nothing to set.
     for extra in [&[][..], &["--probe", "freebaseqa"][..]] {
         let mut a = vec!["run", "--headless", "--auto-approve", "--session", "x.yaml"];
@@ -126,6 +168,28 @@ fn a_changed_probe_file_is_refused_by_its_hash() {
     assert!(hash.starts_with("fnv1a64-items:"), "{h:?}");
     let verify = ["replay", "s.yaml", "--verify"];
     assert_eq!(run(&verify).code, Some(0));
+    // An edited accuracy is reported with both numbers (each read NaN until 2026-12-02).
+    let (_, entries) = session_docs(&work.join("s.yaml"));
+    let dense = entries[0]["event"]["eval"]["probe"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    let session = std::fs::read_to_string(work.join("s.yaml")).unwrap();
+    let at = session.find("\n      accuracy: ").unwrap() + 1;
+    let end = at + session[at..].find('\n').unwrap();
+    let edited = format!("{}      accuracy: 0.125{}", &session[..at], &session[end..]);
+    std::fs::write(work.join("edited.yaml"), edited).unwrap();
+    let r = run(&["replay", "edited.yaml", "--verify", "--json"]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
+    let check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["ok"] == false)
+        .unwrap_or_else(|| panic!("no failed check: {v}"));
+    assert_eq!(check["what"], "baseline probe accuracy", "{check}");
+    assert_eq!(check["recorded"].as_f64(), Some(0.125), "{check}");
+    assert_eq!(check["recomputed"].as_f64(), Some(dense), "{check}");
     // The first question, which the probe scores, reworded.
     let key = "\"RawQuestion\": \"";
     let at = text.find(key).unwrap() + key.len();

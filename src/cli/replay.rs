@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::relocate::Relocate;
 use crate::model::ModelFiles;
@@ -222,8 +222,9 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
             String::new()
         };
         bail!(
-            "{}: re-execution does not match the recording{hint}",
-            a.session.display()
+            "{}: re-execution does not match the recording{}{hint}",
+            a.session.display(),
+            verify::first_mismatch(&r)
         );
     }
     Ok(())
@@ -270,6 +271,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let mut engine = recorded_engine(&log, opts, files.clone(), &a.session)?;
     let steps = ckpt.steps.clone();
     engine.rebuild(&steps, 0)?;
+    check_rebuilt_sparsity(&engine.model.decoder, ckpt, tolerance, &a.session)?;
     // The fingerprint samples the weight files; the model is re-measured so that weights
     // changed between the samples cannot be exported under the recorded numbers.
     let measured = engine.checkpoint_perplexity()?;
@@ -334,9 +336,38 @@ pub fn export(a: ExportArgs) -> Result<()> {
         "exported checkpoint {} of iteration {} (global sparsity {:.4}, ppl {:.4}) to {}",
         ckpt.index,
         ckpt.iteration,
-        m.sparsity_of(ckpt),
+        engine.model.decoder.global_sparsity(),
         ckpt.eval.ppl,
         a.out.display()
     );
+    Ok(())
+}
+
+/// The masks rebuilt from the recorded steps must have the sparsities the file records for
+/// the checkpoint: an edited `applied` value (with its global sparsity made to add up) was
+/// exported under numbers its weights do not have.
+fn check_rebuilt_sparsity(
+    d: &crate::model::Decoder,
+    ckpt: &crate::session::Checkpoint,
+    tolerance: f64,
+    session: &Path,
+) -> Result<()> {
+    for (name, &recorded) in &ckpt.sparsity {
+        let Some(id) = d.find_linear(name) else {
+            bail!(
+                "{}: checkpoint {} names layer {name}, which the model does not have",
+                session.display(),
+                ckpt.index
+            );
+        };
+        let rebuilt = d.linear(id).sparsity();
+        if crate::worker::verify::rel(rebuilt, recorded) > tolerance {
+            bail!(
+                "{}: checkpoint {} records {name} at sparsity {recorded}, but the masks rebuilt from its recorded steps give {rebuilt} (was the file edited?); nothing was written",
+                session.display(),
+                ckpt.index
+            );
+        }
+    }
     Ok(())
 }

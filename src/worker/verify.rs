@@ -32,11 +32,26 @@ pub struct Report {
 }
 
 /// Probe accuracies must agree too (both absent, or equal within `rel`).
-fn probe_diff(a: &Evaluation, b: &Evaluation) -> f64 {
+/// The knowledge probe's accuracy, recorded and recomputed, and how far apart: a probe
+/// over another number of items differs by its items, and one on one side only shows NaN
+/// for the other.
+fn see_probe(w: &mut Worst, at: &str, a: &Evaluation, b: &Evaluation) {
+    let acc = |p: &Option<crate::session::ProbeScore>| p.as_ref().map_or(f64::NAN, |p| p.accuracy);
     match (&a.probe, &b.probe) {
-        (None, None) => 0.0,
-        (Some(x), Some(y)) if x.items == y.items => rel(x.accuracy, y.accuracy),
-        _ => f64::INFINITY,
+        (None, None) => {}
+        (Some(x), Some(y)) if x.items != y.items => {
+            let (na, nb) = (x.items as f64, y.items as f64);
+            w.see(|| format!("{at} probe items"), na, nb, f64::INFINITY);
+        }
+        (x, y) => {
+            let (pa, pb) = (acc(x), acc(y));
+            let d = if x.is_some() && y.is_some() {
+                rel(pa, pb)
+            } else {
+                f64::INFINITY
+            };
+            w.see(|| format!("{at} probe accuracy"), pa, pb, d);
+        }
     }
 }
 
@@ -155,6 +170,22 @@ pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> R
     })
 }
 
+/// The first number that differs, or else the first verdict, for the one error line (the
+/// table above it may be long).
+pub fn first_mismatch(r: &Report) -> String {
+    match r.checks.iter().find(|c| !c.ok) {
+        Some(c) => format!(
+            ", first at event {} ({}: recorded {}, recomputed {})",
+            c.seq, c.what, c.recorded, c.recomputed
+        ),
+        None => r
+            .derived_mismatches
+            .first()
+            .map(|d| format!(", first at {d}"))
+            .unwrap_or_default(),
+    }
+}
+
 /// Where the loop parts from the recording, a recorded number the re-execution disagreed
 /// with (the last one), or else a recorded verdict it did not give (the first), is the
 /// likely cause: the recorded value may have led the loop elsewhere.
@@ -217,12 +248,7 @@ fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check>
             },
         ) => {
             let mut w = Worst::new("baseline ppl".into(), ea.ppl, eb.ppl, rel(ea.ppl, eb.ppl));
-            w.see(
-                || "baseline probe accuracy".into(),
-                nan,
-                nan,
-                probe_diff(ea, eb),
-            );
+            see_probe(&mut w, "baseline", ea, eb);
             see_protocol(&mut w, "baseline", ea, eb);
             let same_layers = la.len() == lb.len()
                 && la
@@ -301,12 +327,7 @@ fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check>
                 eb.ppl,
                 rel(ea.ppl, eb.ppl),
             );
-            w.see(
-                || format!("iter {it} probe accuracy"),
-                nan,
-                nan,
-                probe_diff(ea, eb),
-            );
+            see_probe(&mut w, &format!("iter {it}"), ea, eb);
             see_protocol(&mut w, &format!("iter {it}"), ea, eb);
             if pa.len() != pb.len() {
                 let (a, b) = (pa.len() as f64, pb.len() as f64);
