@@ -342,6 +342,13 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
     let line = one_error_line_allow_stdout(&r, &[&p(&t), "does not match"]);
     // 0.1% is more than last-bit drift: no hint to loosen the tolerance.
     assert!(!line.contains("--tolerance"), "{line}");
+    // The line names the edited event, not only the table above it (since 2026-12-02).
+    assert!(
+        line.contains(&format!(
+            "first at event {seq} (iter 2 ppl: recorded {new}, recomputed "
+        )),
+        "{line}"
+    );
     let v: Value = json_exact(r.stdout.lines().last().unwrap());
     assert_eq!(v["ok"], false, "{v}");
     for c in v["checks"].as_array().unwrap() {
@@ -469,6 +476,54 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
         one_error_line(&r, &["was recorded as", "(was the file edited?)"]);
         assert!(!out.exists());
     }
+    // Two layers of one shape with their recorded sparsities swapped, in the last
+    // iteration the file keeps (later proposals are checked against them): the global
+    // sparsity and every verdict still add up, and export wrote weights whose masks
+    // disagreed with the numbers it printed (since 2026-12-02 the rebuilt masks are held
+    // to the file).
+    let kind_of = |name: &str| name.split('.').skip(3).collect::<Vec<_>>().join(".");
+    let swappable = |e: &Value| -> Option<(String, String)> {
+        let applied = e["event"]["applied"].as_object()?;
+        applied
+            .iter()
+            .flat_map(|a| applied.iter().map(move |b| (a, b)))
+            .find(|((na, va), (nb, vb))| kind_of(na) == kind_of(nb) && va != vb)
+            .map(|((na, _), (nb, _))| (na.clone(), nb.clone()))
+    };
+    let (g, (x, y)) = (0..entries.len())
+        .rev()
+        .filter(|&g| kind(&entries[g]) == "guard" && entries[g]["event"]["accepted"] == true)
+        .find_map(|g| swappable(&entries[g - 1]).map(|pair| (g, pair)))
+        .expect("an accepted step changing two layers of one kind by different amounts");
+    let (k, i) = (g - 1, iter_of(&entries[g]).unwrap());
+    assert_eq!(kind(&entries[k]), "evaluated");
+    let applied = &entries[k]["event"]["applied"];
+    let doc = &text[starts[k + 1]..starts[k + 2]];
+    let line = |n: &str| format!("\n    {n}: {}\n", applied[n]);
+    let swapped = doc
+        .replacen(&line(&x), &line(&y).replacen(&y, &x, 1), 1)
+        .replacen(&line(&y), &line(&x).replacen(&x, &y, 1), 1);
+    assert_ne!(swapped, doc, "{x} and {y} in {doc}");
+    // The file as a crash right after that guard leaves it.
+    let kept = text[..starts[g + 2]].replacen(doc, &swapped, 1);
+    std::fs::write(&t, kept).unwrap();
+    let out = env.path("swapped-out");
+    let r = env.run(&[
+        "export",
+        &p(&t),
+        "--step",
+        &i.to_string(),
+        "--out",
+        &p(&out),
+    ]);
+    one_error_line(
+        &r,
+        &[
+            "but the masks rebuilt from its recorded steps give",
+            "(was the file edited?); nothing was written",
+        ],
+    );
+    assert!(!out.exists());
     let r = env.run(&["replay", &p(&s), "--verify", "--tolerance", "NaN"]);
     only_one_line(&r, &["--tolerance NaN", "finite"]);
     // Without --verify a tolerance was accepted and compared nothing.
