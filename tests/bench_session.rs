@@ -39,7 +39,16 @@ fn session_bench_measures_memory_in_fresh_child_processes() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["identical_perplexities"], true);
+    // The sessions with and without the cache record the same perplexities, bit for bit
+    // (the bench stops otherwise; checked here from what it printed).
+    let ppls = |run: &str| -> Vec<u64> {
+        let its = v[run]["iterations"].as_array().unwrap();
+        its.iter()
+            .map(|i| i["ppl"].as_f64().unwrap().to_bits())
+            .collect()
+    };
+    assert_eq!(ppls("incremental"), ppls("full"), "{v}");
+    assert!(!ppls("incremental").is_empty(), "{v}");
     let m = &v["memory"];
     assert_eq!(m["runs"], 1);
     let (one, whole) = (&m["one_iteration"][0], &m["session"][0]);

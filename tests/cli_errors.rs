@@ -319,6 +319,22 @@ fn bench_flags_are_checked() {
             &[&format!("{flag}: only the session suite reads it"), suite],
         );
     }
+    // And the common flags on a suite that does not read them (since 2026-12-02; a
+    // session bench given --dtype bf16 or --seqlen 64 ran in f32 at the model's context).
+    for (suite, flag, value, why) in [
+        ("session", "--seqlen", "64", "`run`'s windows"),
+        ("session", "--calib-windows", "4", "`run`'s windows"),
+        ("knowledge", "--dtype", "bf16", "on the CPU in f32"),
+        ("agent", "--batch", "2", "on the CPU in f32"),
+        ("prune", "--iters", "3", "one run"),
+        ("forward", "--calib-windows", "4", "--batch windows"),
+    ] {
+        let o = arborist(&["bench", "--suite", suite, flag, value], &[]);
+        assert_one_line_error(
+            &o,
+            &[&format!("{flag}: --suite {suite} does not read it"), why],
+        );
+    }
     // Another model's texts are asked for before the memory children start (each
     // printed the error, then the parent its own).
     let o = arborist(
@@ -463,7 +479,8 @@ fn a_session_that_cannot_start_leaves_no_file() {
     let nan = (norm.ones_like().unwrap() * f64::NAN).unwrap();
     w.insert("model.norm.weight".into(), nan);
     candle_core::safetensors::save(&w, &weights).unwrap();
-    let s = d.path().join("s.yaml");
+    // So do the directories it created for the file (since 2026-12-02).
+    let s = d.path().join("new/dirs/s.yaml");
     let o = arborist(
         &[
             "run",
@@ -498,6 +515,10 @@ fn a_session_that_cannot_start_leaves_no_file() {
         "{err}"
     );
     assert!(!s.exists(), "a header-only session file was left");
+    assert!(
+        !d.path().join("new").exists(),
+        "the session's new directories were left"
+    );
 }
 
 // Options that only mean something with another one, or whose values would be clamped or

@@ -21,18 +21,18 @@ use crate::runtime::{parse_device, parse_dtype};
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Tokens per window.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = SEQLEN)]
     pub seqlen: usize,
     /// Windows per forward pass.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = BATCH)]
     pub batch: usize,
     /// Timed repetitions (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = ITERS)]
     pub iters: usize,
-    /// cpu or cuda:N.
+    /// cpu or cuda:N (every suite but knowledge and agent).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// f32, f16 or bf16.
+    /// f32, f16 or bf16 (every suite but knowledge and agent).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// forward, ppl (perplexity of a random model: throughput against a GEMM in the same
@@ -44,7 +44,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "forward")]
     pub suite: String,
     /// Calibration windows for the profile and prune suites (ppl: evaluation windows).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = CALIB_WINDOWS)]
     pub calib_windows: usize,
     /// A Hugging Face config.json for the random model of the forward, ppl, profile and
     /// prune suites (default: the 7.3M-parameter bench shape), e.g. benches/qwen3-4b.json;
@@ -84,6 +84,10 @@ impl BenchArgs {
 }
 
 const SESSION_ITERS: usize = 12;
+const SEQLEN: usize = 256;
+const ITERS: usize = 5;
+const BATCH: usize = 4;
+const CALIB_WINDOWS: usize = 32;
 const MEMORY_RUNS: usize = 3;
 
 /// A Qwen3-shaped model of about 7.3M parameters (6.3M in the blocks' linear layers).
@@ -136,9 +140,26 @@ pub fn forward_flops(cfg: &ModelConfig, b: usize, t: usize) -> f64 {
     2.0 * n * (linear + head) + attn
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+/// The `p`-quantile of `v`, interpolated linearly between the two nearest ranks (numpy's
+/// default), so the median of an even count is the mean of the middle two. Until
+/// 2026-12-02 the rank was rounded, which made the median of two runs their maximum.
+pub fn quantile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let x = (s.len() - 1) as f64 * p;
+    let (lo, hi) = (s[x.floor() as usize], s[x.ceil() as usize]);
+    if lo == hi {
+        lo
+    } else {
+        lo + (hi - lo) * x.fract()
+    }
+}
+
+fn median(v: Vec<f64>) -> f64 {
+    quantile(&v, 0.5)
 }
 
 fn time<F: FnMut() -> Result<()>>(iters: usize, mut f: F) -> Result<f64> {
@@ -274,6 +295,28 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
     Ok(())
 }
 
+/// Whether `suite` reads the common flag `flag`.
+fn reads(suite: &str, flag: &str) -> bool {
+    match (suite, flag) {
+        ("knowledge" | "agent", _) => false,
+        ("session" | "session-memory", f) => matches!(f, "--iters" | "--device" | "--dtype"),
+        ("forward", "--calib-windows") => false,
+        ("profile" | "prune", "--iters") => false,
+        _ => true,
+    }
+}
+
+/// Why a suite reads fewer flags than the others.
+fn what_it_runs(suite: &str) -> &'static str {
+    match suite {
+        "knowledge" | "agent" => "it evaluates the bundled model as the knowledge table does, on the CPU in f32",
+        "session" | "session-memory" => "a session runs with `run`'s windows: the model's context, 16 calibration and 16 evaluation windows, batch 4",
+        "forward" => "it times forward passes of --batch windows of --seqlen tokens",
+        "profile" | "prune" => "it times one run",
+        _ => "",
+    }
+}
+
 pub fn run(a: BenchArgs) -> Result<()> {
     anyhow::ensure!(
         a.batch > 0,
@@ -348,6 +391,23 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "the session suite reads it (and stream)",
         ),
     ];
+    // The common flags a suite does not read, set away from their defaults, were ignored
+    // silently (a session bench asked for bf16 ran in f32).
+    let tuned = [
+        ("--seqlen", a.seqlen != SEQLEN),
+        ("--batch", a.batch != BATCH),
+        ("--calib-windows", a.calib_windows != CALIB_WINDOWS),
+        ("--iters", a.iters != ITERS),
+        ("--device", a.device != "cpu"),
+        ("--dtype", a.dtype != "f32"),
+    ];
+    if let Some((flag, _)) = tuned.iter().find(|(f, set)| *set && !reads(&a.suite, f)) {
+        anyhow::bail!(
+            "{flag}: --suite {} does not read it ({})",
+            a.suite,
+            what_it_runs(&a.suite)
+        );
+    }
     if let Some((flag, _, _, readers)) = own.iter().find(|(_, set, read, _)| *set && !*read) {
         anyhow::bail!("{flag}: only {readers}, not --suite {}", a.suite);
     }
@@ -382,4 +442,27 @@ pub fn run(a: BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    // The median of an even count is the mean of the middle two (it was the upper one, so
+    // the median of two memory runs reported their maximum); quartiles interpolate.
+    #[test]
+    fn quantiles_interpolate_between_ranks() {
+        assert_eq!(quantile(&[2.626, 2.414], 0.5), (2.626 + 2.414) / 2.0);
+        assert_eq!(quantile(&[4.0, 1.0, 3.0, 2.0], 0.5), 2.5);
+        assert_eq!(quantile(&[4.0, 1.0, 3.0, 2.0], 0.25), 1.75);
+        assert_eq!(quantile(&[4.0, 1.0, 3.0, 2.0], 0.75), 3.25);
+        assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), 2.0);
+        assert_eq!(quantile(&[7.0], 0.25), 7.0);
+        assert!(quantile(&[], 0.5).is_nan());
+        // Equal neighbours, infinite ones included, are returned as they are.
+        assert_eq!(
+            quantile(&[f64::INFINITY, f64::INFINITY], 0.5),
+            f64::INFINITY
+        );
+    }
 }

@@ -28,7 +28,9 @@ pub struct SessionRun {
     pub eval_cache_mb: usize,
     pub iterations: Vec<Iteration>,
     pub seconds: f64,
-    pub peak_eval_cache_bytes: usize,
+    /// The evaluation cache's committed states at the end (an evaluation holds its own
+    /// uncommitted states beside them until the guard decides).
+    pub eval_cache_bytes_at_end: usize,
 }
 
 impl SessionRun {
@@ -97,19 +99,12 @@ pub(super) fn session(opts: &RunOptions, engine: &mut Engine) -> Result<SessionR
         eval_cache_mb: opts.eval_cache_mb,
         iterations: its,
         seconds: start.elapsed().as_secs_f64(),
-        peak_eval_cache_bytes: engine.eval_cache_bytes(),
+        eval_cache_bytes_at_end: engine.eval_cache_bytes(),
     })
 }
 
 fn quartiles(v: &[f64]) -> [f64; 3] {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let q = |p: f64| s[((s.len() - 1) as f64 * p).round() as usize];
-    if s.is_empty() {
-        [f64::NAN; 3]
-    } else {
-        [q(0.25), q(0.5), q(0.75)]
-    }
+    [0.25, 0.5, 0.75].map(|p| super::quantile(v, p))
 }
 
 /// The session suite's options for `model` (`--calib`/`--eval` as given); `random` adds
@@ -119,6 +114,8 @@ pub(super) fn options(a: &BenchArgs, model: &str, random: bool) -> Result<RunOpt
         model: model.to_string(),
         calib: a.calib.clone(),
         eval: a.eval.clone(),
+        device: a.device.clone(),
+        dtype: a.dtype.clone(),
         ..RunOptions::default()
     };
     opts.loop_opts.max_iters = a.session_iters;
@@ -251,8 +248,7 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         "profile_seconds_quartiles": prof_q,
         "from_block": froms, "calib_from_block": calib_froms, "blocks": blocks,
         "incremental_eval_over_full_by_first_changed_block": depth,
-        "identical_perplexities": true,
-        "eval_cache_bytes": incremental.peak_eval_cache_bytes,
+        "eval_cache_bytes_at_end": incremental.eval_cache_bytes_at_end,
         "weight_bytes": weight_bytes, "dense_copies_resident": resident,
         "memory": memory,
         "threads": candle_core::utils::get_num_threads(),
@@ -296,9 +292,9 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         calib_froms.join(",")
     );
     println!(
-        "memory: weights {:.1} MiB, unmasked copies resident {resident}, eval cache {:.1} MiB",
+        "memory: weights {:.1} MiB, unmasked copies resident {resident}, eval cache at the end {:.1} MiB (its committed states; an evaluation adds those it replaces until the guard decides)",
         mib(weight_bytes as u64),
-        mib(incremental.peak_eval_cache_bytes as u64),
+        mib(incremental.eval_cache_bytes_at_end as u64),
     );
     if let Some(m) = &memory {
         let ratios: Vec<String> = m.per_run.iter().map(|r| format!("{r:.2}")).collect();
