@@ -242,6 +242,7 @@ fn block0_qkv_statistics_are_sums_of_squared_inputs_and_every_layer_records() {
     for kind in [LinearKind::Q, LinearKind::K, LinearKind::V] {
         let s = stats[0].get(kind);
         assert_eq!(s.tokens, 16);
+        assert_eq!(s.sumsq.len(), want.len(), "{kind:?}");
         for (a, b) in s.sumsq.iter().zip(&want) {
             assert!((a - *b as f64).abs() <= 1e-4 * b.abs() as f64, "{a} vs {b}");
         }
@@ -250,8 +251,16 @@ fn block0_qkv_statistics_are_sums_of_squared_inputs_and_every_layer_records() {
         for kind in LinearKind::ALL {
             let s = b.get(kind);
             assert_eq!(s.tokens, 16);
+            // One sum per input feature (an empty vector passed the check below).
+            let inputs = if kind == LinearKind::Down {
+                cfg.intermediate_size
+            } else if kind == LinearKind::O {
+                cfg.num_heads * cfg.head_dim
+            } else {
+                cfg.hidden_size
+            };
+            assert_eq!(s.sumsq.len(), inputs, "{kind:?}");
             assert!(s.sumsq.iter().all(|v| *v > 0.0));
         }
-        assert_eq!(b.get(LinearKind::Down).sumsq.len(), cfg.intermediate_size);
     }
 }

@@ -53,6 +53,20 @@ fn assert_same_session(resumed: &Path, sum: &Value, reference: &[Value], ref_fol
     }
 }
 
+/// A resume keeps what the cut file holds up to its last whole document byte for byte (the
+/// checks above pass as well if it threw recorded events away and computed them again).
+fn assert_kept(before: &str, resumed: &Path) {
+    let kept = &before[..before.rfind("\n...\n").expect("a whole header") + 5];
+    let after = std::fs::read_to_string(resumed).unwrap();
+    assert!(
+        after.starts_with(kept),
+        "{}: the resume rewrote the {} bytes of whole documents before the cut",
+        resumed.display(),
+        kept.len()
+    );
+    assert!(after.len() > kept.len(), "nothing was appended");
+}
+
 fn entry_index(entries: &[Value], k: &str, iteration: u64) -> usize {
     entries
         .iter()
@@ -72,6 +86,7 @@ fn resume_after_a_torn_input_event_matches_the_reference() {
     for (k, idx) in cases {
         let cut = env.path(&format!("cut-{k}.yaml"));
         cut_inside(&s, &cut, idx);
+        let before = std::fs::read_to_string(&cut).unwrap();
         let r = env.resume(&cut);
         let sum = ok_json(&r);
         assert!(
@@ -80,6 +95,7 @@ fn resume_after_a_torn_input_event_matches_the_reference() {
             r.stderr
         );
         assert_same_session(&cut, &sum, &entries, &fo);
+        assert_kept(&before, &cut);
         let v = ok_json(&env.run(&["replay", &p(&cut), "--verify", "--json"]));
         assert_eq!(v["ok"], true, "cut inside {k}: {v}");
         assert_eq!(v["bit_exact"], true, "cut inside {k}: {v}");
@@ -92,8 +108,10 @@ fn resume_after_a_torn_guard_event_matches_the_reference() {
     let (s, _, entries, fo, _) = reference(&env, "ref.yaml");
     let cut = env.path("cut-guard.yaml");
     cut_inside(&s, &cut, entry_index(&entries, "guard", 2));
+    let before = std::fs::read_to_string(&cut).unwrap();
     let sum = ok_json(&env.resume(&cut));
     assert_same_session(&cut, &sum, &entries, &fo);
+    assert_kept(&before, &cut);
     let v = ok_json(&env.run(&["replay", &p(&cut), "--verify", "--json"]));
     assert_eq!(v["ok"], true, "{v}");
 }
@@ -232,8 +250,16 @@ fn resume_after_kill_9_matches_the_reference() {
             left < entries.len() + 1,
             "killed too late ({left} documents)"
         );
-        let sum = ok_json(&env.resume(&s));
+        let before = std::fs::read_to_string(&s).unwrap();
+        let r = env.resume(&s);
+        let sum = ok_json(&r);
+        assert!(
+            r.stderr.contains("resumed"),
+            "no resume notice: {}",
+            r.stderr
+        );
         assert_same_session(&s, &sum, &entries, &fo);
+        assert_kept(&before, &s);
     }
 }
 

@@ -392,6 +392,11 @@ mod tests {
         }
         let d = Decoder::from_tensors(cfg, t).unwrap();
         let plan = width_plan(&d, &dense_stats(&d, &batches(&d)).unwrap(), 0.9).unwrap();
+        // Every block has a plan (the loop below passed on empty ones).
+        assert_eq!(
+            (plan.heads_removed.len(), plan.channels_removed.len()),
+            (4, 4)
+        );
         for ((_, gs), (_, cs)) in plan.heads_removed.iter().zip(&plan.channels_removed) {
             assert_eq!((gs, cs.len()), (&vec![1], 21));
             assert!(!cs.contains(&0));
