@@ -641,13 +641,19 @@ fn replay_timeline_steps_and_jumps_to_iterations() {
     assert_eq!(Timeline::new(&log_of(&profiled)).last_iteration(), 0);
 }
 
-#[test]
-fn a_failed_agent_leaves_override_reject_or_skip_to_the_human() {
+/// Iteration 1 after the agent gave no valid proposal.
+fn agent_failed() -> (arborist::session::Machine, Vec<Event>) {
     let (mut m, mut events) = fixtures::profiled(8);
     let failed: Event =
         serde_yaml::from_str("{event: agent_failed, iteration: 1, error: server timed out}")
             .unwrap();
     fixtures::feed(&mut m, &mut events, failed);
+    (m, events)
+}
+
+#[test]
+fn a_failed_agent_leaves_override_reject_or_skip_to_the_human() {
+    let (m, events) = agent_failed();
     let v = view(&m, &events);
     let mut a = app();
     let screen = text(&draw(&mut a, &v, 120, 40));
@@ -686,11 +692,7 @@ fn a_failed_agent_leaves_override_reject_or_skip_to_the_human() {
 // and quit were forced in and cut mid-word: "q qu").
 #[test]
 fn keys_after_a_notice_are_never_cut_mid_word() {
-    let (mut m, mut events) = fixtures::profiled(8);
-    let failed: Event =
-        serde_yaml::from_str("{event: agent_failed, iteration: 1, error: server timed out}")
-            .unwrap();
-    fixtures::feed(&mut m, &mut events, failed);
+    let (m, events) = agent_failed();
     let v = view(&m, &events);
     let mut a = app();
     press(&mut a, &v, &[ch('a')]);
