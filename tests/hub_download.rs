@@ -8,7 +8,7 @@ mod common;
 mod scripted_hub;
 use candle_core::DType;
 use common::*;
-use scripted_hub::{scripted_hub, COMMIT, GATED, REPO};
+use scripted_hub::{scripted_hub, scripted_hub_faulty, Faults, COMMIT, GATED, REPO};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -147,13 +147,33 @@ fn a_revision_downloads_that_revision_and_its_additional_chat_templates() {
     }
     let paths = seen.lock().unwrap().clone();
     let asked = |p: &str| paths.iter().any(|x| x == p);
-    assert!(
-        asked(&format!("/api/models/{REPO}/revision/v1")),
-        "{paths:?}"
-    );
+    // The revision is asked once for its commit; the listing and every file are then
+    // fetched at that commit, so a branch moving in between cannot mix two commits.
     assert!(
         asked(&format!("/{REPO}/resolve/v1/config.json")),
         "{paths:?}"
+    );
+    assert!(
+        asked(&format!("/api/models/{REPO}/revision/{COMMIT}")),
+        "{paths:?}"
+    );
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        template,
+    ] {
+        assert!(
+            asked(&format!("/{REPO}/resolve/{COMMIT}/{f}")),
+            "{f}: {paths:?}"
+        );
+    }
+    assert!(
+        !home
+            .join("hub/models--acme--tiny-qwen3/refs")
+            .join(COMMIT)
+            .exists(),
+        "a ref named by the commit (huggingface_hub writes none)"
     );
     assert!(
         asked(&format!("/{REPO}/resolve/refs%2Fpr%2F2/config.json")),
@@ -282,7 +302,7 @@ fn blobs_cached_under_another_commit_are_linked_not_downloaded_again() {
     let files = model_files(&model);
     let (endpoint, seen) = scripted_hub(files.clone());
     let local = eval_json(&p(&model), &txt, &[])["ppl"]["value"].clone();
-    let weights = format!("/{REPO}/resolve/main/model.safetensors");
+    let weights = format!("/{REPO}/resolve/{COMMIT}/model.safetensors");
     // Requests for more than the first byte (hf-hub's metadata probe asks for 0-0).
     let fetched = |seen: &[String], path: &str| {
         seen.iter()
@@ -333,9 +353,111 @@ fn blobs_cached_under_another_commit_are_linked_not_downloaded_again() {
                 Path::new("../../blobs/etag-model.safetensors")
             );
             for f in ["config.json", "tokenizer.json"] {
-                let path = format!("/{REPO}/resolve/main/{f}");
+                let path = format!("/{REPO}/resolve/{COMMIT}/{f}");
                 assert_eq!(fetched(&log, &path), 0, "{f}: {log:?}");
             }
         }
     }
+}
+
+/// The one error line of a failed command, holding each of `needles` (warnings, such as
+/// a retry's, may come before it).
+fn assert_one_line_error(o: &std::process::Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "`{n}` not in: {err}");
+    }
+}
+
+/// `eval` of `REPO` through a hub with `faults`, in `home`.
+fn eval_faulty(
+    files: &HashMap<String, Vec<u8>>,
+    faults: Faults,
+    home: &Path,
+    txt: &Path,
+) -> std::process::Output {
+    let (endpoint, _) = scripted_hub_faulty(files.clone(), faults);
+    let h = p(home);
+    let envs = [
+        ("HF_HOME", h.as_str()),
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HUB_OFFLINE", "0"),
+    ];
+    let args = ["eval", "--model", REPO, "--ppl", &p(txt), "--seqlen", "64"];
+    arborist(&args, &envs)
+}
+
+// What hf-hub takes on trust is checked (found by an audit of the download path, 2026-12-02):
+// an etag naming a path outside the cache, bytes that are not the file the hub names, a
+// failure on the weights reported as a missing index, a hub that fails once.
+#[test]
+fn downloads_are_checked_and_retried() {
+    use sha2::Digest;
+    let d = tmp();
+    let model = d.path().join("src");
+    write_model_dir(&model, TINY_QWEN3, 9, DType::F32);
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(2500)).unwrap();
+    let files = model_files(&model);
+    let weights = "model.safetensors".to_string();
+    let blobs = |home: &Path| home.join("hub/models--acme--tiny-qwen3/blobs");
+
+    // An etag that climbs out of the cache is refused before anything is written.
+    let home = d.path().join("hf-etag");
+    let faults = Faults {
+        etag: [(weights.clone(), "../../../../evil".into())].into(),
+        ..Default::default()
+    };
+    let o = eval_faulty(&files, faults, &home, &txt);
+    assert_one_line_error(&o, &["model.safetensors", "not a plain name"]);
+    assert!(!d.path().join("evil").exists());
+
+    // Bytes that do not hash to the sha256 the hub names are not kept; the next run, from
+    // a sound hub, fetches the file anew.
+    let sha = format!("{:x}", sha2::Sha256::digest(&files[&weights]));
+    let home = d.path().join("hf-corrupt");
+    let faults = Faults {
+        etag: [(weights.clone(), sha.clone())].into(),
+        corrupt: vec![weights.clone()],
+        ..Default::default()
+    };
+    let o = eval_faulty(&files, faults, &home, &txt);
+    assert_one_line_error(&o, &["model.safetensors", "is damaged (sha256", &sha]);
+    assert!(
+        !blobs(&home).join(&sha).exists(),
+        "the damaged blob was kept"
+    );
+    let faults = Faults {
+        etag: [(weights.clone(), sha.clone())].into(),
+        ..Default::default()
+    };
+    let o = eval_faulty(&files, faults, &home, &txt);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(blobs(&home).join(&sha)).unwrap(),
+        files[&weights]
+    );
+
+    // A 503 on the weights once is asked again; for good, it is what the error names.
+    let home = d.path().join("hf-503");
+    let faults = Faults {
+        fail: [(weights.clone(), (503, 1))].into(),
+        ..Default::default()
+    };
+    let o = eval_faulty(&files, faults, &home, &txt);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let home = d.path().join("hf-503-always");
+    let faults = Faults {
+        fail: [(weights.clone(), (503, 100))].into(),
+        ..Default::default()
+    };
+    let o = eval_faulty(&files, faults, &home, &txt);
+    assert_one_line_error(
+        &o,
+        &["cannot fetch model.safetensors of acme/tiny-qwen3", "503"],
+    );
+    assert!(!stderr(&o).contains("index"), "{}", stderr(&o));
 }

@@ -444,39 +444,56 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
             .with_progress(observer.is_none())
             .build()
             .context("cannot set up the Hugging Face client")?;
+        let rev = revision.unwrap_or("main");
         let target = hf_hub::Repo::with_revision(
             id.to_string(),
             hf_hub::RepoType::Model,
-            revision.unwrap_or("main").to_string(),
+            rev.to_string(),
         );
-        let cached = hf_hub::Cache::new(cache.to_path_buf()).repo(target.clone());
-        let repo = api.repo(target);
-        // Each file at the commit the hub names now, so that all land in one snapshot (the
-        // cache's, for this revision, lacks some: an older commit's, or one another tool
-        // began); a blob the cache holds under another commit is linked, not downloaded;
-        // a download's progress goes to the observer when there is one.
+        let cached_rev = hf_hub::Cache::new(cache.to_path_buf()).repo(target.clone());
+        let context = |f: &str, e: hf_hub::api::tokio::ApiError| {
+            let advice = hub_advice(&e, token.is_some()).map_or(String::new(), |a| format!(" ({a})"));
+            anyhow::Error::new(e).context(format!(
+                "cannot fetch {f} of {id}{at} from the Hugging Face hub{advice}"
+            ))
+        };
+        // The revision's commit now: every file is fetched at it, so that all land in one
+        // snapshot even when the branch moves during the download (files were fetched at
+        // the branch, and a push between two of them mixed two commits under one).
+        let api_rev = api.repo(target);
+        let commit = with_retries(|| super::blob_reuse::metadata(&api, &api_rev, "config.json"))
+            .await
+            .map_err(|e| context("config.json", e))?
+            .commit_hash()
+            .to_string();
+        let pinned =
+            hf_hub::Repo::with_revision(id.to_string(), hf_hub::RepoType::Model, commit.clone());
+        let cached = hf_hub::Cache::new(cache.to_path_buf()).repo(pinned.clone());
+        let repo = api.repo(pinned);
+        // A blob the cache holds under another commit is linked, not downloaded; a
+        // download's progress goes to the observer when there is one, and its bytes are
+        // checked against the hub's size and checksum.
         let get = |f: String| {
             let (api, repo, cached, observer) = (&api, &repo, &cached, &observer);
-            async move {
-                if let Some(path) = super::blob_reuse::link_cached_blob(api, repo, cached, &f).await? {
-                    return Ok(path);
+            with_retries(move || {
+                let f = f.clone();
+                async move {
+                    let meta = super::blob_reuse::metadata(api, repo, &f).await?;
+                    if let Some(path) = super::blob_reuse::link_cached_blob(cached, &meta, &f)? {
+                        return Ok(path);
+                    }
+                    let path = match observer {
+                        Some(o) => repo.download_with_progress(&f, Observed::new(o.clone())).await?,
+                        None => repo.download(&f).await?,
+                    };
+                    super::blob_reuse::check_download(cached, &meta, &f, &path)?;
+                    Ok(path)
                 }
-                match observer {
-                    Some(o) => repo.download_with_progress(&f, Observed::new(o.clone())).await,
-                    None => repo.download(&f).await,
-                }
-            }
+            })
         };
         let fetch = |f: String| {
-            let (get, at, token) = (&get, &at, token.is_some());
-            async move {
-                get(f.clone()).await.map_err(|e| {
-                    let advice = hub_advice(&e, token).map_or(String::new(), |a| format!(" ({a})"));
-                    anyhow::Error::new(e).context(format!(
-                        "cannot fetch {f} of {id}{at} from the Hugging Face hub{advice}"
-                    ))
-                })
-            }
+            let (get, context) = (&get, &context);
+            async move { get(f.clone()).await.map_err(|e| context(&f, e)) }
         };
         let config = fetch("config.json".into()).await?;
         let tokenizer = fetch("tokenizer.json".into()).await?;
@@ -494,9 +511,11 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
                 "cannot list the files of {id}{at} on the Hugging Face hub ({e}); generation_config.json and the tokenizer's other files are not fetched"
             ),
         }
+        // The index only when the hub has no single file: any other failure (a dropped
+        // connection, a 503) was reported as a 404 on the index.
         let weights = match get(SINGLE.into()).await {
             Ok(single) => vec![single],
-            Err(_) => {
+            Err(e) if status_of(&e) == Some(404) => {
                 let index = fetch(INDEX.into()).await?;
                 let mut out = Vec::new();
                 for s in shard_names(&index)? {
@@ -504,9 +523,80 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
                 }
                 out
             }
+            Err(e) => return Err(context(SINGLE, e)),
         };
+        // The revision names the commit its files came from; hf-hub wrote a ref named by
+        // the commit itself, which huggingface_hub does not.
+        cached_rev
+            .create_ref(&commit)
+            .with_context(|| format!("cannot write the ref of {id}{at} in {}", cache.display()))?;
+        if rev != commit {
+            // blobs/<x> sits beside refs/ in the repository's directory.
+            let blobs = cached.blob_path("x");
+            if let Some(dir) = blobs.parent().and_then(Path::parent) {
+                let _ = std::fs::remove_file(dir.join("refs").join(&commit));
+            }
+        }
         Ok(files(id, revision, config, tokenizer, weights))
     })
+}
+
+/// The HTTP status of a failed hub request, if it got one.
+fn status_of(e: &hf_hub::api::tokio::ApiError) -> Option<u16> {
+    use hf_hub::api::tokio::ApiError;
+    match e {
+        ApiError::RequestError(r) => r.status().map(|s| s.as_u16()),
+        ApiError::TooManyRetries(inner) => status_of(inner),
+        _ => None,
+    }
+}
+
+/// Worth asking again: the hub was busy or failing (429, 5xx) or the body stopped coming.
+fn transient(e: &hf_hub::api::tokio::ApiError) -> bool {
+    use hf_hub::api::tokio::ApiError;
+    match e {
+        ApiError::RequestError(r) => {
+            r.is_body()
+                || r.is_decode()
+                || r.status()
+                    .is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
+        }
+        ApiError::TooManyRetries(inner) => transient(inner),
+        _ => false,
+    }
+}
+
+/// `f` again after a transient failure (three more tries, 1, 2 and 4 s apart), and while
+/// another process holds the file's download lock (up to 30 minutes: its blob is then
+/// linked, not downloaded twice). hf-hub retries nothing, and gave up on a lock after 5 s.
+async fn with_retries<T, F, Fut>(mut f: F) -> Result<T, hf_hub::api::tokio::ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, hf_hub::api::tokio::ApiError>>,
+{
+    use hf_hub::api::tokio::ApiError;
+    let (mut tries, mut waited) = (0u32, std::time::Duration::ZERO);
+    loop {
+        let pause = match f().await {
+            Err(e) if tries < 3 && transient(&e) => {
+                tracing::warn!("the hub failed ({e}); asking again");
+                tries += 1;
+                std::time::Duration::from_secs(1 << (tries - 1))
+            }
+            Err(ApiError::LockAcquisition(p)) if waited.as_secs() < 1800 => {
+                if waited.is_zero() {
+                    tracing::warn!(
+                        "another process is downloading {} (its lock is held); waiting for it",
+                        p.display()
+                    );
+                }
+                std::time::Duration::from_secs(2)
+            }
+            r => return r,
+        };
+        waited += pause;
+        tokio::time::sleep(pause).await;
+    }
 }
 
 /// What to do about a failed hub request, when its cause says: the network, a gated or

@@ -16,10 +16,29 @@ pub const GATED: &str = "acme/gated";
 /// The branches and tags the scripted hub answers for.
 pub const REVISIONS: [&str; 3] = ["main", "v1", "refs/pr/2"];
 
+/// What the hub gets wrong, by file name.
+#[derive(Default)]
+pub struct Faults {
+    /// The etag sent instead of `etag-NAME`.
+    pub etag: HashMap<String, String>,
+    /// Files whose body comes with its first byte changed (the metadata probe aside).
+    pub corrupt: Vec<String>,
+    /// Files answered with this status, the given number of times, before they are served.
+    pub fail: HashMap<String, (u16, usize)>,
+}
+
 /// Serve `files` as repository `REPO` at each of `REVISIONS` until the test ends; returns
 /// the endpoint and the paths requested.
 pub fn scripted_hub(files: HashMap<String, Vec<u8>>) -> (String, Arc<Mutex<Vec<String>>>) {
     scripted_hub_paced(files, Duration::ZERO)
+}
+
+/// As `scripted_hub`, with `faults`.
+pub fn scripted_hub_faulty(
+    files: HashMap<String, Vec<u8>>,
+    faults: Faults,
+) -> (String, Arc<Mutex<Vec<String>>>) {
+    serve(files, Duration::ZERO, faults)
 }
 
 /// As `scripted_hub`, sending each body 64 KiB at a time with `pace` between the pieces:
@@ -28,6 +47,15 @@ pub fn scripted_hub_paced(
     files: HashMap<String, Vec<u8>>,
     pace: Duration,
 ) -> (String, Arc<Mutex<Vec<String>>>) {
+    serve(files, pace, Faults::default())
+}
+
+fn serve(
+    files: HashMap<String, Vec<u8>>,
+    pace: Duration,
+    faults: Faults,
+) -> (String, Arc<Mutex<Vec<String>>>) {
+    let faults = Arc::new(Mutex::new(faults));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let files = Arc::new(files);
@@ -35,8 +63,8 @@ pub fn scripted_hub_paced(
     let log = Arc::clone(&seen);
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (files, log) = (Arc::clone(&files), Arc::clone(&log));
-            std::thread::spawn(move || answer(stream, &files, &log, pace));
+            let (files, log, faults) = (Arc::clone(&files), Arc::clone(&log), Arc::clone(&faults));
+            std::thread::spawn(move || answer(stream, &files, &log, pace, &faults));
         }
     });
     (endpoint, seen)
@@ -47,6 +75,7 @@ fn answer(
     files: &HashMap<String, Vec<u8>>,
     log: &Mutex<Vec<String>>,
     pace: Duration,
+    faults: &Mutex<Faults>,
 ) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
@@ -74,9 +103,9 @@ fn answer(
         }
     }
     log.lock().unwrap().push(path.clone());
-    // Every revision this hub has is the one commit.
+    // Every revision this hub has is the one commit, which it also answers for.
     let rev = |p: &str, before: &str| -> Option<String> {
-        REVISIONS.iter().find_map(|r| {
+        REVISIONS.iter().chain([&COMMIT]).find_map(|r| {
             let r = r.replace('/', "%2F");
             p.strip_prefix(&format!("{before}{r}")).map(str::to_string)
         })
@@ -132,9 +161,23 @@ fn answer(
         return;
     };
     let name = path.rsplit('/').next().unwrap();
+    let mut f = faults.lock().unwrap();
+    if let Some((status, times)) = f.fail.get_mut(name).filter(|(_, n)| *n > 0) {
+        *times -= 1;
+        let status = format!("{status} Scripted");
+        drop(f);
+        send(&status, &[], b"scripted failure");
+        return;
+    }
+    let etag = f.etag.get(name).cloned().unwrap_or(format!("etag-{name}"));
+    let mut data = data.clone();
+    if f.corrupt.iter().any(|c| c == name) && range != Some((0, 0)) {
+        data[0] ^= 0xff;
+    }
+    drop(f);
     let mut headers = vec![
         ("x-repo-commit".to_string(), COMMIT.to_string()),
-        ("etag".to_string(), format!("\"etag-{name}\"")),
+        ("etag".to_string(), format!("\"{etag}\"")),
     ];
     match range {
         Some((a, b)) => {
@@ -145,6 +188,6 @@ fn answer(
             ));
             send("206 Partial Content", &headers, &data[a..=b]);
         }
-        None => send("200 OK", &headers, data),
+        None => send("200 OK", &headers, &data),
     }
 }
