@@ -8,7 +8,7 @@ use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::panel_block;
-use crate::agent::parse::frac;
+use crate::agent::parse::shown;
 use crate::agent::{LayerTarget, StepOutcome};
 use crate::session::{Decision, Event, Phase};
 use crate::tui::app::App;
@@ -99,7 +99,7 @@ pub fn render(
     let mut lines = vec![clip(
         Line::from(vec![
             Span::styled(format!("{:<w$}", "layer", w = name_w + 1), t.muted()),
-            Span::styled(format!("{before:>9}{after:>11}{:>9}", "delta"), t.muted()),
+            Span::styled(format!("{before:>9}{after:>11}{:>10}", "delta"), t.muted()),
         ]),
         width,
     )];
@@ -213,7 +213,7 @@ fn target_rows<'a>(layers: &'a [LayerTarget], current: &impl Fn(&str) -> f64) ->
         .map(|l| RowText {
             name: &l.name,
             before: current(&l.name),
-            text: frac(l.sparsity),
+            text: shown(l.sparsity),
             added: false,
             selected: false,
         })
@@ -226,7 +226,7 @@ fn applied_rows(o: &StepOutcome) -> Vec<RowText<'_>> {
         .map(|c| RowText {
             name: &c.name,
             before: c.from,
-            text: frac(c.to),
+            text: shown(c.to),
             added: false,
             selected: false,
         })
@@ -252,7 +252,7 @@ fn clip(line: Line<'static>, width: usize) -> Line<'static> {
 }
 
 /// Columns of a row's three numbers (before, after, delta).
-const NUMBERS: usize = 9 + 11 + 9;
+const NUMBERS: usize = 9 + 11 + 10;
 
 /// `name` in `w` columns: whole and padded, or its end after "…" (the layer kind and block
 /// are at the end).
@@ -267,7 +267,7 @@ fn fit_name(name: &str, w: usize) -> String {
 
 fn row_line(t: &Theme, r: &RowText, name_w: usize) -> Line<'static> {
     let value = parse_value(r.text.trim_end_matches('▏')).ok();
-    let delta = value.map_or("?".to_string(), |v| format!("{:+.3}", v - r.before));
+    let delta = value.map_or("?".to_string(), |v| signed(v - r.before));
     let mark = if r.added { "+" } else { " " };
     let base = if r.selected {
         t.selected()
@@ -289,13 +289,30 @@ fn row_line(t: &Theme, r: &RowText, name_w: usize) -> Line<'static> {
             format!("{mark}{}", fit_name(short_name(r.name), name_w)),
             base.patch(t.text()),
         ),
-        Span::styled(format!("{:>9}", frac(r.before)), base.patch(t.muted())),
+        // To the digits a typed value is held to: the current value read off a 4-digit
+        // column (0.2969 for 0.296875) was refused as below it or taken as a change.
+        Span::styled(format!("{:>9}", shown(r.before)), base.patch(t.muted())),
         Span::styled(
             format!("{:>11}", r.text),
             base.patch(t.accent()).add_modifier(underline),
         ),
-        Span::styled(format!("{delta:>9}"), base.patch(delta_style)),
+        Span::styled(format!("{delta:>10}"), base.patch(delta_style)),
     ])
+}
+
+/// A change of sparsity at three decimals, or to the digits values are shown with when
+/// three would hide it (a step of 0.000025 read "+0.000").
+fn signed(d: f64) -> String {
+    let three = (d * 1e3).round() / 1e3;
+    if (d - three).abs() < crate::agent::parse::SHOWN_TOLERANCE {
+        return format!("{three:+.3}");
+    }
+    let text = shown(d.abs());
+    if d < 0.0 {
+        format!("-{text}")
+    } else {
+        format!("+{text}")
+    }
 }
 
 /// The agent that made the latest proposal.
@@ -330,4 +347,35 @@ fn decision_line(view: &View) -> Option<String> {
         )),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_show_values_to_the_digits_they_are_checked_at() {
+        let themes = crate::tui::theme::Themes::builtin(true);
+        let row = |before: f64, text: &str| {
+            let r = RowText {
+                name: "model.layers.2.mlp.down_proj",
+                before,
+                text: text.into(),
+                added: false,
+                selected: false,
+            };
+            let line = row_line(themes.theme(), &r, 24);
+            line.spans
+                .iter()
+                .map(|s| s.content.as_ref())
+                .collect::<String>()
+        };
+        let line = row("0.296875".parse().unwrap(), "0.2969");
+        assert!(line.contains(" 0.296875 "), "{line}");
+        assert!(line.ends_with(" +0.000025"), "{line}");
+        assert!(row(0.296875, "0.296875").ends_with(" +0.000"));
+        assert!(row(0.3, "0.25").ends_with(" -0.050"));
+        assert!(row(0.1, "0.2").ends_with(" +0.100"));
+        assert!(row(0.1, "x").ends_with(" ?"));
+    }
 }
