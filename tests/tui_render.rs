@@ -568,6 +568,48 @@ fn auto_pause_and_stop_say_why_they_do_nothing_after_the_end() {
     assert!(!a.auto_approve && !a.paused);
 }
 
+// Replay's moves at either end: off the key line, and said when pressed (they did nothing
+// and said nothing, while the key line offered them).
+#[test]
+fn replay_moves_past_the_ends_are_refused_with_a_word() {
+    use arborist::tui::view::ReplayPos;
+    let (m, events) = fixtures::reviewing(8);
+    let total = events.len();
+    for (index, dead, live) in [
+        (0, ["←", "home", "["], ["→", "end", "]"]),
+        (total, ["→", "end", "]"], ["←", "home", "["]),
+    ] {
+        let mut v = view(&m, &events);
+        v.replay = Some(ReplayPos { index, total });
+        let mut a = app();
+        let bar = text(&draw(&mut a, &v, 160, 40));
+        let keys = bar.lines().last().unwrap().to_string();
+        for k in live {
+            assert!(keys.contains(&format!("{k} ")), "{k} at {index}: {keys}");
+        }
+        for k in dead {
+            assert!(!keys.contains(&format!("{k} ")), "{k} at {index}: {keys}");
+        }
+        let press_key = if index == 0 {
+            code(KeyCode::Left)
+        } else {
+            code(KeyCode::Right)
+        };
+        assert!(press(&mut a, &v, &[press_key]).is_empty(), "at {index}");
+        let said = a
+            .notice
+            .as_ref()
+            .map(|n| n.text.clone())
+            .unwrap_or_default();
+        let want = if index == 0 {
+            "at the first event"
+        } else {
+            "at the last event"
+        };
+        assert!(said.starts_with(want), "at {index}: {said:?}");
+    }
+}
+
 #[test]
 fn a_whole_iteration_with_a_rollback_shows_in_trends_reflection_and_log() {
     let (mut m, mut events) = fixtures::reviewing(36);

@@ -111,6 +111,12 @@ impl App {
                 self.say(Level::Info, msg);
                 return vec![Request::SetMouse(self.mouse)];
             }
+            StepBack | First | PrevIteration if !self.valid(a, view) => {
+                self.say(Level::Info, "at the first event: nothing before it")
+            }
+            StepForward | Last | NextIteration if !self.valid(a, view) => {
+                self.say(Level::Info, "at the last event the file holds")
+            }
             StepBack => return vec![Request::Seek(Seek::Back)],
             StepForward => return vec![Request::Seek(Seek::Forward)],
             First => return vec![Request::Seek(Seek::First)],
@@ -319,6 +325,9 @@ impl App {
                     || ed.is_some_and(|e| e.rows.len() > 1)
             }
             ToggleChoice => matches!(self.overlay, Overlay::Confirm { .. }),
+            // Replay's moves where they lead somewhere (they did nothing, unsaid, at the ends).
+            StepBack | First | PrevIteration => view.replay.is_some_and(|r| r.index > 0),
+            StepForward | Last | NextIteration => view.replay.is_some_and(|r| r.index < r.total),
             _ => true,
         }
     }
