@@ -71,6 +71,9 @@ impl Live {
             }
         }
         self.take_events();
+        // The job a decision starts is timed from now: the frame drawn before the next
+        // poll showed the new job with the time spent waiting for the review.
+        self.track_job();
     }
 }
 
