@@ -610,6 +610,24 @@ fn replay_moves_past_the_ends_are_refused_with_a_word() {
     }
 }
 
+// On the smallest screen the editor's cursor strip names the whole layer, so that `+`
+// is not used blind (at 50 columns it read "layers.0.self_attn." for q, k, v and o).
+#[test]
+fn the_cursor_strip_names_the_whole_layer_at_50_columns() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    press(&mut a, &v, &[ch('e')]);
+    for (k, kind) in ["q_proj", "k_proj", "v_proj", "o_proj"].iter().enumerate() {
+        if k > 0 {
+            press(&mut a, &v, &[ch('j')]);
+        }
+        let screen = text(&draw(&mut a, &v, 50, 12));
+        let name = format!("layers.0.self_attn.{kind}");
+        assert!(screen.contains(&name), "{name}:\n{screen}");
+    }
+}
+
 #[test]
 fn a_whole_iteration_with_a_rollback_shows_in_trends_reflection_and_log() {
     let (mut m, mut events) = fixtures::reviewing(36);

@@ -139,10 +139,16 @@ pub fn focus_strip(f: &mut Frame, area: Rect, app: &App, grid: &Grid) {
     let cursor = app.cursor.0.min(grid.blocks.saturating_sub(1));
     let mut lines = details(app, grid, cursor);
     if let Some(first) = lines.first_mut() {
-        first.spans.insert(
-            0,
-            Span::styled("heatmap cursor (hjkl, + adds): ", t.muted()),
-        );
+        // The layer's name whole before the words: at 50 columns the long label left
+        // "layers.0.self_attn." for q, k, v and o alike.
+        let name = first.spans.first().map_or(0, |s| s.width());
+        let label = "heatmap cursor (hjkl, + adds): ";
+        let label = if label.len() + name <= area.width as usize {
+            label
+        } else {
+            "cursor: "
+        };
+        first.spans.insert(0, Span::styled(label, t.muted()));
     }
     f.render_widget(Paragraph::new(lines).style(t.base()), area);
 }
