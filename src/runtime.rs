@@ -340,6 +340,15 @@ mod parallelism_tests {
     }
 }
 
+/// `dir` and those of its ancestors that do not exist yet, deepest first: what creating
+/// `dir` makes, to remove again (when still empty) if the write it was made for fails.
+pub fn missing_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    dir.ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .map(std::path::Path::to_path_buf)
+        .collect()
+}
+
 /// Entries of `parent` named `PREFIX<pid>` whose process no longer runs: temporaries a
 /// killed process left. Empty where /proc cannot tell.
 pub fn dead_process_leftovers(parent: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {

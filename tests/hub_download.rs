@@ -40,11 +40,20 @@ fn model_files(dir: &Path) -> HashMap<String, Vec<u8>> {
         .collect()
 }
 
+/// The tiny Qwen3 model the scripted hub serves (`dir/src`) and a text to evaluate it on
+/// (`dir/eval.txt`).
+fn tiny_repo(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let model = dir.join("src");
+    write_model_dir(&model, TINY_QWEN3, 9, DType::F32);
+    let txt = dir.join("eval.txt");
+    std::fs::write(&txt, text(2500)).unwrap();
+    (model, txt)
+}
+
 #[test]
 fn a_hub_id_downloads_the_model_and_the_files_listed_beside_it() {
     let d = tmp();
-    let model = d.path().join("src");
-    write_model_dir(&model, TINY_QWEN3, 9, DType::F32);
+    let (model, txt) = tiny_repo(d.path());
     let side = [
         ("generation_config.json", r#"{"eos_token_id": [3, 4]}"#),
         ("chat_template.jinja", "{{ messages }}"),
@@ -53,8 +62,6 @@ fn a_hub_id_downloads_the_model_and_the_files_listed_beside_it() {
     for (f, text) in side {
         std::fs::write(model.join(f), text).unwrap();
     }
-    let txt = d.path().join("eval.txt");
-    std::fs::write(&txt, text(2500)).unwrap();
     let (endpoint, seen) = scripted_hub(model_files(&model));
     let home = d.path().join("hf");
     let envs = [
@@ -124,13 +131,10 @@ fn a_hub_id_downloads_the_model_and_the_files_listed_beside_it() {
 #[test]
 fn a_revision_downloads_that_revision_and_its_additional_chat_templates() {
     let d = tmp();
-    let model = d.path().join("src");
-    write_model_dir(&model, TINY_QWEN3, 9, DType::F32);
+    let (model, txt) = tiny_repo(d.path());
     let mut files = model_files(&model);
     let template = "additional_chat_templates/tool_use.jinja";
     files.insert(template.to_string(), b"{{ tools }}".to_vec());
-    let txt = d.path().join("eval.txt");
-    std::fs::write(&txt, text(2500)).unwrap();
     let (endpoint, seen) = scripted_hub(files);
     let home = d.path().join("hf");
     let h = p(&home);
@@ -295,10 +299,7 @@ fn older_commit_cache(home: &Path, files: &HashMap<String, Vec<u8>>) -> std::pat
 #[test]
 fn blobs_cached_under_another_commit_are_linked_not_downloaded_again() {
     let d = tmp();
-    let model = d.path().join("src");
-    write_model_dir(&model, TINY_QWEN3, 9, DType::F32);
-    let txt = d.path().join("eval.txt");
-    std::fs::write(&txt, text(2500)).unwrap();
+    let (model, txt) = tiny_repo(d.path());
     let files = model_files(&model);
     let (endpoint, seen) = scripted_hub(files.clone());
     let local = eval_json(&p(&model), &txt, &[])["ppl"]["value"].clone();
@@ -397,10 +398,7 @@ fn eval_faulty(
 fn downloads_are_checked_and_retried() {
     use sha2::Digest;
     let d = tmp();
-    let model = d.path().join("src");
-    write_model_dir(&model, TINY_QWEN3, 9, DType::F32);
-    let txt = d.path().join("eval.txt");
-    std::fs::write(&txt, text(2500)).unwrap();
+    let (model, txt) = tiny_repo(d.path());
     let files = model_files(&model);
     let weights = "model.safetensors".to_string();
     let blobs = |home: &Path| home.join("hub/models--acme--tiny-qwen3/blobs");

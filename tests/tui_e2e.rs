@@ -227,6 +227,31 @@ fn children_of_any_thread(pid: &str) -> Vec<String> {
         .collect()
 }
 
+/// `arborist demo` (session `dir/s.yaml`, `shell_tail` after its arguments) in tmux on
+/// its own socket, at its first proposal; with the session's path and the pid of the one
+/// process under the pane's shell.
+fn demo_at_first_proposal(
+    dir: &Path,
+    tag: &str,
+    shell_tail: &str,
+) -> (Tmux, std::path::PathBuf, String) {
+    let session = dir.join("s.yaml");
+    let bin = env!("CARGO_BIN_EXE_arborist");
+    let socket = format!("arborist-e2e-{tag}-{}", std::process::id());
+    let args = format!(
+        "--threads 1 demo --session {} --seqlen 128{shell_tail}",
+        session.display()
+    );
+    let t = Tmux::start(&socket, &shell(bin, dir, &args));
+    t.wait("the first proposal", 180, |s| {
+        s.contains("waiting for your review")
+    });
+    let shell_pid = t.tmux(&["display-message", "-p", "-t", &t.target, "#{pane_pid}"]);
+    let mut pids = children(shell_pid.trim());
+    assert_eq!(pids.len(), 1, "one child of the pane's shell: {pids:?}");
+    (t, session, pids.remove(0))
+}
+
 #[test]
 fn sigterm_restores_the_terminal() {
     if !tmux_installed() || !Path::new("/proc/self/task").exists() {
@@ -234,24 +259,8 @@ fn sigterm_restores_the_terminal() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let session = dir.path().join("s.yaml");
-    let bin = env!("CARGO_BIN_EXE_arborist");
-    let socket = format!("arborist-e2e-term-{}", std::process::id());
-    let args = format!(
-        "--threads 1 demo --session {} --seqlen 128",
-        session.display()
-    );
-    let t = Tmux::start(&socket, &shell(bin, dir.path(), &args));
-    t.wait("the first proposal", 180, |s| {
-        s.contains("waiting for your review")
-    });
-    let shell_pid = t.tmux(&["display-message", "-p", "-t", &t.target, "#{pane_pid}"]);
-    let pids = children(shell_pid.trim());
-    assert_eq!(pids.len(), 1, "one child of the pane's shell: {pids:?}");
-    let status = Command::new("kill")
-        .args(["-TERM", &pids[0]])
-        .status()
-        .unwrap();
+    let (t, session, pid) = demo_at_first_proposal(dir.path(), "term", "");
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(status.success());
     let s = t.wait("the exit", 30, |s| s.contains("ARBORIST-EXIT="));
     assert!(s.contains("stopped by a signal"), "{s}");
@@ -274,25 +283,12 @@ fn a_hang_up_ends_with_one_clean_line_and_a_saved_session() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let session = dir.path().join("s.yaml");
     let err = dir.path().join("stderr.txt");
-    let bin = env!("CARGO_BIN_EXE_arborist");
-    let socket = format!("arborist-e2e-hup-{}", std::process::id());
-    let args = format!(
-        "--threads 1 demo --session {} --seqlen 128 2> {}",
-        session.display(),
-        err.display()
-    );
-    let t = Tmux::start(&socket, &shell(bin, dir.path(), &args));
-    t.wait("the first proposal", 180, |s| {
-        s.contains("waiting for your review")
-    });
-    let shell_pid = t.tmux(&["display-message", "-p", "-t", &t.target, "#{pane_pid}"]);
-    let pids = children(shell_pid.trim());
-    assert_eq!(pids.len(), 1, "one child of the pane's shell: {pids:?}");
+    let redirect = format!(" 2> {}", err.display());
+    let (t, session, pid) = demo_at_first_proposal(dir.path(), "hup", &redirect);
     t.tmux(&["kill-session", "-t", &t.target]);
     // Gone, or a zombie nobody reaps yet.
-    let stat = format!("/proc/{}/stat", pids[0]);
+    let stat = format!("/proc/{pid}/stat");
     let t0 = Instant::now();
     while std::fs::read_to_string(&stat).is_ok_and(|s| !s.contains(") Z ")) {
         assert!(t0.elapsed() < Duration::from_secs(30), "still running");

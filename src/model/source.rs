@@ -541,29 +541,29 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
     })
 }
 
-/// The HTTP status of a failed hub request, if it got one.
-fn status_of(e: &hf_hub::api::tokio::ApiError) -> Option<u16> {
+/// The HTTP request behind a failed hub call, through hf-hub's retry wrapper.
+fn request_error(e: &hf_hub::api::tokio::ApiError) -> Option<&reqwest::Error> {
     use hf_hub::api::tokio::ApiError;
     match e {
-        ApiError::RequestError(r) => r.status().map(|s| s.as_u16()),
-        ApiError::TooManyRetries(inner) => status_of(inner),
+        ApiError::RequestError(r) => Some(r),
+        ApiError::TooManyRetries(inner) => request_error(inner),
         _ => None,
     }
 }
 
+/// The HTTP status of a failed hub request, if it got one.
+fn status_of(e: &hf_hub::api::tokio::ApiError) -> Option<u16> {
+    request_error(e)?.status().map(|s| s.as_u16())
+}
+
 /// Worth asking again: the hub was busy or failing (429, 5xx) or the body stopped coming.
 fn transient(e: &hf_hub::api::tokio::ApiError) -> bool {
-    use hf_hub::api::tokio::ApiError;
-    match e {
-        ApiError::RequestError(r) => {
-            r.is_body()
-                || r.is_decode()
-                || r.status()
-                    .is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
-        }
-        ApiError::TooManyRetries(inner) => transient(inner),
-        _ => false,
-    }
+    request_error(e).is_some_and(|r| {
+        r.is_body()
+            || r.is_decode()
+            || r.status()
+                .is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
+    })
 }
 
 /// `f` again after a transient failure (three more tries, 1, 2 and 4 s apart), and while
@@ -602,12 +602,7 @@ where
 /// What to do about a failed hub request, when its cause says: the network, a gated or
 /// private repository, a token without access, a name or revision the hub does not have.
 fn hub_advice(e: &hf_hub::api::tokio::ApiError, token: bool) -> Option<&'static str> {
-    use hf_hub::api::tokio::ApiError;
-    let r = match e {
-        ApiError::RequestError(r) => r,
-        ApiError::TooManyRetries(inner) => return hub_advice(inner, token),
-        _ => return None,
-    };
+    let r = request_error(e)?;
     if r.is_connect() || r.is_timeout() {
         return Some("the hub cannot be reached: check the network and HF_ENDPOINT, or set HF_HUB_OFFLINE=1 to use only the cache");
     }

@@ -185,11 +185,7 @@ pub fn write_dir_atomically(
 ) -> Result<()> {
     let replace = check_out_dir(out, force)?;
     // The parent directories this write creates go again if it fails.
-    let created: Vec<PathBuf> = parent_dir(out)
-        .ancestors()
-        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
-        .map(Path::to_path_buf)
-        .collect();
+    let created = crate::runtime::missing_dirs(parent_dir(out));
     let undo = |tmp: &Path| {
         let _ = std::fs::remove_dir_all(tmp);
         for dir in &created {

@@ -169,11 +169,8 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
         );
     }
     let made_dirs = path
-        .ancestors()
-        .skip(1)
-        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
-        .map(Path::to_path_buf)
-        .collect();
+        .parent()
+        .map_or_else(Vec::new, crate::runtime::missing_dirs);
     Ok(Opened {
         opts,
         continue_with: continue_with(&path),

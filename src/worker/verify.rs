@@ -21,6 +21,16 @@ pub struct Check {
     pub ok: bool,
 }
 
+impl Check {
+    /// "what: recorded A, recomputed B", as the error lines quote a check.
+    fn numbers(&self) -> String {
+        format!(
+            "{}: recorded {}, recomputed {}",
+            self.what, self.recorded, self.recomputed
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub checks: Vec<Check>,
@@ -174,10 +184,7 @@ pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> R
 /// table above it may be long).
 pub fn first_mismatch(r: &Report) -> String {
     match r.checks.iter().find(|c| !c.ok) {
-        Some(c) => format!(
-            ", first at event {} ({}: recorded {}, recomputed {})",
-            c.seq, c.what, c.recorded, c.recomputed
-        ),
+        Some(c) => format!(", first at event {} ({})", c.seq, c.numbers()),
         None => r
             .derived_mismatches
             .first()
@@ -192,10 +199,7 @@ pub fn first_mismatch(r: &Report) -> String {
 fn likely_cause(checks: &[Check], derived_mismatches: &[String]) -> String {
     let led = "and the recorded value may have led the loop elsewhere";
     if let Some(c) = checks.iter().rfind(|c| !c.ok) {
-        return format!(
-            ": event {} did not match ({}: recorded {}, recomputed {}), {led}",
-            c.seq, c.what, c.recorded, c.recomputed
-        );
+        return format!(": event {} did not match ({}), {led}", c.seq, c.numbers());
     }
     derived_mismatches
         .first()
