@@ -380,15 +380,100 @@ fn eval_faulty(
     home: &Path,
     txt: &Path,
 ) -> std::process::Output {
+    eval_timed(files, faults, home, txt, &[])
+}
+
+/// As `eval_faulty`, with hub timeouts set: `(variable, seconds)`.
+fn eval_timed(
+    files: &HashMap<String, Vec<u8>>,
+    faults: Faults,
+    home: &Path,
+    txt: &Path,
+    timeouts: &[(&str, &str)],
+) -> std::process::Output {
     let (endpoint, _) = scripted_hub_faulty(files.clone(), faults);
     let h = p(home);
-    let envs = [
+    let mut envs = vec![
         ("HF_HOME", h.as_str()),
         ("HF_ENDPOINT", endpoint.as_str()),
         ("HF_HUB_OFFLINE", "0"),
     ];
+    envs.extend_from_slice(timeouts);
     let args = ["eval", "--model", REPO, "--ppl", &p(txt), "--seqlen", "64"];
     arborist(&args, &envs)
+}
+
+// hf-hub sets no read timeout: a hub that stopped sending held the download, and the
+// session waiting on it, forever (noticed in an audit of the download path). Silence is
+// now a transient failure after huggingface_hub's HF_HUB_DOWNLOAD_TIMEOUT and
+// HF_HUB_ETAG_TIMEOUT.
+#[test]
+fn a_hub_that_stops_sending_is_asked_again_and_then_named() {
+    let d = tmp();
+    let (model, txt) = tiny_repo(d.path());
+    let files = model_files(&model);
+    let weights = "model.safetensors".to_string();
+    let short = [
+        ("HF_HUB_DOWNLOAD_TIMEOUT", "0.5"),
+        ("HF_HUB_ETAG_TIMEOUT", "0.5"),
+    ];
+
+    // Half the weights, then silence, once: the download is asked again and completes,
+    // and the blob is the file.
+    let home = d.path().join("hf-stall-once");
+    let faults = Faults {
+        stall: [(weights.clone(), 1)].into(),
+        ..Default::default()
+    };
+    let o = eval_timed(&files, faults, &home, &txt, &short);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("sent nothing for 0.5 s"),
+        "{}",
+        stderr(&o)
+    );
+    let snapshot = home.join(format!(
+        "hub/models--acme--tiny-qwen3/snapshots/{COMMIT}/model.safetensors"
+    ));
+    assert_eq!(std::fs::read(snapshot).unwrap(), files[&weights]);
+
+    // A metadata probe that gets no answer, once, is asked again too.
+    let home = d.path().join("hf-probe-once");
+    let faults = Faults {
+        stall_probe: [("config.json".to_string(), 1)].into(),
+        ..Default::default()
+    };
+    let o = eval_timed(&files, faults, &home, &txt, &short);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("did not answer"), "{}", stderr(&o));
+
+    // Silent for good: one error naming the file and the variable that sets the wait.
+    let home = d.path().join("hf-stall-always");
+    let faults = Faults {
+        stall: [(weights.clone(), 100)].into(),
+        ..Default::default()
+    };
+    let o = eval_timed(&files, faults, &home, &txt, &short);
+    assert_one_line_error(
+        &o,
+        &[
+            "cannot fetch model.safetensors of acme/tiny-qwen3",
+            "sent nothing for 0.5 s",
+            "HF_HUB_DOWNLOAD_TIMEOUT",
+        ],
+    );
+
+    // A timeout that is not a number of seconds is refused by name.
+    let home = d.path().join("hf-bad-timeout");
+    let bad = [("HF_HUB_DOWNLOAD_TIMEOUT", "soon")];
+    let o = eval_timed(&files, Faults::default(), &home, &txt, &bad);
+    assert_one_line_error(
+        &o,
+        &[
+            "HF_HUB_DOWNLOAD_TIMEOUT=\"soon\"",
+            "positive number of seconds",
+        ],
+    );
 }
 
 // What hf-hub takes on trust is checked (found by an audit of the download path, 2026-12-02):

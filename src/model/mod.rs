@@ -9,6 +9,7 @@ pub mod bundled;
 pub mod config;
 pub mod decoder;
 pub mod generate;
+mod hub_watch;
 pub mod kernels;
 pub mod linear;
 pub mod loaded;

@@ -1,5 +1,7 @@
 //! Where a model's files come from: a local directory or the Hugging Face cache (via hf-hub).
 
+use super::blob_reuse;
+use super::hub_watch::{self, answered, Watched};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -421,6 +423,7 @@ impl hf_hub::api::tokio::Progress for Observed {
 
 fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles> {
     let at = revision.map_or(String::new(), |r| format!(" at revision {r}"));
+    let limits = super::hub_watch::Timeouts::from_env()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -441,7 +444,6 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
         }
         let observer = OBSERVER.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let api = builder
-            .with_progress(observer.is_none())
             .build()
             .context("cannot set up the Hugging Face client")?;
         let rev = revision.unwrap_or("main");
@@ -461,7 +463,7 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
         // snapshot even when the branch moves during the download (files were fetched at
         // the branch, and a push between two of them mixed two commits under one).
         let api_rev = api.repo(target);
-        let commit = with_retries(|| super::blob_reuse::metadata(&api, &api_rev, "config.json"))
+        let commit = with_retries(|| answered(limits, blob_reuse::metadata(&api, &api_rev, "config.json")))
             .await
             .map_err(|e| context("config.json", e))?
             .commit_hash()
@@ -478,15 +480,21 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
             with_retries(move || {
                 let f = f.clone();
                 async move {
-                    let meta = super::blob_reuse::metadata(api, repo, &f).await?;
-                    if let Some(path) = super::blob_reuse::link_cached_blob(cached, &meta, &f)? {
+                    let meta = answered(limits, blob_reuse::metadata(api, repo, &f)).await?;
+                    if let Some(path) = blob_reuse::link_cached_blob(cached, &meta, &f)? {
                         return Ok(path);
                     }
                     let path = match observer {
-                        Some(o) => repo.download_with_progress(&f, Observed::new(o.clone())).await?,
-                        None => repo.download(&f).await?,
+                        Some(o) => {
+                            let w = Watched::new(Observed::new(o.clone()));
+                            w.watch(limits, repo.download_with_progress(&f, w.clone())).await?
+                        }
+                        None => {
+                            let w = Watched::new(indicatif::ProgressBar::new(0));
+                            w.watch(limits, repo.download_with_progress(&f, w.clone())).await?
+                        }
                     };
-                    super::blob_reuse::check_download(cached, &meta, &f, &path)?;
+                    blob_reuse::check_download(cached, &meta, &f, &path)?;
                     Ok(path)
                 }
             })
@@ -499,7 +507,7 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
         let tokenizer = fetch("tokenizer.json".into()).await?;
         // Only the side files the repository lists: asking for absent ones would be
         // errors that cannot be told from a failing network.
-        match repo.info().await {
+        match with_retries(|| answered(limits, repo.info())).await {
             Ok(info) => {
                 for s in &info.siblings {
                     if is_side_file(&s.rfilename) {
@@ -556,14 +564,16 @@ fn status_of(e: &hf_hub::api::tokio::ApiError) -> Option<u16> {
     request_error(e)?.status().map(|s| s.as_u16())
 }
 
-/// Worth asking again: the hub was busy or failing (429, 5xx) or the body stopped coming.
+/// Worth asking again: the hub was busy or failing (429, 5xx), the body stopped coming, or
+/// it answered or sent nothing for too long.
 fn transient(e: &hf_hub::api::tokio::ApiError) -> bool {
-    request_error(e).is_some_and(|r| {
-        r.is_body()
-            || r.is_decode()
-            || r.status()
-                .is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
-    })
+    hub_watch::is_timeout(e)
+        || request_error(e).is_some_and(|r| {
+            r.is_body()
+                || r.is_decode()
+                || r.status()
+                    .is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
+        })
 }
 
 /// `f` again after a transient failure (three more tries, 1, 2 and 4 s apart), and while

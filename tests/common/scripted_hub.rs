@@ -25,7 +25,15 @@ pub struct Faults {
     pub corrupt: Vec<String>,
     /// Files answered with this status, the given number of times, before they are served.
     pub fail: HashMap<String, (u16, usize)>,
+    /// Files whose body stops halfway, the given number of times (the connection stays
+    /// open and silent), before they are served whole.
+    pub stall: HashMap<String, usize>,
+    /// Files whose metadata probe gets no answer, the given number of times.
+    pub stall_probe: HashMap<String, usize>,
 }
+
+/// How long a stalled answer stays silent: longer than any test waits for it.
+const SILENCE: Duration = Duration::from_secs(120);
 
 /// Serve `files` as repository `REPO` at each of `REVISIONS` until the test ends; returns
 /// the endpoint and the paths requested.
@@ -113,6 +121,8 @@ fn answer(
     let is_listing = rev(&path, &format!("/api/models/{REPO}/revision/")).as_deref() == Some("");
     let file = rev(&path, &format!("/{REPO}/resolve/"))
         .and_then(|rest| rest.strip_prefix('/').map(str::to_string));
+    // A second handle, for the stalled answer that `send` does not give.
+    let mut raw = stream.try_clone().unwrap();
     let mut out = stream;
     let mut send = |status: &str, headers: &[(String, String)], body: &[u8]| {
         let mut head = format!("HTTP/1.1 {status}\r\nconnection: close\r\n");
@@ -169,6 +179,24 @@ fn answer(
         send(&status, &[], b"scripted failure");
         return;
     }
+    let probe = range == Some((0, 0));
+    let stalls = if probe {
+        &mut f.stall_probe
+    } else {
+        &mut f.stall
+    };
+    let stalled = match stalls.get_mut(name).filter(|n| **n > 0) {
+        Some(n) => {
+            *n -= 1;
+            true
+        }
+        None => false,
+    };
+    if stalled && probe {
+        drop(f);
+        std::thread::sleep(SILENCE);
+        return;
+    }
     let etag = f.etag.get(name).cloned().unwrap_or(format!("etag-{name}"));
     let mut data = data.clone();
     if f.corrupt.iter().any(|c| c == name) && range != Some((0, 0)) {
@@ -179,15 +207,29 @@ fn answer(
         ("x-repo-commit".to_string(), COMMIT.to_string()),
         ("etag".to_string(), format!("\"{etag}\"")),
     ];
-    match range {
+    let (status, body) = match range {
         Some((a, b)) => {
             let b = b.min(data.len() - 1);
             headers.push((
                 "content-range".into(),
                 format!("bytes {a}-{b}/{}", data.len()),
             ));
-            send("206 Partial Content", &headers, &data[a..=b]);
+            ("206 Partial Content", &data[a..=b])
         }
-        None => send("200 OK", &headers, &data),
+        None => ("200 OK", &data[..]),
+    };
+    if stalled {
+        // The head and half the body, then silence on an open connection.
+        let mut head = format!("HTTP/1.1 {status}\r\n");
+        for (k, v) in &headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+        let _ = raw.write_all(head.as_bytes());
+        let _ = raw.write_all(&body[..body.len() / 2]);
+        let _ = raw.flush();
+        std::thread::sleep(SILENCE);
+        return;
     }
+    send(status, &headers, body);
 }
