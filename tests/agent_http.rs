@@ -658,6 +658,58 @@ fn a_base_url_with_credentials_is_refused_without_echoing_them() {
     }
 }
 
+/// A redirect is not followed: reqwest kept Anthropic's x-api-key header on a redirect to
+/// another host, and would send any key over plain http after a redirect there. The error
+/// names where the server pointed.
+#[test]
+fn a_redirect_is_not_followed_and_names_where_it_points() {
+    for backend in [Backend::OpenAi, Backend::Anthropic] {
+        let elsewhere = ScriptedServer::start(vec![]);
+        let to = format!("{}/v1/elsewhere", elsewhere.url());
+        let server =
+            ScriptedServer::start(vec![Scripted::error(307, "moved").header("Location", &to)]);
+        let e = agent_for(backend, &server)
+            .propose(&AgentContext::example())
+            .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("307 Temporary Redirect") && msg.contains(&format!("redirects to {to}")),
+            "{msg}"
+        );
+        assert!(msg.contains("not followed"), "{msg}");
+        assert_eq!(server.requests().len(), 1, "not retried: {msg}");
+        assert!(
+            elsewhere.requests().is_empty(),
+            "{backend}: the request was followed"
+        );
+    }
+}
+
+/// An address that does not parse was accepted unchecked (credentials included) and
+/// failed at every agent call after the model had loaded; refused at once, without its
+/// user part.
+#[test]
+fn a_base_url_that_does_not_parse_is_refused_without_its_credentials() {
+    for url in [
+        "http://127.0.0.1:80000/v1",
+        "https://bob:pw-SECRET@host:80O0",
+    ] {
+        let mut cfg = config(Backend::OpenAi, url);
+        cfg.api_key = None;
+        let msg = format!("{:#}", LlmClient::new(cfg).unwrap_err());
+        assert!(msg.contains("not a valid URL"), "{msg}");
+        assert!(!msg.contains("SECRET") && !msg.contains("bob"), "{msg}");
+    }
+    let msg = format!(
+        "{:#}",
+        LlmClient::new(config(Backend::OpenAi, "http://127.0.0.1:80000")).unwrap_err()
+    );
+    assert!(
+        msg.contains("--base-url http://127.0.0.1:80000: not a valid URL"),
+        "{msg}"
+    );
+}
+
 /// A query or fragment in the base URL: its key went into the session header, and the
 /// endpoint was requested as `/v1?api-key=.../v1/chat/completions`. Refused without
 /// echoing the query (`run` refuses it before writing anything: tests/cli_errors.rs).

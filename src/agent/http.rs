@@ -38,6 +38,11 @@ pub(crate) enum HttpError {
     TooLarge {
         limit: usize,
     },
+    /// Not followed: the key would go with the request to wherever it points.
+    Redirect {
+        status: StatusCode,
+        to: Option<String>,
+    },
 }
 
 impl HttpError {
@@ -71,6 +76,18 @@ impl HttpError {
                 format!(
                     "{backend}: request to {url} timed out after {seconds} s ({message}); raise --agent-timeout SECS"
                 )
+            }
+            HttpError::Redirect { status, to } => {
+                let status = status_text(*status);
+                match to {
+                    Some(to) => format!(
+                        "{backend}: HTTP {status} from {url} redirects to {}; not followed (the key would go with it): set --base-url to the address meant",
+                        one_line(to, 200)
+                    ),
+                    None => format!(
+                        "{backend}: HTTP {status} from {url} (a redirect without a Location); not followed: check --base-url"
+                    ),
+                }
             }
             HttpError::TooLarge { limit } => {
                 format!(
@@ -116,6 +133,17 @@ pub(crate) async fn post_with_retry(
                 Err(Read::TooLarge) => return Err(HttpError::TooLarge { limit: MAX_BODY }),
                 Err(Read::Failed(e)) => (transport(&e, attempt, timeout), None),
             },
+            Ok(resp) if resp.status().is_redirection() => {
+                let to = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|l| c.scrub(l));
+                return Err(HttpError::Redirect {
+                    status: resp.status(),
+                    to,
+                });
+            }
             Ok(resp) => {
                 let status = resp.status();
                 let retry_after = resp
@@ -152,9 +180,10 @@ pub(crate) async fn post_with_retry(
                 *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
             }
             HttpError::Transport { .. } => true,
-            HttpError::BadBody { .. } | HttpError::Timeout { .. } | HttpError::TooLarge { .. } => {
-                false
-            }
+            HttpError::BadBody { .. }
+            | HttpError::Timeout { .. }
+            | HttpError::TooLarge { .. }
+            | HttpError::Redirect { .. } => false,
         };
         if !retryable || attempt >= max {
             return Err(err);

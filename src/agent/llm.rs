@@ -75,6 +75,18 @@ impl fmt::Debug for LlmClient {
     }
 }
 
+/// `raw` with whatever precedes an `@` in its authority replaced, for an error message
+/// about a URL that does not parse (so its parts cannot be taken apart reliably).
+fn without_userinfo(raw: &str) -> String {
+    let raw = raw.trim();
+    let (scheme, rest) = raw.split_once("://").unwrap_or(("", raw));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+        None => raw.to_string(),
+    }
+}
+
 /// The server's base URL as requests are built from it (without a trailing `/` or `/v1`),
 /// or why it cannot be one. It is recorded in the session header and named in errors, so
 /// it must not carry a secret (the message names it without its user part); the endpoint
@@ -84,26 +96,35 @@ pub fn base_url(raw: &str, env_key: &str) -> Result<String> {
     let base = raw.trim().trim_end_matches('/');
     let base = base.strip_suffix("/v1").unwrap_or(base).to_string();
     if !(base.starts_with("http://") || base.starts_with("https://")) {
-        bail!("--base-url {raw}: expected an http:// or https:// URL");
+        bail!(
+            "--base-url {}: expected an http:// or https:// URL",
+            without_userinfo(raw)
+        );
     }
-    if let Ok(mut url) = reqwest::Url::parse(&base) {
-        if !url.username().is_empty() || url.password().is_some() {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            bail!(
-                "--base-url {url}: the URL holds credentials (user:password@), which would be \
-                 written to the session file; pass the key in {env_key} instead"
-            );
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            url.set_query(None);
-            url.set_fragment(None);
-            bail!(
-                "--base-url: a query (?...) or fragment (#...) is not taken: the endpoint's path \
-                 is appended to the URL, which is written to the session file; pass {url} \
-                 and any key in {env_key}"
-            );
-        }
+    // An address that does not parse was taken as it was, unchecked for credentials, and
+    // failed at every agent call after the model had loaded.
+    let mut url = reqwest::Url::parse(&base).map_err(|e| {
+        anyhow::anyhow!(
+            "--base-url {}: not a valid URL ({e})",
+            without_userinfo(raw)
+        )
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        bail!(
+            "--base-url {url}: the URL holds credentials (user:password@), which would be \
+             written to the session file; pass the key in {env_key} instead"
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        url.set_query(None);
+        url.set_fragment(None);
+        bail!(
+            "--base-url: a query (?...) or fragment (#...) is not taken: the endpoint's path \
+             is appended to the URL, which is written to the session file; pass {url} \
+             and any key in {env_key}"
+        );
     }
     Ok(base)
 }
@@ -138,7 +159,11 @@ impl LlmClient {
                 );
             }
         }
+        // No redirects: reqwest keeps Anthropic's x-api-key header across hosts and
+        // schemes, and turns a POST into a GET on 301/302. A redirect is an error that
+        // names where to point --base-url.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.timeout)
             .user_agent(concat!("arborist/", env!("CARGO_PKG_VERSION")))
