@@ -482,6 +482,80 @@ fn replies_cut_off_before_an_answer_name_the_token_flag() {
     }
 }
 
+/// Tokens billed for a reply that gave nothing usable were dropped from the session's
+/// totals (the README promises failures are recorded with their token counts); and a
+/// proposal cut mid-JSON at the token limit read only "no JSON object".
+#[test]
+fn failed_replies_keep_their_tokens_and_a_cut_proposal_names_the_limit() {
+    use arborist::agent::{billed_usage, Usage};
+    use arborist::session::Event;
+    use arborist::worker::{agent_event, AgentJob};
+    use serde_json::json;
+    let tokens = |u: Usage| (u.prompt_tokens, u.completion_tokens);
+    let openai = |content: &str, finish: &str, p: u64, c: u64| {
+        Scripted::json(
+            200,
+            json!({"choices": [{"finish_reason": finish, "message": {"role": "assistant",
+                "content": content}}], "usage": {"prompt_tokens": p, "completion_tokens": c}}),
+        )
+    };
+    let refusal = |p: u64, c: u64| {
+        Scripted::json(
+            200,
+            json!({"choices": [{"finish_reason": "stop", "message": {"role": "assistant",
+                "content": null, "refusal": "no"}}],
+                "usage": {"prompt_tokens": p, "completion_tokens": c}}),
+        )
+    };
+    let ctx = AgentContext::example();
+
+    // Cut off before any answer: the failure event carries the call's tokens.
+    let server = ScriptedServer::start(vec![openai("", "length", 100, 777)]);
+    let e = agent(&server).propose(&ctx).unwrap_err();
+    assert_eq!(tokens(billed_usage(&e)), (100, 777), "{e:#}");
+    match arborist::worker::failed(0, &e) {
+        Event::AgentFailed { usage, .. } => assert_eq!(tokens(usage), (100, 777)),
+        ev => panic!("{ev:?}"),
+    }
+
+    // Cut mid-JSON twice: the problems name the limit, and both calls are counted.
+    let cut = format!("Thinking first.\n{{\"layers\": [{{\"name\": \"{UP0}\", \"spars");
+    let server = ScriptedServer::start(vec![
+        openai(&cut, "length", 10, 20),
+        openai(&cut, "length", 30, 40),
+    ]);
+    let e = agent(&server).propose(&ctx).unwrap_err();
+    let d = e.downcast_ref::<ProposalError>().unwrap();
+    assert_eq!(tokens(d.usage), (40, 60));
+    assert!(
+        format!("{e:#}").contains("cut off at the token limit: raise --agent-max-tokens"),
+        "{e:#}"
+    );
+
+    // An invalid first answer whose repair is refused: both calls are counted.
+    let server = ScriptedServer::start(vec![openai("no idea", "stop", 1, 2), refusal(5, 6)]);
+    let e = agent(&server).propose(&ctx).unwrap_err();
+    let d = e.downcast_ref::<ProposalError>().unwrap();
+    assert!(
+        d.repair_failed.as_deref().unwrap().contains("refused"),
+        "{e:#}"
+    );
+    assert_eq!(tokens(d.usage), (6, 8));
+
+    // A refused reflection is recorded with its tokens.
+    let server = ScriptedServer::start(vec![refusal(7, 9)]);
+    let mut a = agent(&server);
+    let p = arborist::agent::parse::parse_proposal(&good(0.35)).unwrap();
+    let job = AgentJob::Reflect(Box::new((ctx.clone(), p, ctx.history[1].clone())));
+    match agent_event(&mut a, job) {
+        Event::Reflected { reply, .. } => {
+            assert!(reply.value.contains("refused"), "{}", reply.value);
+            assert_eq!(tokens(reply.usage), (7, 9));
+        }
+        ev => panic!("{ev:?}"),
+    }
+}
+
 /// OpenAI's reasoning models refuse `max_tokens`: a 400 naming it sends the limit as
 /// `max_completion_tokens` from then on, without dropping structured output.
 #[test]

@@ -35,6 +35,23 @@ pub(super) async fn chat(c: &LlmClient, system: &str, messages: &[Message]) -> R
         body["temperature"] = json!(t);
     }
     let v = c.post(PATH, h, &body).await.map_err(|e| c.fail(PATH, e))?;
+    let u = &v["usage"];
+    let usage = Usage {
+        prompt_tokens: u["input_tokens"].as_u64().unwrap_or(0),
+        completion_tokens: u["output_tokens"].as_u64().unwrap_or(0),
+        cost: None,
+    };
+    let text = reply_text(c, &v).map_err(|e| super::billed(e, usage))?;
+    Ok(ChatReply {
+        text,
+        usage,
+        model: v["model"].as_str().unwrap_or(&c.cfg.model).to_string(),
+        cut_off: v["stop_reason"] == "max_tokens",
+    })
+}
+
+/// The reply's answer, or why it has none.
+fn reply_text(c: &LlmClient, v: &Value) -> Result<String> {
     let url = format!("{}{PATH}", c.base_url());
     let Some(blocks) = v["content"].as_array() else {
         if !v["error"].is_null() {
@@ -103,14 +120,5 @@ pub(super) async fn chat(c: &LlmClient, system: &str, messages: &[Message]) -> R
             "anthropic: reply cut off at max_tokens ({limit}); raise --agent-max-tokens N"
         );
     }
-    let u = &v["usage"];
-    Ok(ChatReply {
-        text,
-        usage: Usage {
-            prompt_tokens: u["input_tokens"].as_u64().unwrap_or(0),
-            completion_tokens: u["output_tokens"].as_u64().unwrap_or(0),
-            cost: None,
-        },
-        model: v["model"].as_str().unwrap_or(&c.cfg.model).to_string(),
-    })
+    Ok(text)
 }

@@ -48,6 +48,8 @@ pub struct ChatReply {
     pub usage: Usage,
     /// The model the server says answered (falls back to the configured one).
     pub model: String,
+    /// The text stopped at the token limit (so a proposal in it may be cut short).
+    pub cut_off: bool,
 }
 
 pub struct LlmClient {

@@ -69,6 +69,45 @@ pub trait Agent {
     fn name(&self) -> String;
 }
 
+/// A call the server answered (and billed) with nothing usable in it: a refusal, a reply
+/// cut off before its answer, no text. Its tokens still count in the session's usage.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Billed {
+    pub message: String,
+    pub usage: Usage,
+}
+
+/// `e` carrying the tokens its reply was billed for.
+pub(crate) fn billed(e: anyhow::Error, usage: Usage) -> anyhow::Error {
+    if usage == Usage::default() {
+        return e;
+    }
+    Billed {
+        message: format!("{e:#}"),
+        usage,
+    }
+    .into()
+}
+
+/// A reply cut off at the token limit is most likely invalid for that reason: said with
+/// its problems (it was only a warning in the log, and the error read "no JSON object").
+fn with_cut_off(mut problems: Vec<String>, cut_off: bool) -> Vec<String> {
+    if cut_off {
+        problems.push(
+            "the reply was cut off at the token limit: raise --agent-max-tokens N".to_string(),
+        );
+    }
+    problems
+}
+
+/// The tokens a failed call was billed for (none when no reply came).
+pub fn billed_usage(e: &anyhow::Error) -> Usage {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Billed>())
+        .map_or_else(Usage::default, |b| b.usage)
+}
+
 /// A proposal that was still invalid after the one repair round, or whose repair request
 /// failed. Downcast the `anyhow::Error` to this to log what was sent and received.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -195,7 +234,10 @@ impl Agent for LlmAgent {
         // they become error text, so they are scrubbed as errors are.
         let scrubbed =
             |p: Vec<String>| -> Vec<String> { p.iter().map(|s| self.client.scrub(s)).collect() };
-        let problems = match parse::parse_and_validate(&first.text, ctx).map_err(scrubbed) {
+        let problems = match parse::parse_and_validate(&first.text, ctx)
+            .map_err(scrubbed)
+            .map_err(|p| with_cut_off(p, first.cut_off))
+        {
             Ok(value) => {
                 return Ok(AgentReply {
                     value,
@@ -235,20 +277,25 @@ impl Agent for LlmAgent {
             Ok(second) => second,
             // The first exchange is kept: the failure is recorded with what was said.
             Err(e) => {
+                let mut usage = first.usage;
+                usage += billed_usage(&e);
                 return Err(ProposalError {
                     problems,
                     repair_failed: Some(format!("{e:#}")),
                     prompt,
                     raw: format!("{}{REPAIR_SEPARATOR}", first.text),
-                    usage: first.usage,
+                    usage,
                 }
-                .into())
+                .into());
             }
         };
         let mut usage = first.usage;
         usage += second.usage;
         let raw = format!("{}{REPAIR_SEPARATOR}{}", first.text, second.text);
-        match parse::parse_and_validate(&second.text, ctx).map_err(scrubbed) {
+        match parse::parse_and_validate(&second.text, ctx)
+            .map_err(scrubbed)
+            .map_err(|p| with_cut_off(p, second.cut_off))
+        {
             Ok(value) => Ok(AgentReply {
                 value,
                 prompt: Some(prompt),

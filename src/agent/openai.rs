@@ -149,6 +149,18 @@ fn body(c: &LlmClient, system: &str, messages: &[Message], schema: Option<&Value
 }
 
 fn reply(c: &LlmClient, v: &Value) -> Result<ChatReply> {
+    let usage = usage(&v["usage"]);
+    let text = reply_text(c, v).map_err(|e| super::billed(e, usage))?;
+    Ok(ChatReply {
+        text,
+        usage,
+        model: v["model"].as_str().unwrap_or(&c.cfg.model).to_string(),
+        cut_off: v["choices"][0]["finish_reason"] == "length",
+    })
+}
+
+/// The reply's answer, or why it has none.
+fn reply_text(c: &LlmClient, v: &Value) -> Result<String> {
     let choice = &v["choices"][0];
     let msg = &choice["message"];
     let text = match &msg["content"] {
@@ -186,11 +198,7 @@ fn reply(c: &LlmClient, v: &Value) -> Result<ChatReply> {
         Some(t) => t,
         None => bail!("{}", c.scrub(&no_text(c, v))),
     };
-    Ok(ChatReply {
-        text,
-        usage: usage(&v["usage"]),
-        model: v["model"].as_str().unwrap_or(&c.cfg.model).to_string(),
-    })
+    Ok(text)
 }
 
 /// Why a 200 reply has no text to read, in one line: a refusal, tool calls, an error body.

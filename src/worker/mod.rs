@@ -153,7 +153,7 @@ pub fn agent_event(agent: &mut dyn Agent, job: AgentJob) -> Event {
                 ),
                 prompt: None,
                 raw: None,
-                usage: Default::default(),
+                usage: crate::agent::billed_usage(&e),
             });
             Event::Reflected {
                 iteration: o.iteration,
@@ -172,7 +172,7 @@ pub fn failed(iteration: usize, e: &anyhow::Error) -> Event {
         error: crate::agent::text::one_line(&format!("{e:#}"), 2000),
         prompt: detail.map(|d| d.prompt.clone()),
         raw: detail.map(|d| d.raw.clone()),
-        usage: detail.map(|d| d.usage).unwrap_or_default(),
+        usage: detail.map_or_else(|| crate::agent::billed_usage(e), |d| d.usage),
     }
 }
 
