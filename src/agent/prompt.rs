@@ -47,9 +47,7 @@ impl Templates {
     /// `dir` taking their place.
     pub fn load(dir: Option<&Path>) -> Result<Templates> {
         if let Some(d) = dir {
-            if !d.is_dir() {
-                bail!("prompts dir {}: not a directory", d.display());
-            }
+            check_dir(d)?;
         }
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -353,6 +351,36 @@ fn rel(after: f64, before: f64) -> f64 {
 #[cfg(test)]
 #[path = "prompt_tests.rs"]
 mod tests;
+
+/// A prompts directory whose templates would be read: a template misnamed (`Step.j2`,
+/// `step.jinja`) was passed over without a word, and the built-in used in its place.
+fn check_dir(d: &Path) -> Result<()> {
+    if !d.is_dir() {
+        bail!("prompts dir {}: not a directory", d.display());
+    }
+    let names = BUILTIN.map(|(n, _)| n).join(", ");
+    let entries = std::fs::read_dir(d)
+        .with_context(|| format!("prompts dir {}: cannot list it", d.display()))?;
+    let mut found = false;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if BUILTIN.iter().any(|(n, _)| *n == name) {
+            found = true;
+        } else if [".j2", ".jinja", ".jinja2"]
+            .iter()
+            .any(|x| name.ends_with(x))
+        {
+            bail!(
+                "prompt template {}: not a name --prompts reads ({names}); rename it or move it out",
+                e.path().display()
+            );
+        }
+    }
+    if !found {
+        bail!("prompts dir {}: holds none of {names}", d.display());
+    }
+    Ok(())
+}
 
 /// FNV-1a hash of every template's text (built-in, or the override in `dir`), recorded in
 /// the session header so a replay can tell which prompts produced the replies.

@@ -169,6 +169,36 @@ fn user_dir_overrides_and_falls_back_to_the_builtins() {
     assert!(t.origins()[2].1.starts_with("built-in"));
 }
 
+/// A misnamed template was passed over without a word (the built-in used instead); a
+/// directory with none of the names read nothing at all.
+#[test]
+fn a_misnamed_template_or_a_dir_without_templates_is_refused() {
+    for name in ["Step.j2", "step.jinja", "reflect.jinja2"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("system.j2"), "S").unwrap();
+        std::fs::write(dir.path().join(name), "Step {{ iteration }}").unwrap();
+        let e = Templates::load(Some(dir.path())).unwrap_err().to_string();
+        let path = dir.path().join(name).display().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "prompt template {path}: not a name --prompts reads"
+            )),
+            "{e}"
+        );
+        assert!(
+            e.contains("system.j2, step.j2, reflection.j2, repair.j2"),
+            "{e}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a template").unwrap();
+    let e = Templates::load(Some(dir.path())).unwrap_err().to_string();
+    assert!(e.contains("holds none of system.j2"), "{e}");
+    // Other files beside the templates are no concern.
+    std::fs::write(dir.path().join("step.j2"), "Step {{ iteration }}").unwrap();
+    assert!(Templates::load(Some(dir.path())).is_ok());
+}
+
 /// A typo in a variable name fails when the templates load, before any request, in one
 /// line naming the file, the line and the variable; also in a branch the first iterations
 /// would not take, and in reflection.j2.
