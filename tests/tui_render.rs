@@ -252,6 +252,99 @@ fn reject_sends_the_feedback_and_approve_is_one_key() {
         decision: Decision::Approve, by, .. })] if by == "human"));
 }
 
+// Esc in the feedback dialog used to drop what was typed; the text is kept for `r` at
+// the same iteration (and for no other: it was about that proposal).
+#[test]
+fn rejection_feedback_closed_with_esc_is_kept_for_r() {
+    let (m, events) = fixtures::reviewing(8);
+    let mut a = app();
+    let v = view(&m, &events);
+    let mut keys = vec![ch('r')];
+    keys.extend(typed("spare block 0"));
+    keys.push(code(KeyCode::Esc));
+    assert!(press(&mut a, &v, &keys).is_empty());
+    assert_eq!(a.overlay, Overlay::None);
+    assert!(a.notice.as_ref().unwrap().text.contains("r reopens it"));
+    press(&mut a, &v, &[ch('r')]);
+    match &a.overlay {
+        Overlay::Feedback(t) => assert_eq!(t.as_str(), "spare block 0"),
+        o => panic!("{o:?}"),
+    }
+    let reqs = press(&mut a, &v, &typed(" please"));
+    assert!(reqs.is_empty());
+    let reqs = press(&mut a, &v, &[code(KeyCode::Enter)]);
+    assert!(
+        matches!(&reqs[..], [Request::Feed(Event::Decided {
+        decision: Decision::Reject { feedback }, .. })] if feedback == "spare block 0 please"),
+        "{reqs:?}"
+    );
+    assert_eq!(a.feedback_draft, None, "sent, the draft is gone");
+    // Empty feedback is not kept; a draft of another iteration is not offered.
+    press(&mut a, &v, &[ch('r'), ch(' '), code(KeyCode::Esc)]);
+    assert_eq!(a.feedback_draft, None);
+    a.feedback_draft = Some((m.iteration + 1, Default::default()));
+    press(&mut a, &v, &[ch('r')]);
+    assert!(matches!(&a.overlay, Overlay::Feedback(t) if t.as_str().is_empty()));
+}
+
+// An edit sent without a change was recorded as "edited", which an audit reads as the
+// reviewer disagreeing; it is an approval of the exact values proposed.
+#[test]
+fn an_edit_sent_unchanged_is_recorded_as_an_approval() {
+    let (m, events) = fixtures::reviewing(8);
+    let mut a = app();
+    let v = view(&m, &events);
+    let reqs = press(&mut a, &v, &[ch('e'), code(KeyCode::Enter)]);
+    assert!(
+        matches!(&reqs[..], [Request::Feed(Event::Decided {
+        decision: Decision::Approve, by, .. })] if by == "human"),
+        "{reqs:?}"
+    );
+    assert!(a
+        .notice
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("recorded as approved"));
+    // Changed and changed back is unchanged too; one row removed is an edit.
+    let mut a = app();
+    let ed_value = |a: &App| a.editor.as_ref().unwrap().rows[0].value.clone();
+    press(&mut a, &v, &[ch('e')]);
+    let before = ed_value(&a);
+    press(&mut a, &v, &typed("0.05"));
+    assert_eq!(ed_value(&a), "0.05");
+    let mut keys = vec![code(KeyCode::Backspace); 4];
+    keys.extend(typed(&before));
+    keys.push(code(KeyCode::Enter));
+    let reqs = press(&mut a, &v, &keys);
+    assert!(
+        matches!(
+            &reqs[..],
+            [Request::Feed(Event::Decided {
+                decision: Decision::Approve,
+                ..
+            })]
+        ),
+        "{reqs:?}"
+    );
+    let mut a = app();
+    let reqs = press(
+        &mut a,
+        &v,
+        &[ch('e'), code(KeyCode::Delete), code(KeyCode::Enter)],
+    );
+    assert!(
+        matches!(
+            &reqs[..],
+            [Request::Feed(Event::Decided {
+                decision: Decision::Edit { .. },
+                ..
+            })]
+        ),
+        "{reqs:?}"
+    );
+}
+
 // A paste is text for the open field: its line break does not submit the field, and its
 // letters do not run as commands (A would turn auto-approve on).
 #[test]

@@ -53,7 +53,13 @@ impl App {
                 self.editor = Some(Editor::new_override());
                 self.open_editor(view);
             }
-            Reject => self.overlay = Overlay::Feedback(TextField::default()),
+            Reject => {
+                let draft = match self.feedback_draft.take() {
+                    Some((i, text)) if i == view.machine.iteration => text,
+                    _ => TextField::default(),
+                };
+                self.overlay = Overlay::Feedback(draft);
+            }
             ToggleAuto if view.can_stop() => {
                 self.auto_approve = !self.auto_approve;
                 let on = if self.auto_approve { "on" } else { "off" };
@@ -156,13 +162,8 @@ impl App {
                 }
             }
             Submit => return self.submit(view),
-            Cancel => {
-                if self.overlay != Overlay::None {
-                    self.overlay = Overlay::None;
-                } else {
-                    self.editor = None;
-                }
-            }
+            Cancel if self.overlay == Overlay::None => self.editor = None,
+            Cancel => self.close_overlay(view),
             // Said rather than ignored: a key that does nothing looks like a frozen screen.
             ToggleAuto | TogglePause | Stop if !view.live() => {
                 self.say(Level::Info, "replay is read-only")
@@ -176,6 +177,16 @@ impl App {
             ),
         }
         vec![]
+    }
+
+    /// Close the open dialog; rejection feedback typed into it is kept for `r`.
+    pub fn close_overlay(&mut self, view: &View) {
+        if let Overlay::Feedback(text) = std::mem::replace(&mut self.overlay, Overlay::None) {
+            if !text.as_str().trim().is_empty() {
+                self.feedback_draft = Some((view.machine.iteration, text));
+                self.say(Level::Info, "feedback kept: r reopens it");
+            }
+        }
     }
 
     /// An editor opens on its table: the proposal panel scrolls back to the top (it may
@@ -253,6 +264,7 @@ impl App {
             }
             Overlay::Feedback(text) => {
                 let feedback = text.as_str().trim().to_string();
+                self.feedback_draft = None;
                 return vec![decided(view, Decision::Reject { feedback })];
             }
             Overlay::Goto(text) => match text.as_str().trim().parse::<usize>() {
@@ -305,6 +317,9 @@ impl App {
         }
         let d = ed.decision().expect("validated");
         self.editor = None;
+        if d == Decision::Approve {
+            self.say(Level::Info, "nothing was changed: recorded as approved");
+        }
         vec![decided(view, d)]
     }
 

@@ -140,6 +140,9 @@ pub struct App {
     pub verdict: Option<Notice>,
     pub mouse: bool,
     pub areas: Areas,
+    /// Rejection feedback closed with esc, and its iteration: `r` there reopens it, so a
+    /// long text is not lost to a stray key.
+    pub feedback_draft: Option<(usize, TextField)>,
 }
 
 impl App {
@@ -161,6 +164,7 @@ impl App {
             verdict: None,
             mouse: true,
             areas: Areas::default(),
+            feedback_draft: None,
         }
     }
 
@@ -214,7 +218,7 @@ impl App {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         // ctrl-c always reaches quit, whatever the keymap or the open field says.
         if ctrl && key.code == KeyCode::Char('c') {
-            self.overlay = Overlay::None;
+            self.close_overlay(view);
             return self.on_action(Action::Quit, view);
         }
         if self.areas.too_small

@@ -38,6 +38,8 @@ pub struct Editor {
     pub problems: Vec<String>,
     /// The next digit replaces the value instead of extending it (just selected).
     fresh: bool,
+    /// The table as the agent proposed it (edit): sent unchanged, it is an approval.
+    original: Vec<Row>,
 }
 
 /// The most characters a typed value may have ("0.123456", "12.3456%").
@@ -72,9 +74,10 @@ impl Editor {
                 value: shown(l.sparsity),
                 added: false,
             })
-            .collect();
+            .collect::<Vec<_>>();
         Editor {
             kind: EditKind::Edit,
+            original: rows.clone(),
             rows,
             selected: 0,
             reasoning: TextField::default(),
@@ -93,7 +96,14 @@ impl Editor {
             field: Field::Table,
             problems: Vec::new(),
             fresh: true,
+            original: Vec::new(),
         }
+    }
+
+    /// An edit that changed nothing: sent, it is recorded as an approval (of the exact
+    /// values proposed, not the 6 decimals shown), so the log does not claim an edit.
+    pub fn unchanged(&self) -> bool {
+        self.kind == EditKind::Edit && self.rows == self.original
     }
 
     /// A printable character, kept as typed: any to the reasoning; an ASCII one to the
@@ -211,6 +221,7 @@ impl Editor {
             problems.push("override: write why in the reasoning field (tab)".to_string());
         }
         let d = match self.kind {
+            EditKind::Edit if self.unchanged() => Decision::Approve,
             EditKind::Edit => Decision::Edit { layers },
             EditKind::Override => Decision::Override {
                 layers,
