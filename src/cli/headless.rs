@@ -128,14 +128,17 @@ pub fn run(a: &RunArgs) -> Result<()> {
         .finished
         .clone()
         .filter(|r| *r == crate::session::StopReason::AgentFailed);
-    d.shutdown();
     // The cause first, then where the work is kept. A new session that failed before its
     // first event (a model whose dense perplexity is NaN) keeps nothing worth resuming, and
-    // its file would only block the same command: it goes.
+    // its file would only block the same command: it goes, while this process still holds
+    // its lock (a `--resume` taking the file in between wrote to a deleted file).
+    let removed_empty = res.is_err()
+        && s.log.is_none()
+        && crate::session::file::read(&s.path).is_ok_and(|l| l.entries.is_empty())
+        && std::fs::remove_file(&s.path).is_ok();
+    d.shutdown();
     if let Err(e) = res {
-        let empty = s.log.is_none()
-            && crate::session::file::read(&s.path).is_ok_and(|l| l.entries.is_empty());
-        if empty && std::fs::remove_file(&s.path).is_ok() {
+        if removed_empty {
             for dir in &s.made_dirs {
                 let _ = std::fs::remove_dir(dir);
             }

@@ -99,6 +99,10 @@ impl Source for Live {
         if let Some(rx) = &self.loader {
             match rx.try_recv() {
                 Ok(Ok(d)) => {
+                    // Logged too; on screen, or a resumed session's dropped tail goes unsaid.
+                    if let Some(note) = d.notes.first() {
+                        app.say(Level::Warn, note.clone());
+                    }
                     self.driver = Some(d);
                     self.loader = None;
                     self.take_events();

@@ -280,7 +280,18 @@ pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
     let (themes, warnings) = Themes::load();
     let mut app = App::new(keymap, themes);
     app.mouse = std::env::var("ARBORIST_MOUSE").map_or(true, |v| v != "0");
-    let warnings: Vec<String> = key_warning.into_iter().chain(warnings).collect();
+    // A torn last document was left out without a word.
+    let torn = log.torn_bytes(path).map(|n| {
+        format!(
+            "{}: its last document is incomplete ({n} bytes: cut off by a crash, or a run is still writing it); replay shows the events before it",
+            path.display()
+        )
+    });
+    let warnings: Vec<String> = torn
+        .into_iter()
+        .chain(key_warning)
+        .chain(warnings)
+        .collect();
     let notice = super::startup_notice(&warnings);
     // A damaged event stays on screen: the timeline ends before it, and the position
     // alone ("event 14/14") would pass for the whole file.

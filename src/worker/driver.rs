@@ -20,6 +20,9 @@ pub struct Driver {
     pub progress: Option<(String, usize, usize)>,
     /// Events recorded so far in this process (for front ends that show a log).
     pub recent: Vec<Event>,
+    /// What opening the session file had to say (a torn last event dropped), for a front
+    /// end that does not show the log.
+    pub notes: Vec<String>,
 }
 
 impl Driver {
@@ -32,6 +35,7 @@ impl Driver {
             finished: None,
             progress: None,
             recent: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
@@ -82,8 +86,9 @@ impl Driver {
         self.writer.as_ref().is_some_and(|w| w.failed())
     }
 
-    /// Let the machine act on an input event, then record it (an event the machine refuses
-    /// is not recorded).
+    /// Let the machine judge an input event, record it, and only then move the machine on
+    /// (an event the machine refuses is not recorded; one the file cannot take leaves the
+    /// machine where the file stops, so the screen never shows what the file lacks).
     pub fn feed(&mut self, ev: Event) -> Result<()> {
         if self.machine.is_done() && !matches!(ev, Event::StopRequested { .. }) {
             return Ok(()); // a late reply after the session ended
@@ -93,8 +98,10 @@ impl Driver {
         if let Some(w) = self.writer.as_mut().filter(|w| w.failed()) {
             return w.append(&ev);
         }
-        let effects = self.machine.handle(&ev).map_err(|e| anyhow!(e))?;
+        let mut next = self.machine.clone();
+        let effects = next.handle(&ev).map_err(|e| anyhow!(e))?;
         self.record(&ev)?;
+        self.machine = next;
         self.dispatch(effects)
     }
 
@@ -197,8 +204,15 @@ mod tests {
         d.start().unwrap();
         let (baseline, profiled) = (&log.entries[0].event, &log.entries[1].event);
         assert!(matches!(profiled, Event::Profiled { .. }));
+        // The first failed write leaves the machine as it was before the event, too.
+        let before = d.machine.phase.clone();
         let e = format!("{:#}", d.feed(baseline.clone()).unwrap_err());
         assert!(e.contains("No space left") && d.write_failed(), "{e}");
+        assert_eq!(
+            d.machine.phase, before,
+            "the machine took the unwritten event"
+        );
+        assert!(d.machine.dense.is_none());
         let phase = d.machine.phase.clone();
         let e = format!("{:#}", d.feed(profiled.clone()).unwrap_err());
         assert!(e.contains("no longer written"), "{e}");

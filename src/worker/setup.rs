@@ -381,10 +381,11 @@ pub fn attach(
             (m, w)
         }
     };
+    let mut d = Driver::new(machine, Some(writer), workers);
     if let Some(note) = torn {
         tracing::warn!("{note}");
+        d.notes.push(note);
     }
-    let mut d = Driver::new(machine, Some(writer), workers);
     if o.log.is_some() {
         d.resume()?;
     } else {
