@@ -349,8 +349,48 @@ pub fn missing_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-/// Entries of `parent` named `PREFIX<pid>` whose process no longer runs: temporaries a
-/// killed process left. Empty where /proc cannot tell.
+/// This machine's name as a file name may carry it ([A-Za-z0-9._] kept, others `_`).
+fn host() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = (name.trim().chars())
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+/// This process as the names of its claims and temporaries carry it: `HOST-PID`. On a
+/// filesystem shared between machines, a process id alone named a live process of another
+/// machine as gone (its claim was taken, its temporary removed while being written).
+pub fn owner_tag() -> String {
+    format!("{}-{}", host(), std::process::id())
+}
+
+/// Whether the process an owner tag names is gone: false for another machine's process
+/// (it cannot be told from here) and where /proc cannot tell; a bare `PID` (written before
+/// tags had a host) is taken as this machine's.
+pub fn owner_gone(tag: &str) -> bool {
+    let (machine, pid) = match tag.rsplit_once('-') {
+        Some((h, p)) => (Some(h), p),
+        None => (None, tag),
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    machine.is_none_or(|h| h == host()) && process_gone(pid)
+}
+
+/// Entries of `parent` named `PREFIX<owner tag>` whose process no longer runs: temporaries
+/// a killed process left. Empty where /proc cannot tell.
 pub fn dead_process_leftovers(parent: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return vec![];
@@ -359,8 +399,8 @@ pub fn dead_process_leftovers(parent: &std::path::Path, prefix: &str) -> Vec<std
         .flatten()
         .filter_map(|e| {
             let name = e.file_name();
-            let pid = name.to_str()?.strip_prefix(prefix)?.parse::<u32>().ok()?;
-            process_gone(pid).then(|| e.path())
+            let tag = name.to_str()?.strip_prefix(prefix)?;
+            owner_gone(tag).then(|| e.path())
         })
         .collect()
 }

@@ -158,7 +158,7 @@ fn temp_sibling(out: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
     remove_stale_partials(parent, &name);
-    Ok(parent.join(format!(".{name}.partial-{}", std::process::id())))
+    Ok(parent.join(format!(".{name}.partial-{}", crate::runtime::owner_tag())))
 }
 
 /// Write `d` with its source's config (adjusted) and tokenizer files, its weights in shards
@@ -276,7 +276,7 @@ fn replace_by_renames(tmp: &Path, out: &Path) -> Result<()> {
     let aside = tmp.with_file_name(format!(
         ".{}.replaced-{}",
         out.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
+        crate::runtime::owner_tag()
     ));
     if let Err(e) = std::fs::rename(out, &aside) {
         let _ = std::fs::remove_dir_all(tmp);
@@ -522,7 +522,7 @@ mod tests {
         // A non-empty directory where the old one would go makes the move aside fail.
         let aside = dir
             .path()
-            .join(format!(".o.replaced-{}", std::process::id()));
+            .join(format!(".o.replaced-{}", crate::runtime::owner_tag()));
         std::fs::create_dir_all(aside.join("busy")).unwrap();
         let tmp = temp_sibling(&out).unwrap();
         write_new(&tmp).unwrap();
@@ -539,7 +539,10 @@ mod tests {
         };
         assert_eq!(
             names(dir.path()),
-            [format!(".o.replaced-{}", std::process::id()), "o".into()]
+            [
+                format!(".o.replaced-{}", crate::runtime::owner_tag()),
+                "o".into()
+            ]
         );
         std::fs::remove_dir_all(&aside).unwrap();
         let tmp = temp_sibling(&out).unwrap();
@@ -594,7 +597,14 @@ mod tests {
             std::os::unix::process::parent_id()
         ));
         let other = dir.path().join(".other.partial-4294967294");
-        for d in [&dead, &live, &other] {
+        // A process of another machine sharing the filesystem cannot be told gone.
+        let elsewhere = dir.path().join(".outp.partial-another-host-4294967294");
+        let tag = crate::runtime::owner_tag();
+        let dead_here = dir.path().join(format!(
+            ".outp.partial-{}-4294967294",
+            tag.rsplit_once('-').unwrap().0
+        ));
+        for d in [&dead, &live, &other, &elsewhere, &dead_here] {
             std::fs::create_dir_all(d).unwrap();
         }
         write_dir_atomically(&out, false, |tmp| {
@@ -604,6 +614,11 @@ mod tests {
         .unwrap();
         assert!(out.join("f").exists());
         assert!(!dead.exists(), "a dead process's partial directory stays");
+        assert!(!dead_here.exists(), "a dead process of this host's stays");
+        assert!(
+            elsewhere.exists(),
+            "another machine's partial directory was removed"
+        );
         assert!(
             live.exists() && other.exists(),
             "only this output's dead partials go"

@@ -1,7 +1,7 @@
 //! Claiming a default session name before the model loads. Two runs started in the same
 //! second both saw `STEM.yaml` free, loaded their models, and the second was refused when
 //! it came to create the file. A run now claims the name at once with a marker created
-//! exclusively (`.NAME.reserved`, holding its process id) and keeps it until the session
+//! exclusively (`.NAME.reserved`, holding its host and process id) and keeps it until the session
 //! file exists; a name that is taken or claimed by a live process goes to the next number.
 
 use anyhow::{Context, Result};
@@ -34,10 +34,7 @@ fn marker(path: &Path) -> PathBuf {
 /// Whether the process that wrote a claim is gone (false where /proc cannot tell, or the
 /// claim is unreadable: it is then left alone).
 fn claim_is_stale(marker: &Path) -> bool {
-    std::fs::read_to_string(marker)
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .is_some_and(crate::runtime::process_gone)
+    std::fs::read_to_string(marker).is_ok_and(|s| crate::runtime::owner_gone(s.trim()))
 }
 
 /// The first of `dir/STEM.yaml`, `dir/STEM-2.yaml`, ... that no file takes and no live
@@ -65,7 +62,7 @@ pub fn claim(dir: &Path, stem: &str) -> Result<(PathBuf, Reservation)> {
                     marker: m,
                     made_dir: None,
                 };
-                f.write_all(std::process::id().to_string().as_bytes())
+                f.write_all(crate::runtime::owner_tag().as_bytes())
                     .with_context(|| format!("cannot write {}", r.marker.display()))?;
                 // Created between the check and the claim: it is someone else's.
                 if path.exists() {
@@ -106,6 +103,15 @@ mod tests {
         std::fs::write(dir.join(".7-m-2.yaml.reserved"), "4294967294").unwrap();
         let (e, _re) = claim(&dir, "7-m").unwrap();
         assert_eq!(e, dir.join("7-m-2.yaml"));
+        let tag = std::fs::read_to_string(dir.join(".7-m-2.yaml.reserved")).unwrap();
+        assert_eq!(tag, crate::runtime::owner_tag());
+        // Another machine's claim (a shared filesystem) is never taken: its process cannot
+        // be seen from here. This machine's dead one is.
+        std::fs::write(dir.join(".7-m-4.yaml.reserved"), "node-17-4294967294").unwrap();
+        let dead_here = format!("{}-4294967294", tag.rsplit_once('-').unwrap().0);
+        std::fs::write(dir.join(".7-m-5.yaml.reserved"), dead_here).unwrap();
+        let (f, _rf) = claim(&dir, "7-m").unwrap();
+        assert_eq!(f, dir.join("7-m-5.yaml"));
     }
 
     #[test]
