@@ -1112,10 +1112,12 @@ fn short_terminals_keep_the_proposal_and_the_editor_in_view() {
         assert!(screen.contains("editing"), "{w}x{h}:\n{screen}");
         assert!(screen.contains('▏'), "the cursor, {w}x{h}:\n{screen}");
     }
-    for (w, h) in [(40, 10), (49, 30), (100, 11)] {
+    for (w, h) in [(40, 10), (44, 20), (49, 30), (100, 11), (30, 8)] {
         let mut a = app();
         let screen = text(&draw(&mut a, &v, w, h));
         assert!(screen.contains("too small"), "{w}x{h}:\n{screen}");
+        // Whole, on one line (it wrapped inside at 40–45 columns).
+        assert!(screen.contains("q quits"), "{w}x{h}:\n{screen}");
         assert!(!screen.contains("no layers yet"), "{w}x{h}:\n{screen}");
     }
 }

@@ -60,10 +60,14 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
         return Areas::default();
     }
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
-        let msg = format!(
-            "terminal too small ({}×{}): need {MIN_WIDTH}×{MIN_HEIGHT} · q quits",
-            area.width, area.height
-        );
+        // `q quits` on a line of its own: wrapped with the rest, it split at 40–45 columns.
+        let msg = vec![
+            Line::from(format!(
+                "terminal too small ({}×{}): need {MIN_WIDTH}×{MIN_HEIGHT}",
+                area.width, area.height
+            )),
+            Line::from("q quits"),
+        ];
         let y = area.y + area.height / 2;
         f.render_widget(
             Paragraph::new(msg)
