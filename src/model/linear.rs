@@ -113,6 +113,10 @@ impl Origin {
 #[derive(Clone)]
 pub struct Linear {
     pub name: String,
+    /// The module path the source files hold this layer's weight under: kept when blocks
+    /// are removed and the rest renumbered (a streamed layer read the removed block's
+    /// weight under its new name).
+    source_name: String,
     /// [out, in].
     shape: [usize; 2],
     dtype: candle_core::DType,
@@ -131,6 +135,7 @@ impl Linear {
     pub fn new(name: String, weight: Tensor, bias: Option<Tensor>) -> Self {
         let (o, i) = weight.dims2().expect("a linear weight is a matrix");
         Linear {
+            source_name: name.clone(),
             name,
             shape: [o, i],
             dtype: weight.dtype(),
@@ -152,6 +157,7 @@ impl Linear {
         source: Arc<dyn DenseSource>,
     ) -> Self {
         Linear {
+            source_name: name.clone(),
             name,
             shape,
             dtype,
@@ -226,7 +232,7 @@ impl Linear {
     fn dense(&self) -> Result<Tensor> {
         match (&self.dense, &self.source) {
             (Some(d), _) => Ok(d.clone()),
-            (None, Some(s)) => s.load(&self.name, &self.shape),
+            (None, Some(s)) => s.load(&self.source_name, &self.shape),
             (None, None) => anyhow::bail!("{}: the unmasked weight is gone", self.name),
         }
     }
