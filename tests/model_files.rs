@@ -342,6 +342,31 @@ fn a_tied_config_with_a_different_stored_head_uses_the_head() {
         w[0].contains("tie_word_embeddings") && w[0].contains("`lm_head.weight`"),
         "{warned}"
     );
+    // Exported, the head is written and the config says it is untied: with the source's
+    // `true` kept, transformers 4 and vLLM tied the head again and computed other logits.
+    let out = d.path().join("pruned");
+    let o = arborist(
+        &[
+            "prune",
+            "--model",
+            &p(&m),
+            "--method",
+            "magnitude",
+            "--sparsity",
+            "0.1",
+            "--out",
+            &p(&out),
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["tie_word_embeddings"], false, "{cfg}");
+    let saved =
+        candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(saved.contains_key("lm_head.weight"));
     std::fs::write(
         m.join("config.json"),
         TINY_QWEN3.replace(

@@ -378,6 +378,11 @@ fn write_all(
             cfg["max_window_layers"] = full.into();
         }
     }
+    // A tied config whose weights held a different head: the head is used and written, so
+    // the config must say untied (transformers 4 and vLLM would tie it again).
+    if !d.cfg.tie_word_embeddings && cfg["tie_word_embeddings"] == true {
+        cfg["tie_word_embeddings"] = false.into();
+    }
     // transformers 5 writes `dtype`, earlier versions `torch_dtype`: the keys the source
     // has (the older one when it has neither).
     if cfg.get("torch_dtype").is_some() || cfg.get("dtype").is_none() {
