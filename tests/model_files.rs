@@ -264,6 +264,26 @@ fn an_out_directory_holding_an_input_is_refused() {
     let o = prune(&m, &out.join("calib.txt"), &out);
     assert!(stderr(&o).contains("holds --calib"), "{}", stderr(&o));
     assert!(out.join("calib.txt").is_file());
+    // So is an allocation file (until 2026-12-02 --force deleted it with the old --out).
+    let alloc = out.join("a.yaml");
+    std::fs::write(&alloc, "model.layers.0.mlp.down_proj: 0.5\n").unwrap();
+    let o = arborist(
+        &[
+            "prune",
+            "--model",
+            &p(&m),
+            "--method",
+            "magnitude",
+            "--allocation",
+            &p(&alloc),
+            "--out",
+            &p(&out),
+            "--force",
+        ],
+        &[],
+    );
+    assert!(stderr(&o).contains("holds --allocation"), "{}", stderr(&o));
+    assert!(alloc.is_file());
 }
 
 // A tokenizer.json saved with truncation or padding on encodes the whole text as

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{calib::CalibArgs, ModelArgs};
 use crate::data::{read_ppl_text, Windows};
@@ -184,6 +184,9 @@ pub fn run(a: PruneArgs) -> Result<()> {
     let mut inputs = model_inputs(&m.files);
     inputs.extend(a.calib.calib.as_deref().map(|p| ("--calib", p)));
     inputs.extend(a.eval.as_deref().map(|p| ("--eval", p)));
+    // An allocation file inside --out was deleted by --force's replace.
+    let allocation_file = !matches!(a.allocation.as_str(), "uniform" | "owl");
+    inputs.extend(allocation_file.then_some(("--allocation", Path::new(a.allocation.as_str()))));
     check_inputs_outside(&a.out, &inputs)?;
     if a.method != Method::Magnitude && calib.is_none() {
         bail!(
