@@ -403,6 +403,33 @@ fn eval_timed(
     arborist(&args, &envs)
 }
 
+// A model the decoder cannot run was refused only after all its weights had downloaded
+// (93 GB for Mixtral): its config is checked first.
+#[test]
+fn an_unsupported_config_is_refused_before_the_weights_download() {
+    let d = tmp();
+    let (model, txt) = tiny_repo(d.path());
+    let mut files = model_files(&model);
+    let cfg = String::from_utf8(files["config.json"].clone()).unwrap();
+    let mixtral = cfg.replace("\"model_type\":\"qwen3\"", "\"model_type\":\"mixtral\"");
+    assert_ne!(cfg, mixtral, "the fixture names its model_type as expected");
+    files.insert("config.json".into(), mixtral.into_bytes());
+    let (endpoint, seen) = scripted_hub(files);
+    let h = p(&d.path().join("hf"));
+    let envs = [
+        ("HF_HOME", h.as_str()),
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HUB_OFFLINE", "0"),
+    ];
+    let o = arborist(&["eval", "--model", REPO, "--ppl", &p(&txt)], &envs);
+    assert_one_line_error(&o, &["unsupported model_type `mixtral`"]);
+    let seen = seen.lock().unwrap();
+    assert!(
+        !seen.iter().any(|r| r.contains("safetensors")),
+        "weights were fetched: {seen:?}"
+    );
+}
+
 // hf-hub sets no read timeout: a hub that stopped sending held the download, and the
 // session waiting on it, forever (noticed in an audit of the download path). Silence is
 // now a transient failure after huggingface_hub's HF_HUB_DOWNLOAD_TIMEOUT and

@@ -504,6 +504,9 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
             async move { get(f.clone()).await.map_err(|e| context(&f, e)) }
         };
         let config = fetch("config.json".into()).await?;
+        // A model this decoder cannot run (mixtral, a yarn rope) is refused from its config,
+        // before the weights: it was refused after downloading them all (93 GB for Mixtral).
+        super::config::ModelConfig::from_file(&config)?;
         let tokenizer = fetch("tokenizer.json".into()).await?;
         // Only the side files the repository lists: asking for absent ones would be
         // errors that cannot be told from a failing network.
