@@ -111,6 +111,14 @@ impl ModelConfig {
         if !value.is_object() {
             bail!("invalid config JSON: not a JSON object");
         }
+        // Packed weights (bitsandbytes, GPTQ, AWQ) failed later on a shape or a missing
+        // tensor, which read like a broken config.
+        if let Some(q) = value.get("quantization_config").filter(|q| !q.is_null()) {
+            let method = q["quant_method"].as_str().unwrap_or("unnamed");
+            bail!(
+                "field `quantization_config`: a pre-quantized checkpoint ({method}) cannot be pruned; use the unquantized model"
+            );
+        }
         let raw: RawConfig = serde_path_to_error::deserialize(value)
             .map_err(|e| anyhow::anyhow!("field `{}`: {}", e.path(), e.inner()))?;
         let model_type = raw
@@ -360,6 +368,33 @@ mod tests {
             msg.contains("`gpt2`") && msg.contains("llama, mistral, qwen2, qwen3"),
             "{msg}"
         );
+    }
+
+    // A bitsandbytes or AWQ checkpoint failed on a packed weight's shape or a missing
+    // tensor; its config names it.
+    #[test]
+    fn a_pre_quantized_checkpoint_is_refused_by_its_config() {
+        for (q, name) in [
+            (
+                serde_json::json!({"quant_method": "bitsandbytes", "load_in_4bit": true}),
+                "bitsandbytes",
+            ),
+            (serde_json::json!({"quant_method": "awq", "bits": 4}), "awq"),
+            (serde_json::json!({"bits": 4}), "unnamed"),
+        ] {
+            let mut c = base("llama");
+            c["quantization_config"] = q;
+            let msg = format!("{:#}", ModelConfig::from_json(&c.to_string()).unwrap_err());
+            assert!(
+                msg.contains(&format!(
+                    "pre-quantized checkpoint ({name}) cannot be pruned"
+                )),
+                "{msg}"
+            );
+        }
+        let mut c = base("llama");
+        c["quantization_config"] = serde_json::Value::Null;
+        assert!(ModelConfig::from_json(&c.to_string()).is_ok());
     }
 
     // A value of the wrong type is named by its field, and layer_types is checked as
