@@ -182,11 +182,9 @@ impl RunArgs {
                     .with_context(|| format!("cannot read config {}", p.display()))?;
                 refuse_keys_in_config(&text, p)?;
                 serde_yaml::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!(
-                        "config {}: {}",
-                        p.display(),
-                        collapse_whitespace(&e.to_string())
-                    )
+                    let e = collapse_whitespace(&e.to_string());
+                    let hint = section_hint(&text, &e).unwrap_or_default();
+                    anyhow::anyhow!("config {}: {e}{hint}", p.display())
                 })?
             }
             None => RunOptions::default(),
@@ -292,6 +290,31 @@ fn flag_of(message: &str) -> &str {
     } else {
         ""
     }
+}
+
+/// For an unknown top-level key of a config file that is a field of one of its sections
+/// (`target` is `loop.target`): where it goes. The error listed only the top-level keys.
+fn section_hint(text: &str, error: &str) -> Option<String> {
+    let key = error.split("unknown field `").nth(1)?.split('`').next()?;
+    let top: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+    top.as_mapping()?.get(key)?;
+    let defaults = serde_yaml::to_value(RunOptions::default()).ok()?;
+    let section = defaults
+        .as_mapping()?
+        .iter()
+        .find_map(|(name, fields)| section_path(name.as_str()?, fields, key))?;
+    Some(format!(" (`{key}` belongs in section `{section}`)"))
+}
+
+/// `section` (dotted, as `loop.bounds`) or the nested section of `fields` that has `key`.
+fn section_path(section: &str, fields: &serde_yaml::Value, key: &str) -> Option<String> {
+    let m = fields.as_mapping()?;
+    if m.contains_key(key) {
+        return Some(section.to_string());
+    }
+    m.iter().find_map(|(name, inner)| {
+        section_path(&format!("{section}.{}", name.as_str()?), inner, key)
+    })
 }
 
 /// An API key in a config file is refused, naming where keys come from (the file would
@@ -603,6 +626,32 @@ mod tests {
         assert!(e.contains("unknown field `temperature`"), "{e}");
         let o = with_config("agent:\n  backend: openai\n  model: m\n  timeout_s: 30\n").unwrap();
         assert_eq!(o.agent.timeout_s, Some(30));
+    }
+
+    // `target: 0.3` at the top was refused with the top-level keys only: the error now
+    // says it belongs under `loop:`. A key misspelled everywhere gets no hint.
+    #[test]
+    fn a_section_key_at_the_top_of_a_config_is_pointed_to_its_section() {
+        let e = err(with_config("target: 0.3\n"));
+        assert!(e.contains("unknown field `target`"), "{e}");
+        assert!(e.contains("(`target` belongs in section `loop`)"), "{e}");
+        let e = err(with_config("max_step: 0.1\n"));
+        assert!(
+            e.contains("(`max_step` belongs in section `loop.bounds`)"),
+            "{e}"
+        );
+        let e = err(with_config("targte: 0.3\n"));
+        assert!(!e.contains("belongs in"), "{e}");
+        // Unknown inside a section: the hint looks only at top-level keys.
+        let e = err(with_config("agent:\n  target: 0.3\n"));
+        assert!(!e.contains("belongs in"), "{e}");
+        assert_eq!(
+            with_config("loop:\n  target: 0.3\n")
+                .unwrap()
+                .loop_opts
+                .target,
+            0.3
+        );
     }
 
     #[test]

@@ -47,10 +47,15 @@ pub fn claim(dir: &Path, stem: &str) -> Result<(PathBuf, Reservation)> {
             1 => dir.join(format!("{stem}.yaml")),
             n => dir.join(format!("{stem}-{n}.yaml")),
         };
+        let m = marker(&path);
         if path.exists() {
+            // A run killed after creating its file but before dropping its claim left the
+            // marker beside it; nothing else would remove it.
+            if m.exists() && claim_is_stale(&m) {
+                let _ = std::fs::remove_file(&m);
+            }
             continue;
         }
-        let m = marker(&path);
         // A claim left by a killed run is taken over; a live one is passed by.
         if m.exists() && claim_is_stale(&m) {
             let _ = std::fs::remove_file(&m);
@@ -112,6 +117,15 @@ mod tests {
         std::fs::write(dir.join(".7-m-5.yaml.reserved"), dead_here).unwrap();
         let (f, _rf) = claim(&dir, "7-m").unwrap();
         assert_eq!(f, dir.join("7-m-5.yaml"));
+        // A dead claim beside a session file that exists goes when a claim passes by.
+        let beside = dir.join(".7-m.yaml.reserved");
+        std::fs::write(
+            &beside,
+            format!("{}-4294967294", tag.rsplit_once('-').unwrap().0),
+        )
+        .unwrap();
+        let _ = claim(&dir, "7-m").unwrap();
+        assert!(!beside.exists());
     }
 
     #[test]
