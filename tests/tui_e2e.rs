@@ -292,6 +292,51 @@ fn sigterm_restores_the_terminal() {
     });
 }
 
+/// ctrl-z in an interactive shell: the terminal goes back to the shell and the process
+/// stops (raw mode made ctrl-z a key that did nothing); `fg` gives the screen back, drawn
+/// whole. (Under `sh -c` the process group is orphaned and the kernel discards the stop.)
+#[test]
+fn ctrl_z_suspends_and_fg_redraws() {
+    if !tmux_installed() || !Path::new("/proc/self/task").exists() {
+        eprintln!("SKIPPED tui_e2e: needs tmux and /proc");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = format!("arborist-e2e-tstp-{}", std::process::id());
+    let t = Tmux::start(&socket, "env PS1='$ ' bash --norc --noprofile -i");
+    t.wait("the shell", 10, |s| s.contains('$'));
+    let session = dir.path().join("s.yaml");
+    // The command alone: bash runs what follows it on the line as soon as the job stops.
+    let args = format!(
+        "--threads 1 demo --session {} --seqlen 128",
+        session.display()
+    );
+    let line = shell(env!("CARGO_BIN_EXE_arborist"), dir.path(), &args);
+    let line = line.split("; echo").next().unwrap();
+    t.tmux(&["send-keys", "-t", &t.target, "-l", line]);
+    t.keys(&["Enter"]);
+    t.wait("the first proposal", 180, |s| {
+        s.contains("waiting for your review")
+    });
+    let alt = || t.tmux(&["display-message", "-p", "-t", &t.target, "#{alternate_on}"]);
+    t.keys(&["C-z"]);
+    let s = t.wait("the shell's stopped job", 10, |s| s.contains("Stopped"));
+    assert!(!s.contains("Heatmap"), "{s}");
+    assert_eq!(alt().trim(), "0");
+    t.tmux(&["send-keys", "-t", &t.target, "-l", "fg"]);
+    t.keys(&["Enter"]);
+    let s = t.wait("the screen after fg", 10, |s| {
+        s.contains("waiting for your review") && s.contains("Heatmap")
+    });
+    assert_eq!(alt().trim(), "1", "{s}");
+    t.keys(&["q"]);
+    t.wait("the quit", 30, |s| s.contains("continue with --session"));
+    t.tmux(&["send-keys", "-t", &t.target, "-l", "echo ARBORIST-EXIT=$?"]);
+    t.keys(&["Enter"]);
+    let s = t.wait("the exit", 10, |s| s.contains("ARBORIST-EXIT=0"));
+    assert!(!s.contains("Heatmap"), "{s}");
+}
+
 /// Closing the terminal (tmux kill-session: a hang-up) ends the run with its one line and a
 /// saved session; ratatui's `Failed to show the cursor: Input/output error` no longer comes
 /// before it.

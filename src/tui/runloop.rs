@@ -82,9 +82,14 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
         }
         // Take every queued input before the next frame, so held keys never lag.
         loop {
-            let requests = {
+            let ev = event::read()?;
+            dirty |= changes_the_screen(&ev, app.mouse);
+            let requests = if is_suspend(&ev) {
+                guard.suspend(app.mouse)?;
+                vec![]
+            } else {
                 let v = src.view();
-                match event::read()? {
+                match ev {
                     TermEvent::Key(k) => app.on_key(k, &v),
                     TermEvent::Mouse(m) if app.mouse => app.on_mouse(m),
                     TermEvent::Paste(text) => {
@@ -95,13 +100,13 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
                 }
             };
             for r in requests {
+                dirty = true;
                 match r {
                     Request::Quit => return Ok(Exit::Quit),
                     Request::SetMouse(on) => guard.set_mouse(on)?,
                     other => src.apply(other, app)?,
                 }
             }
-            dirty = true;
             if guard.signalled() {
                 return Ok(Exit::Signal);
             }
@@ -111,5 +116,69 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
                 Wait::Ready => {}
             }
         }
+    }
+}
+
+/// ctrl-z, pressed: the terminal's suspend key, which raw mode turns into a key event.
+fn is_suspend(ev: &TermEvent) -> bool {
+    use crossterm::event::{KeyCode, KeyEventKind, KeyModifiers};
+    matches!(ev, TermEvent::Key(k) if k.code == KeyCode::Char('z')
+        && k.modifiers.contains(KeyModifiers::CONTROL)
+        && k.kind != KeyEventKind::Release)
+}
+
+/// Whether an input event can change what is drawn. Mouse capture reports every move
+/// (`?1003h`), and a frame per move kept a core busy while the mouse swept the screen;
+/// moves change nothing.
+fn changes_the_screen(ev: &TermEvent, mouse: bool) -> bool {
+    use crossterm::event::MouseEventKind;
+    match ev {
+        TermEvent::Mouse(m) => mouse && m.kind != MouseEventKind::Moved,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod input_tests {
+    use super::*;
+    use crossterm::event::{
+        KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+    };
+
+    fn mouse(kind: MouseEventKind) -> TermEvent {
+        TermEvent::Mouse(MouseEvent {
+            kind,
+            column: 3,
+            row: 4,
+            modifiers: KeyModifiers::NONE,
+        })
+    }
+
+    #[test]
+    fn mouse_moves_do_not_redraw_and_clicks_do() {
+        assert!(!changes_the_screen(&mouse(MouseEventKind::Moved), true));
+        assert!(changes_the_screen(
+            &mouse(MouseEventKind::Down(MouseButton::Left)),
+            true
+        ));
+        assert!(changes_the_screen(&mouse(MouseEventKind::ScrollDown), true));
+        assert!(!changes_the_screen(
+            &mouse(MouseEventKind::ScrollDown),
+            false
+        ));
+        assert!(changes_the_screen(&TermEvent::Resize(80, 24), true));
+        let key = TermEvent::Key(KeyEvent::new(KeyCode::Char('j'), KeyModifiers::NONE));
+        assert!(changes_the_screen(&key, true));
+    }
+
+    #[test]
+    fn ctrl_z_is_the_suspend_key() {
+        let ctrl_z = KeyEvent::new(KeyCode::Char('z'), KeyModifiers::CONTROL);
+        assert!(is_suspend(&TermEvent::Key(ctrl_z)));
+        let z = KeyEvent::new(KeyCode::Char('z'), KeyModifiers::NONE);
+        assert!(!is_suspend(&TermEvent::Key(z)));
+        let mut released = ctrl_z;
+        released.kind = KeyEventKind::Release;
+        assert!(!is_suspend(&TermEvent::Key(released)));
     }
 }

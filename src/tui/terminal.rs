@@ -156,6 +156,25 @@ impl TerminalGuard {
         on
     }
 
+    /// ctrl-z: raw mode delivers it as a key, so the terminal never suspended the process
+    /// (the key did nothing). The shell gets its screen back, the process stops (SIGTSTP)
+    /// until `fg`, then the screen is taken over again and drawn whole.
+    pub fn suspend(&mut self, mouse: bool) -> Result<()> {
+        restore();
+        // SAFETY: raise only sends this process a signal; its default action stops it.
+        unsafe {
+            libc::raise(libc::SIGTSTP);
+        }
+        enable_raw_mode().context("cannot switch the terminal back to raw mode")?;
+        ACTIVE.store(true, Ordering::SeqCst);
+        execute!(stdout(), EnterAlternateScreen, EnableBracketedPaste)?;
+        if mouse {
+            execute!(stdout(), EnableMouseCapture)?;
+        }
+        self.term.clear()?;
+        Ok(())
+    }
+
     pub fn set_mouse(&mut self, on: bool) -> Result<()> {
         if on {
             execute!(stdout(), EnableMouseCapture)?;
