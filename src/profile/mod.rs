@@ -171,6 +171,14 @@ pub fn mean_gradients_from(
     // f32/f64: the hand-written block backward (`Decoder::block_grads`) on the plain
     // decoder; half types: candle's autograd over the differentiable one.
     let manual = d.manual_grads();
+    if d.dtype == DType::F16 {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                "--dtype f16: the profile's gradient pass runs in f16, whose range rounds a large model's small gradients to few bits or zero; bf16 or f32 give a sounder G"
+            )
+        });
+    }
     let differentiable;
     let dd = if manual {
         d
@@ -226,6 +234,11 @@ pub fn mean_gradients_from(
         let mut next_up = Vec::with_capacity(pairs.len());
         let mut sink = |(gw, gx): (Vec<Tensor>, Option<Tensor>)| -> Result<()> {
             for (a, g) in acc.iter_mut().zip(gw) {
+                // Summed in f32 for half types: a bf16 running sum rounded every window.
+                let g = match g.dtype() {
+                    DType::F16 | DType::BF16 => g.to_dtype(DType::F32)?,
+                    _ => g,
+                };
                 // Each window's loss carries 1/m, so these sum to the mean over windows.
                 let g = match average {
                     GradAverage::MeanOfAbs => g.abs()?,
@@ -412,6 +425,44 @@ pub fn compute_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A bf16 model's gradients were summed over windows in bf16, rounding every window;
+    // they are summed in f32, and stay near the f32 model's.
+    #[test]
+    fn half_type_gradients_are_summed_in_f32() {
+        use crate::model::random::random_decoder;
+        use candle_core::Device;
+        let cfg = crate::model::ModelConfig::from_json(
+            &serde_json::json!({
+                "model_type": "qwen3", "vocab_size": 40, "hidden_size": 16,
+                "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "head_dim": 4, "max_position_embeddings": 64
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let windows: Vec<Vec<u32>> = (0..6u32)
+            .map(|w| (0..12).map(|i| (i * 7 + w * 3) % 40).collect())
+            .collect();
+        let reference = random_decoder(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
+        let want = mean_abs_gradients(&reference, &windows).unwrap();
+        let half = random_decoder(&cfg, 5, DType::BF16, &Device::Cpu).unwrap();
+        let got = mean_abs_gradients(&half, &windows).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.dtype(), DType::F32);
+            let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let w = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (num, den) = g.iter().zip(&w).fold((0f64, 0f64), |(n, d), (a, b)| {
+                (n + ((a - b) as f64).powi(2), d + (*b as f64).powi(2))
+            });
+            assert!(
+                (num / den).sqrt() < 0.1,
+                "relative error {}",
+                (num / den).sqrt()
+            );
+        }
+    }
 
     #[test]
     fn quantiles_interpolate_like_numpy() {
