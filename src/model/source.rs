@@ -423,7 +423,7 @@ impl hf_hub::api::tokio::Progress for Observed {
 
 fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles> {
     let at = revision.map_or(String::new(), |r| format!(" at revision {r}"));
-    let limits = super::hub_watch::Timeouts::from_env()?;
+    let limits = hub_watch::Timeouts::from_env()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -463,7 +463,8 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
         // snapshot even when the branch moves during the download (files were fetched at
         // the branch, and a push between two of them mixed two commits under one).
         let api_rev = api.repo(target);
-        let commit = with_retries(|| answered(limits, blob_reuse::metadata(&api, &api_rev, "config.json")))
+        let probe = || answered(limits, blob_reuse::metadata(&api, &api_rev, "config.json"));
+        let commit = with_retries(probe)
             .await
             .map_err(|e| context("config.json", e))?
             .commit_hash()
