@@ -372,7 +372,12 @@ fn host() -> String {
 /// filesystem shared between machines, a process id alone named a live process of another
 /// machine as gone (its claim was taken, its temporary removed while being written).
 pub fn owner_tag() -> String {
-    format!("{}-{}", host(), std::process::id())
+    owner_tag_of(std::process::id())
+}
+
+/// The owner tag of process `pid` of this machine.
+pub fn owner_tag_of(pid: u32) -> String {
+    format!("{}-{pid}", host())
 }
 
 /// Whether the process an owner tag names is gone: false for another machine's process

@@ -71,10 +71,18 @@ pub struct PruneArgs {
     pub json: bool,
 }
 
+impl PruneArgs {
+    /// The allocation file `--allocation` names (not `uniform` or `owl`).
+    fn allocation_file(&self) -> Option<&Path> {
+        let file = !matches!(self.allocation.as_str(), "uniform" | "owl");
+        file.then(|| Path::new(self.allocation.as_str()))
+    }
+}
+
 /// The pattern every layer is pruned to; with an allocation file, the one for the layers
 /// the file does not name (None: they stay dense).
 fn pattern(a: &PruneArgs) -> Result<Option<Pattern>> {
-    let file = !matches!(a.allocation.as_str(), "uniform" | "owl");
+    let file = a.allocation_file().is_some();
     if file && a.nm.is_some() {
         bail!(
             "--allocation {}: an allocation file gives sparsities; it cannot combine with --nm",
@@ -185,8 +193,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
     inputs.extend(a.calib.calib.as_deref().map(|p| ("--calib", p)));
     inputs.extend(a.eval.as_deref().map(|p| ("--eval", p)));
     // An allocation file inside --out was deleted by --force's replace.
-    let allocation_file = !matches!(a.allocation.as_str(), "uniform" | "owl");
-    inputs.extend(allocation_file.then_some(("--allocation", Path::new(a.allocation.as_str()))));
+    inputs.extend(a.allocation_file().map(|p| ("--allocation", p)));
     check_inputs_outside(&a.out, &inputs)?;
     if a.method != Method::Magnitude && calib.is_none() {
         bail!(

@@ -4,8 +4,9 @@
 //! after `HF_HUB_DOWNLOAD_TIMEOUT` seconds without a byte (10 each by default); the caller
 //! retries either as a transient failure.
 
-use hf_hub::api::tokio::{ApiError, Progress};
+use hf_hub::api::tokio::{ApiError, ApiRepo, Progress};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,22 @@ impl<P> Watched<P> {
             }
         }
     }
+}
+
+/// `file` of `repo`, its progress passed to `progress`, given up once no bytes have come
+/// for `limits.bytes`.
+pub async fn download<P>(
+    repo: &ApiRepo,
+    file: &str,
+    limits: Timeouts,
+    progress: P,
+) -> Result<PathBuf, ApiError>
+where
+    P: Progress + Clone + Send + Sync + 'static,
+{
+    let w = Watched::new(progress);
+    w.watch(limits, repo.download_with_progress(file, w.clone()))
+        .await
 }
 
 impl<P: Progress + Send> Progress for Watched<P> {

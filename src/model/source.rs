@@ -1,7 +1,7 @@
 //! Where a model's files come from: a local directory or the Hugging Face cache (via hf-hub).
 
 use super::blob_reuse;
-use super::hub_watch::{self, answered, Watched};
+use super::hub_watch::{self, answered};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -487,12 +487,11 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
                     }
                     let path = match observer {
                         Some(o) => {
-                            let w = Watched::new(Observed::new(o.clone()));
-                            w.watch(limits, repo.download_with_progress(&f, w.clone())).await?
+                            hub_watch::download(repo, &f, limits, Observed::new(o.clone())).await?
                         }
                         None => {
-                            let w = Watched::new(indicatif::ProgressBar::new(0));
-                            w.watch(limits, repo.download_with_progress(&f, w.clone())).await?
+                            let bar = indicatif::ProgressBar::new(0);
+                            hub_watch::download(repo, &f, limits, bar).await?
                         }
                     };
                     blob_reuse::check_download(cached, &meta, &f, &path)?;

@@ -604,10 +604,9 @@ mod tests {
         let other = dir.path().join(".other.partial-4294967294");
         // A process of another machine sharing the filesystem cannot be told gone.
         let elsewhere = dir.path().join(".outp.partial-another-host-4294967294");
-        let tag = crate::runtime::owner_tag();
         let dead_here = dir.path().join(format!(
-            ".outp.partial-{}-4294967294",
-            tag.rsplit_once('-').unwrap().0
+            ".outp.partial-{}",
+            crate::runtime::owner_tag_of(4294967294)
         ));
         for d in [&dead, &live, &other, &elsewhere, &dead_here] {
             std::fs::create_dir_all(d).unwrap();

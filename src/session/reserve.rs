@@ -1,8 +1,9 @@
 //! Claiming a default session name before the model loads. Two runs started in the same
 //! second both saw `STEM.yaml` free, loaded their models, and the second was refused when
 //! it came to create the file. A run now claims the name at once with a marker created
-//! exclusively (`.NAME.reserved`, holding its host and process id) and keeps it until the session
-//! file exists; a name that is taken or claimed by a live process goes to the next number.
+//! exclusively (`.NAME.reserved`, holding its host and process id) and keeps it until the
+//! session file exists; a name that is taken or claimed by a live process goes to the next
+//! number.
 
 use anyhow::{Context, Result};
 use std::fs::OpenOptions;
@@ -48,17 +49,13 @@ pub fn claim(dir: &Path, stem: &str) -> Result<(PathBuf, Reservation)> {
             n => dir.join(format!("{stem}-{n}.yaml")),
         };
         let m = marker(&path);
-        if path.exists() {
-            // A run killed after creating its file but before dropping its claim left the
-            // marker beside it; nothing else would remove it.
-            if m.exists() && claim_is_stale(&m) {
-                let _ = std::fs::remove_file(&m);
-            }
-            continue;
-        }
-        // A claim left by a killed run is taken over; a live one is passed by.
+        // A claim left by a killed run goes: taken over when its name is free, and removed
+        // beside the file it created (nothing else would remove it); a live one is passed by.
         if m.exists() && claim_is_stale(&m) {
             let _ = std::fs::remove_file(&m);
+        }
+        if path.exists() {
+            continue;
         }
         match OpenOptions::new().write(true).create_new(true).open(&m) {
             Ok(mut f) => {
@@ -113,17 +110,13 @@ mod tests {
         // Another machine's claim (a shared filesystem) is never taken: its process cannot
         // be seen from here. This machine's dead one is.
         std::fs::write(dir.join(".7-m-4.yaml.reserved"), "node-17-4294967294").unwrap();
-        let dead_here = format!("{}-4294967294", tag.rsplit_once('-').unwrap().0);
-        std::fs::write(dir.join(".7-m-5.yaml.reserved"), dead_here).unwrap();
+        let dead_here = crate::runtime::owner_tag_of(4294967294);
+        std::fs::write(dir.join(".7-m-5.yaml.reserved"), &dead_here).unwrap();
         let (f, _rf) = claim(&dir, "7-m").unwrap();
         assert_eq!(f, dir.join("7-m-5.yaml"));
         // A dead claim beside a session file that exists goes when a claim passes by.
         let beside = dir.join(".7-m.yaml.reserved");
-        std::fs::write(
-            &beside,
-            format!("{}-4294967294", tag.rsplit_once('-').unwrap().0),
-        )
-        .unwrap();
+        std::fs::write(&beside, &dead_here).unwrap();
         let _ = claim(&dir, "7-m").unwrap();
         assert!(!beside.exists());
     }

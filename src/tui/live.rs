@@ -100,7 +100,7 @@ impl Source for Live {
             match rx.try_recv() {
                 Ok(Ok(d)) => {
                     // Logged too; on screen, or a resumed session's dropped tail goes unsaid.
-                    if let Some(note) = d.notes.first() {
+                    if let Some(note) = &d.note {
                         app.say(Level::Warn, note.clone());
                     }
                     self.driver = Some(d);

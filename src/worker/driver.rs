@@ -22,7 +22,7 @@ pub struct Driver {
     pub recent: Vec<Event>,
     /// What opening the session file had to say (a torn last event dropped), for a front
     /// end that does not show the log.
-    pub notes: Vec<String>,
+    pub note: Option<String>,
 }
 
 impl Driver {
@@ -35,7 +35,7 @@ impl Driver {
             finished: None,
             progress: None,
             recent: Vec::new(),
-            notes: Vec::new(),
+            note: None,
         }
     }
 

@@ -382,10 +382,10 @@ pub fn attach(
         }
     };
     let mut d = Driver::new(machine, Some(writer), workers);
-    if let Some(note) = torn {
+    if let Some(note) = &torn {
         tracing::warn!("{note}");
-        d.notes.push(note);
     }
+    d.note = torn;
     if o.log.is_some() {
         d.resume()?;
     } else {
