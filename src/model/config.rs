@@ -144,15 +144,31 @@ impl ModelConfig {
         }
         let hidden_size = req(raw.hidden_size, "hidden_size")?;
         let num_heads = req(raw.num_attention_heads, "num_attention_heads")?;
-        let num_kv_heads = raw.num_key_value_heads.unwrap_or(num_heads);
+        // An absent field takes its config class's default, as transformers reads it:
+        // Qwen2Config and Qwen3Config say 32 key/value heads, MistralConfig 8, LlamaConfig
+        // as many as attention heads; Qwen3Config's head_dim is 128, the others derive it.
+        let class = match arch {
+            Arch::Llama => "LlamaConfig",
+            Arch::Mistral => "MistralConfig",
+            Arch::Qwen2 => "Qwen2Config",
+            Arch::Qwen3 => "Qwen3Config",
+        };
+        let absent = |default: &str| format!(" (absent: {class}'s default {default})");
+        let (num_kv_heads, kv_note) = match (raw.num_key_value_heads, arch) {
+            (Some(n), _) => (n, String::new()),
+            (None, Arch::Llama) => (num_heads, String::new()),
+            (None, Arch::Mistral) => (8, absent("8")),
+            (None, Arch::Qwen2 | Arch::Qwen3) => (32, absent("32")),
+        };
         if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
-            bail!("field `num_key_value_heads` ({num_kv_heads}) must divide num_attention_heads ({num_heads})");
+            bail!("field `num_key_value_heads` ({num_kv_heads}{kv_note}) must divide num_attention_heads ({num_heads})");
         }
-        let head_dim = match raw.head_dim {
-            Some(0) => bail!("field `head_dim` must be positive"),
-            Some(d) => d,
-            None if hidden_size % num_heads == 0 => hidden_size / num_heads,
-            None => bail!(
+        let head_dim = match (raw.head_dim, arch) {
+            (Some(0), _) => bail!("field `head_dim` must be positive"),
+            (Some(d), _) => d,
+            (None, Arch::Qwen3) => 128,
+            (None, _) if hidden_size % num_heads == 0 => hidden_size / num_heads,
+            (None, _) => bail!(
                 "hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}"
             ),
         };
@@ -434,7 +450,6 @@ mod tests {
         assert!(q2.qkv_bias && !q2.o_bias && !q2.qk_norm);
         let q3 = ModelConfig::from_json(&base("qwen3").to_string()).unwrap();
         assert!(!q3.qkv_bias && q3.qk_norm);
-        assert_eq!(q3.head_dim, 4);
     }
 
     #[test]
@@ -545,6 +560,29 @@ mod tests {
             let c = ModelConfig::from_json(&base(arch).to_string()).unwrap();
             assert_eq!(c.max_position_embeddings, max_pos, "{arch}");
         }
+        // Key/value heads and head_dim: 64 heads of 2 in a hidden size of 128.
+        for (arch, kv, head_dim) in [
+            ("llama", 64, 2),
+            ("mistral", 8, 2),
+            ("qwen2", 32, 2),
+            ("qwen3", 32, 128),
+        ] {
+            let mut v = base(arch);
+            v["hidden_size"] = 128.into();
+            v["num_attention_heads"] = 64.into();
+            v.as_object_mut().unwrap().remove("num_key_value_heads");
+            let c = ModelConfig::from_json(&v.to_string()).unwrap();
+            assert_eq!((c.num_kv_heads, c.head_dim), (kv, head_dim), "{arch}");
+        }
+        // A default that does not fit says it was the default.
+        let mut v = base("qwen2");
+        v["num_attention_heads"] = 2.into();
+        v.as_object_mut().unwrap().remove("num_key_value_heads");
+        let msg = format!("{:#}", ModelConfig::from_json(&v.to_string()).unwrap_err());
+        assert!(
+            msg.contains("(32 (absent: Qwen2Config's default 32)) must divide"),
+            "{msg}"
+        );
         let window = |arch: &str, extra: serde_json::Value| {
             let mut v = base(arch);
             v["num_hidden_layers"] = 30.into();
