@@ -430,6 +430,37 @@ fn an_unsupported_config_is_refused_before_the_weights_download() {
     );
 }
 
+// A repository with PyTorch .bin weights only was a 404 on the index ("no such file"):
+// its listing now says what it holds instead.
+#[test]
+fn a_repository_without_safetensors_says_what_it_has() {
+    let d = tmp();
+    let (model, txt) = tiny_repo(d.path());
+    let mut files = model_files(&model);
+    let weights = files.remove("model.safetensors").unwrap();
+    files.insert("pytorch_model.bin".into(), weights);
+    let (endpoint, seen) = scripted_hub(files);
+    let h = p(&d.path().join("hf"));
+    let envs = [
+        ("HF_HOME", h.as_str()),
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HUB_OFFLINE", "0"),
+    ];
+    let o = arborist(&["eval", "--model", REPO, "--ppl", &p(&txt)], &envs);
+    assert_one_line_error(
+        &o,
+        &[
+            "neither model.safetensors nor model.safetensors.index.json",
+            "PyTorch pickle weights",
+        ],
+    );
+    let seen = seen.lock().unwrap();
+    assert!(
+        !seen.iter().any(|r| r.contains("index.json")),
+        "the index was asked for: {seen:?}"
+    );
+}
+
 // hf-hub sets no read timeout: a hub that stopped sending held the download, and the
 // session waiting on it, forever (noticed in an audit of the download path). Silence is
 // now a transient failure after huggingface_hub's HF_HUB_DOWNLOAD_TIMEOUT and

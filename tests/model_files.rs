@@ -206,6 +206,68 @@ fn a_relative_path_taken_for_a_hub_id_says_so() {
     assert!(err.contains("no local directory has that name"), "{err}");
 }
 
+// A directory with weights in another layout said only "weights are missing": it now says
+// what it found and what to do.
+#[test]
+fn weights_in_another_layout_are_named() {
+    let d = tmp();
+    let dir = d.path().join("m");
+    write_model_dir(&dir, TINY_QWEN3, 3, DType::F32);
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(3000)).unwrap();
+    let err = |want: &[&str]| {
+        let o = arborist(&["eval", "--model", &p(&dir), "--ppl", &p(&txt)], &[]);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{e}");
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        for w in want {
+            assert!(e.contains(w), "`{w}` not in: {e}");
+        }
+    };
+    std::fs::rename(
+        dir.join("model.safetensors"),
+        dir.join("model-00001-of-00001.safetensors"),
+    )
+    .unwrap();
+    err(&[
+        "weights are missing",
+        "model-00001-of-00001.safetensors",
+        "no model.safetensors.index.json",
+    ]);
+    std::fs::rename(
+        dir.join("model-00001-of-00001.safetensors"),
+        dir.join("consolidated.safetensors"),
+    )
+    .unwrap();
+    err(&["consolidated.safetensors is Mistral's own layout"]);
+    std::fs::write(dir.join("pytorch_model.bin"), b"not read").unwrap();
+    err(&["PyTorch pickle weights", "save them as safetensors"]);
+}
+
+// A base model's weights (AutoModel's `layers.0…`, no head) were only "missing": the
+// error now names the name it is stored under.
+#[test]
+fn weights_under_another_prefix_are_named() {
+    let d = tmp();
+    let dir = d.path().join("m");
+    write_model_dir(&dir, TINY_QWEN3, 3, DType::F32);
+    let single = dir.join("model.safetensors");
+    let all = candle_core::safetensors::load(&single, &Device::Cpu).unwrap();
+    let base: HashMap<String, Tensor> = all
+        .into_iter()
+        .map(|(k, t)| (k.strip_prefix("model.").unwrap_or(&k).to_string(), t))
+        .collect();
+    candle_core::safetensors::save(&base, &single).unwrap();
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(3000)).unwrap();
+    let o = arborist(&["eval", "--model", &p(&dir), "--ppl", &p(&txt)], &[]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(e.contains("is missing from the weights"), "{e}");
+    assert!(e.contains("it is stored as `embed_tokens.weight`"), "{e}");
+}
+
 // `--force` replaces the whole --out directory: one that holds the model or the
 // calibration text is refused before anything is pruned, and keeps its files.
 #[test]

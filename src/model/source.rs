@@ -79,9 +79,16 @@ impl ModelFiles {
                 .map(|s| need(&s, "weight shard"))
                 .collect::<Result<Vec<_>>>()?
         } else {
+            let names: Vec<String> = std::fs::read_dir(dir)
+                .map(|d| {
+                    d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
             bail!(
-                "weights are missing in {}: expected {SINGLE} or {INDEX}",
-                dir.display()
+                "weights are missing in {}: expected {SINGLE} or {INDEX}{}",
+                dir.display(),
+                weights_hint(names.iter().map(String::as_str))
             )
         };
         Ok(ModelFiles {
@@ -131,6 +138,24 @@ fn valid_revision(r: &str) -> bool {
 pub fn pinned_spec(spec: &str, commit: &str) -> Option<String> {
     let (id, _) = split_hub_spec(spec)?;
     Some(format!("{id}@{commit}"))
+}
+
+/// What the files of a model without `model.safetensors` or its index hold instead, as
+/// the end of the error that says so.
+fn weights_hint<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names
+        .iter()
+        .any(|n| n.ends_with(".bin") || n.ends_with(".pt"))
+    {
+        "; it has PyTorch pickle weights (pytorch_model*.bin), which are not read here: save them as safetensors (transformers' save_pretrained writes them by default)".into()
+    } else if names.contains(&"consolidated.safetensors") {
+        "; consolidated.safetensors is Mistral's own layout, not transformers' (use a repository or revision with transformers weights)".into()
+    } else if let Some(shard) = names.iter().find(|n| n.ends_with(".safetensors")) {
+        format!("; it has safetensors files ({shard}) but no {INDEX} that lists them")
+    } else {
+        String::new()
+    }
 }
 
 /// Distinct shard file names of the index's weight map, sorted.
@@ -510,23 +535,35 @@ fn download(id: &str, revision: Option<&str>, cache: &Path) -> Result<ModelFiles
         let tokenizer = fetch("tokenizer.json".into()).await?;
         // Only the side files the repository lists: asking for absent ones would be
         // errors that cannot be told from a failing network.
-        match with_retries(|| answered(limits, repo.info())).await {
-            Ok(info) => {
-                for s in &info.siblings {
-                    if is_side_file(&s.rfilename) {
-                        fetch(s.rfilename.clone()).await?;
+        let listed: Option<Vec<String>> =
+            match with_retries(|| answered(limits, repo.info())).await {
+                Ok(info) => {
+                    for s in &info.siblings {
+                        if is_side_file(&s.rfilename) {
+                            fetch(s.rfilename.clone()).await?;
+                        }
                     }
+                    Some(info.siblings.into_iter().map(|s| s.rfilename).collect())
                 }
-            }
-            Err(e) => tracing::warn!(
-                "cannot list the files of {id}{at} on the Hugging Face hub ({e}); generation_config.json and the tokenizer's other files are not fetched"
-            ),
-        }
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot list the files of {id}{at} on the Hugging Face hub ({e}); generation_config.json and the tokenizer's other files are not fetched"
+                    );
+                    None
+                }
+            };
         // The index only when the hub has no single file: any other failure (a dropped
         // connection, a 503) was reported as a 404 on the index.
         let weights = match get(SINGLE.into()).await {
             Ok(single) => vec![single],
             Err(e) if status_of(&e) == Some(404) => {
+                // A repository with .bin weights only was a bare 404 on the index.
+                if let Some(names) = listed.filter(|n| !n.iter().any(|n| n == INDEX)) {
+                    bail!(
+                        "{id}{at} on the Hugging Face hub has neither {SINGLE} nor {INDEX}{}",
+                        weights_hint(names.iter().map(String::as_str))
+                    );
+                }
                 let index = fetch(INDEX.into()).await?;
                 let mut out = Vec::new();
                 for s in shard_names(&index)? {

@@ -159,18 +159,39 @@ impl WeightFiles {
         Ok(t.to_dtype(dtype)?.to_device(device)?)
     }
 
-    /// "tensor `name` is missing from the weights", with the file or the shards' folder.
+    /// "tensor `name` is missing from the weights", with the file or the shards' folder,
+    /// and the name it is stored under when only its prefix differs.
     fn missing(&self, name: &str) -> String {
-        match self.files.as_slice() {
-            [one] => format!(
-                "tensor `{name}` is missing from the weights ({})",
-                one.display()
-            ),
+        let where_ = match self.files.as_slice() {
+            [one] => format!(" ({})", one.display()),
             many => format!(
-                "tensor `{name}` is missing from the weights: none of the {} shards in {} holds it",
+                ": none of the {} shards in {} holds it",
                 many.len(),
                 many[0].parent().unwrap_or(Path::new(".")).display()
             ),
+        };
+        format!(
+            "tensor `{name}` is missing from the weights{where_}{}",
+            self.prefix_hint(name)
+        )
+    }
+
+    /// A base model saved without its head (`layers.0…`), or a model nested in another
+    /// (`language_model.model.layers.0…`), stores the tensor under another prefix.
+    fn prefix_hint(&self, name: &str) -> String {
+        let tail = name.strip_prefix("model.").unwrap_or(name);
+        let mut found: Vec<&String> = self
+            .owner
+            .keys()
+            .filter(|k| k.as_str() != name && k.ends_with(tail))
+            .filter(|k| k.len() == tail.len() || k[..k.len() - tail.len()].ends_with('.'))
+            .collect();
+        found.sort();
+        match found.first() {
+            Some(other) => format!(
+                "; it is stored as `{other}`: these weights are not laid out as transformers' *ForCausalLM (`model.…` and `lm_head.weight`)"
+            ),
+            None => String::new(),
         }
     }
 
