@@ -1,17 +1,29 @@
-//! Connects the state machine to the workers and the session file: every event is recorded
-//! before the machine sees it, and every effect becomes a job, a review request or a record.
+//! Connects the state machine to the workers and the session file: the machine moves on
+//! past an input event only once the file holds it, and every effect becomes a job, a
+//! review request or a record. The file is written on its own thread (`Recorder`), so a
+//! slow disk holds back the machine, not the front end that polls it.
 
 use anyhow::{anyhow, Result};
 use std::time::Duration;
 
+use super::recorder::Recorder;
 use super::{AgentJob, Job, Msg, Workers};
 use crate::agent::Proposal;
 use crate::session::file::SessionWriter;
 use crate::session::{Effect, Event, Machine, StopReason};
 
+/// An input event the machine has judged, waiting for its write.
+struct Pending {
+    ticket: u64,
+    event: Event,
+    next: Machine,
+    effects: Vec<Effect>,
+}
+
 pub struct Driver {
     pub machine: Machine,
-    writer: Option<SessionWriter>,
+    writer: Option<Recorder>,
+    pending: Option<Pending>,
     pub workers: Workers,
     /// A proposal waiting for the reviewer.
     pub pending_review: Option<Proposal>,
@@ -29,7 +41,8 @@ impl Driver {
     pub fn new(machine: Machine, writer: Option<SessionWriter>, workers: Workers) -> Driver {
         Driver {
             machine,
-            writer,
+            writer: writer.map(Recorder::spawn),
+            pending: None,
             workers,
             pending_review: None,
             finished: None,
@@ -53,6 +66,7 @@ impl Driver {
                 iteration: self.machine.iteration,
             };
             self.record(&ev)?;
+            self.flush()?;
             // Its effect (ask the agent) is what `resume_effects` gives below.
             self.machine.handle(&ev).map_err(anyhow::Error::msg)?;
         }
@@ -73,12 +87,22 @@ impl Driver {
         self.dispatch(effects)
     }
 
+    /// Queue a derived event (or one the machine has taken already) for the file.
     fn record(&mut self, ev: &Event) -> Result<()> {
         if let Some(w) = &mut self.writer {
-            w.append(ev)?;
+            w.send(ev)?;
         }
         self.recent.push(ev.clone());
         Ok(())
+    }
+
+    /// Wait until the file holds every event sent to it, the pending one taken.
+    pub fn flush(&mut self) -> Result<()> {
+        self.settle(Duration::MAX)?;
+        match &mut self.writer {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
     }
 
     /// The session file could not be written: the session cannot go on in this process.
@@ -86,23 +110,64 @@ impl Driver {
         self.writer.as_ref().is_some_and(|w| w.failed())
     }
 
-    /// Let the machine judge an input event, record it, and only then move the machine on
-    /// (an event the machine refuses is not recorded; one the file cannot take leaves the
-    /// machine where the file stops, so the screen never shows what the file lacks).
+    /// An input event is judged but not yet written.
+    pub fn writing(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Let the machine judge an input event, send it to the file, and move the machine on
+    /// when it is written (`poll` sees to that). An event the machine refuses is not
+    /// recorded; one the file cannot take leaves the machine where the file stops, so the
+    /// screen never shows what the file lacks.
     pub fn feed(&mut self, ev: Event) -> Result<()> {
+        // The machine judges each event after the one before it.
+        self.settle(Duration::MAX)?;
         if self.machine.is_done() && !matches!(ev, Event::StopRequested { .. }) {
             return Ok(()); // a late reply after the session ended
         }
         // The file stopped at the event before a failed write; the machine must not move
         // on past what the file can hold.
         if let Some(w) = self.writer.as_mut().filter(|w| w.failed()) {
-            return w.append(&ev);
+            return w.send(&ev).map(|_| ());
         }
         let mut next = self.machine.clone();
         let effects = next.handle(&ev).map_err(|e| anyhow!(e))?;
-        self.record(&ev)?;
-        self.machine = next;
-        self.dispatch(effects)
+        let Some(w) = &mut self.writer else {
+            self.machine = next;
+            self.recent.push(ev);
+            return self.dispatch(effects);
+        };
+        let ticket = w.send(&ev)?;
+        self.pending = Some(Pending {
+            ticket,
+            event: ev,
+            next,
+            effects,
+        });
+        Ok(())
+    }
+
+    /// Wait up to `timeout` for the pending event's write, and move the machine on when it
+    /// is written. True when it was taken; a failed write is an error, and the machine
+    /// stays where the file stops.
+    fn settle(&mut self, timeout: Duration) -> Result<bool> {
+        let (Some(p), Some(w)) = (&self.pending, &mut self.writer) else {
+            return Ok(false);
+        };
+        match w.wait_for(p.ticket, timeout) {
+            None => Ok(false),
+            Some(Err(e)) => {
+                self.pending = None;
+                Err(e)
+            }
+            Some(Ok(())) => {
+                let p = self.pending.take().expect("a pending event");
+                self.machine = p.next;
+                self.recent.push(p.event);
+                self.dispatch(p.effects)?;
+                Ok(true)
+            }
+        }
     }
 
     fn send(&self, job: Job) -> Result<()> {
@@ -138,6 +203,10 @@ impl Driver {
                 Effect::Log(ev) => self.record(&ev)?,
                 Effect::Finished(r) => {
                     self.pending_review = None;
+                    // Finished means the file holds the whole session.
+                    if let Some(w) = &mut self.writer {
+                        w.flush()?;
+                    }
                     self.finished = Some(r)
                 }
             }
@@ -145,9 +214,17 @@ impl Driver {
         Ok(())
     }
 
-    /// Wait up to `timeout` for one worker message and act on it. Returns the message for
-    /// front ends that display it; a failed job is an error.
+    /// Wait up to `timeout` for the pending event's write or, with none pending, for one
+    /// worker message, and act on it. Returns the message for front ends that display it
+    /// (the event the machine took, for a write); a failed job or write is an error.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Msg>> {
+        if let Some(w) = &mut self.writer {
+            w.check()?;
+        }
+        if let Some(p) = &self.pending {
+            let event = p.event.clone();
+            return Ok(self.settle(timeout)?.then_some(Msg::Event(event)));
+        }
         let msg = match self.workers.rx.recv_timeout(timeout) {
             Ok(m) => m,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return Ok(None),
@@ -170,8 +247,12 @@ impl Driver {
 }
 
 impl Driver {
-    /// Stop the workers (a job still running after a short grace is abandoned).
-    pub fn shutdown(self) {
+    /// Stop the workers (a job still running after a short grace is abandoned); the file
+    /// gets every event queued for it.
+    pub fn shutdown(mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!("{e:#}");
+        }
         self.workers.shutdown();
     }
 }
@@ -206,7 +287,9 @@ mod tests {
         assert!(matches!(profiled, Event::Profiled { .. }));
         // The first failed write leaves the machine as it was before the event, too.
         let before = d.machine.phase.clone();
-        let e = format!("{:#}", d.feed(baseline.clone()).unwrap_err());
+        d.feed(baseline.clone()).unwrap();
+        assert!(d.writing());
+        let e = format!("{:#}", d.poll(Duration::from_secs(60)).unwrap_err());
         assert!(e.contains("No space left") && d.write_failed(), "{e}");
         assert_eq!(
             d.machine.phase, before,

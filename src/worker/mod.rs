@@ -5,6 +5,7 @@ pub mod driver;
 pub mod engine;
 pub mod inline;
 pub mod launch;
+pub mod recorder;
 pub mod setup;
 pub mod verify;
 
