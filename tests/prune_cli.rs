@@ -341,6 +341,41 @@ fn refusals_are_one_line() {
     let o = run(&["--sparsity", "0.5", "--out", &up, "--force"]);
     one_line_error(&o, "has no directory name");
     assert!(!stderr(&o).contains("pruning blocks"), "{}", stderr(&o));
+    // `d/.` failed at the final rename, after the whole prune.
+    let dot = format!("{o_s}/.");
+    let o = run(&["--sparsity", "0.5", "--out", &dot]);
+    one_line_error(&o, "ends in `.`: give the directory itself");
+    // An N:M that no layer width fits: the first layer, before any calibration (it was
+    // found mid-prune, naming whichever layer failed first).
+    let o = run(&["--nm", "2:3", "--out", &o_s]);
+    one_line_error(
+        &o,
+        "--nm 2:3: model.layers.0.self_attn.q_proj has 64 inputs, not a multiple of 3",
+    );
+    // Structured methods choose their own units: an allocation was ignored, yet recorded.
+    let method = |m: &str, extra: &[&str]| {
+        let mut args = base(extra);
+        let at = args.iter().position(|a| a == "wanda").unwrap();
+        args[at] = m.into();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        arborist(&refs, &[])
+    };
+    for m in ["shortgpt", "width"] {
+        one_line_error(
+            &method(
+                m,
+                &["--sparsity", "0.25", "--allocation", "owl", "--out", &o_s],
+            ),
+            &format!("--method {m} takes --sparsity"),
+        );
+    }
+    one_line_error(
+        &method(
+            "magnitude",
+            &["--nm", "2:4", "--magnitude-layerwide", "--out", &o_s],
+        ),
+        "--magnitude-layerwide ranks a whole layer at once",
+    );
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("keep.txt"), "x").unwrap();
     one_line_error(

@@ -125,6 +125,16 @@ fn check_flags(a: &PruneArgs) -> Result<()> {
             a.method
         );
     }
+    // They remove blocks or heads by their own scores: an allocation or a pattern was
+    // recorded in arborist.json while the weights were pruned without it.
+    if matches!(a.method, Method::Shortgpt | Method::Width)
+        && (a.allocation != "uniform" || a.nm.is_some())
+    {
+        bail!("--method {} takes --sparsity (the fraction of block parameters to remove), not --nm or --allocation {}", a.method, a.allocation);
+    }
+    if a.magnitude_layerwide && a.nm.is_some() {
+        bail!("--magnitude-layerwide ranks a whole layer at once; --nm keeps N of every M inputs per row, so they cannot combine");
+    }
     if a.magnitude_layerwide && a.method != Method::Magnitude {
         bail!(
             "--magnitude-layerwide applies to --method magnitude, not {}",
@@ -175,6 +185,17 @@ pub fn run(a: PruneArgs) -> Result<()> {
     let mut m = a.model.load()?;
     // Every weight is read to prune it: NaN would choose masks silently.
     m.refuse_non_finite()?;
+    // A pattern no layer width fits was refused mid-prune, naming whichever layer failed
+    // first.
+    if let Some(Pattern::NM { n, m: group }) = pat {
+        for id in m.decoder.linear_ids() {
+            let l = m.decoder.linear(id);
+            let cols = l.in_features();
+            if !cols.is_multiple_of(group) {
+                bail!("--nm {n}:{group}: {} has {cols} inputs, not a multiple of {group} (each row keeps {n} of every {group} consecutive inputs)", l.name);
+            }
+        }
+    }
     // Magnitude pruning reads no windows (only OWL's allocation does): given anyway, they
     // are neither read nor recorded as a calibration that did not run.
     let unused = a.method == Method::Magnitude && a.allocation != "owl";

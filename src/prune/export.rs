@@ -18,6 +18,17 @@ pub fn check_out_dir(out: &Path, force: bool) -> Result<bool> {
             out.join("pruned").display()
         );
     }
+    // `d/.` names `d`, but Path drops the `.` only in some of its methods: the rename at
+    // the end failed after the whole prune.
+    let raw = out.as_os_str().as_encoded_bytes();
+    let trimmed = raw.strip_suffix(b"/").unwrap_or(raw);
+    if trimmed.ends_with(b"/.") {
+        let dir = String::from_utf8_lossy(&trimmed[..trimmed.len() - 2]).into_owned();
+        bail!(
+            "--out {} ends in `.`: give the directory itself, such as {dir}",
+            out.display()
+        );
+    }
     // A link would be replaced by the directory written (its target left as it was), and
     // a dangling one was found only after the whole prune.
     if let Ok(to) = std::fs::read_link(out) {
