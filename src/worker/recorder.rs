@@ -135,3 +135,54 @@ impl Drop for Recorder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::file::read;
+    use std::path::Path;
+
+    fn example() -> crate::session::file::SessionLog {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
+        read(Path::new(p)).unwrap()
+    }
+
+    // Events queued and never waited for are written before the file is let go, in order.
+    #[test]
+    fn queued_events_are_written_in_order_before_the_file_is_let_go() {
+        let log = example();
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("s.yaml");
+        let events: Vec<Event> = log.entries[..5].iter().map(|e| e.event.clone()).collect();
+        {
+            let mut r = Recorder::spawn(SessionWriter::create(&path, &log.header).unwrap());
+            let tickets: Vec<u64> = events.iter().map(|e| r.send(e).unwrap()).collect();
+            assert_eq!(tickets, vec![1, 2, 3, 4, 5]);
+            r.wait_for(2, Duration::from_secs(60)).unwrap().unwrap();
+        }
+        let back = read(&path).unwrap();
+        let kinds = |e: &[Event]| e.iter().map(|e| e.kind()).collect::<Vec<_>>();
+        let got: Vec<Event> = back.entries.iter().map(|e| e.event.clone()).collect();
+        assert_eq!(kinds(&got), kinds(&events));
+        assert_eq!(
+            back.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+    }
+
+    // A failed write answers its own ticket and every later one with the first failure,
+    // and `check` says it once.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_write_is_the_answer_from_then_on() {
+        let log = example();
+        let mut r = Recorder::spawn(SessionWriter::on_full_device().unwrap());
+        let first = r.send(&log.entries[0].event).unwrap();
+        let e = r.wait_for(first, Duration::from_secs(60)).unwrap();
+        assert!(format!("{:#}", e.unwrap_err()).contains("No space left"));
+        assert!(r.failed());
+        assert!(r.check().is_ok(), "said twice");
+        let e = format!("{:#}", r.send(&log.entries[1].event).unwrap_err());
+        assert!(e.contains("no longer written"), "{e}");
+    }
+}
