@@ -680,6 +680,72 @@ fn mmlu_csv_and_parquet_give_identical_results() {
 }
 
 /// What the evaluator reads of each item (its file aside), with `--shots 0`.
+// Evaluating the dev split itself put each item, answer and all, among its own shots (an
+// audit found 5-shot dev accuracy computed so). An item's shots are now the other dev
+// items, as lm-eval leaves the document out when the few-shot split is the one evaluated:
+// its scores equal those of the same item evaluated as a test item against the others.
+#[test]
+fn an_evaluated_dev_item_is_not_its_own_example() {
+    let d = tmp();
+    let (_, dev) = mmlu_items();
+    let alg: Vec<Item> = dev
+        .into_iter()
+        .filter(|i| i.subject == "abstract_algebra")
+        .collect();
+    let test_file = write_parquet_tree(&d.path().join("a"), &alg[..1], &alg);
+    let dev_file = test_file.with_file_name("dev-00000-of-00001.parquet");
+    let m = p(&fixture("qwen3"));
+    let run = |f: &Path| {
+        eval_json(&[
+            "eval",
+            "--model",
+            &m,
+            "--mmlu",
+            &p(f),
+            "--shots",
+            "2",
+            "--json",
+            "--per-item",
+        ])
+    };
+    let v = run(&dev_file);
+    assert_eq!(v["mmlu"]["split"], "dev");
+    let preds = v["mmlu"]["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), alg.len());
+    for (i, x) in alg.iter().enumerate() {
+        let others: Vec<Item> = (0..alg.len())
+            .filter(|&j| j != i)
+            .map(|j| alg[j].clone())
+            .collect();
+        let t = write_parquet_tree(&d.path().join(format!("t{i}")), &[x.clone()], &others);
+        let want = run(&t);
+        assert_eq!(preds[i]["shots"], 2, "item {i}");
+        assert_eq!(
+            preds[i]["logprobs"], want["mmlu"]["predictions"][0]["logprobs"],
+            "item {i}"
+        );
+    }
+    // Five dev examples leave four for each: --shots 5 needs a sixth.
+    let o = arborist(
+        &[
+            "eval",
+            "--model",
+            &m,
+            "--mmlu",
+            &p(&dev_file),
+            "--shots",
+            "5",
+        ],
+        &[],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("has 5 dev examples, fewer than the 6 --shots 5 needs when the dev split itself is evaluated"),
+        "{err}"
+    );
+}
+
 fn item_keys(path: &Path) -> Vec<(String, String, [String; 4], usize)> {
     let d = read_mmlu(path, 0).unwrap();
     d.test
@@ -960,6 +1026,93 @@ fn a_parquet_cell_that_is_not_utf8_is_one_short_line() {
         err.ends_with("row 2: a text value is not valid UTF-8\n"),
         "{err}"
     );
+}
+
+/// A data page that claims more values than it holds made the parquet crate assert: `eval`
+/// panicked with a backtrace, and a headless run waited forever for its data (both found
+/// by an audit). Each is now one line naming the file.
+#[test]
+fn a_malformed_parquet_page_is_one_line_not_a_panic() {
+    let d = tmp();
+    let path = d.path().join("bad.parquet");
+    let schema = "message schema { required binary text (STRING); }";
+    let schema = Arc::new(parquet::schema::parser::parse_message_type(schema).unwrap());
+    let props = WriterProperties::builder()
+        .set_dictionary_enabled(false)
+        .set_compression(Compression::UNCOMPRESSED)
+        .build();
+    let file = std::fs::File::create(&path).unwrap();
+    let mut w = SerializedFileWriter::new(file, schema, Arc::new(props)).unwrap();
+    let mut rg = w.next_row_group().unwrap();
+    let mut c = rg.next_column().unwrap().unwrap();
+    let rows: Vec<ByteArray> = (0..5)
+        .map(|i| ByteArray::from(text(40 + i).as_str()))
+        .collect();
+    c.typed::<ByteArrayType>()
+        .write_batch(&rows, None, None)
+        .unwrap();
+    c.close().unwrap();
+    rg.close().unwrap();
+    w.close().unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    // The first page header (thrift compact): data_page_header's field 1, num_values,
+    // zigzag 5 = 0x0a; 100 claims 50.
+    let at = bytes[4..]
+        .windows(3)
+        .position(|w| w == [0x2c, 0x15, 0x0a])
+        .expect("the data page header's num_values of 5")
+        + 4;
+    bytes[at + 2] = 100;
+    std::fs::write(&path, &bytes).unwrap();
+    let m = p(&fixture("qwen3"));
+    let o = arborist(
+        &["eval", "--model", &m, "--ppl", &p(&path), "--seqlen", "4"],
+        &[],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("bad.parquet: row 1: the parquet file is malformed"),
+        "{err}"
+    );
+    // The same file as a session's evaluation text: the run ends instead of waiting.
+    let txt = d.path().join("calib.txt");
+    std::fs::write(&txt, text(3000)).unwrap();
+    let session = p(&d.path().join("s.yaml"));
+    let o = std::process::Command::new("timeout")
+        .args(["120", env!("CARGO_BIN_EXE_arborist")])
+        .args([
+            "run",
+            "--model",
+            &m,
+            "--calib",
+            &p(&txt),
+            "--eval",
+            &p(&path),
+        ])
+        .args([
+            "--seqlen",
+            "64",
+            "--calib-windows",
+            "2",
+            "--eval-windows",
+            "2",
+        ])
+        .args([
+            "--max-iters",
+            "1",
+            "--headless",
+            "--auto-approve",
+            "--session",
+            &session,
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "124 is a hang: {err}");
+    assert!(err.contains("the parquet file is malformed"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 /// The dense perplexity a session file records (its `baseline` event).

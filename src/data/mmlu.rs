@@ -168,7 +168,9 @@ fn read_parquet_split(
             read_parquet_items(f, &mut dev)?;
         }
         let names: Vec<String> = dev_files.iter().map(|f| f.display().to_string()).collect();
-        check_shots(&test, &dev, shots, |_| names.join(", "))?;
+        // An evaluated dev item is left out of its own shots (as lm-eval does when the
+        // few-shot split is the one evaluated), so each needs one more.
+        check_shots(&test, &dev, shots, split == "dev", |_| names.join(", "))?;
     }
     Ok(MmluData { split, test, dev })
 }
@@ -265,7 +267,7 @@ fn read_csv_tree(root: &Path, shots: usize) -> Result<MmluData> {
             }
             dev.insert(subject.clone(), read_csv_items(&f, subject)?);
         }
-        check_shots(&test, &dev, shots, |s| {
+        check_shots(&test, &dev, shots, false, |s| {
             dev_dir.join(format!("{s}_dev.csv")).display().to_string()
         })?;
     }
@@ -335,18 +337,28 @@ fn read_csv_items(f: &Path, subject: &str) -> Result<Vec<MmluItem>> {
     Ok(items)
 }
 
-/// Every evaluated subject needs `shots` dev examples; `file(subject)` names where.
+/// Every evaluated subject needs `shots` dev examples, one more when the dev split is the
+/// one evaluated (`evaluating_dev`: an item is left out of its own); `file(subject)`
+/// names where.
 fn check_shots(
     test: &BTreeMap<String, Vec<MmluItem>>,
     dev: &BTreeMap<String, Vec<MmluItem>>,
     shots: usize,
+    evaluating_dev: bool,
     file: impl Fn(&str) -> String,
 ) -> Result<()> {
+    let need = shots + usize::from(evaluating_dev);
     for subject in test.keys() {
         let have = dev.get(subject).map_or(0, Vec::len);
-        if have < shots {
+        if have < need {
+            let why = match evaluating_dev {
+                true => format!(
+                    "fewer than the {need} --shots {shots} needs when the dev split itself is evaluated (an item is not its own example)"
+                ),
+                false => format!("fewer than --shots {shots}"),
+            };
             bail!(
-                "{}: subject {subject} has {have} dev examples, fewer than --shots {shots}",
+                "{}: subject {subject} has {have} dev examples, {why}",
                 file(subject)
             );
         }

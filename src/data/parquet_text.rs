@@ -1,6 +1,7 @@
 //! Reading Hugging Face dataset parquet files through parquet's record API (no arrow):
 //! a projected row reader shared by the evaluators, and wikitext's `text` column.
 
+use crate::runtime::catch_quietly;
 use anyhow::{anyhow, bail, Context, Result};
 use parquet::basic::Compression;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -18,7 +19,17 @@ pub fn for_each_row(
 ) -> Result<()> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let reader = SerializedFileReader::new(file)
+    // The parquet crate asserts on some corruptions (a page that claims more values than it
+    // holds) instead of returning an error.
+    let malformed = |row: Option<usize>, p: String| {
+        let at = row.map_or(String::new(), |r| format!(": row {r}"));
+        anyhow!(
+            "{}{at}: the parquet file is malformed ({p})",
+            path.display()
+        )
+    };
+    let reader = catch_quietly(|| SerializedFileReader::new(file))
+        .map_err(|p| malformed(None, p))?
         .map_err(|e| anyhow!("{} is not a readable parquet file: {e}", path.display()))?;
     let root = reader.metadata().file_metadata().schema().clone();
     let have: Vec<&str> = root.get_fields().iter().map(|t| t.name()).collect();
@@ -42,10 +53,14 @@ pub fn for_each_row(
     let proj = Type::group_type_builder(root.name())
         .with_fields(fields)
         .build()?;
-    let rows = reader
-        .get_row_iter(Some(proj))
+    let mut rows = catch_quietly(|| reader.get_row_iter(Some(proj)))
+        .map_err(|p| malformed(None, p))?
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    for (i, row) in rows.enumerate() {
+    for i in 0.. {
+        let Some(row) = catch_quietly(|| rows.next()).map_err(|p| malformed(Some(i + 1), p))?
+        else {
+            break;
+        };
         let row = row.map_err(|e| anyhow!("{}: row {}: {}", path.display(), i + 1, brief(&e)))?;
         let cols = row.into_columns();
         let picked: Vec<&Field> = columns

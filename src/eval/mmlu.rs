@@ -234,14 +234,24 @@ pub fn evaluate_mmlu(
         let prepared = chunk
             .iter()
             .map(|it| {
-                prepare(
-                    model,
-                    it,
-                    data.dev.get(&it.subject).unwrap_or(&empty),
-                    opts.shots,
-                    opts.prompt,
-                    max,
-                )
+                let dev = data.dev.get(&it.subject).unwrap_or(&empty);
+                // Evaluating the dev split itself: an item is never its own example (its
+                // answer would be in the prompt); compared by content, as lm-eval does.
+                let others: Vec<MmluItem>;
+                let dev = if data.split == "dev" {
+                    others = dev
+                        .iter()
+                        .filter(|d| {
+                            (&d.question, &d.choices, d.answer)
+                                != (&it.question, &it.choices, it.answer)
+                        })
+                        .cloned()
+                        .collect();
+                    &others
+                } else {
+                    dev
+                };
+                prepare(model, it, dev, opts.shots, opts.prompt, max)
             })
             .collect::<Result<Vec<_>>>()?;
         for (it, (p, lp)) in chunk

@@ -82,7 +82,11 @@ pub fn spawn(
     let (atx, arx) = channel::<AgentJob>();
     let out = tx.clone();
     let compute = std::thread::spawn(move || {
-        let mut engine = match load() {
+        // A panic while loading (a malformed data file deep in a parser) is a failed load:
+        // unreported, the front end waited for `Ready` forever.
+        let loaded = catch_unwind(AssertUnwindSafe(load))
+            .unwrap_or_else(|p| Err(anyhow::anyhow!("loading panicked: {}", panic_text(&p))));
+        let mut engine = match loaded {
             Ok(mut e) => {
                 let _ = out.send(Msg::Ready(Ok(e.data_fingerprints())));
                 let stages = out.clone();
@@ -126,12 +130,7 @@ pub fn spawn(
     }
 }
 
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
-}
+use crate::runtime::panic_text;
 
 /// Run one agent job; failures become events too, so the loop never stalls on an agent.
 pub fn agent_event(agent: &mut dyn Agent, job: AgentJob) -> Event {
@@ -316,6 +315,31 @@ mod tests {
             "{:?}",
             t.elapsed()
         );
+    }
+
+    // A load that panics (a malformed data file deep in a parser) is a failed load: the
+    // front end waited for `Ready` forever (found by an audit with a corrupt parquet page).
+    #[test]
+    fn a_panic_while_loading_is_a_failed_load() {
+        let agent = Slow {
+            delay: std::time::Duration::ZERO,
+            panic: false,
+        };
+        let w = spawn(
+            || panic!("assertion failed: size <= src.len()"),
+            Box::new(agent),
+        );
+        let msg =
+            w.rx.recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap();
+        match msg {
+            Msg::Ready(Err(e)) => assert!(
+                e.contains("loading panicked: assertion failed: size <= src.len()"),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        w.shutdown();
     }
 
     // A panicking agent is reported on the channel instead of going silent.
