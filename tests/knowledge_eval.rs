@@ -717,7 +717,11 @@ fn an_evaluated_dev_item_is_not_its_own_example() {
             .filter(|&j| j != i)
             .map(|j| alg[j].clone())
             .collect();
-        let t = write_parquet_tree(&d.path().join(format!("t{i}")), &[x.clone()], &others);
+        let t = write_parquet_tree(
+            &d.path().join(format!("t{i}")),
+            std::slice::from_ref(x),
+            &others,
+        );
         let want = run(&t);
         assert_eq!(preds[i]["shots"], 2, "item {i}");
         assert_eq!(
