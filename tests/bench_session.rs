@@ -175,3 +175,34 @@ fn compute_threads_share_one_malloc_arena_unless_the_user_chose() {
         1
     );
 }
+
+// `bench --suite ppl --json` carries its protocol, with the device as `--device` spells it
+// (it said `Cpu` where prune's arborist.json says `cpu`).
+#[test]
+fn ppl_bench_json_names_its_protocol_and_device_as_flags_do() {
+    let o = arborist(
+        &[
+            "bench",
+            "--suite",
+            "ppl",
+            "--json",
+            "--iters",
+            "1",
+            "--seqlen",
+            "32",
+            "--calib-windows",
+            "4",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["device"], "cpu");
+    assert_eq!(v["dtype"], "f32");
+    assert_eq!(
+        (v["seqlen"].as_u64(), v["windows"].as_u64()),
+        (Some(32), Some(4))
+    );
+    let fraction = v["fraction_of_gemm"].as_f64().unwrap();
+    assert!(fraction > 0.0 && fraction.is_finite(), "{v}");
+}

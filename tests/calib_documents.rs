@@ -286,4 +286,15 @@ fn bad_shards_are_named() {
         &eval(&gz_path.display().to_string()),
         &["docs.txt is gzip-compressed"],
     );
+    // A parquet file whose bytes are all ASCII (a file of no rows) was read as text, and
+    // one read as documents was "not valid UTF-8" without a word of parquet.
+    let ascii = write("zero.parquet", "PAR1 a footer of no rows, all ASCII PAR1");
+    one_line(
+        &run(&ascii, "sequential"),
+        &["zero.parquet is a parquet file; this option reads UTF-8 text"],
+    );
+    one_line(
+        &run(&ascii, "documents"),
+        &["zero.parquet is a parquet file; this option reads UTF-8 text"],
+    );
 }

@@ -40,7 +40,12 @@ pub fn ppl_suite(a: &BenchArgs, model: &Decoder) -> Result<()> {
     )?;
     let params = params(cfg);
     let dtype = crate::runtime::dtype_name(model.dtype);
-    let device = format!("{:?}", model.device.location());
+    // As `--device` spells it (and prune's arborist.json records it), not `Cpu`.
+    let device = match model.device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    };
     if a.json {
         println!(
             "{}",

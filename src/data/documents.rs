@@ -111,6 +111,9 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
     crate::runtime::refuse_device(path)?;
     let name = path.display();
     let gz = is_gzip(path)?;
+    if super::text::starts_with(path, super::text::PARQUET_MAGIC).unwrap_or(false) {
+        bail!("{}", super::text::parquet_refusal(path));
+    }
     let file = std::fs::File::open(path).with_context(|| format!("cannot read {name}"))?;
     let reader: Box<dyn BufRead> = if gz {
         Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))

@@ -23,6 +23,13 @@ pub fn starts_with(path: &Path, magic: &[u8]) -> std::io::Result<bool> {
 pub fn read_text(path: &Path) -> Result<String> {
     crate::runtime::refuse_device(path)?;
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // A parquet file begins and ends with its magic; one whose bytes are all ASCII (no
+    // rows) was read as text.
+    let parquet =
+        bytes.len() >= 8 && bytes.starts_with(PARQUET_MAGIC) && bytes.ends_with(PARQUET_MAGIC);
+    if parquet {
+        bail!("{}", parquet_refusal(path));
+    }
     match String::from_utf8(bytes) {
         Ok(s) => Ok(s),
         Err(e) if e.as_bytes().starts_with(GZIP_MAGIC) => bail!(
@@ -33,10 +40,7 @@ pub fn read_text(path: &Path) -> Result<String> {
             if path.extension().is_some_and(|e| e == "parquet")
                 || e.as_bytes().starts_with(PARQUET_MAGIC) =>
         {
-            bail!(
-            "{} is a parquet file; this option reads UTF-8 text (parquet is read by --ppl and --eval)",
-            path.display()
-        )
+            bail!("{}", parquet_refusal(path))
         }
         Err(e) => bail!(
             "{} is not UTF-8 text (invalid byte at offset {})",
@@ -44,6 +48,13 @@ pub fn read_text(path: &Path) -> Result<String> {
             e.utf8_error().valid_up_to()
         ),
     }
+}
+
+pub fn parquet_refusal(path: &Path) -> String {
+    format!(
+        "{} is a parquet file; this option reads UTF-8 text (parquet is read by --ppl and --eval)",
+        path.display()
+    )
 }
 
 /// A batch of equal-length windows as a [batch, seq] id tensor.
