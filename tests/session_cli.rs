@@ -168,6 +168,71 @@ fn two_runs_started_at_once_get_two_sessions() {
     );
 }
 
+// The claim on a default name was kept to the end of the run, so every kill (and every
+// signal) left a `.NAME.reserved` beside the session (an audit counted 8 after a few
+// runs). It goes once the session file exists: checked while the run still waits on an
+// agent that never answers.
+#[test]
+fn a_default_name_claim_goes_once_the_session_file_exists() {
+    let env = Env::new();
+    // Accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", silent.local_addr().unwrap());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"))
+        .current_dir(env.work())
+        .env("ARBORIST_CACHE", &env.cache)
+        .args(["run", "--headless", "--auto-approve", "--max-iters", "1"])
+        .args([
+            "--agent",
+            "openai",
+            "--agent-model",
+            "m",
+            "--base-url",
+            &url,
+        ])
+        .args(["--agent-timeout", "600"])
+        .args(SMALL)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sessions = env.path("sessions");
+    let names = || -> Vec<String> {
+        std::fs::read_dir(&sessions).map_or(vec![], |d| {
+            d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+    };
+    let t = std::time::Instant::now();
+    // The baseline is recorded once the model and data are in; by then the header has
+    // long been written.
+    let recorded = || {
+        names()
+            .iter()
+            .filter(|n| n.ends_with(".yaml") && !n.starts_with('.'))
+            .any(|n| {
+                std::fs::read_to_string(sessions.join(n))
+                    .is_ok_and(|t| t.contains("event: baseline"))
+            })
+    };
+    while !recorded() {
+        assert!(t.elapsed().as_secs() < 300, "no baseline: {:?}", names());
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let seen = names();
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(running, "the run must still be waiting on the agent");
+    assert_eq!(
+        seen.len(),
+        1,
+        "a claim is left beside the session: {seen:?}"
+    );
+    assert!(seen[0].ends_with("-bundled.yaml"), "{seen:?}");
+    assert_eq!(names(), seen, "the kill left something behind");
+}
+
 #[test]
 fn builtin_reaches_a_small_target() {
     let env = Env::new();

@@ -94,7 +94,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let (workers, files) = setup::start(&s)?;
     let data = launch::wait_ready(&workers)?;
     // `attach` reports a torn last document once resuming has worked.
-    let mut d = setup::attach(&s, workers, &files, data)?;
+    let mut d = setup::attach(&mut s, workers, &files, data)?;
     match &d.finished {
         Some(reason) if s.log.is_some() => eprintln!(
             "session {} had already finished ({}); nothing to do",

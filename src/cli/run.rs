@@ -523,10 +523,10 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     let opened = super::headless::open(&a)?;
     // Runs on the TUI's loader thread: resolving (maybe downloading) and loading the model.
-    crate::tui::run_live(opened, a.auto_approve, |s| {
+    crate::tui::run_live(opened, a.auto_approve, |mut s| {
         let (workers, files) = crate::worker::setup::start(&s)?;
         let data = crate::worker::launch::wait_ready(&workers)?;
-        crate::worker::setup::attach(&s, workers, &files, data)
+        crate::worker::setup::attach(&mut s, workers, &files, data)
     })
 }
 

@@ -23,7 +23,7 @@ pub struct Opened {
     /// Said with an error resolving the model: a resumed session's recorded model that is
     /// not found may sit elsewhere here (`--model`).
     pub model_hint: Option<String>,
-    /// A default name, claimed until the session file exists (dropped with this).
+    /// A default name, claimed until the session file exists (`attach` drops it then).
     pub claim: Option<crate::session::reserve::Reservation>,
     /// The directories above a new session's file that do not exist yet, deepest first:
     /// removed again (when empty) with a file that recorded nothing.
@@ -327,7 +327,7 @@ pub fn check_data(
 /// machine, and start or resume the loop. Nothing is written before this point. `data`:
 /// the engine's data fingerprints, from `launch::wait_ready`.
 pub fn attach(
-    o: &Opened,
+    o: &mut Opened,
     workers: Workers,
     files: &ModelFiles,
     data: DataHashes,
@@ -355,7 +355,11 @@ pub fn attach(
                 },
             };
             let m = Machine::new(&o.opts.model, o.opts.loop_opts.clone());
-            (m, SessionWriter::create(&o.path, &header)?)
+            let w = SessionWriter::create(&o.path, &header)?;
+            // The file holds the name now: a marker kept to the end of the run was left
+            // behind by every kill.
+            o.claim = None;
+            (m, w)
         }
         Some(log) => {
             if log.header.fingerprint != fingerprint {
