@@ -174,7 +174,38 @@ fn bad_input_is_one_line_and_leaves_no_session() {
     let config = env.dir.path().join("c8.yaml");
     std::fs::write(&config, "loop:\n  target: 2\n").unwrap();
     let (config, prompts) = (p(&config), p(env.dir.path()));
+    // Values set in a config file that were blamed on flags never given (`--seed ...`,
+    // `--agent openai needs ...`), or, for prompts with the built-in agent, accepted.
+    let in_config = |name: &str, text: &str| {
+        let f = env.dir.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        p(&f)
+    };
+    let seed = in_config("cs.yaml", "seed: 3\n");
+    let agent = in_config("ca.yaml", "agent:\n  backend: openai\n");
+    let builtin_prompts = in_config("cp.yaml", &format!("agent:\n  prompts: {prompts}\n"));
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["--auto-approve", "--config", &seed],
+            vec![
+                "config ",
+                "cs.yaml: --seed draws random calibration windows",
+            ],
+        ),
+        (
+            vec!["--auto-approve", "--config", &agent],
+            vec![
+                "config ",
+                "ca.yaml: --agent openai needs --agent-model NAME",
+            ],
+        ),
+        (
+            vec!["--auto-approve", "--config", &builtin_prompts],
+            vec![
+                "config ",
+                "cp.yaml: --prompts: the built-in agent writes no prompts",
+            ],
+        ),
         // Which of four count flags is 0 used to be left to the reader.
         (
             vec!["--auto-approve", "--max-iters", "0"],
