@@ -669,6 +669,12 @@ fn a_skipped_iteration_drops_its_scripted_decisions() {
     let r = env.run(&a, KEY);
     let sum = ok_json(&r);
     assert_eq!(sum["finished"], "max_iterations", "{sum}");
+    // Both iterations ran; the skipped one reached no guard (`iterations` said 1).
+    assert_eq!(
+        (&sum["iterations"], &sum["steps_evaluated"]),
+        (&2.into(), &1.into()),
+        "{sum}"
+    );
     assert!(
         r.stderr.contains("1 decision(s) for iteration 1 not used"),
         "{}",

@@ -321,10 +321,16 @@ pub fn assert_summary_matches(sum: &Value, fo: &Fold) {
         "{sum}"
     );
     assert_eq!(
-        sum["iterations"].as_u64(),
+        sum["steps_evaluated"].as_u64(),
         Some(fo.verdicts.len() as u64),
         "{sum}"
     );
+    // The `finished` event names the iteration that did not run (or did not end).
+    let next = fin["iteration"]
+        .as_u64()
+        .expect("finished names an iteration");
+    assert_eq!(sum["iterations"].as_u64(), Some(next - 1), "{sum}");
+    assert!(next - 1 >= fo.verdicts.len() as u64, "{sum}");
 }
 
 /// Total parameters and the largest layer, for bounds on what one iteration can prune.
