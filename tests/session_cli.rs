@@ -716,3 +716,23 @@ fn one_error_line_allow_stdout(r: &Ran, needles: &[&str]) -> String {
     }
     lines[0].to_string()
 }
+
+// A file that holds only its header verified as "0 compute checks, 0 derived events;
+// verified (bit-exact)": it now says that nothing past the model and data was checked.
+#[test]
+fn verifying_a_header_only_file_says_what_was_checked() {
+    let env = Env::new();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let h = env.path("h.yaml");
+    std::fs::write(&h, &text[..doc_starts(&text)[1]]).unwrap();
+    let r = env.run(&["replay", &p(&h), "--verify"]);
+    ok(&r);
+    assert!(
+        r.stdout.contains(
+            "0 compute checks, 0 derived events; verified (the file records no event: only its model and data were checked)"
+        ),
+        "{}",
+        r.stdout
+    );
+}

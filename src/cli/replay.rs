@@ -196,12 +196,18 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         for d in &r.derived_mismatches {
             println!("derived mismatch: {d}");
         }
+        // A file that holds only its header has nothing to re-execute: "verified
+        // (bit-exact)" read as more than was checked.
+        let nothing = r.checks.is_empty() && r.derived_checked == 0;
         println!(
             "{} compute checks, {} derived events; {}{}",
             r.checks.len(),
             r.derived_checked,
             if r.ok { "verified" } else { "NOT verified" },
             match (r.ok, r.bit_exact) {
+                (true, _) if nothing => {
+                    " (the file records no event: only its model and data were checked)"
+                }
                 (true, true) => " (bit-exact)",
                 (false, true) => " (the compute checks are bit-exact; the recorded verdicts are not what they imply)",
                 _ => "",
