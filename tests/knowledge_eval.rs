@@ -27,6 +27,13 @@ struct Item {
     answer: usize,
 }
 
+fn shots(n: usize) -> arborist::data::mmlu::Shots {
+    arborist::data::mmlu::Shots {
+        n,
+        option: "--shots",
+    }
+}
+
 fn item(subject: &'static str, q: &str, c: [&str; 4], answer: usize) -> Item {
     Item {
         subject,
@@ -413,7 +420,7 @@ fn mmlu_predictions_equal_full_forward_reference() {
         .flat_map(|m| styles.map(|s| (m.clone(), s)))
     {
         let model = load(&dir);
-        let data = read_mmlu(&d.path().join("csv"), 5).unwrap();
+        let data = read_mmlu(&d.path().join("csv"), shots(5)).unwrap();
         let opts = MmluOptions {
             shots: 5,
             prompt: style,
@@ -523,7 +530,7 @@ fn mmlu_context_is_hendrycks_2048_unless_set() {
     let (_, lp_4096, k_4096) = reference_prediction(&model, &test[0], &devs, false, 4096);
     assert!(k_2048 < 5 && k_2048 > 0, "{k_2048}");
     assert_eq!(k_4096, 5);
-    let data = read_mmlu(&d.path().join("csv"), 5).unwrap();
+    let data = read_mmlu(&d.path().join("csv"), shots(5)).unwrap();
     let run = |max_context| {
         let opts = MmluOptions {
             shots: 5,
@@ -751,7 +758,7 @@ fn an_evaluated_dev_item_is_not_its_own_example() {
 }
 
 fn item_keys(path: &Path) -> Vec<(String, String, [String; 4], usize)> {
-    let d = read_mmlu(path, 0).unwrap();
+    let d = read_mmlu(path, shots(0)).unwrap();
     d.test
         .values()
         .flatten()

@@ -184,7 +184,13 @@ fn bad_input_is_one_line_and_leaves_no_session() {
     let seed = in_config("cs.yaml", "seed: 3\n");
     let agent = in_config("ca.yaml", "agent:\n  backend: openai\n");
     let builtin_prompts = in_config("cp.yaml", &format!("agent:\n  prompts: {prompts}\n"));
+    // The probe's shots come from `probe.shots` (run has no --shots): named so.
+    let probe_shots = in_config("cq.yaml", "probe:\n  kind: mmlu\n  shots: 99\n");
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["--auto-approve", "--config", &probe_shots],
+            vec!["dev examples, fewer than probe.shots 99"],
+        ),
         (
             vec!["--auto-approve", "--config", &seed],
             vec![

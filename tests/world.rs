@@ -125,7 +125,14 @@ fn benchmark_files_read_back_with_the_real_readers() {
         assert!(item.aliases.contains(&f.answer));
     }
 
-    let mmlu = read_mmlu(&dir.path().join("data/mmlu"), sets::DEV_PER_SUBJECT).unwrap();
+    let mmlu = read_mmlu(
+        &dir.path().join("data/mmlu"),
+        arborist::data::mmlu::Shots {
+            n: sets::DEV_PER_SUBJECT,
+            option: "--shots",
+        },
+    )
+    .unwrap();
     for rel in Relation::ALL {
         let test = &mmlu.test[rel.subject()];
         let of_rel: Vec<_> = held.iter().filter(|f| f.relation == rel).collect();

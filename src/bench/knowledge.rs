@@ -51,7 +51,13 @@ pub fn evaluate(m: &LoadedModel, label: &str) -> Result<Row> {
         max_new_tokens: 16,
     };
     let fb = freebaseqa::evaluate_freebaseqa(m, &items, &fo, "freebaseqa.json", |_, _| {})?;
-    let mm = read_mmlu(&data.join("mmlu"), 5)?;
+    let mm = read_mmlu(
+        &data.join("mmlu"),
+        crate::data::mmlu::Shots {
+            n: 5,
+            option: "--shots",
+        },
+    )?;
     let acc = |shots| -> Result<f64> {
         let o = mmlu::MmluOptions {
             shots,

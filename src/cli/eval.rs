@@ -153,7 +153,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let mmlu = a
         .mmlu
         .as_deref()
-        .map(|p| read_mmlu(p, shots(&a)))
+        .map(|p| {
+            let n = shots(&a);
+            read_mmlu(
+                p,
+                crate::data::mmlu::Shots {
+                    n,
+                    option: "--shots",
+                },
+            )
+        })
         .transpose()?;
     let fbqa = a.freebaseqa.as_deref().map(read_freebaseqa).transpose()?;
     let model = a.model.load()?;

@@ -30,11 +30,25 @@ pub struct MmluData {
     pub dev: BTreeMap<String, Vec<MmluItem>>,
 }
 
+/// Few-shot examples per item, and the option that asked for them (`--shots` of `eval`,
+/// `probe.shots` of a session's config), as messages name them.
+#[derive(Clone, Copy, Debug)]
+pub struct Shots {
+    pub n: usize,
+    pub option: &'static str,
+}
+
+impl std::fmt::Display for Shots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.option, self.n)
+    }
+}
+
 /// Reads `path`: a CSV root (`test/` or `val/`, and `dev/`), a directory of parquet files
 /// (`test-*.parquet`, `dev-*.parquet`; or an `all/` folder; or one folder per subject), or
 /// one parquet file (its `dev*.parquet` siblings are the dev split). With `shots > 0` the
 /// dev split must hold at least `shots` examples of every evaluated subject.
-pub fn read_mmlu(path: &Path, shots: usize) -> Result<MmluData> {
+pub fn read_mmlu(path: &Path, shots: Shots) -> Result<MmluData> {
     let data = if path.is_file() {
         if has_ext(path, "csv") {
             bail!("{}: {CSV_LAYOUT}", path.display());
@@ -150,17 +164,17 @@ fn read_parquet_split(
     test_files: Vec<PathBuf>,
     dev_files: Vec<PathBuf>,
     split: String,
-    shots: usize,
+    shots: Shots,
 ) -> Result<MmluData> {
     let mut test = BTreeMap::new();
     for f in &test_files {
         read_parquet_items(f, &mut test)?;
     }
     let mut dev = BTreeMap::new();
-    if shots > 0 {
+    if shots.n > 0 {
         if dev_files.is_empty() {
             bail!(
-                "{}: --shots {shots} needs the dev split, but there is no dev-*.parquet file",
+                "{}: {shots} needs the dev split, but there is no dev-*.parquet file",
                 root.display()
             );
         }
@@ -231,7 +245,7 @@ fn int_field(f: &Field) -> Option<i128> {
 
 /// The Hendrycks layout: `test/SUBJECT_test.csv` (or `val/SUBJECT_val.csv`) and
 /// `dev/SUBJECT_dev.csv`, no header, six columns.
-fn read_csv_tree(root: &Path, shots: usize) -> Result<MmluData> {
+fn read_csv_tree(root: &Path, shots: Shots) -> Result<MmluData> {
     let split = match ["test", "val"].into_iter().find(|d| root.join(d).is_dir()) {
         Some(s) => s,
         None => bail!(
@@ -249,11 +263,11 @@ fn read_csv_tree(root: &Path, shots: usize) -> Result<MmluData> {
         test.insert(subject, items);
     }
     let mut dev = BTreeMap::new();
-    if shots > 0 {
+    if shots.n > 0 {
         let dev_dir = root.join("dev");
         if !dev_dir.is_dir() {
             bail!(
-                "--shots {shots} needs the dev split, but {} does not exist",
+                "{shots} needs the dev split, but {} does not exist",
                 dev_dir.display()
             );
         }
@@ -261,7 +275,7 @@ fn read_csv_tree(root: &Path, shots: usize) -> Result<MmluData> {
             let f = dev_dir.join(format!("{subject}_dev.csv"));
             if !f.is_file() {
                 bail!(
-                    "{} is missing (--shots {shots} needs dev examples of subject {subject})",
+                    "{} is missing ({shots} needs dev examples of subject {subject})",
                     f.display()
                 );
             }
@@ -343,19 +357,19 @@ fn read_csv_items(f: &Path, subject: &str) -> Result<Vec<MmluItem>> {
 fn check_shots(
     test: &BTreeMap<String, Vec<MmluItem>>,
     dev: &BTreeMap<String, Vec<MmluItem>>,
-    shots: usize,
+    shots: Shots,
     evaluating_dev: bool,
     file: impl Fn(&str) -> String,
 ) -> Result<()> {
-    let need = shots + usize::from(evaluating_dev);
+    let need = shots.n + usize::from(evaluating_dev);
     for subject in test.keys() {
         let have = dev.get(subject).map_or(0, Vec::len);
         if have < need {
             let why = match evaluating_dev {
                 true => format!(
-                    "fewer than the {need} --shots {shots} needs when the dev split itself is evaluated (an item is not its own example)"
+                    "fewer than the {need} {shots} needs when the dev split itself is evaluated (an item is not its own example)"
                 ),
-                false => format!("fewer than --shots {shots}"),
+                false => format!("fewer than {shots}"),
             };
             bail!(
                 "{}: subject {subject} has {have} dev examples, {why}",

@@ -116,7 +116,13 @@ fn load_probe(p: &ProbeSpec, opts: &RunOptions) -> Result<Probe> {
         "mmlu" => {
             let path = probe_path(p, opts)?;
             Probe::Mmlu {
-                data: crate::data::mmlu::read_mmlu(&path, p.shots)?,
+                data: crate::data::mmlu::read_mmlu(
+                    &path,
+                    crate::data::mmlu::Shots {
+                        n: p.shots,
+                        option: "probe.shots",
+                    },
+                )?,
                 shots: p.shots,
                 prompt: p.mmlu_prompt,
                 limit: p.limit,
