@@ -1012,3 +1012,36 @@ fn shortgpt_export_writes_the_moved_default_window_boundary() {
     assert_eq!(exported["max_window_layers"], 19, "{exported}");
     assert_eq!(e["ppl"]["value"], v["result"]["ppl"]["value"]);
 }
+
+// Pruning an earlier pruned output reported the new masks' sparsity with no word that the
+// weights already held more zeros (an audit: 0.2975 reported, every layer 50% zeros).
+#[test]
+fn a_source_that_is_already_sparse_is_said_to_be() {
+    let d = tmp();
+    let prune = |model: &str, out: &str| {
+        let out = p(&d.path().join(out));
+        let o = arborist(
+            &[
+                "prune",
+                "--model",
+                model,
+                "--method",
+                "magnitude",
+                "--sparsity",
+                "0.5",
+                "--out",
+                &out,
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        (out, stderr(&o))
+    };
+    let (first, dense) = prune(&fx("qwen3"), "a");
+    assert!(!dense.contains("already zero"), "{dense}");
+    let (_, again) = prune(&first, "b");
+    assert!(
+        again.contains("50.0% of its linear weights are already zero (a pruned model?)"),
+        "{again}"
+    );
+}

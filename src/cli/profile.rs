@@ -44,7 +44,8 @@ pub fn run(a: ProfileArgs) -> Result<()> {
     )?;
     let m = a.model.load()?;
     // NaN weights would give a profile of nulls.
-    m.refuse_non_finite()?;
+    let zeros = m.refuse_non_finite()?;
+    m.warn_if_pruned_before(zeros);
     let w = a.calib.windows(&m)?.expect("checked above");
     let name = a.calib.calib.as_ref().unwrap().display().to_string();
     crate::profile::warn_if_fewer_grad_windows(&w, a.grad_windows);

@@ -184,7 +184,8 @@ pub fn run(a: PruneArgs) -> Result<()> {
     check_out_dir(&a.out, a.force)?;
     let mut m = a.model.load()?;
     // Every weight is read to prune it: NaN would choose masks silently.
-    m.refuse_non_finite()?;
+    let zeros = m.refuse_non_finite()?;
+    m.warn_if_pruned_before(zeros);
     // A pattern no layer width fits was refused mid-prune, naming whichever layer failed
     // first.
     if let Some(Pattern::NM { n, m: group }) = pat {

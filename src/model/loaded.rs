@@ -172,10 +172,15 @@ impl LoadedModel {
     /// every perplexity NaN and every Wanda score meaningless. One pass over the weights
     /// (each converted to f32 in turn), so it runs where a failure is seen or before a
     /// command that reads every weight anyway.
-    pub fn refuse_non_finite(&self) -> Result<()> {
+    ///
+    /// Returns the fraction of the linear layers' weights that are exactly zero, read in
+    /// the same pass: a model pruned before loads as dense (its zeros are not masks).
+    pub fn refuse_non_finite(&self) -> Result<f64> {
+        let (mut zeros, mut total) = (0f64, 0f64);
         for (name, t) in self.decoder.named_tensors() {
+            let linear = matches!(t, crate::model::save::Stored::Linear(_));
+            let t = t.tensor()?;
             let sum = t
-                .tensor()?
                 .to_dtype(DType::F32)?
                 .abs()?
                 .sum_all()?
@@ -186,7 +191,28 @@ impl LoadedModel {
                     self.files.id
                 );
             }
+            if linear {
+                let z = t
+                    .eq(0.0)?
+                    .to_dtype(DType::F32)?
+                    .sum_all()?
+                    .to_scalar::<f32>()?;
+                zeros += z as f64;
+                total += t.elem_count() as f64;
+            }
         }
-        Ok(())
+        Ok(if total > 0.0 { zeros / total } else { 0.0 })
+    }
+
+    /// A warning when the linear weights already hold many zeros (`zero_fraction` from
+    /// `refuse_non_finite`): sparsities count masks chosen here, not zeros.
+    pub fn warn_if_pruned_before(&self, zero_fraction: f64) {
+        if zero_fraction > 0.01 {
+            tracing::warn!(
+                "{}: {:.1}% of its linear weights are already zero (a pruned model?): they load as active weights, so the sparsities reported count only the masks chosen from here",
+                self.files.id,
+                100.0 * zero_fraction
+            );
+        }
     }
 }

@@ -277,7 +277,8 @@ impl Engine {
             .collect();
         let eval = self.evaluate(progress)?;
         if !eval.ppl.is_finite() {
-            self.model.refuse_non_finite()?;
+            let zeros = self.model.refuse_non_finite()?;
+            self.model.warn_if_pruned_before(zeros);
         }
         self.ppl.commit();
         Ok(Event::Baseline { layers, eval })
