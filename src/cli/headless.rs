@@ -132,11 +132,14 @@ pub fn run(a: &RunArgs) -> Result<()> {
     // first event (a model whose dense perplexity is NaN) keeps nothing worth resuming, and
     // its file would only block the same command: it goes, while this process still holds
     // its lock (a `--resume` taking the file in between wrote to a deleted file).
+    // Whatever is queued for the file is on disk before the file is judged here.
+    let res = res.and(d.finish_writes());
     let removed_empty = res.is_err()
         && s.log.is_none()
         && crate::session::file::read(&s.path).is_ok_and(|l| l.entries.is_empty())
         && std::fs::remove_file(&s.path).is_ok();
-    d.shutdown();
+    // Its writes are finished above; any failure there is in `res`.
+    let _ = d.shutdown();
     if let Err(e) = res {
         if removed_empty {
             for dir in &s.made_dirs {

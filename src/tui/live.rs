@@ -58,10 +58,22 @@ impl Live {
         if matches!(ev, Event::Decided { .. }) {
             d.pending_review = None;
         }
-        if let Err(e) = d.feed(ev) {
+        let what = match super::view::iteration_of(&ev) {
+            Some(i) => format!("the `{}` of iteration {i}", ev.kind()),
+            None => format!("the `{}`", ev.kind()),
+        };
+        // A human decision is waited for (one write, a few ms): the keys after it act on
+        // the state it leads to, and a failed write is said before anything else.
+        if let Err(e) = d.feed(ev).and_then(|()| d.wait_written()) {
             if d.write_failed() {
-                // Nothing moves on after a failed write; the first failure says why.
-                app.failure.get_or_insert_with(|| format!("{e:#}"));
+                // Nothing moves on after a failed write; the first failure says why, and
+                // the proposal stays on screen.
+                app.failure
+                    .get_or_insert_with(|| format!("{e:#} (not recorded: {what})"));
+                if d.machine.phase == Phase::Reviewing {
+                    d.pending_review = d.machine.proposal.clone();
+                }
+                self.take_events();
                 return;
             }
             app.say(Level::Error, format!("{e:#}"));
@@ -80,7 +92,12 @@ impl Live {
 impl Source for Live {
     fn view(&self) -> View<'_> {
         let (machine, pending, progress) = match &self.driver {
-            Some(d) => (&d.machine, d.pending_review.as_ref(), d.progress.as_ref()),
+            // Nothing is decided on a state whose last event is still being written.
+            Some(d) => (
+                &d.machine,
+                d.pending_review.as_ref().filter(|_| !d.writing()),
+                d.progress.as_ref(),
+            ),
             None => (&self.placeholder, None, None),
         };
         View {
@@ -223,9 +240,15 @@ where
     let finished = live.view().machine.is_done();
     let events = live.events.len();
     // An idle driver is stopped cleanly; a running job is simply abandoned (the file is
-    // consistent after every event, and --resume re-issues the step).
-    if let (Some(d), false) = (live.driver, busy) {
-        d.shutdown();
+    // consistent after every event, and --resume re-issues the step). Either way the
+    // writes already queued finish, and a failure among them is said.
+    let written = match (live.driver, busy) {
+        (Some(d), false) => d.shutdown(),
+        (Some(mut d), true) => d.finish_writes(),
+        (None, _) => Ok(()),
+    };
+    if let Err(e) = written {
+        app.failure.get_or_insert_with(|| format!("{e:#}"));
     }
     let exit = exit?;
     // Not eprintln!: after a hang-up stderr is gone, and the message must not panic.

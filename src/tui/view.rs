@@ -67,7 +67,10 @@ impl View<'_> {
     /// Rolling back while the agent is still working would race its late reply, so only
     /// while a proposal waits for review (the agent is idle then).
     pub fn can_rollback(&self) -> bool {
-        self.live() && self.machine.phase == Phase::Reviewing && self.machine.checkpoints.len() >= 2
+        self.live()
+            && self.pending.is_some()
+            && self.machine.phase == Phase::Reviewing
+            && self.machine.checkpoints.len() >= 2
     }
 
     pub fn can_stop(&self) -> bool {

@@ -24,6 +24,9 @@ pub struct Driver {
     pub machine: Machine,
     writer: Option<Recorder>,
     pending: Option<Pending>,
+    /// The session ended; `finished` is set once the file holds everything up to this
+    /// ticket (so a front end never reports a finished session the file lacks).
+    finishing: Option<(u64, StopReason)>,
     pub workers: Workers,
     /// A proposal waiting for the reviewer.
     pub pending_review: Option<Proposal>,
@@ -39,10 +42,15 @@ pub struct Driver {
 
 impl Driver {
     pub fn new(machine: Machine, writer: Option<SessionWriter>, workers: Workers) -> Driver {
+        Driver::with_recorder(machine, writer.map(Recorder::spawn), workers)
+    }
+
+    fn with_recorder(machine: Machine, writer: Option<Recorder>, workers: Workers) -> Driver {
         Driver {
             machine,
-            writer: writer.map(Recorder::spawn),
+            writer,
             pending: None,
+            finishing: None,
             workers,
             pending_review: None,
             finished: None,
@@ -99,8 +107,27 @@ impl Driver {
     /// Wait until the file holds every event sent to it, the pending one taken.
     pub fn flush(&mut self) -> Result<()> {
         self.settle(Duration::MAX)?;
+        if let Some(w) = &mut self.writer {
+            w.flush()?;
+        }
+        if let Some((_, reason)) = self.finishing.take() {
+            self.finished = Some(reason);
+        }
+        Ok(())
+    }
+
+    /// Wait until the event fed last is written and taken: a front end that feeds a human
+    /// decision shows its outcome (or its failed write) at once, as keys that follow it
+    /// expect.
+    pub fn wait_written(&mut self) -> Result<()> {
+        self.settle(Duration::MAX).map(|_| ())
+    }
+
+    /// Wait for the writes already queued, moving nothing on: what a front end does on
+    /// its way out (a failure already reported is not said again).
+    pub fn finish_writes(&mut self) -> Result<()> {
         match &mut self.writer {
-            Some(w) => w.flush(),
+            Some(w) => w.flush_unreported(),
             None => Ok(()),
         }
     }
@@ -110,9 +137,10 @@ impl Driver {
         self.writer.as_ref().is_some_and(|w| w.failed())
     }
 
-    /// An input event is judged but not yet written.
+    /// An input event is judged but not yet written, or the session's end is being
+    /// written: the machine shows the state before it, so nothing may be decided on it.
     pub fn writing(&self) -> bool {
-        self.pending.is_some()
+        self.pending.is_some() || self.finishing.is_some()
     }
 
     /// Let the machine judge an input event, send it to the file, and move the machine on
@@ -203,27 +231,44 @@ impl Driver {
                 Effect::Log(ev) => self.record(&ev)?,
                 Effect::Finished(r) => {
                     self.pending_review = None;
-                    // Finished means the file holds the whole session.
-                    if let Some(w) = &mut self.writer {
-                        w.flush()?;
+                    // Finished means the file holds the whole session: `poll` says so
+                    // once the writes up to here are acknowledged.
+                    match &self.writer {
+                        Some(w) => self.finishing = Some((w.last_ticket(), r)),
+                        None => self.finished = Some(r),
                     }
-                    self.finished = Some(r)
                 }
             }
         }
         Ok(())
     }
 
-    /// Wait up to `timeout` for the pending event's write or, with none pending, for one
-    /// worker message, and act on it. Returns the message for front ends that display it
-    /// (the event the machine took, for a write); a failed job or write is an error.
+    /// Wait up to `timeout` for the pending event's write (or the end's) or, with none
+    /// pending, for one worker message, and act on it. Returns the message for front ends
+    /// that display it: a worker's event when it is fed, and again when the machine takes
+    /// it; `Done` when the finished session is all written. A failed job or write is an
+    /// error.
     pub fn poll(&mut self, timeout: Duration) -> Result<Option<Msg>> {
-        if let Some(w) = &mut self.writer {
-            w.check()?;
-        }
         if let Some(p) = &self.pending {
             let event = p.event.clone();
             return Ok(self.settle(timeout)?.then_some(Msg::Event(event)));
+        }
+        if let (Some((ticket, _)), Some(w)) = (&self.finishing, &mut self.writer) {
+            return match w.wait_for(*ticket, timeout) {
+                None => Ok(None),
+                Some(done) => {
+                    let (_, reason) = self.finishing.take().expect("finishing");
+                    done?;
+                    self.finished = Some(reason);
+                    Ok(Some(Msg::Done(
+                        "the session file holds the whole session".into(),
+                    )))
+                }
+            };
+        }
+        // A derived event's failed write, said once, when nothing waits on it.
+        if let Some(w) = &mut self.writer {
+            w.check()?;
         }
         let msg = match self.workers.rx.recv_timeout(timeout) {
             Ok(m) => m,
@@ -248,19 +293,94 @@ impl Driver {
 
 impl Driver {
     /// Stop the workers (a job still running after a short grace is abandoned); the file
-    /// gets every event queued for it.
-    pub fn shutdown(mut self) {
-        if let Err(e) = self.flush() {
-            tracing::error!("{e:#}");
-        }
+    /// gets every event queued for it, and nothing new is started (a pending event's
+    /// effects are re-issued by `--resume`). A write failure not yet reported is returned.
+    pub fn shutdown(mut self) -> Result<()> {
+        let written = self.finish_writes();
         self.workers.shutdown();
+        written
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc::channel;
+    use std::sync::mpsc::{channel, Receiver};
+
+    /// Writes an event only when the test lets it (one `()` per event).
+    struct Gated {
+        gate: Receiver<()>,
+        path: std::path::PathBuf,
+    }
+
+    impl super::super::recorder::Append for Gated {
+        fn append(&mut self, _: &Event) -> Result<()> {
+            // Bounded, so a failed assertion cannot leave the drop waiting on it.
+            self.gate
+                .recv_timeout(Duration::from_secs(60))
+                .map_err(|_| anyhow!("gate closed"))
+        }
+        fn path(&self) -> &std::path::Path {
+            &self.path
+        }
+    }
+
+    // The machine moves past an event only once its write is acknowledged, and a
+    // finished session is reported only once its `finished` event is written; meanwhile
+    // the driver answers at once (the screen is drawn) and offers nothing to decide.
+    #[test]
+    fn the_machine_waits_for_each_write_and_the_finish_for_the_last() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
+        let log = crate::session::file::read(std::path::Path::new(example)).unwrap();
+        let (compute, _jobs) = channel();
+        let (agent, _asks) = channel();
+        let (_tx, rx) = channel();
+        let workers = Workers {
+            compute,
+            agent,
+            rx,
+            threads: vec![],
+        };
+        let (open, gate) = channel();
+        let writer = Recorder::spawn(Gated {
+            gate,
+            path: "gated.yaml".into(),
+        });
+        let o = &log.header.options;
+        let machine = Machine::new(&o.model, o.loop_opts.clone());
+        let mut d = Driver::with_recorder(machine, Some(writer), workers);
+        d.start().unwrap();
+        let quick = Duration::from_millis(50);
+        let take = |d: &mut Driver, ev: &Event, open: &std::sync::mpsc::Sender<()>| {
+            let before = d.machine.phase.clone();
+            d.feed(ev.clone()).unwrap();
+            assert!(d.writing());
+            assert!(d.poll(quick).unwrap().is_none(), "taken before its write");
+            assert_eq!(d.machine.phase, before);
+            open.send(()).unwrap();
+            assert!(d.poll(Duration::from_secs(60)).unwrap().is_some());
+        };
+        take(&mut d, &log.entries[0].event, &open);
+        assert!(d.machine.dense.is_some() && !d.writing());
+        take(&mut d, &log.entries[1].event, &open);
+        assert_eq!(d.machine.phase, crate::session::Phase::Proposing);
+        assert!(!d.writing());
+        // A stop while proposing ends the session: the machine is done once the stop is
+        // written, the session finished once the `finished` event is.
+        take(&mut d, &Event::StopRequested { by: "test".into() }, &open);
+        assert!(d.machine.is_done() && d.writing() && d.finished.is_none());
+        assert!(d.poll(quick).unwrap().is_none());
+        assert!(
+            d.finished.is_none(),
+            "finished before its event was written"
+        );
+        open.send(()).unwrap();
+        let done = d.poll(Duration::from_secs(60)).unwrap();
+        assert!(matches!(done, Some(Msg::Done(_))), "{done:?}");
+        assert_eq!(d.finished, Some(StopReason::UserStop));
+        assert!(!d.writing());
+        assert!(d.shutdown().is_ok());
+    }
 
     // After a write fails, the machine stays where the file stops: the next event is
     // refused instead of moving it on with nothing recorded.

@@ -12,6 +12,21 @@ use std::time::{Duration, Instant};
 use crate::session::file::SessionWriter;
 use crate::session::Event;
 
+/// Where the recorder's thread writes: the session file, or a test's stand-in.
+pub trait Append: Send + 'static {
+    fn append(&mut self, event: &Event) -> Result<()>;
+    fn path(&self) -> &std::path::Path;
+}
+
+impl Append for SessionWriter {
+    fn append(&mut self, event: &Event) -> Result<()> {
+        SessionWriter::append(self, event)
+    }
+    fn path(&self) -> &std::path::Path {
+        SessionWriter::path(self)
+    }
+}
+
 pub struct Recorder {
     tx: Option<Sender<Event>>,
     acks: Receiver<Result<(), String>>,
@@ -25,7 +40,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn spawn(mut writer: SessionWriter) -> Recorder {
+    pub fn spawn(mut writer: impl Append) -> Recorder {
         let path = writer.path().to_path_buf();
         let (tx, rx) = channel::<Event>();
         let (ack_tx, acks) = channel();
@@ -68,7 +83,9 @@ impl Recorder {
             .as_ref()
             .is_some_and(|tx| tx.send(ev.clone()).is_ok());
         if !sent {
-            bail!("the writer of session {} has stopped", self.path.display());
+            let e = format!("the writer of session {} has stopped", self.path.display());
+            self.failure.get_or_insert(e.clone());
+            bail!(e);
         }
         self.sent += 1;
         Ok(self.sent)
@@ -112,10 +129,17 @@ impl Recorder {
     /// once, when it is seen, rather than at the next event.
     pub fn check(&mut self) -> Result<()> {
         let (before, upto) = (self.failed(), self.sent);
-        match self.wait_for(upto, Duration::ZERO) {
-            Some(Err(e)) if !before => Err(e),
+        // The failed acknowledgement may be taken while later ones are still to come.
+        let _ = self.wait_for(upto, Duration::ZERO);
+        match (&self.failure, before) {
+            (Some(e), false) => Err(anyhow::anyhow!("{e}")),
             _ => Ok(()),
         }
+    }
+
+    /// The ticket of the last event sent.
+    pub fn last_ticket(&self) -> u64 {
+        self.sent
     }
 
     /// Wait until every event sent is written.
@@ -123,6 +147,15 @@ impl Recorder {
         let upto = self.sent;
         self.wait_for(upto, Duration::MAX)
             .expect("a wait without a deadline ends with an answer")
+    }
+
+    /// As `flush`, but a failure already reported is not an error again.
+    pub fn flush_unreported(&mut self) -> Result<()> {
+        let before = self.failed();
+        match self.flush() {
+            Err(e) if !before => Err(e),
+            _ => Ok(()),
+        }
     }
 }
 
