@@ -1344,6 +1344,19 @@ fn a_failure_is_shown_in_full_in_the_proposal_panel() {
         "the end of the failure is not on screen:\n{screen}"
     );
     assert!(flat.contains("stopped: cannot write session"), "{screen}");
+    // Nothing steers the session any more: the keys leave the key line and say why (they
+    // did nothing, unsaid), and q quits without asking about work it cannot keep.
+    assert!(!flat.contains("approve"), "{screen}");
+    for k in ['a', 's', 'A', 'p', 'b'] {
+        assert!(press(&mut a, &v, &[ch(k)]).is_empty(), "{k}");
+        assert!(a.overlay == Overlay::None, "{k} opened {:?}", a.overlay);
+        let screen = text(&draw(&mut a, &v, 120, 40));
+        assert!(
+            screen.contains("this session cannot go on in this process"),
+            "{k}: {screen}"
+        );
+    }
+    assert_eq!(press(&mut a, &v, &[ch('q')]), vec![Request::Quit]);
 }
 
 // Below 23 lines the editor fills the screen and the heatmap is hidden; the layer its

@@ -21,7 +21,19 @@ fn decided(view: &View, decision: Decision) -> Request {
 impl App {
     pub fn on_action(&mut self, a: Action, view: &View) -> Vec<Request> {
         use Action::*;
+        let steers = matches!(
+            a,
+            Approve | Edit | Override | Reject | Skip | Rollback | ToggleAuto | TogglePause | Stop
+        );
         match a {
+            // After a failed write or a stopped worker nothing more is recorded here: the
+            // keys that steer the session did nothing, unsaid, and quitting asked about a
+            // worker whose work could not be kept.
+            _ if steers && view.live() && self.failure.is_some() => self.say(
+                Level::Warn,
+                "this session cannot go on in this process (see the error): quit with q; --resume continues it from its file",
+            ),
+            Quit if self.failure.is_some() => return vec![Request::Quit],
             Quit if view.busy() => {
                 self.overlay = Overlay::Confirm {
                     what: Confirm::Quit,
@@ -327,7 +339,14 @@ impl App {
     pub fn valid(&self, a: Action, view: &View) -> bool {
         use Action::*;
         let ed = self.editor.as_ref();
+        let stopped = view.live() && self.failure.is_some();
         match a {
+            Approve | Edit | Override | Reject | Skip | Rollback | Stop | ToggleAuto
+            | TogglePause
+                if stopped =>
+            {
+                false
+            }
             Approve | Edit => view.can_review() && !view.agent_failed_review(),
             Override | Reject | Skip => view.can_review(),
             Rollback => view.can_rollback(),
