@@ -129,6 +129,11 @@ fn demo_in_tmux_approve_edit_quit_and_replay() {
     assert_eq!(alt.trim(), "0", "terminal restored");
 
     let log = file::read(&session).unwrap();
+    // The exit line counts what the file holds (a decision still being written was left
+    // out of it).
+    let n = log.entries.len();
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat.contains(&format!("({n} events)")), "{n} events:\n{s}");
     let human: Vec<&Decision> = log
         .entries
         .iter()
@@ -260,10 +265,15 @@ fn sigterm_restores_the_terminal() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (t, session, pid) = demo_at_first_proposal(dir.path(), "term", "");
+    // Auto-approve on: the hint to continue keeps it (it is not a recorded option).
+    t.keys(&["A"]);
+    t.wait("auto-approve", 10, |s| s.contains("auto-approve on"));
     let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(status.success());
     let s = t.wait("the exit", 30, |s| s.contains("ARBORIST-EXIT="));
     assert!(s.contains("stopped by a signal"), "{s}");
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat.contains("--resume --auto-approve,"), "{s}");
     assert!(!s.contains("Heatmap"), "{s}");
     let alt = t.tmux(&["display-message", "-p", "-t", &t.target, "#{alternate_on}"]);
     assert_eq!(alt.trim(), "0", "terminal restored");
@@ -430,6 +440,15 @@ fn a_model_download_shows_on_the_loading_screen_and_nothing_draws_over_it() {
     let s = t.wait("the exit", 30, |s| s.contains("ARBORIST-EXIT="));
     assert!(s.contains("ARBORIST-EXIT=0"), "exit status 0:\n{s}");
     let log = file::read(&session).unwrap();
+    // The exit line counts the file's events and says how the session ended.
+    let n = log.entries.len();
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains(&format!(
+            "({n} events); it is finished (max iterations: global sparsity"
+        )),
+        "{s}"
+    );
     assert_eq!(log.header.model, scripted_hub::REPO);
     assert_eq!(
         log.header.model_commit.as_deref(),

@@ -238,7 +238,20 @@ where
     drop(guard);
     let busy = live.view().busy();
     let finished = live.view().machine.is_done();
-    let events = live.events.len();
+    let m = live.view().machine;
+    let outcome = match &m.phase {
+        Phase::Done(reason) => format!(
+            " ({}: global sparsity {:.4}, ppl {:.4})",
+            reason.words(),
+            m.global_sparsity(),
+            m.checkpoint().map_or(f64::NAN, |c| c.eval.ppl)
+        ),
+        _ => String::new(),
+    };
+    // An event sent to the file but not yet taken by the machine is in the file too.
+    live.take_events();
+    let unseen = live.driver.as_ref().is_some_and(|d| d.pending_input());
+    let events = live.events.len() + usize::from(unseen);
     // An idle driver is stopped cleanly; a running job is simply abandoned (the file is
     // consistent after every event, and --resume re-issues the step). Either way the
     // writes already queued finish, and a failure among them is said.
@@ -253,10 +266,16 @@ where
     let exit = exit?;
     // Not eprintln!: after a hang-up stderr is gone, and the message must not panic.
     let p = path.display();
-    let next = if finished {
-        format!("it is finished; view it with `arborist replay {p}`")
+    // The hint keeps the auto-approve the screen had (it is not a recorded option).
+    let auto = if app.auto_approve {
+        " --auto-approve"
     } else {
-        format!("continue with {continue_with}, or view it with `arborist replay {p}`")
+        ""
+    };
+    let next = if finished {
+        format!("it is finished{outcome}; view it with `arborist replay {p}`")
+    } else {
+        format!("continue with {continue_with}{auto}, or view it with `arborist replay {p}`")
     };
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "session {p} ({events} events); {next}");

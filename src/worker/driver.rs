@@ -137,6 +137,11 @@ impl Driver {
         self.writer.as_ref().is_some_and(|w| w.failed())
     }
 
+    /// An input event is sent to the file but not yet taken by the machine.
+    pub fn pending_input(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// An input event is judged but not yet written, or the session's end is being
     /// written: the machine shows the state before it, so nothing may be decided on it.
     pub fn writing(&self) -> bool {
