@@ -403,6 +403,27 @@ fn eval_timed(
     arborist(&args, &envs)
 }
 
+/// `eval --model REPO --ppl txt` against a scripted hub serving `files` (cache in
+/// `dir/hf`); with the requests the hub saw.
+fn eval_from_scripted_hub(
+    dir: &Path,
+    files: HashMap<String, Vec<u8>>,
+    txt: &Path,
+) -> (
+    std::process::Output,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let (endpoint, seen) = scripted_hub(files);
+    let h = p(&dir.join("hf"));
+    let envs = [
+        ("HF_HOME", h.as_str()),
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HUB_OFFLINE", "0"),
+    ];
+    let o = arborist(&["eval", "--model", REPO, "--ppl", &p(txt)], &envs);
+    (o, seen)
+}
+
 // A model the decoder cannot run was refused only after all its weights had downloaded
 // (93 GB for Mixtral): its config is checked first.
 #[test]
@@ -414,14 +435,7 @@ fn an_unsupported_config_is_refused_before_the_weights_download() {
     let mixtral = cfg.replace("\"model_type\":\"qwen3\"", "\"model_type\":\"mixtral\"");
     assert_ne!(cfg, mixtral, "the fixture names its model_type as expected");
     files.insert("config.json".into(), mixtral.into_bytes());
-    let (endpoint, seen) = scripted_hub(files);
-    let h = p(&d.path().join("hf"));
-    let envs = [
-        ("HF_HOME", h.as_str()),
-        ("HF_ENDPOINT", endpoint.as_str()),
-        ("HF_HUB_OFFLINE", "0"),
-    ];
-    let o = arborist(&["eval", "--model", REPO, "--ppl", &p(&txt)], &envs);
+    let (o, seen) = eval_from_scripted_hub(d.path(), files, &txt);
     assert_one_line_error(&o, &["unsupported model_type `mixtral`"]);
     let seen = seen.lock().unwrap();
     assert!(
@@ -439,14 +453,7 @@ fn a_repository_without_safetensors_says_what_it_has() {
     let mut files = model_files(&model);
     let weights = files.remove("model.safetensors").unwrap();
     files.insert("pytorch_model.bin".into(), weights);
-    let (endpoint, seen) = scripted_hub(files);
-    let h = p(&d.path().join("hf"));
-    let envs = [
-        ("HF_HOME", h.as_str()),
-        ("HF_ENDPOINT", endpoint.as_str()),
-        ("HF_HUB_OFFLINE", "0"),
-    ];
-    let o = arborist(&["eval", "--model", REPO, "--ppl", &p(&txt)], &envs);
+    let (o, seen) = eval_from_scripted_hub(d.path(), files, &txt);
     assert_one_line_error(
         &o,
         &[

@@ -312,6 +312,32 @@ mod tests {
     use super::*;
     use std::sync::mpsc::{channel, Receiver};
 
+    /// The example session, and workers whose other ends the test holds (`_held`):
+    /// nothing runs, jobs only queue.
+    #[allow(clippy::type_complexity)]
+    fn example_with_idle_workers() -> (
+        crate::session::file::SessionLog,
+        Workers,
+        (
+            Receiver<Job>,
+            Receiver<AgentJob>,
+            std::sync::mpsc::Sender<Msg>,
+        ),
+    ) {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
+        let log = crate::session::file::read(std::path::Path::new(example)).unwrap();
+        let (compute, jobs) = channel();
+        let (agent, asks) = channel();
+        let (tx, rx) = channel();
+        let workers = Workers {
+            compute,
+            agent,
+            rx,
+            threads: vec![],
+        };
+        (log, workers, (jobs, asks, tx))
+    }
+
     /// Writes an event only when the test lets it (one `()` per event).
     struct Gated {
         gate: Receiver<()>,
@@ -335,17 +361,7 @@ mod tests {
     // the driver answers at once (the screen is drawn) and offers nothing to decide.
     #[test]
     fn the_machine_waits_for_each_write_and_the_finish_for_the_last() {
-        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
-        let log = crate::session::file::read(std::path::Path::new(example)).unwrap();
-        let (compute, _jobs) = channel();
-        let (agent, _asks) = channel();
-        let (_tx, rx) = channel();
-        let workers = Workers {
-            compute,
-            agent,
-            rx,
-            threads: vec![],
-        };
+        let (log, workers, _held) = example_with_idle_workers();
         let (open, gate) = channel();
         let writer = Recorder::spawn(Gated {
             gate,
@@ -393,17 +409,7 @@ mod tests {
     #[test]
     fn after_a_failed_write_the_machine_stays_where_the_file_stops() {
         let writer = SessionWriter::on_full_device().expect("/dev/full opens on Linux");
-        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
-        let log = crate::session::file::read(std::path::Path::new(example)).unwrap();
-        let (compute, _jobs) = channel();
-        let (agent, _asks) = channel();
-        let (_tx, rx) = channel();
-        let workers = Workers {
-            compute,
-            agent,
-            rx,
-            threads: vec![],
-        };
+        let (log, workers, _held) = example_with_idle_workers();
         let o = &log.header.options;
         let machine = Machine::new(&o.model, o.loop_opts.clone());
         let mut d = Driver::new(machine, Some(writer), workers);
