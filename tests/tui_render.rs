@@ -646,10 +646,14 @@ fn auto_pause_and_stop_say_why_they_do_nothing_after_the_end() {
     assert!(m.is_done());
     let v = view(&m, &events);
     let mut a = app();
+    // b and the decisions too (they spoke of a proposal waiting, or of a step).
     for k in [
         KeyEvent::new(KeyCode::Char('A'), KeyModifiers::SHIFT),
         ch('p'),
         ch('s'),
+        ch('b'),
+        ch('x'),
+        code(KeyCode::Enter),
     ] {
         assert!(press(&mut a, &v, &[k]).is_empty());
         let notice = a.notice.as_ref().map(|n| n.text.clone());

@@ -34,6 +34,12 @@ impl App {
                 "this session cannot go on in this process (see the error): quit with q; --resume continues it from its file",
             ),
             Quit if self.failure.is_some() => return vec![Request::Quit],
+            // One answer for every steering key once the session is over (b and the
+            // decisions spoke of a proposal or a step).
+            _ if steers && view.live() && view.machine.is_done() => self.say(
+                Level::Info,
+                "the session is finished: nothing more to decide",
+            ),
             Quit if view.busy() => {
                 self.overlay = Overlay::Confirm {
                     what: Confirm::Quit,
