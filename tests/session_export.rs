@@ -194,9 +194,24 @@ fn export_step_n_writes_an_earlier_checkpoint() {
         "exported checkpoint 1 of iteration {} ",
         fo.checkpoints[1].0
     );
-    assert!(r.stderr.contains(&want), "`{want}` not in {}", r.stderr);
+    assert!(r.stdout.contains(&want), "`{want}` not in {}", r.stdout);
     let v = eval_ppl(&env, &p(&out), &text);
     assert_eq!(f(&v["value"]), fo.checkpoints[1].1);
+    // --json: one document on stdout, the directory and its arborist.json.
+    let again = env.path("step1-json");
+    let j = ok_json(&env.run(&[
+        "export",
+        &p(&s),
+        "--out",
+        &p(&again),
+        "--step",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(j["out"], p(&again));
+    let meta: Value = json_exact(&std::fs::read_to_string(again.join("arborist.json")).unwrap());
+    assert_eq!(j["result"], meta);
+    assert_eq!(f(&j["result"]["eval"]["ppl"]), fo.checkpoints[1].1);
     // A step the session never reached is refused (it used to export the last one).
     let beyond = env.path("step99");
     let r = env.run(&["export", &p(&s), "--out", &p(&beyond), "--step", "99"]);

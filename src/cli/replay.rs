@@ -54,6 +54,10 @@ pub struct ExportArgs {
     /// and the one the export re-measures [default: 1e-6, as replay --verify].
     #[arg(long)]
     pub tolerance: Option<f64>,
+    /// Print one JSON summary on stdout (the directory and its arborist.json), as `prune
+    /// --json` does.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub relocate: Relocate,
 }
@@ -338,14 +342,22 @@ pub fn export(a: ExportArgs) -> Result<()> {
         max_shard,
         &meta,
     )?;
-    eprintln!(
-        "exported checkpoint {} of iteration {} (global sparsity {:.4}, ppl {:.4}) to {}",
-        ckpt.index,
-        ckpt.iteration,
-        engine.model.decoder.global_sparsity(),
-        ckpt.eval.ppl,
-        a.out.display()
-    );
+    // On stdout, as `prune` reports (until 2026-12-02 on stderr, with no --json).
+    if a.json {
+        println!(
+            "{}",
+            json!({ "out": a.out.display().to_string(), "result": meta })
+        );
+    } else {
+        println!(
+            "exported checkpoint {} of iteration {} (global sparsity {:.4}, ppl {:.4}) to {}",
+            ckpt.index,
+            ckpt.iteration,
+            engine.model.decoder.global_sparsity(),
+            ckpt.eval.ppl,
+            a.out.display()
+        );
+    }
     Ok(())
 }
 
