@@ -256,6 +256,8 @@ mod tests {
             global_sparsity_after: 0.25,
             note: "rolled back: +10.0% > 5.0%".into(),
             edited: false,
+            probe_before: None,
+            probe_after: None,
         }
     }
 

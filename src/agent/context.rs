@@ -42,6 +42,23 @@ pub struct StepOutcome {
     /// down, so what is applied differs slightly from any target).
     #[serde(default)]
     pub edited: bool,
+    /// The knowledge probe's accuracy at the checkpoint and after the step (none when the
+    /// session runs no probe).
+    #[serde(default)]
+    pub probe_before: Option<f64>,
+    #[serde(default)]
+    pub probe_after: Option<f64>,
+}
+
+/// The knowledge probe, when the session runs one: its accuracy for the dense model and at
+/// the current checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeView {
+    /// `freebaseqa` or `mmlu`.
+    pub kind: String,
+    pub items: usize,
+    pub dense: f64,
+    pub now: f64,
 }
 
 /// Limits on one step; proposals outside them are rejected, not clamped, so the agent
@@ -108,6 +125,8 @@ pub struct AgentContext {
     /// The session stops after this iteration.
     #[serde(default)]
     pub max_iters: usize,
+    #[serde(default)]
+    pub probe: Option<ProbeView>,
 }
 
 impl AgentContext {
@@ -159,6 +178,8 @@ impl AgentContext {
                     global_sparsity_after: 0.25,
                     note: "accepted: +2.9% <= 5.0%".into(),
                     edited: false,
+                    probe_before: None,
+                    probe_after: None,
                 },
                 StepOutcome {
                     iteration: 2,
@@ -169,6 +190,8 @@ impl AgentContext {
                     global_sparsity_after: 0.25,
                     note: "rolled back: +7.4% > 5.0%".into(),
                     edited: false,
+                    probe_before: None,
+                    probe_after: None,
                 },
             ],
             reflections: vec!["Attention projections in block 1 are fragile.".into()],
@@ -195,6 +218,7 @@ impl AgentContext {
             ceiling: None,
             probe_max_drop: None,
             max_iters: 60,
+            probe: None,
         }
     }
 }

@@ -11,6 +11,7 @@ mod http;
 pub mod llm;
 mod openai;
 pub mod parse;
+pub mod percent;
 pub mod prompt;
 pub mod text;
 
@@ -22,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use context::{
-    AgentContext, Bounds, LayerChange, LayerRow, LayerTarget, Proposal, ReviewerFeedback,
-    StepOutcome, Usage,
+    AgentContext, Bounds, LayerChange, LayerRow, LayerTarget, ProbeView, Proposal,
+    ReviewerFeedback, StepOutcome, Usage,
 };
 pub use llm::{ApiKey, Backend, ChatReply, LlmClient, LlmConfig, Message, RetryPolicy, Role};
 pub use prompt::Templates;

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::context::{kind_order, AgentContext, LayerChange, LayerRow, Proposal, StepOutcome};
 use super::parse::{frac, max_target, shown};
+use super::percent::percent;
 
 pub const SYSTEM: &str = "system.j2";
 pub const STEP: &str = "step.j2";
@@ -63,8 +64,15 @@ impl Templates {
             format!("{v:.*}", digits.unwrap_or(3))
         });
         env.add_filter("sci", |v: f64| format!("{v:.3e}"));
-        env.add_filter("pct", |v: f64| format!("{:.1}%", v * 100.0));
-        env.add_filter("signed_pct", |v: f64| format!("{:+.1}%", v * 100.0));
+        // `x|pct(limit)`: as many decimals as tell x from the limit beside it.
+        env.add_filter("pct", |v: f64, beside: Option<f64>| {
+            format!("{}%", percent(v, beside, false))
+        });
+        env.add_filter("signed_pct", |v: f64, beside: Option<f64>| {
+            format!("{}%", percent(v, beside, true))
+        });
+        // A fraction as percentage points, without the sign: 0.025 is 2.5.
+        env.add_filter("points", |v: f64| percent(v, None, false));
         env.add_filter("frac", frac);
         env.add_filter("exact", shown);
         // The run's option, not the context's: set by `set_grad_average`.
@@ -100,6 +108,16 @@ impl Templates {
         let mut full = AgentContext::example();
         full.ceiling = Some(0.2);
         full.probe_max_drop = Some(0.05);
+        full.probe = Some(super::context::ProbeView {
+            kind: "freebaseqa".into(),
+            items: 40,
+            dense: 0.5,
+            now: 0.475,
+        });
+        for (i, h) in full.history.iter_mut().enumerate() {
+            h.probe_before = Some(0.5);
+            h.probe_after = Some(0.5 - 0.025 * i as f64);
+        }
         let mut first = AgentContext::example();
         first.iteration = 1;
         first.history.clear();
@@ -129,6 +147,13 @@ impl Templates {
                 }
             }
         }
+        let step = val(StepView::new(&full));
+        self.names_defined(SYSTEM, &step)?;
+        self.names_defined(STEP, &step)?;
+        self.names_defined(REPAIR, &val(repair_view(&full, &problems)))?;
+        let outcome = &full.history[1];
+        let view = reflection_view(&full, &proposal, outcome);
+        self.names_defined(REFLECTION, &val(view))?;
         Ok(())
     }
 
@@ -159,43 +184,94 @@ impl Templates {
         proposal: &Proposal,
         outcome: &StepOutcome,
     ) -> Result<String> {
-        let proposed: Vec<LayerChange> = proposal
-            .layers
-            .iter()
-            .map(|t| LayerChange {
-                name: t.name.clone(),
-                from: ctx.layer(&t.name).map_or(f64::NAN, |l| l.sparsity),
-                to: t.sparsity,
-            })
-            .collect();
-        let view = ReflectionView {
-            step: StepView::new(ctx),
-            proposal_reasoning: proposal.reasoning.clone(),
-            proposal_changes: proposed,
-            edited: outcome.edited,
-            outcome: OutcomeView::new(outcome),
-        };
-        self.render(REFLECTION, val(view))
+        self.render(REFLECTION, val(reflection_view(ctx, proposal, outcome)))
     }
 
     /// The follow-up message asking the model to fix an invalid proposal.
     pub fn repair(&self, ctx: &AgentContext, problems: &[String]) -> Result<String> {
-        let view = RepairView {
-            step: StepView::new(ctx),
-            problems: problems.to_vec(),
-        };
-        self.render(REPAIR, val(view))
+        self.render(REPAIR, val(repair_view(ctx, problems)))
     }
 
-    fn render(&self, name: &str, ctx: Value) -> Result<String> {
+    /// Fails naming the first name or attribute path `name` reads that `ctx` lacks.
+    fn names_defined(&self, name: &str, ctx: &Value) -> Result<()> {
+        let (t, origin) = self.template(name)?;
+        // A misspelled name in a test (`{% if ceilng is not none %}`) renders without an
+        // error even in strict mode, so the names and attribute paths the template reads
+        // outside its loops are also looked up in what was passed (after the renders, whose
+        // errors give the line).
+        let known = |path: &str| {
+            let mut parts = path.split('.');
+            let first = parts.next().unwrap_or_default();
+            if self.env.globals().any(|(g, _)| g == first) {
+                return true;
+            }
+            let mut v = ctx.get_attr(first).unwrap_or(Value::UNDEFINED);
+            for p in parts {
+                // A none field's attributes cannot be looked up; the test before it guards.
+                if v.is_none() {
+                    return true;
+                }
+                v = v.get_attr(p).unwrap_or(Value::UNDEFINED);
+            }
+            !v.is_undefined()
+        };
+        let mut unknown: Vec<String> = t
+            .undeclared_variables(true)
+            .into_iter()
+            .filter(|v| !known(v))
+            .collect();
+        unknown.sort();
+        if let Some(v) = unknown.first() {
+            bail!("prompt template {origin}: undefined value: `{v}` is undefined (in {name})");
+        }
+        Ok(())
+    }
+
+    /// The template and where it came from, for error messages.
+    fn template<'a>(&'a self, name: &'a str) -> Result<(minijinja::Template<'a, 'a>, &'a str)> {
         let origin = self.origins.iter().find(|(n, _)| *n == name);
         let origin = origin.map_or(name, |(_, o)| o.as_str());
         let t = self
             .env
             .get_template(name)
             .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", describe(&e)))?;
+        Ok((t, origin))
+    }
+
+    fn render(&self, name: &str, ctx: Value) -> Result<String> {
+        let (t, origin) = self.template(name)?;
         t.render(ctx)
             .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", describe(&e)))
+    }
+}
+
+fn reflection_view(
+    ctx: &AgentContext,
+    proposal: &Proposal,
+    outcome: &StepOutcome,
+) -> ReflectionView {
+    let proposed: Vec<LayerChange> = proposal
+        .layers
+        .iter()
+        .map(|t| LayerChange {
+            name: t.name.clone(),
+            from: ctx.layer(&t.name).map_or(f64::NAN, |l| l.sparsity),
+            to: t.sparsity,
+        })
+        .collect();
+    ReflectionView {
+        step: StepView::new(ctx),
+        proposal_reasoning: proposal.reasoning.clone(),
+        proposal_changes: proposed,
+        edited: outcome.edited,
+        outcome: OutcomeView::new(outcome),
+    }
+}
+
+fn repair_view(ctx: &AgentContext, problems: &[String]) -> RepairView {
+    RepairView {
+        step: StepView::new(ctx),
+        problems: problems.to_vec(),
     }
 }
 

@@ -64,6 +64,78 @@ fn ceiling_and_probe_rules_are_stated_when_set() {
     }
 }
 
+/// With a probe the agent sees its accuracy now, for the dense model, and per step; the
+/// reflection gives the step's before and after.
+#[test]
+fn probe_accuracy_is_shown_when_the_session_runs_a_probe() {
+    let mut c = ctx();
+    c.probe_max_drop = Some(0.025);
+    c.probe = Some(crate::agent::ProbeView {
+        kind: "mmlu".into(),
+        items: 40,
+        dense: 0.45,
+        now: 0.425,
+    });
+    c.history[1].probe_before = Some(0.425);
+    c.history[1].probe_after = Some(0.375);
+    let t = Templates::builtin();
+    let s = t.step(&c).unwrap();
+    for needle in [
+        "Knowledge probe (mmlu, 40 questions): accuracy 42.5% now, 45.0% for the dense model.",
+        "(+7.4%), probe accuracy 42.5% -> 37.5%; ROLLED BACK",
+        "falls more than 2.5 points below",
+    ] {
+        assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
+    }
+    // The step without probe scores says nothing of the probe.
+    let first = s.lines().find(|l| l.starts_with("- Iteration 1:")).unwrap();
+    assert!(!first.contains("probe"), "{first}");
+    let p = Proposal {
+        layers: vec![],
+        reasoning: String::new(),
+    };
+    let r = t.reflection(&c, &p, &c.history[1]).unwrap();
+    let want = "Knowledge probe accuracy: 42.5% -> 37.5% (rolled back when it falls more than 2.5 points).";
+    assert!(r.contains(want), "missing {want:?} in:\n{r}");
+}
+
+/// A value beside the limit it was judged against gets the decimals that tell them apart:
+/// a rollback of +1.04% over a 1% threshold read "+1.0%; rollback threshold 1.0%", and a
+/// sparsity just short of its target read as the target.
+#[test]
+fn percentages_beside_their_limits_tell_them_apart() {
+    let mut c = ctx();
+    c.threshold = 0.01;
+    c.global_sparsity = 0.44996;
+    let mut o = c.history[1].clone();
+    o.ppl_before = 10.0;
+    o.ppl_after = 10.104;
+    o.global_sparsity_after = 0.44996;
+    c.history[1] = o.clone();
+    let t = Templates::builtin();
+    let s = t.step(&c).unwrap();
+    for needle in [
+        "Global sparsity: 44.996% of the prunable weights",
+        "target 45.000% (0.004% to go)",
+        "global sparsity after: 44.996%.",
+        "10.500 -> 10.800 (+2.9%)",
+        "10.000 -> 10.104 (+1.04%)",
+    ] {
+        assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
+    }
+    let p = Proposal {
+        layers: vec![],
+        reasoning: String::new(),
+    };
+    let r = t.reflection(&c, &p, &o).unwrap();
+    for needle in [
+        "(+1.04%; rollback threshold 1.00%)",
+        "global sparsity 44.996% (target 45.000%)",
+    ] {
+        assert!(r.contains(needle), "missing {needle:?} in:\n{r}");
+    }
+}
+
 /// The exact current sparsity is shown (not 0.047), and the shown max is accepted.
 #[test]
 fn sparsities_are_shown_exactly_with_the_largest_allowed_value() {
@@ -224,6 +296,16 @@ fn undefined_variables_fail_at_load_naming_file_line_and_variable() {
             "step.j2",
             "{% for r in rows %}{{ r.nme }}{% endfor %}",
             "`r.nme` is undefined",
+        ),
+        (
+            "step.j2",
+            "{% if ceilng is not none %}x{% endif %}",
+            "`ceilng` is undefined",
+        ),
+        (
+            "step.j2",
+            "{% if bounds.max_stp is not none %}x{% endif %}",
+            "`bounds.max_stp` is undefined",
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use super::events::{Decision, Evaluation, Event, LayerInfo, StopReason};
 use crate::agent::{
-    parse, AgentContext, Bounds, LayerChange, LayerRow, LayerTarget, Proposal, ReviewerFeedback,
-    StepOutcome, Usage,
+    parse, AgentContext, Bounds, LayerChange, LayerRow, LayerTarget, ProbeView, Proposal,
+    ReviewerFeedback, StepOutcome, Usage,
 };
 
 /// The loop's rules; recorded in every session header.
@@ -241,7 +241,20 @@ impl Machine {
             ceiling: self.opts.ceiling,
             probe_max_drop: self.opts.probe_max_drop,
             max_iters: self.opts.max_iters,
+            probe: self.probe_view(),
         }
+    }
+
+    /// The probe's accuracy for the dense model and at the checkpoint, when one runs.
+    fn probe_view(&self) -> Option<ProbeView> {
+        let dense = self.dense.as_ref()?.probe.as_ref()?;
+        let now = self.checkpoint()?.eval.probe.as_ref()?;
+        Some(ProbeView {
+            kind: dense.kind.clone(),
+            items: dense.items,
+            dense: dense.accuracy,
+            now: now.accuracy,
+        })
     }
 
     /// Checks a human's edit or override against the same rules as an agent's proposal.
