@@ -149,6 +149,7 @@ fn compute_threads_share_one_malloc_arena_unless_the_user_chose() {
     let arenas = |env: &[(&str, &str)]| -> u64 {
         let mut env = env.to_vec();
         env.push(("ARBORIST_CACHE", &cache));
+        env.push(("ARBORIST_BENCH_MEMORY_CHILD", "1"));
         let o = arborist_default_arenas(
             &[
                 "bench",
@@ -192,6 +193,8 @@ fn ppl_bench_json_names_its_protocol_and_device_as_flags_do() {
             "32",
             "--calib-windows",
             "4",
+            "--batch",
+            "8",
         ],
         &[],
     );
@@ -203,6 +206,69 @@ fn ppl_bench_json_names_its_protocol_and_device_as_flags_do() {
         (v["seqlen"].as_u64(), v["windows"].as_u64()),
         (Some(32), Some(4))
     );
+    // The GEMM it is measured against has the rows a pass multiplies: 4 windows, not the
+    // batch of 8 there are not enough windows for.
+    assert_eq!(v["gemm_rows"], 4 * 32, "{v}");
+    assert!(v["threads"].as_u64().is_some_and(|t| t >= 1), "{v}");
     let fraction = v["fraction_of_gemm"].as_f64().unwrap();
     assert!(fraction > 0.0 && fraction.is_finite(), "{v}");
+}
+
+// A bench stopped by Ctrl-C never removed its random model (about 100 MB under /tmp); the
+// next run sweeps the directories of runs whose process is gone, and only those.
+#[test]
+fn a_bench_sweeps_the_temporary_models_of_killed_runs() {
+    let t = tmp();
+    let cfg = t.path().join("small.json");
+    std::fs::write(
+        &cfg,
+        r#"{"model_type":"qwen3","vocab_size":1024,"hidden_size":64,"intermediate_size":96,
+        "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":16,
+        "max_position_embeddings":128,"tie_word_embeddings":true,"rope_theta":10000.0,
+        "rms_norm_eps":1e-6}"#,
+    )
+    .unwrap();
+    let dir = |pid: &str| t.path().join(format!("arborist-stream-bench-{pid}"));
+    // Far above any pid_max, so no process has it; this test's own process is alive.
+    let (dead, alive, other) = (
+        dir("999999999"),
+        dir(&std::process::id().to_string()),
+        dir("x"),
+    );
+    for d in [&dead, &alive, &other] {
+        std::fs::create_dir_all(d.join("model")).unwrap();
+        std::fs::write(d.join("model/model.safetensors"), b"left behind").unwrap();
+    }
+    let o = arborist_default_arenas(
+        &[
+            "bench",
+            "--suite",
+            "stream",
+            "--config",
+            &p(&cfg),
+            "--seqlen",
+            "32",
+            "--calib-windows",
+            "1",
+            "--iters",
+            "1",
+        ],
+        &[("TMPDIR", &p(t.path()))],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!dead.exists(), "the killed run's directory is still there");
+    assert!(alive.exists() && other.exists());
+    // The run's own directory went when it ended.
+    let mut left: Vec<String> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("arborist-"))
+        .collect();
+    left.sort();
+    let mut want = vec![
+        alive.file_name().unwrap().to_string_lossy().into_owned(),
+        "arborist-stream-bench-x".to_string(),
+    ];
+    want.sort();
+    assert_eq!(left, want);
 }

@@ -335,6 +335,21 @@ fn bench_flags_are_checked() {
             &[&format!("{flag}: --suite {suite} does not read it"), why],
         );
     }
+    // A misspelled suite is named first, not blamed on a flag it would not have read; the
+    // memory children's suite is not one a user can ask for.
+    for args in [
+        &["bench", "--suite", "sesion", "--session-iters", "2"][..],
+        &["bench", "--suite", "session-memory"][..],
+    ] {
+        let o = arborist(args, &[]);
+        assert_one_line_error(
+            &o,
+            &[
+                &format!("--suite {}: expected forward, ppl", args[2]),
+                "session or stream",
+            ],
+        );
+    }
     // Another model's texts are asked for before the memory children start (each
     // printed the error, then the parent its own).
     let o = arborist(

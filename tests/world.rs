@@ -270,6 +270,12 @@ fn train_tiny_refuses_repeat_counts_it_cannot_render() {
             "/no/such/model",
             "--init /no/such/model: not a model directory (it does not exist)",
         ),
+        // A directory without a model's files failed at the tokenizer.
+        (
+            "--init",
+            "/etc",
+            "--init /etc: not a model directory (it has no config.json, tokenizer.json, model.safetensors)",
+        ),
     ] {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"))
             .args(["train-tiny", "--out", out_s, "--steps", "1", flag, value])

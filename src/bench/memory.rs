@@ -90,6 +90,7 @@ fn spawn(opts: &RunOptions, iters: usize) -> Result<Sample> {
     let exe = crate::runtime::this_executable().context("bench: finding this executable")?;
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(["bench", "--suite", "session-memory", "--model", &opts.model]);
+    cmd.env(super::MEMORY_CHILD_ENV, "1");
     cmd.args(["--device", &opts.device, "--dtype", &opts.dtype]);
     for (flag, v) in [("--calib", &opts.calib), ("--eval", &opts.eval)] {
         if let Some(v) = v {

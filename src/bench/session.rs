@@ -131,11 +131,7 @@ pub(super) fn options(a: &BenchArgs, model: &str, random: bool) -> Result<RunOpt
 pub fn session_suite(a: &BenchArgs) -> Result<()> {
     let random = a.session_model() == "random";
     // The random model lives in a temporary directory for this run (children included).
-    let tmp = random.then(|| {
-        super::stream::TempDir(
-            std::env::temp_dir().join(format!("arborist-session-bench-{}", std::process::id())),
-        )
-    });
+    let tmp = random.then(|| super::stream::TempDir::for_this_run("arborist-session-bench"));
     let model = match &tmp {
         Some(t) => {
             // The stream suite's shape with the bundled model's context, so that windows

@@ -82,6 +82,29 @@ pub fn run(a: TrainArgs) -> Result<()> {
             }
         );
     }
+    if let Some(init) = &a.init {
+        // The files `load_init` reads; /etc was only refused at the tokenizer.
+        let missing: Vec<&str> = ["config.json", "tokenizer.json", "model.safetensors"]
+            .into_iter()
+            .filter(|f| !init.join(f).is_file())
+            .collect();
+        ensure!(
+            missing.is_empty(),
+            "--init {}: not a model directory (it has no {})",
+            init.display(),
+            missing.join(", ")
+        );
+    }
+    if a.warmup > a.steps {
+        eprintln!(
+            "warning: --warmup {} is longer than --steps {}: the learning rate stops rising at {:.3e}, {:.0}% of --lr {}",
+            a.warmup,
+            a.steps,
+            a.lr * a.steps as f64 / a.warmup as f64,
+            100.0 * a.steps as f64 / a.warmup as f64,
+            a.lr
+        );
+    }
     crate::prune::export::check_out_dir(&a.out, a.force)?;
     let o = TrainOptions {
         steps: a.steps,
