@@ -48,6 +48,10 @@ fn session_bench_measures_memory_in_fresh_child_processes() {
             .collect()
     };
     assert_eq!(ppls("incremental"), ppls("full"), "{v}");
+    // Its protocol: where and in what dtype, over which windows.
+    assert_eq!(v["device"], "cpu", "{v}");
+    assert_eq!(v["dtype"], "f32", "{v}");
+    assert!(v["eval_windows"].as_u64().is_some_and(|w| w > 0), "{v}");
     assert!(!ppls("incremental").is_empty(), "{v}");
     let m = &v["memory"];
     assert_eq!(m["runs"], 1);

@@ -108,9 +108,27 @@ fn wanda_uniform(
     })
 }
 
-fn print(rows: &[Row], json: bool) -> Result<()> {
+/// The suite's `--json` document: the protocol every row was measured under, the rows,
+/// and for the agent suite the session's figures.
+fn document(suite: &str, rows: &[Row], session: Option<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({
+        "suite": suite,
+        "protocol": {
+            "device": "cpu", "dtype": "f32", "model": bundled::NAME,
+            "ppl": {"dataset": "eval.txt", "seqlen": SEQLEN, "windows": "all",
+                    "session_seqlen": rows.first().map(|r| r.session_seqlen)},
+            "freebaseqa": {"items": "all", "max_new_tokens": 16},
+            "mmlu": {"items": "all", "shots": [5, 0], "prompt": "hendrycks"},
+            "wanda": {"calibration": "calib.txt", "sample": "sequential"},
+        },
+        "rows": rows,
+        "session": session,
+    })
+}
+
+fn print(suite: &str, rows: &[Row], session: Option<serde_json::Value>, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string(rows)?);
+        println!("{}", document(suite, rows, session));
         return Ok(());
     }
     let long = rows.first().map_or(0, |r| r.session_seqlen);
@@ -138,7 +156,7 @@ pub fn knowledge_suite(json: bool) -> Result<()> {
         let p = wanda_uniform(&m, s, (SEQLEN, CALIB_WINDOWS))?;
         rows.push(evaluate(&p, &format!("Wanda uniform {:.0}%", s * 100.0))?);
     }
-    print(&rows, json)
+    print("knowledge", &rows, None, json)
 }
 
 /// The built-in agent's session with default run options, then uniform Wanda at the
@@ -178,5 +196,38 @@ pub fn agent_suite(json: bool) -> Result<()> {
     );
     let uniform_as_session = evaluate(&uni, &label)?;
     let dense = evaluate(&base, "dense")?;
-    print(&[dense, uniform, uniform_as_session, agent], json)
+    let session = serde_json::json!({
+        "iterations": iters, "rollbacks": machine.rollbacks, "seconds": secs,
+        "global_sparsity": machine.global_sparsity(), "options": opts,
+    });
+    let rows = [dense, uniform, uniform_as_session, agent];
+    print("agent", &rows, Some(session), json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // It printed a bare array of rows: no protocol, and no room for one.
+    #[test]
+    fn the_json_document_carries_the_protocol_beside_the_rows() {
+        let row = Row {
+            label: "dense".into(),
+            global_sparsity: 0.0,
+            ppl: 3.0,
+            ppl_session_seqlen: 3.1,
+            session_seqlen: 512,
+            freebaseqa: 0.9,
+            mmlu_5shot: 0.8,
+            mmlu_0shot: 0.7,
+        };
+        let d = document("knowledge", &[row], None);
+        assert_eq!(d["suite"], "knowledge");
+        assert_eq!(d["protocol"]["ppl"]["seqlen"], SEQLEN);
+        assert_eq!(d["protocol"]["ppl"]["session_seqlen"], 512);
+        assert_eq!(d["protocol"]["dtype"], "f32");
+        assert_eq!(d["rows"][0]["label"], "dense");
+        assert_eq!(d["rows"][0]["mmlu_0shot"], 0.7);
+        assert!(d["session"].is_null());
+    }
 }

@@ -232,7 +232,7 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         .map(|i| i.calib_from_block.map_or("-".into(), |b| b.to_string()))
         .collect();
     let out = serde_json::json!({
-        "model": a.session_model(), "dtype": dt,
+        "model": a.session_model(), "device": opts.device, "dtype": dt,
         "eval_windows": w.len(), "seqlen": w.seqlen, "eval_tokens": tokens,
         "full_eval_seconds": full_s, "eval_tokens_per_second": tokens as f64 / full_s,
         "eval_gflops": gflops, "gemm_gflops": gemm, "fraction_of_gemm": gflops / gemm,
