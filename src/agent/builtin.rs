@@ -183,13 +183,13 @@ impl BuiltinAgent {
         let mean_inc = o.changes.iter().map(|c| c.to - c.from).sum::<f64>() / n;
         let delta = o.ppl_after / o.ppl_before - 1.0;
         let mut s = format!(
-            "Iteration {}: pruned {} layer(s) by +{:.3} on average; perplexity {:.3} -> {:.3} ({:+.2}%), {}. Global sparsity {:.3} of target {}.",
+            "Iteration {}: pruned {} layer(s) by +{:.3} on average; perplexity {:.3} -> {:.3} ({}%), {}. Global sparsity {:.3} of target {}.",
             o.iteration,
             o.changes.len(),
             mean_inc,
             o.ppl_before,
             o.ppl_after,
-            delta * 100.0,
+            super::percent::percent(delta, Some(ctx.threshold), true),
             if o.accepted { "accepted" } else { "rolled back" },
             o.global_sparsity_after,
             frac(ctx.target),

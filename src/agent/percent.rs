@@ -1,30 +1,8 @@
 //! Fractions written as percentages with enough decimals to be read right: a value beside
 //! the limit it was judged against never reads equal to it when it is not, and a change
-//! that is not zero never reads "0.0%" or "-0.0%".
+//! that is not zero never reads "0.0%" or "-0.0%". For the guard's verdicts and the prompts.
 
-/// `value` and `limit` (fractions) in percent with the fewest decimals, 1 to 4, that give
-/// the limit exactly, tell the two apart and give no "-0.0": a verdict never reads
-/// "+0.1% > 0.1%" (a delta of 0.066% over a threshold of 0.05% did).
-pub fn percents(value: f64, limit: f64, signed: bool) -> (String, String) {
-    let (v, l) = (value * 100.0, limit * 100.0);
-    let show = |n: usize| match signed {
-        true => format!("{v:+.n$}"),
-        false => format!("{v:.n$}"),
-    };
-    let fits = |n: usize| {
-        let limit_exact = format!("{l:.n$}")
-            .parse::<f64>()
-            .is_ok_and(|r| (r - l).abs() < 1e-9);
-        let apart = v == l || show(n).trim_start_matches('+') != format!("{l:.n$}");
-        let negative_zero =
-            show(n).starts_with('-') && show(n)[1..].chars().all(|c| "0.".contains(c));
-        limit_exact && apart && !negative_zero
-    };
-    let n = (1..=4).find(|&n| fits(n)).unwrap_or(4);
-    (show(n), format!("{l:.n$}"))
-}
-
-/// `value` in percent (no `%` sign) for a prompt: one decimal, or as many more (up to 4) as
+/// `value` in percent (no `%` sign): one decimal, or as many more (up to 4) as
 /// it takes to show a non-zero value as non-zero, to show `beside` (a limit, a target)
 /// exactly when it has at most 4 decimals, and to tell the two apart. Called with the
 /// arguments swapped it picks the same decimals, so a value and its limit print alike.
@@ -70,22 +48,25 @@ mod tests {
     #[test]
     fn verdicts_show_the_digits_that_tell_value_and_limit_apart() {
         let p = |v, l| {
-            let (a, b) = percents(v, l, true);
-            format!("{a}% {b}%")
+            format!(
+                "{}% {}%",
+                percent(v, Some(l), true),
+                percent(l, Some(v), false)
+            )
         };
         // The usual case keeps one decimal.
         assert_eq!(p(0.012, 0.05), "+1.2% 5.0%");
         assert_eq!(p(0.074, 0.05), "+7.4% 5.0%");
         // Equal at one decimal, apart at two: 0.21% over 0.2% read "+0.2% > 0.2%".
         assert_eq!(p(0.0021, 0.002), "+0.21% 0.20%");
-        // The threshold itself exactly: 0.05% read 0.1%.
-        assert_eq!(p(0.00066, 0.0005), "+0.07% 0.05%");
-        // A tiny fall is not "-0.0%".
+        // The threshold itself exactly: 0.05% read 0.1% (and the 0.066% beside it, 0.07%).
+        assert_eq!(p(0.00066, 0.0005), "+0.066% 0.050%");
+        // A tiny fall is not "-0.0%", nor a tiny rise "+0.0%" (an accepted +0.01% did).
         assert_eq!(p(-0.000004, 0.002), "-0.0004% 0.2000%");
+        assert_eq!(p(0.0001234, 0.05), "+0.01% 5.00%");
         assert_eq!(p(0.0, 0.05), "+0.0% 5.0%");
         assert_eq!(p(0.05, 0.05), "+5.0% 5.0%");
-        let (a, b) = percents(0.02, 0.05, false);
-        assert_eq!((a.as_str(), b.as_str()), ("2.0", "5.0"));
+        assert_eq!(percent(0.02, Some(0.05), false), "2.0");
     }
 
     #[test]

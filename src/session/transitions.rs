@@ -1,7 +1,7 @@
 //! `Machine::handle`: one arm per event.
 
 use super::*;
-use crate::agent::percent::percents;
+use crate::agent::percent::percent;
 
 /// Consecutive agent failures (across iterations) that end the session.
 pub const MAX_AGENT_FAILURES: usize = 3;
@@ -217,20 +217,22 @@ impl Machine {
         // A hair of slack so that exactly +threshold (up to rounding) counts as within it.
         let accepted =
             eval.ppl.is_finite() && delta <= th + 1e-12 && !over_ceiling && !probe_failed;
+        // The value and its limit with the decimals that tell them apart.
+        let pair =
+            |v: f64, l: f64, signed| (percent(v, Some(l), signed), percent(l, Some(v), false));
         let note = if !eval.ppl.is_finite() {
             "rolled back: perplexity is not finite".to_string()
         } else if probe_failed {
-            let limit = self.opts.probe_max_drop.unwrap_or(0.0);
-            let (d, l) = percents(probe_drop, limit, false);
+            let (d, l) = pair(probe_drop, self.opts.probe_max_drop.unwrap_or(0.0), false);
             format!("rolled back: probe accuracy fell {d} points > {l}")
         } else if over_ceiling {
-            let (d, l) = percents(total, self.opts.ceiling.unwrap_or(0.0), true);
+            let (d, l) = pair(total, self.opts.ceiling.unwrap_or(0.0), true);
             format!("rolled back: {d}% over dense > ceiling {l}%")
         } else if accepted {
-            let (d, l) = percents(delta, th, true);
+            let (d, l) = pair(delta, th, true);
             format!("accepted: {d}% <= {l}%")
         } else {
-            let (d, l) = percents(delta, th, true);
+            let (d, l) = pair(delta, th, true);
             format!("rolled back: {d}% > {l}%")
         };
         let changes: Vec<LayerChange> = applied
