@@ -210,6 +210,8 @@ fn accepted_step_commits_a_checkpoint_and_rollback_restores_it() {
         ctx.reflections,
         vec!["ok".to_string(), "too far".to_string()]
     );
+    // And the steps they are about, for the prompt.
+    assert_eq!(ctx.reflection_steps, vec![1, 2]);
     assert_eq!(m.usage.prompt_tokens, 40);
 }
 
@@ -736,6 +738,8 @@ fn a_failed_reflection_stays_out_of_the_prompts() {
         m.context().reflections,
         vec!["(no reflection needed: fine)"]
     );
+    // The failed one's step is skipped with it: the one shown is about iteration 2.
+    assert_eq!(m.context().reflection_steps, vec![2]);
 }
 
 /// The re-ask after a rejection shows the rejected proposal with the feedback, and the

@@ -106,6 +106,9 @@ pub struct AgentContext {
     pub layers: Vec<LayerRow>,
     pub history: Vec<StepOutcome>,
     pub reflections: Vec<String>,
+    /// The iteration each of `reflections` is about.
+    #[serde(default)]
+    pub reflection_steps: Vec<usize>,
     /// Human feedback from a rejected proposal.
     pub feedback: Option<String>,
     /// The proposal `feedback` rejected.
@@ -195,6 +198,7 @@ impl AgentContext {
                 },
             ],
             reflections: vec!["Attention projections in block 1 are fragile.".into()],
+            reflection_steps: vec![2],
             feedback: Some("Leave the q projections alone for now.".into()),
             rejected: Some(Proposal {
                 layers: vec![LayerTarget {

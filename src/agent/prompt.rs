@@ -337,6 +337,36 @@ impl OutcomeView {
     }
 }
 
+/// One of the agent's earlier reflections with the step it was about.
+#[derive(Serialize)]
+struct ReflectionItem {
+    /// 0 when the context does not say.
+    iteration: usize,
+    /// "accepted" or "rolled back"; empty when the step is not in the history.
+    verdict: &'static str,
+    text: String,
+}
+
+fn reflection_items(ctx: &AgentContext) -> Vec<ReflectionItem> {
+    let step = |i: usize| ctx.reflection_steps.get(i).copied().unwrap_or(0);
+    (ctx.reflections.iter().enumerate())
+        .map(|(i, text)| {
+            let h = ctx.history.iter().find(|h| h.iteration == step(i));
+            ReflectionItem {
+                iteration: step(i),
+                verdict: h.map_or("", |h| {
+                    if h.accepted {
+                        "accepted"
+                    } else {
+                        "rolled back"
+                    }
+                }),
+                text: text.clone(),
+            }
+        })
+        .collect()
+}
+
 /// Everything the system and step templates can use.
 #[derive(Serialize)]
 struct StepView {
@@ -351,6 +381,8 @@ struct StepView {
     total_params: u64,
     degradation: f64,
     rollbacks: usize,
+    /// `reflections` with the iteration and verdict of the step each is about.
+    earlier_reflections: Vec<ReflectionItem>,
     example_name: String,
     example_sparsity: String,
 }
@@ -380,6 +412,7 @@ impl StepView {
             }
             None => ("model.layers.0.mlp.up_proj".into(), "0.1".into()),
         };
+        let earlier_reflections = reflection_items(ctx);
         let mut ctx = ctx.clone();
         // History goes through OutcomeView; keep one copy of it in the view.
         let history = std::mem::take(&mut ctx.history);
@@ -389,6 +422,7 @@ impl StepView {
             total_params: ctx.layers.iter().map(|l| l.params).sum(),
             degradation: rel(ctx.current_ppl, ctx.dense_ppl),
             rollbacks: history.iter().filter(|h| !h.accepted).count(),
+            earlier_reflections,
             history: history.iter().map(OutcomeView::new).collect(),
             rows,
             ctx,

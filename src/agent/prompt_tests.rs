@@ -21,7 +21,8 @@ fn step_prompt_shows_everything_the_agent_needs() {
         "Iteration 2: model.layers.1.self_attn.q_proj 0.2 -> 0.3",
         "ROLLED BACK (rolled back: +7.4% > 5.0%)",
         "(2, 1 rolled back)",
-        "- Attention projections in block 1 are fragile.",
+        // Each reflection with the step it was about (they came without one).
+        "- Iteration 2, rolled back: Attention projections in block 1 are fragile.",
         "You proposed: model.layers.0.self_attn.q_proj -> 0.4 (Lowest z in block 0.).",
         "Their feedback: Leave the q projections alone for now.",
         "- Iteration 1, on model.layers.0.mlp.up_proj -> 0.3: Go slower on the MLPs.",

@@ -220,6 +220,11 @@ impl Machine {
             Some((last, earlier)) if self.feedback_open => (Some(last), earlier),
             _ => (None, &self.feedback_log[..]),
         };
+        // One reflection per evaluated step, in order (a failed call kept as a placeholder).
+        let shown: Vec<(usize, &String)> = (self.reflections.iter().enumerate())
+            .filter(|(i, _)| !self.failed_reflections.contains(i))
+            .map(|(i, r)| (self.history.get(i).map_or(0, |h| h.iteration), r))
+            .collect();
         AgentContext {
             model: self.model.clone(),
             iteration: self.iteration,
@@ -230,10 +235,8 @@ impl Machine {
             current_ppl: c.map_or(f64::NAN, |c| c.eval.ppl),
             layers,
             history: self.history.clone(),
-            reflections: (self.reflections.iter().enumerate())
-                .filter(|(i, _)| !self.failed_reflections.contains(i))
-                .map(|(_, r)| r.clone())
-                .collect(),
+            reflections: shown.iter().map(|(_, r)| r.to_string()).collect(),
+            reflection_steps: shown.iter().map(|(i, _)| *i).collect(),
             feedback: open.map(|f| f.feedback.clone()),
             rejected: open.map(|f| f.rejected.clone()),
             earlier_feedback: earlier.to_vec(),
