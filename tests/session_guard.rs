@@ -186,6 +186,8 @@ fn bad_input_is_one_line_and_leaves_no_session() {
     let builtin_prompts = in_config("cp.yaml", &format!("agent:\n  prompts: {prompts}\n"));
     // The probe's shots come from `probe.shots` (run has no --shots): named so.
     let probe_shots = in_config("cq.yaml", "probe:\n  kind: mmlu\n  shots: 99\n");
+    // An empty file (or one of comments) ran a session with every default.
+    let blank = in_config("ce.yaml", "# my settings\n\n");
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
             vec!["--auto-approve", "--config", &probe_shots],
@@ -210,6 +212,13 @@ fn bad_input_is_one_line_and_leaves_no_session() {
             vec![
                 "config ",
                 "cp.yaml: --prompts: the built-in agent writes no prompts",
+            ],
+        ),
+        (
+            vec!["--auto-approve", "--config", &blank],
+            vec![
+                "config ",
+                "ce.yaml: holds no settings (empty, or only comments)",
             ],
         ),
         // Which of four count flags is 0 used to be left to the reader.

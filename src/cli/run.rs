@@ -181,6 +181,16 @@ impl RunArgs {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read config {}", p.display()))?;
                 refuse_keys_in_config(&text, p)?;
+                // An empty document read as all defaults: a truncated or wrong file ran a
+                // session nobody asked for (`{}` still says "defaults" on purpose).
+                let blank = text.lines().all(|l| {
+                    l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---"
+                });
+                anyhow::ensure!(
+                    !blank,
+                    "config {}: holds no settings (empty, or only comments); write `{{}}` for the defaults",
+                    p.display()
+                );
                 serde_yaml::from_str(&text).map_err(|e| {
                     let e = collapse_whitespace(&e.to_string());
                     let hint = section_hint(&text, &e).unwrap_or_default();
