@@ -180,6 +180,22 @@ pub fn max_shard_size(flag: Option<&str>) -> Result<u64> {
 }
 
 /// A count flag of 0 refused in one line that names it and says why.
+/// What `prune --out` and `export` print once the directory is written: one JSON object
+/// with `--json` (the directory and its arborist.json), else the command's own lines.
+pub fn report_written(
+    out: &std::path::Path,
+    meta: &serde_json::Value,
+    json: bool,
+    lines: &[String],
+) {
+    if json {
+        let doc = serde_json::json!({ "out": out.display().to_string(), "result": meta });
+        println!("{doc}");
+    } else {
+        lines.iter().for_each(|l| println!("{l}"));
+    }
+}
+
 pub fn at_least_one(flag: &str, value: usize, why: &str) -> Result<()> {
     if value == 0 {
         anyhow::bail!("--{flag} 0: {why}");

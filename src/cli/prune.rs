@@ -305,26 +305,20 @@ pub fn run(a: PruneArgs) -> Result<()> {
         ],
     );
     export(&m.decoder, &m.files, &a.out, a.force, max_shard, &meta)?;
-    if a.json {
-        println!(
-            "{}",
-            json!({ "out": a.out.display().to_string(), "result": meta })
-        );
-    } else {
-        println!(
-            "pruned {} with {} to global sparsity {:.4}; wrote {}",
-            m.files.id,
-            a.method,
-            global,
-            a.out.display()
-        );
-        if let Some(p) = ppl {
-            println!(
-                "perplexity {:.4}  ({}, seqlen {}, {} windows, {})",
-                p.value, p.dataset, p.seqlen, p.windows, p.dtype
-            );
-        }
+    let mut lines = vec![format!(
+        "pruned {} with {} to global sparsity {:.4}; wrote {}",
+        m.files.id,
+        a.method,
+        global,
+        a.out.display()
+    )];
+    if let Some(p) = ppl {
+        lines.push(format!(
+            "perplexity {:.4}  ({}, seqlen {}, {} windows, {})",
+            p.value, p.dataset, p.seqlen, p.windows, p.dtype
+        ));
     }
+    super::report_written(&a.out, &meta, a.json, &lines);
     Ok(())
 }
 

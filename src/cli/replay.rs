@@ -343,21 +343,15 @@ pub fn export(a: ExportArgs) -> Result<()> {
         &meta,
     )?;
     // On stdout, as `prune` reports (until 2026-12-02 on stderr, with no --json).
-    if a.json {
-        println!(
-            "{}",
-            json!({ "out": a.out.display().to_string(), "result": meta })
-        );
-    } else {
-        println!(
-            "exported checkpoint {} of iteration {} (global sparsity {:.4}, ppl {:.4}) to {}",
-            ckpt.index,
-            ckpt.iteration,
-            engine.model.decoder.global_sparsity(),
-            ckpt.eval.ppl,
-            a.out.display()
-        );
-    }
+    let line = format!(
+        "exported checkpoint {} of iteration {} (global sparsity {:.4}, ppl {:.4}) to {}",
+        ckpt.index,
+        ckpt.iteration,
+        engine.model.decoder.global_sparsity(),
+        ckpt.eval.ppl,
+        a.out.display()
+    );
+    super::report_written(&a.out, &meta, a.json, &[line]);
     Ok(())
 }
 
