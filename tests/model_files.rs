@@ -125,6 +125,39 @@ fn weights_the_config_does_not_use_are_named() {
     assert!(line.contains("model.layers.1."), "{warned}");
 }
 
+// A config naming custom modeling code (`auto_map`, transformers' trust_remote_code) runs
+// as the standard architecture, with a warning that says so and names the code.
+#[test]
+fn custom_modeling_code_in_auto_map_is_warned_about() {
+    let d = tmp();
+    let txt = d.path().join("eval.txt");
+    std::fs::write(&txt, text(3000)).unwrap();
+    let m = d.path().join("m");
+    write_model_dir(&m, TINY_QWEN3, 1, DType::F32);
+    let (plain, quiet) = ppl(&p(&m), &p(&txt));
+    assert!(!quiet.contains("warning"), "{quiet}");
+    let mut cfg: serde_json::Value = serde_json::from_str(TINY_QWEN3).unwrap();
+    cfg["auto_map"] = serde_json::json!({
+        "AutoConfig": "configuration_x.XConfig",
+        "AutoModelForCausalLM": "modeling_x.XForCausalLM"
+    });
+    std::fs::write(m.join("config.json"), cfg.to_string()).unwrap();
+    let (same, warned) = ppl(&p(&m), &p(&txt));
+    assert_eq!(same, plain);
+    let w: Vec<&str> = warned
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(w.len(), 1, "{warned}");
+    for needle in [
+        "`auto_map`",
+        "(modeling_x.XForCausalLM)",
+        "standard `qwen3`",
+    ] {
+        assert!(w[0].contains(needle), "{needle}: {warned}");
+    }
+}
+
 // A session says what `eval` says: weights its config leaves out, and windows longer than
 // the model's context (TINY_QWEN3 has max_position_embeddings 256).
 #[test]

@@ -79,10 +79,14 @@ impl LoadedModel {
 
     /// The warnings `eval`, `profile`, `prune` and `run` print after loading.
     pub fn load_notes(&self) -> Vec<String> {
-        [self.unused_note(), self.head_note()]
-            .into_iter()
-            .flatten()
-            .collect()
+        [
+            self.unused_note(),
+            self.head_note(),
+            self.custom_code_note(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// One line when config.json ties the head but the weights hold a different one.
@@ -93,6 +97,22 @@ impl LoadedModel {
                 self.files.config.display()
             )
         })
+    }
+
+    /// One line when config.json names custom modeling code (`auto_map`, loaded by
+    /// transformers only with trust_remote_code): that code may compute something other
+    /// than the standard architecture arborist runs.
+    pub fn custom_code_note(&self) -> Option<String> {
+        let text = std::fs::read_to_string(&self.files.config).ok()?;
+        let cfg: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let map = cfg.get("auto_map").filter(|m| !m.is_null())?;
+        let code = map.get("AutoModelForCausalLM").and_then(|c| c.as_str());
+        Some(format!(
+            "{} names custom modeling code in `auto_map`{}: arborist runs the standard `{}` architecture, whose numbers differ from that code's wherever it departs from it",
+            self.files.config.display(),
+            code.map(|c| format!(" ({c})")).unwrap_or_default(),
+            cfg["model_type"].as_str().unwrap_or("?")
+        ))
     }
 
     /// One line when the weights hold tensors the config does not use, as transformers
