@@ -152,7 +152,7 @@ fn a_head_only_checkpoint_streams_and_exports_as_save_pretrained_would() {
         &out,
         false,
         u64::MAX,
-        &serde_json::json!({}),
+        &mut serde_json::json!({}),
     )
     .unwrap();
     let written =
@@ -168,6 +168,10 @@ fn a_head_only_checkpoint_streams_and_exports_as_save_pretrained_would() {
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["tie_word_embeddings"], true);
     assert_eq!(cfg["torch_dtype"], "bfloat16");
+    // arborist.json says so beside the f32 the model ran in.
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("arborist.json")).unwrap()).unwrap();
+    assert_eq!(meta["weights_dtype"], "bf16", "{meta}");
     let exported = LoadedModel::load(out.to_str().unwrap(), &Device::Cpu, DType::F32).unwrap();
     check_model(name, &exported, &reference(name));
 }

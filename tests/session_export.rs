@@ -151,6 +151,8 @@ fn export_evaluates_to_the_final_checkpoint_and_stores_the_masks_as_zeros() {
         zeros as f64 / all as f64,
         "{meta}"
     );
+    // The weights were saved in the f32 the fixture stores and the session ran in.
+    assert_eq!(meta["weights_dtype"], "f32", "{meta}");
     // The perplexity re-measured before writing, with the session's protocol.
     assert_eq!(f(&meta["ppl"]["value"]), fo.ppl());
     let recorded = &entries[0]["event"]["eval"];

@@ -285,7 +285,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
         global,
         ppl.as_ref(),
     );
-    let meta = metadata::with(
+    let mut meta = metadata::with(
         common,
         [
             ("pattern", json!(pat)),
@@ -304,7 +304,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
             ("structured", json!(structured)),
         ],
     );
-    export(&m.decoder, &m.files, &a.out, a.force, max_shard, &meta)?;
+    export(&m.decoder, &m.files, &a.out, a.force, max_shard, &mut meta)?;
     let mut lines = vec![format!(
         "pruned {} with {} to global sparsity {:.4}; wrote {}",
         m.files.id,

@@ -323,7 +323,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
         engine.model.decoder.global_sparsity(),
         Some(&measured),
     );
-    let meta = crate::prune::metadata::with(
+    let mut meta = crate::prune::metadata::with(
         common,
         [
             ("fingerprint", json!(log.header.fingerprint)),
@@ -340,7 +340,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
         &a.out,
         a.force,
         max_shard,
-        &meta,
+        &mut meta,
     )?;
     // On stdout, as `prune` reports (until 2026-12-02 on stderr, with no --json).
     let line = format!(

@@ -173,7 +173,8 @@ fn temp_sibling(out: &Path) -> Result<PathBuf> {
 }
 
 /// Write `d` with its source's config (adjusted) and tokenizer files, its weights in shards
-/// of at most `max_shard` bytes (one file when they fit), plus `metadata` as arborist.json.
+/// of at most `max_shard` bytes (one file when they fit), plus `metadata` as arborist.json,
+/// to which the dtype the weights were saved in is added as `weights_dtype`.
 /// Nothing appears at `out` unless every file was written.
 pub fn export(
     d: &Decoder,
@@ -181,7 +182,7 @@ pub fn export(
     out: &Path,
     force: bool,
     max_shard: u64,
-    metadata: &serde_json::Value,
+    metadata: &mut serde_json::Value,
 ) -> Result<()> {
     write_dir_atomically(out, force, |tmp| {
         write_all(d, src, tmp, max_shard, metadata)
@@ -350,7 +351,7 @@ fn write_all(
     src: &ModelFiles,
     dir: &Path,
     max_shard: u64,
-    metadata: &serde_json::Value,
+    metadata: &mut serde_json::Value,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let text = std::fs::read_to_string(&src.config)
@@ -359,6 +360,8 @@ fn write_all(
     let tensors = d.named_tensors();
     let save = save_dtype(d, src, &tensors)?;
     let dtype = crate::runtime::dtype_name(save);
+    // `dtype` is the one the model ran in; the file may keep the source's narrower one.
+    metadata["weights_dtype"] = dtype.into();
     let torch = match dtype {
         "f16" => "float16",
         "bf16" => "bfloat16",
