@@ -215,10 +215,17 @@ impl Templates {
             }
             !v.is_undefined()
         };
+        // `x is defined` is how a template asks on purpose (one written for several
+        // versions of these variables), so a name asked about that way is let through.
+        let asked = |v: &str| {
+            ["is defined", "is undefined", "is not defined"]
+                .iter()
+                .any(|test| t.source().contains(&format!("{v} {test}")))
+        };
         let mut unknown: Vec<String> = t
             .undeclared_variables(true)
             .into_iter()
-            .filter(|v| !known(v))
+            .filter(|v| !known(v) && !asked(v))
             .collect();
         unknown.sort();
         if let Some(v) = unknown.first() {

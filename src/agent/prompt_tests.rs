@@ -322,6 +322,22 @@ fn undefined_variables_fail_at_load_naming_file_line_and_variable() {
     }
 }
 
+/// `is defined` asks on purpose: a template written for other versions of the variables
+/// still loads (the check for misspelled names must not refuse it).
+#[test]
+fn a_name_asked_about_with_is_defined_is_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "{% if probe_note is defined %}{{ probe_note }}{% endif %}{% if outcome.extra is not defined %}-{% endif %}";
+    std::fs::write(dir.path().join("reflection.j2"), text).unwrap();
+    let t = Templates::load(Some(dir.path())).unwrap();
+    let c = ctx();
+    let p = Proposal {
+        layers: vec![],
+        reasoning: String::new(),
+    };
+    assert_eq!(t.reflection(&c, &p, &c.history[0]).unwrap(), "-");
+}
+
 #[test]
 fn syntax_error_is_one_line_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
