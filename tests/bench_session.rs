@@ -276,3 +276,42 @@ fn a_bench_sweeps_the_temporary_models_of_killed_runs() {
     want.sort();
     assert_eq!(left, want);
 }
+
+// Every suite's --json carries its protocol: device, dtype, windows and their length, and
+// what was run (forward, profile and prune named neither device nor data).
+#[test]
+fn forward_profile_and_prune_bench_json_name_their_protocol() {
+    let run = |args: &[&str]| -> serde_json::Value {
+        let mut a = vec!["bench", "--json", "--seqlen", "32"];
+        a.extend(args);
+        let o = arborist(&a, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let f = run(&["--suite", "forward", "--iters", "1", "--batch", "2"]);
+    let f = &f["forward"];
+    assert_eq!((&f["device"], &f["dtype"]), (&"cpu".into(), &"f32".into()));
+    assert_eq!(
+        (f["batch"].as_u64(), f["seqlen"].as_u64()),
+        (Some(2), Some(32))
+    );
+    assert_eq!(f["tokens_per_forward"], 64);
+    for (suite, what, value) in [
+        ("profile", "grad_windows", serde_json::json!(4)),
+        ("prune", "method", serde_json::json!("wanda")),
+    ] {
+        let v = run(&["--suite", suite, "--calib-windows", "2", "--batch", "2"]);
+        assert_eq!(v["suite"], suite);
+        assert_eq!(
+            (&v["device"], &v["dtype"]),
+            (&"cpu".into(), &"f32".into()),
+            "{v}"
+        );
+        assert_eq!(
+            (v["calib_windows"].as_u64(), v["seqlen"].as_u64()),
+            (Some(2), Some(32))
+        );
+        assert_eq!(v["dataset"], "synthetic");
+        assert_eq!(v["what"][what], value, "{v}");
+    }
+}

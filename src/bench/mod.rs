@@ -112,6 +112,19 @@ pub struct ForwardBench {
     pub fraction_of_gemm: f64,
     pub threads: usize,
     pub dtype: String,
+    pub device: String,
+    /// Windows per pass and tokens per window (synthetic ids).
+    pub batch: usize,
+    pub seqlen: usize,
+}
+
+/// A device as `--device` spells it (and prune's arborist.json records it), not `Cpu`.
+pub(crate) fn device_name(d: &candle_core::Device) -> String {
+    match d.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
 }
 
 /// `n` token ids spread over the vocabulary by a multiplicative hash (the same tokens in
@@ -231,6 +244,9 @@ pub fn forward_bench(model: &Decoder, b: usize, t: usize, iters: usize) -> Resul
         fraction_of_gemm: gflops / gemm,
         threads: candle_core::utils::get_num_threads(),
         dtype: crate::runtime::dtype_name(model.dtype).to_string(),
+        device: device_name(&model.device),
+        batch: b,
+        seqlen: t,
     })
 }
 
@@ -260,10 +276,11 @@ fn proc_status_bytes(field: &str) -> u64 {
 fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
     let ids = synthetic_ids(model.cfg.vocab_size, a.calib_windows * a.seqlen);
     let w = crate::data::Windows::sequential(&ids, a.seqlen, None, "synthetic")?;
+    let grad = GradSpec::paper(4);
     let start = Instant::now();
     match a.suite.as_str() {
         "profile" => {
-            crate::profile::compute(&model, &w, GradSpec::paper(4), a.batch, "synthetic")?;
+            crate::profile::compute(&model, &w, grad, a.batch, "synthetic")?;
         }
         "prune" => {
             use crate::prune::{alloc, oneshot, select::Pattern};
@@ -278,7 +295,13 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
     let out = serde_json::json!({
         "suite": a.suite, "seconds": secs, "peak_rss_bytes": peak_rss_bytes(),
         "weight_bytes": model.weight_bytes(), "calib_windows": w.len(), "seqlen": a.seqlen,
-        "threads": candle_core::utils::get_num_threads(),
+        "threads": candle_core::utils::get_num_threads(), "batch": a.batch,
+        "dataset": "synthetic", "params": params(&model.cfg),
+        "dtype": crate::runtime::dtype_name(model.dtype), "device": device_name(&model.device),
+        "what": match a.suite.as_str() {
+            "profile" => serde_json::json!({"grad_windows": grad.windows, "grad_average": grad.average.name()}),
+            _ => serde_json::json!({"method": "wanda", "sparsity": 0.5, "allocation": "uniform"}),
+        },
     });
     if a.json {
         println!("{out}");

@@ -42,12 +42,7 @@ pub fn ppl_suite(a: &BenchArgs, model: &Decoder) -> Result<()> {
     )?;
     let params = params(cfg);
     let dtype = crate::runtime::dtype_name(model.dtype);
-    // As `--device` spells it (and prune's arborist.json records it), not `Cpu`.
-    let device = match model.device.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
-    };
+    let device = super::device_name(&model.device);
     if a.json {
         println!(
             "{}",
