@@ -56,26 +56,16 @@ pub(super) fn write_random_model(dir: &std::path::Path, config: &str) -> Result<
 pub(super) struct TempDir(pub std::path::PathBuf);
 
 impl TempDir {
-    /// `<tmp>/<prefix>-<pid>` for this run, after removing the ones of runs whose process
-    /// is gone: a bench stopped by Ctrl-C never drops its directory (about 100 MB of model).
+    /// `<tmp>/<prefix>-<HOST-PID>` for this run, after removing the ones of runs whose
+    /// process is gone: a bench stopped by Ctrl-C never drops its directory (about 100 MB
+    /// of model).
     pub fn for_this_run(prefix: &str) -> TempDir {
         let tmp = std::env::temp_dir();
-        // Without /proc no process can be told dead, so nothing is swept.
-        if std::path::Path::new("/proc/self").exists() {
-            for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
-                let name = entry.file_name();
-                let pid = name
-                    .to_str()
-                    .and_then(|n| n.strip_prefix(prefix)?.strip_prefix('-'));
-                let dead = pid
-                    .and_then(|p| p.parse::<u32>().ok())
-                    .is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
-                if dead {
-                    let _ = std::fs::remove_dir_all(entry.path());
-                }
-            }
+        let prefix = format!("{prefix}-");
+        for dead in crate::runtime::dead_process_leftovers(&tmp, &prefix) {
+            let _ = std::fs::remove_dir_all(dead);
         }
-        TempDir(tmp.join(format!("{prefix}-{}", std::process::id())))
+        TempDir(tmp.join(format!("{prefix}{}", crate::runtime::owner_tag())))
     }
 }
 
