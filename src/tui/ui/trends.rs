@@ -17,19 +17,13 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
     let t = app.theme();
     let m = view.machine;
     let block = panel_block(app, "Trends · ppl per iteration".into(), focused, tabbed);
-    let [legend, inner] =
-        Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(block.inner(area));
+    let body = block.inner(area);
     f.render_widget(block, area);
     let Some(dense) = m.dense.as_ref().map(|d| d.ppl) else {
-        f.render_widget(Paragraph::new("no baseline yet").style(t.muted()), inner);
+        f.render_widget(Paragraph::new("no baseline yet").style(t.muted()), body);
         return;
     };
-    let probes = probe_line(view, inner.width as usize);
-    let [chart_area, probe_area] = Layout::vertical([
-        Constraint::Min(0),
-        Constraint::Length(u16::from(probes.is_some())),
-    ])
-    .areas(inner);
+    let probes = probe_line(view, body.width as usize);
     let th = m.opts.threshold;
     let last = m.history.last().map_or(m.iteration, |o| o.iteration).max(1) as f64;
     let dense_line = vec![(0.0, dense), (last, dense)];
@@ -92,14 +86,24 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
     } else {
         limit_label
     };
-    let key = Line::from(vec![
-        Span::styled(format!("{} kept ", glyph(kept_m)), t.good()),
-        Span::styled(format!("{} dense ", glyph(dense_m)), t.muted()),
-        Span::styled(limit_label, t.warn()),
-        Span::styled("• step ", t.accent()),
-        Span::styled("█ rolled back", t.danger()),
-    ]);
+    let key = legend_lines(
+        vec![
+            Span::styled(format!("{} kept ", glyph(kept_m)), t.good()),
+            Span::styled(format!("{} dense ", glyph(dense_m)), t.muted()),
+            Span::styled(limit_label, t.warn()),
+            Span::styled("• step ", t.accent()),
+            Span::styled("█ rolled back", t.danger()),
+        ],
+        body.width as usize,
+    );
+    let [legend, inner] =
+        Layout::vertical([Constraint::Length(key.len() as u16), Constraint::Min(0)]).areas(body);
     f.render_widget(Paragraph::new(key), legend);
+    let [chart_area, probe_area] = Layout::vertical([
+        Constraint::Min(0),
+        Constraint::Length(u16::from(probes.is_some())),
+    ])
+    .areas(inner);
     let datasets = vec![
         line(&dense_line, t.muted(), dense_m),
         line(&limit, t.warn(), limit_m),
@@ -151,6 +155,25 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
     if let Some(p) = probes {
         f.render_widget(Paragraph::new(p).style(t.text()), probe_area);
     }
+}
+
+/// The legend's items on one line when they fit `width`, else on two, never cutting an
+/// item in two unless one alone is wider than the panel (a cut legend read "█ rolled").
+fn legend_lines(items: Vec<Span<'static>>, width: usize) -> Vec<Line<'static>> {
+    let total: usize = items.iter().map(Span::width).sum();
+    if total <= width {
+        return vec![Line::from(items)];
+    }
+    let (mut first, mut second, mut used) = (Vec::new(), Vec::new(), 0);
+    for item in items {
+        if second.is_empty() && (first.is_empty() || used + item.width() <= width) {
+            used += item.width();
+            first.push(item);
+        } else {
+            second.push(item);
+        }
+    }
+    vec![Line::from(first), Line::from(second)]
 }
 
 fn line<'a>(data: &'a [(f64, f64)], style: ratatui::style::Style, marker: Marker) -> Dataset<'a> {
@@ -207,6 +230,36 @@ fn probe_line(view: &View, width: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn texts(lines: &[Line]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn a_legend_too_wide_for_one_line_breaks_between_items() {
+        let items = || {
+            [
+                "━ kept ",
+                "━ dense ",
+                "limit +5.0% off scale ",
+                "• step ",
+                "█ rolled back",
+            ]
+            .map(Span::raw)
+            .to_vec()
+        };
+        assert_eq!(texts(&legend_lines(items(), 70)).len(), 1);
+        let two = texts(&legend_lines(items(), 52));
+        assert_eq!(
+            two,
+            [
+                "━ kept ━ dense limit +5.0% off scale • step ",
+                "█ rolled back"
+            ]
+        );
+        // The first item alone is kept whole on the first line, whatever the width.
+        assert_eq!(texts(&legend_lines(items(), 3))[0], "━ kept ");
+    }
 
     #[test]
     fn a_long_probe_line_keeps_the_dense_score_and_the_newest() {
