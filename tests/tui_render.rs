@@ -665,6 +665,30 @@ fn auto_pause_and_stop_say_why_they_do_nothing_after_the_end() {
     assert!(!a.auto_approve && !a.paused);
 }
 
+// A session that finished while auto-approve (or pause) was on no longer shows the mark:
+// nothing is left to approve, and the keys that toggle it have left the key line.
+#[test]
+fn a_finished_session_shows_neither_auto_nor_paused() {
+    fn top_bar(a: &mut App, m: &arborist::session::Machine, events: &[Event]) -> String {
+        let screen = text(&draw(a, &view(m, events), 120, 40));
+        screen.lines().rev().nth(1).unwrap_or_default().to_string()
+    }
+    let (mut m, mut events) = fixtures::reviewing(8);
+    let mut a = app();
+    a.auto_approve = true;
+    a.paused = true;
+    let running = top_bar(&mut a, &m, &events);
+    assert!(
+        running.contains("AUTO") && running.contains("PAUSED"),
+        "{running}"
+    );
+    let stop = Event::StopRequested { by: "human".into() };
+    fixtures::feed(&mut m, &mut events, stop);
+    let done = top_bar(&mut a, &m, &events);
+    assert!(done.contains("finished"), "{done}");
+    assert!(!done.contains("AUTO") && !done.contains("PAUSED"), "{done}");
+}
+
 // Replay's moves at either end: off the key line, and said when pressed (they did nothing
 // and said nothing, while the key line offered them).
 #[test]

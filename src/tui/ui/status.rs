@@ -91,11 +91,13 @@ fn top_spans(app: &App, view: &View, level: usize, state_max: Option<usize>) -> 
         sep(),
         Span::styled(state, state_style),
     ];
-    if view.live() && app.auto_approve {
+    // Auto-approve and pause steer a running session; a finished one has neither key.
+    let steering = view.live() && !m.is_done();
+    if steering && app.auto_approve {
         top.push(sep());
         top.push(Span::styled("AUTO", t.warn()));
     }
-    if view.live() && app.paused {
+    if steering && app.paused {
         top.push(sep());
         top.push(Span::styled("PAUSED", t.warn()));
     }
