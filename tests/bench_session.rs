@@ -289,7 +289,15 @@ fn forward_profile_and_prune_bench_json_name_their_protocol() {
         serde_json::from_slice(&o.stdout).unwrap()
     };
     let f = run(&["--suite", "forward", "--iters", "1", "--batch", "2"]);
-    let f = &f["forward"];
+    assert_eq!(
+        (&f["suite"], &f["dataset"]),
+        (&"forward".into(), &"synthetic".into())
+    );
+    assert_eq!(
+        (f["windows"].as_u64(), f["iters"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(f["gemm_shape"][0], 64, "{f}");
     assert_eq!((&f["device"], &f["dtype"]), (&"cpu".into(), &"f32".into()));
     assert_eq!(
         (f["batch"].as_u64(), f["seqlen"].as_u64()),

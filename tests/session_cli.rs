@@ -374,6 +374,16 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
     let v = ok_json(&r);
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["bit_exact"], true, "{v}");
+    assert_eq!(f(&v["tolerance"]), 1e-6, "{v}");
+    // Without --verify: one object, the header (the protocols) with the events.
+    let printed = ok_json(&env.run(&["replay", &p(&s), "--headless", "--json"]));
+    assert_eq!(printed["events"].as_array().unwrap().len(), entries.len());
+    assert_eq!(
+        printed["header"]["options"]["seqlen"], 64,
+        "{}",
+        printed["header"]
+    );
+    assert_eq!(printed["iterations"], 3, "{}", printed["finished"]);
     let computes = entries
         .iter()
         .filter(|e| matches!(kind(e), "baseline" | "profiled" | "evaluated"))

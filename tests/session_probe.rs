@@ -109,6 +109,8 @@ fn the_mmlu_probe_records_its_prompt_and_scores_as_eval_does() {
         let dense = eval_accuracy(&mmlu, &work, &cache, "0", "3", prompt);
         assert_eq!(sum["probe_dense"]["accuracy"].as_f64().unwrap(), dense);
         assert_eq!(sum["probe_dense"]["items"], 18);
+        // The summary names the probe's protocol beside its accuracies.
+        assert_eq!(sum["probe"], *probe, "{sum}");
         scores.push(dense);
     }
     // Otherwise a probe that ignored the option would pass.

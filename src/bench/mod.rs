@@ -468,7 +468,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let r = forward_bench(&model, a.batch, a.seqlen, a.iters)?;
     if a.json {
-        println!("{}", serde_json::json!({ "forward": r }));
+        // Flat, with `suite` and the data named, as the other suites print (until
+        // 2026-12-03 nested under "forward", without them).
+        let mut out = serde_json::to_value(&r)?;
+        let extra = serde_json::json!({
+            "suite": "forward", "dataset": "synthetic", "windows": r.batch, "iters": a.iters,
+            "gemm_shape": [r.tokens_per_forward, model.cfg.hidden_size, model.cfg.intermediate_size],
+        });
+        if let (Some(o), serde_json::Value::Object(e)) = (out.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        println!("{out}");
     } else {
         println!(
             "forward: {} params, {} tokens/pass, {:.0} tokens/s, {:.1} GFLOP/s = {:.0}% of a {}x{}x{} GEMM at {:.1} GFLOP/s ({} threads, {})",

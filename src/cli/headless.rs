@@ -110,7 +110,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     }
     announce_signals(&s.path, &s.continue_with);
     let res = drive(&mut d, &mut reviewer);
-    let summary = summary(&d, &s.path);
+    let summary = summary(&d, &s.path, &s.opts);
     let failures = d.machine.agent_failures_total;
     // Not every failure skips an iteration: the one that ends a session is asked again
     // when it is continued.
@@ -293,7 +293,7 @@ fn bar(label: &str, done: usize, total: usize) {
 }
 
 /// The run's outcome with its protocol (for stdout).
-pub fn summary(d: &Driver, path: &Path) -> serde_json::Value {
+pub fn summary(d: &Driver, path: &Path, opts: &crate::session::RunOptions) -> serde_json::Value {
     let m = &d.machine;
     serde_json::json!({
         "session": path.display().to_string(),
@@ -312,6 +312,8 @@ pub fn summary(d: &Driver, path: &Path) -> serde_json::Value {
         "ppl": m.checkpoint().map(|c| c.eval.ppl),
         "eval": m.dense.as_ref().map(|e| serde_json::json!({
             "dataset": e.dataset, "seqlen": e.seqlen, "windows": e.windows, "dtype": e.dtype})),
+        // The probe's protocol beside its accuracies (file null: the bundled model's set).
+        "probe": opts.probe,
         "probe_dense": m.dense.as_ref().and_then(|e| e.probe.clone()),
         "probe_final": m.checkpoint().and_then(|c| c.eval.probe.clone()),
         "agent_tokens": m.usage,

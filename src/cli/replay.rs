@@ -151,8 +151,24 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         super::run::header_options_ok(&log.header.options, &a.session, false)?;
         let m = replay_inputs(&log, &a.session)?;
         if a.json {
+            // One object: the header carries the protocols the events' numbers were
+            // measured under (until 2026-12-03 the events alone, as an array).
             let events: Vec<_> = log.entries.iter().map(|e| &e.event).collect();
-            println!("{}", serde_json::to_string(&events)?);
+            let finished = match &m.phase {
+                crate::session::Phase::Done(r) => Some(r),
+                _ => None,
+            };
+            let out = json!({
+                "session": a.session.display().to_string(),
+                "header": log.header,
+                "events": events,
+                "finished": finished,
+                "iterations": finished_iterations(&m),
+                "global_sparsity": m.global_sparsity(),
+                "rollbacks": m.rollbacks,
+                "reviewer_rollbacks": m.reviewer_rollbacks,
+            });
+            println!("{out}");
         } else {
             for e in &log.entries {
                 println!("{:>4}  {}", e.seq, e.event.summary());

@@ -39,6 +39,8 @@ pub struct Report {
     pub derived_mismatches: Vec<String>,
     pub bit_exact: bool,
     pub ok: bool,
+    /// The largest relative difference a check accepted.
+    pub tolerance: f64,
 }
 
 /// Probe accuracies must agree too (both absent, or equal within `rel`).
@@ -177,6 +179,7 @@ pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> R
         derived_mismatches,
         bit_exact,
         ok,
+        tolerance: tol,
     })
 }
 
