@@ -63,11 +63,6 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
     }
     let pad = ((hi - lo) * 0.05).max(lo.abs() * 1e-4).max(1e-6);
     let (lo, hi) = (lo - pad, hi + pad);
-    let limit_label = if limit_shown || limit.is_empty() {
-        "limit ".to_string()
-    } else {
-        format!("limit +{:.1}% off scale ", th * 100.0)
-    };
     // Without colour every series needs its own glyph, in the plot and in the legend.
     let mono = t.mono;
     let (kept_m, dense_m, limit_m) = if mono {
@@ -81,21 +76,23 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
         (true, Marker::Quadrant) => "▚",
         (true, _) => "⣀",
     };
-    let limit_label = if limit_shown || limit.is_empty() {
-        format!("{} {limit_label}", glyph(limit_m))
-    } else {
-        limit_label
-    };
-    let key = legend_lines(
+    // A limit above the scale is not drawn: its item says so with an arrow (the short form
+    // drops "off scale" where the whole legend would not fit one line).
+    let items = |short: bool| {
+        let limit_label = match (limit_shown || limit.is_empty(), short) {
+            (true, _) => format!("{} limit ", glyph(limit_m)),
+            (false, false) => format!("↑ limit +{:.1}% off scale ", th * 100.0),
+            (false, true) => format!("↑ limit +{:.1}% ", th * 100.0),
+        };
         vec![
             Span::styled(format!("{} kept ", glyph(kept_m)), t.good()),
             Span::styled(format!("{} dense ", glyph(dense_m)), t.muted()),
             Span::styled(limit_label, t.warn()),
             Span::styled("• step ", t.accent()),
             Span::styled("█ rolled back", t.danger()),
-        ],
-        body.width as usize,
-    );
+        ]
+    };
+    let key = legend_lines(items(false), items(true), body.width, body.height);
     let [legend, inner] =
         Layout::vertical([Constraint::Length(key.len() as u16), Constraint::Min(0)]).areas(body);
     f.render_widget(Paragraph::new(key), legend);
@@ -157,15 +154,25 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
     }
 }
 
-/// The legend's items on one line when they fit `width`, else on two, never cutting an
-/// item in two unless one alone is wider than the panel (a cut legend read "█ rolled").
-fn legend_lines(items: Vec<Span<'static>>, width: usize) -> Vec<Line<'static>> {
-    let total: usize = items.iter().map(Span::width).sum();
-    if total <= width {
-        return vec![Line::from(items)];
+/// The legend on one line: whole when it fits `width`, else in its short form; on two
+/// lines, broken between items, when even that does not fit and the panel is tall enough
+/// to keep a plot under them (a legend cut at the edge read "█ rolled").
+fn legend_lines(
+    whole: Vec<Span<'static>>,
+    short: Vec<Span<'static>>,
+    width: u16,
+    height: u16,
+) -> Vec<Line<'static>> {
+    let cols = |items: &[Span]| items.iter().map(Span::width).sum::<usize>();
+    let width = width as usize;
+    if cols(&whole) <= width {
+        return vec![Line::from(whole)];
+    }
+    if cols(&short) <= width || height < 8 {
+        return vec![Line::from(short)];
     }
     let (mut first, mut second, mut used) = (Vec::new(), Vec::new(), 0);
-    for item in items {
+    for item in short {
         if second.is_empty() && (first.is_empty() || used + item.width() <= width) {
             used += item.width();
             first.push(item);
@@ -236,29 +243,36 @@ mod tests {
     }
 
     #[test]
-    fn a_legend_too_wide_for_one_line_breaks_between_items() {
-        let items = || {
-            [
-                "━ kept ",
-                "━ dense ",
-                "limit +5.0% off scale ",
-                "• step ",
-                "█ rolled back",
-            ]
-            .map(Span::raw)
-            .to_vec()
+    fn a_legend_too_wide_for_one_line_is_shortened_then_broken_between_items() {
+        let items = |limit: &'static str| {
+            ["━ kept ", "━ dense ", limit, "• step ", "█ rolled back"]
+                .map(Span::raw)
+                .to_vec()
         };
-        assert_eq!(texts(&legend_lines(items(), 70)).len(), 1);
-        let two = texts(&legend_lines(items(), 52));
+        let whole = || items("↑ limit +5.0% off scale ");
+        let short = || items("↑ limit +5.0% ");
+        let legend = |w, h| texts(&legend_lines(whole(), short(), w, h));
         assert_eq!(
-            two,
-            [
-                "━ kept ━ dense limit +5.0% off scale • step ",
-                "█ rolled back"
-            ]
+            legend(70, 20),
+            [whole()
+                .iter()
+                .map(|s| s.content.clone())
+                .collect::<String>()]
         );
+        // 52 columns (the 80x24 screen's panel): the short form fits one line.
+        assert_eq!(
+            legend(52, 20),
+            ["━ kept ━ dense ↑ limit +5.0% • step █ rolled back"]
+        );
+        // Narrower: two lines, never an item cut in two...
+        assert_eq!(
+            legend(40, 20),
+            ["━ kept ━ dense ↑ limit +5.0% • step ", "█ rolled back"]
+        );
+        // ...unless the panel is too short to keep a plot under two lines.
+        assert_eq!(legend(40, 7).len(), 1);
         // The first item alone is kept whole on the first line, whatever the width.
-        assert_eq!(texts(&legend_lines(items(), 3))[0], "━ kept ");
+        assert_eq!(legend(3, 20)[0], "━ kept ");
     }
 
     #[test]
