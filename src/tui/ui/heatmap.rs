@@ -9,7 +9,7 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use super::panel_block;
-use crate::agent::parse::frac;
+use crate::agent::parse::shown;
 use crate::tui::app::{App, Panel};
 use crate::tui::colormap::normalise;
 use crate::tui::grid::{short_name, Grid, Metric, KINDS};
@@ -76,7 +76,11 @@ pub fn render(
         }
     }
     let mut lines = vec![legend(app, lo, hi)];
-    lines.extend(details(app, grid, cursor));
+    lines.extend(
+        details(app, grid, cursor)
+            .into_iter()
+            .map(|l| fit(l, inner.width as usize)),
+    );
     for (y, line) in (inner.y + 8..inner.bottom()).zip(lines) {
         buf.set_line(inner.x, y, &line, inner.width);
     }
@@ -150,6 +154,10 @@ pub fn focus_strip(f: &mut Frame, area: Rect, app: &App, grid: &Grid) {
         };
         first.spans.insert(0, Span::styled(label, t.muted()));
     }
+    let lines: Vec<_> = lines
+        .into_iter()
+        .map(|l| fit(l, area.width as usize))
+        .collect();
     f.render_widget(Paragraph::new(lines).style(t.base()), area);
 }
 
@@ -162,30 +170,103 @@ fn details(app: &App, grid: &Grid, cursor: usize) -> Vec<Line<'static>> {
             t.muted(),
         )];
     };
+    // Sparsities as the proposal table and the prompts show them (0.09375, not 0.0938):
+    // a value read here is one the editor accepts. Each part is whole or left out.
     let first = Line::from(vec![
         Span::styled(short_name(c.name).to_string(), t.accent()),
-        Span::styled(format!(" · {} params · ", c.params), t.muted()),
+        Span::styled(format!(" · {} params", c.params), t.muted()),
+        Span::styled(format!(" · sparsity {}", shown(c.sparsity)), t.text()),
         Span::styled(
             format!(
-                "sparsity {} (dense {}, {:+.3})",
-                frac(c.sparsity),
-                frac(c.dense),
-                c.sparsity - c.dense
+                " (dense {}, {})",
+                shown(c.dense),
+                signed(c.sparsity - c.dense)
             ),
             t.text(),
         ),
     ]);
-    let mut parts = vec![match c.profile {
-        Some(p) => format!(
-            "z_s {:+.3}  z_g {:+.3}  z_s+z_g {:+.3}",
-            p.z_s,
-            p.z_g,
-            p.z_s + p.z_g
-        ),
-        None => "not profiled yet".into(),
-    }];
+    let mut parts = match c.profile {
+        Some(p) => vec![
+            format!("z_s {:+.3}", p.z_s),
+            format!("  z_g {:+.3}", p.z_g),
+            format!("  z_s+z_g {:+.3}", p.z_s + p.z_g),
+        ],
+        None => vec!["not profiled yet".into()],
+    };
     if let Some(to) = c.proposed {
-        parts.push(format!("proposed {} ({:+.3})", frac(to), to - c.sparsity));
+        parts.push(format!(
+            " · proposed {} ({})",
+            shown(to),
+            signed(to - c.sparsity)
+        ));
     }
-    vec![first, Line::styled(parts.join(" · "), t.text())]
+    let second = parts.into_iter().map(|p| Span::styled(p, t.text()));
+    vec![first, Line::from(second.collect::<Vec<_>>())]
+}
+
+/// A change of sparsity with its sign, as many decimals as the table shows.
+fn signed(d: f64) -> String {
+    match d < 0.0 {
+        true => format!("-{}", shown(-d)),
+        false => format!("+{}", shown(d)),
+    }
+}
+
+/// `line` in `width` columns: the spans that fit whole, then "…" when any is left out
+/// (cut at the edge, "· 16384 params" read "· 1"). The first span is cut if it must be.
+fn fit(line: Line<'static>, width: usize) -> Line<'static> {
+    if line.width() <= width {
+        return line;
+    }
+    let mut kept: Vec<Span<'static>> = Vec::new();
+    let mut used = 0;
+    for span in line.spans {
+        if used + span.width() + 1 > width {
+            if kept.is_empty() {
+                let text: String = span.content.chars().take(width.saturating_sub(1)).collect();
+                kept.push(Span::styled(text, span.style));
+            }
+            break;
+        }
+        used += span.width();
+        kept.push(span);
+    }
+    kept.push(Span::raw("…"));
+    Line::from(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_line_too_long_loses_whole_parts_and_says_so() {
+        let line = || {
+            Line::from(
+                [
+                    "layers.0.self_attn.q_proj",
+                    " · 16384 params",
+                    " · sparsity 0.59375",
+                ]
+                .map(Span::raw)
+                .to_vec(),
+            )
+        };
+        let at = |w| fit(line(), w).to_string();
+        assert_eq!(
+            at(80),
+            "layers.0.self_attn.q_proj · 16384 params · sparsity 0.59375"
+        );
+        // Cut at the edge this read "· 1", a layer of one parameter.
+        assert_eq!(at(45), "layers.0.self_attn.q_proj · 16384 params…");
+        assert_eq!(at(40), "layers.0.self_attn.q_proj…");
+        assert_eq!(at(10), "layers.0.…");
+    }
+
+    #[test]
+    fn changes_show_the_tables_decimals_with_their_sign() {
+        assert_eq!(signed(0.09375), "+0.09375");
+        assert_eq!(signed(-0.09375), "-0.09375");
+        assert_eq!(signed(0.0), "+0");
+    }
 }
