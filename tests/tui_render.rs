@@ -996,6 +996,40 @@ fn an_editor_opens_with_its_table_in_view_and_pages_while_editing() {
     assert_eq!(a.scroll(Proposal), 0, "pageup edits");
 }
 
+// esc out of the editor gives the focus back to the heatmap (the arrows went on scrolling
+// the proposal), and the next proposal is shown from its top (a scroll kept from the one
+// before hid the table's header).
+#[test]
+fn the_editor_returns_the_focus_and_a_new_proposal_starts_at_its_top() {
+    use arborist::tui::app::Panel::{Heatmap, Proposal};
+    let (mut m, mut events) = fixtures::reviewing(8);
+    let mut a = app();
+    draw(&mut a, &view(&m, &events), 60, 23);
+    assert_eq!(a.focus, Heatmap);
+    press(&mut a, &view(&m, &events), &[ch('e')]);
+    assert_eq!(a.focus, Proposal);
+    press(&mut a, &view(&m, &events), &[code(KeyCode::Esc)]);
+    assert_eq!(a.focus, Heatmap, "esc gives the focus back");
+    press(&mut a, &view(&m, &events), &[code(KeyCode::Down)]);
+    assert_eq!(a.cursor, (0, 1), "the arrows move the heatmap cursor again");
+    // Paged down in this proposal...
+    press(
+        &mut a,
+        &view(&m, &events),
+        &[code(KeyCode::Tab), code(KeyCode::PageDown)],
+    );
+    assert!(
+        a.scroll(Proposal) > 0,
+        "the proposal fits: the test checks nothing"
+    );
+    // ...the next one opens at its top.
+    fixtures::step(&mut m, &mut events, 10.1);
+    fixtures::next_proposal(&mut m, &mut events);
+    let screen = text(&draw(&mut a, &view(&m, &events), 60, 23));
+    assert_eq!(a.scroll(Proposal), 0);
+    assert!(screen.contains("current"), "the table's header: {screen}");
+}
+
 // Scrolling stops at the end of the text the last frame drew (it used to count on, so
 // coming back took as many presses), in the text panels and the help.
 #[test]

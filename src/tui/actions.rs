@@ -180,7 +180,7 @@ impl App {
                 }
             }
             Submit => return self.submit(view),
-            Cancel if self.overlay == Overlay::None => self.editor = None,
+            Cancel if self.overlay == Overlay::None => self.close_editor(),
             Cancel => self.close_overlay(view),
             // Said rather than ignored: a key that does nothing looks like a frozen screen.
             ToggleAuto | TogglePause | Stop if !view.live() => {
@@ -210,10 +210,24 @@ impl App {
     /// An editor opens on its table: the proposal panel scrolls back to the top (it may
     /// have been paged down into the reasoning) and takes the focus.
     fn open_editor(&mut self, view: &View) {
+        if self.focus != Panel::Proposal {
+            self.focus_before_edit = Some(self.focus);
+        }
         self.focus_panel(Panel::Proposal);
         self.tab = Panel::Proposal;
         self.scroll_to(Panel::Proposal, 0);
         self.revalidate(view);
+    }
+
+    /// The editor closes (sent or cancelled): the focus goes back where it was before it
+    /// opened (it stayed on the proposal, so the arrows scrolled it instead of moving the
+    /// heatmap cursor), and the table is shown from its top.
+    fn close_editor(&mut self) {
+        self.editor = None;
+        if let Some(p) = self.focus_before_edit.take() {
+            self.focus_panel(p);
+        }
+        self.scroll_to(Panel::Proposal, 0);
     }
 
     /// Scroll the proposal panel so the editor's selected row is on screen (the table
@@ -319,7 +333,7 @@ impl App {
             return vec![];
         }
         if !view.can_review() {
-            self.editor = None;
+            self.close_editor();
             self.say(Level::Warn, "the proposal is no longer waiting for review");
             return vec![];
         }
@@ -334,7 +348,7 @@ impl App {
             return vec![];
         }
         let d = ed.decision().expect("validated");
-        self.editor = None;
+        self.close_editor();
         if d == Decision::Approve {
             self.say(Level::Info, "nothing was changed: recorded as approved");
         }

@@ -130,6 +130,10 @@ pub struct App {
     pub metric: Metric,
     scroll: [u16; 5],
     pub editor: Option<Editor>,
+    /// The panel that had the focus when the editor took it.
+    pub focus_before_edit: Option<Panel>,
+    /// What the proposal panel showed at the last frame (iteration, steps, pending review).
+    proposal_shown: Option<(usize, usize, bool)>,
     pub overlay: Overlay,
     pub auto_approve: bool,
     pub paused: bool,
@@ -156,6 +160,8 @@ impl App {
             metric: Metric::Combined,
             scroll: [0; 5],
             editor: None,
+            focus_before_edit: None,
+            proposal_shown: None,
             overlay: Overlay::None,
             auto_approve: false,
             paused: false,
@@ -310,6 +316,19 @@ impl App {
             self.say(Level::Warn, why);
         }
         self.revalidate(view);
+    }
+
+    /// Before a frame: a new proposal or a step's outcome in the proposal panel is shown
+    /// from its top (the scroll kept from the one before hid the table's header).
+    pub fn follow(&mut self, view: &View) {
+        let m = view.machine;
+        let shown = Some((m.iteration, m.history.len(), view.pending.is_some()));
+        if self.proposal_shown != shown {
+            self.proposal_shown = shown;
+            if self.editor.is_none() {
+                self.scroll_to(Panel::Proposal, 0);
+            }
+        }
     }
 
     pub fn focus_panel(&mut self, p: Panel) {

@@ -282,6 +282,7 @@ pub fn typed(text: &str) -> Vec<KeyEvent> {
 pub fn draw(app: &mut App, v: &View, w: u16, h: u16) -> Buffer {
     let mut term = Terminal::new(TestBackend::new(w, h)).expect("test backend");
     let mut areas = None;
+    app.follow(v);
     term.draw(|f| areas = Some(super::ui::draw(f, app, v)))
         .expect("drawing into a test backend");
     app.areas = areas.expect("drawn");

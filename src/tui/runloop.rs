@@ -66,6 +66,7 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
             let mut areas = None;
             guard.term.draw(|f| {
                 let v = src.view();
+                app.follow(&v);
                 areas = Some(ui::draw(f, app, &v));
             })?;
             app.areas = areas.unwrap_or_default();
