@@ -894,8 +894,11 @@ fn keys_after_a_notice_are_never_cut_mid_word() {
         let row = screen.lines().last().unwrap().trim_end();
         assert!(row.contains(&notice[..20]), "{w}: {row}");
         let Some((_, keys)) = row.split_once(&notice) else {
-            continue; // the notice itself is cut at the edge
+            // The notice itself is cut at the edge, and says so (it ended mid-word).
+            assert!(row.ends_with('…'), "{w}: {row:?}");
+            continue;
         };
+        assert!(!row.ends_with('│'), "{w}: a separator with no keys after it: {row:?}");
         let keys = keys.trim_start_matches([' ', '│']).trim();
         if keys.is_empty() {
             continue;
@@ -1349,6 +1352,12 @@ fn the_rollback_picker_scrolls_on_a_short_screen() {
             "checkpoint {selected} not shown:\n{screen}"
         );
     }
+    // Its header's note goes where it would be cut ("(later ones ar" at 60 columns).
+    let wide = text(&draw(&mut a, &v, 80, 12));
+    assert!(wide.contains("(later ones are dropped)"), "{wide}");
+    let narrow = text(&draw(&mut a, &v, 60, 12));
+    assert!(narrow.contains("checkpoint  iteration"), "{narrow}");
+    assert!(!narrow.contains("(later"), "{narrow}");
 }
 
 // At widths where the proposal panel is narrower than a table row, rows are cut, never

@@ -35,7 +35,7 @@ pub fn render(
     if shown < blocks {
         title += &format!(" · blocks {}-{} of {blocks}", first, first + shown - 1);
     }
-    let block = panel_block(app, title, focused, false);
+    let block = panel_block(app, title, focused, false, area.width);
     let inner = block.inner(area);
     f.render_widget(block, area);
     if grid.blocks == 0 || inner.height < 3 {

@@ -198,7 +198,13 @@ pub(crate) fn overflow(p: &Paragraph, inner: Rect) -> u16 {
 }
 
 /// A bordered panel with its title; a tabbed panel lists the tabs first, the shown one lit.
-pub(crate) fn panel_block<'a>(app: &App, title: String, focused: bool, tabbed: bool) -> Block<'a> {
+pub(crate) fn panel_block<'a>(
+    app: &App,
+    title: String,
+    focused: bool,
+    tabbed: bool,
+    width: u16,
+) -> Block<'a> {
     let t = app.theme();
     let mut spans = vec![Span::raw(" ")];
     if tabbed {
@@ -226,10 +232,39 @@ pub(crate) fn panel_block<'a>(app: &App, title: String, focused: bool, tabbed: b
     } else {
         spans.push(Span::styled(format!("{title} "), t.title()));
     }
+    // Cut with a mark between the corners: a title cut at the border read as whole
+    // ("its evaluation is the").
+    let title = cut_line(Line::from(spans), width.saturating_sub(2) as usize);
     Block::default()
         .borders(Borders::ALL)
         .border_style(t.border(focused))
-        .title(Line::from(spans))
+        .title(title)
+}
+
+/// `line` in `width` columns, cut at a character with "…" marking the cut.
+pub(crate) fn cut_line(line: Line<'static>, width: usize) -> Line<'static> {
+    if line.width() <= width {
+        return line;
+    }
+    let mut kept: Vec<Span<'static>> = Vec::new();
+    let mut used = 0;
+    'spans: for span in line.spans {
+        let mut text = String::new();
+        for c in span.content.chars() {
+            let w = Span::raw(c.to_string()).width();
+            if used + w + 1 > width {
+                kept.push(Span::styled(text, span.style));
+                break 'spans;
+            }
+            used += w;
+            text.push(c);
+        }
+        kept.push(Span::styled(text, span.style));
+    }
+    if width > 0 {
+        kept.push(Span::raw("…"));
+    }
+    Line::from(kept)
 }
 
 pub fn panel_name(p: Panel) -> &'static str {
@@ -239,5 +274,30 @@ pub fn panel_name(p: Panel) -> &'static str {
         Panel::Reflection => "Reflection",
         Panel::Trends => "Trends",
         Panel::Log => "Log",
+    }
+}
+
+#[cfg(test)]
+mod cut_tests {
+    use super::*;
+
+    #[test]
+    fn a_long_title_is_cut_with_a_mark_at_a_character() {
+        let title = || {
+            Line::from(vec![
+                Span::raw(" Proposal · iter 45 · "),
+                Span::raw("decided; its evaluation is the next job "),
+            ])
+        };
+        let at = |w| cut_line(title(), w).to_string();
+        assert_eq!(
+            at(80),
+            " Proposal · iter 45 · decided; its evaluation is the next job "
+        );
+        assert_eq!(at(30), " Proposal · iter 45 · decided…");
+        assert_eq!(at(12), " Proposal ·…");
+        // Full-width characters take two columns: never half of one.
+        let wide = Line::from("ディスク");
+        assert_eq!(cut_line(wide, 6).to_string(), "ディ…");
     }
 }

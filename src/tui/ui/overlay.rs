@@ -175,10 +175,15 @@ fn picker(f: &mut Frame, area: Rect, app: &App, view: &View, selected: usize) {
         .min(earlier.saturating_sub(shown));
     let r = centered(area, 72, shown as u16 + 5);
     f.render_widget(Clear, r);
-    let mut lines = vec![Line::styled(
-        "checkpoint  iteration  sparsity       ppl   (later ones are dropped)",
-        t.muted(),
-    )];
+    // The note goes where it would be cut ("(later ones ar").
+    let header = "checkpoint  iteration  sparsity       ppl";
+    let note = "   (later ones are dropped)";
+    let header = if header.len() + note.len() <= r.width.saturating_sub(2) as usize {
+        format!("{header}{note}")
+    } else {
+        header.to_string()
+    };
+    let mut lines = vec![Line::styled(header, t.muted())];
     for c in &m.checkpoints[start..start + shown] {
         let mut sum = 0.0;
         let mut total = 0.0;

@@ -43,7 +43,7 @@ pub fn reflection(
         lines.push(Line::styled("no reflections yet", t.muted()));
     }
     let title = format!("Reflection · {} (newest first)", m.reflections.len());
-    let block = panel_block(app, title, focused, tabbed);
+    let block = panel_block(app, title, focused, tabbed, area.width);
     let text = Paragraph::new(lines).wrap(Wrap { trim: true });
     let max = super::overflow(&text, block.inner(area));
     let scroll = app.scroll(Panel::Reflection).min(max);
@@ -105,7 +105,7 @@ pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tab
     if back > 0 {
         title += &format!(" · {back} newer below");
     }
-    let block = panel_block(app, title, focused, tabbed);
+    let block = panel_block(app, title, focused, tabbed, area.width);
     f.render_widget(Paragraph::new(lines).block(block), area);
     total.saturating_sub(height).min(u16::MAX as usize) as u16
 }

@@ -168,7 +168,13 @@ pub fn render(
             Span::styled(r.to_string(), t.text()),
         ]));
     }
-    let block = panel_block(app, format!("Proposal · {state}"), focused, tabbed);
+    let block = panel_block(
+        app,
+        format!("Proposal · {state}"),
+        focused,
+        tabbed,
+        area.width,
+    );
     let inner = block.inner(area);
     let text = Paragraph::new(lines).wrap(Wrap { trim: false });
     let max = super::overflow(&text, inner);

@@ -184,15 +184,16 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
         keys.push(sep());
     }
     let used: usize = keys.iter().map(|s| s.width()).sum();
-    keys.extend(key_line(
-        app,
-        view,
-        (area.width as usize).saturating_sub(used),
-    ));
-    f.render_widget(
-        Paragraph::new(vec![Line::from(top), Line::from(keys)]),
-        area,
-    );
+    let after = key_line(app, view, (area.width as usize).saturating_sub(used));
+    if after.len() > 1 {
+        keys.extend(after);
+    } else {
+        // No key fits after the notices: no separator left dangling at the end.
+        keys.pop();
+    }
+    // A notice longer than the line ends in "…" rather than mid-word at the edge.
+    let keys = super::cut_line(Line::from(keys), area.width as usize);
+    f.render_widget(Paragraph::new(vec![Line::from(top), keys]), area);
 }
 
 /// "⏎ approve  e edit  …", grouped by the short label. What does not fit is dropped from

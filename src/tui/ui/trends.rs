@@ -16,7 +16,13 @@ use crate::tui::view::View;
 pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tabbed: bool) {
     let t = app.theme();
     let m = view.machine;
-    let block = panel_block(app, "Trends · ppl per iteration".into(), focused, tabbed);
+    let block = panel_block(
+        app,
+        "Trends · ppl per iteration".into(),
+        focused,
+        tabbed,
+        area.width,
+    );
     let body = block.inner(area);
     f.render_widget(block, area);
     let Some(dense) = m.dense.as_ref().map(|d| d.ppl) else {
