@@ -898,7 +898,10 @@ fn keys_after_a_notice_are_never_cut_mid_word() {
             assert!(row.ends_with('…'), "{w}: {row:?}");
             continue;
         };
-        assert!(!row.ends_with('│'), "{w}: a separator with no keys after it: {row:?}");
+        assert!(
+            !row.ends_with('│'),
+            "{w}: a separator with no keys after it: {row:?}"
+        );
         let keys = keys.trim_start_matches([' ', '│']).trim();
         if keys.is_empty() {
             continue;
@@ -1093,6 +1096,15 @@ fn scrolling_stops_at_the_end_of_the_text() {
     assert_eq!(a.overlay, Overlay::Help { scroll: max });
     press(&mut a, &v, &[code(KeyCode::Up)]);
     assert_eq!(a.overlay, Overlay::Help { scroll: max - 1 });
+    // The key line says what the keys do now (it offered approve, edit..., which only
+    // closed the help).
+    let screen = text(&draw(&mut a, &v, 80, 24));
+    let keys = screen.lines().last().unwrap();
+    assert!(
+        keys.contains("scroll") && keys.contains("any other key closes the help"),
+        "{keys}"
+    );
+    assert!(!keys.contains("approve"), "{keys}");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use crate::tui::app::{App, Level};
+use crate::tui::app::{App, Level, Overlay};
 use crate::tui::keymap::Action;
 use crate::tui::view::View;
 
@@ -184,7 +184,11 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
         keys.push(sep());
     }
     let used: usize = keys.iter().map(|s| s.width()).sum();
-    let after = key_line(app, view, (area.width as usize).saturating_sub(used));
+    let after = match app.overlay {
+        // The help takes every key: it scrolls or closes (the line offered approve, edit...).
+        Overlay::Help { .. } => help_keys(app),
+        _ => key_line(app, view, (area.width as usize).saturating_sub(used)),
+    };
     if after.len() > 1 {
         keys.extend(after);
     } else {
@@ -194,6 +198,19 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
     // A notice longer than the line ends in "…" rather than mid-word at the edge.
     let keys = super::cut_line(Line::from(keys), area.width as usize);
     f.render_widget(Paragraph::new(vec![Line::from(top), keys]), area);
+}
+
+/// What the keys do while the help is open.
+fn help_keys(app: &App) -> Vec<Span<'static>> {
+    let t = app.theme();
+    let mut spans = vec![Span::raw(" ")];
+    if app.areas.help_max.is_some_and(|m| m > 0) {
+        spans.push(Span::styled("↑/↓/pgup/pgdn", t.accent()));
+        spans.push(Span::styled(" scroll  ", t.muted()));
+    }
+    spans.push(Span::styled("any other key", t.accent()));
+    spans.push(Span::styled(" closes the help", t.muted()));
+    spans
 }
 
 /// "⏎ approve  e edit  …", grouped by the short label. What does not fit is dropped from
