@@ -1107,6 +1107,28 @@ fn scrolling_stops_at_the_end_of_the_text() {
     assert!(!keys.contains("approve"), "{keys}");
 }
 
+// A refused table names its first problem in the message: under a long table the problem
+// lines can be out of view (the message said only "see the table").
+#[test]
+fn a_table_that_is_not_sent_names_its_first_problem() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    draw(&mut a, &v, 80, 24);
+    press(&mut a, &v, &[ch('e')]);
+    press(&mut a, &v, &typed("0.9"));
+    assert!(
+        press(&mut a, &v, &[code(KeyCode::Enter)]).is_empty(),
+        "sent"
+    );
+    let ed = a.editor.as_ref().expect("still editing");
+    let first = ed.problems[0].clone();
+    let notice = a.notice.as_ref().unwrap().text.clone();
+    assert_eq!(notice, format!("not sent: {first}"));
+    let name = &m.proposal.as_ref().unwrap().layers[0].name;
+    assert!(first.starts_with(name.as_str()), "{first}");
+}
+
 #[test]
 fn every_typed_ascii_character_is_kept_and_a_bad_value_is_never_sent() {
     let (m, events) = fixtures::reviewing(8);

@@ -340,11 +340,14 @@ impl App {
         self.revalidate(view);
         let ed = self.editor.as_ref().expect("checked above");
         if !ed.problems.is_empty() {
+            // The first problem in the message: under a long table its line can be
+            // out of view (at 80x24 it was, and the message only said "see the table").
             let n = ed.problems.len();
-            self.say(
-                Level::Error,
-                format!("not sent: {n} problem(s), see the table"),
-            );
+            let more = match n {
+                1 => String::new(),
+                n => format!(" (and {} more under the table)", n - 1),
+            };
+            self.say(Level::Error, format!("not sent: {}{more}", ed.problems[0]));
             return vec![];
         }
         let d = ed.decision().expect("validated");
