@@ -163,8 +163,13 @@ pub fn render(
         lines.push(Line::styled(d, t.accent()));
     }
     if let Some(r) = reasoning {
+        // Under an editor it is the agent's, not what the reviewer is writing.
+        let label = match app.editor {
+            Some(_) => "the agent's reasoning: ",
+            None => "reasoning: ",
+        };
         lines.push(Line::from(vec![
-            Span::styled("reasoning: ", t.muted()),
+            Span::styled(label, t.muted()),
             Span::styled(r.to_string(), t.text()),
         ]));
     }
