@@ -808,6 +808,9 @@ fn structured_baselines_export_loadable_models() {
             assert!(global > 0.0 && global <= 0.3, "{method}: {global}");
         }
         assert_eq!(e["ppl"]["value"], v["result"]["ppl"]["value"], "{method}");
+        // No mask pattern: `structured` says what went.
+        assert_eq!(v["result"]["pattern"], serde_json::Value::Null, "{method}");
+        assert!(v["result"]["structured"].is_object(), "{method}: {v}");
     }
 }
 

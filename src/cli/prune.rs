@@ -288,7 +288,9 @@ pub fn run(a: PruneArgs) -> Result<()> {
     let mut meta = metadata::with(
         common,
         [
-            ("pattern", json!(pat)),
+            // A structured method removes blocks, heads or channels: no mask pattern
+            // (it read `{"unstructured": S}`); `structured` says what went.
+            ("pattern", json!(structured.is_none().then_some(pat))),
             ("allocation", json!(a.allocation)),
             (
                 "owl",
