@@ -30,9 +30,23 @@ pub struct Row {
     /// the length the agent's session is guarded at, so the comparison is shown at both.
     pub ppl_session_seqlen: f64,
     pub session_seqlen: usize,
+    /// How many windows each perplexity averaged (every whole window of eval.txt).
+    pub ppl_windows: usize,
+    pub ppl_session_windows: usize,
     pub freebaseqa: f64,
+    pub freebaseqa_items: usize,
     pub mmlu_5shot: f64,
     pub mmlu_0shot: f64,
+    pub mmlu_items: usize,
+    /// A Wanda row's calibration: the first `windows` windows of `seqlen` tokens of
+    /// calib.txt (none for the dense model and the session).
+    pub calibration: Option<Calibration>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Calibration {
+    pub seqlen: usize,
+    pub windows: usize,
 }
 
 /// Perplexity on every `SEQLEN` window of eval.txt, all FreebaseQA questions, all MMLU
@@ -40,9 +54,10 @@ pub struct Row {
 pub fn evaluate(m: &LoadedModel, label: &str) -> Result<Row> {
     let data = bundled::data_dir()?;
     let ids = m.encode(&read_text(&data.join("eval.txt"))?)?;
-    let ppl_at = |seqlen| -> Result<f64> {
+    let ppl_at = |seqlen| -> Result<(f64, usize)> {
         let w = Windows::sequential(&ids, seqlen, None, "eval.txt")?;
-        Ok(perplexity(&m.decoder, &w, 4, "eval.txt", |_, _| {})?.value)
+        let value = perplexity(&m.decoder, &w, 4, "eval.txt", |_, _| {})?.value;
+        Ok((value, w.len()))
     };
     let session_seqlen = m.seqlen_or_default(None);
     let items = read_freebaseqa(&data.join("freebaseqa.json"))?;
@@ -58,7 +73,7 @@ pub fn evaluate(m: &LoadedModel, label: &str) -> Result<Row> {
             option: "--shots",
         },
     )?;
-    let acc = |shots| -> Result<f64> {
+    let acc = |shots| -> Result<mmlu::MmluResult> {
         let o = mmlu::MmluOptions {
             shots,
             prompt: mmlu::MmluPrompt::Hendrycks,
@@ -66,18 +81,35 @@ pub fn evaluate(m: &LoadedModel, label: &str) -> Result<Row> {
             batch: 8,
             max_context: None,
         };
-        Ok(mmlu::evaluate_mmlu(m, &mm, &o, "mmlu", |_, _| {})?.accuracy)
+        mmlu::evaluate_mmlu(m, &mm, &o, "mmlu", |_, _| {})
     };
+    let ((ppl, ppl_windows), (long, long_windows)) = (ppl_at(SEQLEN)?, ppl_at(session_seqlen)?);
+    let (five, zero) = (acc(5)?, acc(0)?);
     Ok(Row {
         label: label.into(),
         global_sparsity: m.decoder.global_sparsity(),
-        ppl: ppl_at(SEQLEN)?,
-        ppl_session_seqlen: ppl_at(session_seqlen)?,
+        ppl,
+        ppl_session_seqlen: long,
         session_seqlen,
+        ppl_windows,
+        ppl_session_windows: long_windows,
         freebaseqa: fb.accuracy,
-        mmlu_5shot: acc(5)?,
-        mmlu_0shot: acc(0)?,
+        freebaseqa_items: fb.items,
+        mmlu_5shot: five.accuracy,
+        mmlu_0shot: zero.accuracy,
+        mmlu_items: zero.items,
+        calibration: None,
     })
+}
+
+/// `evaluate` of a Wanda model, with the calibration it was pruned with.
+fn evaluate_wanda(m: &LoadedModel, label: &str, c: (usize, usize)) -> Result<Row> {
+    let mut row = evaluate(m, label)?;
+    row.calibration = Some(Calibration {
+        seqlen: c.0,
+        windows: c.1,
+    });
+    Ok(row)
 }
 
 /// Uniform Wanda calibrated on the first `windows` windows of `seqlen` tokens of calib.txt.
@@ -115,11 +147,20 @@ fn document(suite: &str, rows: &[Row], session: Option<serde_json::Value>) -> se
         "suite": suite,
         "protocol": {
             "device": "cpu", "dtype": "f32", "model": bundled::NAME,
-            "ppl": {"dataset": "eval.txt", "seqlen": SEQLEN, "windows": "all",
-                    "session_seqlen": rows.first().map(|r| r.session_seqlen)},
-            "freebaseqa": {"items": "all", "max_new_tokens": 16},
-            "mmlu": {"items": "all", "shots": [5, 0], "prompt": "hendrycks"},
-            "wanda": {"calibration": "calib.txt", "sample": "sequential"},
+            // Every whole window of eval.txt, every question and every test item: the
+            // counts are the rows' (`ppl_windows`, `freebaseqa_items`, `mmlu_items`), and
+            // each Wanda row's `calibration` gives its windows and their length.
+            "ppl": {"dataset": "eval.txt", "seqlen": SEQLEN,
+                    "windows": rows.first().map(|r| r.ppl_windows),
+                    "session_seqlen": rows.first().map(|r| r.session_seqlen),
+                    "session_windows": rows.first().map(|r| r.ppl_session_windows)},
+            "freebaseqa": {"dataset": "freebaseqa.json",
+                           "items": rows.first().map(|r| r.freebaseqa_items),
+                           "max_new_tokens": 16},
+            "mmlu": {"dataset": "mmlu", "items": rows.first().map(|r| r.mmlu_items),
+                     "shots": [5, 0], "prompt": "hendrycks"},
+            "wanda": {"calibration": "calib.txt", "sample": "sequential",
+                      "seqlen_and_windows": "per row: calibration"},
         },
         "rows": rows,
         "session": session,
@@ -153,8 +194,13 @@ pub fn knowledge_suite(json: bool) -> Result<()> {
     let m = LoadedModel::load(bundled::NAME, &Device::Cpu, DType::F32)?;
     let mut rows = vec![evaluate(&m, "dense")?];
     for s in [0.3, 0.5, 0.7] {
-        let p = wanda_uniform(&m, s, (SEQLEN, CALIB_WINDOWS))?;
-        rows.push(evaluate(&p, &format!("Wanda uniform {:.0}%", s * 100.0))?);
+        let c = (SEQLEN, CALIB_WINDOWS);
+        let p = wanda_uniform(&m, s, c)?;
+        rows.push(evaluate_wanda(
+            &p,
+            &format!("Wanda uniform {:.0}%", s * 100.0),
+            c,
+        )?);
     }
     print("knowledge", &rows, None, json)
 }
@@ -184,9 +230,10 @@ pub fn agent_suite(json: bool) -> Result<()> {
     let base = LoadedModel::load(bundled::NAME, &Device::Cpu, DType::F32)?;
     let short = (SEQLEN, CALIB_WINDOWS);
     let uni = wanda_uniform(&base, agent.global_sparsity, short)?;
-    let uniform = evaluate(
+    let uniform = evaluate_wanda(
         &uni,
         &format!("Wanda uniform, same global sparsity, calibrated on {CALIB_WINDOWS} x {SEQLEN}"),
+        short,
     )?;
     let as_session = (base.seqlen_or_default(opts.seqlen), opts.calib_windows);
     let uni = wanda_uniform(&base, agent.global_sparsity, as_session)?;
@@ -194,7 +241,7 @@ pub fn agent_suite(json: bool) -> Result<()> {
         "Wanda uniform, same global sparsity, calibrated as the session ({} x {})",
         as_session.1, as_session.0
     );
-    let uniform_as_session = evaluate(&uni, &label)?;
+    let uniform_as_session = evaluate_wanda(&uni, &label, as_session)?;
     let dense = evaluate(&base, "dense")?;
     let session = serde_json::json!({
         "iterations": iters, "rollbacks": machine.rollbacks, "seconds": secs,
@@ -217,14 +264,22 @@ mod tests {
             ppl: 3.0,
             ppl_session_seqlen: 3.1,
             session_seqlen: 512,
+            ppl_windows: 62,
+            ppl_session_windows: 31,
             freebaseqa: 0.9,
+            freebaseqa_items: 178,
             mmlu_5shot: 0.8,
             mmlu_0shot: 0.7,
+            mmlu_items: 178,
+            calibration: None,
         };
         let d = document("knowledge", &[row], None);
         assert_eq!(d["suite"], "knowledge");
         assert_eq!(d["protocol"]["ppl"]["seqlen"], SEQLEN);
         assert_eq!(d["protocol"]["ppl"]["session_seqlen"], 512);
+        assert_eq!(d["protocol"]["ppl"]["windows"], 62);
+        assert_eq!(d["protocol"]["ppl"]["session_windows"], 31);
+        assert_eq!(d["protocol"]["freebaseqa"]["items"], 178);
         assert_eq!(d["protocol"]["dtype"], "f32");
         assert_eq!(d["rows"][0]["label"], "dense");
         assert_eq!(d["rows"][0]["mmlu_0shot"], 0.7);
