@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use super::panel_block;
+use super::{fit, panel_block};
 use crate::agent::parse::shown;
 use crate::tui::app::{App, Panel};
 use crate::tui::colormap::normalise;
@@ -210,29 +210,6 @@ fn signed(d: f64) -> String {
         true => format!("-{}", shown(-d)),
         false => format!("+{}", shown(d)),
     }
-}
-
-/// `line` in `width` columns: the spans that fit whole, then "…" when any is left out
-/// (cut at the edge, "· 16384 params" read "· 1"). The first span is cut if it must be.
-fn fit(line: Line<'static>, width: usize) -> Line<'static> {
-    if line.width() <= width {
-        return line;
-    }
-    let mut kept: Vec<Span<'static>> = Vec::new();
-    let mut used = 0;
-    for span in line.spans {
-        if used + span.width() + 1 > width {
-            if kept.is_empty() {
-                let text: String = span.content.chars().take(width.saturating_sub(1)).collect();
-                kept.push(Span::styled(text, span.style));
-            }
-            break;
-        }
-        used += span.width();
-        kept.push(span);
-    }
-    kept.push(Span::raw("…"));
-    Line::from(kept)
 }
 
 #[cfg(test)]

@@ -241,6 +241,29 @@ pub(crate) fn panel_block<'a>(
         .title(title)
 }
 
+/// `line` in `width` columns: the spans that fit whole, then "…" when any is left out
+/// (cut at the edge, "· 16384 params" read "· 1"). The first span is cut if it must be.
+pub(crate) fn fit(line: Line<'static>, width: usize) -> Line<'static> {
+    if line.width() <= width {
+        return line;
+    }
+    let mut kept: Vec<Span<'static>> = Vec::new();
+    let mut used = 0;
+    for span in line.spans {
+        if used + span.width() + 1 > width {
+            if kept.is_empty() {
+                let text: String = span.content.chars().take(width.saturating_sub(1)).collect();
+                kept.push(Span::styled(text, span.style));
+            }
+            break;
+        }
+        used += span.width();
+        kept.push(span);
+    }
+    kept.push(Span::raw("…"));
+    Line::from(kept)
+}
+
 /// `line` in `width` columns, cut at a character with "…" marking the cut.
 pub(crate) fn cut_line(line: Line<'static>, width: usize) -> Line<'static> {
     if line.width() <= width {

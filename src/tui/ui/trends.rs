@@ -175,7 +175,7 @@ fn legend_lines(
         return vec![Line::from(whole)];
     }
     if cols(&short) <= width || height < 8 {
-        return vec![Line::from(short)];
+        return vec![super::fit(Line::from(short), width)];
     }
     let (mut first, mut second, mut used) = (Vec::new(), Vec::new(), 0);
     for item in short {
@@ -275,8 +275,9 @@ mod tests {
             legend(40, 20),
             ["━ kept ━ dense ↑ limit +5.0% • step ", "█ rolled back"]
         );
-        // ...unless the panel is too short to keep a plot under two lines.
-        assert_eq!(legend(40, 7).len(), 1);
+        // ...unless the panel is too short to keep a plot under two lines: then whole
+        // items, and "…" for those left out.
+        assert_eq!(legend(40, 7), ["━ kept ━ dense ↑ limit +5.0% • step …"]);
         // The first item alone is kept whole on the first line, whatever the width.
         assert_eq!(legend(3, 20)[0], "━ kept ");
     }
