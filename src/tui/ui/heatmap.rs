@@ -172,9 +172,9 @@ fn details(app: &App, grid: &Grid, cursor: usize) -> Vec<Line<'static>> {
     };
     // Sparsities as the proposal table and the prompts show them (0.09375, not 0.0938):
     // a value read here is one the editor accepts. Each part is whole or left out.
+    // Most telling first: what does not fit is left out from the end.
     let first = Line::from(vec![
         Span::styled(short_name(c.name).to_string(), t.accent()),
-        Span::styled(format!(" · {} params", c.params), t.muted()),
         Span::styled(format!(" · sparsity {}", shown(c.sparsity)), t.text()),
         Span::styled(
             format!(
@@ -184,6 +184,7 @@ fn details(app: &App, grid: &Grid, cursor: usize) -> Vec<Line<'static>> {
             ),
             t.text(),
         ),
+        Span::styled(format!(" · {} params", c.params), t.muted()),
     ]);
     let mut parts = match c.profile {
         Some(p) => vec![
