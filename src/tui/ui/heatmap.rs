@@ -218,30 +218,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cell_line_too_long_loses_whole_parts_and_says_so() {
-        let line = || {
-            Line::from(
-                [
-                    "layers.0.self_attn.q_proj",
-                    " · 16384 params",
-                    " · sparsity 0.59375",
-                ]
-                .map(Span::raw)
-                .to_vec(),
-            )
-        };
-        let at = |w| fit(line(), w).to_string();
-        assert_eq!(
-            at(80),
-            "layers.0.self_attn.q_proj · 16384 params · sparsity 0.59375"
-        );
-        // Cut at the edge this read "· 1", a layer of one parameter.
-        assert_eq!(at(45), "layers.0.self_attn.q_proj · 16384 params…");
-        assert_eq!(at(40), "layers.0.self_attn.q_proj…");
-        assert_eq!(at(10), "layers.0.…");
-    }
-
-    #[test]
     fn changes_show_the_tables_decimals_with_their_sign() {
         assert_eq!(signed(0.09375), "+0.09375");
         assert_eq!(signed(-0.09375), "-0.09375");

@@ -301,8 +301,32 @@ pub fn panel_name(p: Panel) -> &'static str {
 }
 
 #[cfg(test)]
-mod cut_tests {
+mod fit_tests {
     use super::*;
+
+    #[test]
+    fn a_cell_line_too_long_loses_whole_parts_and_says_so() {
+        let line = || {
+            Line::from(
+                [
+                    "layers.0.self_attn.q_proj",
+                    " · 16384 params",
+                    " · sparsity 0.59375",
+                ]
+                .map(Span::raw)
+                .to_vec(),
+            )
+        };
+        let at = |w| fit(line(), w).to_string();
+        assert_eq!(
+            at(80),
+            "layers.0.self_attn.q_proj · 16384 params · sparsity 0.59375"
+        );
+        // Cut at the edge this read "· 1", a layer of one parameter.
+        assert_eq!(at(45), "layers.0.self_attn.q_proj · 16384 params…");
+        assert_eq!(at(40), "layers.0.self_attn.q_proj…");
+        assert_eq!(at(10), "layers.0.…");
+    }
 
     #[test]
     fn a_long_title_is_cut_with_a_mark_at_a_character() {
