@@ -252,8 +252,7 @@ pub(crate) fn fit(line: Line<'static>, width: usize) -> Line<'static> {
     for span in line.spans {
         if used + span.width() + 1 > width {
             if kept.is_empty() {
-                let text: String = span.content.chars().take(width.saturating_sub(1)).collect();
-                kept.push(Span::styled(text, span.style));
+                return cut_line(Line::from(span), width);
             }
             break;
         }

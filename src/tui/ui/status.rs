@@ -41,24 +41,7 @@ fn width(spans: &[Span]) -> usize {
 /// Cut `text` to `max` columns (display width: a wide character takes two), marking the
 /// cut with `…`.
 fn cut(text: &str, max: usize) -> String {
-    let cols = |t: &str| Span::raw(t).width();
-    if cols(text) <= max {
-        return text.to_string();
-    }
-    let mut s = String::new();
-    let mut used = 0;
-    for c in text.chars() {
-        let w = cols(c.encode_utf8(&mut [0; 4]));
-        if used + w + 1 > max {
-            break;
-        }
-        s.push(c);
-        used += w;
-    }
-    if max > 0 {
-        s.push('…');
-    }
-    s
+    super::cut_line(Line::from(text.to_string()), max).to_string()
 }
 
 /// The first line at `level`, with the worker's state cut to `state_max` columns if given.
