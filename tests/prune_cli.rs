@@ -391,6 +391,65 @@ fn refusals_are_one_line() {
     assert!(!out.join("keep.txt").exists() && out.join("model.safetensors").exists());
 }
 
+/// arborist.json records an option only where it acted: `--batch` with no windows read and
+/// SparseGPT's damping under another method are null.
+#[test]
+fn the_recorded_options_are_the_ones_the_method_used() {
+    let d = tmp();
+    let options = |method: &str, extra: &[&str]| {
+        let out = d.path().join(method);
+        let (m, o_s, calib) = (fx("qwen3"), p(&out), fx("eval.txt"));
+        let mut args = vec![
+            "prune",
+            "--model",
+            &m,
+            "--method",
+            method,
+            "--sparsity",
+            "0.5",
+            "--out",
+            &o_s,
+            "--json",
+        ];
+        if method != "magnitude" {
+            args.extend(["--calib", &calib, "--seqlen", "32", "--calib-windows", "2"]);
+        }
+        args.extend_from_slice(extra);
+        let o = arborist(&args, &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let on_disk: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("arborist.json")).unwrap())
+                .unwrap();
+        assert_eq!(v["result"]["options"], on_disk["options"]);
+        on_disk["options"].clone()
+    };
+    let magnitude = options("magnitude", &["--batch", "2"]);
+    assert!(magnitude["batch"].is_null(), "{magnitude}");
+    assert!(magnitude["percdamp"].is_null(), "{magnitude}");
+    assert_eq!(magnitude["method"], "magnitude");
+    let wanda = options("wanda", &["--batch", "2"]);
+    assert_eq!(wanda["batch"], 2, "{wanda}");
+    assert!(
+        wanda["percdamp"].is_null() && wanda["blocksize"].is_null(),
+        "{wanda}"
+    );
+    let sparsegpt = options("sparsegpt", &[]);
+    assert_eq!(
+        (
+            &sparsegpt["batch"],
+            &sparsegpt["percdamp"],
+            &sparsegpt["blocksize"]
+        ),
+        (
+            &serde_json::json!(4),
+            &serde_json::json!(0.01),
+            &serde_json::json!(128)
+        ),
+        "{sparsegpt}"
+    );
+}
+
 #[test]
 fn allocation_file_prunes_only_the_named_layers() {
     let d = tmp();

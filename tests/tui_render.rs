@@ -564,6 +564,20 @@ fn quitting_during_a_step_asks_with_the_focus_on_cancel() {
         !screen.contains("Quit while a step runs?") && screen.contains("The step has finished"),
         "{screen}"
     );
+    // The key line says what ⏎ does with the focus where it is.
+    let keys = |a: &mut App| {
+        let b = draw(a, &busy, 120, 40);
+        text(&b).lines().last().unwrap().to_string()
+    };
+    let on_cancel = keys(&mut a);
+    assert!(on_cancel.contains("⏎/esc cancel"), "{on_cancel}");
+    press(&mut a, &busy, &[code(KeyCode::Right)]);
+    let on_ok = keys(&mut a);
+    assert!(
+        on_ok.contains("⏎ ok") && on_ok.contains("esc cancel"),
+        "{on_ok}"
+    );
+    press(&mut a, &busy, &[code(KeyCode::Left)]);
     assert!(
         press(&mut a, &busy, &[code(KeyCode::Enter)]).is_empty(),
         "Enter on Cancel"
@@ -1278,11 +1292,14 @@ fn without_colour_each_trend_has_its_own_glyph() {
     let (mut m, mut events) = fixtures::reviewing(8);
     fixtures::step(&mut m, &mut events, 10.4);
     fixtures::next_proposal(&mut m, &mut events);
+    // A second iteration: the limit is a line (from iteration 1 to 2), not one point.
+    fixtures::step(&mut m, &mut events, 10.5);
+    fixtures::next_proposal(&mut m, &mut events);
     let v = view(&m, &events);
     let mut a = App::new(Keymap::builtin(), Themes::builtin(true));
     let b = draw(&mut a, &v, 120, 40);
     let screen = text(&b);
-    for key in ["⣀ kept", "▄ dense", "▚ limit", "• step", "█ rolled back"] {
+    for key in ["⣀ kept", "━ dense", "╌ limit", "• step", "█ rolled back"] {
         assert!(screen.contains(key), "legend {key}:\n{screen}");
     }
     let (_, r) = a
@@ -1296,7 +1313,10 @@ fn without_colour_each_trend_has_its_own_glyph() {
         .flat_map(|y| (r.left()..r.right()).map(move |x| (x, y)))
         .map(|p| b[p].symbol().to_string())
         .collect();
-    assert!(plot.contains('▄'), "the dense line:\n{screen}");
+    // Both flat lines drawn, each with its own glyph (bar and quadrant markers drew both
+    // as "▄▄▄").
+    assert!(plot.matches('━').count() > 3, "the dense line:\n{screen}");
+    assert!(plot.matches('╌').count() > 3, "the limit line:\n{screen}");
 }
 
 #[test]

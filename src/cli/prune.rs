@@ -298,7 +298,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
                     "lambda": a.lambda(), "m": a.outlier_m()
                 }))),
             ),
-            ("options", json!(opts)),
+            ("options", opts.recorded(calib.is_some() || eval.is_some())),
             (
                 "calibration",
                 json!(calib.as_ref().map(|w| a.calib.protocol(w))),

@@ -59,6 +59,20 @@ impl OneShotOptions {
             blocksize: 128,
         }
     }
+
+    /// The options as arborist.json records them: one that did not act is null (magnitude
+    /// pruning with no windows read recorded `batch`, and every method SparseGPT's damping).
+    pub fn recorded(&self, windows_read: bool) -> serde_json::Value {
+        let sparsegpt = self.method == Method::Sparsegpt;
+        serde_json::json!({
+            "method": self.method,
+            "dense_activations": self.dense_activations,
+            "magnitude_layerwide": self.magnitude_layerwide,
+            "batch": windows_read.then_some(self.batch),
+            "percdamp": sparsegpt.then_some(self.percdamp),
+            "blocksize": sparsegpt.then_some(self.blocksize),
+        })
+    }
 }
 
 /// Token batches of the calibration windows, embedded.

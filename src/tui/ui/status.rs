@@ -8,7 +8,7 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use crate::tui::app::{App, Level, Overlay};
-use crate::tui::keymap::Action;
+use crate::tui::keymap::{Action, Binding};
 use crate::tui::view::View;
 
 fn tokens(n: u64) -> String {
@@ -196,6 +196,20 @@ fn help_keys(app: &App) -> Vec<Span<'static>> {
     spans
 }
 
+/// A binding's word; ⏎ in a confirmation chooses the focused button, so with the focus on
+/// Cancel it says cancel's word (it said "ok" and cancelled).
+fn submit_label(app: &App, b: &Binding) -> String {
+    let on_cancel = matches!(app.overlay, Overlay::Confirm { ok: false, .. });
+    if b.action != Action::Submit || !on_cancel {
+        return b.short.clone();
+    }
+    app.keymap
+        .bindings
+        .iter()
+        .find(|c| c.action == Action::Cancel)
+        .map_or_else(|| b.short.clone(), |c| c.short.clone())
+}
+
 /// "⏎ approve  e edit  …", grouped by the short label. What does not fit is dropped from
 /// the end of the table (least important); help and quit go last, whenever they fit.
 fn key_line(app: &App, view: &View, width: usize) -> Vec<Span<'static>> {
@@ -211,9 +225,10 @@ fn key_line(app: &App, view: &View, width: usize) -> Vec<Span<'static>> {
         } else {
             &mut groups
         };
-        match list.iter_mut().find(|(s, _)| *s == b.short) {
+        let short = submit_label(app, b);
+        match list.iter_mut().find(|(s, _)| *s == short) {
             Some((_, keys)) => keys.push(key.label()),
-            None => list.push((b.short.clone(), vec![key.label()])),
+            None => list.push((short, vec![key.label()])),
         }
     }
     let len = |g: &(String, Vec<String>)| g.1.join("/").chars().count() + g.0.chars().count() + 3;

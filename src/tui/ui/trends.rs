@@ -71,16 +71,17 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
     let (lo, hi) = (lo - pad, hi + pad);
     // Without colour every series needs its own glyph, in the plot and in the legend.
     let mono = t.mono;
+    // A heavy dense line (the axes are light) and a dashed limit: bar and quadrant markers
+    // both drew a flat line as "▄▄▄" and could not be told apart.
     let (kept_m, dense_m, limit_m) = if mono {
-        (Marker::Braille, Marker::Bar, Marker::Quadrant)
+        (Marker::Braille, Marker::Custom('━'), Marker::Custom('╌'))
     } else {
         (Marker::Braille, Marker::Braille, Marker::Braille)
     };
     let glyph = |m: Marker| match (mono, m) {
-        (false, _) => "━",
-        (true, Marker::Bar) => "▄",
-        (true, Marker::Quadrant) => "▚",
-        (true, _) => "⣀",
+        (false, _) => "━".to_string(),
+        (true, Marker::Custom(c)) => c.to_string(),
+        (true, _) => "⣀".to_string(),
     };
     // A limit above the scale is not drawn: its item says so with an arrow (the short form
     // drops "off scale" where the whole legend would not fit one line).
