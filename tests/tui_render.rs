@@ -455,6 +455,56 @@ fn no_color_draws_without_any_colour() {
 }
 
 #[test]
+fn a_short_screen_keeps_a_trends_plot_of_three_rows() {
+    use arborist::tui::app::Panel;
+    let (mut m, mut events) = fixtures::reviewing(36);
+    for ppl in [10.2, 10.4, 12.0, 10.5] {
+        fixtures::step(&mut m, &mut events, ppl);
+        fixtures::next_proposal(&mut m, &mut events);
+    }
+    let v = view(&m, &events);
+    let height = |a: &App, p: Panel| {
+        let (_, r) = a
+            .areas
+            .panels
+            .iter()
+            .find(|(q, _)| *q == p)
+            .copied()
+            .unwrap();
+        r.height
+    };
+    for (w, h, trends, reflection) in [(100, 30, 8, 3), (100, 32, 8, 5), (120, 40, 10, 9)] {
+        let mut a = app();
+        let b = draw(&mut a, &v, w, h);
+        let got = (height(&a, Panel::Trends), height(&a, Panel::Reflection));
+        assert_eq!(got, (trends, reflection), "{w}x{h}:\n{}", text(&b));
+        // Rows of the plot: those with the y axis, above the x axis's corner.
+        let (_, r) = a
+            .areas
+            .panels
+            .iter()
+            .find(|(q, _)| *q == Panel::Trends)
+            .copied()
+            .unwrap();
+        let x_axis = (r.left()..r.right())
+            .find_map(|x| {
+                (r.top()..r.bottom())
+                    .find(|&y| b[(x, y)].symbol() == "└" && x > r.left())
+                    .map(|y| (x, y))
+            })
+            .unwrap();
+        let plot_rows = (r.top() + 1..x_axis.1)
+            .filter(|&y| b[(x_axis.0, y)].symbol() == "│")
+            .count();
+        assert!(
+            plot_rows >= 3,
+            "{w}x{h}: {plot_rows} plot rows:\n{}",
+            text(&b)
+        );
+    }
+}
+
+#[test]
 fn every_theme_renders_at_80x24_and_200x60() {
     let (mut m, mut events) = fixtures::reviewing(36);
     fixtures::step(&mut m, &mut events, 10.2);

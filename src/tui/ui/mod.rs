@@ -152,9 +152,11 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
         if trends_on_top {
             place(Panel::Reflection, right, &mut areas);
         } else {
-            let [tr, refl] =
-                Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)])
-                    .areas(right);
+            let [tr, refl] = Layout::vertical([
+                Constraint::Length(trends_height(right.height)),
+                Constraint::Min(0),
+            ])
+            .areas(right);
             place(Panel::Trends, tr, &mut areas);
             place(Panel::Reflection, refl, &mut areas);
         }
@@ -163,6 +165,17 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
     status::render(f, bar, app, view);
     areas.help_max = overlay::render(f, area, app, view);
     areas
+}
+
+/// The Trends panel's rows above the Reflection: half the column, but on a short screen
+/// enough for a plot of three rows while the Reflection keeps one line (at 100x30 the
+/// halves left the plot one row).
+fn trends_height(column: u16) -> u16 {
+    const PLOT: u16 = 8; // borders, legend, three plot rows, the x axis and its labels
+    const REFLECTION: u16 = 3;
+    column
+        .div_ceil(2)
+        .max(PLOT.min(column.saturating_sub(REFLECTION)))
 }
 
 fn draw_panel(
