@@ -504,6 +504,29 @@ fn a_short_screen_keeps_a_trends_plot_of_three_rows() {
     }
 }
 
+/// The worker's state changes length from frame to frame; the sparsity gauge keeps its size
+/// (at 100 columns it flipped between 16 and 8 cells with the state).
+#[test]
+fn the_sparsity_gauge_keeps_its_size_as_the_state_changes_length() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let gauge = |a: &mut App, w: u16| {
+        let b = draw(a, &v, w, 30);
+        status_line(&b)
+            .chars()
+            .filter(|c| matches!(c, '░' | '█'))
+            .count()
+    };
+    for w in 100..=160 {
+        let mut a = app();
+        let short = gauge(&mut a, w);
+        a.failure = Some("evaluation failed: out of memory".into());
+        let long = gauge(&mut a, w);
+        assert_eq!(short, long, "{w} columns");
+        assert_eq!(short, if w >= 140 { 16 } else { 8 }, "{w} columns");
+    }
+}
+
 #[test]
 fn every_theme_renders_at_80x24_and_200x60() {
     let (mut m, mut events) = fixtures::reviewing(36);

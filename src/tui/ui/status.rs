@@ -32,7 +32,19 @@ pub fn cost(usd: f64) -> String {
 
 /// How much the first line gives up to fit: each level shortens or drops the least
 /// important item. Iteration, worker state, sparsity against the target and rollbacks stay.
-const LEVELS: usize = 6;
+/// The token counts go first and the gauge keeps the size the width gives it until then
+/// (the worker's state changes length from frame to frame, and the gauge flipped between 8
+/// and 16 cells with it at 100 columns); then the gauge, then a known cost.
+const LEVELS: usize = 5;
+
+/// The sparsity gauge's cells on a line of `width` columns.
+fn gauge_cells(width: usize) -> usize {
+    if width >= 140 {
+        16
+    } else {
+        8
+    }
+}
 
 fn width(spans: &[Span]) -> usize {
     spans.iter().map(|s| s.width()).sum()
@@ -45,7 +57,12 @@ fn cut(text: &str, max: usize) -> String {
 }
 
 /// The first line at `level`, with the worker's state cut to `state_max` columns if given.
-fn top_spans(app: &App, view: &View, level: usize, state_max: Option<usize>) -> Vec<Span<'static>> {
+fn top_spans(
+    app: &App,
+    view: &View,
+    (level, cells): (usize, usize),
+    state_max: Option<usize>,
+) -> Vec<Span<'static>> {
     let t = app.theme();
     let m = view.machine;
     let sep = || Span::styled(" │ ", t.muted());
@@ -85,11 +102,7 @@ fn top_spans(app: &App, view: &View, level: usize, state_max: Option<usize>) -> 
         top.push(Span::styled("PAUSED", t.warn()));
     }
     top.push(sep());
-    let cells = match level {
-        0 => 16,
-        1 | 2 => 8,
-        _ => 0,
-    };
+    let cells = if level <= 2 { cells } else { 0 };
     if level >= LEVELS {
         top.push(Span::styled("sp", t.muted()));
     } else {
@@ -114,14 +127,14 @@ fn top_spans(app: &App, view: &View, level: usize, state_max: Option<usize>) -> 
     let (inp, out) = (m.usage.prompt_tokens, m.usage.completion_tokens);
     let usd = m.usage.cost.map(cost);
     let agent = match level {
-        0 | 1 => Some(format!("tokens {} in / {} out", tokens(inp), tokens(out))),
-        2 | 3 => Some(format!("{}/{} tok", tokens(inp), tokens(out))),
+        0 => Some(format!("tokens {} in / {} out", tokens(inp), tokens(out))),
+        1 => Some(format!("{}/{} tok", tokens(inp), tokens(out))),
         _ => None,
     };
     let agent = match (agent, usd) {
-        (Some(a), Some(c)) if level < 2 => Some(format!("{a} · {c}")),
+        (Some(a), Some(c)) if level == 0 => Some(format!("{a} · {c}")),
         (Some(a), Some(c)) => Some(format!("{a} {c}")),
-        (None, Some(c)) if level < 5 => Some(c),
+        (None, Some(c)) if level <= 3 => Some(c),
         (a, _) => a,
     };
     if let Some(a) = agent {
@@ -139,15 +152,21 @@ pub fn rollbacks(view: &View) -> usize {
 /// The first line fitted to `max` columns: the first level that fits, else the shortest
 /// with the worker's state cut to the room left.
 fn top_line(app: &App, view: &View, max: usize) -> Vec<Span<'static>> {
+    let cells = gauge_cells(max);
     for level in 0..=LEVELS {
-        let spans = top_spans(app, view, level, None);
+        let spans = top_spans(app, view, (level, cells), None);
         if width(&spans) <= max {
             return spans;
         }
     }
-    let rest = width(&top_spans(app, view, LEVELS, Some(0)));
+    let rest = width(&top_spans(app, view, (LEVELS, cells), Some(0)));
     // The worker's state gives way first, so the rollback count at the end always shows.
-    top_spans(app, view, LEVELS, Some(max.saturating_sub(rest).max(1)))
+    top_spans(
+        app,
+        view,
+        (LEVELS, cells),
+        Some(max.saturating_sub(rest).max(1)),
+    )
 }
 
 pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
