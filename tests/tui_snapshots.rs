@@ -328,6 +328,55 @@ fn theme_ansi16_colours() {
     assert_snapshot!(dump);
 }
 
+/// The editor's selected row in ansi16 is reversed, so its light blue value stays readable
+/// (it was light blue on a blue row); dark keeps its row colour.
+#[test]
+fn the_selected_row_keeps_its_values_readable() {
+    use ratatui::style::Modifier;
+    let (m, events) = with_history(12);
+    let v = view(&m, &events);
+    let row_cells = |name: &str| {
+        let mut a = themed(name);
+        fixtures::press(&mut a, &v, &[fixtures::ch('e')]);
+        assert!(a.editor.is_some(), "{name}: the editor opened");
+        let buf = draw(&mut a, &v, 120, 40);
+        let y = (0..buf.area.height)
+            .find(|&y| {
+                (0..buf.area.width).any(|x| buf[(x, y)].modifier.contains(Modifier::UNDERLINED))
+            })
+            .expect("the selected row's value is underlined");
+        // The row's text, from the panel's edge to its last character.
+        let prop = panel(&a, Panel::Proposal);
+        let end = (prop.x + 1..prop.right() - 1)
+            .rfind(|&x| buf[(x, y)].symbol().trim() != "")
+            .unwrap();
+        assert!(end > prop.x + 30, "a whole row");
+        (prop.x + 1..=end)
+            .map(|x| buf[(x, y)].clone())
+            .collect::<Vec<_>>()
+    };
+    for c in row_cells("ansi16") {
+        assert!(c.modifier.contains(Modifier::REVERSED), "ansi16: {c:?}");
+        assert_eq!(c.bg, Color::Reset, "ansi16: {c:?}");
+    }
+    for c in row_cells("dark") {
+        assert!(!c.modifier.contains(Modifier::REVERSED), "dark: {c:?}");
+        assert!(matches!(c.bg, Color::Rgb(..)), "dark: {c:?}");
+    }
+    // A theme file may ask for it; a wrong value names the choices.
+    let base = arborist::tui::theme::Themes::builtin(false);
+    let dark = base.list.first();
+    let t = arborist::tui::theme::Theme::from_yaml("name: x\ncolors: {selected: reverse}", dark);
+    assert!(t.is_ok(), "{t:?}");
+    let e = arborist::tui::theme::Theme::from_yaml("name: x\ncolors: {selected: upside}", dark)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`selected: upside`") && e.contains("reverse"),
+        "{e}"
+    );
+}
+
 #[test]
 fn themes_differ_in_colour() {
     assert_ne!(theme_dump("dark"), theme_dump("light"));

@@ -59,7 +59,8 @@ pub struct Theme {
     bg: Color,
     muted: Color,
     accent: Color,
-    selected: Color,
+    /// None: the selected row is drawn reversed (`selected: reverse`).
+    selected: Option<Color>,
     good: Color,
     warn: Color,
     danger: Color,
@@ -70,9 +71,10 @@ pub struct Theme {
 fn color(v: &Option<String>, fallback: Color, key: &str) -> Result<Color> {
     match v {
         None => Ok(fallback),
-        Some(s) => s
-            .parse::<Color>()
-            .map_err(|_| anyhow!("colour `{key}: {s}` is not a name, #rrggbb, 0-255 or reset")),
+        Some(s) => s.parse::<Color>().map_err(|_| {
+            let reverse = if key == "selected" { ", reverse" } else { "" };
+            anyhow!("colour `{key}: {s}` is not a name, #rrggbb, 0-255{reverse} or reset")
+        }),
     }
 }
 
@@ -90,7 +92,11 @@ impl Theme {
             bg: color(&c.bg, b(|t| t.bg), "bg")?,
             muted: color(&c.muted, b(|t| t.muted), "muted")?,
             accent: color(&c.accent, b(|t| t.accent), "accent")?,
-            selected: color(&c.selected, b(|t| t.selected), "selected")?,
+            selected: match c.selected.as_deref() {
+                Some("reverse") => None,
+                None => base.map_or(Some(Color::Reset), |t| t.selected),
+                Some(_) => Some(color(&c.selected, Color::Reset, "selected")?),
+            },
             good: color(&c.good, b(|t| t.good), "good")?,
             warn: color(&c.warn, b(|t| t.warn), "warn")?,
             danger: color(&c.danger, b(|t| t.danger), "danger")?,
@@ -144,14 +150,14 @@ impl Theme {
             (false, false) => Style::default().fg(self.border),
         }
     }
-    /// The selected row or button.
+    /// The selected row or button: on the theme's colour, or reversed, which keeps every
+    /// colour of the row readable on a palette the theme does not know (ansi16's light blue
+    /// values on its blue row were hard to read).
     pub fn selected(&self) -> Style {
-        if self.mono {
-            Style::default().add_modifier(Modifier::REVERSED)
-        } else {
-            Style::default()
-                .bg(self.selected)
-                .add_modifier(Modifier::BOLD)
+        match (self.mono, self.selected) {
+            (true, _) => Style::default().add_modifier(Modifier::REVERSED),
+            (false, None) => Style::default().add_modifier(Modifier::REVERSED | Modifier::BOLD),
+            (false, Some(c)) => Style::default().bg(c).add_modifier(Modifier::BOLD),
         }
     }
 
