@@ -635,6 +635,15 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
     );
     assert!(!out.exists());
     one_error_line(&env.resume(&edited), &[&want]);
+    // A NaN is named as the file holds it (JSON has none: it read "recorded null").
+    let nan = env.path("nan.yaml");
+    tamper_line(&s, &nan, g, "\n  delta: ", 2.0);
+    let text = std::fs::read_to_string(&nan).unwrap();
+    let doubled = format!("\n  delta: {:?}\n", 2.0 * was);
+    assert!(text.contains(&doubled), "{doubled}");
+    std::fs::write(&nan, text.replacen(&doubled, "\n  delta: .nan\n", 1)).unwrap();
+    let want = format!("event {guard_seq} (guard) delta: recorded .nan, the events before it give {was} (was the file edited?)");
+    only_one_line(&env.run(&["replay", &p(&nan), "--headless"]), &[&want]);
     // Not a session file in ways an editor or a typo makes: each said as what it is (a
     // device was read without end, CRLF read as "no header document", a BOM as a
     // header missing `format`, a dangling link advised resuming a missing file).
@@ -745,4 +754,69 @@ fn verifying_a_header_only_file_says_what_was_checked() {
         "{}",
         r.stdout
     );
+}
+
+// A new session's path that can only name a directory is refused before the model loads
+// (`newdir/` failed with "Is a directory" after calibration), and nothing is created.
+#[test]
+fn a_session_path_ending_in_a_separator_is_refused_at_once() {
+    let env = Env::new();
+    for (arg, needle) in [
+        (
+            "newdir/",
+            "ends in '/': it takes a file, e.g. newdir/session.yaml",
+        ),
+        (
+            "a/b//",
+            "ends in '/': it takes a file, e.g. a/b/session.yaml",
+        ),
+        ("newdir/.", "ends in '.': it takes a file"),
+    ] {
+        let mut a = vec!["run", "--headless", "--auto-approve", "--session", arg];
+        a.extend(SMALL);
+        only_one_line(&env.run(&a), &[&format!("--session {arg} "), needle]);
+        assert!(env.leftovers().is_empty(), "{arg}: {:?}", env.leftovers());
+    }
+}
+
+// A new session whose header cannot be written (a full disk; here a file size limit, so
+// the write fails with EFBIG) leaves neither the file nor the directories made for it, as
+// a failure at the first event does.
+#[test]
+fn a_failed_header_write_leaves_no_directories() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let s = env.path("small/s/t/s.yaml");
+    let (model, text) = (fx("qwen3"), fx("eval.txt"));
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"));
+    c.args(["run", "--headless", "--auto-approve", "--model", &model])
+        .args(["--calib", &text, "--eval", &text, "--session", &p(&s)])
+        .args(SMALL)
+        .current_dir(env.work())
+        .env("ARBORIST_CACHE", &env.cache);
+    // SAFETY: only setrlimit and signal, both async-signal-safe, between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            match libc::setrlimit(libc::RLIMIT_FSIZE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let o = c.output().unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{e}");
+    assert!(
+        lines[0].contains(&format!("cannot create session {}", p(&s)))
+            && lines[0].contains("File too large"),
+        "{e}"
+    );
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }

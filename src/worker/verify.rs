@@ -382,43 +382,62 @@ pub(super) fn same_derived(recomputed: &Event, recorded: &Event) -> bool {
 }
 
 /// Where two versions of an event first differ, as `field: recorded A, <other> B`
-/// (their one-line summaries can read the same).
+/// (their one-line summaries can read the same). Compared as YAML values, as the file
+/// holds them: JSON has no NaN, and a recorded `.nan` read "recorded null".
 pub(super) fn difference(recorded: &Event, other: &Event, other_is: &str) -> String {
-    serde_json::to_value(recorded)
+    serde_yaml::to_value(recorded)
         .ok()
-        .zip(serde_json::to_value(other).ok())
+        .zip(serde_yaml::to_value(other).ok())
         .and_then(|(a, b)| first_difference(&a, &b, "", other_is))
         .unwrap_or_else(|| "a value that differs".into())
 }
 
 fn first_difference(
-    a: &serde_json::Value,
-    b: &serde_json::Value,
+    a: &serde_yaml::Value,
+    b: &serde_yaml::Value,
     at: &str,
     b_is: &str,
 ) -> Option<String> {
-    use serde_json::Value;
+    use serde_yaml::Value;
+    let null = Value::Null;
     match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+        (Value::Mapping(x), Value::Mapping(y)) => {
+            let mut keys: Vec<&Value> = x.keys().collect();
+            keys.extend(y.keys().filter(|k| !x.contains_key(*k)));
             keys.into_iter().find_map(|k| {
-                let (p, q) = (
-                    x.get(k).unwrap_or(&Value::Null),
-                    y.get(k).unwrap_or(&Value::Null),
-                );
-                first_difference(p, q, &format!("{at}{k}."), b_is)
+                let (p, q) = (x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null));
+                let key = k.as_str().map_or_else(|| shown(k), String::from);
+                first_difference(p, q, &format!("{at}{key}."), b_is)
             })
         }
-        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+        (Value::Sequence(x), Value::Sequence(y)) if x.len() == y.len() => x
             .iter()
             .zip(y)
             .enumerate()
             .find_map(|(i, (p, q))| first_difference(p, q, &format!("{at}{i}."), b_is)),
+        (Value::Tagged(x), Value::Tagged(y)) if x.tag == y.tag => {
+            first_difference(&x.value, &y.value, at, b_is)
+        }
         _ if a == b => None,
         _ => Some(format!(
-            "{}: recorded {a}, {b_is} {b}",
-            at.trim_end_matches('.')
+            "{}: recorded {}, {b_is} {}",
+            at.trim_end_matches('.'),
+            shown(a),
+            shown(b)
         )),
+    }
+}
+
+/// A value on one line: as JSON, except a number JSON has no word for (`.nan`, `.inf`).
+fn shown(v: &serde_yaml::Value) -> String {
+    match v {
+        serde_yaml::Value::Number(n) if n.as_f64().is_some_and(|x| !x.is_finite()) => {
+            serde_yaml::to_string(v)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        }
+        _ => serde_json::to_string(v).unwrap_or_default(),
     }
 }
 
