@@ -455,3 +455,30 @@ fn a_model_download_shows_on_the_loading_screen_and_nothing_draws_over_it() {
         Some(scripted_hub::COMMIT)
     );
 }
+
+/// A log the TUI cannot write is said on screen (its warnings go only to the log, and they
+/// were lost without a word); the directory named is not made.
+#[test]
+fn a_log_that_cannot_be_written_is_said_on_screen() {
+    if !tmux_installed() {
+        eprintln!("SKIPPED tui_e2e: tmux is not installed (apt-get install -y tmux)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_arborist");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
+    let log = dir.path().join("missing/x.log");
+    let socket = format!("arborist-e2e-log-{}", std::process::id());
+    let cmd = format!(
+        "env ARBORIST_LOG={} ARBORIST_THEME=nope {bin} replay {example}; sleep 60",
+        log.display()
+    );
+    let t = Tmux::start(&socket, &cmd);
+    let want = format!("ARBORIST_LOG={}: cannot write the log", log.display());
+    let screen = t.wait("the log warning", 60, |s| {
+        s.contains("2 warnings (not logged)")
+    });
+    assert!(screen.contains(&want), "{want}:\n{screen}");
+    assert!(!dir.path().join("missing").exists());
+    t.keys(&["q"]);
+}

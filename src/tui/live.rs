@@ -215,8 +215,15 @@ where
     let mut app = App::new(keymap, themes);
     app.auto_approve = auto_approve;
     app.mouse = std::env::var("ARBORIST_MOUSE").map_or(true, |v| v != "0");
-    let warnings: Vec<String> = key_warning.into_iter().chain(warnings).collect();
-    if let Some(w) = super::startup_notice(&warnings) {
+    let warnings: Vec<String> = log
+        .as_ref()
+        .err()
+        .cloned()
+        .into_iter()
+        .chain(key_warning)
+        .chain(warnings)
+        .collect();
+    if let Some(w) = super::startup_notice(&warnings, log.is_ok()) {
         app.say(Level::Warn, w);
     }
     let mut live = Live {
@@ -232,7 +239,11 @@ where
         workers_gone: false,
         job: (String::new(), Instant::now()),
     };
-    tracing::info!("tui: live session {} (log {:?})", path.display(), log);
+    tracing::info!(
+        "tui: live session {} (log {:?})",
+        path.display(),
+        log.ok().flatten()
+    );
     let mut guard = terminal::enter(app.mouse)?;
     let exit = runloop::run(&mut guard, &mut app, &mut live);
     drop(guard);

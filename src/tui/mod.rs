@@ -32,16 +32,22 @@ pub fn is_interactive() -> bool {
     std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
 }
 
-/// Startup warnings (keymap, themes): all go to the log; the screen shows the first, and
-/// how many more the log holds.
-pub(crate) fn startup_notice(warnings: &[String]) -> Option<String> {
+/// Startup warnings (the log, keymap, themes): all go to the log when there is one; the
+/// screen shows how many there are before the first, so a long first one cut at the edge
+/// keeps the count (it was put after it and cut off).
+pub(crate) fn startup_notice(warnings: &[String], logged: bool) -> Option<String> {
     for w in warnings {
         tracing::warn!("{w}");
     }
     let first = warnings.first()?;
-    Some(match warnings.len() - 1 {
-        0 => first.clone(),
-        n => format!("{first} (and {n} more in the log)"),
+    let whereabouts = if logged {
+        "all in the log"
+    } else {
+        "not logged"
+    };
+    Some(match warnings.len() {
+        1 => first.clone(),
+        n => format!("{n} warnings ({whereabouts}), the first: {first}"),
     })
 }
 
@@ -49,17 +55,21 @@ pub(crate) fn startup_notice(warnings: &[String]) -> Option<String> {
 mod tests {
     #[test]
     fn startup_notice_counts_the_warnings_it_does_not_show() {
-        assert_eq!(super::startup_notice(&[]), None);
+        assert_eq!(super::startup_notice(&[], true), None);
         let one = vec!["theme a.yaml: bad colour".to_string()];
-        assert_eq!(super::startup_notice(&one).unwrap(), one[0]);
+        assert_eq!(super::startup_notice(&one, true).unwrap(), one[0]);
         let three = vec![
             one[0].clone(),
             "b".into(),
             "ARBORIST_THEME=nope: no such theme".into(),
         ];
         assert_eq!(
-            super::startup_notice(&three).unwrap(),
-            "theme a.yaml: bad colour (and 2 more in the log)"
+            super::startup_notice(&three, true).unwrap(),
+            "3 warnings (all in the log), the first: theme a.yaml: bad colour"
+        );
+        assert_eq!(
+            super::startup_notice(&three, false).unwrap(),
+            "3 warnings (not logged), the first: theme a.yaml: bad colour"
         );
     }
 }

@@ -274,7 +274,7 @@ fn spawn_verify(path: &Path, extra: &[String]) -> Receiver<(Level, String)> {
 /// verifies it (`replay --model DIR`, ...).
 pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
     let log = file::read(path)?;
-    terminal::init_logging(path);
+    let logged = terminal::init_logging(path);
     let timeline = Timeline::new(&log);
     let (keymap, key_warning) = Keymap::load();
     let (themes, warnings) = Themes::load();
@@ -287,12 +287,16 @@ pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
             path.display()
         )
     });
-    let warnings: Vec<String> = torn
+    let warnings: Vec<String> = logged
+        .as_ref()
+        .err()
+        .cloned()
         .into_iter()
+        .chain(torn)
         .chain(key_warning)
         .chain(warnings)
         .collect();
-    let notice = super::startup_notice(&warnings);
+    let notice = super::startup_notice(&warnings, logged.is_ok());
     // A damaged event stays on screen: the timeline ends before it, and the position
     // alone ("event 14/14") would pass for the whole file.
     let damaged = timeline.error.clone().map(|e| {

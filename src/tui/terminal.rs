@@ -217,33 +217,43 @@ fn install_panic_hook() {
 }
 
 /// Send `tracing` output to a file: $ARBORIST_LOG, or arborist.log beside the session.
-/// Returns the path, or None when no file could be opened (logging is then off).
-pub fn init_logging(session: &Path) -> Option<PathBuf> {
-    let path = match std::env::var_os("ARBORIST_LOG") {
-        Some(p) => PathBuf::from(p),
+/// Returns the path (None when a subscriber was already set), or a warning when the file
+/// cannot be written: the TUI's warnings go only to the log, so a silent failure lost them.
+pub fn init_logging(session: &Path) -> Result<Option<PathBuf>, String> {
+    let chosen = std::env::var_os("ARBORIST_LOG").map(PathBuf::from);
+    let path = match &chosen {
+        Some(p) => p.clone(),
         None => session
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .join("arborist.log"),
     };
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).ok()?;
+    let named = || match &chosen {
+        Some(p) => format!("ARBORIST_LOG={}", p.display()),
+        None => format!("log {}", path.display()),
+    };
+    // The session's directory is made for it anyway; a path the user chose is taken as it
+    // is (a typo made directories as far up as `/`).
+    if chosen.is_none() {
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("{}: cannot create its directory: {e}", named()))?;
+        }
     }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&path)
-        .ok()?;
+        .map_err(|e| format!("{}: cannot write the log: {e}", named()))?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARBORIST_LOG_LEVEL")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let set = tracing_subscriber::fmt()
         .with_writer(Mutex::new(file))
         .with_ansi(false)
         .with_env_filter(filter)
-        .try_init()
-        .ok()?;
-    Some(path)
+        .try_init();
+    Ok(set.ok().map(|_| path))
 }
 
 #[cfg(test)]
