@@ -1052,3 +1052,83 @@ fn nan_weights_are_named() {
     ];
     last_line_error(&arborist(&run, &[]));
 }
+
+/// A data file that cannot be read is named with the flag that gave it (the file alone did
+/// not say which flag to fix).
+#[test]
+fn an_unreadable_data_file_names_its_flag() {
+    let (d, m, t) = setup();
+    let missing = p(&d.path().join("missing.txt"));
+    let dir = p(d.path());
+    let cases: [(Vec<&str>, [&str; 2]); 4] = [
+        (
+            vec!["eval", "--model", &m, "--ppl", &missing],
+            ["--ppl: cannot read", &missing],
+        ),
+        (
+            vec!["eval", "--model", &m, "--mmlu", &missing],
+            ["--mmlu: ", &missing],
+        ),
+        (
+            vec!["eval", "--model", &m, "--freebaseqa", &dir],
+            ["--freebaseqa: cannot read", &dir],
+        ),
+        (
+            vec!["profile", "--model", &m, "--calib", &missing],
+            ["--calib: cannot read", &missing],
+        ),
+    ];
+    for (args, needles) in cases {
+        assert_one_line_error(&arborist(&args, &[]), &needles);
+    }
+    // In a session, from the worker: before the session file is made.
+    let s = d.path().join("s.yaml");
+    let session = |extra: &[&str]| {
+        let mut a = vec![
+            "run",
+            "--headless",
+            "--auto-approve",
+            "--model",
+            &m,
+            "--seqlen",
+            "64",
+        ];
+        a.extend_from_slice(extra);
+        a.extend(["--session", s.to_str().unwrap()]);
+        arborist(&a, &[])
+    };
+    let o = session(&["--calib", &missing, "--eval", &t]);
+    assert!(
+        stderr(&o)
+            .lines()
+            .any(|l| l.starts_with("error: --calib: cannot read")),
+        "{}",
+        stderr(&o)
+    );
+    let o = session(&["--calib", &t, "--eval", &missing]);
+    assert!(
+        stderr(&o)
+            .lines()
+            .any(|l| l.starts_with("error: --eval: cannot read")),
+        "{}",
+        stderr(&o)
+    );
+    let o = session(&[
+        "--calib",
+        &t,
+        "--eval",
+        &t,
+        "--probe",
+        "freebaseqa",
+        "--probe-file",
+        &dir,
+    ]);
+    assert!(
+        stderr(&o)
+            .lines()
+            .any(|l| l.starts_with("error: --probe-file: cannot read")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!s.exists());
+}

@@ -86,12 +86,15 @@ impl CalibArgs {
         )?;
         let name = path.display().to_string();
         let seqlen = super::seqlen_warned(self.seqlen, m);
-        let w = crate::data::documents::calibration_windows(
-            path,
-            self.sample(),
-            (seqlen, count, self.seed()),
-            |t| m.encode(t),
-            |t| m.encode_document(t),
+        let w = crate::data::for_flag(
+            crate::data::documents::calibration_windows(
+                path,
+                self.sample(),
+                (seqlen, count, self.seed()),
+                |t| m.encode(t),
+                |t| m.encode_document(t),
+            ),
+            "--calib",
         )?;
         // Said when asked for: the default of 128 is more than most small texts hold.
         w.warn_if_fewer("--calib-windows", self.calib_windows, &name);

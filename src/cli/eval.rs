@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::ModelArgs;
 use crate::data::freebaseqa::{read_freebaseqa, FreebaseItem};
 use crate::data::mmlu::{read_mmlu, MmluData};
-use crate::data::{read_ppl_text, Windows};
+use crate::data::{for_flag, read_ppl_text, Windows};
 use crate::eval::freebaseqa::{evaluate_freebaseqa, FreebaseOptions, FreebaseResult};
 use crate::eval::mmlu::{evaluate_mmlu, MmluOptions, MmluPrompt, MmluResult};
 use crate::eval::{perplexity, Perplexity};
@@ -149,7 +149,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
     a.model.device()?;
     a.model.dtype()?;
     // Read every data set before loading weights so bad input fails fast.
-    let text = a.ppl.as_deref().map(read_ppl_text).transpose()?;
+    let text = a.ppl.as_deref().map(read_ppl_text).transpose();
+    let text = for_flag(text, "--ppl")?;
     let mmlu = a
         .mmlu
         .as_deref()
@@ -163,8 +164,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 },
             )
         })
-        .transpose()?;
-    let fbqa = a.freebaseqa.as_deref().map(read_freebaseqa).transpose()?;
+        .transpose();
+    let mmlu = for_flag(mmlu, "--mmlu")?;
+    let fbqa = a.freebaseqa.as_deref().map(read_freebaseqa).transpose();
+    let fbqa = for_flag(fbqa, "--freebaseqa")?;
     let model = a.model.load()?;
     if a.mmlu.is_some() {
         // Checked before any evaluation runs, so a bad value costs no perplexity pass.

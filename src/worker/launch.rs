@@ -23,6 +23,15 @@ fn data_path(spec: &Option<String>, rel: &str, flag: &str, opts: &RunOptions) ->
     }
 }
 
+/// The flag leads an error in a file it named (the bundled model's default names none).
+fn flagged<T>(r: Result<T>, flag: &str, given: bool) -> Result<T> {
+    if given {
+        crate::data::for_flag(r, flag)
+    } else {
+        r
+    }
+}
+
 /// The calibration or evaluation text: the flag, or the bundled model's own file.
 pub fn text_path(spec: &Option<String>, flag: &str, opts: &RunOptions) -> Result<PathBuf> {
     data_path(spec, &format!("{flag}.txt"), &format!("{flag} FILE"), opts)
@@ -63,11 +72,16 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
     }
     let calib_path = text_path(&opts.calib, "calib", opts)?;
     let eval_path = text_path(&opts.eval, "eval", opts)?;
-    let calib = calib_windows(&m, &calib_path, seqlen, opts)?;
+    let calib = flagged(
+        calib_windows(&m, &calib_path, seqlen, opts),
+        "--calib",
+        opts.calib.is_some(),
+    )?;
     crate::profile::warn_if_fewer_grad_windows(&calib, Some(opts.grad_windows));
     // Evaluation text is read as `eval --ppl` reads it (wikitext parquet too).
     let eval_name = eval_path.display().to_string();
-    let eval_ids = m.encode(&read_ppl_text(&eval_path)?)?;
+    let eval_text = flagged(read_ppl_text(&eval_path), "--eval", opts.eval.is_some())?;
+    let eval_ids = m.encode(&eval_text)?;
     let eval = Windows::sequential(&eval_ids, seqlen, Some(opts.eval_windows), &eval_name)?;
     eval.warn_if_fewer("--eval-windows", Some(opts.eval_windows), &eval_name);
     let probe = match &opts.probe {
@@ -106,7 +120,8 @@ fn load_probe(p: &ProbeSpec, opts: &RunOptions) -> Result<Probe> {
     Ok(match p.kind.as_str() {
         "freebaseqa" => {
             let path = probe_path(p, opts)?;
-            let mut items = crate::data::freebaseqa::read_freebaseqa(&path)?;
+            let read = crate::data::freebaseqa::read_freebaseqa(&path);
+            let mut items = flagged(read, "--probe-file", p.file.is_some())?;
             items.truncate(p.limit);
             Probe::FreebaseQa {
                 items,
@@ -115,14 +130,13 @@ fn load_probe(p: &ProbeSpec, opts: &RunOptions) -> Result<Probe> {
         }
         "mmlu" => {
             let path = probe_path(p, opts)?;
+            let shots = crate::data::mmlu::Shots {
+                n: p.shots,
+                option: "probe.shots",
+            };
+            let read = crate::data::mmlu::read_mmlu(&path, shots);
             Probe::Mmlu {
-                data: crate::data::mmlu::read_mmlu(
-                    &path,
-                    crate::data::mmlu::Shots {
-                        n: p.shots,
-                        option: "probe.shots",
-                    },
-                )?,
+                data: flagged(read, "--probe-file", p.file.is_some())?,
                 shots: p.shots,
                 prompt: p.mmlu_prompt,
                 limit: p.limit,
