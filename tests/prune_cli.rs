@@ -1107,3 +1107,78 @@ fn a_source_that_is_already_sparse_is_said_to_be() {
         "{again}"
     );
 }
+
+// SIGINT, SIGTERM or SIGHUP while --out is written: the temporary and the parent
+// directories the run made go, one line says nothing was written, and the process ends as
+// the signal would. (They were left until a later write of the same --out.) A shard per
+// tensor, each synced to disk, makes the write last; one that ends before the signal
+// arrives is tried again.
+#[test]
+fn an_interrupted_write_leaves_nothing_behind() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::process::{Command, Stdio};
+    let d = tmp();
+    let model = d.path().join("m");
+    let config = TINY_QWEN3.replace("\"num_hidden_layers\":2", "\"num_hidden_layers\":64");
+    write_model_dir(&model, &config, 3, DType::F32);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let interrupted = (0..5).any(|attempt| {
+            let pk = d.path().join(format!("pk-{sig}-{attempt}"));
+            std::fs::create_dir(&pk).unwrap();
+            let out = pk.join("a/b/new");
+            let args = ["prune", "--model", &p(&model), "--method", "magnitude"];
+            let mut c = Command::new(env!("CARGO_BIN_EXE_arborist"));
+            c.args(args)
+                .args([
+                    "--sparsity",
+                    "0.5",
+                    "--max-shard-size",
+                    "1",
+                    "--out",
+                    &p(&out),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            // A signal ignored here (a test run under nohup, or as a `&` job) would stay
+            // ignored in the child.
+            // SAFETY: only signal(2), async-signal-safe, between fork and exec.
+            unsafe {
+                c.pre_exec(move || {
+                    libc::signal(sig, libc::SIG_DFL);
+                    Ok(())
+                });
+            }
+            let mut child = c.spawn().unwrap();
+            let partial = |e: &std::fs::DirEntry| {
+                e.file_name().to_string_lossy().starts_with(".new.partial-")
+            };
+            let writing = || {
+                std::fs::read_dir(pk.join("a/b")).is_ok_and(|mut r| r.any(|e| partial(&e.unwrap())))
+            };
+            while !writing() && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            // SAFETY: a signal to the child this test started.
+            unsafe { libc::kill(child.id() as i32, sig) };
+            let o = child.wait_with_output().unwrap();
+            if out.exists() {
+                return false;
+            }
+            let e = stderr(&o);
+            assert_eq!(o.status.signal(), Some(sig), "{e}");
+            let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+            assert_eq!(
+                lines,
+                [format!(
+                    "error: interrupted: nothing was written to {}",
+                    p(&out)
+                )],
+                "{e}"
+            );
+            let left: Vec<_> = std::fs::read_dir(&pk).unwrap().collect();
+            assert!(left.is_empty(), "signal {sig} left {left:?}");
+            true
+        });
+        assert!(interrupted, "every write ended before signal {sig} came");
+    }
+}

@@ -360,3 +360,59 @@ fn prune_and_export_write_the_shared_fields_of_arborist_json_alike() {
         assert!((f(&l["sparsity"]) - 0.3).abs() < 0.01, "{l}");
     }
 }
+
+// SIGTERM while `export --out ek/x/new` is written: as for `prune --out`, the temporary
+// and the directories the export made go, one line says nothing was written, and the
+// process ends as SIGTERM would. A shard per tensor of 64 blocks makes the write last; an
+// export that ends before the signal arrives is tried again.
+#[test]
+fn an_interrupted_export_leaves_nothing_behind() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let env = Env::new();
+    let model = env.dir.path().join("in/m64");
+    let config = TINY_QWEN3.replace("\"num_hidden_layers\":2", "\"num_hidden_layers\":64");
+    write_model_dir(&model, &config, 5, candle_core::DType::F32);
+    let s = env.path("s.yaml");
+    fixture_session(&env, &s, &p(&model), &fx("eval.txt"));
+    let interrupted = (0..5).any(|attempt| {
+        let ek = env.path(&format!("ek{attempt}"));
+        std::fs::create_dir(&ek).unwrap();
+        let out = ek.join("x/new");
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_arborist"));
+        c.args(["export", &p(&s), "--max-shard-size", "1", "--out", &p(&out)])
+            .current_dir(env.work())
+            .env("ARBORIST_CACHE", &env.cache)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        // SAFETY: only signal(2), async-signal-safe, between fork and exec (a SIGTERM
+        // ignored by whatever runs the tests would stay ignored).
+        unsafe {
+            c.pre_exec(|| {
+                libc::signal(libc::SIGTERM, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = c.spawn().unwrap();
+        let partial = |e: std::fs::DirEntry| e.file_name().to_string_lossy().starts_with(".new.");
+        let writing =
+            || std::fs::read_dir(ek.join("x")).is_ok_and(|mut r| r.any(|e| partial(e.unwrap())));
+        while !writing() && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // SAFETY: a signal to the child this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let o = child.wait_with_output().unwrap();
+        if out.exists() {
+            return false;
+        }
+        let e = stderr(&o);
+        assert_eq!(o.status.signal(), Some(libc::SIGTERM), "{e}");
+        let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+        let want = format!("error: interrupted: nothing was written to {}", p(&out));
+        assert_eq!(lines, [want], "{e}");
+        let left: Vec<_> = std::fs::read_dir(&ek).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        true
+    });
+    assert!(interrupted, "every export ended before the signal came");
+}

@@ -63,7 +63,10 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
     }
     let opts = a.options()?;
     match &a.session {
-        Some(path) => setup::open(opts, path.clone(), false),
+        Some(path) => {
+            names_a_file(path)?;
+            setup::open(opts, path.clone(), false)
+        }
         None => {
             let (path, claim) = default_session_path(&opts.model)?;
             let mut opened = setup::open(opts, path, false)?;
@@ -71,6 +74,22 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
             Ok(opened)
         }
     }
+}
+
+/// A new session's path that can only name a directory (`newdir/`, `d/.`) is refused
+/// before the model loads: creating the file failed only after calibration.
+fn names_a_file(path: &Path) -> Result<()> {
+    let text = path.to_string_lossy();
+    if text.ends_with('/') {
+        let dir = text.trim_end_matches('/');
+        anyhow::bail!("--session {text} ends in '/': it takes a file, e.g. {dir}/session.yaml");
+    }
+    if let Some(last @ ("." | "..")) = text.rsplit('/').next() {
+        anyhow::bail!(
+            "--session {text} ends in '{last}': it takes a file, e.g. sessions/NAME.yaml"
+        );
+    }
+    Ok(())
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {
@@ -178,17 +197,6 @@ pub fn run(a: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Whether `sig` was ignored when the process started (`nohup` ignores SIGHUP, a
-/// non-interactive shell SIGINT for a `&` job): such a signal stays ignored, as Unix
-/// programs leave it.
-fn ignored_at_start(sig: i32) -> bool {
-    // SAFETY: sigaction with a null new action only reads the current one.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
-    }
-}
-
 /// SIGINT, SIGTERM and SIGHUP still end a headless run at once (every event written is
 /// already in the file), but first say where the session is and how to continue it; a
 /// signal ignored at start stays ignored.
@@ -204,7 +212,7 @@ fn announce_signals(path: &Path, continue_with: &str) {
         signal_hook::consts::SIGHUP,
     ]
     .into_iter()
-    .filter(|s| !ignored_at_start(*s))
+    .filter(|s| !crate::prune::export::ignored_at_start(*s))
     {
         // SAFETY: the handler only calls write(2) and signal-hook's default-action
         // emulation, both async-signal-safe.

@@ -160,16 +160,27 @@ fn restore_replaced(parent: &Path, name: &str) {
     }
 }
 
-fn temp_sibling(out: &Path) -> Result<PathBuf> {
+/// Where `out` is written before it is renamed into place: `.NAME.partial-HOST-PID`.
+fn temp_path(out: &Path) -> Result<PathBuf> {
     let name = out
         .file_name()
         .with_context(|| format!("--out {} has no directory name", out.display()))?
         .to_string_lossy();
+    let tag = crate::runtime::owner_tag();
+    Ok(parent_dir(out).join(format!(".{name}.partial-{tag}")))
+}
+
+/// `temp_path(out)`, its parent directories created and dead processes' leftovers gone.
+fn temp_sibling(out: &Path) -> Result<PathBuf> {
+    let tmp = temp_path(out)?;
     let parent = parent_dir(out);
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
-    remove_stale_partials(parent, &name);
-    Ok(parent.join(format!(".{name}.partial-{}", crate::runtime::owner_tag())))
+    remove_stale_partials(
+        parent,
+        &out.file_name().unwrap_or_default().to_string_lossy(),
+    );
+    Ok(tmp)
 }
 
 /// Write `d` with its source's config (adjusted) and tokenizer files, its weights in shards
@@ -196,40 +207,187 @@ pub fn write_dir_atomically(
     fill: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
     let replace = check_out_dir(out, force)?;
-    // The parent directories this write creates go again if it fails.
-    let created = crate::runtime::missing_dirs(parent_dir(out));
-    let undo = |tmp: &Path| {
-        let _ = std::fs::remove_dir_all(tmp);
-        for dir in &created {
-            let _ = std::fs::remove_dir(dir);
-        }
+    let tmp = temp_path(out)?;
+    // The temporary and the parent directories this write creates go again if it fails,
+    // panics or a signal ends it.
+    let writing = interrupt::Writing::start(interrupt::Pending {
+        created: crate::runtime::missing_dirs(parent_dir(out)),
+        tmp: tmp.clone(),
+        out: out.to_path_buf(),
+    });
+    let made = {
+        let _held = writing.hold();
+        temp_sibling(out).and_then(|_| {
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))
+        })
     };
-    let tmp = temp_sibling(out)?;
-    let _ = std::fs::remove_dir_all(&tmp);
-    if let Err(e) = fill(&tmp).and_then(|_| sync_dir(&tmp)) {
-        undo(&tmp);
+    if let Err(e) = made.and_then(|_| fill(&tmp)).and_then(|_| sync_dir(&tmp)) {
+        writing.undo();
         return Err(e.context(format!(
             "--out {}: nothing was written there",
             out.display()
         )));
     }
+    // A signal from here waits until the result is in place, then ends the process.
+    let held = writing.hold();
     if !replace {
-        return std::fs::rename(&tmp, out).map_err(|e| {
-            undo(&tmp);
-            anyhow::anyhow!("cannot move the result into {}: {e}", out.display())
-        });
+        return match std::fs::rename(&tmp, out) {
+            Ok(()) => {
+                writing.done(held);
+                Ok(())
+            }
+            Err(e) => {
+                drop(held);
+                writing.undo();
+                bail!("cannot move the result into {}: {e}", out.display())
+            }
+        };
     }
     // One atomic swap where the filesystem has it: a kill at any point leaves `out` whole,
     // old or new (the old one then lies in the temporary, removed by the next write).
     match exchange(&tmp, out) {
-        Ok(()) => std::fs::remove_dir_all(&tmp).with_context(|| {
-            format!(
-                "{} was written, but the directory it replaced, swapped to {}, could not be removed",
-                out.display(),
-                tmp.display()
-            )
-        }),
-        Err(_) => replace_by_renames(&tmp, out),
+        Ok(()) => {
+            writing.done(held);
+            std::fs::remove_dir_all(&tmp).with_context(|| {
+                format!(
+                    "{} was written, but the directory it replaced, swapped to {}, could not be removed",
+                    out.display(),
+                    tmp.display()
+                )
+            })
+        }
+        Err(_) => {
+            let replaced = replace_by_renames(&tmp, out);
+            writing.done(held);
+            replaced
+        }
+    }
+}
+
+/// Whether `sig` was ignored when the process started (`nohup` ignores SIGHUP, a
+/// non-interactive shell SIGINT for a `&` job): such a signal stays ignored, as Unix
+/// programs leave it. (Shared with the headless runner.)
+pub(crate) fn ignored_at_start(sig: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// SIGINT, SIGTERM or SIGHUP while a write is unfinished: its temporary and the parent
+/// directories it created go, one line says so, and the process ends as the signal would
+/// (130, 143, 129 in a shell). Only a kill -9 leaves them (`remove_stale_partials`).
+mod interrupt {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, MutexGuard, PoisonError};
+
+    /// What an unfinished write has made.
+    pub struct Pending {
+        pub tmp: PathBuf,
+        pub created: Vec<PathBuf>,
+        pub out: PathBuf,
+    }
+
+    impl Pending {
+        fn remove(&self) {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+            for dir in &self.created {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+
+    type Map = BTreeMap<u64, Pending>;
+    /// Unfinished writes, by id (a test process runs several at once). Held while a write
+    /// creates or moves its directories, so a signal never finds them half made.
+    static PENDING: Mutex<Map> = Mutex::new(BTreeMap::new());
+
+    fn pending() -> MutexGuard<'static, Map> {
+        PENDING.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub struct Writing(u64);
+
+    impl Writing {
+        pub fn start(p: Pending) -> Writing {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            watch();
+            let id = NEXT.fetch_add(1, Ordering::Relaxed);
+            pending().insert(id, p);
+            Writing(id)
+        }
+
+        /// Signals wait while this is held.
+        pub fn hold(&self) -> MutexGuard<'static, Map> {
+            pending()
+        }
+
+        /// The result is in place: nothing is removed any more.
+        pub fn done(&self, mut held: MutexGuard<'static, Map>) {
+            held.remove(&self.0);
+        }
+
+        /// Remove what the write made.
+        pub fn undo(&self) {
+            if let Some(p) = pending().remove(&self.0) {
+                p.remove();
+            }
+        }
+    }
+
+    impl Drop for Writing {
+        fn drop(&mut self) {
+            self.undo();
+        }
+    }
+
+    /// The handler thread, started once; a signal ignored at start (nohup) stays ignored.
+    fn watch() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            let sigs = [SIGINT, SIGTERM, SIGHUP]
+                .into_iter()
+                .filter(|s| !super::ignored_at_start(*s));
+            let started = signal_hook::iterator::Signals::new(sigs).and_then(|mut signals| {
+                std::thread::Builder::new()
+                    .name("arborist-signals".into())
+                    .spawn(move || {
+                        if let Some(sig) = signals.forever().next() {
+                            ended_by(sig)
+                        }
+                    })
+            });
+            if let Err(e) = started {
+                tracing::warn!("no signal handler for writing --out: {e}");
+            }
+        });
+    }
+
+    fn ended_by(sig: i32) -> ! {
+        use std::io::{IsTerminal, Write};
+        // Held to the end: the writing thread neither goes on nor reports its own error.
+        let pending = pending();
+        // After the terminal's `^C`; a failed write (a hung-up terminal) must not panic.
+        let nl = if std::io::stderr().is_terminal() {
+            "\n"
+        } else {
+            ""
+        };
+        for p in pending.values() {
+            p.remove();
+            let out = p.out.display();
+            let _ = writeln!(
+                std::io::stderr(),
+                "{nl}error: interrupted: nothing was written to {out}"
+            );
+        }
+        let _ = signal_hook::low_level::emulate_default_handler(sig);
+        std::process::exit(128 + sig)
     }
 }
 
@@ -353,7 +511,8 @@ fn write_all(
     max_shard: u64,
     metadata: &mut serde_json::Value,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // `dir` exists (write_dir_atomically made it): created here again, it could outlive a
+    // signal's cleanup.
     let text = std::fs::read_to_string(&src.config)
         .with_context(|| format!("cannot read {}", src.config.display()))?;
     let mut cfg: serde_json::Value = serde_json::from_str(&text)?;
@@ -421,7 +580,7 @@ fn write_all(
     // Named templates beside chat_template.jinja (transformers 4.5x and later).
     let templates = src_dir.join(ADDITIONAL_TEMPLATES);
     if templates.is_dir() {
-        std::fs::create_dir_all(dir.join(ADDITIONAL_TEMPLATES))?;
+        std::fs::create_dir(dir.join(ADDITIONAL_TEMPLATES))?;
         for e in std::fs::read_dir(&templates)? {
             let p = e?.path();
             if p.is_file() {

@@ -66,8 +66,22 @@ pub struct SessionWriter {
 }
 
 impl SessionWriter {
-    /// Create a new session file; refuses to overwrite an existing one.
+    /// Create a new session file; refuses to overwrite an existing one. A failure (a full
+    /// disk at the header) leaves neither the file nor the directories made for it.
     pub fn create(path: &Path, header: &Header) -> Result<SessionWriter> {
+        let made = path
+            .parent()
+            .map_or_else(Vec::new, crate::runtime::missing_dirs);
+        let created = Self::create_in_place(path, header);
+        if created.is_err() {
+            for dir in &made {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        created
+    }
+
+    fn create_in_place(path: &Path, header: &Header) -> Result<SessionWriter> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -123,7 +137,10 @@ impl SessionWriter {
                     .create_new(true)
                     .open(path)
                     .map_err(cannot)?;
-                write_header(&mut file)?;
+                if let Err(e) = write_header(&mut file) {
+                    let _ = std::fs::remove_file(path);
+                    return Err(e);
+                }
             }
         }
         Ok(SessionWriter {
