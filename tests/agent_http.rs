@@ -872,3 +872,78 @@ fn a_long_reflection_is_cut_at_2000_characters() {
     let r = agent(&short).reflect(&ctx, &p, &ctx.history[1]).unwrap();
     assert_eq!(r.value, "a".repeat(2000), "exactly 2000 is kept whole");
 }
+
+/// The first run of 8 of `KEY`'s characters found in `text`, if any.
+fn key_run(text: &str) -> Option<&'static str> {
+    (0..=KEY.len() - 8)
+        .map(|i| &KEY[i..i + 8])
+        .find(|w| text.contains(w))
+}
+
+/// A reply echoing part of the key (the audit's gateway put `key[3..20]` in a layer name) is
+/// scrubbed as it comes, before it is parsed: the recorded reply, the problems and the
+/// repair request hold no run of the key, also where JSON escapes or Anthropic's text
+/// blocks split the echo in the body. The proposal then names `model.<redacted>`, an
+/// unknown layer, and is repaired as any other.
+#[test]
+fn a_key_fragment_echoed_in_a_reply_is_scrubbed_before_it_is_parsed() {
+    let fragment = &KEY[3..20];
+    let bad = format!(
+        r#"{{"layers": [{{"name": "model.{fragment}", "sparsity": 0.35}}], "reasoning": "x"}}"#
+    );
+    let plain = Scripted::openai(&bad, 1, 1);
+    // Every fourth character as a \u escape: no 8 key characters in a row in the body.
+    let escaped: String = fragment
+        .chars()
+        .enumerate()
+        .map(|(i, c)| match i % 4 {
+            3 => format!("\\u{:04x}", c as u32),
+            _ => c.to_string(),
+        })
+        .collect();
+    let mut escaped_body = Scripted::openai(&bad, 1, 1);
+    escaped_body.body = escaped_body.body.replace(fragment, &escaped);
+    assert!(
+        key_run(&escaped_body.body).is_none(),
+        "{}",
+        escaped_body.body
+    );
+    let (head, tail) = bad.split_at(bad.find(fragment).unwrap() + 6);
+    let (mid, tail) = tail.split_at(6);
+    let split = Scripted::json(
+        200,
+        serde_json::json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+            "content": [{"type": "text", "text": head}, {"type": "text", "text": mid},
+                        {"type": "text", "text": tail}],
+            "stop_reason": "end_turn", "usage": {"input_tokens": 1, "output_tokens": 1}
+        }),
+    );
+    assert!(key_run(&split.body).is_none(), "{}", split.body);
+    for (backend, first) in [
+        (Backend::OpenAi, plain),
+        (Backend::OpenAi, escaped_body),
+        (Backend::Anthropic, split),
+    ] {
+        let second = match backend {
+            Backend::OpenAi => Scripted::openai(&good(0.35), 1, 1),
+            Backend::Anthropic => Scripted::anthropic(&good(0.35), 1, 1),
+        };
+        let server = ScriptedServer::start(vec![first, second]);
+        let r = agent_for(backend, &server)
+            .propose(&AgentContext::example())
+            .unwrap();
+        assert_eq!(r.value.layers[0].name, UP0);
+        let raw = r.raw.unwrap();
+        assert_eq!(key_run(&raw), None, "{backend}: {raw}");
+        assert!(raw.contains(r#""name": "model.<redacted>""#), "{raw}");
+        let reqs = server.requests();
+        assert_eq!(reqs.len(), 2, "one repair");
+        let repair = reqs[1].body.to_string();
+        assert_eq!(key_run(&repair), None, "{backend}: {repair}");
+        assert!(
+            repair.contains("model.<redacted>: unknown layer name"),
+            "{repair}"
+        );
+    }
+}

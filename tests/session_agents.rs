@@ -554,9 +554,9 @@ fn a_key_echoed_in_a_reply_never_reaches_the_session_file() {
     assert_no_key(&env, &r);
 }
 
-// A reply naming a layer after part of the key: the problems quoting it are error text, so
-// the stderr lines, the recorded errors and the repair prompts show no part of the key; the
-// raw replies keep it (data: only a whole key is scrubbed there, as the README says).
+// A reply naming a layer after part of the key: the stderr lines, the recorded errors, the
+// repair prompts and (since the reply is scrubbed as it comes) the raw replies show no part
+// of the key.
 #[test]
 fn problems_quoting_part_of_the_key_are_scrubbed_like_errors() {
     let env = Env::new();
@@ -579,7 +579,11 @@ fn problems_quoting_part_of_the_key_are_scrubbed_like_errors() {
         let (e, prompt) = (f["error"].as_str().unwrap(), f["prompt"].as_str().unwrap());
         assert!(e.contains("<redacted>: unknown layer name"), "{e}");
         assert!(!e.contains("SECRET") && !prompt.contains("SECRET"), "{f}");
-        assert!(f["raw"].as_str().unwrap().contains(fragment), "{f}");
+        let raw = f["raw"].as_str().unwrap();
+        assert!(
+            !raw.contains(fragment) && raw.contains("model.<redacted>"),
+            "{f}"
+        );
     }
     for (k, req) in server
         .requests()
@@ -590,6 +594,126 @@ fn problems_quoting_part_of_the_key_are_scrubbed_like_errors() {
         let repair = req.body["messages"][3]["content"].as_str().unwrap();
         assert!(!repair.contains("SECRET"), "request {k}: {repair}");
     }
+}
+
+/// The first run of 8 of `KEY`'s characters found in `text`, if any.
+fn key_run(text: &str) -> Option<&'static str> {
+    (0..=KEY.len() - 8)
+        .map(|i| &KEY[i..i + 8])
+        .find(|w| text.contains(w))
+}
+
+// The audit's case: a successful reply echoing 15 characters of the key in a layer name
+// went verbatim into the session file's `raw`. Scrubbed as it comes, it names
+// `model.layers.0.mlp.<redacted>`, refused as an unknown layer and repaired; a reflection
+// echoing it is scrubbed too. The run goes on, and replay verifies what was recorded.
+#[test]
+fn a_reply_echoing_part_of_the_key_is_recorded_without_it() {
+    let env = Env::new();
+    let fragment = &KEY[3..];
+    let echo = proposal(
+        &[(format!("model.layers.0.mlp.{fragment}"), 0.05)],
+        "named after the key",
+    );
+    let server = ScriptedServer::start(vec![
+        Scripted::openai(&echo, 5, 2),
+        Scripted::openai(&proposal(&[(down(0), 0.05)], "fixed"), 5, 2),
+        Scripted::openai(&format!("Noted, {fragment}."), 5, 2),
+    ]);
+    let s = env.path("s.yaml");
+    let r = env.session(&server, &s, "1");
+    let sum = ok_json(&r);
+    assert_eq!(sum["finished"], "max_iterations", "{sum}");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3, "a proposal, its repair, a reflection");
+    let repair = reqs[1].body["messages"][3]["content"].as_str().unwrap();
+    let bad = "model.layers.0.mlp.<redacted>: unknown layer name";
+    assert!(repair.contains(bad), "{repair}");
+    let (_, entries) = session_docs(&s);
+    let props = events(&entries, "proposed");
+    assert_eq!(props.len(), 1);
+    let raw = props[0]["reply"]["raw"].as_str().unwrap();
+    assert!(
+        raw.starts_with(&echo.replace(fragment, "<redacted>")),
+        "{raw}"
+    );
+    assert!(events(&entries, "evaluated")[0]["applied"]
+        .get(down(0))
+        .is_some());
+    let refl = events(&entries, "reflected");
+    assert_eq!(refl[0]["reply"]["value"], "Noted, <redacted>.");
+    for (what, text) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
+        assert_eq!(key_run(text), None, "{what}: {text}");
+    }
+    let text = std::fs::read_to_string(&s).unwrap();
+    assert_eq!(key_run(&text), None, "{text}");
+    assert_no_key(&env, &r);
+    let v = json_exact(
+        env.run(&["replay", &p(&s), "--verify", "--json"], "")
+            .stdout
+            .trim(),
+    );
+    assert_eq!(
+        (&v["ok"], &v["bit_exact"]),
+        (&true.into(), &true.into()),
+        "{v}"
+    );
+}
+
+// An empty template in --prompts sent every request with a blank prompt, and a directory
+// named like one was passed over for the built-in: both refused before the model loads or
+// any request is made, in one line naming the file.
+#[test]
+fn an_empty_or_directory_template_in_prompts_is_refused_at_start() {
+    let env = Env::new();
+    let server = ScriptedServer::start(vec![]);
+    let pr = env.path("pr");
+    std::fs::create_dir(&pr).unwrap();
+    // Text to write, or None for a directory.
+    for (name, text, want) in [
+        (
+            "step.j2",
+            Some(""),
+            "step.j2 is empty (remove it to use the built-in)",
+        ),
+        (
+            "reflection.j2",
+            Some(" \n\t\n"),
+            "reflection.j2 holds only whitespace (remove it to use the built-in)",
+        ),
+        (
+            "step.j2",
+            None,
+            "step.j2 is a directory, not a template file",
+        ),
+    ] {
+        let f = pr.join(name);
+        match text {
+            Some(t) => std::fs::write(&f, t).unwrap(),
+            None => std::fs::create_dir(&f).unwrap(),
+        }
+        let s = env.path("s.yaml");
+        let r = env.session_with(&server, &s, "1", &["--prompts", "pr"]);
+        assert!(
+            !r.timed_out && !r.stderr.contains("panicked"),
+            "{}",
+            r.stderr
+        );
+        assert_ne!(r.code, Some(0), "{}", r.stderr);
+        assert_eq!(
+            r.error_lines(),
+            [format!("error: --prompts pr: {want}").as_str()],
+            "{}",
+            r.stderr
+        );
+        assert!(!s.exists(), "a session file was left");
+        if f.is_dir() {
+            std::fs::remove_dir(&f).unwrap();
+        } else {
+            std::fs::remove_file(&f).unwrap();
+        }
+    }
+    assert!(server.requests().is_empty(), "nothing may be asked");
 }
 
 /// A server that hangs on the first proposal (8 s, past a 1 s --agent-timeout), then

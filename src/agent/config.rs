@@ -69,7 +69,7 @@ impl ApiKey {
 
     /// Replaces the whole key wherever it occurs in text from outside (a server may echo it
     /// back), however short: a short key is still a secret.
-    pub(crate) fn scrub_whole(&self, text: &str) -> String {
+    fn scrub_whole(&self, text: &str) -> String {
         if self.0.is_empty() {
             text.to_string()
         } else {
@@ -80,8 +80,8 @@ impl ApiKey {
     /// Replaces the key as [`ApiKey::scrub_whole`] does; servers and
     /// gateways also echo part of it ("key prefix sk-abc123def…", "sk-abc1...wxyz"), so
     /// every run of [`MIN_FRAGMENT`] or more of the key's consecutive characters goes too.
-    /// For error and log text only: in a reply's data (a sparsity, a layer name) such a run
-    /// of a placeholder key ("sk-no-key-required", "123456789") could be ordinary content.
+    /// Replies too, since they are recorded: a placeholder key ("sk-no-key-required") may
+    /// then take a word of one ("required"), which a real key's random runs never match.
     pub(crate) fn scrub(&self, text: &str) -> String {
         let key = self.0.as_bytes();
         if key.len() <= MIN_FRAGMENT {
@@ -226,12 +226,12 @@ mod tests {
         }
         let whole = format!("a{}b{}", k.expose(), k.expose());
         assert_eq!(k.scrub(&whole), "a<redacted>b<redacted>");
-        // Replies keep their data: only the whole key goes there.
-        let k = ApiKey::new("123456789");
-        let reply = r#"{"sparsity": 0.123456789, "note": "key 123456789"}"#;
+        // A key of 8 characters or fewer goes only whole (its runs are the key itself).
+        let k = ApiKey::new("12345678");
+        let reply = r#"{"sparsity": 0.12345678, "note": "key 1234567"}"#;
         assert_eq!(
-            k.scrub_whole(reply),
-            r#"{"sparsity": 0.<redacted>, "note": "key <redacted>"}"#
+            k.scrub(reply),
+            r#"{"sparsity": 0.<redacted>, "note": "key 1234567"}"#
         );
         let k = ApiKey::new("sk-no-key-required");
         assert_eq!(k.scrub_whole("pruning required"), "pruning required");

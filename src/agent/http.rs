@@ -123,9 +123,9 @@ pub(crate) async fn post_with_retry(
             Ok(resp) if resp.status().is_success() => match read_capped(resp, MAX_BODY).await {
                 Ok(bytes) => {
                     // Scrubbed before anything is parsed or cut: a key echoed past a cut
-                    // would no longer match the key it is. Whole keys only in a reply's
-                    // data; the errors made from it are scrubbed of fragments too.
-                    let text = c.scrub_whole(&String::from_utf8_lossy(&bytes));
+                    // would no longer match the key it is. Fragments too, as in errors:
+                    // the reply is recorded, and the session file must hold no part of it.
+                    let text = c.scrub(&String::from_utf8_lossy(&bytes));
                     return serde_json::from_str(&text).map_err(|e| HttpError::BadBody {
                         message: format!("invalid JSON ({e}): {}", snippet(&text)),
                     });

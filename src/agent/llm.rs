@@ -216,9 +216,9 @@ impl LlmClient {
             // Anthropic has no portable response_format; the prompt and tolerant parsing suffice.
             Backend::Anthropic => super::anthropic::chat(self, system, messages).await,
         }?;
-        // A server that echoes the key must not get it into the session file. The whole key
-        // only: a reply is data (numbers, names) that runs of key characters could match.
-        reply.text = self.scrub_whole(&reply.text);
+        // Again on the decoded text: JSON escapes (`\/`, `\u0041`) can hide an echo from the
+        // scrub of the body. The proposal is parsed from, and the session records, this text.
+        reply.text = self.scrub(&reply.text);
         Ok(reply)
     }
 
@@ -245,19 +245,11 @@ impl LlmClient {
         anyhow::anyhow!(self.scrub(&text))
     }
 
-    /// Server text with any echo of the key, or of 8 or more of its characters, removed:
-    /// fit for errors and logs.
+    /// Server text (errors, logs and replies) with any echo of the key, or of 8 or more of
+    /// its characters, removed.
     pub(crate) fn scrub(&self, text: &str) -> String {
         match &self.cfg.api_key {
             Some(k) => k.scrub(text),
-            None => text.to_string(),
-        }
-    }
-
-    /// A reply with the whole key removed wherever it occurs (see [`ApiKey::scrub_whole`]).
-    pub(crate) fn scrub_whole(&self, text: &str) -> String {
-        match &self.cfg.api_key {
-            Some(k) => k.scrub_whole(text),
             None => text.to_string(),
         }
     }

@@ -231,12 +231,8 @@ impl Agent for LlmAgent {
         let user = self.templates.step(ctx)?;
         let schema = Some(&self.schema);
         let first = self.block_on(self.client.chat(&system, &user, schema))?;
-        // Problems quote the reply (a layer name, a value), which may echo part of the key:
-        // they become error text, so they are scrubbed as errors are.
-        let scrubbed =
-            |p: Vec<String>| -> Vec<String> { p.iter().map(|s| self.client.scrub(s)).collect() };
+        // Problems quote the reply, whose echoes of the key the client has scrubbed.
         let problems = match parse::parse_and_validate(&first.text, ctx)
-            .map_err(scrubbed)
             .map_err(|p| with_cut_off(p, first.cut_off))
         {
             Ok(value) => {
@@ -294,7 +290,6 @@ impl Agent for LlmAgent {
         usage += second.usage;
         let raw = format!("{}{REPAIR_SEPARATOR}{}", first.text, second.text);
         match parse::parse_and_validate(&second.text, ctx)
-            .map_err(scrubbed)
             .map_err(|p| with_cut_off(p, second.cut_off))
         {
             Ok(value) => Ok(AgentReply {

@@ -82,11 +82,23 @@ impl Templates {
         );
         let mut origins = Vec::new();
         for (name, builtin) in BUILTIN {
-            let user = dir.map(|d| d.join(name)).filter(|p| p.is_file());
+            let user = dir.map(|d| (d, d.join(name))).filter(|(_, p)| p.is_file());
             let (origin, source) = match user {
-                Some(p) => {
+                Some((d, p)) => {
                     let s = std::fs::read_to_string(&p)
                         .with_context(|| format!("prompt template {}", p.display()))?;
+                    // Every request would go out with a blank prompt, and be paid for.
+                    if s.trim().is_empty() {
+                        let what = if s.is_empty() {
+                            "is empty"
+                        } else {
+                            "holds only whitespace"
+                        };
+                        bail!(
+                            "--prompts {}: {name} {what} (remove it to use the built-in)",
+                            d.display()
+                        );
+                    }
                     (p.display().to_string(), s)
                 }
                 None => (format!("built-in prompts/{name}"), builtin.to_string()),
@@ -133,17 +145,27 @@ impl Templates {
             reasoning: "example".into(),
         };
         let problems = ["example: unknown layer name".to_string()];
+        // A blank render is reported last: a typo in a branch another context takes is the
+        // better message.
+        let mut blank = None;
+        let mut rendered = |r: Result<String>| match r {
+            Err(e) if e.is::<Blank>() => {
+                blank.get_or_insert(e);
+                Ok(())
+            }
+            r => r.map(drop),
+        };
         for ctx in [&full, &first] {
-            self.system(ctx)?;
-            self.step(ctx)?;
-            self.repair(ctx, &problems)?;
+            rendered(self.system(ctx))?;
+            rendered(self.step(ctx))?;
+            rendered(self.repair(ctx, &problems))?;
             for o in &full.history {
                 for edited in [false, true] {
                     let o = StepOutcome {
                         edited,
                         ..o.clone()
                     };
-                    self.reflection(ctx, &proposal, &o)?;
+                    rendered(self.reflection(ctx, &proposal, &o))?;
                 }
             }
         }
@@ -154,7 +176,7 @@ impl Templates {
         let outcome = &full.history[1];
         let view = reflection_view(&full, &proposal, outcome);
         self.names_defined(REFLECTION, &val(view))?;
-        Ok(())
+        blank.map_or(Ok(()), Err)
     }
 
     /// How the profile averages gradients (`grad_average` in every template), so the prompt
@@ -247,10 +269,32 @@ impl Templates {
 
     fn render(&self, name: &str, ctx: Value) -> Result<String> {
         let (t, origin) = self.template(name)?;
-        t.render(ctx)
-            .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", describe(&e)))
+        let text = t
+            .render(ctx)
+            .map_err(|e| anyhow::anyhow!("prompt template {origin}: {}", describe(&e)))?;
+        // A template that is all comments or untaken branches sends a blank prompt: refused
+        // when the templates load (the example contexts) and before any request.
+        if text.trim().is_empty() {
+            return Err(Blank(format!(
+                "prompt template {origin}: renders blank text; nothing would be asked"
+            ))
+            .into());
+        }
+        Ok(text)
     }
 }
+
+/// A template rendered to whitespace only.
+#[derive(Debug)]
+struct Blank(String);
+
+impl std::fmt::Display for Blank {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Blank {}
 
 fn reflection_view(
     ctx: &AgentContext,
@@ -482,6 +526,16 @@ fn check_dir(d: &Path) -> Result<()> {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if BUILTIN.iter().any(|(n, _)| *n == name) {
+            // Anything but a file (followed through links) was passed over for the built-in.
+            let what = match std::fs::metadata(e.path()) {
+                Ok(m) if m.is_file() => None,
+                Ok(m) if m.is_dir() => Some("is a directory, not a template file".to_string()),
+                Ok(_) => Some("is not a regular file".to_string()),
+                Err(err) => Some(format!("cannot be read ({err})")),
+            };
+            if let Some(what) = what {
+                bail!("--prompts {}: {name} {what}", d.display());
+            }
             found = true;
         } else if [".j2", ".jinja", ".jinja2"]
             .iter()

@@ -272,6 +272,54 @@ fn a_misnamed_template_or_a_dir_without_templates_is_refused() {
     assert!(Templates::load(Some(dir.path())).is_ok());
 }
 
+/// An empty template sent every request with a blank prompt, and a directory named like a
+/// template was passed over for the built-in: each refused in one line naming it.
+#[test]
+fn an_empty_template_or_one_that_is_a_directory_is_refused() {
+    for name in BUILTIN.map(|(n, _)| n) {
+        for (text, want) in [("", "is empty"), (" \n\t\r\n", "holds only whitespace")] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(name), text).unwrap();
+            let e = Templates::load(Some(dir.path())).unwrap_err().to_string();
+            let d = dir.path().display();
+            assert_eq!(
+                e,
+                format!("--prompts {d}: {name} {want} (remove it to use the built-in)")
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(name)).unwrap();
+        // Beside a good template, so the directory is the only problem.
+        let other = if name == STEP { SYSTEM } else { STEP };
+        std::fs::write(dir.path().join(other), "Hi {{ model }}").unwrap();
+        let e = Templates::load(Some(dir.path())).unwrap_err().to_string();
+        let d = dir.path().display();
+        assert_eq!(
+            e,
+            format!("--prompts {d}: {name} is a directory, not a template file")
+        );
+    }
+}
+
+/// A template that renders to nothing (comments, a branch not taken) would send a blank
+/// prompt too.
+#[test]
+fn a_template_that_renders_blank_is_refused() {
+    for (name, text) in [
+        (STEP, "{# to do #}"),
+        (REFLECTION, "{% if iteration > 1000 %}later{% endif %}\n"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(name), text).unwrap();
+        let e = Templates::load(Some(dir.path())).unwrap_err().to_string();
+        let path = dir.path().join(name).display().to_string();
+        assert_eq!(
+            e,
+            format!("prompt template {path}: renders blank text; nothing would be asked")
+        );
+    }
+}
+
 /// A typo in a variable name fails when the templates load, before any request, in one
 /// line naming the file, the line and the variable; also in a branch the first iterations
 /// would not take, and in reflection.j2.
