@@ -1097,38 +1097,18 @@ fn an_unreadable_data_file_names_its_flag() {
         a.extend(["--session", s.to_str().unwrap()]);
         arborist(&a, &[])
     };
-    let o = session(&["--calib", &missing, "--eval", &t]);
-    assert!(
-        stderr(&o)
-            .lines()
-            .any(|l| l.starts_with("error: --calib: cannot read")),
-        "{}",
-        stderr(&o)
-    );
-    let o = session(&["--calib", &t, "--eval", &missing]);
-    assert!(
-        stderr(&o)
-            .lines()
-            .any(|l| l.starts_with("error: --eval: cannot read")),
-        "{}",
-        stderr(&o)
-    );
-    let o = session(&[
-        "--calib",
-        &t,
-        "--eval",
-        &t,
-        "--probe",
-        "freebaseqa",
-        "--probe-file",
-        &dir,
-    ]);
-    assert!(
-        stderr(&o)
-            .lines()
-            .any(|l| l.starts_with("error: --probe-file: cannot read")),
-        "{}",
-        stderr(&o)
-    );
+    let probe = ["--probe", "freebaseqa", "--probe-file", &dir];
+    for (extra, flag) in [
+        (vec!["--calib", &missing, "--eval", &t], "--calib"),
+        (vec!["--calib", &t, "--eval", &missing], "--eval"),
+        (
+            [&["--calib", &t, "--eval", &t][..], &probe].concat(),
+            "--probe-file",
+        ),
+    ] {
+        let e = stderr(&session(&extra));
+        let want = format!("error: {flag}: cannot read");
+        assert!(e.lines().any(|l| l.starts_with(&want)), "{want}: {e}");
+    }
     assert!(!s.exists());
 }
