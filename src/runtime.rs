@@ -287,6 +287,17 @@ impl Default for Fnv1a {
     }
 }
 
+/// Whether `sig` was ignored when the process started (`nohup` ignores SIGHUP, a
+/// non-interactive shell SIGINT for a `&` job): such a signal stays ignored, as Unix
+/// programs leave it.
+pub fn ignored_at_start(sig: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
 #[cfg(test)]
 mod parallelism_tests {
     use super::*;

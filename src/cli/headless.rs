@@ -212,7 +212,7 @@ fn announce_signals(path: &Path, continue_with: &str) {
         signal_hook::consts::SIGHUP,
     ]
     .into_iter()
-    .filter(|s| !crate::prune::export::ignored_at_start(*s))
+    .filter(|s| !crate::runtime::ignored_at_start(*s))
     {
         // SAFETY: the handler only calls write(2) and signal-hook's default-action
         // emulation, both async-signal-safe.

@@ -265,17 +265,6 @@ pub fn write_dir_atomically(
     }
 }
 
-/// Whether `sig` was ignored when the process started (`nohup` ignores SIGHUP, a
-/// non-interactive shell SIGINT for a `&` job): such a signal stays ignored, as Unix
-/// programs leave it. (Shared with the headless runner.)
-pub(crate) fn ignored_at_start(sig: i32) -> bool {
-    // SAFETY: sigaction with a null new action only reads the current one.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
-    }
-}
-
 /// SIGINT, SIGTERM or SIGHUP while a write is unfinished: its temporary and the parent
 /// directories it created go, one line says so, and the process ends as the signal would
 /// (130, 143, 129 in a shell). Only a kill -9 leaves them (`remove_stale_partials`).
@@ -352,7 +341,7 @@ mod interrupt {
             use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
             let sigs = [SIGINT, SIGTERM, SIGHUP]
                 .into_iter()
-                .filter(|s| !super::ignored_at_start(*s));
+                .filter(|s| !crate::runtime::ignored_at_start(*s));
             let started = signal_hook::iterator::Signals::new(sigs).and_then(|mut signals| {
                 std::thread::Builder::new()
                     .name("arborist-signals".into())
