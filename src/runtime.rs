@@ -421,6 +421,72 @@ pub fn dead_process_leftovers(parent: &std::path::Path, prefix: &str) -> Vec<std
         .collect()
 }
 
+/// The longest file name most Linux file systems take, in bytes.
+const NAME_MAX: usize = 255;
+/// Room left after a hidden sibling's prefix for the owner tag (a 64-byte host name, `-`,
+/// a process id).
+const TAG_ROOM: usize = 64 + 1 + 10;
+
+/// `.NAME` + `marker`: the prefix of a hidden sibling of `name` (a temporary, a claim).
+/// A name too long to carry it within 255 bytes is cut at a character boundary and ends in
+/// `~` and a hash of the whole name, so two long names with the same start still get
+/// different siblings (a session name of 243 bytes or more was refused with "File name too
+/// long", a name the file system would have taken).
+pub fn hidden_prefix(name: &str, marker: &str) -> String {
+    let whole = format!(".{name}{marker}");
+    if whole.len() + TAG_ROOM <= NAME_MAX {
+        return whole;
+    }
+    let hash = format!("~{:016x}", fnv1a(name.as_bytes()));
+    let mut keep = NAME_MAX - TAG_ROOM - 1 - marker.len() - hash.len();
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!(".{}{hash}{marker}", &name[..keep])
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across builds (std's may not), since a
+/// leftover of an earlier run must still be found by its name.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod hidden_prefix_tests {
+    use super::{hidden_prefix, NAME_MAX};
+
+    #[test]
+    fn short_names_are_kept_whole() {
+        assert_eq!(hidden_prefix("s.yaml", ".new-"), ".s.yaml.new-");
+    }
+
+    #[test]
+    fn long_names_fit_with_a_tag_and_stay_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = format!("{}-4294967295", "h".repeat(64));
+        // Two-byte characters, so that some cuts fall inside one.
+        for len in [164, 165, 200, 243, 250] {
+            let stem = "é".repeat(len / 2);
+            let (a, b) = (format!("{stem}.yaml"), format!("{stem}x.yaml"));
+            for marker in [".new-", ".reserved", ".partial-", ".replaced-"] {
+                let (pa, pb) = (hidden_prefix(&a, marker), hidden_prefix(&b, marker));
+                assert!(
+                    pa.len() + tag.len() <= NAME_MAX,
+                    "{len} {marker}: {}",
+                    pa.len()
+                );
+                assert!(pa.starts_with('.') && pa.ends_with(marker));
+                assert_ne!(pa, pb, "{len} {marker}");
+                // The same name gives the same prefix: a later run finds its leftover.
+                assert_eq!(pa, hidden_prefix(&a, marker));
+                std::fs::write(dir.path().join(format!("{pa}{tag}")), "").unwrap();
+            }
+        }
+    }
+}
+
 /// Whether process `pid` no longer runs; false where /proc cannot tell.
 pub fn process_gone(pid: u32) -> bool {
     let proc = std::path::Path::new("/proc");

@@ -416,3 +416,39 @@ fn an_interrupted_export_leaves_nothing_behind() {
     });
     assert!(interrupted, "every export ended before the signal came");
 }
+
+/// Names the file system takes (up to 255 bytes) are taken whole: the hidden siblings a
+/// session and an export make (`.NAME.new-PID`, `.NAME.reserved`, `.NAME.partial-HOST-PID`)
+/// are shortened instead. A session name of 243 bytes or more was refused with "File name
+/// too long", though no file of that name was too long.
+#[test]
+fn names_up_to_the_file_system_limit_are_taken_whole() {
+    let env = Env::new();
+    let (model, text) = (fx("qwen3"), fx("eval.txt"));
+    // 250 bytes, two-byte characters included so the shortening cuts between characters.
+    let name = format!("{}{}.yaml", "é".repeat(100), "s".repeat(45));
+    assert_eq!(name.len(), 250);
+    let s = env.path(&name);
+    fixture_session(&env, &s, &model, &text);
+    let r = env.resume(&s);
+    ok(&r);
+    let out = env.path(&format!("{}{}", "ü".repeat(100), "o".repeat(55)));
+    for force in [false, true] {
+        let mut a = vec!["export".to_string(), p(&s), "--out".into(), p(&out)];
+        a.extend(force.then(|| "--force".to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        ok(&env.run(&a));
+        assert!(out.join("model.safetensors").is_file(), "force {force}");
+    }
+    let mut left: Vec<String> = std::fs::read_dir(s.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut want = vec![
+        name,
+        out.file_name().unwrap().to_string_lossy().into_owned(),
+    ];
+    want.sort();
+    assert_eq!(left, want);
+}

@@ -142,7 +142,7 @@ fn parent_dir(p: &Path) -> &Path {
 /// Remove temporary siblings of `out` left by processes that died mid-write (kill -9):
 /// `.NAME.partial-PID` whose PID no longer runs.
 fn remove_stale_partials(parent: &Path, name: &str) {
-    let prefix = format!(".{name}.partial-");
+    let prefix = crate::runtime::hidden_prefix(name, ".partial-");
     for path in crate::runtime::dead_process_leftovers(parent, &prefix) {
         let _ = std::fs::remove_dir_all(path);
     }
@@ -153,7 +153,10 @@ fn remove_stale_partials(parent: &Path, name: &str) {
 /// newer `NAME` is there).
 fn restore_replaced(parent: &Path, name: &str) {
     let out = parent.join(name);
-    for path in crate::runtime::dead_process_leftovers(parent, &format!(".{name}.replaced-")) {
+    for path in crate::runtime::dead_process_leftovers(
+        parent,
+        &crate::runtime::hidden_prefix(name, ".replaced-"),
+    ) {
         if out.exists() || std::fs::rename(&path, &out).is_err() {
             let _ = std::fs::remove_dir_all(path);
         }
@@ -167,7 +170,8 @@ fn temp_path(out: &Path) -> Result<PathBuf> {
         .with_context(|| format!("--out {} has no directory name", out.display()))?
         .to_string_lossy();
     let tag = crate::runtime::owner_tag();
-    Ok(parent_dir(out).join(format!(".{name}.partial-{tag}")))
+    let prefix = crate::runtime::hidden_prefix(&name, ".partial-");
+    Ok(parent_dir(out).join(format!("{prefix}{tag}")))
 }
 
 /// `temp_path(out)`, its parent directories created and dead processes' leftovers gone.
@@ -432,9 +436,10 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
 /// the new one is in place, so a failure at any step leaves `out` as it was; a kill between
 /// the two renames leaves it aside, and the next write to `out` puts it back.
 fn replace_by_renames(tmp: &Path, out: &Path) -> Result<()> {
+    let name = out.file_name().unwrap_or_default().to_string_lossy();
     let aside = tmp.with_file_name(format!(
-        ".{}.replaced-{}",
-        out.file_name().unwrap_or_default().to_string_lossy(),
+        "{}{}",
+        crate::runtime::hidden_prefix(&name, ".replaced-"),
         crate::runtime::owner_tag()
     ));
     if let Err(e) = std::fs::rename(out, &aside) {

@@ -103,7 +103,7 @@ impl SessionWriter {
         // neither resumed nor started again). The link refuses an existing file.
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        let prefix = format!(".{name}.new-");
+        let prefix = crate::runtime::hidden_prefix(&name, ".new-");
         // A creation killed before it linked its file left only this temporary.
         for stale in crate::runtime::dead_process_leftovers(dir.unwrap_or(Path::new(".")), &prefix)
         {

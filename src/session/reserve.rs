@@ -29,7 +29,7 @@ impl Drop for Reservation {
 
 fn marker(path: &Path) -> PathBuf {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!(".{name}.reserved"))
+    path.with_file_name(crate::runtime::hidden_prefix(&name, ".reserved"))
 }
 
 /// Whether the process that wrote a claim is gone (false where /proc cannot tell, or the
