@@ -437,20 +437,14 @@ pub fn hidden_prefix(name: &str, marker: &str) -> String {
     if whole.len() + TAG_ROOM <= NAME_MAX {
         return whole;
     }
-    let hash = format!("~{:016x}", fnv1a(name.as_bytes()));
+    let mut h = Fnv1a::new();
+    h.eat(name.as_bytes());
+    let hash = format!("~{:016x}", h.value());
     let mut keep = NAME_MAX - TAG_ROOM - 1 - marker.len() - hash.len();
     while !name.is_char_boundary(keep) {
         keep -= 1;
     }
     format!(".{}{hash}{marker}", &name[..keep])
-}
-
-/// FNV-1a, 64 bits: a hash that stays the same across builds (std's may not), since a
-/// leftover of an earlier run must still be found by its name.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
