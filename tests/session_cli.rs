@@ -820,3 +820,41 @@ fn a_failed_header_write_leaves_no_directories() {
     );
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
 }
+
+/// A key no event type has (a mistyped edit, or a newer version's field) is read past
+/// with one warning naming it; what the replay shows is unchanged.
+#[test]
+fn replay_names_an_unknown_event_field_and_shows_the_rest() {
+    let env = Env::new();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let at = text.find("event: guard").unwrap() + "event: guard".len();
+    let edited = format!("{}\n  acceptd: false{}", &text[..at], &text[at..]);
+    let (s, t) = (env.path("s.yaml"), env.path("t.yaml"));
+    std::fs::write(&s, &text).unwrap();
+    std::fs::write(&t, &edited).unwrap();
+    for args in [&["--headless"][..], &["--headless", "--json"]] {
+        let [a, b] = [&s, &t].map(|f| {
+            let mut v = vec!["replay".to_string(), p(f)];
+            v.extend(args.iter().map(|x| x.to_string()));
+            let r = env.run(&v.iter().map(String::as_str).collect::<Vec<_>>());
+            ok(&r);
+            r
+        });
+        assert!(!a.stderr.contains("warning"), "{}", a.stderr);
+        let warnings: Vec<&str> = b.stderr.lines().filter(|l| l.contains("warning")).collect();
+        let line = edited[..at].matches('\n').count() + 1;
+        let doc_line = edited[..at]
+            .rfind("\n---\n")
+            .map_or(0, |i| edited[..i].matches('\n').count() + 2);
+        assert!(doc_line > 1 && doc_line < line);
+        let want = format!(
+            "warning: {}: 1 field(s) in event documents that this version does not know were ignored (written by a newer arborist, or edited?), the first: `event.acceptd` in event document {} (from line {doc_line}, `guard`)",
+            p(&t),
+            edited[..at].matches("\n---\n").count()
+        );
+        assert_eq!(warnings, [want.as_str()], "{}", b.stderr);
+        let same = |o: &str| o.replace(&p(&t), &p(&s));
+        assert_eq!(same(&b.stdout), a.stdout);
+    }
+}

@@ -879,6 +879,7 @@ fn replay_timeline_steps_and_jumps_to_iterations() {
         valid_len: 0,
         torn_tail: false,
         appended: false,
+        unknown_fields: Vec::new(),
     };
     let mut t = Timeline::new(&log_of(&events));
     assert_eq!(

@@ -76,6 +76,9 @@ fn read_session(path: &std::path::Path) -> Result<file::SessionLog> {
         ),
         None => {}
     }
+    if let Some(note) = log.unknown_note(path) {
+        eprintln!("warning: {note}");
+    }
     Ok(log)
 }
 

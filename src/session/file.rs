@@ -258,6 +258,9 @@ pub struct SessionLog {
     /// The bytes past `valid_len` follow a whole document's end marker: text appended to
     /// the file, not a write a crash cut off.
     pub appended: bool,
+    /// Fields of event documents that no event type has (written by a newer version, or
+    /// mistyped by hand), read past: where each is, by document, line and key path.
+    pub unknown_fields: Vec<String>,
 }
 
 impl SessionLog {
@@ -266,6 +269,16 @@ impl SessionLog {
     pub fn torn_bytes(&self, path: &Path) -> Option<u64> {
         let size = std::fs::metadata(path).map_or(0, |m| m.len());
         self.torn_tail.then(|| size.saturating_sub(self.valid_len))
+    }
+
+    /// One line on the fields of `path` that were read past, when there are any.
+    pub fn unknown_note(&self, path: &Path) -> Option<String> {
+        let first = self.unknown_fields.first()?;
+        let n = self.unknown_fields.len();
+        Some(format!(
+            "{}: {n} field(s) in event documents that this version does not know were ignored (written by a newer arborist, or edited?), the first: {first}",
+            path.display()
+        ))
     }
 }
 
@@ -394,6 +407,7 @@ pub fn read(path: &Path) -> Result<SessionLog> {
     let mut entries = Vec::new();
     let mut valid_len = (starts[0] + docs[0].len()) as u64;
     let mut torn_tail = false;
+    let mut unknown_fields = Vec::new();
     for k in 1..docs.len() {
         let parsed = serde_yaml::from_str::<Entry>(unmarked(docs[k]));
         // Only the last document can be torn: cut off, or (without end markers) failing
@@ -443,6 +457,18 @@ pub fn read(path: &Path) -> Result<SessionLog> {
                 e.seq
             );
         }
+        // Serde reads past a key no event type has; said, not refused (a file of a newer
+        // version stays readable).
+        let doc = serde_yaml::from_str::<serde_yaml::Value>(unmarked(docs[k]));
+        if let (Ok(doc), Ok(written)) = (doc, serde_yaml::to_value(&e)) {
+            if let Some(key) = unknown_key(&doc, &written, "") {
+                let kind = e.event.kind();
+                unknown_fields.push(format!(
+                    "`{key}` in event document {k} (from line {}, `{kind}`)",
+                    first_line(k)
+                ));
+            }
+        }
         entries.push(e);
         valid_len = (starts[k] + docs[k].len()) as u64;
     }
@@ -452,6 +478,7 @@ pub fn read(path: &Path) -> Result<SessionLog> {
         valid_len,
         torn_tail: torn_tail || stripped || appended,
         appended,
+        unknown_fields,
     })
 }
 
@@ -560,6 +587,37 @@ fn missing_key(
             Some(dv) => missing_key(wv, dv, &format!("{name}."), excused),
         }
     })
+}
+
+/// The first key of `doc` that `written` (the same document as read, written again) lacks,
+/// as a path (`event.acceptd`). A null is not counted: an absent optional is written as
+/// nothing.
+fn unknown_key(doc: &serde_yaml::Value, written: &serde_yaml::Value, at: &str) -> Option<String> {
+    use serde_yaml::Value;
+    match (doc, written) {
+        (Value::Mapping(d), Value::Mapping(w)) => d.iter().find_map(|(k, dv)| {
+            let name = match k {
+                Value::String(s) => format!("{at}{s}"),
+                other => format!(
+                    "{at}{}",
+                    serde_yaml::to_string(other).unwrap_or_default().trim()
+                ),
+            };
+            match w.get(k) {
+                None => (!dv.is_null()).then_some(name),
+                Some(wv) => unknown_key(dv, wv, &format!("{name}.")),
+            }
+        }),
+        (Value::Sequence(d), Value::Sequence(w)) => {
+            d.iter().zip(w).enumerate().find_map(|(i, (dv, wv))| {
+                unknown_key(dv, wv, &format!("{}[{i}].", at.trim_end_matches('.')))
+            })
+        }
+        (Value::Tagged(d), Value::Tagged(w)) if d.tag == w.tag => {
+            unknown_key(&d.value, &w.value, at)
+        }
+        _ => None,
+    }
 }
 
 /// FNV-1a over config.json and, per weight file, its size and 16 sampled 64 KiB chunks:

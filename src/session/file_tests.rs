@@ -395,3 +395,65 @@ fn a_failed_creation_leaves_no_directory() {
     assert!(e.to_string().contains("cannot create session"), "{e}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// A key no event type has is read past, and named: a mistyped edit (`acceptd`) or a
+/// field of a newer version is not lost without a word. The recorded sessions have none.
+#[test]
+fn unknown_event_fields_are_named() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions/example.yaml");
+    for file in [Path::new(EXAMPLE), &example] {
+        let log = read(file).unwrap();
+        assert_eq!(
+            log.unknown_fields,
+            Vec::<String>::new(),
+            "{}",
+            file.display()
+        );
+        assert_eq!(log.unknown_note(file), None);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (path, old) = rewritten(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    // The first guard's decision, mistyped; and a key inside the baseline's first layer.
+    let guard = text.find("event: guard").unwrap();
+    let edited = format!(
+        "{}event: guard\n  acceptd: false{}",
+        &text[..guard],
+        &text[guard + 12..]
+    );
+    let row = edited.find("  - name: ").unwrap();
+    let edited = format!(
+        "{}  - colour: red\n    name: {}",
+        &edited[..row],
+        &edited[row + 10..]
+    );
+    std::fs::write(&path, &edited).unwrap();
+    let log = read(&path).unwrap();
+    assert_eq!(log.entries.len(), old.entries.len());
+    let line = |at: usize| edited[..at].matches('\n').count() + 1;
+    let doc_of = |at: usize| edited[..at].matches("\n---\n").count();
+    let row_at = edited.find("  - colour").unwrap();
+    let guard_at = edited.find("event: guard").unwrap();
+    let start = |at: usize| line(edited[..at].rfind("\n---\n").unwrap() + 1);
+    assert_eq!(
+        log.unknown_fields,
+        [
+            format!(
+                "`event.layers[0].colour` in event document {} (from line {}, `baseline`)",
+                doc_of(row_at),
+                start(row_at)
+            ),
+            format!(
+                "`event.acceptd` in event document {} (from line {}, `guard`)",
+                doc_of(guard_at),
+                start(guard_at)
+            ),
+        ]
+    );
+    let note = log.unknown_note(&path).unwrap();
+    assert!(
+        note.starts_with(&format!("{}: 2 field(s) ", path.display())),
+        "{note}"
+    );
+    assert!(note.ends_with(&log.unknown_fields[0]), "{note}");
+}

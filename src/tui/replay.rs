@@ -293,6 +293,7 @@ pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
         .cloned()
         .into_iter()
         .chain(torn)
+        .chain(log.unknown_note(path))
         .chain(key_warning)
         .chain(warnings)
         .collect();

@@ -333,7 +333,12 @@ pub fn attach(
     data: DataHashes,
 ) -> Result<Driver> {
     // Measured before the writer cuts the torn document off; said only once resuming works.
-    let torn = o.log.as_ref().and_then(|l| torn_note(l, &o.path));
+    let note = o.log.as_ref().and_then(|l| {
+        let notes: Vec<String> = (torn_note(l, &o.path).into_iter())
+            .chain(l.unknown_note(&o.path))
+            .collect();
+        (!notes.is_empty()).then(|| notes.join("; "))
+    });
     let fingerprint = file::fingerprint(&files.config, &files.weights)?;
     let (machine, writer) = match &o.log {
         None => {
@@ -386,10 +391,10 @@ pub fn attach(
         }
     };
     let mut d = Driver::new(machine, Some(writer), workers);
-    if let Some(note) = &torn {
+    if let Some(note) = &note {
         tracing::warn!("{note}");
     }
-    d.note = torn;
+    d.note = note;
     if o.log.is_some() {
         d.resume()?;
     } else {
