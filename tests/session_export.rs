@@ -452,3 +452,63 @@ fn names_up_to_the_file_system_limit_are_taken_whole() {
     want.sort();
     assert_eq!(left, want);
 }
+
+/// A session that has not finished (still running, killed, or a copy cut at a document
+/// boundary) exports its last checkpoint with a warning, and arborist.json
+/// says how the session ended; a finished one exports without a word.
+#[test]
+fn an_unfinished_session_exports_with_a_warning_and_says_so() {
+    let env = Env::new();
+    let s = env.path("s.yaml");
+    fixture_session(&env, &s, &fx("qwen3"), &fx("eval.txt"));
+    let text = std::fs::read_to_string(&s).unwrap();
+    // Cut before the last reflection (the machine derives `finished` after it).
+    let starts = doc_starts(&text);
+    let last = *starts
+        .iter()
+        .rev()
+        .find(|&&a| {
+            text[a..]
+                .split("\n---\n")
+                .next()
+                .unwrap()
+                .contains("event: reflected")
+        })
+        .unwrap();
+    let cut = env.path("cut.yaml");
+    std::fs::write(&cut, &text[..last]).unwrap();
+    for (file, out, finished) in [(&s, "a", Some("max_iterations")), (&cut, "b", None)] {
+        let out = env.path(out);
+        let r = env.run(&["export", &p(file), "--out", &p(&out)]);
+        ok(&r);
+        let meta: Value = json_exact(&std::fs::read_to_string(out.join("arborist.json")).unwrap());
+        assert_eq!(meta["session_finished"].as_str(), finished, "{meta}");
+        assert_eq!(meta["session_iterations"], 3, "{meta}");
+        let warnings: Vec<&str> = r.stderr.lines().filter(|l| l.contains("warning")).collect();
+        if finished.is_some() {
+            assert!(warnings.is_empty(), "{}", r.stderr);
+        } else {
+            assert_eq!(warnings.len(), 1, "{}", r.stderr);
+            let w = warnings[0];
+            assert!(
+                w.starts_with(&format!(
+                    "warning: {} has not finished (3 iteration(s)",
+                    p(file)
+                )),
+                "{w}"
+            );
+            assert!(w.contains("not the end of a run"), "{w}");
+        }
+    }
+    // An earlier step is asked for by name: no warning.
+    let r = env.run(&[
+        "export",
+        &p(&cut),
+        "--out",
+        &p(&env.path("c")),
+        "--step",
+        "1",
+    ]);
+    ok(&r);
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+}

@@ -1671,3 +1671,37 @@ fn theme_files_without_a_name_and_unknown_choices_are_reported_first() {
     assert_eq!(t.theme().name, "mine");
     assert!(!w.iter().any(|w| w.contains("ARBORIST_THEME")), "{w:?}");
 }
+
+/// A replay words each verdict as the file does, on every panel: the machine re-derives
+/// the guard's note, and a file of an older version recorded fewer decimals (`+0.0% <=
+/// 0.2%` in the log beside `+0.004% <= 0.200%` in the proposal's title).
+#[test]
+fn replay_shows_the_recorded_guard_notes() {
+    use arborist::tui::replay::Timeline;
+    let legacy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sessions/legacy-abs-of-mean.yaml"
+    );
+    let log = arborist::session::file::read(std::path::Path::new(legacy)).unwrap();
+    let recorded: Vec<(usize, String)> = log
+        .entries
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Guard {
+                iteration, note, ..
+            } => Some((*iteration, note.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(recorded.len() > 30);
+    let mut t = Timeline::new(&log);
+    let shown = |t: &Timeline| -> Vec<(usize, String)> {
+        let h = &t.machine().history;
+        h.iter().map(|o| (o.iteration, o.note.clone())).collect()
+    };
+    assert_eq!(shown(&t), recorded);
+    // Stepping back rebuilds the machine: the notes stay the file's.
+    t.seek_to(t.len() / 2);
+    let half = shown(&t);
+    assert!(!half.is_empty() && half[..] == recorded[..half.len()]);
+}

@@ -71,7 +71,7 @@ fn read_session(path: &std::path::Path) -> Result<file::SessionLog> {
             path.display()
         ),
         Some(n) => eprintln!(
-            "warning: {}: its last document is incomplete ({n} bytes, cut off by a crash) and is left out",
+            "warning: {}: its last document is incomplete ({n} bytes: cut off by a crash or an incomplete copy) and is left out",
             path.display()
         ),
         None => {}
@@ -297,6 +297,10 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let Some(ckpt) = ckpt else {
         bail!("{}: the session has no checkpoint yet", a.session.display());
     };
+    let finished = match &m.phase {
+        crate::session::Phase::Done(r) => Some(r.clone()),
+        _ => None,
+    };
     let mut engine = recorded_engine(&log, opts, files.clone(), &a.session)?;
     let steps = ckpt.steps.clone();
     engine.rebuild(&steps, 0)?;
@@ -349,6 +353,10 @@ pub fn export(a: ExportArgs) -> Result<()> {
             ("session", json!(a.session.display().to_string())),
             ("checkpoint", json!(ckpt.index)),
             ("iteration", json!(ckpt.iteration)),
+            // How the session ended (null: it had not, or its file is incomplete), so the
+            // last checkpoint of a run cut short is not taken for a finished one.
+            ("session_finished", json!(finished)),
+            ("session_iterations", json!(done)),
             ("eval", json!(ckpt.eval)),
             ("options", json!(log.header.options)),
         ],
@@ -371,6 +379,13 @@ pub fn export(a: ExportArgs) -> Result<()> {
         a.out.display()
     );
     super::report_written(&a.out, &meta, a.json, &[line]);
+    if finished.is_none() && a.step.is_none() {
+        eprintln!(
+            "warning: {} has not finished ({done} iteration(s); it stops in phase {:?}: a session still running or killed, or an incomplete copy): this is its last checkpoint, not the end of a run (`session_finished: null` in arborist.json)",
+            a.session.display(),
+            m.phase
+        );
+    }
     Ok(())
 }
 

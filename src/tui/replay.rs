@@ -75,6 +75,17 @@ impl Timeline {
                     self.events.truncate(self.index);
                     break;
                 }
+            } else if let Event::Guard {
+                iteration, note, ..
+            } = ev
+            {
+                // The verdict in the file's words, as the log shows it: the machine words
+                // it anew, and older versions gave fewer decimals (`+0.0%` on screen beside
+                // `+0.02%`).
+                let last = self.machine.history.last_mut();
+                if let Some(h) = last.filter(|h| h.iteration == *iteration) {
+                    h.note.clone_from(note);
+                }
             }
             self.index += 1;
         }
@@ -283,7 +294,7 @@ pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
     // A torn last document was left out without a word.
     let torn = log.torn_bytes(path).map(|n| {
         format!(
-            "{}: its last document is incomplete ({n} bytes: cut off by a crash, or a run is still writing it); replay shows the events before it",
+            "{}: its last document is incomplete ({n} bytes: cut off by a crash or an incomplete copy, or a run is still writing it); replay shows the events before it",
             path.display()
         )
     });
