@@ -1705,3 +1705,39 @@ fn replay_shows_the_recorded_guard_notes() {
     let half = shown(&t);
     assert!(!half.is_empty() && half[..] == recorded[..half.len()]);
 }
+
+/// The status bar of a replay names the iteration of the event it stands at: the baseline
+/// is iteration 0, a reflection its own iteration, the end the last one that ran (the
+/// machine's counter moves on at each reflection, so iteration 1's read `iter 2`).
+#[test]
+fn replay_status_names_the_iteration_of_the_event_shown() {
+    use arborist::tui::replay::Timeline;
+    use arborist::tui::view::ReplayPos;
+    let legacy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sessions/legacy-abs-of-mean.yaml"
+    );
+    let log = arborist::session::file::read(std::path::Path::new(legacy)).unwrap();
+    let mut t = Timeline::new(&log);
+    let total = t.len();
+    let reflected_1 = 1 + log
+        .entries
+        .iter()
+        .position(|e| matches!(e.event, Event::Reflected { iteration: 1, .. }))
+        .unwrap();
+    let ran = log
+        .entries
+        .iter()
+        .filter(|e| matches!(e.event, Event::Reflected { .. }))
+        .count();
+    for (at, want) in [(0, 0), (1, 0), (reflected_1, 1), (total, ran)] {
+        t.seek_to(at);
+        let mut v = view(t.machine(), t.events());
+        v.replay = Some(ReplayPos { index: at, total });
+        let screen = text(&draw(&mut app(), &v, 160, 45));
+        let bar: Vec<&str> = screen.lines().filter(|l| l.starts_with(" iter ")).collect();
+        assert_eq!(bar.len(), 1, "{screen}");
+        let want = format!(" iter {want} │");
+        assert!(bar[0].starts_with(&want), "event {at}: {}", bar[0]);
+    }
+}

@@ -231,8 +231,8 @@ fn announce_signals(path: &Path, continue_with: &str) {
 fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
     let mut printed = 0;
     loop {
-        for ev in &d.recent[printed..] {
-            eprintln!("{}", ev.summary());
+        for (k, ev) in d.recent.iter().enumerate().skip(printed) {
+            eprintln!("{}", ev.summary_in(&d.recent[..k]));
         }
         printed = d.recent.len();
         if d.finished.is_some() {

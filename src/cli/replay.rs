@@ -173,8 +173,9 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
             });
             println!("{out}");
         } else {
-            for e in &log.entries {
-                println!("{:>4}  {}", e.seq, e.event.summary());
+            let events: Vec<_> = log.entries.iter().map(|e| e.event.clone()).collect();
+            for (k, e) in log.entries.iter().enumerate() {
+                println!("{:>4}  {}", e.seq, e.event.summary_in(&events[..k]));
             }
             // Counted as the TUI's status bar counts them: the guard's and the reviewer's.
             let yours = m.reviewer_rollbacks;

@@ -197,7 +197,83 @@ fn line(s: &str) -> String {
     crate::agent::text::one_line(s, crate::agent::text::MAX_SHOWN)
 }
 
+/// How a reviewer's edit differs from the agent's proposal, a layer each: `NAME A→B`,
+/// `NAME added →B`, `NAME dropped (A)`, in the order of the edit, dropped ones last.
+pub fn edit_changes(proposed: &[LayerTarget], edited: &[LayerTarget]) -> Vec<String> {
+    use crate::agent::parse::frac;
+    let name = |n: &str| crate::agent::text::one_line(n, 120);
+    let was = |n: &str| proposed.iter().find(|l| l.name == n).map(|l| l.sparsity);
+    let mut out: Vec<String> = edited
+        .iter()
+        .filter_map(|l| match was(&l.name) {
+            Some(a) if a == l.sparsity => None,
+            Some(a) => Some(format!(
+                "{} {}→{}",
+                name(&l.name),
+                frac(a),
+                frac(l.sparsity)
+            )),
+            None => Some(format!("{} added →{}", name(&l.name), frac(l.sparsity))),
+        })
+        .collect();
+    out.extend(
+        (proposed.iter())
+            .filter(|p| !edited.iter().any(|l| l.name == p.name))
+            .map(|p| format!("{} dropped ({})", name(&p.name), frac(p.sparsity))),
+    );
+    out
+}
+
+/// What an edit changed, against the proposal it edited: `1 of 8 layer(s) changed: NAME
+/// 0.1→0.05` (or `no layer changed`).
+pub fn edit_detail(proposed: &[LayerTarget], edited: &[LayerTarget]) -> String {
+    let changes = edit_changes(proposed, edited);
+    match changes.len() {
+        0 => format!("no layer changed ({} layers)", edited.len()),
+        n => format!(
+            "{n} of {} layer(s) changed: {}",
+            proposed.len()
+                + edited
+                    .iter()
+                    .filter(|l| !proposed.iter().any(|p| p.name == l.name))
+                    .count(),
+            changes.join(", ")
+        ),
+    }
+}
+
+/// The agent's latest proposal for `iteration` among `before` (the events so far).
+pub fn proposal_of(before: &[Event], iteration: usize) -> Option<&[LayerTarget]> {
+    before.iter().rev().find_map(|e| match e {
+        Event::Proposed {
+            iteration: i,
+            reply,
+            ..
+        } if *i == iteration => Some(&reply.value.layers[..]),
+        _ => None,
+    })
+}
+
 impl Event {
+    /// `summary`, with a reviewer's edit told against the agent's proposal among `before`
+    /// (the events preceding this one): which layers changed, and from what.
+    pub fn summary_in(&self, before: &[Event]) -> String {
+        match self {
+            Event::Decided {
+                iteration,
+                by,
+                decision: Decision::Edit { layers },
+            } => match proposal_of(before, *iteration) {
+                Some(p) => format!(
+                    "iter {iteration}: edited by {by}: {}",
+                    edit_detail(p, layers)
+                ),
+                None => self.summary(),
+            },
+            _ => self.summary(),
+        }
+    }
+
     /// One line for logs and the headless runner: text from outside (agent replies, server
     /// errors, layer names, feedback) has its control characters escaped and is cut short.
     pub fn summary(&self) -> String {
@@ -313,6 +389,53 @@ mod tests {
             raw: None,
             usage: Usage::default(),
         }
+    }
+
+    /// An edit is told against the agent's proposal of its iteration: changed, added and
+    /// dropped layers with their values ("edited (8 layers)" hid that one of 8 changed).
+    #[test]
+    fn an_edit_names_what_it_changed() {
+        let t = |name: &str, sparsity| LayerTarget {
+            name: name.into(),
+            sparsity,
+        };
+        let proposal = |iteration, layers: Vec<LayerTarget>| Event::Proposed {
+            iteration,
+            agent: "builtin".into(),
+            reply: reply(Proposal {
+                layers,
+                reasoning: String::new(),
+            }),
+        };
+        let edit = |layers| Event::Decided {
+            iteration: 2,
+            by: "human".into(),
+            decision: Decision::Edit { layers },
+        };
+        let before = [
+            proposal(1, vec![t("a", 0.3)]),
+            proposal(2, vec![t("a", 0.1), t("b", 0.1), t("c", 0.2)]),
+        ];
+        let e = edit(vec![t("a", 0.1), t("b", 0.05), t("d", 0.07)]);
+        assert_eq!(
+            e.summary_in(&before),
+            "iter 2: edited by human: 3 of 4 layer(s) changed: b 0.1→0.05, d added →0.07, c dropped (0.2)"
+        );
+        // The latest proposal of the iteration counts (one after a rejection).
+        let again = [
+            before[1].clone(),
+            proposal(2, vec![t("b", 0.05), t("d", 0.07)]),
+        ];
+        assert_eq!(
+            edit(vec![t("b", 0.05), t("d", 0.07)]).summary_in(&again),
+            "iter 2: edited by human: no layer changed (2 layers)"
+        );
+        // Without the proposal (another iteration's only) the count alone, as before.
+        assert_eq!(
+            e.summary_in(&before[..1]),
+            "iter 2: edited (3 layers) by human"
+        );
+        assert_eq!(e.summary(), "iter 2: edited (3 layers) by human");
     }
 
     // A probe's score is in the evaluation's log line, not only in the summary and file.

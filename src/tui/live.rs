@@ -180,7 +180,7 @@ impl Source for Live {
 
     fn apply(&mut self, req: Request, app: &mut App) -> Result<()> {
         if let Request::Feed(ev) = req {
-            tracing::info!("human: {}", ev.summary());
+            tracing::info!("human: {}", ev.summary_in(&self.events));
             self.feed(ev, app);
         }
         Ok(())

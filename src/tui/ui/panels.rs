@@ -81,7 +81,7 @@ pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tab
         .enumerate()
         .map(|(i, ev)| {
             let n = start + i + 1;
-            let mut text = ev.summary();
+            let mut text = ev.summary_in(&view.events[..start + i]);
             if text.chars().count() > width.saturating_sub(6) {
                 text = text
                     .chars()

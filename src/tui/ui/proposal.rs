@@ -341,7 +341,8 @@ fn agent(view: &View) -> String {
 /// In replay: the latest decision so far, so an auditor sees it beside the table.
 fn decision_line(view: &View) -> Option<String> {
     view.replay?;
-    view.events.iter().rev().find_map(|e| match e {
+    let events = view.events;
+    events.iter().enumerate().rev().find_map(|(k, e)| match e {
         Event::Decided {
             iteration,
             by,
@@ -350,7 +351,14 @@ fn decision_line(view: &View) -> Option<String> {
             "iter {iteration} decided by {by}: {}",
             match decision {
                 Decision::Approve => "approved as proposed".to_string(),
-                Decision::Edit { layers } => format!("edited ({} layers)", layers.len()),
+                Decision::Edit { layers } => {
+                    match crate::session::events::proposal_of(&events[..k], *iteration) {
+                        Some(p) => {
+                            format!("edited, {}", crate::session::events::edit_detail(p, layers))
+                        }
+                        None => format!("edited ({} layers)", layers.len()),
+                    }
+                }
                 Decision::Override { reasoning, .. } => format!("overridden: {reasoning}"),
                 Decision::Reject { feedback } => format!("rejected: {feedback}"),
                 Decision::Skip => "skipped (nothing pruned)".to_string(),

@@ -7,6 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
+use crate::session::Event;
 use crate::tui::app::{App, Level, Overlay};
 use crate::tui::keymap::{Action, Binding};
 use crate::tui::view::View;
@@ -80,11 +81,18 @@ fn top_spans(
         Some(max) => cut(&state, max),
         None => state,
     };
-    // A finished session has moved its counter past the last iteration it ran.
-    let iteration = if m.is_done() {
-        m.iteration.saturating_sub(1)
-    } else {
-        m.iteration
+    // A finished session has moved its counter past the last iteration it ran; a replay
+    // shows the iteration of the event it stands at (the counter moves on at each
+    // reflection: iteration 1's read `iter 2`).
+    let iteration = match view.replay {
+        Some(_) => (view.events.iter().rev())
+            .find_map(|e| match e {
+                Event::Finished { iteration, .. } => Some(iteration.saturating_sub(1)),
+                e => crate::tui::view::iteration_of(e),
+            })
+            .unwrap_or(0),
+        None if m.is_done() => m.iteration.saturating_sub(1),
+        None => m.iteration,
     };
     let mut top = vec![
         Span::styled(format!(" iter {iteration}"), t.title()),
