@@ -1741,3 +1741,118 @@ fn replay_status_names_the_iteration_of_the_event_shown() {
         assert!(bar[0].starts_with(&want), "event {at}: {}", bar[0]);
     }
 }
+
+/// `i` opens the details: the options the session recorded (its protocols, guard and
+/// agent) and the prompt and raw reply of the proposal shown, scrolled to the end with
+/// the keys the key line offers; any other key closes it. The panels showed neither.
+#[test]
+fn details_show_the_recorded_options_prompt_and_reply() {
+    use arborist::tui::replay::Timeline;
+    use arborist::tui::view::ReplayPos;
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
+    let mut log = arborist::session::file::read(std::path::Path::new(example)).unwrap();
+    let prompt: String = (1..=120).map(|i| format!("prompt line {i}\n")).collect();
+    for e in &mut log.entries {
+        if let Event::Proposed {
+            iteration: 2,
+            reply,
+            ..
+        } = &mut e.event
+        {
+            reply.prompt = Some(prompt.clone());
+            reply.raw = Some("{\"layers\": [], \"reasoning\": \"the raw answer\"}".into());
+            reply.usage.prompt_tokens = 1234;
+        }
+    }
+    let options = serde_yaml::to_string(&log.header).unwrap();
+    let mut t = Timeline::new(&log);
+    let total = t.len();
+    let screen_at = |t: &Timeline, a: &mut App| {
+        let mut v = view(t.machine(), t.events());
+        v.replay = Some(ReplayPos {
+            index: t.index(),
+            total,
+        });
+        v.options = &options;
+        let s = text(&draw(a, &v, 120, 40));
+        (s, v.replay)
+    };
+    // Iteration 1: the built-in agent's proposal, which has no prompt.
+    t.seek(arborist::tui::app::Seek::Iteration(1));
+    let mut a = app();
+    {
+        let mut v = view(t.machine(), t.events());
+        v.replay = Some(ReplayPos {
+            index: t.index(),
+            total,
+        });
+        v.options = &options;
+        assert!(press(&mut a, &v, &[ch('i')]).is_empty());
+        assert!(matches!(a.overlay, Overlay::Details { scroll: 0 }));
+    }
+    let (s, _) = screen_at(&t, &mut a);
+    for want in [
+        "iteration 1: the proposal (builtin)",
+        "(none: the built-in agent sends no prompt)",
+        "any other key closes the details",
+    ] {
+        assert!(s.contains(want), "{want}: {s}");
+    }
+    // The recorded options follow: the protocols of the numbers, the guard, the agent.
+    {
+        let mut v = view(t.machine(), t.events());
+        v.replay = Some(ReplayPos {
+            index: t.index(),
+            total,
+        });
+        v.options = &options;
+        press(&mut a, &v, &[code(KeyCode::End)]);
+        assert!(matches!(a.overlay, Overlay::None), "any other key closes");
+        press(&mut a, &v, &[ch('i')]);
+        for _ in 0..20 {
+            press(&mut a, &v, &[code(KeyCode::PageDown)]);
+        }
+    }
+    let (s, _) = screen_at(&t, &mut a);
+    for want in ["threshold: 0.003", "eval_windows: 8", "backend: builtin"] {
+        assert!(s.contains(want), "{want}: {s}");
+    }
+    // Iteration 2, with a recorded prompt: scrolled down, its last line and the raw reply
+    // come into view.
+    // Just after iteration 2's reflection: the reflection is shown too.
+    let reflected_2 = log
+        .entries
+        .iter()
+        .position(|e| matches!(e.event, Event::Reflected { iteration: 2, .. }))
+        .unwrap();
+    t.seek_to(reflected_2 + 1);
+    a.overlay = Overlay::Details { scroll: 0 };
+    let (s, _) = screen_at(&t, &mut a);
+    assert!(s.contains("Prompt (1234 tokens in):"), "{s}");
+    assert!(!s.contains("prompt line 120"), "{s}");
+    {
+        let mut v = view(t.machine(), t.events());
+        v.replay = Some(ReplayPos {
+            index: t.index(),
+            total,
+        });
+        v.options = &options;
+        // Ten lines a page: the prompt's end, the reply and the reflection's title.
+        for _ in 0..10 {
+            press(&mut a, &v, &[code(KeyCode::PageDown)]);
+        }
+    }
+    let (s, _) = screen_at(&t, &mut a);
+    for want in [
+        "prompt line 120",
+        "the raw answer",
+        "iteration 2: the reflection",
+    ] {
+        assert!(s.contains(want), "{want}: {s}");
+    }
+    {
+        let v = view(t.machine(), t.events());
+        press(&mut a, &v, &[ch('x')]);
+    }
+    assert!(matches!(a.overlay, Overlay::None));
+}

@@ -48,6 +48,7 @@ impl App {
             }
             Quit => return vec![Request::Quit],
             Help => self.overlay = Overlay::Help { scroll: 0 },
+            Details => self.overlay = Overlay::Details { scroll: 0 },
             // A replayed proposal "waiting for review" was decided long ago.
             Approve | Edit | Override | Reject | Skip | Rollback if !view.live() => {
                 self.say(Level::Info, "replay is read-only")
@@ -323,7 +324,9 @@ impl App {
                     }),
                 }]
             }
-            Overlay::None | Overlay::Help { .. } => return self.submit_editor(view),
+            Overlay::None | Overlay::Help { .. } | Overlay::Details { .. } => {
+                return self.submit_editor(view)
+            }
         }
         vec![]
     }

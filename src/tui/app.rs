@@ -54,6 +54,10 @@ pub enum Overlay {
     Help {
         scroll: u16,
     },
+    /// The session's options and the agent's prompt and raw reply (`i`).
+    Details {
+        scroll: u16,
+    },
     /// Feedback text for a rejection.
     Feedback(TextField),
     /// Replay: the iteration to jump to.
@@ -233,7 +237,7 @@ impl App {
         {
             return vec![];
         }
-        if let Overlay::Help { scroll } = &mut self.overlay {
+        if let Overlay::Help { scroll } | Overlay::Details { scroll } = &mut self.overlay {
             let max = self.areas.help_max.unwrap_or(u16::MAX);
             match key.code {
                 KeyCode::Up | KeyCode::Char('k') => *scroll = scroll.saturating_sub(1),

@@ -256,6 +256,7 @@ pub fn view<'a>(m: &'a Machine, events: &'a [Event]) -> View<'a> {
         progress: None,
         replay: None,
         session: "sessions/test.yaml",
+        options: "",
         loading: None,
         busy_for: None,
     }

@@ -48,6 +48,7 @@ pub enum Action {
     PrevPanel,
     PageUp,
     PageDown,
+    Details,
     Theme,
     Mouse,
     Help,

@@ -24,6 +24,8 @@ struct Live {
     events: Vec<Event>,
     seen: usize,
     session: String,
+    /// The run's options as YAML, for the details overlay.
+    options: String,
     started: Instant,
     loading: String,
     /// The model file being downloaded, while one is.
@@ -107,6 +109,7 @@ impl Source for Live {
             progress,
             replay: None,
             session: &self.session,
+            options: &self.options,
             loading: self.driver.is_none().then_some(self.loading.as_str()),
             busy_for: Some(self.job.1.elapsed()),
         }
@@ -200,6 +203,8 @@ where
         l.entries.iter().map(|e| e.event.clone()).collect()
     });
     let placeholder = Machine::new(&opened.opts.model, opened.opts.loop_opts.clone());
+    // No keys: they come from the environment and are never part of the options.
+    let options = serde_yaml::to_string(&opened.opts).unwrap_or_default();
     // hf-hub's progress bars would draw over the screen: shown on the loading screen instead.
     let download = std::sync::Arc::new(std::sync::Mutex::new(None));
     let shown = std::sync::Arc::clone(&download);
@@ -233,6 +238,7 @@ where
         events,
         seen: 0,
         session: path.display().to_string(),
+        options,
         started: Instant::now(),
         loading: "loading the model and its data…".into(),
         download,

@@ -146,6 +146,8 @@ struct Replay {
     timeline: Timeline,
     path: PathBuf,
     session: String,
+    /// The header as YAML, for the details overlay.
+    options: String,
     verify: Option<Receiver<(Level, String)>>,
     verify_args: Vec<String>,
 }
@@ -163,6 +165,7 @@ impl Source for Replay {
                 total: self.timeline.len(),
             }),
             session: &self.session,
+            options: &self.options,
             loading: None,
             busy_for: None,
         }
@@ -325,6 +328,7 @@ pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
         timeline,
         path: path.to_path_buf(),
         session: path.display().to_string(),
+        options: serde_yaml::to_string(&log.header).unwrap_or_default(),
         verify: None,
         verify_args,
     };

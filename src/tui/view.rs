@@ -28,6 +28,8 @@ pub struct View<'a> {
     pub replay: Option<ReplayPos>,
     /// Session file path, for titles.
     pub session: &'a str,
+    /// The session's options (the file's header, in replay) as YAML, for the details.
+    pub options: &'a str,
     /// Set while the model loads; the loading screen shows it.
     pub loading: Option<&'a str>,
     /// How long the worker's current job (or its current stage) has run, live: profiles

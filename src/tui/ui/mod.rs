@@ -1,6 +1,7 @@
 //! Drawing one frame from the app state and a view. Layout adapts to the terminal: side by
 //! side panels when there is room, one tabbed panel under the heatmap when there is not.
 
+mod details;
 mod heatmap;
 mod overlay;
 mod panels;

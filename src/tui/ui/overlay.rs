@@ -56,7 +56,7 @@ pub fn help_lines(app: &App) -> Vec<Line<'static>> {
     lines
 }
 
-fn centered(area: Rect, w: u16, h: u16) -> Rect {
+pub(super) fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
     Rect::new(
@@ -67,7 +67,7 @@ fn centered(area: Rect, w: u16, h: u16) -> Rect {
     )
 }
 
-fn dialog<'a>(app: &App, title: &str) -> Block<'a> {
+pub(super) fn dialog<'a>(app: &App, title: &str) -> Block<'a> {
     let t = app.theme();
     Block::default()
         .borders(Borders::ALL)
@@ -76,11 +76,14 @@ fn dialog<'a>(app: &App, title: &str) -> Block<'a> {
         .style(t.base())
 }
 
-/// Draws the open dialog; returns how far the help can scroll when it is open.
+/// Draws the open dialog; returns how far the help or the details can scroll when open.
 pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) -> Option<u16> {
     match &app.overlay {
         Overlay::None => {}
         Overlay::Help { scroll } => return Some(help(f, area, app, *scroll)),
+        Overlay::Details { scroll } => {
+            return Some(super::details::render(f, area, app, view, *scroll))
+        }
         Overlay::Feedback(text) => field(f, area, app, "Reject: feedback for the agent", text),
         Overlay::Goto(text) => field(f, area, app, "Go to iteration", text),
         Overlay::Picker { selected } => picker(f, area, app, view, *selected),

@@ -196,7 +196,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
     let used: usize = keys.iter().map(|s| s.width()).sum();
     let after = match app.overlay {
         // The help takes every key: it scrolls or closes (the line offered approve, edit...).
-        Overlay::Help { .. } => help_keys(app),
+        Overlay::Help { .. } => help_keys(app, "the help"),
+        Overlay::Details { .. } => help_keys(app, "the details"),
         _ => key_line(app, view, (area.width as usize).saturating_sub(used)),
     };
     if after.len() > 1 {
@@ -210,8 +211,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
     f.render_widget(Paragraph::new(vec![Line::from(top), keys]), area);
 }
 
-/// What the keys do while the help is open.
-fn help_keys(app: &App) -> Vec<Span<'static>> {
+/// What the keys do while the help (or the details) is open.
+fn help_keys(app: &App, what: &str) -> Vec<Span<'static>> {
     let t = app.theme();
     let mut spans = vec![Span::raw(" ")];
     if app.areas.help_max.is_some_and(|m| m > 0) {
@@ -219,7 +220,7 @@ fn help_keys(app: &App) -> Vec<Span<'static>> {
         spans.push(Span::styled(" scroll  ", t.muted()));
     }
     spans.push(Span::styled("any other key", t.accent()));
-    spans.push(Span::styled(" closes the help", t.muted()));
+    spans.push(Span::styled(format!(" closes {what}"), t.muted()));
     spans
 }
 

@@ -1,0 +1,184 @@
+//! The details overlay (`i`): what an auditor needs beyond the panels: for the iteration
+//! shown, the prompt the agent was sent and its raw answer, then the session's recorded
+//! options (the protocols of its numbers, the guard, the agent).
+
+use ratatui::layout::Rect;
+use ratatui::text::Line;
+use ratatui::widgets::{Clear, Paragraph};
+use ratatui::Frame;
+
+use crate::agent::AgentReply;
+use crate::session::Event;
+use crate::tui::app::App;
+use crate::tui::view::View;
+
+/// One exchange with the agent, as recorded.
+struct Exchange<'a> {
+    title: String,
+    builtin: bool,
+    prompt: Option<&'a str>,
+    raw: Option<&'a str>,
+    tokens: (u64, u64),
+}
+
+fn exchange<'a, T>(title: String, builtin: bool, r: &'a AgentReply<T>) -> Exchange<'a> {
+    Exchange {
+        title,
+        builtin,
+        prompt: r.prompt.as_deref(),
+        raw: r.raw.as_deref(),
+        tokens: (r.usage.prompt_tokens, r.usage.completion_tokens),
+    }
+}
+
+/// The latest proposal shown, and the reflection on it when that is shown too (or the
+/// failed exchanges of an agent that gave no valid proposal).
+fn exchanges(events: &[Event]) -> Vec<Exchange<'_>> {
+    let Some(k) = events
+        .iter()
+        .rposition(|e| matches!(e, Event::Proposed { .. } | Event::AgentFailed { .. }))
+    else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    match &events[k] {
+        Event::Proposed {
+            iteration,
+            agent,
+            reply,
+        } => out.push(exchange(
+            format!("iteration {iteration}: the proposal ({agent})"),
+            agent == "builtin",
+            reply,
+        )),
+        Event::AgentFailed {
+            iteration,
+            error,
+            prompt,
+            raw,
+            usage,
+        } => out.push(Exchange {
+            title: format!("iteration {iteration}: the agent failed: {error}"),
+            builtin: false,
+            prompt: prompt.as_deref(),
+            raw: raw.as_deref(),
+            tokens: (usage.prompt_tokens, usage.completion_tokens),
+        }),
+        _ => {}
+    }
+    let builtin = out.first().is_some_and(|x| x.builtin);
+    let reflected = events[k..].iter().find_map(|e| match e {
+        Event::Reflected { iteration, reply } => Some(exchange(
+            format!("iteration {iteration}: the reflection"),
+            builtin,
+            reply,
+        )),
+        _ => None,
+    });
+    out.extend(reflected);
+    out
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces where a line has one.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut rest: Vec<char> = line.chars().collect();
+        while rest.len() > width {
+            let cut = rest[..=width]
+                .iter()
+                .rposition(|c| *c == ' ')
+                .filter(|&i| i > 0)
+                .unwrap_or(width);
+            out.push(
+                rest[..cut]
+                    .iter()
+                    .collect::<String>()
+                    .trim_end()
+                    .to_string(),
+            );
+            let skip = usize::from(rest.get(cut) == Some(&' '));
+            rest.drain(..cut + skip);
+        }
+        out.push(rest.into_iter().collect());
+    }
+    if out.is_empty() {
+        out.push(String::new());
+    }
+    out
+}
+
+/// The overlay's lines at `width` columns.
+pub fn lines(app: &App, view: &View, width: usize) -> Vec<Line<'static>> {
+    let t = app.theme();
+    let mut lines = Vec::new();
+    let mut text = |s: &str, style| {
+        lines.extend(wrap(s, width).into_iter().map(|l| Line::styled(l, style)));
+    };
+    text(&format!("Session {}", view.session), t.title());
+    let shown = exchanges(view.events);
+    if shown.is_empty() {
+        text("No proposal yet at this point.", t.muted());
+    }
+    for (n, x) in shown.into_iter().enumerate() {
+        if n > 0 {
+            text("", t.base());
+        }
+        text(&x.title, t.title());
+        let (i, o) = x.tokens;
+        text(&format!("Prompt ({i} tokens in):"), t.accent());
+        match x.prompt {
+            Some(p) => text(p, t.base()),
+            None if x.builtin => text("(none: the built-in agent sends no prompt)", t.muted()),
+            None => text("(none recorded)", t.muted()),
+        }
+        text(&format!("Raw reply ({o} tokens out):"), t.accent());
+        match x.raw {
+            Some(r) => text(r, t.base()),
+            None if x.builtin => text("(none: the built-in agent has no raw reply)", t.muted()),
+            None => text("(none recorded)", t.muted()),
+        }
+    }
+    text("", t.base());
+    text(
+        "Options as recorded (protocols of its numbers, guard, agent):",
+        t.muted(),
+    );
+    text(view.options.trim_end(), t.base());
+    lines
+}
+
+/// Draws the overlay over nearly the whole screen; returns how far it can scroll.
+pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, scroll: u16) -> u16 {
+    // As the help: the key line below stays in view.
+    let h = area.height.saturating_sub(2);
+    let r = super::overlay::centered(area, area.width.saturating_sub(4).max(20), h);
+    let title = "Details · ↑↓ PgUp PgDn scroll · any other key closes";
+    let block = super::overlay::dialog(app, title);
+    let inner = block.inner(r);
+    let lines = lines(app, view, inner.width.max(1) as usize);
+    let max = lines
+        .len()
+        .saturating_sub(inner.height.max(1) as usize)
+        .min(u16::MAX as usize) as u16;
+    f.render_widget(Clear, r);
+    f.render_widget(block, r);
+    f.render_widget(Paragraph::new(lines).scroll((scroll.min(max), 0)), inner);
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn wraps_at_spaces_and_cuts_only_words_longer_than_a_line() {
+        assert_eq!(wrap("the raw answer", 8), ["the raw", "answer"]);
+        assert_eq!(wrap("abcdefghij xy", 4), ["abcd", "efgh", "ij", "xy"]);
+        assert_eq!(wrap("a\n\nb", 4), ["a", "", "b"]);
+        assert_eq!(wrap("", 4), [""]);
+        // Characters, not bytes.
+        assert_eq!(wrap("ééé ééé", 3), ["ééé", "ééé"]);
+    }
+}
