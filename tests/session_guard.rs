@@ -133,6 +133,30 @@ fn rollbacks_restore_the_checkpoint_and_the_builtin_backs_off() {
         ok(&env.run(&["export", &p(&s), "--out", &p(&out)]));
         let meta: Value = json_exact(&std::fs::read_to_string(out.join("arborist.json")).unwrap());
         assert_eq!(f(&meta["eval"]["ppl"]), fo.ppl());
+        // A rolled-back iteration asked for by `--step` gives the checkpoint before it,
+        // and says why.
+        let (r, _) = fo.verdicts.iter().find(|(_, accepted)| !accepted).unwrap();
+        let kept = fo.checkpoints.iter().rev().find(|c| c.0 < *r).unwrap().0;
+        let o = env.run(&[
+            "export",
+            &p(&s),
+            "--step",
+            &r.to_string(),
+            "--out",
+            &p(&env.path("at-r")),
+        ]);
+        ok(&o);
+        let which = match r - kept {
+            1 => format!("iteration {r}"),
+            _ => format!("iterations {} to {r}", kept + 1),
+        };
+        let want = format!("; {which} kept no step (rolled back or skipped)");
+        assert!(
+            o.stdout.contains(&format!("of iteration {kept} ")),
+            "{}",
+            o.stdout
+        );
+        assert!(o.stdout.trim_end().ends_with(&want), "{}", o.stdout);
         let text = entries[0]["event"]["eval"]["dataset"]
             .as_str()
             .unwrap()

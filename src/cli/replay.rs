@@ -371,7 +371,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
         &mut meta,
     )?;
     // On stdout, as `prune` reports (until 2026-12-02 on stderr, with no --json).
-    let line = format!(
+    let mut line = format!(
         "exported checkpoint {} of iteration {} (global sparsity {:.4}, ppl {:.4}) to {}",
         ckpt.index,
         ckpt.iteration,
@@ -379,6 +379,14 @@ pub fn export(a: ExportArgs) -> Result<()> {
         ckpt.eval.ppl,
         a.out.display()
     );
+    // `--step 13` gave iteration 12's checkpoint without a word on why.
+    if let Some(n) = a.step.filter(|n| *n > ckpt.iteration) {
+        let which = match n - ckpt.iteration {
+            1 => format!("iteration {n}"),
+            _ => format!("iterations {} to {n}", ckpt.iteration + 1),
+        };
+        line += &format!("; {which} kept no step (rolled back or skipped)");
+    }
     super::report_written(&a.out, &meta, a.json, &[line]);
     if finished.is_none() && a.step.is_none() {
         eprintln!(
