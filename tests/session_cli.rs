@@ -849,7 +849,7 @@ fn replay_names_an_unknown_event_field_and_shows_the_rest() {
             .map_or(0, |i| edited[..i].matches('\n').count() + 2);
         assert!(doc_line > 1 && doc_line < line);
         let want = format!(
-            "warning: {}: 1 field(s) in event documents that this version does not know were ignored (written by a newer arborist, or edited?), the first: `event.acceptd` in event document {} (from line {doc_line}, `guard`)",
+            "warning: {}: 1 event document(s) hold fields that this version does not know, which were ignored (written by a newer arborist, or edited?); the first: `event.acceptd` in event document {} (from line {doc_line}, `guard`)",
             p(&t),
             edited[..at].matches("\n---\n").count()
         );

@@ -276,7 +276,7 @@ impl SessionLog {
         let first = self.unknown_fields.first()?;
         let n = self.unknown_fields.len();
         Some(format!(
-            "{}: {n} field(s) in event documents that this version does not know were ignored (written by a newer arborist, or edited?), the first: {first}",
+            "{}: {n} event document(s) hold fields that this version does not know, which were ignored (written by a newer arborist, or edited?); the first: {first}",
             path.display()
         ))
     }

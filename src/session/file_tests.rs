@@ -452,7 +452,7 @@ fn unknown_event_fields_are_named() {
     );
     let note = log.unknown_note(&path).unwrap();
     assert!(
-        note.starts_with(&format!("{}: 2 field(s) ", path.display())),
+        note.starts_with(&format!("{}: 2 event document(s) ", path.display())),
         "{note}"
     );
     assert!(note.ends_with(&log.unknown_fields[0]), "{note}");
