@@ -31,8 +31,8 @@ fn exchange<'a, T>(title: String, builtin: bool, r: &'a AgentReply<T>) -> Exchan
     }
 }
 
-/// The latest proposal shown, and the reflection on it when that is shown too (or the
-/// failed exchanges of an agent that gave no valid proposal).
+/// The latest proposal shown (or the failed exchange of an agent that gave no valid
+/// proposal), and the reflection on it when that is shown too.
 fn exchanges(events: &[Event]) -> Vec<Exchange<'_>> {
     let Some(k) = events
         .iter()
@@ -79,6 +79,15 @@ fn exchanges(events: &[Event]) -> Vec<Exchange<'_>> {
     out
 }
 
+/// Text from an agent or a server as the screen may show it: each line's control
+/// characters (an ESC sequence would reach the terminal) and bidi overrides escaped.
+fn printable(text: &str) -> String {
+    let lines: Vec<String> = (text.lines())
+        .map(|l| crate::agent::text::one_line(l, usize::MAX))
+        .collect();
+    lines.join("\n")
+}
+
 /// `text` in lines of at most `width` characters, broken at spaces where a line has one.
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
@@ -114,7 +123,8 @@ pub fn lines(app: &App, view: &View, width: usize) -> Vec<Line<'static>> {
     let t = app.theme();
     let mut lines = Vec::new();
     let mut text = |s: &str, style| {
-        lines.extend(wrap(s, width).into_iter().map(|l| Line::styled(l, style)));
+        let shown = wrap(&printable(s), width);
+        lines.extend(shown.into_iter().map(|l| Line::styled(l, style)));
     };
     text(&format!("Session {}", view.session), t.title());
     let shown = exchanges(view.events);
@@ -170,7 +180,13 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, scroll: u16) ->
 
 #[cfg(test)]
 mod tests {
-    use super::wrap;
+    use super::{printable, wrap};
+
+    #[test]
+    fn agent_text_reaches_the_screen_escaped() {
+        let raw = "ok\x1b[2J\r\n\u{202e}evil\tend";
+        assert_eq!(printable(raw), "ok\\u{1b}[2J\n\\u{202e}evil\\tend");
+    }
 
     #[test]
     fn wraps_at_spaces_and_cuts_only_words_longer_than_a_line() {
