@@ -1672,17 +1672,22 @@ fn theme_files_without_a_name_and_unknown_choices_are_reported_first() {
     assert!(!w.iter().any(|w| w.contains("ARBORIST_THEME")), "{w:?}");
 }
 
+/// The session recorded by an older version (fewer decimals in its guard notes).
+fn legacy_log() -> arborist::session::file::SessionLog {
+    let legacy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sessions/legacy-abs-of-mean.yaml"
+    );
+    arborist::session::file::read(std::path::Path::new(legacy)).unwrap()
+}
+
 /// A replay words each verdict as the file does, on every panel: the machine re-derives
 /// the guard's note, and a file of an older version recorded fewer decimals (`+0.0% <=
 /// 0.2%` in the log beside `+0.004% <= 0.200%` in the proposal's title).
 #[test]
 fn replay_shows_the_recorded_guard_notes() {
     use arborist::tui::replay::Timeline;
-    let legacy = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/sessions/legacy-abs-of-mean.yaml"
-    );
-    let log = arborist::session::file::read(std::path::Path::new(legacy)).unwrap();
+    let log = legacy_log();
     let recorded: Vec<(usize, String)> = log
         .entries
         .iter()
@@ -1713,11 +1718,7 @@ fn replay_shows_the_recorded_guard_notes() {
 fn replay_status_names_the_iteration_of_the_event_shown() {
     use arborist::tui::replay::Timeline;
     use arborist::tui::view::ReplayPos;
-    let legacy = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/sessions/legacy-abs-of-mean.yaml"
-    );
-    let log = arborist::session::file::read(std::path::Path::new(legacy)).unwrap();
+    let log = legacy_log();
     let mut t = Timeline::new(&log);
     let total = t.len();
     let reflected_1 = 1 + log
