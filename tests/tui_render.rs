@@ -1672,6 +1672,20 @@ fn theme_files_without_a_name_and_unknown_choices_are_reported_first() {
     assert!(!w.iter().any(|w| w.contains("ARBORIST_THEME")), "{w:?}");
 }
 
+/// The view of a replay standing where `t` stands, with `options` for the details.
+fn replay_view<'a>(
+    t: &'a arborist::tui::replay::Timeline,
+    options: &'a str,
+) -> arborist::tui::view::View<'a> {
+    let mut v = view(t.machine(), t.events());
+    v.replay = Some(arborist::tui::view::ReplayPos {
+        index: t.index(),
+        total: t.len(),
+    });
+    v.options = options;
+    v
+}
+
 /// The session recorded by an older version (fewer decimals in its guard notes).
 fn legacy_log() -> arborist::session::file::SessionLog {
     let legacy = concat!(
@@ -1717,7 +1731,6 @@ fn replay_shows_the_recorded_guard_notes() {
 #[test]
 fn replay_status_names_the_iteration_of_the_event_shown() {
     use arborist::tui::replay::Timeline;
-    use arborist::tui::view::ReplayPos;
     let log = legacy_log();
     let mut t = Timeline::new(&log);
     let total = t.len();
@@ -1733,9 +1746,7 @@ fn replay_status_names_the_iteration_of_the_event_shown() {
         .count();
     for (at, want) in [(0, 0), (1, 0), (reflected_1, 1), (total, ran)] {
         t.seek_to(at);
-        let mut v = view(t.machine(), t.events());
-        v.replay = Some(ReplayPos { index: at, total });
-        let screen = text(&draw(&mut app(), &v, 160, 45));
+        let screen = text(&draw(&mut app(), &replay_view(&t, ""), 160, 45));
         let bar: Vec<&str> = screen.lines().filter(|l| l.starts_with(" iter ")).collect();
         assert_eq!(bar.len(), 1, "{screen}");
         let want = format!(" iter {want} │");
@@ -1749,7 +1760,6 @@ fn replay_status_names_the_iteration_of_the_event_shown() {
 #[test]
 fn details_show_the_recorded_options_prompt_and_reply() {
     use arborist::tui::replay::Timeline;
-    use arborist::tui::view::ReplayPos;
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
     let mut log = arborist::session::file::read(std::path::Path::new(example)).unwrap();
     let prompt: String = (1..=120).map(|i| format!("prompt line {i}\n")).collect();
@@ -1767,31 +1777,13 @@ fn details_show_the_recorded_options_prompt_and_reply() {
     }
     let options = serde_yaml::to_string(&log.header).unwrap();
     let mut t = Timeline::new(&log);
-    let total = t.len();
-    let screen_at = |t: &Timeline, a: &mut App| {
-        let mut v = view(t.machine(), t.events());
-        v.replay = Some(ReplayPos {
-            index: t.index(),
-            total,
-        });
-        v.options = &options;
-        let s = text(&draw(a, &v, 120, 40));
-        (s, v.replay)
-    };
+    let screen_at = |t: &Timeline, a: &mut App| text(&draw(a, &replay_view(t, &options), 120, 40));
     // Iteration 1: the built-in agent's proposal, which has no prompt.
     t.seek(arborist::tui::app::Seek::Iteration(1));
     let mut a = app();
-    {
-        let mut v = view(t.machine(), t.events());
-        v.replay = Some(ReplayPos {
-            index: t.index(),
-            total,
-        });
-        v.options = &options;
-        assert!(press(&mut a, &v, &[ch('i')]).is_empty());
-        assert!(matches!(a.overlay, Overlay::Details { scroll: 0 }));
-    }
-    let (s, _) = screen_at(&t, &mut a);
+    assert!(press(&mut a, &replay_view(&t, &options), &[ch('i')]).is_empty());
+    assert!(matches!(a.overlay, Overlay::Details { scroll: 0 }));
+    let s = screen_at(&t, &mut a);
     for want in [
         "iteration 1: the proposal (builtin)",
         "(none: the built-in agent sends no prompt)",
@@ -1801,12 +1793,7 @@ fn details_show_the_recorded_options_prompt_and_reply() {
     }
     // The recorded options follow: the protocols of the numbers, the guard, the agent.
     {
-        let mut v = view(t.machine(), t.events());
-        v.replay = Some(ReplayPos {
-            index: t.index(),
-            total,
-        });
-        v.options = &options;
+        let v = replay_view(&t, &options);
         press(&mut a, &v, &[code(KeyCode::End)]);
         assert!(matches!(a.overlay, Overlay::None), "any other key closes");
         press(&mut a, &v, &[ch('i')]);
@@ -1814,7 +1801,7 @@ fn details_show_the_recorded_options_prompt_and_reply() {
             press(&mut a, &v, &[code(KeyCode::PageDown)]);
         }
     }
-    let (s, _) = screen_at(&t, &mut a);
+    let s = screen_at(&t, &mut a);
     for want in ["threshold: 0.003", "eval_windows: 8", "backend: builtin"] {
         assert!(s.contains(want), "{want}: {s}");
     }
@@ -1828,22 +1815,17 @@ fn details_show_the_recorded_options_prompt_and_reply() {
         .unwrap();
     t.seek_to(reflected_2 + 1);
     a.overlay = Overlay::Details { scroll: 0 };
-    let (s, _) = screen_at(&t, &mut a);
+    let s = screen_at(&t, &mut a);
     assert!(s.contains("Prompt (1234 tokens in):"), "{s}");
     assert!(!s.contains("prompt line 120"), "{s}");
     {
-        let mut v = view(t.machine(), t.events());
-        v.replay = Some(ReplayPos {
-            index: t.index(),
-            total,
-        });
-        v.options = &options;
+        let v = replay_view(&t, &options);
         // Ten lines a page: the prompt's end, the reply and the reflection's title.
         for _ in 0..10 {
             press(&mut a, &v, &[code(KeyCode::PageDown)]);
         }
     }
-    let (s, _) = screen_at(&t, &mut a);
+    let s = screen_at(&t, &mut a);
     for want in [
         "prompt line 120",
         "the raw answer",

@@ -174,9 +174,8 @@ fn temp_path(out: &Path) -> Result<PathBuf> {
     Ok(parent_dir(out).join(format!("{prefix}{tag}")))
 }
 
-/// `temp_path(out)`, its parent directories created and dead processes' leftovers gone.
-fn temp_sibling(out: &Path) -> Result<PathBuf> {
-    let tmp = temp_path(out)?;
+/// The directory `temp_path(out)` goes in, created, and dead processes' leftovers there gone.
+fn prepare_parent(out: &Path) -> Result<()> {
     let parent = parent_dir(out);
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -184,7 +183,7 @@ fn temp_sibling(out: &Path) -> Result<PathBuf> {
         parent,
         &out.file_name().unwrap_or_default().to_string_lossy(),
     );
-    Ok(tmp)
+    Ok(())
 }
 
 /// Write `d` with its source's config (adjusted) and tokenizer files, its weights in shards
@@ -221,7 +220,7 @@ pub fn write_dir_atomically(
     });
     let made = {
         let _held = writing.hold();
-        temp_sibling(out).and_then(|_| {
+        prepare_parent(out).and_then(|_| {
             let _ = std::fs::remove_dir_all(&tmp);
             std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))
         })
@@ -696,7 +695,8 @@ mod tests {
             .path()
             .join(format!(".o.replaced-{}", crate::runtime::owner_tag()));
         std::fs::create_dir_all(aside.join("busy")).unwrap();
-        let tmp = temp_sibling(&out).unwrap();
+        prepare_parent(&out).unwrap();
+        let tmp = temp_path(&out).unwrap();
         write_new(&tmp).unwrap();
         let e = replace_by_renames(&tmp, &out).unwrap_err();
         assert!(format!("{e:#}").contains("left as it was"), "{e:#}");
@@ -717,7 +717,8 @@ mod tests {
             ]
         );
         std::fs::remove_dir_all(&aside).unwrap();
-        let tmp = temp_sibling(&out).unwrap();
+        prepare_parent(&out).unwrap();
+        let tmp = temp_path(&out).unwrap();
         write_new(&tmp).unwrap();
         replace_by_renames(&tmp, &out).unwrap();
         assert!(out.join("new").exists() && !out.join("old").exists());

@@ -220,15 +220,7 @@ where
     let mut app = App::new(keymap, themes);
     app.auto_approve = auto_approve;
     app.mouse = std::env::var("ARBORIST_MOUSE").map_or(true, |v| v != "0");
-    let warnings: Vec<String> = log
-        .as_ref()
-        .err()
-        .cloned()
-        .into_iter()
-        .chain(key_warning)
-        .chain(warnings)
-        .collect();
-    if let Some(w) = super::startup_notice(&warnings, log.is_ok()) {
+    if let Some(w) = super::startup_notice_with_log(&log, key_warning.into_iter().chain(warnings)) {
         app.say(Level::Warn, w);
     }
     let mut live = Live {

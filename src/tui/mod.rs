@@ -51,6 +51,22 @@ pub(crate) fn startup_notice(warnings: &[String], logged: bool) -> Option<String
     })
 }
 
+/// `startup_notice` of a screen's start: the log's own failure leads (the others go to
+/// that log), then the rest.
+pub(crate) fn startup_notice_with_log(
+    log: &Result<Option<std::path::PathBuf>, String>,
+    rest: impl IntoIterator<Item = String>,
+) -> Option<String> {
+    let warnings: Vec<String> = log
+        .as_ref()
+        .err()
+        .cloned()
+        .into_iter()
+        .chain(rest)
+        .collect();
+    startup_notice(&warnings, log.is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -301,17 +301,11 @@ pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
             path.display()
         )
     });
-    let warnings: Vec<String> = logged
-        .as_ref()
-        .err()
-        .cloned()
-        .into_iter()
-        .chain(torn)
+    let others = (torn.into_iter())
         .chain(log.unknown_note(path))
         .chain(key_warning)
-        .chain(warnings)
-        .collect();
-    let notice = super::startup_notice(&warnings, logged.is_ok());
+        .chain(warnings);
+    let notice = super::startup_notice_with_log(&logged, others);
     // A damaged event stays on screen: the timeline ends before it, and the position
     // alone ("event 14/14") would pass for the whole file.
     let damaged = timeline.error.clone().map(|e| {
