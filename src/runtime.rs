@@ -421,6 +421,11 @@ pub fn dead_process_leftovers(parent: &std::path::Path, prefix: &str) -> Vec<std
         .collect()
 }
 
+/// Set for a child `replay --verify` whose parent (the TUI's `V`) reads its progress: it
+/// writes `PROGRESS_LINE` followed by `done/total` on stderr, a line per event.
+pub const PROGRESS_LINES_ENV: &str = "ARBORIST_PROGRESS_LINES";
+pub const PROGRESS_LINE: &str = "arborist-progress: ";
+
 /// The longest file name most Linux file systems take, in bytes.
 const NAME_MAX: usize = 255;
 /// Room left after a hidden sibling's prefix for the owner tag (a 64-byte host name, `-`,

@@ -277,26 +277,8 @@ fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
         if let Some(crate::worker::Msg::Progress { label, done, total }) =
             d.poll(Duration::from_millis(200))?
         {
-            bar(&label, done, total);
+            super::bar(&label, done, total);
         }
-    }
-}
-
-/// A progress bar per phase on a terminal; nothing when stderr is a file.
-fn bar(label: &str, done: usize, total: usize) {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() || total == 0 {
-        return;
-    }
-    let width = 30;
-    let fill = width * done.min(total) / total;
-    eprint!(
-        "\r{label:<20} [{}{}] {done}/{total}\x1b[K",
-        "#".repeat(fill),
-        " ".repeat(width - fill)
-    );
-    if done >= total {
-        eprint!("\r\x1b[K");
     }
 }
 

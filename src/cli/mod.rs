@@ -233,6 +233,24 @@ pub fn progress(label: &str, done: usize, total: usize) {
     }
 }
 
+/// A progress bar per phase on a terminal; nothing when stderr is a file.
+pub fn bar(label: &str, done: usize, total: usize) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() || total == 0 {
+        return;
+    }
+    let width = 30;
+    let fill = width * done.min(total) / total;
+    eprint!(
+        "\r{label:<20} [{}{}] {done}/{total}\x1b[K",
+        "#".repeat(fill),
+        " ".repeat(width - fill)
+    );
+    if done >= total {
+        eprint!("\r\x1b[K");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;

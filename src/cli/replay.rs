@@ -198,7 +198,13 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
     }
     let (log, opts, files) = load_checked(&a.session, &a.relocate)?;
     let mut engine = recorded_engine(&log, &opts, files, &a.session)?;
-    let r = verify::verify(&log, &mut engine, tolerance, &a.session)?;
+    let r = verify::verify(
+        &log,
+        &mut engine,
+        tolerance,
+        &a.session,
+        &mut verify_progress,
+    )?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -258,6 +264,17 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where `--verify` is (a big model's session takes hours): a bar on a terminal, lines the
+/// TUI's `V` reads when it asks for them, nothing otherwise (a file or pipe keeps the table
+/// alone).
+fn verify_progress(done: usize, total: usize) {
+    if std::env::var_os(crate::runtime::PROGRESS_LINES_ENV).is_some() {
+        eprintln!("{}{done}/{total}", crate::runtime::PROGRESS_LINE);
+    } else {
+        super::bar("verifying events", done, total);
+    }
 }
 
 /// Iterations the file finished: one whose guard is written (its reflection not yet) counts.

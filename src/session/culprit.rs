@@ -1,102 +1,225 @@
 //! Where in a document a value serde refused sits. serde_yaml reads a tagged enum (an
 //! event) whole before deserializing it, so its errors there carry neither the field nor
-//! its line; the value they quote is found in the document instead.
+//! its line. Serde reads a document's values in order and stops at the first it refuses,
+//! so the culprit is the last node of the shortest prefix of the document (in reading
+//! order) that fails with the same message.
 
 use serde_yaml::Value;
 
-/// The dotted path (`event.eval.ppl`) of the one scalar under `doc`'s `event` (the part
-/// serde_yaml reads whole; it locates errors elsewhere itself) that an "invalid type" or
-/// "invalid value" message quotes, a mapping key among them; None when the message quotes
-/// none, or several have that value.
-pub fn culprit(doc: &Value, message: &str) -> Option<String> {
-    let rest = message
-        .strip_prefix("invalid type: ")
-        .or_else(|| message.strip_prefix("invalid value: "))?;
-    let quoted = match rest.strip_prefix("string \"") {
-        Some(s) => s.split('"').next()?,
-        None => rest.split('`').nth(1)?,
-    };
-    let mut found = Vec::new();
-    walk(doc.get("event")?, "event".into(), &mut |path, v| {
-        if scalar(v).as_deref() == Some(quoted) {
-            found.push(path);
-        }
-    });
-    (found.len() == 1).then(|| found.remove(0))
-}
-
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+/// The dotted path (`event.eval.ppl`, `event.applied.x (the key)`) under `doc`'s `event`
+/// (the part serde_yaml reads whole; it locates errors elsewhere itself) of the value that
+/// makes `fails` give `message`; `fails` parses a document and returns its error's message
+/// without a position. None for a message about no single value ("missing field", which
+/// only the end of a mapping raises) or when the whole document does not reproduce it.
+pub fn culprit(
+    doc: &Value,
+    message: &str,
+    fails: impl Fn(&Value) -> Option<String>,
+) -> Option<String> {
+    const PER_VALUE: [&str; 4] = [
+        "invalid type: ",
+        "invalid value: ",
+        "invalid length ",
+        "unknown variant ",
+    ];
+    if !PER_VALUE.iter().any(|p| message.starts_with(p)) {
+        return None;
     }
+    let mut nodes = Vec::new();
+    walk(doc, String::new(), &mut nodes);
+    let fails_at = |n: usize, rename: Option<usize>| {
+        let cut = Cut {
+            budget: n,
+            seen: 0,
+            rename,
+        };
+        fails(&cut.apply(doc)).as_deref() == Some(message)
+    };
+    if !fails_at(nodes.len(), None) {
+        return None;
+    }
+    // Before the culprit every kept value is read whole, so a shorter prefix fails only
+    // for what it lacks (a missing field), never with the culprit's message.
+    let (mut lo, mut hi) = (1, nodes.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match fails_at(mid, None) {
+            true => hi = mid,
+            false => lo = mid + 1,
+        }
+    }
+    let Node { path, odd_key } = nodes.swap_remove(lo - 1);
+    // A key is read before its value: a key that is not a string (every key of a session
+    // is one) is the culprit if a string in its place takes the message away.
+    let path = match odd_key && !fails_at(lo, Some(lo - 1)) {
+        true => format!("{path} (the key)"),
+        false => path,
+    };
+    path.starts_with("event.").then_some(path)
 }
 
-fn walk(v: &Value, path: String, visit: &mut impl FnMut(String, &Value)) {
-    let join = |key: &str| match path.is_empty() {
-        true => key.to_string(),
-        false => format!("{path}.{key}"),
-    };
+/// One mapping entry or list element, in reading order.
+struct Node {
+    path: String,
+    /// A mapping entry whose key is not a string.
+    odd_key: bool,
+}
+
+fn walk(v: &Value, path: String, out: &mut Vec<Node>) {
     match v {
         Value::Mapping(m) => {
             for (k, child) in m {
-                let key = scalar(k).unwrap_or_else(|| "?".into());
-                visit(format!("{} (the key)", join(&key)), k);
-                walk(child, join(&key), visit);
+                let key = match k {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    Value::Sequence(_) => "<a list>".into(),
+                    _ => "<a mapping>".into(),
+                };
+                let at = match path.is_empty() {
+                    true => key,
+                    false => format!("{path}.{key}"),
+                };
+                out.push(Node {
+                    path: at.clone(),
+                    odd_key: !k.is_string(),
+                });
+                walk(child, at, out);
             }
         }
         Value::Sequence(s) => {
             for (i, child) in s.iter().enumerate() {
-                walk(child, format!("{path}[{i}]"), visit);
+                let at = format!("{path}[{i}]");
+                out.push(Node {
+                    path: at.clone(),
+                    odd_key: false,
+                });
+                walk(child, at, out);
             }
         }
-        Value::Tagged(t) => walk(&t.value, path, visit),
-        other => visit(path, other),
+        Value::Tagged(t) => walk(&t.value, path, out),
+        _ => {}
+    }
+}
+
+/// A document cut after its first `budget` nodes (the order of `walk`): an entry or
+/// element kept has its scalar whole and its containers cut further (empty once the
+/// budget is spent); the key of node `rename`, if any, becomes a string.
+struct Cut {
+    budget: usize,
+    seen: usize,
+    rename: Option<usize>,
+}
+
+impl Cut {
+    fn apply(mut self, v: &Value) -> Value {
+        self.cut(v)
+    }
+
+    fn cut(&mut self, v: &Value) -> Value {
+        match v {
+            Value::Mapping(m) => {
+                let mut out = serde_yaml::Mapping::new();
+                for (k, child) in m {
+                    if !self.take() {
+                        break;
+                    }
+                    let key = match self.rename == Some(self.seen - 1) {
+                        true => Value::String("key".into()),
+                        false => k.clone(),
+                    };
+                    out.insert(key, self.cut(child));
+                }
+                Value::Mapping(out)
+            }
+            Value::Sequence(s) => {
+                let mut out = Vec::new();
+                for child in s {
+                    if !self.take() {
+                        break;
+                    }
+                    out.push(self.cut(child));
+                }
+                Value::Sequence(out)
+            }
+            Value::Tagged(t) => Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+                tag: t.tag.clone(),
+                value: self.cut(&t.value),
+            })),
+            other => other.clone(),
+        }
+    }
+
+    /// Counts one more node if the budget allows it.
+    fn take(&mut self) -> bool {
+        let more = self.seen < self.budget;
+        self.seen += more as usize;
+        more
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::file::Entry;
+
+    fn at(doc: &str) -> Option<String> {
+        let doc: Value = serde_yaml::from_str(doc).unwrap();
+        let fails = |v: &Value| {
+            serde_yaml::from_value::<Entry>(v.clone())
+                .err()
+                .map(|e| e.to_string())
+        };
+        let message = fails(&doc).expect("the document must be refused");
+        culprit(&doc, &message, fails)
+    }
+
+    const EVALUATED: &str = "seq: 5\nunix_ms: 1\nevent:\n  event: evaluated\n  iteration: 2\n  applied: {a: 0.1, b: 0.2}\n  eval: {ppl: PPL, dataset: d, seqlen: 4, windows: 4, dtype: f32, seconds: 1.0}\n";
 
     #[test]
-    fn the_quoted_value_is_found_where_it_is_alone() {
-        let doc: Value = serde_yaml::from_str(
-            "seq: 5\nevent:\n  event: evaluated\n  eval:\n    ppl: zz\n    windows: 4\n  layers:\n  - {name: a, sparsity: 1.5}\n  - {name: b, sparsity: -1}\n",
-        )
-        .unwrap();
-        let at = |m: &str| culprit(&doc, m);
+    fn the_refused_value_is_named_whatever_its_shape() {
+        let with = |ppl: &str| at(&EVALUATED.replace("PPL", ppl));
+        assert_eq!(with("zz").as_deref(), Some("event.eval.ppl"));
+        // A mapping or a list where a number belongs quotes no value in serde's message.
+        assert_eq!(with("{x: 1}").as_deref(), Some("event.eval.ppl"));
+        assert_eq!(with("[1, 2]").as_deref(), Some("event.eval.ppl"));
+        assert_eq!(with("~").as_deref(), Some("event.eval.ppl"));
+        // The same value elsewhere (4 is also seqlen's) does not confuse it.
+        let windows = EVALUATED
+            .replace("PPL", "3.0")
+            .replace("windows: 4", "windows: -4");
+        assert_eq!(at(&windows).as_deref(), Some("event.eval.windows"));
+        let applied = EVALUATED
+            .replace("PPL", "3.0")
+            .replace("b: 0.2", "b: [0.2]");
+        assert_eq!(at(&applied).as_deref(), Some("event.applied.b"));
+        let key = EVALUATED
+            .replace("PPL", "3.0")
+            .replace("b: 0.2", "[b]: 0.2");
         assert_eq!(
-            at("invalid type: string \"zz\", expected f64").as_deref(),
-            Some("event.eval.ppl")
+            at(&key).as_deref(),
+            Some("event.applied.<a list> (the key)")
         );
+        let kind = EVALUATED
+            .replace("PPL", "3.0")
+            .replace("evaluated", "evaluatd");
+        assert_eq!(at(&kind).as_deref(), Some("event.event"));
+    }
+
+    #[test]
+    fn a_message_about_no_single_value_names_nothing() {
+        // Outside the event serde_yaml gives the line itself; a missing field is raised
+        // at the end of its mapping, not at a value.
         assert_eq!(
-            at("invalid type: floating point `1.5`, expected usize").as_deref(),
-            Some("event.layers[0].sparsity")
-        );
-        assert_eq!(
-            at("invalid value: integer `-1`, expected u64").as_deref(),
-            Some("event.layers[1].sparsity")
-        );
-        // 4 is there once; a value in two places, or none, names nothing.
-        assert_eq!(
-            at("invalid type: integer `4`, expected a string").as_deref(),
-            Some("event.eval.windows")
-        );
-        let twice: Value = serde_yaml::from_str("event: {a: x, b: x}\n").unwrap();
-        assert_eq!(
-            culprit(&twice, "invalid type: string \"x\", expected f64"),
+            at(&EVALUATED.replace("PPL", "3.0").replace("seq: 5", "seq: x")),
             None
         );
-        // A key is a place too; outside the event nothing is searched (seq is 5 as well).
-        let key: Value = serde_yaml::from_str("seq: 5\nevent: {applied: {5: 0.1}}\n").unwrap();
+        assert_eq!(at(&EVALUATED.replace("ppl: PPL, ", "")), None);
+        let doc: Value = serde_yaml::from_str(&EVALUATED.replace("PPL", "zz")).unwrap();
+        let never = |_: &Value| Some("something else".to_string());
         assert_eq!(
-            culprit(&key, "invalid type: integer `5`, expected a string").as_deref(),
-            Some("event.applied.5 (the key)")
+            culprit(&doc, "invalid type: string \"zz\", expected f64", never),
+            None
         );
-        assert_eq!(at("missing field `ppl`"), None);
-        assert_eq!(at("invalid type: string \"nowhere\", expected f64"), None);
     }
 }

@@ -433,14 +433,20 @@ pub fn read(path: &Path) -> Result<SessionLog> {
                 .as_ref()
                 .and_then(|v| v["event"]["event"].as_str().map(|s| format!(", `{s}`")))
                 .unwrap_or_default();
-            match doc.and_then(|v| super::culprit::culprit(&v, &why)) {
-                Some(at) => {
-                    if let Some(l) = e.location() {
-                        let suffix = format!(" at line {} column {}", l.line(), l.column());
-                        why = why.strip_suffix(&suffix).unwrap_or(&why).to_string();
-                    }
-                    why += &format!(" at {at}");
+            let bare = match e.location() {
+                Some(l) => {
+                    let suffix = format!(" at line {} column {}", l.line(), l.column());
+                    why.strip_suffix(&suffix).unwrap_or(&why).to_string()
                 }
+                None => why.clone(),
+            };
+            let fails = |v: &serde_yaml::Value| {
+                serde_yaml::from_value::<Entry>(v.clone())
+                    .err()
+                    .map(|e| e.to_string())
+            };
+            match doc.and_then(|v| super::culprit::culprit(&v, &bare, fails)) {
+                Some(at) => why = format!("{bare} at {at}"),
                 None => why = lines_in_file(&why, first),
             }
             anyhow::anyhow!(

@@ -342,6 +342,13 @@ fn a_bad_value_inside_an_event_names_the_event_and_its_line() {
         "{err}"
     );
     assert!(err.ends_with("expected f64 at event.eval.ppl"), "{err}");
+    // A mapping where the number belongs: serde's message quotes no value.
+    std::fs::write(&path, format!("{}{{x: 1}}{}", &text[..at], &text[end..])).unwrap();
+    let err = format!("{:#}", read(&path).err().expect("must be refused"));
+    assert!(
+        err.ends_with("is invalid: invalid type: map, expected f64 at event.eval.ppl"),
+        "{err}"
+    );
     // A syntax error keeps serde_yaml's positions, as lines of the file.
     let broken = format!("{}[1, 2{}", &text[..at], &text[end..]);
     std::fs::write(&path, broken).unwrap();

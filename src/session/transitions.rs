@@ -109,7 +109,9 @@ impl Machine {
                     Decision::Approve => agent.clone(),
                     Decision::Edit { layers } => Proposal {
                         layers: layers.clone(),
-                        reasoning: format!("{} [edited by the reviewer]", agent.reasoning),
+                        // Said first, as an override's: after the reasoning it read as
+                        // the reasoning having been edited.
+                        reasoning: format!("[layers edited by the reviewer] {}", agent.reasoning),
                     },
                     Decision::Override { layers, reasoning } => Proposal {
                         layers: layers.clone(),

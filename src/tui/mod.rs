@@ -21,6 +21,7 @@ pub mod terminal;
 pub mod textfield;
 pub mod theme;
 pub mod ui;
+mod verify_child;
 pub mod view;
 
 pub use live::run_live;

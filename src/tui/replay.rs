@@ -3,10 +3,11 @@
 
 use anyhow::{anyhow, Result};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
 
 use super::app::{App, Level, Notice, Request, Seek};
 use super::runloop::{self, Exit, Source};
+use super::verify_child::{spawn_verify, VerifyNews};
 use super::view::{iteration_of, ReplayPos, View};
 use super::{keymap::Keymap, terminal, theme::Themes};
 use crate::session::file::{self, SessionLog};
@@ -148,7 +149,7 @@ struct Replay {
     session: String,
     /// The header as YAML, for the details overlay.
     options: String,
-    verify: Option<Receiver<(Level, String)>>,
+    verify: Option<Receiver<VerifyNews>>,
     verify_args: Vec<String>,
 }
 
@@ -175,8 +176,24 @@ impl Source for Replay {
         let Some(rx) = &self.verify else {
             return Ok(false);
         };
-        match rx.try_recv() {
-            Ok((level, text)) => {
+        // The latest progress only: several lines may have come since the last tick.
+        let mut news = None;
+        while let Ok(n) = rx.try_recv() {
+            let done = matches!(n, VerifyNews::Done(..));
+            news = Some(n);
+            if done {
+                break;
+            }
+        }
+        match news {
+            Some(VerifyNews::Progress(done, total)) => {
+                app.verdict = Some(Notice {
+                    level: Level::Info,
+                    text: format!("{VERIFYING}: event {done} of {total}…"),
+                });
+                Ok(true)
+            }
+            Some(VerifyNews::Done(level, text)) => {
                 app.verdict = Some(Notice { level, text });
                 self.verify = None;
                 // A second `V` said it was running: no longer true.
@@ -189,7 +206,7 @@ impl Source for Replay {
                 }
                 Ok(true)
             }
-            Err(_) => Ok(false),
+            None => Ok(false),
         }
     }
 
@@ -210,7 +227,7 @@ impl Source for Replay {
                 self.verify = Some(spawn_verify(&self.path, &self.verify_args));
                 app.verdict = Some(Notice {
                     level: Level::Info,
-                    text: "verifying in the background (replay --verify)…".into(),
+                    text: format!("{VERIFYING}…"),
                 });
             }
             _ => {}
@@ -220,68 +237,7 @@ impl Source for Replay {
 }
 
 const VERIFY_RUNNING: &str = "verify is running…";
-
-/// The child ends with this process (Linux): a quit during `V` left it computing at full
-/// CPU. This thread waits on it, so it outlives the child unless the process exits.
-fn die_with_parent(cmd: &mut std::process::Command) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
-        unsafe {
-            cmd.pre_exec(|| {
-                // SIGKILL: the child writes nothing, and a headless run treats SIGTERM as
-                // a request it may finish a step for.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = cmd;
-}
-
-/// Runs `arborist replay --verify --json` as a child process, so candle stays out of the
-/// UI process's front end and the screen stays responsive.
-fn spawn_verify(path: &Path, extra: &[String]) -> Receiver<(Level, String)> {
-    let (tx, rx) = channel();
-    let path = path.to_path_buf();
-    let extra = extra.to_vec();
-    std::thread::spawn(move || {
-        let out = crate::runtime::this_executable().and_then(|exe| {
-            let mut cmd = std::process::Command::new(exe);
-            cmd.args(["replay", "--verify", "--json"])
-                .args(&extra)
-                .arg(&path)
-                .stdin(std::process::Stdio::null());
-            die_with_parent(&mut cmd);
-            cmd.output()
-        });
-        let msg = match out {
-            Err(e) => (Level::Error, format!("verify could not start: {e}")),
-            Ok(o) => match serde_json::from_slice::<serde_json::Value>(&o.stdout) {
-                Ok(v) if v["ok"] == true => {
-                    let exact = if v["bit_exact"] == true {
-                        ", bit-exact"
-                    } else {
-                        ""
-                    };
-                    let n = v["checks"].as_array().map_or(0, Vec::len);
-                    (Level::Info, format!("verified: {n} compute checks{exact}"))
-                }
-                _ => {
-                    let err = String::from_utf8_lossy(&o.stderr);
-                    let last = err.lines().last().unwrap_or("no output").to_string();
-                    (Level::Error, format!("NOT verified: {last}"))
-                }
-            },
-        };
-        let _ = tx.send(msg);
-    });
-    rx
-}
+const VERIFYING: &str = "verifying in the background (replay --verify)";
 
 /// Open a saved session read-only at its last event.
 /// `verify_args`: the model and data paths the session's own are replaced by when `V`

@@ -109,8 +109,15 @@ fn diff_over(a: f64, b: f64, floor: f64) -> f64 {
     }
 }
 
-/// Re-execute `log` on `engine` (loaded from the same model and options).
-pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> Result<Report> {
+/// Re-execute `log` on `engine` (loaded from the same model and options); `progress` hears
+/// (events done, events in the file) before each event and once at the end.
+pub fn verify(
+    log: &SessionLog,
+    engine: &mut Engine,
+    tol: f64,
+    path: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Report> {
     let o = &log.header.options;
     let mut m = Machine::new(&o.model, o.loop_opts.clone());
     let mut pending: VecDeque<Effect> = m.start().into();
@@ -118,7 +125,9 @@ pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> R
     let mut checks = Vec::new();
     let (mut derived_checked, mut derived_mismatches) = (0, Vec::new());
     let mut none = |_: usize, _: usize| {};
-    for e in &log.entries {
+    let total = log.entries.len();
+    for (done, e) in log.entries.iter().enumerate() {
+        progress(done, total);
         let ev = &e.event;
         if !ev.is_input() {
             derived_checked += 1;
@@ -171,6 +180,7 @@ pub fn verify(log: &SessionLog, engine: &mut Engine, tol: f64, path: &Path) -> R
             }
         }
     }
+    progress(total, total);
     let bit_exact = checks.iter().all(|c| c.max_rel_diff == 0.0);
     let ok = checks.iter().all(|c| c.ok) && derived_mismatches.is_empty();
     Ok(Report {
