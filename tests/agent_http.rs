@@ -947,3 +947,58 @@ fn a_key_fragment_echoed_in_a_reply_is_scrubbed_before_it_is_parsed() {
         );
     }
 }
+
+/// A placeholder key (`k`, `0`) for a local server: its characters are in every reply
+/// (`k_proj`, `"index": 0`), and scrubbing them before the parse broke each proposal, its
+/// JSON and its token counts (the agent audit of 2026-12-03). The reply is parsed as sent;
+/// what is kept loses the key only where it stands alone.
+#[test]
+fn a_placeholder_key_leaves_the_reply_readable() {
+    let k_proj = "model.layers.0.self_attn.k_proj";
+    for key in ["k", "0"] {
+        let text = format!(
+            r#"{{"layers": [{{"name": "{k_proj}", "sparsity": 0.35}}], "reasoning": "k_proj at 0.35; key {key}"}}"#
+        );
+        let server = ScriptedServer::start(vec![Scripted::openai(&text, 10, 5)]);
+        let mut cfg = config(Backend::OpenAi, &server.url());
+        cfg.api_key = Some(ApiKey::new(key));
+        let mut a = LlmAgent::new(LlmClient::new(cfg).unwrap(), Templates::builtin()).unwrap();
+        let r = a
+            .propose(&AgentContext::example())
+            .unwrap_or_else(|e| panic!("{key}: {e:#}"));
+        assert_eq!(r.value.layers[0].name, k_proj, "{key}");
+        assert_eq!(r.value.layers[0].sparsity, 0.35, "{key}");
+        assert_eq!(
+            (r.usage.prompt_tokens, r.usage.completion_tokens),
+            (10, 5),
+            "{key}"
+        );
+        assert_eq!(r.value.reasoning, "k_proj at 0.35; key <redacted>", "{key}");
+        assert!(r.raw.unwrap().ends_with(r#"key <redacted>"}"#), "{key}");
+    }
+}
+
+/// A proposal request that fails outright keeps the prompt it sent (until 2026-12-03 only
+/// a failure in the repair round did), and an empty reflection its billed tokens.
+#[test]
+fn failed_calls_keep_their_prompt_and_tokens() {
+    let server = ScriptedServer::start(vec![Scripted::error(401, "no such key")]);
+    let mut a = agent(&server);
+    let ctx = AgentContext::example();
+    let e = a.propose(&ctx).unwrap_err();
+    let failed = arborist::worker::failed(3, &e);
+    let arborist::session::Event::AgentFailed { prompt, error, .. } = failed else {
+        panic!("{failed:?}")
+    };
+    assert!(error.contains("HTTP 401"), "{error}");
+    let sent = server.requests()[0].body["messages"][1]["content"].clone();
+    assert_eq!(prompt.as_deref(), sent.as_str());
+    let server = ScriptedServer::start(vec![Scripted::openai("  \n", 111, 22)]);
+    let p = arborist::agent::parse::parse_proposal(&good(0.35)).unwrap();
+    let e = agent(&server)
+        .reflect(&ctx, &p, &ctx.history[1])
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("empty reflection"), "{e:#}");
+    let billed = arborist::agent::billed_usage(&e);
+    assert_eq!((billed.prompt_tokens, billed.completion_tokens), (111, 22));
+}

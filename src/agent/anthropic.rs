@@ -43,7 +43,8 @@ pub(super) async fn chat(c: &LlmClient, system: &str, messages: &[Message]) -> R
     };
     let text = reply_text(c, &v).map_err(|e| super::billed(e, usage))?;
     Ok(ChatReply {
-        text,
+        text: String::new(),
+        said: text,
         usage,
         model: v["model"].as_str().unwrap_or(&c.cfg.model).to_string(),
         cut_off: v["stop_reason"] == "max_tokens",

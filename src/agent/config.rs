@@ -67,14 +67,35 @@ impl ApiKey {
         &self.0
     }
 
-    /// Replaces the whole key wherever it occurs in text from outside (a server may echo it
-    /// back), however short: a short key is still a secret.
+    /// Replaces the whole key wherever it stands as a token of its own in text from outside
+    /// (a server may echo it back), however short: a short key is still a secret. Inside a
+    /// word or a number it is left: a placeholder key (`k`, `0`) is in every reply
+    /// (`k_proj`, `0.1`, `127.0.0.1`), and replacing it there broke them.
     fn scrub_whole(&self, text: &str) -> String {
         if self.0.is_empty() {
-            text.to_string()
-        } else {
-            text.replace(&self.0, "<redacted>")
+            return text.to_string();
         }
+        // A neighbour that makes the match part of a longer token: a word character, or
+        // a dot with one after it (a sentence's full stop ends the token).
+        let joins = |c: Option<char>, beyond: Option<char>| match c {
+            Some(c) if c.is_alphanumeric() || c == '_' || c == '-' => true,
+            Some('.') => beyond.is_some_and(char::is_alphanumeric),
+            _ => false,
+        };
+        let (mut out, mut copied) = (String::with_capacity(text.len()), 0);
+        for (i, m) in text.match_indices(&self.0) {
+            let before = text[..i].chars().rev();
+            let after = text[i + m.len()..].chars();
+            let (mut b, mut a) = (before.clone(), after.clone());
+            if joins(b.next(), b.next()) || joins(a.next(), a.next()) {
+                continue;
+            }
+            out.push_str(&text[copied..i]);
+            out.push_str("<redacted>");
+            copied = i + m.len();
+        }
+        out.push_str(&text[copied..]);
+        out
     }
 
     /// Replaces the key as [`ApiKey::scrub_whole`] does; servers and
@@ -205,10 +226,21 @@ mod tests {
         let k = ApiKey::new("sk-very-secret");
         assert_eq!(format!("{k:?}"), "ApiKey(<redacted>)");
         assert_eq!(k.scrub("echo sk-very-secret!"), "echo <redacted>!");
-        // A short key is redacted too.
+        // A short key is redacted too, where it stands alone.
         assert_eq!(
-            ApiKey::new("k9Z").scrub("key k9Z echoed"),
-            "key <redacted> echoed"
+            ApiKey::new("k9Z").scrub("key k9Z echoed, k9Z."),
+            "key <redacted> echoed, <redacted>."
+        );
+        // Not inside a word or a number: a placeholder key is in every reply.
+        let k = ApiKey::new("k");
+        assert_eq!(
+            k.scrub(r#""self_attn.k_proj", "prompt_tokens": 5, key: k"#),
+            r#""self_attn.k_proj", "prompt_tokens": 5, key: <redacted>"#
+        );
+        let k = ApiKey::new("0");
+        assert_eq!(
+            k.scrub("http://127.0.0.1:80/ 0.1 [0, 10] (0)"),
+            "http://127.0.0.1:80/ 0.1 [<redacted>, 10] (<redacted>)"
         );
         // Parts of a key as servers echo them: a prefix, a masked middle, inside a word.
         let k = ApiKey::new("sk-FAKEKEY-arbrev-1234567890abcdefXYZ");
@@ -228,10 +260,10 @@ mod tests {
         assert_eq!(k.scrub(&whole), "a<redacted>b<redacted>");
         // A key of 8 characters or fewer goes only whole (its runs are the key itself).
         let k = ApiKey::new("12345678");
-        let reply = r#"{"sparsity": 0.12345678, "note": "key 1234567"}"#;
+        let reply = r#"{"sparsity": 0.12345678, "note": "key 12345678, not 1234567"}"#;
         assert_eq!(
             k.scrub(reply),
-            r#"{"sparsity": 0.<redacted>, "note": "key 1234567"}"#
+            r#"{"sparsity": 0.12345678, "note": "key <redacted>, not 1234567"}"#
         );
         let k = ApiKey::new("sk-no-key-required");
         assert_eq!(k.scrub_whole("pruning required"), "pruning required");

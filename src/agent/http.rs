@@ -122,12 +122,13 @@ pub(crate) async fn post_with_retry(
         let (err, retry_after) = match sent {
             Ok(resp) if resp.status().is_success() => match read_capped(resp, MAX_BODY).await {
                 Ok(bytes) => {
-                    // Scrubbed before anything is parsed or cut: a key echoed past a cut
-                    // would no longer match the key it is. Fragments too, as in errors:
-                    // the reply is recorded, and the session file must hold no part of it.
-                    let text = c.scrub(&String::from_utf8_lossy(&bytes));
+                    // Parsed as sent: scrubbing the body first broke its JSON and token
+                    // counts wherever a short key's characters occur (a key `0`). The
+                    // client scrubs the texts it keeps; an error's quote is scrubbed whole
+                    // before it is cut (an echo past the cut would no longer match).
+                    let text = String::from_utf8_lossy(&bytes);
                     return serde_json::from_str(&text).map_err(|e| HttpError::BadBody {
-                        message: format!("invalid JSON ({e}): {}", snippet(&text)),
+                        message: format!("invalid JSON ({e}): {}", snippet(&c.scrub(&text))),
                     });
                 }
                 Err(Read::TooLarge) => return Err(HttpError::TooLarge { limit: MAX_BODY }),

@@ -44,7 +44,11 @@ impl Message {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatReply {
+    /// The answer with any echo of the key removed: what is recorded and shown.
     pub text: String,
+    /// The answer as the server sent it, to parse: the scrub can change a short key's
+    /// characters in ordinary text. Never recorded.
+    pub said: String,
     pub usage: Usage,
     /// The model the server says answered (falls back to the configured one).
     pub model: String,
@@ -216,9 +220,9 @@ impl LlmClient {
             // Anthropic has no portable response_format; the prompt and tolerant parsing suffice.
             Backend::Anthropic => super::anthropic::chat(self, system, messages).await,
         }?;
-        // Again on the decoded text: JSON escapes (`\/`, `\u0041`) can hide an echo from the
-        // scrub of the body. The proposal is parsed from, and the session records, this text.
-        reply.text = self.scrub(&reply.text);
+        // On the decoded text: JSON escapes (`\/`, `\u0041`) could hide an echo in the body.
+        reply.text = self.scrub(&reply.said);
+        reply.model = self.scrub(&reply.model);
         Ok(reply)
     }
 

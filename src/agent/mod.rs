@@ -18,7 +18,7 @@ pub mod text;
 use std::future::Future;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -79,6 +79,16 @@ pub struct Billed {
     pub usage: Usage,
 }
 
+/// A proposal request that failed before any answer could be read (the server, the
+/// network, a refusal): the prompt it sent is kept for the record, with the tokens billed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Unanswered {
+    pub message: String,
+    pub prompt: String,
+    pub usage: Usage,
+}
+
 /// `e` carrying the tokens its reply was billed for.
 pub(crate) fn billed(e: anyhow::Error, usage: Usage) -> anyhow::Error {
     if usage == Usage::default() {
@@ -105,8 +115,12 @@ fn with_cut_off(mut problems: Vec<String>, cut_off: bool) -> Vec<String> {
 /// The tokens a failed call was billed for (none when no reply came).
 pub fn billed_usage(e: &anyhow::Error) -> Usage {
     e.chain()
-        .find_map(|c| c.downcast_ref::<Billed>())
-        .map_or_else(Usage::default, |b| b.usage)
+        .find_map(|c| {
+            c.downcast_ref::<Billed>()
+                .map(|b| b.usage)
+                .or_else(|| c.downcast_ref::<Unanswered>().map(|u| u.usage))
+        })
+        .unwrap_or_default()
 }
 
 /// A proposal that was still invalid after the one repair round, or whose repair request
@@ -230,11 +244,14 @@ impl Agent for LlmAgent {
         let system = self.templates.system(ctx)?;
         let user = self.templates.step(ctx)?;
         let schema = Some(&self.schema);
-        let first = self.block_on(self.client.chat(&system, &user, schema))?;
-        // Problems quote the reply, whose echoes of the key the client has scrubbed.
-        let problems = match parse::parse_and_validate(&first.text, ctx)
-            .map_err(|p| with_cut_off(p, first.cut_off))
-        {
+        let first = self
+            .block_on(self.client.chat(&system, &user, schema))
+            .map_err(|e| Unanswered {
+                message: format!("{e:#}"),
+                usage: billed_usage(&e),
+                prompt: user.clone(),
+            })?;
+        let problems = match self.parse(&first, ctx) {
             Ok(value) => {
                 return Ok(AgentReply {
                     value,
@@ -289,9 +306,7 @@ impl Agent for LlmAgent {
         let mut usage = first.usage;
         usage += second.usage;
         let raw = format!("{}{REPAIR_SEPARATOR}{}", first.text, second.text);
-        match parse::parse_and_validate(&second.text, ctx)
-            .map_err(|p| with_cut_off(p, second.cut_off))
-        {
+        match self.parse(&second, ctx) {
             Ok(value) => Ok(AgentReply {
                 value,
                 prompt: Some(prompt),
@@ -318,9 +333,12 @@ impl Agent for LlmAgent {
         let system = self.templates.system(ctx)?;
         let user = self.templates.reflection(ctx, proposal, outcome)?;
         let reply = self.block_on(self.client.chat(&system, &user, None))?;
-        let value = reply.text.trim();
+        let value = &self.client.scrub(reply.said.trim());
         if value.is_empty() {
-            bail!("{}: empty reflection", self.name());
+            return Err(billed(
+                anyhow::anyhow!("{}: empty reflection", self.name()),
+                reply.usage,
+            ));
         }
         // Reflections go into every later prompt; the whole reply stays in `raw`.
         let value = match value.char_indices().nth(MAX_REFLECTION) {
@@ -337,5 +355,24 @@ impl Agent for LlmAgent {
 
     fn name(&self) -> String {
         format!("{}:{}", self.client.backend(), self.client.model())
+    }
+}
+
+impl LlmAgent {
+    /// The proposal in a reply, parsed as the server sent it; what is kept of it (the
+    /// reasoning, problems quoting the reply) has any echo of the key removed.
+    fn parse(&self, reply: &ChatReply, ctx: &AgentContext) -> Result<Proposal, Vec<String>> {
+        let scrub = |t: &str| self.client.scrub(t);
+        parse::parse_and_validate(&reply.said, ctx)
+            .map(|mut p| {
+                p.reasoning = scrub(&p.reasoning);
+                p
+            })
+            .map_err(|p| {
+                with_cut_off(p, reply.cut_off)
+                    .iter()
+                    .map(|p| scrub(p))
+                    .collect()
+            })
     }
 }

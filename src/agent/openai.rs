@@ -152,7 +152,8 @@ fn reply(c: &LlmClient, v: &Value) -> Result<ChatReply> {
     let usage = usage(&v["usage"]);
     let text = reply_text(c, v).map_err(|e| super::billed(e, usage))?;
     Ok(ChatReply {
-        text,
+        text: String::new(),
+        said: text,
         usage,
         model: v["model"].as_str().unwrap_or(&c.cfg.model).to_string(),
         cut_off: v["choices"][0]["finish_reason"] == "length",

@@ -64,53 +64,60 @@ fn extract(text: &str) -> Result<Value, String> {
     extract_with_text(text).map(|(v, _)| v)
 }
 
-/// The reply without the model's reasoning: what follows the last `</think>` (or
-/// `</thinking>`), as reasoning models send through servers without a reasoning parser.
-/// A draft proposal inside the reasoning is not the answer. None when a reasoning block is
+/// Where the answer may be, in the order tried. A reply that opens with a reasoning block
+/// (`<think>`, `<thinking>`), as reasoning models send through servers without a reasoning
+/// parser, is answered after the block's end: a draft proposal inside it is not the
+/// answer. One that only ends such a block (the chat template opened it in the prompt) is
+/// answered after that end, or else, when nothing there looks like an answer, in the whole
+/// text: a JSON answer may mention the tags in its reasoning (until 2026-12-03 a tag
+/// anywhere, even inside the JSON's strings, was taken for a block). Err when a block is
 /// opened and never closed (the reply was cut off while reasoning).
-fn answer_part(text: &str) -> Option<&str> {
-    let closed = ["</think>", "</thinking>"]
-        .iter()
-        .filter_map(|tag| text.rfind(tag).map(|i| i + tag.len()))
-        .max();
-    match closed {
-        Some(end) => Some(&text[end..]),
-        None if text.contains("<think>") || text.contains("<thinking>") => None,
-        None => Some(text),
+fn answer_parts(text: &str) -> Result<Vec<&str>, String> {
+    const BLOCKS: [(&str, &str); 2] = [("<think>", "</think>"), ("<thinking>", "</thinking>")];
+    let body = text.trim_start();
+    if let Some((_, close)) = BLOCKS.iter().find(|(open, _)| body.starts_with(open)) {
+        return match body.find(close) {
+            Some(end) => Ok(vec![&body[end + close.len()..]]),
+            None => Err("reply: the reasoning block (<think>) is never closed, so there is no answer after it (cut off at the token limit? see --agent-max-tokens)".into()),
+        };
     }
+    let first_end = BLOCKS
+        .iter()
+        .filter_map(|(_, close)| text.find(close).map(|i| i + close.len()))
+        .min();
+    Ok(match first_end {
+        Some(end) => vec![&text[end..], text],
+        None => vec![text],
+    })
 }
+
+/// Bytes the search for the answer may scan in all: from every `{` it scans to that
+/// object's end, so a reply of many unclosed `{` (a 4 MiB reply of them held a core for
+/// hours) costs its length squared without a bound.
+const SCAN_BUDGET: usize = 64 << 20;
 
 /// [`extract`], with the object's own text (to read `layers` again in its written order).
 fn extract_with_text(text: &str) -> Result<(Value, std::borrow::Cow<'_, str>), String> {
-    let Some(text) = answer_part(text) else {
-        return Err(
-            "reply: the reasoning block (<think>) is never closed, so there is no answer after it (cut off at the token limit? see --agent-max-tokens)"
-                .into(),
-        );
-    };
-    let bytes = text.as_bytes();
-    let starts = bytes.iter().enumerate().filter(|(_, &c)| c == b'{');
+    let mut budget = SCAN_BUDGET;
     let mut broken = None;
-    for (start, _) in starts {
-        let Some(end) = balanced_end(bytes, start) else {
-            continue;
-        };
-        let candidate = &text[start..end];
-        match serde_json::from_str::<Value>(candidate) {
-            Ok(v) if v.get("layers").is_some() => return Ok((v, candidate.into())),
-            Ok(_) => {}
-            Err(e) if broken.is_none() && candidate.contains("\"layers\"") => {
-                // A number JSON cannot hold (1e400) is made a string naming it, so that
-                // its layer reports it and the others are still checked.
-                let quoted = quote_out_of_range(candidate);
-                if let Ok(v) = serde_json::from_str::<Value>(&quoted) {
-                    if v.get("layers").is_some() {
-                        return Ok((v, quoted.into()));
-                    }
-                }
-                broken = Some(e.to_string());
+    for part in answer_parts(text)? {
+        match find_layers(part, &mut budget) {
+            Found::Object(v, t) => return Ok((v, t)),
+            // A broken answer where the answer belongs: the whole text's drafts are not
+            // tried in its place.
+            Found::Broken(e) => {
+                broken = Some(e);
+                break;
             }
-            Err(_) => {}
+            Found::Nothing if budget == 0 => {
+                return Err(format!(
+                    "reply: no JSON object with a \"layers\" field found in its first {} MiB scanned (it holds {} `{{` in {} bytes); answer with the JSON format shown",
+                    SCAN_BUDGET >> 20,
+                    text.matches('{').count(),
+                    text.len()
+                ))
+            }
+            Found::Nothing => {}
         }
     }
     Err(match broken {
@@ -122,6 +129,47 @@ fn extract_with_text(text: &str) -> Result<(Value, std::borrow::Cow<'_, str>), S
                 .into()
         }
     })
+}
+
+enum Found<'a> {
+    Object(Value, std::borrow::Cow<'a, str>),
+    /// The first object mentioning "layers" is not valid JSON (serde's reason).
+    Broken(String),
+    Nothing,
+}
+
+/// The first balanced `{...}` in `text` that parses and has a `layers` field, scanning no
+/// more than `budget` bytes (spent as it goes).
+fn find_layers<'a>(text: &'a str, budget: &mut usize) -> Found<'a> {
+    let bytes = text.as_bytes();
+    let starts = bytes.iter().enumerate().filter(|(_, &c)| c == b'{');
+    let mut broken = None;
+    for (start, _) in starts {
+        let Some(end) = balanced_end(bytes, start, budget) else {
+            if *budget == 0 {
+                break;
+            }
+            continue;
+        };
+        let candidate = &text[start..end];
+        match serde_json::from_str::<Value>(candidate) {
+            Ok(v) if v.get("layers").is_some() => return Found::Object(v, candidate.into()),
+            Ok(_) => {}
+            Err(e) if broken.is_none() && candidate.contains("\"layers\"") => {
+                // A number JSON cannot hold (1e400) is made a string naming it, so that
+                // its layer reports it and the others are still checked.
+                let quoted = quote_out_of_range(candidate);
+                if let Ok(v) = serde_json::from_str::<Value>(&quoted) {
+                    if v.get("layers").is_some() {
+                        return Found::Object(v, quoted.into());
+                    }
+                }
+                broken = Some(e.to_string());
+            }
+            Err(_) => {}
+        }
+    }
+    broken.map_or(Found::Nothing, Found::Broken)
 }
 
 /// Whether JSON text is inside a string, byte by byte (escaped quotes stay inside).
@@ -176,10 +224,12 @@ fn quote_out_of_range(json: &str) -> String {
     out
 }
 
-/// End (exclusive) of the bracketed value opening at `start`, skipping brackets in strings.
-fn balanced_end(b: &[u8], start: usize) -> Option<usize> {
+/// End (exclusive) of the bracketed value opening at `start`, skipping brackets in strings;
+/// None when it never closes or `budget` (bytes scanned, shared by every start) runs out.
+fn balanced_end(b: &[u8], start: usize, budget: &mut usize) -> Option<usize> {
     let (mut depth, mut string) = (0usize, InString::default());
     for (i, &c) in b.iter().enumerate().skip(start) {
+        *budget = budget.checked_sub(1)?;
         if string.step(c) {
             continue;
         }

@@ -271,3 +271,44 @@ fn a_layer_repeated_in_the_object_form_is_reported() {
     let names: Vec<String> = ok(&text).layers.into_iter().map(|l| l.name).collect();
     assert_eq!(names, [DOWN1, UP0]);
 }
+
+// The tags inside the answer's own strings are words, not a reasoning block (until
+// 2026-12-03 such an answer was refused as a block never closed, or cut at the `</think>`).
+#[test]
+fn reasoning_tags_inside_the_answer_are_text() {
+    for words in [
+        "no <think> block needed",
+        "after </think> comes the answer",
+        "<think>",
+    ] {
+        let text = format!(
+            r#"{{"layers": [{{"name": "{UP0}", "sparsity": 0.35}}], "reasoning": "{words}"}}"#
+        );
+        assert_eq!(ok(&text).reasoning, words, "{text}");
+        // Reasoning first: the text after the `</think>` holds no answer of its own.
+        let text = format!(
+            r#"{{"reasoning": "{words}", "layers": [{{"name": "{UP0}", "sparsity": 0.35}}]}}"#
+        );
+        assert_eq!(ok(&text).layers[0].name, UP0, "{text}");
+    }
+    // A block that the reply opens still hides its draft, and one never closed is said.
+    let e = parse_and_validate("  <think>{\"layers\": []} and", &AgentContext::example());
+    assert!(e.unwrap_err()[0].contains("never closed"));
+}
+
+// A reply of many unclosed `{` is searched within a bound (it cost its length squared:
+// hours for 4 MiB), and the error says where the search stopped.
+#[test]
+fn a_reply_of_unclosed_braces_is_given_up_on() {
+    let text = format!("{}{}", "{".repeat(2_000_000), good_json());
+    let e = parse_and_validate(&text, &AgentContext::example()).unwrap_err();
+    let said = format!(
+        "found in its first 64 MiB scanned (it holds {} `{{` in {} bytes)",
+        text.matches('{').count(),
+        text.len()
+    );
+    assert!(e[0].contains(&said), "{e:?}");
+    // Fewer of them are searched past, to the answer.
+    let text = format!("{}{}", "{".repeat(20), good_json());
+    assert_eq!(ok(&text).layers.len(), 2);
+}

@@ -166,11 +166,14 @@ pub fn agent_event(agent: &mut dyn Agent, job: AgentJob) -> Event {
 /// An agent failure with whatever was sent and received (an invalid proposal keeps both).
 pub fn failed(iteration: usize, e: &anyhow::Error) -> Event {
     let detail = e.downcast_ref::<crate::agent::ProposalError>();
+    let unanswered = e.downcast_ref::<crate::agent::Unanswered>();
     Event::AgentFailed {
         iteration,
         // One line, bounded: the error may quote a server or the model.
         error: crate::agent::text::one_line(&format!("{e:#}"), 2000),
-        prompt: detail.map(|d| d.prompt.clone()),
+        prompt: detail
+            .map(|d| d.prompt.clone())
+            .or_else(|| unanswered.map(|u| u.prompt.clone())),
         raw: detail.map(|d| d.raw.clone()),
         usage: detail.map_or_else(|| crate::agent::billed_usage(e), |d| d.usage),
     }
