@@ -528,7 +528,8 @@ fn failed_replies_keep_their_tokens_and_a_cut_proposal_names_the_limit() {
     let d = e.downcast_ref::<ProposalError>().unwrap();
     assert_eq!(tokens(d.usage), (40, 60));
     assert!(
-        format!("{e:#}").contains("cut off at the token limit: raise --agent-max-tokens"),
+        format!("{e:#}")
+            .contains("cut off at the token limit (the server's own): raise --agent-max-tokens"),
         "{e:#}"
     );
 
@@ -588,25 +589,29 @@ fn a_rejected_max_tokens_is_sent_as_max_completion_tokens() {
 /// `max_completion_tokens` for the rest of the session.
 #[test]
 fn a_max_tokens_value_error_keeps_the_field_name() {
-    let server = ScriptedServer::start(vec![
-        Scripted::error(
-            400,
-            "max_tokens is too large: 100000. This model supports at most 4096 completion tokens.",
-        ),
-        Scripted::openai(&good(0.35), 1, 1),
-    ]);
-    let mut cfg = config(Backend::OpenAi, &server.url());
-    cfg.max_tokens = Some(100000);
-    let mut a = LlmAgent::new(LlmClient::new(cfg).unwrap(), Templates::builtin()).unwrap();
-    a.propose(&AgentContext::example()).unwrap();
-    let reqs = server.requests();
-    assert_eq!(reqs.len(), 2);
-    for r in &reqs {
-        assert_eq!(r.body["max_tokens"], 100000, "{}", r.body);
-        assert!(r.body.get("max_completion_tokens").is_none());
+    // The second also holds a word of a refused field ("instead"): the agent audit's case,
+    // which switched the name until 2026-12-03.
+    for said in [
+        "max_tokens is too large: 100000. This model supports at most 4096 completion tokens.",
+        "max_tokens is too large (100000); use a value of at most 4096 instead",
+    ] {
+        let server = ScriptedServer::start(vec![
+            Scripted::error(400, said),
+            Scripted::openai(&good(0.35), 1, 1),
+        ]);
+        let mut cfg = config(Backend::OpenAi, &server.url());
+        cfg.max_tokens = Some(100000);
+        let mut a = LlmAgent::new(LlmClient::new(cfg).unwrap(), Templates::builtin()).unwrap();
+        a.propose(&AgentContext::example()).unwrap();
+        let reqs = server.requests();
+        assert_eq!(reqs.len(), 2);
+        for r in &reqs {
+            assert_eq!(r.body["max_tokens"], 100000, "{said}: {}", r.body);
+            assert!(r.body.get("max_completion_tokens").is_none());
+        }
+        // The retry was the one without response_format, which such a 400 cannot rule out.
+        assert!(reqs[1].body.get("response_format").is_none());
     }
-    // The retry was the one without response_format, which such a 400 cannot rule out.
-    assert!(reqs[1].body.get("response_format").is_none());
 }
 
 /// Content as a list of parts (Mistral's reasoning models): the text parts are the reply.
@@ -871,6 +876,13 @@ fn a_long_reflection_is_cut_at_2000_characters() {
     let short = ScriptedServer::start(vec![Scripted::openai(&"a".repeat(2000), 1, 1)]);
     let r = agent(&short).reflect(&ctx, &p, &ctx.history[1]).unwrap();
     assert_eq!(r.value, "a".repeat(2000), "exactly 2000 is kept whole");
+    // A proposal's reasoning goes into later prompts as well, cut alike.
+    let text =
+        format!(r#"{{"layers": [{{"name": "{UP0}", "sparsity": 0.35}}], "reasoning": "{long}"}}"#);
+    let server = ScriptedServer::start(vec![Scripted::openai(&text, 1, 1)]);
+    let r = agent(&server).propose(&ctx).unwrap();
+    assert_eq!(r.value.reasoning, format!("{}…", "ü".repeat(2000)));
+    assert_eq!(r.raw.as_deref(), Some(text.as_str()));
 }
 
 /// The first run of 8 of `KEY`'s characters found in `text`, if any.
@@ -1001,4 +1013,41 @@ fn failed_calls_keep_their_prompt_and_tokens() {
     assert!(format!("{e:#}").contains("empty reflection"), "{e:#}");
     let billed = arborist::agent::billed_usage(&e);
     assert_eq!((billed.prompt_tokens, billed.completion_tokens), (111, 22));
+}
+
+/// An error body too big to read, and an empty success body, are said as what they are
+/// (both read "(empty body)", the second with a colon and nothing after it, until
+/// 2026-12-03).
+#[test]
+fn an_unread_or_empty_body_is_said_as_such() {
+    let huge = || {
+        let mut s = Scripted::error(500, "x");
+        s.body = "x".repeat(5 << 20);
+        s
+    };
+    let server = ScriptedServer::start((0..4).map(|_| huge()).collect());
+    let e = format!(
+        "{:#}",
+        agent(&server)
+            .propose(&AgentContext::example())
+            .unwrap_err()
+    );
+    assert!(
+        e.contains("HTTP 500 Internal Server Error from")
+            && e.ends_with("after 4 attempts: a body over 4 MiB, not read"),
+        "{e}"
+    );
+    let mut empty = Scripted::openai("", 1, 1);
+    empty.body = String::new();
+    let server = ScriptedServer::start(vec![empty]);
+    let e = format!(
+        "{:#}",
+        agent(&server)
+            .propose(&AgentContext::example())
+            .unwrap_err()
+    );
+    assert!(
+        e.contains("an empty body, not JSON") && !e.contains(": \n"),
+        "{e}"
+    );
 }

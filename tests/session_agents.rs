@@ -819,3 +819,83 @@ fn a_skipped_iteration_drops_its_scripted_decisions() {
         [(1, "auto".to_string()), (2, "script".to_string())]
     );
 }
+
+// The header records the prompt templates' hashes; a resume with templates edited since
+// says so (until 2026-12-03 the edited text was used without a word, and the file then
+// held prompts of two versions under the first one's hashes).
+#[test]
+fn a_resume_with_edited_prompt_templates_says_so() {
+    let env = Env::new();
+    let pr = env.path("pr");
+    std::fs::create_dir(&pr).unwrap();
+    let builtin = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/step.j2"));
+    std::fs::write(pr.join("step.j2"), builtin.unwrap()).unwrap();
+    let bad = |i: usize| proposal(&[(down(90 + i), 0.05)], "bad");
+    let down_server =
+        ScriptedServer::start((0..6).map(|i| Scripted::openai(&bad(i), 7, 3)).collect());
+    let s = env.path("s.yaml");
+    let r = env.session_with(&down_server, &s, "3", &["--prompts", "pr"]);
+    assert_eq!(agent_failed_json(&r)["finished"], "agent_failed");
+    let good = || {
+        ScriptedServer::start(vec![
+            Scripted::openai(&proposal(&[(down(0), 0.05)], "small step"), 7, 3),
+            Scripted::openai("It held.", 5, 2),
+        ])
+    };
+    let resume_with = |server: &ScriptedServer, extra: &[&str]| {
+        let (url, sp) = (server.url(), p(&s));
+        env.run(
+            &[
+                "run",
+                "--headless",
+                "--auto-approve",
+                "--session",
+                &sp,
+                "--resume",
+            ]
+            .into_iter()
+            .chain(["--base-url", &url, "--json"])
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
+            KEY,
+        )
+    };
+    let resume = |server: &ScriptedServer| resume_with(server, &[]);
+    let said = "prompt template(s) step.j2 (in pr) differ from those the session was recorded with";
+    // Unchanged templates raise nothing.
+    let _ = std::fs::copy(&s, env.path("before.yaml"));
+    let r = resume(&good());
+    ok_json(&r);
+    assert!(!r.stderr.contains("prompt template"), "{}", r.stderr);
+    std::fs::copy(env.path("before.yaml"), &s).unwrap();
+    let step = pr.join("step.j2");
+    let edited = std::fs::read_to_string(&step).unwrap() + "\nBe brief.\n";
+    std::fs::write(&step, edited).unwrap();
+    let server = good();
+    let r = resume(&server);
+    ok_json(&r);
+    assert!(r.stderr.contains(said), "{}", r.stderr);
+    let prompt = server.requests()[0].body["messages"][1]["content"].clone();
+    assert!(prompt.as_str().unwrap().ends_with("Be brief."), "{prompt}");
+    // Moved: named, and found with --prompts on the resume (refused until 2026-12-03).
+    std::fs::copy(env.path("before.yaml"), &s).unwrap();
+    std::fs::rename(&pr, env.path("pr2")).unwrap();
+    let r = resume(&good());
+    assert_eq!(
+        r.error_lines(),
+        [format!(
+            "error: {}: its prompt templates' directory pr (recorded in its header) is not there; pass --prompts DIR where it is now",
+            p(&s)
+        )
+        .as_str()],
+        "{}",
+        r.stderr
+    );
+    let r = resume_with(&good(), &["--prompts", "pr2"]);
+    ok_json(&r);
+    assert!(
+        r.stderr.contains(&said.replace("in pr)", "in pr2)")),
+        "{}",
+        r.stderr
+    );
+}

@@ -326,6 +326,9 @@ fn resume_is_refused_while_held_or_with_option_flags_and_signals_say_where() {
         (["--base-url", "http://127.0.0.1:9/v1"], false),
         (["--agent-timeout", "0"], false),
         (["--agent-max-tokens", "0"], false),
+        // Taken on a resume since 2026-12-03 (a moved template directory), refused here
+        // as the built-in agent's, not as the header's.
+        (["--prompts", "pr"], false),
     ] {
         let mut args = vec!["run", "--headless", "--auto-approve", "--session"];
         let cp = p(&cut);

@@ -168,7 +168,9 @@ fn demo_in_tmux_approve_edit_quit_and_replay() {
     // `V` says how far the verify has come; a second V while verifying says so, and stops
     // saying it once the verdict is in.
     t.keys(&["V"]);
-    t.wait("the progress", 60, |s| s.contains("(replay --verify): event"));
+    t.wait("the progress", 60, |s| {
+        s.contains("(replay --verify): event")
+    });
     t.keys(&["V"]);
     t.wait("the running note", 10, |s| s.contains("verify is running"));
     let s = t.wait("the verdict", 120, |s| s.contains("verified:"));

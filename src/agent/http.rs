@@ -128,7 +128,10 @@ pub(crate) async fn post_with_retry(
                     // before it is cut (an echo past the cut would no longer match).
                     let text = String::from_utf8_lossy(&bytes);
                     return serde_json::from_str(&text).map_err(|e| HttpError::BadBody {
-                        message: format!("invalid JSON ({e}): {}", snippet(&c.scrub(&text))),
+                        message: match text.trim().is_empty() {
+                            true => "an empty body, not JSON".to_string(),
+                            false => format!("invalid JSON ({e}): {}", snippet(&c.scrub(&text))),
+                        },
                     });
                 }
                 Err(Read::TooLarge) => return Err(HttpError::TooLarge { limit: MAX_BODY }),
@@ -165,7 +168,11 @@ pub(crate) async fn post_with_retry(
                             seconds: timeout,
                         });
                     }
-                    Err(_) => String::new(),
+                    // Said as what it is: both read "(empty body)" until 2026-12-03.
+                    Err(Read::TooLarge) => format!("a body over {} MiB, not read", MAX_BODY >> 20),
+                    Err(Read::Failed(e)) => {
+                        format!("its body was cut off: {}", transport_cause(&e))
+                    }
                 };
                 let err = HttpError::Status {
                     status,
@@ -199,6 +206,11 @@ pub(crate) async fn post_with_retry(
             HttpError::Status {
                 status, message, ..
             } => format!("HTTP {} ({})", status_text(*status), one_line(message, 120)),
+            // The cause, as the last failure would give it (a refused connection and a
+            // body cut off read the same until 2026-12-03).
+            HttpError::Transport { message, .. } => {
+                format!("connection failed ({})", one_line(&c.scrub(message), 120))
+            }
             _ => "connection failed".to_string(),
         };
         tracing::warn!(
@@ -223,22 +235,26 @@ fn status_text(status: StatusCode) -> String {
 /// Connection-level failures worth retrying; a request that ran out its whole timeout
 /// is not retried (it would most likely time out again and multiply the wait).
 fn transport(e: &reqwest::Error, attempts: u32, seconds: u64) -> HttpError {
-    // The causes say what went wrong; reqwest's own line only repeats the URL we print.
+    let message = transport_cause(e);
+    if e.is_timeout() && !e.is_connect() {
+        return HttpError::Timeout { message, seconds };
+    }
+    HttpError::Transport { message, attempts }
+}
+
+/// What went wrong: the causes; reqwest's own line only repeats the URL we print.
+fn transport_cause(e: &reqwest::Error) -> String {
     let mut causes = Vec::new();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         causes.push(s.to_string());
         src = s.source();
     }
-    let message = if causes.is_empty() {
+    if causes.is_empty() {
         e.to_string()
     } else {
         causes.join(": ")
-    };
-    if e.is_timeout() && !e.is_connect() {
-        return HttpError::Timeout { message, seconds };
     }
-    HttpError::Transport { message, attempts }
 }
 
 enum Read {
@@ -284,7 +300,7 @@ pub(crate) fn server_message(body: &str) -> String {
     let text = from_json.unwrap_or_else(|| body.to_string());
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if line.is_empty() {
-        "(empty body)".into()
+        "an empty body".into()
     } else {
         one_line(&line, MAX_MESSAGE)
     }
@@ -305,7 +321,7 @@ mod tests {
         assert_eq!(server_message(openai), "Invalid key");
         assert_eq!(server_message(r#"{"error": "bad"}"#), "bad");
         assert_eq!(server_message(r#"{"object":"error","message":"m"}"#), "m");
-        assert_eq!(server_message(""), "(empty body)");
+        assert_eq!(server_message(""), "an empty body");
         assert!(server_message(&"x".repeat(1000)).chars().count() <= MAX_MESSAGE + 20);
         assert_eq!(
             server_message("bad \u{1b}[2J thing"),

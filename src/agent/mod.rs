@@ -103,11 +103,12 @@ pub(crate) fn billed(e: anyhow::Error, usage: Usage) -> anyhow::Error {
 
 /// A reply cut off at the token limit is most likely invalid for that reason: said with
 /// its problems (it was only a warning in the log, and the error read "no JSON object").
-fn with_cut_off(mut problems: Vec<String>, cut_off: bool) -> Vec<String> {
+fn with_cut_off(mut problems: Vec<String>, cut_off: bool, limit: Option<u32>) -> Vec<String> {
     if cut_off {
-        problems.push(
-            "the reply was cut off at the token limit: raise --agent-max-tokens N".to_string(),
-        );
+        let now = limit.map_or_else(|| "the server's own".into(), |n| n.to_string());
+        problems.push(format!(
+            "the reply was cut off at the token limit ({now}): raise --agent-max-tokens N"
+        ));
     }
     problems
 }
@@ -262,10 +263,12 @@ impl Agent for LlmAgent {
             }
             Err(problems) => problems,
         };
+        // The first problem is named: a repair that works left the user guessing why.
         tracing::warn!(
-            "{}: proposal invalid ({} problem(s)); asking once for a repair",
+            "{}: proposal invalid ({} problem(s), the first: {}); asking once for a repair",
             self.name(),
-            problems.len()
+            problems.len(),
+            text::one_line(problems.first().map_or("", String::as_str), 200)
         );
         let repair = self.templates.repair(ctx, &problems)?;
         // Some APIs reject an empty assistant turn; a huge one is cut (a proposal is small).
@@ -341,12 +344,8 @@ impl Agent for LlmAgent {
             ));
         }
         // Reflections go into every later prompt; the whole reply stays in `raw`.
-        let value = match value.char_indices().nth(MAX_REFLECTION) {
-            Some((cut, _)) => format!("{}…", &value[..cut]),
-            None => value.to_string(),
-        };
         Ok(AgentReply {
-            value,
+            value: cut_for_prompts(value),
             prompt: Some(user),
             raw: Some(reply.text),
             usage: reply.usage,
@@ -358,6 +357,14 @@ impl Agent for LlmAgent {
     }
 }
 
+/// Agent text that later prompts carry, cut at [`MAX_REFLECTION`] characters.
+fn cut_for_prompts(text: &str) -> String {
+    match text.char_indices().nth(MAX_REFLECTION) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
 impl LlmAgent {
     /// The proposal in a reply, parsed as the server sent it; what is kept of it (the
     /// reasoning, problems quoting the reply) has any echo of the key removed.
@@ -365,11 +372,13 @@ impl LlmAgent {
         let scrub = |t: &str| self.client.scrub(t);
         parse::parse_and_validate(&reply.said, ctx)
             .map(|mut p| {
-                p.reasoning = scrub(&p.reasoning);
+                // It goes into the reflection prompt and a re-ask after a rejection, as
+                // reflections go into later prompts: cut alike (a 3 MB one was sent whole).
+                p.reasoning = cut_for_prompts(&scrub(&p.reasoning));
                 p
             })
             .map_err(|p| {
-                with_cut_off(p, reply.cut_off)
+                with_cut_off(p, reply.cut_off, self.client.cfg.max_tokens)
                     .iter()
                     .map(|p| scrub(p))
                     .collect()

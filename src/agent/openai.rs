@@ -26,6 +26,27 @@ const REFUSED_FIELD: [&str; 9] = [
     "extra",
 ];
 
+/// The reply limit in force, as the cut-off messages name it (Anthropic's name theirs).
+fn limit_now(c: &LlmClient) -> String {
+    match c.cfg.max_tokens {
+        Some(n) => format!("{} {n}", limit_field(c)),
+        None => "the server's own; none was sent".to_string(),
+    }
+}
+
+/// Words of a 400 about a value's size or range.
+const ABOUT_VALUE: [&str; 9] = [
+    "too large",
+    "too big",
+    "too high",
+    "too many",
+    "at most",
+    "exceed",
+    "maximum",
+    "less than",
+    "must be",
+];
+
 pub(super) async fn chat(
     c: &LlmClient,
     system: &str,
@@ -54,7 +75,13 @@ pub(super) async fn chat(
         // know it.
         // Only a rejection of the field itself: "max_tokens is too large" is about its value
         // and once switched the name for the rest of the session.
-        let refused_field = REFUSED_FIELD.iter().any(|w| lower.contains(w));
+        // Words of a value's limits, or the value itself, mark a complaint about the value
+        // even beside a word of the list ("use a value of at most 4096 instead").
+        let about_value = ABOUT_VALUE.iter().any(|w| lower.contains(w))
+            || c.cfg
+                .max_tokens
+                .is_some_and(|n| lower.contains(&n.to_string()));
+        let refused_field = !about_value && REFUSED_FIELD.iter().any(|w| lower.contains(w));
         if c.cfg.max_tokens.is_some()
             && !tried_limit_field
             && refused_field
@@ -181,7 +208,8 @@ fn reply_text(c: &LlmClient, v: &Value) -> Result<String> {
         Some(t) if !t.trim().is_empty() => {
             if cut {
                 tracing::warn!(
-                    "openai: reply cut off at the token limit (finish_reason length); raise --agent-max-tokens N"
+                    "openai: reply cut off at the token limit ({}, finish_reason length); raise --agent-max-tokens N",
+                    limit_now(c)
                 );
             }
             t
@@ -192,7 +220,8 @@ fn reply_text(c: &LlmClient, v: &Value) -> Result<String> {
                 .iter()
                 .any(|k| msg[k].as_str().is_some_and(|r| !r.trim().is_empty()));
             bail!(
-                "openai: the reply was cut off at the token limit (finish_reason length) before any answer{}; raise --agent-max-tokens N",
+                "openai: the reply was cut off at the token limit ({}, finish_reason length) before any answer{}; raise --agent-max-tokens N",
+                limit_now(c),
                 if reasoned { ", spent on reasoning" } else { "" }
             )
         }

@@ -517,7 +517,10 @@ mod tests;
 /// `step.jinja`) was passed over without a word, and the built-in used in its place.
 fn check_dir(d: &Path) -> Result<()> {
     if !d.is_dir() {
-        bail!("prompts dir {}: not a directory", d.display());
+        match d.exists() {
+            true => bail!("prompts dir {}: not a directory", d.display()),
+            false => bail!("prompts dir {}: does not exist", d.display()),
+        }
     }
     let names = BUILTIN.map(|(n, _)| n).join(", ");
     let entries = std::fs::read_dir(d)

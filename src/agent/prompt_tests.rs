@@ -396,6 +396,12 @@ fn syntax_error_is_one_line_naming_the_file() {
         "{e}"
     );
     assert!(!e.contains('\n'), "{e}");
+    // A path that is missing, or a file, is named as what it is.
     let e = Templates::load(Some(&dir.path().join("missing"))).unwrap_err();
-    assert!(e.to_string().contains("not a directory"));
+    assert!(e.to_string().ends_with("missing: does not exist"), "{e}");
+    let e = Templates::load(Some(&dir.path().join("reflection.j2"))).unwrap_err();
+    assert!(
+        e.to_string().ends_with("reflection.j2: not a directory"),
+        "{e}"
+    );
 }

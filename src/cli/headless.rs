@@ -19,7 +19,14 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
         // moved or got slow, or replies cut off, can be followed; every other option is the
         // header's.
         // The model and data may be found at other paths (checked against the header).
-        let connection = ["--base-url", "--agent-timeout", "--agent-max-tokens"];
+        // So may the prompt templates' directory (what it holds is checked against the
+        // header's hashes when the session attaches).
+        let connection = [
+            "--base-url",
+            "--agent-timeout",
+            "--agent-max-tokens",
+            "--prompts",
+        ];
         let kept =
             |f: &&str| connection.contains(f) || super::relocate::Relocate::FLAGS.contains(f);
         if let Some(flag) = a.option_flags().iter().find(|f| !kept(f)) {
@@ -53,6 +60,17 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
         }
         if a.agent_max_tokens.is_some() {
             opened.opts.agent.max_tokens = a.agent_max_tokens;
+        }
+        match (&a.prompts, &opened.opts.agent.prompts) {
+            (Some(_), _) if opened.opts.agent.backend == "builtin" => anyhow::bail!(
+                "--prompts: the built-in agent writes no prompts (they are for --agent openai or anthropic)"
+            ),
+            (Some(_), _) => opened.opts.agent.prompts = a.prompts.clone(),
+            (None, Some(d)) if !Path::new(d).is_dir() => anyhow::bail!(
+                "{}: its prompt templates' directory {d} (recorded in its header) is not there; pass --prompts DIR where it is now",
+                opened.path.display()
+            ),
+            _ => {}
         }
         // A header that passes alone leaves the flags to blame: named as the flags'.
         match super::run::header_options_ok(&recorded, &opened.path, true) {

@@ -98,10 +98,20 @@ impl Machine {
                     Decision::Approve if agent.layers.is_empty() => return Ok(self.skip()),
                     Decision::Reject { feedback } => {
                         self.feedback_open = true;
+                        // After a failure the proposal is the loop's placeholder: the model
+                        // proposed nothing, and the error (an endpoint, an environment
+                        // variable) is not its words to be shown as its own.
+                        let rejected = match self.agent_failures {
+                            0 => agent,
+                            _ => Proposal {
+                                layers: vec![],
+                                reasoning: String::new(),
+                            },
+                        };
                         self.feedback_log.push(ReviewerFeedback {
                             iteration: self.iteration,
                             feedback: feedback.clone(),
-                            rejected: agent,
+                            rejected,
                         });
                         self.phase = Phase::Proposing;
                         return Ok(vec![self.propose()]);
@@ -324,5 +334,37 @@ mod tests {
         assert!(matches!(effects.as_slice(), [Effect::Propose(_)]));
         let words = ["once", "twice", "three times"][MAX_AGENT_FAILURES - 1];
         assert!(StopReason::AgentFailed.words().contains(words));
+    }
+
+    // Rejecting the empty proposal a failure left does not hand the failure's error to the
+    // agent as its own reasoning (the re-ask read "You proposed: nothing ((no valid
+    // proposal: openai: HTTP 401 ...))").
+    #[test]
+    fn a_rejected_failure_is_not_the_agents_reasoning() {
+        let mut m = Machine::new("m", LoopOptions::default());
+        m.start();
+        m.phase = Phase::Proposing;
+        let failed = Event::AgentFailed {
+            iteration: m.iteration,
+            error: "openai: HTTP 401 Unauthorized (check OPENAI_API_KEY)".into(),
+            prompt: None,
+            raw: None,
+            usage: Default::default(),
+        };
+        m.handle(&failed).unwrap();
+        assert!(m.proposal.as_ref().unwrap().reasoning.contains("HTTP 401"));
+        let reject = Event::Decided {
+            iteration: m.iteration,
+            by: "human".into(),
+            decision: Decision::Reject {
+                feedback: "try block 3".into(),
+            },
+        };
+        m.handle(&reject).unwrap();
+        let last = m.feedback_log.last().unwrap();
+        assert_eq!(
+            (last.rejected.reasoning.as_str(), last.feedback.as_str()),
+            ("", "try block 3")
+        );
     }
 }

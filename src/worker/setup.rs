@@ -333,12 +333,16 @@ pub fn attach(
     data: DataHashes,
 ) -> Result<Driver> {
     // Measured before the writer cuts the torn document off; said only once resuming works.
-    let note = o.log.as_ref().and_then(|l| {
-        let notes: Vec<String> = (torn_note(l, &o.path).into_iter())
-            .chain(l.unknown_note(&o.path))
-            .collect();
-        (!notes.is_empty()).then(|| notes.join("; "))
-    });
+    let note = match &o.log {
+        Some(l) => {
+            let notes: Vec<String> = (torn_note(l, &o.path).into_iter())
+                .chain(l.unknown_note(&o.path))
+                .chain(prompts_note(&l.header, &o.opts, &o.path)?)
+                .collect();
+            (!notes.is_empty()).then(|| notes.join("; "))
+        }
+        None => None,
+    };
     let fingerprint = file::fingerprint(&files.config, &files.weights)?;
     let (machine, writer) = match &o.log {
         None => {
@@ -401,6 +405,33 @@ pub fn attach(
         d.start()?;
     }
     Ok(d)
+}
+
+/// A resumed LLM session whose prompt templates differ from those its header hashed (the
+/// files edited, or another version's built-in ones): said, since the prompts recorded from
+/// here on come from other templates than the header describes.
+fn prompts_note(header: &Header, opts: &RunOptions, path: &Path) -> Result<Option<String>> {
+    if opts.agent.backend == "builtin" || header.prompt_hashes.is_empty() {
+        return Ok(None);
+    }
+    let dir = opts.agent.prompts.as_deref().map(Path::new);
+    let now = crate::agent::prompt::source_hashes(dir)?;
+    let changed: Vec<&str> = now
+        .iter()
+        .filter(|(name, hash)| header.prompt_hashes.get(*name) != Some(*hash))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let source = match dir {
+        Some(d) => format!("in {}", d.display()),
+        None => "built into this version".to_string(),
+    };
+    Ok((!changed.is_empty()).then(|| {
+        format!(
+            "{}: prompt template(s) {} ({source}) differ from those the session was recorded with (its header's prompt_hashes); the prompts from here on come from the current text",
+            path.display(),
+            changed.join(", ")
+        )
+    }))
 }
 
 #[cfg(test)]
