@@ -1025,13 +1025,12 @@ fn an_unread_or_empty_body_is_said_as_such() {
         s.body = "x".repeat(5 << 20);
         s
     };
-    let server = ScriptedServer::start((0..4).map(|_| huge()).collect());
-    let e = format!(
-        "{:#}",
-        agent(&server)
-            .propose(&AgentContext::example())
-            .unwrap_err()
-    );
+    let error_of = |scripts: Vec<Scripted>| {
+        let server = ScriptedServer::start(scripts);
+        let e = agent(&server).propose(&AgentContext::example());
+        format!("{:#}", e.unwrap_err())
+    };
+    let e = error_of((0..4).map(|_| huge()).collect());
     assert!(
         e.contains("HTTP 500 Internal Server Error from")
             && e.ends_with("after 4 attempts: a body over 4 MiB, not read"),
@@ -1039,13 +1038,7 @@ fn an_unread_or_empty_body_is_said_as_such() {
     );
     let mut empty = Scripted::openai("", 1, 1);
     empty.body = String::new();
-    let server = ScriptedServer::start(vec![empty]);
-    let e = format!(
-        "{:#}",
-        agent(&server)
-            .propose(&AgentContext::example())
-            .unwrap_err()
-    );
+    let e = error_of(vec![empty]);
     assert!(
         e.contains("an empty body, not JSON") && !e.contains(": \n"),
         "{e}"

@@ -67,6 +67,15 @@ impl Env {
         self.session_with(server, s, iters, &[])
     }
 
+    /// `--resume` of `s`, headless and auto-approved, with the agent at `server`.
+    fn resume(&self, server: &ScriptedServer, s: &Path, extra: &[&str]) -> Ran {
+        let (url, sp) = (server.url(), p(s));
+        let mut a = vec!["run", "--headless", "--auto-approve", "--session", &sp];
+        a.extend(["--resume", "--base-url", &url, "--json"]);
+        a.extend(extra);
+        self.run(&a, KEY)
+    }
+
     fn session_with(&self, server: &ScriptedServer, s: &Path, iters: &str, extra: &[&str]) -> Ran {
         let (url, sp) = (server.url(), p(s));
         let mut a = vec![
@@ -459,23 +468,7 @@ fn a_session_ended_by_agent_failures_continues_on_resume() {
         Scripted::openai(&proposal(&[(down(0), 0.05)], "small step"), 7, 3),
         Scripted::openai("It held.", 5, 2),
     ]);
-    let (url, sp) = (good.url(), p(&s));
-    let r = env.run(
-        &[
-            "run",
-            "--headless",
-            "--auto-approve",
-            "--session",
-            &sp,
-            "--resume",
-            "--base-url",
-            &url,
-            "--agent-max-tokens",
-            "500",
-            "--json",
-        ],
-        KEY,
-    );
+    let r = env.resume(&good, &s, &["--agent-max-tokens", "500"]);
     let sum = ok_json(&r);
     assert_eq!(sum["finished"], "max_iterations", "{sum}");
     assert_eq!(good.requests().len(), 2, "a proposal and a reflection");
@@ -501,19 +494,7 @@ fn a_session_ended_by_agent_failures_continues_on_resume() {
     assert_eq!(kinds[at + 1], "proposed");
     assert_eq!(events(&entries, "evaluated").len(), 1);
     // Other options stay the header's.
-    let r = env.run(
-        &[
-            "run",
-            "--headless",
-            "--auto-approve",
-            "--session",
-            &sp,
-            "--resume",
-            "--seqlen",
-            "32",
-        ],
-        KEY,
-    );
+    let r = env.resume(&good, &s, &["--seqlen", "32"]);
     assert!(
         r.stderr
             .contains("--seqlen: a resumed session keeps the options"),
@@ -842,24 +823,7 @@ fn a_resume_with_edited_prompt_templates_says_so() {
             Scripted::openai("It held.", 5, 2),
         ])
     };
-    let resume_with = |server: &ScriptedServer, extra: &[&str]| {
-        let (url, sp) = (server.url(), p(&s));
-        env.run(
-            &[
-                "run",
-                "--headless",
-                "--auto-approve",
-                "--session",
-                &sp,
-                "--resume",
-            ]
-            .into_iter()
-            .chain(["--base-url", &url, "--json"])
-            .chain(extra.iter().copied())
-            .collect::<Vec<_>>(),
-            KEY,
-        )
-    };
+    let resume_with = |server: &ScriptedServer, extra: &[&str]| env.resume(server, &s, extra);
     let resume = |server: &ScriptedServer| resume_with(server, &[]);
     let said = "prompt template(s) step.j2 (in pr) differ from those the session was recorded with";
     // Unchanged templates raise nothing.
