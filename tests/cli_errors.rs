@@ -1060,10 +1060,27 @@ fn an_unreadable_data_file_names_its_flag() {
     let (d, m, t) = setup();
     let missing = p(&d.path().join("missing.txt"));
     let dir = p(d.path());
-    let cases: [(Vec<&str>, [&str; 2]); 4] = [
+    let out = p(&d.path().join("out"));
+    let cases: [(Vec<&str>, [&str; 2]); 5] = [
         (
             vec!["eval", "--model", &m, "--ppl", &missing],
             ["--ppl: cannot read", &missing],
+        ),
+        // Said without its flag until 2026-12-03 (the model-format audit).
+        (
+            vec![
+                "prune",
+                "--model",
+                &m,
+                "--method",
+                "magnitude",
+                "--sparsity",
+                "0.5",
+            ]
+            .into_iter()
+            .chain(["--eval", &missing, "--out", &out])
+            .collect(),
+            ["--eval: cannot read", &missing],
         ),
         (
             vec!["eval", "--model", &m, "--mmlu", &missing],

@@ -495,3 +495,106 @@ fn a_tied_config_with_a_different_stored_head_uses_the_head() {
     assert_ne!(used, tied);
     assert_eq!(used, untied);
 }
+
+/// One `eval` of `dir` on a short text with `extra` flags: its exit code and stderr.
+fn eval_error(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let txt = dir.parent().unwrap().join("eval.txt");
+    std::fs::write(&txt, text(3000)).unwrap();
+    let mut args = vec![
+        "eval",
+        "--model",
+        dir.to_str().unwrap(),
+        "--ppl",
+        txt.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let o = arborist(&args, &[]);
+    (o.status.code(), stderr(&o))
+}
+
+// The model-format audit of 2026-12-03: a tensor of the wrong shape or a missing head
+// whose cause is a field config.json leaves out named only the tensor.
+#[test]
+fn a_shape_a_default_caused_names_the_default() {
+    let d = tmp();
+    let dir = d.path().join("m");
+    write_model_dir(&dir, TINY_QWEN3, 3, DType::F32);
+    let cfg = TINY_QWEN3.replace("\"head_dim\":8,", "");
+    std::fs::write(dir.join("config.json"), &cfg).unwrap();
+    let (code, e) = eval_error(&dir, &[]);
+    assert_eq!(code, Some(1), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("but the config implies")
+            && e.contains("(config.json leaves out head_dim, taken as Qwen3Config's default 128)"),
+        "{e}"
+    );
+    // Full rotary only: a partial one was computed as full, silently.
+    let partial = TINY_QWEN3.replace(
+        "\"head_dim\":8,",
+        "\"head_dim\":8,\"partial_rotary_factor\":0.5,",
+    );
+    std::fs::write(dir.join("config.json"), &partial).unwrap();
+    let (_, e) = eval_error(&dir, &[]);
+    assert!(
+        e.contains(
+            "field `partial_rotary_factor` is 0.5: only full rotary embeddings (1.0) are supported"
+        ),
+        "{e}"
+    );
+}
+
+// A directory where the weights file belongs, and an index naming a shard outside the
+// model's directory, are said as what they are.
+#[test]
+fn odd_weight_paths_are_named() {
+    let d = tmp();
+    let dir = d.path().join("m");
+    write_model_dir(&dir, TINY_QWEN3, 3, DType::F32);
+    let single = dir.join("model.safetensors");
+    std::fs::rename(&single, d.path().join("elsewhere.safetensors")).unwrap();
+    std::fs::create_dir(&single).unwrap();
+    let (code, e) = eval_error(&dir, &[]);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(
+        e.contains(&format!("weights file {} is not a file", single.display())),
+        "{e}"
+    );
+    std::fs::remove_dir(&single).unwrap();
+    let index = serde_json::json!({"weight_map": {"model.embed_tokens.weight": "../elsewhere.safetensors"}});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let (code, e) = eval_error(&dir, &[]);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(
+        e.contains(
+            "weight_map names shard `../elsewhere.safetensors` outside the model's directory"
+        ),
+        "{e}"
+    );
+}
+
+// A weight finite in the file but beyond f16's range is infinite once converted for
+// `--dtype f16`: the error says so (it read as a corrupt checkpoint).
+#[test]
+fn a_weight_beyond_f16s_range_is_blamed_on_the_conversion() {
+    let d = tmp();
+    let dir = d.path().join("m");
+    write_model_dir(&dir, TINY_QWEN3, 3, DType::F32);
+    let single = dir.join("model.safetensors");
+    let mut all = candle_core::safetensors::load(&single, &Device::Cpu).unwrap();
+    let name = "model.layers.1.mlp.up_proj.weight";
+    let t = &all[name];
+    let big = (t.ones_like().unwrap() * 1e5).unwrap();
+    all.insert(name.to_string(), big);
+    candle_core::safetensors::save(&all, &single).unwrap();
+    let (code, e) = eval_error(&dir, &["--dtype", "f16"]);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(
+        e.contains(&format!(
+            "tensor {name} holds NaN or infinite values in f16"
+        )) && e.contains("beyond f16's range of ±65504"),
+        "{e}"
+    );
+    let (code, e) = eval_error(&dir, &[]);
+    assert_eq!(code, Some(0), "f32 keeps it: {e}");
+}

@@ -1,6 +1,6 @@
 //! `arborist prune`: one-shot pruning (the peers' job and our baselines) and export.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -227,8 +227,12 @@ pub fn run(a: PruneArgs) -> Result<()> {
     let eval = match &a.eval {
         Some(p) => {
             let name = p.display().to_string();
-            let ids = m.encode(&read_ppl_text(p)?)?;
-            let w = Windows::sequential(&ids, a.calib.seqlen(&m), a.eval_windows, &name)?;
+            // Named by its flag, as --calib's are: the two may name like files.
+            let windows = || -> Result<Windows> {
+                let ids = m.encode(&read_ppl_text(p)?)?;
+                Windows::sequential(&ids, a.calib.seqlen(&m), a.eval_windows, &name)
+            };
+            let w = windows().context("--eval")?;
             w.warn_if_fewer("--eval-windows", a.eval_windows, &name);
             Some((w, name))
         }

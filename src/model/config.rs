@@ -54,6 +54,10 @@ pub struct ModelConfig {
     /// Sliding attention window per layer (None = full causal attention).
     pub sliding_window: Vec<Option<usize>>,
     pub max_position_embeddings: usize,
+    /// Fields that shape the tensors which config.json leaves out, with the default taken
+    /// (`head_dim, taken as Qwen3Config's default 128`): said with a shape or a missing
+    /// tensor, whose cause they may be.
+    pub defaulted: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +76,8 @@ struct RawConfig {
     /// transformers >= 5 moves rope_theta and the scaling here.
     rope_parameters: Option<serde_json::Value>,
     tie_word_embeddings: Option<bool>,
+    /// transformers' rope builds rotate only this share of each head; not supported.
+    partial_rotary_factor: Option<f64>,
     attention_bias: Option<bool>,
     mlp_bias: Option<bool>,
     /// Absent (outer None) and null (inner None) differ: MistralConfig, Qwen2Config and
@@ -222,6 +228,11 @@ impl ModelConfig {
             },
         };
         let (rope_theta, rope_scaling) = parse_rope(&raw, max_position_embeddings)?;
+        // Read by transformers' rope builders for every architecture; ignored here, it gave
+        // full-rotary numbers for a model that rotates part of each head (until 2026-12-03).
+        if let Some(f) = raw.partial_rotary_factor.filter(|f| *f != 1.0) {
+            bail!("field `partial_rotary_factor` is {f}: only full rotary embeddings (1.0) are supported");
+        }
         if !(rope_theta.is_finite() && rope_theta > 0.0) {
             bail!("field `rope_theta` ({rope_theta}) must be positive");
         }
@@ -251,7 +262,22 @@ impl ModelConfig {
                 bail!("field `layer_types` makes layer {i} sliding_attention, but there is no window (use_sliding_window false or sliding_window null); transformers refuses this config too");
             }
         }
+        let mut defaulted = Vec::new();
+        if !kv_note.is_empty() {
+            defaulted.push(format!(
+                "num_key_value_heads, taken as {class}'s default {num_kv_heads}"
+            ));
+        }
+        if raw.head_dim.is_none() && arch == Arch::Qwen3 {
+            defaulted.push(format!("head_dim, taken as {class}'s default {head_dim}"));
+        }
+        if raw.tie_word_embeddings.is_none() {
+            defaulted.push(format!(
+                "tie_word_embeddings, taken as {class}'s default false"
+            ));
+        }
         Ok(ModelConfig {
+            defaulted,
             arch,
             vocab_size: req(raw.vocab_size, "vocab_size")?,
             hidden_size,
@@ -279,6 +305,15 @@ impl ModelConfig {
             max_position_embeddings,
             model_type,
         })
+    }
+
+    /// `; config.json leaves out ...` for an error about a tensor's shape or presence, or
+    /// nothing when every field that shapes them is given.
+    pub fn defaulted_note(&self) -> String {
+        match self.defaulted.is_empty() {
+            true => String::new(),
+            false => format!(" (config.json leaves out {})", self.defaulted.join("; ")),
+        }
     }
 
     /// Number of parameters in the linear layers of the blocks (the prunable ones).

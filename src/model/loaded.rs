@@ -187,6 +187,9 @@ pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
     Ok(tok)
 }
 
+/// Why a weight can be infinite in f16 though the file holds none.
+const F16_RANGE: &str = " in f16, the compute dtype (if the file stores a wider type, bf16 or f32, a weight beyond f16's range of ±65504 became infinite when converted for --dtype f16: f32 or bf16 keep it)";
+
 impl LoadedModel {
     /// Refuse weights holding NaN or infinities, naming the first such tensor: they make
     /// every perplexity NaN and every Wanda score meaningless. One pass over the weights
@@ -206,8 +209,14 @@ impl LoadedModel {
                 .sum_all()?
                 .to_scalar::<f32>()?;
             if !sum.is_finite() {
+                // The conversion's doing when the file stores a wider type: said, since
+                // the line read as a corrupt checkpoint of weights that load in f32.
+                let f16 = match t.dtype() {
+                    DType::F16 => F16_RANGE,
+                    _ => "",
+                };
                 anyhow::bail!(
-                    "{}: tensor {name} holds NaN or infinite values",
+                    "{}: tensor {name} holds NaN or infinite values{f16}",
                     self.files.id
                 );
             }
@@ -228,8 +237,12 @@ impl LoadedModel {
     /// `refuse_non_finite`): sparsities count masks chosen here, not zeros.
     pub fn warn_if_pruned_before(&self, zero_fraction: f64) {
         if zero_fraction > 0.01 {
+            let f16 = match self.decoder.dtype {
+                DType::F16 => " (or, if the file stores a wider type, weights below f16's smallest value that became zero when converted for --dtype f16)",
+                _ => "",
+            };
             tracing::warn!(
-                "{}: {:.1}% of its linear weights are already zero (a pruned model?): they load as active weights, so the sparsities reported count only the masks chosen from here",
+                "{}: {:.1}% of its linear weights are already zero (a pruned model?{f16}): they load as active weights, so the sparsities reported count only the masks chosen from here",
                 self.files.id,
                 100.0 * zero_fraction
             );

@@ -61,10 +61,10 @@ impl ModelFiles {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let need = |name: &str, what: &str| -> Result<PathBuf> {
             let p = dir.join(name);
-            if p.is_file() {
-                Ok(p)
-            } else {
-                bail!("{what} {} is missing", p.display())
+            match (p.is_file(), p.exists()) {
+                (true, _) => Ok(p),
+                (false, true) => bail!("{what} {} is not a file", p.display()),
+                (false, false) => bail!("{what} {} is missing", p.display()),
             }
         };
         let config = need("config.json", "model config")?;
@@ -78,6 +78,9 @@ impl ModelFiles {
                 .into_iter()
                 .map(|s| need(&s, "weight shard"))
                 .collect::<Result<Vec<_>>>()?
+        } else if dir.join(SINGLE).exists() {
+            // It read "it has safetensors files (model.safetensors) but no index".
+            need(SINGLE, "weights file").map(|p| vec![p])?
         } else {
             let names: Vec<String> = std::fs::read_dir(dir)
                 .map(|d| {
@@ -176,6 +179,17 @@ fn shard_names(index: &Path) -> Result<Vec<String>> {
         if s.is_empty() {
             bail!(
                 "{}: weight_map names an empty shard file name",
+                index.display()
+            );
+        }
+        // A shard is read from the model's own directory: `../` or an absolute path
+        // reached files elsewhere (until 2026-12-03).
+        let escapes = Path::new(s)
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)));
+        if escapes {
+            bail!(
+                "{}: weight_map names shard `{s}` outside the model's directory (only names within it are read)",
                 index.display()
             );
         }

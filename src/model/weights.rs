@@ -351,9 +351,17 @@ pub fn load_all(
             .any(|k| n.ends_with(&format!("{}.weight", k.path())))
     };
     let mut map = HashMap::new();
+    // A shape or a missing tensor may come from a default the config left to its class.
+    let note = |e: anyhow::Error| {
+        let said = format!("{e:#}");
+        match said.contains("but the config implies") || said.contains("is missing from") {
+            true => anyhow::anyhow!("{said}{}", cfg.defaulted_note()),
+            false => e,
+        }
+    };
     for (name, shape) in expected_tensors(cfg) {
         if skip_linears && linear(&name) {
-            files.check(&name, &shape)?;
+            files.check(&name, &shape).map_err(note)?;
             continue;
         }
         let stored = if name == EMBED {
@@ -371,7 +379,7 @@ pub fn load_all(
             };
             bail!("{}{head}", files.missing(EMBED));
         }
-        let t = files.load(stored, &shape, dtype, device)?;
+        let t = files.load(stored, &shape, dtype, device).map_err(note)?;
         map.insert(name, t);
     }
     Ok(map)

@@ -243,7 +243,15 @@ pub fn write_dir_atomically(
             Err(e) => {
                 drop(held);
                 writing.undo();
-                bail!("cannot move the result into {}: {e}", out.display())
+                // Another run wrote it while this one computed (it was checked absent).
+                let taken = match out.exists() {
+                    true => "; it appeared while this run computed (another run wrote it?): pass --force to replace it",
+                    false => "",
+                };
+                bail!(
+                    "--out {}: nothing was written there: cannot move the result in: {e}{taken}",
+                    out.display()
+                )
             }
         };
     }
