@@ -1386,3 +1386,44 @@ fn bad_freebaseqa_and_text_parquet_give_one_line() {
         &["--ppl", "--mmlu", "--freebaseqa"],
     );
 }
+
+// An EOS id past the vocabulary can never be generated, so generation runs to its limit:
+// warned about (the model-format audit of 2026-12-03 found it accepted without a word).
+#[test]
+fn an_eos_id_outside_the_vocabulary_is_warned_about() {
+    let d = tmp();
+    let dir = d.path().join("m");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixture("qwen3");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("generation_config.json"),
+        r#"{"eos_token_id": 99999}"#,
+    )
+    .unwrap();
+    let f = d.path().join("FreebaseQA-eval.json");
+    write_freebaseqa(
+        &f,
+        vec![freebase_question("FreebaseQA-eval-0", "Who?", &["x"])],
+    );
+    let args = [
+        "eval",
+        "--model",
+        &p(&dir),
+        "--freebaseqa",
+        &p(&f),
+        "--max-new-tokens",
+        "2",
+    ];
+    let o = arborist(&args, &[]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains(
+            "`eos_token_id` 99999 (config.json or generation_config.json) is not in the vocabulary"
+        ),
+        "{e}"
+    );
+}

@@ -115,6 +115,14 @@ pub fn evaluate_freebaseqa(
 ) -> Result<FreebaseResult> {
     let items = &items[..opts.limit.map_or(items.len(), |l| l.min(items.len()))];
     let stop_ids = eos_ids(&model.files.config)?;
+    // The argmax never picks an id past the vocabulary: generation could not stop there.
+    let vocab = model.cfg.vocab_size;
+    if let Some(id) = stop_ids.iter().find(|&&id| id as usize >= vocab) {
+        tracing::warn!(
+            "{}: `eos_token_id` {id} (config.json or generation_config.json) is not in the vocabulary ({vocab} tokens): generation can never stop at it",
+            model.files.id
+        );
+    }
     let decode = |ids: &[u32]| {
         model
             .tokenizer
