@@ -336,7 +336,7 @@ impl Agent for LlmAgent {
         let system = self.templates.system(ctx)?;
         let user = self.templates.reflection(ctx, proposal, outcome)?;
         let reply = self.block_on(self.client.chat(&system, &user, None))?;
-        let value = &self.client.scrub(reply.said.trim());
+        let value = reply.text.trim();
         if value.is_empty() {
             return Err(billed(
                 anyhow::anyhow!("{}: empty reflection", self.name()),

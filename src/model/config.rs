@@ -307,7 +307,7 @@ impl ModelConfig {
         })
     }
 
-    /// `; config.json leaves out ...` for an error about a tensor's shape or presence, or
+    /// ` (config.json leaves out ...)` for an error about a tensor's shape or presence, or
     /// nothing when every field that shapes them is given.
     pub fn defaulted_note(&self) -> String {
         match self.defaulted.is_empty() {
