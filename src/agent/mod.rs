@@ -32,8 +32,9 @@ pub use prompt::Templates;
 /// Longest first answer sent back in the repair conversation (bytes).
 const MAX_ANSWER_ECHOED: usize = 16 * 1024;
 
-/// Longest reflection carried into later prompts (characters).
-pub const MAX_REFLECTION: usize = 2000;
+/// Longest agent text carried into later prompts: a reflection, a proposal's reasoning
+/// (characters).
+const MAX_CARRIED: usize = 2000;
 
 /// Marks where a repair message and its answer follow in `AgentReply::prompt` and `raw`.
 pub const REPAIR_SEPARATOR: &str = "\n\n----- repair -----\n\n";
@@ -357,9 +358,9 @@ impl Agent for LlmAgent {
     }
 }
 
-/// Agent text that later prompts carry, cut at [`MAX_REFLECTION`] characters.
+/// Agent text that later prompts carry, cut at [`MAX_CARRIED`] characters.
 fn cut_for_prompts(text: &str) -> String {
-    match text.char_indices().nth(MAX_REFLECTION) {
+    match text.char_indices().nth(MAX_CARRIED) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
     }

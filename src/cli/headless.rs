@@ -62,10 +62,10 @@ pub fn open(a: &RunArgs) -> Result<setup::Opened> {
             opened.opts.agent.max_tokens = a.agent_max_tokens;
         }
         match (&a.prompts, &opened.opts.agent.prompts) {
-            (Some(_), _) if opened.opts.agent.backend == "builtin" => anyhow::bail!(
-                "--prompts: the built-in agent writes no prompts (they are for --agent openai or anthropic)"
-            ),
-            (Some(_), _) => opened.opts.agent.prompts = a.prompts.clone(),
+            (Some(_), _) => {
+                opened.opts.agent.prompts = a.prompts.clone();
+                super::run::prompts_need_an_llm(&opened.opts)?;
+            }
             (None, Some(d)) if !Path::new(d).is_dir() => anyhow::bail!(
                 "{}: its prompt templates' directory {d} (recorded in its header) is not there; pass --prompts DIR where it is now",
                 opened.path.display()

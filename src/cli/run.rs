@@ -280,10 +280,8 @@ impl RunArgs {
                 bail!(super::calib::SEED_NEEDS_RANDOM);
             }
             check(&o)?;
+            prompts_need_an_llm(&o)?;
             let backend = &o.agent.backend;
-            if backend == "builtin" && o.agent.prompts.is_some() {
-                bail!("--prompts: the built-in agent writes no prompts (they are for --agent openai or anthropic)");
-            }
             if backend != "builtin" && o.agent.model.is_none() {
                 bail!("--agent {backend} needs --agent-model NAME");
             }
@@ -393,6 +391,14 @@ pub(super) fn header_options_ok(
             path.display()
         )
     })
+}
+
+/// Templates are for an LLM agent: the built-in one writes no prompts.
+pub(super) fn prompts_need_an_llm(o: &RunOptions) -> Result<()> {
+    if o.agent.backend == "builtin" && o.agent.prompts.is_some() {
+        bail!("--prompts: the built-in agent writes no prompts (they are for --agent openai or anthropic)");
+    }
+    Ok(())
 }
 
 /// The options' ranges and names; errors name the flag that sets each option.

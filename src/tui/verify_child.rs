@@ -77,8 +77,10 @@ fn run_child(
         stdout.read_to_end(&mut out).map(|_| out)
     });
     let mut errors = Vec::new();
-    for line in BufReader::new(child.stderr.take().expect("piped")).lines() {
-        let line = line?;
+    // Bytes, not `lines()`: a line that is not UTF-8 (a path in an error) ended the reading
+    // with "verify could not start".
+    for line in BufReader::new(child.stderr.take().expect("piped")).split(b'\n') {
+        let line = String::from_utf8_lossy(&line?).into_owned();
         match progress(&line) {
             Some((done, total)) => {
                 let _ = tx.send(VerifyNews::Progress(done, total));
