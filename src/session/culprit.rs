@@ -2,19 +2,116 @@
 //! event) whole before deserializing it, so its errors there carry neither the field nor
 //! its line. Serde reads a document's values in order and stops at the first it refuses,
 //! so the culprit is the last node of the shortest prefix of the document (in reading
-//! order) that fails with the same message.
+//! order) that fails with the same message. A missing field is raised at the end of its
+//! mapping instead: that mapping is the first (in the order mappings end) where adding
+//! the field takes the message away and adding a field no struct has does not.
 
 use serde_yaml::Value;
 
-/// The dotted path (`event.eval.ppl`, `event.applied.x (the key)`) under `doc`'s `event`
-/// (the part serde_yaml reads whole; it locates errors elsewhere itself) of the value that
-/// makes `fails` give `message`; `fails` parses a document and returns its error's message
-/// without a position. None for a message about no single value ("missing field", which
-/// only the end of a mapping raises) or when the whole document does not reproduce it.
+/// Where under `doc`'s `event` (the part serde_yaml reads whole; it locates errors
+/// elsewhere itself) the cause of `message` sits, as words to append to it: `at
+/// event.eval.ppl` for a refused value, `at event.applied.x (the key)` for a key, `in
+/// event.eval` for the mapping that lacks a field. `fails` parses a document and returns
+/// its error's message without a position. None for any other message or when the whole
+/// document does not reproduce it.
 pub fn culprit(
     doc: &Value,
     message: &str,
     fails: impl Fn(&Value) -> Option<String>,
+) -> Option<String> {
+    if fails(doc).as_deref() != Some(message) {
+        return None;
+    }
+    if let Some(field) = missing_field(message) {
+        return lacking(doc, field, message, &fails).map(|at| format!("in {at}"));
+    }
+    refused(doc, message, &fails).map(|at| format!("at {at}"))
+}
+
+/// `x` of serde's "missing field `x`".
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.strip_suffix('`')
+}
+
+/// The path of the mapping under `event` that lacks `field`.
+fn lacking(
+    doc: &Value,
+    field: &str,
+    message: &str,
+    fails: &impl Fn(&Value) -> Option<String>,
+) -> Option<String> {
+    let mut maps = Vec::new();
+    mappings(doc, "", &mut Vec::new(), &mut maps);
+    // A map of any keys (`applied`) takes the field too, as a value of its own type: it
+    // also takes one no struct has, which a struct passes over.
+    let probe = format!("{field}_not_a_field_of_any_event");
+    let with = |at: &[Step], key: &str| {
+        let mut copy = doc.clone();
+        let v = at.iter().try_fold(&mut copy, |v, step| match step {
+            Step::Key(k) => v.get_mut(k),
+            Step::Index(i) => v.get_mut(*i),
+        })?;
+        let m = untag(v).as_mapping_mut()?;
+        m.insert(Value::String(key.into()), Value::Null);
+        fails(&copy)
+    };
+    maps.into_iter()
+        .filter(|(path, _)| path == "event" || path.starts_with("event."))
+        .find(|(_, at)| {
+            with(at, field).as_deref() != Some(message)
+                && with(at, &probe).as_deref() == Some(message)
+        })
+        .map(|(path, _)| path)
+}
+
+/// How a mapping is reached from the document's root.
+#[derive(Clone)]
+enum Step {
+    Key(Value),
+    Index(usize),
+}
+
+fn untag(v: &mut Value) -> &mut Value {
+    match v {
+        Value::Tagged(t) => untag(&mut t.value),
+        other => other,
+    }
+}
+
+/// Every mapping whose keys are strings, in the order their ends are read (inner ones
+/// first), with its dotted path and the steps that reach it.
+fn mappings(v: &Value, path: &str, steps: &mut Vec<Step>, out: &mut Vec<(String, Vec<Step>)>) {
+    match v {
+        Value::Mapping(m) => {
+            for (k, child) in m {
+                let Value::String(key) = k else { continue };
+                let at = match path.is_empty() {
+                    true => key.clone(),
+                    false => format!("{path}.{key}"),
+                };
+                steps.push(Step::Key(k.clone()));
+                mappings(child, &at, steps, out);
+                steps.pop();
+            }
+            out.push((path.to_string(), steps.clone()));
+        }
+        Value::Sequence(s) => {
+            for (i, child) in s.iter().enumerate() {
+                steps.push(Step::Index(i));
+                mappings(child, &format!("{path}[{i}]"), steps, out);
+                steps.pop();
+            }
+        }
+        Value::Tagged(t) => mappings(&t.value, path, steps, out),
+        _ => {}
+    }
+}
+
+/// The dotted path of the value (or key) serde refused with `message`.
+fn refused(
+    doc: &Value,
+    message: &str,
+    fails: &impl Fn(&Value) -> Option<String>,
 ) -> Option<String> {
     const PER_VALUE: [&str; 4] = [
         "invalid type: ",
@@ -35,9 +132,6 @@ pub fn culprit(
         };
         fails(&cut.apply(doc)).as_deref() == Some(message)
     };
-    if !fails_at(nodes.len(), None) {
-        return None;
-    }
     // Before the culprit every kept value is read whole, so a shorter prefix fails only
     // for what it lacks (a missing field), never with the culprit's message.
     let (mut lo, mut hi) = (1, nodes.len());
@@ -174,11 +268,16 @@ mod tests {
         culprit(&doc, &message, fails)
     }
 
+    /// The path of a refused value, without "at ".
+    fn value_at(doc: &str) -> Option<String> {
+        at(doc).map(|s| s.strip_prefix("at ").expect("a value's place").to_string())
+    }
+
     const EVALUATED: &str = "seq: 5\nunix_ms: 1\nevent:\n  event: evaluated\n  iteration: 2\n  applied: {a: 0.1, b: 0.2}\n  eval: {ppl: PPL, dataset: d, seqlen: 4, windows: 4, dtype: f32, seconds: 1.0}\n";
 
     #[test]
     fn the_refused_value_is_named_whatever_its_shape() {
-        let with = |ppl: &str| at(&EVALUATED.replace("PPL", ppl));
+        let with = |ppl: &str| value_at(&EVALUATED.replace("PPL", ppl));
         assert_eq!(with("zz").as_deref(), Some("event.eval.ppl"));
         // A mapping or a list where a number belongs quotes no value in serde's message.
         assert_eq!(with("{x: 1}").as_deref(), Some("event.eval.ppl"));
@@ -188,33 +287,54 @@ mod tests {
         let windows = EVALUATED
             .replace("PPL", "3.0")
             .replace("windows: 4", "windows: -4");
-        assert_eq!(at(&windows).as_deref(), Some("event.eval.windows"));
+        assert_eq!(value_at(&windows).as_deref(), Some("event.eval.windows"));
         let applied = EVALUATED
             .replace("PPL", "3.0")
             .replace("b: 0.2", "b: [0.2]");
-        assert_eq!(at(&applied).as_deref(), Some("event.applied.b"));
+        assert_eq!(value_at(&applied).as_deref(), Some("event.applied.b"));
         let key = EVALUATED
             .replace("PPL", "3.0")
             .replace("b: 0.2", "[b]: 0.2");
         assert_eq!(
-            at(&key).as_deref(),
+            value_at(&key).as_deref(),
             Some("event.applied.<a list> (the key)")
         );
         let kind = EVALUATED
             .replace("PPL", "3.0")
             .replace("evaluated", "evaluatd");
-        assert_eq!(at(&kind).as_deref(), Some("event.event"));
+        assert_eq!(value_at(&kind).as_deref(), Some("event.event"));
+    }
+
+    #[test]
+    fn a_missing_field_names_the_mapping_that_lacks_it() {
+        let ok = EVALUATED.replace("PPL", "3.0");
+        let without = |field: &str| {
+            let doc = ok.replace(&format!("{field}, "), "");
+            assert_ne!(doc, ok, "{field} is in the document");
+            at(&doc)
+        };
+        assert_eq!(without("ppl: 3.0").as_deref(), Some("in event.eval"));
+        assert_eq!(without("dtype: f32").as_deref(), Some("in event.eval"));
+        // `applied` (a map of any layer names) would take a key `iteration` as a layer: it
+        // is not the mapping that lacks it.
+        let doc = ok.replace("  iteration: 2\n", "");
+        assert_eq!(at(&doc).as_deref(), Some("in event"));
+        // The inner mapping ends first, so its lack is the one serde reports.
+        let both = ok
+            .replace("  iteration: 2\n", "")
+            .replace("seqlen: 4, ", "");
+        assert_eq!(at(&both).as_deref(), Some("in event.eval"));
     }
 
     #[test]
     fn a_message_about_no_single_value_names_nothing() {
-        // Outside the event serde_yaml gives the line itself; a missing field is raised
-        // at the end of its mapping, not at a value.
+        // Outside the event serde_yaml gives the line itself.
         assert_eq!(
             at(&EVALUATED.replace("PPL", "3.0").replace("seq: 5", "seq: x")),
             None
         );
-        assert_eq!(at(&EVALUATED.replace("ppl: PPL, ", "")), None);
+        let top = EVALUATED.replace("PPL", "3.0").replace("unix_ms: 1\n", "");
+        assert_eq!(at(&top), None);
         let doc: Value = serde_yaml::from_str(&EVALUATED.replace("PPL", "zz")).unwrap();
         let never = |_: &Value| Some("something else".to_string());
         assert_eq!(

@@ -425,7 +425,8 @@ pub fn read(path: &Path) -> Result<SessionLog> {
         let e = parsed.map_err(|e| {
             // serde_yaml counts lines within the document, and for a value inside an event
             // (a tagged enum, read whole first) gives only the document's start: there the
-            // field is named instead (`culprit`), elsewhere its lines become the file's.
+            // field (or the mapping that lacks one) is named instead (`culprit`), elsewhere
+            // its lines become the file's.
             let first = first_line(k);
             let mut why = e.to_string();
             let doc = serde_yaml::from_str::<serde_yaml::Value>(unmarked(docs[k])).ok();
@@ -446,7 +447,7 @@ pub fn read(path: &Path) -> Result<SessionLog> {
                     .map(|e| e.to_string())
             };
             match doc.and_then(|v| super::culprit::culprit(&v, &bare, fails)) {
-                Some(at) => why = format!("{bare} at {at}"),
+                Some(at) => why = format!("{bare} {at}"),
                 None => why = lines_in_file(&why, first),
             }
             anyhow::anyhow!(

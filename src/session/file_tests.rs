@@ -349,6 +349,14 @@ fn a_bad_value_inside_an_event_names_the_event_and_its_line() {
         err.ends_with("is invalid: invalid type: map, expected f64 at event.eval.ppl"),
         "{err}"
     );
+    // A missing field: the mapping that lacks it.
+    let line_start = text[..at].rfind('\n').unwrap();
+    std::fs::write(&path, format!("{}{}", &text[..line_start], &text[end..])).unwrap();
+    let err = format!("{:#}", read(&path).err().expect("must be refused"));
+    assert!(
+        err.ends_with("is invalid: missing field `ppl` in event.eval"),
+        "{err}"
+    );
     // A syntax error keeps serde_yaml's positions, as lines of the file.
     let broken = format!("{}[1, 2{}", &text[..at], &text[end..]);
     std::fs::write(&path, broken).unwrap();
