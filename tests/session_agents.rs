@@ -737,6 +737,35 @@ fn a_server_that_hangs_past_the_timeout_costs_one_skipped_iteration() {
     assert_no_key(&env, &r);
 }
 
+// Two iterations are too few for the three failures in a row that end a session, but a run
+// whose every iteration was skipped for the agent pruned nothing: not a success.
+#[test]
+fn a_short_run_the_agent_never_answered_is_an_error() {
+    let env = Env::new();
+    let bad = |i: usize| proposal(&[(down(90 + i), 0.05)], "bad");
+    let server = ScriptedServer::start((0..4).map(|i| Scripted::openai(&bad(i), 7, 3)).collect());
+    let s = env.path("s.yaml");
+    let r = env.session_with(&server, &s, "2", &[]);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let sum: Value = serde_json::from_str(r.stdout.trim()).expect("the summary still comes");
+    assert_eq!(sum["finished"], "max_iterations", "{sum}");
+    let last = r.stderr.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with("error: the agent gave no valid proposal in any of this run's 2 iteration(s), so nothing was pruned"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr
+            .contains("warning: the agent gave no valid proposal"),
+        "{}",
+        r.stderr
+    );
+    let (_, entries) = session_docs(&s);
+    assert_eq!(events(&entries, "agent_failed").len(), 2);
+    assert!(events(&entries, "evaluated").is_empty());
+}
+
 // With --decisions, an iteration the agent leaves without a proposal is skipped and its
 // scripted decisions with it: the run went on to stop at "decision for iteration 1 was
 // never used", and a resume with the same file did the same.

@@ -165,6 +165,19 @@ pub fn run(a: &RunArgs) -> Result<()> {
         .finished
         .clone()
         .filter(|r| *r == crate::session::StopReason::AgentFailed);
+    // A run too short for three failures in a row (`--max-iters 2`) whose every iteration
+    // was skipped for the agent did nothing the user asked for either.
+    let decided: Vec<bool> = d
+        .recent
+        .iter()
+        .filter_map(|e| match e {
+            Event::Decided { by, decision, .. } => {
+                Some(by == "auto" && *decision == Decision::Skip)
+            }
+            _ => None,
+        })
+        .collect();
+    let all_skipped = !decided.is_empty() && decided.iter().all(|s| *s);
     // The cause first, then where the work is kept. A new session that failed before its
     // first event (a model whose dense perplexity is NaN) keeps nothing worth resuming, and
     // its file would only block the same command: it goes, while this process still holds
@@ -195,12 +208,20 @@ pub fn run(a: &RunArgs) -> Result<()> {
     } else {
         println!("{}", serde_yaml::to_string(&summary)?.trim_end());
     }
-    if failures > 0 && agent_failed.is_none() {
+    if failures > 0 && agent_failed.is_none() && !all_skipped {
         // Fewer than three in a row do not end the run, but the result is not the agent's
         // choice in those iterations.
         eprintln!(
             "warning: the agent gave no valid proposal {failures} time(s) in this session, and {skipped} iteration(s) were skipped for it (agent_failed events in {})",
             s.path.display()
+        );
+    }
+    if agent_failed.is_none() && all_skipped {
+        anyhow::bail!(
+            "the agent gave no valid proposal in any of this run's {} iteration(s), so nothing was pruned (agent_failed events in {}; continue with {} once it answers)",
+            decided.len(),
+            s.path.display(),
+            s.continue_with
         );
     }
     // Not a result: a script must not take the summary for a finished run.
