@@ -62,6 +62,33 @@ fn heatmap_fits_36_blocks_at_120x40_and_shows_the_focused_cell() {
 }
 
 #[test]
+fn heatmap_says_which_iteration_its_z_scores_were_profiled_at() {
+    let (m, events) = fixtures::reviewing(8);
+    let at = m.profiled_at.expect("the fixture has a profile");
+    let mut a = app();
+    let v = view(&m, &events);
+    let title = |a: &mut App| {
+        text(&draw(a, &v, 120, 40))
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        title(&mut a).contains(&format!(
+            "combined z (z_s+z_g) · profiled at iter {at} · m/M"
+        )),
+        "{}",
+        title(&mut a)
+    );
+    // Sparsities are current: no profile to date them.
+    while !title(&mut a).contains("current sparsity") {
+        press(&mut a, &v, &[ch('m')]);
+    }
+    assert!(!title(&mut a).contains("profiled at"), "{}", title(&mut a));
+}
+
+#[test]
 fn heatmap_marks_the_proposed_layers() {
     let (m, events) = fixtures::reviewing(36);
     let mut a = app();

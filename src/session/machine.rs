@@ -107,6 +107,8 @@ pub struct Machine {
     pub profile: Vec<LayerRow>,
     /// Number of profiles received; masks use the statistics of the latest.
     pub profiles: usize,
+    /// The iteration the latest profile was taken at (before its proposal).
+    pub profiled_at: Option<usize>,
     accepted_since_profile: usize,
     pub proposal: Option<Proposal>,
     pub applying: Option<Proposal>,
@@ -149,6 +151,7 @@ impl Machine {
             checkpoints: Vec::new(),
             profile: Vec::new(),
             profiles: 0,
+            profiled_at: None,
             accepted_since_profile: 0,
             proposal: None,
             applying: None,

@@ -43,6 +43,7 @@ impl Machine {
                 self.expect(Phase::Profiling, ev, Some(*iteration))?;
                 self.profile = rows.clone();
                 self.profiles += 1;
+                self.profiled_at = Some(*iteration);
                 self.accepted_since_profile = 0;
                 Ok(self.next_step(false))
             }

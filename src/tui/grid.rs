@@ -65,7 +65,12 @@ impl Metric {
 
     /// Fractions anchor their scale at 0; z-scores span what is there.
     fn anchored_at_zero(self) -> bool {
-        !matches!(self, Metric::WandaZ | Metric::GradZ | Metric::Combined)
+        !self.from_profile()
+    }
+
+    /// A z-score, as old as the latest profile (the others are current).
+    pub fn from_profile(self) -> bool {
+        matches!(self, Metric::WandaZ | Metric::GradZ | Metric::Combined)
     }
 }
 
@@ -96,6 +101,8 @@ impl Cell<'_> {
 pub struct Grid<'a> {
     pub blocks: usize,
     cells: Vec<Option<Cell<'a>>>,
+    /// The iteration the z-scores were profiled at.
+    pub profiled_at: Option<usize>,
 }
 
 impl<'a> Grid<'a> {
@@ -127,7 +134,11 @@ impl<'a> Grid<'a> {
                     .map(|t| t.sparsity),
             });
         }
-        Grid { blocks, cells }
+        Grid {
+            blocks,
+            cells,
+            profiled_at: m.profiled_at,
+        }
     }
 
     pub fn cell(&self, block: usize, kind: usize) -> Option<&Cell<'a>> {

@@ -31,10 +31,16 @@ pub fn render(
     let shown = (avail / cw).min(blocks).max(1);
     let cursor = app.cursor.0.min(blocks - 1);
     let first = cursor.saturating_sub(shown - 1).min(blocks - shown);
-    let mut title = format!("Heatmap · {} · m/M metric", app.metric.label());
+    // Cut from the end when narrow: the hint goes first.
+    let mut title = format!("Heatmap · {}", app.metric.label());
     if shown < blocks {
         title += &format!(" · blocks {}-{} of {blocks}", first, first + shown - 1);
     }
+    // A profile is not retaken after a rollback (nor between `--profile-every` steps).
+    if let Some(i) = grid.profiled_at.filter(|_| app.metric.from_profile()) {
+        title += &format!(" · profiled at iter {i}");
+    }
+    title += " · m/M metric";
     let block = panel_block(app, title, focused, false, area.width);
     let inner = block.inner(area);
     f.render_widget(block, area);
