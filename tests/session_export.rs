@@ -189,6 +189,21 @@ fn export_step_n_writes_an_earlier_checkpoint() {
         last.starts_with("finished (") && last.contains(&format!("): {reflected} iteration(s), ")),
         "{last}"
     );
+    // Each proposal's reasoning is printed under it, as the file has it.
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let proposals: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["event"]["event"] == "proposed")
+        .collect();
+    assert!(!proposals.is_empty());
+    for e in proposals {
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(&format!("{}  ", e["seq"])))
+            .expect("the proposal's line");
+        let reasoning = e["event"]["reply"]["value"]["reasoning"].as_str().unwrap();
+        assert_eq!(lines[at + 1], format!("      reasoning: {reasoning}"));
+    }
     let out = env.path("step1");
     let r = env.run(&["export", &p(&s), "--out", &p(&out), "--step", "1"]);
     ok(&r);

@@ -176,6 +176,9 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
             let events: Vec<_> = log.entries.iter().map(|e| e.event.clone()).collect();
             for (k, e) in log.entries.iter().enumerate() {
                 println!("{:>4}  {}", e.seq, e.event.summary_in(&events[..k]));
+                if let Some(r) = e.event.reasoning() {
+                    println!("      reasoning: {r}");
+                }
             }
             // Counted as the TUI's status bar counts them: the guard's and the reviewer's.
             let yours = m.reviewer_rollbacks;

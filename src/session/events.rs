@@ -197,6 +197,21 @@ fn line(s: &str) -> String {
     crate::agent::text::one_line(s, crate::agent::text::MAX_SHOWN)
 }
 
+/// `NAME→0.1, NAME→0.2`.
+fn targets(layers: &[LayerTarget]) -> String {
+    layers
+        .iter()
+        .map(|l| {
+            format!(
+                "{}→{}",
+                crate::agent::text::one_line(&l.name, 120),
+                crate::agent::parse::frac(l.sparsity)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// How a reviewer's edit differs from the agent's proposal, a layer each: `NAME A→B`,
 /// `NAME added →B`, `NAME dropped (A)`, in the order of the edit, dropped ones last.
 pub fn edit_changes(proposed: &[LayerTarget], edited: &[LayerTarget]) -> Vec<String> {
@@ -274,6 +289,20 @@ impl Event {
         }
     }
 
+    /// The reasoning behind a proposal or an override, on one line (for a printed
+    /// timeline, under the event's summary); None where there is none.
+    pub fn reasoning(&self) -> Option<String> {
+        let r = match self {
+            Event::Proposed { reply, .. } => &reply.value.reasoning,
+            Event::Decided {
+                decision: Decision::Override { reasoning, .. },
+                ..
+            } => reasoning,
+            _ => return None,
+        };
+        (!r.trim().is_empty()).then(|| line(r))
+    }
+
     /// One line for logs and the headless runner: text from outside (agent replies, server
     /// errors, layer names, feedback) has its control characters escaped and is cut short.
     pub fn summary(&self) -> String {
@@ -297,17 +326,7 @@ impl Event {
             } => format!(
                 "iter {iteration}: {agent} proposes {} layer(s): {}",
                 reply.value.layers.len(),
-                reply
-                    .value
-                    .layers
-                    .iter()
-                    .map(|l| format!(
-                        "{}→{}",
-                        crate::agent::text::one_line(&l.name, 120),
-                        crate::agent::parse::frac(l.sparsity)
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                targets(&reply.value.layers)
             ),
             Event::AgentFailed {
                 iteration, error, ..
@@ -323,7 +342,10 @@ impl Event {
                     Decision::Approve => "approved".to_string(),
                     Decision::Edit { layers } => format!("edited ({} layers)", layers.len()),
                     Decision::Override { layers, .. } => {
-                        format!("overridden ({} layers)", layers.len())
+                        return format!(
+                            "iter {iteration}: overridden by {by}: {}",
+                            targets(layers)
+                        );
                     }
                     Decision::Reject { feedback } => format!("rejected: \"{}\"", line(feedback)),
                     Decision::Skip => "skipped".to_string(),
@@ -522,5 +544,30 @@ mod tests {
         let proposed = events[1].summary();
         assert!(proposed.contains("up_proj\\nxxx"), "{proposed}");
         assert!(proposed.contains("…(+207 chars)→0.25"), "{proposed}");
+        let reasoning = events[1].reasoning().unwrap();
+        assert!(!reasoning.chars().any(char::is_control), "{reasoning:?}");
+        assert!(reasoning.contains("first\\nsecond"), "{reasoning}");
+        assert_eq!(events[0].reasoning(), None);
+    }
+
+    // An override is told with its layers (it said only how many), its reasoning apart.
+    #[test]
+    fn an_override_names_its_layers_and_keeps_its_reasoning() {
+        let t = |n: &str, s: f64| LayerTarget {
+            name: n.into(),
+            sparsity: s,
+        };
+        let decided = |reasoning: &str| Event::Decided {
+            iteration: 4,
+            by: "human".into(),
+            decision: Decision::Override {
+                layers: vec![t("a", 0.1), t("b", 0.25)],
+                reasoning: reasoning.into(),
+            },
+        };
+        let e = decided("keep attention whole");
+        assert_eq!(e.summary(), "iter 4: overridden by human: a→0.1, b→0.25");
+        assert_eq!(e.reasoning().as_deref(), Some("keep attention whole"));
+        assert_eq!(decided("  ").reasoning(), None);
     }
 }
