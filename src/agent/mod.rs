@@ -14,6 +14,7 @@ pub mod parse;
 pub mod percent;
 pub mod prompt;
 pub mod text;
+mod unclosed;
 
 use std::future::Future;
 use std::path::Path;

@@ -351,8 +351,18 @@ fn describe(e: &minijinja::Error) -> String {
             None => e.kind().to_string(),
         },
     };
+    // minijinja says where the input ended; the tag left open is the author's mistake.
+    let open = (e.kind() == ErrorKind::SyntaxError)
+        .then(|| e.template_source())
+        .flatten()
+        .filter(|_| {
+            e.detail()
+                .is_some_and(|d| d.contains("unexpected end of input"))
+        })
+        .and_then(super::unclosed::unclosed)
+        .map_or(String::new(), |o| format!("; {o}"));
     let at = match e.name() {
-        Some(n) => format!(" (in {n}:{})", e.line().unwrap_or(0)),
+        Some(n) => format!(" (in {n}:{}{open})", e.line().unwrap_or(0)),
         None => String::new(),
     };
     format!("{what}{at}")

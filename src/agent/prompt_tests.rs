@@ -386,6 +386,25 @@ fn a_name_asked_about_with_is_defined_is_not_refused() {
     assert_eq!(t.reflection(&c, &p, &c.history[0]).unwrap(), "-");
 }
 
+// minijinja reports a missing `{% endif %}` where the input ends; the tag left open is
+// named with its line.
+#[test]
+fn an_unclosed_block_is_named_where_it_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = BUILTIN.iter().find(|(n, _)| *n == "step.j2").unwrap().1;
+    let mut lines: Vec<&str> = step.lines().collect();
+    lines.insert(3, "{% if history %}forgot the end");
+    let ifs = step.matches("{% if ").count();
+    std::fs::write(dir.path().join("step.j2"), lines.join("\n")).unwrap();
+    let e = Templates::load(Some(dir.path())).unwrap_err().to_string();
+    assert!(e.contains("unexpected end of input"), "{e}");
+    let want = format!(
+        "{} `{{% if %}}` but {ifs} `{{% endif %}}`; by the nesting, the one at line 4 is left open)",
+        ifs + 1
+    );
+    assert!(e.ends_with(&want), "{e}");
+}
+
 #[test]
 fn syntax_error_is_one_line_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
