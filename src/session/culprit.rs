@@ -78,8 +78,9 @@ fn untag(v: &mut Value) -> &mut Value {
     }
 }
 
-/// Every mapping whose keys are strings, in the order their ends are read (inner ones
-/// first), with its dotted path and the steps that reach it.
+/// Every mapping, in the order their ends are read (inner ones first), with its dotted
+/// path and the steps that reach it; values under keys that are not strings are not
+/// entered (no event has such a key).
 fn mappings(v: &Value, path: &str, steps: &mut Vec<Step>, out: &mut Vec<(String, Vec<Step>)>) {
     match v {
         Value::Mapping(m) => {
