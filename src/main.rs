@@ -16,10 +16,22 @@ fn default_sigpipe() {
     }
 }
 
+/// A file-size limit (`ulimit -f`) killed the process mid-write without a word, leaving
+/// the terminal raw; ignored, the write fails with EFBIG and takes the path of a full disk.
+#[cfg(unix)]
+fn ignore_sigxfsz() {
+    // SAFETY: called at the start of main, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 fn main() {
     arborist::runtime::single_heap_arena();
     #[cfg(unix)]
     default_sigpipe();
+    #[cfg(unix)]
+    ignore_sigxfsz();
     let cli = match arborist::cli::parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
@@ -80,7 +92,8 @@ fn main() {
             }
             msg.push_str(line);
         }
-        eprintln!("error: {msg}");
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "error: {msg}");
         std::process::exit(1);
     }
 }

@@ -1,5 +1,6 @@
 //! `arborist eval`: perplexity (Wanda/SparseGPT), MMLU (Hendrycks) and FreebaseQA (LLM-KICK).
 
+use super::outln;
 use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::{json, Map, Value};
@@ -181,7 +182,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     if let (Some(path), Some(text)) = (&a.ppl, &text) {
         let res = run_ppl(&a, &model, path, text)?;
-        report_ppl(&a, &res, &mut out);
+        report_ppl(&a, &res, &mut out)?;
     }
     if let (Some(path), Some(data)) = (&a.mmlu, &mmlu) {
         let res = run_mmlu(&a, &model, path, data)?;
@@ -192,7 +193,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         report_fbqa(&a, &res, &mut out)?;
     }
     if a.json {
-        println!("{}", Value::Object(out));
+        outln!("{}", Value::Object(out))?;
     }
     Ok(())
 }
@@ -213,7 +214,7 @@ fn run_ppl(a: &EvalArgs, model: &LoadedModel, path: &Path, text: &str) -> Result
     Ok(p)
 }
 
-fn report_ppl(a: &EvalArgs, res: &Perplexity, out: &mut Map<String, Value>) {
+fn report_ppl(a: &EvalArgs, res: &Perplexity, out: &mut Map<String, Value>) -> Result<()> {
     if a.json {
         out.insert(
             "ppl".into(),
@@ -223,7 +224,7 @@ fn report_ppl(a: &EvalArgs, res: &Perplexity, out: &mut Map<String, Value>) {
             }),
         );
     } else {
-        println!(
+        outln!(
             "perplexity {:.4}  ({}, seqlen {}, {} windows: {} of the text's {} tokens, {})",
             res.value,
             res.dataset,
@@ -232,8 +233,9 @@ fn report_ppl(a: &EvalArgs, res: &Perplexity, out: &mut Map<String, Value>) {
             res.windows * res.seqlen,
             res.tokens,
             res.dtype
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn run_mmlu(a: &EvalArgs, model: &LoadedModel, path: &Path, data: &MmluData) -> Result<MmluResult> {
@@ -258,7 +260,7 @@ fn report_mmlu(a: &EvalArgs, res: &MmluResult, out: &mut Map<String, Value>) -> 
         out.insert("mmlu".into(), v);
         return Ok(());
     }
-    println!(
+    outln!(
         "mmlu accuracy {:.4}  ({}/{} items, {} subjects, {}-shot, {} prompt, {} split, {}{}{})",
         res.accuracy,
         res.correct,
@@ -278,12 +280,15 @@ fn report_mmlu(a: &EvalArgs, res: &MmluResult, out: &mut Map<String, Value>) -> 
         } else {
             String::new()
         }
-    );
+    )?;
     for s in &res.subjects {
-        println!(
+        outln!(
             "  {:<40} {:.4}  ({}/{})",
-            s.subject, s.accuracy, s.correct, s.items
-        );
+            s.subject,
+            s.accuracy,
+            s.correct,
+            s.items
+        )?;
     }
     Ok(())
 }
@@ -312,9 +317,13 @@ fn report_fbqa(a: &EvalArgs, res: &FreebaseResult, out: &mut Map<String, Value>)
         out.insert("freebaseqa".into(), v);
         return Ok(());
     }
-    println!(
+    outln!(
         "freebaseqa accuracy {:.4}  ({}/{} questions, greedy, at most {} new tokens, {})",
-        res.accuracy, res.correct, res.items, res.max_new_tokens, res.dtype
-    );
+        res.accuracy,
+        res.correct,
+        res.items,
+        res.max_new_tokens,
+        res.dtype
+    )?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The headless runner: the same machine and workers as the TUI, reviewed by
 //! `--auto-approve` or a decisions file, progress on stderr, summary on stdout.
 
+use super::{errln, outln};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::time::Duration;
@@ -133,12 +134,12 @@ pub fn run(a: &RunArgs) -> Result<()> {
     // `attach` reports a torn last document once resuming has worked.
     let mut d = setup::attach(&mut s, workers, &files, data)?;
     match &d.finished {
-        Some(reason) if s.log.is_some() => eprintln!(
+        Some(reason) if s.log.is_some() => errln!(
             "session {} had already finished ({}); nothing to do",
             s.path.display(),
             reason.words()
         ),
-        _ => eprintln!(
+        _ => errln!(
             "session {} ({} at iteration {})",
             s.path.display(),
             if s.log.is_some() { "resumed" } else { "new" },
@@ -204,14 +205,14 @@ pub fn run(a: &RunArgs) -> Result<()> {
         );
     }
     if a.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?)?;
     } else {
-        println!("{}", serde_yaml::to_string(&summary)?.trim_end());
+        outln!("{}", serde_yaml::to_string(&summary)?.trim_end())?;
     }
     if failures > 0 && agent_failed.is_none() && !all_skipped {
         // Fewer than three in a row do not end the run, but the result is not the agent's
         // choice in those iterations.
-        eprintln!(
+        errln!(
             "warning: the agent gave no valid proposal {failures} time(s) in this session, and {skipped} iteration(s) were skipped for it (agent_failed events in {})",
             s.path.display()
         );
@@ -271,7 +272,7 @@ fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
     let mut printed = 0;
     loop {
         for (k, ev) in d.recent.iter().enumerate().skip(printed) {
-            eprintln!("{}", ev.summary_in(&d.recent[..k]));
+            errln!("{}", ev.summary_in(&d.recent[..k]));
         }
         printed = d.recent.len();
         if d.finished.is_some() {
@@ -283,7 +284,7 @@ fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
                 // No valid proposal: headless, the iteration is recorded as skipped.
                 let dropped = reviewer.drop_unanswerable(it);
                 if let (Some(f), true) = (reviewer.file(), dropped > 0) {
-                    eprintln!(
+                    errln!(
                         "warning: {}: {dropped} decision(s) for iteration {it} not used: the agent gave no valid proposal, so it is skipped",
                         f.display()
                     );

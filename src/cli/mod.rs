@@ -15,6 +15,35 @@ pub mod usage_error;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+/// `println!` that returns an error instead of panicking: stdout on a full disk (`> run.log`)
+/// must not kill a session or turn finished work into a crash.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+            .map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}"))
+    }};
+}
+
+/// `eprintln!` that drops what stderr cannot take: progress and warnings on a full disk
+/// are not worth stopping a session for (`eprintln!` panicked).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!`, likewise.
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+pub(crate) use {errln, outln};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "arborist",
@@ -93,7 +122,7 @@ impl ModelArgs {
             self.stream_layers,
         )?;
         for note in m.load_notes() {
-            eprintln!("warning: {note}");
+            errln!("warning: {note}");
         }
         Ok(m)
     }
@@ -163,7 +192,7 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::prune::export::write_dir_atomically(&a.out, a.force, |d| {
                 crate::model::bundled::write_files(d)
             })?;
-            eprintln!(
+            errln!(
                 "wrote the bundled model and its data to {}",
                 a.out.display()
             );
@@ -187,12 +216,12 @@ pub fn report_written(
     meta: &serde_json::Value,
     json: bool,
     lines: &[String],
-) {
+) -> Result<()> {
     if json {
         let doc = serde_json::json!({ "out": out.display().to_string(), "result": meta });
-        println!("{doc}");
+        outln!("{doc}")
     } else {
-        lines.iter().for_each(|l| println!("{l}"));
+        lines.iter().try_for_each(|l| outln!("{l}"))
     }
 }
 
@@ -215,7 +244,7 @@ pub fn seqlen_ok(seqlen: Option<usize>) -> Result<()> {
 pub fn seqlen_warned(flag: Option<usize>, m: &crate::model::LoadedModel) -> usize {
     let s = m.seqlen_or_default(flag);
     if let Some(note) = m.seqlen_note(s) {
-        eprintln!("warning: {note}");
+        errln!("warning: {note}");
     }
     s
 }
@@ -224,12 +253,12 @@ pub fn seqlen_warned(flag: Option<usize>, m: &crate::model::LoadedModel) -> usiz
 pub fn progress(label: &str, done: usize, total: usize) {
     use std::io::IsTerminal;
     if std::io::stderr().is_terminal() {
-        eprint!("\r{label} {done}/{total}");
+        err!("\r{label} {done}/{total}");
         if done == total {
-            eprintln!();
+            errln!();
         }
     } else if done == total {
-        eprintln!("{label} {done}/{total}");
+        errln!("{label} {done}/{total}");
     }
 }
 
@@ -241,13 +270,13 @@ pub fn bar(label: &str, done: usize, total: usize) {
     }
     let width = 30;
     let fill = width * done.min(total) / total;
-    eprint!(
+    err!(
         "\r{label:<20} [{}{}] {done}/{total}\x1b[K",
         "#".repeat(fill),
         " ".repeat(width - fill)
     );
     if done >= total {
-        eprint!("\r\x1b[K");
+        err!("\r\x1b[K");
     }
 }
 

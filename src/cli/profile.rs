@@ -1,5 +1,6 @@
 //! `arborist profile`: the per-layer sensitivity profile.
 
+use super::outln;
 use anyhow::{bail, Result};
 use clap::Args;
 
@@ -57,21 +58,35 @@ pub fn run(a: ProfileArgs) -> Result<()> {
     let (sample, seed) = a.calib.sample_and_seed();
     (p.protocol.calib_sample, p.protocol.seed) = (Some(sample), seed);
     if a.json {
-        println!("{}", serde_json::to_string(&p)?);
+        outln!("{}", serde_json::to_string(&p)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<36} {:>6} {:>11} {:>11} {:>11} {:>11} {:>7} {:>7}",
-        "layer", "sparse", "s (p10)", "s mean", "g", "mean|G|", "z_s", "z_g"
-    );
+        "layer",
+        "sparse",
+        "s (p10)",
+        "s mean",
+        "g",
+        "mean|G|",
+        "z_s",
+        "z_g"
+    )?;
     for l in &p.layers {
-        println!(
+        outln!(
             "{:<36} {:>6.3} {:>11.4e} {:>11.4e} {:>11.4e} {:>11.4e} {:>7.2} {:>7.2}",
-            l.name, l.sparsity, l.s, l.s_mean, l.g, l.g_mean_abs, l.z_s, l.z_g
-        );
+            l.name,
+            l.sparsity,
+            l.s,
+            l.s_mean,
+            l.g,
+            l.g_mean_abs,
+            l.z_s,
+            l.z_g
+        )?;
     }
     // On stdout with the table: a table saved without its protocol says nothing.
-    println!(
+    outln!(
         "protocol: {} windows of {} tokens from {} ({}{}; {} for gradients, G {}), {}",
         p.protocol.calib_windows,
         p.protocol.seqlen,
@@ -84,6 +99,6 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         p.protocol.grad_windows,
         p.protocol.grad_average,
         p.protocol.dtype
-    );
+    )?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `arborist replay SESSION [--verify]` and `arborist export SESSION --out DIR`.
 
+use super::{errln, outln};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
@@ -66,18 +67,18 @@ pub struct ExportArgs {
 fn read_session(path: &std::path::Path) -> Result<file::SessionLog> {
     let log = file::read(path)?;
     match log.torn_bytes(path) {
-        Some(n) if log.appended => eprintln!(
+        Some(n) if log.appended => errln!(
             "warning: {}: {n} byte(s) after its last document's end marker are not a document (added by hand?) and are left out",
             path.display()
         ),
-        Some(n) => eprintln!(
+        Some(n) => errln!(
             "warning: {}: its last document is incomplete ({n} bytes: cut off by a crash or an incomplete copy) and is left out",
             path.display()
         ),
         None => {}
     }
     if let Some(note) = log.unknown_note(path) {
-        eprintln!("warning: {note}");
+        errln!("warning: {note}");
     }
     Ok(log)
 }
@@ -171,13 +172,13 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
                 "rollbacks": m.rollbacks,
                 "reviewer_rollbacks": m.reviewer_rollbacks,
             });
-            println!("{out}");
+            outln!("{out}")?;
         } else {
             let events: Vec<_> = log.entries.iter().map(|e| e.event.clone()).collect();
             for (k, e) in log.entries.iter().enumerate() {
-                println!("{:>4}  {}", e.seq, e.event.summary_in(&events[..k]));
+                outln!("{:>4}  {}", e.seq, e.event.summary_in(&events[..k]))?;
                 if let Some(r) = e.event.reasoning() {
-                    println!("      reasoning: {r}");
+                    outln!("      reasoning: {r}")?;
                 }
             }
             // Counted as the TUI's status bar counts them: the guard's and the reviewer's.
@@ -190,12 +191,12 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
                 crate::session::Phase::Done(r) => format!("finished ({})", r.words()),
                 p => format!("not finished (it stops in phase {p:?})"),
             };
-            println!(
+            outln!(
                 "{state}: {} iteration(s), global sparsity {:.4}, {} rollback(s){by}",
                 finished_iterations(&m),
                 m.global_sparsity(),
                 m.rollbacks + yours
-            );
+            )?;
         }
         return Ok(());
     }
@@ -209,14 +210,18 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         &mut verify_progress,
     )?;
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        outln!("{}", serde_json::to_string(&r)?)?;
     } else {
-        println!(
+        outln!(
             "{:>4}  {:<44} {:>22} {:>22} {:>10}",
-            "seq", "check (the number that differs most)", "recorded", "recomputed", "rel diff"
-        );
+            "seq",
+            "check (the number that differs most)",
+            "recorded",
+            "recomputed",
+            "rel diff"
+        )?;
         for c in &r.checks {
-            println!(
+            outln!(
                 "{:>4}  {:<44} {:>22} {:>22} {:>10.2e} {}",
                 c.seq,
                 c.what,
@@ -224,15 +229,15 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
                 c.recomputed,
                 c.max_rel_diff,
                 if c.ok { "ok" } else { "MISMATCH" }
-            );
+            )?;
         }
         for d in &r.derived_mismatches {
-            println!("derived mismatch: {d}");
+            outln!("derived mismatch: {d}")?;
         }
         // A file that holds only its header has nothing to re-execute: "verified
         // (bit-exact)" read as more than was checked.
         let nothing = r.checks.is_empty() && r.derived_checked == 0;
-        println!(
+        outln!(
             "{} compute checks, {} derived events; {}{}",
             r.checks.len(),
             r.derived_checked,
@@ -245,7 +250,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
                 (false, true) => " (the compute checks are bit-exact; the recorded verdicts are not what they imply)",
                 _ => "",
             }
-        );
+        )?;
     }
     if !r.ok {
         let worst = r.checks.iter().map(|c| c.max_rel_diff).fold(0.0, f64::max);
@@ -274,7 +279,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
 /// alone).
 fn verify_progress(done: usize, total: usize) {
     if std::env::var_os(crate::runtime::PROGRESS_LINES_ENV).is_some() {
-        eprintln!("{}{done}/{total}", crate::runtime::PROGRESS_LINE);
+        errln!("{}{done}/{total}", crate::runtime::PROGRESS_LINE);
     } else {
         super::bar("verifying events", done, total);
     }
@@ -407,9 +412,10 @@ pub fn export(a: ExportArgs) -> Result<()> {
         };
         line += &format!("; {which} kept no step (rolled back or skipped)");
     }
-    super::report_written(&a.out, &meta, a.json, &[line]);
+    super::report_written(&a.out, &meta, a.json, &[line])
+        .with_context(|| format!("wrote {}, but not its report", a.out.display()))?;
     if finished.is_none() && a.step.is_none() {
-        eprintln!(
+        errln!(
             "warning: {} has not finished ({done} iteration(s); it stops in phase {:?}: a session still running or killed, or an incomplete copy): this is its last checkpoint, not the end of a run (`session_finished: null` in arborist.json)",
             a.session.display(),
             m.phase

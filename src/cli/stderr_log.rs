@@ -38,6 +38,9 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
+        // A failed write to stderr (a full disk) is dropped: its report would go to stderr
+        // (set before `event_format`, which keeps it).
+        .log_internal_errors(false)
         .event_format(Plain)
         .try_init();
 }

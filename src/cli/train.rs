@@ -1,5 +1,6 @@
 //! `arborist train-tiny`: reproduce the bundled fact-world model from scratch.
 
+use super::errln;
 use anyhow::{bail, ensure, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -96,7 +97,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         );
     }
     if a.warmup > a.steps {
-        eprintln!(
+        errln!(
             "warning: --warmup {} is longer than --steps {}: the learning rate stops rising at {:.3e}, {:.0}% of --lr {}",
             a.warmup,
             a.steps,
@@ -124,9 +125,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
             (Some(mc), Some(qa)) => format!("  probe mc {:.1}% qa {:.1}%", mc * 100.0, qa * 100.0),
             _ => String::new(),
         };
-        eprintln!(
+        errln!(
             "step {:>5}/{}  loss {:.4}  lr {:.2e}  {:.0} tok/s{probe}",
-            p.step, o.steps, p.loss, p.lr, p.tokens_per_second
+            p.step,
+            o.steps,
+            p.loss,
+            p.lr,
+            p.tokens_per_second
         );
     })?;
     let world = World::generate(o.world_seed, &WorldSize::default());
@@ -140,6 +145,6 @@ pub fn run(a: TrainArgs) -> Result<()> {
         )?;
         Ok(())
     })?;
-    eprintln!("trained in {:.0} s; wrote {}", t.seconds, a.out.display());
+    errln!("trained in {:.0} s; wrote {}", t.seconds, a.out.display());
     Ok(())
 }

@@ -62,6 +62,10 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
             return Ok(Exit::Signal);
         }
         dirty |= src.tick(app)?;
+        if let Some(w) = super::terminal::take_log_failure() {
+            app.say(crate::tui::app::Level::Warn, w);
+            dirty = true;
+        }
         if dirty || drawn.elapsed() >= IDLE_REDRAW {
             let mut areas = None;
             guard.term.draw(|f| {

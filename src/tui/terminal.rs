@@ -249,16 +249,85 @@ pub fn init_logging(session: &Path) -> Result<Option<PathBuf>, String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARBORIST_LOG_LEVEL")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let set = tracing_subscriber::fmt()
-        .with_writer(Mutex::new(file))
+        .with_writer(Mutex::new(LogFile {
+            file,
+            named: named(),
+        }))
         .with_ansi(false)
         .with_env_filter(filter)
+        // Its own report of a failed write goes to stderr: over the screen.
+        .log_internal_errors(false)
         .try_init();
     Ok(set.ok().map(|_| path))
+}
+
+/// The first failed write to the log (a full disk), until the screen takes it.
+static LOG_FAILED: Mutex<Option<String>> = Mutex::new(None);
+static LOG_FAILED_ONCE: AtomicBool = AtomicBool::new(false);
+
+/// The log file. A failed write is dropped, not retried (the session goes on without its
+/// log), and the first one is kept for the status bar.
+struct LogFile {
+    file: std::fs::File,
+    named: String,
+}
+
+impl std::io::Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.file.write(buf) {
+            Err(e) if e.kind() != std::io::ErrorKind::Interrupted => {
+                if !LOG_FAILED_ONCE.swap(true, Ordering::SeqCst) {
+                    *LOG_FAILED.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                        "{}: cannot write the log ({e}); the session goes on, logged no further",
+                        self.named
+                    ));
+                }
+                Ok(buf.len())
+            }
+            other => other,
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.file.flush();
+        Ok(())
+    }
+}
+
+/// Why the log stopped, once: None before and after.
+pub fn take_log_failure() -> Option<String> {
+    LOG_FAILED.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // tracing-subscriber printed each failed write on stderr, over the screen (548,000
+    // lines of it in an audit); the log now drops it and says so once.
+    #[test]
+    fn a_log_on_a_full_disk_drops_its_lines_and_says_so_once() {
+        use std::io::Write;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut log = LogFile {
+            file,
+            named: "log x.log".into(),
+        };
+        for _ in 0..3 {
+            assert!(log.write_all(b"a line\n").is_ok());
+        }
+        let said = take_log_failure().expect("the failure is kept");
+        assert!(
+            said.starts_with("log x.log: cannot write the log (No space left on device"),
+            "{said}"
+        );
+        assert_eq!(take_log_failure(), None, "said once");
+        assert!(log.write_all(b"more\n").is_ok());
+        assert_eq!(take_log_failure(), None, "and not again");
+    }
 
     #[test]
     fn the_watchdog_waits_for_the_loop_then_exits_like_the_signal() {
