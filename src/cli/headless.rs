@@ -275,6 +275,8 @@ fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
             errln!("{}", ev.summary_in(&d.recent[..k]));
         }
         printed = d.recent.len();
+        // Logged, so on stderr here (`stderr_log`).
+        let _ = d.reach_warning();
         if d.finished.is_some() {
             return Ok(());
         }

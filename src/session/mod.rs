@@ -9,6 +9,7 @@ pub use events::{Decision, Evaluation, Event, LayerInfo, ProbeScore, StopReason}
 pub use machine::{Checkpoint, Effect, LoopOptions, Machine, MaskStep, Phase};
 pub mod file;
 pub mod options;
+pub mod reach;
 pub mod reserve;
 pub mod review;
 

@@ -173,6 +173,10 @@ impl Source for Live {
         }
         self.take_events();
         self.track_job();
+        if let Some(w) = self.driver.as_mut().and_then(|d| d.reach_warning()) {
+            app.say(Level::Warn, w);
+            changed = true;
+        }
         let auto = app.auto_decision(&self.view());
         if let Some(ev) = auto {
             self.feed(ev, app);

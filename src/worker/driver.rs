@@ -38,6 +38,8 @@ pub struct Driver {
     /// What opening the session file had to say (a torn last event dropped), for a front
     /// end that does not show the log.
     pub note: Option<String>,
+    /// Whether the bounds were checked against the target (once the layers are known).
+    reach_checked: bool,
 }
 
 impl Driver {
@@ -57,7 +59,22 @@ impl Driver {
             progress: None,
             recent: Vec::new(),
             note: None,
+            reach_checked: false,
         }
+    }
+
+    /// Once the layers are known (the baseline, or a resumed file): a warning when the
+    /// bounds cannot reach the target in the iterations left (`session::reach`), logged and
+    /// returned for the front end to show. None before, and after the first call that could
+    /// tell.
+    pub fn reach_warning(&mut self) -> Option<String> {
+        if self.reach_checked || self.machine.layers.is_empty() {
+            return None;
+        }
+        self.reach_checked = true;
+        let w = crate::session::reach::shortfall(&self.machine)?;
+        tracing::warn!("{w}");
+        Some(w)
     }
 
     pub fn start(&mut self) -> Result<()> {
