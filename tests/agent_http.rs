@@ -333,7 +333,7 @@ fn a_failed_repair_request_keeps_the_first_exchange_and_its_tokens() {
 #[test]
 fn a_400_not_about_response_format_keeps_structured_output_on() {
     let server = ScriptedServer::start(vec![
-        Scripted::error(400, "maximum context length exceeded"),
+        Scripted::error(400, "messages[1]: unexpected role"),
         Scripted::openai(&good(0.35), 1, 1),
         Scripted::openai(&good(0.35), 1, 1),
     ]);
@@ -352,6 +352,28 @@ fn a_400_not_about_response_format_keeps_structured_output_on() {
         reqs[2].body.get("response_format").is_some(),
         "the next request asks for structured output again"
     );
+}
+
+// A prompt past the model's context fails the same way without response_format, and on
+// every resume: sent once, and said to be what it is (an audit's 36-block session sent
+// each 15,312-token prompt twice and was told to resume "once it answers").
+#[test]
+fn a_prompt_past_the_context_is_sent_once_and_named() {
+    for backend in [Backend::OpenAi, Backend::Anthropic] {
+        let server = ScriptedServer::start(vec![Scripted::error(
+            400,
+            "This model's maximum context length is 15000 tokens. However, your messages resulted in 15312 tokens.",
+        )]);
+        let e = agent_for(backend, &server)
+            .propose(&AgentContext::example())
+            .unwrap_err();
+        let msg = format!("{e:#}");
+        assert_eq!(server.requests().len(), 1, "{backend:?}: {msg}");
+        assert!(
+            msg.contains("(the prompt is longer than the model's context, and a resume sends the same prompt: shorten the templates with --prompts DIR, or serve the model with a longer context)"),
+            "{msg}"
+        );
+    }
 }
 
 fn anthropic_json(content: serde_json::Value, stop_reason: &str) -> Scripted {

@@ -45,6 +45,24 @@ pub(crate) enum HttpError {
     },
 }
 
+/// A server's words for a prompt longer than the model's context (OpenAI, vLLM, llama.cpp,
+/// Ollama, Anthropic): waiting does not help, since every try sends the same prompt.
+pub(crate) fn context_overflow(message: &str) -> bool {
+    let m = message.to_lowercase();
+    [
+        "context length",
+        "context_length",
+        "context window",
+        "maximum context",
+        "prompt is too long",
+        "input is too long",
+        "too many tokens",
+        "exceeds the context",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
+}
+
 impl HttpError {
     pub(crate) fn describe(&self, backend: Backend, url: &str) -> String {
         match self {
@@ -56,6 +74,7 @@ impl HttpError {
                 let hint = match status.as_u16() {
                     401 | 403 => format!(" (check {})", backend.env_key()),
                     404 => " (check --base-url and --agent-model)".to_string(),
+                    400 | 413 | 422 if context_overflow(message) => " (the prompt is longer than the model's context, and a resume sends the same prompt: shorten the templates with --prompts DIR, or serve the model with a longer context)".to_string(),
                     _ => String::new(),
                 };
                 let tries = if *attempts > 1 {

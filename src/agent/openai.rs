@@ -100,7 +100,8 @@ pub(super) async fn chat(
         // Many local servers do not know json_schema; tolerant parsing handles plain text.
         // This request is tried once more without it; only a rejection that names it turns
         // it off for the rest of the session (a 400 about, say, the context length does not).
-        if schema.is_some() {
+        // A prompt past the context fails the same without response_format.
+        if schema.is_some() && !super::http::context_overflow(&message) {
             let named = ["response_format", "json_schema", "schema", "structured"]
                 .iter()
                 .any(|w| lower.contains(w));
