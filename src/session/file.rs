@@ -214,7 +214,15 @@ impl SessionWriter {
             .and_then(|_| self.file.sync_data());
         if let Err(e) = written {
             self.failed = true;
-            let cut = self.file.set_len(self.len);
+            // A write refused whole (EPERM: an immutable file) left nothing to cut, and the
+            // cut fails for the same reason: no torn event to speak of.
+            let cut = self
+                .file
+                .set_len(self.len)
+                .or_else(|c| match self.file.metadata() {
+                    Ok(m) if m.len() == self.len => Ok(()),
+                    _ => Err(c),
+                });
             bail!(failed_write(&self.path, &e, self.seq, cut));
         }
         self.seq += 1;

@@ -295,6 +295,11 @@ fn after_a_failed_write_nothing_more_is_written() {
         e.contains("--resume continues it") && w.failed() && w.seq == 3,
         "{e}"
     );
+    // /dev/full cannot be cut either, but took nothing: no torn event is claimed.
+    assert!(
+        e.ends_with("; it holds every event before this one (--resume continues it)"),
+        "{e}"
+    );
     let e = format!("{:#}", w.append(&ev).unwrap_err());
     assert!(e.contains("no longer written after a failed write"), "{e}");
 }

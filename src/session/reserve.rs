@@ -57,6 +57,14 @@ pub fn claim(dir: &Path, stem: &str) -> Result<(PathBuf, Reservation)> {
         if path.exists() {
             continue;
         }
+        // Errors name the session file, not the hidden marker, and take the directory made
+        // for it away again.
+        let fail = |e: std::io::Error| {
+            if let Some(d) = &made_dir {
+                let _ = std::fs::remove_dir(d);
+            }
+            anyhow::Error::new(e).context(format!("cannot create session {}", path.display()))
+        };
         match OpenOptions::new().write(true).create_new(true).open(&m) {
             Ok(mut f) => {
                 // Held from here, so a failed write or a lost race removes the marker.
@@ -64,8 +72,10 @@ pub fn claim(dir: &Path, stem: &str) -> Result<(PathBuf, Reservation)> {
                     marker: m,
                     made_dir: None,
                 };
-                f.write_all(crate::runtime::owner_tag().as_bytes())
-                    .with_context(|| format!("cannot write {}", r.marker.display()))?;
+                if let Err(e) = f.write_all(crate::runtime::owner_tag().as_bytes()) {
+                    drop(r);
+                    return Err(fail(e));
+                }
                 // Created between the check and the claim: it is someone else's.
                 if path.exists() {
                     continue;
@@ -74,9 +84,7 @@ pub fn claim(dir: &Path, stem: &str) -> Result<(PathBuf, Reservation)> {
                 return Ok((path, r));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot create {}", m.display()));
-            }
+            Err(e) => return Err(fail(e)),
         }
     }
     anyhow::bail!("{}: no free session name for {stem}", dir.display())
@@ -119,6 +127,20 @@ mod tests {
         std::fs::write(&beside, &dead_here).unwrap();
         let _ = claim(&dir, "7-m").unwrap();
         assert!(!beside.exists());
+    }
+
+    // The error named the hidden marker (`cannot write sessions/.N-m.yaml.reserved`).
+    // Nothing can be created in /proc, not even by root.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_failed_claim_names_the_session_file() {
+        let dir = Path::new("/proc/self");
+        let e = format!("{:#}", claim(dir, "1-m").unwrap_err());
+        assert!(
+            e.starts_with("cannot create session /proc/self/1-m.yaml: "),
+            "{e}"
+        );
+        assert!(!e.contains(".reserved"), "{e}");
     }
 
     #[test]
