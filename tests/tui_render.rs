@@ -1117,6 +1117,32 @@ fn an_editor_opens_with_its_table_in_view_and_pages_while_editing() {
     assert_eq!(a.scroll(Proposal), 0, "pageup edits");
 }
 
+// Rows and reasoning below the panel's edge were hidden without a sign (an audit at
+// 80x24 with 8 proposed layers); the bottom border says how many lines are below.
+#[test]
+fn a_proposal_taller_than_its_panel_says_how_much_is_below() {
+    use arborist::tui::app::Panel::Proposal;
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    let screen = text(&draw(&mut a, &v, 60, 23));
+    let max = scroll_max(&a, Proposal);
+    assert!(max > 0, "the proposal fits: the test checks nothing");
+    let s = if max == 1 { "" } else { "s" };
+    let mark = format!("↓ {max} more line{s} (pgdn)");
+    assert!(screen.contains(&mark), "{screen}");
+    // Scrolled to its end, nothing is below.
+    press(&mut a, &v, &[code(KeyCode::Tab)]);
+    while a.scroll(Proposal) < max {
+        press(&mut a, &v, &[code(KeyCode::PageDown)]);
+    }
+    let screen = text(&draw(&mut a, &v, 60, 23));
+    assert!(!screen.contains("more line"), "{screen}");
+    // A panel that holds it all has no mark.
+    let screen = text(&draw(&mut app(), &v, 120, 40));
+    assert!(!screen.contains("more line"), "{screen}");
+}
+
 // esc out of the editor gives the focus back to the heatmap (the arrows went on scrolling
 // the proposal), and the next proposal is shown from its top (a scroll kept from the one
 // before hid the table's header).

@@ -211,6 +211,23 @@ pub(crate) fn overflow(p: &Paragraph, inner: Rect) -> u16 {
         .min(u16::MAX as usize) as u16
 }
 
+/// `block` with `↓ N more lines (pgdn)` on its bottom border when `hidden` lines lie below
+/// the view: a proposal of 8 layers on a 24-line screen hid its last rows and reasoning
+/// without a sign.
+pub(crate) fn more_below<'a>(block: Block<'a>, hidden: u16, app: &App) -> Block<'a> {
+    if hidden == 0 {
+        return block;
+    }
+    let s = if hidden == 1 { "" } else { "s" };
+    block.title_bottom(
+        Line::styled(
+            format!(" ↓ {hidden} more line{s} (pgdn) "),
+            app.theme().warn(),
+        )
+        .right_aligned(),
+    )
+}
+
 /// A bordered panel with its title; a tabbed panel lists the tabs first, the shown one lit.
 pub(crate) fn panel_block<'a>(
     app: &App,

@@ -39,6 +39,8 @@ pub fn reflection(
         lines.push(Line::styled(text.clone(), t.text()));
         lines.push(Line::default());
     }
+    // The blank line after the oldest separates nothing (and would read as more below).
+    lines.pop_if(|l| l.spans.is_empty());
     if lines.is_empty() {
         lines.push(Line::styled("no reflections yet", t.muted()));
     }
@@ -47,6 +49,7 @@ pub fn reflection(
     let text = Paragraph::new(lines).wrap(Wrap { trim: true });
     let max = super::overflow(&text, block.inner(area));
     let scroll = app.scroll(Panel::Reflection).min(max);
+    let block = super::more_below(block, max - scroll, app);
     f.render_widget(text.block(block).scroll((scroll, 0)), area);
     max
 }

@@ -184,6 +184,7 @@ pub fn render(
     let text = Paragraph::new(lines).wrap(Wrap { trim: false });
     let max = super::overflow(&text, inner);
     let scroll = app.scroll(crate::tui::app::Panel::Proposal).min(max);
+    let block = super::more_below(block, max - scroll, app);
     f.render_widget(text.block(block).scroll((scroll, 0)), area);
     let top = table_top - scroll as i32;
     let first = (-top).max(0) as usize;
