@@ -425,7 +425,7 @@ fn a_screen_too_small_to_draw_takes_only_quit() {
     assert!(a.editor.is_some());
 }
 
-// Profiles and mask rebuilds report no counts: the time the job has run shows it moves.
+// Profiles report no counts: the time the job has run shows it moves.
 #[test]
 fn the_status_shows_how_long_the_worker_has_been_at_its_job() {
     let (m, events) = fixtures::profiled(8);
@@ -443,6 +443,18 @@ fn the_status_shows_how_long_the_worker_has_been_at_its_job() {
     let mut v = view(&m, &events);
     v.busy_for = Some(std::time::Duration::from_secs(125));
     assert_eq!(v.worker_state(), "waiting for your review");
+    // A resume's mask rebuild counts steps (it read "profiling" for as long as it took).
+    let (mut m, events) = fixtures::profiled(8);
+    m.phase = Phase::Profiling;
+    let rebuilding = (arborist::worker::REBUILDING.to_string(), 3, 45);
+    let mut v = view(&m, &events);
+    v.progress = Some(&rebuilding);
+    assert_eq!(v.worker_state(), "rebuilding masks 3/45 steps");
+    m.phase = Phase::Applying;
+    let evaluating = ("evaluating".to_string(), 2, 16);
+    let mut v = view(&m, &events);
+    v.progress = Some(&evaluating);
+    assert_eq!(v.worker_state(), "evaluating 2/16 windows");
 }
 
 #[test]

@@ -329,7 +329,9 @@ pub fn export(a: ExportArgs) -> Result<()> {
     };
     let mut engine = recorded_engine(&log, opts, files.clone(), &a.session)?;
     let steps = ckpt.steps.clone();
-    engine.rebuild(&steps, 0)?;
+    engine.rebuild(&steps, 0, &mut |done, total| {
+        super::bar("rebuilding masks", done, total)
+    })?;
     check_rebuilt_sparsity(&engine.model.decoder, ckpt, tolerance, &a.session)?;
     // The fingerprint samples the weight files; the model is re-measured so that weights
     // changed between the samples cannot be exported under the recorded numbers.

@@ -89,7 +89,11 @@ impl View<'_> {
         }
         let progress = self.progress.map(|(label, done, total)| {
             if *total > 1 {
-                format!("{label} {done}/{total} windows")
+                let unit = match label == crate::worker::REBUILDING {
+                    true => "steps",
+                    false => "windows",
+                };
+                format!("{label} {done}/{total} {unit}")
             } else {
                 label.clone()
             }

@@ -389,12 +389,21 @@ impl Engine {
 
     /// Rebuild checkpoints 1.. from their steps (one per checkpoint), then make sure the
     /// statistics of profile `profiles` are loaded. Used to resume and to export.
-    pub fn rebuild(&mut self, steps: &[MaskStep], profiles: usize) -> Result<()> {
+    /// `progress(done, total)` after each step: a long session's rebuild takes as many
+    /// calibration passes as it had profiles, and was a silent wait.
+    pub fn rebuild(
+        &mut self,
+        steps: &[MaskStep],
+        profiles: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
         self.restore(0)?;
         for (i, s) in steps.iter().enumerate() {
+            progress(i, steps.len());
             self.grow(s)?;
             self.commit(i + 1);
         }
+        progress(steps.len(), steps.len());
         if profiles > 0 && self.stats.as_ref().map(|s| s.0) != Some(profiles) {
             let st = self.calib_stats.input_stats(&self.model.decoder)?.0;
             self.stats = Some((profiles, st));

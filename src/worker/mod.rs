@@ -179,6 +179,10 @@ pub fn failed(iteration: usize, e: &anyhow::Error) -> Event {
     }
 }
 
+/// The progress label of a resume's mask rebuild, counted in steps (the others count
+/// evaluation windows).
+pub const REBUILDING: &str = "rebuilding masks";
+
 fn run_job(engine: &mut Engine, job: &Job, out: &Sender<Msg>) -> Result<()> {
     let label = match job {
         Job::Baseline => "evaluating baseline",
@@ -214,8 +218,13 @@ fn run_job(engine: &mut Engine, job: &Job, out: &Sender<Msg>) -> Result<()> {
             profiles,
             recorded_ppl,
         } => {
-            progress_msg(out, "rebuilding masks");
-            engine.rebuild(steps, *profiles)?;
+            engine.rebuild(steps, *profiles, &mut |done, total| {
+                let _ = out.send(Msg::Progress {
+                    label: REBUILDING.into(),
+                    done,
+                    total,
+                });
+            })?;
             if let Some(want) = recorded_ppl {
                 // The fingerprint samples the weight files: re-measuring the checkpoint
                 // notices weights changed between the samples. The pass also fills the
