@@ -312,6 +312,16 @@ fn bad_input_is_one_line_and_leaves_no_session() {
     a.extend(SMALL);
     let line = one_error_line(&env.run(&a), &[&dp, "is a directory"]);
     assert!(!line.contains("--resume"), "{line}");
+    // So is a FIFO (it was "already exists (pass --resume ...)").
+    let fifo = env.path("fifo.yaml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let fp = p(&fifo);
+    let mut a = vec!["run", "--headless", "--auto-approve", "--session", &fp];
+    a.extend(SMALL);
+    let line = one_error_line(&env.run(&a), &[&fp, "is not a regular file"]);
+    assert!(!line.contains("--resume"), "{line}");
+    std::fs::remove_file(&fifo).unwrap();
     // A session under a file: named before the model loads (it was "cannot create f: File
     // exists" once loaded).
     let under = p(&std::path::Path::new(&s).join("s.yaml"));

@@ -153,6 +153,13 @@ pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
             file.display()
         );
     }
+    // A FIFO or a device is no session to resume.
+    if path.exists() && !path.is_file() {
+        bail!(
+            "--session {} is not a regular file; it takes a file (sessions/NAME.yaml)",
+            path.display()
+        );
+    }
     if path.exists() {
         bail!(
             "session {} already exists (pass --resume to continue it)",
