@@ -314,7 +314,10 @@ fn bad_input_is_one_line_and_leaves_no_session() {
     assert!(!line.contains("--resume"), "{line}");
     // So is a FIFO (it was "already exists (pass --resume ...)").
     let fifo = env.path("fifo.yaml");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
     let fp = p(&fifo);
     let mut a = vec!["run", "--headless", "--auto-approve", "--session", &fp];
