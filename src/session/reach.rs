@@ -38,7 +38,7 @@ pub fn shortfall(m: &Machine) -> Option<String> {
             (need / per_step).ceil() as u64
         ),
         false => format!(
-            "; no layer may pass --max-layer-sparsity {}",
+            "; no layer may pass loop.bounds.max_layer_sparsity {}",
             b.max_layer_sparsity
         ),
     };
@@ -127,6 +127,17 @@ mod tests {
         let said = shortfall(&machine(36, o)).expect("out of reach");
         assert!(
             said.contains("the 2 iteration(s) left of --max-iters 2 reach at most 1.2%"),
+            "{said}"
+        );
+        // A target above the per-layer ceiling is out of reach however long it runs.
+        let mut o = LoopOptions {
+            max_iters: 1000,
+            ..Default::default()
+        };
+        o.bounds.max_layer_sparsity = 0.4;
+        let said = shortfall(&machine(8, o)).expect("above the ceiling");
+        assert!(
+            said.ends_with("reach at most 40.0% from 0.0%; no layer may pass loop.bounds.max_layer_sparsity 0.4"),
             "{said}"
         );
         // So does the 36-block model with enough iterations.
