@@ -1,27 +1,15 @@
 use arborist::cli::usage_error;
 use clap::CommandFactory;
 
+/// Rust ignores SIGPIPE, so `arborist profile | head` would panic in println!: the default
+/// ends the process quietly on a closed pipe, as for other CLI tools. A file-size limit
+/// (`ulimit -f`) killed the process mid-write without a word, leaving the terminal raw:
+/// SIGXFSZ ignored, the write fails with EFBIG and takes the path of a full disk.
 #[cfg(unix)]
-fn default_sigpipe() {
-    // Rust ignores SIGPIPE, so `arborist profile | head` would panic in println!;
-    // restore the default so a closed pipe ends the process quietly, as for other CLI tools.
-    unsafe extern "C" {
-        fn signal(sig: i32, handler: usize) -> usize;
-    }
-    const SIGPIPE: i32 = 13;
-    const SIG_DFL: usize = 0;
+fn set_signals() {
     // SAFETY: called at the start of main, before any thread exists.
     unsafe {
-        signal(SIGPIPE, SIG_DFL);
-    }
-}
-
-/// A file-size limit (`ulimit -f`) killed the process mid-write without a word, leaving
-/// the terminal raw; ignored, the write fails with EFBIG and takes the path of a full disk.
-#[cfg(unix)]
-fn ignore_sigxfsz() {
-    // SAFETY: called at the start of main, before any thread exists.
-    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
@@ -29,9 +17,7 @@ fn ignore_sigxfsz() {
 fn main() {
     arborist::runtime::single_heap_arena();
     #[cfg(unix)]
-    default_sigpipe();
-    #[cfg(unix)]
-    ignore_sigxfsz();
+    set_signals();
     let cli = match arborist::cli::parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),

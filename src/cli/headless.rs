@@ -158,9 +158,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         .flat_map(|l| l.entries.iter().map(|e| &e.event));
     let skipped = recorded
         .chain(&d.recent)
-        .filter(
-            |e| matches!(e, Event::Decided { by, decision: Decision::Skip, .. } if by == "auto"),
-        )
+        .filter(|e| e.skipped_for_the_agent())
         .count();
     let agent_failed = d
         .finished
@@ -168,17 +166,15 @@ pub fn run(a: &RunArgs) -> Result<()> {
         .filter(|r| *r == crate::session::StopReason::AgentFailed);
     // A run too short for three failures in a row (`--max-iters 2`) whose every iteration
     // was skipped for the agent did nothing the user asked for either.
-    let decided: Vec<bool> = d
-        .recent
-        .iter()
-        .filter_map(|e| match e {
-            Event::Decided { by, decision, .. } => {
-                Some(by == "auto" && *decision == Decision::Skip)
-            }
-            _ => None,
-        })
-        .collect();
-    let all_skipped = !decided.is_empty() && decided.iter().all(|s| *s);
+    let decided = (d.recent.iter())
+        .filter(|e| matches!(e, Event::Decided { .. }))
+        .count();
+    let all_skipped = decided > 0
+        && decided
+            == d.recent
+                .iter()
+                .filter(|e| e.skipped_for_the_agent())
+                .count();
     // The cause first, then where the work is kept. A new session that failed before its
     // first event (a model whose dense perplexity is NaN) keeps nothing worth resuming, and
     // its file would only block the same command: it goes, while this process still holds
@@ -219,8 +215,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     }
     if agent_failed.is_none() && all_skipped {
         anyhow::bail!(
-            "the agent gave no valid proposal in any of this run's {} iteration(s), so nothing was pruned (agent_failed events in {}; continue with {} once it answers)",
-            decided.len(),
+            "the agent gave no valid proposal in any of this run's {decided} iteration(s), so nothing was pruned (agent_failed events in {}; continue with {} once it answers)",
             s.path.display(),
             s.continue_with
         );

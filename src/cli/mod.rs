@@ -208,23 +208,27 @@ pub fn max_shard_size(flag: Option<&str>) -> Result<u64> {
     })
 }
 
-/// A count flag of 0 refused in one line that names it and says why.
 /// What `prune --out` and `export` print once the directory is written: one JSON object
-/// with `--json` (the directory and its arborist.json), else the command's own lines.
+/// with `--json` (the directory and its arborist.json), else the command's own lines. An
+/// error here says the directory is there all the same.
 pub fn report_written(
     out: &std::path::Path,
     meta: &serde_json::Value,
     json: bool,
     lines: &[String],
 ) -> Result<()> {
-    if json {
+    let printed = if json {
         let doc = serde_json::json!({ "out": out.display().to_string(), "result": meta });
         outln!("{doc}")
     } else {
         lines.iter().try_for_each(|l| outln!("{l}"))
-    }
+    };
+    anyhow::Context::with_context(printed, || {
+        format!("wrote {}, but not its report", out.display())
+    })
 }
 
+/// A count flag of 0 refused in one line that names it and says why.
 pub fn at_least_one(flag: &str, value: usize, why: &str) -> Result<()> {
     if value == 0 {
         anyhow::bail!("--{flag} 0: {why}");

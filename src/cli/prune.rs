@@ -324,8 +324,7 @@ pub fn run(a: PruneArgs) -> Result<()> {
             p.value, p.dataset, p.seqlen, p.windows, p.dtype
         ));
     }
-    super::report_written(&a.out, &meta, a.json, &lines)
-        .with_context(|| format!("wrote {}, but not its report", a.out.display()))?;
+    super::report_written(&a.out, &meta, a.json, &lines)?;
     Ok(())
 }
 

@@ -414,8 +414,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
         };
         line += &format!("; {which} kept no step (rolled back or skipped)");
     }
-    super::report_written(&a.out, &meta, a.json, &[line])
-        .with_context(|| format!("wrote {}, but not its report", a.out.display()))?;
+    super::report_written(&a.out, &meta, a.json, &[line])?;
     if finished.is_none() && a.step.is_none() {
         errln!(
             "warning: {} has not finished ({done} iteration(s); it stops in phase {:?}: a session still running or killed, or an incomplete copy): this is its last checkpoint, not the end of a run (`session_finished: null` in arborist.json)",

@@ -289,6 +289,12 @@ impl Event {
         }
     }
 
+    /// The iteration was skipped because the agent gave no valid proposal (recorded by
+    /// the runner, `by: auto`).
+    pub fn skipped_for_the_agent(&self) -> bool {
+        matches!(self, Event::Decided { by, decision: Decision::Skip, .. } if by == "auto")
+    }
+
     /// The reasoning behind a proposal or an override, on one line (for a printed
     /// timeline, under the event's summary); None where there is none.
     pub fn reasoning(&self) -> Option<String> {

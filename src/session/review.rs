@@ -59,11 +59,7 @@ impl HeadlessReviewer {
                 Event::Decided { by, .. } | Event::StopRequested { by } if by == "script" => {
                     self.script.pop_front();
                 }
-                Event::Decided {
-                    by,
-                    iteration,
-                    decision: Decision::Skip,
-                } if by == "auto" => {
+                Event::Decided { iteration, .. } if ev.skipped_for_the_agent() => {
                     self.drop_unanswerable(*iteration);
                 }
                 _ => {}

@@ -252,6 +252,7 @@ pub fn init_logging(session: &Path) -> Result<Option<PathBuf>, String> {
         .with_writer(Mutex::new(LogFile {
             file,
             named: named(),
+            failed: false,
         }))
         .with_ansi(false)
         .with_env_filter(filter)
@@ -263,20 +264,20 @@ pub fn init_logging(session: &Path) -> Result<Option<PathBuf>, String> {
 
 /// The first failed write to the log (a full disk), until the screen takes it.
 static LOG_FAILED: Mutex<Option<String>> = Mutex::new(None);
-static LOG_FAILED_ONCE: AtomicBool = AtomicBool::new(false);
 
 /// The log file. A failed write is dropped, not retried (the session goes on without its
 /// log), and the first one is kept for the status bar.
 struct LogFile {
     file: std::fs::File,
     named: String,
+    failed: bool,
 }
 
 impl std::io::Write for LogFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self.file.write(buf) {
             Err(e) if e.kind() != std::io::ErrorKind::Interrupted => {
-                if !LOG_FAILED_ONCE.swap(true, Ordering::SeqCst) {
+                if !std::mem::replace(&mut self.failed, true) {
                     *LOG_FAILED.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
                         "{}: cannot write the log ({e}); the session goes on, logged no further",
                         self.named
@@ -315,6 +316,7 @@ mod tests {
         let mut log = LogFile {
             file,
             named: "log x.log".into(),
+            failed: false,
         };
         for _ in 0..3 {
             assert!(log.write_all(b"a line\n").is_ok());

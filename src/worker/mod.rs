@@ -187,6 +187,7 @@ fn run_job(engine: &mut Engine, job: &Job, out: &Sender<Msg>) -> Result<()> {
     let label = match job {
         Job::Baseline => "evaluating baseline",
         Job::Apply { .. } => "evaluating",
+        Job::Rebuild { .. } => REBUILDING,
         _ => "",
     };
     let mut progress = |done: usize, total: usize| {
@@ -218,13 +219,7 @@ fn run_job(engine: &mut Engine, job: &Job, out: &Sender<Msg>) -> Result<()> {
             profiles,
             recorded_ppl,
         } => {
-            engine.rebuild(steps, *profiles, &mut |done, total| {
-                let _ = out.send(Msg::Progress {
-                    label: REBUILDING.into(),
-                    done,
-                    total,
-                });
-            })?;
+            engine.rebuild(steps, *profiles, &mut progress)?;
             if let Some(want) = recorded_ppl {
                 // The fingerprint samples the weight files: re-measuring the checkpoint
                 // notices weights changed between the samples. The pass also fills the
