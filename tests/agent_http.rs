@@ -206,6 +206,26 @@ fn anthropic_request_shape_and_reply() {
     assert!(req.body.get("response_format").is_none());
 }
 
+/// Anthropic counts tokens read from or written to its prompt cache apart from
+/// input_tokens; the prompt's count is all three.
+#[test]
+fn anthropic_cached_prompt_tokens_are_counted() {
+    let reply = serde_json::json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+        "content": [{"type": "text", "text": good(0.35)}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 21, "cache_creation_input_tokens": 300,
+                  "cache_read_input_tokens": 4000, "output_tokens": 12}
+    });
+    let server = ScriptedServer::start(vec![Scripted::json(200, reply)]);
+    let r = agent_for(Backend::Anthropic, &server)
+        .propose(&AgentContext::example())
+        .unwrap();
+    assert_eq!(
+        (r.usage.prompt_tokens, r.usage.completion_tokens),
+        (4321, 12)
+    );
+}
+
 #[test]
 fn invalid_proposal_gets_exactly_one_repair() {
     let bad = r#"{"layers": [{"name": "model.layers.7.mlp.up_proj", "sparsity": 0.3}], "reasoning": "x"}"#;

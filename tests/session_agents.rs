@@ -892,3 +892,76 @@ fn a_resume_with_edited_prompt_templates_says_so() {
         r.stderr
     );
 }
+
+/// A server that counts far fewer prompt tokens than the prompt's characters allow (Ollama
+/// cuts a prompt past num_ctx without an error) is warned about once in the run, and
+/// `replay --headless` names each such exchange.
+#[test]
+fn a_prompt_the_server_did_not_read_whole_is_warned_about() {
+    let env = Env::new();
+    let server = ScriptedServer::start(vec![
+        Scripted::openai(&proposal(&[(down(3), 0.05)], "one"), 5000, 9),
+        Scripted::openai("fine", 5000, 3),
+        Scripted::openai(&proposal(&[(down(4), 0.05)], "two"), 1024, 9),
+        Scripted::openai("fine again", 5000, 3),
+        Scripted::openai(&proposal(&[(down(5), 0.05)], "three"), 1024, 9),
+        Scripted::openai("fine once more", 5000, 3),
+    ]);
+    let s = env.path("s.yaml");
+    let r = env.session(&server, &s, "3");
+    assert_eq!(ok_json(&r)["finished"], "max_iterations");
+    let (_, entries) = session_docs(&s);
+    let proposed = events(&entries, "proposed");
+    let chars = proposed[1]["reply"]["prompt"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .count();
+    // The step prompt of the bundled model is long enough to be judged.
+    assert!(chars > 6 * 1024, "{chars}");
+    let warned: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("prompt tokens for"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", r.stderr);
+    let per_token = chars as f64 / 1024.0;
+    let want = format!(
+        "warning: iter 2, the agent's proposal: the server counted 1024 prompt tokens for {chars} characters of prompt ({per_token:.1} characters a token"
+    );
+    assert!(warned[0].starts_with(&want), "{}", warned[0]);
+    assert!(
+        warned[0].ends_with("(said once; `replay --headless` names each)"),
+        "{}",
+        warned[0]
+    );
+    let out = env.run(&["replay", &p(&s), "--headless"], "");
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let under: Vec<(usize, &str)> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("      warning: "))
+        .map(|(i, l)| (i, *l))
+        .collect();
+    assert_eq!(under.len(), 2, "{}", out.stdout);
+    for ((i, w), it) in under.iter().zip([2, 3]) {
+        assert!(
+            w.starts_with(&format!(
+                "      warning: iter {it}, the agent's proposal: the server counted 1024"
+            )),
+            "{w}"
+        );
+        // Under the proposal's reasoning, under the proposal.
+        assert!(
+            lines[i - 1].starts_with("      reasoning: "),
+            "{}",
+            lines[i - 1]
+        );
+        assert!(
+            lines[i - 2].contains(&format!("iter {it}: ")),
+            "{}",
+            lines[i - 2]
+        );
+    }
+}

@@ -37,7 +37,15 @@ pub(super) async fn chat(c: &LlmClient, system: &str, messages: &[Message]) -> R
     let v = c.post(PATH, h, &body).await.map_err(|e| c.fail(PATH, e))?;
     let u = &v["usage"];
     let usage = Usage {
-        prompt_tokens: u["input_tokens"].as_u64().unwrap_or(0),
+        // Tokens read from or written to a prompt cache are not in input_tokens.
+        prompt_tokens: [
+            "input_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+        ]
+        .iter()
+        .map(|k| u[k].as_u64().unwrap_or(0))
+        .fold(0, u64::saturating_add),
         completion_tokens: u["output_tokens"].as_u64().unwrap_or(0),
         cost: None,
     };

@@ -15,6 +15,7 @@ pub mod percent;
 pub mod prompt;
 pub mod text;
 mod unclosed;
+pub mod unread;
 
 use std::future::Future;
 use std::path::Path;

@@ -424,3 +424,22 @@ fn syntax_error_is_one_line_naming_the_file() {
         "{e}"
     );
 }
+
+/// The README's way to bound the history on a deep model: a template slices it.
+#[test]
+fn a_template_may_show_only_the_latest_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = BUILTIN.iter().find(|(n, _)| *n == "step.j2").unwrap().1;
+    assert!(step.contains("{% for h in history %}"));
+    let cut = step.replace("{% for h in history %}", "{% for h in history[-1:] %}");
+    std::fs::write(dir.path().join("step.j2"), cut).unwrap();
+    let c = ctx();
+    let full = Templates::builtin().step(&c).unwrap();
+    let s = Templates::load(Some(dir.path())).unwrap().step(&c).unwrap();
+    assert!(full.contains("- Iteration 1: ") && full.contains("- Iteration 2: "));
+    assert!(
+        !s.contains("- Iteration 1: ") && s.contains("- Iteration 2: "),
+        "{s}"
+    );
+    assert!(s.contains("## Earlier steps (2, 1 rolled back)"), "{s}");
+}

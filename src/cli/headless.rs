@@ -271,7 +271,7 @@ fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
         }
         printed = d.recent.len();
         // Logged, so on stderr here (`stderr_log`).
-        let _ = d.reach_warning();
+        let _ = d.warnings();
         if d.finished.is_some() {
             return Ok(());
         }

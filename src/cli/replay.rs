@@ -180,6 +180,9 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
                 if let Some(r) = e.event.reasoning() {
                     outln!("      reasoning: {r}")?;
                 }
+                if let Some(w) = e.event.unread_prompt() {
+                    outln!("      warning: {w}")?;
+                }
             }
             // Counted as the TUI's status bar counts them: the guard's and the reviewer's.
             let yours = m.reviewer_rollbacks;

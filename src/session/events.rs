@@ -295,6 +295,31 @@ impl Event {
         matches!(self, Event::Decided { by, decision: Decision::Skip, .. } if by == "auto")
     }
 
+    /// A warning when the server's token count says it did not read this exchange's
+    /// prompt whole (`agent::unread`); None for other events.
+    pub fn unread_prompt(&self) -> Option<String> {
+        let (iteration, what, prompt, usage) = match self {
+            Event::Proposed {
+                iteration, reply, ..
+            } => (iteration, "proposal", reply.prompt.as_ref()?, &reply.usage),
+            Event::AgentFailed {
+                iteration,
+                prompt,
+                usage,
+                ..
+            } => (iteration, "failed proposal", prompt.as_ref()?, usage),
+            Event::Reflected { iteration, reply } => (
+                iteration,
+                "reflection",
+                reply.prompt.as_ref()?,
+                &reply.usage,
+            ),
+            _ => return None,
+        };
+        let why = crate::agent::unread::unread_prompt(prompt, usage)?;
+        Some(format!("iter {iteration}, the agent's {what}: {why}"))
+    }
+
     /// The reasoning behind a proposal or an override, on one line (for a printed
     /// timeline, under the event's summary); None where there is none.
     pub fn reasoning(&self) -> Option<String> {

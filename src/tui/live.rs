@@ -173,7 +173,12 @@ impl Source for Live {
         }
         self.take_events();
         self.track_job();
-        if let Some(w) = self.driver.as_mut().and_then(|d| d.reach_warning()) {
+        for w in self
+            .driver
+            .as_mut()
+            .map(|d| d.warnings())
+            .unwrap_or_default()
+        {
             app.say(Level::Warn, w);
             changed = true;
         }

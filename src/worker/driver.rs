@@ -40,6 +40,9 @@ pub struct Driver {
     pub note: Option<String>,
     /// Whether the bounds were checked against the target (once the layers are known).
     reach_checked: bool,
+    /// How many of `recent` were looked at for an unread prompt, and whether one was said.
+    unread_scanned: usize,
+    unread_said: bool,
 }
 
 impl Driver {
@@ -60,21 +63,33 @@ impl Driver {
             recent: Vec::new(),
             note: None,
             reach_checked: false,
+            unread_scanned: 0,
+            unread_said: false,
         }
     }
 
-    /// Once the layers are known (the baseline, or a resumed file): a warning when the
-    /// bounds cannot reach the target in the iterations left (`session::reach`), logged and
-    /// returned for the front end to show. None before, and after the first call that could
-    /// tell.
-    pub fn reach_warning(&mut self) -> Option<String> {
-        if self.reach_checked || self.machine.layers.is_empty() {
-            return None;
+    /// Warnings for the front end to show, each logged and returned once: when the layers
+    /// are known (the baseline, or a resumed file), that the bounds cannot reach the target
+    /// in the iterations left (`session::reach`); at the first exchange whose server did
+    /// not read the prompt whole (`Event::unread_prompt`), that one.
+    pub fn warnings(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.reach_checked && !self.machine.layers.is_empty() {
+            self.reach_checked = true;
+            out.extend(crate::session::reach::shortfall(&self.machine));
         }
-        self.reach_checked = true;
-        let w = crate::session::reach::shortfall(&self.machine)?;
-        tracing::warn!("{w}");
-        Some(w)
+        if !self.unread_said {
+            let new = &self.recent[self.unread_scanned..];
+            self.unread_scanned = self.recent.len();
+            if let Some(w) = new.iter().find_map(Event::unread_prompt) {
+                self.unread_said = true;
+                out.push(format!("{w} (said once; `replay --headless` names each)"));
+            }
+        }
+        for w in &out {
+            tracing::warn!("{w}");
+        }
+        out
     }
 
     pub fn start(&mut self) -> Result<()> {
