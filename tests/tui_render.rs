@@ -1904,3 +1904,47 @@ fn details_show_the_recorded_options_prompt_and_reply() {
     }
     assert!(matches!(a.overlay, Overlay::None));
 }
+
+/// After the guard the panel lists what was applied in model order (block 2 before block
+/// 10), as the profile table does, not in the names' text order.
+#[test]
+fn the_applied_table_is_in_model_order() {
+    let (mut m, mut events) = fixtures::reviewing(12);
+    let iteration = m.iteration;
+    let layers: Vec<_> = ["10.mlp.down_proj", "2.mlp.up_proj", "2.self_attn.k_proj"]
+        .iter()
+        .map(|l| arborist::agent::LayerTarget {
+            name: format!("model.layers.{l}"),
+            sparsity: 0.05,
+        })
+        .collect();
+    let applied = layers.iter().map(|l| (l.name.clone(), 0.05)).collect();
+    for ev in [
+        Event::Decided {
+            iteration,
+            by: "human".into(),
+            decision: Decision::Edit { layers },
+        },
+        Event::Evaluated {
+            iteration,
+            applied,
+            eval: fixtures::eval(10.0),
+        },
+    ] {
+        fixtures::feed(&mut m, &mut events, ev);
+    }
+    let screen = text(&draw(&mut app(), &view(&m, &events), 120, 40));
+    let at = |name: &str| {
+        screen
+            .lines()
+            .position(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} not shown:\n{screen}"))
+    };
+    assert!(screen.contains("applied"), "{screen}");
+    let rows = [
+        at("layers.2.self_attn.k_proj"),
+        at("layers.2.mlp.up_proj"),
+        at("layers.10.mlp.down_proj"),
+    ];
+    assert!(rows[0] < rows[1] && rows[1] < rows[2], "{rows:?}\n{screen}");
+}

@@ -264,6 +264,28 @@ impl std::ops::AddAssign for Usage {
 
 /// Position of a kind inside a block, for a stable table order (q k v o gate up down).
 pub fn kind_order(kind: &str) -> usize {
-    const ORDER: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
-    ORDER.iter().position(|k| *k == kind).unwrap_or(ORDER.len())
+    KINDS.iter().position(|k| *k == kind).unwrap_or(KINDS.len())
+}
+
+/// A block's linear layers in the order they compute.
+pub const KINDS: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
+
+/// (block, kind index) of a Hugging Face linear layer path such as
+/// `model.layers.12.mlp.up_proj`.
+pub fn place(name: &str) -> Option<(usize, usize)> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let block = parts
+        .windows(2)
+        .find(|w| matches!(w[0], "layers" | "h" | "blocks"))
+        .and_then(|w| w[1].parse().ok())?;
+    let last = parts.last()?.trim_end_matches("_proj");
+    let kind = KINDS.iter().position(|k| *k == last)?;
+    Some((block, kind))
+}
+
+/// Sorts layer names in model order (block 2 before block 10, q before down), as the
+/// profile table lists them; names that are no block's layer go last, as text.
+pub fn model_order(name: &str) -> (bool, Option<(usize, usize)>, &str) {
+    let at = place(name);
+    (at.is_none(), at, name)
 }

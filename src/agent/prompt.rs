@@ -9,7 +9,9 @@ use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
 use serde::Serialize;
 
-use super::context::{kind_order, AgentContext, LayerChange, LayerRow, Proposal, StepOutcome};
+use super::context::{
+    kind_order, model_order, AgentContext, LayerChange, LayerRow, Proposal, StepOutcome,
+};
 use super::parse::{frac, max_target, shown};
 use super::percent::percent;
 
@@ -391,8 +393,13 @@ struct OutcomeView {
 
 impl OutcomeView {
     fn new(o: &StepOutcome) -> OutcomeView {
+        // In model order, as the profile table (the outcome keeps the names' text order).
+        let mut outcome = o.clone();
+        outcome
+            .changes
+            .sort_by(|a, b| model_order(&a.name).cmp(&model_order(&b.name)));
         OutcomeView {
-            outcome: o.clone(),
+            outcome,
             change: rel(o.ppl_after, o.ppl_before),
         }
     }

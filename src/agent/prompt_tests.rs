@@ -443,3 +443,26 @@ fn a_template_may_show_only_the_latest_steps() {
     );
     assert!(s.contains("## Earlier steps (2, 1 rolled back)"), "{s}");
 }
+
+/// An earlier step's layers are listed in model order, as the profile table is: their
+/// names' text order put block 10 before block 2.
+#[test]
+fn earlier_steps_list_their_layers_in_model_order() {
+    let mut c = ctx();
+    let change = |name: &str| LayerChange {
+        name: name.into(),
+        from: 0.1,
+        to: 0.2,
+    };
+    c.history[0].changes = [
+        "lm_head",
+        "model.layers.10.mlp.down_proj",
+        "model.layers.2.mlp.up_proj",
+        "model.layers.2.self_attn.k_proj",
+    ]
+    .map(change)
+    .to_vec();
+    let s = Templates::builtin().step(&c).unwrap();
+    let want = "- Iteration 1: model.layers.2.self_attn.k_proj 0.1 -> 0.2, model.layers.2.mlp.up_proj 0.1 -> 0.2, model.layers.10.mlp.down_proj 0.1 -> 0.2, lm_head 0.1 -> 0.2";
+    assert!(s.contains(want), "{s}");
+}

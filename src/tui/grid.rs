@@ -6,20 +6,7 @@ use std::collections::HashMap;
 use crate::agent::{LayerRow, LayerTarget};
 use crate::session::Machine;
 
-pub const KINDS: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
-
-/// (block, kind index) of a Hugging Face linear layer path such as
-/// `model.layers.12.mlp.up_proj`.
-pub fn place(name: &str) -> Option<(usize, usize)> {
-    let parts: Vec<&str> = name.split('.').collect();
-    let block = parts
-        .windows(2)
-        .find(|w| matches!(w[0], "layers" | "h" | "blocks"))
-        .and_then(|w| w[1].parse().ok())?;
-    let last = parts.last()?.trim_end_matches("_proj");
-    let kind = KINDS.iter().position(|k| *k == last)?;
-    Some((block, kind))
-}
+pub use crate::agent::context::{place, KINDS};
 
 /// `layers.12.mlp.up_proj`: the name without the leading `model.`.
 pub fn short_name(name: &str) -> &str {

@@ -8,6 +8,7 @@ use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::panel_block;
+use crate::agent::context::model_order;
 use crate::agent::parse::shown;
 use crate::agent::{LayerTarget, StepOutcome};
 use crate::session::{Decision, Event, Phase};
@@ -233,8 +234,10 @@ fn target_rows<'a>(layers: &'a [LayerTarget], current: &impl Fn(&str) -> f64) ->
 }
 
 fn applied_rows(o: &StepOutcome) -> Vec<RowText<'_>> {
-    o.changes
-        .iter()
+    let mut changes: Vec<_> = o.changes.iter().collect();
+    changes.sort_by(|a, b| model_order(&a.name).cmp(&model_order(&b.name)));
+    changes
+        .into_iter()
         .map(|c| RowText {
             name: &c.name,
             before: c.from,
