@@ -1240,7 +1240,7 @@ fn scrolling_stops_at_the_end_of_the_text() {
     // The help in one column on a small screen says how to scroll, and stops at its end.
     press(&mut a, &v, &[ch('?')]);
     let screen = text(&draw(&mut a, &v, 80, 24));
-    assert!(screen.contains("↑↓ PgUp PgDn scroll"), "{screen}");
+    assert!(screen.contains("↑↓ PgUp PgDn Home End scroll"), "{screen}");
     let max = a.areas.help_max.unwrap();
     assert!(max > 0);
     for _ in 0..30 {
@@ -1859,7 +1859,7 @@ fn details_show_the_recorded_options_prompt_and_reply() {
     // The recorded options follow: the protocols of the numbers, the guard, the agent.
     {
         let v = replay_view(&t, &options);
-        press(&mut a, &v, &[code(KeyCode::End)]);
+        press(&mut a, &v, &[code(KeyCode::Tab)]);
         assert!(matches!(a.overlay, Overlay::None), "any other key closes");
         press(&mut a, &v, &[ch('i')]);
         for _ in 0..20 {
@@ -1885,8 +1885,9 @@ fn details_show_the_recorded_options_prompt_and_reply() {
     assert!(!s.contains("prompt line 120"), "{s}");
     {
         let v = replay_view(&t, &options);
-        // Ten lines a page: the prompt's end, the reply and the reflection's title.
-        for _ in 0..10 {
+        // Three pages of 35 lines down: the prompt's end, the reply and the reflection's
+        // title.
+        for _ in 0..3 {
             press(&mut a, &v, &[code(KeyCode::PageDown)]);
         }
     }
@@ -1903,6 +1904,59 @@ fn details_show_the_recorded_options_prompt_and_reply() {
         press(&mut a, &v, &[ch('x')]);
     }
     assert!(matches!(a.overlay, Overlay::None));
+}
+
+/// A long text in the details (a deep model's prompt) says which of its lines are shown;
+/// a page moves by the lines shown less one, and Home and End go to either end.
+#[test]
+fn the_details_say_where_they_are_and_go_to_either_end() {
+    let (m, mut events) = fixtures::reviewing(8);
+    let prompt: String = (1..=500).map(|i| format!("prompt line {i}\n")).collect();
+    if let Some(Event::Proposed { reply, .. }) = events.last_mut() {
+        reply.prompt = Some(prompt);
+    }
+    let v = view(&m, &events);
+    let mut a = app();
+    press(&mut a, &v, &[ch('i')]);
+    let title = |a: &mut App| {
+        let s = text(&draw(a, &v, 120, 40));
+        s.lines()
+            .find(|l| l.contains("Details"))
+            .unwrap_or_else(|| panic!("{s}"))
+            .to_string()
+    };
+    let first = title(&mut a);
+    let shown = a.areas.help_page;
+    let max = a.areas.help_max.unwrap();
+    let total = max + shown;
+    assert!(shown > 10 && total > 500, "{shown} {max}");
+    let span = |from: u16| {
+        format!(
+            "lines {}–{} of {total} · ↑↓ PgUp PgDn Home End scroll",
+            from + 1,
+            from + shown
+        )
+    };
+    assert!(first.contains(&span(0)), "{first}");
+    press(&mut a, &v, &[code(KeyCode::PageDown)]);
+    assert_eq!(a.overlay, Overlay::Details { scroll: shown - 1 });
+    assert!(title(&mut a).contains(&span(shown - 1)));
+    press(&mut a, &v, &[code(KeyCode::End)]);
+    assert_eq!(a.overlay, Overlay::Details { scroll: max });
+    let last = title(&mut a);
+    assert!(
+        last.contains(&format!("lines {}–{total} of {total}", max + 1)),
+        "{last}"
+    );
+    press(&mut a, &v, &[code(KeyCode::PageUp)]);
+    assert_eq!(
+        a.overlay,
+        Overlay::Details {
+            scroll: max - (shown - 1)
+        }
+    );
+    press(&mut a, &v, &[code(KeyCode::Home)]);
+    assert_eq!(a.overlay, Overlay::Details { scroll: 0 });
 }
 
 /// After the guard the panel lists what was applied in model order (block 2 before block

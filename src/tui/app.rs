@@ -107,6 +107,13 @@ pub enum Request {
 }
 
 /// Where the last frame put things, for mouse clicks.
+impl Areas {
+    pub(crate) fn overlay(&mut self, scroll: Option<(u16, u16)>) {
+        self.help_max = scroll.map(|s| s.0);
+        self.help_page = scroll.map_or(0, |s| s.1);
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Areas {
     pub panels: Vec<(Panel, Rect)>,
@@ -116,8 +123,9 @@ pub struct Areas {
     pub rows: Option<(u16, usize, usize)>,
     /// How far each text panel drawn could scroll (its wrapped lines past its height).
     pub scroll_max: Vec<(Panel, u16)>,
-    /// How far the help can scroll, while it is open.
+    /// How far the help or the details can scroll, while open, and the lines they show.
     pub help_max: Option<u16>,
+    pub help_page: u16,
     /// The terminal is too small to draw the screen: only quitting (and a dialog it opens)
     /// takes keys, since nothing else that a key would change can be seen.
     pub too_small: bool,
@@ -239,11 +247,15 @@ impl App {
         }
         if let Overlay::Help { scroll } | Overlay::Details { scroll } = &mut self.overlay {
             let max = self.areas.help_max.unwrap_or(u16::MAX);
+            // A page keeps one line of the last in view.
+            let page = self.areas.help_page.saturating_sub(1).max(1);
             match key.code {
                 KeyCode::Up | KeyCode::Char('k') => *scroll = scroll.saturating_sub(1),
                 KeyCode::Down | KeyCode::Char('j') => *scroll = scroll.saturating_add(1).min(max),
-                KeyCode::PageUp => *scroll = scroll.saturating_sub(10),
-                KeyCode::PageDown => *scroll = scroll.saturating_add(10).min(max),
+                KeyCode::PageUp => *scroll = scroll.saturating_sub(page),
+                KeyCode::PageDown => *scroll = scroll.saturating_add(page).min(max),
+                KeyCode::Home | KeyCode::Char('g') => *scroll = 0,
+                KeyCode::End | KeyCode::Char('G') => *scroll = max,
                 _ => self.overlay = Overlay::None,
             }
             return vec![];

@@ -159,23 +159,33 @@ pub fn lines(app: &App, view: &View, width: usize) -> Vec<Line<'static>> {
     lines
 }
 
-/// Draws the overlay over nearly the whole screen; returns how far it can scroll.
-pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, scroll: u16) -> u16 {
+/// Draws the overlay over nearly the whole screen; returns how far it can scroll and how
+/// many lines it shows.
+pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, scroll: u16) -> (u16, u16) {
     // As the help: the key line below stays in view.
     let h = area.height.saturating_sub(2);
     let r = super::overlay::centered(area, area.width.saturating_sub(4).max(20), h);
-    let title = "Details · ↑↓ PgUp PgDn scroll · any other key closes";
-    let block = super::overlay::dialog(app, title);
-    let inner = block.inner(r);
+    let inner = super::overlay::dialog(app, "").inner(r);
     let lines = lines(app, view, inner.width.max(1) as usize);
-    let max = lines
-        .len()
-        .saturating_sub(inner.height.max(1) as usize)
-        .min(u16::MAX as usize) as u16;
+    let rows = inner.height.max(1) as usize;
+    let max = lines.len().saturating_sub(rows).min(u16::MAX as usize) as u16;
+    let top = scroll.min(max) as usize;
+    // Where the view is in a long text (a deep model's prompt runs to hundreds of lines).
+    let title = if max > 0 {
+        format!(
+            "Details · lines {}–{} of {} · ↑↓ PgUp PgDn Home End scroll · any other key closes",
+            top + 1,
+            (top + rows).min(lines.len()),
+            lines.len()
+        )
+    } else {
+        "Details · any other key closes".to_string()
+    };
+    let block = super::overlay::dialog(app, &title);
     f.render_widget(Clear, r);
     f.render_widget(block, r);
-    f.render_widget(Paragraph::new(lines).scroll((scroll.min(max), 0)), inner);
-    max
+    f.render_widget(Paragraph::new(lines).scroll((top as u16, 0)), inner);
+    (max, inner.height)
 }
 
 #[cfg(test)]

@@ -77,12 +77,12 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
                 .alignment(Alignment::Center),
             Rect::new(area.x, y.saturating_sub(1), area.width, 3.min(area.height)),
         );
-        let help_max = overlay::render(f, area, app, view);
-        return Areas {
-            help_max,
+        let mut areas = Areas {
             too_small: true,
             ..Areas::default()
         };
+        areas.overlay(overlay::render(f, area, app, view));
+        return areas;
     }
     let mut areas = Areas::default();
     let [body, bar] = Layout::vertical([Constraint::Min(0), Constraint::Length(2)]).areas(area);
@@ -115,7 +115,7 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
             areas.panels.push((Panel::Heatmap, body));
         }
         status::render(f, bar, app, view);
-        areas.help_max = overlay::render(f, area, app, view);
+        areas.overlay(overlay::render(f, area, app, view));
         return areas;
     }
     let heat_h = HEAT_HEIGHT.min(body.height);
@@ -164,7 +164,7 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
         place(Panel::Log, log, &mut areas);
     }
     status::render(f, bar, app, view);
-    areas.help_max = overlay::render(f, area, app, view);
+    areas.overlay(overlay::render(f, area, app, view));
     areas
 }
 

@@ -76,8 +76,9 @@ pub(super) fn dialog<'a>(app: &App, title: &str) -> Block<'a> {
         .style(t.base())
 }
 
-/// Draws the open dialog; returns how far the help or the details can scroll when open.
-pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) -> Option<u16> {
+/// Draws the open dialog; returns how far the help or the details can scroll when open,
+/// and how many lines they show.
+pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) -> Option<(u16, u16)> {
     match &app.overlay {
         Overlay::None => {}
         Overlay::Help { scroll } => return Some(help(f, area, app, *scroll)),
@@ -93,8 +94,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) -> Option<u16> 
 }
 
 /// The key list, in two columns when they fit; otherwise one that scrolls (its title says
-/// how). Returns how far it can scroll.
-fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> u16 {
+/// how). Returns how far it can scroll and how many lines it shows.
+fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> (u16, u16) {
     let r = centered(area, 118, area.height.saturating_sub(2));
     let lines = help_lines(app);
     let inner = dialog(app, "").inner(r);
@@ -106,7 +107,7 @@ fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> u16 {
         lines.len().saturating_sub(rows).min(u16::MAX as usize) as u16
     };
     let title = if max > 0 {
-        "Keys · ↑↓ PgUp PgDn scroll · any other key closes"
+        "Keys · ↑↓ PgUp PgDn Home End scroll · any other key closes"
     } else {
         "Keys · any other key closes"
     };
@@ -124,7 +125,7 @@ fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> u16 {
     } else {
         f.render_widget(Paragraph::new(lines).scroll((scroll.min(max), 0)), inner);
     }
-    max
+    (max, inner.height)
 }
 
 /// A text field that grows with its text and, when the text outgrows the screen, shows

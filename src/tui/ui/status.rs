@@ -216,7 +216,7 @@ fn help_keys(app: &App, what: &str) -> Vec<Span<'static>> {
     let t = app.theme();
     let mut spans = vec![Span::raw(" ")];
     if app.areas.help_max.is_some_and(|m| m > 0) {
-        spans.push(Span::styled("↑/↓/pgup/pgdn", t.accent()));
+        spans.push(Span::styled("↑/↓/pgup/pgdn/home/end", t.accent()));
         spans.push(Span::styled(" scroll  ", t.muted()));
     }
     spans.push(Span::styled("any other key", t.accent()));
