@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{driver::Driver, Workers};
 use crate::model::ModelFiles;
 use crate::session::file::{self, DataHashes, Header, SessionLog, SessionWriter};
-use crate::session::{Effect, Event, Machine, RunOptions};
+use crate::session::{Effect, Event, Machine, RunOptions, StopReason};
 
 pub struct Opened {
     pub opts: RunOptions,
@@ -116,10 +116,36 @@ pub fn torn_note(log: &SessionLog, path: &Path) -> Option<String> {
     })
 }
 
+/// A session that cannot be opened for writing (a read-only copy) is said first to be
+/// finished when it is: its resume would do nothing, and the permission was beside the
+/// point. A session the agent's failures ended is resumed, so it keeps `e`.
+fn finished_unwritable(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    use std::io::ErrorKind::{PermissionDenied, ReadOnlyFilesystem};
+    let io = e.root_cause().downcast_ref::<std::io::Error>();
+    if !io.is_some_and(|io| matches!(io.kind(), PermissionDenied | ReadOnlyFilesystem)) {
+        return e;
+    }
+    let last = file::read(path)
+        .ok()
+        .and_then(|l| l.entries.last().map(|x| x.event.clone()));
+    match last {
+        Some(Event::Finished { reason, .. }) if reason != StopReason::AgentFailed => {
+            anyhow!(
+                "session {} had already finished ({}); nothing to do (and it cannot be opened for writing here: {}); view it with `arborist replay {}`",
+                path.display(),
+                reason.words(),
+                e.root_cause(),
+                shell_word(&path.display().to_string())
+            )
+        }
+        _ => e,
+    }
+}
+
 /// A new session at `path` (which must not exist), or the existing one when `resume`.
 pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
     if resume {
-        let lock = file::lock(&path)?;
+        let lock = file::lock(&path).map_err(|e| finished_unwritable(&path, e))?;
         let log = file::read(&path)?;
         // Resuming cuts the file after its last whole document: text added there by hand
         // would be lost.
@@ -444,6 +470,42 @@ fn prompts_note(header: &Header, opts: &RunOptions, path: &Path) -> Result<Optio
 #[cfg(test)]
 mod tests {
     use super::shell_word;
+
+    /// A read-only copy of a finished session: its resume says that it is finished
+    /// before what stopped the writing (root, which runs CI, may write any file, so the
+    /// refusal is built here).
+    #[test]
+    fn a_finished_session_that_cannot_be_written_is_said_to_be_finished() {
+        let example = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/sessions/example.yaml"
+        ));
+        let refused = |kind: std::io::ErrorKind| {
+            anyhow::Error::new(std::io::Error::from(kind))
+                .context(format!("cannot open session {}", example.display()))
+        };
+        let e = super::finished_unwritable(example, refused(std::io::ErrorKind::PermissionDenied));
+        let want = format!(
+            "session {0} had already finished (target reached); nothing to do (and it cannot be opened for writing here: permission denied); view it with `arborist replay {0}`",
+            example.display()
+        );
+        assert_eq!(format!("{e:#}"), want);
+        let e =
+            super::finished_unwritable(example, refused(std::io::ErrorKind::ReadOnlyFilesystem));
+        assert!(format!("{e:#}").contains("had already finished"), "{e:#}");
+        // Any other failure, and a session not finished, keep their error.
+        let e = super::finished_unwritable(example, refused(std::io::ErrorKind::NotFound));
+        assert!(format!("{e:#}").starts_with("cannot open session"), "{e:#}");
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(example).unwrap();
+        let cut = &text[..text.rfind("\n---").unwrap() + 1];
+        let unfinished = dir.path().join("u.yaml");
+        std::fs::write(&unfinished, cut).unwrap();
+        assert!(crate::session::file::read(&unfinished).is_ok());
+        let e =
+            super::finished_unwritable(&unfinished, refused(std::io::ErrorKind::PermissionDenied));
+        assert!(format!("{e:#}").starts_with("cannot open session"), "{e:#}");
+    }
 
     // The "continue with" line is copied into a shell: a path with a space or a quote
     // must stay one word.
