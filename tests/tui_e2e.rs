@@ -487,3 +487,38 @@ fn a_log_that_cannot_be_written_is_said_on_screen() {
     assert!(!dir.path().join("missing").exists());
     t.keys(&["q"]);
 }
+
+/// A new session whose model fails to load records nothing: it leaves neither its file
+/// nor the directories made for it with the log in them, as a headless run does.
+#[test]
+fn a_new_session_that_fails_to_load_leaves_nothing_behind() {
+    if !tmux_installed() {
+        eprintln!("SKIPPED tui_e2e: tmux is not installed (apt-get install -y tmux)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_arborist");
+    let model = dir.path().join("no-model");
+    std::fs::create_dir(&model).unwrap();
+    let err = dir.path().join("stderr.txt");
+    let session = dir.path().join("a/b/s.yaml");
+    let socket = format!("arborist-e2e-unrecorded-{}", std::process::id());
+    let cmd = format!(
+        "cd {} && env ARBORIST_CACHE=cache {bin} run --model {} --session {} 2> {}; echo ARBORIST-EXIT=$?; sleep 60",
+        dir.path().display(),
+        model.display(),
+        session.display(),
+        err.display()
+    );
+    let t = Tmux::start(&socket, &cmd);
+    let screen = t.wait("the exit", 120, |s| s.contains("ARBORIST-EXIT="));
+    assert!(screen.contains("ARBORIST-EXIT=1"), "{screen}");
+    let text = std::fs::read_to_string(&err).unwrap();
+    assert!(
+        text.trim_end().ends_with(
+            "config.json is missing (nothing was recorded, so no session file was kept)"
+        ),
+        "{text}"
+    );
+    assert!(!dir.path().join("a").exists(), "a/ is left");
+}

@@ -3,6 +3,7 @@
 //! to it as events. The session file is written event by event by the driver.
 
 use anyhow::{anyhow, bail, Result};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -207,7 +208,9 @@ where
 {
     let path = opened.path.clone();
     let continue_with = opened.continue_with.clone();
+    let (new, made_dirs) = (opened.log.is_none(), opened.made_dirs.clone());
     let log = terminal::init_logging(&path);
+    let log_file = log.clone().ok().flatten();
     let events: Vec<Event> = opened.log.as_ref().map_or(vec![], |l| {
         l.entries.iter().map(|e| e.event.clone()).collect()
     });
@@ -281,7 +284,11 @@ where
     if let Err(e) = written {
         app.failure.get_or_insert_with(|| format!("{e:#}"));
     }
-    let exit = exit?;
+    let discarded = new && discard_unrecorded(&path, &made_dirs, log_file.as_deref());
+    let exit = exit.map_err(|e| match discarded {
+        true => anyhow!("{e:#} (nothing was recorded, so no session file was kept)"),
+        false => e,
+    })?;
     // Not eprintln!: after a hang-up stderr is gone, and the message must not panic.
     let p = path.display();
     // The hint keeps the auto-approve the screen had (it is not a recorded option).
@@ -290,19 +297,41 @@ where
     } else {
         ""
     };
-    let next = if finished {
-        format!("it is finished{outcome}; view it with `arborist replay {p}`")
+    let line = if discarded {
+        format!("session {p}: nothing was recorded, so no session file was kept")
+    } else if finished {
+        format!("session {p} ({events} events); it is finished{outcome}; view it with `arborist replay {p}`")
     } else {
-        format!("continue with {continue_with}{auto}, or view it with `arborist replay {p}`")
+        format!("session {p} ({events} events); continue with {continue_with}{auto}, or view it with `arborist replay {p}`")
     };
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "session {p} ({events} events); {next}");
+    let _ = writeln!(std::io::stderr(), "{line}");
     match (exit, app.failure) {
         (Exit::Signal, _) => Err(anyhow!("stopped by a signal")),
         // The status bar had room for only part of it: said in full, and not as success.
         (Exit::Quit, Some(failure)) => Err(anyhow!("{failure}")),
         (Exit::Quit, None) => Ok(()),
     }
+}
+
+/// A new session that recorded no event (its model failed to load, or `q` came first)
+/// leaves nothing behind, as a headless one does: its file (none, or a header alone), and
+/// the directories made for it with the log they hold. Its hint to continue named a file
+/// that `--resume` refused. True when nothing is left.
+fn discard_unrecorded(path: &Path, made_dirs: &[PathBuf], log: Option<&Path>) -> bool {
+    let recorded =
+        path.exists() && !crate::session::file::read(path).is_ok_and(|l| l.entries.is_empty());
+    if recorded || (path.exists() && std::fs::remove_file(path).is_err()) {
+        return false;
+    }
+    if let Some(log) = log.filter(|l| l.parent().is_some_and(|d| made_dirs.iter().any(|m| m == d)))
+    {
+        let _ = std::fs::remove_file(log);
+    }
+    for dir in made_dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+    true
 }
 
 /// Bytes as MiB with one decimal.
