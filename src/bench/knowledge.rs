@@ -2,6 +2,7 @@
 //! and the built-in agent's session vs uniform Wanda at the same global sparsity
 //! (`--suite agent`). Every number carries its protocol.
 
+use crate::cli::{errln, outln};
 use anyhow::Result;
 use candle_core::{DType, Device};
 use serde::Serialize;
@@ -169,14 +170,14 @@ fn document(suite: &str, rows: &[Row], session: Option<serde_json::Value>) -> se
 
 fn print(suite: &str, rows: &[Row], session: Option<serde_json::Value>, json: bool) -> Result<()> {
     if json {
-        println!("{}", document(suite, rows, session));
+        outln!("{}", document(suite, rows, session))?;
         return Ok(());
     }
     let long = rows.first().map_or(0, |r| r.session_seqlen);
-    println!("| model | global sparsity | ppl (eval.txt, seqlen {SEQLEN}) | ppl (seqlen {long}) | FreebaseQA | MMLU 5-shot | MMLU 0-shot |");
-    println!("|---|---|---|---|---|---|---|");
+    outln!("| model | global sparsity | ppl (eval.txt, seqlen {SEQLEN}) | ppl (seqlen {long}) | FreebaseQA | MMLU 5-shot | MMLU 0-shot |")?;
+    outln!("|---|---|---|---|---|---|---|")?;
     for r in rows {
-        println!(
+        outln!(
             "| {} | {:.3} | {:.3} | {:.3} | {:.1}% | {:.1}% | {:.1}% |",
             r.label,
             r.global_sparsity,
@@ -185,7 +186,7 @@ fn print(suite: &str, rows: &[Row], session: Option<serde_json::Value>, json: bo
             r.freebaseqa * 100.0,
             r.mmlu_5shot * 100.0,
             r.mmlu_0shot * 100.0
-        );
+        )?;
     }
     Ok(())
 }
@@ -220,7 +221,7 @@ pub fn agent_suite(json: bool) -> Result<()> {
         .iter()
         .filter(|e| matches!(e, Event::Guard { .. }))
         .count();
-    eprintln!(
+    errln!(
         "session: {iters} iterations, {} rollbacks, {:.0} s, global sparsity {:.4}",
         machine.rollbacks,
         secs,

@@ -4,6 +4,7 @@
 //! iteration's peak moves by about ±8% between identical runs (two threads interleave their
 //! allocations differently), so the figures are medians over alternating runs.
 
+use crate::cli::outln;
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -82,7 +83,7 @@ pub fn child(a: &BenchArgs) -> Result<()> {
         heap_held_end_bytes: heap.map(|h| h.1),
         heap_arenas: crate::runtime::heap_arenas(),
     };
-    println!("{}", serde_json::to_string(&s)?);
+    outln!("{}", serde_json::to_string(&s)?)?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ mod ppl;
 pub mod session;
 pub mod stream;
 
+use crate::cli::outln;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
@@ -304,14 +305,14 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
         },
     });
     if a.json {
-        println!("{out}");
+        outln!("{out}")?;
     } else {
-        println!(
+        outln!(
             "{}: {:.2} s for {} windows of {} tokens; peak RSS {:.1} MiB with {:.1} MiB of weights ({} threads)",
             a.suite, secs, w.len(), a.seqlen,
             peak_rss_bytes() as f64 / 1048576.0, model.weight_bytes() as f64 / 1048576.0,
             candle_core::utils::get_num_threads()
-        );
+        )?;
     }
     Ok(())
 }
@@ -478,14 +479,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
         if let (Some(o), serde_json::Value::Object(e)) = (out.as_object_mut(), extra) {
             o.extend(e);
         }
-        println!("{out}");
+        outln!("{out}")?;
     } else {
-        println!(
+        outln!(
             "forward: {} params, {} tokens/pass, {:.0} tokens/s, {:.1} GFLOP/s = {:.0}% of a {}x{}x{} GEMM at {:.1} GFLOP/s ({} threads, {})",
             r.params, r.tokens_per_forward, r.tokens_per_second, r.forward_gflops,
             100.0 * r.fraction_of_gemm, r.tokens_per_forward, model.cfg.hidden_size,
             model.cfg.intermediate_size, r.gemm_gflops, r.threads, r.dtype
-        );
+        )?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! 4B-shaped Qwen3 in bf16 on a GPU) over synthetic windows, its throughput, and the
 //! fraction of a GEMM of the MLP's shape timed in the same run, dtype and device.
 
+use crate::cli::outln;
 use anyhow::Result;
 use std::time::Instant;
 
@@ -44,7 +45,7 @@ pub fn ppl_suite(a: &BenchArgs, model: &Decoder) -> Result<()> {
     let dtype = crate::runtime::dtype_name(model.dtype);
     let device = super::device_name(&model.device);
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "suite": "ppl", "ppl": first.value, "dataset": "synthetic",
@@ -54,14 +55,14 @@ pub fn ppl_suite(a: &BenchArgs, model: &Decoder) -> Result<()> {
                 "tokens_per_second": tokens as f64 / s, "gflops": gflops,
                 "gemm_gflops": gemm, "fraction_of_gemm": gflops / gemm,
             })
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "ppl: {:.4} over {} synthetic windows of {} tokens ({params} params, {dtype}, {device}, {} threads); {:.3} s = {:.0} tokens/s, {:.1} GFLOP/s = {:.0}% of a {}x{}x{} GEMM at {:.1} GFLOP/s",
             first.value, w.len(), w.seqlen, candle_core::utils::get_num_threads(), s,
             tokens as f64 / s, gflops, 100.0 * gflops / gemm, rows, cfg.hidden_size,
             cfg.intermediate_size, gemm
-        );
+        )?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! session runs twice, with full perplexity passes and with the incremental evaluation;
 //! both must produce the same perplexities bit for bit.
 
+use crate::cli::outln;
 use anyhow::{ensure, Result};
 use serde::Serialize;
 use std::time::Instant;
@@ -251,62 +252,62 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
         "incremental": incremental, "full": full_run,
     });
     if a.json {
-        println!("{out}");
+        outln!("{out}")?;
         return Ok(());
     }
     let mib = |b: u64| b as f64 / 1048576.0;
-    println!(
+    outln!(
         "dense eval: {} windows x {} tokens in {:.3} s = {:.0} tokens/s, {:.2} GFLOP/s = {:.0}% of a {}x{}x{} GEMM at {:.2} GFLOP/s ({dt}, {} threads)",
         w.len(), w.seqlen, full_s, tokens as f64 / full_s, gflops, 100.0 * gflops / gemm,
         batch * w.seqlen, hidden, inter, gemm, candle_core::utils::get_num_threads()
-    );
-    println!(
+    )?;
+    outln!(
         "session ({} iterations, built-in agent, same perplexities bit for bit with and without the cache):",
         incremental.iterations.len()
-    );
-    println!(
+    )?;
+    outln!(
         "  incremental eval / full eval of the same state: q1 {:.2}  median {:.2}  q3 {:.2}  (started at block {} of {})",
         eval_q[0], eval_q[1], eval_q[2], froms.join(","), blocks
-    );
+    )?;
     let by_depth: Vec<String> = depth
         .iter()
         .map(|x| format!("{}: {:.2}", x.block, x.ratio))
         .collect();
-    println!(
+    outln!(
         "  incremental eval / full eval by the block of the first change (one layer, same bits): {}",
         by_depth.join(", ")
-    );
-    println!(
+    )?;
+    outln!(
         "  iteration, incremental / full session: q1 {:.2}  median {:.2}  q3 {:.2}  (median {:.2} s vs {:.2} s)",
         it_q[0], it_q[1], it_q[2], iter_q[1], full_iter_q[1]
-    );
-    println!(
+    )?;
+    outln!(
         "  profile: median {:.2} s (q1 {:.2}, q3 {:.2}); calibration pass started at block {}",
         prof_q[1],
         prof_q[0],
         prof_q[2],
         calib_froms.join(",")
-    );
-    println!(
+    )?;
+    outln!(
         "memory: weights {:.1} MiB, unmasked copies resident {resident}, eval cache at the end {:.1} MiB (its committed states; an evaluation adds those it replaces until the guard decides)",
         mib(weight_bytes as u64),
         mib(incremental.eval_cache_bytes_at_end as u64),
-    );
+    )?;
     if let Some(m) = &memory {
         let ratios: Vec<String> = m.per_run.iter().map(|r| format!("{r:.2}")).collect();
-        println!(
+        outln!(
             "  fresh processes, median of {}: RSS {:.1} MiB at start, {:.1} MiB loaded; one iteration adds {:.1} MiB after loading (its working set); {} iterations peak at {:.1} MiB RSS = {:.2} x (weights + working set) (per run {}); they add {:.2} x what one iteration adds",
             m.runs, mib(m.rss_start_bytes), mib(m.rss_loaded_bytes), mib(m.working_set_bytes),
             a.session_iters, mib(m.peak_rss_bytes), m.peak_over_weights_plus_working_set,
             ratios.join(", "), m.added_over_working_set
-        );
+        )?;
         if let (Some(u), Some(h)) = (m.heap_in_use_end_bytes, m.heap_held_end_bytes) {
             let arenas = m.session.iter().filter_map(|s| s.heap_arenas).max();
-            println!(
+            outln!(
                 "  heap at the end, one iteration / {} iterations: {:.1} / {:.1} MiB in use, {:.1} / {:.1} MiB held by malloc (arenas: {})",
                 a.session_iters, mib(u[0]), mib(u[1]), mib(h[0]), mib(h[1]),
                 arenas.map_or_else(|| "?".into(), |n| n.to_string())
-            );
+            )?;
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! on a random Qwen3-shaped model written to disk (about 30M parameters) or `--model M`.
 //! Reports time, resident set and peak for each, and fails unless the losses are identical.
 
+use crate::cli::outln;
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Device};
 use std::time::Instant;
@@ -157,10 +158,10 @@ pub fn stream_suite(a: &BenchArgs) -> Result<()> {
         "threads": candle_core::utils::get_num_threads(),
     });
     if a.json {
-        println!("{out}");
+        outln!("{out}")?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{}: {} windows x {} tokens, {} ({} threads); weights {:.1} MiB; RSS {:.1} MiB at start",
         files.id,
         a.calib_windows,
@@ -169,20 +170,20 @@ pub fn stream_suite(a: &BenchArgs) -> Result<()> {
         candle_core::utils::get_num_threads(),
         mib(r.weight_bytes as u64),
         mib(rss_start)
-    );
+    )?;
     for (name, p) in [("resident", &r), ("streamed", &s)] {
-        println!(
+        outln!(
             "  {name:<8}: perplexity pass {:.3} s; RSS loaded {:.1} MiB (peak while loading {:.1} MiB), peak in the passes {:.1} MiB",
             p.seconds,
             mib(p.rss_loaded),
             mib(p.peak_loading),
             mib(p.peak)
-        );
+        )?;
     }
-    println!(
+    outln!(
         "  streamed / resident time {:.2} (reading every weight once: {:.3} s); losses identical bit for bit",
         s.seconds / r.seconds,
         s.read_seconds
-    );
+    )?;
     Ok(())
 }
