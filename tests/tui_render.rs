@@ -59,6 +59,15 @@ fn heatmap_fits_36_blocks_at_120x40_and_shows_the_focused_cell() {
         screen.contains(&format!("z_s {zs:+.3}  z_g {zg:+.3}")),
         "{screen}"
     );
+    // Cells of 3 columns bracket the focus; at 80 columns they are 2 wide, and the legend
+    // names the reversed colours instead of brackets that are not drawn.
+    assert!(screen.contains("• in proposal   [ ] focus"), "{screen}");
+    let screen = text(&draw(&mut a, &v, 80, 24));
+    assert!(
+        screen.contains("• in proposal   reversed: focus"),
+        "{screen}"
+    );
+    assert!(!screen.contains('['), "{screen}");
 }
 
 #[test]
@@ -1965,13 +1974,18 @@ fn the_details_say_where_they_are_and_go_to_either_end() {
 fn the_applied_table_is_in_model_order() {
     let (mut m, mut events) = fixtures::reviewing(12);
     let iteration = m.iteration;
-    let layers: Vec<_> = ["10.mlp.down_proj", "2.mlp.up_proj", "2.self_attn.k_proj"]
-        .iter()
-        .map(|l| arborist::agent::LayerTarget {
-            name: format!("model.layers.{l}"),
-            sparsity: 0.05,
-        })
-        .collect();
+    let layers: Vec<_> = [
+        "10.self_attn.k_proj",
+        "10.mlp.down_proj",
+        "2.mlp.up_proj",
+        "2.self_attn.k_proj",
+    ]
+    .iter()
+    .map(|l| arborist::agent::LayerTarget {
+        name: format!("model.layers.{l}"),
+        sparsity: 0.05,
+    })
+    .collect();
     let applied = layers.iter().map(|l| (l.name.clone(), 0.05)).collect();
     for ev in [
         Event::Decided {
@@ -1995,10 +2009,12 @@ fn the_applied_table_is_in_model_order() {
             .unwrap_or_else(|| panic!("{name} not shown:\n{screen}"))
     };
     assert!(screen.contains("applied"), "{screen}");
+    // The name column takes the longest name whole where there is room (it stopped at 25).
     let rows = [
         at("layers.2.self_attn.k_proj"),
         at("layers.2.mlp.up_proj"),
+        at("layers.10.self_attn.k_proj"),
         at("layers.10.mlp.down_proj"),
     ];
-    assert!(rows[0] < rows[1] && rows[1] < rows[2], "{rows:?}\n{screen}");
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "{rows:?}\n{screen}");
 }

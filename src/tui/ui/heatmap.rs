@@ -81,7 +81,7 @@ pub fn render(
             buf.set_stringn(x, y, text, cw, style);
         }
     }
-    let mut lines = vec![legend(app, lo, hi)];
+    let mut lines = vec![legend(app, lo, hi, cw)];
     lines.extend(
         details(app, grid, cursor)
             .into_iter()
@@ -126,7 +126,9 @@ fn header(buf: &mut Buffer, inner: Rect, x0: u16, cw: usize, first: usize, shown
     }
 }
 
-fn legend(app: &App, lo: f64, hi: f64) -> Line<'static> {
+/// The colour scale and the marks; cells narrower than 3 have no room for the focus's
+/// brackets, only its reversed colours.
+fn legend(app: &App, lo: f64, hi: f64, cw: usize) -> Line<'static> {
     let t = app.theme();
     let num = |v: f64| match app.metric {
         Metric::WandaZ | Metric::GradZ | Metric::Combined => format!("{v:+.2}"),
@@ -138,7 +140,15 @@ fn legend(app: &App, lo: f64, hi: f64) -> Line<'static> {
         spans.push(Span::styled(g.to_string(), s));
     }
     spans.push(Span::styled(format!(" {}", num(hi)), t.muted()));
-    spans.push(Span::styled("   • in proposal   [ ] focus", t.muted()));
+    let focus = if cw >= 3 {
+        "[ ] focus"
+    } else {
+        "reversed: focus"
+    };
+    spans.push(Span::styled(
+        format!("   • in proposal   {focus}"),
+        t.muted(),
+    ));
     Line::from(spans)
 }
 

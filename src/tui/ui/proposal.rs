@@ -96,7 +96,14 @@ pub fn render(
     let width = area.width.saturating_sub(2) as usize;
     // The numbers keep their columns: a narrow panel shortens the layer names instead (at
     // 100x30 the deltas were cut to "+0.0").
-    let name_w = width.saturating_sub(1 + NUMBERS).clamp(8, 25);
+    // As wide as the longest name where there is room (a block past 9 made q_proj's 26).
+    let longest = rows
+        .iter()
+        .map(|r| short_name(r.name).chars().count())
+        .max();
+    let name_w = width
+        .saturating_sub(1 + NUMBERS)
+        .clamp(8, longest.unwrap_or(0).max(25));
     let mut lines = vec![clip(
         Line::from(vec![
             Span::styled(format!("{:<w$}", "layer", w = name_w + 1), t.muted()),
