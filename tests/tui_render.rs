@@ -1968,6 +1968,30 @@ fn the_details_say_where_they_are_and_go_to_either_end() {
     assert_eq!(a.overlay, Overlay::Details { scroll: 0 });
 }
 
+/// The details say when the server counted too few tokens for the prompt to have been
+/// read whole (Ollama cuts past num_ctx without an error).
+#[test]
+fn the_details_warn_of_a_prompt_the_server_did_not_read_whole() {
+    let prompt: String = (1..=500).map(|i| format!("prompt line {i}\n")).collect();
+    let chars = prompt.chars().count();
+    for (tokens, warned) in [(3000, false), (1024, true)] {
+        let (m, mut events) = fixtures::reviewing(8);
+        if let Some(Event::Proposed { reply, .. }) = events.last_mut() {
+            reply.prompt = Some(prompt.clone());
+            reply.usage.prompt_tokens = tokens;
+        }
+        let v = view(&m, &events);
+        let mut a = app();
+        press(&mut a, &v, &[ch('i')]);
+        let s = text(&draw(&mut a, &v, 200, 60));
+        let want = format!(
+            "warning: the server counted 1024 prompt tokens for {chars} characters of prompt"
+        );
+        assert_eq!(s.contains(&want), warned, "{tokens}: {s}");
+        assert_eq!(s.contains("warning:"), warned, "{tokens}: {s}");
+    }
+}
+
 /// After the guard the panel lists what was applied in model order (block 2 before block
 /// 10), as the profile table does, not in the names' text order.
 #[test]

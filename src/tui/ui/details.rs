@@ -138,6 +138,17 @@ pub fn lines(app: &App, view: &View, width: usize) -> Vec<Line<'static>> {
         text(&x.title, t.title());
         let (i, o) = x.tokens;
         text(&format!("Prompt ({i} tokens in):"), t.accent());
+        // Where an auditor reads the prompt: a server that did not read it whole.
+        let usage = crate::agent::Usage {
+            prompt_tokens: i,
+            ..Default::default()
+        };
+        if let Some(w) = x
+            .prompt
+            .and_then(|p| crate::agent::unread::unread_prompt(p, &usage))
+        {
+            text(&format!("warning: {w}"), t.warn());
+        }
         match x.prompt {
             Some(p) => text(p, t.base()),
             None if x.builtin => text("(none: the built-in agent sends no prompt)", t.muted()),
