@@ -50,13 +50,13 @@ pub(super) async fn chat(c: &LlmClient, system: &str, messages: &[Message]) -> R
         cost: None,
     };
     let text = reply_text(c, &v).map_err(|e| super::billed(e, usage))?;
-    Ok(ChatReply {
-        text: String::new(),
-        said: text,
+    Ok(ChatReply::from_server(
+        c,
+        text,
         usage,
-        model: v["model"].as_str().unwrap_or(&c.cfg.model).to_string(),
-        cut_off: v["stop_reason"] == "max_tokens",
-    })
+        v["model"].as_str().unwrap_or(&c.cfg.model),
+        v["stop_reason"] == "max_tokens",
+    ))
 }
 
 /// The reply's answer, or why it has none.

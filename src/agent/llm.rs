@@ -56,6 +56,27 @@ pub struct ChatReply {
     pub cut_off: bool,
 }
 
+impl ChatReply {
+    /// A back end's reply: what is kept of the answer and the model's name has any echo of
+    /// the key removed (on the decoded text: JSON escapes such as `\/` or `\u0041` could
+    /// hide an echo in the body).
+    pub(crate) fn from_server(
+        c: &LlmClient,
+        said: String,
+        usage: Usage,
+        model: &str,
+        cut_off: bool,
+    ) -> ChatReply {
+        ChatReply {
+            text: c.scrub(&said),
+            said,
+            usage,
+            model: c.scrub(model),
+            cut_off,
+        }
+    }
+}
+
 pub struct LlmClient {
     pub(crate) cfg: LlmConfig,
     /// Base URL without trailing slash or `/v1`.
@@ -215,15 +236,11 @@ impl LlmClient {
         messages: &[Message],
         schema: Option<&Value>,
     ) -> Result<ChatReply> {
-        let mut reply = match self.cfg.backend {
+        match self.cfg.backend {
             Backend::OpenAi => super::openai::chat(self, system, messages, schema).await,
             // Anthropic has no portable response_format; the prompt and tolerant parsing suffice.
             Backend::Anthropic => super::anthropic::chat(self, system, messages).await,
-        }?;
-        // On the decoded text: JSON escapes (`\/`, `\u0041`) could hide an echo in the body.
-        reply.text = self.scrub(&reply.said);
-        reply.model = self.scrub(&reply.model);
-        Ok(reply)
+        }
     }
 
     /// A header holding the key, marked sensitive so reqwest never prints it.

@@ -179,13 +179,13 @@ fn body(c: &LlmClient, system: &str, messages: &[Message], schema: Option<&Value
 fn reply(c: &LlmClient, v: &Value) -> Result<ChatReply> {
     let usage = usage(&v["usage"]);
     let text = reply_text(c, v).map_err(|e| super::billed(e, usage))?;
-    Ok(ChatReply {
-        text: String::new(),
-        said: text,
+    Ok(ChatReply::from_server(
+        c,
+        text,
         usage,
-        model: v["model"].as_str().unwrap_or(&c.cfg.model).to_string(),
-        cut_off: v["choices"][0]["finish_reason"] == "length",
-    })
+        v["model"].as_str().unwrap_or(&c.cfg.model),
+        v["choices"][0]["finish_reason"] == "length",
+    ))
 }
 
 /// The reply's answer, or why it has none.
