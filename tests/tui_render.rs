@@ -408,6 +408,46 @@ fn a_paste_goes_into_the_open_field_and_never_runs_keys() {
     a.on_paste(" 0.05\n", &v);
     let ed = a.editor.as_ref().unwrap();
     assert_eq!(ed.rows[ed.selected].value, "0.05");
+    // A paste longer than any value is refused whole, named by its length.
+    a.on_paste("0.05 and some words", &v);
+    let ed = a.editor.as_ref().unwrap();
+    assert_eq!(ed.rows[ed.selected].value, "0.05");
+    let said = &a.notice.as_ref().unwrap().text;
+    assert_eq!(said, "a value has at most 8 characters; the paste has 19");
+}
+
+/// Feedback and an override's reasoning go into later prompts: a field holds 2000
+/// characters, and a longer paste is cut there and said to be (a 100 KB paste into the
+/// reasoning took seconds, a character at a time, and was kept whole).
+#[test]
+fn a_long_paste_is_cut_at_the_fields_limit() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let big = "word ".repeat(20_000);
+    let full = "a text field holds at most 2000 characters; the rest was not taken";
+    let mut a = app();
+    press(&mut a, &v, &[ch('r')]);
+    a.on_paste(&big, &v);
+    assert_eq!(a.notice.as_ref().unwrap().text, full);
+    let Overlay::Feedback(t) = &a.overlay else {
+        panic!("{:?}", a.overlay)
+    };
+    assert_eq!(t.as_str().chars().count(), 2000);
+    // A key typed into the full field is refused with the same words.
+    press(&mut a, &v, &[ch('x')]);
+    assert_eq!(a.notice.as_ref().unwrap().text, full);
+    let mut a = app();
+    press(&mut a, &v, &[ch('o'), code(KeyCode::Tab)]);
+    a.on_paste(&big, &v);
+    assert_eq!(a.notice.as_ref().unwrap().text, full);
+    let ed = a.editor.as_ref().unwrap();
+    assert_eq!(ed.reasoning.as_str().chars().count(), 2000);
+    // The panel follows the cursor at the reasoning's end, 2000 characters down.
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    assert!(screen.contains("word ▏"), "{screen}");
+    press(&mut a, &v, &[code(KeyCode::Home)]);
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    assert!(screen.contains("reasoning (tab): ▏word word"), "{screen}");
 }
 
 // Below the smallest screen only "terminal too small · q quits" is drawn: no other key

@@ -8,7 +8,7 @@ use ratatui::layout::Rect;
 use super::editor::{Editor, Field};
 use super::grid::Metric;
 use super::keymap::{Action, Keymap, Mode};
-use super::textfield::TextField;
+use super::textfield::{self, TextField};
 use super::theme::{Theme, Themes};
 use super::view::View;
 use crate::session::Event;
@@ -264,7 +264,9 @@ impl App {
         if let Overlay::Feedback(t) | Overlay::Goto(t) = &mut self.overlay {
             match key.code {
                 KeyCode::Char(c) if plain => {
-                    t.insert(c);
+                    if !t.insert(c) {
+                        self.say(Level::Warn, textfield::full());
+                    }
                     return vec![];
                 }
                 code if t.on_key(code) => return vec![],
@@ -316,7 +318,9 @@ impl App {
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
         if let Overlay::Feedback(t) | Overlay::Goto(t) = &mut self.overlay {
-            t.insert_str(&flat);
+            if !t.insert_str(&flat) {
+                self.say(Level::Warn, textfield::full());
+            }
             return;
         }
         if self.mode() != Mode::Edit || !matches!(self.overlay, Overlay::None) {
@@ -327,7 +331,7 @@ impl App {
             return;
         }
         let ed = self.editor.as_mut().expect("edit mode has an editor");
-        let refused = flat.trim().chars().find_map(|c| ed.type_char(c).err());
+        let refused = ed.paste(flat.trim()).err();
         if let Some(why) = refused {
             self.say(Level::Warn, why);
         }

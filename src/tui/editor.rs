@@ -111,8 +111,10 @@ impl Editor {
     /// character was not taken: never silently dropped.
     pub fn type_char(&mut self, c: char) -> Result<(), String> {
         if self.field == Field::Reasoning {
-            self.reasoning.insert(c);
-            return Ok(());
+            return match self.reasoning.insert(c) {
+                true => Ok(()),
+                false => Err(super::textfield::full()),
+            };
         }
         let Some(row) = self.rows.get_mut(self.selected) else {
             return Err(
@@ -137,6 +139,24 @@ impl Editor {
         }
         row.value.push(c);
         Ok(())
+    }
+
+    /// Pasted text: into the reasoning whole (as far as it fits); into a value as typed,
+    /// unless it is longer than any value.
+    pub fn paste(&mut self, text: &str) -> Result<(), String> {
+        if self.field == Field::Reasoning {
+            return match self.reasoning.insert_str(text) {
+                true => Ok(()),
+                false => Err(super::textfield::full()),
+            };
+        }
+        if text.chars().count() > MAX_VALUE_LEN {
+            return Err(format!(
+                "a value has at most {MAX_VALUE_LEN} characters; the paste has {}",
+                text.chars().count()
+            ));
+        }
+        text.chars().try_for_each(|c| self.type_char(c))
     }
 
     pub fn backspace(&mut self) {

@@ -4,6 +4,15 @@
 
 use crossterm::event::KeyCode;
 
+/// Most characters a field holds: feedback and an override's reasoning go into every
+/// later prompt, and a pasted 100 KB took seconds to insert a character at a time.
+pub const MAX_CHARS: usize = 2000;
+
+/// What is said when a field is full.
+pub fn full() -> String {
+    format!("a text field holds at most {MAX_CHARS} characters; the rest was not taken")
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TextField {
     text: String,
@@ -32,16 +41,25 @@ impl TextField {
         self.text.chars().count()
     }
 
-    pub fn insert(&mut self, c: char) {
+    /// Inserts `c` at the cursor; false when the field is full.
+    pub fn insert(&mut self, c: char) -> bool {
+        if self.len() >= MAX_CHARS {
+            return false;
+        }
         let at = self.byte(self.cursor);
         self.text.insert(at, c);
         self.cursor += 1;
+        true
     }
 
-    pub fn insert_str(&mut self, s: &str) {
+    /// Inserts what fits of `s` at the cursor; false when some of it did not fit.
+    pub fn insert_str(&mut self, s: &str) -> bool {
+        let room = MAX_CHARS.saturating_sub(self.len());
+        let cut = s.char_indices().nth(room).map_or(s.len(), |(i, _)| i);
         let at = self.byte(self.cursor);
-        self.text.insert_str(at, s);
-        self.cursor += s.chars().count();
+        self.text.insert_str(at, &s[..cut]);
+        self.cursor += s[..cut].chars().count();
+        cut == s.len()
     }
 
     /// Whether `on_key` takes the key: it moves within the line or deletes.
@@ -81,8 +99,23 @@ mod tests {
 
     fn typed(s: &str) -> TextField {
         let mut t = TextField::default();
-        s.chars().for_each(|c| t.insert(c));
+        s.chars().for_each(|c| assert!(t.insert(c)));
         t
+    }
+
+    #[test]
+    fn a_field_holds_at_most_max_chars() {
+        let mut t = typed("ab");
+        t.on_key(KeyCode::Left);
+        assert!(!t.insert_str(&"é".repeat(MAX_CHARS)));
+        assert_eq!(t.as_str().chars().count(), MAX_CHARS);
+        // The cut part went in at the cursor, which follows it.
+        let (before, after) = t.split();
+        assert_eq!((before.chars().count(), after), (MAX_CHARS - 1, "b"));
+        assert!(!t.insert('x'));
+        t.on_key(KeyCode::Backspace);
+        assert!(t.insert('x') && !t.insert('y'));
+        assert!(t.as_str().ends_with("éxb"));
     }
 
     #[test]
@@ -91,13 +124,13 @@ mod tests {
         for _ in 0..4 {
             t.on_key(KeyCode::Left);
         }
-        t.insert_str("far ");
+        assert!(t.insert_str("far "));
         assert_eq!(t.split(), ("too far ", "deep"));
         t.on_key(KeyCode::Delete);
         assert_eq!(t.as_str(), "too far eep");
-        t.insert('d');
+        assert!(t.insert('d'));
         t.on_key(KeyCode::Home);
-        t.insert('T');
+        assert!(t.insert('T'));
         t.on_key(KeyCode::Delete);
         assert_eq!(t.as_str(), "Too far deep");
         t.on_key(KeyCode::End);

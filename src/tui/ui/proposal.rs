@@ -104,6 +104,8 @@ pub fn render(
     let name_w = width
         .saturating_sub(1 + NUMBERS)
         .clamp(8, longest.unwrap_or(0).max(25));
+    // The lines up to the reasoning's cursor, while it is typed.
+    let mut typing_at: Option<Vec<Line>> = None;
     let mut lines = vec![clip(
         Line::from(vec![
             Span::styled(format!("{:<w$}", "layer", w = name_w + 1), t.muted()),
@@ -155,8 +157,17 @@ pub fn render(
             } else {
                 ""
             };
+            let label = Span::styled("reasoning (tab): ", style);
+            if ed.field == Field::Reasoning {
+                let mut to_cursor = lines.clone();
+                to_cursor.push(Line::from(vec![
+                    label.clone(),
+                    Span::raw(format!("{before}▏")),
+                ]));
+                typing_at = Some(to_cursor);
+            }
             lines.push(Line::from(vec![
-                Span::styled("reasoning (tab): ", style),
+                label,
                 Span::styled(format!("{before}{cursor}{after}"), t.text()),
             ]));
         }
@@ -191,7 +202,16 @@ pub fn render(
     let inner = block.inner(area);
     let text = Paragraph::new(lines).wrap(Wrap { trim: false });
     let max = super::overflow(&text, inner);
-    let scroll = app.scroll(crate::tui::app::Panel::Proposal).min(max);
+    let mut scroll = app.scroll(crate::tui::app::Panel::Proposal).min(max);
+    // The reasoning being typed keeps its cursor in view (a long one ran off the bottom,
+    // and typed characters changed nothing that could be seen).
+    if let Some(to_cursor) = typing_at {
+        let rows = Paragraph::new(to_cursor)
+            .wrap(Wrap { trim: false })
+            .line_count(inner.width);
+        let need = rows.saturating_sub(inner.height as usize).min(max as usize) as u16;
+        scroll = scroll.max(need);
+    }
     let block = super::more_below(block, max - scroll, app);
     f.render_widget(text.block(block).scroll((scroll, 0)), area);
     let top = table_top - scroll as i32;
