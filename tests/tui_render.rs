@@ -2006,6 +2006,40 @@ fn the_details_say_where_they_are_and_go_to_either_end() {
     );
     press(&mut a, &v, &[code(KeyCode::Home)]);
     assert_eq!(a.overlay, Overlay::Details { scroll: 0 });
+    // On a narrow screen the title keeps its first parts whole and ends in "…" (it was
+    // cut at the corner mid-word).
+    let s = text(&draw(&mut a, &v, 60, 20));
+    let total = a.areas.help_max.unwrap() + a.areas.help_page;
+    let line = s.lines().find(|l| l.contains("Details")).unwrap();
+    let want = format!("┌ Details · lines 1–{} of {total}…─", a.areas.help_page);
+    assert!(line.contains(&want), "{want}\n{line}");
+    // The help's title alike.
+    let mut a = app();
+    press(&mut a, &v, &[ch('?')]);
+    let s = text(&draw(&mut a, &v, 60, 20));
+    let line = s.lines().find(|l| l.contains("Keys")).unwrap();
+    assert!(
+        line.contains("┌ Keys · ↑↓ PgUp PgDn Home End scroll…─"),
+        "{line}"
+    );
+    // Both leave the status bar whole: they covered its first line but a few columns.
+    for key in ['?', 'i'] {
+        let mut a = app();
+        press(&mut a, &v, &[ch(key)]);
+        for (w, h) in [(200, 60), (120, 40), (80, 24)] {
+            let s = text(&draw(&mut a, &v, w, h));
+            let bar = s.lines().nth(h as usize - 2).unwrap();
+            assert!(
+                bar.starts_with(" iter 1 │ waiting for your review"),
+                "{key} {w}x{h}: {bar}"
+            );
+            let above = s.lines().nth(h as usize - 3).unwrap();
+            assert!(
+                above.starts_with('└') && above.trim_end().ends_with('┘'),
+                "{key} {w}x{h}: {above}"
+            );
+        }
+    }
 }
 
 /// The details say when the server counted too few tokens for the prompt to have been
@@ -2081,4 +2115,85 @@ fn the_applied_table_is_in_model_order() {
         at("layers.10.mlp.down_proj"),
     ];
     assert!(rows.windows(2).all(|w| w[0] < w[1]), "{rows:?}\n{screen}");
+}
+
+/// Feedback waits for the agent's next proposal. A session stopped before that shows the
+/// last step that ran without it: under that step's table it read as its feedback (TUI
+/// audit: iteration 2's rejection under iteration 1's accepted step).
+#[test]
+fn a_stopped_session_shows_no_feedback_under_the_last_step() {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    fixtures::step(&mut m, &mut events, 10.01);
+    fixtures::next_proposal(&mut m, &mut events);
+    let iteration = m.iteration;
+    fixtures::feed(
+        &mut m,
+        &mut events,
+        Event::Decided {
+            iteration,
+            by: "human".into(),
+            decision: Decision::Reject {
+                feedback: "too aggressive".into(),
+            },
+        },
+    );
+    // The agent proposes again, with the feedback.
+    let again = Event::Proposed {
+        iteration,
+        agent: "builtin".into(),
+        reply: fixtures::reply(fixtures::proposal(&m, 2)),
+    };
+    fixtures::feed(&mut m, &mut events, again);
+    let screen = |m: &arborist::session::Machine, events: &[Event]| {
+        text(&draw(&mut app(), &view(m, events), 120, 40))
+    };
+    let s = screen(&m, &events);
+    assert!(
+        s.contains("your feedback to the agent: too aggressive"),
+        "{s}"
+    );
+    fixtures::feed(
+        &mut m,
+        &mut events,
+        Event::StopRequested { by: "human".into() },
+    );
+    assert!(m.is_done());
+    let s = screen(&m, &events);
+    assert!(!s.contains("your feedback to the agent"), "{s}");
+    assert!(s.contains("iter 1 · accepted"), "{s}");
+}
+
+/// `g`'s field says what is wrong with what was typed: nothing, a number past any
+/// iteration (it read "is not an iteration number"), or not a number.
+#[test]
+fn the_goto_field_says_what_is_wrong_with_its_text() {
+    use arborist::tui::replay::Timeline;
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
+    let log = arborist::session::file::read(std::path::Path::new(example)).unwrap();
+    let t = Timeline::new(&log);
+    let v = replay_view(&t, "");
+    for (typed_text, said) in [
+        ("", "type an iteration number, or esc to cancel"),
+        (
+            "99999999999999999999999",
+            "no iteration 99999999999999999999999 in this session",
+        ),
+        ("x1", "`x1` is not an iteration number"),
+    ] {
+        let mut a = app();
+        press(&mut a, &v, &[ch('g')]);
+        let mut keys = typed(typed_text);
+        keys.push(code(KeyCode::Enter));
+        assert!(press(&mut a, &v, &keys).is_empty(), "{typed_text}");
+        assert_eq!(a.notice.as_ref().unwrap().text, said);
+    }
+    // A number that parses is asked for; the replay judges it against the session.
+    let mut a = app();
+    let mut keys = vec![ch('g')];
+    keys.extend(typed("12"));
+    keys.push(code(KeyCode::Enter));
+    assert!(matches!(
+        &press(&mut a, &v, &keys)[..],
+        [Request::Seek(arborist::tui::app::Seek::Iteration(12))]
+    ));
 }

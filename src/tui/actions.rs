@@ -300,13 +300,22 @@ impl App {
                 self.feedback_draft = None;
                 return vec![decided(view, Decision::Reject { feedback })];
             }
-            Overlay::Goto(text) => match text.as_str().trim().parse::<usize>() {
-                Ok(n) => return vec![Request::Seek(Seek::Iteration(n))],
-                Err(_) => self.say(
-                    Level::Warn,
-                    format!("`{}` is not an iteration number", text.as_str()),
-                ),
-            },
+            Overlay::Goto(text) => {
+                let typed = text.as_str().trim();
+                match typed.parse::<usize>() {
+                    Ok(n) => return vec![Request::Seek(Seek::Iteration(n))],
+                    Err(_) if typed.is_empty() => {
+                        self.say(Level::Warn, "type an iteration number, or esc to cancel")
+                    }
+                    // All digits: a number, just past any session's iterations.
+                    Err(_) if typed.bytes().all(|b| b.is_ascii_digit()) => {
+                        self.say(Level::Warn, format!("no iteration {typed} in this session"))
+                    }
+                    Err(_) => {
+                        self.say(Level::Warn, format!("`{typed}` is not an iteration number"))
+                    }
+                }
+            }
             Overlay::Picker { selected } => {
                 self.overlay = Overlay::Confirm {
                     what: Confirm::Rollback(selected),

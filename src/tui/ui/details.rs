@@ -173,10 +173,10 @@ pub fn lines(app: &App, view: &View, width: usize) -> Vec<Line<'static>> {
 /// Draws the overlay over nearly the whole screen; returns how far it can scroll and how
 /// many lines it shows.
 pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, scroll: u16) -> (u16, u16) {
-    // As the help: the key line below stays in view.
+    // As the help: the whole screen above the status bar, which stays in view.
     let h = area.height.saturating_sub(2);
-    let r = super::overlay::centered(area, area.width.saturating_sub(4).max(20), h);
-    let inner = super::overlay::dialog(app, "").inner(r);
+    let r = super::overlay::centered(super::overlay::above_bar(area), area.width, h);
+    let inner = super::overlay::dialog(app, "", r.width).inner(r);
     let lines = lines(app, view, inner.width.max(1) as usize);
     let rows = inner.height.max(1) as usize;
     let max = lines.len().saturating_sub(rows).min(u16::MAX as usize) as u16;
@@ -192,7 +192,7 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, scroll: u16) ->
     } else {
         "Details · any other key closes".to_string()
     };
-    let block = super::overlay::dialog(app, &title);
+    let block = super::overlay::dialog(app, &title, r.width);
     f.render_widget(Clear, r);
     f.render_widget(block, r);
     f.render_widget(Paragraph::new(lines).scroll((top as u16, 0)), inner);

@@ -56,6 +56,15 @@ pub fn help_lines(app: &App) -> Vec<Line<'static>> {
     lines
 }
 
+/// The screen above the two lines of the status bar: the help and the details cover all
+/// of it and none of the bar (they covered its first line but a few columns).
+pub(super) fn above_bar(area: Rect) -> Rect {
+    Rect {
+        height: area.height.saturating_sub(2),
+        ..area
+    }
+}
+
 pub(super) fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
@@ -67,12 +76,21 @@ pub(super) fn centered(area: Rect, w: u16, h: u16) -> Rect {
     )
 }
 
-pub(super) fn dialog<'a>(app: &App, title: &str) -> Block<'a> {
+/// A dialog's frame in `width` columns. A title too long for it keeps its first parts
+/// (" · " between them) and ends in "…" (the details' was cut at the corner mid-word).
+pub(super) fn dialog<'a>(app: &App, title: &str, width: u16) -> Block<'a> {
     let t = app.theme();
+    let mut spans = vec![Span::styled(" ", t.title())];
+    for (i, part) in title.split(" · ").enumerate() {
+        let sep = if i == 0 { "" } else { " · " };
+        spans.push(Span::styled(format!("{sep}{part}"), t.title()));
+    }
+    spans.push(Span::styled(" ", t.title()));
+    let title = super::fit(Line::from(spans), width.saturating_sub(2) as usize);
     Block::default()
         .borders(Borders::ALL)
         .border_style(t.border(true))
-        .title(Span::styled(format!(" {title} "), t.title()))
+        .title(title)
         .style(t.base())
 }
 
@@ -96,9 +114,9 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) -> Option<(u16,
 /// The key list, in two columns when they fit; otherwise one that scrolls (its title says
 /// how). Returns how far it can scroll and how many lines it shows.
 fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> (u16, u16) {
-    let r = centered(area, 118, area.height.saturating_sub(2));
+    let r = centered(above_bar(area), 118, area.height.saturating_sub(2));
     let lines = help_lines(app);
-    let inner = dialog(app, "").inner(r);
+    let inner = dialog(app, "", r.width).inner(r);
     let rows = inner.height.max(1) as usize;
     let two = inner.width >= 100 && lines.len() <= 2 * rows;
     let max = if two {
@@ -111,7 +129,7 @@ fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> (u16, u16) {
     } else {
         "Keys · any other key closes"
     };
-    let block = dialog(app, title);
+    let block = dialog(app, title, r.width);
     f.render_widget(Clear, r);
     f.render_widget(block, r);
     if two {
@@ -164,7 +182,7 @@ fn field(f: &mut Frame, area: Rect, app: &App, title: &str, text: &TextField) {
         format!("⏎ send · esc cancel · ←→ move{more}"),
         t.muted(),
     ));
-    f.render_widget(Paragraph::new(lines).block(dialog(app, title)), r);
+    f.render_widget(Paragraph::new(lines).block(dialog(app, title, r.width)), r);
 }
 
 fn picker(f: &mut Frame, area: Rect, app: &App, view: &View, selected: usize) {
@@ -218,7 +236,7 @@ fn picker(f: &mut Frame, area: Rect, app: &App, view: &View, selected: usize) {
         format!("↑↓ choose · ⏎ next · esc cancel{range}"),
         t.muted(),
     ));
-    let p = Paragraph::new(lines).block(dialog(app, "Roll back to a checkpoint"));
+    let p = Paragraph::new(lines).block(dialog(app, "Roll back to a checkpoint", r.width));
     f.render_widget(p, r);
 }
 
@@ -278,7 +296,7 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok:
         Line::styled("←→ switch · ⏎ choose · esc cancel", t.muted()),
     ];
     let p = Paragraph::new(lines)
-        .block(dialog(app, title))
+        .block(dialog(app, title, r.width))
         .wrap(Wrap { trim: true });
     f.render_widget(p, r);
 }
@@ -301,7 +319,7 @@ pub fn loading(f: &mut Frame, area: Rect, app: &App, view: &View) {
         lines.push(Line::styled(n.text.clone(), t.warn()));
     }
     let p = Paragraph::new(lines)
-        .block(dialog(app, "Arborist"))
+        .block(dialog(app, "Arborist", r.width))
         .wrap(Wrap { trim: true });
     f.render_widget(p, r);
 }

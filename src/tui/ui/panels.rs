@@ -104,7 +104,8 @@ pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tab
             ])
         })
         .collect();
-    let mut title = format!("Log · {total} events");
+    let s = if total == 1 { "" } else { "s" };
+    let mut title = format!("Log · {total} event{s}");
     if back > 0 {
         title += &format!(" · {back} newer below");
     }

@@ -172,7 +172,9 @@ pub fn render(
             ]));
         }
     }
-    if let Some(fb) = m.feedback() {
+    // Feedback waits for the agent's next proposal; once the session is finished no agent
+    // reads it, and under the last step's table it read as that step's.
+    if let Some(fb) = m.feedback().filter(|_| !m.is_done()) {
         lines.push(Line::styled(
             format!("your feedback to the agent: {fb}"),
             t.warn(),

@@ -245,8 +245,15 @@ fn key_line(app: &App, view: &View, width: usize) -> Vec<Span<'static>> {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     let mut tail: Vec<(String, Vec<String>)> = Vec::new();
     for b in app.valid_now(view) {
-        let Some(key) = app.live_keys(b, view).into_iter().next() else {
+        let live = app.live_keys(b, view);
+        let Some(key) = live.first() else {
             continue;
+        };
+        // A dialog's switch is any of its keys, as the dialog says (`←` alone read as
+        // doing nothing with the focus on Cancel, the left button).
+        let key = match b.action {
+            Action::ToggleChoice => live.iter().map(|k| k.label()).collect::<Vec<_>>().join("/"),
+            _ => key.label(),
         };
         let list = if matches!(b.action, Action::Help | Action::Quit) {
             &mut tail
@@ -255,8 +262,8 @@ fn key_line(app: &App, view: &View, width: usize) -> Vec<Span<'static>> {
         };
         let short = submit_label(app, b);
         match list.iter_mut().find(|(s, _)| *s == short) {
-            Some((_, keys)) => keys.push(key.label()),
-            None => list.push((short, vec![key.label()])),
+            Some((_, keys)) => keys.push(key),
+            None => list.push((short, vec![key])),
         }
     }
     let len = |g: &(String, Vec<String>)| g.1.join("/").chars().count() + g.0.chars().count() + 3;
