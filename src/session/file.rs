@@ -292,8 +292,20 @@ impl SessionLog {
 
 /// A device or a pipe (`/dev/zero`) read as a session grew without end or hung: refused.
 fn regular_file(path: &Path) -> Result<()> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot open session {}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| {
+        let left = match e.kind() {
+            std::io::ErrorKind::NotFound => unlinked_header(path),
+            _ => None,
+        };
+        let why = match left {
+            Some(tmp) => format!(
+                " ({} is what a run killed while creating it left: a header and no event; start the session again without --resume, which removes it)",
+                tmp.display()
+            ),
+            None => String::new(),
+        };
+        anyhow::Error::new(e).context(format!("cannot open session {}{why}", path.display()))
+    })?;
     if !meta.is_file() {
         bail!(
             "{}: not a regular file; a session is a YAML file (sessions/NAME.yaml)",
@@ -301,6 +313,17 @@ fn regular_file(path: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The temporary a creation of `path` killed before it linked the file left (see
+/// `create_in_place`), if any.
+fn unlinked_header(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_string_lossy();
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let prefix = crate::runtime::hidden_prefix(&name, ".new-");
+    crate::runtime::dead_process_leftovers(dir.unwrap_or(Path::new(".")), &prefix)
+        .into_iter()
+        .next()
 }
 
 /// Read a session file. A last document that is incomplete (a crash mid-write) is

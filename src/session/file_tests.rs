@@ -477,3 +477,27 @@ fn unknown_event_fields_are_named() {
     );
     assert!(note.ends_with(&log.unknown_fields[0]), "{note}");
 }
+
+/// A creation killed before it linked its file left a hidden temporary and no file: the
+/// resume's error names it and what to do (it said only "No such file or directory").
+#[test]
+fn a_missing_session_names_the_header_a_killed_creation_left() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("s.yaml");
+    let e = format!("{:#}", read(&path).err().unwrap());
+    assert!(
+        e.starts_with(&format!("cannot open session {}: ", path.display())),
+        "{e}"
+    );
+    let tmp = d.path().join(".s.yaml.new-4294967294");
+    std::fs::write(&tmp, "---\n").unwrap();
+    for e in [read(&path).err().unwrap(), lock(&path).err().unwrap()] {
+        let e = format!("{e:#}");
+        let want = format!(
+            "cannot open session {} ({} is what a run killed while creating it left: a header and no event; start the session again without --resume, which removes it): No such file",
+            path.display(),
+            tmp.display()
+        );
+        assert!(e.starts_with(&want), "{e}");
+    }
+}

@@ -38,11 +38,29 @@ fn claim_is_stale(marker: &Path) -> bool {
     std::fs::read_to_string(marker).is_ok_and(|s| crate::runtime::owner_gone(s.trim()))
 }
 
+/// Removes the claims in `dir` whose process is gone, of any name: a run killed before
+/// its session file existed (a Ctrl-C while a model loads, before the signal handlers are
+/// set) left one that no later claim, made in a later second, would pass by.
+fn sweep_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        // `.reserved`, not `.yaml.reserved`: a long name's marker ends in a hash.
+        if name.starts_with('.') && name.ends_with(".reserved") && claim_is_stale(&e.path()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// The first of `dir/STEM.yaml`, `dir/STEM-2.yaml`, ... that no file takes and no live
 /// process claims, claimed for this process.
 pub fn claim(dir: &Path, stem: &str) -> Result<(PathBuf, Reservation)> {
     let made_dir = (!dir.exists()).then(|| dir.to_path_buf());
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    sweep_stale(dir);
     for n in 1..=100_000u32 {
         let path = match n {
             1 => dir.join(format!("{stem}.yaml")),
@@ -127,6 +145,28 @@ mod tests {
         std::fs::write(&beside, &dead_here).unwrap();
         let _ = claim(&dir, "7-m").unwrap();
         assert!(!beside.exists());
+    }
+
+    /// A claim of an earlier second whose run was killed before its file existed goes at
+    /// the next claim in its directory; a live one, another machine's, and other hidden
+    /// files stay.
+    #[test]
+    fn stale_claims_of_any_name_are_swept() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let dead = crate::runtime::owner_tag_of(4294967294);
+        let put = |name: &str, tag: &str| {
+            std::fs::write(dir.join(name), tag).unwrap();
+            dir.join(name)
+        };
+        let stale = put(".5-m.yaml.reserved", &dead);
+        let live = put(".6-m.yaml.reserved", &crate::runtime::owner_tag());
+        let remote = put(".6-m-2.yaml.reserved", "node-17-4294967294");
+        let other = put(".notes.txt", &dead);
+        let (p, _r) = claim(dir, "9-m").unwrap();
+        assert_eq!(p, dir.join("9-m.yaml"));
+        assert!(!stale.exists());
+        assert!(live.exists() && remote.exists() && other.exists());
     }
 
     // The error named the hidden marker (`cannot write sessions/.N-m.yaml.reserved`).
