@@ -63,18 +63,21 @@ fn a_result_that_cannot_be_written_to_stdout_is_an_error() {
         Stdio::null(),
     );
     assert_eq!(o.status.code(), Some(0), "{o:?}");
-    let o = run_to(
-        &env,
-        &["replay", &p(&s), "--headless"],
-        full(),
-        Stdio::piped(),
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert_eq!(
-        err.trim_end(),
-        "error: cannot write to standard output: No space left on device (os error 28)"
-    );
+    // A replay's timeline and a benchmark's figures (the benchmark panicked with status
+    // 101).
+    let replay = ["replay", &p(&s), "--headless"];
+    let bench = [
+        "bench", "--suite", "forward", "--iters", "1", "--seqlen", "32", "--batch", "1",
+    ];
+    for args in [&replay[..], &bench[..]] {
+        let o = run_to(&env, args, full(), Stdio::piped());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(
+            err.trim_end(),
+            "error: cannot write to standard output: No space left on device (os error 28)"
+        );
+    }
     // An export is written whole, then said to be: the error says it is there.
     let out = env.path("ex");
     let o = run_to(
@@ -93,21 +96,6 @@ fn a_result_that_cannot_be_written_to_stdout_is_an_error() {
         "{err}"
     );
     assert!(out.join("model.safetensors").is_file());
-    // A benchmark's figures, likewise (it panicked with status 101).
-    let o = run_to(
-        &env,
-        &[
-            "bench", "--suite", "forward", "--iters", "1", "--seqlen", "32", "--batch", "1",
-        ],
-        full(),
-        Stdio::piped(),
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert_eq!(
-        err.trim_end(),
-        "error: cannot write to standard output: No space left on device (os error 28)"
-    );
 }
 
 // Past `ulimit -f` the kernel sent SIGXFSZ, which killed the process without a word
