@@ -426,6 +426,26 @@ pub fn read(path: &Path) -> Result<SessionLog> {
     if let Some(key) = missing_key(&serde_yaml::to_value(&header)?, &doc, "", &added_later) {
         return Err(incomplete(format!("`{key}` is missing")));
     }
+    // A header from a build that writes end markers and data hashes (it records
+    // `options.agent.max_tokens`, which came after both) but has no marker was cut at a
+    // line end: a whole one that lost only its marker reads as before, one that lost the
+    // hashes that follow the options would run unchecked against other text.
+    let recent = doc["options"]["agent"].get("max_tokens").is_some();
+    if !marked && recent {
+        let has = |k: &str| header.data.contains_key(k);
+        let lost = if !has("calib") || !has("eval") {
+            Some("data")
+        } else if header.options.agent.backend != "builtin" && header.prompt_hashes.is_empty() {
+            Some("prompt_hashes")
+        } else {
+            None
+        };
+        if let Some(key) = lost {
+            return Err(incomplete(format!(
+                "`{key}` is missing, and the end marker the build that wrote it writes: it is cut off"
+            )));
+        }
+    }
     if header.format != FORMAT {
         bail!(
             "{}: format `{}` is not supported (expected {FORMAT})",

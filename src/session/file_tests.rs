@@ -147,11 +147,30 @@ fn a_cut_header_is_refused() {
     std::fs::write(&old, &legacy[..legacy_end - 3]).unwrap();
     let err = format!("{:#}", read(&old).err().unwrap());
     assert!(err.contains("cut off"), "{err}");
+    // Cut at a line end in its data hashes, which follow the options: a build that writes
+    // `options.agent.max_tokens` writes them and the marker (chaos audit: read as an older
+    // file, and resumed unchecked against the texts).
+    let mut header = read(Path::new(EXAMPLE)).unwrap().header;
+    header.data = [("calib", "fnv1a64:1"), ("eval", "fnv1a64:2")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    let hashed = dir.path().join("hashed.yaml");
+    drop(SessionWriter::create(&hashed, &header).unwrap());
+    let with_data = std::fs::read_to_string(&hashed).unwrap();
+    assert!(read(&hashed).is_ok());
+    let data = with_data.find("\ndata:\n").unwrap();
+    for key in ["\ndata:\n", "\n  eval: "] {
+        let at = data + with_data[data..].find(key).unwrap() + 1;
+        let err = format!("{:#}", read(&cut(&hashed, at)).err().expect("refused"));
+        assert!(
+            err.contains("the header document is incomplete: `data` is missing, and the end marker the build that wrote it writes: it is cut off"),
+            "{key}: {err}"
+        );
+    }
     // A whole header that lost only its end marker reads as an older file.
-    assert!(read(&cut(&path, header_end - 4))
-        .unwrap()
-        .entries
-        .is_empty());
+    let unmarked = cut(&hashed, with_data.len() - 4);
+    assert!(read(&unmarked).unwrap().entries.is_empty());
+    assert!(!std::fs::read_to_string(&unmarked).unwrap().contains("..."));
     // A header whose options were cut away to an empty `options:` (a null, which the
     // defaults would fill in), in either generation.
     for (t, end) in [(&text, "\n...\n"), (&legacy, "")] {
