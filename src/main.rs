@@ -1,6 +1,14 @@
 use arborist::cli::usage_error;
 use clap::CommandFactory;
 
+/// `eprintln!` that cannot panic: the startup errors on a full stderr exited with 101.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Rust ignores SIGPIPE, so `arborist profile | head` would panic in println!: the default
 /// ends the process quietly on a closed pipe, as for other CLI tools. A file-size limit
 /// (`ulimit -f`) killed the process mid-write without a word, leaving the terminal raw:
@@ -25,7 +33,7 @@ fn main() {
             let args: Vec<String> = std::env::args().collect();
             let cmd = arborist::cli::Cli::command();
             let sub = usage_error::typed_subcommand(&cmd, &args);
-            eprintln!(
+            errln!(
                 "{}",
                 usage_error::one_line(&e.render().to_string(), sub.as_deref())
             );
@@ -33,14 +41,14 @@ fn main() {
         }
     };
     if cli.threads == Some(0) {
-        eprintln!("error: --threads 0: expected at least one compute thread");
+        errln!("error: --threads 0: expected at least one compute thread");
         std::process::exit(1);
     }
     if let Some(n) = cli
         .threads
         .filter(|n| *n > arborist::runtime::max_threads())
     {
-        eprintln!(
+        errln!(
             "error: --threads {n}: this process may use {} core(s); more than {} compute threads (4 per core) only queue for them",
             arborist::runtime::cores(),
             arborist::runtime::max_threads()
@@ -54,11 +62,11 @@ fn main() {
     if let Err(e) = arborist::runtime::set_compute_threads(n) {
         match cli.threads {
             Some(_) => {
-                eprintln!("error: --threads {n}: cannot start that many compute threads: {e}")
+                errln!("error: --threads {n}: cannot start that many compute threads: {e}")
             }
-            None => eprintln!(
-                "error: cannot start {n} compute threads (pass fewer with --threads): {e}"
-            ),
+            None => {
+                errln!("error: cannot start {n} compute threads (pass fewer with --threads): {e}")
+            }
         }
         std::process::exit(1);
     }

@@ -49,6 +49,15 @@ fn a_session_whose_stderr_is_full_finishes() {
         "{}",
         r.stdout
     );
+    // The errors said before a command runs, and a usage error, exit with their status
+    // (they panicked with 101 on a full stderr).
+    for (args, status) in [
+        (&["eval", "--model", "bundled", "--threads", "0"][..], 1),
+        (&["eval", "--threads", "1"][..], 2),
+    ] {
+        let o = run_to(&env, args, Stdio::null(), full());
+        assert_eq!(o.status.code(), Some(status), "{args:?}");
+    }
 }
 
 // A result that cannot be printed is an error with a message (it was a panic, 101).

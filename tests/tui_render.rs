@@ -840,6 +840,49 @@ fn auto_pause_and_stop_say_why_they_do_nothing_after_the_end() {
     assert!(!a.auto_approve && !a.paused);
 }
 
+/// A stop asked for during a step ends the session at the next safe point: until then
+/// auto, pause and stop leave the key line and say so (they were offered for about a
+/// second; TUI audit).
+#[test]
+fn after_a_stop_is_asked_for_auto_pause_and_stop_say_it_is_coming() {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    let iteration = m.iteration;
+    let approve = Event::Decided {
+        iteration,
+        by: "human".into(),
+        decision: Decision::Approve,
+    };
+    fixtures::feed(&mut m, &mut events, approve);
+    let v = view(&m, &events);
+    let keys = text(&draw(&mut app(), &v, 120, 40));
+    assert!(keys.contains("s stop"), "{keys}");
+    fixtures::feed(
+        &mut m,
+        &mut events,
+        Event::StopRequested { by: "human".into() },
+    );
+    assert!(!m.is_done());
+    let v = view(&m, &events);
+    let mut a = app();
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    let keys = screen.lines().last().unwrap();
+    for gone in ["s stop", "A auto", "p pause"] {
+        assert!(!keys.contains(gone), "{gone}: {keys}");
+    }
+    for k in [
+        KeyEvent::new(KeyCode::Char('A'), KeyModifiers::SHIFT),
+        ch('p'),
+        ch('s'),
+    ] {
+        assert!(press(&mut a, &v, &[k]).is_empty());
+        assert_eq!(
+            a.notice.as_ref().map(|n| n.text.as_str()),
+            Some("the session stops at the end of this step, as you asked")
+        );
+    }
+    assert!(!a.auto_approve && !a.paused);
+}
+
 // A session that finished while auto-approve (or pause) was on no longer shows the mark:
 // nothing is left to approve, and the keys that toggle it have left the key line.
 #[test]

@@ -190,6 +190,10 @@ impl App {
             ToggleAuto | TogglePause | Stop if view.loading.is_some() => {
                 self.say(Level::Info, "the model is still loading")
             }
+            ToggleAuto | TogglePause | Stop if view.machine.stop_requested => self.say(
+                Level::Info,
+                "the session stops at the end of this step, as you asked",
+            ),
             ToggleAuto | TogglePause | Stop => self.say(
                 Level::Info,
                 "the session is finished: nothing more to decide",

@@ -75,8 +75,13 @@ impl View<'_> {
             && self.machine.checkpoints.len() >= 2
     }
 
+    /// A stop, auto-approve or pause would change something: once a stop is asked for, the
+    /// session ends at the next safe point whatever they say.
     pub fn can_stop(&self) -> bool {
-        self.live() && self.loading.is_none() && !self.machine.is_done()
+        self.live()
+            && self.loading.is_none()
+            && !self.machine.is_done()
+            && !self.machine.stop_requested
     }
 
     /// The worker's state in a few words, with progress when there is some.
