@@ -181,17 +181,12 @@ pub fn run(a: &RunArgs) -> Result<()> {
     // its lock (a `--resume` taking the file in between wrote to a deleted file).
     // Whatever is queued for the file is on disk before the file is judged here.
     let res = res.and(d.finish_writes());
-    let removed_empty = res.is_err()
-        && s.log.is_none()
-        && crate::session::file::read(&s.path).is_ok_and(|l| l.entries.is_empty())
-        && std::fs::remove_file(&s.path).is_ok();
+    let removed_empty =
+        res.is_err() && s.log.is_none() && setup::discard_unrecorded(&s.path, &s.made_dirs, None);
     // Its writes are finished above; any failure there is in `res`.
     let _ = d.shutdown();
     if let Err(e) = res {
         if removed_empty {
-            for dir in &s.made_dirs {
-                let _ = std::fs::remove_dir(dir);
-            }
             anyhow::bail!("{e:#} (nothing was recorded, so no session file was kept)");
         }
         anyhow::bail!(

@@ -316,7 +316,7 @@ impl Event {
             ),
             _ => return None,
         };
-        let why = crate::agent::unread::unread_prompt(prompt, usage)?;
+        let why = crate::agent::unread::unread_prompt(prompt, usage.prompt_tokens)?;
         Some(format!("iter {iteration}, the agent's {what}: {why}"))
     }
 

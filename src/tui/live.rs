@@ -3,7 +3,6 @@
 //! to it as events. The session file is written event by event by the driver.
 
 use anyhow::{anyhow, bail, Result};
-use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -284,7 +283,8 @@ where
     if let Err(e) = written {
         app.failure.get_or_insert_with(|| format!("{e:#}"));
     }
-    let discarded = new && discard_unrecorded(&path, &made_dirs, log_file.as_deref());
+    let discarded =
+        new && crate::worker::setup::discard_unrecorded(&path, &made_dirs, log_file.as_deref());
     let exit = exit.map_err(|e| match discarded {
         true => anyhow!("{e:#} (nothing was recorded, so no session file was kept)"),
         false => e,
@@ -312,26 +312,6 @@ where
         (Exit::Quit, Some(failure)) => Err(anyhow!("{failure}")),
         (Exit::Quit, None) => Ok(()),
     }
-}
-
-/// A new session that recorded no event (its model failed to load, or `q` came first)
-/// leaves nothing behind, as a headless one does: its file (none, or a header alone), and
-/// the directories made for it with the log they hold. Its hint to continue named a file
-/// that `--resume` refused. True when nothing is left.
-fn discard_unrecorded(path: &Path, made_dirs: &[PathBuf], log: Option<&Path>) -> bool {
-    let recorded =
-        path.exists() && !crate::session::file::read(path).is_ok_and(|l| l.entries.is_empty());
-    if recorded || (path.exists() && std::fs::remove_file(path).is_err()) {
-        return false;
-    }
-    if let Some(log) = log.filter(|l| l.parent().is_some_and(|d| made_dirs.iter().any(|m| m == d)))
-    {
-        let _ = std::fs::remove_file(log);
-    }
-    for dir in made_dirs {
-        let _ = std::fs::remove_dir(dir);
-    }
-    true
 }
 
 /// Bytes as MiB with one decimal.

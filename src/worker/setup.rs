@@ -142,6 +142,26 @@ fn finished_unwritable(path: &Path, e: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// A new session that recorded no event (its model failed to load, a TUI quit first, a
+/// headless run failed at the baseline) leaves nothing behind: its file (none, or a header
+/// alone), and the directories made for it with the log (`log`, when given) they hold.
+/// True when nothing is left.
+pub fn discard_unrecorded(path: &Path, made_dirs: &[PathBuf], log: Option<&Path>) -> bool {
+    let recorded =
+        path.exists() && !crate::session::file::read(path).is_ok_and(|l| l.entries.is_empty());
+    if recorded || (path.exists() && std::fs::remove_file(path).is_err()) {
+        return false;
+    }
+    if let Some(log) = log.filter(|l| l.parent().is_some_and(|d| made_dirs.iter().any(|m| m == d)))
+    {
+        let _ = std::fs::remove_file(log);
+    }
+    for dir in made_dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+    true
+}
+
 /// A new session at `path` (which must not exist), or the existing one when `resume`.
 pub fn open(opts: RunOptions, path: PathBuf, resume: bool) -> Result<Opened> {
     if resume {

@@ -139,13 +139,9 @@ pub fn lines(app: &App, view: &View, width: usize) -> Vec<Line<'static>> {
         let (i, o) = x.tokens;
         text(&format!("Prompt ({i} tokens in):"), t.accent());
         // Where an auditor reads the prompt: a server that did not read it whole.
-        let usage = crate::agent::Usage {
-            prompt_tokens: i,
-            ..Default::default()
-        };
         if let Some(w) = x
             .prompt
-            .and_then(|p| crate::agent::unread::unread_prompt(p, &usage))
+            .and_then(|p| crate::agent::unread::unread_prompt(p, i))
         {
             text(&format!("warning: {w}"), t.warn());
         }
@@ -173,9 +169,8 @@ pub fn lines(app: &App, view: &View, width: usize) -> Vec<Line<'static>> {
 /// Draws the overlay over nearly the whole screen; returns how far it can scroll and how
 /// many lines it shows.
 pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, scroll: u16) -> (u16, u16) {
-    // As the help: the whole screen above the status bar, which stays in view.
-    let h = area.height.saturating_sub(2);
-    let r = super::overlay::centered(super::overlay::above_bar(area), area.width, h);
+    // The whole screen above the status bar, which stays in view.
+    let r = super::overlay::above_bar(area);
     let inner = super::overlay::dialog(app, "", r.width).inner(r);
     let lines = lines(app, view, inner.width.max(1) as usize);
     let rows = inner.height.max(1) as usize;
