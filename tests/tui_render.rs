@@ -752,6 +752,147 @@ fn quitting_during_a_step_asks_with_the_focus_on_cancel() {
     assert_eq!(reqs, vec![Request::Quit]);
 }
 
+// Every text that names a key takes it from the keymap in force: with a user's keymap
+// that moves them, no dialog, panel or message names a built-in key (`⏎ send` while
+// submit was ctrl-s).
+#[test]
+fn the_texts_that_name_keys_follow_a_users_keymap() {
+    let mut k = Keymap::builtin();
+    let user = "
+- { action: submit, keys: [ctrl-s] }
+- { action: cancel, keys: [ctrl-g] }
+- { action: quit, keys: [Q] }
+- { action: add_layer, keys: [ctrl-a] }
+- { action: skip, keys: [X] }
+- { action: row_up, keys: [ctrl-p] }
+- { action: row_down, keys: [ctrl-n] }
+- { action: left, keys: [left, y] }
+- { action: down, keys: [down, u] }
+- { action: up, keys: [up, i] }
+- { action: right, keys: [right, o] }
+";
+    k.overlay(user, "user.yaml").unwrap();
+    let ctrl = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL);
+    let new_app = || App::new(k.clone(), Themes::builtin(false));
+    let builtin = [
+        "⏎", "esc", "hjkl", "q quits", "+ to add", "x skip", "↑/↓", "↑↓",
+    ];
+    let screen_of = |a: &mut App, v: &arborist::tui::view::View, w, h| {
+        let screen = text(&draw(a, v, w, h));
+        // The key line is built from the keymap already; the texts above it are checked.
+        let above: Vec<&str> = screen.lines().collect();
+        above[..above.len() - 1].join("\n")
+    };
+    let no_builtin = |screen: &str| {
+        for b in builtin {
+            assert!(!screen.contains(b), "{b} named:\n{screen}");
+        }
+    };
+
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    // The feedback field: its hint, and the message for an empty one.
+    let mut a = new_app();
+    press(&mut a, &v, &[ch('r')]);
+    let screen = screen_of(&mut a, &v, 120, 40);
+    assert!(
+        screen.contains("ctrl-s send · ctrl-g cancel · ←→ move"),
+        "{screen}"
+    );
+    press(&mut a, &v, &[ctrl('s')]);
+    assert_eq!(
+        a.notice.as_ref().unwrap().text,
+        "type the feedback for the agent, or ctrl-g to cancel"
+    );
+    no_builtin(&screen_of(&mut a, &v, 120, 40));
+    press(&mut a, &v, &[ctrl('g')]);
+    assert_eq!(a.overlay, Overlay::None);
+
+    // An override starts empty: the panel and a typed value name the editor's keys (o
+    // overrides on the main screen and moves right in the editor).
+    press(&mut a, &v, &[ch('o')]);
+    assert!(a.editor.is_some());
+    let screen = screen_of(&mut a, &v, 120, 40);
+    assert!(
+        screen.contains("empty: move in the heatmap (yuio) and press ctrl-a to add"),
+        "{screen}"
+    );
+    no_builtin(&screen);
+    press(&mut a, &v, &[ch('5')]);
+    assert_eq!(
+        a.notice.as_ref().unwrap().text,
+        "no row to type into: move in the heatmap (yuio) and press ctrl-a to add one"
+    );
+    // The cursor strip of a short screen names them too.
+    let screen = screen_of(&mut a, &v, 90, 14);
+    assert!(
+        screen.contains("heatmap cursor (yuio, ctrl-a adds)"),
+        "{screen}"
+    );
+
+    // An edit of the agent's proposal is valid as it stands.
+    let mut a = new_app();
+    press(&mut a, &v, &[ch('e')]);
+    let screen = screen_of(&mut a, &v, 120, 40);
+    assert!(screen.contains("✓ valid: ctrl-s sends it"), "{screen}");
+    no_builtin(&screen);
+
+    // The confirmation while a step runs, and its stop sibling.
+    let (mut m2, mut e2) = fixtures::reviewing(8);
+    let iteration = m2.iteration;
+    fixtures::feed(
+        &mut m2,
+        &mut e2,
+        Event::Decided {
+            iteration,
+            by: "human".into(),
+            decision: Decision::Approve,
+        },
+    );
+    let busy = view(&m2, &e2);
+    let mut a = new_app();
+    press(&mut a, &busy, &[ch('Q')]);
+    let screen = screen_of(&mut a, &busy, 120, 40);
+    assert!(
+        screen.contains("←/→/tab switch · ctrl-s choose · ctrl-g cancel"),
+        "{screen}"
+    );
+    no_builtin(&screen);
+    press(&mut a, &busy, &[ctrl('g')]);
+    let mut a = new_app();
+    press(&mut a, &v, &[ch('s')]);
+    let screen = screen_of(&mut a, &v, 120, 40);
+    assert!(screen.contains("quit with Q instead"), "{screen}");
+
+    // A screen too small to draw, and an agent that proposed nothing.
+    let screen = text(&draw(&mut new_app(), &v, 30, 8));
+    assert!(
+        screen.contains("Q quits") && !screen.contains("q quits"),
+        "{screen}"
+    );
+    let (m3, e3) = agent_failed();
+    let failed = view(&m3, &e3);
+    let screen = screen_of(&mut new_app(), &failed, 200, 40);
+    assert!(
+        screen.contains("no valid proposal from the agent: o override, r ask again, X skip"),
+        "{screen}"
+    );
+
+    // The checkpoint picker.
+    let (mut m4, mut e4) = fixtures::reviewing(8);
+    fixtures::step(&mut m4, &mut e4, 10.1);
+    fixtures::next_proposal(&mut m4, &mut e4);
+    let v4 = view(&m4, &e4);
+    let mut a = new_app();
+    press(&mut a, &v4, &[ch('b')]);
+    let screen = screen_of(&mut a, &v4, 120, 40);
+    assert!(
+        screen.contains("ctrl-p/ctrl-n choose · ctrl-s next · ctrl-g cancel"),
+        "{screen}"
+    );
+    no_builtin(&screen);
+}
+
 #[test]
 fn rollback_picks_a_checkpoint_and_confirms() {
     let (mut m, mut events) = fixtures::reviewing(8);
@@ -1629,7 +1770,7 @@ fn the_rollback_picker_scrolls_on_a_short_screen() {
         fixtures::press(&mut a, &v, &up);
         let screen = text(&draw(&mut a, &v, 80, 12));
         assert!(
-            screen.contains("↑↓ choose") && screen.contains("of 0–7"),
+            screen.contains("↑/↓ choose") && screen.contains("of 0–7"),
             "{screen}"
         );
         assert!(
@@ -2239,4 +2380,53 @@ fn the_goto_field_says_what_is_wrong_with_its_text() {
         &press(&mut a, &v, &keys)[..],
         [Request::Seek(arborist::tui::app::Seek::Iteration(12))]
     ));
+}
+
+// A confirmation keeps its buttons at every size, also on a screen too small to draw,
+// where quit still opens it (its text wrapped over the buttons and the hint below 40×10);
+// the text and then the hint give way first.
+#[test]
+fn a_confirmation_keeps_its_buttons_on_any_screen() {
+    let (mut m, mut e) = fixtures::reviewing(8);
+    let iteration = m.iteration;
+    fixtures::feed(
+        &mut m,
+        &mut e,
+        Event::Decided {
+            iteration,
+            by: "human".into(),
+            decision: Decision::Approve,
+        },
+    );
+    let busy = view(&m, &e);
+    let (m2, e2) = fixtures::reviewing(8);
+    let idle = view(&m2, &e2);
+    for (v, key) in [(&busy, 'q'), (&idle, 's')] {
+        let mut a = app();
+        press(&mut a, v, &[ch(key)]);
+        assert!(matches!(a.overlay, Overlay::Confirm { .. }), "{key}");
+        for (w, h) in [(20, 5), (30, 8), (40, 10), (50, 12), (64, 16), (120, 40)] {
+            let screen = text(&draw(&mut a, v, w, h));
+            assert!(
+                screen.contains("[ Cancel ]") && screen.contains("[ OK ]"),
+                "{key} at {w}x{h}:\n{screen}"
+            );
+            let words = ["The worker", "It ends at"];
+            assert!(
+                words.iter().any(|t| screen.contains(t)),
+                "{w}x{h}:\n{screen}"
+            );
+            if w >= 40 {
+                assert!(
+                    screen.contains("· esc cancel"),
+                    "{key} at {w}x{h}:\n{screen}"
+                );
+            }
+            // The title is cut, not dropped.
+            assert!(
+                screen.contains("┌ Quit w") || screen.contains("┌ Stop t"),
+                "{key} at {w}x{h}:\n{screen}"
+            );
+        }
+    }
 }

@@ -4,11 +4,11 @@
 use super::app::{App, Confirm, Level, Overlay, Panel, Request, Seek};
 use super::editor::{EditKind, Editor};
 use super::grid::{Grid, KINDS};
-use super::keymap::{Action, Binding, Key};
+use super::keymap::{Action, Binding, Key, Mode};
 use super::textfield::TextField;
 use super::view::View;
 use crate::session::{Decision, Event};
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use crossterm::event::KeyCode;
 
 fn decided(view: &View, decision: Decision) -> Request {
     Request::Feed(Event::Decided {
@@ -29,10 +29,13 @@ impl App {
             // After a failed write or a stopped worker nothing more is recorded here: the
             // keys that steer the session did nothing, unsaid, and quitting asked about a
             // worker whose work could not be kept.
-            _ if steers && view.live() && self.failure.is_some() => self.say(
-                Level::Warn,
-                "this session cannot go on in this process (see the error): quit with q; --resume continues it from its file",
-            ),
+            _ if steers && view.live() && self.failure.is_some() => {
+                let quit = self.key_name(Quit, Mode::Normal, false);
+                self.say(
+                    Level::Warn,
+                    format!("this session cannot go on in this process (see the error): quit with {quit}; --resume continues it from its file"),
+                )
+            }
             Quit if self.failure.is_some() => return vec![Request::Quit],
             // One answer for every steering key once the session is over (b and the
             // decisions spoke of a proposal or a step).
@@ -273,9 +276,10 @@ impl App {
     fn add_focused_layer(&mut self, view: &View) {
         let grid = Grid::build(view.machine, &[]);
         let Some(cell) = grid.cell(self.cursor.0, self.cursor.1) else {
+            let moves = self.move_keys(Mode::Edit, !view.live());
             return self.say(
                 Level::Warn,
-                "move the heatmap cursor (hjkl) onto a layer first",
+                format!("move the heatmap cursor ({moves}) onto a layer first"),
             );
         };
         let b = &view.machine.opts.bounds;
@@ -291,9 +295,10 @@ impl App {
         match std::mem::replace(&mut self.overlay, Overlay::None) {
             Overlay::Feedback(text) if text.as_str().trim().is_empty() => {
                 self.overlay = Overlay::Feedback(text);
+                let esc = self.key_name(Action::Cancel, Mode::Text, !view.live());
                 self.say(
                     Level::Warn,
-                    "type the feedback for the agent, or esc to cancel",
+                    format!("type the feedback for the agent, or {esc} to cancel"),
                 );
             }
             Overlay::Feedback(_) if !view.can_review() => {
@@ -309,7 +314,11 @@ impl App {
                 match typed.parse::<usize>() {
                     Ok(n) => return vec![Request::Seek(Seek::Iteration(n))],
                     Err(_) if typed.is_empty() => {
-                        self.say(Level::Warn, "type an iteration number, or esc to cancel")
+                        let esc = self.key_name(Action::Cancel, Mode::Text, true);
+                        self.say(
+                            Level::Warn,
+                            format!("type an iteration number, or {esc} to cancel"),
+                        )
                     }
                     // All digits: a number, just past any session's iterations.
                     Err(_) if typed.bytes().all(|b| b.is_ascii_digit()) => {
@@ -422,13 +431,7 @@ impl App {
         b.keys
             .iter()
             .filter(|k| !typing || !text_key(k))
-            .filter(|k| {
-                let mut mods = KeyModifiers::NONE;
-                mods.set(KeyModifiers::CONTROL, k.ctrl);
-                mods.set(KeyModifiers::ALT, k.alt);
-                let ev = KeyEvent::new(k.code, mods);
-                self.keymap.lookup(&ev, mode, !view.live()) == Some(b.action)
-            })
+            .filter(|k| self.keymap.lookup(&k.event(), mode, !view.live()) == Some(b.action))
             .copied()
             .collect()
     }

@@ -293,6 +293,7 @@ impl App {
             };
             if let Some(result) = typed {
                 if let Err(why) = result {
+                    let why = self.with_keys(why, view);
                     self.say(Level::Warn, why);
                 }
                 self.revalidate(view);
@@ -333,6 +334,7 @@ impl App {
         let ed = self.editor.as_mut().expect("edit mode has an editor");
         let refused = ed.paste(flat.trim()).err();
         if let Some(why) = refused {
+            let why = self.with_keys(why, view);
             self.say(Level::Warn, why);
         }
         self.revalidate(view);

@@ -6,6 +6,9 @@ use crate::agent::{parse::shown, LayerTarget, Proposal};
 use crate::session::Decision;
 use crossterm::event::KeyCode;
 
+/// A value typed with no row to take it; the app adds which keys make one (the keymap's).
+pub const NO_ROW: &str = "no row to type into";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EditKind {
     Edit,
@@ -117,9 +120,7 @@ impl Editor {
             };
         }
         let Some(row) = self.rows.get_mut(self.selected) else {
-            return Err(
-                "no row to type into: move in the heatmap (hjkl) and press + to add one".into(),
-            );
+            return Err(NO_ROW.into());
         };
         // A sparsity is written in ASCII; a wide character would also shift the table's
         // columns (other letters are kept, and the row says it is not a number).

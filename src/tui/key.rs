@@ -50,6 +50,14 @@ impl Key {
         Ok(Key { code, ctrl, alt })
     }
 
+    /// The terminal event this key is (to ask the keymap what it reaches).
+    pub fn event(&self) -> KeyEvent {
+        let mut mods = KeyModifiers::NONE;
+        mods.set(KeyModifiers::CONTROL, self.ctrl);
+        mods.set(KeyModifiers::ALT, self.alt);
+        KeyEvent::new(self.code, mods)
+    }
+
     pub fn matches(&self, ev: &KeyEvent) -> bool {
         let ctrl = ev.modifiers.contains(KeyModifiers::CONTROL);
         let alt = ev.modifiers.contains(KeyModifiers::ALT);

@@ -10,6 +10,7 @@ pub mod colormap;
 pub mod editor;
 pub mod fixtures;
 pub mod grid;
+mod hints;
 pub mod input;
 pub mod key;
 pub mod keymap;

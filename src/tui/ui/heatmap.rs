@@ -13,6 +13,7 @@ use crate::agent::parse::shown;
 use crate::tui::app::{App, Panel};
 use crate::tui::colormap::normalise;
 use crate::tui::grid::{short_name, Grid, Metric, KINDS};
+use crate::tui::keymap::{Action, Mode};
 
 const LABEL: u16 = 6;
 
@@ -162,11 +163,16 @@ pub fn focus_strip(f: &mut Frame, area: Rect, app: &App, grid: &Grid) {
         // The layer's name whole before the words: at 50 columns the long label left
         // "layers.0.self_attn." for q, k, v and o alike.
         let name = first.spans.first().map_or(0, |s| s.width());
-        let label = "heatmap cursor (hjkl, + adds): ";
-        let label = if label.len() + name <= area.width as usize {
+        // The editor's keys: the strip stands above the editor only.
+        let label = format!(
+            "heatmap cursor ({}, {} adds): ",
+            app.move_keys(Mode::Edit, false),
+            app.key_name(Action::AddLayer, Mode::Edit, false)
+        );
+        let label = if label.chars().count() + name <= area.width as usize {
             label
         } else {
-            "cursor: "
+            "cursor: ".to_string()
         };
         first.spans.insert(0, Span::styled(label, t.muted()));
     }

@@ -16,6 +16,7 @@ use ratatui::Frame;
 
 use super::app::{App, Areas, Panel};
 use super::grid::Grid;
+use super::keymap::{Action, Mode};
 use super::view::View;
 use crate::agent::LayerTarget;
 use crate::session::Phase;
@@ -67,7 +68,10 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
                 "terminal too small ({}×{}): need {MIN_WIDTH}×{MIN_HEIGHT}",
                 area.width, area.height
             )),
-            Line::from("q quits"),
+            Line::from(format!(
+                "{} quits",
+                app.key_name(Action::Quit, Mode::Normal, !view.live())
+            )),
         ];
         let y = area.y + area.height / 2;
         f.render_widget(

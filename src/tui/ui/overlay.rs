@@ -8,6 +8,7 @@ use ratatui::Frame;
 
 use crate::agent::parse::frac;
 use crate::tui::app::{App, Confirm, Overlay};
+use crate::tui::keymap::{Action, Mode};
 use crate::tui::textfield::TextField;
 use crate::tui::view::View;
 
@@ -77,12 +78,15 @@ pub(super) fn centered(area: Rect, w: u16, h: u16) -> Rect {
 }
 
 /// A dialog's frame in `width` columns. A title too long for it keeps its first parts
-/// (" · " between them) and ends in "…" (the details' was cut at the corner mid-word).
+/// (" · " between them) and ends in "…" (the details' was cut at the corner mid-word); a
+/// first part too long alone is cut at a character.
 pub(super) fn dialog<'a>(app: &App, title: &str, width: u16) -> Block<'a> {
     let t = app.theme();
-    let mut spans = vec![Span::styled(" ", t.title())];
+    // The leading space goes with the first part, so that a first part too long for the
+    // frame is cut with "…" rather than dropped whole (a bare "…" at 20 columns).
+    let mut spans = Vec::new();
     for (i, part) in title.split(" · ").enumerate() {
-        let sep = if i == 0 { "" } else { " · " };
+        let sep = if i == 0 { " " } else { " · " };
         spans.push(Span::styled(format!("{sep}{part}"), t.title()));
     }
     spans.push(Span::styled(" ", t.title()));
@@ -103,8 +107,10 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) -> Option<(u16,
         Overlay::Details { scroll } => {
             return Some(super::details::render(f, area, app, view, *scroll))
         }
-        Overlay::Feedback(text) => field(f, area, app, "Reject: feedback for the agent", text),
-        Overlay::Goto(text) => field(f, area, app, "Go to iteration", text),
+        Overlay::Feedback(text) => {
+            field(f, area, app, view, "Reject: feedback for the agent", text)
+        }
+        Overlay::Goto(text) => field(f, area, app, view, "Go to iteration", text),
         Overlay::Picker { selected } => picker(f, area, app, view, *selected),
         Overlay::Confirm { what, ok } => confirm(f, area, app, view, *what, *ok),
     }
@@ -148,7 +154,7 @@ fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> (u16, u16) {
 
 /// A text field that grows with its text and, when the text outgrows the screen, shows
 /// the lines around the cursor. The text wraps by characters, as typed.
-fn field(f: &mut Frame, area: Rect, app: &App, title: &str, text: &TextField) {
+fn field(f: &mut Frame, area: Rect, app: &App, view: &View, title: &str, text: &TextField) {
     let t = app.theme();
     let width = 72.min(area.width);
     let inner_w = width.saturating_sub(2).max(1) as usize;
@@ -178,10 +184,13 @@ fn field(f: &mut Frame, area: Rect, app: &App, title: &str, text: &TextField) {
     if below > 0 {
         more += &format!(" · {below} below");
     }
-    lines.push(Line::styled(
-        format!("⏎ send · esc cancel · ←→ move{more}"),
-        t.muted(),
-    ));
+    // ← → move the cursor in any text field, whatever the keymap says.
+    let keys = app.hint(
+        &[(&[Action::Submit], "send"), (&[Action::Cancel], "cancel")],
+        Mode::Text,
+        !view.live(),
+    );
+    lines.push(Line::styled(format!("{keys} · ←→ move{more}"), t.muted()));
     f.render_widget(Paragraph::new(lines).block(dialog(app, title, r.width)), r);
 }
 
@@ -232,10 +241,16 @@ fn picker(f: &mut Frame, area: Rect, app: &App, view: &View, selected: usize) {
     } else {
         String::new()
     };
-    lines.push(Line::styled(
-        format!("↑↓ choose · ⏎ next · esc cancel{range}"),
-        t.muted(),
-    ));
+    let keys = app.hint(
+        &[
+            (&[Action::RowUp, Action::RowDown], "choose"),
+            (&[Action::Submit], "next"),
+            (&[Action::Cancel], "cancel"),
+        ],
+        Mode::Dialog,
+        !view.live(),
+    );
+    lines.push(Line::styled(format!("{keys}{range}"), t.muted()));
     let p = Paragraph::new(lines).block(dialog(app, "Roll back to a checkpoint", r.width));
     f.render_widget(p, r);
 }
@@ -261,9 +276,11 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok:
         ),
         Confirm::Stop => (
             "Stop the session?",
-            "It ends at the next safe point and the session is finished: --resume then only \
-             prints its summary. To come back to it later, quit with q instead."
-                .to_string(),
+            format!(
+                "It ends at the next safe point and the session is finished: --resume then \
+                 only prints its summary. To come back to it later, quit with {} instead.",
+                app.key_name(Action::Quit, Mode::Normal, false)
+            ),
         ),
         Confirm::Rollback(i) => {
             let c = &m.checkpoints[i.min(m.checkpoints.len().saturating_sub(1))];
@@ -279,26 +296,53 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok:
             )
         }
     };
-    let r = centered(area, 64, 8);
+    // The buttons always show; then as much of the text as fits, the hint and a blank
+    // line (on a screen too small to draw, the text wrapped over the buttons and the hint).
+    let width = 64.min(area.width);
+    let inner_w = width.saturating_sub(2);
+    let text = Paragraph::new(Line::styled(text, t.text())).wrap(Wrap { trim: true });
+    let text_rows = text.line_count(inner_w) as u16;
+    let room = area.height.saturating_sub(2);
+    let buttons_row = 1;
+    let text_shown = text_rows.min(room.saturating_sub(buttons_row));
+    let hint_row = u16::from(room > text_shown + buttons_row);
+    let blank = u16::from(room > text_shown + buttons_row + hint_row);
+    let r = centered(area, width, text_shown + blank + buttons_row + hint_row + 2);
     f.render_widget(Clear, r);
+    let block = dialog(app, title, r.width);
+    let inner = block.inner(r);
+    f.render_widget(block, r);
     let button = |label: &str, on: bool| {
         let style = if on { t.selected() } else { t.muted() };
         Span::styled(format!("[ {label} ]"), style)
     };
-    let lines = vec![
-        Line::styled(text, t.text()),
-        Line::default(),
-        Line::from(vec![
-            button("Cancel", !ok),
-            Span::raw("   "),
-            button("OK", ok),
-        ]),
-        Line::styled("←→ switch · ⏎ choose · esc cancel", t.muted()),
-    ];
-    let p = Paragraph::new(lines)
-        .block(dialog(app, title, r.width))
-        .wrap(Wrap { trim: true });
-    f.render_widget(p, r);
+    let gap = if inner.width >= 19 { "   " } else { " " };
+    let mut below = vec![Line::from(vec![
+        button("Cancel", !ok),
+        Span::raw(gap),
+        button("OK", ok),
+    ])];
+    if hint_row > 0 {
+        below.push(Line::styled(
+            app.hint(
+                &[
+                    (&[Action::ToggleChoice], "switch"),
+                    (&[Action::Submit], "choose"),
+                    (&[Action::Cancel], "cancel"),
+                ],
+                Mode::Dialog,
+                !view.live(),
+            ),
+            t.muted(),
+        ));
+    }
+    let [top, bottom] = Layout::vertical([
+        Constraint::Length(text_shown + blank),
+        Constraint::Length(buttons_row + hint_row),
+    ])
+    .areas(inner);
+    f.render_widget(text, top);
+    f.render_widget(Paragraph::new(below), bottom);
 }
 
 pub fn loading(f: &mut Frame, area: Rect, app: &App, view: &View) {
@@ -311,7 +355,10 @@ pub fn loading(f: &mut Frame, area: Rect, app: &App, view: &View) {
         Line::styled(format!("session {}", view.session), t.text()),
         Line::default(),
         Line::styled(
-            "q quits (nothing is written before the model is ready)",
+            format!(
+                "{} quits (nothing is written before the model is ready)",
+                app.key_name(Action::Quit, Mode::Normal, !view.live())
+            ),
             t.muted(),
         ),
     ];

@@ -15,6 +15,7 @@ use crate::session::{Decision, Event, Phase};
 use crate::tui::app::App;
 use crate::tui::editor::{parse_value, EditKind, Editor, Field};
 use crate::tui::grid::short_name;
+use crate::tui::keymap::{Action, Mode};
 use crate::tui::theme::Theme;
 use crate::tui::view::View;
 
@@ -118,13 +119,22 @@ pub fn render(
     }
     let table_top: i32 = 1;
     if rows.is_empty() {
+        let replay = !view.live();
+        let key = |a: Action, mode: Mode| app.key_name(a, mode, replay);
         let msg = match m.phase {
-            Phase::Proposing => "the agent is working on a proposal…",
-            _ if app.editor.is_some() => "empty: move in the heatmap (hjkl) and press + to add",
-            _ if view.pending.is_some() => {
-                "no valid proposal from the agent: o override, r ask again, x skip"
-            }
-            _ => "no proposal",
+            Phase::Proposing => "the agent is working on a proposal…".to_string(),
+            _ if app.editor.is_some() => format!(
+                "empty: move in the heatmap ({}) and press {} to add",
+                app.move_keys(Mode::Edit, replay),
+                key(Action::AddLayer, Mode::Edit)
+            ),
+            _ if view.pending.is_some() => format!(
+                "no valid proposal from the agent: {} override, {} ask again, {} skip",
+                key(Action::Override, Mode::Normal),
+                key(Action::Reject, Mode::Normal),
+                key(Action::Skip, Mode::Normal)
+            ),
+            _ => "no proposal".to_string(),
         };
         lines.push(Line::styled(msg, t.muted()));
     }
@@ -143,7 +153,8 @@ pub fn render(
             lines.push(Line::styled(format!("✗ {p}"), t.danger()));
         }
         if ed.problems.is_empty() {
-            lines.push(Line::styled("✓ valid: ⏎ sends it", t.good()));
+            let send = app.key_name(Action::Submit, Mode::Edit, !view.live());
+            lines.push(Line::styled(format!("✓ valid: {send} sends it"), t.good()));
         }
         if ed.kind == EditKind::Override {
             let style = if ed.field == Field::Reasoning {

@@ -245,15 +245,8 @@ fn key_line(app: &App, view: &View, width: usize) -> Vec<Span<'static>> {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     let mut tail: Vec<(String, Vec<String>)> = Vec::new();
     for b in app.valid_now(view) {
-        let live = app.live_keys(b, view);
-        let Some(key) = live.first() else {
+        let Some(key) = crate::tui::hints::shown(b.action, &app.live_keys(b, view)) else {
             continue;
-        };
-        // A dialog's switch is any of its keys, as the dialog says (`←` alone read as
-        // doing nothing with the focus on Cancel, the left button).
-        let key = match b.action {
-            Action::ToggleChoice => live.iter().map(|k| k.label()).collect::<Vec<_>>().join("/"),
-            _ => key.label(),
         };
         let list = if matches!(b.action, Action::Help | Action::Quit) {
             &mut tail
