@@ -2430,3 +2430,57 @@ fn a_confirmation_keeps_its_buttons_on_any_screen() {
         }
     }
 }
+
+// A session warning (it cannot reach its target, a server that read part of a prompt) is
+// said on the status line, which drops it at the next key, and stays in the Log panel
+// after the events recorded when it was said, wrapped whole.
+#[test]
+fn a_session_warning_stays_in_the_log_after_the_next_key() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    let end = "or more layers or a larger step per iteration";
+    // Long enough to wrap in the 200-column Log panel.
+    let middle = "(the built-in agent prunes 8 layers by at most 0.05 each step) ".repeat(3);
+    let warning = format!(
+        "warning: target 0.45 needs at least 78 iterations at this pace (max 60) {middle}{end}"
+    );
+    a.warn_kept(2, warning.clone());
+    let screen = text(&draw(&mut a, &v, 200, 60));
+    let key_line = |b: &Buffer| text(b).lines().last().unwrap().to_string();
+    assert!(key_line(&draw(&mut a, &v, 200, 60)).contains("needs at least 78"));
+    let log = screen
+        .lines()
+        .filter(|l| l.contains("Log ·"))
+        .collect::<Vec<_>>();
+    assert!(log.iter().any(|l| l.contains("· 1 warning")), "{screen}");
+    press(&mut a, &v, &[ch('m')]);
+    assert!(a.notice.is_none());
+    let b = draw(&mut a, &v, 200, 60);
+    let screen = text(&b);
+    assert!(!key_line(&b).contains("needs at least"), "{screen}");
+    // Between events 2 and 3, marked, and whole over its wrapped lines.
+    let lines: Vec<&str> = screen.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("   ! warning: target 0.45"))
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert!(lines[at - 1].contains("   2 "), "{screen}");
+    let flat: String = lines[at..]
+        .iter()
+        .take_while(|l| !l.contains("   3 "))
+        .map(|l| l.split('│').nth(1).unwrap_or("").trim().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let words = |s: &str| s.split_whitespace().collect::<String>();
+    assert!(words(&flat).contains(&words(end)), "{flat}\n{screen}");
+    // Replay shows the file's events only.
+    let mut r = app();
+    r.warnings = a.warnings.clone();
+    let mut rv = view(&m, &events);
+    rv.replay = Some(arborist::tui::view::ReplayPos {
+        index: events.len(),
+        total: events.len(),
+    });
+    assert!(!text(&draw(&mut r, &rv, 200, 60)).contains("! warning"));
+}

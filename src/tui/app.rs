@@ -159,6 +159,10 @@ pub struct App {
     /// Rejection feedback closed with esc, and its iteration: `r` there reopens it, so a
     /// long text is not lost to a stray key.
     pub feedback_draft: Option<(usize, TextField)>,
+    /// The session's warnings (it cannot reach its target, a server that read part of a
+    /// prompt), each after the events recorded when it was said: the Log panel keeps them,
+    /// since the status line drops a notice at the next key.
+    pub warnings: Vec<(usize, String)>,
 }
 
 impl App {
@@ -183,7 +187,15 @@ impl App {
             mouse: true,
             areas: Areas::default(),
             feedback_draft: None,
+            warnings: Vec::new(),
         }
+    }
+
+    /// A session warning: said on the status line and kept in the Log panel after the
+    /// first `events` events.
+    pub fn warn_kept(&mut self, events: usize, text: String) {
+        self.say(Level::Warn, text.clone());
+        self.warnings.push((events, text));
     }
 
     pub fn theme(&self) -> &Theme {

@@ -179,7 +179,7 @@ impl Source for Live {
             .map(|d| d.warnings())
             .unwrap_or_default()
         {
-            app.say(Level::Warn, w);
+            app.warn_kept(self.events.len(), w);
             changed = true;
         }
         let auto = app.auto_decision(&self.view());

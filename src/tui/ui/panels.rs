@@ -69,47 +69,158 @@ fn event_style(t: &Theme, ev: &Event) -> Style {
     }
 }
 
-/// Draws the newest events that fit; returns how far back it can scroll.
+/// One line of the Log panel: an event (by index), or a session warning kept after the
+/// events recorded when it was said.
+enum LogRow<'a> {
+    Event(usize),
+    Warning(&'a str),
+}
+
+/// One screen line of the Log panel: an event, or a line of a warning (whether its first).
+enum LogLine {
+    Event(usize),
+    Warning(bool, String),
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces where it can be.
+fn wrap_words(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let mut word = word.to_string();
+        let len = line.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        // A word longer than a line is cut at the width.
+        while word.chars().count() > width {
+            let head: String = word.chars().take(width).collect();
+            word = word.chars().skip(width).collect();
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+            }
+            lines.push(head);
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    lines.push(line);
+    lines
+}
+
+fn log_rows<'a>(events: usize, warnings: &'a [(usize, String)]) -> Vec<LogRow<'a>> {
+    let mut rows = Vec::with_capacity(events + warnings.len());
+    let mut said = warnings.iter().peekable();
+    for i in 0..=events {
+        while let Some((_, w)) = said.next_if(|(at, _)| *at <= i) {
+            rows.push(LogRow::Warning(w));
+        }
+        if i < events {
+            rows.push(LogRow::Event(i));
+        }
+    }
+    rows
+}
+
+/// Draws the newest events (and warnings) that fit; returns how far back it can scroll.
 pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tabbed: bool) -> u16 {
     let t = app.theme();
     let height = area.height.saturating_sub(2) as usize;
     let total = view.events.len();
-    // Scrolling counts back from the newest line.
-    let back = (app.scroll(Panel::Log) as usize).min(total.saturating_sub(height));
-    let end = total - back;
-    let start = end.saturating_sub(height);
+    // Replay shows the file's events only; the warnings belong to the live run.
+    let warnings: &[(usize, String)] = if view.live() { &app.warnings } else { &[] };
     let width = area.width.saturating_sub(2) as usize;
-    let lines: Vec<Line> = view.events[start..end]
-        .iter()
-        .enumerate()
-        .map(|(i, ev)| {
-            let n = start + i + 1;
-            let mut text = ev.summary_in(&view.events[..start + i]);
-            if text.chars().count() > width.saturating_sub(6) {
-                text = text
-                    .chars()
-                    .take(width.saturating_sub(7))
-                    .collect::<String>()
-                    + "…";
+    // A warning wraps (its end is often what to do); an event is one line, cut.
+    let wrap = width.saturating_sub(5).max(1);
+    let mut units: Vec<LogLine> = Vec::new();
+    for row in log_rows(total, warnings) {
+        match row {
+            LogRow::Warning(w) => {
+                let parts = wrap_words(w, wrap).into_iter().enumerate();
+                units.extend(parts.map(|(k, part)| LogLine::Warning(k == 0, part)));
             }
-            let current = view.replay.is_some() && n == total;
-            let style = if current {
-                t.selected()
-            } else {
-                event_style(t, ev)
-            };
-            Line::from(vec![
-                Span::styled(format!("{n:>4} "), t.muted()),
-                Span::styled(text, style),
-            ])
+            LogRow::Event(i) => units.push(LogLine::Event(i)),
+        }
+    }
+    // Scrolling counts back from the newest line.
+    let back = (app.scroll(Panel::Log) as usize).min(units.len().saturating_sub(height));
+    let end = units.len() - back;
+    let start = end.saturating_sub(height);
+    let lines: Vec<Line> = units[start..end]
+        .iter()
+        .map(|unit| match unit {
+            LogLine::Warning(first, text) => {
+                let lead = if *first { "   ! " } else { "     " };
+                Line::from(vec![
+                    Span::styled(lead, t.warn()),
+                    Span::styled(text.clone(), t.warn()),
+                ])
+            }
+            LogLine::Event(i) => {
+                let i = *i;
+                let n = i + 1;
+                let ev = &view.events[i];
+                let mut text = ev.summary_in(&view.events[..i]);
+                if text.chars().count() > width.saturating_sub(6) {
+                    text = text
+                        .chars()
+                        .take(width.saturating_sub(7))
+                        .collect::<String>()
+                        + "…";
+                }
+                let current = view.replay.is_some() && n == total;
+                let style = if current {
+                    t.selected()
+                } else {
+                    event_style(t, ev)
+                };
+                Line::from(vec![
+                    Span::styled(format!("{n:>4} "), t.muted()),
+                    Span::styled(text, style),
+                ])
+            }
         })
         .collect();
     let s = if total == 1 { "" } else { "s" };
     let mut title = format!("Log · {total} event{s}");
+    match warnings.len() {
+        0 => {}
+        1 => title += " · 1 warning",
+        n => title += &format!(" · {n} warnings"),
+    }
     if back > 0 {
         title += &format!(" · {back} newer below");
     }
     let block = panel_block(app, title, focused, tabbed, area.width);
     f.render_widget(Paragraph::new(lines).block(block), area);
-    total.saturating_sub(height).min(u16::MAX as usize) as u16
+    units.len().saturating_sub(height).min(u16::MAX as usize) as u16
+}
+
+#[cfg(test)]
+mod wrap_tests {
+    use super::wrap_words;
+
+    #[test]
+    fn warnings_wrap_at_spaces_and_cut_only_a_word_longer_than_a_line() {
+        assert_eq!(wrap_words("one two three", 7), ["one two", "three"]);
+        assert_eq!(wrap_words("one two three", 13), ["one two three"]);
+        assert_eq!(
+            wrap_words("a abcdefghij b", 4),
+            ["a", "abcd", "efgh", "ij b"]
+        );
+        for w in [1, 3, 5, 8] {
+            let text = "needs at least 78 iterations, or a larger step";
+            let lines = wrap_words(text, w);
+            assert!(
+                lines.iter().all(|l| l.chars().count() <= w),
+                "{w}: {lines:?}"
+            );
+            assert_eq!(
+                lines.join(" ").split_whitespace().collect::<String>(),
+                text.split_whitespace().collect::<String>()
+            );
+        }
+    }
 }
