@@ -128,6 +128,23 @@ fn retry_after_is_honoured_on_429() {
     assert!(gap >= Duration::from_secs(1), "retried after {gap:?}");
 }
 
+// Retry-After as an HTTP date (as proxies send it) is the wait until then; it fell back to
+// the 10 ms backoff.
+#[test]
+fn retry_after_as_an_http_date_is_honoured() {
+    let at = std::time::SystemTime::now() + Duration::from_secs(3);
+    let server = ScriptedServer::start(vec![
+        Scripted::error(503, "later").header("Retry-After", &httpdate::fmt_http_date(at)),
+        Scripted::openai(&good(0.35), 1, 1),
+    ]);
+    agent(&server).propose(&AgentContext::example()).unwrap();
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    // The date is whole seconds: at least 2 s after it was written, less the request's trip.
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(gap >= Duration::from_secs(1), "retried after {gap:?}");
+}
+
 #[test]
 fn two_503s_then_success_and_a_dropped_connection_is_retried() {
     let server = ScriptedServer::start(vec![

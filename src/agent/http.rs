@@ -1,6 +1,6 @@
 //! The POST-with-retry loop both back ends share, and how failures read.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
@@ -173,7 +173,7 @@ pub(crate) async fn post_with_retry(
                     .headers()
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
                 // Only the start of a huge error body is worth quoting. A body that stalls
                 // until the timeout is the timeout's failure, not the status's: retrying it
                 // would wait the whole timeout again each time.
@@ -296,12 +296,18 @@ async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8
     Ok(body)
 }
 
-/// Retry-After in its seconds form; the HTTP-date form falls back to our own backoff. A
-/// wait too long for a Duration is the longest one (capped by the caller); converting it
-/// directly panicked the agent worker.
-fn parse_retry_after(v: &str) -> Option<Duration> {
-    let s: f64 = v.trim().parse().ok()?;
-    (s.is_finite() && s >= 0.0).then(|| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX))
+/// Retry-After as seconds, or as an HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`, the wait
+/// until then from `now`; a date already past is no wait). A wait too long for a Duration
+/// is the longest one (capped by the caller); converting it directly panicked the agent
+/// worker. Anything else falls back to our own backoff.
+fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<f64>() {
+        return (s.is_finite() && s >= 0.0)
+            .then(|| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The message out of an error body ({"error": {"message"}} for OpenAI and Anthropic,
@@ -357,15 +363,27 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_seconds_only() {
-        assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(parse_retry_after("-1"), None);
-        assert_eq!(parse_retry_after("1e20"), Some(Duration::MAX));
+    fn retry_after_as_seconds_or_an_http_date() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        let p = |v| parse_retry_after(v, now);
+        assert_eq!(p(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(p("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(p("-1"), None);
+        assert_eq!(p("1e20"), Some(Duration::MAX));
+        assert_eq!(p("99999999999999999999"), Some(Duration::MAX));
+        // The date form: the wait until then, none for a date already past.
         assert_eq!(
-            parse_retry_after("99999999999999999999"),
-            Some(Duration::MAX)
+            p("Wed, 21 Oct 2015 07:28:45 GMT"),
+            Some(Duration::from_secs(45))
         );
+        assert_eq!(p("Wed, 21 Oct 2015 07:27:00 GMT"), Some(Duration::ZERO));
+        // RFC 850 and asctime, which HTTP/1.1 readers must accept too.
+        assert_eq!(
+            p("Wednesday, 21-Oct-15 07:28:10 GMT"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(p("Wed Oct 21 07:28:03 2015"), Some(Duration::from_secs(3)));
+        assert_eq!(p("soon"), None);
+        assert_eq!(p(""), None);
     }
 }
