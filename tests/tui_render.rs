@@ -1773,6 +1773,12 @@ fn the_rollback_picker_scrolls_on_a_short_screen() {
             screen.contains("↑/↓ choose") && screen.contains("of 0–7"),
             "{screen}"
         );
+        // The key line says what the picker's hint says.
+        let keys = screen.lines().last().unwrap();
+        assert!(
+            keys.contains("↑/↓ choose") && keys.contains("⏎ next"),
+            "{keys}"
+        );
         assert!(
             row(selected, &screen),
             "checkpoint {selected} not shown:\n{screen}"

@@ -85,7 +85,7 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
             too_small: true,
             ..Areas::default()
         };
-        areas.overlay(overlay::render(f, area, app, view));
+        areas.overlay(overlay::render(f, area, app, view, false));
         return areas;
     }
     let mut areas = Areas::default();
@@ -119,7 +119,7 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
             areas.panels.push((Panel::Heatmap, body));
         }
         status::render(f, bar, app, view);
-        areas.overlay(overlay::render(f, area, app, view));
+        areas.overlay(overlay::render(f, area, app, view, true));
         return areas;
     }
     let heat_h = HEAT_HEIGHT.min(body.height);
@@ -168,7 +168,7 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
         place(Panel::Log, log, &mut areas);
     }
     status::render(f, bar, app, view);
-    areas.overlay(overlay::render(f, area, app, view));
+    areas.overlay(overlay::render(f, area, app, view, true));
     areas
 }
 

@@ -99,13 +99,18 @@ pub(super) fn dialog<'a>(app: &App, title: &str, width: u16) -> Block<'a> {
 }
 
 /// Draws the open dialog; returns how far the help or the details can scroll when open,
-/// and how many lines they show.
-pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) -> Option<(u16, u16)> {
+/// and how many lines they show. `bar`: the screen has a status bar (one too small to draw
+/// has none).
+pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, bar: bool) -> Option<(u16, u16)> {
+    // Dialogs stay above the status bar, whose key line says what their keys do (a picker
+    // as tall as the screen covered it).
+    let screen = area;
+    let area = if bar { above_bar(area) } else { area };
     match &app.overlay {
         Overlay::None => {}
-        Overlay::Help { scroll } => return Some(help(f, area, app, *scroll)),
+        Overlay::Help { scroll } => return Some(help(f, screen, app, *scroll)),
         Overlay::Details { scroll } => {
-            return Some(super::details::render(f, area, app, view, *scroll))
+            return Some(super::details::render(f, screen, app, view, *scroll))
         }
         Overlay::Feedback(text) => {
             field(f, area, app, view, "Reject: feedback for the agent", text)

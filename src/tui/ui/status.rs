@@ -225,8 +225,16 @@ fn help_keys(app: &App, what: &str) -> Vec<Span<'static>> {
 }
 
 /// A binding's word; ⏎ in a confirmation chooses the focused button, so with the focus on
-/// Cancel it says cancel's word (it said "ok" and cancelled).
+/// Cancel it says cancel's word (it said "ok" and cancelled). In the checkpoint picker the
+/// words are the picker's own hint's (↑/↓ choose a checkpoint, ⏎ goes on to confirm it).
 fn submit_label(app: &App, b: &Binding) -> String {
+    if matches!(app.overlay, Overlay::Picker { .. }) {
+        match b.action {
+            Action::RowUp | Action::RowDown => return "choose".into(),
+            Action::Submit => return "next".into(),
+            _ => {}
+        }
+    }
     let on_cancel = matches!(app.overlay, Overlay::Confirm { ok: false, .. });
     if b.action != Action::Submit || !on_cancel {
         return b.short.clone();
