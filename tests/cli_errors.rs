@@ -1115,17 +1115,59 @@ fn an_unreadable_data_file_names_its_flag() {
         arborist(&a, &[])
     };
     let probe = ["--probe", "freebaseqa", "--probe-file", &dir];
-    for (extra, flag) in [
-        (vec!["--calib", &missing, "--eval", &t], "--calib"),
-        (vec!["--calib", &t, "--eval", &missing], "--eval"),
+    let short = d.path().join("short.txt");
+    std::fs::write(&short, "only a few words").unwrap();
+    let short = p(&short);
+    for (extra, flag, what) in [
+        (
+            vec!["--calib", &missing, "--eval", &t],
+            "--calib",
+            "cannot read",
+        ),
+        (
+            vec!["--calib", &t, "--eval", &missing],
+            "--eval",
+            "cannot read",
+        ),
         (
             [&["--calib", &t, "--eval", &t][..], &probe].concat(),
             "--probe-file",
+            "cannot read",
         ),
+        // Too short for one window: found after the read, named by its flag too.
+        (vec!["--calib", &t, "--eval", &short], "--eval", &short),
+        (vec!["--calib", &short, "--eval", &t], "--calib", &short),
     ] {
         let e = stderr(&session(&extra));
-        let want = format!("error: {flag}: cannot read");
+        let want = format!("error: {flag}: {what}");
         assert!(e.lines().any(|l| l.starts_with(&want)), "{want}: {e}");
     }
     assert!(!s.exists());
+    // And `eval --ppl`, `prune --eval`.
+    let prune = [
+        "prune",
+        "--model",
+        &m,
+        "--method",
+        "magnitude",
+        "--sparsity",
+        "0.5",
+    ];
+    for (args, flag) in [
+        (
+            vec!["eval", "--model", &m, "--seqlen", "64", "--ppl", &short],
+            "--ppl",
+        ),
+        (
+            [
+                &prune[..],
+                &["--seqlen", "64", "--eval", &short, "--out", &out],
+            ]
+            .concat(),
+            "--eval",
+        ),
+    ] {
+        let want = format!("{flag}: {short} has");
+        assert_one_line_error(&arborist(&args, &[]), &[&want, "too short for one window"]);
+    }
 }

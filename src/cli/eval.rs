@@ -202,7 +202,11 @@ fn run_ppl(a: &EvalArgs, model: &LoadedModel, path: &Path, text: &str) -> Result
     let seqlen = super::seqlen_warned(a.seqlen, model);
     let dataset = path.display().to_string();
     let ids = model.encode(text)?;
-    let windows = Windows::sequential(&ids, seqlen, a.max_windows, &dataset)?;
+    // Too short for one window is the file's fault: named by its flag, as its read is.
+    let windows = for_flag(
+        Windows::sequential(&ids, seqlen, a.max_windows, &dataset),
+        "--ppl",
+    )?;
     windows.warn_if_fewer("--max-windows", a.max_windows, &dataset);
     let p = perplexity(&model.decoder, &windows, batch(a), &dataset, |d, t| {
         super::progress("evaluating windows", d, t)

@@ -82,7 +82,11 @@ pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
     let eval_name = eval_path.display().to_string();
     let eval_text = flagged(read_ppl_text(&eval_path), "--eval", opts.eval.is_some())?;
     let eval_ids = m.encode(&eval_text)?;
-    let eval = Windows::sequential(&eval_ids, seqlen, Some(opts.eval_windows), &eval_name)?;
+    let eval = flagged(
+        Windows::sequential(&eval_ids, seqlen, Some(opts.eval_windows), &eval_name),
+        "--eval",
+        opts.eval.is_some(),
+    )?;
     eval.warn_if_fewer("--eval-windows", Some(opts.eval_windows), &eval_name);
     let probe = match &opts.probe {
         Some(p) => Some(load_probe(p, opts)?),
