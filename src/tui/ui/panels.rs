@@ -69,14 +69,8 @@ fn event_style(t: &Theme, ev: &Event) -> Style {
     }
 }
 
-/// One line of the Log panel: an event (by index), or a session warning kept after the
-/// events recorded when it was said.
-enum LogRow<'a> {
-    Event(usize),
-    Warning(&'a str),
-}
-
-/// One screen line of the Log panel: an event, or a line of a warning (whether its first).
+/// One screen line of the Log panel: an event (by index), or a line of a session warning
+/// (whether its first), kept after the events recorded when it was said.
 enum LogLine {
     Event(usize),
     Warning(bool, String),
@@ -110,18 +104,21 @@ fn wrap_words(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-fn log_rows<'a>(events: usize, warnings: &'a [(usize, String)]) -> Vec<LogRow<'a>> {
-    let mut rows = Vec::with_capacity(events + warnings.len());
+/// The Log panel's lines: the events, each warning wrapped at `wrap` after the events
+/// recorded when it was said.
+fn log_lines(events: usize, warnings: &[(usize, String)], wrap: usize) -> Vec<LogLine> {
+    let mut lines = Vec::with_capacity(events + warnings.len());
     let mut said = warnings.iter().peekable();
     for i in 0..=events {
         while let Some((_, w)) = said.next_if(|(at, _)| *at <= i) {
-            rows.push(LogRow::Warning(w));
+            let parts = wrap_words(w, wrap).into_iter().enumerate();
+            lines.extend(parts.map(|(k, part)| LogLine::Warning(k == 0, part)));
         }
         if i < events {
-            rows.push(LogRow::Event(i));
+            lines.push(LogLine::Event(i));
         }
     }
-    rows
+    lines
 }
 
 /// Draws the newest events (and warnings) that fit; returns how far back it can scroll.
@@ -134,16 +131,7 @@ pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tab
     let width = area.width.saturating_sub(2) as usize;
     // A warning wraps (its end is often what to do); an event is one line, cut.
     let wrap = width.saturating_sub(5).max(1);
-    let mut units: Vec<LogLine> = Vec::new();
-    for row in log_rows(total, warnings) {
-        match row {
-            LogRow::Warning(w) => {
-                let parts = wrap_words(w, wrap).into_iter().enumerate();
-                units.extend(parts.map(|(k, part)| LogLine::Warning(k == 0, part)));
-            }
-            LogRow::Event(i) => units.push(LogLine::Event(i)),
-        }
-    }
+    let units = log_lines(total, warnings, wrap);
     // Scrolling counts back from the newest line.
     let back = (app.scroll(Panel::Log) as usize).min(units.len().saturating_sub(height));
     let end = units.len() - back;
