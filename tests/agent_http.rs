@@ -114,35 +114,27 @@ fn base_url_with_v1_is_accepted_and_usage_recorded() {
     assert_eq!(server.requests()[0].path, "/v1/chat/completions");
 }
 
+// Retry-After in seconds, and as an HTTP date (as proxies send it: the wait until then; it
+// fell back to the backoff).
 #[test]
-fn retry_after_is_honoured_on_429() {
-    let server = ScriptedServer::start(vec![
-        Scripted::error(429, "slow down").header("Retry-After", "1"),
-        Scripted::openai(&good(0.35), 1, 1),
-    ]);
-    agent(&server).propose(&AgentContext::example()).unwrap();
-    let reqs = server.requests();
-    assert_eq!(reqs.len(), 2);
-    let gap = reqs[1].at - reqs[0].at;
-    // The backoff alone would be 10 ms; Retry-After says 1 s.
-    assert!(gap >= Duration::from_secs(1), "retried after {gap:?}");
-}
-
-// Retry-After as an HTTP date (as proxies send it) is the wait until then; it fell back to
-// the 10 ms backoff.
-#[test]
-fn retry_after_as_an_http_date_is_honoured() {
-    let at = std::time::SystemTime::now() + Duration::from_secs(3);
-    let server = ScriptedServer::start(vec![
-        Scripted::error(503, "later").header("Retry-After", &httpdate::fmt_http_date(at)),
-        Scripted::openai(&good(0.35), 1, 1),
-    ]);
-    agent(&server).propose(&AgentContext::example()).unwrap();
-    let reqs = server.requests();
-    assert_eq!(reqs.len(), 2);
-    // The date is whole seconds: at least 2 s after it was written, less the request's trip.
-    let gap = reqs[1].at - reqs[0].at;
-    assert!(gap >= Duration::from_secs(1), "retried after {gap:?}");
+fn retry_after_is_honoured_in_seconds_and_as_a_date() {
+    // The date is whole seconds: at least 2 s after it was written.
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3));
+    for (status, retry_after) in [(429, "1"), (503, date.as_str())] {
+        let server = ScriptedServer::start(vec![
+            Scripted::error(status, "slow down").header("Retry-After", retry_after),
+            Scripted::openai(&good(0.35), 1, 1),
+        ]);
+        agent(&server).propose(&AgentContext::example()).unwrap();
+        let reqs = server.requests();
+        assert_eq!(reqs.len(), 2);
+        let gap = reqs[1].at - reqs[0].at;
+        // The backoff alone would be 10 ms.
+        assert!(
+            gap >= Duration::from_secs(1),
+            "{retry_after}: retried after {gap:?}"
+        );
+    }
 }
 
 #[test]

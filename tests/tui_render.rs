@@ -10,6 +10,19 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::buffer::Buffer;
 use ratatui::style::Color;
 
+/// The reviewer approved iteration 1's proposal: a step is running.
+fn approved() -> (arborist::session::Machine, Vec<Event>) {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    let iteration = m.iteration;
+    let approve = Event::Decided {
+        iteration,
+        by: "human".into(),
+        decision: Decision::Approve,
+    };
+    fixtures::feed(&mut m, &mut events, approve);
+    (m, events)
+}
+
 fn text(b: &Buffer) -> String {
     let mut s = String::new();
     for y in 0..b.area.height {
@@ -838,17 +851,7 @@ fn the_texts_that_name_keys_follow_a_users_keymap() {
     no_builtin(&screen);
 
     // The confirmation while a step runs, and its stop sibling.
-    let (mut m2, mut e2) = fixtures::reviewing(8);
-    let iteration = m2.iteration;
-    fixtures::feed(
-        &mut m2,
-        &mut e2,
-        Event::Decided {
-            iteration,
-            by: "human".into(),
-            decision: Decision::Approve,
-        },
-    );
+    let (m2, e2) = approved();
     let busy = view(&m2, &e2);
     let mut a = new_app();
     press(&mut a, &busy, &[ch('Q')]);
@@ -2393,17 +2396,7 @@ fn the_goto_field_says_what_is_wrong_with_its_text() {
 // the text and then the hint give way first.
 #[test]
 fn a_confirmation_keeps_its_buttons_on_any_screen() {
-    let (mut m, mut e) = fixtures::reviewing(8);
-    let iteration = m.iteration;
-    fixtures::feed(
-        &mut m,
-        &mut e,
-        Event::Decided {
-            iteration,
-            by: "human".into(),
-            decision: Decision::Approve,
-        },
-    );
+    let (m, e) = approved();
     let busy = view(&m, &e);
     let (m2, e2) = fixtures::reviewing(8);
     let idle = view(&m2, &e2);
