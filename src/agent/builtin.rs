@@ -100,6 +100,9 @@ impl BuiltinAgent {
         let mut layers = Vec::new();
         let mut used = Vec::new();
         let (mut backed_off, mut retired) = (0usize, Vec::new());
+        // A --max-step below our smallest step is the smallest (every layer was retired at
+        // 0.01, and the session failed with "no headroom" while every layer was dense).
+        let smallest = MIN_STEP.min(b.max_step);
         for r in rows {
             if layers.len() >= b.max_layers || need <= 0.0 {
                 break;
@@ -107,7 +110,7 @@ impl BuiltinAgent {
             // A layer whose own step would fall below the smallest one is left alone: it
             // took part in rollbacks even at the smallest step.
             let own = p.step * 0.5f64.powi(p.rollbacks_of.get(&r.name).copied().unwrap_or(0));
-            if own < MIN_STEP - 1e-12 {
+            if own < smallest - 1e-12 {
                 retired.push(r.name.as_str());
                 continue;
             }
@@ -297,5 +300,20 @@ mod tests {
         let p = BuiltinAgent::decide(&ctx).unwrap();
         assert!((to(&p, q).unwrap() - 0.4).abs() < 1e-9, "{p:?}");
         assert!((to(&p, k).unwrap() - 0.4).abs() < 1e-9, "{p:?}");
+    }
+
+    /// A max step below the smallest step the policy backs off to is the step: every layer
+    /// takes it (all were left alone, and the agent failed with "no layer has headroom").
+    #[test]
+    fn a_max_step_below_the_smallest_step_is_taken() {
+        let mut ctx = AgentContext::example();
+        ctx.bounds.max_step = 0.01;
+        let p = BuiltinAgent::decide(&ctx).unwrap();
+        assert!(!p.layers.is_empty(), "{p:?}");
+        for l in &p.layers {
+            let from = ctx.layers.iter().find(|r| r.name == l.name).unwrap().sparsity;
+            assert!((l.sparsity - from - 0.01).abs() < 1e-9, "{l:?} from {from}");
+        }
+        assert!(!p.reasoning.contains("left alone"), "{}", p.reasoning);
     }
 }
