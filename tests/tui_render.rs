@@ -2379,6 +2379,12 @@ fn the_goto_field_says_what_is_wrong_with_its_text() {
         keys.push(code(KeyCode::Enter));
         assert!(press(&mut a, &v, &keys).is_empty(), "{typed_text}");
         assert_eq!(a.notice.as_ref().unwrap().text, said);
+        // Still open, with what was typed, to be corrected.
+        assert!(
+            matches!(&a.overlay, Overlay::Goto(t) if t.as_str() == typed_text),
+            "{typed_text}: {:?}",
+            a.overlay
+        );
     }
     // A number that parses is asked for; the replay judges it against the session.
     let mut a = app();

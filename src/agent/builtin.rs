@@ -311,7 +311,12 @@ mod tests {
         let p = BuiltinAgent::decide(&ctx).unwrap();
         assert!(!p.layers.is_empty(), "{p:?}");
         for l in &p.layers {
-            let from = ctx.layers.iter().find(|r| r.name == l.name).unwrap().sparsity;
+            let from = ctx
+                .layers
+                .iter()
+                .find(|r| r.name == l.name)
+                .unwrap()
+                .sparsity;
             assert!((l.sparsity - from - 0.01).abs() < 1e-9, "{l:?} from {from}");
         }
         assert!(!p.reasoning.contains("left alone"), "{}", p.reasoning);

@@ -310,23 +310,23 @@ impl App {
                 return vec![decided(view, Decision::Reject { feedback })];
             }
             Overlay::Goto(text) => {
-                let typed = text.as_str().trim();
-                match typed.parse::<usize>() {
-                    Ok(n) => return vec![Request::Seek(Seek::Iteration(n))],
-                    Err(_) if typed.is_empty() => {
-                        let esc = self.key_name(Action::Cancel, Mode::Text, true);
-                        self.say(
-                            Level::Warn,
-                            format!("type an iteration number, or {esc} to cancel"),
-                        )
-                    }
+                let typed = text.as_str().trim().to_string();
+                if let Ok(n) = typed.parse::<usize>() {
+                    return vec![Request::Seek(Seek::Iteration(n))];
+                }
+                // The field stays open to be corrected, as the message says (it closed).
+                self.overlay = Overlay::Goto(text);
+                if typed.is_empty() {
+                    let esc = self.key_name(Action::Cancel, Mode::Text, true);
+                    self.say(
+                        Level::Warn,
+                        format!("type an iteration number, or {esc} to cancel"),
+                    )
+                } else if typed.bytes().all(|b| b.is_ascii_digit()) {
                     // All digits: a number, just past any session's iterations.
-                    Err(_) if typed.bytes().all(|b| b.is_ascii_digit()) => {
-                        self.say(Level::Warn, format!("no iteration {typed} in this session"))
-                    }
-                    Err(_) => {
-                        self.say(Level::Warn, format!("`{typed}` is not an iteration number"))
-                    }
+                    self.say(Level::Warn, format!("no iteration {typed} in this session"))
+                } else {
+                    self.say(Level::Warn, format!("`{typed}` is not an iteration number"))
                 }
             }
             Overlay::Picker { selected } => {

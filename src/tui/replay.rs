@@ -5,8 +5,9 @@ use anyhow::{anyhow, Result};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 
-use super::app::{App, Level, Notice, Request, Seek};
+use super::app::{App, Level, Notice, Overlay, Request, Seek};
 use super::runloop::{self, Exit, Source};
+use super::textfield::TextField;
 use super::verify_child::{spawn_verify, VerifyNews};
 use super::view::{iteration_of, ReplayPos, View};
 use super::{keymap::Keymap, terminal, theme::Themes};
@@ -220,6 +221,10 @@ impl Source for Replay {
                     Level::Warn,
                     format!("no iteration {n} in this session (it has 0 to {last})"),
                 );
+                // Open again with the number, to be corrected.
+                let mut field = TextField::default();
+                field.insert_str(&n.to_string());
+                app.overlay = Overlay::Goto(field);
             }
             Request::Seek(s) => self.timeline.seek(s),
             Request::Verify if self.verify.is_some() => app.say(Level::Info, VERIFY_RUNNING),
@@ -292,5 +297,41 @@ pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
     match exit? {
         Exit::Quit => Ok(()),
         Exit::Signal => Err(anyhow!("stopped by a signal")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A number the session does not have leaves the go-to field open with it, to be
+    /// corrected (it closed, and the message spoke of a field no longer there).
+    #[test]
+    fn a_missing_iteration_reopens_the_goto_field() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions/example.yaml");
+        let log = file::read(&path).unwrap();
+        let mut r = Replay {
+            timeline: Timeline::new(&log),
+            path: path.clone(),
+            session: String::new(),
+            options: String::new(),
+            verify: None,
+            verify_args: vec![],
+        };
+        let mut app = crate::tui::fixtures::app();
+        let at = r.timeline.index();
+        r.apply(Request::Seek(Seek::Iteration(999)), &mut app)
+            .unwrap();
+        assert_eq!(r.timeline.index(), at);
+        assert!(
+            matches!(&app.overlay, Overlay::Goto(t) if t.as_str() == "999"),
+            "{:?}",
+            app.overlay
+        );
+        let said = &app.notice.as_ref().unwrap().text;
+        assert!(
+            said.starts_with("no iteration 999 in this session (it has 0 to "),
+            "{said}"
+        );
     }
 }
