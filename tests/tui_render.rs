@@ -783,12 +783,17 @@ fn the_texts_that_name_keys_follow_a_users_keymap() {
 - { action: down, keys: [down, u] }
 - { action: up, keys: [up, i] }
 - { action: right, keys: [right, o] }
+- { action: next_metric, keys: [n] }
+- { action: prev_metric, keys: [N] }
+- { action: switch_field, keys: [ctrl-f] }
+- { action: next_panel, keys: [ctrl-t] }
+- { action: page_down, keys: [ctrl-d] }
 ";
     k.overlay(user, "user.yaml").unwrap();
     let ctrl = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL);
     let new_app = || App::new(k.clone(), Themes::builtin(false));
     let builtin = [
-        "⏎", "esc", "hjkl", "q quits", "+ to add", "x skip", "↑/↓", "↑↓",
+        "⏎", "esc", "hjkl", "q quits", "+ to add", "x skip", "↑/↓", "↑↓", "m/M", "(tab)", "(pgdn)",
     ];
     let screen_of = |a: &mut App, v: &arborist::tui::view::View, w, h| {
         let screen = text(&draw(a, v, w, h));
@@ -804,6 +809,21 @@ fn the_texts_that_name_keys_follow_a_users_keymap() {
 
     let (m, events) = fixtures::reviewing(8);
     let v = view(&m, &events);
+    // The heatmap's metric keys, the tabs' key and the proposal's page key.
+    let mut a = new_app();
+    let screen = screen_of(&mut a, &v, 120, 40);
+    assert!(screen.contains("· n/N metric"), "{screen}");
+    no_builtin(&screen);
+    let screen = screen_of(&mut a, &v, 99, 29);
+    assert!(screen.contains("(ctrl-t) ·"), "{screen}");
+    let screen = screen_of(&mut a, &v, 60, 23);
+    assert!(screen.contains("more line (ctrl-d)"), "{screen}");
+    no_builtin(&screen);
+    // The help lists every binding as the keymap has it, and names no move keys itself.
+    press(&mut a, &v, &[ch('?')]);
+    let screen = screen_of(&mut a, &v, 120, 40);
+    assert!(!screen.contains("hjkl"), "{screen}");
+
     // The feedback field: its hint, and the message for an empty one.
     let mut a = new_app();
     press(&mut a, &v, &[ch('r')]);
@@ -828,6 +848,11 @@ fn the_texts_that_name_keys_follow_a_users_keymap() {
     let screen = screen_of(&mut a, &v, 120, 40);
     assert!(
         screen.contains("empty: move in the heatmap (yuio) and press ctrl-a to add"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("write why in the reasoning field (ctrl-f)")
+            && screen.contains("reasoning (ctrl-f):"),
         "{screen}"
     );
     no_builtin(&screen);
@@ -1379,6 +1404,13 @@ fn a_proposal_taller_than_its_panel_says_how_much_is_below() {
     let s = if max == 1 { "" } else { "s" };
     let mark = format!("↓ {max} more line{s} (pgdn)");
     assert!(screen.contains(&mark), "{screen}");
+    // With the focus on the heatmap, which does not scroll, pgdn pages the proposal as
+    // its border says (it did nothing).
+    assert_eq!(a.focus, arborist::tui::app::Panel::Heatmap);
+    press(&mut a, &v, &[code(KeyCode::PageDown)]);
+    assert_eq!(a.scroll(Proposal), max.min(10));
+    press(&mut a, &v, &[code(KeyCode::PageUp)]);
+    assert_eq!(a.scroll(Proposal), 0);
     // Scrolled to its end, nothing is below.
     press(&mut a, &v, &[code(KeyCode::Tab)]);
     while a.scroll(Proposal) < max {
@@ -1437,7 +1469,14 @@ fn scrolling_stops_at_the_end_of_the_text() {
     }
     let v = view(&m, &events);
     let mut a = app();
-    draw(&mut a, &v, 120, 40);
+    let screen = text(&draw(&mut a, &v, 120, 40));
+    // With the focus on the heatmap pgdn pages the proposal; a reflection with more below
+    // says to move the focus to it first.
+    let reflection = screen
+        .lines()
+        .find(|l| l.contains("more line"))
+        .unwrap_or("");
+    assert!(reflection.contains("(tab, then pgdn)"), "{screen}");
     for p in [Panel::Proposal, Panel::Reflection, Panel::Log] {
         let max = scroll_max(&a, p);
         for _ in 0..50 {

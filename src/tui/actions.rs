@@ -116,12 +116,7 @@ impl App {
             NextPanel => self.focus_panel(self.focus.step(1)),
             PrevPanel => self.focus_panel(self.focus.step(-1)),
             PageUp | PageDown => {
-                // While editing, the pages scroll the table being edited.
-                let p = if self.editor.is_some() {
-                    Panel::Proposal
-                } else {
-                    self.focus
-                };
+                let p = self.paged_panel();
                 self.scroll_by(p, if a == PageUp { -10 } else { 10 });
             }
             Theme => {

@@ -202,6 +202,27 @@ impl App {
         self.themes.theme()
     }
 
+    /// The panel pgup/pgdn scroll: the focused one; the proposal while editing (the table
+    /// being edited); while the heatmap, which does not scroll, has the focus, the
+    /// proposal, or the one panel drawn under it in a compact layout (pgdn did nothing
+    /// there, under a proposal whose border said `↓ 5 more lines (pgdn)`).
+    pub fn paged_panel(&self) -> Panel {
+        if self.editor.is_some() {
+            return Panel::Proposal;
+        }
+        if self.focus != Panel::Heatmap {
+            return self.focus;
+        }
+        let drawn: Vec<Panel> = self.areas.panels.iter().map(|(p, _)| *p).collect();
+        if drawn.contains(&Panel::Proposal) {
+            return Panel::Proposal;
+        }
+        drawn
+            .into_iter()
+            .find(|&p| p != Panel::Heatmap)
+            .unwrap_or(Panel::Proposal)
+    }
+
     pub fn scroll(&self, p: Panel) -> u16 {
         self.scroll[p.index()]
     }

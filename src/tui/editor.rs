@@ -8,6 +8,8 @@ use crossterm::event::KeyCode;
 
 /// A value typed with no row to take it; the app adds which keys make one (the keymap's).
 pub const NO_ROW: &str = "no row to type into";
+/// An override without its reasoning; the app adds the key to the field (the keymap's).
+pub const NO_REASON: &str = "override: write why in the reasoning field";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EditKind {
@@ -239,7 +241,7 @@ impl Editor {
             }
         }
         if self.kind == EditKind::Override && self.reasoning.as_str().trim().is_empty() {
-            problems.push("override: write why in the reasoning field (tab)".to_string());
+            problems.push(NO_REASON.to_string());
         }
         let d = match self.kind {
             EditKind::Edit if self.unchanged() => Decision::Approve,

@@ -41,7 +41,17 @@ pub fn render(
     if let Some(i) = grid.profiled_at.filter(|_| app.metric.from_profile()) {
         title += &format!(" · profiled at iter {i}");
     }
-    title += " · m/M metric";
+    let metric: Vec<String> = [Action::NextMetric, Action::PrevMetric]
+        .iter()
+        .filter_map(|&a| {
+            app.keys_in(a, Mode::Normal, false)
+                .first()
+                .map(|k| k.label())
+        })
+        .collect();
+    if !metric.is_empty() {
+        title += &format!(" · {} metric", metric.join("/"));
+    }
     let block = panel_block(app, title, focused, false, area.width);
     let inner = block.inner(area);
     f.render_widget(block, area);

@@ -217,15 +217,26 @@ pub(crate) fn overflow(p: &Paragraph, inner: Rect) -> u16 {
 
 /// `block` with `↓ N more lines (pgdn)` on its bottom border when `hidden` lines lie below
 /// the view: a proposal of 8 layers on a 24-line screen hid its last rows and reasoning
-/// without a sign.
-pub(crate) fn more_below<'a>(block: Block<'a>, hidden: u16, app: &App) -> Block<'a> {
+/// without a sign. The keys are the keymap's; a panel pgdn does not scroll now says to
+/// move the focus to it first.
+pub(crate) fn more_below<'a>(block: Block<'a>, hidden: u16, app: &App, panel: Panel) -> Block<'a> {
     if hidden == 0 {
         return block;
     }
     let s = if hidden == 1 { "" } else { "s" };
+    let key = |a| {
+        app.keys_in(a, Mode::Normal, false)
+            .first()
+            .map(|k| k.label())
+    };
+    let how = match (key(Action::PageDown), key(Action::NextPanel)) {
+        (Some(down), _) if app.paged_panel() == panel => format!(" ({down})"),
+        (Some(down), Some(next)) => format!(" ({next}, then {down})"),
+        _ => String::new(),
+    };
     block.title_bottom(
         Line::styled(
-            format!(" ↓ {hidden} more line{s} (pgdn) "),
+            format!(" ↓ {hidden} more line{s}{how} "),
             app.theme().warn(),
         )
         .right_aligned(),
@@ -261,7 +272,12 @@ pub(crate) fn panel_block<'a>(
             };
             spans.push(Span::styled(format!("{} ", panel_name(p)), style));
         }
-        spans.push(Span::styled("(tab) · ", t.muted()));
+        // The key that cycles them, as the keymap has it.
+        let next = app.keys_in(Action::NextPanel, Mode::Normal, false);
+        let how = next
+            .first()
+            .map_or(String::new(), |k| format!("({}) ", k.label()));
+        spans.push(Span::styled(format!("{how}· "), t.muted()));
         let rest = title.split_once(" · ").map_or("", |(_, r)| r);
         spans.push(Span::styled(format!("{rest} "), t.text()));
     } else {

@@ -49,7 +49,7 @@ pub fn reflection(
     let text = Paragraph::new(lines).wrap(Wrap { trim: true });
     let max = super::overflow(&text, block.inner(area));
     let scroll = app.scroll(Panel::Reflection).min(max);
-    let block = super::more_below(block, max - scroll, app);
+    let block = super::more_below(block, max - scroll, app, Panel::Reflection);
     f.render_widget(text.block(block).scroll((scroll, 0)), area);
     max
 }

@@ -13,7 +13,7 @@ use crate::agent::parse::shown;
 use crate::agent::{LayerTarget, StepOutcome};
 use crate::session::{Decision, Event, Phase};
 use crate::tui::app::App;
-use crate::tui::editor::{parse_value, EditKind, Editor, Field};
+use crate::tui::editor::{parse_value, EditKind, Editor, Field, NO_REASON};
 use crate::tui::grid::short_name;
 use crate::tui::keymap::{Action, Mode};
 use crate::tui::theme::Theme;
@@ -149,7 +149,16 @@ pub fn render(
         lines.push(Line::styled(text, t.danger()));
     }
     if let Some(ed) = &app.editor {
+        let field = app.keys_in(Action::SwitchField, Mode::Edit, false);
+        let field = field
+            .first()
+            .map_or(String::new(), |k| format!(" ({})", k.label()));
         for p in &ed.problems {
+            let p = if p == NO_REASON {
+                format!("{p}{field}")
+            } else {
+                p.clone()
+            };
             lines.push(Line::styled(format!("✗ {p}"), t.danger()));
         }
         if ed.problems.is_empty() {
@@ -168,7 +177,7 @@ pub fn render(
             } else {
                 ""
             };
-            let label = Span::styled("reasoning (tab): ", style);
+            let label = Span::styled(format!("reasoning{field}: "), style);
             if ed.field == Field::Reasoning {
                 let mut to_cursor = lines.clone();
                 to_cursor.push(Line::from(vec![
@@ -225,7 +234,7 @@ pub fn render(
         let need = rows.saturating_sub(inner.height as usize).min(max as usize) as u16;
         scroll = scroll.max(need);
     }
-    let block = super::more_below(block, max - scroll, app);
+    let block = super::more_below(block, max - scroll, app, crate::tui::app::Panel::Proposal);
     f.render_widget(text.block(block).scroll((scroll, 0)), area);
     let top = table_top - scroll as i32;
     let first = (-top).max(0) as usize;
