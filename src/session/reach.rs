@@ -31,7 +31,9 @@ pub fn shortfall(m: &Machine) -> Option<String> {
     if need <= 0.0 || bounds_allow + 1e-9 >= o.target {
         return None;
     }
-    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    // One decimal, or the few more a value needs to read right (0.25% per iteration read
+    // 0.2%, beside 2 iterations reaching 0.5%).
+    let pct = |x: f64| format!("{}%", crate::agent::percent::percent(x, None, false));
     let needed = match per_step > 0.0 && o.target <= b.max_layer_sparsity {
         true => format!(
             "; reaching it takes at least {} iterations, or more layers or a larger step per iteration",
@@ -140,7 +142,19 @@ mod tests {
             said.ends_with("reach at most 40.0% from 0.0%; no layer may pass loop.bounds.max_layer_sparsity 0.4"),
             "{said}"
         );
-        // So does the 36-block model with enough iterations.
+        // A step of 0.25% reads as such (it read 0.2%, beside 2 steps reaching 0.5%).
+        let mut o = LoopOptions {
+            max_iters: 2,
+            ..Default::default()
+        };
+        o.bounds.max_step = 0.0025;
+        let said = shortfall(&machine(1, o)).expect("out of reach");
+        assert!(
+            said.contains("0.25% of the prunable weights")
+                && said.contains("reach at most 0.5% from 0.0%"),
+            "{said}"
+        );
+        // The 36-block model reaches it with enough iterations.
         let o = LoopOptions {
             max_iters: 78,
             ..Default::default()
