@@ -301,53 +301,65 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok:
             )
         }
     };
-    // The buttons always show; then as much of the text as fits, the hint and a blank
-    // line (on a screen too small to draw, the text wrapped over the buttons and the hint).
+    // The buttons always show; then as much of the text as fits, the hint (wrapped whole,
+    // or left out) and a blank line (on a screen too small to draw, the text wrapped over
+    // the buttons and the hint, and a hint wider than the dialog was cut mid-word).
     let width = 64.min(area.width);
     let inner_w = width.saturating_sub(2);
     let text = Paragraph::new(Line::styled(text, t.text())).wrap(Wrap { trim: true });
     let text_rows = text.line_count(inner_w) as u16;
+    let hint = app.hint(
+        &[
+            (&[Action::ToggleChoice], "switch"),
+            (&[Action::Submit], "choose"),
+            (&[Action::Cancel], "cancel"),
+        ],
+        Mode::Dialog,
+        !view.live(),
+    );
+    let hint = Paragraph::new(Line::styled(hint, t.muted())).wrap(Wrap { trim: true });
+    let hint_rows = hint.line_count(inner_w) as u16;
     let room = area.height.saturating_sub(2);
     let buttons_row = 1;
     let text_shown = text_rows.min(room.saturating_sub(buttons_row));
-    let hint_row = u16::from(room > text_shown + buttons_row);
-    let blank = u16::from(room > text_shown + buttons_row + hint_row);
-    let r = centered(area, width, text_shown + blank + buttons_row + hint_row + 2);
+    let hint_shown = match room >= text_shown + buttons_row + hint_rows {
+        true => hint_rows,
+        false => 0,
+    };
+    let blank = u16::from(room > text_shown + buttons_row + hint_shown);
+    let r = centered(
+        area,
+        width,
+        text_shown + blank + buttons_row + hint_shown + 2,
+    );
     f.render_widget(Clear, r);
     let block = dialog(app, title, r.width);
     let inner = block.inner(r);
     f.render_widget(block, r);
+    // Narrower buttons where the usual ones do not fit (down to 13 columns inside).
+    let (pad, gap) = match inner.width {
+        19.. => (" ", "   "),
+        17..=18 => (" ", " "),
+        _ => ("", " "),
+    };
     let button = |label: &str, on: bool| {
         let style = if on { t.selected() } else { t.muted() };
-        Span::styled(format!("[ {label} ]"), style)
+        Span::styled(format!("[{pad}{label}{pad}]"), style)
     };
-    let gap = if inner.width >= 19 { "   " } else { " " };
-    let mut below = vec![Line::from(vec![
+    let buttons = Line::from(vec![
         button("Cancel", !ok),
         Span::raw(gap),
         button("OK", ok),
-    ])];
-    if hint_row > 0 {
-        below.push(Line::styled(
-            app.hint(
-                &[
-                    (&[Action::ToggleChoice], "switch"),
-                    (&[Action::Submit], "choose"),
-                    (&[Action::Cancel], "cancel"),
-                ],
-                Mode::Dialog,
-                !view.live(),
-            ),
-            t.muted(),
-        ));
-    }
-    let [top, bottom] = Layout::vertical([
+    ]);
+    let [top, middle, bottom] = Layout::vertical([
         Constraint::Length(text_shown + blank),
-        Constraint::Length(buttons_row + hint_row),
+        Constraint::Length(buttons_row),
+        Constraint::Length(hint_shown),
     ])
     .areas(inner);
     f.render_widget(text, top);
-    f.render_widget(Paragraph::new(below), bottom);
+    f.render_widget(Paragraph::new(buttons), middle);
+    f.render_widget(hint, bottom);
 }
 
 pub fn loading(f: &mut Frame, area: Rect, app: &App, view: &View) {
