@@ -530,6 +530,8 @@ fn help_overlay_lists_every_binding_of_the_keymap() {
         let line = format!("{}  {}", b.key_labels(), b.help);
         assert!(screen.contains(&line), "help shows `{line}`:\n{screen}");
     }
+    // It takes the whole width: no sliver of the panels' borders beside it.
+    assert!(screen.starts_with("┌ Keys"), "{screen}");
     press(&mut a, &v, &[code(KeyCode::Esc)]);
     assert_eq!(a.overlay, Overlay::None);
 }

@@ -125,7 +125,10 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, bar: bool) -> O
 /// The key list, in two columns when they fit; otherwise one that scrolls (its title says
 /// how). Returns how far it can scroll and how many lines it shows.
 fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> (u16, u16) {
-    let r = centered(above_bar(area), 118, area.height.saturating_sub(2));
+    // The whole width where only a sliver would be left beside it (the panels' borders
+    // showed through at 120 columns: `┌┌ Keys…┐┐`).
+    let w = if area.width < 126 { area.width } else { 118 };
+    let r = centered(above_bar(area), w, area.height.saturating_sub(2));
     let lines = help_lines(app);
     let inner = dialog(app, "", r.width).inner(r);
     let rows = inner.height.max(1) as usize;
