@@ -485,6 +485,25 @@ fn a_screen_too_small_to_draw_takes_only_quit() {
     draw(&mut a, &v, 120, 40);
     press(&mut a, &v, &[ch('e')]);
     assert!(a.editor.is_some());
+    // A text field or the help left open is not drawn there, and quit still quits (the
+    // field kept the keys unseen and took `q` as text); the feedback typed is kept.
+    for open in [vec![ch('r'), ch('s'), ch('o')], vec![ch('?')]] {
+        let mut a = app();
+        draw(&mut a, &v, 120, 40);
+        press(&mut a, &v, &open);
+        assert_ne!(a.overlay, Overlay::None);
+        let screen = text(&draw(&mut a, &v, 20, 5));
+        assert!(
+            screen.contains("too small") && !screen.contains("Reject") && !screen.contains("Keys"),
+            "{screen}"
+        );
+        assert!(press(&mut a, &v, &[code(KeyCode::Esc), ch('x')]).is_empty());
+        assert!(matches!(
+            &press(&mut a, &v, &[ch('q')])[..],
+            [Request::Quit]
+        ));
+        assert_eq!(a.overlay, Overlay::None);
+    }
 }
 
 // Profiles report no counts: the time the job has run shows it moves.

@@ -205,7 +205,8 @@ impl App {
         if let Overlay::Feedback(text) = std::mem::replace(&mut self.overlay, Overlay::None) {
             if !text.as_str().trim().is_empty() {
                 self.feedback_draft = Some((view.machine.iteration, text));
-                self.say(Level::Info, "feedback kept: r reopens it");
+                let r = self.key_name(Action::Reject, Mode::Normal, false);
+                self.say(Level::Info, format!("feedback kept: {r} reopens it"));
             }
         }
     }

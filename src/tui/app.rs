@@ -272,11 +272,15 @@ impl App {
             self.close_overlay(view);
             return self.on_action(Action::Quit, view);
         }
-        if self.areas.too_small
-            && !matches!(self.overlay, Overlay::Confirm { .. })
-            && self.keymap.lookup(&key, self.mode(), !view.live()) != Some(Action::Quit)
-        {
-            return vec![];
+        // Too small to draw: only quit reaches anything, as the screen says, whatever was
+        // open (a text field, the help or the picker kept its keys unseen, and took `q` as
+        // text); a confirmation quit opens stays usable.
+        if self.areas.too_small && !matches!(self.overlay, Overlay::Confirm { .. }) {
+            if self.keymap.lookup(&key, Mode::Normal, !view.live()) != Some(Action::Quit) {
+                return vec![];
+            }
+            self.close_overlay(view);
+            return self.on_action(Action::Quit, view);
         }
         if let Overlay::Help { scroll } | Overlay::Details { scroll } = &mut self.overlay {
             let max = self.areas.help_max.unwrap_or(u16::MAX);

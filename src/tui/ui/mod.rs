@@ -85,7 +85,10 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
             too_small: true,
             ..Areas::default()
         };
-        areas.overlay(overlay::render(f, area, app, view, false));
+        // Only a confirmation (of quit) is drawn over it: anything else open waits unseen.
+        if matches!(app.overlay, crate::tui::app::Overlay::Confirm { .. }) {
+            areas.overlay(overlay::render(f, area, app, view, false));
+        }
         return areas;
     }
     let mut areas = Areas::default();
