@@ -1497,7 +1497,24 @@ fn scrolling_stops_at_the_end_of_the_text() {
         .lines()
         .find(|l| l.contains("more line"))
         .unwrap_or("");
-    assert!(reflection.contains("(tab, then pgdn)"), "{screen}");
+    assert!(reflection.contains("(tab to it, then pgdn)"), "{screen}");
+    // A page is what the panel shows less one line (a fixed 10 skipped lines in a 4-line
+    // Log).
+    let rows = |a: &App, p: Panel| {
+        let r = a.areas.panels.iter().find(|(q, _)| *q == p).unwrap().1;
+        r.height - 2
+    };
+    a.focus = Panel::Log;
+    let log_rows = rows(&a, Panel::Log);
+    assert!(
+        log_rows < 10 && scroll_max(&a, Panel::Log) > log_rows,
+        "{log_rows}"
+    );
+    press(&mut a, &v, &[code(KeyCode::PageUp)]);
+    assert_eq!(a.scroll(Panel::Log), log_rows - 1);
+    press(&mut a, &v, &[code(KeyCode::PageDown)]);
+    assert_eq!(a.scroll(Panel::Log), 0);
+    a.focus = Panel::Heatmap;
     for p in [Panel::Proposal, Panel::Reflection, Panel::Log] {
         let max = scroll_max(&a, p);
         for _ in 0..50 {

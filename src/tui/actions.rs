@@ -116,8 +116,14 @@ impl App {
             NextPanel => self.focus_panel(self.focus.step(1)),
             PrevPanel => self.focus_panel(self.focus.step(-1)),
             PageUp | PageDown => {
+                // A page is what the panel shows less one line, kept in view (a fixed 10
+                // skipped lines in panels that show fewer).
                 let p = self.paged_panel();
-                self.scroll_by(p, if a == PageUp { -10 } else { 10 });
+                let rows = (self.areas.panels.iter())
+                    .find(|(q, _)| *q == p)
+                    .map_or(12, |(_, r)| r.height.saturating_sub(2));
+                let page = i32::from(rows.saturating_sub(1).max(1));
+                self.scroll_by(p, if a == PageUp { -page } else { page });
             }
             Theme => {
                 self.themes.next();

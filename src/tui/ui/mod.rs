@@ -234,7 +234,7 @@ pub(crate) fn more_below<'a>(block: Block<'a>, hidden: u16, app: &App, panel: Pa
     };
     let how = match (key(Action::PageDown), key(Action::NextPanel)) {
         (Some(down), _) if app.paged_panel() == panel => format!(" ({down})"),
-        (Some(down), Some(next)) => format!(" ({next}, then {down})"),
+        (Some(down), Some(next)) => format!(" ({next} to it, then {down})"),
         _ => String::new(),
     };
     block.title_bottom(
