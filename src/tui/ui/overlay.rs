@@ -304,13 +304,13 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok:
             )
         }
     };
-    // The buttons always show; then as much of the text as fits, the hint (wrapped whole,
-    // or left out) and a blank line (on a screen too small to draw, the text wrapped over
-    // the buttons and the hint, and a hint wider than the dialog was cut mid-word).
+    // The buttons always show; then as much of the text as fits (cut with "…"), the hint
+    // (its key-and-word groups whole, or left out) and a blank line. On a screen too small
+    // to draw the text wrapped over the buttons and the hint, and the hint was cut
+    // mid-word or split `⏎` from `choose`.
     let width = 64.min(area.width);
-    let inner_w = width.saturating_sub(2);
-    let text = Paragraph::new(Line::styled(text, t.text())).wrap(Wrap { trim: true });
-    let text_rows = text.line_count(inner_w) as u16;
+    let inner_w = width.saturating_sub(2) as usize;
+    let mut text_lines = super::wrap_words(&text, inner_w.max(1));
     let hint = app.hint(
         &[
             (&[Action::ToggleChoice], "switch"),
@@ -320,16 +320,36 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok:
         Mode::Dialog,
         !view.live(),
     );
-    let hint = Paragraph::new(Line::styled(hint, t.muted())).wrap(Wrap { trim: true });
-    let hint_rows = hint.line_count(inner_w) as u16;
-    let room = area.height.saturating_sub(2);
+    let hint_lines = wrap_groups(&hint, inner_w);
+    let room = area.height.saturating_sub(2) as usize;
     let buttons_row = 1;
-    let text_shown = text_rows.min(room.saturating_sub(buttons_row));
-    let hint_shown = match room >= text_shown + buttons_row + hint_rows {
-        true => hint_rows,
+    let text_shown = text_lines.len().min(room.saturating_sub(buttons_row));
+    if text_shown < text_lines.len() {
+        text_lines.truncate(text_shown);
+        if let Some(last) = text_lines.last_mut() {
+            while !last.is_empty() && last.chars().count() + 1 > inner_w {
+                last.pop();
+            }
+            last.push('…');
+        }
+    }
+    let hint_shown = match room >= text_shown + buttons_row + hint_lines.len() {
+        true => hint_lines.len(),
         false => 0,
     };
-    let blank = u16::from(room > text_shown + buttons_row + hint_shown);
+    let blank = usize::from(room > text_shown + buttons_row + hint_shown);
+    let [text_shown, hint_shown, blank, buttons_row] =
+        [text_shown, hint_shown, blank, buttons_row].map(|n| n as u16);
+    let styled = |lines: Vec<String>, style| {
+        Paragraph::new(
+            lines
+                .into_iter()
+                .map(|l| Line::styled(l, style))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let text = styled(text_lines, t.text());
+    let hint = styled(hint_lines, t.muted());
     let r = centered(
         area,
         width,
@@ -363,6 +383,23 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok:
     f.render_widget(text, top);
     f.render_widget(Paragraph::new(buttons), middle);
     f.render_widget(hint, bottom);
+}
+
+/// A hint's " · "-separated groups packed into lines of `width` columns, never split
+/// inside a group ("⏎ choose"); a group wider than a line is cut with "…".
+fn wrap_groups(hint: &str, width: usize) -> Vec<String> {
+    let w = |s: &str| Span::raw(s.to_string()).width();
+    let mut lines: Vec<String> = Vec::new();
+    for group in hint.split(" · ").filter(|g| !g.is_empty()) {
+        match lines.last_mut() {
+            Some(last) if w(last) + 3 + w(group) <= width => {
+                last.push_str(" · ");
+                last.push_str(group);
+            }
+            _ => lines.push(super::cut_line(Line::from(group.to_string()), width).to_string()),
+        }
+    }
+    lines
 }
 
 pub fn loading(f: &mut Frame, area: Rect, app: &App, view: &View) {

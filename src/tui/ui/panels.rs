@@ -76,34 +76,6 @@ enum LogLine {
     Warning(bool, String),
 }
 
-/// `text` in lines of at most `width` characters, broken at spaces where it can be.
-fn wrap_words(text: &str, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in text.split(' ') {
-        let mut word = word.to_string();
-        let len = line.chars().count();
-        if len > 0 && len + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut line));
-        }
-        // A word longer than a line is cut at the width.
-        while word.chars().count() > width {
-            let head: String = word.chars().take(width).collect();
-            word = word.chars().skip(width).collect();
-            if !line.is_empty() {
-                lines.push(std::mem::take(&mut line));
-            }
-            lines.push(head);
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(&word);
-    }
-    lines.push(line);
-    lines
-}
-
 /// The Log panel's lines: the events, each warning wrapped at `wrap` after the events
 /// recorded when it was said.
 fn log_lines(events: usize, warnings: &[(usize, String)], wrap: usize) -> Vec<LogLine> {
@@ -111,7 +83,7 @@ fn log_lines(events: usize, warnings: &[(usize, String)], wrap: usize) -> Vec<Lo
     let mut said = warnings.iter().peekable();
     for i in 0..=events {
         while let Some((_, w)) = said.next_if(|(at, _)| *at <= i) {
-            let parts = wrap_words(w, wrap).into_iter().enumerate();
+            let parts = super::wrap_words(w, wrap).into_iter().enumerate();
             lines.extend(parts.map(|(k, part)| LogLine::Warning(k == 0, part)));
         }
         if i < events {
@@ -184,31 +156,4 @@ pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tab
     let block = panel_block(app, title, focused, tabbed, area.width);
     f.render_widget(Paragraph::new(lines).block(block), area);
     units.len().saturating_sub(height).min(u16::MAX as usize) as u16
-}
-
-#[cfg(test)]
-mod wrap_tests {
-    use super::wrap_words;
-
-    #[test]
-    fn warnings_wrap_at_spaces_and_cut_only_a_word_longer_than_a_line() {
-        assert_eq!(wrap_words("one two three", 7), ["one two", "three"]);
-        assert_eq!(wrap_words("one two three", 13), ["one two three"]);
-        assert_eq!(
-            wrap_words("a abcdefghij b", 4),
-            ["a", "abcd", "efgh", "ij b"]
-        );
-        for w in [1, 3, 5, 8] {
-            let text = "needs at least 78 iterations, or a larger step";
-            let lines = wrap_words(text, w);
-            assert!(
-                lines.iter().all(|l| l.chars().count() <= w),
-                "{w}: {lines:?}"
-            );
-            assert_eq!(
-                lines.join(" ").split_whitespace().collect::<String>(),
-                text.split_whitespace().collect::<String>()
-            );
-        }
-    }
 }
