@@ -1571,6 +1571,18 @@ fn scrolling_stops_at_the_end_of_the_text() {
         "{keys}"
     );
     assert!(!keys.contains("approve"), "{keys}");
+    // Narrower, whole groups only, closing first (it was cut mid-word: `↑/↓/pgu…`).
+    for (w, want) in [
+        (50, " any other key closes the help"),
+        (
+            80,
+            " ↑/↓/pgup/pgdn/home/end scroll  any other key closes the help",
+        ),
+    ] {
+        let screen = text(&draw(&mut a, &v, w, 12));
+        let keys = screen.lines().last().unwrap().trim_end().to_string();
+        assert_eq!(keys, want, "{w}");
+    }
 }
 
 // A refused table names its first problem in the message: under a long table the problem

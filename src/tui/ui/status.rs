@@ -194,11 +194,12 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
         keys.push(sep());
     }
     let used: usize = keys.iter().map(|s| s.width()).sum();
+    let room = (area.width as usize).saturating_sub(used);
     let after = match app.overlay {
         // The help takes every key: it scrolls or closes (the line offered approve, edit...).
-        Overlay::Help { .. } => help_keys(app, "the help"),
-        Overlay::Details { .. } => help_keys(app, "the details"),
-        _ => key_line(app, view, (area.width as usize).saturating_sub(used)),
+        Overlay::Help { .. } => help_keys(app, "the help", room),
+        Overlay::Details { .. } => help_keys(app, "the details", room),
+        _ => key_line(app, view, room),
     };
     if after.len() > 1 {
         keys.extend(after);
@@ -211,16 +212,33 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View) {
     f.render_widget(Paragraph::new(vec![Line::from(top), keys]), area);
 }
 
-/// What the keys do while the help (or the details) is open.
-fn help_keys(app: &App, what: &str) -> Vec<Span<'static>> {
+/// What the keys do while the help (or the details) is open, in `width` columns: whole
+/// groups only, closing first (they were cut mid-word at 50 columns: `↑/↓/pgu…`).
+fn help_keys(app: &App, what: &str, width: usize) -> Vec<Span<'static>> {
     let t = app.theme();
-    let mut spans = vec![Span::raw(" ")];
-    if app.areas.help_max.is_some_and(|m| m > 0) {
-        spans.push(Span::styled("↑/↓/pgup/pgdn/home/end", t.accent()));
-        spans.push(Span::styled(" scroll  ", t.muted()));
+    let close = [
+        ("any other key".to_string(), format!(" closes {what}  ")),
+        ("other keys".to_string(), " close  ".to_string()),
+    ];
+    let scroll = (
+        "↑/↓/pgup/pgdn/home/end".to_string(),
+        " scroll  ".to_string(),
+    );
+    let len = |g: &(String, String)| g.0.chars().count() + g.1.chars().count();
+    let mut room = width.saturating_sub(1);
+    let mut groups = Vec::new();
+    if let Some(c) = close.into_iter().find(|g| len(g) <= room) {
+        room -= len(&c);
+        groups.push(c);
     }
-    spans.push(Span::styled("any other key", t.accent()));
-    spans.push(Span::styled(format!(" closes {what}"), t.muted()));
+    if app.areas.help_max.is_some_and(|m| m > 0) && len(&scroll) <= room {
+        groups.insert(0, scroll);
+    }
+    let mut spans = vec![Span::raw(" ")];
+    for (keys, word) in groups {
+        spans.push(Span::styled(keys, t.accent()));
+        spans.push(Span::styled(word, t.muted()));
+    }
     spans
 }
 
