@@ -1476,6 +1476,19 @@ fn the_editor_returns_the_focus_and_a_new_proposal_starts_at_its_top() {
     let screen = text(&draw(&mut a, &view(&m, &events), 60, 23));
     assert_eq!(a.scroll(Proposal), 0);
     assert!(screen.contains("current"), "the table's header: {screen}");
+    // The Reflection panel, newest first, shows a new reflection at its top.
+    use arborist::tui::app::Panel::Reflection;
+    for _ in 0..4 {
+        fixtures::step(&mut m, &mut events, 10.1);
+        fixtures::next_proposal(&mut m, &mut events);
+    }
+    draw(&mut a, &view(&m, &events), 120, 40);
+    a.scroll_by(Reflection, 5);
+    draw(&mut a, &view(&m, &events), 120, 40);
+    assert!(a.scroll(Reflection) > 0, "reflections fit: nothing checked");
+    fixtures::step(&mut m, &mut events, 10.1);
+    draw(&mut a, &view(&m, &events), 120, 40);
+    assert_eq!(a.scroll(Reflection), 0);
 }
 
 // Scrolling stops at the end of the text the last frame drew (it used to count on, so
@@ -2634,4 +2647,24 @@ fn a_session_warning_stays_in_the_log_after_the_next_key() {
         total: events.len(),
     });
     assert!(!text(&draw(&mut r, &rv, 200, 60)).contains("! warning"));
+}
+
+// The heatmap title's metric keys are whole or absent at every width (cut to `m…` at 60).
+#[test]
+fn the_heatmap_titles_metric_keys_are_whole_or_absent() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    let mut whole = 0;
+    for w in 50..=130 {
+        let screen = text(&draw(&mut a, &v, w, 40));
+        let title = screen.lines().next().unwrap();
+        if title.contains("metric") {
+            assert!(title.contains("· m/M metric"), "{w}: {title}");
+            whole += 1;
+        } else {
+            assert!(!title.contains("· m"), "{w}: {title}");
+        }
+    }
+    assert!(whole > 0, "the keys never fit: nothing checked");
 }

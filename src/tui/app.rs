@@ -146,6 +146,8 @@ pub struct App {
     pub focus_before_edit: Option<Panel>,
     /// What the proposal panel showed at the last frame (iteration, steps, pending review).
     proposal_shown: Option<(usize, usize, bool)>,
+    /// How many reflections the panel held at the last frame.
+    reflections_shown: usize,
     pub overlay: Overlay,
     pub auto_approve: bool,
     pub paused: bool,
@@ -178,6 +180,7 @@ impl App {
             editor: None,
             focus_before_edit: None,
             proposal_shown: None,
+            reflections_shown: 0,
             overlay: Overlay::None,
             auto_approve: false,
             paused: false,
@@ -378,7 +381,8 @@ impl App {
     }
 
     /// Before a frame: a new proposal or a step's outcome in the proposal panel is shown
-    /// from its top (the scroll kept from the one before hid the table's header).
+    /// from its top (the scroll kept from the one before hid the table's header), and a new
+    /// reflection at the top of its panel.
     pub fn follow(&mut self, view: &View) {
         let m = view.machine;
         let shown = Some((m.iteration, m.history.len(), view.pending.is_some()));
@@ -387,6 +391,12 @@ impl App {
             if self.editor.is_none() {
                 self.scroll_to(Panel::Proposal, 0);
             }
+        }
+        // The Reflection panel is newest first: a new one is shown at its top (a scroll
+        // kept from before hid it above the view, with no mark).
+        if self.reflections_shown != m.reflections.len() {
+            self.reflections_shown = m.reflections.len();
+            self.scroll_to(Panel::Reflection, 0);
         }
     }
 

@@ -49,8 +49,12 @@ pub fn render(
                 .map(|k| k.label())
         })
         .collect();
-    if !metric.is_empty() {
-        title += &format!(" · {} metric", metric.join("/"));
+    // Whole or not at all (it was cut to `m…`): the title sits between the corners, with
+    // a space either side.
+    let hint = format!(" · {} metric", metric.join("/"));
+    let fits = title.chars().count() + hint.chars().count() + 4 <= area.width as usize;
+    if !metric.is_empty() && fits {
+        title += &hint;
     }
     let block = panel_block(app, title, focused, false, area.width);
     let inner = block.inner(area);
