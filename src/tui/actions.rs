@@ -430,11 +430,9 @@ impl App {
         let text_key = |k: &Key| {
             !k.ctrl && !k.alt && (matches!(k.code, KeyCode::Char(_)) || TextField::takes(k.code))
         };
-        b.keys
-            .iter()
+        self.keys_in(b.action, mode, !view.live())
+            .into_iter()
             .filter(|k| !typing || !text_key(k))
-            .filter(|k| self.keymap.lookup(&k.event(), mode, !view.live()) == Some(b.action))
-            .copied()
             .collect()
     }
 

@@ -33,10 +33,15 @@ impl App {
             .collect()
     }
 
+    /// The key a text names for `action` in `mode`, as `shown` gives it; None when unbound.
+    pub fn key(&self, action: Action, mode: Mode, replay: bool) -> Option<String> {
+        shown(action, &self.keys_in(action, mode, replay))
+    }
+
     /// The key to name in a message about `action` in `mode`; an unbound action reads as
     /// its word and says so.
     pub fn key_name(&self, action: Action, mode: Mode, replay: bool) -> String {
-        shown(action, &self.keys_in(action, mode, replay)).unwrap_or_else(|| {
+        self.key(action, mode, replay).unwrap_or_else(|| {
             let word = self.keymap.binding(action).map_or("", |b| b.short.as_str());
             format!("{word} (no key is bound to it)")
         })
@@ -49,7 +54,7 @@ impl App {
         for (actions, word) in parts {
             let keys: Vec<String> = actions
                 .iter()
-                .filter_map(|&a| shown(a, &self.keys_in(a, mode, replay)))
+                .filter_map(|&a| self.key(a, mode, replay))
                 .collect();
             if !keys.is_empty() {
                 out.push(format!("{} {word}", keys.join("/")));

@@ -43,11 +43,7 @@ pub fn render(
     }
     let metric: Vec<String> = [Action::NextMetric, Action::PrevMetric]
         .iter()
-        .filter_map(|&a| {
-            app.keys_in(a, Mode::Normal, false)
-                .first()
-                .map(|k| k.label())
-        })
+        .filter_map(|&a| app.key(a, Mode::Normal, false))
         .collect();
     // Whole or not at all (it was cut to `m…`): the title sits between the corners, with
     // a space either side.

@@ -227,11 +227,7 @@ pub(crate) fn more_below<'a>(block: Block<'a>, hidden: u16, app: &App, panel: Pa
         return block;
     }
     let s = if hidden == 1 { "" } else { "s" };
-    let key = |a| {
-        app.keys_in(a, Mode::Normal, false)
-            .first()
-            .map(|k| k.label())
-    };
+    let key = |a| app.key(a, Mode::Normal, false);
     let how = match (key(Action::PageDown), key(Action::NextPanel)) {
         (Some(down), _) if app.paged_panel() == panel => format!(" ({down})"),
         (Some(down), Some(next)) => format!(" ({next} to it, then {down})"),
@@ -276,10 +272,9 @@ pub(crate) fn panel_block<'a>(
             spans.push(Span::styled(format!("{} ", panel_name(p)), style));
         }
         // The key that cycles them, as the keymap has it.
-        let next = app.keys_in(Action::NextPanel, Mode::Normal, false);
-        let how = next
-            .first()
-            .map_or(String::new(), |k| format!("({}) ", k.label()));
+        let how = app
+            .key(Action::NextPanel, Mode::Normal, false)
+            .map_or(String::new(), |k| format!("({k}) "));
         spans.push(Span::styled(format!("{how}· "), t.muted()));
         let rest = title.split_once(" · ").map_or("", |(_, r)| r);
         spans.push(Span::styled(format!("{rest} "), t.text()));

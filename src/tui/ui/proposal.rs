@@ -149,10 +149,9 @@ pub fn render(
         lines.push(Line::styled(text, t.danger()));
     }
     if let Some(ed) = &app.editor {
-        let field = app.keys_in(Action::SwitchField, Mode::Edit, false);
-        let field = field
-            .first()
-            .map_or(String::new(), |k| format!(" ({})", k.label()));
+        let field = app
+            .key(Action::SwitchField, Mode::Edit, false)
+            .map_or(String::new(), |k| format!(" ({k})"));
         for p in &ed.problems {
             let p = if p == NO_REASON {
                 format!("{p}{field}")
