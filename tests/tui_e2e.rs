@@ -462,7 +462,8 @@ fn a_model_download_shows_on_the_loading_screen_and_nothing_draws_over_it() {
 }
 
 /// A log the TUI cannot write is said on screen (its warnings go only to the log, and they
-/// were lost without a word); the directory named is not made.
+/// were lost without a word), and kept in the Log panel with the other startup warnings;
+/// the directory named is not made.
 #[test]
 fn a_log_that_cannot_be_written_is_said_on_screen() {
     if !tmux_installed() {
@@ -485,6 +486,13 @@ fn a_log_that_cannot_be_written_is_said_on_screen() {
     });
     assert!(screen.contains(&want), "{want}:\n{screen}");
     assert!(!dir.path().join("missing").exists());
+    // Both stay in the Log panel, above the first event, after the status line moves on.
+    t.keys(&["Home"]);
+    let screen = t.wait("the warnings in the Log panel", 30, |s| {
+        s.contains("! ARBORIST_THEME=nope: no such theme")
+    });
+    assert!(screen.contains("! ARBORIST_LOG="), "{screen}");
+    assert!(screen.contains("· 2 warnings"), "{screen}");
     t.keys(&["q"]);
 }
 

@@ -882,6 +882,13 @@ fn the_texts_that_name_keys_follow_a_users_keymap() {
         a.notice.as_ref().unwrap().text,
         "no row to type into: move in the heatmap (yuio) and press ctrl-a to add one"
     );
+    // Sent without its reasoning, the message names the key to that field.
+    press(&mut a, &v, &[ctrl('s')]);
+    let said = &a.notice.as_ref().unwrap().text;
+    assert!(
+        said.starts_with("not sent: override: write why in the reasoning field (ctrl-f)"),
+        "{said}"
+    );
     // The cursor strip of a short screen names them too.
     let screen = screen_of(&mut a, &v, 90, 14);
     assert!(
@@ -2638,15 +2645,60 @@ fn a_session_warning_stays_in_the_log_after_the_next_key() {
         .join(" ");
     let words = |s: &str| s.split_whitespace().collect::<String>();
     assert!(words(&flat).contains(&words(end)), "{flat}\n{screen}");
-    // Replay shows the file's events only.
-    let mut r = app();
-    r.warnings = a.warnings.clone();
-    let mut rv = view(&m, &events);
-    rv.replay = Some(arborist::tui::view::ReplayPos {
-        index: events.len(),
+}
+
+/// A replay view at event `n` of `events`.
+fn replay_at<'a>(
+    m: &'a arborist::session::Machine,
+    events: &'a [Event],
+    n: usize,
+) -> arborist::tui::view::View<'a> {
+    let mut v = view(m, &events[..n]);
+    v.replay = Some(arborist::tui::view::ReplayPos {
+        index: n,
         total: events.len(),
     });
-    assert!(!text(&draw(&mut r, &rv, 200, 60)).contains("! warning"));
+    v
+}
+
+// Replay keeps, under each event up to the one it shows, the warning of a prompt the
+// server did not read whole (the Log showed none: a live run says only the first), and
+// the startup's warnings above the first event.
+#[test]
+fn replay_keeps_each_unread_prompt_warning_under_its_event() {
+    let (m, mut events) = fixtures::reviewing(8);
+    let at = events
+        .iter()
+        .position(|e| matches!(e, Event::Proposed { .. }))
+        .unwrap();
+    if let Event::Proposed { reply, .. } = &mut events[at] {
+        reply.prompt = Some("| model.layers.0.mlp.up_proj | 0.100000 |\n".repeat(700));
+        reply.usage.prompt_tokens = 2048;
+    }
+    let mut a = app();
+    a.keep_warnings(0, vec!["keymap /k.yaml: not a list".into()]);
+    a.keep_event_warnings(&events);
+    assert_eq!(a.warnings.len(), 2);
+    let screen = text(&draw(&mut a, &replay_at(&m, &events, at), 200, 60));
+    assert!(screen.contains("! keymap /k.yaml: not a list"), "{screen}");
+    assert!(!screen.contains("prompt tokens"), "{screen}");
+    assert!(
+        screen.contains("Log · ") && screen.contains("· 1 warning"),
+        "{screen}"
+    );
+    let screen = text(&draw(&mut a, &replay_at(&m, &events, at + 1), 200, 60));
+    let lines: Vec<&str> = screen.lines().collect();
+    let w = lines
+        .iter()
+        .position(|l| {
+            l.contains("! iter 1, the agent's proposal: the server counted 2048 prompt tokens")
+        })
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert!(
+        lines[w - 1].contains(&format!("{:>4} ", at + 1)),
+        "{screen}"
+    );
+    assert!(screen.contains("· 2 warnings"), "{screen}");
 }
 
 // The heatmap title's metric keys are whole or absent at every width (cut to `m…` at 60).
@@ -2667,4 +2719,35 @@ fn the_heatmap_titles_metric_keys_are_whole_or_absent() {
         }
     }
     assert!(whole > 0, "the keys never fit: nothing checked");
+}
+
+// The feedback field wraps after spaces: a word is never split across its lines (at 50
+// columns "prune" was cut to "prun" / "e").
+#[test]
+fn the_feedback_field_wraps_whole_words() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    let feedback =
+        "keep the attention layers of block 0 dense; prune the MLPs of the last blocks first";
+    press(&mut a, &v, &[ch('r')]);
+    press(&mut a, &v, &typed(feedback));
+    let screen = text(&draw(&mut a, &v, 50, 24));
+    let rows: Vec<String> = screen
+        .lines()
+        .filter(|l| l.starts_with('│'))
+        .map(|l| l.trim_matches(|c| c == '│' || c == ' ').to_string())
+        .collect();
+    let words: Vec<&str> = rows.iter().flat_map(|r| r.split_whitespace()).collect();
+    let typed_words: Vec<&str> = feedback.split_whitespace().collect();
+    let start = words
+        .iter()
+        .position(|w| *w == "keep")
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert_eq!(
+        words[start..start + typed_words.len() - 1],
+        typed_words[..typed_words.len() - 1],
+        "{screen}"
+    );
+    assert!(screen.contains("first▏"), "{screen}");
 }

@@ -374,7 +374,8 @@ impl App {
                 1 => String::new(),
                 n => format!(" (and {} more under the table)", n - 1),
             };
-            self.say(Level::Error, format!("not sent: {}{more}", ed.problems[0]));
+            let first = self.with_keys(ed.problems[0].clone(), view);
+            self.say(Level::Error, format!("not sent: {first}{more}"));
             return vec![];
         }
         let d = ed.decision().expect("validated");

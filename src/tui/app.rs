@@ -161,9 +161,10 @@ pub struct App {
     /// Rejection feedback closed with esc, and its iteration: `r` there reopens it, so a
     /// long text is not lost to a stray key.
     pub feedback_draft: Option<(usize, TextField)>,
-    /// The session's warnings (it cannot reach its target, a server that read part of a
-    /// prompt), each after the events recorded when it was said: the Log panel keeps them,
-    /// since the status line drops a notice at the next key.
+    /// The session's warnings (the startup's, it cannot reach its target, a server that
+    /// read part of a prompt), each after the events recorded when it was said, in that
+    /// order: the Log panel keeps them, since the status line drops a notice at the next
+    /// key.
     pub warnings: Vec<(usize, String)>,
 }
 
@@ -199,6 +200,24 @@ impl App {
     pub fn warn_kept(&mut self, events: usize, text: String) {
         self.say(Level::Warn, text.clone());
         self.warnings.push((events, text));
+    }
+
+    /// Warnings the status line has said (or summed up) already, kept in the Log panel
+    /// after the first `events` events: the startup's (the log, keymap, themes, the file
+    /// read) and, in replay, those of the file's events.
+    pub fn keep_warnings(&mut self, events: usize, warnings: Vec<String>) {
+        self.warnings
+            .extend(warnings.into_iter().map(|w| (events, w)));
+    }
+
+    /// The warnings of a file's events, each after its event: a prompt the server did not
+    /// read whole (as `replay --headless` prints them; a live run says only the first).
+    pub fn keep_event_warnings(&mut self, events: &[crate::session::Event]) {
+        for (k, e) in events.iter().enumerate() {
+            if let Some(w) = e.unread_prompt() {
+                self.keep_warnings(k + 1, vec![w]);
+            }
+        }
     }
 
     pub fn theme(&self) -> &Theme {

@@ -3,7 +3,7 @@
 //! (`⏎ send` in a dialog whose submit the user had moved to ctrl-s).
 
 use super::app::App;
-use super::editor::NO_ROW;
+use super::editor::{NO_REASON, NO_ROW};
 use super::key::Key;
 use super::keymap::{Action, Mode};
 use super::view::View;
@@ -17,6 +17,17 @@ pub fn shown(action: Action, live: &[Key]) -> Option<String> {
         Action::ToggleChoice => live.iter().map(Key::label).collect::<Vec<_>>().join("/"),
         _ => first.label(),
     })
+}
+
+/// The first plain letter or digit among `keys` ("h" of ←/h), to name a move by.
+pub fn letter(keys: &[Key]) -> Option<String> {
+    keys.iter()
+        .find(|k| {
+            !k.ctrl
+                && !k.alt
+                && matches!(k.code, crossterm::event::KeyCode::Char(c) if c.is_alphanumeric())
+        })
+        .map(Key::label)
 }
 
 impl App {
@@ -63,8 +74,13 @@ impl App {
         out.join(" · ")
     }
 
-    /// The editor's refusal of a value with no row to take it, with the keys that add one.
+    /// An editor's problem with the keys that mend it: a value with no row to take it
+    /// (the keys that add one), an override without its reasoning (the key to that field).
     pub fn with_keys(&self, why: String, view: &View) -> String {
+        if why == NO_REASON {
+            let field = self.key(Action::SwitchField, Mode::Edit, false);
+            return field.map_or(why, |k| format!("{NO_REASON} ({k})"));
+        }
         if why != NO_ROW {
             return why;
         }
@@ -82,12 +98,7 @@ impl App {
             .iter()
             .map(|&a| self.keys_in(a, mode, replay))
             .collect();
-        let letter = |ks: &Vec<Key>| {
-            ks.iter()
-                .find(|k| !k.ctrl && !k.alt && matches!(k.code, crossterm::event::KeyCode::Char(c) if c.is_alphanumeric()))
-                .map(Key::label)
-        };
-        if let Some(letters) = keys.iter().map(letter).collect::<Option<Vec<_>>>() {
+        if let Some(letters) = keys.iter().map(|k| letter(k)).collect::<Option<Vec<_>>>() {
             return letters.concat();
         }
         let firsts: Vec<String> = keys

@@ -231,9 +231,11 @@ where
     let mut app = App::new(keymap, themes);
     app.auto_approve = auto_approve;
     app.mouse = std::env::var("ARBORIST_MOUSE").map_or(true, |v| v != "0");
-    if let Some(w) = super::startup_notice_with_log(&log, key_warning.into_iter().chain(warnings)) {
+    let said = super::startup_warnings(&log, key_warning.into_iter().chain(warnings));
+    if let Some(w) = super::startup_notice(&said, log.is_ok()) {
         app.say(Level::Warn, w);
     }
+    app.keep_warnings(events.len(), said);
     let mut live = Live {
         driver: None,
         loader: Some(rx),

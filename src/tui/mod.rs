@@ -53,20 +53,18 @@ pub(crate) fn startup_notice(warnings: &[String], logged: bool) -> Option<String
     })
 }
 
-/// `startup_notice` of a screen's start: the log's own failure leads (the others go to
-/// that log), then the rest.
-pub(crate) fn startup_notice_with_log(
+/// A screen's startup warnings: the log's own failure leads (the others go to that log),
+/// then the rest.
+pub(crate) fn startup_warnings(
     log: &Result<Option<std::path::PathBuf>, String>,
     rest: impl IntoIterator<Item = String>,
-) -> Option<String> {
-    let warnings: Vec<String> = log
-        .as_ref()
+) -> Vec<String> {
+    log.as_ref()
         .err()
         .cloned()
         .into_iter()
         .chain(rest)
-        .collect();
-    startup_notice(&warnings, log.is_ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -266,7 +266,11 @@ pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
         .chain(log.unknown_note(path))
         .chain(key_warning)
         .chain(warnings);
-    let notice = super::startup_notice_with_log(&logged, others);
+    let said = super::startup_warnings(&logged, others);
+    let notice = super::startup_notice(&said, logged.is_ok());
+    app.keep_warnings(0, said);
+    let events: Vec<Event> = log.entries.iter().map(|e| e.event.clone()).collect();
+    app.keep_event_warnings(&events);
     // A damaged event stays on screen: the timeline ends before it, and the position
     // alone ("event 14/14") would pass for the whole file.
     let damaged = timeline.error.clone().map(|e| {

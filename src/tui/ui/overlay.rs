@@ -161,7 +161,7 @@ fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> (u16, u16) {
 }
 
 /// A text field that grows with its text and, when the text outgrows the screen, shows
-/// the lines around the cursor. The text wraps by characters, as typed.
+/// the lines around the cursor. The text wraps after spaces (`textfield::rows`).
 fn field(f: &mut Frame, area: Rect, app: &App, view: &View, title: &str, text: &TextField) {
     let t = app.theme();
     let width = 72.min(area.width);
@@ -169,10 +169,15 @@ fn field(f: &mut Frame, area: Rect, app: &App, view: &View, title: &str, text: &
     let (before, after) = text.split();
     let at = before.chars().count();
     let chars: Vec<char> = before.chars().chain(['▏']).chain(after.chars()).collect();
-    let mut rows: Vec<String> = chars.chunks(inner_w).map(|c| c.iter().collect()).collect();
+    let ranges = crate::tui::textfield::rows(&chars, inner_w);
+    let at_row = ranges.iter().position(|r| r.contains(&at)).unwrap_or(0);
+    let mut rows: Vec<String> = ranges
+        .into_iter()
+        .map(|r| chars[r].iter().collect())
+        .collect();
     // Room for the text: the dialog less its borders and the two lines of help.
     let room = (area.height.saturating_sub(2 + 2 + 2) as usize).max(1);
-    let first = (at / inner_w + 1)
+    let first = (at_row + 1)
         .saturating_sub(room)
         .min(rows.len().saturating_sub(room));
     let below = rows.len().saturating_sub(first + room);

@@ -98,8 +98,9 @@ pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tab
     let t = app.theme();
     let height = area.height.saturating_sub(2) as usize;
     let total = view.events.len();
-    // Replay shows the file's events only; the warnings belong to the live run.
-    let warnings: &[(usize, String)] = if view.live() { &app.warnings } else { &[] };
+    // Replay shows the warnings of the events up to the one it is at.
+    let shown = app.warnings.partition_point(|(at, _)| *at <= total);
+    let warnings = &app.warnings[..shown];
     let width = area.width.saturating_sub(2) as usize;
     // A warning wraps (its end is often what to do); an event is one line, cut.
     let wrap = width.saturating_sub(5).max(1);

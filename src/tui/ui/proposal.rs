@@ -13,7 +13,7 @@ use crate::agent::parse::shown;
 use crate::agent::{LayerTarget, StepOutcome};
 use crate::session::{Decision, Event, Phase};
 use crate::tui::app::App;
-use crate::tui::editor::{parse_value, EditKind, Editor, Field, NO_REASON};
+use crate::tui::editor::{parse_value, EditKind, Editor, Field};
 use crate::tui::grid::short_name;
 use crate::tui::keymap::{Action, Mode};
 use crate::tui::theme::Theme;
@@ -153,11 +153,7 @@ pub fn render(
             .key(Action::SwitchField, Mode::Edit, false)
             .map_or(String::new(), |k| format!(" ({k})"));
         for p in &ed.problems {
-            let p = if p == NO_REASON {
-                format!("{p}{field}")
-            } else {
-                p.clone()
-            };
+            let p = app.with_keys(p.clone(), view);
             lines.push(Line::styled(format!("✗ {p}"), t.danger()));
         }
         if ed.problems.is_empty() {

@@ -9,6 +9,8 @@ use ratatui::Frame;
 
 use crate::session::Event;
 use crate::tui::app::{App, Level, Overlay};
+use crate::tui::hints::letter;
+use crate::tui::key::Key;
 use crate::tui::keymap::{Action, Binding};
 use crate::tui::view::View;
 
@@ -264,14 +266,53 @@ fn submit_label(app: &App, b: &Binding) -> String {
         .map_or_else(|| b.short.clone(), |c| c.short.clone())
 }
 
+const MOVES: [Action; 4] = [Action::Left, Action::Right, Action::Up, Action::Down];
+
+/// The heatmap's four moves as one key entry when they share a word: their first keys
+/// when all are arrows ("←/→/↑/↓"), else their letters ("hjkl": while editing, ↑/↓ pick
+/// rows, and "←/→/k/j" read as two kinds of move). None when their words differ or a
+/// move has no letter to name: each is then listed as any other action.
+fn move_label(app: &App, view: &View) -> Option<String> {
+    let bindings: Vec<&Binding> = MOVES
+        .iter()
+        .map(|&a| app.keymap.binding(a))
+        .collect::<Option<_>>()?;
+    if bindings.iter().any(|b| b.short != bindings[0].short) {
+        return None;
+    }
+    let keys: Vec<Vec<Key>> = bindings.iter().map(|b| app.live_keys(b, view)).collect();
+    if keys.iter().all(|k| k.is_empty()) {
+        return None;
+    }
+    let arrow = |k: &Key| {
+        use crossterm::event::KeyCode::*;
+        !k.ctrl && !k.alt && matches!(k.code, Left | Right | Up | Down)
+    };
+    if keys.iter().all(|k| k.first().is_some_and(arrow)) {
+        let firsts: Vec<String> = keys.iter().map(|k| k[0].label()).collect();
+        return Some(firsts.join("/"));
+    }
+    // In the heatmap's order: left, down, up, right.
+    let order = [0, 3, 2, 1];
+    let letters: Option<Vec<String>> = order.iter().map(|&i| letter(&keys[i])).collect();
+    letters.map(|l| l.concat())
+}
+
 /// "⏎ approve  e edit  …", grouped by the short label. What does not fit is dropped from
 /// the end of the table (least important); help and quit go last, whenever they fit.
 fn key_line(app: &App, view: &View, width: usize) -> Vec<Span<'static>> {
     let t = app.theme();
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     let mut tail: Vec<(String, Vec<String>)> = Vec::new();
+    let moves = move_label(app, view);
     for b in app.valid_now(view) {
-        let Some(key) = crate::tui::hints::shown(b.action, &app.live_keys(b, view)) else {
+        let key = match (&moves, MOVES.contains(&b.action)) {
+            // The four moves as one entry, said once.
+            (Some(_), true) if b.action != MOVES[0] => continue,
+            (Some(m), true) => Some(m.clone()),
+            _ => crate::tui::hints::shown(b.action, &app.live_keys(b, view)),
+        };
+        let Some(key) = key else {
             continue;
         };
         let list = if matches!(b.action, Action::Help | Action::Quit) {
