@@ -357,7 +357,9 @@ fn reference_header(subject: &str, lm_eval: bool) -> String {
 }
 
 /// (predicted letter, log-probs, shots) from full forwards of prompt + continuation,
-/// dropping the last examples until the prompt fits 512 positions.
+/// fitted to `max` positions as each protocol fits it: Hendrycks drops the last examples
+/// until the prompt fits; lm-eval keeps them all and feeds the last `max` tokens of
+/// prompt + continuation but its last (`(context + continuation)[-(max + 1):][:-1]`).
 fn reference_prediction(
     model: &LoadedModel,
     it: &Item,
@@ -381,17 +383,20 @@ fn reference_prediction(
             })
             .collect();
         let longest = conts.iter().map(Vec::len).max().unwrap();
-        if ids.len() + longest - 1 > max {
+        if !lm_eval && ids.len() + longest - 1 > max {
             continue;
         }
         let lp: Vec<f64> = conts
             .iter()
             .map(|c| {
-                let seq: Vec<u32> = ids.iter().chain(c).copied().collect();
-                let rows = log_softmax_rows(model, &seq);
+                let all: Vec<u32> = ids.iter().chain(c).copied().collect();
+                let from = all.len().saturating_sub(max + 1);
+                let seq = &all[from..all.len() - 1];
+                let rows = log_softmax_rows(model, seq);
+                let first = ids.len() - from - 1;
                 c.iter()
                     .enumerate()
-                    .map(|(j, &t)| rows[ids.len() - 1 + j][t as usize] as f64)
+                    .map(|(j, &t)| rows[first + j][t as usize] as f64)
                     .sum()
             })
             .collect();
@@ -457,14 +462,19 @@ fn mmlu_predictions_equal_full_forward_reference() {
         }
         assert_eq!(res.correct, correct);
         assert!((res.accuracy - correct as f64 / order.len() as f64).abs() < 1e-12);
-        // The long world_religions examples force fewer shots; short algebra ones do not.
+        // The long world_religions examples do not fit: Hendrycks drops shots, lm-eval
+        // cuts the prompt's start; the short algebra ones fit whole.
         let cut: Vec<&str> = res
             .predictions
             .iter()
-            .filter(|p| p.shots < 5)
+            .filter(|p| p.shots < 5 || p.truncated > 0)
             .map(|p| p.subject.as_str())
             .collect();
-        assert_eq!(res.reduced_shots, cut.len());
+        let (dropped, truncated) = match lm_eval {
+            false => (cut.len(), 0),
+            true => (0, cut.len()),
+        };
+        assert_eq!((res.reduced_shots, res.truncated), (dropped, truncated));
         assert!(
             !cut.is_empty() && cut.iter().all(|s| *s == "world_religions"),
             "{cut:?}"
@@ -483,7 +493,8 @@ fn mmlu_predictions_equal_full_forward_reference() {
 }
 
 /// Hendrycks' code drops shots until the prompt fits 2048 tokens whatever the model's
-/// context; `--mmlu-max-context` moves that limit within the model's context.
+/// context; lm-eval fits max_position_embeddings and cuts from the left;
+/// `--mmlu-max-context` moves either limit within the model's context.
 #[test]
 fn mmlu_context_is_hendrycks_2048_unless_set() {
     let d = tmp();
@@ -550,6 +561,35 @@ fn mmlu_context_is_hendrycks_2048_unless_set() {
     for (got, want) in long.predictions[0].logprobs.iter().zip(lp_4096) {
         assert!((got - want).abs() < 1e-4, "{got} vs {want}");
     }
+    // lm-eval's rule: its max_length is max_position_embeddings, and a prompt too long
+    // for a smaller one keeps every example and loses tokens from its start.
+    let lm_eval = |max_context| {
+        let opts = MmluOptions {
+            shots: 5,
+            prompt: MmluPrompt::LmEval,
+            limit: None,
+            batch: 1,
+            max_context,
+        };
+        evaluate_mmlu(&model, &data, &opts, "csv", |_, _| {}).unwrap()
+    };
+    let whole = lm_eval(None);
+    assert_eq!(
+        (whole.max_context, whole.reduced_shots, whole.truncated),
+        (4096, 0, 0)
+    );
+    let cut = lm_eval(Some(2048));
+    assert_eq!(
+        (cut.max_context, cut.reduced_shots, cut.truncated),
+        (2048, 0, 1)
+    );
+    let one = &cut.predictions[0];
+    assert_eq!(one.shots, 5);
+    assert!(one.truncated > 0, "{one:?}");
+    let (_, lp_cut, _) = reference_prediction(&model, &test[0], &devs, true, 2048);
+    for (got, want) in one.logprobs.iter().zip(lp_cut) {
+        assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    }
     let err = run(Some(4097)).unwrap_err().to_string();
     assert_eq!(
         err,
@@ -588,6 +628,20 @@ fn mmlu_context_is_hendrycks_2048_unless_set() {
     ]);
     assert_eq!(v["mmlu"]["max_context"], json!(4096));
     assert_eq!(v["mmlu"]["reduced_shots"], json!(0));
+    let v = eval_json(&[
+        "eval",
+        "--model",
+        &p(&dir),
+        "--mmlu",
+        &p(&d.path().join("csv")),
+        "--mmlu-prompt",
+        "lm-eval",
+        "--mmlu-max-context",
+        "2048",
+        "--json",
+    ]);
+    assert_eq!(v["mmlu"]["max_context"], json!(2048));
+    assert_eq!(v["mmlu"]["truncated"], json!(1));
 }
 
 fn eval_json(args: &[&str]) -> Value {

@@ -31,12 +31,13 @@ pub struct EvalArgs {
     /// MMLU few-shot examples taken from the dev split [default: 5].
     #[arg(long)]
     pub shots: Option<usize>,
-    /// MMLU prompt spelling: hendrycks (evaluate.py, "about  high school physics.") or
-    /// lm-eval (one space, questions stripped) [default: hendrycks].
+    /// MMLU protocol: hendrycks (evaluate.py, "about  high school physics.", shots dropped
+    /// to fit) or lm-eval (one space, questions stripped, prompts cut from the left to fit)
+    /// [default: hendrycks].
     #[arg(long)]
     pub mmlu_prompt: Option<MmluPrompt>,
-    /// MMLU: shots are dropped until prompt and answer fit this many tokens (default: 2048,
-    /// as Hendrycks' code, capped at max_position_embeddings).
+    /// MMLU: prompt and answer fit this many tokens (default: hendrycks 2048, as his code,
+    /// capped at max_position_embeddings; lm-eval max_position_embeddings, its max_length).
     #[arg(long)]
     pub mmlu_max_context: Option<usize>,
     /// Evaluate only the first N items (of each MMLU subject; of the FreebaseQA file).
@@ -172,7 +173,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let model = a.model.load()?;
     if a.mmlu.is_some() {
         // Checked before any evaluation runs, so a bad value costs no perplexity pass.
-        crate::eval::mmlu::context_limit(&model, a.mmlu_max_context)?;
+        let style = a.mmlu_prompt.unwrap_or(MmluPrompt::Hendrycks);
+        crate::eval::mmlu::context_limit(&model, a.mmlu_max_context, style)?;
     }
 
     let mut out = Map::new();
@@ -280,6 +282,11 @@ fn report_mmlu(a: &EvalArgs, res: &MmluResult, out: &mut Map<String, Value>) -> 
             format!(
                 ", {} prompts cut to fewer shots to fit {} tokens",
                 res.reduced_shots, res.max_context
+            )
+        } else if res.truncated > 0 {
+            format!(
+                ", {} prompts cut from the left to fit {} tokens",
+                res.truncated, res.max_context
             )
         } else {
             String::new()

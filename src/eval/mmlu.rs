@@ -23,11 +23,16 @@ pub struct MmluResult {
     pub split: String,
     pub dataset: String,
     pub dtype: String,
-    /// Prompts and continuations fit in this many tokens: `--mmlu-max-context`, by
-    /// default Hendrycks' 2048 capped at max_position_embeddings.
+    /// Prompts and continuations fit in this many tokens: `--mmlu-max-context`; by
+    /// default Hendrycks' 2048 capped at max_position_embeddings (`hendrycks`), or
+    /// max_position_embeddings, lm-eval's `max_length` (`lm-eval`).
     pub max_context: usize,
-    /// Items whose prompt kept fewer than `shots` examples to fit `max_context`.
+    /// Items whose prompt kept fewer than `shots` examples to fit `max_context`
+    /// (`hendrycks`, whose scripts drop examples).
     pub reduced_shots: usize,
+    /// Items whose prompt lost tokens from its start to fit `max_context` (`lm-eval`,
+    /// which cuts from the left and keeps every example).
+    pub truncated: usize,
     pub subjects: Vec<SubjectScore>,
     pub predictions: Vec<MmluPrediction>,
 }
@@ -50,6 +55,8 @@ pub struct MmluPrediction {
     /// log p(" A") .. log p(" D") after the prompt.
     pub logprobs: [f64; 4],
     pub shots: usize,
+    /// Tokens cut from the prompt's start (lm-eval's left truncation); 0 when it fit.
+    pub truncated: usize,
 }
 
 /// Which published spelling of the prompt to write. They differ in two places only.
@@ -130,6 +137,11 @@ struct Prepared {
     prompt: Vec<u32>,
     conts: Vec<Vec<u32>>,
     shots: usize,
+    /// Tokens cut from the prompt's start (the most of the four).
+    truncated: usize,
+    /// Each continuation's own prompt, where lm-eval's cut differs between them
+    /// (continuations of different lengths keep different numbers of prompt tokens).
+    own: Option<Vec<Vec<u32>>>,
 }
 
 /// Tokens of " X" after `prompt_ids`: those of the joint encoding past the prompt when
@@ -148,6 +160,48 @@ fn continuation(
     model.encode(&cont)
 }
 
+/// The prompt with all `shots` examples, cut from the left to fit the context as
+/// lm-eval's `_loglikelihood_tokens` cuts it: each continuation is scored after the last
+/// `max + 1 - len` tokens of the prompt, `(context + continuation)[-(max + 1):][:-1]`.
+fn prepare_lm_eval(
+    model: &LoadedModel,
+    item: &MmluItem,
+    dev: &[MmluItem],
+    shots: usize,
+    max: usize,
+) -> Result<Prepared> {
+    let text = MmluPrompt::LmEval.prompt(item, dev, shots);
+    let ids = model.encode(&text)?;
+    let conts = LETTERS
+        .iter()
+        .map(|l| continuation(model, &text, &ids, l))
+        .collect::<Result<Vec<_>>>()?;
+    let mut cuts = Vec::with_capacity(conts.len());
+    for c in &conts {
+        if c.len() > max {
+            bail!(
+                "{}: row {}: an answer's continuation is {} tokens, more than the context of {max} (--mmlu-max-context)",
+                item.source,
+                item.row,
+                c.len()
+            );
+        }
+        cuts.push((ids.len() + c.len() - 1).saturating_sub(max));
+    }
+    let truncated = cuts.iter().copied().max().unwrap_or(0);
+    let own = match cuts.iter().all(|&c| c == cuts[0]) {
+        true => None,
+        false => Some(cuts.iter().map(|&c| ids[c..].to_vec()).collect()),
+    };
+    Ok(Prepared {
+        prompt: ids[cuts[0]..].to_vec(),
+        conts,
+        shots,
+        truncated,
+        own,
+    })
+}
+
 /// The longest prompt with at most `shots` examples that fits the context. As in
 /// Hendrycks' code, examples are dropped from the end until it fits.
 fn prepare(
@@ -158,6 +212,9 @@ fn prepare(
     style: MmluPrompt,
     max: usize,
 ) -> Result<Prepared> {
+    if style == MmluPrompt::LmEval {
+        return prepare_lm_eval(model, item, dev, shots, max);
+    }
     let mut k = shots;
     loop {
         let text = style.prompt(item, dev, k);
@@ -174,6 +231,8 @@ fn prepare(
                 prompt: ids,
                 conts,
                 shots: k,
+                truncated: 0,
+                own: None,
             });
         }
         if k == 0 {
@@ -193,8 +252,8 @@ pub struct MmluOptions {
     pub limit: Option<usize>,
     /// Prompts per forward pass (right-padded).
     pub batch: usize,
-    /// Longest prompt plus continuation in tokens; `None` is [`HENDRYCKS_CONTEXT`] capped
-    /// at max_position_embeddings.
+    /// Longest prompt plus continuation in tokens; `None` is the spelling's default
+    /// (`context_limit`).
     pub max_context: Option<usize>,
 }
 
@@ -202,10 +261,17 @@ pub struct MmluOptions {
 /// tokens, whatever the model's own context.
 pub const HENDRYCKS_CONTEXT: usize = 2048;
 
-/// The context the prompts must fit, checked against the model's.
-pub fn context_limit(model: &LoadedModel, max_context: Option<usize>) -> Result<usize> {
+/// The context the prompts must fit, checked against the model's. By default Hendrycks'
+/// 2048 (capped at max_position_embeddings); lm-eval's `max_length`, which is the model's
+/// max_position_embeddings.
+pub fn context_limit(
+    model: &LoadedModel,
+    max_context: Option<usize>,
+    style: MmluPrompt,
+) -> Result<usize> {
     let mp = model.cfg.max_position_embeddings;
     match max_context {
+        None if style == MmluPrompt::LmEval => Ok(mp),
         None => Ok(HENDRYCKS_CONTEXT.min(mp)),
         Some(0) => bail!("--mmlu-max-context 0: no prompt fits"),
         Some(n) if n > mp => {
@@ -227,7 +293,7 @@ pub fn evaluate_mmlu(
         .values()
         .flat_map(|v| v.iter().take(opts.limit.unwrap_or(usize::MAX)))
         .collect();
-    let max = context_limit(model, opts.max_context)?;
+    let max = context_limit(model, opts.max_context, opts.prompt)?;
     let empty = Vec::new();
     let mut predictions = Vec::with_capacity(items.len());
     for chunk in items.chunks(opts.batch.max(1)) {
@@ -267,6 +333,7 @@ pub fn evaluate_mmlu(
                 predicted: LETTERS[best].to_string(),
                 logprobs: lp,
                 shots: p.shots,
+                truncated: p.truncated,
             });
         }
         progress(predictions.len(), items.len());
@@ -277,7 +344,7 @@ pub fn evaluate_mmlu(
 /// Log-probabilities of the four continuations of each prompt. Prompts whose
 /// continuations are single tokens share one batched forward.
 fn score(model: &LoadedModel, prepared: &[Prepared]) -> Result<Vec<[f64; 4]>> {
-    let single = |p: &Prepared| p.conts.iter().all(|c| c.len() == 1);
+    let single = |p: &Prepared| p.own.is_none() && p.conts.iter().all(|c| c.len() == 1);
     let batch: Vec<Vec<u32>> = prepared
         .iter()
         .filter(|p| single(p))
@@ -295,6 +362,11 @@ fn score(model: &LoadedModel, prepared: &[Prepared]) -> Result<Vec<[f64; 4]>> {
             let lp: Vec<f64> = if single(p) {
                 let row = rows.next().expect("one row per single-token prompt");
                 p.conts.iter().map(|c| row[c[0] as usize] as f64).collect()
+            } else if let Some(own) = &p.own {
+                let one = |(prompt, c): (&Vec<u32>, &Vec<u32>)| {
+                    Ok(continuation_logprobs(&model.decoder, prompt, std::slice::from_ref(c))?[0])
+                };
+                own.iter().zip(&p.conts).map(one).collect::<Result<_>>()?
             } else {
                 continuation_logprobs(&model.decoder, &p.prompt, &p.conts)?
             };
@@ -341,6 +413,7 @@ fn summarize(
         dtype: crate::runtime::dtype_name(model.decoder.dtype).to_string(),
         max_context,
         reduced_shots: predictions.iter().filter(|p| p.shots < opts.shots).count(),
+        truncated: predictions.iter().filter(|p| p.truncated > 0).count(),
         subjects,
         predictions,
     }

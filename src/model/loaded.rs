@@ -146,7 +146,9 @@ impl LoadedModel {
         })
     }
 
-    /// Tokenize without special tokens (the perplexity protocol of Wanda and SparseGPT).
+    /// Tokenize without special tokens: the project's choice for perplexity and the
+    /// knowledge evaluations (Wanda's, SparseGPT's, Hendrycks' and LLM-KICK's scripts
+    /// tokenize with the defaults, which put a BOS first for Llama; Qwen adds none).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         self.encode_with(text, false)
     }
