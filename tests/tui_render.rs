@@ -1844,6 +1844,18 @@ fn long_feedback_keeps_its_cursor_on_screen() {
         screen.contains("below") && !screen.contains("above"),
         "{screen}"
     );
+    // In the middle of the text on a 50x12 screen both counts show, before the keys (they
+    // came after them and were cut off), and the key line says what the dialog says.
+    press(&mut a, &v, &vec![code(KeyCode::Right); 1000]);
+    let b = draw(&mut a, &v, 50, 12);
+    let screen = text(&b);
+    assert!(screen.contains("line(s) above · "), "{screen}");
+    assert!(screen.contains(" below · ⏎ send"), "{screen}");
+    let keys = screen.lines().last().unwrap();
+    assert!(
+        keys.contains("⏎ send") && !keys.contains(" ok "),
+        "{screen}"
+    );
 }
 
 #[test]
@@ -2750,4 +2762,71 @@ fn the_feedback_field_wraps_whole_words() {
         "{screen}"
     );
     assert!(screen.contains("first▏"), "{screen}");
+}
+
+// With switch_field unbound no key reaches an override's reasoning: the message says so
+// (it named no key and read as if one were shown).
+#[test]
+fn an_override_says_when_no_key_goes_to_its_reasoning() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut k = Keymap::builtin();
+    k.overlay("- { action: switch_field, keys: [] }\n", "user.yaml")
+        .unwrap();
+    let mut a = App::new(k, Themes::builtin(false));
+    press(&mut a, &v, &[ch('o'), code(KeyCode::Enter)]);
+    let said = &a.notice.as_ref().unwrap().text;
+    assert!(
+        said.starts_with(
+            "not sent: override: write why in the reasoning field (no key is bound to switch_field, which goes there)"
+        ),
+        "{said}"
+    );
+}
+
+/// The Log panel's event lines (their numbers and texts) on a drawn screen.
+fn log_rows(screen: &str) -> Vec<String> {
+    let lines: Vec<&str> = screen.lines().collect();
+    let top = lines
+        .iter()
+        .position(|l| l.contains("Log ·"))
+        .unwrap_or_else(|| panic!("{screen}"));
+    lines[top + 1..]
+        .iter()
+        .take_while(|l| !l.contains('└'))
+        .map(|l| l.to_string())
+        .collect()
+}
+
+// A Log scrolled back keeps its lines in view while events arrive (they moved up by one
+// line per new event), and follows the end again once scrolled to it.
+#[test]
+fn a_scrolled_back_log_stays_put_as_events_arrive() {
+    let (mut m, mut events) = fixtures::reviewing(8);
+    for i in 0..4 {
+        fixtures::step(&mut m, &mut events, 10.0 + i as f64);
+        fixtures::next_proposal(&mut m, &mut events);
+    }
+    let (mut m2, mut e2) = (m.clone(), events.clone());
+    fixtures::step(&mut m2, &mut e2, 20.0);
+    fixtures::next_proposal(&mut m2, &mut e2);
+    assert!(e2.len() > events.len());
+    let mut a = app();
+    let v = view(&m, &events);
+    draw(&mut a, &v, 120, 40);
+    a.scroll_to(arborist::tui::app::Panel::Log, 2);
+    let before = log_rows(&text(&draw(&mut a, &v, 120, 40)));
+    let v2 = view(&m2, &e2);
+    let after = log_rows(&text(&draw(&mut a, &v2, 120, 40)));
+    assert_eq!(before, after);
+    assert_eq!(
+        a.scroll(arborist::tui::app::Panel::Log),
+        2 + (e2.len() - events.len()) as u16
+    );
+    // Not scrolled back, it follows the newest event.
+    a.scroll_to(arborist::tui::app::Panel::Log, 0);
+    let newest = log_rows(&text(&draw(&mut a, &v2, 120, 40)));
+    assert!(newest
+        .iter()
+        .any(|l| l.contains(&format!("{:>4} ", e2.len()))));
 }

@@ -166,6 +166,8 @@ pub struct App {
     /// order: the Log panel keeps them, since the status line drops a notice at the next
     /// key.
     pub warnings: Vec<(usize, String)>,
+    /// The events the Log showed at the last frame, to keep a scrolled-back view in place.
+    pub log_events: usize,
 }
 
 impl App {
@@ -192,6 +194,7 @@ impl App {
             areas: Areas::default(),
             feedback_draft: None,
             warnings: Vec::new(),
+            log_events: 0,
         }
     }
 
@@ -417,6 +420,18 @@ impl App {
             self.reflections_shown = m.reflections.len();
             self.scroll_to(Panel::Reflection, 0);
         }
+        // A Log scrolled back keeps its lines in view as events come and go (its scroll
+        // counts back from the newest line, so new events moved what was being read).
+        let events = view.events.len();
+        let back = self.scroll(Panel::Log);
+        if back > 0 && events != self.log_events {
+            let moved = events as i64 - self.log_events as i64;
+            self.scroll_to(
+                Panel::Log,
+                (back as i64 + moved).clamp(0, u16::MAX as i64) as u16,
+            );
+        }
+        self.log_events = events;
     }
 
     pub fn focus_panel(&mut self, p: Panel) {

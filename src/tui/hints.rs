@@ -78,8 +78,10 @@ impl App {
     /// (the keys that add one), an override without its reasoning (the key to that field).
     pub fn with_keys(&self, why: String, view: &View) -> String {
         if why == NO_REASON {
-            let field = self.key(Action::SwitchField, Mode::Edit, false);
-            return field.map_or(why, |k| format!("{NO_REASON} ({k})"));
+            return match self.key(Action::SwitchField, Mode::Edit, false) {
+                Some(k) => format!("{NO_REASON} ({k})"),
+                None => format!("{NO_REASON} (no key is bound to switch_field, which goes there)"),
+            };
         }
         if why != NO_ROW {
             return why;

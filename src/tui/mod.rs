@@ -24,6 +24,7 @@ pub mod theme;
 pub mod ui;
 mod verify_child;
 pub mod view;
+pub mod wrap;
 
 pub use live::run_live;
 pub use replay::run_replay;

@@ -2,10 +2,7 @@
 //! override's reasoning. Typing inserts at the cursor; ← → home end move it, backspace
 //! and delete remove around it. The cursor counts characters, not bytes.
 
-use std::ops::Range;
-
 use crossterm::event::KeyCode;
-use unicode_width::UnicodeWidthChar;
 
 /// Most characters a field holds: feedback and an override's reasoning go into every
 /// later prompt, and a pasted 100 KB took seconds to insert a character at a time.
@@ -96,79 +93,9 @@ impl TextField {
     }
 }
 
-/// `chars` in rows of at most `width` display columns, each broken after its last space
-/// where it has one, else at the width (a word longer than a row is cut). A space that
-/// would start the next row ends this one instead, past the edge, where it shows nothing.
-/// A row holds at least one character, so a character wider than a row is not lost.
-pub fn rows(chars: &[char], width: usize) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < chars.len() {
-        let (mut end, mut used) = (start, 0);
-        while let Some(&c) = chars.get(end) {
-            let w = c.width().unwrap_or(0);
-            if used + w > width && end > start {
-                break;
-            }
-            used += w;
-            end += 1;
-        }
-        if end < chars.len() {
-            if chars[end] == ' ' {
-                end += 1;
-            } else if let Some(k) = (start + 1..end).rev().find(|&k| chars[k - 1] == ' ') {
-                end = k;
-            }
-        }
-        out.push(start..end);
-        start = end;
-    }
-    if out.is_empty() {
-        out.push(0..0);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn wrapped(text: &str, width: usize) -> Vec<String> {
-        let chars: Vec<char> = text.chars().collect();
-        rows(&chars, width)
-            .into_iter()
-            .map(|r| chars[r].iter().collect())
-            .collect()
-    }
-
-    #[test]
-    fn a_field_wraps_after_spaces_and_cuts_only_a_word_longer_than_a_row() {
-        assert_eq!(
-            wrapped("too deep in block 0", 7),
-            ["too ", "deep in ", "block 0"]
-        );
-        // The space that would start a row ends the one before it.
-        assert_eq!(wrapped("prune less", 5), ["prune ", "less"]);
-        assert_eq!(wrapped("a abcdefghij b", 4), ["a ", "abcd", "efgh", "ij b"]);
-        assert_eq!(wrapped("", 4), [""]);
-        // Full-width characters take two columns, and a row never splits one.
-        assert_eq!(wrapped("ディスク full", 5), ["ディ", "スク ", "full"]);
-        assert_eq!(wrapped("ディ", 1), ["デ", "ィ"]);
-        let text = "keep the attention layers of block 0 dense; prune the MLPs of 5–7";
-        for w in 1..30 {
-            let rows = wrapped(text, w);
-            assert_eq!(rows.concat(), text, "{w}");
-            for r in &rows {
-                let cols: usize = r
-                    .trim_end_matches(' ')
-                    .chars()
-                    .map(|c| c.width().unwrap_or(0))
-                    .sum();
-                assert!(cols <= w.max(2), "{w}: {r:?}");
-                assert!(!r.starts_with(' ') || r.trim().is_empty(), "{w}: {r:?}");
-            }
-        }
-    }
 
     fn typed(s: &str) -> TextField {
         let mut t = TextField::default();

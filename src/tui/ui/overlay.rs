@@ -161,7 +161,7 @@ fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> (u16, u16) {
 }
 
 /// A text field that grows with its text and, when the text outgrows the screen, shows
-/// the lines around the cursor. The text wraps after spaces (`textfield::rows`).
+/// the lines around the cursor. The text wraps after spaces (`wrap::rows`).
 fn field(f: &mut Frame, area: Rect, app: &App, view: &View, title: &str, text: &TextField) {
     let t = app.theme();
     let width = 72.min(area.width);
@@ -169,7 +169,7 @@ fn field(f: &mut Frame, area: Rect, app: &App, view: &View, title: &str, text: &
     let (before, after) = text.split();
     let at = before.chars().count();
     let chars: Vec<char> = before.chars().chain(['▏']).chain(after.chars()).collect();
-    let ranges = crate::tui::textfield::rows(&chars, inner_w);
+    let ranges = crate::tui::wrap::rows(&chars, inner_w);
     let at_row = ranges.iter().position(|r| r.contains(&at)).unwrap_or(0);
     let mut rows: Vec<String> = ranges
         .into_iter()
@@ -190,20 +190,27 @@ fn field(f: &mut Frame, area: Rect, app: &App, view: &View, title: &str, text: &
         .map(|l| Line::styled(l, t.text()))
         .collect();
     lines.push(Line::default());
-    let mut more = String::new();
+    // The counts first, then the keys, in whole groups: at 50 columns the counts came
+    // last and were cut off.
+    let mut groups = Vec::new();
     if first > 0 {
-        more += &format!(" · {first} line(s) above");
+        groups.push(format!("{first} line(s) above"));
     }
     if below > 0 {
-        more += &format!(" · {below} below");
+        groups.push(format!("{below} below"));
     }
-    // ← → move the cursor in any text field, whatever the keymap says.
-    let keys = app.hint(
+    groups.push(app.hint(
         &[(&[Action::Submit], "send"), (&[Action::Cancel], "cancel")],
         Mode::Text,
         !view.live(),
-    );
-    lines.push(Line::styled(format!("{keys} · ←→ move{more}"), t.muted()));
+    ));
+    // ← → move the cursor in any text field, whatever the keymap says.
+    groups.push("←→ move".into());
+    let hint = wrap_groups(&groups.join(" · "), inner_w);
+    lines.push(Line::styled(
+        hint.into_iter().next().unwrap_or_default(),
+        t.muted(),
+    ));
     f.render_widget(Paragraph::new(lines).block(dialog(app, title, r.width)), r);
 }
 
@@ -315,7 +322,7 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok:
     // mid-word or split `⏎` from `choose`.
     let width = 64.min(area.width);
     let inner_w = width.saturating_sub(2) as usize;
-    let mut text_lines = super::wrap_words(&text, inner_w.max(1));
+    let mut text_lines = crate::tui::wrap::lines(&text, inner_w.max(1));
     let hint = app.hint(
         &[
             (&[Action::ToggleChoice], "switch"),

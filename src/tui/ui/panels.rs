@@ -83,7 +83,7 @@ fn log_lines(events: usize, warnings: &[(usize, String)], wrap: usize) -> Vec<Lo
     let mut said = warnings.iter().peekable();
     for i in 0..=events {
         while let Some((_, w)) = said.next_if(|(at, _)| *at <= i) {
-            let parts = super::wrap_words(w, wrap).into_iter().enumerate();
+            let parts = crate::tui::wrap::lines(w, wrap).into_iter().enumerate();
             lines.extend(parts.map(|(k, part)| LogLine::Warning(k == 0, part)));
         }
         if i < events {

@@ -245,7 +245,7 @@ fn help_keys(app: &App, what: &str, width: usize) -> Vec<Span<'static>> {
 }
 
 /// A binding's word; ⏎ in a confirmation chooses the focused button, so with the focus on
-/// Cancel it says cancel's word (it said "ok" and cancelled). In the checkpoint picker the
+/// Cancel it says cancel's word (it said "ok" and cancelled); in a text field it sends. In the checkpoint picker the
 /// words are the picker's own hint's (↑/↓ choose a checkpoint, ⏎ goes on to confirm it).
 fn submit_label(app: &App, b: &Binding) -> String {
     if matches!(app.overlay, Overlay::Picker { .. }) {
@@ -254,6 +254,11 @@ fn submit_label(app: &App, b: &Binding) -> String {
             Action::Submit => return "next".into(),
             _ => {}
         }
+    }
+    // A text field's own hint says send.
+    if matches!(app.overlay, Overlay::Feedback(_) | Overlay::Goto(_)) && b.action == Action::Submit
+    {
+        return "send".into();
     }
     let on_cancel = matches!(app.overlay, Overlay::Confirm { ok: false, .. });
     if b.action != Action::Submit || !on_cancel {
