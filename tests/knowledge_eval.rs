@@ -542,16 +542,17 @@ fn mmlu_context_is_hendrycks_2048_unless_set() {
     assert!(k_2048 < 5 && k_2048 > 0, "{k_2048}");
     assert_eq!(k_4096, 5);
     let data = read_mmlu(&d.path().join("csv"), shots(5)).unwrap();
-    let run = |max_context| {
+    let run_as = |prompt, max_context| {
         let opts = MmluOptions {
             shots: 5,
-            prompt: MmluPrompt::Hendrycks,
+            prompt,
             limit: None,
             batch: 1,
             max_context,
         };
         evaluate_mmlu(&model, &data, &opts, "csv", |_, _| {})
     };
+    let run = |max_context| run_as(MmluPrompt::Hendrycks, max_context);
     let default = run(None).unwrap();
     assert_eq!((default.max_context, default.reduced_shots), (2048, 1));
     assert_eq!(default.predictions[0].shots, k_2048);
@@ -563,16 +564,7 @@ fn mmlu_context_is_hendrycks_2048_unless_set() {
     }
     // lm-eval's rule: its max_length is max_position_embeddings, and a prompt too long
     // for a smaller one keeps every example and loses tokens from its start.
-    let lm_eval = |max_context| {
-        let opts = MmluOptions {
-            shots: 5,
-            prompt: MmluPrompt::LmEval,
-            limit: None,
-            batch: 1,
-            max_context,
-        };
-        evaluate_mmlu(&model, &data, &opts, "csv", |_, _| {}).unwrap()
-    };
+    let lm_eval = |max_context| run_as(MmluPrompt::LmEval, max_context).unwrap();
     let whole = lm_eval(None);
     assert_eq!(
         (whole.max_context, whole.reduced_shots, whole.truncated),
