@@ -1,8 +1,11 @@
 //! A line of text with a cursor: the rejection's feedback, the iteration to go to, and the
 //! override's reasoning. Typing inserts at the cursor; ← → home end move it, backspace
-//! and delete remove around it. The cursor counts characters, not bytes.
+//! and delete remove around it. The cursor counts characters, not bytes, and moves and
+//! deletes by grapheme: an accent typed as its own character, or an emoji with its
+//! variation selector, goes as one.
 
 use crossterm::event::KeyCode;
+use unicode_segmentation::UnicodeSegmentation;
 
 /// Most characters a field holds: feedback and an override's reasoning go into every
 /// later prompt, and a pasted 100 KB took seconds to insert a character at a time.
@@ -41,6 +44,23 @@ impl TextField {
         self.text.chars().count()
     }
 
+    /// The character index of the grapheme boundary before the cursor (0 at the start).
+    fn before(&self) -> usize {
+        let (head, _) = self.split();
+        let last = head
+            .graphemes(true)
+            .next_back()
+            .map_or(0, |g| g.chars().count());
+        self.cursor - last
+    }
+
+    /// The character index of the grapheme boundary after the cursor (the end at the end).
+    fn after(&self) -> usize {
+        let (_, tail) = self.split();
+        let next = tail.graphemes(true).next().map_or(0, |g| g.chars().count());
+        self.cursor + next
+    }
+
     /// Inserts `c` at the cursor; false when the field is full.
     pub fn insert(&mut self, c: char) -> bool {
         if self.len() >= MAX_CHARS {
@@ -76,16 +96,20 @@ impl TextField {
             return false;
         }
         match code {
-            KeyCode::Left => self.cursor = self.cursor.saturating_sub(1),
-            KeyCode::Right => self.cursor = (self.cursor + 1).min(self.len()),
+            KeyCode::Left => self.cursor = self.before(),
+            KeyCode::Right => self.cursor = self.after(),
             KeyCode::Home => self.cursor = 0,
             KeyCode::End => self.cursor = self.len(),
-            KeyCode::Backspace if self.cursor > 0 => {
-                self.cursor -= 1;
-                self.text.remove(self.byte(self.cursor));
+            KeyCode::Backspace => {
+                let from = self.before();
+                self.text
+                    .replace_range(self.byte(from)..self.byte(self.cursor), "");
+                self.cursor = from;
             }
-            KeyCode::Delete if self.cursor < self.len() => {
-                self.text.remove(self.byte(self.cursor));
+            KeyCode::Delete => {
+                let to = self.after();
+                self.text
+                    .replace_range(self.byte(self.cursor)..self.byte(to), "");
             }
             _ => {}
         }
@@ -136,6 +160,24 @@ mod tests {
         t.on_key(KeyCode::End);
         t.on_key(KeyCode::Backspace);
         assert_eq!(t.split(), ("Too far dee", ""));
+    }
+
+    #[test]
+    fn the_cursor_moves_and_deletes_whole_graphemes() {
+        // An accent typed as its own character, and an emoji with its variation selector.
+        let mut t = typed("cafe\u{301} \u{263a}\u{fe0f}!");
+        t.on_key(KeyCode::Left);
+        t.on_key(KeyCode::Left);
+        assert_eq!(t.split(), ("cafe\u{301} ", "\u{263a}\u{fe0f}!"));
+        t.on_key(KeyCode::Delete);
+        assert_eq!(t.split(), ("cafe\u{301} ", "!"));
+        t.on_key(KeyCode::Left);
+        t.on_key(KeyCode::Backspace);
+        assert_eq!(t.split(), ("caf", " !"));
+        t.on_key(KeyCode::Right);
+        t.on_key(KeyCode::Right);
+        t.on_key(KeyCode::Right);
+        assert_eq!(t.split(), ("caf !", ""));
     }
 
     #[test]
