@@ -367,17 +367,29 @@ fn reference_prediction(
     lm_eval: bool,
     max: usize,
 ) -> (String, [f64; 4], usize) {
+    reference_prediction_by(model, it, dev, lm_eval, max, |t| model.encode(t).unwrap())
+}
+
+/// `reference_prediction` with the prompts tokenized by `encode`.
+fn reference_prediction_by(
+    model: &LoadedModel,
+    it: &Item,
+    dev: &[&Item],
+    lm_eval: bool,
+    max: usize,
+    encode: impl Fn(&str) -> Vec<u32>,
+) -> (String, [f64; 4], usize) {
     for k in (0..=5).rev() {
         let mut prompt = reference_header(it.subject, lm_eval);
         for d in &dev[..k] {
             prompt += &reference_example(d, true, lm_eval);
         }
         prompt += &reference_example(it, false, lm_eval);
-        let ids = model.encode(&prompt).unwrap();
+        let ids = encode(&prompt);
         let conts: Vec<Vec<u32>> = ["A", "B", "C", "D"]
             .iter()
             .map(|l| {
-                let joint = model.encode(&format!("{prompt} {l}")).unwrap();
+                let joint = encode(&format!("{prompt} {l}"));
                 assert!(joint.starts_with(&ids));
                 joint[ids.len()..].to_vec()
             })
@@ -634,6 +646,65 @@ fn mmlu_context_is_hendrycks_2048_unless_set() {
     ]);
     assert_eq!(v["mmlu"]["max_context"], json!(2048));
     assert_eq!(v["mmlu"]["truncated"], json!(1));
+}
+
+// lm-eval leaves BOS to the tokenizer (its PR #3347): with a tokenizer that puts one
+// first, the lm-eval protocol's prompts start with it, Hendrycks' (his evaluate.py sends
+// text to an API) and ours elsewhere do not.
+#[test]
+fn mmlu_lm_eval_prompts_start_with_the_tokenizers_bos() {
+    let d = tmp();
+    let (test, dev) = mmlu_items();
+    write_csv_tree(&d.path().join("csv"), &test, &dev);
+    let dir = d.path().join("qwen3_bos");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("qwen3").join(f), dir.join(f)).unwrap();
+    }
+    std::fs::copy(
+        fixture("c4_ref/tokenizer_bos.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    let model = load(&dir);
+    assert_eq!(model.encode_document("x").unwrap()[0], 0, "the BOS is id 0");
+    let data = read_mmlu(&d.path().join("csv"), shots(5)).unwrap();
+    let mut order: Vec<&Item> = test.iter().collect();
+    order.sort_by_key(|i| i.subject);
+    for (style, lm_eval) in [(MmluPrompt::Hendrycks, false), (MmluPrompt::LmEval, true)] {
+        let opts = MmluOptions {
+            shots: 5,
+            prompt: style,
+            limit: None,
+            batch: 2,
+            max_context: Some(512),
+        };
+        let res = evaluate_mmlu(&model, &data, &opts, "csv", |_, _| {}).unwrap();
+        let mut moved = 0;
+        for (it, p) in order.iter().zip(&res.predictions) {
+            let devs: Vec<&Item> = dev.iter().filter(|x| x.subject == it.subject).collect();
+            let plain = |t: &str| model.encode(t).unwrap();
+            let bos = |t: &str| model.encode_document(t).unwrap();
+            let (_, want, _) = match lm_eval {
+                true => reference_prediction_by(&model, it, &devs, true, 512, bos),
+                false => reference_prediction_by(&model, it, &devs, false, 512, plain),
+            };
+            let (_, other, _) = match lm_eval {
+                true => reference_prediction_by(&model, it, &devs, true, 512, plain),
+                false => reference_prediction_by(&model, it, &devs, false, 512, bos),
+            };
+            for j in 0..4 {
+                assert!(
+                    (p.logprobs[j] - want[j]).abs() < 1e-4,
+                    "{:?} vs {want:?}",
+                    p.logprobs
+                );
+            }
+            moved += usize::from((0..4).any(|j| (p.logprobs[j] - other[j]).abs() > 1e-4));
+        }
+        // The BOS changes the scores (the check above could not pass both ways).
+        assert!(moved > 0, "{style:?}");
+    }
 }
 
 fn eval_json(args: &[&str]) -> Value {

@@ -144,16 +144,18 @@ struct Prepared {
     own: Option<Vec<Vec<u32>>>,
 }
 
-/// Tokens of " X" after `prompt_ids`: those of the joint encoding past the prompt when
-/// the prompt's tokens are a prefix of it (as lm-eval splits), else " X" encoded alone.
+/// Tokens of " X" after `prompt_ids`: those of the joint encoding (`encode`, as the
+/// prompt was) past the prompt when the prompt's tokens are a prefix of it (as lm-eval
+/// splits), else " X" encoded alone.
 fn continuation(
     model: &LoadedModel,
+    encode: impl Fn(&str) -> Result<Vec<u32>>,
     text: &str,
     prompt_ids: &[u32],
     letter: &str,
 ) -> Result<Vec<u32>> {
     let cont = format!(" {letter}");
-    let joint = model.encode(&format!("{text}{cont}"))?;
+    let joint = encode(&format!("{text}{cont}"))?;
     if joint.len() > prompt_ids.len() && joint.starts_with(prompt_ids) {
         return Ok(joint[prompt_ids.len()..].to_vec());
     }
@@ -163,6 +165,8 @@ fn continuation(
 /// The prompt with all `shots` examples, cut from the left to fit the context as
 /// lm-eval's `_loglikelihood_tokens` cuts it: each continuation is scored after the last
 /// `max + 1 - len` tokens of the prompt, `(context + continuation)[-(max + 1):][:-1]`.
+/// Encoded with the tokenizer's own special tokens (a Llama tokenizer's BOS), as lm-eval
+/// does since it left BOS to the tokenizer (its PR #3347, 2025-10).
 fn prepare_lm_eval(
     model: &LoadedModel,
     item: &MmluItem,
@@ -171,10 +175,11 @@ fn prepare_lm_eval(
     max: usize,
 ) -> Result<Prepared> {
     let text = MmluPrompt::LmEval.prompt(item, dev, shots);
-    let ids = model.encode(&text)?;
+    let encode = |t: &str| model.encode_document(t);
+    let ids = encode(&text)?;
     let conts = LETTERS
         .iter()
-        .map(|l| continuation(model, &text, &ids, l))
+        .map(|l| continuation(model, encode, &text, &ids, l))
         .collect::<Result<Vec<_>>>()?;
     let mut cuts = Vec::with_capacity(conts.len());
     for c in &conts {
@@ -221,7 +226,7 @@ fn prepare(
         let ids = model.encode(&text)?;
         let conts = LETTERS
             .iter()
-            .map(|l| continuation(model, &text, &ids, l))
+            .map(|l| continuation(model, |t: &str| model.encode(t), &text, &ids, l))
             .collect::<Result<Vec<_>>>()?;
         let longest = conts.iter().map(Vec::len).max().unwrap_or(1);
         // Scoring feeds the prompt and all but the last continuation token.
