@@ -620,30 +620,17 @@ fn mmlu_context_is_hendrycks_2048_unless_set() {
         "{}",
         stderr(&o)
     );
-    let v = eval_json(&[
-        "eval",
-        "--model",
-        &p(&dir),
-        "--mmlu",
-        &p(&d.path().join("csv")),
-        "--mmlu-max-context",
-        "4096",
-        "--json",
-    ]);
+    let (model_dir, csv) = (p(&dir), p(&d.path().join("csv")));
+    let eval_mmlu = |extra: &[&str]| {
+        let mut args = vec!["eval", "--model", &model_dir, "--mmlu", &csv];
+        args.extend(extra);
+        args.push("--json");
+        eval_json(&args)
+    };
+    let v = eval_mmlu(&["--mmlu-max-context", "4096"]);
     assert_eq!(v["mmlu"]["max_context"], json!(4096));
     assert_eq!(v["mmlu"]["reduced_shots"], json!(0));
-    let v = eval_json(&[
-        "eval",
-        "--model",
-        &p(&dir),
-        "--mmlu",
-        &p(&d.path().join("csv")),
-        "--mmlu-prompt",
-        "lm-eval",
-        "--mmlu-max-context",
-        "2048",
-        "--json",
-    ]);
+    let v = eval_mmlu(&["--mmlu-prompt", "lm-eval", "--mmlu-max-context", "2048"]);
     assert_eq!(v["mmlu"]["max_context"], json!(2048));
     assert_eq!(v["mmlu"]["truncated"], json!(1));
 }

@@ -1,6 +1,7 @@
 //! MMLU under the Hendrycks protocol: k dev examples, then the question ending in
 //! "Answer:"; the prediction is the letter whose continuation " A".." D" is most likely.
-//! The prompt is spelled as Hendrycks' `evaluate.py` writes it, or as lm-eval's does.
+//! The prompt is spelled as Hendrycks' `evaluate.py` writes it, or as lm-eval's does; the
+//! lm-eval protocol also fits the context and takes the tokenizer's BOS as lm-eval does.
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
