@@ -34,6 +34,23 @@ fn text(b: &Buffer) -> String {
     s
 }
 
+/// The screen with a `▏` put before each cell drawn in a text field's cursor style.
+fn text_with_cursor(b: &Buffer) -> String {
+    let cursor = app().theme().cursor();
+    let mut s = String::new();
+    for y in 0..b.area.height {
+        for x in 0..b.area.width {
+            let c = &b[(x, y)];
+            if Some(c.fg) == cursor.fg && c.modifier == cursor.add_modifier {
+                s.push('▏');
+            }
+            s.push_str(c.symbol());
+        }
+        s.push('\n');
+    }
+    s
+}
+
 #[test]
 fn heatmap_fits_36_blocks_at_120x40_and_shows_the_focused_cell() {
     let (m, events) = fixtures::reviewing(36);
@@ -456,10 +473,10 @@ fn a_long_paste_is_cut_at_the_fields_limit() {
     let ed = a.editor.as_ref().unwrap();
     assert_eq!(ed.reasoning.as_str().chars().count(), 2000);
     // The panel follows the cursor at the reasoning's end, 2000 characters down.
-    let screen = text(&draw(&mut a, &v, 120, 40));
+    let screen = text_with_cursor(&draw(&mut a, &v, 120, 40));
     assert!(screen.contains("word ▏"), "{screen}");
     press(&mut a, &v, &[code(KeyCode::Home)]);
-    let screen = text(&draw(&mut a, &v, 120, 40));
+    let screen = text_with_cursor(&draw(&mut a, &v, 120, 40));
     assert!(screen.contains("reasoning (tab): ▏word word"), "{screen}");
 }
 
@@ -1833,12 +1850,12 @@ fn long_feedback_keeps_its_cursor_on_screen() {
     let mut a = app();
     press(&mut a, &v, &[ch('r')]);
     press(&mut a, &v, &typed(&"word ".repeat(400)));
-    let screen = text(&draw(&mut a, &v, 80, 24));
-    assert!(screen.contains('▏'), "{screen}");
+    let screen = text_with_cursor(&draw(&mut a, &v, 80, 24));
+    assert!(screen.contains("word ▏"), "{screen}");
     assert!(screen.contains("line(s) above"), "{screen}");
     // At the start of the text the first lines show, and how many follow.
     press(&mut a, &v, &[code(KeyCode::Home)]);
-    let screen = text(&draw(&mut a, &v, 80, 24));
+    let screen = text_with_cursor(&draw(&mut a, &v, 80, 24));
     assert!(screen.contains("▏word word"), "{screen}");
     assert!(
         screen.contains("below") && !screen.contains("above"),
@@ -2744,7 +2761,7 @@ fn the_feedback_field_wraps_whole_words() {
         "keep the attention layers of block 0 dense; prune the MLPs of the last blocks first";
     press(&mut a, &v, &[ch('r')]);
     press(&mut a, &v, &typed(feedback));
-    let screen = text(&draw(&mut a, &v, 50, 24));
+    let screen = text_with_cursor(&draw(&mut a, &v, 50, 24));
     let rows: Vec<String> = screen
         .lines()
         .filter(|l| l.starts_with('│'))
@@ -2829,4 +2846,33 @@ fn a_scrolled_back_log_stays_put_as_events_arrive() {
     assert!(newest
         .iter()
         .any(|l| l.contains(&format!("{:>4} ", e2.len()))));
+}
+
+// The cursor is drawn over the character it stands on, not inserted before it: moving it
+// through a text moves no word between rows (an inserted `▏` took a column, so words
+// did), and it is one cell on the character it names, also on a space that ends a row.
+#[test]
+fn moving_a_text_cursor_moves_no_word() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let text_typed =
+        "keep the attention layers of block 0 dense; prune the MLPs of the last blocks first";
+    let chars: Vec<char> = text_typed.chars().collect();
+    // The feedback dialog at 50 columns, an override's reasoning in the proposal panel.
+    for (keys, w) in [(vec![ch('r')], 50), (vec![ch('o'), code(KeyCode::Tab)], 60)] {
+        let mut a = app();
+        press(&mut a, &v, &keys);
+        press(&mut a, &v, &typed(text_typed));
+        let plain = text(&draw(&mut a, &v, w, 40));
+        for left in 0..=chars.len() {
+            let b = draw(&mut a, &v, w, 40);
+            assert_eq!(text(&b), plain, "{w} columns, {left} left");
+            let marked = text_with_cursor(&b);
+            assert_eq!(marked.matches('▏').count(), 1, "{left} left:\n{marked}");
+            let on = marked.split('▏').nth(1).and_then(|s| s.chars().next());
+            let want = chars.get(chars.len() - left).copied().unwrap_or(' ');
+            assert_eq!(on, Some(want), "{w} columns, {left} left:\n{marked}");
+            press(&mut a, &v, &[code(KeyCode::Left)]);
+        }
+    }
 }

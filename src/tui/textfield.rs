@@ -33,6 +33,14 @@ impl TextField {
         self.text.split_at(self.byte(self.cursor))
     }
 
+    /// The text before the cursor, the grapheme under it ("" at the end) and the rest:
+    /// the cursor is drawn by styling that grapheme, so no word moves as it moves.
+    pub fn at_cursor(&self) -> (&str, &str, &str) {
+        let (head, tail) = self.split();
+        let under = tail.graphemes(true).next().unwrap_or("");
+        (head, under, &tail[under.len()..])
+    }
+
     fn byte(&self, chars: usize) -> usize {
         self.text
             .char_indices()
@@ -178,6 +186,13 @@ mod tests {
         t.on_key(KeyCode::Right);
         t.on_key(KeyCode::Right);
         assert_eq!(t.split(), ("caf !", ""));
+        assert_eq!(t.at_cursor(), ("caf !", "", ""));
+        // The cursor is drawn over the whole grapheme it stands on.
+        let mut t = typed("e\u{301}\u{263a}\u{fe0f}");
+        t.on_key(KeyCode::Home);
+        assert_eq!(t.at_cursor(), ("", "e\u{301}", "\u{263a}\u{fe0f}"));
+        t.on_key(KeyCode::Right);
+        assert_eq!(t.at_cursor(), ("e\u{301}", "\u{263a}\u{fe0f}", ""));
     }
 
     #[test]

@@ -124,6 +124,11 @@ impl Theme {
     pub fn text(&self) -> Style {
         self.fg_or(self.fg, Modifier::empty())
     }
+    /// A text field's cursor: the text's colours swapped over the grapheme it is on (an
+    /// inserted `▏` took a column, and words moved between lines as the cursor moved).
+    pub fn cursor(&self) -> Style {
+        self.text().add_modifier(Modifier::REVERSED)
+    }
     pub fn muted(&self) -> Style {
         self.fg_or(self.muted, Modifier::DIM)
     }

@@ -8,6 +8,7 @@ mod panels;
 mod proposal;
 mod status;
 mod trends;
+mod typed;
 
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};

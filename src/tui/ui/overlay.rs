@@ -161,20 +161,14 @@ fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> (u16, u16) {
 }
 
 /// A text field that grows with its text and, when the text outgrows the screen, shows
-/// the lines around the cursor. The text wraps after spaces (`wrap::rows`).
+/// the lines around the cursor (`typed`).
 fn field(f: &mut Frame, area: Rect, app: &App, view: &View, title: &str, text: &TextField) {
     let t = app.theme();
     let width = 72.min(area.width);
     let inner_w = width.saturating_sub(2).max(1) as usize;
-    let (before, after) = text.split();
-    let at = before.chars().count();
-    let chars: Vec<char> = before.chars().chain(['▏']).chain(after.chars()).collect();
-    let ranges = crate::tui::wrap::rows(&chars, inner_w);
-    let at_row = ranges.iter().position(|r| r.contains(&at)).unwrap_or(0);
-    let mut rows: Vec<String> = ranges
-        .into_iter()
-        .map(|r| chars[r].iter().collect())
-        .collect();
+    let typed = super::typed::typed(t, ("", t.text()), text, inner_w);
+    let at_row = typed.cursor_row;
+    let mut rows = typed.rows;
     // Room for the text: the dialog less its borders and the two lines of help.
     let room = (area.height.saturating_sub(2 + 2 + 2) as usize).max(1);
     let first = (at_row + 1)
@@ -185,10 +179,7 @@ fn field(f: &mut Frame, area: Rect, app: &App, view: &View, title: &str, text: &
     rows.drain(..first);
     let r = centered(area, width, rows.len() as u16 + 4);
     f.render_widget(Clear, r);
-    let mut lines: Vec<Line> = rows
-        .into_iter()
-        .map(|l| Line::styled(l, t.text()))
-        .collect();
+    let mut lines = rows;
     lines.push(Line::default());
     // The counts first, then the keys, in whole groups: at 50 columns the counts came
     // last and were cut off.

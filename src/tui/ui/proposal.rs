@@ -166,25 +166,20 @@ pub fn render(
             } else {
                 t.muted()
             };
-            let (before, after) = ed.reasoning.split();
-            let cursor = if ed.field == Field::Reasoning {
-                "▏"
-            } else {
-                ""
-            };
-            let label = Span::styled(format!("reasoning{field}: "), style);
+            let label = format!("reasoning{field}: ");
             if ed.field == Field::Reasoning {
+                // Rows of its own, so the cursor's row is known and kept in view.
+                let typed = super::typed::typed(t, (&label, style), &ed.reasoning, width);
                 let mut to_cursor = lines.clone();
-                to_cursor.push(Line::from(vec![
-                    label.clone(),
-                    Span::raw(format!("{before}▏")),
-                ]));
+                to_cursor.extend(typed.rows[..=typed.cursor_row].iter().cloned());
                 typing_at = Some(to_cursor);
+                lines.extend(typed.rows);
+            } else {
+                lines.push(Line::from(vec![
+                    Span::styled(label, style),
+                    Span::styled(ed.reasoning.as_str().to_string(), t.text()),
+                ]));
             }
-            lines.push(Line::from(vec![
-                label,
-                Span::styled(format!("{before}{cursor}{after}"), t.text()),
-            ]));
         }
     }
     // Feedback waits for the agent's next proposal; once the session is finished no agent
