@@ -156,7 +156,22 @@ impl WeightFiles {
             .st
             .load(name, &Device::Cpu)
             .with_context(|| format!("tensor `{name}` in {}", self.where_(name)))?;
+        self.release(name);
         Ok(t.to_dtype(dtype)?.to_device(device)?)
+    }
+
+    /// Unmaps the pages of tensor `name` once it is copied: they stay in the page cache,
+    /// but mapped they count in the resident set, so loading peaked at the weights twice
+    /// over (a Qwen3-4B-shaped model of 8 GB in bf16: 15.7 GB).
+    fn release(&self, name: &str) {
+        let Ok(view) = self.st.get(name) else {
+            return;
+        };
+        let data = view.data();
+        if data.is_empty() {
+            return;
+        }
+        release_pages(data);
     }
 
     /// "tensor `name` is missing from the weights", with the file or the shards' folder,
@@ -222,6 +237,28 @@ impl WeightFiles {
         Ok(())
     }
 }
+
+/// Drops the whole pages under `data`, part of a read-only file mapping, from this
+/// process (rounded out: a neighbour's pages come back from the file when it is read).
+#[cfg(unix)]
+fn release_pages(data: &[u8]) {
+    // SAFETY: sysconf has no preconditions.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        p if p > 0 => p as usize,
+        _ => return,
+    };
+    let start = data.as_ptr() as usize / page * page;
+    let end = (data.as_ptr() as usize + data.len()).div_ceil(page) * page;
+    // SAFETY: the pages belong to a read-only mapping of a file, which begins on a page
+    // and covers the file's last page whole; MADV_DONTNEED only unmaps them, and the next
+    // read faults them back in from the file, unchanged. A failure only leaves them mapped.
+    unsafe {
+        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+    }
+}
+
+#[cfg(not(unix))]
+fn release_pages(_data: &[u8]) {}
 
 /// Re-reads unmasked linear weights from the model's files, mapping only the shard that
 /// holds the tensor and only for the read (a mapping kept open would count the whole file
