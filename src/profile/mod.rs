@@ -164,6 +164,25 @@ pub fn mean_gradients_from(
     known: &[Option<Vec<Tensor>>],
     average: GradAverage,
 ) -> Result<Vec<Tensor>> {
+    let mut per_block = Vec::with_capacity(d.blocks.len());
+    gradients_by_block(d, windows, known, average, |_, g| {
+        per_block.push(g);
+        Ok(())
+    })?;
+    Ok(per_block.into_iter().rev().flatten().collect())
+}
+
+/// `mean_gradients_from`, handing each block's G (in `LinearKind::ALL` order) to `each`
+/// as soon as its backward is done, from the top block down, so that only one block's G
+/// is held: all of them, in f32, were twice a bf16 model's weights (16 GB for a
+/// Qwen3-4B-shaped model, `--stream-layers` or not).
+pub fn gradients_by_block(
+    d: &Decoder,
+    windows: &[Vec<u32>],
+    known: &[Option<Vec<Tensor>>],
+    average: GradAverage,
+    mut each: impl FnMut(usize, Vec<Tensor>) -> Result<()>,
+) -> Result<()> {
     ensure!(
         !windows.is_empty(),
         "the gradient pass needs at least one window"
@@ -227,7 +246,6 @@ pub fn mean_gradients_from(
             .cloned()
             .context("no gradient reached the last hidden state")
     })?;
-    let mut per_block: Vec<Vec<Tensor>> = Vec::with_capacity(n);
     for b in (0..n).rev() {
         let mut acc: Vec<Option<Tensor>> = vec![None; LinearKind::ALL.len()];
         let pairs: Vec<(&Tensor, &Tensor)> = states[b].iter().zip(&upstream).collect();
@@ -274,13 +292,14 @@ pub fn mean_gradients_from(
             upstream = next_up;
         }
         states.truncate(b);
-        per_block.push(
+        each(
+            b,
             acc.into_iter()
                 .map(|a| a.expect("one window at least"))
                 .collect(),
-        );
+        )?;
     }
-    Ok(per_block.into_iter().rev().flatten().collect())
+    Ok(())
 }
 
 /// One layer's row of the profile, z-scores still 0.
@@ -393,12 +412,18 @@ pub fn compute_from(
     known: &[Option<Vec<Tensor>>],
 ) -> Result<Profile> {
     let gw = grad_window_count(calib, spec.windows);
-    let grads = mean_gradients_from(d, &calib.windows[..gw], known, spec.average)?;
-    let ids: Vec<(LinearId, &Tensor)> = d.linear_ids().zip(&grads).collect();
-    let mut layers = Vec::with_capacity(ids.len());
-    for (id, g) in ids {
-        layers.push(layer_profile(d, id, g, stats)?);
-    }
+    // Each block's rows as soon as its G is known; its G is dropped then.
+    let mut by_block = Vec::with_capacity(d.blocks.len());
+    gradients_by_block(d, &calib.windows[..gw], known, spec.average, |block, g| {
+        let rows = LinearKind::ALL
+            .into_iter()
+            .zip(&g)
+            .map(|(kind, g)| layer_profile(d, LinearId { block, kind }, g, stats))
+            .collect::<Result<Vec<_>>>()?;
+        by_block.push(rows);
+        Ok(())
+    })?;
+    let mut layers: Vec<LayerProfile> = by_block.into_iter().rev().flatten().collect();
     let zs = zscores(&layers.iter().map(|l| l.s).collect::<Vec<_>>());
     let zg = zscores(&layers.iter().map(|l| l.g).collect::<Vec<_>>());
     for (l, (a, b)) in layers.iter_mut().zip(zs.into_iter().zip(zg)) {
