@@ -774,6 +774,12 @@ fn profile_reports_every_layer_with_z_scores() {
     ];
     let o = arborist(&[&args[..], &["--json"]].concat(), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // Its progress goes to stderr (in a log: the end of each pass, and a line every 30 s).
+    let err = stderr(&o);
+    assert!(
+        err.contains("profile: calibration windows 4/4\nprofile: gradient blocks 3/3\n"),
+        "{err}"
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let layers = v["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3 * 7);

@@ -115,8 +115,20 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self) -> Result<crate::model::LoadedModel> {
-        let m = crate::model::LoadedModel::load_with(
-            &self.model,
+        let files = crate::model::ModelFiles::resolve(&self.model)?;
+        // Reading a large model takes a while (40 s for 8 GB here): say what is going on.
+        let bytes: u64 = files
+            .weights
+            .iter()
+            .filter_map(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+            .sum();
+        if let Some(line) = loading_line(&files.id, bytes, files.weights.len(), self.stream_layers)
+        {
+            errln!("{line}");
+        }
+        let m = crate::model::LoadedModel::from_files(
+            files,
             &self.device()?,
             self.dtype()?,
             self.stream_layers,
@@ -253,7 +265,24 @@ pub fn seqlen_warned(flag: Option<usize>, m: &crate::model::LoadedModel) -> usiz
     s
 }
 
-/// Progress on stderr, overwritten in place on a terminal.
+/// What loading says of a model of at least 1 GiB of weights (smaller ones load at once).
+fn loading_line(id: &str, bytes: u64, files: usize, stream: bool) -> Option<String> {
+    (bytes >= 1 << 30).then(|| {
+        let how = if stream {
+            " (their headers: --stream-layers)"
+        } else {
+            ""
+        };
+        format!(
+            "loading {id}: {:.1} GB of weights in {files} file(s){how}",
+            bytes as f64 / 1e9
+        )
+    })
+}
+
+/// Progress on stderr: overwritten in place on a terminal; in a log, a line when at least
+/// `LOG_EVERY` has passed since the last one, and the last (a 4B model's evaluation said
+/// nothing there for minutes).
 pub fn progress(label: &str, done: usize, total: usize) {
     use std::io::IsTerminal;
     if std::io::stderr().is_terminal() {
@@ -261,8 +290,41 @@ pub fn progress(label: &str, done: usize, total: usize) {
         if done == total {
             errln!();
         }
-    } else if done == total {
+    } else if log_due(
+        &LAST_LOGGED,
+        label,
+        done == total,
+        std::time::Instant::now(),
+    ) {
         errln!("{label} {done}/{total}");
+    }
+}
+
+type Logged = std::sync::Mutex<Option<(String, std::time::Instant)>>;
+static LAST_LOGGED: Logged = std::sync::Mutex::new(None);
+
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether a log line of `label` is due: at the end, or `LOG_EVERY` after the last line
+/// (or the first report) of the same label.
+fn log_due(last: &Logged, label: &str, end: bool, now: std::time::Instant) -> bool {
+    let mut last = last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if end {
+        *last = None;
+        return true;
+    }
+    match last.as_ref() {
+        Some((l, at)) if l == label && now.duration_since(*at) < LOG_EVERY => false,
+        Some((l, _)) if l == label => {
+            *last = Some((label.to_string(), now));
+            true
+        }
+        _ => {
+            *last = Some((label.to_string(), now));
+            false
+        }
     }
 }
 
@@ -287,6 +349,40 @@ pub fn bar(label: &str, done: usize, total: usize) {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    // In a log a long pass says where it is every LOG_EVERY, and always at its end.
+    #[test]
+    fn progress_in_a_log_is_a_line_every_so_often_and_the_last() {
+        let last = super::Logged::new(None);
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let due = |label, end, s| super::log_due(&last, label, end, at(s));
+        assert!(
+            !due("windows", false, 0),
+            "the first report starts the clock"
+        );
+        assert!(!due("windows", false, 29));
+        assert!(due("windows", false, 30));
+        assert!(!due("windows", false, 45));
+        assert!(due("windows", false, 61));
+        assert!(due("windows", true, 62), "the last is always said");
+        // Another label starts its own clock.
+        assert!(!due("blocks", false, 100));
+        assert!(!due("windows", false, 101));
+        assert!(due("windows", false, 132));
+    }
+
+    #[test]
+    fn loading_is_said_of_models_of_a_gigabyte_or_more() {
+        assert_eq!(super::loading_line("m", (1 << 30) - 1, 1, false), None);
+        assert_eq!(
+            super::loading_line("Qwen/Qwen3-4B", 8_044_982_080, 3, false).as_deref(),
+            Some("loading Qwen/Qwen3-4B: 8.0 GB of weights in 3 file(s)")
+        );
+        assert!(super::loading_line("m", 1 << 30, 1, true)
+            .unwrap()
+            .ends_with("(their headers: --stream-layers)"));
+    }
 
     // `arborist CMD --help` is the reference a user reads first: every flag and argument
     // says what it is (several said nothing until 2026-12-01).

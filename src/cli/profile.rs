@@ -54,7 +54,14 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         windows: grad_windows,
         average: a.grad_average,
     };
-    let mut p = crate::profile::compute(&m.decoder, &w, grads, a.batch, &name)?;
+    let (mut p, _) = crate::profile::compute_with_stats(
+        &m.decoder,
+        &w,
+        grads,
+        a.batch,
+        &name,
+        &mut super::progress,
+    )?;
     let (sample, seed) = a.calib.sample_and_seed();
     (p.protocol.calib_sample, p.protocol.seed) = (Some(sample), seed);
     if a.json {

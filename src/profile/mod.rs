@@ -125,12 +125,38 @@ pub fn zscores(x: &[f64]) -> Vec<f64> {
     x.iter().map(|v| (v - mean) / (std + Z_EPS)).collect()
 }
 
+/// Progress of a long pass: what is counted, how many are done, of how many.
+pub type Report<'a> = &'a mut dyn FnMut(&str, usize, usize);
+
 /// Wanda statistics of every linear input over the calibration windows (current masks).
 pub fn input_stats(d: &Decoder, calib: &Windows, batch: usize) -> Result<Vec<BlockStats>> {
+    input_stats_reporting(d, calib, batch, &mut |_, _, _| {})
+}
+
+/// `input_stats`, reporting the windows done.
+pub fn input_stats_reporting(
+    d: &Decoder,
+    calib: &Windows,
+    batch: usize,
+    report: Report,
+) -> Result<Vec<BlockStats>> {
     let mut stats = vec![BlockStats::default(); d.blocks.len()];
-    let chunks: Vec<&[Vec<u32>]> = calib.windows.chunks(batch.max(1)).collect();
+    let batch = batch.max(1);
+    let chunks: Vec<&[Vec<u32>]> = calib.windows.chunks(batch).collect();
     let keep = vec![false; d.blocks.len() + 1];
-    crate::model::boundaries::stats_pass(d, None, &chunks, &keep, &mut stats)?;
+    let n = calib.windows.len();
+    crate::model::boundaries::pass(
+        d,
+        None,
+        &chunks,
+        &keep,
+        Some(&mut stats),
+        |_, _| Ok(()),
+        |k, _| {
+            report("profile: calibration windows", ((k + 1) * batch).min(n), n);
+            Ok(())
+        },
+    )?;
     Ok(stats)
 }
 
@@ -349,7 +375,7 @@ pub fn compute(
     batch: usize,
     calib_name: &str,
 ) -> Result<Profile> {
-    Ok(compute_with_stats(d, calib, grads, batch, calib_name)?.0)
+    Ok(compute_with_stats(d, calib, grads, batch, calib_name, &mut |_, _, _| {})?.0)
 }
 
 /// The gradient pass's windows (the first ones of the calibration set) and average.
@@ -370,18 +396,18 @@ impl GradSpec {
 }
 
 /// The profile and the Wanda input statistics it was computed from (reused for masks).
+/// (`report`: the windows of the calibration pass, then the blocks of the gradient pass.)
 pub fn compute_with_stats(
     d: &Decoder,
     calib: &Windows,
     grads: GradSpec,
     batch: usize,
     calib_name: &str,
+    report: Report,
 ) -> Result<(Profile, Vec<BlockStats>)> {
-    let stats = input_stats(d, calib, batch)?;
-    Ok((
-        compute_from(d, &stats, calib, grads, calib_name, &[])?,
-        stats,
-    ))
+    let stats = input_stats_reporting(d, calib, batch, report)?;
+    let p = compute_reporting(d, &stats, calib, grads, calib_name, &[], report)?;
+    Ok((p, stats))
 }
 
 /// The number of windows the gradient pass takes from `calib`.
@@ -411,7 +437,21 @@ pub fn compute_from(
     calib_name: &str,
     known: &[Option<Vec<Tensor>>],
 ) -> Result<Profile> {
+    compute_reporting(d, stats, calib, spec, calib_name, known, &mut |_, _, _| {})
+}
+
+/// `compute_from`, reporting the gradient pass's blocks as they are done.
+fn compute_reporting(
+    d: &Decoder,
+    stats: &[BlockStats],
+    calib: &Windows,
+    spec: GradSpec,
+    calib_name: &str,
+    known: &[Option<Vec<Tensor>>],
+    report: Report,
+) -> Result<Profile> {
     let gw = grad_window_count(calib, spec.windows);
+    let n = d.blocks.len();
     // Each block's rows as soon as its G is known; its G is dropped then.
     let mut by_block = Vec::with_capacity(d.blocks.len());
     gradients_by_block(d, &calib.windows[..gw], known, spec.average, |block, g| {
@@ -421,6 +461,7 @@ pub fn compute_from(
             .map(|(kind, g)| layer_profile(d, LinearId { block, kind }, g, stats))
             .collect::<Result<Vec<_>>>()?;
         by_block.push(rows);
+        report("profile: gradient blocks", n - block, n);
         Ok(())
     })?;
     let mut layers: Vec<LayerProfile> = by_block.into_iter().rev().flatten().collect();
