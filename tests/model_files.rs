@@ -598,3 +598,25 @@ fn a_weight_beyond_f16s_range_is_blamed_on_the_conversion() {
     let (code, e) = eval_error(&dir, &[]);
     assert_eq!(code, Some(0), "f32 keeps it: {e}");
 }
+
+// A wrong head_dim reads as a wrong tensor; the error names the fields the shape comes
+// from (real-scale audit: `head_dim: 64` for Qwen3-4B named only q_proj's shape).
+#[test]
+fn a_misshapen_projection_names_the_fields_its_shape_comes_from() {
+    let d = tmp();
+    let dir = d.path().join("m");
+    write_model_dir(&dir, TINY_QWEN3, 3, DType::F32);
+    let cfg = TINY_QWEN3.replace("\"head_dim\":8,", "\"head_dim\":4,");
+    assert_ne!(cfg, TINY_QWEN3);
+    std::fs::write(dir.join("config.json"), &cfg).unwrap();
+    let (code, e) = eval_error(&dir, &[]);
+    assert_eq!(code, Some(1), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("self_attn.q_proj.weight")
+            && e.contains("but the config implies")
+            && e.contains("; config.json: hidden_size ")
+            && e.contains(" × head_dim 4 = "),
+        "{e}"
+    );
+}

@@ -316,6 +316,32 @@ impl ModelConfig {
         }
     }
 
+    /// `; config.json: …`, the fields a linear's expected shape comes from, for an error
+    /// about that shape (a wrong head_dim read as a wrong tensor).
+    pub fn shape_note(&self, tensor: &str) -> String {
+        let (h, d) = (self.hidden_size, self.head_dim);
+        let heads = |n: usize, what: &str| format!("{what} {n} × head_dim {d} = {}", n * d);
+        let from = if tensor.contains("self_attn.q_proj") || tensor.contains("self_attn.o_proj") {
+            format!(
+                "hidden_size {h}, {}",
+                heads(self.num_heads, "num_attention_heads")
+            )
+        } else if tensor.contains("self_attn.k_proj") || tensor.contains("self_attn.v_proj") {
+            format!(
+                "hidden_size {h}, {}",
+                heads(self.num_kv_heads, "num_key_value_heads")
+            )
+        } else if tensor.contains("mlp.") {
+            format!(
+                "hidden_size {h}, intermediate_size {}",
+                self.intermediate_size
+            )
+        } else {
+            return String::new();
+        };
+        format!("; config.json: {from}")
+    }
+
     /// Number of parameters in the linear layers of the blocks (the prunable ones).
     pub fn linear_params_per_block(&self) -> usize {
         let (h, i) = (self.hidden_size, self.intermediate_size);

@@ -391,8 +391,15 @@ pub fn load_all(
     // A shape or a missing tensor may come from a default the config left to its class.
     let note = |e: anyhow::Error| {
         let said = format!("{e:#}");
-        match said.contains("but the config implies") || said.contains("is missing from") {
-            true => anyhow::anyhow!("{said}{}", cfg.defaulted_note()),
+        let shape = said.contains("but the config implies");
+        let tensor = said.split('`').nth(1).unwrap_or("");
+        let from = if shape {
+            cfg.shape_note(tensor)
+        } else {
+            String::new()
+        };
+        match shape || said.contains("is missing from") {
+            true => anyhow::anyhow!("{said}{from}{}", cfg.defaulted_note()),
             false => e,
         }
     };
