@@ -530,3 +530,72 @@ fn a_new_session_that_fails_to_load_leaves_nothing_behind() {
     );
     assert!(!dir.path().join("a").exists(), "a/ is left");
 }
+
+/// A TUI quit while its model loads has created no file, so it removes none: a headless
+/// run that created the same new session meanwhile, and holds only its header during its
+/// baseline, lost its file that way (concurrency audit, 2026-12-04).
+#[test]
+fn a_quit_while_loading_leaves_another_runs_new_file_alone() {
+    if !tmux_installed() {
+        eprintln!("SKIPPED tui_e2e: tmux is not installed (apt-get install -y tmux)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_arborist");
+    let data = dir.path().join("bundled");
+    let out = Command::new(bin)
+        .args(["bundled", "--out"])
+        .arg(&data)
+        .env("ARBORIST_CACHE", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Seconds of tokenizing keep the TUI on its loading screen.
+    let text = std::fs::read_to_string(data.join("data/eval.txt")).unwrap();
+    let big = dir.path().join("big.txt");
+    std::fs::write(&big, text.repeat(150)).unwrap();
+    let session = dir.path().join("R.yaml");
+    let args = format!(
+        "--threads 1 run --model bundled --eval {} --session {} --max-iters 1",
+        big.display(),
+        session.display()
+    );
+    let socket = format!("arborist-e2e-other-{}", std::process::id());
+    let t = Tmux::start(&socket, &shell(bin, dir.path(), &args));
+    t.wait("the loading screen", 60, |s| {
+        s.contains("loading the model")
+    });
+    // Another run's new file: its header alone, as during its baseline.
+    let header = file::read(Path::new("sessions/example.yaml"))
+        .unwrap()
+        .header;
+    let doc = format!("---\n{}...\n", serde_yaml::to_string(&header).unwrap());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&session)
+        .expect("the TUI made no file while loading");
+    std::io::Write::write_all(&mut f, doc.as_bytes()).unwrap();
+    drop(f);
+    assert!(
+        t.screen().contains("loading the model"),
+        "loading ended too soon for this test:\n{}",
+        t.screen()
+    );
+    t.keys(&["q"]);
+    let s = t.wait("the exit", 60, |s| s.contains("ARBORIST-EXIT="));
+    assert_eq!(
+        std::fs::read_to_string(&session).ok().as_deref(),
+        Some(doc.as_str()),
+        "the other run's file was removed or changed:\n{s}"
+    );
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("this run recorded nothing; the file there is another run's"),
+        "{s}"
+    );
+}

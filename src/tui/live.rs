@@ -276,18 +276,37 @@ where
     let events = live.events.len() + usize::from(unseen);
     // An idle driver is stopped cleanly; a running job is simply abandoned (the file is
     // consistent after every event, and --resume re-issues the step). Either way the
-    // writes already queued finish, and a failure among them is said.
-    let written = match (live.driver, busy) {
-        (Some(d), false) => d.shutdown(),
-        (Some(mut d), true) => d.finish_writes(),
-        (None, _) => Ok(()),
+    // writes already queued finish, and a failure among them is said. A new session that
+    // recorded nothing leaves no file; it is judged while its driver still holds the lock.
+    // Without a driver the file at `path`, if any, is another run's (which created it
+    // first, or this one lost to), and it is not touched: a quit while loading deleted a
+    // headless run's file in the middle of its baseline.
+    let ours = live.driver.is_some();
+    let (written, discarded) = match live.driver {
+        Some(mut d) => {
+            let written = d.finish_writes();
+            let discarded = new
+                && written.is_ok()
+                && crate::worker::setup::discard_unrecorded(&path, &made_dirs, log_file.as_deref());
+            let written = match busy {
+                false => written.and(d.shutdown()),
+                true => written,
+            };
+            (written, discarded)
+        }
+        None => {
+            if new {
+                crate::worker::setup::remove_made(&made_dirs, log_file.as_deref());
+            }
+            (Ok(()), new)
+        }
     };
     if let Err(e) = written {
         app.failure.get_or_insert_with(|| format!("{e:#}"));
     }
-    let discarded =
-        new && crate::worker::setup::discard_unrecorded(&path, &made_dirs, log_file.as_deref());
-    let exit = exit.map_err(|e| match discarded {
+    // Without a driver this run made no file; one at `path` is another run's.
+    let others = !ours && path.exists();
+    let exit = exit.map_err(|e| match discarded && !others {
         true => anyhow!("{e:#} (nothing was recorded, so no session file was kept)"),
         false => e,
     })?;
@@ -299,8 +318,10 @@ where
     } else {
         ""
     };
-    let line = if discarded {
+    let line = if discarded && !others {
         format!("session {p}: nothing was recorded, so no session file was kept")
+    } else if discarded {
+        format!("session {p}: this run recorded nothing; the file there is another run's")
     } else if finished {
         format!("session {p} ({events} events); it is finished{outcome}; view it with `arborist replay {p}`")
     } else {

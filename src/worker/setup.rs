@@ -146,12 +146,22 @@ fn finished_unwritable(path: &Path, e: anyhow::Error) -> anyhow::Error {
 /// headless run failed at the baseline) leaves nothing behind: its file (none, or a header
 /// alone), and the directories made for it with the log (`log`, when given) they hold.
 /// True when nothing is left.
+///
+/// Only for a file this process created and still holds locked: another run's new file
+/// holds only its header too, for as long as its baseline takes.
 pub fn discard_unrecorded(path: &Path, made_dirs: &[PathBuf], log: Option<&Path>) -> bool {
     let recorded =
         path.exists() && !crate::session::file::read(path).is_ok_and(|l| l.entries.is_empty());
     if recorded || (path.exists() && std::fs::remove_file(path).is_err()) {
         return false;
     }
+    remove_made(made_dirs, log);
+    true
+}
+
+/// The directories made for a session that kept no file, and the log (`log`, when given)
+/// in one of them; a directory that holds anything else stays.
+pub fn remove_made(made_dirs: &[PathBuf], log: Option<&Path>) {
     if let Some(log) = log.filter(|l| l.parent().is_some_and(|d| made_dirs.iter().any(|m| m == d)))
     {
         let _ = std::fs::remove_file(log);
@@ -159,7 +169,6 @@ pub fn discard_unrecorded(path: &Path, made_dirs: &[PathBuf], log: Option<&Path>
     for dir in made_dirs {
         let _ = std::fs::remove_dir(dir);
     }
-    true
 }
 
 /// A new session at `path` (which must not exist), or the existing one when `resume`.
@@ -454,8 +463,11 @@ pub fn attach(
     d.note = note;
     if o.log.is_some() {
         d.resume()?;
-    } else {
-        d.start()?;
+    } else if let Err(e) = d.start() {
+        // No front end gets this driver to discard its file: gone here, still locked.
+        let _ = d.finish_writes();
+        discard_unrecorded(&o.path, &o.made_dirs, None);
+        return Err(e);
     }
     Ok(d)
 }
