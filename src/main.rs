@@ -10,7 +10,8 @@ macro_rules! errln {
 }
 
 /// Rust ignores SIGPIPE, so `arborist profile | head` would panic in println!: the default
-/// ends the process quietly on a closed pipe, as for other CLI tools. A file-size limit
+/// ends the process quietly on a closed pipe, as for other CLI tools (not a session or a
+/// model being written: `Cli::outlives_its_pipes`). A file-size limit
 /// (`ulimit -f`) killed the process mid-write without a word, leaving the terminal raw:
 /// SIGXFSZ ignored, the write fails with EFBIG and takes the path of a full disk.
 #[cfg(unix)]
@@ -40,6 +41,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    #[cfg(unix)]
+    if cli.outlives_its_pipes() {
+        // SAFETY: no other thread exists yet.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+    }
     if cli.threads == Some(0) {
         errln!("error: --threads 0: expected at least one compute thread");
         std::process::exit(1);

@@ -858,3 +858,35 @@ fn replay_names_an_unknown_event_field_and_shows_the_rest() {
         assert_eq!(same(&b.stdout), a.stdout);
     }
 }
+
+// A headless session whose output pipe closes goes on to its end (`run --headless 2>&1 |
+// head -2` killed it at the baseline: SIGPIPE); what it said after is dropped, and a
+// result it cannot print is an error once the session is saved.
+#[test]
+fn a_closed_output_pipe_does_not_stop_a_headless_session() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let d = tmp();
+    let s = d.path().join("s.yaml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_arborist"))
+        .args(["--threads", "1", "run", "--model", "bundled", "--headless"])
+        .args(["--auto-approve", "--max-iters", "2", "--session", &p(&s)])
+        .env("ARBORIST_CACHE", d.path().join("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("session "), "{first}");
+    // Both ends closed, as when `head` has had its lines.
+    drop(child.stdout.take());
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), None, "killed by a signal: {status:?}");
+    let o = arborist(&["replay", &p(&s), "--headless"], &[]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("finished (max iterations)"), "{text}");
+}

@@ -147,6 +147,18 @@ impl ModelArgs {
 }
 
 impl Cli {
+    /// Whether this invocation runs a session or writes a model, which a closed pipe on
+    /// stdout or stderr must not stop halfway (`run --headless 2>&1 | head` killed the
+    /// session at its first lines): there the write fails and what it said is dropped.
+    pub fn outlives_its_pipes(&self) -> bool {
+        matches!(
+            &self.command,
+            None | Some(
+                Command::Run(_) | Command::Demo(_) | Command::Export(_) | Command::Prune(_)
+            )
+        )
+    }
+
     /// Whether this invocation draws the terminal interface (and so leaves a core to it).
     pub fn interactive(&self) -> bool {
         match &self.command {
