@@ -801,6 +801,19 @@ fn quitting_during_a_step_asks_with_the_focus_on_cancel() {
         &[ch('q'), code(KeyCode::Right), code(KeyCode::Enter)],
     );
     assert_eq!(reqs, vec![Request::Quit]);
+    // ctrl-c asks the same, and a second ctrl-c quits (it reopened the dialog, on Cancel,
+    // however often it was pressed).
+    let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    let mut a = app();
+    assert!(press(&mut a, &busy, &[ctrl_c]).is_empty());
+    assert!(matches!(
+        a.overlay,
+        Overlay::Confirm {
+            what: Confirm::Quit,
+            ..
+        }
+    ));
+    assert_eq!(press(&mut a, &busy, &[ctrl_c]), vec![Request::Quit]);
 }
 
 // Every text that names a key takes it from the keymap in force: with a user's keymap

@@ -292,8 +292,20 @@ impl App {
         }
         self.notice = None;
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        // ctrl-c always reaches quit, whatever the keymap or the open field says.
+        // ctrl-c always reaches quit, whatever the keymap or the open field says; a second
+        // one at "quit while a step runs?" quits (it reopened the dialog on Cancel, so
+        // pressing it again never got out). The file is whole after every event.
         if ctrl && key.code == KeyCode::Char('c') {
+            if matches!(
+                self.overlay,
+                Overlay::Confirm {
+                    what: Confirm::Quit,
+                    ..
+                }
+            ) {
+                self.overlay = Overlay::None;
+                return vec![Request::Quit];
+            }
             self.close_overlay(view);
             return self.on_action(Action::Quit, view);
         }
