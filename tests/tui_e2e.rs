@@ -277,6 +277,8 @@ fn sigterm_restores_the_terminal() {
     assert!(status.success());
     let s = t.wait("the exit", 30, |s| s.contains("ARBORIST-EXIT="));
     assert!(s.contains("stopped by a signal"), "{s}");
+    // Ended as SIGTERM ends a process, as headless does (it was exit 1).
+    assert!(s.contains("ARBORIST-EXIT=143"), "{s}");
     let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(flat.contains("--resume --auto-approve,"), "{s}");
     assert!(!s.contains("Heatmap"), "{s}");

@@ -300,7 +300,12 @@ pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
     }
     match exit? {
         Exit::Quit => Ok(()),
-        Exit::Signal => Err(anyhow!("stopped by a signal")),
+        signal @ Exit::Signal(_) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: stopped by a signal");
+            signal.end_by_signal();
+            Err(anyhow!("stopped by a signal"))
+        }
     }
 }
 

@@ -33,7 +33,19 @@ pub trait Source {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Quit,
-    Signal,
+    /// The terminating signal (a hang-up of the terminal is SIGHUP's).
+    Signal(i32),
+}
+
+impl Exit {
+    /// After the screen is restored and the last line said: a signal ends the process as
+    /// the signal would (130, 143, 129 in a shell), as a headless run does; it was exit 1.
+    pub fn end_by_signal(self) {
+        if let Exit::Signal(sig) = self {
+            let _ = signal_hook::low_level::emulate_default_handler(sig);
+            std::process::exit(128 + sig);
+        }
+    }
 }
 
 /// Wait up to `timeout` for input: Ready when crossterm has events to read now. Without a
@@ -59,7 +71,7 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
     let mut drawn = Instant::now();
     loop {
         if guard.signalled() {
-            return Ok(Exit::Signal);
+            return Ok(Exit::Signal(guard.signal()));
         }
         dirty |= src.tick(app)?;
         if let Some(w) = super::terminal::take_log_failure() {
@@ -80,7 +92,7 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
         match wait_input(fd, TICK)? {
             Wait::HangUp => {
                 tracing::warn!("the terminal hung up");
-                return Ok(Exit::Signal);
+                return Ok(Exit::Signal(libc::SIGHUP));
             }
             Wait::Timeout => continue,
             Wait::Ready => {}
@@ -113,10 +125,10 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
                 }
             }
             if guard.signalled() {
-                return Ok(Exit::Signal);
+                return Ok(Exit::Signal(guard.signal()));
             }
             match wait_input(fd, Duration::ZERO)? {
-                Wait::HangUp => return Ok(Exit::Signal),
+                Wait::HangUp => return Ok(Exit::Signal(libc::SIGHUP)),
                 Wait::Timeout => break,
                 Wait::Ready => {}
             }

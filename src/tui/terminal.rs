@@ -156,6 +156,11 @@ impl TerminalGuard {
         on
     }
 
+    /// The termination signal that arrived (0: none).
+    pub fn signal(&self) -> i32 {
+        self.signals.signal() as i32
+    }
+
     /// ctrl-z: raw mode delivers it as a key, so the terminal never suspended the process
     /// (the key did nothing). The shell gets its screen back, the process stops (SIGTSTP)
     /// until `fg`, then the screen is taken over again and drawn whole.
