@@ -384,6 +384,18 @@ fn a_hang_up_ends_with_one_clean_line_and_a_saved_session() {
     );
 }
 
+/// `arborist bundled --out OUT`: the bundled model and its data as ordinary files (its
+/// cache under `dir`).
+fn write_bundled(bin: &str, dir: &Path, out: &Path) {
+    let o = Command::new(bin)
+        .args(["bundled", "--out"])
+        .arg(out)
+        .env("ARBORIST_CACHE", dir.join("cache"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// Marks of hf-hub's progress bars (elapsed time, rate), which drew over the loading
 /// screen until 2026-12-02.
 fn hub_bars(screen: &str) -> bool {
@@ -399,17 +411,7 @@ fn a_model_download_shows_on_the_loading_screen_and_nothing_draws_over_it() {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_arborist");
     let model = dir.path().join("model");
-    let out = Command::new(bin)
-        .args(["bundled", "--out"])
-        .arg(&model)
-        .env("ARBORIST_CACHE", dir.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    write_bundled(bin, dir.path(), &model);
     let files = std::fs::read_dir(&model)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -545,17 +547,7 @@ fn a_quit_while_loading_leaves_another_runs_new_file_alone() {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_arborist");
     let data = dir.path().join("bundled");
-    let out = Command::new(bin)
-        .args(["bundled", "--out"])
-        .arg(&data)
-        .env("ARBORIST_CACHE", dir.path().join("cache"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    write_bundled(bin, dir.path(), &data);
     // Seconds of tokenizing keep the TUI on its loading screen.
     let text = std::fs::read_to_string(data.join("data/eval.txt")).unwrap();
     let big = dir.path().join("big.txt");
