@@ -322,6 +322,15 @@ fn forward_profile_and_prune_bench_json_name_their_protocol() {
         assert_eq!(v["dataset"], "synthetic");
         assert_eq!(v["what"][what], value, "{v}");
     }
+    // The profile's parts: each measured, together no more than the whole.
+    let v = run(&["--suite", "profile", "--calib-windows", "2", "--batch", "2"]);
+    let part = |k: &str| v["what"]["seconds"][k].as_f64().unwrap_or(-1.0);
+    let parts = ["calibration", "gradients", "rows"].map(part);
+    assert!(parts.iter().all(|p| *p > 0.0), "{v}");
+    assert!(
+        parts.iter().sum::<f64>() <= v["seconds"].as_f64().unwrap(),
+        "{v}"
+    );
 }
 
 // A resident load copies each tensor out of the mapped weight file; the mapped pages it

@@ -279,9 +279,11 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
     let w = crate::data::Windows::sequential(&ids, a.seqlen, None, "synthetic")?;
     let grad = GradSpec::paper(4);
     let start = Instant::now();
+    let mut parts = None;
     match a.suite.as_str() {
         "profile" => {
-            crate::profile::compute(&model, &w, grad, a.batch, "synthetic")?;
+            let p = crate::profile::compute(&model, &w, grad, a.batch, "synthetic")?;
+            parts = Some(p.seconds);
         }
         "prune" => {
             use crate::prune::{alloc, oneshot, select::Pattern};
@@ -300,7 +302,7 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
         "dataset": "synthetic", "params": params(&model.cfg),
         "dtype": crate::runtime::dtype_name(model.dtype), "device": device_name(&model.device),
         "what": match a.suite.as_str() {
-            "profile" => serde_json::json!({"grad_windows": grad.windows, "grad_average": grad.average.name()}),
+            "profile" => serde_json::json!({"grad_windows": grad.windows, "grad_average": grad.average.name(), "seconds": parts}),
             _ => serde_json::json!({"method": "wanda", "sparsity": 0.5, "allocation": "uniform"}),
         },
     });
@@ -313,6 +315,14 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
             peak_rss_bytes() as f64 / 1048576.0, model.weight_bytes() as f64 / 1048576.0,
             candle_core::utils::get_num_threads()
         )?;
+        if let Some(p) = parts {
+            outln!(
+                "  calibration pass {:.2} s, gradient pass {:.2} s, layer rows {:.2} s",
+                p.calibration,
+                p.gradients,
+                p.rows
+            )?;
+        }
     }
     Ok(())
 }

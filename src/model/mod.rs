@@ -22,7 +22,7 @@ pub mod shards;
 pub mod source;
 pub mod stats;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 mod vexp;
 pub mod weights;
 

@@ -56,13 +56,16 @@ impl IncrementalStats {
         grads: GradSpec,
         calib_name: &str,
     ) -> Result<(Profile, Vec<BlockStats>, Reuse)> {
+        let start = std::time::Instant::now();
         let (stats, reuse) = self.input_stats(model)?;
+        let calibration = start.elapsed().as_secs_f64();
         let gw = super::grad_window_count(&self.windows, grads.windows);
         let known = match &self.last {
             Some((b, _)) => b.window_states(model, self.batch, gw)?,
             None => Vec::new(),
         };
-        let p = super::compute_from(model, &stats, &self.windows, grads, calib_name, &known)?;
+        let mut p = super::compute_from(model, &stats, &self.windows, grads, calib_name, &known)?;
+        p.seconds.calibration = calibration;
         Ok((p, stats, reuse))
     }
 

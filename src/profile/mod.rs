@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::data::{CalibSample, Windows};
 use crate::eval::ppl::window_loss;
 use crate::model::{BlockStats, Decoder, LinearId, LinearKind};
-use crate::prune::scores::weight_f32;
 
 pub mod incremental;
+mod rows;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerProfile {
@@ -93,6 +93,20 @@ pub struct ProfileProtocol {
 pub struct Profile {
     pub protocol: ProfileProtocol,
     pub layers: Vec<LayerProfile>,
+    /// Where the time went (not recorded: times are the machine's, not the profile's).
+    #[serde(skip)]
+    pub seconds: ProfileSeconds,
+}
+
+/// Wall time of a profile's parts.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ProfileSeconds {
+    /// The calibration pass (Wanda's input statistics); 0 where they were given.
+    pub calibration: f64,
+    /// The gradient pass's forwards and backwards.
+    pub gradients: f64,
+    /// Reducing each layer's weights, scores and gradients to its row.
+    pub rows: f64,
 }
 
 pub const Z_EPS: f64 = 1e-8;
@@ -336,32 +350,18 @@ fn layer_profile(
     stats: &[BlockStats],
 ) -> Result<LayerProfile> {
     let lin = d.linear(id);
-    let cols = lin.in_features();
-    let w = weight_f32(&lin.weight()?)?;
-    let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let norms = stats[id.block].get(id.kind).norms();
-    let mask = lin.mask();
-    let active = |i: usize| mask.is_none_or(|m| !m.is_pruned(i / cols, i % cols));
-    let mut s: Vec<f32> = Vec::with_capacity(w.len());
-    let (mut taylor, mut gabs, mut n) = (0f64, 0f64, 0usize);
-    for i in (0..w.len()).filter(|&i| active(i)) {
-        s.push(w[i].abs() * norms[i % cols] as f32);
-        taylor += (w[i] as f64 * g[i] as f64).abs();
-        gabs += (g[i] as f64).abs();
-        n += 1;
-    }
-    let nf = n.max(1) as f64;
-    let s_mean = s.iter().map(|v| *v as f64).sum::<f64>() / nf;
+    let r = rows::row_stats(&lin.weight()?, g, &norms, lin.mask().map(|m| &**m))?;
     Ok(LayerProfile {
         name: id.name(),
         block: id.block,
         kind: id.kind.short().to_string(),
         sparsity: lin.sparsity(),
-        s: quantile(&mut s, 0.1),
-        s_mean,
-        s_median: quantile(&mut s, 0.5),
-        g: taylor / nf,
-        g_mean_abs: gabs / nf,
+        s: r.s,
+        s_mean: r.s_mean,
+        s_median: r.s_median,
+        g: r.g,
+        g_mean_abs: r.g_mean_abs,
         z_s: 0.0,
         z_g: 0.0,
     })
@@ -405,8 +405,11 @@ pub fn compute_with_stats(
     calib_name: &str,
     report: Report,
 ) -> Result<(Profile, Vec<BlockStats>)> {
+    let start = std::time::Instant::now();
     let stats = input_stats_reporting(d, calib, batch, report)?;
-    let p = compute_reporting(d, &stats, calib, grads, calib_name, &[], report)?;
+    let calibration = start.elapsed().as_secs_f64();
+    let mut p = compute_reporting(d, &stats, calib, grads, calib_name, &[], report)?;
+    p.seconds.calibration = calibration;
     Ok((p, stats))
 }
 
@@ -454,16 +457,25 @@ fn compute_reporting(
     let n = d.blocks.len();
     // Each block's rows as soon as its G is known; its G is dropped then.
     let mut by_block = Vec::with_capacity(d.blocks.len());
+    let start = std::time::Instant::now();
+    let mut rows_seconds = 0.0;
     gradients_by_block(d, &calib.windows[..gw], known, spec.average, |block, g| {
+        let t = std::time::Instant::now();
         let rows = LinearKind::ALL
             .into_iter()
             .zip(&g)
             .map(|(kind, g)| layer_profile(d, LinearId { block, kind }, g, stats))
             .collect::<Result<Vec<_>>>()?;
+        rows_seconds += t.elapsed().as_secs_f64();
         by_block.push(rows);
         report("profile: gradient blocks", n - block, n);
         Ok(())
     })?;
+    let seconds = ProfileSeconds {
+        calibration: 0.0,
+        gradients: start.elapsed().as_secs_f64() - rows_seconds,
+        rows: rows_seconds,
+    };
     let mut layers: Vec<LayerProfile> = by_block.into_iter().rev().flatten().collect();
     let zs = zscores(&layers.iter().map(|l| l.s).collect::<Vec<_>>());
     let zg = zscores(&layers.iter().map(|l| l.g).collect::<Vec<_>>());
@@ -484,6 +496,7 @@ fn compute_reporting(
             z_eps: Z_EPS,
         },
         layers,
+        seconds,
     };
     Ok(profile)
 }
