@@ -58,7 +58,7 @@ pack)
 run)
     # DEVICE, CONFIG, WINDOWS and SEQLEN override the defaults (a dry run on the CPU:
     # DEVICE=cpu CONFIG= WINDOWS=2 SEQLEN=256 PROFILE_WINDOWS=2 SESSION_CONFIG=
-    # SESSION_ITERS=2). The limits add up to 9.75 minutes; on the H200 the whole run took
+    # SESSION_ITERS=2). The limits add up to 9.25 minutes; on the H200 the whole run took
     # 63 to 187 s (2026-12-04). Step 0 stops the run within a minute where the binary
     # cannot run.
     out=${OUT:-gpu-out}
@@ -116,7 +116,7 @@ run)
         --dtype bf16 --ppl assets/bundled/data/eval.txt --seqlen 512 \
         || { echo "gpu_check: arborist does not run on $device (see $log)" >&2; exit 1; }
     # 1. The tests with a device path, each against the CPU.
-    ARBORIST_TEST_DEVICE=$device step "device_paths tests" 90 "$bin/device_paths" --ignored \
+    ARBORIST_TEST_DEVICE=$device step "device_paths tests" 60 "$bin/device_paths" --ignored \
         --test-threads 1 || true
     # 2. A 4B-shaped Qwen3 (random weights) in bf16: perplexity, tokens/s and the fraction of
     #    a [batch x seqlen, 2560] x [2560, 9728] bf16 GEMM timed in the same run.
@@ -132,13 +132,13 @@ run)
     step "replay --verify" 45 "$bin/arborist" replay "$out/session.yaml" --verify --headless \
         || true
     # 4. The 4B-shaped model's profile: calibration pass, gradient pass and layer rows.
-    step "4B-shaped profile" 120 -o "$out/profile-4b.json" "$bin/arborist" bench --suite profile \
+    step "4B-shaped profile" 60 -o "$out/profile-4b.json" "$bin/arborist" bench --suite profile \
         ${config:+--config "$config"} --device "$device" --dtype bf16 \
         --calib-windows "${PROFILE_WINDOWS:-16}" --seqlen 512 --batch 4 --json || true
     # 5. Full against incremental iterations of the built-in session on a 99M-parameter
     #    random model, on the device (last: the steps above count for more).
     session_config=${SESSION_CONFIG-benches/qwen3-99m.json}
-    step "session bench" 75 -o "$out/session-bench.json" "$bin/arborist" bench \
+    step "session bench" 45 -o "$out/session-bench.json" "$bin/arborist" bench \
         --suite session --model random ${session_config:+--config "$session_config"} \
         --device "$device" --dtype bf16 --session-iters "${SESSION_ITERS:-6}" --iters 1 \
         --memory-runs 0 --json || true
@@ -150,6 +150,10 @@ run)
             bench --suite forward ${config:+--config "$config"} --device "$device" \
             --dtype bf16 --seqlen "$len" --batch 4 --iters 3 --json || true
     done
+    # 7. One-shot Wanda 50% of the 4B shape (calibration pass, scores, masks).
+    step "4B-shaped one-shot Wanda" 90 -o "$out/prune-4b.json" "$bin/arborist" bench \
+        --suite prune ${config:+--config "$config"} --device "$device" --dtype bf16 \
+        --calib-windows "${PROFILE_WINDOWS:-16}" --seqlen 512 --batch 4 --json || true
     grep -E '^(test result|.*verified|perplexity)' "$log" || true
     exit $status
     ;;
