@@ -171,8 +171,8 @@ fn count_at_most(v: &Tensor, x: f32) -> Result<usize> {
 }
 
 /// The sum of every element of `t`, a row at a time and then over the rows: candle's CUDA
-/// reduction of a whole tensor to one number runs in one thread block, which made a layer
-/// of a 4B model take milliseconds per sum.
+/// reduction of a whole tensor to one number runs in one thread block, which made a 99M
+/// model's profile 4.36 s on an H200 (1.81 s with host rows, 0.72 s now).
 fn total(t: &Tensor) -> Result<f64> {
     Ok(by_rows(t)?.sum(1)?.sum_all()?.to_scalar::<f64>()?)
 }
