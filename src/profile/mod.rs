@@ -10,6 +10,7 @@ use crate::eval::ppl::window_loss;
 use crate::model::{BlockStats, Decoder, LinearId, LinearKind};
 
 pub mod incremental;
+mod radix;
 mod rows;
 
 #[derive(Debug, Clone, Serialize)]

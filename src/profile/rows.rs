@@ -7,6 +7,7 @@ use anyhow::Result;
 use candle_core::{DType, Tensor};
 
 use super::quantile;
+use super::radix::order_statistic;
 use crate::model::Mask;
 use crate::prune::scores::weight_f32;
 
@@ -67,8 +68,9 @@ pub(super) fn on_host(
     })
 }
 
-/// The same reduction as tensor ops on `w`'s device. S is the same f32 product, so its
-/// quantiles are the same numbers; the sums are f64 in another order (a few ulps apart).
+/// The same reduction as tensor ops on `w`'s device. S is the same f32 product, and its
+/// quantiles come from radix selection (`radix.rs`), so they are the same numbers; the sums
+/// are f64 in another order (a few ulps apart).
 pub(super) fn on_device(
     w: &Tensor,
     g: &Tensor,
@@ -126,48 +128,18 @@ pub(super) fn on_device(
     })
 }
 
-/// `quantile` of the `n` smallest values of `v` (f32, none negative; the rest +inf), found
-/// by bisecting on the bits of an f32, which order as the values do for values ≥ 0.
+/// `quantile` of the `n` smallest values of `v` (f32, none negative; the rest +inf).
 fn device_quantile(v: &Tensor, n: usize, q: f64) -> Result<f64> {
     let pos = q * (n - 1) as f64;
     let lo = pos.floor() as usize;
     let a = order_statistic(v, lo)?;
-    // The next order statistic: a again where a repeats, else the least value above it.
-    let b = if lo + 1 >= n || count_at_most(v, a)? >= lo + 2 {
-        a
+    let b = if lo + 1 < n {
+        order_statistic(v, lo + 1)?
     } else {
-        let above = v.gt(a)?;
-        let inf = Tensor::full(f32::INFINITY, v.shape(), v.device())?;
-        by_rows(&above.where_cond(v, &inf)?)?
-            .min(1)?
-            .min(0)?
-            .to_scalar::<f32>()?
+        a
     };
     let f = pos - lo as f64;
     Ok(a as f64 + f * (b as f64 - a as f64))
-}
-
-/// The k-th smallest (from 0) of `v`: the least f32 with more than k values at or below it.
-fn order_statistic(v: &Tensor, k: usize) -> Result<f32> {
-    let (mut lo, mut hi) = (0u32, f32::INFINITY.to_bits());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if count_at_most(v, f32::from_bits(mid))? > k {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    Ok(f32::from_bits(lo))
-}
-
-fn count_at_most(v: &Tensor, x: f32) -> Result<usize> {
-    // Per row in f32 (exact below 2^24 per row), then over the rows.
-    let per_row = by_rows(&v.le(x)?.to_dtype(DType::F32)?)?.sum(1)?;
-    Ok(per_row
-        .to_dtype(DType::F64)?
-        .sum_all()?
-        .to_scalar::<f64>()? as usize)
 }
 
 /// The sum of every element of `t`, a row at a time and then over the rows: candle's CUDA
