@@ -202,7 +202,7 @@ mod tests {
     }
 
     // Repeated values: the interpolation's two order statistics may be the same number,
-    // and the bisection must land on a value that is there.
+    // and the selection must land on a value that is there.
     #[test]
     fn device_quantiles_match_the_sorted_definition_with_repeats() {
         let v: Vec<f32> = (0..101).map(|i| ((i * 37) % 10) as f32 * 0.25).collect();
