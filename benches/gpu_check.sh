@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The GPU check (issue 7) as one short run on a machine with an NVIDIA GPU: the tests with
 # a device path, perplexity and throughput of a 4B-shaped Qwen3 in bf16 against a bf16 GEMM
-# timed in the same run, and three session iterations replayed and verified on the GPU.
+# timed in the same run, three session iterations replayed and verified on the GPU, the
+# 4B shape's profile (by part), forward and one-shot Wanda, and the session bench.
 #
 # The lent GPU machines have CUDA 13.0 (driver 580) but no Rust, so build here against the
 # same CUDA version first, then carry the two stripped binaries in gpu/ (ignored by git):
 #   benches/gpu_check.sh toolkit    # CUDA 13.0's compiler and libraries from PyPI, in /opt/cu13
-#   benches/gpu_check.sh build      # target/cuda (about 25 minutes clean on 2 cores)
+#   benches/gpu_check.sh build      # target/cuda (19 minutes clean on 2 cores)
 #   benches/gpu_check.sh pack       # gpu/arborist.gz, gpu/device_paths.gz
 # and there, from the repository root (the device tool: carry ["gpu"]):
 #   benches/gpu_check.sh run        # results under $OUT (default gpu-out/)
@@ -56,7 +57,8 @@ pack)
     du -sh gpu/*
     ;;
 run)
-    # DEVICE, CONFIG, WINDOWS and SEQLEN override the defaults (a dry run on the CPU:
+    # DEVICE, CONFIG, WINDOWS and SEQLEN override the defaults (a dry run on the CPU, with
+    # LD_LIBRARY_PATH=/opt/cu13/nvidia/cu13/lib:/opt/cu13/stub where no driver is:
     # DEVICE=cpu CONFIG= WINDOWS=2 SEQLEN=256 PROFILE_WINDOWS=2 SESSION_CONFIG=
     # SESSION_ITERS=2). The limits add up to 9.25 minutes; on the H200 the whole run took
     # 63 to 187 s (2026-12-04). Step 0 stops the run within a minute where the binary
