@@ -457,7 +457,7 @@ fn compute_reporting(
     let gw = grad_window_count(calib, spec.windows);
     let n = d.blocks.len();
     // Each block's rows as soon as its G is known; its G is dropped then.
-    let mut by_block = Vec::with_capacity(d.blocks.len());
+    let mut by_block = Vec::with_capacity(n);
     let start = std::time::Instant::now();
     let mut rows_seconds = 0.0;
     gradients_by_block(d, &calib.windows[..gw], known, spec.average, |block, g| {

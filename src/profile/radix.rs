@@ -70,18 +70,17 @@ pub(super) fn order_statistic(v: &Tensor, k: usize) -> Result<f32> {
             shift,
         };
         let h = v.apply_op1_no_bwd(&op)?.to_vec1::<u32>()?;
-        let mut below = 0u64;
-        let digit = (0..256u32)
-            .find(|&d| {
-                let here = h[d as usize] as u64;
-                let found = below + here > rank;
-                if !found {
-                    below += here;
-                }
-                found
-            })
+        // The digit whose count takes the values at or below it past `rank`.
+        let mut digit = None;
+        for (d, &count) in (0u32..).zip(&h) {
+            if rank < count as u64 {
+                digit = Some(d);
+                break;
+            }
+            rank -= count as u64;
+        }
+        let digit = digit
             .ok_or_else(|| anyhow::anyhow!("order statistic {k}: the histogram lost values"))?;
-        rank -= below;
         prefix |= digit << shift;
         mask |= 255 << shift;
     }

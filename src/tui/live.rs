@@ -330,11 +330,7 @@ where
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
     match (exit, app.failure) {
-        (Exit::Signal(_), _) => {
-            let _ = writeln!(std::io::stderr(), "error: stopped by a signal");
-            exit.end_by_signal();
-            Err(anyhow!("stopped by a signal"))
-        }
+        (Exit::Signal(sig), _) => super::runloop::end_by_signal(sig),
         // The status bar had room for only part of it: said in full, and not as success.
         (Exit::Quit, Some(failure)) => Err(anyhow!("{failure}")),
         (Exit::Quit, None) => Ok(()),

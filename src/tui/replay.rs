@@ -1,7 +1,7 @@
 //! Replay, read-only: the machine state at any event of a session file, rebuilt by feeding
 //! the file's inputs into a fresh machine, with the same panels as a live session.
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 
@@ -300,12 +300,7 @@ pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
     }
     match exit? {
         Exit::Quit => Ok(()),
-        signal @ Exit::Signal(_) => {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "error: stopped by a signal");
-            signal.end_by_signal();
-            Err(anyhow!("stopped by a signal"))
-        }
+        Exit::Signal(sig) => super::runloop::end_by_signal(sig),
     }
 }
 

@@ -37,15 +37,13 @@ pub enum Exit {
     Signal(i32),
 }
 
-impl Exit {
-    /// After the screen is restored and the last line said: a signal ends the process as
-    /// the signal would (130, 143, 129 in a shell), as a headless run does; it was exit 1.
-    pub fn end_by_signal(self) {
-        if let Exit::Signal(sig) = self {
-            let _ = signal_hook::low_level::emulate_default_handler(sig);
-            std::process::exit(128 + sig);
-        }
-    }
+/// After the screen is restored and the last line said: says so, and ends the process as
+/// signal `sig` would (130, 143, 129 in a shell), as a headless run does; it was exit 1.
+pub fn end_by_signal(sig: i32) -> ! {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "error: stopped by a signal");
+    let _ = signal_hook::low_level::emulate_default_handler(sig);
+    std::process::exit(128 + sig);
 }
 
 /// Wait up to `timeout` for input: Ready when crossterm has events to read now. Without a
