@@ -304,6 +304,27 @@ fn forward_profile_and_prune_bench_json_name_their_protocol() {
         (Some(2), Some(32))
     );
     assert_eq!(f["tokens_per_forward"], 64);
+    // The marked pass's phases: the block's parts and the head, each charged once, together
+    // its wall time.
+    let phases = f["phases"].as_array().unwrap();
+    let name = |p: &serde_json::Value| p["phase"].as_str().unwrap().to_string();
+    let names: std::collections::BTreeSet<String> = phases.iter().map(name).collect();
+    assert_eq!(names.len(), phases.len(), "{f}");
+    for want in [
+        "q, k, v projections",
+        "attention: tiled",
+        "gate, up projections",
+        "down projection",
+        "final norm and head",
+    ] {
+        assert!(names.contains(want), "no phase {want}: {f}");
+    }
+    let sum: f64 = phases.iter().map(|p| p["seconds"].as_f64().unwrap()).sum();
+    let wall = f["marked_pass_seconds"].as_f64().unwrap();
+    assert!(
+        wall > 0.0 && (sum - wall).abs() <= 0.01 * wall,
+        "{sum} vs {wall}"
+    );
     for (suite, what, value) in [
         ("profile", "grad_windows", serde_json::json!(4)),
         ("prune", "method", serde_json::json!("wanda")),

@@ -117,6 +117,16 @@ pub struct ForwardBench {
     /// Windows per pass and tokens per window (synthetic ids).
     pub batch: usize,
     pub seqlen: usize,
+    /// One more pass with a device sync at each phase's end (`model::phases`): its wall
+    /// time and each phase's seconds, largest first.
+    pub marked_pass_seconds: f64,
+    pub phases: Vec<PhaseTime>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PhaseTime {
+    pub phase: &'static str,
+    pub seconds: f64,
 }
 
 /// A device as `--device` spells it (and prune's arborist.json records it), not `Cpu`.
@@ -225,6 +235,15 @@ pub fn forward_bench(model: &Decoder, b: usize, t: usize, iters: usize) -> Resul
         drop(y);
         Ok(())
     })?;
+    let ((), marked, phases) = crate::model::phases::measure(dev, || {
+        model.forward(&ids, None)?;
+        Ok(())
+    })?;
+    let mut phases: Vec<PhaseTime> = phases
+        .into_iter()
+        .map(|(phase, seconds)| PhaseTime { phase, seconds })
+        .collect();
+    phases.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     let flops = forward_flops(cfg, b, t);
     let gemm = gemm_gflops(
         b * t,
@@ -248,6 +267,8 @@ pub fn forward_bench(model: &Decoder, b: usize, t: usize, iters: usize) -> Resul
         device: device_name(&model.device),
         batch: b,
         seqlen: t,
+        marked_pass_seconds: marked,
+        phases,
     })
 }
 
@@ -496,6 +517,22 @@ pub fn run(a: BenchArgs) -> Result<()> {
             r.params, r.tokens_per_forward, r.tokens_per_second, r.forward_gflops,
             100.0 * r.fraction_of_gemm, r.tokens_per_forward, model.cfg.hidden_size,
             model.cfg.intermediate_size, r.gemm_gflops, r.threads, r.dtype
+        )?;
+        let parts: Vec<String> = r
+            .phases
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {:.0}%",
+                    p.phase,
+                    100.0 * p.seconds / r.marked_pass_seconds
+                )
+            })
+            .collect();
+        outln!(
+            "phases of one marked pass ({:.3} s): {}",
+            r.marked_pass_seconds,
+            parts.join(", ")
         )?;
     }
     Ok(())

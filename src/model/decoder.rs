@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::config::{ModelConfig, RopeScaling};
 use super::linear::{DenseSource, Linear, LinearId, LinearKind};
 use super::mask::Mask;
+use super::phases;
 use super::save::Stored;
 use super::stats::BlockStats;
 
@@ -319,7 +320,9 @@ impl Decoder {
         let (b, t, h) = x.dims3()?;
         let lin = |k: LinearKind| &blk.linears[k as usize];
 
+        let dev = &self.device;
         let xn = self.rms(x, &blk.input_norm)?.reshape((b * t, h))?;
+        phases::mark(dev, "norms")?;
         if let Some(r) = rec.as_deref_mut() {
             r.record_shared(&[LinearKind::Q, LinearKind::K, LinearKind::V], &xn)?;
         }
@@ -327,12 +330,20 @@ impl Decoder {
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let mut q = heads(lin(LinearKind::Q).forward(&xn)?, cfg.num_heads)?;
-        let mut k = heads(lin(LinearKind::K).forward(&xn)?, cfg.num_kv_heads)?;
-        let v = heads(lin(LinearKind::V).forward(&xn)?, cfg.num_kv_heads)?;
+        let (q, k, v) = (
+            lin(LinearKind::Q).forward(&xn)?,
+            lin(LinearKind::K).forward(&xn)?,
+            lin(LinearKind::V).forward(&xn)?,
+        );
+        phases::mark(dev, "q, k, v projections")?;
+        let mut q = heads(q, cfg.num_heads)?;
+        let mut k = heads(k, cfg.num_kv_heads)?;
+        let v = heads(v, cfg.num_kv_heads)?;
+        phases::mark(dev, "layout copies")?;
         if let (Some(qn), Some(kn)) = (&blk.q_norm, &blk.k_norm) {
             q = self.rms(&q, qn)?;
             k = self.rms(&k, kn)?;
+            phases::mark(dev, "norms")?;
         }
         let (cos, sin) = rope;
         let (q, k) = if self.differentiable {
@@ -346,6 +357,7 @@ impl Decoder {
                 candle_nn::rotary_emb::rope(&k, cos, sin)?,
             )
         };
+        phases::mark(dev, "rotary")?;
         let (k, v) = match kv {
             Some(cache) => {
                 let (k, v) = match cache.take() {
@@ -364,26 +376,34 @@ impl Decoder {
             super::attention::tiled(&q, &k, &v, mask, 1.0 / (hd as f64).sqrt())?
         };
         let ctx = match tiled {
-            Some(ctx) => ctx.reshape((b * t, cfg.num_heads * hd))?,
+            Some(ctx) => {
+                phases::mark(dev, "attention: tiled")?;
+                ctx.reshape((b * t, cfg.num_heads * hd))?
+            }
             None => self.attention(q, k, v, mask)?,
         };
         if let Some(r) = rec.as_deref_mut() {
             r.record_shared(&[LinearKind::O], &ctx)?;
         }
         let attn = lin(LinearKind::O).forward(&ctx)?.reshape((b, t, h))?;
+        phases::mark(dev, "o projection")?;
         let x = (x + attn)?;
+        phases::mark(dev, "residual adds")?;
 
         let xn = self.rms(&x, &blk.post_norm)?.reshape((b * t, h))?;
+        phases::mark(dev, "norms")?;
         if let Some(r) = rec.as_deref_mut() {
             r.record_shared(&[LinearKind::Gate, LinearKind::Up], &xn)?;
         }
         let gate = lin(LinearKind::Gate).forward(&xn)?;
         let up = lin(LinearKind::Up).forward(&xn)?;
+        phases::mark(dev, "gate, up projections")?;
         let act = if self.differentiable {
             (gate.silu()? * up)?
         } else {
             super::kernels::silu_mul(&gate, &up)?
         };
+        phases::mark(dev, "silu(gate)·up")?;
         if let Some(r) = rec {
             r.record_shared(&[LinearKind::Down], &act)?;
         }
@@ -391,7 +411,10 @@ impl Decoder {
             return Ok(None);
         }
         let mlp = lin(LinearKind::Down).forward(&act)?.reshape((b, t, h))?;
-        Ok(Some((x + mlp)?))
+        phases::mark(dev, "down projection")?;
+        let y = (x + mlp)?;
+        phases::mark(dev, "residual adds")?;
+        Ok(Some(y))
     }
 
     /// Attention with repeated kv heads and full [t, s] scores, through candle's ops where
@@ -404,7 +427,9 @@ impl Decoder {
         let k = candle_transformers::utils::repeat_kv(k, groups)?;
         let v = candle_transformers::utils::repeat_kv(v, groups)?;
         let scale = 1.0 / (hd as f64).sqrt();
+        phases::mark(&self.device, "attention: kv heads repeated")?;
         let raw = super::matmul::matmul(&q, &k.t()?)?;
+        phases::mark(&self.device, "attention: q·kᵀ")?;
         let wide = wide_dtype(self.dtype);
         let probs = if self.differentiable {
             let scores = (raw * scale)?.to_dtype(wide)?.broadcast_add(mask)?;
@@ -412,8 +437,13 @@ impl Decoder {
         } else {
             super::kernels::masked_softmax(&raw, scale, mask, wide)?
         };
-        let ctx = super::matmul::matmul(&probs.to_dtype(self.dtype)?, &v)?;
-        Ok(ctx.transpose(1, 2)?.reshape((b * t, cfg.num_heads * hd))?)
+        let probs = probs.to_dtype(self.dtype)?;
+        phases::mark(&self.device, "attention: masked softmax")?;
+        let ctx = super::matmul::matmul(&probs, &v)?;
+        phases::mark(&self.device, "attention: probabilities·v")?;
+        let ctx = ctx.transpose(1, 2)?.reshape((b * t, cfg.num_heads * hd))?;
+        phases::mark(&self.device, "layout copies")?;
+        Ok(ctx)
     }
 
     /// Rough peak working memory of `windows` windows of `seqlen` tokens through one block
@@ -450,8 +480,12 @@ impl Decoder {
     /// Clean full-sequence forward: logits for every position, no state kept.
     /// With `rec`, the Wanda statistics of every linear input are accumulated.
     pub fn forward(&self, ids: &Tensor, rec: Option<&mut [BlockStats]>) -> Result<Tensor> {
-        let x = self.run_blocks(self.embed(ids)?, 0, self.blocks.len(), rec, |_, _| {})?;
-        self.head(&x)
+        let x = self.embed(ids)?;
+        phases::mark(&self.device, "embedding")?;
+        let x = self.run_blocks(x, 0, self.blocks.len(), rec, |_, _| {})?;
+        let y = self.head(&x)?;
+        phases::mark(&self.device, "final norm and head")?;
+        Ok(y)
     }
 
     /// Blocks `from..to` over hidden states `x` (the state entering block `from`), exactly as

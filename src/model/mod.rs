@@ -16,6 +16,7 @@ pub mod loaded;
 pub mod mask;
 pub mod matmul;
 mod norm;
+pub mod phases;
 pub mod random;
 pub mod save;
 pub mod shards;
