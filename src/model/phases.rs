@@ -46,10 +46,7 @@ pub type PhaseTotals = Vec<(&'static str, f64)>;
 /// Runs `f` on this thread with marks on; returns its result, its wall time and the
 /// seconds charged to each phase, in order of first mark. The time after the last mark is
 /// charged to "unmarked".
-pub fn measure<R>(
-    device: &Device,
-    f: impl FnOnce() -> Result<R>,
-) -> Result<(R, f64, PhaseTotals)> {
+pub fn measure<R>(device: &Device, f: impl FnOnce() -> Result<R>) -> Result<(R, f64, PhaseTotals)> {
     device.synchronize()?;
     let start = Instant::now();
     CLOCK.with(|c| {
