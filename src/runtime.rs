@@ -17,6 +17,22 @@ pub fn refuse_device(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Arborist's cache: $ARBORIST_CACHE, else $XDG_CACHE_HOME/arborist, else
+/// ~/.cache/arborist (the bundled model's files, a read-only replay's log).
+pub fn cache_root() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Some(p) = std::env::var_os("ARBORIST_CACHE") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(p).join("arborist");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache").join("arborist"),
+        None => std::env::temp_dir().join("arborist"),
+    }
+}
+
 pub fn parse_device(s: &str) -> Result<Device> {
     match s {
         "cpu" => Ok(Device::Cpu),

@@ -1171,3 +1171,17 @@ fn an_unreadable_data_file_names_its_flag() {
         assert_one_line_error(&arborist(&args, &[]), &[&want, "too short for one window"]);
     }
 }
+
+// Without a terminal each front end names a command that runs: bare `arborist` takes no
+// flags, so its hint is the demo subcommand's (it said "pass --headless", which bare
+// `arborist` refuses).
+#[test]
+fn without_a_terminal_the_hint_is_a_command_that_runs() {
+    let o = arborist(&[], &[]);
+    assert_one_line_error(&o, &["arborist demo --headless --auto-approve"]);
+    let o = arborist(&["demo"], &[]);
+    assert_one_line_error(
+        &o,
+        &["pass --headless with --auto-approve or --decisions FILE"],
+    );
+}

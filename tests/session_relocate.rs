@@ -191,7 +191,7 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
         &[
             "model.layers.99.mlp.up_proj",
             &format!(
-                "continue with --session {} --resume --model {model} --calib {t} --eval {t} --headless --decisions {})",
+                "continue with arborist run --session {} --resume --model {model} --calib {t} --eval {t} --headless --decisions {})",
                 p(&cut2),
                 p(&dec)
             ),

@@ -374,14 +374,14 @@ fn resume_is_refused_while_held_or_with_option_flags_and_signals_say_where() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{:?}", out.status);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("stopped by a signal")
-            && err.contains(&format!(
-                "--session {} --resume --headless --auto-approve",
-                p(&cut)
-            )),
-        "{err}"
+    // One whole line, with the whole command (a blank line came before it until
+    // 2026-12-04, and the command lacked `arborist run`).
+    let line = format!(
+        "\narborist: stopped by a signal; the session is saved in {}; continue with arborist run --session {} --resume --headless --auto-approve\n",
+        p(&cut),
+        p(&cut)
     );
+    assert!(err.ends_with(&line) && !err.contains("\n\n"), "{err}");
     // Under nohup (SIGHUP ignored from the start) a hang-up changes nothing: the run goes on
     // to its end (the handler took it over and stopped the run).
     let nohup = env.path("nohup.yaml");

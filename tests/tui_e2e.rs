@@ -347,7 +347,9 @@ fn ctrl_z_suspends_and_fg_redraws() {
     });
     assert_eq!(alt().trim(), "1", "{s}");
     t.keys(&["q"]);
-    t.wait("the quit", 30, |s| s.contains("continue with --session"));
+    t.wait("the quit", 30, |s| {
+        s.contains("continue with arborist run --session")
+    });
     t.tmux(&["send-keys", "-t", &t.target, "-l", "echo ARBORIST-EXIT=$?"]);
     t.keys(&["Enter"]);
     let s = t.wait("the exit", 10, |s| s.contains("ARBORIST-EXIT=0"));
@@ -498,6 +500,43 @@ fn a_log_that_cannot_be_written_is_said_on_screen() {
     assert!(screen.contains("! ARBORIST_LOG="), "{screen}");
     assert!(screen.contains("· 2 warnings"), "{screen}");
     t.keys(&["q"]);
+}
+
+/// A replay only reads: its log goes to Arborist's cache (replay.log), not beside the
+/// session (an empty arborist.log appeared in a colleague's sessions folder).
+#[test]
+fn a_replay_writes_nothing_beside_the_session() {
+    if !tmux_installed() {
+        eprintln!("SKIPPED tui_e2e: tmux is not installed (apt-get install -y tmux)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("shared");
+    std::fs::create_dir(&folder).unwrap();
+    let session = folder.join("example.yaml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml"),
+        &session,
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_arborist");
+    let cache = dir.path().join("cache");
+    let socket = format!("arborist-e2e-replay-log-{}", std::process::id());
+    let cmd = format!(
+        "env -u ARBORIST_LOG ARBORIST_CACHE={} {bin} replay {}; echo ARBORIST-EXIT=$?; sleep 60",
+        cache.display(),
+        session.display()
+    );
+    let t = Tmux::start(&socket, &cmd);
+    t.wait("the replay", 60, |s| s.contains("event"));
+    t.keys(&["q"]);
+    t.wait("the exit", 30, |s| s.contains("ARBORIST-EXIT=0"));
+    let names: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["example.yaml"], "{names:?}");
+    assert!(cache.join("replay.log").is_file());
 }
 
 /// A new session whose model fails to load records nothing: it leaves neither its file

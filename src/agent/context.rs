@@ -64,7 +64,7 @@ pub struct ProbeView {
 /// Limits on one step; proposals outside them are rejected, not clamped, so the agent
 /// learns the rule from the repair message instead of having its answer silently changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Bounds {
     /// Largest sparsity increase of one layer in one step.
     pub max_step: f64,

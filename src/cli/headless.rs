@@ -231,8 +231,16 @@ pub fn run(a: &RunArgs) -> Result<()> {
 /// already in the file), but first say where the session is and how to continue it; a
 /// signal ignored at start stays ignored.
 fn announce_signals(path: &Path, continue_with: &str) {
+    // On a terminal a progress line may be half drawn: clear it. In a log every line is
+    // whole, and a leading newline left a blank line before this one.
+    use std::io::IsTerminal;
+    let lead = if std::io::stderr().is_terminal() {
+        "\r\x1b[K"
+    } else {
+        ""
+    };
     let msg = format!(
-        "\narborist: stopped by a signal; the session is saved in {}; continue with {continue_with}\n",
+        "{lead}arborist: stopped by a signal; the session is saved in {}; continue with {continue_with}\n",
         path.display()
     );
     let msg: &'static [u8] = Box::leak(msg.into_bytes().into_boxed_slice());

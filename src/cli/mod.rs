@@ -200,6 +200,12 @@ pub fn parse() -> std::result::Result<Cli, clap::Error> {
 
 pub fn run(cli: Cli) -> Result<()> {
     let Some(command) = cli.command else {
+        // Bare `arborist` takes no flags, so the hint names the subcommand that does.
+        if !crate::tui::is_interactive() {
+            anyhow::bail!(
+                "the demo's TUI needs a terminal: run `arborist demo --headless --auto-approve` for it without one"
+            );
+        }
         return run::run(run::RunArgs::default());
     };
     match command {

@@ -193,7 +193,7 @@ impl RunArgs {
                 );
                 serde_yaml::from_str(&text).map_err(|e| {
                     let e = collapse_whitespace(&e.to_string());
-                    let hint = section_hint(&text, &e).unwrap_or_default();
+                    let hint = section_hint(&e).unwrap_or_default();
                     anyhow::anyhow!("config {}: {e}{hint}", p.display())
                 })?
             }
@@ -310,15 +310,17 @@ fn flag_of(message: &str) -> &str {
     }
 }
 
-/// For an unknown top-level key of a config file that is a field of one of its sections
-/// (`target` is `loop.target`): where it goes. The error listed only the top-level keys.
-fn section_hint(text: &str, error: &str) -> Option<String> {
+/// For an unknown key of a config file that is a field elsewhere (`target` is
+/// `loop.target`, `max_step` is `loop.bounds.max_step`, `seqlen` is top-level): where it
+/// goes. The error listed only the keys of the section it was written in.
+fn section_hint(error: &str) -> Option<String> {
     let key = error.split("unknown field `").nth(1)?.split('`').next()?;
-    let top: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
-    top.as_mapping()?.get(key)?;
     let defaults = serde_yaml::to_value(RunOptions::default()).ok()?;
-    let section = defaults
-        .as_mapping()?
+    let top = defaults.as_mapping()?;
+    if top.contains_key(key) {
+        return Some(format!(" (`{key}` belongs at the top level)"));
+    }
+    let section = top
         .iter()
         .find_map(|(name, fields)| section_path(name.as_str()?, fields, key))?;
     Some(format!(" (`{key}` belongs in section `{section}`)"))
@@ -667,10 +669,26 @@ mod tests {
             "{e}"
         );
         let e = err(with_config("targte: 0.3\n"));
-        assert!(!e.contains("belongs in"), "{e}");
-        // Unknown inside a section: the hint looks only at top-level keys.
+        assert!(!e.contains("belongs"), "{e}");
+        // Inside the wrong section (the loop's keys ran on their defaults until
+        // 2026-12-04: `loop` and `loop.bounds` took any key).
         let e = err(with_config("agent:\n  target: 0.3\n"));
-        assert!(!e.contains("belongs in"), "{e}");
+        assert!(e.contains("(`target` belongs in section `loop`)"), "{e}");
+        let e = err(with_config("loop:\n  max_iters: 1\n  max_step: 0.02\n"));
+        assert!(e.contains("unknown field `max_step`"), "{e}");
+        assert!(
+            e.contains("(`max_step` belongs in section `loop.bounds`)"),
+            "{e}"
+        );
+        let e = err(with_config("loop:\n  seqlen: 128\n"));
+        assert!(e.contains("(`seqlen` belongs at the top level)"), "{e}");
+        let e = err(with_config("loop:\n  targt: 0.3\n"));
+        assert!(
+            e.contains("unknown field `targt`") && !e.contains("belongs"),
+            "{e}"
+        );
+        let e = err(with_config("loop:\n  bounds:\n    max_stepp: 0.1\n"));
+        assert!(e.contains("unknown field `max_stepp`"), "{e}");
         assert_eq!(
             with_config("loop:\n  target: 0.3\n")
                 .unwrap()

@@ -51,19 +51,6 @@ fn content_hash() -> u64 {
     h.value()
 }
 
-fn cache_root() -> PathBuf {
-    if let Some(p) = std::env::var_os("ARBORIST_CACHE") {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(p).join("arborist");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".cache").join("arborist"),
-        None => std::env::temp_dir().join("arborist"),
-    }
-}
-
 /// Write every file under `dir`.
 pub fn write_files(dir: &Path) -> Result<()> {
     for (name, bytes) in FILES {
@@ -79,7 +66,7 @@ pub fn write_files(dir: &Path) -> Result<()> {
 
 /// The extracted model directory (extracted once per build into the cache, atomically).
 pub fn dir() -> Result<PathBuf> {
-    let dir = cache_root().join(format!("bundled-{:016x}", content_hash()));
+    let dir = crate::runtime::cache_root().join(format!("bundled-{:016x}", content_hash()));
     if dir.join("config.json").is_file() {
         return Ok(dir);
     }
@@ -101,7 +88,7 @@ pub fn dir() -> Result<PathBuf> {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e.context(format!(
             "cannot extract the bundled model into {} (ARBORIST_CACHE chooses another directory)",
-            cache_root().display()
+            crate::runtime::cache_root().display()
         )));
     }
     Ok(dir)

@@ -10,9 +10,10 @@ use crate::agent::{
     ReviewerFeedback, StepOutcome, Usage,
 };
 
-/// The loop's rules; recorded in every session header.
+/// The loop's rules; recorded in every session header. An unknown key is refused: a
+/// misplaced `max_step` here ran the session on the default bounds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct LoopOptions {
     /// Stop when the global sparsity of the blocks' linear layers reaches this.
     pub target: f64,

@@ -208,7 +208,7 @@ where
     let path = opened.path.clone();
     let continue_with = opened.continue_with.clone();
     let (new, made_dirs) = (opened.log.is_none(), opened.made_dirs.clone());
-    let log = terminal::init_logging(&path);
+    let log = terminal::init_logging(terminal::LogFor::Live(&path));
     let log_file = log.clone().ok().flatten();
     let events: Vec<Event> = opened.log.as_ref().map_or(vec![], |l| {
         l.entries.iter().map(|e| e.event.clone()).collect()
@@ -250,11 +250,7 @@ where
         workers_gone: false,
         job: (String::new(), Instant::now()),
     };
-    tracing::info!(
-        "tui: live session {} (log {:?})",
-        path.display(),
-        log.ok().flatten()
-    );
+    tracing::info!("tui: live session {}", path.display());
     let mut guard = terminal::enter(app.mouse)?;
     let exit = runloop::run(&mut guard, &mut app, &mut live);
     drop(guard);

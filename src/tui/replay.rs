@@ -249,7 +249,7 @@ const VERIFYING: &str = "verifying in the background (replay --verify)";
 /// verifies it (`replay --model DIR`, ...).
 pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
     let log = file::read(path)?;
-    let logged = terminal::init_logging(path);
+    let logged = terminal::init_logging(terminal::LogFor::Replay);
     let timeline = Timeline::new(&log);
     let (keymap, key_warning) = Keymap::load();
     let (themes, warnings) = Themes::load();

@@ -221,18 +221,27 @@ fn install_panic_hook() {
     });
 }
 
-/// Send `tracing` output to a file: $ARBORIST_LOG, or arborist.log beside the session.
-/// Returns the path (None when a subscriber was already set), or a warning when the file
-/// cannot be written: the TUI's warnings go only to the log, so a silent failure lost them.
-pub fn init_logging(session: &Path) -> Result<Option<PathBuf>, String> {
+/// Where the log goes: $ARBORIST_LOG, else arborist.log beside a live session, or
+/// replay.log in Arborist's cache for a read-only replay (which wrote into the folder of
+/// the session it only reads until 2026-12-04).
+pub enum LogFor<'a> {
+    Live(&'a Path),
+    Replay,
+}
+
+/// Send `tracing` output to a file (see `LogFor`). Returns the path (None when a
+/// subscriber was already set), or a warning when the file cannot be written: the TUI's
+/// warnings go only to the log, so a silent failure lost them.
+pub fn init_logging(owner: LogFor) -> Result<Option<PathBuf>, String> {
     let chosen = std::env::var_os("ARBORIST_LOG").map(PathBuf::from);
-    let path = match &chosen {
-        Some(p) => p.clone(),
-        None => session
+    let path = match (&chosen, owner) {
+        (Some(p), _) => p.clone(),
+        (None, LogFor::Live(session)) => session
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .join("arborist.log"),
+        (None, LogFor::Replay) => crate::runtime::cache_root().join("replay.log"),
     };
     let named = || match &chosen {
         Some(p) => format!("ARBORIST_LOG={}", p.display()),

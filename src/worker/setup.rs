@@ -329,9 +329,11 @@ pub fn other_weights(
     )
 }
 
+/// The whole command, subcommand included: `arborist --session ...` is no command, and a
+/// session started by plain `arborist` (the demo) resumes with `run` as any other does.
 fn continue_with(path: &Path) -> String {
     format!(
-        "--session {} --resume",
+        "arborist run --session {} --resume",
         shell_word(&path.display().to_string())
     )
 }
