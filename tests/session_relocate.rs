@@ -310,6 +310,46 @@ fn a_bundled_session_verifies_on_a_copy_of_the_bundled_model() {
     );
 }
 
+// A path given to a flag that names nothing is that flag's error ("its --calib file X is
+// not on this machine" read as if X were the session's); a header edited to a local model
+// without its texts names the session (it named a `--calib FILE` nobody had given).
+#[test]
+fn a_missing_flag_path_and_a_header_without_its_texts_are_each_named() {
+    let env = Env::new();
+    let s = env.path("s.yaml");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/sessions/example.yaml");
+    std::fs::copy(example, &s).unwrap();
+    let nope = env.path("nope/c.txt");
+    one_error_line(
+        &env.run(&["replay", "--verify", &p(&s), "--calib", &p(&nope)]),
+        &[&format!("--calib {}: no such file", p(&nope))],
+    );
+    let text = std::fs::read_to_string(&s).unwrap();
+    let model_dir = env.path("m");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    let edited = text.replacen(
+        "\n  model: bundled\n",
+        &format!("\n  model: {}\n", p(&model_dir)),
+        1,
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&s, edited).unwrap();
+    let out = p(&env.path("out"));
+    for cmd in [&["replay", "--verify"][..], &["export", "--out", &out][..]] {
+        let mut a = cmd.to_vec();
+        let sp = p(&s);
+        a.push(&sp);
+        let o = env.run(&a);
+        one_error_line(
+            &o,
+            &[
+                "s.yaml: its header names the model",
+                "no `options.calib` text",
+            ],
+        );
+    }
+}
+
 /// The fingerprint samples 16 chunks of each weight file; weights changed between them
 /// keep it. `export` re-measures the checkpoint and refuses the changed model.
 #[test]

@@ -572,6 +572,72 @@ fn help_overlay_lists_every_binding_of_the_keymap() {
     assert_eq!(a.overlay, Overlay::None);
 }
 
+// At 50 columns each description wraps under itself: every word of every binding's help
+// is on screen somewhere while paging through (lines were cut mid-word: `(prune nothing`,
+// `backspace, d`, `wheel`).
+#[test]
+fn the_help_wraps_at_the_smallest_screen() {
+    let (m, events) = fixtures::reviewing(8);
+    let mut a = app();
+    let v = view(&m, &events);
+    press(&mut a, &v, &[ch('?')]);
+    let mut seen = String::new();
+    let mut last = None;
+    for _ in 0..200 {
+        let screen = text(&draw(&mut a, &v, 50, 12));
+        for line in screen.lines().skip(1).take(8) {
+            // Inside the dialog's borders, one line's text.
+            let inner: String = line.chars().skip(1).take(48).collect();
+            seen.push_str(inner.trim());
+            seen.push(' ');
+        }
+        if last == Some(a.overlay.clone()) {
+            break;
+        }
+        last = Some(a.overlay.clone());
+        press(&mut a, &v, &[code(KeyCode::Down)]);
+    }
+    let words: Vec<&str> = seen.split_whitespace().collect();
+    let mut wanted: Vec<String> = Keymap::builtin()
+        .bindings
+        .iter()
+        .map(|b| b.help.clone())
+        .collect();
+    wanted.push("move in a text field; backspace, del delete".into());
+    wanted.push("mouse: click a cell or panel to focus it, wheel scrolls".into());
+    for help in wanted {
+        let want: Vec<&str> = help.split_whitespace().collect();
+        assert!(
+            words.windows(want.len()).any(|w| w == want.as_slice()),
+            "`{help}` is not whole in the help at 50 columns:\n{seen}"
+        );
+    }
+}
+
+// On a screen too short for the heatmap and a panel the heatmap, focused at start, is
+// not drawn: the first tab moves on from the panel shown (it moved the focus onto that
+// same panel, and nothing on screen changed).
+#[test]
+fn the_first_tab_on_a_short_screen_changes_the_panel_shown() {
+    use arborist::tui::app::Panel;
+    let (m, events) = fixtures::reviewing(8);
+    let mut a = app();
+    let v = view(&m, &events);
+    draw(&mut a, &v, 60, 15);
+    let shown = |a: &App| a.areas.panels.iter().map(|(p, _)| *p).collect::<Vec<_>>();
+    assert_eq!(shown(&a), [Panel::Proposal]);
+    assert_eq!(a.focus, Panel::Heatmap);
+    press(&mut a, &v, &[code(KeyCode::Tab)]);
+    draw(&mut a, &v, 60, 15);
+    assert_eq!(shown(&a), [Panel::Proposal.step(1)]);
+    assert_eq!(a.focus, Panel::Proposal.step(1));
+    // Where the heatmap is drawn, tab leaves it for the next panel, as before.
+    let mut b = app();
+    draw(&mut b, &v, 120, 40);
+    press(&mut b, &v, &[code(KeyCode::Tab)]);
+    assert_eq!(b.focus, Panel::Heatmap.step(1));
+}
+
 fn colours(b: &Buffer) -> Vec<Color> {
     b.content()
         .iter()

@@ -141,9 +141,12 @@ impl BuiltinAgent {
                 / total.max(1.0);
         let zs: Vec<f64> = used.iter().map(|(r, _)| combined(r)).collect();
         let mut reasoning = format!(
-            "Chose the {} layers with the lowest combined sensitivity z_s + z_g (from {:.2} to {:.2}) \
+            "Chose the {} with the lowest combined sensitivity z_s + z_g (from {:.2} to {:.2}) \
              that have headroom below {} (target + {SPREAD}); step up to +{} per layer",
-            layers.len(),
+            match layers.len() {
+                1 => "1 layer".to_string(),
+                n => format!("{n} layers"),
+            },
             zs.first().copied().unwrap_or(0.0),
             zs.last().copied().unwrap_or(0.0),
             frac(cap),
@@ -320,5 +323,20 @@ mod tests {
             assert!((l.sparsity - from - 0.01).abs() < 1e-9, "{l:?} from {from}");
         }
         assert!(!p.reasoning.contains("left alone"), "{}", p.reasoning);
+    }
+
+    // One layer is "1 layer" (it read "Chose the 1 layers").
+    #[test]
+    fn the_reasoning_counts_its_layers_in_words() {
+        let mut ctx = AgentContext::example();
+        for (n, want) in [
+            (1, "Chose the 1 layer with"),
+            (2, "Chose the 2 layers with"),
+        ] {
+            ctx.bounds.max_layers = n;
+            let p = BuiltinAgent::decide(&ctx).unwrap();
+            assert_eq!(p.layers.len(), n, "{p:?}");
+            assert!(p.reasoning.starts_with(want), "{}", p.reasoning);
+        }
     }
 }

@@ -102,14 +102,38 @@ impl Relocate {
                 o.model
             );
         }
+        // A session on a model other than bundled records its texts: a header without them
+        // was edited, and is named, not a flag the command was never given.
+        for (key, text) in [("calib", &o.calib), ("eval", &o.eval)] {
+            if text.is_none() && o.model != crate::model::bundled::NAME {
+                bail!(
+                    "{session}: its header names the model {} but no `options.{key}` text (a \
+                     session on a model other than bundled records both; was the header \
+                     edited?)",
+                    o.model
+                );
+            }
+        }
         let mut files = vec![
-            ("calib", launch::text_path(&o.calib, "calib", o)?),
-            ("eval", launch::text_path(&o.eval, "eval", o)?),
+            (
+                "calib",
+                self.calib.is_some(),
+                launch::text_path(&o.calib, "calib", o)?,
+            ),
+            (
+                "eval",
+                self.eval.is_some(),
+                launch::text_path(&o.eval, "eval", o)?,
+            ),
         ];
         if let Some(p) = &o.probe {
-            files.push(("probe-file", launch::probe_path(p, o)?));
+            let given = self.probe_file.is_some();
+            files.push(("probe-file", given, launch::probe_path(p, o)?));
         }
-        for (flag, path) in files {
+        for (flag, given, path) in files {
+            if given && !path.is_file() {
+                bail!("--{flag} {}: no such file", path.display());
+            }
             if !path.exists() {
                 bail!(
                     "{session}: its --{flag} file {} is not on this machine (give --{flag} the \

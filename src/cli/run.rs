@@ -406,22 +406,19 @@ pub(super) fn prompts_need_an_llm(o: &RunOptions) -> Result<()> {
 /// The options' ranges and names; errors name the flag that sets each option.
 pub(super) fn check(o: &RunOptions) -> Result<()> {
     let l = &o.loop_opts;
-    let frac = |name: &str, v: f64| {
-        if !(0.0..1.0).contains(&v) || !v.is_finite() {
-            bail!("--{name} {v} is outside [0, 1)");
-        }
-        Ok(())
-    };
-    frac("target", l.target)?;
-    frac("max-step", l.bounds.max_step)?;
+    if !(0.0..1.0).contains(&l.target) || !l.target.is_finite() {
+        bail!("--target {} is outside [0, 1)", l.target);
+    }
+    // 0 is refused too: a step of 0 prunes nothing.
+    let step = l.bounds.max_step;
+    if !(step > 0.0 && step < 1.0) {
+        bail!("--max-step {step} is outside (0, 1)");
+    }
     if !(l.threshold.is_finite() && l.threshold >= 0.0) {
         bail!(
             "--threshold {} must be a non-negative fraction (0.05 = 5%)",
             l.threshold
         );
-    }
-    if l.bounds.max_step <= 0.0 {
-        bail!("--max-step must be above 0");
     }
     // Set only in a --config file or a header, so the error names the key.
     let cap = l.bounds.max_layer_sparsity;
@@ -634,6 +631,23 @@ mod tests {
         }
         let o = with_config("loop:\n  bounds:\n    max_layer_sparsity: 0.8\n").unwrap();
         assert_eq!(o.loop_opts.bounds.max_layer_sparsity, 0.8);
+    }
+
+    // A step of 0 was refused as "outside [0, 1)", a range that holds it: the range
+    // shown is the one accepted.
+    #[test]
+    fn a_step_outside_0_1_names_the_open_range() {
+        for v in ["0", "-0.1", "1", "1.5", ".nan"] {
+            let e = err(with_config(&format!(
+                "loop:\n  bounds:\n    max_step: {v}\n"
+            )));
+            assert!(
+                e.contains("--max-step") && e.contains("is outside (0, 1)"),
+                "{v}: {e}"
+            );
+        }
+        let o = with_config("loop:\n  bounds:\n    max_step: 0.05\n").unwrap();
+        assert_eq!(o.loop_opts.bounds.max_step, 0.05);
     }
 
     #[test]

@@ -446,6 +446,20 @@ impl App {
         self.log_events = events;
     }
 
+    /// The focused panel, or where the last frame drew a panel in its place: on a short
+    /// screen the heatmap, focused at start, is not drawn, and tab moved the focus onto
+    /// the panel already shown, so the first press changed nothing visible.
+    pub fn shown_focus(&self) -> Panel {
+        let drawn = |p: Panel| self.areas.panels.iter().any(|(q, _)| *q == p);
+        if self.areas.panels.is_empty() || drawn(self.focus) {
+            return self.focus;
+        }
+        (self.areas.panels.iter())
+            .map(|(p, _)| *p)
+            .find(|p| *p != Panel::Heatmap)
+            .unwrap_or(self.focus)
+    }
+
     pub fn focus_panel(&mut self, p: Panel) {
         self.focus = p;
         if p != Panel::Heatmap {

@@ -19,9 +19,24 @@ const SECTIONS: [&str; 4] = [
     "Dialogs and text fields",
 ];
 
-/// The help text: every binding of the keymap, by section.
-pub fn help_lines(app: &App) -> Vec<Line<'static>> {
+/// The help text: every binding of the keymap, by section, in lines of at most `width`
+/// columns (a description wraps under itself: at 50 columns lines were cut mid-word).
+pub fn help_lines(app: &App, width: usize) -> Vec<Line<'static>> {
     let t = app.theme();
+    let entry = |keys: &str, help: &str| -> Vec<Line<'static>> {
+        let key = format!("{keys:>12}  ");
+        let indent = key.chars().count();
+        let room = width.saturating_sub(indent).max(12);
+        let parts = crate::tui::wrap::lines(help, room);
+        let leads =
+            std::iter::once(Span::styled(key, t.accent())).chain(std::iter::repeat_with(|| {
+                Span::styled(" ".repeat(indent), t.text())
+            }));
+        leads
+            .zip(parts)
+            .map(|(lead, part)| Line::from(vec![lead, Span::styled(part, t.text())]))
+            .collect()
+    };
     let mut lines = Vec::new();
     for section in SECTIONS {
         lines.push(Line::styled(section.to_string(), t.title()));
@@ -31,29 +46,23 @@ pub fn help_lines(app: &App) -> Vec<Line<'static>> {
             .iter()
             .filter(|b| b.action.section() == section)
         {
-            lines.push(Line::from(vec![
-                Span::styled(format!("{:>12}  ", b.key_labels()), t.accent()),
-                Span::styled(b.help.clone(), t.text()),
-            ]));
+            lines.extend(entry(&b.key_labels(), &b.help));
         }
         if section == "Dialogs and text fields" {
-            lines.push(Line::from(vec![
-                Span::styled(format!("{:>12}  ", "← → home end"), t.accent()),
-                Span::styled("move in a text field; backspace, del delete", t.text()),
-            ]));
+            lines.extend(entry(
+                "← → home end",
+                "move in a text field; backspace, del delete",
+            ));
         }
         if section == "Editing a proposal" {
-            lines.push(Line::from(vec![
-                Span::styled(format!("{:>12}  ", "0-9 . %"), t.accent()),
-                Span::styled("type the selected value", t.text()),
-            ]));
+            lines.extend(entry("0-9 . %", "type the selected value"));
         }
         lines.push(Line::default());
     }
-    lines.push(Line::styled(
-        "mouse: click a cell or panel to focus it, wheel scrolls",
-        t.muted(),
-    ));
+    let mouse = "mouse: click a cell or panel to focus it, wheel scrolls";
+    for part in crate::tui::wrap::lines(mouse, width.max(12)) {
+        lines.push(Line::styled(part, t.muted()));
+    }
     lines
 }
 
@@ -129,10 +138,15 @@ fn help(f: &mut Frame, area: Rect, app: &App, scroll: u16) -> (u16, u16) {
     // showed through at 120 columns: `┌┌ Keys…┐┐`).
     let w = if area.width < 126 { area.width } else { 118 };
     let r = centered(above_bar(area), w, area.height.saturating_sub(2));
-    let lines = help_lines(app);
     let inner = dialog(app, "", r.width).inner(r);
     let rows = inner.height.max(1) as usize;
-    let two = inner.width >= 100 && lines.len() <= 2 * rows;
+    let half = help_lines(app, inner.width as usize / 2);
+    let two = inner.width >= 100 && half.len() <= 2 * rows;
+    let lines = if two {
+        half
+    } else {
+        help_lines(app, inner.width as usize)
+    };
     let max = if two {
         0
     } else {
