@@ -387,7 +387,7 @@ impl Decoder {
         }
         let attn = lin(LinearKind::O).forward(&ctx)?.reshape((b, t, h))?;
         phases::mark(dev, "o projection")?;
-        let x = (x + attn)?;
+        let x = self.residual(x, &attn)?;
         phases::mark(dev, "residual adds")?;
 
         let xn = self.rms(&x, &blk.post_norm)?.reshape((b * t, h))?;
@@ -412,7 +412,7 @@ impl Decoder {
         }
         let mlp = lin(LinearKind::Down).forward(&act)?.reshape((b, t, h))?;
         phases::mark(dev, "down projection")?;
-        let y = (x + mlp)?;
+        let y = self.residual(&x, &mlp)?;
         phases::mark(dev, "residual adds")?;
         Ok(Some(y))
     }
@@ -543,6 +543,15 @@ impl Decoder {
     }
 
     /// RMSNorm as Hugging Face computes it: in f32 (or wider), cast back, then scale.
+    /// x + y; without a gradient graph, in parallel where candle would add half types in
+    /// one thread (the same bits).
+    fn residual(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        if self.differentiable {
+            return Ok((x + y)?);
+        }
+        super::half_kernels::add(x, y)
+    }
+
     fn rms(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         let xf = x.to_dtype(wide_dtype(x.dtype()))?;
         if xf.dtype() == x.dtype() {

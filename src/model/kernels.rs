@@ -228,6 +228,11 @@ pub fn masked_softmax(scores: &Tensor, scale: f64, mask: &Tensor, wide: DType) -
             .contiguous()?
             .apply_op2_no_bwd(&mask.contiguous()?, &op)?);
     }
+    if wide == DType::F32 {
+        if let Some(p) = super::half_kernels::masked_softmax(scores, scale, mask)? {
+            return Ok(p);
+        }
+    }
     let scores = (scores * scale)?.to_dtype(wide)?.broadcast_add(mask)?;
     Ok(candle_nn::ops::softmax_last_dim(&scores)?)
 }

@@ -9,6 +9,7 @@ pub mod bundled;
 pub mod config;
 pub mod decoder;
 pub mod generate;
+mod half_kernels;
 mod hub_watch;
 pub mod kernels;
 pub mod linear;
