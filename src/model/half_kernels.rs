@@ -189,13 +189,9 @@ impl CustomOp2 for MaskedSoftmax {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let mask = contiguous::<f32>(s2, l2, "attention mask")?;
-        let (t, s) = l2.shape().dims2()?;
+        let (t, s) = super::kernels::mask_dims(l1, l2)?;
         if t == 0 || s == 0 {
             candle_core::bail!("half masked softmax: an empty {t}x{s} mask");
-        }
-        let dims = l1.shape().dims();
-        if dims.len() < 2 || dims[dims.len() - 2] != t || dims[dims.len() - 1] != s {
-            candle_core::bail!("scores {:?} do not match a {t}x{s} mask", dims);
         }
         let out = match s1 {
             CpuStorage::BF16(_) => {

@@ -184,11 +184,7 @@ impl CustomOp2 for MaskedSoftmax {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let scores = contiguous_f32(s1, l1, "attention scores")?;
         let mask = contiguous_f32(s2, l2, "attention mask")?;
-        let (t, s) = l2.shape().dims2()?;
-        let dims = l1.shape().dims();
-        if dims.len() < 2 || dims[dims.len() - 2] != t || dims[dims.len() - 1] != s {
-            candle_core::bail!("scores {:?} do not match a {t}x{s} mask", dims);
-        }
+        let (t, s) = mask_dims(l1, l2)?;
         // Past the last allowed key of a mask row every term is exp(−∞) = 0.
         let lens: Vec<usize> = mask
             .chunks(s)
@@ -214,6 +210,16 @@ impl CustomOp2 for MaskedSoftmax {
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
+}
+
+/// The [t, s] of a mask, which must be the last two dimensions of the scores.
+pub(super) fn mask_dims(scores: &Layout, mask: &Layout) -> candle_core::Result<(usize, usize)> {
+    let (t, s) = mask.shape().dims2()?;
+    let dims = scores.shape().dims();
+    if dims.len() < 2 || dims[dims.len() - 2] != t || dims[dims.len() - 1] != s {
+        candle_core::bail!("scores {:?} do not match a {t}x{s} mask", dims);
+    }
+    Ok((t, s))
 }
 
 /// softmax(scores · scale + mask) over the last dimension, the mask broadcast over leading
