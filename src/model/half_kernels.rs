@@ -4,7 +4,8 @@
 //! four passes: in bf16 they took 38% of a forward (masked softmax 28%, residual adds
 //! 10%, `bench --suite forward --dtype bf16`). Each value here goes through the same
 //! `half` arithmetic as in candle (`a + b` rounds the f32 sum to the dtype; the scale is
-//! the dtype's), and the softmax is `kernels::softmax_row`, the f32 path's.
+//! the dtype's), and the softmax takes candle's steps in candle's order (`candle_sum`):
+//! the f32 path's own softmax differs from it in the last bit of some rows.
 
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
