@@ -94,12 +94,12 @@ run)
     log=$out/check.txt
     : > "$log"
     status=0
-    # step NAME LIMIT [-o FILE] CMD...: runs CMD under a time limit, its stdout to FILE or
+    # step N NAME LIMIT [-o FILE] CMD...: runs CMD under a time limit, its stdout to FILE or
     # the log, its stderr to the log, and logs its exit status and wall time.
     # STEPS (e.g. "0 2 6") runs only the numbered steps below; step 0 always runs.
     step() {
-        local name=$1 limit=$2 dest=$log t0 rc=0
-        shift 2
+        local number=$1 name=$2 limit=$3 dest=$log t0 rc=0
+        shift 3
         if [ -n "${STEPS:-}" ] && [ "$number" != 0 ] && [[ " $STEPS " != *" $number "* ]]; then
             return 0
         fi
@@ -119,39 +119,33 @@ run)
     } >> "$log" 2>&1
     # 0. One evaluation of the bundled model on the device, to stop at once (and cheaply)
     #    where the binary cannot run there.
-    number=0
-    step "bundled model, bf16" 45 "$bin/arborist" eval --model bundled --device "$device" \
+    step 0 "bundled model, bf16" 45 "$bin/arborist" eval --model bundled --device "$device" \
         --dtype bf16 --ppl assets/bundled/data/eval.txt --seqlen 512 \
         || { echo "gpu_check: arborist does not run on $device (see $log)" >&2; exit 1; }
     # 1. The tests with a device path, each against the CPU.
-    number=1
-    ARBORIST_TEST_DEVICE=$device step "device_paths tests" 60 "$bin/device_paths" --ignored \
+    ARBORIST_TEST_DEVICE=$device step 1 "device_paths tests" 60 "$bin/device_paths" --ignored \
         --test-threads 1 || true
     # 2. A 4B-shaped Qwen3 (random weights) in bf16: perplexity, tokens/s and the fraction of
     #    a [batch x seqlen, 2560] x [2560, 9728] bf16 GEMM timed in the same run.
-    number=2
-    step "4B-shaped perplexity" 60 -o "$out/ppl-4b.json" "$bin/arborist" bench --suite ppl \
+    step 2 "4B-shaped perplexity" 60 -o "$out/ppl-4b.json" "$bin/arborist" bench --suite ppl \
         ${config:+--config "$config"} --device "$device" --dtype bf16 \
         --calib-windows "${WINDOWS:-8}" --seqlen "${SEQLEN:-2048}" --batch 4 --iters 2 --json \
         || true
     # 3. Three session iterations on the GPU, then re-executed there by replay --verify,
     #    which runs on the device the session header names.
-    number=3
-    step "session, 3 iterations" 60 "$bin/arborist" run --model bundled --device "$device" \
+    step 3 "session, 3 iterations" 60 "$bin/arborist" run --model bundled --device "$device" \
         --dtype bf16 --headless --auto-approve --max-iters 3 --session "$out/session.yaml" \
         || true
-    step "replay --verify" 45 "$bin/arborist" replay "$out/session.yaml" --verify --headless \
+    step 3 "replay --verify" 45 "$bin/arborist" replay "$out/session.yaml" --verify --headless \
         || true
     # 4. The 4B-shaped model's profile: calibration pass, gradient pass and layer rows.
-    number=4
-    step "4B-shaped profile" 60 -o "$out/profile-4b.json" "$bin/arborist" bench --suite profile \
+    step 4 "4B-shaped profile" 60 -o "$out/profile-4b.json" "$bin/arborist" bench --suite profile \
         ${config:+--config "$config"} --device "$device" --dtype bf16 \
         --calib-windows "${PROFILE_WINDOWS:-16}" --seqlen 512 --batch 4 --json || true
     # 5. Full against incremental iterations of the built-in session on a 99M-parameter
     #    random model, on the device (last: the steps above count for more).
     session_config=${SESSION_CONFIG-benches/qwen3-99m.json}
-    number=5
-    step "session bench" 45 -o "$out/session-bench.json" "$bin/arborist" bench \
+    step 5 "session bench" 45 -o "$out/session-bench.json" "$bin/arborist" bench \
         --suite session --model random ${session_config:+--config "$session_config"} \
         --device "$device" --dtype bf16 --session-iters "${SESSION_ITERS:-6}" --iters 1 \
         --memory-runs 0 --json || true
@@ -159,15 +153,13 @@ run)
     #    two window lengths, against the same GEMM; next to step 2, the loss's share and the
     #    attention's (which grows with the square of the window). The JSON's `phases` split
     #    one marked pass by part (norms, projections, the attention's steps, the head).
-    number=6
     for len in 512 2048; do
-        step "4B-shaped forward, seqlen $len" 45 -o "$out/forward-4b-$len.json" "$bin/arborist" \
+        step 6 "4B-shaped forward, seqlen $len" 45 -o "$out/forward-4b-$len.json" "$bin/arborist" \
             bench --suite forward ${config:+--config "$config"} --device "$device" \
             --dtype bf16 --seqlen "$len" --batch 4 --iters 3 --json || true
     done
     # 7. One-shot Wanda 50% of the 4B shape (calibration pass, scores, masks).
-    number=7
-    step "4B-shaped one-shot Wanda" 90 -o "$out/prune-4b.json" "$bin/arborist" bench \
+    step 7 "4B-shaped one-shot Wanda" 90 -o "$out/prune-4b.json" "$bin/arborist" bench \
         --suite prune ${config:+--config "$config"} --device "$device" --dtype bf16 \
         --calib-windows "${PROFILE_WINDOWS:-16}" --seqlen 512 --batch 4 --json || true
     grep -E '^(test result|.*verified|perplexity)' "$log" || true

@@ -11,23 +11,13 @@ use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::kernels::contiguous;
+
 /// Elements per parallel task of an element-wise op.
 const CHUNK: usize = 1 << 15;
 
 fn on_cpu_half(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::BF16 | DType::F16)
-}
-
-fn contiguous<'a, T: WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [T]> {
-    let v = s.as_slice::<T>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{what} must be contiguous"),
-    }
 }
 
 /// x + y: on CPU in bf16 or f16 with equal shapes, added in parallel; else candle's add.

@@ -16,12 +16,21 @@ pub(super) fn fused(t: &Tensor) -> bool {
     matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let s = s.as_slice::<f32>()?;
+/// The values of a contiguous CPU storage of `T` (an error names `what` otherwise).
+pub(super) fn contiguous<'a, T: candle_core::WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [T]> {
+    let s = s.as_slice::<T>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s[a..b]),
         None => candle_core::bail!("{what} must be contiguous"),
     }
+}
+
+fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    contiguous(s, l, what)
 }
 
 /// The f32 values of a contiguous CPU tensor, from its `Tensor::storage_and_layout`.
