@@ -433,11 +433,10 @@ impl Decoder {
         let wide = wide_dtype(self.dtype);
         let probs = if self.differentiable {
             let scores = (raw * scale)?.to_dtype(wide)?.broadcast_add(mask)?;
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+            candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(self.dtype)?
         } else {
             super::kernels::masked_softmax(&raw, scale, mask, wide)?
         };
-        let probs = probs.to_dtype(self.dtype)?;
         phases::mark(&self.device, "attention: masked softmax")?;
         let ctx = super::matmul::matmul(&probs, &v)?;
         phases::mark(&self.device, "attention: probabilities·v")?;
@@ -542,7 +541,6 @@ impl Decoder {
         )
     }
 
-    /// RMSNorm as Hugging Face computes it: in f32 (or wider), cast back, then scale.
     /// x + y; without a gradient graph, in parallel where candle would add half types in
     /// one thread (the same bits).
     fn residual(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
@@ -552,7 +550,13 @@ impl Decoder {
         super::half_kernels::add(x, y)
     }
 
+    /// RMSNorm as Hugging Face computes it: in f32 (or wider), cast back, then scale.
     fn rms(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        if !self.differentiable {
+            if let Some(y) = super::norm::rms_norm_half(x, w, self.cfg.rms_norm_eps)? {
+                return Ok(y);
+            }
+        }
         let xf = x.to_dtype(wide_dtype(x.dtype()))?;
         if xf.dtype() == x.dtype() {
             return super::norm::rms_norm(&xf, w, self.cfg.rms_norm_eps, self.differentiable);

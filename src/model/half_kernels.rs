@@ -1,11 +1,10 @@
 //! The graph-free forward's element-wise steps on CPU in bf16 and f16, bit for bit what
-//! candle's ops compute, in parallel. candle runs a half-precision add, scale or cast in
-//! one thread, and the attention's softmax chain (scale, widen, add the mask, softmax) as
-//! four passes: in bf16 they took 38% of a forward (masked softmax 28%, residual adds
-//! 10%, `bench --suite forward --dtype bf16`). Each value here goes through the same
-//! `half` arithmetic as in candle (`a + b` rounds the f32 sum to the dtype; the scale is
-//! the dtype's), and the softmax takes candle's steps in candle's order (`candle_sum`):
-//! the f32 path's own softmax differs from it in the last bit of some rows.
+//! candle's ops compute, in parallel: the residual add, silu(gate)·up, and the attention's
+//! softmax chain (scale, widen, add the mask, softmax, narrow), which candle runs as five
+//! passes, most in one thread (RMSNorm's half rows are in `norm.rs`). Each value goes
+//! through the `half` arithmetic candle's ops use (`a + b` rounds the f32 sum to the dtype;
+//! the scale is the dtype's), and the softmax takes candle's steps in candle's order
+//! (`candle_sum`): the f32 path's own softmax differs from it in the last bit of some rows.
 
 use anyhow::Result;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
@@ -18,6 +17,38 @@ const CHUNK: usize = 1 << 15;
 
 fn on_cpu_half(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::BF16 | DType::F16)
+}
+
+/// A half type and the two casts candle's `to_dtype` makes between it and f32, as static
+/// calls that inline. half's operators are these casts around the f32 operation
+/// (`a * b` is `narrow(a.widen() * b.widen())`), and the kernels spell them so: called as
+/// operators they did not inline, and a kernel ran no faster in two threads than candle's
+/// pass in one.
+pub(super) trait Half: WithDType {
+    fn narrow(v: f32) -> Self;
+    fn widen(self) -> f32;
+}
+
+impl Half for half::bf16 {
+    #[inline(always)]
+    fn narrow(v: f32) -> Self {
+        half::bf16::from_f32(v)
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+impl Half for half::f16 {
+    #[inline(always)]
+    fn narrow(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
 }
 
 /// x + y: on CPU in bf16 or f16 with equal shapes, added in parallel; else candle's add.
@@ -68,9 +99,68 @@ impl CustomOp2 for Add {
     }
 }
 
-/// softmax(scores · scale + mask) in f32, for scores [.., t, s] in bf16 or f16 on CPU and
-/// a [t, s] f32 mask: what `(scores * scale).to_dtype(F32).broadcast_add(mask)` then
-/// `softmax_last_dim` gives, bit for bit. x86-64 only, where the order of candle's sum is
+/// silu(gate) · up for bf16 or f16 on CPU, in parallel: `gate.silu()? * up` bit for bit
+/// (candle's silu is `v / (1 + exp(−v))` with each operator of the dtype rounding, then
+/// the product rounds). None where it does not apply.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Option<Tensor>> {
+    if !on_cpu_half(gate) || gate.dtype() != up.dtype() || gate.shape() != up.shape() {
+        return Ok(None);
+    }
+    Ok(Some(
+        gate.contiguous()?
+            .apply_op2_no_bwd(&up.contiguous()?, &SiluMul)?,
+    ))
+}
+
+struct SiluMul;
+
+impl CustomOp2 for SiluMul {
+    fn name(&self) -> &'static str {
+        "arborist-half-silu-mul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        fn product<T: Half>(g: &[T], u: &[T]) -> Vec<T> {
+            let mut out = vec![T::narrow(0.0); g.len()];
+            out.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+                .for_each(|(o, (g, u))| {
+                    for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
+                        // `v / (ONE + (-v).exp())` then `* up`, each operator rounding to
+                        // the dtype as half's do (`exp` is f32's, through half's `Float`).
+                        let (g, u) = (g.widen(), u.widen());
+                        let e = T::narrow((-g).exp()).widen();
+                        let silu = T::narrow(g / T::narrow(1.0 + e).widen()).widen();
+                        *o = T::narrow(silu * u);
+                    }
+                });
+            out
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::BF16(_), CpuStorage::BF16(_)) => CpuStorage::BF16(product(
+                contiguous::<half::bf16>(s1, l1, "gate")?,
+                contiguous(s2, l2, "up")?,
+            )),
+            (CpuStorage::F16(_), CpuStorage::F16(_)) => CpuStorage::F16(product(
+                contiguous::<half::f16>(s1, l1, "gate")?,
+                contiguous(s2, l2, "up")?,
+            )),
+            _ => candle_core::bail!("half silu·up: bf16 or f16 operands of one dtype"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// softmax(scores · scale + mask) taken in f32 and narrowed to the scores' dtype, for
+/// scores [.., t, s] in bf16 or f16 on CPU and a [t, s] f32 mask: what
+/// `(scores * scale).to_dtype(F32).broadcast_add(mask)`, `softmax_last_dim`, then
+/// `to_dtype` back give, bit for bit. x86-64 only, where the order of candle's sum is
 /// known (`candle_sum`); None where it does not apply.
 pub fn masked_softmax(scores: &Tensor, scale: f64, mask: &Tensor) -> Result<Option<Tensor>> {
     if !cfg!(target_arch = "x86_64")
@@ -118,41 +208,42 @@ struct MaskedSoftmax {
 }
 
 impl MaskedSoftmax {
-    fn rows<T>(&self, scores: &[T], mask: &[f32], t: usize, s: usize) -> Vec<f32>
-    where
-        T: WithDType + std::ops::Mul<Output = T> + std::ops::Add<Output = T>,
-    {
+    fn rows<T: Half>(&self, scores: &[T], mask: &[f32], (t, s): (usize, usize)) -> Vec<T> {
         // As candle's affine: the multiplier and the addend in the dtype, `v * mul + add`.
-        let (mul, add) = (T::from_f64(self.scale), T::from_f64(0.0));
+        let (mul, add) = (T::from_f64(self.scale).widen(), T::from_f64(0.0).widen());
         let avx2 = is_avx2();
-        let mut out = vec![0f32; scores.len()];
+        let mut out = vec![T::zero(); scores.len()];
         out.par_chunks_mut(s)
             .zip(scores.par_chunks(s))
             .enumerate()
-            .for_each(|(r, (dst, src))| {
-                let m = &mask[(r % t) * s..(r % t + 1) * s];
-                for ((d, x), m) in dst.iter_mut().zip(src).zip(m) {
-                    *d = (*x * mul + add).to_f64() as f32 + m;
-                }
-                // As candle's softmax: the max from the first element on, exp, the sum, a
-                // division. Masked keys are exp(−∞) = 0 and still counted, so that each
-                // term falls in the lane candle's sum gives it.
-                let max = dst[1..].iter().fold(dst[0], |a, x| a.max(*x));
-                // exp(−∞ − max) is 0 for any finite max: a causal row's masked half skips
-                // the call (a row with no finite score keeps candle's NaN).
-                let finite = max.is_finite();
-                for d in dst.iter_mut() {
-                    *d = if finite && *d == f32::NEG_INFINITY {
-                        0.0
-                    } else {
-                        (*d - max).exp()
-                    };
-                }
-                let sum = candle_sum(dst, avx2);
-                for d in dst.iter_mut() {
-                    *d /= sum;
-                }
-            });
+            .for_each_init(
+                || vec![0f32; s],
+                |row, (r, (dst, src))| {
+                    let m = &mask[(r % t) * s..(r % t + 1) * s];
+                    for ((d, x), m) in row.iter_mut().zip(src).zip(m) {
+                        *d = T::narrow(T::narrow(x.widen() * mul).widen() + add).widen() + m;
+                    }
+                    // As candle's softmax: the max from the first element on, exp, the sum,
+                    // a division. Masked keys are exp(−∞) = 0 and still counted, so that
+                    // each term falls in the lane candle's sum gives it.
+                    let max = row[1..].iter().fold(row[0], |a, x| a.max(*x));
+                    // exp(−∞ − max) is 0 for any finite max: a causal row's masked half
+                    // skips the call (a row with no finite score keeps candle's NaN).
+                    let finite = max.is_finite();
+                    for d in row.iter_mut() {
+                        *d = if finite && *d == f32::NEG_INFINITY {
+                            0.0
+                        } else {
+                            (*d - max).exp()
+                        };
+                    }
+                    let sum = candle_sum(row, avx2);
+                    // The cast back rounds each f32 quotient, as `to_dtype` does.
+                    for (d, p) in dst.iter_mut().zip(row.iter()) {
+                        *d = T::narrow(p / sum);
+                    }
+                },
+            );
         out
     }
 }
@@ -186,12 +277,14 @@ impl CustomOp2 for MaskedSoftmax {
         }
         let out = match s1 {
             CpuStorage::BF16(_) => {
-                self.rows(contiguous::<half::bf16>(s1, l1, "scores")?, mask, t, s)
+                CpuStorage::BF16(self.rows(contiguous(s1, l1, "scores")?, mask, (t, s)))
             }
-            CpuStorage::F16(_) => self.rows(contiguous::<half::f16>(s1, l1, "scores")?, mask, t, s),
+            CpuStorage::F16(_) => {
+                CpuStorage::F16(self.rows(contiguous(s1, l1, "scores")?, mask, (t, s)))
+            }
             _ => candle_core::bail!("half masked softmax: bf16 or f16 scores"),
         };
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((out, l1.shape().clone()))
     }
 }
 
@@ -247,11 +340,39 @@ mod tests {
                         .unwrap()
                         .broadcast_add(&mask)
                         .unwrap();
-                    let want = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+                    let want = candle_nn::ops::softmax_last_dim(&scores)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    assert_eq!(got.dtype(), dtype);
                     assert_eq!(bits(&got), bits(&want), "{dtype:?} s {s} t {t}");
                 }
             }
         }
+    }
+
+    // Gates of spread 10 take f16's exp(−g) past its largest value (∞, so silu is −0).
+    #[test]
+    fn silu_mul_is_candles_bit_for_bit() {
+        let dev = Device::Cpu;
+        for dtype in [DType::BF16, DType::F16] {
+            for n in [1usize, 999, 2 * CHUNK + 5] {
+                let g = Tensor::randn(0f32, 10.0, (n,), &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let u = Tensor::randn(0f32, 2.0, (n,), &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap();
+                let got = silu_mul(&g, &u).unwrap().unwrap();
+                let want = (g.silu().unwrap() * &u).unwrap();
+                assert_eq!(got.dtype(), dtype);
+                assert_eq!(bits(&got), bits(&want), "{dtype:?} {n}");
+            }
+        }
+        let f = Tensor::ones((4,), DType::F32, &dev).unwrap();
+        assert!(silu_mul(&f, &f).unwrap().is_none());
     }
 
     #[test]

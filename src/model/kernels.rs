@@ -233,7 +233,8 @@ pub(super) fn mask_dims(scores: &Layout, mask: &Layout) -> candle_core::Result<(
 
 /// softmax(scores · scale + mask) over the last dimension, the mask broadcast over leading
 /// dimensions: scaled in the scores' dtype, then widened to `wide` (the mask's dtype) for
-/// the sum and softmax, as Hugging Face's eager attention does.
+/// the sum and softmax, and narrowed back to the scores' dtype, as Hugging Face's eager
+/// attention does.
 pub fn masked_softmax(scores: &Tensor, scale: f64, mask: &Tensor, wide: DType) -> Result<Tensor> {
     if fused(scores) && wide == DType::F32 && mask.dtype() == DType::F32 && mask.rank() == 2 {
         let op = MaskedSoftmax {
@@ -248,8 +249,9 @@ pub fn masked_softmax(scores: &Tensor, scale: f64, mask: &Tensor, wide: DType) -
             return Ok(p);
         }
     }
+    let narrow = scores.dtype();
     let scores = (scores * scale)?.to_dtype(wide)?.broadcast_add(mask)?;
-    Ok(candle_nn::ops::softmax_last_dim(&scores)?)
+    Ok(candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(narrow)?)
 }
 
 /// The dtype Wanda's statistics are taken in: f32 (its hook casts the input to float32),
@@ -297,6 +299,9 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         return Ok(gate
             .contiguous()?
             .apply_op2_no_bwd(&up.contiguous()?, &SiluMul)?);
+    }
+    if let Some(p) = super::half_kernels::silu_mul(gate, up)? {
+        return Ok(p);
     }
     Ok((gate.silu()? * up)?)
 }
