@@ -73,13 +73,13 @@ impl CustomOp2 for Add {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn sum<T: WithDType + std::ops::Add<Output = T>>(a: &[T], b: &[T]) -> Vec<T> {
+        fn sum<T: Half>(a: &[T], b: &[T]) -> Vec<T> {
             let mut out = vec![T::zero(); a.len()];
             out.par_chunks_mut(CHUNK)
                 .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
                 .for_each(|(o, (a, b))| {
                     for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                        *o = *a + *b;
+                        *o = T::narrow(a.widen() + b.widen());
                     }
                 });
             out
