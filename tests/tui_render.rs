@@ -631,6 +631,19 @@ fn the_first_tab_on_a_short_screen_changes_the_panel_shown() {
     draw(&mut a, &v, 60, 15);
     assert_eq!(shown(&a), [Panel::Proposal.step(1)]);
     assert_eq!(a.focus, Panel::Proposal.step(1));
+    // Back and back again: the heatmap would show the proposal once more, so shift-tab
+    // passes over it (it stopped there, the screen unchanged), and tab comes back round.
+    press(&mut a, &v, &[code(KeyCode::BackTab)]);
+    draw(&mut a, &v, 60, 15);
+    assert_eq!(shown(&a), [Panel::Proposal]);
+    press(&mut a, &v, &[code(KeyCode::BackTab)]);
+    draw(&mut a, &v, 60, 15);
+    assert_eq!(shown(&a), [Panel::Log]);
+    assert_eq!(a.focus, Panel::Log);
+    press(&mut a, &v, &[code(KeyCode::Tab)]);
+    draw(&mut a, &v, 60, 15);
+    assert_eq!(shown(&a), [Panel::Proposal]);
+    assert_eq!(a.focus, Panel::Proposal);
     // Where the heatmap is drawn, tab leaves it for the next panel, as before.
     let mut b = app();
     draw(&mut b, &v, 120, 40);

@@ -113,8 +113,8 @@ impl App {
             Left | Right | Up | Down => self.move_or_scroll(a, view),
             NextMetric => self.metric = self.metric.step(1),
             PrevMetric => self.metric = self.metric.step(-1),
-            NextPanel => self.focus_panel(self.shown_focus().step(1)),
-            PrevPanel => self.focus_panel(self.shown_focus().step(-1)),
+            NextPanel => self.focus_panel(self.panel_step(1, view.can_review())),
+            PrevPanel => self.focus_panel(self.panel_step(-1, view.can_review())),
             PageUp | PageDown => {
                 // A page is what the panel shows less one line, kept in view (a fixed 10
                 // skipped lines in panels that show fewer).

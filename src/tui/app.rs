@@ -106,7 +106,6 @@ pub enum Request {
     Verify,
 }
 
-/// Where the last frame put things, for mouse clicks.
 impl Areas {
     pub(crate) fn overlay(&mut self, scroll: Option<(u16, u16)>) {
         self.help_max = scroll.map(|s| s.0);
@@ -114,6 +113,7 @@ impl Areas {
     }
 }
 
+/// Where the last frame put things, for mouse clicks and keys that depend on the layout.
 #[derive(Debug, Clone, Default)]
 pub struct Areas {
     pub panels: Vec<(Panel, Rect)>,
@@ -129,6 +129,9 @@ pub struct Areas {
     /// The terminal is too small to draw the screen: only quitting (and a dialog it opens)
     /// takes keys, since nothing else that a key would change can be seen.
     pub too_small: bool,
+    /// Too short for the heatmap and a panel: one of them fills the body, the proposal
+    /// while one waits for review (`ui::render`).
+    pub one_panel: bool,
 }
 
 pub struct App {
@@ -458,6 +461,19 @@ impl App {
             .map(|(p, _)| *p)
             .find(|p| *p != Panel::Heatmap)
             .unwrap_or(self.focus)
+    }
+
+    /// The panel `by` steps from the one shown. On a screen with room for one panel the
+    /// heatmap gives way to a proposal waiting for review or the editor, so the step
+    /// passes over it: shift-tab from the proposal focused the heatmap and drew the
+    /// proposal again.
+    pub fn panel_step(&self, by: isize, reviewing: bool) -> Panel {
+        let next = self.shown_focus().step(by);
+        let hidden = self.areas.one_panel && (reviewing || self.editor.is_some());
+        if next == Panel::Heatmap && hidden {
+            return next.step(by);
+        }
+        next
     }
 
     pub fn focus_panel(&mut self, p: Panel) {

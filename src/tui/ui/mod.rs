@@ -99,6 +99,7 @@ pub fn draw(f: &mut Frame, app: &App, view: &View) -> Areas {
     // Too short for the heatmap and a panel: one of them fills the body. The proposal
     // (or the editor) wins while it matters, so `e` never edits out of sight.
     if body.height < HEAT_HEIGHT + MIN_PANEL {
+        areas.one_panel = true;
         let panel_first = app.editor.is_some() || view.can_review() || app.focus != Panel::Heatmap;
         if panel_first {
             let shown = if app.editor.is_some() || app.focus == Panel::Heatmap {
