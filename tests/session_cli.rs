@@ -635,6 +635,21 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
     );
     assert!(!out.exists());
     one_error_line(&env.resume(&edited), &[&want]);
+    // The guard's note, which replay prints as the verdict, turned into another rise: it
+    // was compared with nothing, and a forged "accepted" read as the file's word.
+    let forged = env.path("forged.yaml");
+    let note = entries[g]["event"]["note"].as_str().unwrap().to_string();
+    let text = std::fs::read_to_string(&s).unwrap();
+    let starts = doc_starts(&text);
+    let (a, b) = (starts[g + 1], *starts.get(g + 2).unwrap_or(&text.len()));
+    let doc = text[a..b].replacen(&note, "accepted: +4.99% <= 5.00%", 1);
+    assert_ne!(doc, text[a..b]);
+    std::fs::write(&forged, format!("{}{doc}{}", &text[..a], &text[b..])).unwrap();
+    let want = format!(
+        "event {guard_seq} (guard) note: recorded \"accepted: +4.99% <= 5.00%\", the events before it give {:?} (was the file edited?)",
+        note
+    );
+    only_one_line(&env.run(&["replay", &p(&forged), "--headless"]), &[&want]);
     // A NaN is named as the file holds it (JSON has none: it read "recorded null").
     let nan = env.path("nan.yaml");
     tamper_line(&s, &nan, g, "\n  delta: ", 2.0);

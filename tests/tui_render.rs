@@ -2262,6 +2262,58 @@ fn replay_shows_the_recorded_guard_notes() {
     assert!(!half.is_empty() && half[..] == recorded[..half.len()]);
 }
 
+/// The TUI reads a file as headless replay does: an event that does not follow from the
+/// ones before it (an edited perplexity, a note forged into another verdict) ends the
+/// timeline there with the reason (both were replayed without a word).
+#[test]
+fn replay_stops_before_an_edited_guard() {
+    use arborist::tui::replay::Timeline;
+    let log = legacy_log();
+    let at = (log.entries.iter())
+        .position(|e| {
+            matches!(
+                e.event,
+                Event::Guard {
+                    accepted: false,
+                    ..
+                }
+            )
+        })
+        .expect("a rolled-back step");
+    let sound = Timeline::new(&log);
+    assert_eq!(
+        (sound.len(), sound.error.clone()),
+        (log.entries.len(), None)
+    );
+    for (field, edit) in [
+        (
+            "ppl_after",
+            (|e: &mut Event| {
+                if let Event::Guard { ppl_after, .. } = e {
+                    *ppl_after *= 1.0 + 1e-12;
+                }
+            }) as fn(&mut Event),
+        ),
+        ("note", |e: &mut Event| {
+            if let Event::Guard { note, .. } = e {
+                *note = "accepted: +0.07% <= 0.3%".into();
+            }
+        }),
+    ] {
+        let mut edited = legacy_log();
+        edit(&mut edited.entries[at].event);
+        let t = Timeline::new(&edited);
+        assert_eq!(t.len(), at, "{field}");
+        let why = t.error.clone().unwrap_or_default();
+        let seq = edited.entries[at].seq;
+        assert!(
+            why.starts_with(&format!("event {seq} (guard) {field}: recorded "))
+                && why.ends_with("(was the file edited?)"),
+            "{field}: {why}"
+        );
+    }
+}
+
 /// The status bar of a replay names the iteration of the event it stands at: the baseline
 /// is iteration 0, a reflection its own iteration, the end the last one that ran (the
 /// machine's counter moves on at each reflection, so iteration 1's read `iter 2`).

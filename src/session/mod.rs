@@ -1,6 +1,7 @@
 //! The agent-guided session: the pure loop (`machine`), its events, the session file,
 //! the headless runner and replay.
 
+pub mod consistency;
 mod culprit;
 pub mod events;
 pub mod machine;

@@ -11,6 +11,7 @@ use super::textfield::TextField;
 use super::verify_child::{spawn_verify, VerifyNews};
 use super::view::{iteration_of, ReplayPos, View};
 use super::{keymap::Keymap, terminal, theme::Themes};
+use crate::session::consistency;
 use crate::session::file::{self, SessionLog};
 use crate::session::{Event, LoopOptions, Machine};
 
@@ -36,6 +37,13 @@ impl Timeline {
             machine: Machine::new(&o.model, o.loop_opts.clone()),
             error: None,
         };
+        // An event that does not follow from the ones before it (an edited perplexity,
+        // a guard note turned into another verdict) ends the timeline, as headless
+        // replay refuses the file there.
+        if let Err(d) = consistency::replay_checked(log) {
+            t.events.truncate(d.entry);
+            t.error = Some(d.why);
+        }
         t.machine.start();
         t.seek_to(t.events.len());
         t
@@ -73,7 +81,9 @@ impl Timeline {
             let ev = &self.events[self.index];
             if ev.is_input() {
                 if let Err(e) = self.machine.handle(ev) {
-                    self.error = Some(format!("event {}: {e}", self.index + 1));
+                    // `replay_checked` found it first; kept for a timeline built otherwise.
+                    self.error
+                        .get_or_insert(format!("event {}: {e}", self.index + 1));
                     self.events.truncate(self.index);
                     break;
                 }

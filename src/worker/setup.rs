@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{driver::Driver, Workers};
 use crate::model::ModelFiles;
 use crate::session::file::{self, DataHashes, Header, SessionLog, SessionWriter};
-use crate::session::{Effect, Event, Machine, RunOptions, StopReason};
+use crate::session::{Event, Machine, RunOptions, StopReason};
 
 pub struct Opened {
     pub opts: RunOptions,
@@ -36,74 +36,11 @@ pub fn replay_inputs(log: &SessionLog, path: &Path) -> Result<Machine> {
 }
 
 /// The machine, and the derived events (guard verdicts, the finish) that its inputs imply
-/// but the file lacks because the process died before writing them. A recorded verdict
-/// that its inputs do not give (an edited perplexity) is an error at that event, not a
-/// confusing one at the next event the diverged loop does not expect.
+/// but the file lacks because the process died before writing them; the first event that
+/// does not follow from the ones before it is an error (`session::consistency`).
 pub fn replay_log(log: &SessionLog, path: &Path) -> Result<(Machine, Vec<Event>)> {
-    let o = &log.header.options;
-    let mut m = Machine::new(&o.model, o.loop_opts.clone());
-    m.start();
-    // Derived events the inputs so far give and the file has not shown yet.
-    let mut derived = std::collections::VecDeque::new();
-    for e in &log.entries {
-        if !e.event.is_input() {
-            // Files from before resumes wrote the derived events a crash had lost may lack
-            // one mid-stream: it is passed over. A verdict the inputs never give is not.
-            let recorded = verdict(Some(&e.event));
-            match derived.iter().position(|d| verdict(Some(d)) == recorded) {
-                // The same verdict with other numbers (an edited perplexity, delta or
-                // sparsity) would be shown and exported as recorded: refused too.
-                Some(i) if !super::verify::same_derived(&derived[i], &e.event) => {
-                    anyhow::bail!(
-                        "{}: event {} ({}) {} (was the file edited?)",
-                        path.display(),
-                        e.seq,
-                        e.event.kind(),
-                        super::verify::difference(
-                            &e.event,
-                            &derived[i],
-                            "the events before it give"
-                        )
-                    )
-                }
-                Some(i) => drop(derived.drain(..=i)),
-                None => anyhow::bail!(
-                    "{}: event {} records {recorded}, but the events before it give {} (was the file edited?)",
-                    path.display(),
-                    e.seq,
-                    verdict(derived.front())
-                ),
-            }
-            continue;
-        }
-        let effects = m
-            .handle(&e.event)
-            .map_err(|msg| anyhow!("{}: event {}: {msg}", path.display(), e.seq))?;
-        derived.extend(effects.into_iter().filter_map(|f| match f {
-            Effect::Log(ev) => Some(ev),
-            _ => None,
-        }));
-    }
-    Ok((m, derived.into()))
-}
-
-/// What a derived event decides (its numbers are `replay --verify`'s to compare).
-fn verdict(e: Option<&Event>) -> String {
-    match e {
-        Some(Event::Guard {
-            iteration,
-            accepted,
-            ..
-        }) => format!(
-            "iteration {iteration} {}",
-            if *accepted { "accepted" } else { "rolled back" }
-        ),
-        Some(Event::Finished {
-            reason, iteration, ..
-        }) => format!("the finish at iteration {iteration} ({})", reason.words()),
-        Some(other) => format!("`{}`", other.kind()),
-        None => "no verdict there".into(),
-    }
+    crate::session::consistency::replay_checked(log)
+        .map_err(|d| anyhow!("{}: {}", path.display(), d.why))
 }
 
 /// What resuming drops of a file whose last document a crash cut off.

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 
 use super::Engine;
+use crate::session::consistency::{difference, same_derived};
 use crate::session::file::SessionLog;
 use crate::session::{Effect, Evaluation, Event, Machine};
 
@@ -372,83 +373,6 @@ fn compare(seq: u64, recorded: &Event, fresh: &Event, tol: f64) -> Result<Check>
         max_rel_diff: worst.diff,
         ok: worst.diff <= tol,
     })
-}
-
-/// A derived event without the guard's note: the note renders numbers the comparison
-/// checks, and its digits changed on 2026-12-01 (sessions recorded before keep theirs).
-fn without_note(e: &Event) -> Event {
-    let mut e = e.clone();
-    if let Event::Guard { note, .. } = &mut e {
-        note.clear();
-    }
-    e
-}
-
-/// Whether a recorded derived event is the one its inputs give, notes aside: compared as
-/// the file writes them (every bit of a number, and a NaN perplexity equal to itself).
-pub(super) fn same_derived(recomputed: &Event, recorded: &Event) -> bool {
-    let text = |e: &Event| serde_yaml::to_string(&without_note(e)).ok();
-    text(recomputed).is_some_and(|t| Some(t) == text(recorded))
-}
-
-/// Where two versions of an event first differ, as `field: recorded A, <other> B`
-/// (their one-line summaries can read the same). Compared as YAML values, as the file
-/// holds them: JSON has no NaN, and a recorded `.nan` read "recorded null".
-pub(super) fn difference(recorded: &Event, other: &Event, other_is: &str) -> String {
-    serde_yaml::to_value(recorded)
-        .ok()
-        .zip(serde_yaml::to_value(other).ok())
-        .and_then(|(a, b)| first_difference(&a, &b, "", other_is))
-        .unwrap_or_else(|| "a value that differs".into())
-}
-
-fn first_difference(
-    a: &serde_yaml::Value,
-    b: &serde_yaml::Value,
-    at: &str,
-    b_is: &str,
-) -> Option<String> {
-    use serde_yaml::Value;
-    let null = Value::Null;
-    match (a, b) {
-        (Value::Mapping(x), Value::Mapping(y)) => {
-            let mut keys: Vec<&Value> = x.keys().collect();
-            keys.extend(y.keys().filter(|k| !x.contains_key(*k)));
-            keys.into_iter().find_map(|k| {
-                let (p, q) = (x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null));
-                let key = k.as_str().map_or_else(|| shown(k), String::from);
-                first_difference(p, q, &format!("{at}{key}."), b_is)
-            })
-        }
-        (Value::Sequence(x), Value::Sequence(y)) if x.len() == y.len() => x
-            .iter()
-            .zip(y)
-            .enumerate()
-            .find_map(|(i, (p, q))| first_difference(p, q, &format!("{at}{i}."), b_is)),
-        (Value::Tagged(x), Value::Tagged(y)) if x.tag == y.tag => {
-            first_difference(&x.value, &y.value, at, b_is)
-        }
-        _ if a == b => None,
-        _ => Some(format!(
-            "{}: recorded {}, {b_is} {}",
-            at.trim_end_matches('.'),
-            shown(a),
-            shown(b)
-        )),
-    }
-}
-
-/// A value on one line: as JSON, except a number JSON has no word for (`.nan`, `.inf`).
-fn shown(v: &serde_yaml::Value) -> String {
-    match v {
-        serde_yaml::Value::Number(n) if n.as_f64().is_some_and(|x| !x.is_finite()) => {
-            serde_yaml::to_string(v)
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        }
-        _ => serde_json::to_string(v).unwrap_or_default(),
-    }
 }
 
 #[cfg(test)]
