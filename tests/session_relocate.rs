@@ -53,7 +53,10 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
     let moved = ["--model", &model, "--calib", &t, "--eval", &t];
     one_error_line(
         &env.run(&["replay", "--verify", &p(&s)]),
-        &["is not on this machine", "pass --model DIR"],
+        &[
+            "are not on this machine",
+            "give --model DIR, --calib FILE, --eval FILE where they are",
+        ],
     );
 
     let with = |head: &[&str], flags: &[&str], tail: &[&str]| {
@@ -62,7 +65,8 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
         a.extend(tail);
         env.run(&a)
     };
-    // With the model found, the missing text is named with its flag, before anything loads.
+    // With the model found, the missing texts are named with their flags, before anything
+    // loads, both in one line (a colleague's session took a run for each file).
     one_error_line(
         &env.run(&[
             "export",
@@ -74,8 +78,9 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
         ]),
         &[
             "its --calib file",
-            "is not on this machine",
-            "give --calib the path",
+            "its --eval file",
+            "are not on this machine",
+            "give --calib FILE, --eval FILE where they are",
         ],
     );
     let v = ok_json(&with(&["replay", "--verify", "--json"], &moved, &[&p(&s)]));
@@ -141,7 +146,10 @@ fn a_session_whose_files_moved_verifies_exports_and_resumes_from_their_new_paths
             &p(&cut),
             "--resume",
         ]),
-        &["is not on this machine", "pass --model DIR"],
+        &[
+            "are not on this machine",
+            "give --model DIR, --calib FILE, --eval FILE where they are",
+        ],
     );
     let cut_s = p(&cut);
     let resume = [
@@ -245,13 +253,16 @@ fn resume_args<'a>(cut: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 fn a_model_recorded_by_a_relative_path_that_moved_is_named_with_its_flag() {
     let env = Env::new();
     let (entries, cut) = recorded_then_moved(&env, "m", "m2");
-    let from = format!("its model m (looked up from {})", p(&env.work()));
+    let from = format!(
+        "its model m is not on this machine (relative paths are looked up from {})",
+        p(&env.work())
+    );
     let s = p(&env.path("s.yaml"));
     for r in [
         env.run(&resume_args(&cut, &[])),
         env.run(&["replay", "--verify", &s]),
     ] {
-        one_error_line(&r, &[&from, "is not on this machine", "pass --model DIR"]);
+        one_error_line(&r, &[&from, "give --model DIR where it is"]);
     }
     let sum = ok_json(&env.run(&resume_args(&cut, &["--model", "m2", "--json"])));
     let (h2, entries2) = session_docs(Path::new(&cut));

@@ -84,24 +84,10 @@ impl Relocate {
     }
 
     /// Files the session names (after relocation) that are not on this machine, said before
-    /// anything loads, with the flag that gives their place here. The model only when its
-    /// name cannot be a hub id (`owner/name`, which only resolving can tell).
+    /// anything loads, all in one line with the flags that give their places here (one a
+    /// run took five tries on a colleague's session). The model only when its name cannot
+    /// be a hub id (`owner/name`, which only resolving can tell).
     pub fn check_present(&self, o: &RunOptions, session: &str) -> Result<()> {
-        let model = std::path::Path::new(&o.model);
-        // A relative `owner/name` that is not here may be a hub id: resolving says.
-        let local = !crate::model::source::looks_like_hub_id(&o.model);
-        if self.hints_model(o) && local && !model.exists() {
-            // A relative path is looked up from here, which may just be another directory.
-            let from = match std::env::current_dir() {
-                Ok(d) if model.is_relative() => format!(" (looked up from {})", d.display()),
-                _ => String::new(),
-            };
-            bail!(
-                "{session}: its model {}{from} is not on this machine (pass --model DIR where \
-                 it is; its fingerprint is checked)",
-                o.model
-            );
-        }
         // A session on a model other than bundled records its texts: a header without them
         // was edited, and is named, not a flag the command was never given.
         for (key, text) in [("calib", &o.calib), ("eval", &o.eval)] {
@@ -130,19 +116,55 @@ impl Relocate {
             let given = self.probe_file.is_some();
             files.push(("probe-file", given, launch::probe_path(p, o)?));
         }
-        for (flag, given, path) in files {
-            if given && !path.is_file() {
+        // A path given here that is wrong is the command's own mistake: said first, alone.
+        for (flag, given, path) in &files {
+            if *given && !path.is_file() {
                 bail!("--{flag} {}: no such file", path.display());
             }
+        }
+        let model = std::path::Path::new(&o.model);
+        // A relative `owner/name` that is not here may be a hub id: resolving says.
+        let local = !crate::model::source::looks_like_hub_id(&o.model);
+        let mut missing: Vec<(String, &str, bool)> = Vec::new();
+        if self.hints_model(o) && local && !model.exists() {
+            missing.push((
+                format!("its model {}", o.model),
+                "--model DIR",
+                model.is_relative(),
+            ));
+        }
+        for (flag, _, path) in &files {
             if !path.exists() {
-                bail!(
-                    "{session}: its --{flag} file {} is not on this machine (give --{flag} the \
-                     path of the file the session used; its hash is checked)",
-                    path.display()
-                );
+                let what = format!("its --{flag} file {}", path.display());
+                missing.push((what, flag_value(flag), path.is_relative()));
             }
         }
-        Ok(())
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // A relative path is looked up from here, which may just be another directory.
+        let from = match std::env::current_dir() {
+            Ok(d) if missing.iter().any(|m| m.2) => {
+                format!(" (relative paths are looked up from {})", d.display())
+            }
+            _ => String::new(),
+        };
+        let what: Vec<&str> = missing.iter().map(|m| m.0.as_str()).collect();
+        let flags: Vec<&str> = missing.iter().map(|m| m.1).collect();
+        bail!(
+            "{session}: {} not on this machine{from}; give {} where {} (fingerprint and \
+             hashes are checked)",
+            match what.len() {
+                1 => format!("{} is", what[0]),
+                _ => format!("{} are", what.join(", ")),
+            },
+            flags.join(", "),
+            if flags.len() == 1 {
+                "it is"
+            } else {
+                "they are"
+            }
+        )
     }
 
     /// What a session whose recorded model does not resolve is told, unless `--model` was
@@ -176,5 +198,14 @@ impl Relocate {
             .filter_map(|(flag, v)| v.as_ref().map(|v| [flag.to_string(), v.clone()]))
             .flatten()
             .collect()
+    }
+}
+
+/// A file flag with its value's kind, as a hint writes it.
+fn flag_value(flag: &str) -> &'static str {
+    match flag {
+        "calib" => "--calib FILE",
+        "eval" => "--eval FILE",
+        _ => "--probe-file FILE",
     }
 }
