@@ -2430,6 +2430,29 @@ fn details_show_the_recorded_options_prompt_and_reply() {
     assert!(matches!(a.overlay, Overlay::None));
 }
 
+/// A reply of a megabyte on one line, of wide characters, right-to-left text and emoji
+/// (an agent audit's case: the details took seconds a key, wrapping it anew each frame in
+/// time quadratic in its length) wraps into the overlay and scrolls to its end.
+#[test]
+fn a_megabyte_reply_wraps_whole_in_the_details() {
+    let (m, mut events) = fixtures::reviewing(8);
+    let unit = "שלום 世界 👋🏽 tokens ";
+    let raw = format!("{}THE END", unit.repeat((1 << 20) / unit.len()));
+    if let Some(Event::Proposed { reply, .. }) = events.last_mut() {
+        reply.raw = Some(raw);
+    }
+    let v = view(&m, &events);
+    let mut a = app();
+    press(&mut a, &v, &[ch('i')]);
+    draw(&mut a, &v, 100, 30);
+    let total = a.areas.help_max.unwrap() + a.areas.help_page;
+    assert!(total > 5_000, "{total}");
+    press(&mut a, &v, &[code(KeyCode::End)]);
+    let s = text(&draw(&mut a, &v, 100, 30));
+    assert!(s.contains("THE END"), "{s}");
+    assert!(s.contains(&format!("of {total} ·")), "{s}");
+}
+
 /// A long text in the details (a deep model's prompt) says which of its lines are shown;
 /// a page moves by the lines shown less one, and Home and End go to either end.
 #[test]

@@ -171,6 +171,8 @@ pub struct App {
     pub warnings: Vec<(usize, String)>,
     /// The events the Log showed at the last frame, to keep a scrolled-back view in place.
     pub log_events: usize,
+    /// The details overlay's wrapped lines, kept between frames (`ui::details`).
+    pub(crate) details_cache: std::cell::RefCell<Option<super::ui::DetailsCache>>,
 }
 
 impl App {
@@ -198,6 +200,7 @@ impl App {
             feedback_draft: None,
             warnings: Vec::new(),
             log_events: 0,
+            details_cache: Default::default(),
         }
     }
 

@@ -36,7 +36,7 @@ pub fn rows(chars: &[char], width: usize) -> Vec<Range<usize>> {
         if end < units.len() {
             if units[end].3 {
                 end += 1;
-            } else if let Some(k) = (start + 1..end).rev().find(|&k| units[k - 1].3) {
+            } else if let Some(k) = (start + 1..=end).rev().find(|&k| units[k - 1].3) {
                 end = k;
             }
         }
@@ -115,6 +115,9 @@ mod tests {
     fn lines_wrap_at_spaces_and_cut_only_a_word_longer_than_a_line() {
         assert_eq!(lines("one two three", 7), ["one two", "three"]);
         assert_eq!(lines("one two three", 13), ["one two three"]);
+        // A row that ends in a space as it fills is whole (it went back to the space
+        // before: "the", "raw").
+        assert_eq!(lines("the raw answer", 8), ["the raw", "answer"]);
         assert_eq!(lines("a abcdefghij b", 4), ["a", "abcd", "efgh", "ij b"]);
         // Display columns, not characters: a warning naming a CJK file was cut at the
         // panel's edge.

@@ -12,6 +12,22 @@ use crate::session::Event;
 use crate::tui::app::App;
 use crate::tui::view::View;
 
+/// What the details' lines depend on besides the session's recorded text, which a given
+/// number of events and a session name fix.
+#[derive(PartialEq)]
+pub struct DetailsKey {
+    width: usize,
+    events: usize,
+    session: String,
+    theme: usize,
+}
+
+/// The details' lines as last built, and for what.
+pub struct DetailsCache {
+    key: DetailsKey,
+    lines: Vec<Line<'static>>,
+}
+
 /// One exchange with the agent, as recorded.
 struct Exchange<'a> {
     title: String,
@@ -88,30 +104,15 @@ fn printable(text: &str) -> String {
     lines.join("\n")
 }
 
-/// `text` in lines of at most `width` characters, broken at spaces where a line has one.
+/// `text` in rows of at most `width` columns, broken after spaces where a line has one:
+/// each line of it through `wrap::lines`, in time linear in its length (a 1 MB reply of one
+/// line took seconds a frame, cut from the front of a vector a row at a time).
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let mut rest: Vec<char> = line.chars().collect();
-        while rest.len() > width {
-            let cut = rest[..=width]
-                .iter()
-                .rposition(|c| *c == ' ')
-                .filter(|&i| i > 0)
-                .unwrap_or(width);
-            out.push(
-                rest[..cut]
-                    .iter()
-                    .collect::<String>()
-                    .trim_end()
-                    .to_string(),
-            );
-            let skip = usize::from(rest.get(cut) == Some(&' '));
-            rest.drain(..cut + skip);
-        }
-        out.push(rest.into_iter().collect());
-    }
+    let mut out: Vec<String> = text
+        .lines()
+        .flat_map(|l| crate::tui::wrap::lines(l, width))
+        .collect();
     if out.is_empty() {
         out.push(String::new());
     }
@@ -172,7 +173,21 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, scroll: u16) ->
     // The whole screen above the status bar, which stays in view.
     let r = super::overlay::above_bar(area);
     let inner = super::overlay::dialog(app, "", r.width).inner(r);
-    let lines = lines(app, view, inner.width.max(1) as usize);
+    let width = inner.width.max(1) as usize;
+    // Built once for what it shows, not at every frame: a reply of megabytes took seconds
+    // to wrap, and the screen redraws while it is open.
+    let key = DetailsKey {
+        width,
+        events: view.events.len(),
+        session: view.session.to_string(),
+        theme: app.themes.current,
+    };
+    let mut cache = app.details_cache.borrow_mut();
+    if cache.as_ref().is_none_or(|c| c.key != key) {
+        let lines = lines(app, view, width);
+        *cache = Some(DetailsCache { key, lines });
+    }
+    let lines = &cache.as_ref().expect("filled above").lines;
     let rows = inner.height.max(1) as usize;
     let max = lines.len().saturating_sub(rows).min(u16::MAX as usize) as u16;
     let top = scroll.min(max) as usize;
@@ -190,7 +205,8 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, scroll: u16) ->
     let block = super::overlay::dialog(app, &title, r.width);
     f.render_widget(Clear, r);
     f.render_widget(block, r);
-    f.render_widget(Paragraph::new(lines).scroll((top as u16, 0)), inner);
+    let end = (top + rows).min(lines.len());
+    f.render_widget(Paragraph::new(lines[top..end].to_vec()), inner);
     (max, inner.height)
 }
 

@@ -2,6 +2,7 @@
 //! side panels when there is room, one tabbed panel under the heatmap when there is not.
 
 mod details;
+pub(crate) use details::DetailsCache;
 mod heatmap;
 mod overlay;
 mod panels;
