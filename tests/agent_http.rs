@@ -583,6 +583,14 @@ fn failed_replies_keep_their_tokens_and_a_cut_proposal_names_the_limit() {
             .contains("cut off at the token limit (the server's own): raise --agent-max-tokens"),
         "{e:#}"
     );
+    // The repair request tells the model what it can do, not the user's flag.
+    let asked = server.requests()[1].body["messages"].to_string();
+    assert!(
+        asked.contains(
+            "cut off at the token limit (the server's own): answer with the JSON object first"
+        ) && !asked.contains("--agent-max-tokens"),
+        "{asked}"
+    );
 
     // An invalid first answer whose repair is refused: both calls are counted.
     let server = ScriptedServer::start(vec![openai("no idea", "stop", 1, 2), refusal(5, 6)]);

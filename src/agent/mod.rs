@@ -104,16 +104,32 @@ pub(crate) fn billed(e: anyhow::Error, usage: Usage) -> anyhow::Error {
     .into()
 }
 
+/// What the user can do about a reply cut off at the token limit.
+const RAISE_THE_LIMIT: &str = ": raise --agent-max-tokens N";
+/// What the model can do about it, in the repair request (it was told to raise a flag).
+const ANSWER_SHORTER: &str = ": answer with the JSON object first and keep the reasoning short";
+
 /// A reply cut off at the token limit is most likely invalid for that reason: said with
 /// its problems (it was only a warning in the log, and the error read "no JSON object").
 fn with_cut_off(mut problems: Vec<String>, cut_off: bool, limit: Option<u32>) -> Vec<String> {
     if cut_off {
         let now = limit.map_or_else(|| "the server's own".into(), |n| n.to_string());
         problems.push(format!(
-            "the reply was cut off at the token limit ({now}): raise --agent-max-tokens N"
+            "the reply was cut off at the token limit ({now}){RAISE_THE_LIMIT}"
         ));
     }
     problems
+}
+
+/// The problems as the repair request tells them to the model: the user's remedy for a
+/// cut-off reply becomes the model's own.
+fn for_the_model(problems: &[String]) -> Vec<String> {
+    (problems.iter())
+        .map(|p| match p.strip_suffix(RAISE_THE_LIMIT) {
+            Some(head) => format!("{head}{ANSWER_SHORTER}"),
+            None => p.clone(),
+        })
+        .collect()
 }
 
 /// The tokens a failed call was billed for (none when no reply came).
@@ -273,7 +289,7 @@ impl Agent for LlmAgent {
             problems.len(),
             text::one_line(problems.first().map_or("", String::as_str), 200)
         );
-        let repair = self.templates.repair(ctx, &problems)?;
+        let repair = self.templates.repair(ctx, &for_the_model(&problems))?;
         // Some APIs reject an empty assistant turn; a huge one is cut (a proposal is small).
         let said = if first.text.trim().is_empty() {
             "(empty reply)".to_string()
