@@ -381,7 +381,32 @@ fn missing_name(i: usize) -> String {
 }
 
 fn not_a_number(name: &str, got: &str) -> String {
-    format!("{}: sparsity must be a number, got {got}", shown_name(name))
+    // A percentage in a string ("35%") gets the hint a bare 35 gets.
+    let percent = (got.trim_matches('"').trim().strip_suffix('%'))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite());
+    let hint = percent.map_or_else(String::new, |v| {
+        format!(
+            " (a fraction in [0, 1): {} for {}%)",
+            trimmed(v / 100.0, 6),
+            trimmed(v, 6)
+        )
+    });
+    format!(
+        "{}: sparsity must be a number, got {got}{hint}",
+        shown_name(name)
+    )
+}
+
+/// The one table name that ends with a name given short (`layers.0.mlp.down_proj` or
+/// `0.mlp.down_proj` for `model.layers.0.mlp.down_proj`), as a suggestion.
+fn meant(ctx: &AgentContext, name: &str) -> Option<String> {
+    let tail = format!(".{}", name.trim_start_matches('.'));
+    let mut hits = ctx.layers.iter().filter(|l| l.name.ends_with(&tail));
+    match (hits.next(), hits.next()) {
+        (Some(l), None) if !name.is_empty() => Some(l.name.clone()),
+        _ => None,
+    }
 }
 
 /// Every way the proposal breaks the rules, one line each, in proposal order.
@@ -433,8 +458,9 @@ fn check(items: &[Item], ctx: &AgentContext) -> Vec<String> {
         }
         let row = ctx.layer(n);
         if row.is_none() {
+            let guess = meant(ctx, n).map_or_else(String::new, |m| format!(" (did you mean {m}?)"));
             problems.push(format!(
-                "{shown_n}: unknown layer name; use a name from the profile table"
+                "{shown_n}: unknown layer name{guess}; use a name from the profile table"
             ));
         }
         let to = match &it.sparsity {

@@ -312,3 +312,30 @@ fn a_reply_of_unclosed_braces_is_given_up_on() {
     let text = format!("{}{}", "{".repeat(20), good_json());
     assert_eq!(ok(&text).layers.len(), 2);
 }
+
+/// A percentage in a string gets the hint a bare percentage gets, and a layer named short
+/// the table's one name that ends with it (an agent audit: both were bare refusals).
+#[test]
+fn a_quoted_percentage_and_a_short_name_get_hints() {
+    let text = format!(
+        r#"{{"layers": [{{"name": "{UP0}", "sparsity": "5 %"}}, {{"name": "layers.1.mlp.down_proj", "sparsity": 0.05}}, {{"name": "mlp.down_proj", "sparsity": 0.05}}], "reasoning": ""}}"#
+    );
+    let e = parse_and_validate(&text, &AgentContext::example()).unwrap_err();
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(
+        e[0].ends_with(
+            "sparsity must be a number, got \"5 %\" (a fraction in [0, 1): 0.05 for 5%)"
+        ),
+        "{}",
+        e[0]
+    );
+    assert_eq!(
+        e[1],
+        format!("layers.1.mlp.down_proj: unknown layer name (did you mean {DOWN1}?); use a name from the profile table")
+    );
+    // Two blocks have an mlp.down_proj: no guess.
+    assert_eq!(
+        e[2],
+        "mlp.down_proj: unknown layer name; use a name from the profile table"
+    );
+}
