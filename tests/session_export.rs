@@ -212,6 +212,13 @@ fn export_step_n_writes_an_earlier_checkpoint() {
         fo.checkpoints[1].0
     );
     assert!(r.stdout.contains(&want), "`{want}` not in {}", r.stdout);
+    // The perplexity with its protocol (it was a bare number).
+    let protocol = format!("on {}, seqlen ", h["options"]["eval"].as_str().unwrap_or(""));
+    assert!(
+        r.stdout.contains(&protocol) && r.stdout.contains(" windows, f32) to "),
+        "`{protocol}` not in {}",
+        r.stdout
+    );
     let v = eval_ppl(&env, &p(&out), &text);
     assert_eq!(f(&v["value"]), fo.checkpoints[1].1);
     // --json: one document on stdout, the directory and its arborist.json.

@@ -402,11 +402,12 @@ pub fn export(a: ExportArgs) -> Result<()> {
     )?;
     // On stdout, as `prune` reports (until 2026-12-02 on stderr, with no --json).
     let mut line = format!(
-        "exported checkpoint {} of iteration {} (global sparsity {:.4}, ppl {:.4}) to {}",
+        "exported checkpoint {} of iteration {} (global sparsity {:.4}, ppl {:.4} on {}) to {}",
         ckpt.index,
         ckpt.iteration,
         engine.model.decoder.global_sparsity(),
         ckpt.eval.ppl,
+        ckpt.eval.protocol(),
         a.out.display()
     );
     // `--step 13` gave iteration 12's checkpoint without a word on why.

@@ -41,6 +41,16 @@ pub struct Evaluation {
     pub from_block: Option<usize>,
 }
 
+impl Evaluation {
+    /// What the perplexity was measured on: `eval.txt, seqlen 512, 16 windows, f32`.
+    pub fn protocol(&self) -> String {
+        format!(
+            "{}, seqlen {}, {} windows, {}",
+            self.dataset, self.seqlen, self.windows, self.dtype
+        )
+    }
+}
+
 /// What the reviewer (human, script or auto-approve) decided about a proposal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -274,6 +284,14 @@ impl Event {
     /// (the events preceding this one): which layers changed, and from what.
     pub fn summary_in(&self, before: &[Event]) -> String {
         match self {
+            // The finish's perplexity with its protocol, which the baseline's event holds.
+            Event::Finished { .. } => match before.iter().find_map(|e| match e {
+                Event::Baseline { eval, .. } => Some(eval.protocol()),
+                _ => None,
+            }) {
+                Some(p) => format!("{} ({p})", self.summary()),
+                None => self.summary(),
+            },
             Event::Decided {
                 iteration,
                 by,
@@ -339,13 +357,10 @@ impl Event {
     pub fn summary(&self) -> String {
         match self {
             Event::Baseline { layers, eval } => format!(
-                "baseline: {} linear layers, ppl {:.4} ({}, seqlen {}, {} windows, {})",
+                "baseline: {} linear layers, ppl {:.4} ({})",
                 layers.len(),
                 eval.ppl,
-                eval.dataset,
-                eval.seqlen,
-                eval.windows,
-                eval.dtype
+                eval.protocol()
             ),
             Event::Profiled {
                 iteration, seconds, ..
@@ -579,6 +594,39 @@ mod tests {
         assert!(!reasoning.chars().any(char::is_control), "{reasoning:?}");
         assert!(reasoning.contains("first\\nsecond"), "{reasoning}");
         assert_eq!(events[0].reasoning(), None);
+    }
+
+    // The finish's perplexity says what it was measured on, from the baseline's event.
+    #[test]
+    fn the_finish_names_its_perplexitys_protocol() {
+        let eval = Evaluation {
+            ppl: 3.1,
+            dataset: "synthetic".into(),
+            seqlen: 128,
+            windows: 8,
+            dtype: "f32".into(),
+            probe: None,
+            seconds: 0.1,
+            from_block: None,
+        };
+        let baseline = Event::Baseline {
+            layers: vec![],
+            eval,
+        };
+        let done = Event::Finished {
+            reason: StopReason::MaxIterations,
+            iteration: 2,
+            global_sparsity: 0.25,
+            ppl: 3.2,
+        };
+        assert_eq!(
+            done.summary_in(&[baseline]),
+            "finished (max iterations): global sparsity 0.2500, ppl 3.2000 (synthetic, seqlen 128, 8 windows, f32)"
+        );
+        assert_eq!(
+            done.summary_in(&[]),
+            "finished (max iterations): global sparsity 0.2500, ppl 3.2000"
+        );
     }
 
     // An override is told with its layers (it said only how many), its reasoning apart.

@@ -258,12 +258,16 @@ where
     let finished = live.view().machine.is_done();
     let m = live.view().machine;
     let outcome = match &m.phase {
-        Phase::Done(reason) => format!(
-            " ({}: global sparsity {:.4}, ppl {:.4})",
-            reason.words(),
-            m.global_sparsity(),
-            m.checkpoint().map_or(f64::NAN, |c| c.eval.ppl)
-        ),
+        Phase::Done(reason) => match m.checkpoint() {
+            Some(c) => format!(
+                " ({}: global sparsity {:.4}, ppl {:.4} on {})",
+                reason.words(),
+                m.global_sparsity(),
+                c.eval.ppl,
+                c.eval.protocol()
+            ),
+            None => format!(" ({})", reason.words()),
+        },
         _ => String::new(),
     };
     // An event sent to the file but not yet taken by the machine is in the file too.
