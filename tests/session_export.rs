@@ -213,7 +213,10 @@ fn export_step_n_writes_an_earlier_checkpoint() {
     );
     assert!(r.stdout.contains(&want), "`{want}` not in {}", r.stdout);
     // The perplexity with its protocol (it was a bare number).
-    let protocol = format!("on {}, seqlen ", h["options"]["eval"].as_str().unwrap_or(""));
+    let protocol = format!(
+        "on {}, seqlen ",
+        h["options"]["eval"].as_str().unwrap_or("")
+    );
     assert!(
         r.stdout.contains(&protocol) && r.stdout.contains(" windows, f32) to "),
         "`{protocol}` not in {}",

@@ -205,6 +205,13 @@ impl Source for Replay {
                 Ok(true)
             }
             Some(VerifyNews::Done(level, text)) => {
+                // A failure is kept whole where it can be read: the status bar cuts it.
+                if level != Level::Info {
+                    tracing::warn!("{}: {text}", self.session);
+                    let at = self.timeline.index();
+                    let pos = app.warnings.partition_point(|(k, _)| *k <= at);
+                    app.warnings.insert(pos, (at, text.clone()));
+                }
                 app.verdict = Some(Notice { level, text });
                 self.verify = None;
                 // A second `V` said it was running: no longer true.
@@ -317,6 +324,35 @@ pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed `V` is kept whole in the Log at the event shown: the status bar cut it,
+    /// and it was nowhere else (replay audit).
+    #[test]
+    fn a_failed_verify_is_kept_whole_in_the_log() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("sessions/example.yaml");
+        let log = file::read(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut r = Replay {
+            timeline: Timeline::new(&log),
+            path: path.clone(),
+            session: "example.yaml".into(),
+            options: String::new(),
+            verify: Some(rx),
+            verify_args: vec![],
+        };
+        r.timeline.seek_to(5);
+        let mut app = crate::tui::fixtures::app();
+        app.warnings = vec![(0, "at start".into()), (9, "later".into())];
+        let long = format!("NOT verified: error: {}", "x".repeat(300));
+        tx.send(VerifyNews::Done(Level::Error, long.clone()))
+            .unwrap();
+        assert!(r.tick(&mut app).unwrap());
+        let kept: Vec<(usize, &str)> = (app.warnings.iter())
+            .map(|(k, t)| (*k, t.as_str()))
+            .collect();
+        assert_eq!(kept, [(0, "at start"), (5, long.as_str()), (9, "later")]);
+        assert!(r.verify.is_none());
+    }
 
     /// A number the session does not have leaves the go-to field open with it, to be
     /// corrected (it closed, and the message spoke of a field no longer there).
