@@ -1225,7 +1225,11 @@ fn replay_moves_past_the_ends_are_refused_with_a_word() {
         (total, ["→", "end", "]"], ["←", "home", "["]),
     ] {
         let mut v = view(&m, &events);
-        v.replay = Some(ReplayPos { index, total });
+        v.replay = Some(ReplayPos {
+            index,
+            total,
+            unfinished: false,
+        });
         let mut a = app();
         let bar = text(&draw(&mut a, &v, 160, 40));
         let keys = bar.lines().last().unwrap().to_string();
@@ -2218,6 +2222,7 @@ fn replay_view<'a>(
     v.replay = Some(arborist::tui::view::ReplayPos {
         index: t.index(),
         total: t.len(),
+        unfinished: !t.finished(),
     });
     v.options = options;
     v
@@ -2843,6 +2848,20 @@ fn a_session_warning_stays_in_the_log_after_the_next_key() {
     assert!(words(&flat).contains(&words(end)), "{flat}\n{screen}");
 }
 
+/// A file without its finish (a run that stopped, or one still writing) says so beside
+/// the position: "event 19/19" read like a whole session's end (replay audit).
+#[test]
+fn an_unfinished_replay_says_so_in_the_status_bar() {
+    let (m, events) = fixtures::reviewing(8);
+    let v = replay_at(&m, &events, events.len());
+    let s = text(&draw(&mut app(), &v, 160, 40));
+    let want = format!(
+        "replay: event {0}/{0} (read-only, unfinished)",
+        events.len()
+    );
+    assert!(s.contains(&want), "{s}");
+}
+
 /// A replay view at event `n` of `events`.
 fn replay_at<'a>(
     m: &'a arborist::session::Machine,
@@ -2853,6 +2872,7 @@ fn replay_at<'a>(
     v.replay = Some(arborist::tui::view::ReplayPos {
         index: n,
         total: events.len(),
+        unfinished: !events.iter().any(|e| matches!(e, Event::Finished { .. })),
     });
     v
 }

@@ -53,6 +53,11 @@ impl Timeline {
         self.events.len()
     }
 
+    /// The file records the session's finish.
+    pub fn finished(&self) -> bool {
+        (self.events.iter()).any(|e| matches!(e, Event::Finished { .. }))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
@@ -162,6 +167,9 @@ struct Replay {
     options: String,
     verify: Option<Receiver<VerifyNews>>,
     verify_args: Vec<String>,
+    /// The file's length when read: `V` verifies the file as it is when pressed, which a
+    /// run still writing it may have grown.
+    read_len: Option<u64>,
 }
 
 impl Source for Replay {
@@ -175,6 +183,7 @@ impl Source for Replay {
             replay: Some(ReplayPos {
                 index: self.timeline.index(),
                 total: self.timeline.len(),
+                unfinished: !self.timeline.finished(),
             }),
             session: &self.session,
             options: &self.options,
@@ -204,7 +213,12 @@ impl Source for Replay {
                 });
                 Ok(true)
             }
-            Some(VerifyNews::Done(level, text)) => {
+            Some(VerifyNews::Done(level, mut text)) => {
+                let now = std::fs::metadata(&self.path).ok().map(|m| m.len());
+                if now != self.read_len {
+                    text += " (of the file as it is now, grown since this replay read it: \
+                             reopen it to see the new events)";
+                }
                 // A failure is kept whole where it can be read: the status bar cuts it.
                 if level != Level::Info {
                     tracing::warn!("{}: {text}", self.session);
@@ -265,6 +279,7 @@ const VERIFYING: &str = "verifying in the background (replay --verify)";
 /// `verify_args`: the model and data paths the session's own are replaced by when `V`
 /// verifies it (`replay --model DIR`, ...).
 pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
+    let read_len = std::fs::metadata(path).ok().map(|m| m.len());
     let log = file::read(path)?;
     let logged = terminal::init_logging(terminal::LogFor::Replay);
     let timeline = Timeline::new(&log);
@@ -307,6 +322,7 @@ pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
         options: serde_yaml::to_string(&log.header).unwrap_or_default(),
         verify: None,
         verify_args,
+        read_len,
     };
     let mut guard = terminal::enter(app.mouse)?;
     let exit = runloop::run(&mut guard, &mut app, &mut src);
@@ -339,6 +355,7 @@ mod tests {
             options: String::new(),
             verify: Some(rx),
             verify_args: vec![],
+            read_len: std::fs::metadata(&path).ok().map(|m| m.len()),
         };
         r.timeline.seek_to(5);
         let mut app = crate::tui::fixtures::app();
@@ -352,6 +369,22 @@ mod tests {
             .collect();
         assert_eq!(kept, [(0, "at start"), (5, long.as_str()), (9, "later")]);
         assert!(r.verify.is_none());
+        // A file longer than when it was read (a run still writing it) is said to be
+        // verified as it is now.
+        let (tx, rx) = std::sync::mpsc::channel();
+        r.verify = Some(rx);
+        r.read_len = Some(1);
+        tx.send(VerifyNews::Done(
+            Level::Info,
+            "verified: 2 compute checks".into(),
+        ))
+        .unwrap();
+        assert!(r.tick(&mut app).unwrap());
+        let said = &app.verdict.as_ref().unwrap().text;
+        assert!(
+            said.ends_with("grown since this replay read it: reopen it to see the new events)"),
+            "{said}"
+        );
     }
 
     /// A number the session does not have leaves the go-to field open with it, to be
@@ -367,6 +400,7 @@ mod tests {
             options: String::new(),
             verify: None,
             verify_args: vec![],
+            read_len: None,
         };
         let mut app = crate::tui::fixtures::app();
         let at = r.timeline.index();

@@ -15,6 +15,8 @@ pub struct ReplayPos {
     /// Events applied so far (0 = before the first).
     pub index: usize,
     pub total: usize,
+    /// The file has no finish: the run stopped (or is still writing it).
+    pub unfinished: bool,
 }
 
 pub struct View<'a> {
@@ -90,7 +92,10 @@ impl View<'_> {
             return msg.to_string();
         }
         if let Some(r) = self.replay {
-            return format!("replay: event {}/{} (read-only)", r.index, r.total);
+            // An unfinished file's last event is not the session's end (its status bar
+            // read like a whole session's).
+            let of = if r.unfinished { ", unfinished" } else { "" };
+            return format!("replay: event {}/{} (read-only{of})", r.index, r.total);
         }
         let progress = self.progress.map(|(label, done, total)| {
             if *total > 1 {
