@@ -795,3 +795,76 @@ fn rejected_proposals_and_feedback_reach_the_re_ask_and_later_prompts() {
     );
     assert!(!s.contains("rejected your last proposal"), "{s}");
 }
+
+/// An `applied` past its approved target, below where the layer stood, or naming a layer
+/// the step did not is refused at its event (it was replayed and exported as recorded
+/// unless `--verify` re-ran the step); what Wanda's rounding reaches is taken.
+#[test]
+fn applied_sparsities_must_follow_the_approved_targets() {
+    let mut m = started(LoopOptions::default());
+    step(&mut m, &[(DOWN0, 0.1)], 10.0);
+    m.handle(&Event::Reflected {
+        iteration: 1,
+        reply: reply("ok".to_string()),
+    })
+    .unwrap();
+    let it = m.iteration;
+    let r = rows(&m);
+    if m.phase == Phase::Profiling {
+        m.handle(&Event::Profiled {
+            iteration: it,
+            rows: r,
+            seconds: 0.0,
+            calib_from_block: None,
+        })
+        .unwrap();
+    }
+    let p = Proposal {
+        layers: vec![LayerTarget {
+            name: DOWN0.into(),
+            sparsity: 0.15,
+        }],
+        reasoning: "test".into(),
+    };
+    m.handle(&Event::Proposed {
+        iteration: it,
+        agent: "test".into(),
+        reply: reply(p),
+    })
+    .unwrap();
+    m.handle(&Event::Decided {
+        iteration: it,
+        by: "test".into(),
+        decision: Decision::Approve,
+    })
+    .unwrap();
+    let applying = m.clone();
+    let try_applied = |pairs: &[(&str, f64)]| {
+        let mut m = applying.clone();
+        m.handle(&Event::Evaluated {
+            iteration: it,
+            applied: pairs.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+            eval: eval(10.0),
+        })
+    };
+    let e = try_applied(&[(DOWN0, 0.8)]).unwrap_err();
+    assert!(
+        e.contains("sparsity 0.8, past its approved target 0.15"),
+        "{e}"
+    );
+    let e = try_applied(&[(DOWN0, 0.05)]).unwrap_err();
+    assert!(
+        e.contains("sparsity 0.05, below the 0.1 it had (masks only grow)"),
+        "{e}"
+    );
+    let e = try_applied(&[(DOWN0, 0.12), (UP1, 0.1)]).unwrap_err();
+    assert!(
+        e.contains(&format!("{UP1}, which the approved step does not name")),
+        "{e}"
+    );
+    let e = try_applied(&[]).unwrap_err();
+    assert!(e.contains("no sparsity for"), "{e}");
+    // Rows rounded down, or no row reaching a new weight: taken.
+    assert!(try_applied(&[(DOWN0, 0.149)]).is_ok());
+    assert!(try_applied(&[(DOWN0, 0.1)]).is_ok());
+}

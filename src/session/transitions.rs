@@ -141,6 +141,7 @@ impl Machine {
                 eval,
             } => {
                 self.expect(Phase::Applying, ev, Some(*iteration))?;
+                self.check_applied(applied)?;
                 Ok(self.guard(applied, eval))
             }
             Event::Reflected { iteration, reply } => {
@@ -208,6 +209,49 @@ impl Machine {
     fn skip(&mut self) -> Vec<Effect> {
         self.iteration += 1;
         self.next_step(false)
+    }
+
+    /// The sparsities a step reached are those its approved targets allow: masks grow
+    /// toward a target (Wanda rounds each row down) and never shrink. An `applied` edited
+    /// past its target or below where the layer stood was replayed and exported as
+    /// recorded unless `--verify` re-ran the step.
+    fn check_applied(&self, applied: &BTreeMap<String, f64>) -> Result<(), String> {
+        // Float room only: a sparsity is a count of weights over the layer's size.
+        const ROOM: f64 = 1e-9;
+        let targets = self.applying.as_ref().map_or(&[][..], |p| &p.layers[..]);
+        let ckpt = self
+            .checkpoint()
+            .ok_or("no checkpoint to apply a step to")?;
+        for t in targets {
+            let Some(&got) = applied.get(&t.name) else {
+                return Err(format!(
+                    "applied has no sparsity for {}, a layer of the approved step",
+                    t.name
+                ));
+            };
+            let before = ckpt.sparsity.get(&t.name).copied().unwrap_or(0.0);
+            if got > t.sparsity.max(before) + ROOM {
+                return Err(format!(
+                    "applied gives {} sparsity {got}, past its approved target {} (a mask grows to its target, never past it)",
+                    t.name, t.sparsity
+                ));
+            }
+            if got < before - ROOM {
+                return Err(format!(
+                    "applied gives {} sparsity {got}, below the {before} it had (masks only grow)",
+                    t.name
+                ));
+            }
+        }
+        match applied
+            .keys()
+            .find(|k| !targets.iter().any(|t| &t.name == *k))
+        {
+            Some(k) => Err(format!(
+                "applied gives a sparsity for {k}, which the approved step does not name"
+            )),
+            None => Ok(()),
+        }
     }
 
     fn guard(&mut self, applied: &BTreeMap<String, f64>, eval: &Evaluation) -> Vec<Effect> {
