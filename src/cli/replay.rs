@@ -381,7 +381,12 @@ pub fn export(a: ExportArgs) -> Result<()> {
         common,
         [
             ("fingerprint", json!(log.header.fingerprint)),
-            ("session", json!(a.session.display().to_string())),
+            (
+                "session",
+                json!(crate::prune::metadata::absolute(
+                    &a.session.display().to_string()
+                )),
+            ),
             ("checkpoint", json!(ckpt.index)),
             ("iteration", json!(ckpt.iteration)),
             // How the session ended (null: it had not, or its file is incomplete), so the

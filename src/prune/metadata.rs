@@ -25,7 +25,7 @@ pub fn common(
     let ppl = ppl.map(|p| {
         json!({
             "value": p.value,
-            "dataset": p.dataset,
+            "dataset": absolute(&p.dataset),
             "seqlen": p.seqlen,
             "windows": p.windows,
             "tokens": p.tokens,
@@ -34,7 +34,7 @@ pub fn common(
     });
     [
         ("arborist_version", json!(env!("CARGO_PKG_VERSION"))),
-        ("source_model", json!(files.id)),
+        ("source_model", json!(absolute(&files.id))),
         ("source_commit", json!(files.commit)),
         ("device", json!(device)),
         ("dtype", json!(crate::runtime::dtype_name(decoder.dtype))),
@@ -48,8 +48,33 @@ pub fn common(
     .collect()
 }
 
+/// A path that names a file or directory here, made absolute: the directory is shared
+/// and read elsewhere, where a path relative to where the command ran means nothing (a
+/// hub id or a dataset's name stays as it is).
+pub fn absolute(name: &str) -> String {
+    match std::fs::canonicalize(name) {
+        Ok(p) if !name.is_empty() => p.display().to_string(),
+        _ => name.to_string(),
+    }
+}
+
 /// `common` with the command's own fields after it.
 pub fn with<const N: usize>(mut common: Map<String, Value>, extra: [(&str, Value); N]) -> Value {
     common.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
     Value::Object(common)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute;
+
+    #[test]
+    fn local_paths_become_absolute_and_names_stay() {
+        // cargo runs unit tests in the crate's root.
+        let here = absolute("Cargo.toml");
+        assert!(std::path::Path::new(&here).is_absolute() && here.ends_with("/Cargo.toml"));
+        assert_eq!(absolute("Qwen/Qwen3-4B"), "Qwen/Qwen3-4B");
+        assert_eq!(absolute("synthetic"), "synthetic");
+        assert_eq!(absolute(""), "");
+    }
 }

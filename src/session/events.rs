@@ -421,14 +421,17 @@ impl Event {
             Event::Continued { iteration } => {
                 format!("iter {iteration}: continued after the agent's failures")
             }
+            // A rollback's sparsity is the restored checkpoint's, not the step's.
             Event::Guard {
                 iteration,
                 global_sparsity,
                 note,
+                accepted,
                 ..
             } => format!(
-                "iter {iteration}: {}; global sparsity {global_sparsity:.4}",
-                line(note)
+                "iter {iteration}: {}; global sparsity {}{global_sparsity:.4}",
+                line(note),
+                if *accepted { "" } else { "stays " }
             ),
             Event::Finished {
                 reason,
@@ -627,6 +630,22 @@ mod tests {
             done.summary_in(&[]),
             "finished (max iterations): global sparsity 0.2500, ppl 3.2000"
         );
+        // A rollback's global sparsity is the restored checkpoint's: said as staying (it
+        // read as the cost of the step that was undone).
+        let guard = |accepted| Event::Guard {
+            iteration: 13,
+            ppl_before: 3.0,
+            ppl_after: 3.02,
+            delta: 0.0074,
+            accepted,
+            global_sparsity: 0.2116,
+            note: "rolled back: +0.7% > 0.3%".into(),
+        };
+        assert_eq!(
+            guard(false).summary(),
+            "iter 13: rolled back: +0.7% > 0.3%; global sparsity stays 0.2116"
+        );
+        assert!(guard(true).summary().ends_with("; global sparsity 0.2116"));
     }
 
     // An override is told with its layers (it said only how many), its reasoning apart.
