@@ -554,8 +554,9 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
     // Two layers of one shape with their recorded sparsities swapped, in the last
     // iteration the file keeps (later proposals are checked against them): the global
     // sparsity and every verdict still add up, and export wrote weights whose masks
-    // disagreed with the numbers it printed (since 2026-12-02 the rebuilt masks are held
-    // to the file).
+    // disagreed with the numbers it printed. Since 2026-12-02 the rebuilt masks are held
+    // to the file; since 2026-12-04 the swap is refused before, at its event: one of the
+    // two now lies past its approved target.
     let kind_of = |name: &str| name.split('.').skip(3).collect::<Vec<_>>().join(".");
     let swappable = |e: &Value| -> Option<(String, String)> {
         let applied = e["event"]["applied"].as_object()?;
@@ -594,8 +595,8 @@ fn replay_verify_is_bit_exact_and_names_a_tampered_ppl() {
     one_error_line(
         &r,
         &[
-            "but the masks rebuilt from its recorded steps give",
-            "(was the file edited?); nothing was written",
+            &format!("event {}: applied gives ", entries[k]["seq"]),
+            "past its approved target",
         ],
     );
     assert!(!out.exists());

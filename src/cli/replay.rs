@@ -192,7 +192,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
             };
             let state = match &m.phase {
                 crate::session::Phase::Done(r) => format!("finished ({})", r.words()),
-                p => format!("not finished (it stops in phase {p:?})"),
+                p => format!("not finished (it stops in phase {})", p.words()),
             };
             outln!(
                 "{state}: {} iteration(s), global sparsity {:.4}, {} rollback(s){by}",
@@ -426,9 +426,9 @@ pub fn export(a: ExportArgs) -> Result<()> {
     super::report_written(&a.out, &meta, a.json, &[line])?;
     if finished.is_none() && a.step.is_none() {
         errln!(
-            "warning: {} has not finished ({done} iteration(s); it stops in phase {:?}: a session still running or killed, or an incomplete copy): this is its last checkpoint, not the end of a run (`session_finished: null` in arborist.json)",
+            "warning: {} has not finished ({done} iteration(s); it stops in phase {}: a session still running or killed, or an incomplete copy): this is its last checkpoint, not the end of a run (`session_finished: null` in arborist.json)",
             a.session.display(),
-            m.phase
+            m.phase.words()
         );
     }
     Ok(())

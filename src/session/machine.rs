@@ -56,6 +56,16 @@ pub enum Phase {
     Done(StopReason),
 }
 
+impl Phase {
+    /// The phase as a message says it: `profiling`, `done`.
+    pub fn words(&self) -> String {
+        match self {
+            Phase::Done(_) => "done".into(),
+            p => format!("{p:?}").to_lowercase(),
+        }
+    }
+}
+
 /// Masks of one applied step: the targets, pruned Wanda-style with the input statistics of
 /// profile number `profile` (so masks can be rebuilt exactly).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

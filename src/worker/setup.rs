@@ -47,7 +47,7 @@ pub fn replay_log(log: &SessionLog, path: &Path) -> Result<(Machine, Vec<Event>)
 pub fn torn_note(log: &SessionLog, path: &Path) -> Option<String> {
     log.torn_bytes(path).map(|n| {
         format!(
-            "{}: dropped an incomplete last document ({n} bytes, cut off by a crash)",
+            "{}: dropped an incomplete last document ({n} bytes: cut off by a crash or an incomplete copy)",
             path.display()
         )
     })
