@@ -2,6 +2,9 @@
 
 use std::time::{Duration, SystemTime};
 
+/// The tracing target of a retry's warning.
+pub const RETRY_TARGET: &str = "arborist::agent::retry";
+
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -232,7 +235,10 @@ pub(crate) async fn post_with_retry(
             }
             _ => "connection failed".to_string(),
         };
+        // Its own target: the terminal interface shows these on its status line, where a
+        // wait of a minute read only "agent is proposing".
         tracing::warn!(
+            target: RETRY_TARGET,
             "{}: {what} from {url}; retrying in {:.1} s (attempt {}/{max})",
             c.cfg.backend,
             wait.as_secs_f64(),

@@ -8,6 +8,7 @@ pub mod builtin;
 pub mod config;
 pub mod context;
 mod http;
+pub use http::RETRY_TARGET;
 pub mod llm;
 mod openai;
 pub mod parse;

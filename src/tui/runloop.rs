@@ -76,6 +76,10 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
             app.say(crate::tui::app::Level::Warn, w);
             dirty = true;
         }
+        if let Some(w) = super::terminal::take_retry_notice() {
+            app.say(crate::tui::app::Level::Warn, w);
+            dirty = true;
+        }
         if dirty || drawn.elapsed() >= IDLE_REDRAW {
             let mut areas = None;
             guard.term.draw(|f| {

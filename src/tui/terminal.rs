@@ -260,20 +260,59 @@ pub fn init_logging(owner: LogFor) -> Result<Option<PathBuf>, String> {
         .append(true)
         .open(&path)
         .map_err(|e| format!("{}: cannot write the log: {e}", named()))?;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARBORIST_LOG_LEVEL")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let set = tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(Mutex::new(LogFile {
             file,
             named: named(),
             failed: false,
         }))
         .with_ansi(false)
-        .with_env_filter(filter)
         // Its own report of a failed write goes to stderr: over the screen.
-        .log_internal_errors(false)
+        .log_internal_errors(false);
+    let set = tracing_subscriber::registry()
+        .with(filter)
+        .with(log)
+        .with(RetryNotices)
         .try_init();
     Ok(set.ok().map(|_| path))
+}
+
+/// The latest agent retry's warning, until the screen takes it.
+static RETRY_NOTICE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Keeps each agent retry's warning for the status line: the log alone held them, and a
+/// rate-limited provider's minutes of waits read "agent is proposing".
+struct RetryNotices;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RetryNotices {
+    fn on_event(&self, ev: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if ev.metadata().target() != crate::agent::RETRY_TARGET {
+            return;
+        }
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+        }
+        let mut m = Message(String::new());
+        ev.record(&mut m);
+        *RETRY_NOTICE.lock().unwrap_or_else(|p| p.into_inner()) = Some(m.0);
+    }
+}
+
+/// The latest agent retry's warning not yet shown: None when there is none.
+pub fn take_retry_notice() -> Option<String> {
+    RETRY_NOTICE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
 }
 
 /// The first failed write to the log (a full disk), until the screen takes it.
@@ -317,6 +356,28 @@ pub fn take_log_failure() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // An agent retry's warning reaches the status line once; other warnings do not.
+    #[test]
+    fn a_retry_warning_is_kept_for_the_screen_once() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let sub = tracing_subscriber::registry().with(RetryNotices);
+        tracing::subscriber::with_default(sub, || {
+            tracing::warn!("another warning");
+            tracing::warn!(
+                target: crate::agent::RETRY_TARGET,
+                "openai: HTTP 429 (slow down) from URL; retrying in {:.1} s (attempt {}/{})",
+                15.0,
+                2,
+                4
+            );
+        });
+        assert_eq!(
+            take_retry_notice().as_deref(),
+            Some("openai: HTTP 429 (slow down) from URL; retrying in 15.0 s (attempt 2/4)")
+        );
+        assert_eq!(take_retry_notice(), None);
+    }
 
     // tracing-subscriber printed each failed write on stderr, over the screen (548,000
     // lines of it in an audit); the log now drops it and says so once.
