@@ -1102,4 +1102,13 @@ fn an_unread_or_empty_body_is_said_as_such() {
         e.contains("an empty body, not JSON") && !e.contains(": \n"),
         "{e}"
     );
+    // A server that streams though not asked to: said as a stream, not as bad JSON.
+    let mut stream = Scripted::openai("", 1, 1);
+    stream.body = "data: {\"choices\": []}\n\ndata: [DONE]\n\n".into();
+    let e = error_of(vec![stream]);
+    assert!(
+        e.contains("a stream of server-sent events (text/event-stream), not one JSON body")
+            && !e.contains("invalid JSON"),
+        "{e}"
+    );
 }

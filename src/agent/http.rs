@@ -150,9 +150,17 @@ pub(crate) async fn post_with_retry(
                     // before it is cut (an echo past the cut would no longer match).
                     let text = String::from_utf8_lossy(&bytes);
                     return serde_json::from_str(&text).map_err(|e| HttpError::BadBody {
-                        message: match text.trim().is_empty() {
-                            true => "an empty body, not JSON".to_string(),
-                            false => format!("invalid JSON ({e}): {}", snippet(&c.scrub(&text))),
+                        message: if text.trim().is_empty() {
+                            "an empty body, not JSON".to_string()
+                        } else if text.trim_start().starts_with("data:") {
+                            // The request never sets `stream`: a proxy or server that
+                            // streams anyway gets its own words.
+                            format!(
+                                "a stream of server-sent events (text/event-stream), not one JSON body: the request did not ask to stream, so the server or a proxy in between streams on its own: {}",
+                                snippet(&c.scrub(&text))
+                            )
+                        } else {
+                            format!("invalid JSON ({e}): {}", snippet(&c.scrub(&text)))
                         },
                     });
                 }
