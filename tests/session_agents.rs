@@ -216,6 +216,12 @@ fn openai_session_records_prompts_replies_tokens_and_never_the_key() {
     let reqs = server.requests();
     assert_eq!(reqs.len(), 5, "one repair, nothing else");
     assert_eq!(server.remaining(), 0);
+    // The repair is said on stderr with its iteration and first problem.
+    let said = format!(
+        "iter 2: proposal invalid (1 problem(s), the first: {}: unknown layer name",
+        down(99)
+    );
+    assert!(r.stderr.contains(&said), "{said}: {}", r.stderr);
     let bearer = format!("Bearer {KEY}");
     for (i, q) in reqs.iter().enumerate() {
         assert_eq!(q.path, "/v1/chat/completions");

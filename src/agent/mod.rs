@@ -285,8 +285,9 @@ impl Agent for LlmAgent {
         };
         // The first problem is named: a repair that works left the user guessing why.
         tracing::warn!(
-            "{}: proposal invalid ({} problem(s), the first: {}); asking once for a repair",
+            "{}: iter {}: proposal invalid ({} problem(s), the first: {}); asking once for a repair",
             self.name(),
+            ctx.iteration,
             problems.len(),
             text::one_line(problems.first().map_or("", String::as_str), 200)
         );
