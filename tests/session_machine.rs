@@ -122,6 +122,18 @@ fn started(opts: LoopOptions) -> Machine {
 }
 
 fn step(m: &mut Machine, targets: &[(&str, f64)], ppl: f64) -> Vec<Effect> {
+    let it = approve(m, targets);
+    let applied: BTreeMap<String, f64> = targets.iter().map(|(n, s)| (n.to_string(), *s)).collect();
+    m.handle(&Event::Evaluated {
+        iteration: it,
+        applied,
+        eval: eval(ppl),
+    })
+    .unwrap()
+}
+
+/// The agent proposes `targets` and the reviewer approves them; returns the iteration.
+fn approve(m: &mut Machine, targets: &[(&str, f64)]) -> usize {
     let it = m.iteration;
     let p = Proposal {
         layers: targets
@@ -145,13 +157,7 @@ fn step(m: &mut Machine, targets: &[(&str, f64)], ppl: f64) -> Vec<Effect> {
         decision: Decision::Approve,
     })
     .unwrap();
-    let applied: BTreeMap<String, f64> = targets.iter().map(|(n, s)| (n.to_string(), *s)).collect();
-    m.handle(&Event::Evaluated {
-        iteration: it,
-        applied,
-        eval: eval(ppl),
-    })
-    .unwrap()
+    it
 }
 
 const DOWN0: &str = "model.layers.0.mlp.down_proj";
@@ -819,25 +825,7 @@ fn applied_sparsities_must_follow_the_approved_targets() {
         })
         .unwrap();
     }
-    let p = Proposal {
-        layers: vec![LayerTarget {
-            name: DOWN0.into(),
-            sparsity: 0.15,
-        }],
-        reasoning: "test".into(),
-    };
-    m.handle(&Event::Proposed {
-        iteration: it,
-        agent: "test".into(),
-        reply: reply(p),
-    })
-    .unwrap();
-    m.handle(&Event::Decided {
-        iteration: it,
-        by: "test".into(),
-        decision: Decision::Approve,
-    })
-    .unwrap();
+    assert_eq!(approve(&mut m, &[(DOWN0, 0.15)]), it);
     let applying = m.clone();
     let try_applied = |pairs: &[(&str, f64)]| {
         let mut m = applying.clone();

@@ -53,49 +53,9 @@ impl Half for half::f16 {
 
 /// x + y: on CPU in bf16 or f16 with equal shapes, added in parallel; else candle's add.
 pub fn add(x: &Tensor, y: &Tensor) -> Result<Tensor> {
-    if on_cpu_half(x) && x.dtype() == y.dtype() && x.shape() == y.shape() {
-        return Ok(x.contiguous()?.apply_op2_no_bwd(&y.contiguous()?, &Add)?);
-    }
-    Ok((x + y)?)
-}
-
-struct Add;
-
-impl CustomOp2 for Add {
-    fn name(&self) -> &'static str {
-        "arborist-half-add"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn sum<T: Half>(a: &[T], b: &[T]) -> Vec<T> {
-            let mut out = vec![T::zero(); a.len()];
-            out.par_chunks_mut(CHUNK)
-                .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-                .for_each(|(o, (a, b))| {
-                    for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                        *o = T::narrow(a.widen() + b.widen());
-                    }
-                });
-            out
-        }
-        let out = match (s1, s2) {
-            (CpuStorage::BF16(_), CpuStorage::BF16(_)) => CpuStorage::BF16(sum(
-                contiguous::<half::bf16>(s1, l1, "lhs")?,
-                contiguous(s2, l2, "rhs")?,
-            )),
-            (CpuStorage::F16(_), CpuStorage::F16(_)) => CpuStorage::F16(sum(
-                contiguous::<half::f16>(s1, l1, "lhs")?,
-                contiguous(s2, l2, "rhs")?,
-            )),
-            _ => candle_core::bail!("half add: bf16 or f16 operands of one dtype"),
-        };
-        Ok((out, l1.shape().clone()))
+    match elementwise(x, y, Sum)? {
+        Some(t) => Ok(t),
+        None => Ok((x + y)?),
     }
 }
 
@@ -103,20 +63,58 @@ impl CustomOp2 for Add {
 /// (candle's silu is `v / (1 + exp(−v))` with each operator of the dtype rounding, then
 /// the product rounds). None where it does not apply.
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Option<Tensor>> {
-    if !on_cpu_half(gate) || gate.dtype() != up.dtype() || gate.shape() != up.shape() {
+    elementwise(gate, up, SiluTimes)
+}
+
+/// An element-wise op of two half operands, each value as candle's ops compute it.
+trait Pairwise: Copy + Send + Sync + 'static {
+    const NAME: &'static str;
+    fn apply<T: Half>(a: T, b: T) -> T;
+}
+
+#[derive(Clone, Copy)]
+struct Sum;
+
+impl Pairwise for Sum {
+    const NAME: &'static str = "arborist-half-add";
+    #[inline(always)]
+    fn apply<T: Half>(a: T, b: T) -> T {
+        T::narrow(a.widen() + b.widen())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SiluTimes;
+
+impl Pairwise for SiluTimes {
+    const NAME: &'static str = "arborist-half-silu-mul";
+    #[inline(always)]
+    fn apply<T: Half>(g: T, u: T) -> T {
+        // `v / (ONE + (-v).exp())` then `* up`, each operator rounding to the dtype as
+        // half's do (`exp` is f32's, through half's `Float`).
+        let (g, u) = (g.widen(), u.widen());
+        let e = T::narrow((-g).exp()).widen();
+        let silu = T::narrow(g / T::narrow(1.0 + e).widen()).widen();
+        T::narrow(silu * u)
+    }
+}
+
+/// `P` over two CPU tensors of one half dtype and shape, in parallel; None otherwise.
+fn elementwise<P: Pairwise>(a: &Tensor, b: &Tensor, op: P) -> Result<Option<Tensor>> {
+    if !on_cpu_half(a) || a.dtype() != b.dtype() || a.shape() != b.shape() {
         return Ok(None);
     }
     Ok(Some(
-        gate.contiguous()?
-            .apply_op2_no_bwd(&up.contiguous()?, &SiluMul)?,
+        a.contiguous()?
+            .apply_op2_no_bwd(&b.contiguous()?, &Elementwise(op))?,
     ))
 }
 
-struct SiluMul;
+struct Elementwise<P>(P);
 
-impl CustomOp2 for SiluMul {
+impl<P: Pairwise> CustomOp2 for Elementwise<P> {
     fn name(&self) -> &'static str {
-        "arborist-half-silu-mul"
+        P::NAME
     }
 
     fn cpu_fwd(
@@ -126,32 +124,27 @@ impl CustomOp2 for SiluMul {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn product<T: Half>(g: &[T], u: &[T]) -> Vec<T> {
-            let mut out = vec![T::narrow(0.0); g.len()];
+        fn each<T: Half, P: Pairwise>(a: &[T], b: &[T]) -> Vec<T> {
+            let mut out = vec![T::zero(); a.len()];
             out.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
-                .for_each(|(o, (g, u))| {
-                    for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
-                        // `v / (ONE + (-v).exp())` then `* up`, each operator rounding to
-                        // the dtype as half's do (`exp` is f32's, through half's `Float`).
-                        let (g, u) = (g.widen(), u.widen());
-                        let e = T::narrow((-g).exp()).widen();
-                        let silu = T::narrow(g / T::narrow(1.0 + e).widen()).widen();
-                        *o = T::narrow(silu * u);
+                .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+                .for_each(|(o, (a, b))| {
+                    for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                        *o = P::apply(*a, *b);
                     }
                 });
             out
         }
         let out = match (s1, s2) {
-            (CpuStorage::BF16(_), CpuStorage::BF16(_)) => CpuStorage::BF16(product(
-                contiguous::<half::bf16>(s1, l1, "gate")?,
-                contiguous(s2, l2, "up")?,
+            (CpuStorage::BF16(_), CpuStorage::BF16(_)) => CpuStorage::BF16(each::<_, P>(
+                contiguous(s1, l1, "lhs")?,
+                contiguous(s2, l2, "rhs")?,
             )),
-            (CpuStorage::F16(_), CpuStorage::F16(_)) => CpuStorage::F16(product(
-                contiguous::<half::f16>(s1, l1, "gate")?,
-                contiguous(s2, l2, "up")?,
+            (CpuStorage::F16(_), CpuStorage::F16(_)) => CpuStorage::F16(each::<_, P>(
+                contiguous(s1, l1, "lhs")?,
+                contiguous(s2, l2, "rhs")?,
             )),
-            _ => candle_core::bail!("half silu·up: bf16 or f16 operands of one dtype"),
+            _ => candle_core::bail!("{}: bf16 or f16 operands of one dtype", P::NAME),
         };
         Ok((out, l1.shape().clone()))
     }
