@@ -125,18 +125,18 @@ impl Relocate {
         let model = std::path::Path::new(&o.model);
         // A relative `owner/name` that is not here may be a hub id: resolving says.
         let local = !crate::model::source::looks_like_hub_id(&o.model);
-        let mut missing: Vec<(String, &str, bool)> = Vec::new();
+        let mut missing: Vec<(String, String, bool)> = Vec::new();
         if self.hints_model(o) && local && !model.exists() {
             missing.push((
                 format!("its model {}", o.model),
-                "--model DIR",
+                "--model DIR".to_string(),
                 model.is_relative(),
             ));
         }
         for (flag, _, path) in &files {
             if !path.exists() {
                 let what = format!("its --{flag} file {}", path.display());
-                missing.push((what, flag_value(flag), path.is_relative()));
+                missing.push((what, format!("--{flag} FILE"), path.is_relative()));
             }
         }
         if missing.is_empty() {
@@ -150,7 +150,7 @@ impl Relocate {
             _ => String::new(),
         };
         let what: Vec<&str> = missing.iter().map(|m| m.0.as_str()).collect();
-        let flags: Vec<&str> = missing.iter().map(|m| m.1).collect();
+        let flags: Vec<&str> = missing.iter().map(|m| m.1.as_str()).collect();
         bail!(
             "{session}: {} not on this machine{from}; give {} where {} (fingerprint and \
              hashes are checked)",
@@ -198,14 +198,5 @@ impl Relocate {
             .filter_map(|(flag, v)| v.as_ref().map(|v| [flag.to_string(), v.clone()]))
             .flatten()
             .collect()
-    }
-}
-
-/// A file flag with its value's kind, as a hint writes it.
-fn flag_value(flag: &str) -> &'static str {
-    match flag {
-        "calib" => "--calib FILE",
-        "eval" => "--eval FILE",
-        _ => "--probe-file FILE",
     }
 }

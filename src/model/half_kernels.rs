@@ -286,6 +286,13 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// n normal values of spread `std`, in `dtype`.
+    fn randn(std: f32, n: usize, dtype: DType) -> Tensor {
+        (Tensor::randn(0f32, std, (n,), &Device::Cpu).unwrap())
+            .to_dtype(dtype)
+            .unwrap()
+    }
+
     fn bits(t: &Tensor) -> Vec<u32> {
         let t = t.flatten_all().unwrap().to_dtype(DType::F32).unwrap();
         t.to_vec1::<f32>()
@@ -350,14 +357,7 @@ mod tests {
         let dev = Device::Cpu;
         for dtype in [DType::BF16, DType::F16] {
             for n in [1usize, 999, 2 * CHUNK + 5] {
-                let g = Tensor::randn(0f32, 10.0, (n,), &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap();
-                let u = Tensor::randn(0f32, 2.0, (n,), &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap();
+                let (g, u) = (randn(10.0, n, dtype), randn(2.0, n, dtype));
                 let got = silu_mul(&g, &u).unwrap().unwrap();
                 let want = (g.silu().unwrap() * &u).unwrap();
                 assert_eq!(got.dtype(), dtype);
@@ -373,14 +373,7 @@ mod tests {
         let dev = Device::Cpu;
         for dtype in [DType::BF16, DType::F16] {
             for n in [1usize, 1000, 3 * CHUNK + 17] {
-                let a = Tensor::randn(0f32, 5.0, (n,), &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap();
-                let b = Tensor::randn(0f32, 0.01, (n,), &dev)
-                    .unwrap()
-                    .to_dtype(dtype)
-                    .unwrap();
+                let (a, b) = (randn(5.0, n, dtype), randn(0.01, n, dtype));
                 let got = add(&a, &b).unwrap();
                 assert_eq!(got.dtype(), dtype);
                 assert_eq!(bits(&got), bits(&(&a + &b).unwrap()), "{dtype:?} {n}");
