@@ -482,6 +482,29 @@ fn a_long_paste_is_cut_at_the_fields_limit() {
     assert!(screen.contains("reasoning (tab): ▏word word"), "{screen}");
 }
 
+/// An agent's retry warning speaks of the request in flight: it goes when the proposal
+/// comes, without a key (it stayed over the proposal, saying the agent was retrying).
+#[test]
+fn an_agents_retry_warning_goes_when_its_phase_ends() {
+    let (mut m, mut events) = fixtures::profiled(8);
+    assert_eq!(m.phase, Phase::Proposing);
+    let mut a = app();
+    let said = "agent: HTTP 429, retrying in 30 s (1 of 5)";
+    a.say_while(m.phase.clone(), arborist::tui::app::Level::Warn, said.into());
+    let screen = text(&draw(&mut a, &view(&m, &events), 120, 40));
+    assert!(screen.contains(said), "{screen}");
+    fixtures::next_proposal(&mut m, &mut events);
+    assert_eq!(m.phase, Phase::Reviewing);
+    let screen = text(&draw(&mut a, &view(&m, &events), 120, 40));
+    assert!(!screen.contains(said), "{screen}");
+    assert!(a.notice.is_none());
+    // A plain notice stays through a phase change, until the next key.
+    a.say(arborist::tui::app::Level::Warn, said);
+    fixtures::step(&mut m, &mut events, 10.1);
+    let screen = text(&draw(&mut a, &view(&m, &events), 120, 40));
+    assert!(screen.contains(said), "{screen}");
+}
+
 // Below the smallest screen only "terminal too small · q quits" is drawn: no other key
 // may change what cannot be seen (an `e` then `enter` used to send an edit).
 #[test]

@@ -155,6 +155,9 @@ pub struct App {
     pub auto_approve: bool,
     pub paused: bool,
     pub notice: Option<Notice>,
+    /// The phase the notice speaks of (an agent's retry): it goes when the phase ends, not
+    /// only at the next key (a retry's warning stayed over the proposal it preceded).
+    notice_while: Option<crate::session::Phase>,
     /// A failure that stays on screen (a compute job failed, the workers stopped).
     pub failure: Option<String>,
     /// Replay: the running or finished `--verify`, which stays until the next one.
@@ -193,6 +196,7 @@ impl App {
             auto_approve: false,
             paused: false,
             notice: None,
+            notice_while: None,
             failure: None,
             verdict: None,
             mouse: true,
@@ -289,6 +293,13 @@ impl App {
             level,
             text: text.into(),
         });
+        self.notice_while = None;
+    }
+
+    /// A notice that lasts while the session stays in `phase`.
+    pub fn say_while(&mut self, phase: crate::session::Phase, level: Level, text: String) {
+        self.say(level, text);
+        self.notice_while = Some(phase);
     }
 
     /// One key press to requests. Text goes to the open field first, then the keymap.
@@ -425,6 +436,10 @@ impl App {
     /// reflection at the top of its panel.
     pub fn follow(&mut self, view: &View) {
         let m = view.machine;
+        if self.notice_while.as_ref().is_some_and(|p| *p != m.phase) {
+            self.notice = None;
+            self.notice_while = None;
+        }
         let shown = Some((m.iteration, m.history.len(), view.pending.is_some()));
         if self.proposal_shown != shown {
             self.proposal_shown = shown;

@@ -77,7 +77,8 @@ pub fn run<S: Source>(guard: &mut TerminalGuard, app: &mut App, src: &mut S) -> 
             dirty = true;
         }
         if let Some(w) = super::terminal::take_retry_notice() {
-            app.say(crate::tui::app::Level::Warn, w);
+            let phase = src.view().machine.phase.clone();
+            app.say_while(phase, crate::tui::app::Level::Warn, w);
             dirty = true;
         }
         if dirty || drawn.elapsed() >= IDLE_REDRAW {
