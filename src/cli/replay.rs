@@ -462,3 +462,81 @@ fn check_rebuilt_sparsity(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_rebuilt_sparsity;
+    use crate::model::{random::random_decoder, ModelConfig};
+    use crate::session::Checkpoint;
+    use candle_core::{DType, Device};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    /// export's last line of defence: masks rebuilt from the recorded steps are held to the
+    /// sparsities the file claims (the file-level edit that reached it is now refused at its
+    /// event by the machine, so this check is exercised here, on a model it can hold).
+    #[test]
+    fn rebuilt_masks_must_have_the_recorded_sparsities() {
+        let cfg = ModelConfig::from_json(
+            &serde_json::json!({
+                "model_type": "qwen3", "vocab_size": 40, "hidden_size": 16,
+                "intermediate_size": 24, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "head_dim": 4, "rms_norm_eps": 1e-6,
+                "rope_theta": 10000.0, "max_position_embeddings": 64
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let mut d = random_decoder(&cfg, 5, DType::F32, &Device::Cpu).unwrap();
+        let name = "model.layers.1.mlp.down_proj";
+        let id = d.find_linear(name).unwrap();
+        let (rows, cols) = {
+            let l = d.linear(id);
+            (l.out_features(), l.in_features())
+        };
+        // A quarter of every row pruned.
+        let mut mask = crate::model::mask::Mask::empty(rows, cols);
+        for r in 0..rows {
+            for c in 0..cols / 4 {
+                mask.prune(r, c);
+            }
+        }
+        d.set_mask(id, Some(Arc::new(mask))).unwrap();
+        let ckpt = |s: f64| Checkpoint {
+            index: 3,
+            iteration: 4,
+            sparsity: [(name.to_string(), s)].into_iter().collect(),
+            eval: crate::session::Evaluation {
+                ppl: 10.0,
+                dataset: "eval.txt".into(),
+                seqlen: 32,
+                windows: 2,
+                dtype: "f32".into(),
+                probe: None,
+                seconds: 0.1,
+                from_block: None,
+            },
+            steps: vec![],
+        };
+        let session = Path::new("sessions/s.yaml");
+        check_rebuilt_sparsity(&d, &ckpt(0.25), 1e-9, session).unwrap();
+        let e = check_rebuilt_sparsity(&d, &ckpt(0.3), 1e-9, session)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!("sessions/s.yaml: checkpoint 3 records {name} at sparsity 0.3, but the masks rebuilt from its recorded steps give 0.25 (was the file edited?); nothing was written")
+        );
+        // Within the tolerance a recorded value passes (the file writes what it measured).
+        check_rebuilt_sparsity(&d, &ckpt(0.25 * (1.0 + 1e-7)), 1e-6, session).unwrap();
+        let mut gone = ckpt(0.25);
+        gone.sparsity.insert("model.layers.7.mlp.up_proj".into(), 0.1);
+        let e = check_rebuilt_sparsity(&d, &gone, 1e-9, session)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("names layer model.layers.7.mlp.up_proj, which the model does not have"),
+            "{e}"
+        );
+    }
+}
