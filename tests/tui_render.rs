@@ -490,7 +490,11 @@ fn an_agents_retry_warning_goes_when_its_phase_ends() {
     assert_eq!(m.phase, Phase::Proposing);
     let mut a = app();
     let said = "agent: HTTP 429, retrying in 30 s (1 of 5)";
-    a.say_while(m.phase.clone(), arborist::tui::app::Level::Warn, said.into());
+    a.say_while(
+        m.phase.clone(),
+        arborist::tui::app::Level::Warn,
+        said.into(),
+    );
     let screen = text(&draw(&mut a, &view(&m, &events), 120, 40));
     assert!(screen.contains(said), "{screen}");
     fixtures::next_proposal(&mut m, &mut events);

@@ -530,7 +530,8 @@ mod tests {
         // Within the tolerance a recorded value passes (the file writes what it measured).
         check_rebuilt_sparsity(&d, &ckpt(0.25 * (1.0 + 1e-7)), 1e-6, session).unwrap();
         let mut gone = ckpt(0.25);
-        gone.sparsity.insert("model.layers.7.mlp.up_proj".into(), 0.1);
+        gone.sparsity
+            .insert("model.layers.7.mlp.up_proj".into(), 0.1);
         let e = check_rebuilt_sparsity(&d, &gone, 1e-9, session)
             .unwrap_err()
             .to_string();
