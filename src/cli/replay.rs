@@ -66,16 +66,8 @@ pub struct ExportArgs {
 /// The session at `path`; a last document cut off by a crash is left out, and said so.
 fn read_session(path: &std::path::Path) -> Result<file::SessionLog> {
     let log = file::read(path)?;
-    match log.torn_bytes(path) {
-        Some(n) if log.appended => errln!(
-            "warning: {}: {n} byte(s) after its last document's end marker are not a document (added by hand?) and are left out",
-            path.display()
-        ),
-        Some(n) => errln!(
-            "warning: {}: its last document is incomplete ({n} bytes: cut off by a crash or an incomplete copy) and is left out",
-            path.display()
-        ),
-        None => {}
+    if let Some(note) = log.left_out_note(path) {
+        errln!("warning: {note}");
     }
     if let Some(note) = log.unknown_note(path) {
         errln!("warning: {note}");

@@ -273,10 +273,27 @@ pub struct SessionLog {
 
 impl SessionLog {
     /// The bytes of `path` (the file this was read from) past its last whole document,
-    /// when a crash cut one off.
+    /// when a crash cut one off or text was added after it (`appended`).
     pub fn torn_bytes(&self, path: &Path) -> Option<u64> {
         let size = std::fs::metadata(path).map_or(0, |m| m.len());
         self.torn_tail.then(|| size.saturating_sub(self.valid_len))
+    }
+
+    /// What a reader (`replay`, `export`, the TUI's replay) leaves out at the file's end,
+    /// as a warning says it; None when it reads every byte.
+    pub fn left_out_note(&self, path: &Path) -> Option<String> {
+        let n = self.torn_bytes(path)?;
+        Some(if self.appended {
+            format!(
+                    "{}: {n} byte(s) after its last document's end marker are not a document (added by hand?) and are left out",
+                    path.display()
+                )
+        } else {
+            format!(
+                    "{}: its last document is incomplete ({n} bytes: cut off by a crash or an incomplete copy, or a run is still writing it) and is left out",
+                    path.display()
+                )
+        })
     }
 
     /// One line on the fields of `path` that were read past, when there are any.

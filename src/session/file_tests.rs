@@ -226,17 +226,36 @@ fn dashes_zeros_and_a_cut_character_after_a_whole_event_keep_it() {
     for tail in [&b"-"[..], b"--", b"---", &[0u8; 4096], b"---\nseq: 9\0\0"] {
         let log = with(tail);
         assert!(log.torn_tail, "{tail:?}");
+        let note = log.left_out_note(&dir.path().join("t.yaml")).unwrap();
+        assert!(
+            note.contains(&format!(
+                "its last document is incomplete ({} bytes: cut off by a crash",
+                tail.len()
+            )),
+            "{note}"
+        );
         assert_eq!(log.entries.len(), n, "{tail:?}");
         assert_eq!(log.valid_len, whole.len() as u64, "{tail:?}");
     }
     // Text after the last end marker was added, not cut off: the event stays, the text is
     // left out and said to be appended (it used to drop the whole last event as torn).
     assert!(!with(b"").appended);
+    assert_eq!(with(b"").left_out_note(&dir.path().join("t.yaml")), None);
     let blank = with(b"\n  \n");
     assert!(!blank.appended && !blank.torn_tail && blank.entries.len() == n);
     for junk in [&b"garbage here\n"[..], b"garbage", b"x: 1\n"] {
         let log = with(junk);
         assert!(log.torn_tail && log.appended, "{junk:?}");
+        // Every reader says it in these words (the TUI's replay called it a crash's).
+        let out = dir.path().join("t.yaml");
+        assert_eq!(
+            log.left_out_note(&out).unwrap(),
+            format!(
+                "{}: {} byte(s) after its last document's end marker are not a document (added by hand?) and are left out",
+                out.display(),
+                junk.len()
+            )
+        );
         assert_eq!(log.entries.len(), n, "{junk:?}");
         assert_eq!(log.valid_len, whole.len() as u64, "{junk:?}");
     }

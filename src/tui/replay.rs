@@ -287,14 +287,9 @@ pub fn run_replay(path: &Path, verify_args: Vec<String>) -> Result<()> {
     let (themes, warnings) = Themes::load();
     let mut app = App::new(keymap, themes);
     app.mouse = std::env::var("ARBORIST_MOUSE").map_or(true, |v| v != "0");
-    // A torn last document was left out without a word.
-    let torn = log.torn_bytes(path).map(|n| {
-        format!(
-            "{}: its last document is incomplete ({n} bytes: cut off by a crash or an incomplete copy, or a run is still writing it); replay shows the events before it",
-            path.display()
-        )
-    });
-    let others = (torn.into_iter())
+    // A torn last document was left out without a word, and text added by hand was
+    // called a crash's.
+    let others = (log.left_out_note(path).into_iter())
         .chain(log.unknown_note(path))
         .chain(key_warning)
         .chain(warnings);
