@@ -947,6 +947,7 @@ fn the_texts_that_name_keys_follow_a_users_keymap() {
 - { action: switch_field, keys: [ctrl-f] }
 - { action: next_panel, keys: [ctrl-t] }
 - { action: page_down, keys: [ctrl-d] }
+- { action: mouse, keys: [ctrl-o] }
 ";
     k.overlay(user, "user.yaml").unwrap();
     let ctrl = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL);
@@ -1070,6 +1071,19 @@ fn the_texts_that_name_keys_follow_a_users_keymap() {
     assert!(
         screen.contains("no valid proposal from the agent: o override, r ask again, X skip"),
         "{screen}"
+    );
+    // Approving there says the same keys (it named x whatever the keymap said).
+    let mut a = new_app();
+    press(&mut a, &failed, &[ch('a')]);
+    assert_eq!(
+        a.notice.as_ref().unwrap().text,
+        "nothing to approve or edit: the agent gave no valid proposal (o override, r ask again, X skip)"
+    );
+    // The mouse toggle names its own key.
+    press(&mut a, &failed, &[ctrl('o')]);
+    assert_eq!(
+        a.notice.as_ref().unwrap().text,
+        "mouse capture off: the terminal selects text (ctrl-o turns it back on)"
     );
 
     // The checkpoint picker.

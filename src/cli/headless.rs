@@ -331,7 +331,7 @@ pub fn summary(d: &Driver, path: &Path, opts: &crate::session::RunOptions) -> se
         // Iterations completed, skipped ones (no valid proposal, a rejection) included;
         // `steps_evaluated` counts those that reached the guard. Until 2026-12-02
         // `iterations` was the latter, below max_iters when any was skipped.
-        "iterations": m.iteration.saturating_sub(1),
+        "iterations": m.iterations_done(),
         "steps_evaluated": m.history.len(),
         "rollbacks": m.rollbacks,
         // `b` in the TUI or `rollback_to` in a decisions file (the status bar adds them up).

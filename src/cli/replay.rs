@@ -159,7 +159,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
                 "header": log.header,
                 "events": events,
                 "finished": finished,
-                "iterations": finished_iterations(&m),
+                "iterations": m.iterations_done(),
                 "global_sparsity": m.global_sparsity(),
                 "rollbacks": m.rollbacks,
                 "reviewer_rollbacks": m.reviewer_rollbacks,
@@ -188,7 +188,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
             };
             outln!(
                 "{state}: {} iteration(s), global sparsity {:.4}, {} rollback(s){by}",
-                finished_iterations(&m),
+                m.iterations_done(),
                 m.global_sparsity(),
                 m.rollbacks + yours
             )?;
@@ -280,15 +280,6 @@ fn verify_progress(done: usize, total: usize) {
     }
 }
 
-/// Iterations the file finished: one whose guard is written (its reflection not yet) counts.
-fn finished_iterations(m: &crate::session::Machine) -> usize {
-    if m.phase == crate::session::Phase::Reflecting {
-        m.iteration
-    } else {
-        m.iteration.saturating_sub(1)
-    }
-}
-
 pub fn export(a: ExportArgs) -> Result<()> {
     let max_shard = super::max_shard_size(a.max_shard_size.as_deref())?;
     let tolerance = tolerance(a.tolerance)?;
@@ -304,7 +295,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     inputs.extend(texts.iter().map(|(w, p)| (*w, p.as_path())));
     crate::prune::export::check_inputs_outside(&a.out, &inputs)?;
     let m = replay_inputs(&log, &a.session)?;
-    let done = finished_iterations(&m);
+    let done = m.iterations_done();
     if let Some(n) = a.step.filter(|n| *n > done) {
         bail!(
             "--step {n}: {} has {done} finished iteration(s) (0 is the starting model)",

@@ -202,6 +202,16 @@ impl Machine {
         last.map(|f| f.feedback.as_str())
     }
 
+    /// Iterations finished, skipped ones included: the counter names the next one, and one
+    /// whose guard is written (its reflection not yet) counts.
+    pub fn iterations_done(&self) -> usize {
+        if self.phase == Phase::Reflecting {
+            self.iteration
+        } else {
+            self.iteration.saturating_sub(1)
+        }
+    }
+
     /// Parameter-weighted sparsity of the current checkpoint.
     pub fn global_sparsity(&self) -> f64 {
         self.checkpoint().map_or(0.0, |c| self.sparsity_of(c))

@@ -61,10 +61,16 @@ impl App {
             }
             // Approved, the empty proposal of an agent failure would be recorded as an
             // approval of nothing (the machine skips it).
-            Approve | Edit if view.agent_failed_review() => self.say(
-                Level::Warn,
-                "nothing to approve or edit: the agent gave no valid proposal (o override, r ask again, x skip)",
-            ),
+            Approve | Edit if view.agent_failed_review() => {
+                let key = |a: Action| self.key_name(a, Mode::Normal, false);
+                let msg = format!(
+                    "nothing to approve or edit: the agent gave no valid proposal ({} override, {} ask again, {} skip)",
+                    key(Override),
+                    key(Reject),
+                    key(Skip)
+                );
+                self.say(Level::Warn, msg)
+            }
             Approve => return vec![decided(view, Decision::Approve)],
             Skip => return vec![decided(view, Decision::Skip)],
             Edit => {
@@ -133,9 +139,12 @@ impl App {
             Mouse => {
                 self.mouse = !self.mouse;
                 let msg = if self.mouse {
-                    "mouse capture on: click and scroll the panels"
+                    "mouse capture on: click and scroll the panels".to_string()
                 } else {
-                    "mouse capture off: the terminal selects text (c turns it back on)"
+                    format!(
+                        "mouse capture off: the terminal selects text ({} turns it back on)",
+                        self.key_name(Mouse, Mode::Normal, !view.live())
+                    )
                 };
                 self.say(Level::Info, msg);
                 return vec![Request::SetMouse(self.mouse)];
