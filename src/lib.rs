@@ -1,6 +1,9 @@
 //! Arborist: a terminal workbench for agent-guided pruning of large language models.
 //!
-//! Data flow: `model` (weights, decoder) → `data` (token windows) → `eval` (metrics).
+//! Data flow: `model` (weights, decoder) → `profile` (sensitivity per layer) → `agent`
+//! (proposals, reflections) → `session` (the pure loop and its file) → `worker` (compute and
+//! agent threads) → `tui`. `data` and `eval` give the windows and metrics, `prune` the
+//! one-shot methods and export, `cli` the commands, `bench` the benchmarks.
 
 pub mod agent;
 pub mod bench;

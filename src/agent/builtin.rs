@@ -184,7 +184,7 @@ impl BuiltinAgent {
         Ok(Proposal { layers, reasoning })
     }
 
-    pub fn reflection(ctx: &AgentContext, _proposal: &Proposal, o: &StepOutcome) -> String {
+    pub fn reflection(ctx: &AgentContext, o: &StepOutcome) -> String {
         let n = o.changes.len().max(1) as f64;
         let mean_inc = o.changes.iter().map(|c| c.to - c.from).sum::<f64>() / n;
         let delta = o.ppl_after / o.ppl_before - 1.0;
@@ -226,11 +226,11 @@ impl Agent for BuiltinAgent {
     fn reflect(
         &mut self,
         ctx: &AgentContext,
-        proposal: &Proposal,
+        _proposal: &Proposal,
         outcome: &StepOutcome,
     ) -> Result<AgentReply<String>> {
         Ok(AgentReply {
-            value: BuiltinAgent::reflection(ctx, proposal, outcome),
+            value: BuiltinAgent::reflection(ctx, outcome),
             prompt: None,
             raw: None,
             usage: Usage::default(),

@@ -1,7 +1,7 @@
 //! Agents that propose pruning steps and reflect on their outcomes.
 //!
 //! `Agent` is synchronous: the session calls it from a worker thread. `LlmAgent` drives the
-//! async HTTP client on its own runtime (or a handle it is given) with `block_on`.
+//! async HTTP client on its own runtime with `block_on`.
 
 mod anthropic;
 pub mod builtin;
@@ -19,7 +19,6 @@ mod unclosed;
 pub mod unread;
 
 use std::future::Future;
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -176,15 +175,11 @@ impl ProposalError {
     }
 }
 
-enum Exec {
-    Own(tokio::runtime::Runtime),
-    Handle(tokio::runtime::Handle),
-}
-
 pub struct LlmAgent {
     client: LlmClient,
     templates: Templates,
-    exec: Exec,
+    /// Its own current-thread runtime: the agent is called from a worker thread.
+    rt: tokio::runtime::Runtime,
     schema: Value,
 }
 
@@ -198,35 +193,9 @@ impl LlmAgent {
         Ok(LlmAgent {
             client,
             templates,
-            exec: Exec::Own(rt),
+            rt,
             schema: parse::proposal_schema(),
         })
-    }
-
-    /// Runs requests on an existing multi-thread runtime; call the agent off that runtime.
-    pub fn with_handle(
-        client: LlmClient,
-        templates: Templates,
-        handle: tokio::runtime::Handle,
-    ) -> LlmAgent {
-        LlmAgent {
-            client,
-            templates,
-            exec: Exec::Handle(handle),
-            schema: parse::proposal_schema(),
-        }
-    }
-
-    /// From CLI options: `--agent`, `--agent-model`, `--base-url`, a prompts dir; key from env.
-    pub fn from_options(
-        backend: &str,
-        model: &str,
-        base_url: Option<&str>,
-        prompts: Option<&Path>,
-    ) -> Result<LlmAgent> {
-        let backend: Backend = backend.parse()?;
-        let client = LlmClient::new(LlmConfig::from_env(backend, model, base_url))?;
-        LlmAgent::new(client, Templates::load(prompts)?)
     }
 
     pub fn client(&self) -> &LlmClient {
@@ -238,10 +207,7 @@ impl LlmAgent {
     }
 
     fn block_on<F: Future>(&self, f: F) -> F::Output {
-        match &self.exec {
-            Exec::Own(rt) => rt.block_on(f),
-            Exec::Handle(h) => h.block_on(f),
-        }
+        self.rt.block_on(f)
     }
 }
 

@@ -112,8 +112,8 @@ pub struct RunArgs {
     /// Windows per forward pass [default: 4].
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Memory for the evaluation's cached block-boundary states, in MiB (0: full passes)
-    /// [default: 1024].
+    /// Memory for cached block-boundary states, in MiB (0: full passes) [default: 1024];
+    /// the evaluation and the profile's calibration pass each hold up to this much.
     #[arg(long)]
     pub eval_cache_mb: Option<usize>,
     /// Keep no linear weight resident: each block reads its weights from the memory-mapped

@@ -66,27 +66,6 @@ impl Mask {
             && self.bits.iter().zip(&later.bits).all(|(a, b)| a & !b == 0)
     }
 
-    pub fn union(&self, other: &Mask) -> Result<Mask> {
-        ensure!(
-            self.rows == other.rows && self.cols == other.cols,
-            "mask shapes differ: {}x{} vs {}x{}",
-            self.rows,
-            self.cols,
-            other.rows,
-            other.cols
-        );
-        Ok(Mask {
-            rows: self.rows,
-            cols: self.cols,
-            bits: self
-                .bits
-                .iter()
-                .zip(&other.bits)
-                .map(|(a, b)| a | b)
-                .collect(),
-        })
-    }
-
     /// Row-major keep flags (1 kept, 0 pruned), the condition the decoder selects with.
     pub fn keep_flags(&self) -> Vec<u8> {
         (0..self.len())
@@ -131,16 +110,6 @@ impl Mask {
 
     pub fn words(&self) -> &[u64] {
         &self.bits
-    }
-
-    pub fn from_words(rows: usize, cols: usize, bits: Vec<u64>) -> Result<Mask> {
-        ensure!(
-            bits.len() == (rows * cols).div_ceil(64),
-            "mask of {rows}x{cols} needs {} words, got {}",
-            (rows * cols).div_ceil(64),
-            bits.len()
-        );
-        Ok(Mask { rows, cols, bits })
     }
 }
 

@@ -225,10 +225,6 @@ pub fn hub_offline_var() -> Option<(&'static str, String)> {
         .filter(|(_, v)| env_true(v))
 }
 
-pub fn hub_offline() -> bool {
-    hub_offline_var().is_some()
-}
-
 fn home() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())

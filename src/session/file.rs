@@ -582,9 +582,9 @@ fn failed_write(path: &Path, e: &std::io::Error, seq: u64, cut: std::io::Result<
     format!("cannot write session {}: {e}; {state}", path.display())
 }
 
-/// A document without its end marker.
-/// Header keys added after sessions were first written, and what a header written before
-/// each existed ran with. Any other missing key means a cut or edited header.
+/// Header keys added after sessions were first written, and (for the reader of this code)
+/// what a header written before each existed ran with. Any other missing key means a cut or
+/// edited header.
 const ADDED_LATER: [(&str, &str); 5] = [
     (
         "options.eval_cache_mb",
@@ -632,14 +632,14 @@ fn lines_in_file(message: &str, first: usize) -> String {
     out
 }
 
+/// A document without its end marker.
 fn unmarked(doc: &str) -> &str {
     doc.strip_suffix(&END[1..]).unwrap_or(doc)
 }
 
 /// The first key (as a dotted path) that `written` (a value as serialized) has and `doc`
-/// (the document as read) lacks.
-/// The first key `written` has that `doc` lacks, other than the `excused` ones (searching
-/// on past them: an excused key must not hide a missing one after it).
+/// (the document as read) lacks, other than the `excused` ones (searching on past them: an
+/// excused key must not hide a missing one after it).
 fn missing_key(
     written: &serde_yaml::Value,
     doc: &serde_yaml::Value,

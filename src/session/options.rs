@@ -86,7 +86,8 @@ pub struct RunOptions {
     /// How the gradient windows' dL/dW are averaged into the profile's G.
     pub grad_average: GradAverage,
     pub batch: usize,
-    /// MiB for the incremental evaluation's cached block-boundary states (0: full passes).
+    /// MiB for the cached block-boundary states of the evaluation, and as much again for
+    /// the profile's calibration pass (0: full passes).
     pub eval_cache_mb: usize,
     /// Linear weights read from the files block by block instead of held in memory.
     pub stream_layers: bool,

@@ -2,7 +2,9 @@
 //!
 //! It drives the session machine through the worker `Driver` (live) or a session file
 //! (replay) and draws every frame from the machine state. It never touches candle: compute
-//! runs on the workers, and this module knows only the driver and the session types.
+//! runs on the workers. Besides the driver and the session types it uses the worker's
+//! setup (opening a session, its startup notes) and the model source's download progress,
+//! both free of candle types.
 
 mod actions;
 pub mod app;

@@ -217,11 +217,6 @@ impl Engine {
         self.ppl.cached_bytes()
     }
 
-    /// Bytes of the calibration pass's cached block-boundary states.
-    pub fn calib_cache_bytes(&self) -> usize {
-        self.calib_stats.cached_bytes()
-    }
-
     fn current_masks(&self) -> Masks {
         self.ids
             .iter()
