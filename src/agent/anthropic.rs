@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::context::Usage;
 use super::llm::{ChatReply, LlmClient, Message};
 use super::text::{one_line, MAX_SHOWN};
+use super::RAISE;
 
 const PATH: &str = "/v1/messages";
 const VERSION: &str = "2023-06-01";
@@ -101,7 +102,7 @@ fn reply_text(c: &LlmClient, v: &Value) -> Result<String> {
     if text.trim().is_empty() && v["stop_reason"] == "max_tokens" {
         let thought = blocks.iter().any(|b| b["type"] == "thinking");
         bail!(
-            "anthropic: the reply was cut off at max_tokens ({limit}) before any answer{}; raise --agent-max-tokens N",
+            "anthropic: the reply was cut off at max_tokens ({limit}) before any answer{}; {RAISE}",
             if thought { ", spent on thinking" } else { "" }
         );
     }
@@ -125,9 +126,7 @@ fn reply_text(c: &LlmClient, v: &Value) -> Result<String> {
         }
     }
     if v["stop_reason"] == "max_tokens" {
-        tracing::warn!(
-            "anthropic: reply cut off at max_tokens ({limit}); raise --agent-max-tokens N"
-        );
+        tracing::warn!("anthropic: reply cut off at max_tokens ({limit}); {RAISE}");
     }
     Ok(text)
 }

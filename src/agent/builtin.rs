@@ -187,7 +187,7 @@ impl BuiltinAgent {
     pub fn reflection(ctx: &AgentContext, o: &StepOutcome) -> String {
         let n = o.changes.len().max(1) as f64;
         let mean_inc = o.changes.iter().map(|c| c.to - c.from).sum::<f64>() / n;
-        let delta = o.ppl_after / o.ppl_before - 1.0;
+        let delta = o.delta();
         // Four decimals: a change of 0.001% read "3.114 -> 3.113" at three.
         let mut s = format!(
             "Iteration {}: pruned {} layer{} by +{:.3} on average; perplexity {:.4} -> {:.4} ({}%), {}. Global sparsity {:.3} of target {}.",

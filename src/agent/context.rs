@@ -50,6 +50,18 @@ pub struct StepOutcome {
     pub probe_after: Option<f64>,
 }
 
+impl StepOutcome {
+    /// The step's relative perplexity change, ppl_after / ppl_before - 1 (NaN without a
+    /// positive perplexity before).
+    pub fn delta(&self) -> f64 {
+        if self.ppl_before > 0.0 {
+            self.ppl_after / self.ppl_before - 1.0
+        } else {
+            f64::NAN
+        }
+    }
+}
+
 /// The knowledge probe, when the session runs one: its accuracy for the dense model and at
 /// the current checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -104,8 +104,8 @@ pub(crate) fn billed(e: anyhow::Error, usage: Usage) -> anyhow::Error {
     .into()
 }
 
-/// What the user can do about a reply cut off at the token limit.
-const RAISE_THE_LIMIT: &str = ": raise --agent-max-tokens N";
+/// What the user can do about a reply cut off at the token limit (every back end says it).
+pub(crate) const RAISE: &str = "raise --agent-max-tokens N";
 /// What the model can do about it, in the repair request (it was told to raise a flag).
 const ANSWER_SHORTER: &str = ": answer with the JSON object first and keep the reasoning short";
 
@@ -115,7 +115,7 @@ fn with_cut_off(mut problems: Vec<String>, cut_off: bool, limit: Option<u32>) ->
     if cut_off {
         let now = limit.map_or_else(|| "the server's own".into(), |n| n.to_string());
         problems.push(format!(
-            "the reply was cut off at the token limit ({now}){RAISE_THE_LIMIT}"
+            "the reply was cut off at the token limit ({now}): {RAISE}"
         ));
     }
     problems
@@ -125,10 +125,12 @@ fn with_cut_off(mut problems: Vec<String>, cut_off: bool, limit: Option<u32>) ->
 /// cut-off reply becomes the model's own.
 fn for_the_model(problems: &[String]) -> Vec<String> {
     (problems.iter())
-        .map(|p| match p.strip_suffix(RAISE_THE_LIMIT) {
-            Some(head) => format!("{head}{ANSWER_SHORTER}"),
-            None => p.clone(),
-        })
+        .map(
+            |p| match p.strip_suffix(RAISE).and_then(|h| h.strip_suffix(": ")) {
+                Some(head) => format!("{head}{ANSWER_SHORTER}"),
+                None => p.clone(),
+            },
+        )
         .collect()
 }
 

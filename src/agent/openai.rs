@@ -10,6 +10,7 @@ use super::context::Usage;
 use super::http::HttpError;
 use super::llm::{ChatReply, LlmClient, Message};
 use super::text::{one_line, MAX_SHOWN};
+use super::RAISE;
 
 const PATH: &str = "/v1/chat/completions";
 
@@ -209,7 +210,7 @@ fn reply_text(c: &LlmClient, v: &Value) -> Result<String> {
         Some(t) if !t.trim().is_empty() => {
             if cut {
                 tracing::warn!(
-                    "openai: reply cut off at the token limit ({}, finish_reason length); raise --agent-max-tokens N",
+                    "openai: reply cut off at the token limit ({}, finish_reason length); {RAISE}",
                     limit_now(c)
                 );
             }
@@ -221,7 +222,7 @@ fn reply_text(c: &LlmClient, v: &Value) -> Result<String> {
                 .iter()
                 .any(|k| msg[k].as_str().is_some_and(|r| !r.trim().is_empty()));
             bail!(
-                "openai: the reply was cut off at the token limit ({}, finish_reason length) before any answer{}; raise --agent-max-tokens N",
+                "openai: the reply was cut off at the token limit ({}, finish_reason length) before any answer{}; {RAISE}",
                 limit_now(c),
                 if reasoned { ", spent on reasoning" } else { "" }
             )

@@ -400,7 +400,7 @@ impl OutcomeView {
             .sort_by(|a, b| model_order(&a.name).cmp(&model_order(&b.name)));
         OutcomeView {
             outcome,
-            change: rel(o.ppl_after, o.ppl_before),
+            change: o.delta(),
         }
     }
 }
@@ -518,6 +518,7 @@ struct RepairView {
     problems: Vec<String>,
 }
 
+/// Relative change of `after` over `before` (NaN without a positive `before`).
 fn rel(after: f64, before: f64) -> f64 {
     if before > 0.0 {
         after / before - 1.0

@@ -241,17 +241,11 @@ fn picker(f: &mut Frame, area: Rect, app: &App, view: &View, selected: usize) {
     };
     let mut lines = vec![Line::styled(header, t.muted())];
     for c in &m.checkpoints[start..start + shown] {
-        let mut sum = 0.0;
-        let mut total = 0.0;
-        for l in &m.layers {
-            sum += c.sparsity.get(&l.name).copied().unwrap_or(0.0) * l.params as f64;
-            total += l.params as f64;
-        }
         let text = format!(
             "{:>10}  {:>9}  {:>8.4}  {:>8.4}",
             c.index,
             c.iteration,
-            sum / total.max(1.0),
+            m.sparsity_of(c),
             c.eval.ppl
         );
         let style = if c.index == selected {
