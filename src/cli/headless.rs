@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::run::{default_session_path, RunArgs};
 use crate::session::review::{HeadlessReviewer, Verdict};
-use crate::session::{Decision, Event};
+use crate::session::Event;
 use crate::worker::{driver::Driver, launch, setup};
 
 /// Options and session path from the flags (or from the file when resuming).
@@ -289,11 +289,7 @@ fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
                         f.display()
                     );
                 }
-                d.feed(Event::Decided {
-                    iteration: it,
-                    by: "auto".into(),
-                    decision: Decision::Skip,
-                })?;
+                d.feed(Event::auto_decided(it, &p))?;
                 continue;
             }
             let (by, verdict) = reviewer.review(it)?;

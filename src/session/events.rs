@@ -307,6 +307,20 @@ impl Event {
         }
     }
 
+    /// The runner's own decision on `p` (`by: auto`, auto-approve and headless): approved,
+    /// or skipped when it is empty because the agent gave no valid proposal.
+    pub fn auto_decided(iteration: usize, p: &Proposal) -> Event {
+        Event::Decided {
+            iteration,
+            by: "auto".into(),
+            decision: if p.layers.is_empty() {
+                Decision::Skip
+            } else {
+                Decision::Approve
+            },
+        }
+    }
+
     /// The iteration was skipped because the agent gave no valid proposal (recorded by
     /// the runner, `by: auto`).
     pub fn skipped_for_the_agent(&self) -> bool {

@@ -519,15 +519,8 @@ impl App {
     /// or a skip after an agent failure (as headless records it).
     pub fn auto_decision(&self, view: &View) -> Option<Event> {
         let idle = self.editor.is_none() && self.overlay == Overlay::None;
-        let decision = if view.agent_failed_review() {
-            crate::session::Decision::Skip
-        } else {
-            crate::session::Decision::Approve
-        };
-        (self.auto_approve && !self.paused && idle && view.can_review()).then(|| Event::Decided {
-            iteration: view.machine.iteration,
-            by: "auto".into(),
-            decision,
-        })
+        let p = view.pending.filter(|_| view.can_review())?;
+        (self.auto_approve && !self.paused && idle)
+            .then(|| Event::auto_decided(view.machine.iteration, p))
     }
 }

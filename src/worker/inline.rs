@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use super::{AgentJob, Engine};
 use crate::agent::Agent;
-use crate::session::{Decision, Effect, Event, Machine};
+use crate::session::{Effect, Event, Machine};
 
 /// Every event of the session, derived ones included, in order.
 pub fn run_inline(
@@ -32,15 +32,7 @@ pub fn run_inline_observed(
             Effect::Baseline => engine.baseline(&mut none)?,
             Effect::Profile => engine.profile(m.iteration)?,
             Effect::Propose(ctx) => super::agent_event(agent, AgentJob::Propose(ctx)),
-            Effect::Review(p) => Event::Decided {
-                iteration: m.iteration,
-                by: "auto".into(),
-                decision: if p.layers.is_empty() {
-                    Decision::Skip
-                } else {
-                    Decision::Approve
-                },
-            },
+            Effect::Review(p) => Event::auto_decided(m.iteration, &p),
             Effect::Apply(step) => engine.apply(m.iteration, &step, &mut none)?,
             Effect::Commit { index } => {
                 engine.commit(index);
