@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 fn device() -> Device {
     let spec = std::env::var("ARBORIST_TEST_DEVICE").unwrap_or_else(|_| "cuda:0".into());
-    arborist::runtime::parse_device(&spec).unwrap()
+    arborist::model::device::parse_device(&spec).unwrap()
 }
 
 fn load(dev: &Device, dtype: DType, stream: bool) -> LoadedModel {

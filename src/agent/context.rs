@@ -154,7 +154,7 @@ impl AgentContext {
         let mut layers = Vec::new();
         // Block 1 first so the prompt's ordering is exercised.
         for block in [1usize, 0] {
-            for (i, kind) in crate::model::LinearKind::ALL.into_iter().enumerate() {
+            for (i, kind) in crate::model::kind::LinearKind::ALL.into_iter().enumerate() {
                 let x = (block * 7 + i) as f64;
                 layers.push(LayerRow {
                     name: format!("model.layers.{block}.{}", kind.path()),
@@ -280,7 +280,7 @@ pub fn kind_order(kind: &str) -> usize {
 }
 
 /// A block's linear layers in the order they compute.
-pub const KINDS: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
+pub const KINDS: [&str; 7] = crate::model::kind::SHORT_NAMES;
 
 /// (block, kind index) of a Hugging Face linear layer path such as
 /// `model.layers.12.mlp.up_proj`.

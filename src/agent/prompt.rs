@@ -80,7 +80,7 @@ impl Templates {
         // The run's option, not the context's: set by `set_grad_average`.
         env.add_global(
             "grad_average",
-            crate::profile::GradAverage::default().name(),
+            crate::profile::grad_average::GradAverage::default().name(),
         );
         let mut origins = Vec::new();
         for (name, builtin) in BUILTIN {
@@ -183,7 +183,7 @@ impl Templates {
 
     /// How the profile averages gradients (`grad_average` in every template), so the prompt
     /// describes the g the agent is shown.
-    pub fn set_grad_average(&mut self, g: crate::profile::GradAverage) {
+    pub fn set_grad_average(&mut self, g: crate::profile::grad_average::GradAverage) {
         self.env.add_global("grad_average", g.name());
     }
 

@@ -219,7 +219,7 @@ fn system_reflection_and_repair_render() {
     let paper = "G is the mean over the calibration windows of |dL/dW|.";
     assert!(sys.contains(paper), "{sys}");
     let mut t = Templates::builtin();
-    t.set_grad_average(crate::profile::GradAverage::AbsOfMean);
+    t.set_grad_average(crate::profile::grad_average::GradAverage::AbsOfMean);
     let sys = t.system(&c).unwrap();
     assert!(
         sys.contains("G is the magnitude of the mean over the calibration windows of dL/dW.")

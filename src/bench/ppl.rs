@@ -42,7 +42,7 @@ pub fn ppl_suite(a: &BenchArgs, model: &Decoder) -> Result<()> {
         &model.device,
     )?;
     let params = params(cfg);
-    let dtype = crate::runtime::dtype_name(model.dtype);
+    let dtype = crate::model::device::dtype_name(model.dtype);
     let device = super::device_name(&model.device);
     if a.json {
         outln!(

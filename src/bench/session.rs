@@ -180,7 +180,7 @@ pub fn session_suite(a: &BenchArgs) -> Result<()> {
     )?;
 
     let (hidden, inter, blocks) = (d.cfg.hidden_size, d.cfg.intermediate_size, d.blocks.len());
-    let dt = crate::runtime::dtype_name(d.dtype);
+    let dt = crate::model::device::dtype_name(d.dtype);
     let depth = super::depth::by_block(
         &mut engine.model.decoder,
         &w,

@@ -92,8 +92,8 @@ struct Phase {
 
 fn phase(files: &ModelFiles, a: &BenchArgs, ids: &[u32], stream: bool) -> Result<Phase> {
     reset_peak_rss();
-    let dtype = crate::runtime::parse_dtype(&a.dtype)?;
-    let device = crate::runtime::parse_device(&a.device)?;
+    let dtype = crate::model::device::parse_dtype(&a.dtype)?;
+    let device = crate::model::device::parse_device(&a.device)?;
     let m = LoadedModel::from_files(files.clone(), &device, dtype, stream)?;
     let rss_loaded = rss_bytes();
     let peak_loading = peak_rss_bytes();

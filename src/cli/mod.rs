@@ -139,10 +139,10 @@ impl ModelArgs {
         Ok(m)
     }
     pub fn device(&self) -> Result<candle_core::Device> {
-        crate::runtime::parse_device(&self.device)
+        crate::model::device::parse_device(&self.device)
     }
     pub fn dtype(&self) -> Result<candle_core::DType> {
-        crate::runtime::parse_dtype(&self.dtype)
+        crate::model::device::parse_dtype(&self.dtype)
     }
 }
 

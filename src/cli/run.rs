@@ -512,8 +512,8 @@ pub(super) fn check(o: &RunOptions) -> Result<()> {
     if o.agent.max_tokens == Some(0) {
         bail!("--agent-max-tokens 0: must be at least 1 (no reply could hold a proposal)");
     }
-    crate::runtime::parse_device(&o.device)?;
-    crate::runtime::parse_dtype(&o.dtype)?;
+    crate::model::device::parse_device(&o.device)?;
+    crate::model::device::parse_dtype(&o.dtype)?;
     Ok(())
 }
 

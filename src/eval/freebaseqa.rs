@@ -168,7 +168,7 @@ pub fn evaluate_freebaseqa(
         limit: opts.limit,
         max_new_tokens: opts.max_new_tokens,
         dataset: dataset.to_string(),
-        dtype: crate::runtime::dtype_name(model.decoder.dtype).to_string(),
+        dtype: crate::model::device::dtype_name(model.decoder.dtype).to_string(),
         stop_ids,
         records,
     })

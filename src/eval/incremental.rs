@@ -75,7 +75,7 @@ impl IncrementalPpl {
             windows: n,
             tokens: self.windows.tokens,
             dataset: self.dataset.clone(),
-            dtype: crate::runtime::dtype_name(model.dtype).to_string(),
+            dtype: crate::model::device::dtype_name(model.dtype).to_string(),
             window_loss: losses.clone(),
         };
         self.pending = Some(State {

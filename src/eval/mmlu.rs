@@ -4,11 +4,13 @@
 //! lm-eval protocol also fits the context and takes the tokenizer's BOS as lm-eval does.
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::data::mmlu::{MmluData, MmluItem, LETTERS};
 use crate::model::generate::{continuation_logprobs, next_token_logprobs_batch};
 use crate::model::LoadedModel;
+
+pub use super::mmlu_prompt::MmluPrompt;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MmluResult {
@@ -58,79 +60,6 @@ pub struct MmluPrediction {
     pub shots: usize,
     /// Tokens cut from the prompt's start (lm-eval's left truncation); 0 when it fit.
     pub truncated: usize,
-}
-
-/// Which published spelling of the prompt to write. They differ in two places only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MmluPrompt {
-    /// Hendrycks' `evaluate.py`: `format_subject` puts a space before every word, so the
-    /// header reads "about  abstract algebra." (two spaces); questions are used as read.
-    #[default]
-    Hendrycks,
-    /// lm-evaluation-harness (`mmlu` task): "about abstract algebra." and
-    /// `question.strip()`.
-    LmEval,
-}
-
-impl MmluPrompt {
-    pub fn name(self) -> &'static str {
-        match self {
-            MmluPrompt::Hendrycks => "hendrycks",
-            MmluPrompt::LmEval => "lm-eval",
-        }
-    }
-
-    /// The task description that opens every prompt.
-    pub fn header(self, subject: &str) -> String {
-        let subject = match self {
-            MmluPrompt::Hendrycks => subject.split('_').map(|w| format!(" {w}")).collect(),
-            MmluPrompt::LmEval => subject.replace('_', " "),
-        };
-        format!("The following are multiple choice questions (with answers) about {subject}.\n\n")
-    }
-
-    /// The question, "A. .." to "D. ..", and "Answer:" (plus " X\n\n" for a solved example).
-    pub fn example(self, item: &MmluItem, with_answer: bool) -> String {
-        let mut s = match self {
-            MmluPrompt::Hendrycks => item.question.clone(),
-            MmluPrompt::LmEval => item.question.trim().to_string(),
-        };
-        for (l, c) in LETTERS.iter().zip(&item.choices) {
-            s.push_str(&format!("\n{l}. {c}"));
-        }
-        s.push_str("\nAnswer:");
-        if with_answer {
-            s.push_str(&format!(" {}\n\n", LETTERS[item.answer]));
-        }
-        s
-    }
-
-    /// The whole prompt with the first `k` dev examples.
-    pub fn prompt(self, item: &MmluItem, dev: &[MmluItem], k: usize) -> String {
-        let mut s = self.header(&item.subject);
-        for d in &dev[..k] {
-            s.push_str(&self.example(d, true));
-        }
-        s + &self.example(item, false)
-    }
-}
-
-impl std::fmt::Display for MmluPrompt {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for MmluPrompt {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "hendrycks" => Ok(MmluPrompt::Hendrycks),
-            "lm-eval" => Ok(MmluPrompt::LmEval),
-            _ => Err(format!("unknown MMLU prompt `{s}` (hendrycks or lm-eval)")),
-        }
-    }
 }
 
 /// A prompt's tokens and the tokens of its four continuations.
@@ -416,7 +345,7 @@ fn summarize(
         limit: opts.limit,
         split: data.split.clone(),
         dataset: dataset.to_string(),
-        dtype: crate::runtime::dtype_name(model.decoder.dtype).to_string(),
+        dtype: crate::model::device::dtype_name(model.decoder.dtype).to_string(),
         max_context,
         reduced_shots: predictions.iter().filter(|p| p.shots < opts.shots).count(),
         truncated: predictions.iter().filter(|p| p.truncated > 0).count(),

@@ -94,7 +94,10 @@ pub fn perplexity(
     let chunks: Vec<&[Vec<u32>]> = w.windows.chunks(batch.max(1)).collect();
     crate::runtime::map_in_order(
         &chunks,
-        crate::runtime::batch_parallelism(&model.device, model.batch_bytes(batch.max(1), w.seqlen)),
+        crate::model::device::batch_parallelism(
+            &model.device,
+            model.batch_bytes(batch.max(1), w.seqlen),
+        ),
         |_, chunk| batch_losses(model, chunk),
         |_, l| {
             losses.extend(l);
@@ -108,7 +111,7 @@ pub fn perplexity(
         windows: w.len(),
         tokens: w.tokens,
         dataset: dataset.to_string(),
-        dtype: crate::runtime::dtype_name(model.dtype).to_string(),
+        dtype: crate::model::device::dtype_name(model.dtype).to_string(),
         window_loss: losses,
     })
 }

@@ -94,7 +94,7 @@ pub fn kept(
 /// `out(k, r)` receives its result, in chunk order. Returns the new boundaries (reused ones
 /// shared, later ones kept where `keep` says) and what was reused.
 ///
-/// On CPU several chunks run at once (`runtime::batch_parallelism`); each keeps its own
+/// On CPU several chunks run at once (`model::device::batch_parallelism`); each keeps its own
 /// statistics and boundary states, merged in chunk order, so every number is the one a
 /// chunk-after-chunk pass gives.
 pub fn pass<R: Send>(
@@ -159,7 +159,7 @@ pub fn pass<R: Send>(
         })?;
         Ok((y, st, seen))
     };
-    let width = crate::runtime::batch_parallelism(
+    let width = crate::model::device::batch_parallelism(
         &model.device,
         chunks.first().map_or(0, |c| {
             model.batch_bytes(c.len(), c.first().map_or(0, |w| w.len()))

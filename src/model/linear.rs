@@ -4,93 +4,9 @@ use anyhow::{ensure, Result};
 use candle_core::Tensor;
 use std::sync::Arc;
 
-use super::config::ModelConfig;
 use super::mask::Mask;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LinearKind {
-    Q,
-    K,
-    V,
-    O,
-    Gate,
-    Up,
-    Down,
-}
-
-impl LinearKind {
-    pub const ALL: [LinearKind; 7] = [
-        LinearKind::Q,
-        LinearKind::K,
-        LinearKind::V,
-        LinearKind::O,
-        LinearKind::Gate,
-        LinearKind::Up,
-        LinearKind::Down,
-    ];
-
-    /// Module path inside a block, as Hugging Face names it.
-    pub fn path(self) -> &'static str {
-        match self {
-            LinearKind::Q => "self_attn.q_proj",
-            LinearKind::K => "self_attn.k_proj",
-            LinearKind::V => "self_attn.v_proj",
-            LinearKind::O => "self_attn.o_proj",
-            LinearKind::Gate => "mlp.gate_proj",
-            LinearKind::Up => "mlp.up_proj",
-            LinearKind::Down => "mlp.down_proj",
-        }
-    }
-
-    pub fn short(self) -> &'static str {
-        match self {
-            LinearKind::Q => "q",
-            LinearKind::K => "k",
-            LinearKind::V => "v",
-            LinearKind::O => "o",
-            LinearKind::Gate => "gate",
-            LinearKind::Up => "up",
-            LinearKind::Down => "down",
-        }
-    }
-
-    /// [out, in] of the weight, as the config implies.
-    pub fn shape(self, cfg: &ModelConfig) -> [usize; 2] {
-        let h = cfg.hidden_size;
-        let (q, kv) = (
-            cfg.num_heads * cfg.head_dim,
-            cfg.num_kv_heads * cfg.head_dim,
-        );
-        match self {
-            LinearKind::Q => [q, h],
-            LinearKind::K | LinearKind::V => [kv, h],
-            LinearKind::O => [h, q],
-            LinearKind::Gate | LinearKind::Up => [cfg.intermediate_size, h],
-            LinearKind::Down => [h, cfg.intermediate_size],
-        }
-    }
-
-    pub fn has_bias(self, cfg: &ModelConfig) -> bool {
-        match self {
-            LinearKind::Q | LinearKind::K | LinearKind::V => cfg.qkv_bias,
-            LinearKind::O => cfg.o_bias,
-            _ => cfg.mlp_bias,
-        }
-    }
-}
-
-/// Position of a linear layer: block index and kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LinearId {
-    pub block: usize,
-    pub kind: LinearKind,
-}
-
-impl LinearId {
-    pub fn name(self) -> String {
-        format!("model.layers.{}.{}", self.block, self.kind.path())
-    }
-}
+pub use super::kind::{LinearId, LinearKind};
 
 /// Re-reads a layer's unmasked weight (from its memory-mapped file) when a mask shrinks,
 /// so the unmasked copy need not stay resident next to the masked one.

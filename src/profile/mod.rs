@@ -3,13 +3,16 @@
 
 use anyhow::{ensure, Context, Result};
 use candle_core::{DType, Tensor, Var};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::data::{CalibSample, Windows};
 use crate::eval::ppl::window_loss;
 use crate::model::{BlockStats, Decoder, LinearId, LinearKind};
 
+pub mod grad_average;
 pub mod incremental;
+
+pub use grad_average::{GradAverage, DEFAULT_GRAD_WINDOWS};
 mod radix;
 mod rows;
 
@@ -31,46 +34,6 @@ pub struct LayerProfile {
     pub g_mean_abs: f64,
     pub z_s: f64,
     pub z_g: f64,
-}
-
-/// How the gradient windows' dL/dW are averaged into G.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GradAverage {
-    /// G = mean over the windows of |dL/dW| (the paper's G_l).
-    #[default]
-    MeanOfAbs,
-    /// G = |mean over the windows of dL/dW|: Arborist's profile until 2026-11-30, kept so
-    /// sessions recorded with it still verify.
-    AbsOfMean,
-}
-
-impl GradAverage {
-    pub fn name(self) -> &'static str {
-        match self {
-            GradAverage::MeanOfAbs => "mean-of-abs",
-            GradAverage::AbsOfMean => "abs-of-mean",
-        }
-    }
-}
-
-impl std::fmt::Display for GradAverage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for GradAverage {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "mean-of-abs" => Ok(GradAverage::MeanOfAbs),
-            "abs-of-mean" => Ok(GradAverage::AbsOfMean),
-            _ => Err(format!(
-                "unknown gradient average `{s}` (mean-of-abs or abs-of-mean)"
-            )),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,9 +74,6 @@ pub struct ProfileSeconds {
 }
 
 pub const Z_EPS: f64 = 1e-8;
-
-/// Calibration windows the gradient pass takes unless told otherwise (`profile`, sessions).
-pub const DEFAULT_GRAD_WINDOWS: usize = 4;
 
 /// Quantile with linear interpolation between order statistics (numpy's default), found
 /// by selection (linear time; a layer of an 8B model holds tens of millions of scores, which
@@ -259,7 +219,7 @@ pub fn gradients_by_block(
     // order: on CPU several run at once and the sums do not depend on the thread count.
     // A window's graph holds its activations and their gradients: about four forwards.
     let seqlen = windows[0].len();
-    let width = crate::runtime::batch_parallelism(&d.device, 4 * d.batch_bytes(1, seqlen));
+    let width = crate::model::device::batch_parallelism(&d.device, 4 * d.batch_bytes(1, seqlen));
     for b in 0..n {
         if let (true, Some(Some(k))) = (manual, known.get(b + 1)) {
             ensure!(
@@ -493,7 +453,7 @@ fn compute_reporting(
             calib_windows: calib.len(),
             grad_windows: gw,
             grad_average: spec.average,
-            dtype: crate::runtime::dtype_name(d.dtype).to_string(),
+            dtype: crate::model::device::dtype_name(d.dtype).to_string(),
             z_eps: Z_EPS,
         },
         layers,

@@ -527,7 +527,7 @@ fn write_all(
     let mut cfg: serde_json::Value = serde_json::from_str(&text)?;
     let tensors = d.named_tensors();
     let save = save_dtype(d, src, &tensors)?;
-    let dtype = crate::runtime::dtype_name(save);
+    let dtype = crate::model::device::dtype_name(save);
     // `dtype` is the one the model ran in; the file may keep the source's narrower one.
     metadata["weights_dtype"] = dtype.into();
     let torch = match dtype {

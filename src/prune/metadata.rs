@@ -37,7 +37,10 @@ pub fn common(
         ("source_model", json!(absolute(&files.id))),
         ("source_commit", json!(files.commit)),
         ("device", json!(device)),
-        ("dtype", json!(crate::runtime::dtype_name(decoder.dtype))),
+        (
+            "dtype",
+            json!(crate::model::device::dtype_name(decoder.dtype)),
+        ),
         ("method", json!(method)),
         ("global_sparsity", json!(global_sparsity)),
         ("layers", json!(layers)),

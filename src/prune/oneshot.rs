@@ -216,7 +216,7 @@ pub fn prune_layers<'s>(
         .map(|l| 9 * l.out_features() * l.in_features())
         .max()
         .unwrap_or(0);
-    let width = crate::runtime::batch_parallelism(&candle_core::Device::Cpu, largest);
+    let width = crate::model::device::batch_parallelism(&candle_core::Device::Cpu, largest);
     prune_layers_at(d, layers, opts, stats, width)
 }
 
@@ -295,7 +295,7 @@ fn calib_parallelism(d: &Decoder, xs: &[Tensor]) -> usize {
     let (w, t) = xs
         .first()
         .map_or((1, 1), |x| (x.dim(0).unwrap_or(1), x.dim(1).unwrap_or(1)));
-    crate::runtime::batch_parallelism(&d.device, d.batch_bytes(w, t))
+    crate::model::device::batch_parallelism(&d.device, d.batch_bytes(w, t))
 }
 
 /// Block `b`'s input statistics over every batch, and its dense outputs when calibrating on

@@ -607,11 +607,11 @@ const ADDED_LATER: [(&str, &str); 5] = [
 fn upgrade_old_header(doc: &serde_yaml::Value, o: &mut RunOptions) {
     let opts = &doc["options"];
     if opts.get("grad_average").is_none() {
-        o.grad_average = crate::profile::GradAverage::AbsOfMean;
+        o.grad_average = crate::profile::grad_average::GradAverage::AbsOfMean;
     }
     if let Some(p) = o.probe.as_mut() {
         if opts["probe"].get("mmlu_prompt").is_none() {
-            p.mmlu_prompt = crate::eval::mmlu::MmluPrompt::LmEval;
+            p.mmlu_prompt = crate::eval::mmlu_prompt::MmluPrompt::LmEval;
         }
     }
 }

@@ -28,8 +28,8 @@ fn cut(path: &Path, len: usize) -> PathBuf {
 /// other missing key is still a cut or edited header.
 #[test]
 fn old_headers_read_with_the_options_they_ran_with() {
-    use crate::eval::mmlu::MmluPrompt;
-    use crate::profile::GradAverage;
+    use crate::eval::mmlu_prompt::MmluPrompt;
+    use crate::profile::grad_average::GradAverage;
     let old = read(Path::new(EXAMPLE)).unwrap();
     assert_eq!(old.header.options.grad_average, GradAverage::AbsOfMean);
     let dir = tempfile::tempdir().unwrap();

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::machine::LoopOptions;
 use crate::data::CalibSample;
-use crate::eval::mmlu::MmluPrompt;
-use crate::profile::GradAverage;
+use crate::eval::mmlu_prompt::MmluPrompt;
+use crate::profile::grad_average::GradAverage;
 
 /// Unknown keys are refused (a misspelt key, or an `api_key`: keys come only from the
 /// environment); every field ever written is still known, so old headers read.
@@ -110,7 +110,7 @@ impl Default for RunOptions {
             eval_windows: 16,
             calib_sample: CalibSample::Sequential,
             seed: 0,
-            grad_windows: crate::profile::DEFAULT_GRAD_WINDOWS,
+            grad_windows: crate::profile::grad_average::DEFAULT_GRAD_WINDOWS,
             grad_average: GradAverage::MeanOfAbs,
             batch: 4,
             eval_cache_mb: 1024,

@@ -61,8 +61,8 @@ fn calib_windows(
 
 /// Load the model and windows (runs on the compute thread).
 pub fn load_engine(files: ModelFiles, opts: &RunOptions) -> Result<Engine> {
-    let device = crate::runtime::parse_device(&opts.device)?;
-    let dtype = crate::runtime::parse_dtype(&opts.dtype)?;
+    let device = crate::model::device::parse_device(&opts.device)?;
+    let dtype = crate::model::device::parse_dtype(&opts.dtype)?;
     let m = LoadedModel::from_files(files, &device, dtype, opts.stream_layers)?;
     // The same notes `eval`, `profile` and `prune` print (stderr when headless, the log
     // panel in the TUI).
