@@ -48,7 +48,10 @@ const FREE: [&str; 5] = [
 #[test]
 fn no_file_knows_both_candle_and_the_terminal() {
     let mut files = Vec::new();
-    rust_files(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src")), &mut files);
+    rust_files(
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src")),
+        &mut files,
+    );
     assert!(files.len() > 100, "{} files", files.len());
     let mut both = Vec::new();
     for f in &files {
@@ -57,7 +60,10 @@ fn no_file_knows_both_candle_and_the_terminal() {
             both.push(f.display().to_string());
         }
     }
-    assert!(both.is_empty(), "files using both candle and ratatui/crossterm: {both:?}");
+    assert!(
+        both.is_empty(),
+        "files using both candle and ratatui/crossterm: {both:?}"
+    );
 }
 
 #[test]
@@ -83,5 +89,9 @@ fn session_agent_and_tui_take_no_candle_types() {
             }
         }
     }
-    assert!(bad.is_empty(), "candle-side uses in the pure parts:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "candle-side uses in the pure parts:\n{}",
+        bad.join("\n")
+    );
 }

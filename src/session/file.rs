@@ -16,6 +16,15 @@ pub const FORMAT: &str = "arborist-session/1";
 /// Ends every document written since the marker was introduced (older files have none).
 const END: &str = "\n...\n";
 
+/// One YAML document as the file holds it: `---`, the value, the end marker.
+fn document<T: Serialize>(value: &T) -> Result<String> {
+    let yaml = serde_yaml::to_string(value)?;
+    Ok(format!(
+        "---\n{}{END}",
+        yaml.strip_suffix('\n').unwrap_or(&yaml)
+    ))
+}
+
 /// Hashes of the token windows a run computes on, by option (`calib`, `eval`).
 pub type DataHashes = std::collections::BTreeMap<String, String>;
 
@@ -97,16 +106,14 @@ impl SessionWriter {
         if path.exists() {
             return Err(cannot(std::io::ErrorKind::AlreadyExists.into()));
         }
-        let doc = format!("---\n{}...\n", serde_yaml::to_string(header)?);
+        let doc = document(header)?;
         // The header is written under a temporary name and linked into place, so the file
         // never exists without it (a kill in between left an empty file that could be
         // neither resumed nor started again). The link refuses an existing file.
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         let prefix = crate::runtime::hidden_prefix(&name, ".new-");
         // A creation killed before it linked its file left only this temporary.
-        for stale in crate::runtime::dead_process_leftovers(dir.unwrap_or(Path::new(".")), &prefix)
-        {
+        for stale in unlinked_headers(path) {
             let _ = std::fs::remove_file(stale);
         }
         let tmp = path.with_file_name(format!("{prefix}{}", std::process::id()));
@@ -207,7 +214,7 @@ impl SessionWriter {
             unix_ms: now_ms(),
             event: event.clone(),
         };
-        let doc = format!("---\n{}...\n", serde_yaml::to_string(&entry)?);
+        let doc = document(&entry)?;
         let written = self
             .file
             .write_all(doc.as_bytes())
@@ -311,7 +318,7 @@ impl SessionLog {
 fn regular_file(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(|e| {
         let left = match e.kind() {
-            std::io::ErrorKind::NotFound => unlinked_header(path),
+            std::io::ErrorKind::NotFound => unlinked_headers(path).into_iter().next(),
             _ => None,
         };
         let why = match left {
@@ -332,15 +339,13 @@ fn regular_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The temporary a creation of `path` killed before it linked the file left (see
-/// `create_in_place`), if any.
-fn unlinked_header(path: &Path) -> Option<PathBuf> {
-    let name = path.file_name()?.to_string_lossy();
+/// The temporaries creations of `path` killed before they linked the file left (see
+/// `create_in_place`).
+fn unlinked_headers(path: &Path) -> Vec<PathBuf> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let prefix = crate::runtime::hidden_prefix(&name, ".new-");
     crate::runtime::dead_process_leftovers(dir.unwrap_or(Path::new(".")), &prefix)
-        .into_iter()
-        .next()
 }
 
 /// Read a session file. A last document that is incomplete (a crash mid-write) is
