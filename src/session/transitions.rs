@@ -91,49 +91,7 @@ impl Machine {
                 ..
             } => {
                 self.expect(Phase::Reviewing, ev, Some(*iteration))?;
-                self.check_decision(decision)
-                    .map_err(|p| format!("invalid decision: {}", p.join("; ")))?;
-                let agent = self.proposal.take().expect("reviewing has a proposal");
-                let approved = match decision {
-                    Decision::Skip => return Ok(self.skip()),
-                    Decision::Approve if agent.layers.is_empty() => return Ok(self.skip()),
-                    Decision::Reject { feedback } => {
-                        self.feedback_open = true;
-                        // After a failure the proposal is the loop's placeholder: the model
-                        // proposed nothing, and the error (an endpoint, an environment
-                        // variable) is not its words to be shown as its own.
-                        let rejected = match self.agent_failures {
-                            0 => agent,
-                            _ => Proposal {
-                                layers: vec![],
-                                reasoning: String::new(),
-                            },
-                        };
-                        self.feedback_log.push(ReviewerFeedback {
-                            iteration: self.iteration,
-                            feedback: feedback.clone(),
-                            rejected,
-                        });
-                        self.phase = Phase::Proposing;
-                        return Ok(vec![self.propose()]);
-                    }
-                    Decision::Approve => agent.clone(),
-                    Decision::Edit { layers } => Proposal {
-                        layers: layers.clone(),
-                        // Said first, as an override's: after the reasoning it read as
-                        // the reasoning having been edited.
-                        reasoning: format!("[layers edited by the reviewer] {}", agent.reasoning),
-                    },
-                    Decision::Override { layers, reasoning } => Proposal {
-                        layers: layers.clone(),
-                        reasoning: format!("[override by the reviewer] {reasoning}"),
-                    },
-                };
-                self.edited = !matches!(decision, Decision::Approve);
-                self.agent_proposal = Some(agent);
-                self.applying = Some(approved);
-                self.phase = Phase::Applying;
-                Ok(vec![Effect::Apply(self.mask_step())])
+                self.decide(decision)
             }
             Event::Evaluated {
                 iteration,
@@ -166,29 +124,7 @@ impl Machine {
                     Ok(vec![])
                 }
             },
-            Event::RollbackTo { checkpoint, .. } => {
-                if !matches!(self.phase, Phase::Proposing | Phase::Reviewing) {
-                    return Err(format!(
-                        "a rollback to a checkpoint needs an idle session, not phase {:?}",
-                        self.phase
-                    ));
-                }
-                // Not `checkpoint + 1`: a hand-edited huge index would wrap around.
-                if *checkpoint >= self.checkpoints.len().saturating_sub(1) {
-                    return Err(format!(
-                        "checkpoint {checkpoint} is not an earlier checkpoint (latest is {})",
-                        self.checkpoints.len().saturating_sub(1)
-                    ));
-                }
-                self.checkpoints.truncate(checkpoint + 1);
-                self.reviewer_rollbacks += 1;
-                self.proposal = None;
-                self.phase = Phase::Profiling;
-                Ok(vec![
-                    Effect::Restore { index: *checkpoint },
-                    Effect::Profile,
-                ])
-            }
+            Event::RollbackTo { checkpoint, .. } => self.roll_back_to(*checkpoint),
             Event::Continued { iteration } => {
                 if self.phase != Phase::Done(StopReason::AgentFailed)
                     || *iteration != self.iteration
@@ -204,6 +140,75 @@ impl Machine {
             }
             Event::Guard { .. } | Event::Finished { .. } => Ok(vec![]),
         }
+    }
+
+    /// The reviewer's decision on the proposal waiting for review.
+    fn decide(&mut self, decision: &Decision) -> Result<Vec<Effect>, String> {
+        self.check_decision(decision)
+            .map_err(|p| format!("invalid decision: {}", p.join("; ")))?;
+        let agent = self.proposal.take().expect("reviewing has a proposal");
+        let approved = match decision {
+            Decision::Skip => return Ok(self.skip()),
+            Decision::Approve if agent.layers.is_empty() => return Ok(self.skip()),
+            Decision::Reject { feedback } => {
+                self.feedback_open = true;
+                // After a failure the proposal is the loop's placeholder: the model
+                // proposed nothing, and the error (an endpoint, an environment
+                // variable) is not its words to be shown as its own.
+                let rejected = match self.agent_failures {
+                    0 => agent,
+                    _ => Proposal {
+                        layers: vec![],
+                        reasoning: String::new(),
+                    },
+                };
+                self.feedback_log.push(ReviewerFeedback {
+                    iteration: self.iteration,
+                    feedback: feedback.clone(),
+                    rejected,
+                });
+                self.phase = Phase::Proposing;
+                return Ok(vec![self.propose()]);
+            }
+            Decision::Approve => agent.clone(),
+            Decision::Edit { layers } => Proposal {
+                layers: layers.clone(),
+                // Said first, as an override's: after the reasoning it read as
+                // the reasoning having been edited.
+                reasoning: format!("[layers edited by the reviewer] {}", agent.reasoning),
+            },
+            Decision::Override { layers, reasoning } => Proposal {
+                layers: layers.clone(),
+                reasoning: format!("[override by the reviewer] {reasoning}"),
+            },
+        };
+        self.edited = !matches!(decision, Decision::Approve);
+        self.agent_proposal = Some(agent);
+        self.applying = Some(approved);
+        self.phase = Phase::Applying;
+        Ok(vec![Effect::Apply(self.mask_step())])
+    }
+
+    /// The reviewer's rollback to an earlier checkpoint, between steps.
+    fn roll_back_to(&mut self, checkpoint: usize) -> Result<Vec<Effect>, String> {
+        if !matches!(self.phase, Phase::Proposing | Phase::Reviewing) {
+            return Err(format!(
+                "a rollback to a checkpoint needs an idle session, not phase {:?}",
+                self.phase
+            ));
+        }
+        // Not `checkpoint + 1`: a hand-edited huge index would wrap around.
+        if checkpoint >= self.checkpoints.len().saturating_sub(1) {
+            return Err(format!(
+                "checkpoint {checkpoint} is not an earlier checkpoint (latest is {})",
+                self.checkpoints.len().saturating_sub(1)
+            ));
+        }
+        self.checkpoints.truncate(checkpoint + 1);
+        self.reviewer_rollbacks += 1;
+        self.proposal = None;
+        self.phase = Phase::Profiling;
+        Ok(vec![Effect::Restore { index: checkpoint }, Effect::Profile])
     }
 
     fn skip(&mut self) -> Vec<Effect> {
