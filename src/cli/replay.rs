@@ -143,57 +143,7 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         if let Some(flag) = a.relocate.args().first() {
             bail!("{flag}: a replay without --verify reads no model or data (the TUI's V passes it on to its verify)");
         }
-        let log = read_session(&a.session)?;
-        super::run::header_options_ok(&log.header.options, &a.session, false)?;
-        let m = replay_inputs(&log, &a.session)?;
-        if a.json {
-            // One object: the header carries the protocols the events' numbers were
-            // measured under (until 2026-12-03 the events alone, as an array).
-            let events: Vec<_> = log.entries.iter().map(|e| &e.event).collect();
-            let finished = match &m.phase {
-                crate::session::Phase::Done(r) => Some(r),
-                _ => None,
-            };
-            let out = json!({
-                "session": a.session.display().to_string(),
-                "header": log.header,
-                "events": events,
-                "finished": finished,
-                "iterations": m.iterations_done(),
-                "global_sparsity": m.global_sparsity(),
-                "rollbacks": m.rollbacks,
-                "reviewer_rollbacks": m.reviewer_rollbacks,
-            });
-            outln!("{out}")?;
-        } else {
-            let events: Vec<_> = log.entries.iter().map(|e| e.event.clone()).collect();
-            for (k, e) in log.entries.iter().enumerate() {
-                outln!("{:>4}  {}", e.seq, e.event.summary_in(&events[..k]))?;
-                if let Some(r) = e.event.reasoning() {
-                    outln!("      reasoning: {r}")?;
-                }
-                if let Some(w) = e.event.unread_prompt() {
-                    outln!("      warning: {w}")?;
-                }
-            }
-            // Counted as the TUI's status bar counts them: the guard's and the reviewer's.
-            let yours = m.reviewer_rollbacks;
-            let by = match yours {
-                0 => String::new(),
-                n => format!(" ({} by the guard, {n} by the reviewer)", m.rollbacks),
-            };
-            let state = match &m.phase {
-                crate::session::Phase::Done(r) => format!("finished ({})", r.words()),
-                p => format!("not finished (it stops in phase {})", p.words()),
-            };
-            outln!(
-                "{state}: {} iteration(s), global sparsity {:.4}, {} rollback(s){by}",
-                m.iterations_done(),
-                m.global_sparsity(),
-                m.rollbacks + yours
-            )?;
-        }
-        return Ok(());
+        return print_timeline(&a);
     }
     let (log, opts, files) = load_checked(&a.session, &a.relocate)?;
     let mut engine = recorded_engine(&log, &opts, files, &a.session)?;
@@ -204,7 +154,88 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
         &a.session,
         &mut verify_progress,
     )?;
+    print_verify(&r, a.json)?;
+    if !r.ok {
+        let worst = r.checks.iter().map(|c| c.max_rel_diff).fold(0.0, f64::max);
+        // Small differences with the same decisions are last-bit drift from another build
+        // or CPU (kernels, gemm's dispatch), not a different session.
+        let hint = if r.derived_mismatches.is_empty() && worst < 5e-4 {
+            format!(
+                " (largest relative difference {worst:.1e}, tolerance {:.0e}; if it was recorded by another build or CPU, that is last-bit drift and --tolerance {:.0e} accepts it)",
+                tolerance,
+                10f64.powf(worst.log10().ceil())
+            )
+        } else {
+            String::new()
+        };
+        bail!(
+            "{}: re-execution does not match the recording{}{hint}",
+            a.session.display(),
+            verify::first_mismatch(&r)
+        );
+    }
+    Ok(())
+}
+
+/// `replay` without `--verify`: the events one line each (or as JSON) and where the file
+/// stops.
+fn print_timeline(a: &ReplayArgs) -> Result<()> {
+    let log = read_session(&a.session)?;
+    super::run::header_options_ok(&log.header.options, &a.session, false)?;
+    let m = replay_inputs(&log, &a.session)?;
     if a.json {
+        // One object: the header carries the protocols the events' numbers were
+        // measured under (until 2026-12-03 the events alone, as an array).
+        let events: Vec<_> = log.entries.iter().map(|e| &e.event).collect();
+        let finished = match &m.phase {
+            crate::session::Phase::Done(r) => Some(r),
+            _ => None,
+        };
+        let out = json!({
+            "session": a.session.display().to_string(),
+            "header": log.header,
+            "events": events,
+            "finished": finished,
+            "iterations": m.iterations_done(),
+            "global_sparsity": m.global_sparsity(),
+            "rollbacks": m.rollbacks,
+            "reviewer_rollbacks": m.reviewer_rollbacks,
+        });
+        outln!("{out}")?;
+    } else {
+        let events: Vec<_> = log.entries.iter().map(|e| e.event.clone()).collect();
+        for (k, e) in log.entries.iter().enumerate() {
+            outln!("{:>4}  {}", e.seq, e.event.summary_in(&events[..k]))?;
+            if let Some(r) = e.event.reasoning() {
+                outln!("      reasoning: {r}")?;
+            }
+            if let Some(w) = e.event.unread_prompt() {
+                outln!("      warning: {w}")?;
+            }
+        }
+        // Counted as the TUI's status bar counts them: the guard's and the reviewer's.
+        let yours = m.reviewer_rollbacks;
+        let by = match yours {
+            0 => String::new(),
+            n => format!(" ({} by the guard, {n} by the reviewer)", m.rollbacks),
+        };
+        let state = match &m.phase {
+            crate::session::Phase::Done(r) => format!("finished ({})", r.words()),
+            p => format!("not finished (it stops in phase {})", p.words()),
+        };
+        outln!(
+            "{state}: {} iteration(s), global sparsity {:.4}, {} rollback(s){by}",
+            m.iterations_done(),
+            m.global_sparsity(),
+            m.rollbacks + yours
+        )?;
+    }
+    Ok(())
+}
+
+/// The verify report: JSON, or a table of the compute checks and a verdict line.
+fn print_verify(r: &verify::Report, json: bool) -> Result<()> {
+    if json {
         outln!("{}", serde_json::to_string(&r)?)?;
     } else {
         outln!(
@@ -246,25 +277,6 @@ pub fn replay(a: ReplayArgs) -> Result<()> {
                 _ => "",
             }
         )?;
-    }
-    if !r.ok {
-        let worst = r.checks.iter().map(|c| c.max_rel_diff).fold(0.0, f64::max);
-        // Small differences with the same decisions are last-bit drift from another build
-        // or CPU (kernels, gemm's dispatch), not a different session.
-        let hint = if r.derived_mismatches.is_empty() && worst < 5e-4 {
-            format!(
-                " (largest relative difference {worst:.1e}, tolerance {:.0e}; if it was recorded by another build or CPU, that is last-bit drift and --tolerance {:.0e} accepts it)",
-                tolerance,
-                10f64.powf(worst.log10().ceil())
-            )
-        } else {
-            String::new()
-        };
-        bail!(
-            "{}: re-execution does not match the recording{}{hint}",
-            a.session.display(),
-            verify::first_mismatch(&r)
-        );
     }
     Ok(())
 }
