@@ -361,35 +361,7 @@ pub fn read(path: &Path) -> Result<SessionLog> {
             path.display()
         );
     }
-    // A write cut inside a character, or a tail of zeros (a crash on some filesystems) or
-    // of the next document's first dashes, is the torn end of the last document.
-    let zeros = bytes.iter().rev().take_while(|&&b| b == 0).count();
-    let kept = &bytes[..bytes.len() - zeros];
-    let text = match std::str::from_utf8(kept) {
-        Ok(t) => t,
-        Err(e) if e.error_len().is_none() => {
-            std::str::from_utf8(&kept[..e.valid_up_to()]).expect("valid up to here")
-        }
-        Err(e) => bail!(
-            "{}: byte {} is not UTF-8 text (was the file damaged?)",
-            path.display(),
-            e.valid_up_to()
-        ),
-    };
-    // An editor's byte-order mark or Windows line endings: the documents would not be
-    // found, or the header would be misread; said as what it is.
-    if text.starts_with('\u{feff}') {
-        bail!(
-            "{}: starts with a byte-order mark (U+FEFF), which session files never have; remove it (an editor saving as UTF-8 with BOM?)",
-            path.display()
-        );
-    }
-    if text.contains("\r\n") {
-        bail!(
-            "{}: has Windows line endings (CRLF), session files have LF; convert it back (dos2unix, or git's core.autocrlf)",
-            path.display()
-        );
-    }
+    let text = checked_text(path, &bytes)?;
     let text = without_torn_separator(text);
     let stripped = text.len() < bytes.len();
     let mut starts: Vec<usize> = text
@@ -495,39 +467,7 @@ pub fn read(path: &Path) -> Result<SessionLog> {
             torn_tail = true;
             break;
         }
-        let e = parsed.map_err(|e| {
-            // serde_yaml counts lines within the document, and for a value inside an event
-            // (a tagged enum, read whole first) gives only the document's start: there the
-            // field (or the mapping that lacks one) is named instead (`culprit`), elsewhere
-            // its lines become the file's.
-            let first = first_line(k);
-            let mut why = e.to_string();
-            let doc = serde_yaml::from_str::<serde_yaml::Value>(unmarked(docs[k])).ok();
-            let kind = doc
-                .as_ref()
-                .and_then(|v| v["event"]["event"].as_str().map(|s| format!(", `{s}`")))
-                .unwrap_or_default();
-            let bare = match e.location() {
-                Some(l) => {
-                    let suffix = format!(" at line {} column {}", l.line(), l.column());
-                    why.strip_suffix(&suffix).unwrap_or(&why).to_string()
-                }
-                None => why.clone(),
-            };
-            let fails = |v: &serde_yaml::Value| {
-                serde_yaml::from_value::<Entry>(v.clone())
-                    .err()
-                    .map(|e| e.to_string())
-            };
-            match doc.and_then(|v| super::culprit::culprit(&v, &bare, fails)) {
-                Some(at) => why = format!("{bare} {at}"),
-                None => why = lines_in_file(&why, first),
-            }
-            anyhow::anyhow!(
-                "{}: event document {k} (from line {first}{kind}) is invalid: {why}",
-                path.display()
-            )
-        })?;
+        let e = parsed.map_err(|e| entry_error(path, k, docs[k], first_line(k), e))?;
         let want = entries.last().map_or(1, |p: &Entry| p.seq + 1);
         if e.seq != want {
             bail!(
@@ -560,6 +500,81 @@ pub fn read(path: &Path) -> Result<SessionLog> {
         appended,
         unknown_fields,
     })
+}
+
+/// The file's bytes as text, a torn character or a tail of zeros left off; refused with
+/// its cause when they are not UTF-8, or carry a byte-order mark or CRLF line ends.
+fn checked_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str> {
+    // A write cut inside a character, or a tail of zeros (a crash on some filesystems) or
+    // of the next document's first dashes, is the torn end of the last document.
+    let zeros = bytes.iter().rev().take_while(|&&b| b == 0).count();
+    let kept = &bytes[..bytes.len() - zeros];
+    let text = match std::str::from_utf8(kept) {
+        Ok(t) => t,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&kept[..e.valid_up_to()]).expect("valid up to here")
+        }
+        Err(e) => bail!(
+            "{}: byte {} is not UTF-8 text (was the file damaged?)",
+            path.display(),
+            e.valid_up_to()
+        ),
+    };
+    // An editor's byte-order mark or Windows line endings: the documents would not be
+    // found, or the header would be misread; said as what it is.
+    if text.starts_with('\u{feff}') {
+        bail!(
+            "{}: starts with a byte-order mark (U+FEFF), which session files never have; remove it (an editor saving as UTF-8 with BOM?)",
+            path.display()
+        );
+    }
+    if text.contains("\r\n") {
+        bail!(
+            "{}: has Windows line endings (CRLF), session files have LF; convert it back (dos2unix, or git's core.autocrlf)",
+            path.display()
+        );
+    }
+    Ok(text)
+}
+
+/// Why event document `k` (starting at the file's line `first`) does not parse.
+fn entry_error(
+    path: &Path,
+    k: usize,
+    doc: &str,
+    first: usize,
+    e: serde_yaml::Error,
+) -> anyhow::Error {
+    // serde_yaml counts lines within the document, and for a value inside an event
+    // (a tagged enum, read whole first) gives only the document's start: there the
+    // field (or the mapping that lacks one) is named instead (`culprit`), elsewhere
+    // its lines become the file's.
+    let mut why = e.to_string();
+    let doc = serde_yaml::from_str::<serde_yaml::Value>(unmarked(doc)).ok();
+    let kind = doc
+        .as_ref()
+        .and_then(|v| v["event"]["event"].as_str().map(|s| format!(", `{s}`")))
+        .unwrap_or_default();
+    let bare = match e.location() {
+        Some(l) => {
+            let suffix = format!(" at line {} column {}", l.line(), l.column());
+            why.strip_suffix(&suffix).unwrap_or(&why).to_string()
+        }
+        None => why.clone(),
+    };
+    let fails = |v: &serde_yaml::Value| {
+        serde_yaml::from_value::<Entry>(v.clone())
+            .err()
+            .map(|e| e.to_string())
+    };
+    match doc.and_then(|v| super::culprit::culprit(&v, &bare, fails)) {
+        Some(at) => why = format!("{bare} {at}"),
+        None => why = lines_in_file(&why, first),
+    }
+    anyhow::anyhow!(
+        "{}: event document {k} (from line {first}{kind}) is invalid: {why}",
+        path.display()
+    )
 }
 
 /// `text` without a trailing start of a document that got no further than its first
