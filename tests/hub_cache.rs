@@ -457,6 +457,8 @@ fn a_session_on_a_hub_id_replays_at_its_recorded_commit_after_main_moves() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ok"], true, "{v}");
+    // Recorded here and re-executed here, on the recorded commit: to the bit.
+    assert_eq!(v["bit_exact"], true, "{v}");
     // So does a resume: the session cut after its first iteration (a crash) goes on.
     let cut = d.path().join("cut.yaml");
     let text = std::fs::read_to_string(&session).unwrap();

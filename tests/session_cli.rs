@@ -902,7 +902,32 @@ fn a_closed_output_pipe_does_not_stop_a_headless_session() {
     let status = child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), None, "killed by a signal: {status:?}");
+    // Its summary went nowhere: an error, not a success (nor a panic's 101).
+    assert_eq!(status.code(), Some(1), "{status:?}");
     let o = arborist(&["replay", &p(&s), "--headless"], &[]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("finished (max iterations)"), "{text}");
+
+    // With stderr still open (`| true`), the session's lines are all there, and the one
+    // error says what was lost.
+    let s2 = d.path().join("s2.yaml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_arborist"))
+        .args(["--threads", "1", "run", "--model", "bundled", "--headless"])
+        .args(["--auto-approve", "--max-iters", "2", "--session", &p(&s2)])
+        .env("ARBORIST_CACHE", d.path().join("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("finished (max iterations)"), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: cannot write to standard output"),
+        "{err}"
+    );
 }

@@ -170,6 +170,15 @@ impl RetryPolicy {
     pub fn backoff(&self, failures: u32) -> Duration {
         self.base_delay * 2u32.saturating_pow(failures.saturating_sub(1).min(16))
     }
+
+    /// The wait before the next attempt: the server's Retry-After within the cap (a header
+    /// of `1e20` reads as forever), else the backoff.
+    pub fn wait(&self, retry_after: Option<Duration>, failures: u32) -> Duration {
+        match retry_after {
+            Some(s) => s.min(self.max_retry_after),
+            None => self.backoff(failures),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -223,6 +232,16 @@ mod tests {
         let p = RetryPolicy::default();
         let secs: Vec<u64> = (1..=4).map(|n| p.backoff(n).as_secs()).collect();
         assert_eq!(secs, [1, 2, 4, 8]);
+        // A server's Retry-After is kept within a minute, and used as sent below it.
+        assert_eq!(p.max_retry_after, Duration::from_secs(60));
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(p.wait(hour, 1), Duration::from_secs(60));
+        assert_eq!(p.wait(Some(Duration::MAX), 2), Duration::from_secs(60));
+        assert_eq!(
+            p.wait(Some(Duration::from_secs(7)), 3),
+            Duration::from_secs(7)
+        );
+        assert_eq!(p.wait(None, 3), Duration::from_secs(4));
         let k = ApiKey::new("sk-very-secret");
         assert_eq!(format!("{k:?}"), "ApiKey(<redacted>)");
         assert_eq!(k.scrub("echo sk-very-secret!"), "echo <redacted>!");

@@ -226,10 +226,7 @@ pub(crate) async fn post_with_retry(
         if !retryable || attempt >= max {
             return Err(err);
         }
-        let wait = match retry_after {
-            Some(s) => s.min(policy.max_retry_after),
-            None => policy.backoff(attempt),
-        };
+        let wait = policy.wait(retry_after, attempt);
         // The server's reason matters before the last try: a 429 for an exhausted quota
         // will not pass by waiting.
         let what = match &err {

@@ -213,6 +213,48 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, scroll: u16) ->
 #[cfg(test)]
 mod tests {
     use super::{printable, wrap};
+    use crate::session::Event;
+    use crate::tui::fixtures::{app, ch, code, draw, press, reviewing, view};
+    use crossterm::event::KeyCode;
+
+    /// A megabyte reply froze the screen while the overlay was open (3.6 s a key): its
+    /// lines are wrapped once for what they show, and frames and keys reuse them.
+    #[test]
+    fn the_wrapped_lines_are_kept_while_the_view_stays() {
+        let (m, mut events) = reviewing(8);
+        if let Some(Event::Proposed { reply, .. }) = events.last_mut() {
+            reply.raw = Some("a long answer ".repeat(20_000));
+        }
+        let v = view(&m, &events);
+        let mut a = app();
+        press(&mut a, &v, &[ch('i')]);
+        draw(&mut a, &v, 100, 30);
+        let built = |a: &crate::tui::app::App| {
+            let c = a.details_cache.borrow();
+            let c = c.as_ref().expect("the overlay built its lines");
+            (c.lines.as_ptr(), c.lines.len(), c.key.width)
+        };
+        let first = built(&a);
+        assert!(first.1 > 2_000, "{first:?}");
+        for k in [
+            KeyCode::Down,
+            KeyCode::PageDown,
+            KeyCode::End,
+            KeyCode::Home,
+        ] {
+            press(&mut a, &v, &[code(k)]);
+            draw(&mut a, &v, 100, 30);
+            assert_eq!(built(&a), first, "rebuilt after {k:?}");
+        }
+        // A new width wraps anew.
+        draw(&mut a, &v, 80, 30);
+        let narrow = built(&a);
+        assert_ne!(narrow.0, first.0);
+        assert!(
+            narrow.1 > first.1 && narrow.2 < first.2,
+            "{narrow:?} {first:?}"
+        );
+    }
 
     #[test]
     fn agent_text_reaches_the_screen_escaped() {
