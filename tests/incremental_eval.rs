@@ -40,10 +40,25 @@ fn check_session(dtype: DType, budget: usize) {
     let (mut m, w) = setup(dtype);
     let blocks = m.decoder.blocks.len();
     let mut inc = IncrementalPpl::new(w.clone(), 4, "eval.txt", budget);
-    let starts_right = |r: &arborist::model::boundaries::Reuse| match budget {
-        ALL => assert_eq!(r.start_block, r.first_changed),
-        0 => assert_eq!(r.start_block, 0),
-        _ => assert!(r.start_block <= r.first_changed),
+    // The boundaries the budget keeps (two sets: the checkpoint's and a step's): a pass
+    // starts at the nearest one at or before the first changed block.
+    let keep = arborist::model::boundaries::kept(&m.decoder, w.len(), w.seqlen, budget, 2);
+    let kept: Vec<usize> = (1..blocks).filter(|&b| keep[b]).collect();
+    match budget {
+        ALL => assert_eq!(kept, (1..blocks).collect::<Vec<_>>()),
+        0 => assert!(kept.is_empty()),
+        _ => assert_eq!(kept, [blocks / 2], "one boundary, mid-depth"),
+    }
+    let starts_right = |r: &arborist::model::boundaries::Reuse| {
+        let nearest = (kept.iter().copied())
+            .filter(|&b| b <= r.first_changed)
+            .max()
+            .unwrap_or(0);
+        assert_eq!(
+            r.start_block, nearest,
+            "first change in block {}",
+            r.first_changed
+        );
     };
     let set = |m: &mut LoadedModel, b: usize, k: LinearKind, s: usize, p: usize| {
         let mk = mask(&m.decoder, b, k, s, p);

@@ -539,6 +539,13 @@ fn a_key_echoed_in_a_reply_never_reaches_the_session_file() {
     let r = env.session(&server, &s, "1");
     ok_json(&r);
     assert_no_key(&env, &r);
+    // The echo was asked for and recorded, with the key's place marked.
+    assert_eq!(server.remaining(), 0);
+    let (_, entries) = session_docs(&s);
+    let reflected = events(&entries, "reflected");
+    assert_eq!(reflected.len(), 1, "{entries:?}");
+    let text = reflected[0]["reply"]["value"].as_str().unwrap();
+    assert_eq!(text, "Your header said Bearer <redacted>.");
 }
 
 // A reply naming a layer after part of the key: the stderr lines, the recorded errors, the
