@@ -50,16 +50,17 @@ impl Env {
     }
 
     fn run(&self, args: &[&str], key: &str) -> Ran {
-        arborist_timed(
-            args,
-            &[
-                ("ARBORIST_CACHE", &self.cache),
-                ("OPENAI_API_KEY", key),
-                ("ANTHROPIC_API_KEY", ""),
-            ],
-            &self.dir.path().join("work"),
-            LIMIT,
-        )
+        self.run_env(args, key, &[])
+    }
+
+    fn run_env(&self, args: &[&str], key: &str, env: &[(&str, &str)]) -> Ran {
+        let mut all = vec![
+            ("ARBORIST_CACHE", self.cache.as_str()),
+            ("OPENAI_API_KEY", key),
+            ("ANTHROPIC_API_KEY", ""),
+        ];
+        all.extend(env);
+        arborist_timed(args, &all, &self.dir.path().join("work"), LIMIT)
     }
 
     /// A headless openai session against `server`, auto-approved.
@@ -77,6 +78,18 @@ impl Env {
     }
 
     fn session_with(&self, server: &ScriptedServer, s: &Path, iters: &str, extra: &[&str]) -> Ran {
+        self.session_logged(server, s, iters, extra, &[])
+    }
+
+    /// `session_with`, with more environment (a log level).
+    fn session_logged(
+        &self,
+        server: &ScriptedServer,
+        s: &Path,
+        iters: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Ran {
         let (url, sp) = (server.url(), p(s));
         let mut a = vec![
             "run",
@@ -96,7 +109,7 @@ impl Env {
         ];
         a.extend(SMALL);
         a.extend(extra);
-        self.run(&a, KEY)
+        self.run_env(&a, KEY, env)
     }
 }
 
@@ -546,6 +559,23 @@ fn a_key_echoed_in_a_reply_never_reaches_the_session_file() {
     assert_eq!(reflected.len(), 1, "{entries:?}");
     let text = reflected[0]["reply"]["value"].as_str().unwrap();
     assert_eq!(text, "Your header said Bearer <redacted>.");
+    // At the debug log level too: headless prints the log on stderr (the TUI's log file
+    // takes the same events), and no line of it, the HTTP client's included, holds the key.
+    let server = ScriptedServer::start(vec![
+        Scripted::openai(&p1, 1, 1),
+        Scripted::openai(&format!("Your header said Bearer {KEY}."), 1, 1),
+    ]);
+    let s = env.path("s2.yaml");
+    let r = env.session_logged(&server, &s, "1", &[], &[("ARBORIST_LOG_LEVEL", "debug")]);
+    ok_json(&r);
+    // Debug lines are on, the HTTP client's among them.
+    assert!(
+        r.stderr.contains("note: connecting to 127.0.0.1"),
+        "{}",
+        r.stderr
+    );
+    assert_no_key(&env, &r);
+    assert_eq!(server.remaining(), 0);
 }
 
 // A reply naming a layer after part of the key: the stderr lines, the recorded errors, the
