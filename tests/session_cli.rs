@@ -884,14 +884,17 @@ fn a_closed_output_pipe_does_not_stop_a_headless_session() {
     use std::process::{Command, Stdio};
     let d = tmp();
     let s = d.path().join("s.yaml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_arborist"))
-        .args(["--threads", "1", "run", "--model", "bundled", "--headless"])
-        .args(["--auto-approve", "--max-iters", "2", "--session", &p(&s)])
-        .env("ARBORIST_CACHE", d.path().join("cache"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let session = |s: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_arborist"))
+            .args(["--threads", "1", "run", "--model", "bundled", "--headless"])
+            .args(["--auto-approve", "--max-iters", "2", "--session", &p(s)])
+            .env("ARBORIST_CACHE", d.path().join("cache"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = session(&s);
     let mut first = String::new();
     std::io::BufReader::new(child.stderr.take().unwrap())
         .read_line(&mut first)
@@ -910,15 +913,7 @@ fn a_closed_output_pipe_does_not_stop_a_headless_session() {
 
     // With stderr still open (`| true`), the session's lines are all there, and the one
     // error says what was lost.
-    let s2 = d.path().join("s2.yaml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_arborist"))
-        .args(["--threads", "1", "run", "--model", "bundled", "--headless"])
-        .args(["--auto-approve", "--max-iters", "2", "--session", &p(&s2)])
-        .env("ARBORIST_CACHE", d.path().join("cache"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = session(&d.path().join("s2.yaml"));
     drop(child.stdout.take());
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
