@@ -559,6 +559,111 @@ pub fn run(a: RunArgs) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Every flag of `run` is either a run option, named by `option_flags` and reaching the
+    /// option it sets, or one of the session's own flags: a flag added to `RunArgs` and
+    /// left out of `option_flags` had its errors blamed on the config file, and one left
+    /// out of `options` did nothing.
+    #[test]
+    fn every_run_flag_reaches_its_option_or_is_the_sessions_own() {
+        use clap::{Args, FromArgMatches};
+        // (flag, value, where the value lands in the options as YAML, what it reads there)
+        let options: [(&str, &str, &str, &str); 33] = [
+            ("--model", "m", "model", "m"),
+            // The default, since the check opens the device; cuda:1 is tried below.
+            ("--device", "cpu", "device", "cpu"),
+            ("--dtype", "bf16", "dtype", "bf16"),
+            ("--agent", "openai", "agent.backend", "openai"),
+            ("--agent-model", "gpt", "agent.model", "gpt"),
+            (
+                "--base-url",
+                "http://127.0.0.1:9/v1",
+                "agent.base_url",
+                "http://127.0.0.1:9/v1",
+            ),
+            ("--prompts", "p", "agent.prompts", "p"),
+            ("--agent-timeout", "7", "agent.timeout_s", "7"),
+            ("--agent-max-tokens", "99", "agent.max_tokens", "99"),
+            ("--target", "0.3", "loop.target", "0.3"),
+            ("--threshold", "0.02", "loop.threshold", "0.02"),
+            ("--ceiling", "0.5", "loop.ceiling", "0.5"),
+            ("--max-iters", "3", "loop.max_iters", "3"),
+            ("--max-step", "0.05", "loop.bounds.max_step", "0.05"),
+            ("--max-layers", "2", "loop.bounds.max_layers", "2"),
+            ("--profile-every", "2", "loop.profile_every", "2"),
+            ("--probe", "mmlu", "probe.kind", "mmlu"),
+            ("--probe-file", "f", "probe.file", "f"),
+            ("--probe-limit", "3", "probe.limit", "3"),
+            ("--probe-max-drop", "0.1", "loop.probe_max_drop", "0.1"),
+            ("--mmlu-prompt", "lm-eval", "probe.mmlu_prompt", "lm-eval"),
+            ("--calib", "c.txt", "calib", "c.txt"),
+            ("--eval", "e.txt", "eval", "e.txt"),
+            ("--seqlen", "64", "seqlen", "64"),
+            ("--calib-windows", "3", "calib_windows", "3"),
+            ("--eval-windows", "5", "eval_windows", "5"),
+            ("--calib-sample", "random", "calib_sample", "random"),
+            ("--seed", "5", "seed", "5"),
+            ("--grad-windows", "2", "grad_windows", "2"),
+            (
+                "--grad-average",
+                "abs-of-mean",
+                "grad_average",
+                "abs-of-mean",
+            ),
+            ("--batch", "2", "batch", "2"),
+            ("--eval-cache-mb", "5", "eval_cache_mb", "5"),
+            ("--stream-layers", "", "stream_layers", "true"),
+        ];
+        let own = [
+            "--session",
+            "--resume",
+            "--headless",
+            "--auto-approve",
+            "--decisions",
+            "--json",
+            "--config",
+        ];
+        let cmd = RunArgs::augment_args(clap::Command::new("run"));
+        let longs: Vec<String> = (cmd.get_arguments())
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        for l in &longs {
+            let known = options.iter().any(|o| o.0 == l) || own.contains(&l.as_str());
+            assert!(
+                known,
+                "{l}: neither a run option in this test nor the session's own"
+            );
+        }
+        assert_eq!(longs.len(), options.len() + own.len(), "{longs:?}");
+        let mut argv = vec!["run".to_string()];
+        for (flag, value, ..) in options {
+            argv.push(flag.into());
+            if !value.is_empty() {
+                argv.push(value.into());
+            }
+        }
+        let m = cmd.try_get_matches_from(&argv).unwrap();
+        let a = RunArgs::from_arg_matches(&m).unwrap();
+        let mut named = a.option_flags();
+        named.sort();
+        let mut want: Vec<&str> = options.iter().map(|o| o.0).collect();
+        want.sort();
+        assert_eq!(named, want);
+        let o = serde_yaml::to_value(a.options().unwrap()).unwrap();
+        for (flag, _, path, read) in options {
+            let got = path.split('.').fold(&o, |v, k| &v[k]);
+            let got = serde_yaml::to_string(got).unwrap();
+            assert_eq!(got.trim(), read, "{flag} -> {path}");
+        }
+        // A device other than the default reaches the options too: the check that opens
+        // it names it (no such GPU here, or no CUDA in this build).
+        let mut a = a;
+        a.device = Some("cuda:7".into());
+        match a.options() {
+            Ok(o) => assert_eq!(o.device, "cuda:7"),
+            Err(e) => assert!(e.to_string().starts_with("--device cuda:7"), "{e}"),
+        }
+    }
+
     fn with_config(yaml: &str) -> Result<RunOptions> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cfg.yaml");
