@@ -106,7 +106,7 @@ pub fn render(
         .saturating_sub(1 + NUMBERS)
         .clamp(8, longest.unwrap_or(0).max(25));
     // The lines up to the reasoning's cursor, while it is typed.
-    let mut typing_at: Option<Vec<Line>> = None;
+    let mut typing_at = None;
     let mut lines = vec![clip(
         Line::from(vec![
             Span::styled(format!("{:<w$}", "layer", w = name_w + 1), t.muted()),
@@ -119,24 +119,7 @@ pub fn render(
     }
     let table_top: i32 = 1;
     if rows.is_empty() {
-        let replay = !view.live();
-        let key = |a: Action, mode: Mode| app.key_name(a, mode, replay);
-        let msg = match m.phase {
-            Phase::Proposing => "the agent is working on a proposal…".to_string(),
-            _ if app.editor.is_some() => format!(
-                "empty: move in the heatmap ({}) and press {} to add",
-                app.move_keys(Mode::Edit, replay),
-                key(Action::AddLayer, Mode::Edit)
-            ),
-            _ if view.pending.is_some() => format!(
-                "no valid proposal from the agent: {} override, {} ask again, {} skip",
-                key(Action::Override, Mode::Normal),
-                key(Action::Reject, Mode::Normal),
-                key(Action::Skip, Mode::Normal)
-            ),
-            _ => "no proposal".to_string(),
-        };
-        lines.push(Line::styled(msg, t.muted()));
+        lines.push(Line::styled(empty_message(app, view), t.muted()));
     }
     // The status bar has room for the start of a failure only; here it wraps in full.
     // (In replay it is the note on a damaged event, which says itself what stopped.)
@@ -149,38 +132,7 @@ pub fn render(
         lines.push(Line::styled(text, t.danger()));
     }
     if let Some(ed) = &app.editor {
-        let field = app
-            .key(Action::SwitchField, Mode::Edit, false)
-            .map_or(String::new(), |k| format!(" ({k})"));
-        for p in &ed.problems {
-            let p = app.with_keys(p.clone(), view);
-            lines.push(Line::styled(format!("✗ {p}"), t.danger()));
-        }
-        if ed.problems.is_empty() {
-            let send = app.key_name(Action::Submit, Mode::Edit, !view.live());
-            lines.push(Line::styled(format!("✓ valid: {send} sends it"), t.good()));
-        }
-        if ed.kind == EditKind::Override {
-            let style = if ed.field == Field::Reasoning {
-                t.accent()
-            } else {
-                t.muted()
-            };
-            let label = format!("reasoning{field}: ");
-            if ed.field == Field::Reasoning {
-                // Rows of its own, so the cursor's row is known and kept in view.
-                let typed = super::typed::typed(t, (&label, style), &ed.reasoning, width);
-                let mut to_cursor = lines.clone();
-                to_cursor.extend(typed.rows[..=typed.cursor_row].iter().cloned());
-                typing_at = Some(to_cursor);
-                lines.extend(typed.rows);
-            } else {
-                lines.push(Line::from(vec![
-                    Span::styled(label, style),
-                    Span::styled(ed.reasoning.as_str().to_string(), t.text()),
-                ]));
-            }
-        }
+        typing_at = editor_lines(app, view, ed, width, &mut lines);
     }
     // Feedback waits for the agent's next proposal; once the session is finished no agent
     // reads it, and under the last step's table it read as that step's.
@@ -229,6 +181,73 @@ pub fn render(
     let top = table_top - scroll as i32;
     let first = (-top).max(0) as usize;
     (Some((inner.y + top.max(0) as u16, first, rows.len())), max)
+}
+
+/// What an empty table says: the agent is working, how to add a layer, or what to do
+/// about an agent that gave no valid proposal.
+fn empty_message(app: &App, view: &View) -> String {
+    let replay = !view.live();
+    let key = |a: Action, mode: Mode| app.key_name(a, mode, replay);
+    match view.machine.phase {
+        Phase::Proposing => "the agent is working on a proposal…".to_string(),
+        _ if app.editor.is_some() => format!(
+            "empty: move in the heatmap ({}) and press {} to add",
+            app.move_keys(Mode::Edit, replay),
+            key(Action::AddLayer, Mode::Edit)
+        ),
+        _ if view.pending.is_some() => format!(
+            "no valid proposal from the agent: {} override, {} ask again, {} skip",
+            key(Action::Override, Mode::Normal),
+            key(Action::Reject, Mode::Normal),
+            key(Action::Skip, Mode::Normal)
+        ),
+        _ => "no proposal".to_string(),
+    }
+}
+
+/// The editor's problems (or that it is valid) and an override's reasoning field, added
+/// to `lines`; the lines up to the reasoning's cursor while it is typed.
+fn editor_lines(
+    app: &App,
+    view: &View,
+    ed: &Editor,
+    width: usize,
+    lines: &mut Vec<Line<'static>>,
+) -> Option<Vec<Line<'static>>> {
+    let t = app.theme();
+    let field = app
+        .key(Action::SwitchField, Mode::Edit, false)
+        .map_or(String::new(), |k| format!(" ({k})"));
+    for p in &ed.problems {
+        let p = app.with_keys(p.clone(), view);
+        lines.push(Line::styled(format!("✗ {p}"), t.danger()));
+    }
+    if ed.problems.is_empty() {
+        let send = app.key_name(Action::Submit, Mode::Edit, !view.live());
+        lines.push(Line::styled(format!("✓ valid: {send} sends it"), t.good()));
+    }
+    if ed.kind == EditKind::Override {
+        let style = if ed.field == Field::Reasoning {
+            t.accent()
+        } else {
+            t.muted()
+        };
+        let label = format!("reasoning{field}: ");
+        if ed.field == Field::Reasoning {
+            // Rows of its own, so the cursor's row is known and kept in view.
+            let typed = super::typed::typed(t, (&label, style), &ed.reasoning, width);
+            let mut to_cursor = lines.clone();
+            to_cursor.extend(typed.rows[..=typed.cursor_row].iter().cloned());
+            lines.extend(typed.rows);
+            return Some(to_cursor);
+        } else {
+            lines.push(Line::from(vec![
+                Span::styled(label, style),
+                Span::styled(ed.reasoning.as_str().to_string(), t.text()),
+            ]));
+        }
+    }
+    None
 }
 
 fn editing_title(ed: &Editor) -> String {
