@@ -186,24 +186,6 @@ impl ModelConfig {
         if num_layers > MAX_LAYERS {
             bail!("field `num_hidden_layers` ({num_layers}) is more blocks than any decoder has (at most {MAX_LAYERS} here)");
         }
-        // MistralConfig, Qwen2Config and Qwen3Config default an absent sliding_window to
-        // 4096 (null means none); Qwen2 and Qwen3 drop it unless use_sliding_window, and
-        // then slide the layers `layer_types` marks, or those from max_window_layers (28).
-        let window = raw.sliding_window.unwrap_or(Some(DEFAULT_SLIDING_WINDOW));
-        let window_for_layer = |i: usize| -> Option<usize> {
-            match arch {
-                Arch::Mistral => window,
-                Arch::Qwen2 | Arch::Qwen3 => {
-                    let window = window.filter(|_| raw.use_sliding_window.unwrap_or(false))?;
-                    let sliding = match &raw.layer_types {
-                        Some(types) => types.get(i).is_some_and(|t| t == "sliding_attention"),
-                        None => i >= raw.max_window_layers.unwrap_or(28),
-                    };
-                    sliding.then_some(window)
-                }
-                Arch::Llama => None,
-            }
-        };
         let attention_bias = raw.attention_bias.unwrap_or(false);
         // The decoder's MLP is SwiGLU: silu(gate) * up.
         if let Some(act) = raw
@@ -236,32 +218,7 @@ impl ModelConfig {
         if !(rope_theta.is_finite() && rope_theta > 0.0) {
             bail!("field `rope_theta` ({rope_theta}) must be positive");
         }
-        let sliding_window: Vec<Option<usize>> = (0..num_layers).map(window_for_layer).collect();
-        if sliding_window.contains(&Some(0)) {
-            bail!("field `sliding_window` must be positive");
-        }
-        if let (Arch::Qwen2 | Arch::Qwen3, Some(types)) = (arch, &raw.layer_types) {
-            // As transformers' layer_type_validation: one entry per layer, of a known kind
-            // (of those, these two are the ones these architectures compute).
-            if types.len() != num_layers {
-                bail!("field `layer_types` has {} entries for {num_layers} layers (num_hidden_layers); transformers refuses this config too", types.len());
-            }
-            if let Some((i, t)) = types
-                .iter()
-                .enumerate()
-                .find(|(_, t)| !matches!(t.as_str(), "full_attention" | "sliding_attention"))
-            {
-                bail!(
-                    "field `layer_types`: layer {i} is `{t}` (full_attention or sliding_attention)"
-                );
-            }
-            if let Some(i) = (0..num_layers).find(|&i| {
-                types.get(i).is_some_and(|t| t == "sliding_attention")
-                    && sliding_window[i].is_none()
-            }) {
-                bail!("field `layer_types` makes layer {i} sliding_attention, but there is no window (use_sliding_window false or sliding_window null); transformers refuses this config too");
-            }
-        }
+        let sliding_window = sliding_windows(&raw, arch, num_layers)?;
         let mut defaulted = Vec::new();
         if !kv_note.is_empty() {
             defaulted.push(format!(
@@ -353,6 +310,53 @@ impl ModelConfig {
 
 /// More blocks than this is a broken config, refused before per-block tables are built.
 const MAX_LAYERS: usize = 65_536;
+
+/// The attention window of each layer (None: full causal attention), as transformers
+/// reads the config, with its checks of `sliding_window` and `layer_types`.
+fn sliding_windows(raw: &RawConfig, arch: Arch, num_layers: usize) -> Result<Vec<Option<usize>>> {
+    // MistralConfig, Qwen2Config and Qwen3Config default an absent sliding_window to
+    // 4096 (null means none); Qwen2 and Qwen3 drop it unless use_sliding_window, and
+    // then slide the layers `layer_types` marks, or those from max_window_layers (28).
+    let window = raw.sliding_window.unwrap_or(Some(DEFAULT_SLIDING_WINDOW));
+    let window_for_layer = |i: usize| -> Option<usize> {
+        match arch {
+            Arch::Mistral => window,
+            Arch::Qwen2 | Arch::Qwen3 => {
+                let window = window.filter(|_| raw.use_sliding_window.unwrap_or(false))?;
+                let sliding = match &raw.layer_types {
+                    Some(types) => types.get(i).is_some_and(|t| t == "sliding_attention"),
+                    None => i >= raw.max_window_layers.unwrap_or(28),
+                };
+                sliding.then_some(window)
+            }
+            Arch::Llama => None,
+        }
+    };
+    let sliding_window: Vec<Option<usize>> = (0..num_layers).map(window_for_layer).collect();
+    if sliding_window.contains(&Some(0)) {
+        bail!("field `sliding_window` must be positive");
+    }
+    if let (Arch::Qwen2 | Arch::Qwen3, Some(types)) = (arch, &raw.layer_types) {
+        // As transformers' layer_type_validation: one entry per layer, of a known kind
+        // (of those, these two are the ones these architectures compute).
+        if types.len() != num_layers {
+            bail!("field `layer_types` has {} entries for {num_layers} layers (num_hidden_layers); transformers refuses this config too", types.len());
+        }
+        if let Some((i, t)) = types
+            .iter()
+            .enumerate()
+            .find(|(_, t)| !matches!(t.as_str(), "full_attention" | "sliding_attention"))
+        {
+            bail!("field `layer_types`: layer {i} is `{t}` (full_attention or sliding_attention)");
+        }
+        if let Some(i) = (0..num_layers).find(|&i| {
+            types.get(i).is_some_and(|t| t == "sliding_attention") && sliding_window[i].is_none()
+        }) {
+            bail!("field `layer_types` makes layer {i} sliding_attention, but there is no window (use_sliding_window false or sliding_window null); transformers refuses this config too");
+        }
+    }
+    Ok(sliding_window)
+}
 
 /// transformers' `convert_rope_params_to_dict`: a legacy `rope_scaling` object replaces
 /// `rope_parameters` whole, and the `rope_theta` inside the chosen object wins over a
