@@ -176,27 +176,7 @@ impl RunArgs {
     /// Flags win over the config file, which wins over the defaults.
     pub fn options(&self) -> Result<RunOptions> {
         let mut o = match &self.config {
-            Some(p) => {
-                crate::runtime::refuse_device(p).context("--config")?;
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read config {}", p.display()))?;
-                refuse_keys_in_config(&text, p)?;
-                // An empty document read as all defaults: a truncated or wrong file ran a
-                // session nobody asked for (`{}` still says "defaults" on purpose).
-                let blank = text.lines().all(|l| {
-                    l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---"
-                });
-                anyhow::ensure!(
-                    !blank,
-                    "config {}: holds no settings (empty, or only comments); write `{{}}` for the defaults",
-                    p.display()
-                );
-                serde_yaml::from_str(&text).map_err(|e| {
-                    let e = collapse_whitespace(&e.to_string());
-                    let hint = section_hint(&e).unwrap_or_default();
-                    anyhow::anyhow!("config {}: {e}{hint}", p.display())
-                })?
-            }
+            Some(p) => read_config(p)?,
             None => RunOptions::default(),
         };
         macro_rules! set {
@@ -298,6 +278,30 @@ impl RunArgs {
         })?;
         Ok(o)
     }
+}
+
+/// The options of a `--config` file: refused in one line when it cannot be read, holds a
+/// key, holds nothing, or does not parse (with where a misplaced key belongs).
+fn read_config(p: &std::path::Path) -> Result<RunOptions> {
+    crate::runtime::refuse_device(p).context("--config")?;
+    let text = std::fs::read_to_string(p)
+        .with_context(|| format!("cannot read config {}", p.display()))?;
+    refuse_keys_in_config(&text, p)?;
+    // An empty document read as all defaults: a truncated or wrong file ran a
+    // session nobody asked for (`{}` still says "defaults" on purpose).
+    let blank = text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---");
+    anyhow::ensure!(
+        !blank,
+        "config {}: holds no settings (empty, or only comments); write `{{}}` for the defaults",
+        p.display()
+    );
+    serde_yaml::from_str(&text).map_err(|e| {
+        let e = collapse_whitespace(&e.to_string());
+        let hint = section_hint(&e).unwrap_or_default();
+        anyhow::anyhow!("config {}: {e}{hint}", p.display())
+    })
 }
 
 /// The flag an option error starts with (`--seqlen 0: ...` gives `--seqlen`), else "".
