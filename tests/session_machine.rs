@@ -202,6 +202,20 @@ fn accepted_step_commits_a_checkpoint_and_rollback_restores_it() {
         _ => None,
     });
     assert_eq!(guard, Some((false, 10.4)));
+    // Its line says where the step had taken the model: 300 of 2600 weights' worth more.
+    let line = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Log(g @ Event::Guard { .. }) => Some(g.summary_at(&[], &m)),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        line.ends_with("global sparsity stays 0.0115 (the step reached 0.0231)"),
+        "{line}"
+    );
+    assert_eq!(m.reached_sparsity(1), Some(0.1 * 300.0 / 2600.0));
+    assert_eq!(m.reached_sparsity(3), None);
     m.handle(&Event::Reflected {
         iteration: 2,
         reply: reply("too far".into()),

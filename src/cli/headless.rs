@@ -270,7 +270,7 @@ fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
     let mut printed = 0;
     loop {
         for (k, ev) in d.recent.iter().enumerate().skip(printed) {
-            errln!("{}", ev.summary_in(&d.recent[..k]));
+            errln!("{}", ev.summary_at(&d.recent[..k], &d.machine));
         }
         printed = d.recent.len();
         // Logged, so on stderr here (`stderr_log`).

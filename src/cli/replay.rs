@@ -205,7 +205,7 @@ fn print_timeline(a: &ReplayArgs) -> Result<()> {
     } else {
         let events: Vec<_> = log.entries.iter().map(|e| e.event.clone()).collect();
         for (k, e) in log.entries.iter().enumerate() {
-            outln!("{:>4}  {}", e.seq, e.event.summary_in(&events[..k]))?;
+            outln!("{:>4}  {}", e.seq, e.event.summary_at(&events[..k], &m))?;
             if let Some(r) = e.event.reasoning() {
                 outln!("      reasoning: {r}")?;
             }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::agent::{AgentReply, LayerRow, LayerTarget, Proposal};
+use crate::session::Machine;
 
 /// A linear layer as the session sees it: HF module path, weight count, current sparsity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -318,6 +319,23 @@ impl Event {
             } else {
                 Decision::Approve
             },
+        }
+    }
+
+    /// `summary_in`, with what machine `m` (fed at least up to this event) knows besides:
+    /// the sparsity a rolled-back step reached, which its guard's line does not record.
+    pub fn summary_at(&self, before: &[Event], m: &Machine) -> String {
+        let line = self.summary_in(before);
+        match self {
+            Event::Guard {
+                iteration,
+                accepted: false,
+                ..
+            } => match m.reached_sparsity(*iteration) {
+                Some(s) => format!("{line} (the step reached {s:.4})"),
+                None => line,
+            },
+            _ => line,
         }
     }
 

@@ -212,6 +212,30 @@ impl Machine {
         }
     }
 
+    /// The global sparsity iteration `iteration`'s step reached when it was evaluated:
+    /// a rolled-back step's is above the checkpoint's it returned to (None before its
+    /// guard, or for an iteration without a step).
+    pub fn reached_sparsity(&self, iteration: usize) -> Option<f64> {
+        let o = self
+            .history
+            .iter()
+            .rev()
+            .find(|o| o.iteration == iteration)?;
+        if o.accepted {
+            return Some(o.global_sparsity_after);
+        }
+        let params = |name: &str| {
+            (self.layers.iter())
+                .find(|l| l.name == name)
+                .map_or(0.0, |l| l.params as f64)
+        };
+        let total: f64 = self.layers.iter().map(|l| l.params as f64).sum();
+        let moved: f64 = (o.changes.iter())
+            .map(|c| (c.to - c.from) * params(&c.name))
+            .sum();
+        Some(o.global_sparsity_after + moved / total.max(1.0))
+    }
+
     /// Parameter-weighted sparsity of the current checkpoint.
     pub fn global_sparsity(&self) -> f64 {
         self.checkpoint().map_or(0.0, |c| self.sparsity_of(c))

@@ -123,7 +123,7 @@ pub fn log(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, tab
                 let i = *i;
                 let n = i + 1;
                 let ev = &view.events[i];
-                let mut text = ev.summary_in(&view.events[..i]);
+                let mut text = ev.summary_at(&view.events[..i], view.machine);
                 if text.chars().count() > width.saturating_sub(6) {
                     text = text
                         .chars()
