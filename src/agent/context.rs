@@ -54,11 +54,16 @@ impl StepOutcome {
     /// The step's relative perplexity change, ppl_after / ppl_before - 1 (NaN without a
     /// positive perplexity before).
     pub fn delta(&self) -> f64 {
-        if self.ppl_before > 0.0 {
-            self.ppl_after / self.ppl_before - 1.0
-        } else {
-            f64::NAN
-        }
+        relative_change(self.ppl_after, self.ppl_before)
+    }
+}
+
+/// after / before - 1, NaN without a positive `before`.
+pub fn relative_change(after: f64, before: f64) -> f64 {
+    if before > 0.0 {
+        after / before - 1.0
+    } else {
+        f64::NAN
     }
 }
 

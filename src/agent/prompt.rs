@@ -488,7 +488,7 @@ impl StepView {
             remaining: (ctx.target - ctx.global_sparsity).max(0.0),
             iterations_left: (ctx.max_iters + 1).saturating_sub(ctx.iteration),
             total_params: ctx.layers.iter().map(|l| l.params).sum(),
-            degradation: rel(ctx.current_ppl, ctx.dense_ppl),
+            degradation: super::context::relative_change(ctx.current_ppl, ctx.dense_ppl),
             rollbacks: history.iter().filter(|h| !h.accepted).count(),
             earlier_reflections,
             history: history.iter().map(OutcomeView::new).collect(),
@@ -516,15 +516,6 @@ struct RepairView {
     #[serde(flatten)]
     step: StepView,
     problems: Vec<String>,
-}
-
-/// Relative change of `after` over `before` (NaN without a positive `before`).
-fn rel(after: f64, before: f64) -> f64 {
-    if before > 0.0 {
-        after / before - 1.0
-    } else {
-        f64::NAN
-    }
 }
 
 #[cfg(test)]

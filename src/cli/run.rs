@@ -570,52 +570,42 @@ mod tests {
     #[test]
     fn every_run_flag_reaches_its_option_or_is_the_sessions_own() {
         use clap::{Args, FromArgMatches};
-        // (flag, value, where the value lands in the options as YAML, what it reads there)
-        let options: [(&str, &str, &str, &str); 33] = [
-            ("--model", "m", "model", "m"),
-            // The default, since the check opens the device; cuda:1 is tried below.
-            ("--device", "cpu", "device", "cpu"),
-            ("--dtype", "bf16", "dtype", "bf16"),
-            ("--agent", "openai", "agent.backend", "openai"),
-            ("--agent-model", "gpt", "agent.model", "gpt"),
-            (
-                "--base-url",
-                "http://127.0.0.1:9/v1",
-                "agent.base_url",
-                "http://127.0.0.1:9/v1",
-            ),
-            ("--prompts", "p", "agent.prompts", "p"),
-            ("--agent-timeout", "7", "agent.timeout_s", "7"),
-            ("--agent-max-tokens", "99", "agent.max_tokens", "99"),
-            ("--target", "0.3", "loop.target", "0.3"),
-            ("--threshold", "0.02", "loop.threshold", "0.02"),
-            ("--ceiling", "0.5", "loop.ceiling", "0.5"),
-            ("--max-iters", "3", "loop.max_iters", "3"),
-            ("--max-step", "0.05", "loop.bounds.max_step", "0.05"),
-            ("--max-layers", "2", "loop.bounds.max_layers", "2"),
-            ("--profile-every", "2", "loop.profile_every", "2"),
-            ("--probe", "mmlu", "probe.kind", "mmlu"),
-            ("--probe-file", "f", "probe.file", "f"),
-            ("--probe-limit", "3", "probe.limit", "3"),
-            ("--probe-max-drop", "0.1", "loop.probe_max_drop", "0.1"),
-            ("--mmlu-prompt", "lm-eval", "probe.mmlu_prompt", "lm-eval"),
-            ("--calib", "c.txt", "calib", "c.txt"),
-            ("--eval", "e.txt", "eval", "e.txt"),
-            ("--seqlen", "64", "seqlen", "64"),
-            ("--calib-windows", "3", "calib_windows", "3"),
-            ("--eval-windows", "5", "eval_windows", "5"),
-            ("--calib-sample", "random", "calib_sample", "random"),
-            ("--seed", "5", "seed", "5"),
-            ("--grad-windows", "2", "grad_windows", "2"),
-            (
-                "--grad-average",
-                "abs-of-mean",
-                "grad_average",
-                "abs-of-mean",
-            ),
-            ("--batch", "2", "batch", "2"),
-            ("--eval-cache-mb", "5", "eval_cache_mb", "5"),
-            ("--stream-layers", "", "stream_layers", "true"),
+        // (flag, value, where the value lands in the options as YAML; a switch reads `true`)
+        let options: [(&str, &str, &str); 33] = [
+            ("--model", "m", "model"),
+            // The default, since the check opens the device; cuda:7 is tried below.
+            ("--device", "cpu", "device"),
+            ("--dtype", "bf16", "dtype"),
+            ("--agent", "openai", "agent.backend"),
+            ("--agent-model", "gpt", "agent.model"),
+            ("--base-url", "http://127.0.0.1:9/v1", "agent.base_url"),
+            ("--prompts", "p", "agent.prompts"),
+            ("--agent-timeout", "7", "agent.timeout_s"),
+            ("--agent-max-tokens", "99", "agent.max_tokens"),
+            ("--target", "0.3", "loop.target"),
+            ("--threshold", "0.02", "loop.threshold"),
+            ("--ceiling", "0.5", "loop.ceiling"),
+            ("--max-iters", "3", "loop.max_iters"),
+            ("--max-step", "0.05", "loop.bounds.max_step"),
+            ("--max-layers", "2", "loop.bounds.max_layers"),
+            ("--profile-every", "2", "loop.profile_every"),
+            ("--probe", "mmlu", "probe.kind"),
+            ("--probe-file", "f", "probe.file"),
+            ("--probe-limit", "3", "probe.limit"),
+            ("--probe-max-drop", "0.1", "loop.probe_max_drop"),
+            ("--mmlu-prompt", "lm-eval", "probe.mmlu_prompt"),
+            ("--calib", "c.txt", "calib"),
+            ("--eval", "e.txt", "eval"),
+            ("--seqlen", "64", "seqlen"),
+            ("--calib-windows", "3", "calib_windows"),
+            ("--eval-windows", "5", "eval_windows"),
+            ("--calib-sample", "random", "calib_sample"),
+            ("--seed", "5", "seed"),
+            ("--grad-windows", "2", "grad_windows"),
+            ("--grad-average", "abs-of-mean", "grad_average"),
+            ("--batch", "2", "batch"),
+            ("--eval-cache-mb", "5", "eval_cache_mb"),
+            ("--stream-layers", "", "stream_layers"),
         ];
         let own = [
             "--session",
@@ -653,7 +643,8 @@ mod tests {
         want.sort();
         assert_eq!(named, want);
         let o = serde_yaml::to_value(a.options().unwrap()).unwrap();
-        for (flag, _, path, read) in options {
+        for (flag, value, path) in options {
+            let read = if value.is_empty() { "true" } else { value };
             let got = path.split('.').fold(&o, |v, k| &v[k]);
             let got = serde_yaml::to_string(got).unwrap();
             assert_eq!(got.trim(), read, "{flag} -> {path}");
