@@ -34,9 +34,13 @@ fn main() {
             let args: Vec<String> = std::env::args().collect();
             let cmd = arborist::cli::Cli::command();
             let sub = usage_error::typed_subcommand(&cmd, &args);
+            let tip = match e.get(clap::error::ContextKind::InvalidArg) {
+                Some(clap::error::ContextValue::String(a)) => usage_error::resume_tip(&args, a),
+                _ => None,
+            };
             errln!(
                 "{}",
-                usage_error::one_line(&e.render().to_string(), sub.as_deref())
+                usage_error::one_line(&e.render().to_string(), sub.as_deref(), tip.as_deref())
             );
             std::process::exit(2);
         }

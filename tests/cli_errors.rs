@@ -250,6 +250,34 @@ fn a_negative_value_is_its_flags_error() {
     );
 }
 
+// `run --resume S.yaml` is what people type; `--resume` is a switch and the file belongs to
+// --session. clap said only "unexpected argument", and nothing was read or written.
+#[test]
+fn a_file_given_to_resume_is_refused_with_the_command_it_meant() {
+    let d = tmp();
+    let s = d.path().join("s.yaml");
+    std::fs::write(&s, "kept as it was\n").unwrap();
+    let o = arborist(&["run", "--resume", &p(&s), "--headless"], &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "tip: --resume continues the session file named by --session: `arborist run --session {} --resume`",
+            p(&s)
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&s).unwrap(), "kept as it was\n");
+    // A misspelt flag after --resume keeps clap's own tip and gets no other.
+    let o = arborist(&["run", "--resume", "--headles"], &[]);
+    let err = stderr(&o);
+    assert!(
+        err.contains("'--headless'") && !err.contains("--session"),
+        "{err}"
+    );
+}
+
 #[test]
 fn zero_threads_or_thousands_are_refused() {
     let (_d, m, t) = setup();

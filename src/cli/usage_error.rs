@@ -6,7 +6,7 @@
 
 /// One line from clap's rendered error: the error's paragraph with its indented items joined
 /// by ", ", then each `tip:`, then where the help is. `sub` is the subcommand typed, if any.
-pub fn one_line(rendered: &str, sub: Option<&str>) -> String {
+pub fn one_line(rendered: &str, sub: Option<&str>, tip: Option<&str>) -> String {
     let mut paragraphs = rendered
         .split("\n\n")
         .map(str::trim)
@@ -28,11 +28,28 @@ pub fn one_line(rendered: &str, sub: Option<&str>) -> String {
         line.push_str("; ");
         line.push_str(&tip.split_whitespace().collect::<Vec<_>>().join(" "));
     }
+    if let Some(tip) = tip {
+        line.push_str("; ");
+        line.push_str(tip);
+    }
     let help = match sub {
         Some(s) => format!("arborist {s} --help"),
         None => "arborist --help".to_string(),
     };
     format!("{line} (see `{help}`)")
+}
+
+/// A tip for a file given to `--resume`, which is a switch (`run --resume S.yaml` is what
+/// people type; clap says only that the file is an unexpected argument). `unexpected` is
+/// the argument clap refused.
+pub fn resume_tip(args: &[String], unexpected: &str) -> Option<String> {
+    let at = args.iter().position(|a| a == "--resume")?;
+    let next = args.get(at + 1)?;
+    (next == unexpected && !next.starts_with('-')).then(|| {
+        format!(
+            "tip: --resume continues the session file named by --session: `arborist run --session {next} --resume`"
+        )
+    })
 }
 
 /// The first argument that names one of `cli`'s subcommands.
@@ -54,7 +71,7 @@ mod tests {
              --method <METHOD>\n  --out <OUT>\n\nUsage: arborist prune --model <MODEL> \
              --method <METHOD> --out <OUT>\n\nFor more information, try '--help'.\n";
         assert_eq!(
-            one_line(missing, Some("prune")),
+            one_line(missing, Some("prune"), None),
             "error: the following required arguments were not provided: --method <METHOD>, \
              --out <OUT> (see `arborist prune --help`)"
         );
@@ -62,7 +79,7 @@ mod tests {
              magnitude, wanda]\n\n  tip: a similar value exists: 'wanda'\n\nFor more \
              information, try '--help'.\n";
         assert_eq!(
-            one_line(value, Some("prune")),
+            one_line(value, Some("prune"), None),
             "error: invalid value 'wandaa' for '--method <METHOD>', [possible values: \
              magnitude, wanda]; tip: a similar value exists: 'wanda' (see `arborist prune \
              --help`)"
@@ -70,8 +87,29 @@ mod tests {
         let unknown = "error: unrecognized subcommand 'frob'\n\nUsage: arborist [OPTIONS] \
              [COMMAND]\n\nFor more information, try '--help'.\n";
         assert_eq!(
-            one_line(unknown, None),
+            one_line(unknown, None, None),
             "error: unrecognized subcommand 'frob' (see `arborist --help`)"
+        );
+    }
+
+    #[test]
+    fn a_file_after_resume_gets_the_flag_that_names_it() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let typed = args(&["arborist", "run", "--resume", "s/a.yaml", "--headless"]);
+        assert_eq!(
+            resume_tip(&typed, "s/a.yaml").as_deref(),
+            Some(
+                "tip: --resume continues the session file named by --session: \
+                 `arborist run --session s/a.yaml --resume`"
+            )
+        );
+        // Only for the argument refused, and never for a flag after --resume.
+        assert_eq!(resume_tip(&typed, "--headless"), None);
+        let flag = args(&["arborist", "run", "--resume", "--headles"]);
+        assert_eq!(resume_tip(&flag, "--headles"), None);
+        assert_eq!(
+            resume_tip(&args(&["arborist", "run", "x.yaml"]), "x.yaml"),
+            None
         );
     }
 
