@@ -35,7 +35,9 @@ fn main() {
             let cmd = arborist::cli::Cli::command();
             let sub = usage_error::typed_subcommand(&cmd, &args);
             let tip = match e.get(clap::error::ContextKind::InvalidArg) {
-                Some(clap::error::ContextValue::String(a)) => usage_error::resume_tip(&args, a),
+                Some(clap::error::ContextValue::String(a)) => {
+                    usage_error::tip(&args, sub.as_deref(), a)
+                }
                 _ => None,
             };
             errln!(

@@ -5,7 +5,7 @@
 //! items and tips on one line and points at the subcommand's help.
 
 /// One line from clap's rendered error: the error's paragraph with its indented items joined
-/// by ", ", then each `tip:`, then where the help is. `sub` is the subcommand typed, if any.
+/// by ", ", then each `tip:` (or `tip`, ours, in their place), then where the help is. `sub` is the subcommand typed, if any.
 pub fn one_line(rendered: &str, sub: Option<&str>, tip: Option<&str>) -> String {
     let mut paragraphs = rendered
         .split("\n\n")
@@ -24,13 +24,14 @@ pub fn one_line(rendered: &str, sub: Option<&str>, tip: Option<&str>) -> String 
             line.push_str(item);
         }
     }
-    for tip in paragraphs.filter(|p| p.starts_with("tip:")) {
-        line.push_str("; ");
-        line.push_str(&tip.split_whitespace().collect::<Vec<_>>().join(" "));
-    }
     if let Some(tip) = tip {
         line.push_str("; ");
         line.push_str(tip);
+    } else {
+        for tip in paragraphs.filter(|p| p.starts_with("tip:")) {
+            line.push_str("; ");
+            line.push_str(&tip.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
     }
     let help = match sub {
         Some(s) => format!("arborist {s} --help"),
@@ -39,10 +40,19 @@ pub fn one_line(rendered: &str, sub: Option<&str>, tip: Option<&str>) -> String 
     format!("{line} (see `{help}`)")
 }
 
-/// A tip for a file given to `--resume`, which is a switch (`run --resume S.yaml` is what
-/// people type; clap says only that the file is an unexpected argument). `unexpected` is
-/// the argument clap refused.
-pub fn resume_tip(args: &[String], unexpected: &str) -> Option<String> {
+/// Our tip for a usage error clap's own tip gets wrong, if there is one. `unexpected` is the
+/// argument clap refused.
+/// - `run --resume S.yaml` is what people type, but `--resume` is a switch: clap said only
+///   that the file was unexpected.
+/// - `replay --session S.yaml` (or `export`): the session is their first argument, and clap
+///   suggested `-- --session`, which reads "--session" as the file.
+pub fn tip(args: &[String], sub: Option<&str>, unexpected: &str) -> Option<String> {
+    if unexpected == "--session" {
+        let sub = sub.filter(|s| ["replay", "export"].contains(s))?;
+        return Some(format!(
+            "tip: {sub} takes the session file as its first argument: `arborist {sub} FILE`"
+        ));
+    }
     let at = args.iter().position(|a| a == "--resume")?;
     let next = args.get(at + 1)?;
     (next == unexpected && !next.starts_with('-')).then(|| {
@@ -93,23 +103,42 @@ mod tests {
     }
 
     #[test]
-    fn a_file_after_resume_gets_the_flag_that_names_it() {
+    fn a_file_after_resume_or_a_session_flag_gets_the_command_meant() {
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let typed = args(&["arborist", "run", "--resume", "s/a.yaml", "--headless"]);
         assert_eq!(
-            resume_tip(&typed, "s/a.yaml").as_deref(),
+            tip(&typed, Some("run"), "s/a.yaml").as_deref(),
             Some(
                 "tip: --resume continues the session file named by --session: \
                  `arborist run --session s/a.yaml --resume`"
             )
         );
         // Only for the argument refused, and never for a flag after --resume.
-        assert_eq!(resume_tip(&typed, "--headless"), None);
+        assert_eq!(tip(&typed, Some("run"), "--headless"), None);
         let flag = args(&["arborist", "run", "--resume", "--headles"]);
-        assert_eq!(resume_tip(&flag, "--headles"), None);
+        assert_eq!(tip(&flag, Some("run"), "--headles"), None);
         assert_eq!(
-            resume_tip(&args(&["arborist", "run", "x.yaml"]), "x.yaml"),
+            tip(&args(&["arborist", "run", "x.yaml"]), Some("run"), "x.yaml"),
             None
+        );
+        let replay = args(&["arborist", "replay", "--session", "s.yaml"]);
+        assert_eq!(
+            tip(&replay, Some("replay"), "--session").as_deref(),
+            Some(
+                "tip: replay takes the session file as its first argument: `arborist replay FILE`"
+            )
+        );
+        assert_eq!(tip(&replay, Some("eval"), "--session"), None);
+    }
+
+    #[test]
+    fn our_tip_replaces_claps() {
+        let rendered =
+            "error: unexpected argument '--session' found\n\n  tip: to pass '--session' \
+             as a value, use '-- --session'\n\nUsage: arborist replay <SESSION>\n";
+        assert_eq!(
+            one_line(rendered, Some("replay"), Some("tip: ours")),
+            "error: unexpected argument '--session' found; tip: ours (see `arborist replay --help`)"
         );
     }
 
