@@ -253,7 +253,7 @@ fn a_negative_value_is_its_flags_error() {
 // `run --resume S.yaml` is what people type; `--resume` is a switch and the file belongs to
 // --session. clap said only "unexpected argument", and nothing was read or written.
 #[test]
-fn a_file_given_to_resume_is_refused_with_the_command_it_meant() {
+fn a_session_file_given_to_the_wrong_flag_is_refused_with_the_command_meant() {
     let d = tmp();
     let s = d.path().join("s.yaml");
     std::fs::write(&s, "kept as it was\n").unwrap();
@@ -276,6 +276,20 @@ fn a_file_given_to_resume_is_refused_with_the_command_it_meant() {
         err.contains("'--headless'") && !err.contains("--session"),
         "{err}"
     );
+    // replay and export take the file as their first argument; clap's tip was
+    // `-- --session`, which reads "--session" as the file.
+    for sub in ["replay", "export"] {
+        let o = arborist(&[sub, "--session", &p(&s)], &[]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        let ours = format!(
+            "tip: {sub} takes the session file as its first argument: `arborist {sub} FILE`"
+        );
+        assert!(
+            err.contains(&ours) && !err.contains("-- --session"),
+            "{err}"
+        );
+    }
 }
 
 #[test]
