@@ -270,6 +270,35 @@ fn reject_sends_feedback_to_the_next_prompt_and_is_then_cleared() {
     assert_eq!(m.feedback(), None);
 }
 
+// A skip ends the iteration: the rejection's feedback is earlier feedback from then on.
+// The next iteration's prompt said "rejected your last proposal ... propose again" of the
+// re-ask the reviewer had skipped.
+#[test]
+fn a_skip_after_a_rejection_makes_its_feedback_earlier_feedback() {
+    let mut m = started(LoopOptions::default());
+    propose_down0(&mut m, "r");
+    let reject = Decision::Reject {
+        feedback: "spare the MLPs".into(),
+    };
+    for decision in [reject, Decision::Skip] {
+        if decision == Decision::Skip {
+            propose_down0(&mut m, "again");
+        }
+        m.handle(&Event::Decided {
+            iteration: 1,
+            by: "human".into(),
+            decision,
+        })
+        .unwrap();
+    }
+    assert_eq!((m.iteration, m.feedback()), (2, None));
+    let ctx = m.context();
+    assert_eq!(ctx.feedback, None);
+    assert!(ctx.rejected.is_none(), "{:?}", ctx.rejected);
+    assert_eq!(ctx.earlier_feedback.len(), 1);
+    assert_eq!(ctx.earlier_feedback[0].feedback, "spare the MLPs");
+}
+
 fn step_from_proposing(m: &mut Machine, ppl: f64) {
     let it = m.iteration;
     let ctx = m.context();

@@ -212,6 +212,9 @@ impl Machine {
     }
 
     fn skip(&mut self) -> Vec<Effect> {
+        // The iteration ends: a rejection's feedback becomes earlier feedback (the next
+        // prompt said "rejected your last proposal ... propose again" of one it skipped).
+        self.feedback_open = false;
         self.iteration += 1;
         self.next_step(false)
     }

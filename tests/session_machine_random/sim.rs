@@ -594,8 +594,15 @@ impl Sim {
                         self.feedback.push(feedback.clone());
                         self.feedback_open = true;
                     }
-                    Decision::Skip => self.skipped += 1,
-                    Decision::Approve if reviewed.layers.is_empty() => self.skipped += 1,
+                    // A skip ends the iteration and with it the rejection's feedback.
+                    Decision::Skip => {
+                        self.skipped += 1;
+                        self.feedback_open = false;
+                    }
+                    Decision::Approve if reviewed.layers.is_empty() => {
+                        self.skipped += 1;
+                        self.feedback_open = false;
+                    }
                     Decision::Approve => self.approved = Some((reviewed.layers, false)),
                     Decision::Edit { layers } | Decision::Override { layers, .. } => {
                         self.approved = Some((layers.clone(), true))
