@@ -41,11 +41,13 @@ fn valid(rng: &mut StdRng, ctx: &AgentContext) -> Proposal {
 
 /// The proposal as JSON, in one of the ways replies carry it.
 fn wrapped(rng: &mut StdRng, p: &Proposal) -> String {
-    let json = serde_json::to_string(&serde_json::json!({
-        "layers": p.layers.iter().map(|l| serde_json::json!({"name": l.name, "sparsity": l.sparsity})).collect::<Vec<_>>(),
-        "reasoning": p.reasoning,
-    }))
-    .unwrap();
+    let layers: Vec<_> = p
+        .layers
+        .iter()
+        .map(|l| serde_json::json!({"name": l.name, "sparsity": l.sparsity}))
+        .collect();
+    let answer = serde_json::json!({"layers": layers, "reasoning": p.reasoning});
+    let json = serde_json::to_string(&answer).unwrap();
     match rng.gen_range(0..5) {
         0 => json,
         1 => format!("```json\n{json}\n```"),

@@ -5,7 +5,8 @@
 //! items and tips on one line and points at the subcommand's help.
 
 /// One line from clap's rendered error: the error's paragraph with its indented items joined
-/// by ", ", then each `tip:` (or `tip`, ours, in their place), then where the help is. `sub` is the subcommand typed, if any.
+/// by ", ", then each of clap's `tip:`s (or `tip`, ours, in their place), then where the
+/// help is. `sub` is the subcommand typed, if any.
 pub fn one_line(rendered: &str, sub: Option<&str>, tip: Option<&str>) -> String {
     let mut paragraphs = rendered
         .split("\n\n")
