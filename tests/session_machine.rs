@@ -276,21 +276,20 @@ fn reject_sends_feedback_to_the_next_prompt_and_is_then_cleared() {
 #[test]
 fn a_skip_after_a_rejection_makes_its_feedback_earlier_feedback() {
     let mut m = started(LoopOptions::default());
-    propose_down0(&mut m, "r");
-    let reject = Decision::Reject {
-        feedback: "spare the MLPs".into(),
-    };
-    for decision in [reject, Decision::Skip] {
-        if decision == Decision::Skip {
-            propose_down0(&mut m, "again");
-        }
+    let decide = |m: &mut Machine, decision| {
+        let by = "human".into();
         m.handle(&Event::Decided {
             iteration: 1,
-            by: "human".into(),
+            by,
             decision,
         })
         .unwrap();
-    }
+    };
+    propose_down0(&mut m, "r");
+    let feedback = "spare the MLPs".into();
+    decide(&mut m, Decision::Reject { feedback });
+    propose_down0(&mut m, "again");
+    decide(&mut m, Decision::Skip);
     assert_eq!((m.iteration, m.feedback()), (2, None));
     let ctx = m.context();
     assert_eq!(ctx.feedback, None);

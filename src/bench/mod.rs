@@ -15,7 +15,7 @@ use clap::Args;
 use serde::Serialize;
 use std::time::Instant;
 
-use crate::model::device::{parse_device, parse_dtype};
+use crate::model::device::{dtype_name, parse_device, parse_dtype};
 use crate::model::{random::random_decoder, Decoder, ModelConfig};
 use crate::profile::GradSpec;
 
@@ -263,7 +263,7 @@ pub fn forward_bench(model: &Decoder, b: usize, t: usize, iters: usize) -> Resul
         gemm_gflops: gemm,
         fraction_of_gemm: gflops / gemm,
         threads: candle_core::utils::get_num_threads(),
-        dtype: crate::model::device::dtype_name(model.dtype).to_string(),
+        dtype: dtype_name(model.dtype).to_string(),
         device: device_name(&model.device),
         batch: b,
         seqlen: t,
@@ -321,7 +321,7 @@ fn calib_suite(a: &BenchArgs, mut model: Decoder) -> Result<()> {
         "weight_bytes": model.weight_bytes(), "calib_windows": w.len(), "seqlen": a.seqlen,
         "threads": candle_core::utils::get_num_threads(), "batch": a.batch,
         "dataset": "synthetic", "params": params(&model.cfg),
-        "dtype": crate::model::device::dtype_name(model.dtype), "device": device_name(&model.device),
+        "dtype": dtype_name(model.dtype), "device": device_name(&model.device),
         "what": match a.suite.as_str() {
             "profile" => serde_json::json!({"grad_windows": grad.windows, "grad_average": grad.average.name(), "seconds": parts}),
             _ => serde_json::json!({"method": "wanda", "sparsity": 0.5, "allocation": "uniform"}),

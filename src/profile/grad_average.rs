@@ -1,5 +1,5 @@
-//! How many gradient windows the profile takes and how it averages them: free of candle, so a session's options
-//! can name it.
+//! How many gradient windows the profile takes and how it averages them: free of candle,
+//! so a session's options can name it.
 
 use serde::{Deserialize, Serialize};
 

@@ -11,10 +11,10 @@ use crate::model::{BlockStats, Decoder, LinearId, LinearKind};
 
 pub mod grad_average;
 pub mod incremental;
-
-pub use grad_average::{GradAverage, DEFAULT_GRAD_WINDOWS};
 mod radix;
 mod rows;
+
+pub use grad_average::{GradAverage, DEFAULT_GRAD_WINDOWS};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerProfile {

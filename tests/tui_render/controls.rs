@@ -404,14 +404,7 @@ fn auto_pause_and_stop_say_why_they_do_nothing_after_the_end() {
 /// second; TUI audit).
 #[test]
 fn after_a_stop_is_asked_for_auto_pause_and_stop_say_it_is_coming() {
-    let (mut m, mut events) = fixtures::reviewing(8);
-    let iteration = m.iteration;
-    let approve = Event::Decided {
-        iteration,
-        by: "human".into(),
-        decision: Decision::Approve,
-    };
-    fixtures::feed(&mut m, &mut events, approve);
+    let (mut m, mut events) = approved();
     let v = view(&m, &events);
     let keys = text(&draw(&mut app(), &v, 120, 40));
     assert!(keys.contains("s stop"), "{keys}");
