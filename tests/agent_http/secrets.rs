@@ -158,7 +158,7 @@ fn a_base_url_that_does_not_parse_is_refused_without_its_credentials() {
 
 /// A query or fragment in the base URL: its key went into the session header, and the
 /// endpoint was requested as `/v1?api-key=.../v1/chat/completions`. Refused without
-/// echoing the query (`run` refuses it before writing anything: tests/cli_errors.rs).
+/// echoing the query (`run` refuses it before writing anything: tests/cli_errors/flag_combinations.rs).
 #[test]
 fn a_base_url_with_a_query_or_fragment_is_refused() {
     for url in [

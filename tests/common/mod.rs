@@ -89,7 +89,7 @@ pub fn join(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
 
-// ---- Session helpers (tests/session_cli.rs, tests/session_agents.rs) ----
+// ---- Session helpers (tests/session_cli.rs, tests/session_agents/) ----
 
 /// A finished (or killed) child process.
 pub struct Ran {
