@@ -42,11 +42,14 @@ fn header_problem(path: &Path) -> Option<String> {
             "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => 1,
             _ => return Some(format!("tensor {name}: unknown dtype `{dtype}`")),
         };
-        let shape: Vec<u64> = t["shape"]
-            .as_array()?
-            .iter()
-            .filter_map(|d| d.as_u64())
-            .collect();
+        let dims = t["shape"].as_array()?;
+        let shape: Vec<u64> = dims.iter().filter_map(|d| d.as_u64()).collect();
+        if shape.len() != dims.len() {
+            let shape = serde_json::Value::Array(dims.clone());
+            return Some(format!(
+                "tensor {name}: shape {shape} is not a list of whole numbers"
+            ));
+        }
         let offsets: Vec<u64> = t["data_offsets"]
             .as_array()?
             .iter()
@@ -55,7 +58,12 @@ fn header_problem(path: &Path) -> Option<String> {
         let [begin, end] = offsets[..] else {
             return Some(format!("tensor {name}: data_offsets is not [begin, end]"));
         };
-        let need = shape.iter().product::<u64>() * size;
+        // A hand-made or damaged header can hold any numbers: the product may not fit.
+        let Some(need) = shape.iter().try_fold(size, |n: u64, &d| n.checked_mul(d)) else {
+            return Some(format!(
+                "tensor {name}: shape {shape:?} is too large (over 2^64 bytes)"
+            ));
+        };
         if end < begin || end.saturating_sub(begin) != need {
             return Some(format!(
                 "tensor {name}: {dtype} {shape:?} needs {need} bytes, data_offsets [{begin}, {end}] give {}",

@@ -60,17 +60,31 @@ fn truncated_or_corrupt_safetensors() {
     );
     // A header whose dtype does not fit the tensor's bytes: the tensor and both sizes.
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    header["model.norm.weight"]["dtype"] = "BF16".into();
-    let mut text = serde_json::to_vec(&header).unwrap();
-    text.resize(text.len().div_ceil(8) * 8, b' ');
-    let mut lied = (text.len() as u64).to_le_bytes().to_vec();
-    lied.extend(&text);
-    lied.extend(&bytes[8 + n..]);
-    std::fs::write(&w, &lied).unwrap();
+    let lie = |entry: &str, field: &str, value: serde_json::Value| {
+        let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        header[entry][field] = value;
+        let mut text = serde_json::to_vec(&header).unwrap();
+        text.resize(text.len().div_ceil(8) * 8, b' ');
+        let mut lied = (text.len() as u64).to_le_bytes().to_vec();
+        lied.extend(&text);
+        lied.extend(&bytes[8 + n..]);
+        std::fs::write(&w, &lied).unwrap();
+    };
+    lie("model.norm.weight", "dtype", "BF16".into());
     assert_one_line_error(
         &eval(&m, &t),
         &["tensor model.norm.weight: BF16 [", "data_offsets ["],
+    );
+    // A shape whose size does not fit in 64 bits (the product overflowed: a panic in a
+    // debug build, a wrapped size in a release one; found by tests/model_files_random).
+    let e = "model.embed_tokens.weight";
+    lie(e, "shape", serde_json::json!([1u64 << 40, 1u64 << 40]));
+    assert_one_line_error(&eval(&m, &t), &[e, "is too large"]);
+    // A shape that is not whole numbers was read without its bad dimension.
+    lie(e, "shape", serde_json::json!([-1, 32]));
+    assert_one_line_error(
+        &eval(&m, &t),
+        &[e, "[-1,32] is not a list of whole numbers"],
     );
     // A header length that points past the end of the file.
     let mut bad = bytes.clone();
@@ -222,4 +236,42 @@ fn nan_weights_are_named() {
         &session,
     ];
     last_line_error(&arborist(&run, &[]));
+}
+
+// The tokenizers crate panics on a JSON cut inside `decoder` and on a bad precompiled
+// charsmap; an empty vocabulary drops every character and was blamed on the text (all
+// three found by tests/model_files_random).
+#[test]
+fn a_malformed_tokenizer_is_one_line_naming_it() {
+    let (_d, m, t) = setup();
+    let path = std::path::Path::new(&m).join("tokenizer.json");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let cut = good.find("\"decoder\"").unwrap() + 20;
+    std::fs::write(&path, &good[..cut]).unwrap();
+    assert_one_line_error(
+        &eval(&m, &t),
+        &["cannot load tokenizer", "tokenizer.json", "not valid JSON"],
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["normalizer"] = serde_json::json!({"type": "Precompiled", "precompiled_charsmap": "AAAA"});
+    std::fs::write(&path, v.to_string()).unwrap();
+    assert_one_line_error(
+        &eval(&m, &t),
+        &[
+            "cannot load tokenizer",
+            "tokenizer.json",
+            "the tokenizers crate failed",
+        ],
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["model"]["vocab"] = serde_json::json!({});
+    std::fs::write(&path, v.to_string()).unwrap();
+    assert_one_line_error(
+        &eval(&m, &t),
+        &[
+            "tokenizer.json",
+            "into no tokens",
+            "vocabulary has 0 entries",
+        ],
+    );
 }
