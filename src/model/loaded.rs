@@ -165,6 +165,17 @@ impl LoadedModel {
             .encode(text, special)
             .map_err(|e| anyhow!("tokenizer {} failed: {e}", self.files.tokenizer.display()))?;
         let ids = enc.get_ids().to_vec();
+        // Else blamed on the text ("has 0 tokens, too short"): a vocabulary that lost its
+        // entries drops every character it cannot find.
+        if ids.is_empty() && !text.trim().is_empty() {
+            anyhow::bail!(
+                "tokenizer {} turned {} characters of text into no tokens (its vocabulary has {} \
+                 entries: is `model.vocab` empty or cut, or its unk_token missing?)",
+                self.files.tokenizer.display(),
+                text.chars().count(),
+                self.tokenizer.get_vocab_size(true)
+            );
+        }
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
             anyhow::bail!(
                 "tokenizer {} produced token id {bad}, outside the model's vocab_size {}",
@@ -180,9 +191,19 @@ impl LoadedModel {
 /// saved after a truncating call often do): transformers turns both off before encoding
 /// unless asked, and with them on the whole text would be cut or padded.
 pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
-    let mut tok = Tokenizer::from_file(path)
+    let what = || format!("cannot load tokenizer {}", path.display());
+    let bytes = std::fs::read(path).with_context(what)?;
+    // The tokenizers crate panics on some malformed files (a JSON cut inside `decoder`, a
+    // bad `precompiled_charsmap`): the syntax is checked first, to say where it breaks,
+    // and a panic left is caught and said in one line.
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+        .map_err(|e| anyhow!("not valid JSON: {e}"))
+        .with_context(what)?;
+    let mut tok = crate::runtime::catch_quietly(|| Tokenizer::from_bytes(&bytes))
+        .map_err(|p| anyhow!("the tokenizers crate failed on it: {p}"))
+        .with_context(what)?
         .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("cannot load tokenizer {}", path.display()))?;
+        .with_context(what)?;
     tok.with_truncation(None)
         .map_err(|e| anyhow!("cannot turn off truncation in {}: {e}", path.display()))?;
     tok.with_padding(None);
