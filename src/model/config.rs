@@ -233,7 +233,7 @@ impl ModelConfig {
                 "tie_word_embeddings, taken as {class}'s default false"
             ));
         }
-        Ok(ModelConfig {
+        let cfg = ModelConfig {
             defaulted,
             arch,
             vocab_size: req(raw.vocab_size, "vocab_size")?,
@@ -261,7 +261,9 @@ impl ModelConfig {
             sliding_window,
             max_position_embeddings,
             model_type,
-        })
+        };
+        refuse_infinite_rotary_frequencies(&cfg)?;
+        Ok(cfg)
     }
 
     /// ` (config.json leaves out ...)` for an error about a tensor's shape or presence, or
@@ -313,6 +315,34 @@ const MAX_LAYERS: usize = 65_536;
 
 /// The attention window of each layer (None: full causal attention), as transformers
 /// reads the config, with its checks of `sliding_window` and `layer_types`.
+/// Rotary frequencies are computed in f32, as transformers computes them: a tiny
+/// `rope_theta` or scaling factor makes them infinite and every perplexity NaN, with
+/// finite weights and nothing said.
+fn refuse_infinite_rotary_frequencies(cfg: &ModelConfig) -> Result<()> {
+    let finite = |c: &ModelConfig| {
+        crate::model::decoder::inv_freq(c)
+            .iter()
+            .all(|f| f.is_finite())
+    };
+    if finite(cfg) {
+        return Ok(());
+    }
+    let unscaled = ModelConfig {
+        rope_scaling: RopeScaling::None,
+        ..cfg.clone()
+    };
+    if !finite(&unscaled) {
+        bail!(
+            "field `rope_theta` ({:?}) makes the rotary frequencies infinite in f32",
+            cfg.rope_theta
+        );
+    }
+    bail!(
+        "field `rope_scaling` ({:?}) makes the rotary frequencies infinite in f32",
+        cfg.rope_scaling
+    )
+}
+
 fn sliding_windows(raw: &RawConfig, arch: Arch, num_layers: usize) -> Result<Vec<Option<usize>>> {
     // MistralConfig, Qwen2Config and Qwen3Config default an absent sliding_window to
     // 4096 (null means none); Qwen2 and Qwen3 drop it unless use_sliding_window, and
@@ -476,6 +506,28 @@ mod tests {
         let mut c = base("llama");
         c["quantization_config"] = serde_json::Value::Null;
         assert!(ModelConfig::from_json(&c.to_string()).is_ok());
+    }
+
+    // Found by tests/model_files_random: the perplexity came out NaN, said nowhere.
+    #[test]
+    fn values_that_make_rotary_frequencies_infinite_are_named() {
+        let msg = |edit: serde_json::Value| {
+            let mut c = base("qwen3");
+            c.as_object_mut()
+                .unwrap()
+                .extend(edit.as_object().unwrap().clone());
+            ModelConfig::from_json(&c.to_string()).map_err(|e| format!("{e:#}"))
+        };
+        let err = msg(serde_json::json!({"rope_theta": 1e-300})).unwrap_err();
+        assert!(err.contains("`rope_theta` (1e-300) makes"), "{err}");
+        let tiny = serde_json::json!({"rope_scaling": {"rope_type": "linear", "factor": 1e-300}});
+        let err = msg(tiny).unwrap_err();
+        assert!(
+            err.contains("`rope_scaling` (Linear { factor: 1e-300 }) makes"),
+            "{err}"
+        );
+        // Tiny but representable in f32 stays accepted, as transformers accepts it.
+        assert!(msg(serde_json::json!({"rope_theta": 1e-3})).is_ok());
     }
 
     // A value of the wrong type is named by its field, and layer_types is checked as
