@@ -88,6 +88,11 @@ impl WeightFiles {
             // modified while Arborist runs.
             let st = unsafe { MmapedSafetensors::new(f) }.map_err(|e| {
                 // The crate's message names neither the tensor nor what is wrong with it.
+                // Its `path: "FILE"` repeats what the line starts with.
+                let e = match e {
+                    candle_core::Error::WithPath { inner, .. } => *inner,
+                    e => e,
+                };
                 let why = header_problem(f).unwrap_or_else(|| e.to_string());
                 anyhow::anyhow!("{}: not a valid safetensors file ({why})", f.display())
             })?;

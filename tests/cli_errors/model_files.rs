@@ -90,7 +90,15 @@ fn truncated_or_corrupt_safetensors() {
     let mut bad = bytes.clone();
     bad[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
     std::fs::write(&w, &bad).unwrap();
-    assert_one_line_error(&eval(&m, &t), &["model.safetensors"]);
+    let o = eval(&m, &t);
+    assert_one_line_error(&o, &["model.safetensors", "(header too large)"]);
+    // The path once, not again as candle's `path: "..."`.
+    assert_eq!(
+        stderr(&o).matches("model.safetensors").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
     // Garbage in the JSON header.
     let mut bad = bytes;
     bad[8] = b'#';
