@@ -619,4 +619,15 @@ fn a_misshapen_projection_names_the_fields_its_shape_comes_from() {
             && e.contains(" × head_dim 4 = "),
         "{e}"
     );
+    // The embedding's (found by tests/model_files_random: it named no field).
+    let cfg = TINY_QWEN3.replace("\"vocab_size\":260,", "\"vocab_size\":300,");
+    assert_ne!(cfg, TINY_QWEN3);
+    std::fs::write(dir.join("config.json"), &cfg).unwrap();
+    let (code, e) = eval_error(&dir, &[]);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(
+        e.contains("model.embed_tokens.weight")
+            && e.contains("; config.json: vocab_size 300, hidden_size "),
+        "{e}"
+    );
 }

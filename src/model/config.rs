@@ -295,6 +295,12 @@ impl ModelConfig {
                 "hidden_size {h}, intermediate_size {}",
                 self.intermediate_size
             )
+        } else if tensor.contains("embed_tokens") || tensor.starts_with("lm_head") {
+            format!("vocab_size {}, hidden_size {h}", self.vocab_size)
+        } else if tensor.contains("q_norm") || tensor.contains("k_norm") {
+            format!("head_dim {d}")
+        } else if tensor.contains("norm") {
+            format!("hidden_size {h}")
         } else {
             return String::new();
         };
