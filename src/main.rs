@@ -85,23 +85,7 @@ fn main() {
         std::process::exit(1);
     }
     if let Err(e) = arborist::cli::run(cli) {
-        // One line: the context chain joined with ": ", each cause's first line only
-        // (candle appends a backtrace to its errors when RUST_BACKTRACE is set).
-        // A cause its parent already quotes (io errors wrapped by candle) is said once.
-        let mut msg = String::new();
-        for c in e.chain() {
-            let text = c.to_string();
-            let line = text.lines().next().unwrap_or("").trim();
-            if msg.contains(line) {
-                continue;
-            }
-            if !msg.is_empty() {
-                msg.push_str(": ");
-            }
-            msg.push_str(line);
-        }
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "error: {msg}");
+        errln!("{}", arborist::cli::error_line::error_line(&e));
         std::process::exit(1);
     }
 }

@@ -1,6 +1,7 @@
 //! The command line: argument definitions and dispatch. Handlers stay thin.
 
 mod calib;
+pub mod error_line;
 mod eval;
 mod headless;
 mod profile;

@@ -13,6 +13,13 @@ fn bad_device_and_dtype_flags() {
         &[],
     );
     assert_one_line_error(&o, &["--device tpu"]);
+    // A line break in the value is escaped: the line was cut at it, `--device cuda:0`,
+    // which read as the valid part being wrong (found by tests/user_files_random).
+    let o = arborist(
+        &["eval", "--model", &m, "--ppl", &t, "--device", "cuda:0\nx"],
+        &[],
+    );
+    assert_one_line_error(&o, &["--device cuda:0\\nx"]);
 }
 
 // A negative value was "unexpected argument '-5'" with a `-- -5` tip that failed the same way.
