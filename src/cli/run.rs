@@ -319,7 +319,12 @@ fn flag_of(message: &str) -> &str {
 /// goes. The error listed only the keys of the section it was written in.
 fn section_hint(error: &str) -> Option<String> {
     let key = error.split("unknown field `").nth(1)?.split('`').next()?;
-    let defaults = serde_yaml::to_value(RunOptions::default()).ok()?;
+    // With a probe: the default has none, so its keys were never found.
+    let defaults = RunOptions {
+        probe: Some(Default::default()),
+        ..RunOptions::default()
+    };
+    let defaults = serde_yaml::to_value(defaults).ok()?;
     let top = defaults.as_mapping()?;
     if top.contains_key(key) {
         return Some(format!(" (`{key}` belongs at the top level)"));
@@ -476,6 +481,11 @@ pub(super) fn check(o: &RunOptions) -> Result<()> {
         }
     }
     if let Some(p) = &o.probe {
+        // Here, not when the probe is loaded after the model (a config's kind was blamed
+        // on a flag never given, a minute into loading an 8B model).
+        if !matches!(p.kind.as_str(), "freebaseqa" | "mmlu") {
+            bail!("--probe {} is unknown (freebaseqa or mmlu)", p.kind);
+        }
         at_least_one("probe-limit", p.limit, "the probe needs at least one item")?;
     }
     if !matches!(o.agent.backend.as_str(), "builtin" | "openai" | "anthropic") {
@@ -676,6 +686,14 @@ mod tests {
         e
     }
 
+    // An unknown probe kind is refused with the options, naming the config it came
+    // from: it was found only after the model loaded, blamed on `--probe`.
+    #[test]
+    fn an_unknown_probe_kind_in_a_config_is_refused_naming_it() {
+        let e = err(with_config("probe:\n  kind: trivia\n"));
+        assert!(e.contains("cfg.yaml: --probe trivia is unknown"), "{e}");
+    }
+
     // An unknown sample in a config is refused with the file, the key and the choices.
     #[test]
     fn an_unknown_calibration_sample_in_a_config_is_refused() {
@@ -796,6 +814,10 @@ mod tests {
         );
         let e = err(with_config("loop:\n  seqlen: 128\n"));
         assert!(e.contains("(`seqlen` belongs at the top level)"), "{e}");
+        // The probe's keys, though the default options have no probe (found by
+        // tests/user_files_random).
+        let e = err(with_config("agent:\n  limit: 2\n"));
+        assert!(e.contains("(`limit` belongs in section `probe`)"), "{e}");
         let e = err(with_config("loop:\n  targt: 0.3\n"));
         assert!(
             e.contains("unknown field `targt`") && !e.contains("belongs"),
