@@ -551,7 +551,8 @@ fn check_dir(d: &Path) -> Result<()> {
             found = true;
         } else if [".j2", ".jinja", ".jinja2"]
             .iter()
-            .any(|x| name.ends_with(x))
+            // `STEP.J2` was passed over without a word, and the built-in used.
+            .any(|x| name.to_ascii_lowercase().ends_with(x))
         {
             bail!(
                 "prompt template {}: not a name --prompts reads ({names}); rename it or move it out",

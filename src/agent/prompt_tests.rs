@@ -246,7 +246,13 @@ fn user_dir_overrides_and_falls_back_to_the_builtins() {
 /// directory with none of the names read nothing at all.
 #[test]
 fn a_misnamed_template_or_a_dir_without_templates_is_refused() {
-    for name in ["Step.j2", "step.jinja", "reflect.jinja2"] {
+    for name in [
+        "Step.j2",
+        "step.jinja",
+        "reflect.jinja2",
+        "STEP.J2",
+        "system.Jinja",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("system.j2"), "S").unwrap();
         std::fs::write(dir.path().join(name), "Step {{ iteration }}").unwrap();
