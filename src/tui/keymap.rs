@@ -194,6 +194,14 @@ impl Keymap {
     /// `path` is the user's file; `explicit` when named by ARBORIST_KEYMAP, so that even a
     /// missing one is reported (the default location may simply have none).
     pub fn load_from(path: Option<PathBuf>, explicit: bool) -> (Keymap, Option<String>) {
+        let (map, warning) = Keymap::read(path, explicit);
+        // A key with a line break (`keys: ["a\nb"]`) made a warning of two lines, and the
+        // status line shows warnings whole on one.
+        let warning = warning.map(|w| crate::agent::text::one_line(&w, usize::MAX));
+        (map, warning)
+    }
+
+    fn read(path: Option<PathBuf>, explicit: bool) -> (Keymap, Option<String>) {
         let mut map = Keymap::builtin();
         let Some(path) = path else {
             return (map, None);

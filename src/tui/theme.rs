@@ -253,6 +253,11 @@ impl Themes {
                 None => warnings.insert(0, format!("ARBORIST_THEME={name}: no such theme")),
             }
         }
+        // A value with a line break (`fg: "#12\n34"`) made a warning of two lines, and the
+        // status line shows warnings whole on one.
+        let warnings = (warnings.iter())
+            .map(|w| crate::agent::text::one_line(w, usize::MAX))
+            .collect();
         (themes, warnings)
     }
 

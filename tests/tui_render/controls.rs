@@ -58,6 +58,12 @@ fn keymap_resolves_by_mode_and_replay() {
         );
     }
     assert_eq!(Keymap::load_from(Some(missing), false).1, None);
+    // A key with a line break is one line, escaped: the status line showed two (found by
+    // tests/user_files_random).
+    let file = d.path().join("keymap.yaml");
+    std::fs::write(&file, "- action: approve\n  keys: [\"a\\nb\"]\n").unwrap();
+    let w = Keymap::load_from(Some(file), true).1.unwrap();
+    assert!(w.contains("a\\nb") && !w.contains('\n'), "{w}");
 }
 
 #[test]

@@ -739,6 +739,19 @@ fn theme_files_without_a_name_and_unknown_choices_are_reported_first() {
     let (t, w) = Themes::load_from(Some(d.path().to_path_buf()), Some("mine"), false);
     assert_eq!(t.theme().name, "mine");
     assert!(!w.iter().any(|w| w.contains("ARBORIST_THEME")), "{w:?}");
+    // A colour with a line break is one line, escaped: the status line showed two
+    // (found by tests/user_files_random).
+    std::fs::write(
+        d.path().join("mine.yaml"),
+        "name: mine\ncolors:\n  fg: \"#12\\n34\"\n",
+    )
+    .unwrap();
+    let (_, w) = Themes::load_from(Some(d.path().to_path_buf()), None, false);
+    let broken = w.iter().find(|w| w.contains("mine.yaml")).unwrap();
+    assert!(
+        broken.contains("#12\\n34") && !broken.contains('\n'),
+        "{w:?}"
+    );
 }
 
 // The heatmap title's metric keys are whole or absent at every width (cut to `m…` at 60).
