@@ -7,8 +7,8 @@
 use anyhow::{bail, Result};
 
 use super::{
-    parse::frac, Agent, AgentContext, AgentReply, LayerRow, LayerTarget, Proposal, StepOutcome,
-    Usage,
+    context::LayerChange, parse::frac, Agent, AgentContext, AgentReply, LayerRow, LayerTarget,
+    Proposal, StepOutcome, Usage,
 };
 
 /// How many recent iterations a rollback keeps shrinking the step and blocking its layers.
@@ -34,10 +34,37 @@ fn floor4(x: f64) -> f64 {
     (x * 1e4 + 1e-9).floor() / 1e4
 }
 
+fn ceil4(x: f64) -> f64 {
+    (x * 1e4 - 1e-9).ceil() / 1e4
+}
+
+/// A step that prunes at least one more weight in every row, from the sparsities a layer's
+/// mask has had: each is a whole number of weights over the row's width, so the smallest
+/// width that makes all of them whole is the width or a divisor of it (exact once the
+/// values pin it). None before the mask first moves, or for rows wider than 2^16 (where
+/// every step the policy takes moves whole weights).
+fn granule(seen: &[f64]) -> Option<f64> {
+    let seen: Vec<f64> = seen.iter().copied().filter(|v| *v > 1e-12).collect();
+    let whole = |c: u32| {
+        (seen.iter()).all(|v| (v * f64::from(c) - (v * f64::from(c)).round()).abs() < 1e-6)
+    };
+    match seen.is_empty() {
+        true => None,
+        false => (1..=1u32 << 16)
+            .find(|&c| whole(c))
+            .map(|c| 1.0 / f64::from(c)),
+    }
+}
+
 struct Plan {
     step: f64,
     /// Rolled-back steps each layer took part in, over the whole session.
     rollbacks_of: std::collections::HashMap<String, i32>,
+    /// Steps in which each layer's mask did not move: its step was under one weight per
+    /// row (a narrow layer whose step rollbacks halved). Each doubles its step.
+    stuck_of: std::collections::HashMap<String, i32>,
+    /// The sparsities each layer's mask has had in the steps so far.
+    seen_of: std::collections::HashMap<String, Vec<f64>>,
     /// The last accepted step changed no sparsity (increase too small for whole weights).
     stalled: bool,
     recent_rollbacks: usize,
@@ -51,9 +78,11 @@ fn plan(ctx: &AgentContext) -> Plan {
         .filter(|o| !o.accepted && o.iteration + MEMORY > ctx.iteration)
         .collect();
     let step = (ctx.bounds.max_step * 0.5f64.powi(recent.len() as i32)).max(MIN_STEP);
-    let mut avoided: Vec<String> = recent
-        .iter()
-        .flat_map(|o| o.changes.iter().map(|c| c.name.clone()))
+    // A layer whose mask did not move in a rolled-back step did not cause it.
+    let moved = |c: &&LayerChange| c.to > c.from + 1e-12;
+    let mut avoided: Vec<String> = (recent.iter().flat_map(|o| &o.changes))
+        .filter(moved)
+        .map(|c| c.name.clone())
         .collect();
     avoided.sort();
     avoided.dedup();
@@ -67,12 +96,28 @@ fn plan(ctx: &AgentContext) -> Plan {
         .iter()
         .filter(|o| !o.accepted)
         .flat_map(|o| &o.changes)
+        .filter(moved)
     {
         *rollbacks_of.entry(c.name.clone()).or_insert(0) += 1;
+    }
+    let mut stuck_of = std::collections::HashMap::new();
+    // A reviewer's edit may have asked for the small step itself.
+    let proposed = ctx.history.iter().filter(|o| !o.edited);
+    for c in (proposed.flat_map(|o| &o.changes)).filter(|c| !moved(c)) {
+        *stuck_of.entry(c.name.clone()).or_insert(0) += 1;
+    }
+    let mut seen_of = std::collections::HashMap::<String, Vec<f64>>::new();
+    for c in ctx.history.iter().flat_map(|o| &o.changes) {
+        seen_of
+            .entry(c.name.clone())
+            .or_default()
+            .extend([c.from, c.to]);
     }
     Plan {
         stalled,
         rollbacks_of,
+        stuck_of,
+        seen_of,
         step: step.min(ctx.bounds.max_step),
         recent_rollbacks: recent.len(),
         avoided,
@@ -99,7 +144,7 @@ impl BuiltinAgent {
         });
         let mut layers = Vec::new();
         let mut used = Vec::new();
-        let (mut backed_off, mut retired) = (0usize, Vec::new());
+        let (mut backed_off, mut retired, mut narrow) = (0usize, Vec::new(), Vec::new());
         // A --max-step below our smallest step is the smallest (every layer was retired at
         // 0.01, and the session failed with "no headroom" while every layer was dense).
         let smallest = MIN_STEP.min(b.max_step);
@@ -109,17 +154,57 @@ impl BuiltinAgent {
             }
             // A layer whose own step would fall below the smallest one is left alone: it
             // took part in rollbacks even at the smallest step.
-            let own = p.step * 0.5f64.powi(p.rollbacks_of.get(&r.name).copied().unwrap_or(0));
+            let count =
+                |m: &std::collections::HashMap<String, i32>| m.get(&r.name).copied().unwrap_or(0);
+            let stuck = count(&p.stuck_of);
+            // A layer whose mask did not move in an earlier step (its rows narrower than
+            // 1 / step: it was proposed unchanged every iteration until --max-iters) takes
+            // at least one weight per row from then on, once a move shows its rows' width;
+            // until then its step doubles for each step it did not move.
+            let granule = (stuck > 0)
+                .then(|| {
+                    let mut seen = p.seen_of.get(&r.name).cloned().unwrap_or_default();
+                    seen.push(r.sparsity);
+                    granule(&seen)
+                })
+                .flatten();
+            let grow = match granule {
+                None => 2f64.powi(stuck),
+                Some(_) => 1.0,
+            };
+            let own = p.step * 0.5f64.powi(count(&p.rollbacks_of)) * grow;
+            // Its last step that did not move was (about) half of this one.
+            if grow > 1.0 && own / 2.0 >= b.max_step - 1e-12 {
+                narrow.push(r.name.as_str());
+                continue;
+            }
             if own < smallest - 1e-12 {
                 retired.push(r.name.as_str());
                 continue;
             }
+            let own = own.min(b.max_step);
             backed_off += usize::from(own < p.step);
             let room = (cap - r.sparsity).min(own);
             // Do not overshoot the target by more than the layer's rounding.
             let trimmed = (need / r.params as f64 + 1e-4).max(MIN_TRIM);
-            let inc = if p.stalled { room } else { room.min(trimmed) };
-            let to = floor4(r.sparsity + inc);
+            // A layer once stuck takes its whole step: trimmed, it could stick again.
+            let inc = if p.stalled || stuck > 0 {
+                room
+            } else {
+                room.min(trimmed)
+            };
+            let mut to = floor4(r.sparsity + inc);
+            if let Some(g) = granule {
+                let next = ((r.sparsity / g).round() + 1.0) * g;
+                if to < next - 1e-9 {
+                    let up = ceil4(next);
+                    if up - r.sparsity > b.max_step + 1e-9 || up > cap + 1e-9 {
+                        narrow.push(r.name.as_str());
+                        continue;
+                    }
+                    to = up;
+                }
+            }
             if to <= r.sparsity + 1e-6 {
                 continue;
             }
@@ -131,7 +216,31 @@ impl BuiltinAgent {
             });
         }
         if layers.is_empty() {
-            bail!("builtin: no layer has headroom left below {}", frac(cap));
+            // Why each layer was passed over (it read "no headroom" when rollbacks had
+            // retired them all).
+            let full = (ctx.layers.iter())
+                .filter(|l| l.sparsity + MIN_TRIM > cap)
+                .count();
+            let parts = [
+                (
+                    full,
+                    format!("within {MIN_TRIM} of the ceiling {}", frac(cap)),
+                ),
+                (p.avoided.len(), "avoided after the last rollbacks".into()),
+                (retired.len(), "left alone after too many rollbacks".into()),
+                (
+                    narrow.len(),
+                    format!(
+                        "unable to move a whole weight per row within max_step {}",
+                        frac(b.max_step)
+                    ),
+                ),
+            ];
+            let why: Vec<String> = (parts.iter())
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, what)| format!("{n} {what}"))
+                .collect();
+            bail!("builtin: no layer can take a step ({})", why.join("; "));
         }
         let after = ctx.global_sparsity
             + used
@@ -169,6 +278,12 @@ impl BuiltinAgent {
                     retired.join(", ")
                 );
             }
+        }
+        if !narrow.is_empty() {
+            reasoning += &format!(
+                "; left alone as their masks did not move even at the largest step (under one weight per row): {}",
+                narrow.join(", ")
+            );
         }
         reasoning += &format!(
             ". Expected global sparsity {} -> {} of target {}.",
@@ -325,6 +440,85 @@ mod tests {
             assert!((l.sparsity - from - 0.01).abs() < 1e-9, "{l:?} from {from}");
         }
         assert!(!p.reasoning.contains("left alone"), "{}", p.reasoning);
+    }
+
+    /// The policy against Wanda's rounding on rows of `cols` weights (`floor(t * cols)`
+    /// per row, never fewer than before), with the steps of `rolled_back` rolled back:
+    /// (steps whose masks all stayed put, global sparsity at the end, the last error).
+    fn simulate(cols: f64, rolled_back: &[usize], iters: usize) -> (usize, f64, String) {
+        let mut ctx = AgentContext::example();
+        ctx.history.clear();
+        for l in &mut ctx.layers {
+            l.sparsity = 0.0;
+        }
+        ctx.global_sparsity = 0.0;
+        let (mut still, mut failures) = (0, 0);
+        for it in 1..=iters {
+            ctx.iteration = it;
+            // As the session's loop: a failure skips the iteration, three in a row end it.
+            let p = match BuiltinAgent::decide(&ctx) {
+                Ok(p) => p,
+                Err(e) if failures == 2 => return (still, ctx.global_sparsity, e.to_string()),
+                Err(_) => {
+                    failures += 1;
+                    continue;
+                }
+            };
+            failures = 0;
+            let changes: Vec<LayerChange> = (p.layers.iter())
+                .map(|t| {
+                    let from = ctx.layer(&t.name).unwrap().sparsity;
+                    let to = ((t.sparsity * cols + 1e-9).floor() / cols).max(from);
+                    LayerChange {
+                        name: t.name.clone(),
+                        from,
+                        to,
+                    }
+                })
+                .collect();
+            still += usize::from(changes.iter().all(|c| c.to == c.from));
+            let accepted = !rolled_back.contains(&it);
+            if accepted {
+                for c in &changes {
+                    ctx.layers
+                        .iter_mut()
+                        .find(|l| l.name == c.name)
+                        .unwrap()
+                        .sparsity = c.to;
+                }
+                let n = ctx.layers.len() as f64;
+                ctx.global_sparsity = ctx.layers.iter().map(|l| l.sparsity).sum::<f64>() / n;
+            }
+            let mut o = rollback(it, &[]);
+            o.changes = changes;
+            o.accepted = accepted;
+            ctx.history.push(o);
+            if ctx.global_sparsity >= ctx.target {
+                return (still, ctx.global_sparsity, String::new());
+            }
+        }
+        (still, ctx.global_sparsity, "max iterations".into())
+    }
+
+    // Rows of 32 weights move by 0.03125 at least. Once rollbacks had halved the steps
+    // below that, the policy proposed the same targets every iteration and the guard
+    // accepted the empty steps until --max-iters (found by tests/user_files_random).
+    #[test]
+    fn steps_narrower_than_one_weight_per_row_do_not_repeat() {
+        // Three rollbacks in a row halve the step to 0.0125.
+        let rolled_back = [2, 3, 4];
+        let (still, reached, end) = simulate(32.0, &rolled_back, 400);
+        assert!(still <= 14, "{still} steps moved nothing ({end})");
+        assert!(reached >= 0.45, "{reached} ({end}), {still} still steps");
+        // Rows as wide as the bundled model's never stall.
+        assert_eq!(simulate(128.0, &rolled_back, 400).0, 0);
+        // Rows narrower than 1 / max_step cannot move at all: the policy says so and stops.
+        let (still, reached, end) = simulate(5.0, &rolled_back, 400);
+        assert!(still <= 2 * 14 && reached == 0.0, "{still} {reached}");
+        assert!(
+            end.contains("unable to move a whole weight per row"),
+            "{end}"
+        );
     }
 
     // One layer is "1 layer" (it read "Chose the 1 layers").

@@ -164,6 +164,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
         .finished
         .clone()
         .filter(|r| *r == crate::session::StopReason::AgentFailed);
+    let last_failure = (d.recent.iter().rev()).find_map(|e| match e {
+        Event::AgentFailed { error, .. } => Some(error.clone()),
+        _ => None,
+    });
     // A run too short for three failures in a row (`--max-iters 2`) whose every iteration
     // was skipped for the agent did nothing the user asked for either.
     let decided = (d.recent.iter())
@@ -216,6 +220,21 @@ pub fn run(a: &RunArgs) -> Result<()> {
         );
     }
     // Not a result: a script must not take the summary for a finished run.
+    if let Some(reason) = agent_failed
+        .as_ref()
+        .filter(|_| s.opts.agent.backend == "builtin")
+    {
+        // The built-in policy answers the same state the same way: "once it answers"
+        // would send the user to a resume that fails again.
+        anyhow::bail!(
+            "{}; the last: {} (the session is saved in {}; the built-in policy would fail \
+             the same way on a resume: start a new session with another --threshold, \
+             --max-step or --target)",
+            reason.words(),
+            last_failure.as_deref().unwrap_or("(not in this run)"),
+            s.path.display(),
+        );
+    }
     if let Some(reason) = agent_failed {
         anyhow::bail!(
             "{} (the session is saved in {}; continue with {} once it answers)",
