@@ -159,12 +159,33 @@ pub fn arborist_timed(
     cwd: &Path,
     limit: std::time::Duration,
 ) -> Ran {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_arborist"));
+    c.args(args);
+    run_timed(c, envs, cwd, limit)
+}
+
+/// `arborist_timed` with the binary started under `ulimit -v vm_kib`: bad input that
+/// makes it allocate by its sizes is stopped there, not by the machine.
+pub fn arborist_timed_vm(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    cwd: &Path,
+    limit: std::time::Duration,
+    vm_kib: u64,
+) -> Ran {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(format!("ulimit -v {vm_kib} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_arborist"))
+        .args(args);
+    run_timed(c, envs, cwd, limit)
+}
+
+fn run_timed(mut c: Command, envs: &[(&str, &str)], cwd: &Path, limit: std::time::Duration) -> Ran {
     use std::io::Read;
     use std::process::Stdio;
     let start = std::time::Instant::now();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_arborist"));
-    c.args(args)
-        .current_dir(cwd)
+    c.current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -172,18 +193,16 @@ pub fn arborist_timed(
         c.env(k, v);
     }
     let mut child = c.spawn().expect("spawn arborist");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    // Read lossily: output that is not UTF-8 read as nothing at all.
+    let read = |mut from: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = from.read_to_end(&mut s);
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let t_out = read(Box::new(child.stdout.take().unwrap()));
+    let t_err = read(Box::new(child.stderr.take().unwrap()));
     let mut timed_out = false;
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -195,7 +214,7 @@ pub fn arborist_timed(
             timed_out = true;
             break None;
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(10));
     };
     Ran {
         code: status.and_then(|s| s.code()),

@@ -92,55 +92,7 @@ impl Workspace {
 
 /// `common::arborist_timed`, with the binary started under `ulimit -v`.
 fn run_limited(args: &[&str], envs: &[(&str, &str)], cwd: &Path) -> Ran {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
-    let start = std::time::Instant::now();
-    let script = format!("ulimit -v {MEMORY_KB} && exec \"$0\" \"$@\"");
-    let mut c = Command::new("sh");
-    c.arg("-c")
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_arborist"))
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    let mut child = c.spawn().expect("spawn sh");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            timed_out = true;
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Ran {
-        code: status.and_then(|s| s.code()),
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-        timed_out,
-        seconds: start.elapsed().as_secs_f64(),
-    }
+    common::arborist_timed_vm(args, envs, cwd, DEADLINE, MEMORY_KB)
 }
 
 /// How a run ended, once it kept the rules every run keeps.

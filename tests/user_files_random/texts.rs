@@ -105,13 +105,14 @@ fn check_run(
     report.check(&case, &r, verdict);
 }
 
-#[test]
-fn damaged_perplexity_texts_are_evaluated_or_refused_in_one_line() {
+/// `cases` damaged copies of the base text, each given to `command` (its flag `flag`
+/// reads the text).
+fn text_cases(kind: &'static str, cases: usize, flag: &str, command: &[&str]) {
     let ws = Workspace::create();
-    let mut report = Report::new("ppl-text");
+    let mut report = Report::new(kind);
     let mut rng = StdRng::seed_from_u64(report.seed());
-    for index in 0..PPL_CASES {
-        let file = ws.path(&format!("data/ppl{index}.txt"));
+    for index in 0..cases {
+        let file = ws.path(&format!("data/{kind}{index}.txt"));
         let mut bytes = base_text().into_bytes();
         let (what, promise) = match index {
             0 => ("none".into(), vec![]),
@@ -119,18 +120,9 @@ fn damaged_perplexity_texts_are_evaluated_or_refused_in_one_line() {
         };
         std::fs::write(&file, &bytes).unwrap();
         let f = crate::common::p(&file);
-        let args = [
-            "eval",
-            "--model",
-            &ws.model,
-            "--ppl",
-            &f,
-            "--seqlen",
-            "16",
-            "--max-windows",
-            "2",
-            "--json",
-        ];
+        let mut args = vec![command[0], "--model", &ws.model, flag, &f];
+        args.extend(&command[1..]);
+        let names = [f.as_str(), flag];
         check_run(
             &ws,
             &mut report,
@@ -138,11 +130,17 @@ fn damaged_perplexity_texts_are_evaluated_or_refused_in_one_line() {
             what,
             &args,
             &file,
-            &[&f, "--ppl"],
+            &names,
             &promise,
         );
     }
     report.finish();
+}
+
+#[test]
+fn damaged_perplexity_texts_are_evaluated_or_refused_in_one_line() {
+    let eval = ["eval", "--seqlen", "16", "--max-windows", "2", "--json"];
+    text_cases("ppl-text", PPL_CASES, "--ppl", &eval);
 }
 
 #[test]
@@ -192,44 +190,17 @@ fn damaged_perplexity_parquet_files_are_evaluated_or_refused_in_one_line() {
 
 #[test]
 fn damaged_calibration_texts_are_profiled_or_refused_in_one_line() {
-    let ws = Workspace::create();
-    let mut report = Report::new("calib-text");
-    let mut rng = StdRng::seed_from_u64(report.seed());
-    for index in 0..CALIB_CASES {
-        let file = ws.path(&format!("data/calib{index}.txt"));
-        let mut bytes = base_text().into_bytes();
-        let (what, promise) = match index {
-            0 => ("none".into(), vec![]),
-            _ => damage_text(&mut rng, &mut bytes),
-        };
-        std::fs::write(&file, &bytes).unwrap();
-        let f = crate::common::p(&file);
-        let args = [
-            "profile",
-            "--model",
-            &ws.model,
-            "--calib",
-            &f,
-            "--seqlen",
-            "16",
-            "--calib-windows",
-            "2",
-            "--grad-windows",
-            "1",
-            "--json",
-        ];
-        check_run(
-            &ws,
-            &mut report,
-            index,
-            what,
-            &args,
-            &file,
-            &[&f, "--calib"],
-            &promise,
-        );
-    }
-    report.finish();
+    let profile = [
+        "profile",
+        "--seqlen",
+        "16",
+        "--calib-windows",
+        "2",
+        "--grad-windows",
+        "1",
+        "--json",
+    ];
+    text_cases("calib-text", CALIB_CASES, "--calib", &profile);
 }
 
 /// Damage to a JSON-lines file of documents, with what a refusal must say.
