@@ -219,7 +219,7 @@ impl BuiltinAgent {
             // Why each layer was passed over (it read "no headroom" when rollbacks had
             // retired them all).
             let full = (ctx.layers.iter())
-                .filter(|l| l.sparsity + MIN_TRIM > cap)
+                .filter(|l| l.sparsity + MIN_TRIM > cap && !p.avoided.contains(&l.name))
                 .count();
             let parts = [
                 (
