@@ -63,8 +63,6 @@ struct Plan {
     /// Steps in which each layer's mask did not move: its step was under one weight per
     /// row (a narrow layer whose step rollbacks halved). Each doubles its step.
     stuck_of: std::collections::HashMap<String, i32>,
-    /// The sparsities each layer's mask has had in the steps so far.
-    seen_of: std::collections::HashMap<String, Vec<f64>>,
     /// The last accepted step changed no sparsity (increase too small for whole weights).
     stalled: bool,
     recent_rollbacks: usize,
@@ -106,18 +104,10 @@ fn plan(ctx: &AgentContext) -> Plan {
     for c in (proposed.flat_map(|o| &o.changes)).filter(|c| !moved(c)) {
         *stuck_of.entry(c.name.clone()).or_insert(0) += 1;
     }
-    let mut seen_of = std::collections::HashMap::<String, Vec<f64>>::new();
-    for c in ctx.history.iter().flat_map(|o| &o.changes) {
-        seen_of
-            .entry(c.name.clone())
-            .or_default()
-            .extend([c.from, c.to]);
-    }
     Plan {
         stalled,
         rollbacks_of,
         stuck_of,
-        seen_of,
         step: step.min(ctx.bounds.max_step),
         recent_rollbacks: recent.len(),
         avoided,
@@ -163,8 +153,12 @@ impl BuiltinAgent {
             // until then its step doubles for each step it did not move.
             let granule = (stuck > 0)
                 .then(|| {
-                    let mut seen = p.seen_of.get(&r.name).cloned().unwrap_or_default();
-                    seen.push(r.sparsity);
+                    // The sparsities its mask has had in the steps so far, and has now.
+                    let changes = ctx.history.iter().flat_map(|o| &o.changes);
+                    let seen: Vec<f64> = (changes.filter(|c| c.name == r.name))
+                        .flat_map(|c| [c.from, c.to])
+                        .chain([r.sparsity])
+                        .collect();
                     granule(&seen)
                 })
                 .flatten();

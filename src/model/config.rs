@@ -319,8 +319,6 @@ impl ModelConfig {
 /// More blocks than this is a broken config, refused before per-block tables are built.
 const MAX_LAYERS: usize = 65_536;
 
-/// The attention window of each layer (None: full causal attention), as transformers
-/// reads the config, with its checks of `sliding_window` and `layer_types`.
 /// Rotary frequencies are computed in f32, as transformers computes them: a tiny
 /// `rope_theta` or scaling factor makes them infinite and every perplexity NaN, with
 /// finite weights and nothing said.
@@ -349,6 +347,8 @@ fn refuse_infinite_rotary_frequencies(cfg: &ModelConfig) -> Result<()> {
     )
 }
 
+/// The attention window of each layer (None: full causal attention), as transformers
+/// reads the config, with its checks of `sliding_window` and `layer_types`.
 fn sliding_windows(raw: &RawConfig, arch: Arch, num_layers: usize) -> Result<Vec<Option<usize>>> {
     // MistralConfig, Qwen2Config and Qwen3Config default an absent sliding_window to
     // 4096 (null means none); Qwen2 and Qwen3 drop it unless use_sliding_window, and
