@@ -298,6 +298,63 @@ fn a_skip_after_a_rejection_makes_its_feedback_earlier_feedback() {
     assert_eq!(ctx.earlier_feedback[0].feedback, "spare the MLPs");
 }
 
+// A reviewer's rollback answers an open rejection: the re-ask named a proposal made
+// against the checkpoint the rollback left, so from then on its feedback is earlier
+// feedback and the prompt shows no rejected proposal to "propose again" from.
+#[test]
+fn a_rollback_after_a_rejection_makes_its_feedback_earlier_feedback() {
+    let mut m = started(LoopOptions::default());
+    step_from_proposing(&mut m, 10.1);
+    m.handle(&Event::Reflected {
+        iteration: 1,
+        reply: reply("r".into()),
+    })
+    .unwrap();
+    let r = rows(&m);
+    let profiled = |iteration| Event::Profiled {
+        iteration,
+        rows: r.clone(),
+        seconds: 0.0,
+        calib_from_block: None,
+    };
+    m.handle(&profiled(2)).unwrap();
+    let propose = |m: &mut Machine| {
+        let p = BuiltinAgent::decide(&m.context()).unwrap();
+        let (iteration, agent) = (2, "builtin".into());
+        m.handle(&Event::Proposed {
+            iteration,
+            agent,
+            reply: reply(p),
+        })
+        .unwrap();
+    };
+    propose(&mut m);
+    m.handle(&Event::Decided {
+        iteration: 2,
+        by: "human".into(),
+        decision: Decision::Reject {
+            feedback: "spare the MLPs".into(),
+        },
+    })
+    .unwrap();
+    propose(&mut m);
+    assert_eq!(m.context().feedback.as_deref(), Some("spare the MLPs"));
+    let fx = m
+        .handle(&Event::RollbackTo {
+            checkpoint: 0,
+            by: "human".into(),
+        })
+        .unwrap();
+    assert_eq!(fx, vec![Effect::Restore { index: 0 }, Effect::Profile]);
+    assert_eq!(m.feedback(), None);
+    m.handle(&profiled(2)).unwrap();
+    let ctx = m.context();
+    assert_eq!((ctx.iteration, ctx.feedback.as_deref()), (2, None));
+    assert!(ctx.rejected.is_none(), "{:?}", ctx.rejected);
+    assert_eq!(ctx.earlier_feedback.len(), 1);
+    assert_eq!(ctx.earlier_feedback[0].feedback, "spare the MLPs");
+}
+
 fn step_from_proposing(m: &mut Machine, ppl: f64) {
     let it = m.iteration;
     let ctx = m.context();

@@ -206,6 +206,9 @@ impl Machine {
         }
         self.checkpoints.truncate(checkpoint + 1);
         self.reviewer_rollbacks += 1;
+        // An open rejection named a proposal made against the checkpoint left behind: it
+        // becomes earlier feedback, not a re-ask of that proposal.
+        self.feedback_open = false;
         self.proposal = None;
         self.phase = Phase::Profiling;
         Ok(vec![Effect::Restore { index: checkpoint }, Effect::Profile])

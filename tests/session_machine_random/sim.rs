@@ -624,7 +624,11 @@ impl Sim {
                     false => self.rollbacks += 1,
                 }
             }
-            Event::RollbackTo { .. } => self.reviewer_rollbacks += 1,
+            Event::RollbackTo { .. } => {
+                self.reviewer_rollbacks += 1;
+                // The rollback answers an open rejection: its feedback becomes earlier feedback.
+                self.feedback_open = false;
+            }
             Event::StopRequested { .. } => {
                 self.stop_fed.get_or_insert(self.inputs);
             }
