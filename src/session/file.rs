@@ -482,6 +482,8 @@ pub fn read(path: &Path) -> Result<SessionLog> {
         let doc = serde_yaml::from_str::<serde_yaml::Value>(unmarked(docs[k]));
         if let (Ok(doc), Ok(written)) = (doc, serde_yaml::to_value(&e)) {
             if let Some(key) = unknown_key(&doc, &written, "") {
+                // Said on one line: a quoted key may hold a line break.
+                let key = crate::agent::text::one_line(&key, 120);
                 let kind = e.event.kind();
                 unknown_fields.push(format!(
                     "`{key}` in event document {k} (from line {}, `{kind}`)",

@@ -516,6 +516,33 @@ fn unknown_event_fields_are_named() {
     assert!(note.ends_with(&log.unknown_fields[0]), "{note}");
 }
 
+/// A quoted key may hold a line break or an escape sequence: the note that names it stays
+/// one line, as every warning does (it spanned two lines on stderr and in the TUI).
+#[test]
+fn an_unknown_key_with_a_line_break_is_named_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = rewritten(dir.path());
+    let text = std::fs::read_to_string(&path).unwrap();
+    // At the top of the guard's document.
+    let doc = text[..text.find("event: guard").unwrap()]
+        .rfind("\n---\n")
+        .unwrap()
+        + 5;
+    let edited = format!(
+        "{}\"extra\\nline\\e[31m\": 1\n{}",
+        &text[..doc],
+        &text[doc..]
+    );
+    std::fs::write(&path, &edited).unwrap();
+    let log = read(&path).unwrap();
+    let note = log.unknown_note(&path).unwrap();
+    assert!(!note.contains('\n') && !note.contains('\u{1b}'), "{note}");
+    assert!(
+        note.contains("`extra\\nline\\u{1b}[31m` in event document"),
+        "{note}"
+    );
+}
+
 /// A creation killed before it linked its file left a hidden temporary and no file: the
 /// resume's error names it and what to do (it said only "No such file or directory").
 #[test]
