@@ -105,7 +105,8 @@ impl CalibArgs {
     pub fn protocol(&self, w: &Windows) -> serde_json::Value {
         let (sample, seed) = self.sample_and_seed();
         serde_json::json!({
-            "calib": self.calib.as_ref().map(|p| p.display().to_string()),
+            "calib": (self.calib.as_ref())
+                .map(|p| crate::prune::metadata::absolute(&p.display().to_string())),
             "seqlen": w.seqlen, "windows": w.len(), "sample": sample, "seed": seed,
         })
     }

@@ -295,7 +295,15 @@ pub fn run(a: PruneArgs) -> Result<()> {
             // A structured method removes blocks, heads or channels: no mask pattern
             // (it read `{"unstructured": S}`); `structured` says what went.
             ("pattern", json!(structured.is_none().then_some(pat))),
-            ("allocation", json!(a.allocation)),
+            // A file is named absolute, as every local path here: the directory is read
+            // elsewhere (it was written as typed).
+            (
+                "allocation",
+                json!(match a.allocation_file() {
+                    Some(f) => metadata::absolute(&f.display().to_string()),
+                    None => a.allocation.clone(),
+                }),
+            ),
             (
                 "owl",
                 json!((a.allocation == "owl").then(|| json!({

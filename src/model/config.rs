@@ -220,10 +220,15 @@ impl ModelConfig {
         }
         let sliding_window = sliding_windows(&raw, arch, num_layers)?;
         let mut defaulted = Vec::new();
-        if !kv_note.is_empty() {
-            defaulted.push(format!(
+        match (raw.num_key_value_heads, arch) {
+            (Some(_), _) => {}
+            // Always divides, so only a tensor's shape can show it.
+            (None, Arch::Llama) => defaulted.push(format!(
+                "num_key_value_heads, taken as {class}'s default num_attention_heads ({num_kv_heads})"
+            )),
+            (None, _) => defaulted.push(format!(
                 "num_key_value_heads, taken as {class}'s default {num_kv_heads}"
-            ));
+            )),
         }
         if raw.head_dim.is_none() && arch == Arch::Qwen3 {
             defaulted.push(format!("head_dim, taken as {class}'s default {head_dim}"));
@@ -696,6 +701,16 @@ mod tests {
             v.as_object_mut().unwrap().remove("num_key_value_heads");
             let c = ModelConfig::from_json(&v.to_string()).unwrap();
             assert_eq!((c.num_kv_heads, c.head_dim), (kv, head_dim), "{arch}");
+            // A shape error says the default was taken: Llama's too, whose default is
+            // the attention heads (it said nothing there).
+            let note = match arch {
+                "llama" => "LlamaConfig's default num_attention_heads (64)".to_string(),
+                "mistral" => "MistralConfig's default 8".to_string(),
+                "qwen2" => "Qwen2Config's default 32".to_string(),
+                _ => "Qwen3Config's default 32".to_string(),
+            };
+            let note = format!("num_key_value_heads, taken as {note}");
+            assert!(c.defaulted.contains(&note), "{arch}: {:?}", c.defaulted);
         }
         // A default that does not fit says it was the default.
         let mut v = base("qwen2");

@@ -214,8 +214,10 @@ fn allocation_file_prunes_only_the_named_layers() {
         "model.layers.1.mlp.up_proj: 0.3\nmodel.layers.0.self_attn.q_proj: 0.6\n",
     )
     .unwrap();
-    let out = d.path().join("o");
-    let o = arborist(
+    std::fs::copy(fx("eval.txt"), d.path().join("calib.txt")).unwrap();
+    // Run where the files are, named relative: arborist.json names them absolute, as it
+    // does the source and the perplexity's text (they were written as typed).
+    let o = arborist_timed(
         &[
             "prune",
             "--model",
@@ -223,21 +225,32 @@ fn allocation_file_prunes_only_the_named_layers() {
             "--method",
             "wanda",
             "--calib",
-            &fx("eval.txt"),
+            "calib.txt",
             "--seqlen",
             "32",
             "--calib-windows",
             "2",
             "--allocation",
-            &p(&yaml),
+            "alloc.yaml",
             "--out",
-            &p(&out),
+            "o",
             "--json",
         ],
         &[],
+        d.path(),
+        LIMIT,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = ok_json(&o);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("o/arborist.json")).unwrap())
+            .unwrap();
+    let here = std::fs::canonicalize(d.path()).unwrap();
+    assert_eq!(meta["allocation"], p(&here.join("alloc.yaml")), "{meta}");
+    assert_eq!(
+        meta["calibration"]["calib"],
+        p(&here.join("calib.txt")),
+        "{meta}"
+    );
     // Sequential windows: no seed drew them, and none is recorded.
     let cal = &v["result"]["calibration"];
     assert_eq!(cal["sample"], "sequential", "{cal}");
