@@ -96,6 +96,15 @@ fn resume_after_a_torn_input_event_matches_the_reference() {
         );
         assert_same_session(&cut, &sum, &entries, &fo);
         assert_kept(&before, &cut);
+        // The finish says its perplexity's protocol, as a run that was not resumed does
+        // (the resumed run's own events lack the baseline it read it from).
+        let done = (r.stderr.lines())
+            .find(|l| l.starts_with("finished ("))
+            .unwrap_or_else(|| panic!("cut inside {k}: no finished line: {}", r.stderr));
+        assert!(
+            done.contains(", seqlen ") && done.ends_with(" windows, f32)"),
+            "cut inside {k}: {done}"
+        );
         let v = ok_json(&env.run(&["replay", &p(&cut), "--verify", "--json"]));
         assert_eq!(v["ok"], true, "cut inside {k}: {v}");
         assert_eq!(v["bit_exact"], true, "cut inside {k}: {v}");
