@@ -124,8 +124,9 @@ pub struct RunArgs {
     /// one of that second exists or another run has claimed it).
     #[arg(long)]
     pub session: Option<PathBuf>,
-    /// Continue the session in --session where it stopped (its header's options; only
-    /// --base-url, --agent-timeout, --agent-max-tokens and moved files' paths may be given).
+    /// Continue the session in --session where it stopped (its header's options; of those
+    /// only --base-url, --agent-timeout, --agent-max-tokens, --prompts and moved files'
+    /// paths may be given, besides how to review: --headless, --auto-approve, --decisions).
     #[arg(long)]
     pub resume: bool,
     /// No TUI: review with --auto-approve or --decisions.
