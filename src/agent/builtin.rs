@@ -243,15 +243,17 @@ impl BuiltinAgent {
                 .sum::<f64>()
                 / total.max(1.0);
         let zs: Vec<f64> = used.iter().map(|(r, _)| combined(r)).collect();
+        let (first, last) = (zs.first().copied(), zs.last().copied());
+        let (first, last) = (first.unwrap_or(0.0), last.unwrap_or(0.0));
+        // One layer has one score: "the 1 layer ... (from 0.03 to 0.03) that have" read badly.
+        let chosen = match layers.len() {
+            1 => format!("1 layer with the lowest combined sensitivity z_s + z_g ({first:.2}) that has"),
+            n => format!(
+                "{n} layers with the lowest combined sensitivity z_s + z_g (from {first:.2} to {last:.2}) that have"
+            ),
+        };
         let mut reasoning = format!(
-            "Chose the {} with the lowest combined sensitivity z_s + z_g (from {:.2} to {:.2}) \
-             that have headroom below {} (target + {SPREAD}); step up to +{} per layer",
-            match layers.len() {
-                1 => "1 layer".to_string(),
-                n => format!("{n} layers"),
-            },
-            zs.first().copied().unwrap_or(0.0),
-            zs.last().copied().unwrap_or(0.0),
+            "Chose the {chosen} headroom below {} (target + {SPREAD}); step up to +{} per layer",
             frac(cap),
             frac(floor4(p.step)),
         );
@@ -515,18 +517,21 @@ mod tests {
         );
     }
 
-    // One layer is "1 layer" (it read "Chose the 1 layers").
+    // One layer is "1 layer" (it read "Chose the 1 layers"), with one score, that "has".
     #[test]
     fn the_reasoning_counts_its_layers_in_words() {
         let mut ctx = AgentContext::example();
-        for (n, want) in [
-            (1, "Chose the 1 layer with"),
-            (2, "Chose the 2 layers with"),
+        for (n, want, agrees) in [
+            (1, "Chose the 1 layer with", ") that has headroom"),
+            (2, "Chose the 2 layers with", ") that have headroom"),
         ] {
             ctx.bounds.max_layers = n;
             let p = BuiltinAgent::decide(&ctx).unwrap();
             assert_eq!(p.layers.len(), n, "{p:?}");
             assert!(p.reasoning.starts_with(want), "{}", p.reasoning);
+            assert!(p.reasoning.contains(agrees), "{}", p.reasoning);
+            // One layer has one score, not a range "from 0.03 to 0.03".
+            assert_eq!(p.reasoning.contains("(from "), n > 1, "{}", p.reasoning);
         }
     }
 }
