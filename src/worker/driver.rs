@@ -250,6 +250,11 @@ impl Driver {
     }
 
     fn dispatch(&mut self, effects: Vec<Effect>) -> Result<()> {
+        // Only a reviewing machine has a proposal waiting: a rollback or a stop ends the
+        // review as a decision does (the TUI showed the old one as waiting until the next).
+        if self.machine.phase != crate::session::Phase::Reviewing {
+            self.pending_review = None;
+        }
         for e in effects {
             match e {
                 Effect::Baseline => self.send(Job::Baseline)?,
@@ -433,6 +438,32 @@ mod tests {
         assert_eq!(d.finished, Some(StopReason::UserStop));
         assert!(!d.writing());
         assert!(d.shutdown().is_ok());
+    }
+
+    // A reviewer's rollback ends the review: the proposal it left stayed "waiting for
+    // review" on screen until the new profile came (TUI audit, 2026-12-05).
+    #[test]
+    fn a_rollback_during_review_leaves_no_proposal_waiting() {
+        let (log, workers, _held) = example_with_idle_workers();
+        let o = &log.header.options;
+        let machine = Machine::new(&o.model, o.loop_opts.clone());
+        let mut d = Driver::new(machine, None, workers);
+        d.start().unwrap();
+        let second = |e: &Event| matches!(e, Event::Proposed { iteration: 2, .. });
+        for e in log.entries.iter().map(|e| &e.event) {
+            d.feed(e.clone()).unwrap();
+            if second(e) {
+                break;
+            }
+        }
+        assert!(d.pending_review.is_some(), "{:?}", d.machine.phase);
+        let back = Event::RollbackTo {
+            checkpoint: 0,
+            by: "human".into(),
+        };
+        d.feed(back).unwrap();
+        assert_eq!(d.machine.phase, crate::session::Phase::Profiling);
+        assert!(d.pending_review.is_none(), "{:?}", d.pending_review);
     }
 
     // After a write fails, the machine stays where the file stops: the next event is
