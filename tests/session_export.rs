@@ -300,6 +300,72 @@ fn export_step_n_writes_an_earlier_checkpoint() {
     assert!(!bad.exists());
 }
 
+/// A reviewer's rollback drops later checkpoints from the session's end state, not from
+/// its history: `--step N` writes the checkpoint that stood after iteration N (it wrote the
+/// restored one and said N "kept no step"; code review, 2026-12-05).
+#[test]
+fn export_step_n_after_a_reviewer_rollback_writes_the_checkpoint_n_had() {
+    let env = Env::new();
+    let (model, text) = (fx("qwen3"), fx("eval.txt"));
+    let s = env.path("s.yaml");
+    fixture_session(&env, &s, &model, &text);
+    let full = std::fs::read_to_string(&s).unwrap();
+    let (_, entries) = session_docs(&s);
+    let guard = |it: u64| {
+        let g = entries
+            .iter()
+            .find(|e| kind(e) == "guard" && iter_of(e) == Some(it));
+        g.expect("a guard").clone()
+    };
+    assert_eq!(
+        guard(2)["event"]["accepted"],
+        true,
+        "needs iteration 2 accepted"
+    );
+    // Cut after iteration 3's proposal; the reviewer rolls back to checkpoint 1, and the
+    // resumed run does iteration 3 again from there.
+    let k = (entries.iter())
+        .position(|e| kind(e) == "proposed" && iter_of(e) == Some(3))
+        .expect("iteration 3's proposal");
+    let (seq, ms) = (&entries[k]["seq"], &entries[k]["unix_ms"]);
+    let back = format!(
+        "---\nseq: {}\nunix_ms: {}\nevent:\n  event: rollback_to\n  checkpoint: 1\n  by: human\n...\n",
+        seq.as_u64().unwrap() + 1,
+        ms.as_u64().unwrap() + 1
+    );
+    let rb = env.path("rb.yaml");
+    std::fs::write(&rb, format!("{}{back}", &full[..doc_starts(&full)[k + 2]])).unwrap();
+    ok_json(&env.resume(&rb));
+    let v = ok_json(&env.run(&["replay", &p(&rb), "--verify", "--json"]));
+    assert_eq!(v["bit_exact"], true, "{v}");
+    let out = env.path("step2");
+    let j = ok_json(&env.run(&[
+        "export",
+        &p(&rb),
+        "--out",
+        &p(&out),
+        "--step",
+        "2",
+        "--json",
+    ]));
+    let (meta, g) = (&j["result"], &guard(2)["event"]);
+    assert_eq!(
+        (&meta["iteration"], &meta["checkpoint"]),
+        (&2.into(), &2.into()),
+        "{meta}"
+    );
+    assert_eq!(f(&meta["eval"]["ppl"]), f(&g["ppl_after"]), "{meta}");
+    assert!(
+        (f(&meta["global_sparsity"]) - f(&g["global_sparsity"])).abs() < 1e-9,
+        "{meta}"
+    );
+    // The same weights as the export of the file without the rollback.
+    let plain = env.path("plain2");
+    ok(&env.run(&["export", &p(&s), "--out", &p(&plain), "--step", "2"]));
+    let weights = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(weights(&out) == weights(&plain));
+}
+
 /// The fields `prune --out` and `export` share, in the shapes both write them.
 const SHARED: [&str; 9] = [
     "arborist_version",

@@ -314,9 +314,18 @@ pub fn export(a: ExportArgs) -> Result<()> {
             a.session.display()
         );
     }
-    let ckpt = match a.step {
-        None => m.checkpoint(),
-        Some(n) => m.checkpoints.iter().rev().find(|c| c.iteration <= n),
+    // The checkpoint standing after iteration N, which a later reviewer's rollback may
+    // have dropped from the end state.
+    let at_step = match a.step {
+        Some(n) => Some(
+            crate::session::consistency::machine_after_iteration(&log, n)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.session.display()))?,
+        ),
+        None => None,
+    };
+    let ckpt = match (a.step, &at_step) {
+        (Some(n), Some(s)) => s.checkpoints.iter().rev().find(|c| c.iteration <= n),
+        _ => m.checkpoint(),
     };
     let Some(ckpt) = ckpt else {
         bail!("{}: the session has no checkpoint yet", a.session.display());

@@ -67,6 +67,33 @@ pub fn replay_checked(log: &SessionLog) -> Result<(Machine, Vec<Event>), Damage>
     Ok((m, derived.into()))
 }
 
+/// The machine as it stood once iteration `n` had finished: the file's inputs up to the
+/// first that belongs to a later iteration, or a rollback or stop between steps after it.
+/// A reviewer's later rollback has dropped that checkpoint from the whole file's machine
+/// (`export --step` wrote the checkpoint restored instead). For a file `replay_checked`
+/// accepts.
+pub fn machine_after_iteration(log: &SessionLog, n: usize) -> Result<Machine, String> {
+    let o = &log.header.options;
+    let mut m = Machine::new(&o.model, o.loop_opts.clone());
+    m.start();
+    for e in log
+        .entries
+        .iter()
+        .map(|e| &e.event)
+        .filter(|e| e.is_input())
+    {
+        let later = match e.iteration() {
+            Some(i) => i > n,
+            None => m.iterations_done() >= n,
+        };
+        if later {
+            break;
+        }
+        m.handle(e)?;
+    }
+    Ok(m)
+}
+
 /// What a derived event decides (its numbers are compared by `same_derived`).
 fn verdict(e: Option<&Event>) -> String {
     match e {

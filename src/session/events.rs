@@ -185,6 +185,23 @@ impl Event {
         )
     }
 
+    /// The iteration the event belongs to, if it names one (the baseline's is 0).
+    pub fn iteration(&self) -> Option<usize> {
+        match self {
+            Event::Profiled { iteration, .. }
+            | Event::Proposed { iteration, .. }
+            | Event::AgentFailed { iteration, .. }
+            | Event::Decided { iteration, .. }
+            | Event::Evaluated { iteration, .. }
+            | Event::Reflected { iteration, .. }
+            | Event::Guard { iteration, .. }
+            | Event::Continued { iteration }
+            | Event::Finished { iteration, .. } => Some(*iteration),
+            Event::Baseline { .. } => Some(0),
+            Event::StopRequested { .. } | Event::RollbackTo { .. } => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Event::Baseline { .. } => "baseline",

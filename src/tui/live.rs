@@ -60,7 +60,7 @@ impl Live {
         if matches!(ev, Event::Decided { .. }) {
             d.pending_review = None;
         }
-        let what = match super::view::iteration_of(&ev) {
+        let what = match ev.iteration() {
             Some(i) => format!("the `{}` of iteration {i}", ev.kind()),
             None => format!("the `{}`", ev.kind()),
         };

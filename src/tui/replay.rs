@@ -9,7 +9,7 @@ use super::app::{App, Level, Notice, Overlay, Request, Seek};
 use super::runloop::{self, Exit, Source};
 use super::textfield::TextField;
 use super::verify_child::{spawn_verify, VerifyNews};
-use super::view::{iteration_of, ReplayPos, View};
+use super::view::{ReplayPos, View};
 use super::{keymap::Keymap, terminal, theme::Themes};
 use crate::session::consistency;
 use crate::session::file::{self, SessionLog};
@@ -111,7 +111,7 @@ impl Timeline {
     /// Where iteration `n` is best seen: just after its (last) decision, else after its
     /// last event.
     pub fn position_of(&self, n: usize) -> Option<usize> {
-        let of_n = |e: &Event| iteration_of(e) == Some(n);
+        let of_n = |e: &Event| e.iteration() == Some(n);
         let decided = self
             .events
             .iter()
@@ -132,7 +132,7 @@ impl Timeline {
                     Event::Proposed { .. } | Event::AgentFailed { .. } | Event::Decided { .. }
                 )
             })
-            .filter_map(iteration_of)
+            .filter_map(Event::iteration)
             .max()
             .unwrap_or(0)
     }
@@ -141,7 +141,7 @@ impl Timeline {
         let here = self.events()[..]
             .iter()
             .rev()
-            .find_map(iteration_of)
+            .find_map(Event::iteration)
             .unwrap_or(0);
         let to = match s {
             Seek::Back => self.index.saturating_sub(1),

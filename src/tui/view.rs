@@ -135,20 +135,3 @@ fn elapsed(d: std::time::Duration) -> String {
         _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
     }
 }
-
-/// The iteration an event belongs to, if it names one.
-pub fn iteration_of(ev: &Event) -> Option<usize> {
-    match ev {
-        Event::Profiled { iteration, .. }
-        | Event::Proposed { iteration, .. }
-        | Event::AgentFailed { iteration, .. }
-        | Event::Decided { iteration, .. }
-        | Event::Evaluated { iteration, .. }
-        | Event::Reflected { iteration, .. }
-        | Event::Guard { iteration, .. }
-        | Event::Continued { iteration }
-        | Event::Finished { iteration, .. } => Some(*iteration),
-        Event::Baseline { .. } => Some(0),
-        Event::StopRequested { .. } | Event::RollbackTo { .. } => None,
-    }
-}

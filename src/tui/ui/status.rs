@@ -90,7 +90,7 @@ fn top_spans(
         Some(_) => (view.events.iter().rev())
             .find_map(|e| match e {
                 Event::Finished { iteration, .. } => Some(iteration.saturating_sub(1)),
-                e => crate::tui::view::iteration_of(e),
+                e => e.iteration(),
             })
             .unwrap_or(0),
         None if m.is_done() => m.iteration.saturating_sub(1),
