@@ -618,6 +618,26 @@ fn rollback_to_an_earlier_checkpoint_truncates_and_reprofiles() {
     // Counted apart from the guard's (the status bar and the summaries add them up).
     assert_eq!((m.rollbacks, m.reviewer_rollbacks), (0, 1));
     assert_eq!(m.checkpoint().unwrap().eval.ppl, 10.1);
+    // The step it undid stays in the history, as accepted and undone: the next prompt
+    // listed it as ACCEPTED among the steps the model has (code review, 2026-12-05).
+    let undone: Vec<_> = m
+        .history
+        .iter()
+        .map(|h| (h.accepted, h.undone_to))
+        .collect();
+    assert_eq!(undone, [(true, None), (true, Some(1))]);
+    let s = arborist::agent::Templates::builtin()
+        .step(&m.context())
+        .unwrap();
+    assert!(
+        s.contains("(2, 0 rolled back, 1 undone by the human reviewer)"),
+        "{s}"
+    );
+    assert!(
+        s.contains("; later UNDONE: the human reviewer rolled the model back to the checkpoint of iteration 1."),
+        "{s}"
+    );
+    assert_eq!(s.matches("later UNDONE").count(), 1, "{s}");
 }
 
 #[test]

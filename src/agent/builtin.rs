@@ -377,6 +377,7 @@ mod tests {
             edited: false,
             probe_before: None,
             probe_after: None,
+            undone_to: None,
         }
     }
 

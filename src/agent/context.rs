@@ -48,6 +48,10 @@ pub struct StepOutcome {
     pub probe_before: Option<f64>,
     #[serde(default)]
     pub probe_after: Option<f64>,
+    /// An accepted step a reviewer's later rollback undid: the iteration of the checkpoint
+    /// restored (the baseline's is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undone_to: Option<usize>,
 }
 
 impl StepOutcome {
@@ -200,6 +204,7 @@ impl AgentContext {
                     edited: false,
                     probe_before: None,
                     probe_after: None,
+                    undone_to: None,
                 },
                 StepOutcome {
                     iteration: 2,
@@ -212,6 +217,7 @@ impl AgentContext {
                     edited: false,
                     probe_before: None,
                     probe_after: None,
+                    undone_to: None,
                 },
             ],
             reflections: vec!["Attention projections in block 1 are fragile.".into()],

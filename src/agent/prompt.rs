@@ -389,6 +389,8 @@ struct OutcomeView {
     outcome: StepOutcome,
     /// Relative perplexity change of the step (ppl_after / ppl_before - 1).
     change: f64,
+    /// A reviewer's rollback later undid it (`undone_to` names the iteration restored).
+    undone: bool,
 }
 
 impl OutcomeView {
@@ -401,6 +403,7 @@ impl OutcomeView {
         OutcomeView {
             outcome,
             change: o.delta(),
+            undone: o.undone_to.is_some(),
         }
     }
 }
@@ -410,7 +413,8 @@ impl OutcomeView {
 struct ReflectionItem {
     /// 0 when the context does not say.
     iteration: usize,
-    /// "accepted" or "rolled back"; empty when the step is not in the history.
+    /// "accepted" (or that a reviewer's rollback undid it) or "rolled back"; empty when the
+    /// step is not in the history.
     verdict: &'static str,
     text: String,
 }
@@ -422,12 +426,10 @@ fn reflection_items(ctx: &AgentContext) -> Vec<ReflectionItem> {
             let h = ctx.history.iter().find(|h| h.iteration == step(i));
             ReflectionItem {
                 iteration: step(i),
-                verdict: h.map_or("", |h| {
-                    if h.accepted {
-                        "accepted"
-                    } else {
-                        "rolled back"
-                    }
+                verdict: h.map_or("", |h| match (h.accepted, h.undone_to) {
+                    (true, None) => "accepted",
+                    (true, Some(_)) => "accepted, later undone by the reviewer's rollback",
+                    (false, _) => "rolled back",
                 }),
                 text: text.clone(),
             }
@@ -449,6 +451,8 @@ struct StepView {
     total_params: u64,
     degradation: f64,
     rollbacks: usize,
+    /// Accepted steps a reviewer's rollback undid.
+    undone: usize,
     /// `reflections` with the iteration and verdict of the step each is about.
     earlier_reflections: Vec<ReflectionItem>,
     example_name: String,
@@ -490,6 +494,7 @@ impl StepView {
             total_params: ctx.layers.iter().map(|l| l.params).sum(),
             degradation: super::context::relative_change(ctx.current_ppl, ctx.dense_ppl),
             rollbacks: history.iter().filter(|h| !h.accepted).count(),
+            undone: history.iter().filter(|h| h.undone_to.is_some()).count(),
             earlier_reflections,
             history: history.iter().map(OutcomeView::new).collect(),
             rows,

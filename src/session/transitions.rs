@@ -206,6 +206,14 @@ impl Machine {
         }
         self.checkpoints.truncate(checkpoint + 1);
         self.reviewer_rollbacks += 1;
+        // The accepted steps after the restored checkpoint are undone: the prompts, the
+        // trend and the reflections said "accepted" of steps the model no longer has.
+        let restored = self.checkpoints[checkpoint].iteration;
+        for h in self.history.iter_mut() {
+            if h.accepted && h.iteration > restored && h.undone_to.is_none() {
+                h.undone_to = Some(restored);
+            }
+        }
         // An open rejection named a proposal made against the checkpoint left behind: it
         // becomes earlier feedback, not a re-ask of that proposal.
         self.feedback_open = false;
@@ -342,6 +350,7 @@ impl Machine {
             edited: self.edited,
             probe_before: ckpt.eval.probe.as_ref().map(|p| p.accuracy),
             probe_after: eval.probe.as_ref().map(|p| p.accuracy),
+            undone_to: None,
         };
         effects.push(Effect::Log(Event::Guard {
             iteration: self.iteration,

@@ -28,6 +28,10 @@ pub fn reflection(
     for (i, text) in m.reflections.iter().enumerate().rev() {
         let outcome = m.history.get(i);
         let (head, style) = match outcome {
+            Some(o) if o.accepted && o.undone_to.is_some() => (
+                format!("iter {} · accepted, undone by your rollback", o.iteration),
+                t.warn(),
+            ),
             Some(o) if o.accepted => (format!("iter {} · accepted", o.iteration), t.good()),
             Some(o) => (format!("iter {} · rolled back", o.iteration), t.danger()),
             None => ("reflection".to_string(), t.muted()),

@@ -43,10 +43,12 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
         .iter()
         .map(|o| (o.iteration as f64, o.ppl_before * (1.0 + th)))
         .collect();
-    let pick = |accepted: bool| -> Vec<(f64, f64)> {
+    // A step your rollback undid is marked as rolled back: drawn as a kept step, the
+    // kept line seemed to pass through it.
+    let pick = |kept: bool| -> Vec<(f64, f64)> {
         m.history
             .iter()
-            .filter(|o| o.accepted == accepted && o.ppl_after.is_finite())
+            .filter(|o| (o.accepted && o.undone_to.is_none()) == kept && o.ppl_after.is_finite())
             .map(|o| (o.iteration as f64, o.ppl_after))
             .collect()
     };
