@@ -719,6 +719,56 @@ fn knowledge_probe_guard_rolls_back_on_an_accuracy_drop() {
     assert!(m.history[0].note.contains("probe"), "{}", m.history[0].note);
 }
 
+/// An override after an agent failure: the reflection is told the agent proposed nothing,
+/// not the loop's error text as "Your reasoning" (a reject already did so; code review,
+/// 2026-12-05).
+#[test]
+fn an_override_after_a_failure_gives_the_reflection_no_reasoning_of_the_loops() {
+    use arborist::agent::Templates;
+    let mut m = started(LoopOptions::default());
+    m.handle(&Event::AgentFailed {
+        iteration: 1,
+        error: "openai: request to http://127.0.0.1:9/v1 failed: Connection refused".into(),
+        prompt: None,
+        raw: None,
+        usage: Default::default(),
+    })
+    .unwrap();
+    m.handle(&Event::Decided {
+        iteration: 1,
+        by: "human".into(),
+        decision: Decision::Override {
+            layers: vec![LayerTarget {
+                name: DOWN0.into(),
+                sparsity: 0.1,
+            }],
+            reasoning: "mine".into(),
+        },
+    })
+    .unwrap();
+    let applied = [(DOWN0.to_string(), 0.09375)].into_iter().collect();
+    let fx = m
+        .handle(&Event::Evaluated {
+            iteration: 1,
+            applied,
+            eval: eval(10.1),
+        })
+        .unwrap();
+    let job = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Reflect(b) => Some((**b).clone()),
+            _ => None,
+        })
+        .expect("a reflection job");
+    let (ctx, proposal, outcome) = job;
+    assert_eq!(proposal.reasoning, "");
+    let text = Templates::builtin()
+        .reflection(&ctx, &proposal, &outcome)
+        .unwrap();
+    assert!(!text.contains("Connection refused"), "{text}");
+}
+
 /// The reflection's context is the one the step was proposed in (the "from" of each change
 /// is the sparsity before the step), and "edited" comes from the reviewer's decision, not
 /// from comparing the target with what Wanda applied (it rounds each row down).

@@ -147,25 +147,25 @@ impl Machine {
         self.check_decision(decision)
             .map_err(|p| format!("invalid decision: {}", p.join("; ")))?;
         let agent = self.proposal.take().expect("reviewing has a proposal");
+        // After a failure the proposal is the loop's placeholder: the model proposed
+        // nothing, and the error (an endpoint, an environment variable) is not its words
+        // to be shown as its own, to a re-ask or to the reflection on an override.
+        let agent = match self.agent_failures {
+            0 => agent,
+            _ => Proposal {
+                layers: vec![],
+                reasoning: String::new(),
+            },
+        };
         let approved = match decision {
             Decision::Skip => return Ok(self.skip()),
             Decision::Approve if agent.layers.is_empty() => return Ok(self.skip()),
             Decision::Reject { feedback } => {
                 self.feedback_open = true;
-                // After a failure the proposal is the loop's placeholder: the model
-                // proposed nothing, and the error (an endpoint, an environment
-                // variable) is not its words to be shown as its own.
-                let rejected = match self.agent_failures {
-                    0 => agent,
-                    _ => Proposal {
-                        layers: vec![],
-                        reasoning: String::new(),
-                    },
-                };
                 self.feedback_log.push(ReviewerFeedback {
                     iteration: self.iteration,
                     feedback: feedback.clone(),
-                    rejected,
+                    rejected: agent,
                 });
                 self.phase = Phase::Proposing;
                 return Ok(vec![self.propose()]);
@@ -175,7 +175,9 @@ impl Machine {
                 layers: layers.clone(),
                 // Said first, as an override's: after the reasoning it read as
                 // the reasoning having been edited.
-                reasoning: format!("[layers edited by the reviewer] {}", agent.reasoning),
+                reasoning: format!("[layers edited by the reviewer] {}", agent.reasoning)
+                    .trim_end()
+                    .to_string(),
             },
             Decision::Override { layers, reasoning } => Proposal {
                 layers: layers.clone(),
