@@ -300,15 +300,27 @@ fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
         if let Some(p) = d.pending_review.take() {
             let it = d.machine.iteration;
             if p.layers.is_empty() {
-                // No valid proposal: headless, the iteration is recorded as skipped.
+                // No valid proposal: headless, the iteration is recorded as skipped, unless
+                // the decisions file stops the session there.
                 let dropped = reviewer.drop_unanswerable(it);
+                let stop = reviewer.stops_at(it);
                 if let (Some(f), true) = (reviewer.file(), dropped > 0) {
+                    let then = match stop {
+                        true => "its stop is kept",
+                        false => "so it is skipped",
+                    };
                     errln!(
-                        "warning: {}: {dropped} decision(s) for iteration {it} not used: the agent gave no valid proposal, so it is skipped",
+                        "warning: {}: {dropped} decision(s) for iteration {it} not used: the agent gave no valid proposal, {then}",
                         f.display()
                     );
                 }
-                d.feed(Event::auto_decided(it, &p))?;
+                match stop {
+                    true => {
+                        let (by, _) = reviewer.review(it)?;
+                        d.feed(Event::StopRequested { by })?;
+                    }
+                    false => d.feed(Event::auto_decided(it, &p))?,
+                }
                 continue;
             }
             let (by, verdict) = reviewer.review(it)?;

@@ -60,17 +60,36 @@ impl HeadlessReviewer {
                     self.script.pop_front();
                 }
                 Event::Decided { iteration, .. } if ev.skipped_for_the_agent() => {
-                    self.drop_unanswerable(*iteration);
+                    self.drop_all(*iteration);
                 }
                 _ => {}
             }
         }
     }
 
-    /// The agent gave iteration `iteration` no valid proposal, so it was skipped: the
-    /// decisions scripted for it have nothing to decide and are dropped (they stopped the
-    /// next review as "never used", and a resume the same way). Returns how many.
+    /// The agent gave iteration `iteration` no valid proposal: the decisions scripted for
+    /// it have nothing to decide and are dropped (they stopped the next review as "never
+    /// used", and a resume the same way), all but a stop, which is about the session and
+    /// still stops it (`stops_at`; it was dropped too, and the run went on). Returns how
+    /// many were dropped.
     pub fn drop_unanswerable(&mut self, iteration: usize) -> usize {
+        let stop = (self.script.iter())
+            .take_while(|s| s.iteration == iteration)
+            .find(|s| s.action == "stop")
+            .cloned();
+        let n = self.drop_all(iteration);
+        match stop {
+            Some(s) => {
+                self.script.push_front(s);
+                n - 1
+            }
+            None => n,
+        }
+    }
+
+    /// Every scripted decision of `iteration` dropped: it was skipped for want of a
+    /// proposal (a file recorded that way is resumed that way). Returns how many.
+    fn drop_all(&mut self, iteration: usize) -> usize {
         let n = self
             .script
             .iter()
@@ -78,6 +97,11 @@ impl HeadlessReviewer {
             .count();
         self.script.drain(..n);
         n
+    }
+
+    /// The next scripted decision is a stop at `iteration`.
+    pub fn stops_at(&self, iteration: usize) -> bool {
+        (self.script.front()).is_some_and(|s| s.iteration == iteration && s.action == "stop")
     }
 
     /// The decisions file, if any.

@@ -328,3 +328,53 @@ fn a_skipped_iteration_drops_its_scripted_decisions() {
         [(1, "auto".to_string()), (2, "script".to_string())]
     );
 }
+
+// A scripted stop is about the session, not the proposal: where the agent gave none, the
+// other decisions of that iteration are dropped and the stop still stops the run (it was
+// dropped with them, and the run went on; code review, 2026-12-05).
+#[test]
+fn a_scripted_stop_still_stops_where_the_agent_gave_no_proposal() {
+    let env = Env::new();
+    let server = hang_then_answer();
+    let dec = env.path("d.yaml");
+    std::fs::write(
+        &dec,
+        "- {iteration: 1, action: reject, feedback: smaller}\n- {iteration: 1, action: stop}\n",
+    )
+    .unwrap();
+    let (url, sp, dp) = (server.url(), p(&env.path("s.yaml")), p(&dec));
+    let mut a = vec![
+        "run",
+        "--headless",
+        "--decisions",
+        &dp,
+        "--session",
+        &sp,
+        "--agent",
+        "openai",
+        "--agent-model",
+        "test",
+        "--base-url",
+        &url,
+        "--max-iters",
+        "2",
+        "--json",
+        "--agent-timeout",
+        "1",
+    ];
+    a.extend(SMALL);
+    let r = env.run(&a, KEY);
+    let sum = ok_json(&r);
+    assert_eq!(sum["finished"], "user_stop", "{sum}");
+    assert_eq!(sum["steps_evaluated"], 0, "{sum}");
+    assert!(
+        r.stderr.contains("1 decision(s) for iteration 1 not used: the agent gave no valid proposal, its stop is kept"),
+        "{}",
+        r.stderr
+    );
+    let (_, entries) = session_docs(&env.path("s.yaml"));
+    let stops = events(&entries, "stop_requested");
+    assert_eq!(stops.len(), 1, "{}", r.stderr);
+    assert_eq!(stops[0]["by"], "script");
+    assert!(events(&entries, "decided").is_empty());
+}
