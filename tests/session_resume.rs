@@ -310,6 +310,27 @@ fn resume_with_the_same_decisions_file() {
     assert_summary_matches(&sum, &rf);
     assert_eq!(rf.verdicts, fo.verdicts);
     assert_eq!(rf.ppl(), fo.ppl());
+    // Resumed at the edit, its line is told against the proposal the file holds, as
+    // `replay` tells it (it read `iter 1: edited (1 layers) by script`).
+    let at_edit = env.path("at-edit.yaml");
+    cut_inside(&s, &at_edit, entry_index(&entries, "decided", 1));
+    let r = env.run(&[
+        "run",
+        "--headless",
+        "--auto-approve",
+        "--decisions",
+        &p(&dec),
+        "--session",
+        &p(&at_edit),
+        "--resume",
+    ]);
+    ok(&r);
+    let line = "iter 1: edited by script: ";
+    let replayed = env.run(&["replay", &p(&s), "--headless"]);
+    let want = (replayed.stdout.lines())
+        .find_map(|l| l.find(line).map(|i| &l[i..]))
+        .expect("replay's edit line");
+    assert!(r.stderr.lines().any(|l| l == want), "{want}\n{}", r.stderr);
 }
 
 // A second process on a session that one holds is refused before it loads anything,

@@ -147,7 +147,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
         ),
     }
     announce_signals(&s.path, &s.continue_with);
-    let res = drive(&mut d, &mut reviewer);
+    let earlier: Vec<Event> = (s.log.iter())
+        .flat_map(|l| l.entries.iter().map(|e| e.event.clone()))
+        .collect();
+    let res = drive(&mut d, &mut reviewer, earlier);
     let summary = summary(&d, &s.path, &s.opts);
     let failures = d.machine.agent_failures_total;
     // Not every failure skips an iteration: the one that ends a session is asked again
@@ -285,11 +288,14 @@ fn announce_signals(path: &Path, continue_with: &str) {
     }
 }
 
-fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer) -> Result<()> {
+/// `earlier`: the events a resumed file already held, which each line is told against
+/// (a resumed run's edit and finish lines lacked the proposal and the protocol in them).
+fn drive(d: &mut Driver, reviewer: &mut HeadlessReviewer, mut before: Vec<Event>) -> Result<()> {
     let mut printed = 0;
     loop {
-        for (k, ev) in d.recent.iter().enumerate().skip(printed) {
-            errln!("{}", ev.summary_at(&d.recent[..k], &d.machine));
+        for ev in d.recent.iter().skip(printed) {
+            errln!("{}", ev.summary_at(&before, &d.machine));
+            before.push(ev.clone());
         }
         printed = d.recent.len();
         // Logged, so on stderr here (`stderr_log`).

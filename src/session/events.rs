@@ -340,19 +340,10 @@ impl Event {
     }
 
     /// `summary_in`, with what machine `m` (fed at least up to this event) knows besides:
-    /// the sparsity a rolled-back step reached, which its guard's line does not record, and
-    /// the baseline's protocol where `before` lacks it (a resumed run's events start later).
+    /// the sparsity a rolled-back step reached, which its guard's line does not record.
     pub fn summary_at(&self, before: &[Event], m: &Machine) -> String {
         let line = self.summary_in(before);
         match self {
-            Event::Finished { .. }
-                if !before.iter().any(|e| matches!(e, Event::Baseline { .. })) =>
-            {
-                match &m.dense {
-                    Some(d) => format!("{line} ({})", d.protocol()),
-                    None => line,
-                }
-            }
             Event::Guard {
                 iteration,
                 accepted: false,
