@@ -367,7 +367,7 @@ pub fn summary(d: &Driver, path: &Path, opts: &crate::session::RunOptions) -> se
         "iterations": m.iterations_done(),
         "steps_evaluated": m.history.len(),
         "rollbacks": m.rollbacks,
-        // `b` in the TUI or `rollback_to` in a decisions file (the status bar adds them up).
+        // `b` in the TUI (the status bar adds them up with the guard's).
         "reviewer_rollbacks": m.reviewer_rollbacks,
         "global_sparsity": m.global_sparsity(),
         "target": m.opts.target,

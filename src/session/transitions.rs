@@ -160,6 +160,12 @@ impl Machine {
         let approved = match decision {
             Decision::Skip => return Ok(self.skip()),
             Decision::Approve if agent.layers.is_empty() => return Ok(self.skip()),
+            // No feedback (the TUI's "ask again" after a failure) asks again as before,
+            // with nothing for the prompt to say of it.
+            Decision::Reject { feedback } if feedback.trim().is_empty() => {
+                self.phase = Phase::Proposing;
+                return Ok(vec![self.propose()]);
+            }
             Decision::Reject { feedback } => {
                 self.feedback_open = true;
                 self.feedback_log.push(ReviewerFeedback {

@@ -304,7 +304,10 @@ impl App {
 
     fn submit(&mut self, view: &View) -> Vec<Request> {
         match std::mem::replace(&mut self.overlay, Overlay::None) {
-            Overlay::Feedback(text) if text.as_str().trim().is_empty() => {
+            // After an agent failure an empty text asks again without feedback.
+            Overlay::Feedback(text)
+                if text.as_str().trim().is_empty() && !view.agent_failed_review() =>
+            {
                 self.overlay = Overlay::Feedback(text);
                 let esc = self.key_name(Action::Cancel, Mode::Text, !view.live());
                 self.say(

@@ -721,3 +721,59 @@ fn a_scrolled_back_log_stays_put_as_events_arrive() {
         .iter()
         .any(|l| l.contains(&format!("{:>4} ", e2.len()))));
 }
+
+// After an agent failure `r` asks again, as the panel says: the key line names it so (it
+// said reject), and the feedback may be left empty, which leaves nothing for the prompt to
+// answer (an empty text was refused, so a retry after an HTTP 500 needed made-up words).
+#[test]
+fn after_an_agent_failure_r_asks_again_with_optional_feedback() {
+    let (mut m, events) = agent_failed();
+    let v = view(&m, &events);
+    let mut a = app();
+    let screen = text(&draw(&mut a, &v, 200, 40));
+    let keys = screen.lines().last().unwrap();
+    assert!(
+        keys.contains("r ask again") && !keys.contains("reject"),
+        "{keys}"
+    );
+    press(&mut a, &v, &[ch('r')]);
+    let screen = text(&draw(&mut a, &v, 200, 40));
+    assert!(
+        screen.contains("Ask again: feedback for the agent (optional)"),
+        "{screen}"
+    );
+    let reqs = press(&mut a, &v, &[code(KeyCode::Enter)]);
+    let [Request::Feed(ev)] = &reqs[..] else {
+        panic!("{reqs:?}")
+    };
+    let Event::Decided {
+        decision: Decision::Reject { feedback },
+        ..
+    } = ev
+    else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(feedback, "");
+    let fx = m.handle(ev).unwrap();
+    assert!(
+        matches!(&fx[..], [arborist::session::Effect::Propose(_)]),
+        "{fx:?}"
+    );
+    let ctx = m.context();
+    assert!(
+        ctx.feedback.is_none() && ctx.earlier_feedback.is_empty(),
+        "{ctx:?}"
+    );
+    // On a proposal there is something to reject: the text is still asked for.
+    let (m, events) = fixtures::reviewing(8);
+    let v = view(&m, &events);
+    let mut a = app();
+    press(&mut a, &v, &[ch('r')]);
+    assert!(press(&mut a, &v, &[code(KeyCode::Enter)]).is_empty());
+    assert!(a
+        .notice
+        .as_ref()
+        .unwrap()
+        .text
+        .starts_with("type the feedback for the agent"));
+}

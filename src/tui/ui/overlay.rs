@@ -121,6 +121,15 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, bar: bool) -> O
         Overlay::Details { scroll } => {
             return Some(super::details::render(f, screen, app, view, *scroll))
         }
+        // After a failure there is nothing to reject: it asks again, feedback optional.
+        Overlay::Feedback(text) if view.agent_failed_review() => field(
+            f,
+            area,
+            app,
+            view,
+            "Ask again: feedback for the agent (optional)",
+            text,
+        ),
         Overlay::Feedback(text) => {
             field(f, area, app, view, "Reject: feedback for the agent", text)
         }

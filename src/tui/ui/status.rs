@@ -247,7 +247,11 @@ fn help_keys(app: &App, what: &str, width: usize) -> Vec<Span<'static>> {
 /// A binding's word; ⏎ in a confirmation chooses the focused button, so with the focus on
 /// Cancel it says cancel's word (it said "ok" and cancelled); in a text field it sends. In the checkpoint picker the
 /// words are the picker's own hint's (↑/↓ choose a checkpoint, ⏎ goes on to confirm it).
-fn submit_label(app: &App, b: &Binding) -> String {
+fn submit_label(app: &App, view: &View, b: &Binding) -> String {
+    // The failure's own line says "ask again" of the same key.
+    if b.action == Action::Reject && view.agent_failed_review() {
+        return "ask again".into();
+    }
     if matches!(app.overlay, Overlay::Picker { .. }) {
         match b.action {
             Action::RowUp | Action::RowDown => return "choose".into(),
@@ -325,7 +329,7 @@ fn key_line(app: &App, view: &View, width: usize) -> Vec<Span<'static>> {
         } else {
             &mut groups
         };
-        let short = submit_label(app, b);
+        let short = submit_label(app, view, b);
         match list.iter_mut().find(|(s, _)| *s == short) {
             Some((_, keys)) => keys.push(key),
             None => list.push((short, vec![key])),
