@@ -11,7 +11,7 @@ use super::runloop::{self, Exit, Source};
 use super::view::View;
 use super::{keymap::Keymap, terminal, theme::Themes};
 use crate::model::source::Download;
-use crate::session::{Event, Machine, Phase};
+use crate::session::{Event, Machine, Phase, StopReason};
 use crate::worker::driver::Driver;
 use crate::worker::setup::Opened;
 
@@ -255,8 +255,12 @@ where
     let exit = runloop::run(&mut guard, &mut app, &mut live);
     drop(guard);
     let busy = live.view().busy();
-    let finished = live.view().machine.is_done();
     let m = live.view().machine;
+    let end = match &m.phase {
+        Phase::Done(StopReason::AgentFailed) => End::AgentFailed,
+        Phase::Done(_) => End::Finished,
+        _ => End::Open,
+    };
     let outcome = match &m.phase {
         Phase::Done(reason) => match m.checkpoint() {
             Some(c) => format!(
@@ -322,10 +326,14 @@ where
         format!("session {p}: nothing was recorded, so no session file was kept")
     } else if discarded {
         format!("session {p}: this run recorded nothing; the file there is another run's")
-    } else if finished {
-        format!("session {p} ({events} events); it is finished{outcome}; view it with `arborist replay {p}`")
     } else {
-        format!("session {p} ({events} events); continue with {continue_with}{auto}, or view it with `arborist replay {p}`")
+        kept_line(
+            &p.to_string(),
+            events,
+            end,
+            &outcome,
+            &format!("{continue_with}{auto}"),
+        )
     };
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
@@ -340,4 +348,51 @@ where
 /// Bytes as MiB with one decimal.
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// How the session stands when the TUI closes.
+#[derive(Clone, Copy)]
+enum End {
+    Open,
+    Finished,
+    /// Finished by three agent failures in a row, which a resume asks again.
+    AgentFailed,
+}
+
+/// The exit line of a run that kept its file: how to go on, or that it is finished.
+fn kept_line(p: &str, events: usize, end: End, outcome: &str, continue_with: &str) -> String {
+    let view = format!("view it with `arborist replay {p}`");
+    match end {
+        End::Open => format!("session {p} ({events} events); continue with {continue_with}, or {view}"),
+        // Not "finished": it said so, with no hint, of a session a resume carries on.
+        End::AgentFailed => format!(
+            "session {p} ({events} events); it stopped{outcome}; continue with {continue_with} once the agent answers, or {view}"
+        ),
+        End::Finished => format!("session {p} ({events} events); it is finished{outcome}; {view}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_the_agents_failures_ended_is_said_to_continue() {
+        let go_on = "arborist run --session s.yaml --resume";
+        let line = kept_line(
+            "s.yaml",
+            9,
+            End::AgentFailed,
+            " (the agent failed three times in a row)",
+            go_on,
+        );
+        assert_eq!(
+            line,
+            "session s.yaml (9 events); it stopped (the agent failed three times in a row); continue with arborist run --session s.yaml --resume once the agent answers, or view it with `arborist replay s.yaml`"
+        );
+        let done = kept_line("s.yaml", 9, End::Finished, " (target reached)", go_on);
+        assert!(done.contains("it is finished (target reached)") && !done.contains("--resume"));
+        let open = kept_line("s.yaml", 9, End::Open, "", go_on);
+        assert!(open.contains("continue with arborist run --session s.yaml --resume, or view"));
+    }
 }
