@@ -213,6 +213,22 @@ fn resume_of_a_done_session_returns() {
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stderr.contains("had already finished"), "{}", r.stderr);
     assert_eq!(std::fs::read(&s).unwrap(), before);
+    // Nothing to review, so no reviewer is asked for; and the TUI's resume says the same
+    // without a terminal or the model (it asked for --auto-approve, and for a terminal to
+    // open the TUI on the finished state).
+    for args in [&["--headless"][..], &[]] {
+        let mut a = vec!["run", "--session", s.to_str().unwrap(), "--resume"];
+        a.extend(args);
+        let r = env.run_limit(&a, Duration::from_secs(60));
+        assert_eq!(r.code, Some(0), "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("had already finished (max iterations); nothing to do"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    assert_eq!(std::fs::read(&s).unwrap(), before);
 }
 
 fn count_docs(path: &Path) -> usize {

@@ -125,7 +125,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
             setup::shell_word(&d.display().to_string())
         );
     }
-    let mut reviewer = HeadlessReviewer::new(a.decisions.as_deref(), a.auto_approve)?;
+    // A finished session has nothing to review: its resume only says so.
+    let finished = s.log.as_ref().and_then(setup::recorded_finish).is_some();
+    let mut reviewer = HeadlessReviewer::new(a.decisions.as_deref(), a.auto_approve || finished)?;
     if let Some(log) = &s.log {
         reviewer.skip_recorded(log.entries.iter().map(|e| &e.event));
     }

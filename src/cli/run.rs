@@ -558,10 +558,32 @@ pub fn run(a: RunArgs) -> Result<()> {
     if a.headless {
         return super::headless::run(&a);
     }
+    // A finished session's resume only says so, as headless does, without a terminal or
+    // the model (it loaded the model and opened the TUI on the finished state).
+    let resumed = match a.resume {
+        true => Some(super::headless::open(&a)?),
+        false => None,
+    };
+    let finish = resumed
+        .as_ref()
+        .and_then(|o| o.log.as_ref())
+        .and_then(crate::worker::setup::recorded_finish);
+    if let (Some(reason), Some(o)) = (finish, &resumed) {
+        let p = crate::worker::setup::shell_word(&o.path.display().to_string());
+        super::errln!(
+            "session {} had already finished ({}); nothing to do; view it with `arborist replay {p}`",
+            o.path.display(),
+            reason.words()
+        );
+        return Ok(());
+    }
     if !crate::tui::is_interactive() {
         bail!("the TUI needs a terminal: pass --headless with --auto-approve or --decisions FILE");
     }
-    let opened = super::headless::open(&a)?;
+    let opened = match resumed {
+        Some(o) => o,
+        None => super::headless::open(&a)?,
+    };
     // Runs on the TUI's loader thread: resolving (maybe downloading) and loading the model.
     crate::tui::run_live(opened, a.auto_approve, |mut s| {
         let (workers, files) = crate::worker::setup::start(&s)?;

@@ -62,11 +62,8 @@ fn finished_unwritable(path: &Path, e: anyhow::Error) -> anyhow::Error {
     if !io.is_some_and(|io| matches!(io.kind(), PermissionDenied | ReadOnlyFilesystem)) {
         return e;
     }
-    let last = file::read(path)
-        .ok()
-        .and_then(|l| l.entries.last().map(|x| x.event.clone()));
-    match last {
-        Some(Event::Finished { reason, .. }) if reason != StopReason::AgentFailed => {
+    match file::read(path).ok().as_ref().and_then(recorded_finish) {
+        Some(reason) => {
             anyhow!(
                 "session {} had already finished ({}); nothing to do (and it cannot be opened for writing here: {}); view it with `arborist replay {}`",
                 path.display(),
@@ -75,7 +72,18 @@ fn finished_unwritable(path: &Path, e: anyhow::Error) -> anyhow::Error {
                 shell_word(&path.display().to_string())
             )
         }
-        _ => e,
+        None => e,
+    }
+}
+
+/// How the file says its session ended, when a resume has nothing to do: a session the
+/// agent's failures ended is asked again.
+pub fn recorded_finish(log: &SessionLog) -> Option<StopReason> {
+    match log.entries.last().map(|x| &x.event) {
+        Some(Event::Finished { reason, .. }) if *reason != StopReason::AgentFailed => {
+            Some(reason.clone())
+        }
+        _ => None,
     }
 }
 
