@@ -95,10 +95,12 @@ impl App {
             }
             TogglePause if view.can_stop() => {
                 self.paused = !self.paused;
-                let msg = if self.paused {
-                    "paused: the next proposal waits for you"
-                } else {
-                    "resumed"
+                // Said when auto-approve then takes the proposal on screen at once (it
+                // said only "resumed", and the proposal was approved by auto).
+                let msg = match (self.paused, self.auto_approve && view.can_review()) {
+                    (true, _) => "paused: the next proposal waits for you",
+                    (false, true) => "resumed: auto-approve approves the proposal waiting",
+                    (false, false) => "resumed",
                 };
                 self.say(Level::Info, msg);
             }

@@ -372,7 +372,14 @@ fn auto_approve_and_pause() {
     assert_eq!(by, "auto");
     press(&mut a, &v, &[ch('p')]);
     assert_eq!(a.auto_decision(&v), None, "paused");
-    press(&mut a, &v, &[ch('p'), ch('e')]);
+    // Un-pausing with a proposal on screen says auto-approve takes it (it said "resumed").
+    press(&mut a, &v, &[ch('p')]);
+    assert_eq!(
+        a.notice.as_ref().unwrap().text,
+        "resumed: auto-approve approves the proposal waiting"
+    );
+    assert!(a.auto_decision(&v).is_some());
+    press(&mut a, &v, &[ch('p'), ch('p'), ch('e')]);
     assert_eq!(a.auto_decision(&v), None, "never while the human edits");
 }
 
@@ -566,6 +573,10 @@ fn the_rollback_picker_scrolls_on_a_short_screen() {
             row(selected, &screen),
             "checkpoint {selected} not shown:\n{screen}"
         );
+        // Marked in the text, not by colour alone (a plain capture could not tell).
+        let marked: Vec<&str> = screen.lines().filter(|l| l.contains("│›")).collect();
+        assert_eq!(marked.len(), 1, "{screen}");
+        assert!(row(selected, marked[0]), "{screen}");
     }
     // Its header's note goes where it would be cut ("(later ones ar" at 60 columns).
     let wide = text(&draw(&mut a, &v, 80, 12));

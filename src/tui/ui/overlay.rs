@@ -241,7 +241,7 @@ fn picker(f: &mut Frame, area: Rect, app: &App, view: &View, selected: usize) {
     let r = centered(area, 72, shown as u16 + 5);
     f.render_widget(Clear, r);
     // The note goes where it would be cut ("(later ones ar").
-    let header = "checkpoint  iteration  sparsity       ppl";
+    let header = "  checkpoint  iteration  sparsity       ppl";
     let note = "   (later ones are dropped)";
     let header = if header.len() + note.len() <= r.width.saturating_sub(2) as usize {
         format!("{header}{note}")
@@ -250,8 +250,11 @@ fn picker(f: &mut Frame, area: Rect, app: &App, view: &View, selected: usize) {
     };
     let mut lines = vec![Line::styled(header, t.muted())];
     for c in &m.checkpoints[start..start + shown] {
+        // Marked in the text too: a colour alone is lost in a plain capture or to a
+        // reader who cannot tell it.
+        let mark = if c.index == selected { "›" } else { " " };
         let text = format!(
-            "{:>10}  {:>9}  {:>8.4}  {:>8.4}",
+            "{mark} {:>10}  {:>9}  {:>8.4}  {:>8.4}",
             c.index,
             c.iteration,
             m.sparsity_of(c),
