@@ -72,7 +72,12 @@ impl App {
                 self.say(Level::Warn, msg)
             }
             Approve => return vec![decided(view, Decision::Approve)],
-            Skip => return vec![decided(view, Decision::Skip)],
+            Skip => {
+                // Said: the next proposal can be the same, and only the iteration moved.
+                let it = view.machine.iteration;
+                self.say(Level::Info, format!("iteration {it} skipped"));
+                return vec![decided(view, Decision::Skip)];
+            }
             Edit => {
                 self.editor = view.pending.map(Editor::edit);
                 self.open_editor(view);

@@ -57,6 +57,10 @@ pub fn parse_value(text: &str) -> Result<f64, String> {
         Some(n) => (n, 0.01),
         None => (t, 1.0),
     };
+    // An emptied value read "`` is not a number".
+    if num.is_empty() {
+        return Err("no value yet (type 0.35 or 35%)".into());
+    }
     let v = num
         .parse::<f64>()
         .map(|v| v * scale)

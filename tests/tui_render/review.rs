@@ -418,6 +418,16 @@ fn a_failed_agent_leaves_override_reject_or_skip_to_the_human() {
     let reqs = press(&mut a, &v, &[ch('x')]);
     assert!(matches!(&reqs[..], [Request::Feed(Event::Decided {
         decision: Decision::Skip, by, .. })] if by == "human"));
+    // Said, since the next proposal may be the same one.
+    assert_eq!(a.notice.as_ref().unwrap().text, "iteration 1 skipped");
+    // An emptied value is said to be missing, not "`` is not a number".
+    use arborist::tui::editor::parse_value;
+    for empty in ["", " ", "%"] {
+        assert_eq!(
+            parse_value(empty).unwrap_err(),
+            "no value yet (type 0.35 or 35%)"
+        );
+    }
     // Auto-approve skips, as headless does.
     let mut auto = app();
     press(
