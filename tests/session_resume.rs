@@ -309,17 +309,12 @@ fn resume_with_the_same_decisions_file() {
     let fo = fold(&h, &entries);
     let cut = env.path("cut.yaml");
     cut_inside(&s, &cut, entry_index(&entries, "proposed", 2));
-    let sum = ok_json(&env.run(&[
-        "run",
-        "--headless",
-        "--auto-approve",
-        "--decisions",
-        &p(&dec),
-        "--session",
-        &p(&cut),
-        "--resume",
-        "--json",
-    ]));
+    let resume = |f: &Path| {
+        let (d, f) = (p(&dec), p(f));
+        let a = ["--auto-approve", "--decisions", &d, "--session", &f];
+        env.run(&[&["run", "--headless", "--resume", "--json"][..], &a].concat())
+    };
+    let sum = ok_json(&resume(&cut));
     let (_, resumed) = session_docs(&cut);
     assert_eq!(kinds(&resumed), kinds(&entries));
     let rf = fold(&h, &resumed);
@@ -330,16 +325,7 @@ fn resume_with_the_same_decisions_file() {
     // `replay` tells it (it read `iter 1: edited (1 layers) by script`).
     let at_edit = env.path("at-edit.yaml");
     cut_inside(&s, &at_edit, entry_index(&entries, "decided", 1));
-    let r = env.run(&[
-        "run",
-        "--headless",
-        "--auto-approve",
-        "--decisions",
-        &p(&dec),
-        "--session",
-        &p(&at_edit),
-        "--resume",
-    ]);
+    let r = resume(&at_edit);
     ok(&r);
     let line = "iter 1: edited by script: ";
     let replayed = env.run(&["replay", &p(&s), "--headless"]);

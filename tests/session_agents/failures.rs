@@ -278,28 +278,8 @@ fn a_skipped_iteration_drops_its_scripted_decisions() {
         "- {iteration: 1, action: approve}\n- {iteration: 2, action: approve}\n",
     )
     .unwrap();
-    let (url, sp, dp) = (server.url(), p(&env.path("s.yaml")), p(&dec));
-    let mut a = vec![
-        "run",
-        "--headless",
-        "--decisions",
-        &dp,
-        "--session",
-        &sp,
-        "--agent",
-        "openai",
-        "--agent-model",
-        "test",
-        "--base-url",
-        &url,
-        "--max-iters",
-        "2",
-        "--json",
-        "--agent-timeout",
-        "1",
-    ];
-    a.extend(SMALL);
-    let r = env.run(&a, KEY);
+    let extra = ["--decisions", &p(&dec), "--agent-timeout", "1"];
+    let r = env.session_with(&server, &env.path("s.yaml"), "2", &extra);
     let sum = ok_json(&r);
     assert_eq!(sum["finished"], "max_iterations", "{sum}");
     // Both iterations ran; the skipped one reached no guard (`iterations` said 1).
@@ -342,28 +322,8 @@ fn a_scripted_stop_still_stops_where_the_agent_gave_no_proposal() {
         "- {iteration: 1, action: reject, feedback: smaller}\n- {iteration: 1, action: stop}\n",
     )
     .unwrap();
-    let (url, sp, dp) = (server.url(), p(&env.path("s.yaml")), p(&dec));
-    let mut a = vec![
-        "run",
-        "--headless",
-        "--decisions",
-        &dp,
-        "--session",
-        &sp,
-        "--agent",
-        "openai",
-        "--agent-model",
-        "test",
-        "--base-url",
-        &url,
-        "--max-iters",
-        "2",
-        "--json",
-        "--agent-timeout",
-        "1",
-    ];
-    a.extend(SMALL);
-    let r = env.run(&a, KEY);
+    let extra = ["--decisions", &p(&dec), "--agent-timeout", "1"];
+    let r = env.session_with(&server, &env.path("s.yaml"), "2", &extra);
     let sum = ok_json(&r);
     assert_eq!(sum["finished"], "user_stop", "{sum}");
     assert_eq!(sum["steps_evaluated"], 0, "{sum}");
