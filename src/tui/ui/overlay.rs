@@ -293,7 +293,8 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok:
         Confirm::Quit if view.busy() => (
             "Quit while a step runs?",
             format!(
-                "The worker is busy ({}). The session file already holds every event; \
+                "The worker is busy ({}): that work is not kept (an agent's answer not yet \
+                 given is asked for again). The session file already holds every event; \
                  continue later with --resume.",
                 view.worker_state()
             ),
@@ -309,7 +310,7 @@ fn confirm(f: &mut Frame, area: Rect, app: &App, view: &View, what: Confirm, ok:
             "Stop the session?",
             format!(
                 "It ends at the next safe point and the session is finished: --resume then \
-                 only prints its summary. To come back to it later, quit with {} instead.",
+                 only says it is finished. To come back to it later, quit with {} instead.",
                 app.key_name(Action::Quit, Mode::Normal, false)
             ),
         ),
