@@ -87,11 +87,13 @@ pub fn render(f: &mut Frame, area: Rect, app: &App, view: &View, focused: bool, 
     };
     // A limit above the scale is not drawn: its item says so with an arrow (the short form
     // drops "off scale" where the whole legend would not fit one line).
+    // Before the first step no limit line is drawn: the item gives the threshold (it named a
+    // line the plot did not have).
     let items = |short: bool| {
-        let limit_label = match (limit_shown || limit.is_empty(), short) {
-            (true, _) => format!("{} limit ", glyph(limit_m)),
-            (false, false) => format!("↑ limit +{:.1}% off scale ", th * 100.0),
-            (false, true) => format!("↑ limit +{:.1}% ", th * 100.0),
+        let limit_label = match (limit.is_empty(), limit_shown, short) {
+            (true, _, _) | (false, false, true) => format!("↑ limit +{:.1}% ", th * 100.0),
+            (false, true, _) => format!("{} limit ", glyph(limit_m)),
+            (false, false, false) => format!("↑ limit +{:.1}% off scale ", th * 100.0),
         };
         vec![
             Span::styled(format!("{} kept ", glyph(kept_m)), t.good()),
