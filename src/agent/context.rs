@@ -50,7 +50,7 @@ pub struct StepOutcome {
     pub probe_after: Option<f64>,
     /// An accepted step a reviewer's later rollback undid: the iteration of the checkpoint
     /// restored (the baseline's is 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub undone_to: Option<usize>,
 }
 

@@ -389,8 +389,6 @@ struct OutcomeView {
     outcome: StepOutcome,
     /// Relative perplexity change of the step (ppl_after / ppl_before - 1).
     change: f64,
-    /// A reviewer's rollback later undid it (`undone_to` names the iteration restored).
-    undone: bool,
 }
 
 impl OutcomeView {
@@ -403,7 +401,6 @@ impl OutcomeView {
         OutcomeView {
             outcome,
             change: o.delta(),
-            undone: o.undone_to.is_some(),
         }
     }
 }

@@ -569,12 +569,8 @@ pub fn run(a: RunArgs) -> Result<()> {
         .and_then(|o| o.log.as_ref())
         .and_then(crate::worker::setup::recorded_finish);
     if let (Some(reason), Some(o)) = (finish, &resumed) {
-        let p = crate::worker::setup::shell_word(&o.path.display().to_string());
-        super::errln!(
-            "session {} had already finished ({}); nothing to do; view it with `arborist replay {p}`",
-            o.path.display(),
-            reason.words()
-        );
+        let line = crate::worker::setup::already_finished(&o.path, &reason, "");
+        super::errln!("{line}");
         return Ok(());
     }
     if !crate::tui::is_interactive() {

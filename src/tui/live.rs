@@ -57,9 +57,8 @@ impl Live {
         let Some(d) = self.driver.as_mut() else {
             return;
         };
-        if matches!(ev, Event::Decided { .. }) {
-            d.pending_review = None;
-        }
+        // The proposal waiting is the driver's: it leaves once the machine stops reviewing
+        // (a decision or a rollback written), and stays when the event is refused.
         let what = match ev.iteration() {
             Some(i) => format!("the `{}` of iteration {i}", ev.kind()),
             None => format!("the `{}`", ev.kind()),
@@ -72,17 +71,10 @@ impl Live {
                 // the proposal stays on screen.
                 app.failure
                     .get_or_insert_with(|| format!("{e:#} (not recorded: {what})"));
-                if d.machine.phase == Phase::Reviewing {
-                    d.pending_review = d.machine.proposal.clone();
-                }
                 self.take_events();
                 return;
             }
             app.say(Level::Error, format!("{e:#}"));
-            // The machine refused it, so the proposal still waits for review.
-            if d.machine.phase == Phase::Reviewing {
-                d.pending_review = d.machine.proposal.clone();
-            }
         }
         self.take_events();
         // The job a decision starts is timed from now: the frame drawn before the next

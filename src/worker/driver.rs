@@ -272,7 +272,6 @@ impl Driver {
                 Effect::Reflect(b) => self.ask(AgentJob::Reflect(b))?,
                 Effect::Log(ev) => self.record(&ev)?,
                 Effect::Finished(r) => {
-                    self.pending_review = None;
                     // Finished means the file holds the whole session: `poll` says so
                     // once the writes up to here are acknowledged.
                     match &self.writer {

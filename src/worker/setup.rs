@@ -64,16 +64,24 @@ fn finished_unwritable(path: &Path, e: anyhow::Error) -> anyhow::Error {
     }
     match file::read(path).ok().as_ref().and_then(recorded_finish) {
         Some(reason) => {
-            anyhow!(
-                "session {} had already finished ({}); nothing to do (and it cannot be opened for writing here: {}); view it with `arborist replay {}`",
-                path.display(),
-                reason.words(),
-                e.root_cause(),
-                shell_word(&path.display().to_string())
-            )
+            let aside = format!(
+                " (and it cannot be opened for writing here: {})",
+                e.root_cause()
+            );
+            anyhow!("{}", already_finished(path, &reason, &aside))
         }
         None => e,
     }
+}
+
+/// What a resume of a finished session says, with `aside` after "nothing to do".
+pub fn already_finished(path: &Path, reason: &StopReason, aside: &str) -> String {
+    format!(
+        "session {} had already finished ({}); nothing to do{aside}; view it with `arborist replay {}`",
+        path.display(),
+        reason.words(),
+        shell_word(&path.display().to_string())
+    )
 }
 
 /// How the file says its session ended, when a resume has nothing to do: a session the

@@ -215,7 +215,6 @@ fn damaged_decisions_files_are_followed_or_refused_in_one_line() {
     let ws = Workspace::create();
     let mut report = Report::new("decisions");
     let mut rng = StdRng::seed_from_u64(report.seed());
-    let text = crate::common::p(&ws.text);
     for index in 0..DECISIONS_CASES {
         let mut bytes = DECISIONS.as_bytes().to_vec();
         let (what, promise) = match index {
@@ -226,31 +225,9 @@ fn damaged_decisions_files_are_followed_or_refused_in_one_line() {
         std::fs::write(&file, &bytes).unwrap();
         let session = ws.path(&format!("s{index}.yaml"));
         let (f, s) = (crate::common::p(&file), crate::common::p(&session));
-        let args = [
-            "run",
-            "--model",
-            &ws.model,
-            "--calib",
-            &text,
-            "--eval",
-            &text,
-            "--seqlen",
-            "32",
-            "--calib-windows",
-            "2",
-            "--eval-windows",
-            "2",
-            "--grad-windows",
-            "1",
-            "--max-iters",
-            "5",
-            "--headless",
-            "--decisions",
-            &f,
-            "--session",
-            &s,
-            "--json",
-        ];
+        let mut args = ws.session_args("5");
+        args.extend(["--headless", "--decisions", &f, "--session", &s, "--json"].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let case = Case {
             index,
             damage: what,

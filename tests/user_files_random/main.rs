@@ -81,6 +81,33 @@ impl Workspace {
         self.dir.path().join(rel)
     }
 
+    /// A session on the workspace's model over its text, at a protocol small enough for
+    /// hundreds of runs, for `iters` iterations; the caller adds how it is reviewed.
+    pub fn session_args(&self, iters: &str) -> Vec<String> {
+        let text = common::p(&self.text);
+        [
+            "run",
+            "--model",
+            &self.model,
+            "--calib",
+            &text,
+            "--eval",
+            &text,
+            "--seqlen",
+            "32",
+            "--calib-windows",
+            "2",
+            "--eval-windows",
+            "2",
+            "--grad-windows",
+            "1",
+            "--max-iters",
+            iters,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     /// Run the binary in the workspace, under the memory limit and the deadline.
     pub fn run(&self, args: &[&str], envs: &[(&str, &str)]) -> Ran {
         let cache = common::p(&self.path("cache"));

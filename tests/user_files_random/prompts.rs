@@ -113,7 +113,6 @@ fn damaged_prompt_templates_are_used_or_refused_in_one_line() {
     let ws = Workspace::create();
     let mut report = Report::new("prompts");
     let mut rng = StdRng::seed_from_u64(report.seed());
-    let text = crate::common::p(&ws.text);
     let builtin = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
     for index in 0..CASES {
         let dir = ws.path(&format!("prompts{index}"));
@@ -133,24 +132,8 @@ fn damaged_prompt_templates_are_used_or_refused_in_one_line() {
         let url = server.url();
         let session = ws.path(&format!("s{index}.yaml"));
         let (d, s) = (crate::common::p(&dir), crate::common::p(&session));
-        let args = [
-            "run",
-            "--model",
-            &ws.model,
-            "--calib",
-            &text,
-            "--eval",
-            &text,
-            "--seqlen",
-            "32",
-            "--calib-windows",
-            "2",
-            "--eval-windows",
-            "2",
-            "--grad-windows",
-            "1",
-            "--max-iters",
-            "1",
+        let mut args = ws.session_args("1");
+        let rest = [
             "--agent",
             "openai",
             "--agent-model",
@@ -165,6 +148,8 @@ fn damaged_prompt_templates_are_used_or_refused_in_one_line() {
             &s,
             "--json",
         ];
+        args.extend(rest.map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let shown_file = dir.join(name);
         let case = Case {
             index,
